@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Response
+
+from chat_store.api.deps import CurrentPrincipal, DbSession
+from chat_store.api.responses import problems
+from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from chat_store.schemas.common import Page
+from chat_store.services import api_keys as api_key_service
+
+router = APIRouter(prefix="/api-keys", tags=["api-keys"])
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ApiKeyCreated,
+    responses=problems(401, 422),
+    operation_id="create_api_key",
+)
+async def create_api_key(
+    db: DbSession, principal: CurrentPrincipal, body: ApiKeyCreate
+) -> ApiKeyCreated:
+    """Create an API key; the secret (`key`) is shown in this answer only."""
+    return await api_key_service.create_api_key(db, principal.user_id, body)
+
+
+@router.get(
+    "", response_model=Page[ApiKeyRead], responses=problems(401), operation_id="list_api_keys"
+)
+async def list_api_keys(db: DbSession, principal: CurrentPrincipal) -> Page[ApiKeyRead]:
+    """The caller's keys, newest first: name, prefix, expiry and last use, never the secret."""
+    return await api_key_service.list_api_keys(db, principal.user_id)
+
+
+@router.delete(
+    "/{key_id}",
+    status_code=204,
+    responses=problems(401, 404, 422),
+    operation_id="revoke_api_key",
+)
+async def revoke_api_key(db: DbSession, principal: CurrentPrincipal, key_id: uuid.UUID) -> Response:
+    """Revoke a key at once."""
+    await api_key_service.revoke_api_key(db, principal.user_id, key_id)
+    return Response(status_code=204)

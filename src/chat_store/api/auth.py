@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Response
+
+from chat_store.api.deps import AppSettings, DbSession
+from chat_store.api.responses import problems
+from chat_store.schemas.users import RefreshRequest, TokenPair, UserCreate, UserRead
+from chat_store.services import auth as auth_service
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post(
+    "/register",
+    status_code=201,
+    response_model=UserRead,
+    responses=problems(403, 409, 413, 422),
+    operation_id="register_user",
+)
+async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) -> UserRead:
+    """Create an account (email is case-folded and unique)."""
+    return UserRead.model_validate(await auth_service.register(db, settings, body))
+
+
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    responses=problems(401, 422),
+    operation_id="login_for_tokens",
+)
+async def login_for_tokens(
+    db: DbSession,
+    settings: AppSettings,
+    username: Annotated[str, Form(description="The account's email.", max_length=320)],
+    password: Annotated[str, Form(max_length=1024)],
+) -> TokenPair:
+    """Log in with the OAuth2 password form; returns an access JWT and a refresh token."""
+    return await auth_service.login(db, settings, username, password)
+
+
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    responses=problems(401, 422),
+    operation_id="refresh_tokens",
+)
+async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequest) -> TokenPair:
+    """Trade a refresh token for a new pair; the old one is spent (reuse revokes the family)."""
+    return await auth_service.refresh(db, settings, body.refresh_token)
+
+
+@router.post("/logout", status_code=204, responses=problems(422), operation_id="logout")
+async def logout(db: DbSession, body: RefreshRequest) -> Response:
+    """Revoke the refresh token's whole family (every token rotated from the same login)."""
+    await auth_service.logout(db, body.refresh_token)
+    return Response(status_code=204)

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from chat_store.api.deps import (
+    AppSettings,
+    CurrentPrincipal,
+    DbSession,
+    IdempotencyKey,
+    PaginationParams,
+)
+from chat_store.api.responses import problems
+from chat_store.crud.chat_sessions import ChatSessionFilters
+from chat_store.schemas.chat_sessions import (
+    ChatSessionCreate,
+    ChatSessionRead,
+    ChatSessionRename,
+    ChatSessionStatus,
+    ChatSessionUpdate,
+    FavoriteUpdate,
+)
+from chat_store.schemas.common import Deleted, Page
+from chat_store.services import chat_sessions as chat_session_service
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+_ONE = problems(401, 404, 422)
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ChatSessionRead,
+    responses=problems(401, 409, 413, 422),
+    operation_id="create_chat_session",
+)
+async def create_chat_session(
+    db: DbSession,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    body: Annotated[
+        ChatSessionCreate,
+        Body(
+            openapi_examples={
+                "minimal": {"summary": "Untitled (the first user message names it)", "value": {}},
+                "workspace": {
+                    "summary": "A coding session tied to a repository",
+                    "value": {
+                        "title": "Fix flaky test in billing",
+                        "workspace": {"repo": "github.com/acme/api", "branch": "main"},
+                        "metadata": {"client": "cli/1.4"},
+                    },
+                },
+            }
+        ),
+    ],
+    idempotency_key: IdempotencyKey = None,
+) -> ChatSessionRead:
+    """Start a chat session (an `id` may be chosen by the client)."""
+    return await chat_session_service.create_chat_session(
+        db, settings, principal, body, idempotency_key
+    )
+
+
+@router.get(
+    "",
+    response_model=Page[ChatSessionRead],
+    responses=problems(401, 404, 422),
+    operation_id="list_chat_sessions",
+)
+async def list_chat_sessions(
+    db: DbSession,
+    principal: CurrentPrincipal,
+    pagination: PaginationParams,
+    favorite: Annotated[bool | None, Query(description="Only favourites (true) or not.")] = None,
+    status: Annotated[ChatSessionStatus | None, Query()] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Title contains.")] = None,
+    repo: Annotated[str | None, Query(max_length=500, description="Workspace repo.")] = None,
+    updated_after: Annotated[datetime | None, Query()] = None,
+) -> Page[ChatSessionRead]:
+    """The caller's sessions, newest activity first (keyset-paginated)."""
+    filters = ChatSessionFilters(
+        favorite=favorite,
+        status=status,
+        title_contains=q,
+        repo=repo,
+        updated_after=updated_after,
+    )
+    return await chat_session_service.list_chat_sessions(
+        db,
+        principal,
+        filters,
+        limit=pagination.limit,
+        descending=pagination.descending("desc"),
+        after=pagination.after,
+        before=pagination.before,
+    )
+
+
+@router.get(
+    "/{session_id}",
+    response_model=ChatSessionRead,
+    responses=_ONE,
+    operation_id="get_chat_session",
+)
+async def get_chat_session(
+    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID
+) -> ChatSessionRead:
+    """One session."""
+    return await chat_session_service.get_chat_session(db, principal, session_id)
+
+
+@router.patch(
+    "/{session_id}",
+    response_model=ChatSessionRead,
+    responses=_ONE,
+    operation_id="update_chat_session",
+)
+async def update_chat_session(
+    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, body: ChatSessionUpdate
+) -> ChatSessionRead:
+    """Change title, favourite flag, metadata, workspace or status (only the fields given)."""
+    return await chat_session_service.update_chat_session(db, principal, session_id, body)
+
+
+@router.put(
+    "/{session_id}",
+    response_model=ChatSessionRead,
+    responses=_ONE,
+    operation_id="rename_chat_session",
+)
+async def rename_chat_session(
+    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, body: ChatSessionRename
+) -> ChatSessionRead:
+    """Rename a session (alias of PATCH with a title)."""
+    update = ChatSessionUpdate(title=body.title)
+    return await chat_session_service.update_chat_session(db, principal, session_id, update)
+
+
+@router.patch(
+    "/{session_id}/favorite",
+    response_model=ChatSessionRead,
+    responses=_ONE,
+    operation_id="set_chat_session_favorite",
+)
+async def set_chat_session_favorite(
+    db: DbSession,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    body: Annotated[FavoriteUpdate | None, Body()] = None,
+) -> ChatSessionRead:
+    """Toggle the favourite flag, or set it with `{"is_favorite": bool}`."""
+    value = body.is_favorite if body is not None else None
+    return await chat_session_service.toggle_favorite(db, principal, session_id, value)
+
+
+@router.delete(
+    "/{session_id}",
+    response_model=Deleted,
+    responses=_ONE,
+    operation_id="delete_chat_session",
+)
+async def delete_chat_session(
+    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID
+) -> Deleted:
+    """Delete a session and all its messages."""
+    await chat_session_service.delete_chat_session(db, principal, session_id)
+    return Deleted(id=session_id, object="session.deleted")

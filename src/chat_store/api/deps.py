@@ -1,0 +1,144 @@
+"""Typed dependencies every router uses: the app state, the request's database session, the
+caller (Principal), pagination and the Idempotency-Key header."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from chat_store.cache import Cache as CacheAdapter
+from chat_store.errors import AppError, Unauthorized, ValidationFailed
+from chat_store.services import principals as principal_service
+from chat_store.services.principals import Principal
+from chat_store.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+@dataclass
+class AppState:
+    """Everything the lifespan builds once; reached only through the aliases below."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    cache: CacheAdapter
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.resources
+    return state
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def get_app_settings(state: State) -> Settings:
+    return state.settings
+
+
+AppSettings = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_cache(state: State) -> CacheAdapter:
+    return state.cache
+
+
+Cache = Annotated[CacheAdapter, Depends(get_cache)]
+
+
+async def get_db(state: State) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the handler returns, rolled back on error.
+
+    Declared with scope="function" so the commit happens before the response is sent: a client
+    that got 201 can read its write from any other connection at once. An AppError that asks for
+    it (commit=True, e.g. a refresh-token family revoked on reuse) keeps its writes.
+    """
+    async with state.sessionmaker() as session:
+        try:
+            yield session
+        except AppError as exc:
+            if exc.commit:
+                await session.commit()
+            else:
+                await session.rollback()
+            raise
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
+
+# Declared for the OpenAPI document, so "Authorize" in Swagger UI offers both ways in.
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl=f"{API_PREFIX}/auth/token",
+    auto_error=False,
+    description="Log in with email and password; or paste an API key (csk_...) as a bearer token.",
+)
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="An API key created with POST /api-keys."
+)
+
+
+async def get_principal(
+    db: DbSession,
+    settings: AppSettings,
+    bearer: Annotated[str | None, Depends(oauth2_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal:
+    if bearer:
+        return await principal_service.from_bearer(db, settings, bearer)
+    if api_key:
+        return await principal_service.from_api_key(db, api_key)
+    raise Unauthorized("Authentication required: a bearer token or an X-API-Key header")
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+@dataclass(frozen=True)
+class Pagination:
+    limit: int
+    order: Literal["asc", "desc"] | None
+    after: uuid.UUID | None
+    before: uuid.UUID | None
+
+    def descending(self, default: Literal["asc", "desc"]) -> bool:
+        return (self.order or default) == "desc"
+
+
+def get_pagination(
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+    order: Annotated[
+        Literal["asc", "desc"] | None, Query(description="Sort direction of the list.")
+    ] = None,
+    after: Annotated[
+        uuid.UUID | None, Query(description="Continue after this id (in list order).")
+    ] = None,
+    before: Annotated[uuid.UUID | None, Query(description="The page before this id.")] = None,
+) -> Pagination:
+    if after is not None and before is not None:
+        raise ValidationFailed("give either after or before, not both", ["query", "before"])
+    return Pagination(limit=limit, order=order, after=after, before=before)
+
+
+PaginationParams = Annotated[Pagination, Depends(get_pagination)]
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        description="Retry-safe creates: the same key and body return the first answer.",
+    ),
+]

@@ -1,0 +1,30 @@
+"""Error answers as documented in OpenAPI (every one is problem+json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chat_store.schemas.common import Problem
+
+_DESCRIPTIONS = {
+    401: "Missing, expired or invalid credentials (`unauthorized`).",
+    403: "Not allowed here (`registration_closed`).",
+    404: "Not found, or not yours (`not_found`, `session_not_found`, ...).",
+    409: "Conflict (`session_exists`, `email_taken`, `idempotency_key_reused`, ...).",
+    413: "Request body over the size limit (`payload_too_large`).",
+    422: "Invalid input: malformed JSON, wrong types, unknown fields (`validation_error`).",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {
+            "model": Problem,
+            "description": _DESCRIPTIONS[status],
+            "content": {"application/problem+json": {}},
+        }
+        for status in statuses
+    }
+
+
+AUTHED = problems(401, 422)

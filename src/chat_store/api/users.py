@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from chat_store.api.deps import AppSettings, CurrentPrincipal, DbSession
+from chat_store.api.responses import AUTHED
+from chat_store.schemas.users import UserRead, UserUpdate
+from chat_store.services import users as user_service
+
+router = APIRouter(prefix="/users", tags=["users"])
+
+
+@router.get("/me", response_model=UserRead, responses=AUTHED, operation_id="get_current_user")
+async def get_current_user(db: DbSession, principal: CurrentPrincipal) -> UserRead:
+    """The account behind the credentials."""
+    return UserRead.model_validate(await user_service.get_me(db, principal))
+
+
+@router.patch("/me", response_model=UserRead, responses=AUTHED, operation_id="update_current_user")
+async def update_current_user(
+    db: DbSession, settings: AppSettings, principal: CurrentPrincipal, body: UserUpdate
+) -> UserRead:
+    """Change the display name, or the password (with current_password)."""
+    return UserRead.model_validate(await user_service.update_me(db, settings, principal, body))
+
+
+@router.delete("/me", status_code=204, responses=AUTHED, operation_id="delete_current_user")
+async def delete_current_user(db: DbSession, principal: CurrentPrincipal) -> Response:
+    """Erase the account and everything it owns; answers once it is gone."""
+    await user_service.delete_me(db, principal)
+    return Response(status_code=204)

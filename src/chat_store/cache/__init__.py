@@ -1,0 +1,116 @@
+"""Cache adapters with one interface: Redis when REDIS_URL is set, in-process otherwise.
+
+Redis is never the only copy of anything: every caller treats a failure as a miss, so the
+service keeps answering from the database while Redis is away.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+
+class Cache(Protocol):
+    backend: str
+
+    async def get(self, key: str) -> bytes | None: ...
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
+    async def delete(self, *keys: str) -> None: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class MemoryCache:
+    """In-process cache for the embedded default (one process)."""
+
+    backend = "memory"
+
+    def __init__(self, max_items: int = 10_000) -> None:
+        self._items: dict[str, tuple[float, bytes]] = {}
+        self._max_items = max_items
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires < time.monotonic():
+            self._items.pop(key, None)
+            return None
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        if len(self._items) >= self._max_items:
+            self._items.pop(next(iter(self._items)))  # oldest insertion goes first
+        self._items[key] = (time.monotonic() + ttl_seconds, value)
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._items.pop(key, None)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._items.clear()
+
+
+class RedisCache:
+    """Redis adapter that fails open: errors are logged and counted, and read as misses."""
+
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._redis = Redis.from_url(
+            url, socket_connect_timeout=0.5, socket_timeout=0.5, health_check_interval=10
+        )
+        self._prefix = prefix
+        self.errors = 0
+
+    def _failed(self, operation: str, exc: RedisError) -> None:
+        self.errors += 1
+        logger.warning("redis %s failed: %s", operation, type(exc).__name__)
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._redis.get(self._prefix + key)
+            return value.encode() if isinstance(value, str) else value
+        except RedisError as exc:
+            self._failed("get", exc)
+            return None
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        try:
+            await self._redis.set(self._prefix + key, value, ex=ttl_seconds)
+        except RedisError as exc:
+            self._failed("set", exc)
+
+    async def delete(self, *keys: str) -> None:
+        if not keys:
+            return
+        try:
+            await self._redis.delete(*(self._prefix + key for key in keys))
+        except RedisError as exc:
+            self._failed("delete", exc)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except RedisError as exc:
+            self._failed("ping", exc)
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+def create_cache(redis_url: str | None, prefix: str) -> Cache:
+    if redis_url:
+        return RedisCache(redis_url, prefix)
+    return MemoryCache()

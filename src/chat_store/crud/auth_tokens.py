@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.models import RefreshToken
+
+
+async def create_refresh_token(
+    db: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    family_id: uuid.UUID,
+    token_hash: str,
+    expires_at: datetime,
+) -> RefreshToken:
+    row = RefreshToken(
+        user_id=user_id, family_id=family_id, token_hash=token_hash, expires_at=expires_at
+    )
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def get_refresh_token_for_update(db: AsyncSession, token_hash: str) -> RefreshToken | None:
+    # FOR UPDATE: two concurrent refreshes with one token must not both succeed.
+    result = await db.execute(
+        select(RefreshToken).where(RefreshToken.token_hash == token_hash).with_for_update()
+    )
+    return result.scalar_one_or_none()
+
+
+async def mark_used(db: AsyncSession, token_id: uuid.UUID, at: datetime) -> bool:
+    """Spend a token; False when another request spent it first."""
+    result = await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == token_id, RefreshToken.used_at.is_(None))
+        .values(used_at=at)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def revoke_family(db: AsyncSession, family_id: uuid.UUID, at: datetime) -> None:
+    await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud.pagination import PageRequest, fetch_page
+from chat_store.models import ChatSession
+
+
+@dataclass(frozen=True)
+class ChatSessionFilters:
+    favorite: bool | None = None
+    status: str | None = None
+    title_contains: str | None = None
+    repo: str | None = None
+    updated_after: datetime | None = None
+
+
+async def exists(db: AsyncSession, session_id: uuid.UUID) -> bool:
+    # Any owner: ids are global, so a taken id is taken for everyone.
+    result = await db.execute(select(ChatSession.id).where(ChatSession.id == session_id))
+    return result.scalar_one_or_none() is not None
+
+
+async def create(db: AsyncSession, row: ChatSession) -> ChatSession:
+    db.add(row)
+    await db.flush()
+    return row
+
+
+async def get_for_owner(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, *, for_update: bool = False
+) -> ChatSession | None:
+    stmt = select(ChatSession).where(ChatSession.id == session_id, ChatSession.user_id == user_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    result = await db.execute(stmt)
+    return result.scalar_one_or_none()
+
+
+async def get_sort_key(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
+) -> tuple[Any, ...] | None:
+    result = await db.execute(
+        select(ChatSession.last_activity_at, ChatSession.id).where(
+            ChatSession.id == session_id, ChatSession.user_id == user_id
+        )
+    )
+    row = result.one_or_none()
+    return tuple(row) if row is not None else None
+
+
+async def list_for_owner(
+    db: AsyncSession, user_id: uuid.UUID, filters: ChatSessionFilters, page: PageRequest
+) -> tuple[list[ChatSession], bool]:
+    # Served by ix_chat_session_user_activity (user_id, last_activity_at, id).
+    stmt = select(ChatSession).where(ChatSession.user_id == user_id)
+    if filters.favorite is not None:
+        stmt = stmt.where(ChatSession.is_favorite.is_(filters.favorite))
+    if filters.status is not None:
+        stmt = stmt.where(ChatSession.status == filters.status)
+    if filters.title_contains:
+        stmt = stmt.where(ChatSession.title.icontains(filters.title_contains, autoescape=True))
+    if filters.repo is not None:
+        stmt = stmt.where(ChatSession.workspace_repo == filters.repo)
+    if filters.updated_after is not None:
+        stmt = stmt.where(ChatSession.updated_at > filters.updated_after)
+    return await fetch_page(db, stmt, [ChatSession.last_activity_at, ChatSession.id], page)
+
+
+async def delete_for_owner(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    # Messages go with it through ON DELETE CASCADE.
+    result = await db.execute(
+        delete(ChatSession).where(ChatSession.id == session_id, ChatSession.user_id == user_id)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def flush(db: AsyncSession) -> None:
+    await db.flush()

@@ -1,0 +1,62 @@
+"""Engine and sessionmaker construction for both dialects."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, event
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+
+from chat_store.settings import Settings
+
+
+def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
+    url = url or settings.sqlalchemy_url
+    kwargs: dict[str, Any] = {"echo": settings.db_echo}
+    if url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # One connection: SQLite has a single writer, and queueing in the pool is cheaper and
+        # more predictable than "database is locked" retries between several connections.
+        kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        return engine
+    kwargs["connect_args"] = dict(settings.sqlalchemy_connect_args)
+    if settings.db_null_pool:
+        kwargs["poolclass"] = NullPool
+    else:
+        kwargs.update(
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+            pool_timeout=settings.db_pool_timeout,
+            pool_pre_ping=True,
+        )
+    return create_async_engine(url, **kwargs)
+
+
+def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+    # The sqlite3 module's own transaction handling breaks SAVEPOINT; SQLAlchemy's documented
+    # recipe turns it off and emits BEGIN itself (see _sqlite_on_begin).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -1,0 +1,86 @@
+"""Domain errors. Services raise these; api/errors.py renders them once as problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AppError(Exception):
+    status: int = 400
+    code: str = "bad_request"
+    title: str = "Bad request"
+
+    def __init__(self, detail: str | None = None, *, commit: bool = False, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+        self.headers: dict[str, str] = {}
+        # True when the request's writes must be kept although it fails (e.g. a revocation).
+        self.commit = commit
+
+
+class NotFound(AppError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(AppError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class Unauthorized(AppError):
+    status, code, title = 401, "unauthorized", "Unauthorized"
+
+    def __init__(self, detail: str | None = None, *, commit: bool = False, **extra: Any) -> None:
+        super().__init__(detail or "Missing or invalid credentials", commit=commit, **extra)
+        self.headers["WWW-Authenticate"] = "Bearer"
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+class PayloadTooLarge(AppError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class RateLimited(AppError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class ValidationFailed(AppError):
+    """A rule that a schema cannot express (e.g. a size counted after parsing)."""
+
+    status, code, title = 422, "validation_error", "Validation error"
+
+    def __init__(self, detail: str, loc: list[str | int] | None = None) -> None:
+        super().__init__(
+            detail, errors=[{"loc": loc or ["body"], "msg": detail, "type": "value_error"}]
+        )
+
+
+class ChatSessionNotFound(NotFound):
+    code, title = "session_not_found", "Session not found"
+
+
+class MessageNotFound(NotFound):
+    code, title = "message_not_found", "Message not found"
+
+
+class ApiKeyNotFound(NotFound):
+    title = "API key not found"
+
+
+class ChatSessionExists(Conflict):
+    code, title = "session_exists", "Session id already exists"
+
+
+class EmailTaken(Conflict):
+    code, title = "email_taken", "Email already registered"
+
+
+class IdempotencyKeyReused(Conflict):
+    code, title = "idempotency_key_reused", "Idempotency key reused with a different request"
+
+
+class RegistrationClosed(Forbidden):
+    code, title = "registration_closed", "Registration is turned off"

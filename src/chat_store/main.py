@@ -1,0 +1,144 @@
+"""Application factory: settings, lifespan resources, middleware, routers, error handlers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import fastapi_standalone_docs
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse
+from fastapi.routing import APIRoute
+from fastapi.staticfiles import StaticFiles
+
+from chat_store import __version__
+from chat_store.api import api_keys, auth, chat_sessions, health, users
+from chat_store.api.deps import API_PREFIX, AppState
+from chat_store.api.errors import install_error_handlers
+from chat_store.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from chat_store.cache import create_cache
+from chat_store.db import create_engine, create_sessionmaker
+from chat_store.logging_setup import configure_logging
+from chat_store.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+# Swagger UI and ReDoc assets served by the app itself: the docs work offline and behind
+# networks that block CDNs.
+_DOCS_ASSETS = Path(fastapi_standalone_docs.__file__).parent / "static"
+
+DESCRIPTION = """
+Stores the conversations of LLM chat clients: users, chat sessions and messages, including
+assistant answers streamed in delta by delta.
+
+**Authorize**: use the OAuth2 password form (email + password), or paste an API key
+(`csk_...`) into the `X-API-Key` field. Errors are `application/problem+json` (RFC 9457)
+with a stable `code`.
+"""
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.use_json_logs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        cache = create_cache(settings.redis_url, settings.redis_prefix)
+        app.state.resources = AppState(
+            settings=settings,
+            engine=engine,
+            sessionmaker=create_sessionmaker(engine),
+            cache=cache,
+        )
+        logger.info(
+            "chat-store %s ready (database=%s, cache=%s)",
+            __version__,
+            engine.dialect.name,
+            cache.backend,
+        )
+        try:
+            yield
+        finally:
+            await cache.close()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="chat-store",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        root_path=settings.root_path,
+        generate_unique_id_function=_operation_id,
+        swagger_ui_parameters={"persistAuthorization": True},
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
+        )
+    app.add_middleware(RequestContextMiddleware, hsts=settings.is_production)
+
+    app.include_router(health.router)
+    for module in (auth, users, api_keys, chat_sessions):
+        app.include_router(module.router, prefix=API_PREFIX)
+    _install_docs(app)
+    return app
+
+
+def _install_docs(app: FastAPI) -> None:
+    app.mount("/static/docs", StaticFiles(directory=_DOCS_ASSETS), name="docs-assets")
+    oauth2_redirect_url = "/docs/oauth2-redirect"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        root = app.root_path
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+            swagger_js_url=f"{root}/static/docs/swagger/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/static/docs/swagger/swagger-ui.css",
+            swagger_favicon_url=f"{root}/static/docs/fastapi/favicon.png",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        root = app.root_path
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}/static/docs/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}/static/docs/fastapi/favicon.png",
+            with_google_fonts=False,
+        )

@@ -1,0 +1,10 @@
+"""ORM models; importing this package registers every table on Base.metadata."""
+
+from chat_store.models.auth_token import ApiKey, RefreshToken
+from chat_store.models.base import Base
+from chat_store.models.chat_session import ChatSession
+from chat_store.models.idempotency_key import IdempotencyKey
+from chat_store.models.message import Message
+from chat_store.models.user import User
+
+__all__ = ["ApiKey", "Base", "ChatSession", "IdempotencyKey", "Message", "RefreshToken", "User"]

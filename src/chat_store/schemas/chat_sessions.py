@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from chat_store.models import ChatSession
+from chat_store.schemas.common import InputModel, Metadata, OutputModel, SafeStr, Title
+
+ChatSessionStatus = Literal["active", "ended"]
+
+
+class Workspace(InputModel):
+    repo: SafeStr | None = Field(default=None, max_length=500, examples=["github.com/acme/api"])
+    branch: SafeStr | None = Field(default=None, max_length=500, examples=["main"])
+    path: SafeStr | None = Field(default=None, max_length=2000, examples=["/home/ada/src/api"])
+
+
+class ChatSessionCreate(InputModel):
+    id: uuid.UUID | None = Field(default=None, description="Client-chosen id; must be unused.")
+    title: Title | None = Field(default=None, examples=["Refactor the billing module"])
+    metadata: Metadata = Field(default_factory=dict)
+    workspace: Workspace | None = None
+
+
+class ChatSessionUpdate(InputModel):
+    title: Title | None = None
+    is_favorite: bool | None = None
+    metadata: Metadata | None = None
+    workspace: Workspace | None = None
+    status: ChatSessionStatus | None = None
+
+    @model_validator(mode="after")
+    def _no_null_for_required(self) -> ChatSessionUpdate:
+        for name in ("is_favorite", "metadata", "status"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+
+class ChatSessionRename(InputModel):
+    title: Title | None
+
+
+class FavoriteUpdate(InputModel):
+    is_favorite: bool | None = Field(default=None, description="Omit to toggle.")
+
+
+class ChatSessionRead(OutputModel):
+    id: uuid.UUID
+    object: Literal["session"] = "session"
+    title: str | None
+    is_favorite: bool
+    status: ChatSessionStatus
+    metadata: dict[str, Any]
+    workspace: Workspace | None
+    message_count: int
+    total_tokens: int
+    last_message_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None
+
+    @classmethod
+    def from_model(cls, row: ChatSession) -> ChatSessionRead:
+        has_workspace = any((row.workspace_repo, row.workspace_branch, row.workspace_path))
+        return cls(
+            id=row.id,
+            title=row.title,
+            is_favorite=row.is_favorite,
+            status=row.status,
+            metadata=row.metadata_,
+            workspace=Workspace(
+                repo=row.workspace_repo, branch=row.workspace_branch, path=row.workspace_path
+            )
+            if has_workspace
+            else None,
+            message_count=row.message_count,
+            total_tokens=row.total_tokens,
+            last_message_at=row.last_message_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            ended_at=row.ended_at,
+        )

@@ -1,0 +1,95 @@
+"""Shared schema pieces: safe text, bounded metadata, list pages, delete answers."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from chat_store.settings import get_settings
+
+
+def check_text(value: str) -> str:
+    """Refuse what Postgres cannot store and JSON cannot carry: NUL and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must not contain lone surrogates") from None
+    return value
+
+
+def _check_json_strings(value: Any) -> None:
+    if isinstance(value, str):
+        check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_text(key)
+            _check_json_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_strings(item)
+
+
+def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json_strings(value)
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    limit = get_settings().max_metadata_bytes
+    if size > limit:
+        raise ValueError(f"metadata is {size} bytes of JSON, over the limit of {limit}")
+    return value
+
+
+def check_title(value: str) -> str:
+    check_text(value)
+    limit = get_settings().max_title_chars
+    if len(value) > limit:
+        raise ValueError(f"title is {len(value)} characters, over the limit of {limit}")
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(check_text)]
+Title = Annotated[str, AfterValidator(check_title)]
+Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
+
+
+class InputModel(BaseModel):
+    """Request bodies: unknown fields are an error, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OutputModel(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    object: Literal["list"] = "list"
+    data: list[T]
+    first_id: uuid.UUID | None
+    last_id: uuid.UUID | None
+    has_more: bool
+
+
+class Deleted(BaseModel):
+    id: uuid.UUID
+    object: str = Field(examples=["session.deleted"])
+    deleted: Literal[True] = True
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error is answered."""
+
+    type: str = Field(examples=["about:blank"])
+    title: str
+    status: int
+    detail: str
+    instance: str
+    code: str = Field(examples=["not_found"])
+    errors: list[dict[str, Any]] | None = None

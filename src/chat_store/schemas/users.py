@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import EmailStr, Field
+
+from chat_store.schemas.common import InputModel, OutputModel, SafeStr
+
+
+class UserCreate(InputModel):
+    email: EmailStr = Field(examples=["ada@example.com"])
+    password: SafeStr = Field(min_length=8, max_length=1024, examples=["correct horse battery"])
+    display_name: SafeStr | None = Field(default=None, max_length=200, examples=["Ada"])
+
+
+class UserUpdate(InputModel):
+    display_name: SafeStr | None = Field(default=None, max_length=200)
+    password: SafeStr | None = Field(default=None, min_length=8, max_length=1024)
+    current_password: SafeStr | None = Field(
+        default=None, max_length=1024, description="Required to change the password."
+    )
+
+
+class UserRead(OutputModel):
+    id: uuid.UUID
+    object: Literal["user"] = "user"
+    email: str
+    display_name: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokenPair(OutputModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class RefreshRequest(InputModel):
+    refresh_token: SafeStr = Field(min_length=1, max_length=512)

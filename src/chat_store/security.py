@@ -1,0 +1,110 @@
+"""Password hashing, JWTs and opaque secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import anyio.to_thread
+from jose import JWTError, jwt
+from passlib.context import CryptContext
+
+from chat_store.errors import Unauthorized
+
+API_KEY_PREFIX = "csk_"
+ACCESS_TOKEN_TYPE = "access"
+
+
+@lru_cache(maxsize=4)
+def _password_context(rounds: int) -> CryptContext:
+    # bcrypt_sha256 first: bcrypt alone raises (bcrypt 5) or truncates beyond 72 bytes; plain
+    # bcrypt hashes still verify and are upgraded on the next login.
+    return CryptContext(
+        schemes=["bcrypt_sha256", "bcrypt"],
+        deprecated="auto",
+        bcrypt_sha256__rounds=rounds,
+        bcrypt__rounds=rounds,
+    )
+
+
+async def hash_password(password: str, rounds: int) -> str:
+    # ~240 ms of CPU at 12 rounds: run it off the event loop or every other request stalls.
+    context = _password_context(rounds)
+    return await anyio.to_thread.run_sync(context.hash, password)
+
+
+async def verify_password(password: str, password_hash: str, rounds: int) -> bool:
+    context = _password_context(rounds)
+    return bool(await anyio.to_thread.run_sync(context.verify, password, password_hash))
+
+
+@lru_cache(maxsize=4)
+def dummy_password_hash(rounds: int) -> str:
+    """A hash to verify against when the email is unknown, so both failures cost the same."""
+    return str(_password_context(rounds).hash(secrets.token_urlsafe(16)))
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def constant_time_equals(a: str, b: str) -> bool:
+    return hmac.compare_digest(a.encode(), b.encode())
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(48)
+
+
+def new_api_key() -> str:
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    expires_at: datetime
+
+
+def create_access_token(
+    user_id: uuid.UUID, secret: str, algorithm: str, lifetime: timedelta
+) -> tuple[str, int]:
+    now = datetime.now(UTC)
+    claims: dict[str, Any] = {
+        "sub": str(user_id),
+        "type": ACCESS_TOKEN_TYPE,
+        "iat": int(now.timestamp()),
+        "exp": int((now + lifetime).timestamp()),
+        "jti": secrets.token_hex(8),
+    }
+    return jwt.encode(claims, secret, algorithm=algorithm), int(lifetime.total_seconds())
+
+
+def decode_access_token(token: str, secret: str, algorithm: str) -> AccessClaims:
+    """Verify signature, algorithm (pinned: `none` and others are refused) and expiry."""
+    try:
+        header = jwt.get_unverified_header(token)
+        if header.get("alg") != algorithm:
+            raise Unauthorized("Invalid token")
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[algorithm],
+            options={"require_exp": True, "require_sub": True, "require_iat": True},
+        )
+    except JWTError as exc:
+        detail = "Token expired" if "expired" in str(exc).lower() else "Invalid token"
+        raise Unauthorized(detail) from None
+    if claims.get("type") != ACCESS_TOKEN_TYPE:
+        raise Unauthorized("Invalid token")
+    try:
+        user_id = uuid.UUID(str(claims["sub"]))
+    except (KeyError, ValueError):
+        raise Unauthorized("Invalid token") from None
+    return AccessClaims(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC))

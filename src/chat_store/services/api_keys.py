@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud import api_keys as api_key_crud
+from chat_store.crud import users as user_crud
+from chat_store.errors import ApiKeyNotFound, NotFound, ValidationFailed
+from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
+from chat_store.schemas.common import Page
+from chat_store.security import new_api_key, sha256_hex
+from chat_store.services.auth import normalize_email
+
+_SHOWN_PREFIX_CHARS = 12
+
+
+async def create_api_key(db: AsyncSession, user_id: uuid.UUID, body: ApiKeyCreate) -> ApiKeyCreated:
+    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+        raise ValidationFailed("expires_at must be in the future", ["body", "expires_at"])
+    secret = new_api_key()
+    row = await api_key_crud.create(
+        db,
+        user_id=user_id,
+        name=body.name,
+        prefix=secret[:_SHOWN_PREFIX_CHARS],
+        key_hash=sha256_hex(secret),
+        expires_at=body.expires_at,
+    )
+    return ApiKeyCreated(**ApiKeyRead.model_validate(row).model_dump(), key=secret)
+
+
+async def create_api_key_for_email(
+    db: AsyncSession, email: str, body: ApiKeyCreate
+) -> ApiKeyCreated:
+    """Operator bootstrap (CLI): a key for the user with this email."""
+    user = await user_crud.get_by_email(db, normalize_email(email))
+    if user is None:
+        raise NotFound(f"No user with email {email}")
+    return await create_api_key(db, user.id, body)
+
+
+async def list_api_keys(db: AsyncSession, user_id: uuid.UUID) -> Page[ApiKeyRead]:
+    # A user holds a handful of keys: one page holds them all.
+    data = [ApiKeyRead.model_validate(row) for row in await api_key_crud.list_for_user(db, user_id)]
+    return Page[ApiKeyRead](
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=False,
+    )
+
+
+async def revoke_api_key(db: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUID) -> None:
+    if await api_key_crud.delete_for_user(db, user_id, key_id) is None:
+        raise ApiKeyNotFound()

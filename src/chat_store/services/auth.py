@@ -1,0 +1,119 @@
+"""Registration, login, refresh-token rotation with reuse detection, logout."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud import auth_tokens as token_crud
+from chat_store.crud import users as user_crud
+from chat_store.errors import EmailTaken, RegistrationClosed, Unauthorized
+from chat_store.ids import uuid7
+from chat_store.models import User
+from chat_store.schemas.users import TokenPair, UserCreate
+from chat_store.security import (
+    create_access_token,
+    dummy_password_hash,
+    hash_password,
+    new_refresh_token,
+    sha256_hex,
+    verify_password,
+)
+from chat_store.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_BAD_LOGIN = "Incorrect email or password"
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().casefold()
+
+
+async def register(db: AsyncSession, settings: Settings, body: UserCreate) -> User:
+    if not settings.allow_registration:
+        raise RegistrationClosed()
+    return await create_user(db, settings, str(body.email), body.password, body.display_name)
+
+
+async def create_user(
+    db: AsyncSession, settings: Settings, email: str, password: str, display_name: str | None
+) -> User:
+    email = normalize_email(email)
+    if await user_crud.get_by_email(db, email) is not None:
+        raise EmailTaken()
+    password_hash = await hash_password(password, settings.bcrypt_rounds)
+    try:
+        async with db.begin_nested():
+            return await user_crud.create(
+                db, email=email, password_hash=password_hash, display_name=display_name
+            )
+    except IntegrityError:  # a concurrent registration won the race
+        raise EmailTaken() from None
+
+
+async def authenticate(db: AsyncSession, settings: Settings, email: str, password: str) -> User:
+    """The same 401, at the same cost, for an unknown email and a wrong password."""
+    user = await user_crud.get_by_email(db, normalize_email(email))
+    if user is None:
+        await verify_password(
+            password, dummy_password_hash(settings.bcrypt_rounds), settings.bcrypt_rounds
+        )
+        raise Unauthorized(_BAD_LOGIN)
+    if not await verify_password(password, user.password_hash, settings.bcrypt_rounds):
+        raise Unauthorized(_BAD_LOGIN)
+    return user
+
+
+async def login(db: AsyncSession, settings: Settings, email: str, password: str) -> TokenPair:
+    user = await authenticate(db, settings, email, password)
+    return await _issue_pair(db, settings, user.id, family_id=uuid7())
+
+
+async def refresh(db: AsyncSession, settings: Settings, refresh_token: str) -> TokenPair:
+    now = datetime.now(UTC)
+    row = await token_crud.get_refresh_token_for_update(db, sha256_hex(refresh_token))
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise Unauthorized("Invalid refresh token")
+    if row.used_at is not None or not await token_crud.mark_used(db, row.id, now):
+        # A spent token presented again: someone holds a copy. Revoke the whole family, and
+        # commit that even though this request fails (see RevokedFamily handling in deps).
+        await token_crud.revoke_family(db, row.family_id, now)
+        logger.warning(
+            "refresh token reuse detected; family revoked", extra={"user_id": str(row.user_id)}
+        )
+        raise Unauthorized(
+            "Refresh token reused; all sessions of this login were revoked", commit=True
+        )
+    return await _issue_pair(db, settings, row.user_id, family_id=row.family_id)
+
+
+async def logout(db: AsyncSession, refresh_token: str) -> None:
+    """Revoke the family of this token; an unknown token is not an error (nothing to revoke)."""
+    row = await token_crud.get_refresh_token_for_update(db, sha256_hex(refresh_token))
+    if row is not None:
+        await token_crud.revoke_family(db, row.family_id, datetime.now(UTC))
+
+
+async def _issue_pair(
+    db: AsyncSession, settings: Settings, user_id: uuid.UUID, family_id: uuid.UUID
+) -> TokenPair:
+    access_token, expires_in = create_access_token(
+        user_id,
+        settings.jwt_secret_value(),
+        settings.jwt_algorithm,
+        timedelta(minutes=settings.access_token_minutes),
+    )
+    refresh_token = new_refresh_token()
+    await token_crud.create_refresh_token(
+        db,
+        user_id=user_id,
+        family_id=family_id,
+        token_hash=sha256_hex(refresh_token),
+        expires_at=datetime.now(UTC) + timedelta(days=settings.refresh_token_days),
+    )
+    return TokenPair(access_token=access_token, refresh_token=refresh_token, expires_in=expires_in)

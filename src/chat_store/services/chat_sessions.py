@@ -1,0 +1,175 @@
+"""Chat sessions: ownership, ids, titles, the list order."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.crud.chat_sessions import ChatSessionFilters
+from chat_store.crud.pagination import PageRequest
+from chat_store.errors import ChatSessionExists, ChatSessionNotFound
+from chat_store.ids import uuid7
+from chat_store.models import ChatSession
+from chat_store.schemas.chat_sessions import (
+    ChatSessionCreate,
+    ChatSessionRead,
+    ChatSessionUpdate,
+    Workspace,
+)
+from chat_store.schemas.common import Page
+from chat_store.services import idempotency
+from chat_store.services.principals import Principal
+from chat_store.settings import Settings
+
+AUTO_TITLE_CHARS = 80
+
+
+def title_from_first_message(text: str) -> str | None:
+    """First line of the first user message, whitespace stripped, cut to 80 characters."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped:
+            return stripped[:AUTO_TITLE_CHARS]
+    return None
+
+
+async def create_chat_session(
+    db: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    body: ChatSessionCreate,
+    idempotency_key: str | None,
+) -> ChatSessionRead:
+    async def produce() -> ChatSessionRead:
+        return ChatSessionRead.from_model(await _insert(db, principal, body))
+
+    return await idempotency.run_once(
+        db,
+        user_id=principal.user_id,
+        key=idempotency_key,
+        request_hash=idempotency.fingerprint("create_chat_session", "", body),
+        status_code=201,
+        response_type=ChatSessionRead,
+        ttl=timedelta(hours=settings.idempotency_ttl_hours),
+        produce=produce,
+    )
+
+
+async def _insert(db: AsyncSession, principal: Principal, body: ChatSessionCreate) -> ChatSession:
+    session_id = body.id or uuid7()
+    if body.id is not None and await chat_session_crud.exists(db, session_id):
+        raise ChatSessionExists(f"A session with id {session_id} already exists")
+    now = datetime.now(UTC)
+    row = ChatSession(
+        id=session_id,
+        user_id=principal.user_id,
+        title=body.title,
+        metadata_=body.metadata,
+        last_activity_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    _apply_workspace(row, body.workspace)
+    try:
+        async with db.begin_nested():
+            return await chat_session_crud.create(db, row)
+    except IntegrityError:  # the same client id inserted concurrently
+        raise ChatSessionExists(f"A session with id {session_id} already exists") from None
+
+
+async def get_owned(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, for_update: bool = False
+) -> ChatSession:
+    row = await chat_session_crud.get_for_owner(
+        db, principal.user_id, session_id, for_update=for_update
+    )
+    if row is None:
+        raise ChatSessionNotFound()
+    return row
+
+
+async def get_chat_session(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+) -> ChatSessionRead:
+    return ChatSessionRead.from_model(await get_owned(db, principal, session_id))
+
+
+async def list_chat_sessions(
+    db: AsyncSession,
+    principal: Principal,
+    filters: ChatSessionFilters,
+    *,
+    limit: int,
+    descending: bool,
+    after: uuid.UUID | None,
+    before: uuid.UUID | None,
+) -> Page[ChatSessionRead]:
+    cursor_id = after or before
+    cursor = None
+    if cursor_id is not None:
+        cursor = await chat_session_crud.get_sort_key(db, principal.user_id, cursor_id)
+        if cursor is None:
+            raise ChatSessionNotFound("The cursor session does not exist")
+    page = PageRequest(
+        limit=limit,
+        descending=descending,
+        cursor=cursor,
+        direction="before" if before is not None else "after",
+    )
+    rows, has_more = await chat_session_crud.list_for_owner(db, principal.user_id, filters, page)
+    data = [ChatSessionRead.from_model(row) for row in rows]
+    return Page[ChatSessionRead](
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=has_more,
+    )
+
+
+async def update_chat_session(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, body: ChatSessionUpdate
+) -> ChatSessionRead:
+    row = await get_owned(db, principal, session_id, for_update=True)
+    changes = body.model_dump(exclude_unset=True)
+    now = datetime.now(UTC)
+    if "title" in changes:
+        row.title = changes["title"]
+    if "is_favorite" in changes:
+        row.is_favorite = changes["is_favorite"]
+    if "metadata" in changes:
+        row.metadata_ = changes["metadata"]
+    if "workspace" in changes:
+        _apply_workspace(row, body.workspace)
+    if "status" in changes and changes["status"] != row.status:
+        row.status = changes["status"]
+        row.ended_at = now if row.status == "ended" else None
+    row.updated_at = now
+    await chat_session_crud.flush(db)
+    return ChatSessionRead.from_model(row)
+
+
+async def toggle_favorite(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, value: bool | None
+) -> ChatSessionRead:
+    row = await get_owned(db, principal, session_id, for_update=True)
+    row.is_favorite = (not row.is_favorite) if value is None else value
+    row.updated_at = datetime.now(UTC)
+    await chat_session_crud.flush(db)
+    return ChatSessionRead.from_model(row)
+
+
+async def delete_chat_session(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+) -> None:
+    if not await chat_session_crud.delete_for_owner(db, principal.user_id, session_id):
+        raise ChatSessionNotFound()
+
+
+def _apply_workspace(row: ChatSession, workspace: Workspace | None) -> None:
+    row.workspace_repo = workspace.repo if workspace else None
+    row.workspace_branch = workspace.branch if workspace else None
+    row.workspace_path = workspace.path if workspace else None

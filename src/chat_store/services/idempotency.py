@@ -1,0 +1,74 @@
+"""Idempotent creates: the first answer is stored with the write, in the same transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud import idempotency as idempotency_crud
+from chat_store.errors import IdempotencyKeyReused
+
+ResponseT = TypeVar("ResponseT", bound=BaseModel)
+
+
+def fingerprint(operation: str, scope: str, body: BaseModel) -> str:
+    """Same operation, same target and the same body (as validated) give the same fingerprint."""
+    digest = hashlib.sha256()
+    for part in (operation, scope, body.model_dump_json(exclude_unset=True)):
+        digest.update(part.encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+async def run_once(
+    db: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    key: str | None,
+    request_hash: str,
+    status_code: int,
+    response_type: type[ResponseT],
+    ttl: timedelta,
+    produce: Callable[[], Awaitable[ResponseT]],
+) -> ResponseT:
+    if key is None:
+        return await produce()
+    now = datetime.now(UTC)
+    stored = await idempotency_crud.get(db, user_id, key, now)
+    if stored is not None:
+        return _replay(stored.request_hash, stored.response_body, request_hash, response_type)
+    try:
+        # A savepoint: if a concurrent request with the same key commits first, our write is
+        # undone and its answer is returned instead of a second row.
+        async with db.begin_nested():
+            response = await produce()
+            await idempotency_crud.create(
+                db,
+                user_id=user_id,
+                key=key,
+                request_hash=request_hash,
+                status_code=status_code,
+                response_body=response.model_dump_json(),
+                expires_at=now + ttl,
+            )
+            return response
+    except IntegrityError:
+        stored = await idempotency_crud.get(db, user_id, key, now)
+        if stored is None:
+            raise
+        return _replay(stored.request_hash, stored.response_body, request_hash, response_type)
+
+
+def _replay(
+    stored_hash: str, body: str, request_hash: str, response_type: type[ResponseT]
+) -> ResponseT:
+    if stored_hash != request_hash:
+        raise IdempotencyKeyReused()
+    return response_type.model_validate_json(body)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud import users as user_crud
+from chat_store.errors import Unauthorized, ValidationFailed
+from chat_store.models import User
+from chat_store.schemas.users import UserUpdate
+from chat_store.security import hash_password, verify_password
+from chat_store.services.principals import Principal
+from chat_store.settings import Settings
+
+
+async def get_me(db: AsyncSession, principal: Principal) -> User:
+    user = await user_crud.get_by_id(db, principal.user_id)
+    if user is None:  # deleted while the credential was in flight
+        raise Unauthorized()
+    return user
+
+
+async def update_me(
+    db: AsyncSession, settings: Settings, principal: Principal, body: UserUpdate
+) -> User:
+    user = await get_me(db, principal)
+    changes = body.model_dump(exclude_unset=True)
+    if "display_name" in changes:
+        user.display_name = changes["display_name"]
+    if changes.get("password") is not None:
+        current = changes.get("current_password")
+        if not current:
+            raise ValidationFailed(
+                "current_password is required to change the password", ["body", "current_password"]
+            )
+        if not await verify_password(current, user.password_hash, settings.bcrypt_rounds):
+            raise ValidationFailed("current_password is wrong", ["body", "current_password"])
+        user.password_hash = await hash_password(changes["password"], settings.bcrypt_rounds)
+    await db.flush()
+    return user
+
+
+async def delete_me(db: AsyncSession, principal: Principal) -> None:
+    await user_crud.delete_by_id(db, principal.user_id)

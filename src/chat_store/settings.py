@@ -1,0 +1,154 @@
+"""Every knob of the service, read from the environment (and `.env`), validated at start.
+
+Names are flat environment variables (DATABASE_URL, RATE_LIMIT_AUTH, ...) because that is what the
+HTTP contract and operators use; the groups below are sections of one class.
+"""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+# Secrets that appear in examples and tutorials: refused in production.
+_WEAK_SECRETS = {"", "change-me", "changeme", "secret", "dev", "development", "test"}
+_MIN_SECRET_CHARS = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    # --- application
+    app_env: Literal["development", "production", "test"] = "development"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    data_dir: Path = Path("data")
+    log_level: str = "INFO"
+    log_json: bool | None = None  # default: JSON in production, text elsewhere
+    cors_origins: list[str] = Field(default_factory=list)
+    root_path: str = ""
+
+    # --- database
+    database_url: str | None = None  # None: SQLite file in DATA_DIR
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=20, ge=0)
+    db_pool_timeout: float = Field(default=10.0, gt=0)
+    db_null_pool: bool = False  # serverless: open a connection per checkout
+    db_echo: bool = False
+
+    # --- redis
+    redis_url: str | None = None  # None: in-process cache
+    redis_prefix: str = "cs:"
+
+    # --- auth
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    access_token_minutes: int = Field(default=15, ge=1)
+    refresh_token_days: int = Field(default=30, ge=1)
+    bcrypt_rounds: int = Field(default=12, ge=4, le=31)
+    allow_registration: bool = True
+    allow_guests: bool = False
+
+    # --- limits
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
+    max_title_chars: int = Field(default=200, ge=1)
+    max_batch_messages: int = Field(default=100, ge=1)
+    idempotency_ttl_hours: int = Field(default=24, ge=24)
+
+    # --- operations
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        if self.app_env != "production":
+            return self
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+        if secret.lower() in _WEAK_SECRETS or len(secret) < _MIN_SECRET_CHARS:
+            raise ValueError(
+                "JWT_SECRET must be set to a random value of at least "
+                f"{_MIN_SECRET_CHARS} characters when APP_ENV=production "
+                "(generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+            )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def use_json_logs(self) -> bool:
+        return self.is_production if self.log_json is None else self.log_json
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is None:
+            return f"sqlite+aiosqlite:///{(self.data_dir / 'chat-store.db').as_posix()}"
+        return normalize_database_url(self.database_url)[0]
+
+    @property
+    def sqlalchemy_connect_args(self) -> dict[str, object]:
+        if self.database_url is None:
+            return {}
+        return normalize_database_url(self.database_url)[1]
+
+    def jwt_secret_value(self) -> str:
+        """The signing secret: configured, or (outside production) one kept in DATA_DIR."""
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value():
+            return self.jwt_secret.get_secret_value()
+        return _development_secret(self.data_dir)
+
+
+def normalize_database_url(url: str) -> tuple[str, dict[str, object]]:
+    """Accept the `postgresql://...?sslmode=require` form hosted providers hand out.
+
+    asyncpg takes neither `sslmode` nor `channel_binding` as URL options, so they become its
+    `ssl` connect argument (asyncpg negotiates channel binding by itself).
+    """
+    parsed = make_url(url)
+    connect_args: dict[str, object] = {}
+    if parsed.drivername in {"postgres", "postgresql", "postgresql+psycopg", "postgresql+psycopg2"}:
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    elif parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername == "postgresql+asyncpg":
+        sslmode = parsed.query.get("sslmode")
+        if isinstance(sslmode, str):
+            connect_args["ssl"] = False if sslmode == "disable" else sslmode
+        parsed = parsed.difference_update_query(["sslmode", "channel_binding"])
+    return parsed.render_as_string(hide_password=False), connect_args
+
+
+def _development_secret(data_dir: Path) -> str:
+    """A random secret generated once and kept, so tokens survive a restart in development."""
+    path = data_dir / ".jwt-secret"
+    try:
+        existing = path.read_text().strip()
+    except FileNotFoundError:
+        existing = ""
+    if len(existing) >= _MIN_SECRET_CHARS:
+        return existing
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
