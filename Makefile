@@ -1,0 +1,48 @@
+# chat-store: `make serve` and `make test` work on a fresh clone (they build the environment first).
+PYTHON ?= python3
+TOOLS  := .tools
+UV     := $(TOOLS)/bin/uv
+VENV   := .venv
+BIN    := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: venv serve test lint typecheck test-sqlite test-postgres test-unit bench clean
+
+# uv, installed from PyPI into a private tool folder unless one is already on PATH.
+$(UV):
+	@if command -v uv >/dev/null 2>&1; then \
+		mkdir -p $(TOOLS)/bin && ln -sf "$$(command -v uv)" $(UV); \
+	else \
+		$(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet --disable-pip-version-check "uv>=0.5"; \
+	fi
+
+# The virtual environment, exactly as uv.lock pins it.
+$(VENV)/.synced: $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+venv: $(VENV)/.synced
+
+serve: venv
+	$(BIN)/chat-store serve
+
+lint: venv
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
+
+typecheck: venv
+	$(BIN)/mypy
+
+test-sqlite: venv
+	TEST_BACKEND=sqlite $(BIN)/pytest
+
+test-postgres: venv
+	TEST_BACKEND=postgres $(BIN)/pytest
+
+test: lint typecheck test-sqlite test-postgres
+
+bench: venv
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import delete
+
+from chat_store.api.deps import AppState
+from chat_store.main import create_app
+from chat_store.models import IdempotencyKey, User
+from chat_store.settings import Settings
+from tests.backends import Backend, provision
+from tests.factories import Factory
+
+
+def make_settings(backend: Backend, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "app_env": "test",
+        "database_url": backend.database_url,
+        "redis_url": backend.redis_url,
+        "redis_prefix": backend.redis_prefix,
+        "data_dir": backend.data_dir,
+        "jwt_secret": "test-secret-" + "x" * 40,
+        "bcrypt_rounds": 4,  # the minimum: hashing cost is not under test here
+        "log_level": "WARNING",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+def client_for(app: FastAPI) -> httpx.AsyncClient:
+    # raise_app_exceptions=False: a 500 must be answered (problem+json), as a real server would.
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+@pytest.fixture(scope="session")
+async def backend() -> AsyncIterator[Backend]:
+    async with provision("api") as provisioned:
+        yield provisioned
+
+
+@pytest.fixture(scope="session")
+def settings(backend: Backend) -> Settings:
+    return make_settings(backend)
+
+
+@pytest.fixture(scope="session")
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    async with running_app(settings) as started:
+        yield started
+
+
+@pytest.fixture
+def state(app: FastAPI) -> AppState:
+    resources: AppState = app.state.resources
+    return resources
+
+
+@pytest.fixture(autouse=True)
+async def _clean_data(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Every test starts from an empty database: each test's rows are deleted after it.
+
+    Rows are deleted rather than rolled back because the code under test commits for real
+    (one transaction per request, separate checkpoint transactions while streaming) and the
+    end-to-end tests run in another process.
+    """
+    yield
+    if "app" not in request.fixturenames:
+        return
+    state: AppState = request.getfixturevalue("app").state.resources
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(delete(IdempotencyKey))
+        await db.execute(delete(User))  # sessions, messages, keys and tokens cascade
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(app) as http:
+        yield http
+
+
+@pytest.fixture
+def factory(client: httpx.AsyncClient) -> Factory:
+    return Factory(client)
