@@ -74,6 +74,10 @@ class ChatSessionExists(Conflict):
     code, title = "session_exists", "Session id already exists"
 
 
+class MessageExists(Conflict):
+    code, title = "message_exists", "Message id already exists"
+
+
 class EmailTaken(Conflict):
     code, title = "email_taken", "Email already registered"
 
@@ -84,3 +88,30 @@ class IdempotencyKeyReused(Conflict):
 
 class RegistrationClosed(Forbidden):
     code, title = "registration_closed", "Registration is turned off"
+
+
+class SeqConflict(Conflict):
+    code, title = "seq_conflict", "The session's last seq is not the expected one"
+
+    def __init__(self, last_seq: int) -> None:
+        super().__init__(
+            f"expected_last_seq does not match; the last seq is {last_seq}", last_seq=last_seq
+        )
+
+
+class OffsetMismatch(Conflict):
+    code, title = "offset_mismatch", "Offset does not match the stored length"
+
+    def __init__(self, length: int) -> None:
+        super().__init__(
+            f"The stored text is {length} code points long; append at offset {length}",
+            length=length,
+        )
+
+
+class InvalidTransition(Conflict):
+    code, title = "invalid_transition", "Status change not allowed"
+
+
+class NothingToResume(NotFound):
+    code, title = "nothing_to_resume", "No assistant message to resume"

@@ -20,7 +20,7 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from chat_store import __version__
-from chat_store.api import api_keys, auth, chat_sessions, health, users
+from chat_store.api import api_keys, auth, chat_sessions, health, messages, users
 from chat_store.api.deps import API_PREFIX, AppState
 from chat_store.api.errors import install_error_handlers
 from chat_store.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, hsts=settings.is_production)
 
     app.include_router(health.router)
-    for module in (auth, users, api_keys, chat_sessions):
+    for module in (auth, users, api_keys, chat_sessions, messages):
         app.include_router(module.router, prefix=API_PREFIX)
     _install_docs(app)
     return app

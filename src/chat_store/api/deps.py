@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat_store.cache import Cache as CacheAdapter
 from chat_store.errors import AppError, Unauthorized, ValidationFailed
+from chat_store.services import hooks
 from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
@@ -66,14 +67,18 @@ async def get_db(state: State) -> AsyncIterator[AsyncSession]:
         except AppError as exc:
             if exc.commit:
                 await session.commit()
+                await hooks.run_after_commit(session)
             else:
+                hooks.discard(session)
                 await session.rollback()
             raise
         except BaseException:
+            hooks.discard(session)
             await session.rollback()
             raise
         else:
             await session.commit()
+            await hooks.run_after_commit(session)
 
 
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]

@@ -4,7 +4,16 @@ from chat_store.models.auth_token import ApiKey, RefreshToken
 from chat_store.models.base import Base
 from chat_store.models.chat_session import ChatSession
 from chat_store.models.idempotency_key import IdempotencyKey
-from chat_store.models.message import Message
+from chat_store.models.message import Message, MessageChunk
 from chat_store.models.user import User
 
-__all__ = ["ApiKey", "Base", "ChatSession", "IdempotencyKey", "Message", "RefreshToken", "User"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "ChatSession",
+    "IdempotencyKey",
+    "Message",
+    "MessageChunk",
+    "RefreshToken",
+    "User",
+]

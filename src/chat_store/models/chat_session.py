@@ -30,6 +30,9 @@ class ChatSession(Base):
     message_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Bumped by every change to the session's messages (in the same transaction): a cached copy
+    # of the history is served only while its version equals this one.
+    history_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_message_at: Mapped[datetime | None]
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

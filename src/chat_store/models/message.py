@@ -26,7 +26,13 @@ class Message(Base):
     seq: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str | None] = mapped_column(Text)
+    # While streaming, the text so far is partial_content (a folded prefix, may be null)
+    # followed by the message_chunk rows in order; terminal moves fold the chunks back in.
     partial_content: Mapped[str | None] = mapped_column(Text)
+    # Length in code points and UTF-8 bytes of the streamed text: the offset check and the
+    # size limit of an append are answered from these, without reading the text.
+    partial_length: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    partial_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[str] = mapped_column(String(16))
     error_message: Mapped[str | None] = mapped_column(Text)
     context: Mapped[dict[str, Any] | None]
@@ -37,3 +43,20 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+
+
+class MessageChunk(Base):
+    """One appended delta of a streaming message.
+
+    Deltas are rows rather than `text || delta`: an UPDATE of a growing text rewrites the whole
+    value (TOAST and WAL) every time, so the cost per delta would grow with the answer.
+    """
+
+    __tablename__ = "message_chunk"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("message.id", ondelete="CASCADE"), primary_key=True
+    )
+    # Code-point offset of this delta's first character in the message's streamed text.
+    start: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    text: Mapped[str] = mapped_column(Text)

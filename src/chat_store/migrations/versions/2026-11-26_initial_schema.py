@@ -90,6 +90,7 @@ def upgrade() -> None:
         sa.Column("message_count", sa.Integer(), server_default="0", nullable=False),
         sa.Column("total_tokens", sa.Integer(), server_default="0", nullable=False),
         sa.Column("last_seq", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("history_version", sa.Integer(), server_default="0", nullable=False),
         _at("last_message_at", nullable=True),
         _at("last_activity_at"),
         _at("created_at"),
@@ -111,6 +112,8 @@ def upgrade() -> None:
         sa.Column("role", sa.String(16), nullable=False),
         sa.Column("content", sa.Text(), nullable=True),
         sa.Column("partial_content", sa.Text(), nullable=True),
+        sa.Column("partial_length", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("partial_bytes", sa.Integer(), server_default="0", nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("error_message", sa.Text(), nullable=True),
         sa.Column("context", JSON, nullable=True),
@@ -134,6 +137,19 @@ def upgrade() -> None:
     )
     op.create_index("ix_message_user_id", "message", ["user_id"])
     op.create_table(
+        "message_chunk",
+        sa.Column("message_id", sa.Uuid(), nullable=False),
+        sa.Column("start", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["message.id"],
+            name="fk_message_chunk_message_id_message",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("message_id", "start", name="pk_message_chunk"),
+    )
+    op.create_table(
         "idempotency_key",
         sa.Column("id", sa.Uuid(), nullable=False),
         _owner(),
@@ -152,6 +168,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("idempotency_key")
+    op.drop_table("message_chunk")
     op.drop_table("message")
     op.drop_table("chat_session")
     op.drop_table("refresh_token")

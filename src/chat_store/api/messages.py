@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Header, Query, Response
+
+from chat_store.api.deps import (
+    AppSettings,
+    Cache,
+    CurrentPrincipal,
+    DbSession,
+    IdempotencyKey,
+    PaginationParams,
+)
+from chat_store.api.responses import problems
+from chat_store.schemas.chat_sessions import ChatSessionRead
+from chat_store.schemas.common import Deleted, Page
+from chat_store.schemas.messages import (
+    ContextWindow,
+    DeltaAppend,
+    ForkCreate,
+    MessageAppend,
+    MessageBatchCreate,
+    MessageRead,
+    MessageUpdate,
+    MessageWithLength,
+    ResumePoint,
+)
+from chat_store.services import messages as message_service
+
+router = APIRouter(prefix="/sessions/{session_id}", tags=["messages"])
+
+_ONE = problems(401, 404, 422)
+_WRITE = problems(401, 404, 409, 413, 422)
+
+_APPEND_EXAMPLES = {
+    "user": {
+        "summary": "A user turn",
+        "value": {"role": "user", "content": "Why does test_billing fail on CI?"},
+    },
+    "streaming": {
+        "summary": "An assistant answer about to be streamed",
+        "value": {"role": "assistant", "status": "pending", "model": "gpt-4o"},
+    },
+    "rag": {
+        "summary": "An answer with retrieved documents",
+        "value": {
+            "role": "assistant",
+            "content": "The timeout is set in settings.py.",
+            "context": {"documents": [{"id": "doc-7", "score": 0.82}], "reranker": "bge-v2"},
+            "token_count": 9,
+        },
+    },
+}
+
+
+@router.post(
+    "/messages",
+    status_code=201,
+    response_model=MessageRead,
+    responses=_WRITE,
+    operation_id="append_message",
+)
+async def append_message(
+    db: DbSession,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    body: Annotated[MessageAppend, Body(openapi_examples=_APPEND_EXAMPLES)],
+    idempotency_key: IdempotencyKey = None,
+) -> MessageRead:
+    """Append one message; the server gives it the next seq."""
+    return await message_service.create_message(
+        db, settings, principal, session_id, body, idempotency_key
+    )
+
+
+@router.post(
+    "/messages/batch",
+    status_code=201,
+    response_model=Page[MessageRead],
+    responses=_WRITE,
+    operation_id="append_messages",
+)
+async def append_messages(
+    db: DbSession,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    body: MessageBatchCreate,
+    idempotency_key: IdempotencyKey = None,
+) -> Page[MessageRead]:
+    """Append several messages at once: all of them or none."""
+    return await message_service.create_messages(
+        db, settings, principal, session_id, body, idempotency_key
+    )
+
+
+@router.get(
+    "/messages",
+    response_model=Page[MessageRead],
+    responses=_ONE,
+    operation_id="list_messages",
+)
+async def list_messages(
+    db: DbSession,
+    cache: Cache,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    pagination: PaginationParams,
+    after_seq: Annotated[int | None, Query(ge=0, description="Only seqs above this.")] = None,
+    before_seq: Annotated[int | None, Query(ge=1, description="Only seqs below this.")] = None,
+) -> Response:
+    """The session's messages in seq order (`order=desc` for the newest first)."""
+    body = await message_service.list_messages(
+        db,
+        cache,
+        principal,
+        session_id,
+        limit=pagination.limit,
+        descending=pagination.descending("asc"),
+        after=pagination.after,
+        before=pagination.before,
+        after_seq=after_seq,
+        before_seq=before_seq,
+    )
+    return Response(content=body, media_type="application/json")
+
+
+@router.get(
+    "/messages/{message_id}",
+    response_model=MessageRead,
+    responses=_ONE,
+    operation_id="get_message",
+)
+async def get_message(
+    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageRead:
+    """One message."""
+    return await message_service.get_message(db, principal, session_id, message_id)
+
+
+@router.patch(
+    "/messages/{message_id}",
+    response_model=MessageRead,
+    responses=_WRITE,
+    operation_id="update_message",
+)
+async def update_message(
+    db: DbSession,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: MessageUpdate,
+) -> MessageRead:
+    """Change status (forward only), text, error, metadata, token count or latency."""
+    return await message_service.update_message(
+        db, settings, principal, session_id, message_id, body
+    )
+
+
+@router.delete(
+    "/messages/{message_id}",
+    response_model=Deleted,
+    responses=_ONE,
+    operation_id="delete_message",
+)
+async def delete_message(
+    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, message_id: uuid.UUID
+) -> Deleted:
+    """Delete a message (its seq is never reused)."""
+    await message_service.delete_message(db, principal, session_id, message_id)
+    return Deleted(id=message_id, object="message.deleted")
+
+
+@router.post(
+    "/messages/{message_id}/append",
+    response_model=MessageWithLength,
+    responses=_WRITE,
+    operation_id="append_delta",
+)
+async def append_delta(
+    db: DbSession,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: DeltaAppend,
+    response: Response,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`return=minimal`: answer without the text so far (partial_content "
+            "null), so each delta costs the same however long the answer grows."
+        ),
+    ] = None,
+) -> MessageWithLength:
+    """Stream a delta into a pending/in_progress message at `offset` (code points)."""
+    minimal = prefer is not None and "return=minimal" in prefer.replace(" ", "").lower()
+    if minimal:
+        response.headers["Preference-Applied"] = "return=minimal"
+    return await message_service.append_delta(
+        db, settings, principal, session_id, message_id, body, return_text=not minimal
+    )
+
+
+@router.post(
+    "/resume",
+    response_model=ResumePoint,
+    responses=_ONE,
+    operation_id="resume_message",
+)
+async def resume_message(
+    db: DbSession,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    history_limit: Annotated[int, Query(ge=0, le=1000)] = 50,
+) -> ResumePoint:
+    """Where to continue: the newest unfinished assistant message, its offset, and history."""
+    return await message_service.resume(db, principal, session_id, history_limit)
+
+
+@router.post(
+    "/fork",
+    status_code=201,
+    response_model=ChatSessionRead,
+    responses=_WRITE,
+    operation_id="fork_chat_session",
+)
+async def fork_chat_session(
+    db: DbSession,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    body: ForkCreate,
+    idempotency_key: IdempotencyKey = None,
+) -> ChatSessionRead:
+    """A new session holding copies of the messages up to and including `message_id`."""
+    return await message_service.fork(db, settings, principal, session_id, body, idempotency_key)
+
+
+@router.get(
+    "/context",
+    response_model=ContextWindow,
+    responses=_ONE,
+    operation_id="get_context_window",
+)
+async def get_context_window(
+    db: DbSession,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    max_tokens: Annotated[int, Query(ge=1, le=10_000_000)],
+) -> ContextWindow:
+    """The newest messages that fit `max_tokens` (a tool call and its results stay together)."""
+    return await message_service.context_window(db, principal, session_id, max_tokens)

@@ -1,0 +1,239 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.models import ChatSession, Message, MessageChunk
+
+_OPEN = ("pending", "in_progress")
+_MESSAGE_TABLE = cast(Table, Message.__table__)
+
+
+async def reserve_seqs(
+    db: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    count: int,
+    tokens: int,
+    now: datetime,
+    expected_last_seq: int | None,
+    auto_title: str | None,
+) -> int | None:
+    """Take `count` seqs for new messages and update the counters in one statement.
+
+    The UPDATE row-locks the session until commit, so concurrent appends to one session queue
+    here and each gets the next numbers; a rolled-back append gives its numbers back. Returns
+    the new last seq, or None when the session is missing, not the caller's, or not at
+    expected_last_seq.
+    """
+    values: dict[str, Any] = {
+        "last_seq": ChatSession.last_seq + count,
+        "message_count": ChatSession.message_count + count,
+        "total_tokens": ChatSession.total_tokens + tokens,
+        "history_version": ChatSession.history_version + 1,
+        "last_message_at": now,
+        "last_activity_at": now,
+        "updated_at": now,
+    }
+    if auto_title is not None:
+        values["title"] = func.coalesce(ChatSession.title, auto_title)
+    stmt = update(ChatSession).where(ChatSession.id == session_id, ChatSession.user_id == user_id)
+    if expected_last_seq is not None:
+        stmt = stmt.where(ChatSession.last_seq == expected_last_seq)
+    result = await db.execute(stmt.values(**values).returning(ChatSession.last_seq))
+    return result.scalar_one_or_none()
+
+
+async def get_last_seq(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> int | None:
+    result = await db.execute(
+        select(ChatSession.last_seq).where(
+            ChatSession.id == session_id, ChatSession.user_id == user_id
+        )
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_history_state(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
+) -> tuple[int, int] | None:
+    """(history_version, last_seq) of the caller's session, or None: one primary-key read."""
+    result = await db.execute(
+        select(ChatSession.history_version, ChatSession.last_seq).where(
+            ChatSession.id == session_id, ChatSession.user_id == user_id
+        )
+    )
+    row = result.one_or_none()
+    return (row[0], row[1]) if row is not None else None
+
+
+async def bump_session(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    *,
+    now: datetime,
+    count_delta: int = 0,
+    token_delta: int = 0,
+) -> None:
+    await db.execute(
+        update(ChatSession)
+        .where(ChatSession.id == session_id)
+        .values(
+            message_count=ChatSession.message_count + count_delta,
+            total_tokens=ChatSession.total_tokens + token_delta,
+            history_version=ChatSession.history_version + 1,
+            updated_at=now,
+        )
+    )
+
+
+async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> bool:
+    wanted = list(ids)
+    if not wanted:
+        return False
+    result = await db.execute(select(Message.id).where(Message.id.in_(wanted)).limit(1))
+    return result.first() is not None
+
+
+async def insert_messages(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows keyed by column name; a Core insert (no ORM unit of work) on the hot append path."""
+    await db.execute(insert(_MESSAGE_TABLE), list(rows))
+
+
+async def get_for_owner(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> Message | None:
+    stmt = select(Message).where(
+        Message.id == message_id, Message.session_id == session_id, Message.user_id == user_id
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    result = await db.execute(stmt)
+    return result.scalar_one_or_none()
+
+
+async def get_many(db: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Message]:
+    result = await db.execute(select(Message).where(Message.id.in_(ids)).order_by(Message.seq))
+    return list(result.scalars())
+
+
+async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
+    result = await db.execute(
+        select(Message.seq).where(Message.id == message_id, Message.session_id == session_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def list_by_seq(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    *,
+    after_seq: int | None,
+    before_seq: int | None,
+    descending: bool,
+    limit: int,
+) -> tuple[list[Message], bool]:
+    """One page in seq order. Served by uq_message_session_id_seq: a range scan of `limit`
+    rows wherever the page lies, so the last page of a huge session costs what a small one does."""
+    stmt = select(Message).where(Message.session_id == session_id)
+    if after_seq is not None:
+        stmt = stmt.where(Message.seq > after_seq)
+    if before_seq is not None:
+        stmt = stmt.where(Message.seq < before_seq)
+    order = Message.seq.desc() if descending else Message.seq.asc()
+    result = await db.execute(stmt.order_by(order).limit(limit + 1))
+    rows = list(result.scalars())
+    return rows[:limit], len(rows) > limit
+
+
+async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> Message | None:
+    result = await db.execute(
+        select(Message)
+        .where(
+            Message.session_id == session_id,
+            Message.role == "assistant",
+            Message.status.in_(("pending", "in_progress", "failed")),
+        )
+        .order_by(Message.seq.desc())
+        .limit(1)
+    )
+    return result.scalar_one_or_none()
+
+
+async def append_guarded(
+    db: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    offset: int,
+    length: int,
+    size_bytes: int,
+    max_bytes: int,
+    now: datetime,
+) -> int | None:
+    """Advance the stored length by one delta if, and only if, it is still `offset`.
+
+    The guard makes the append a compare-and-set: two writers at one offset cannot both win.
+    Returns the new length, or None when any condition fails (the caller finds out which).
+    """
+    result = await db.execute(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            Message.session_id == session_id,
+            Message.user_id == user_id,
+            Message.status.in_(_OPEN),
+            Message.partial_length == offset,
+            Message.partial_bytes + size_bytes <= max_bytes,
+        )
+        .values(
+            partial_length=Message.partial_length + length,
+            partial_bytes=Message.partial_bytes + size_bytes,
+            status="in_progress",
+            updated_at=now,
+        )
+        .returning(Message.partial_length)
+    )
+    return result.scalar_one_or_none()
+
+
+async def insert_chunk(db: AsyncSession, message_id: uuid.UUID, start: int, text: str) -> None:
+    await db.execute(insert(MessageChunk).values(message_id=message_id, start=start, text=text))
+
+
+async def chunk_texts(db: AsyncSession, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+    """The appended deltas of each message, joined in order."""
+    if not message_ids:
+        return {}
+    result = await db.execute(
+        select(MessageChunk.message_id, MessageChunk.text)
+        .where(MessageChunk.message_id.in_(message_ids))
+        .order_by(MessageChunk.message_id, MessageChunk.start)
+    )
+    parts: dict[uuid.UUID, list[str]] = {}
+    for message_id, text in result.tuples():
+        parts.setdefault(message_id, []).append(text)
+    return {message_id: "".join(texts) for message_id, texts in parts.items()}
+
+
+async def delete_chunks(db: AsyncSession, message_id: uuid.UUID) -> None:
+    await db.execute(delete(MessageChunk).where(MessageChunk.message_id == message_id))
+
+
+async def delete_message(db: AsyncSession, message_id: uuid.UUID) -> None:
+    await db.execute(delete(Message).where(Message.id == message_id))
+
+
+async def flush(db: AsyncSession) -> None:
+    await db.flush()

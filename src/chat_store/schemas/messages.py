@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from chat_store.schemas.common import InputModel, Metadata, OutputModel, SafeStr
+
+Role = Literal["user", "assistant", "system", "tool"]
+MessageStatus = Literal["pending", "in_progress", "complete", "failed", "cancelled"]
+OPEN_STATUSES: frozenset[str] = frozenset({"pending", "in_progress"})
+TERMINAL_STATUSES: frozenset[str] = frozenset({"complete", "failed", "cancelled"})
+
+
+class MessageCreate(InputModel):
+    id: uuid.UUID | None = Field(default=None, description="Client-chosen id; must be unused.")
+    role: Role = Field(examples=["user"])
+    content: SafeStr | None = Field(default=None, examples=["Why does this test fail?"])
+    partial_content: SafeStr | None = Field(
+        default=None, description="Text so far of a message created pending or in_progress."
+    )
+    status: MessageStatus = "complete"
+    error_message: SafeStr | None = Field(default=None, max_length=10_000)
+    context: Metadata | None = Field(
+        default=None, description="RAG data: retrieved documents, citations, reranker."
+    )
+    metadata: Metadata = Field(default_factory=dict)
+    token_count: int | None = Field(default=None, ge=0, le=100_000_000)
+    model: SafeStr | None = Field(default=None, max_length=200, examples=["gpt-4o"])
+    latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+
+    @model_validator(mode="after")
+    def _content_matches_status(self) -> MessageCreate:
+        if self.status == "complete":
+            if self.partial_content is not None:
+                raise ValueError("a complete message has content, not partial_content")
+            if self.content is None:
+                raise ValueError("a complete message needs content (it may be empty)")
+        elif self.content is not None:
+            raise ValueError(
+                f"a {self.status} message keeps its text in partial_content; content is set "
+                "when it completes"
+            )
+        if self.error_message is not None and self.status not in {"failed", "cancelled"}:
+            raise ValueError("error_message is only for failed or cancelled messages")
+        return self
+
+
+class MessageAppend(MessageCreate):
+    expected_last_seq: int | None = Field(
+        default=None,
+        ge=0,
+        description="Append only if the session's last seq is this (else 409 seq_conflict).",
+    )
+
+
+class MessageBatchCreate(InputModel):
+    messages: list[MessageCreate] = Field(min_length=1)
+    expected_last_seq: int | None = Field(default=None, ge=0)
+
+
+class MessageUpdate(InputModel):
+    status: MessageStatus | None = None
+    content: SafeStr | None = None
+    partial_content: SafeStr | None = None
+    error_message: SafeStr | None = Field(default=None, max_length=10_000)
+    metadata: Metadata | None = None
+    token_count: int | None = Field(default=None, ge=0, le=100_000_000)
+    latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+
+    @model_validator(mode="after")
+    def _no_null_metadata(self) -> MessageUpdate:
+        for name in ("status", "metadata"):
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        if self.content is not None and self.partial_content is not None:
+            raise ValueError("give content or partial_content, not both")
+        return self
+
+
+class DeltaAppend(InputModel):
+    delta: SafeStr = Field(min_length=1, examples=["Hello"])
+    offset: int = Field(
+        ge=0,
+        le=100_000_000,
+        description="Length in code points of the text the writer believes is stored.",
+    )
+
+
+class MessageRead(OutputModel):
+    id: uuid.UUID
+    object: Literal["message"] = "message"
+    session_id: uuid.UUID
+    seq: int
+    role: Role
+    content: str | None
+    partial_content: str | None
+    status: MessageStatus
+    error_message: str | None
+    context: dict[str, Any] | None
+    metadata: dict[str, Any]
+    token_count: int | None
+    model: str | None
+    latency_ms: int | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class MessageWithLength(MessageRead):
+    length: int = Field(description="Length in code points of the streamed text now stored.")
+
+
+class ResumePoint(OutputModel):
+    message: MessageRead
+    offset: int = Field(description="Length of the stored partial text: append from here.")
+    history: list[MessageRead]
+
+
+class ContextWindow(OutputModel):
+    object: Literal["context"] = "context"
+    data: list[MessageRead]
+    token_count: int
+    truncated: bool
+    omitted_count: int
+
+
+class ForkCreate(InputModel):
+    message_id: uuid.UUID = Field(description="Copy the messages up to and including this one.")

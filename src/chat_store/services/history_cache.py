@@ -1,0 +1,105 @@
+"""Hot history: the newest messages of a session, cached as ready-made JSON.
+
+An entry is tagged with the session's `history_version`, which every change to the session's
+messages bumps in the same transaction. A read compares the tag with the version it reads from
+the database (the ownership check reads that row anyway), so a read after a write never gets a
+stale copy, whatever happened to Redis in between; a lost invalidation can only cause a miss.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+
+from chat_store.cache import Cache
+
+WINDOW = 100  # messages kept per session: more than a client's usual "last N" read
+TTL_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class HistoryWindow:
+    version: int
+    # Seqs, ids and JSON documents of the newest messages, in ascending seq order.
+    seqs: list[int]
+    ids: list[str]
+    documents: list[str]
+    # True when the window starts at the session's first message (nothing older exists).
+    reaches_start: bool
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "v": self.version,
+                "s": self.seqs,
+                "i": self.ids,
+                "d": self.documents,
+                "r": self.reaches_start,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> HistoryWindow:
+        data = json.loads(raw)
+        return cls(
+            version=data["v"],
+            seqs=data["s"],
+            ids=data["i"],
+            documents=data["d"],
+            reaches_start=data["r"],
+        )
+
+    def page(
+        self, *, after_seq: int | None, before_seq: int | None, descending: bool, limit: int
+    ) -> tuple[list[int], bool] | None:
+        """Indexes of the page's rows in the window and has_more, or None when the window
+        cannot answer exactly."""
+        low = after_seq if after_seq is not None else -1
+        high = before_seq if before_seq is not None else 1 << 62
+        indexes = [i for i, seq in enumerate(self.seqs) if low < seq < high]
+        if descending:
+            indexes.reverse()
+        if len(indexes) > limit:
+            return indexes[:limit], True
+        # Fewer rows than asked: exact only if nothing in range lies below the window.
+        window_low = self.seqs[0] if self.seqs else None
+        covers_range = self.reaches_start or (window_low is not None and low >= window_low - 1)
+        if not covers_range:
+            return None
+        return indexes, False
+
+    def render(self, indexes: list[int], has_more: bool) -> bytes:
+        """The list answer, assembled from the stored JSON without re-serialising it."""
+        return render_page(
+            [self.documents[i] for i in indexes], [self.ids[i] for i in indexes], has_more
+        )
+
+
+def _key(session_id: uuid.UUID) -> str:
+    return f"hist:{session_id}"
+
+
+async def load(cache: Cache, session_id: uuid.UUID, version: int) -> HistoryWindow | None:
+    raw = await cache.get(_key(session_id))
+    if raw is None:
+        return None
+    try:
+        window = HistoryWindow.decode(raw)
+    except (ValueError, KeyError):
+        return None
+    return window if window.version == version else None
+
+
+async def store(cache: Cache, session_id: uuid.UUID, window: HistoryWindow) -> None:
+    await cache.set(_key(session_id), window.encode(), TTL_SECONDS)
+
+
+def render_page(documents: list[str], ids: list[str], has_more: bool) -> bytes:
+    first = json.dumps(ids[0]) if ids else "null"
+    last = json.dumps(ids[-1]) if ids else "null"
+    return (
+        f'{{"object":"list","data":[{",".join(documents)}],"first_id":{first},'
+        f'"last_id":{last},"has_more":{"true" if has_more else "false"}}}'
+    ).encode()

@@ -1,0 +1,28 @@
+"""Work that must wait until the transaction has committed (cache fills, event publishing)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+logger = logging.getLogger(__name__)
+
+_KEY = "after_commit"
+
+
+def after_commit(db: AsyncSession, callback: Callable[[], Awaitable[None]]) -> None:
+    db.info.setdefault(_KEY, []).append(callback)
+
+
+def discard(db: AsyncSession) -> None:
+    db.info.pop(_KEY, None)
+
+
+async def run_after_commit(db: AsyncSession) -> None:
+    for callback in db.info.pop(_KEY, []):
+        try:
+            await callback()
+        except Exception:  # the data is committed; a failed side effect must not fail the request
+            logger.exception("after-commit callback failed")
