@@ -62,9 +62,15 @@ class MemoryCache:
 
 
 class RedisCache:
-    """Redis adapter that fails open: errors are logged and counted, and read as misses."""
+    """Redis adapter that fails open: errors are logged and counted, and read as misses.
+
+    After a failure Redis is left alone for RETRY_AFTER_SECONDS (requests don't each wait for
+    a timeout while it is away); the first call after that tries again, so the cache comes
+    back by itself when Redis does.
+    """
 
     backend = "redis"
+    RETRY_AFTER_SECONDS = 1.0
 
     def __init__(self, url: str, prefix: str) -> None:
         self._redis = Redis.from_url(
@@ -72,12 +78,20 @@ class RedisCache:
         )
         self._prefix = prefix
         self.errors = 0
+        self._skip_until = 0.0
+
+    @property
+    def available(self) -> bool:
+        return time.monotonic() >= self._skip_until
 
     def _failed(self, operation: str, exc: RedisError) -> None:
         self.errors += 1
+        self._skip_until = time.monotonic() + self.RETRY_AFTER_SECONDS
         logger.warning("redis %s failed: %s", operation, type(exc).__name__)
 
     async def get(self, key: str) -> bytes | None:
+        if not self.available:
+            return None
         try:
             value = await self._redis.get(self._prefix + key)
             return value.encode() if isinstance(value, str) else value
@@ -86,13 +100,15 @@ class RedisCache:
             return None
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        if not self.available:
+            return
         try:
             await self._redis.set(self._prefix + key, value, ex=ttl_seconds)
         except RedisError as exc:
             self._failed("set", exc)
 
     async def delete(self, *keys: str) -> None:
-        if not keys:
+        if not keys or not self.available:
             return
         try:
             await self._redis.delete(*(self._prefix + key for key in keys))
