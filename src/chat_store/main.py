@@ -20,11 +20,12 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from chat_store import __version__
-from chat_store.api import api_keys, auth, chat_sessions, health, messages, users
+from chat_store.api import api_keys, auth, chat_sessions, health, messages, streams, users
 from chat_store.api.deps import API_PREFIX, AppState
 from chat_store.api.errors import install_error_handlers
 from chat_store.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from chat_store.cache import create_cache
+from chat_store.cache.bus import create_bus
 from chat_store.db import create_engine, create_sessionmaker
 from chat_store.logging_setup import configure_logging
 from chat_store.settings import Settings, get_settings
@@ -57,11 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         cache = create_cache(settings.redis_url, settings.redis_prefix)
+        bus = create_bus(settings.redis_url, settings.redis_prefix)
         app.state.resources = AppState(
             settings=settings,
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
             cache=cache,
+            bus=bus,
         )
         logger.info(
             "chat-store %s ready (database=%s, cache=%s)",
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await bus.close()
             await cache.close()
             await engine.dispose()
 
@@ -105,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, hsts=settings.is_production)
 
     app.include_router(health.router)
-    for module in (auth, users, api_keys, chat_sessions, messages):
+    for module in (auth, users, api_keys, chat_sessions, messages, streams):
         app.include_router(module.router, prefix=API_PREFIX)
     _install_docs(app)
     return app

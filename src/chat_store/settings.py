@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     max_batch_messages: int = Field(default=100, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
+    # --- streams
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    stream_poll_seconds: float = Field(default=5.0, gt=0)
+    stale_stream_seconds: int = Field(default=300, ge=1)
+
     # --- operations
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None

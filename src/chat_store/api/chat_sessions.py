@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query
 
 from chat_store.api.deps import (
     AppSettings,
+    Bus,
     CurrentPrincipal,
     DbSession,
     IdempotencyKey,
@@ -121,10 +122,14 @@ async def get_chat_session(
     operation_id="update_chat_session",
 )
 async def update_chat_session(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, body: ChatSessionUpdate
+    db: DbSession,
+    bus: Bus,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    body: ChatSessionUpdate,
 ) -> ChatSessionRead:
     """Change title, favourite flag, metadata, workspace or status (only the fields given)."""
-    return await chat_session_service.update_chat_session(db, principal, session_id, body)
+    return await chat_session_service.update_chat_session(db, bus, principal, session_id, body)
 
 
 @router.put(
@@ -134,11 +139,15 @@ async def update_chat_session(
     operation_id="rename_chat_session",
 )
 async def rename_chat_session(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, body: ChatSessionRename
+    db: DbSession,
+    bus: Bus,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    body: ChatSessionRename,
 ) -> ChatSessionRead:
     """Rename a session (alias of PATCH with a title)."""
     update = ChatSessionUpdate(title=body.title)
-    return await chat_session_service.update_chat_session(db, principal, session_id, update)
+    return await chat_session_service.update_chat_session(db, bus, principal, session_id, update)
 
 
 @router.patch(
@@ -149,13 +158,14 @@ async def rename_chat_session(
 )
 async def set_chat_session_favorite(
     db: DbSession,
+    bus: Bus,
     principal: CurrentPrincipal,
     session_id: uuid.UUID,
     body: Annotated[FavoriteUpdate | None, Body()] = None,
 ) -> ChatSessionRead:
     """Toggle the favourite flag, or set it with `{"is_favorite": bool}`."""
     value = body.is_favorite if body is not None else None
-    return await chat_session_service.toggle_favorite(db, principal, session_id, value)
+    return await chat_session_service.toggle_favorite(db, bus, principal, session_id, value)
 
 
 @router.delete(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Query, Request
@@ -13,10 +13,12 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat_store.cache import Cache as CacheAdapter
+from chat_store.cache.bus import Bus as BusAdapter
 from chat_store.errors import AppError, Unauthorized, ValidationFailed
 from chat_store.services import hooks
 from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
+from chat_store.services.streams import StreamStats
 from chat_store.settings import Settings
 
 API_PREFIX = "/api/v1"
@@ -30,6 +32,8 @@ class AppState:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     cache: CacheAdapter
+    bus: BusAdapter
+    streams: StreamStats = field(default_factory=StreamStats)
 
 
 def get_state(request: Request) -> AppState:
@@ -52,6 +56,13 @@ def get_cache(state: State) -> CacheAdapter:
 
 
 Cache = Annotated[CacheAdapter, Depends(get_cache)]
+
+
+def get_bus(state: State) -> BusAdapter:
+    return state.bus
+
+
+Bus = Annotated[BusAdapter, Depends(get_bus)]
 
 
 async def get_db(state: State) -> AsyncIterator[AsyncSession]:

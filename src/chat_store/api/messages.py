@@ -7,6 +7,7 @@ from fastapi import APIRouter, Body, Header, Query, Response
 
 from chat_store.api.deps import (
     AppSettings,
+    Bus,
     Cache,
     CurrentPrincipal,
     DbSession,
@@ -65,6 +66,7 @@ _APPEND_EXAMPLES = {
 async def append_message(
     db: DbSession,
     settings: AppSettings,
+    bus: Bus,
     principal: CurrentPrincipal,
     session_id: uuid.UUID,
     body: Annotated[MessageAppend, Body(openapi_examples=_APPEND_EXAMPLES)],
@@ -72,7 +74,7 @@ async def append_message(
 ) -> MessageRead:
     """Append one message; the server gives it the next seq."""
     return await message_service.create_message(
-        db, settings, principal, session_id, body, idempotency_key
+        db, settings, bus, principal, session_id, body, idempotency_key
     )
 
 
@@ -86,6 +88,7 @@ async def append_message(
 async def append_messages(
     db: DbSession,
     settings: AppSettings,
+    bus: Bus,
     principal: CurrentPrincipal,
     session_id: uuid.UUID,
     body: MessageBatchCreate,
@@ -93,7 +96,7 @@ async def append_messages(
 ) -> Page[MessageRead]:
     """Append several messages at once: all of them or none."""
     return await message_service.create_messages(
-        db, settings, principal, session_id, body, idempotency_key
+        db, settings, bus, principal, session_id, body, idempotency_key
     )
 
 
@@ -150,6 +153,7 @@ async def get_message(
 async def update_message(
     db: DbSession,
     settings: AppSettings,
+    bus: Bus,
     principal: CurrentPrincipal,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
@@ -157,7 +161,7 @@ async def update_message(
 ) -> MessageRead:
     """Change status (forward only), text, error, metadata, token count or latency."""
     return await message_service.update_message(
-        db, settings, principal, session_id, message_id, body
+        db, settings, bus, principal, session_id, message_id, body
     )
 
 
@@ -168,10 +172,14 @@ async def update_message(
     operation_id="delete_message",
 )
 async def delete_message(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, message_id: uuid.UUID
+    db: DbSession,
+    bus: Bus,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
 ) -> Deleted:
     """Delete a message (its seq is never reused)."""
-    await message_service.delete_message(db, principal, session_id, message_id)
+    await message_service.delete_message(db, bus, principal, session_id, message_id)
     return Deleted(id=message_id, object="message.deleted")
 
 
@@ -184,6 +192,7 @@ async def delete_message(
 async def append_delta(
     db: DbSession,
     settings: AppSettings,
+    bus: Bus,
     principal: CurrentPrincipal,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
@@ -202,7 +211,7 @@ async def append_delta(
     if minimal:
         response.headers["Preference-Applied"] = "return=minimal"
     return await message_service.append_delta(
-        db, settings, principal, session_id, message_id, body, return_text=not minimal
+        db, settings, bus, principal, session_id, message_id, body, return_text=not minimal
     )
 
 

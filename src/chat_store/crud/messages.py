@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.models import ChatSession, Message, MessageChunk
@@ -24,13 +24,13 @@ async def reserve_seqs(
     now: datetime,
     expected_last_seq: int | None,
     auto_title: str | None,
-) -> int | None:
+) -> tuple[int, int] | None:
     """Take `count` seqs for new messages and update the counters in one statement.
 
     The UPDATE row-locks the session until commit, so concurrent appends to one session queue
     here and each gets the next numbers; a rolled-back append gives its numbers back. Returns
-    the new last seq, or None when the session is missing, not the caller's, or not at
-    expected_last_seq.
+    the new (last seq, history version), or None when the session is missing, not the
+    caller's, or not at expected_last_seq.
     """
     values: dict[str, Any] = {
         "last_seq": ChatSession.last_seq + count,
@@ -46,8 +46,11 @@ async def reserve_seqs(
     stmt = update(ChatSession).where(ChatSession.id == session_id, ChatSession.user_id == user_id)
     if expected_last_seq is not None:
         stmt = stmt.where(ChatSession.last_seq == expected_last_seq)
-    result = await db.execute(stmt.values(**values).returning(ChatSession.last_seq))
-    return result.scalar_one_or_none()
+    result = await db.execute(
+        stmt.values(**values).returning(ChatSession.last_seq, ChatSession.history_version)
+    )
+    row = result.one_or_none()
+    return (row[0], row[1]) if row is not None else None
 
 
 async def get_last_seq(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> int | None:
@@ -74,21 +77,47 @@ async def get_history_state(
 
 async def bump_session(
     db: AsyncSession,
+    user_id: uuid.UUID,
     session_id: uuid.UUID,
     *,
     now: datetime,
     count_delta: int = 0,
     token_delta: int = 0,
-) -> None:
-    await db.execute(
+    touch: bool = True,
+) -> int | None:
+    """Record a change to the caller's session's messages; returns the new history version,
+    or None when the session is missing or not the caller's.
+
+    Every write to existing messages takes this session row lock first, then the message's:
+    one lock order everywhere, so concurrent writers queue instead of deadlocking.
+    """
+    values: dict[str, Any] = {"history_version": ChatSession.history_version + 1}
+    if count_delta or token_delta:
+        values["message_count"] = ChatSession.message_count + count_delta
+        values["total_tokens"] = ChatSession.total_tokens + token_delta
+    if touch:
+        values["updated_at"] = now
+    result = await db.execute(
         update(ChatSession)
-        .where(ChatSession.id == session_id)
-        .values(
-            message_count=ChatSession.message_count + count_delta,
-            total_tokens=ChatSession.total_tokens + token_delta,
-            history_version=ChatSession.history_version + 1,
-            updated_at=now,
-        )
+        .where(ChatSession.id == session_id, ChatSession.user_id == user_id)
+        .values(**values)
+        .returning(ChatSession.history_version)
+    )
+    return result.scalar_one_or_none()
+
+
+async def reset_last_message_at(db: AsyncSession, session_id: uuid.UUID) -> None:
+    """After a deletion: last_message_at is the newest remaining message's (null when none).
+    Run under the session row lock (bump_session), so a concurrent append's time is kept."""
+    newest = (
+        select(Message.created_at)
+        .where(Message.session_id == session_id)
+        .order_by(Message.seq.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    await db.execute(
+        update(ChatSession).where(ChatSession.id == session_id).values(last_message_at=newest)
     )
 
 
@@ -156,6 +185,23 @@ async def list_by_seq(
     return rows[:limit], len(rows) > limit
 
 
+async def changed_since(
+    db: AsyncSession, session_id: uuid.UUID, cursor: tuple[int, int], limit: int
+) -> list[Message]:
+    """Messages changed after the (version, seq) cursor, in change order (the change feed's
+    replay). A batch append gives several messages one version, so seq breaks the tie."""
+    result = await db.execute(
+        select(Message)
+        .where(
+            Message.session_id == session_id,
+            tuple_(Message.version, Message.seq) > tuple_(*cursor),
+        )
+        .order_by(Message.version, Message.seq)
+        .limit(limit)
+    )
+    return list(result.scalars())
+
+
 async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> Message | None:
     result = await db.execute(
         select(Message)
@@ -181,11 +227,12 @@ async def append_guarded(
     size_bytes: int,
     max_bytes: int,
     now: datetime,
-) -> int | None:
+    version: int,
+) -> Message | None:
     """Advance the stored length by one delta if, and only if, it is still `offset`.
 
     The guard makes the append a compare-and-set: two writers at one offset cannot both win.
-    Returns the new length, or None when any condition fails (the caller finds out which).
+    Returns the updated message, or None when any condition fails (the caller finds out which).
     """
     result = await db.execute(
         update(Message)
@@ -202,8 +249,10 @@ async def append_guarded(
             partial_bytes=Message.partial_bytes + size_bytes,
             status="in_progress",
             updated_at=now,
+            version=version,
         )
-        .returning(Message.partial_length)
+        .returning(Message)
+        .execution_options(synchronize_session=False)
     )
     return result.scalar_one_or_none()
 

@@ -33,6 +33,8 @@ class ChatSession(Base):
     # Bumped by every change to the session's messages (in the same transaction): a cached copy
     # of the history is served only while its version equals this one.
     history_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # history_version at the last change of the session's own fields (title, status, ...).
+    updated_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_message_at: Mapped[datetime | None]
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

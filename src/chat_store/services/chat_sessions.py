@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud.chat_sessions import ChatSessionFilters
 from chat_store.crud.pagination import PageRequest
@@ -21,7 +22,7 @@ from chat_store.schemas.chat_sessions import (
     Workspace,
 )
 from chat_store.schemas.common import Page
-from chat_store.services import idempotency
+from chat_store.services import events, idempotency
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
 
@@ -131,7 +132,11 @@ async def list_chat_sessions(
 
 
 async def update_chat_session(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, body: ChatSessionUpdate
+    db: AsyncSession,
+    bus: Bus,
+    principal: Principal,
+    session_id: uuid.UUID,
+    body: ChatSessionUpdate,
 ) -> ChatSessionRead:
     row = await get_owned(db, principal, session_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
@@ -147,19 +152,37 @@ async def update_chat_session(
     if "status" in changes and changes["status"] != row.status:
         row.status = changes["status"]
         row.ended_at = now if row.status == "ended" else None
-    row.updated_at = now
-    await chat_session_crud.flush(db)
-    return ChatSessionRead.from_model(row)
+    return await _save_change(db, bus, row, now)
 
 
 async def toggle_favorite(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, value: bool | None
+    db: AsyncSession, bus: Bus, principal: Principal, session_id: uuid.UUID, value: bool | None
 ) -> ChatSessionRead:
     row = await get_owned(db, principal, session_id, for_update=True)
     row.is_favorite = (not row.is_favorite) if value is None else value
-    row.updated_at = datetime.now(UTC)
+    return await _save_change(db, bus, row, datetime.now(UTC))
+
+
+async def _save_change(
+    db: AsyncSession, bus: Bus, row: ChatSession, now: datetime
+) -> ChatSessionRead:
+    """Store a change to the session's own fields and announce it on the change feed."""
+    row.updated_at = now
+    row.history_version += 1
+    row.updated_version = row.history_version
     await chat_session_crud.flush(db)
-    return ChatSessionRead.from_model(row)
+    read = ChatSessionRead.from_model(row)
+    events.publish_after_commit(
+        db,
+        bus,
+        row.id,
+        {
+            "type": "session.updated",
+            "version": row.updated_version,
+            "session": read.model_dump(mode="json"),
+        },
+    )
+    return read
 
 
 async def delete_chat_session(

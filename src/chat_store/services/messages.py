@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache import Cache
+from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
 from chat_store.errors import (
@@ -43,7 +44,7 @@ from chat_store.schemas.messages import (
     ResumePoint,
 )
 from chat_store.services import chat_sessions as chat_session_service
-from chat_store.services import history_cache, idempotency
+from chat_store.services import events, history_cache, idempotency
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
 
@@ -118,7 +119,7 @@ def _to_read(row: Message, chunk_text: str | None) -> MessageRead:
     )
 
 
-async def _full_text(db: AsyncSession, row: Message) -> str:
+async def full_text(db: AsyncSession, row: Message) -> str:
     if row.status == "complete":
         return row.content or ""
     chunks = await message_crud.chunk_texts(db, [row.id])
@@ -235,6 +236,7 @@ async def _build_window(
 async def create_message(
     db: AsyncSession,
     settings: Settings,
+    bus: Bus,
     principal: Principal,
     session_id: uuid.UUID,
     body: MessageAppend,
@@ -242,7 +244,9 @@ async def create_message(
 ) -> MessageRead:
     async def produce() -> MessageRead:
         item = MessageCreate.model_validate(body.model_dump(exclude={"expected_last_seq"}))
-        created = await _append(db, settings, principal, session_id, [item], body.expected_last_seq)
+        created = await _append(
+            db, settings, bus, principal, session_id, [item], body.expected_last_seq
+        )
         return created[0]
 
     return await idempotency.run_once(
@@ -260,6 +264,7 @@ async def create_message(
 async def create_messages(
     db: AsyncSession,
     settings: Settings,
+    bus: Bus,
     principal: Principal,
     session_id: uuid.UUID,
     body: MessageBatchCreate,
@@ -273,7 +278,7 @@ async def create_messages(
 
     async def produce() -> Page[MessageRead]:
         created = await _append(
-            db, settings, principal, session_id, body.messages, body.expected_last_seq
+            db, settings, bus, principal, session_id, body.messages, body.expected_last_seq
         )
         return Page[MessageRead](
             data=created, first_id=created[0].id, last_id=created[-1].id, has_more=False
@@ -294,6 +299,7 @@ async def create_messages(
 async def _append(
     db: AsyncSession,
     settings: Settings,
+    bus: Bus,
     principal: Principal,
     session_id: uuid.UUID,
     items: Sequence[MessageCreate],
@@ -320,7 +326,7 @@ async def _append(
         ),
         None,
     )
-    last_seq = await message_crud.reserve_seqs(
+    reserved = await message_crud.reserve_seqs(
         db,
         user_id=principal.user_id,
         session_id=session_id,
@@ -330,15 +336,17 @@ async def _append(
         expected_last_seq=expected_last_seq,
         auto_title=auto_title,
     )
-    if last_seq is None:
+    if reserved is None:
         current = await message_crud.get_last_seq(db, principal.user_id, session_id)
         if current is None:
             raise ChatSessionNotFound()
         raise SeqConflict(current)
 
+    last_seq, version = reserved
     first_seq = last_seq - len(items) + 1
     rows = [
-        _new_row(item, principal, session_id, first_seq + i, now) for i, item in enumerate(items)
+        _new_row(item, principal, session_id, first_seq + i, now, version)
+        for i, item in enumerate(items)
     ]
     if client_ids:
         try:
@@ -348,11 +356,30 @@ async def _append(
             raise MessageExists("A message with one of these ids already exists") from None
     else:
         await message_crud.insert_messages(db, rows)
-    return [_read_from_values(row) for row in rows]
+    reads = [_read_from_values(row) for row in rows]
+    for read in reads:
+        _publish_message(db, bus, "message.created", read, version)
+    return reads
+
+
+def _publish_message(
+    db: AsyncSession, bus: Bus, kind: str, message: MessageRead, version: int
+) -> None:
+    events.publish_after_commit(
+        db,
+        bus,
+        message.session_id,
+        {"type": kind, "version": version, "message": message.model_dump(mode="json")},
+    )
 
 
 def _new_row(
-    item: MessageCreate, principal: Principal, session_id: uuid.UUID, seq: int, now: datetime
+    item: MessageCreate,
+    principal: Principal,
+    session_id: uuid.UUID,
+    seq: int,
+    now: datetime,
+    version: int,
 ) -> dict[str, Any]:
     partial = item.partial_content if item.status != "complete" else None
     if partial is None and item.status in OPEN_STATUSES:
@@ -374,6 +401,8 @@ def _new_row(
         "token_count": item.token_count,
         "model": item.model,
         "latency_ms": item.latency_ms,
+        "created_version": version,
+        "version": version,
         "created_at": now,
         "updated_at": now,
         "completed_at": now if item.status == "complete" else None,
@@ -395,6 +424,7 @@ _READ_FIELDS = frozenset(MessageRead.model_fields)
 async def append_delta(
     db: AsyncSession,
     settings: Settings,
+    bus: Bus,
     principal: Principal,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
@@ -402,31 +432,50 @@ async def append_delta(
     *,
     return_text: bool = True,
 ) -> MessageWithLength:
-    """Append one delta at `offset` (code points). The stored text is never read or rewritten
-    on the success path: a guarded length update plus one chunk insert."""
+    """Append one delta at `offset` (code points).
+
+    The success path never reads or rewrites the stored text: a version bump of the session,
+    a guarded length update of the message and one chunk insert, whatever the answer's length.
+    """
     now = datetime.now(UTC)
-    size = _utf8_len(body.delta)
-    new_length = await message_crud.append_guarded(
+    version = await message_crud.bump_session(
+        db, principal.user_id, session_id, now=now, touch=False
+    )
+    if version is None:
+        raise ChatSessionNotFound()
+    row = await message_crud.append_guarded(
         db,
         user_id=principal.user_id,
         session_id=session_id,
         message_id=message_id,
         offset=body.offset,
         length=len(body.delta),
-        size_bytes=size,
+        size_bytes=_utf8_len(body.delta),
         max_bytes=settings.max_message_bytes,
         now=now,
+        version=version,
     )
-    if new_length is None:
+    if row is None:
         return await _explain_refused_delta(db, principal, session_id, message_id, body, settings)
     await message_crud.insert_chunk(db, message_id, body.offset, body.delta)
-    await message_crud.bump_session(db, session_id, now=now)
-    row = await _owned_message(db, principal, session_id, message_id)
+    events.publish_after_commit(
+        db,
+        bus,
+        session_id,
+        {
+            "type": "message.delta",
+            "version": version,
+            "message_id": str(message_id),
+            "start": body.offset,
+            "delta": body.delta,
+            "offset": row.partial_length,
+        },
+    )
     if return_text:
         read = (await to_reads(db, [row]))[0]
     else:
         read = _to_read(row, None).model_copy(update={"partial_content": None})
-    return MessageWithLength(**read.model_dump(), length=new_length)
+    return MessageWithLength(**read.model_dump(), length=row.partial_length)
 
 
 async def _explain_refused_delta(
@@ -438,7 +487,7 @@ async def _explain_refused_delta(
     settings: Settings,
 ) -> MessageWithLength:
     row = await _owned_message(db, principal, session_id, message_id)
-    text = await _full_text(db, row)
+    text = await full_text(db, row)
     length = len(text)
     end = body.offset + len(body.delta)
     if end <= length and text[body.offset : end] == body.delta:
@@ -462,11 +511,13 @@ async def _explain_refused_delta(
 async def update_message(
     db: AsyncSession,
     settings: Settings,
+    bus: Bus,
     principal: Principal,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
     body: MessageUpdate,
 ) -> MessageRead:
+    version = await _lock_session(db, principal, session_id)
     row = await _owned_message(db, principal, session_id, message_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
     new_status: str = changes.get("status") or row.status
@@ -493,7 +544,7 @@ async def update_message(
         _set_streamed_text(row, changes["partial_content"] or "")
         await message_crud.delete_chunks(db, row.id)
     if new_status == "complete" and row.status != "complete":
-        text = changes["content"] if "content" in changes else await _full_text(db, row)
+        text = changes["content"] if "content" in changes else await full_text(db, row)
         _complete(row, text, now)
         await message_crud.delete_chunks(db, row.id)
     elif new_status == "complete" and "content" in changes:
@@ -503,7 +554,7 @@ async def update_message(
         and row.status in OPEN_STATUSES
         and "partial_content" not in changes
     ):
-        _set_streamed_text(row, await _full_text(db, row))
+        _set_streamed_text(row, await full_text(db, row))
         await message_crud.delete_chunks(db, row.id)
     if new_status != row.status:
         if new_status == "in_progress":  # a failed answer resumed
@@ -520,10 +571,36 @@ async def update_message(
         row.metadata_ = changes["metadata"]
     if "latency_ms" in changes:
         row.latency_ms = changes["latency_ms"]
+    if token_delta:
+        version = await _lock_session(db, principal, session_id, token_delta=token_delta)
     row.updated_at = now
+    row.version = version
     await message_crud.flush(db)
-    await message_crud.bump_session(db, session_id, now=now, token_delta=token_delta)
-    return (await to_reads(db, [row]))[0]
+    read = (await to_reads(db, [row]))[0]
+    _publish_message(db, bus, "message.updated", read, version)
+    return read
+
+
+async def _lock_session(
+    db: AsyncSession,
+    principal: Principal,
+    session_id: uuid.UUID,
+    *,
+    count_delta: int = 0,
+    token_delta: int = 0,
+) -> int:
+    """Bump the session's history version (taking its row lock first); 404 if not the caller's."""
+    version = await message_crud.bump_session(
+        db,
+        principal.user_id,
+        session_id,
+        now=datetime.now(UTC),
+        count_delta=count_delta,
+        token_delta=token_delta,
+    )
+    if version is None:
+        raise ChatSessionNotFound()
+    return version
 
 
 def _set_streamed_text(row: Message, text: str) -> None:
@@ -541,17 +618,25 @@ def _complete(row: Message, text: str, at: datetime) -> None:
 
 
 async def delete_message(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
+    db: AsyncSession,
+    bus: Bus,
+    principal: Principal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
 ) -> None:
+    await _lock_session(db, principal, session_id)
     row = await _owned_message(db, principal, session_id, message_id, for_update=True)
     await message_crud.delete_message(db, row.id)
     # last_seq is left alone: a deleted message's seq is never given out again.
-    await message_crud.bump_session(
+    version = await _lock_session(
+        db, principal, session_id, count_delta=-1, token_delta=-(row.token_count or 0)
+    )
+    await message_crud.reset_last_message_at(db, session_id)
+    events.publish_after_commit(
         db,
+        bus,
         session_id,
-        now=datetime.now(UTC),
-        count_delta=-1,
-        token_delta=-(row.token_count or 0),
+        {"type": "message.deleted", "version": version, "message_id": str(row.id), "seq": row.seq},
     )
 
 
@@ -646,6 +731,7 @@ async def _fork(
         after_seq = rows[-1].seq
     copy.message_count = seq
     copy.last_seq = seq
+    copy.history_version = 1
     copy.total_tokens = tokens
     copy.last_message_at = now if seq else None
     await chat_session_crud.flush(db)
@@ -675,6 +761,8 @@ def _copied_row(
         "token_count": row.token_count,
         "model": row.model,
         "latency_ms": row.latency_ms,
+        "created_version": 1,
+        "version": 1,
         "created_at": row.created_at,
         "updated_at": now,
         "completed_at": row.completed_at,

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from chat_store.api.deps import AppSettings, CurrentPrincipal, DbSession, State
+from chat_store.api.responses import problems
+from chat_store.errors import ValidationFailed
+from chat_store.services import streams as stream_service
+from chat_store.services.streams import StreamContext, StreamEvent
+
+router = APIRouter(prefix="/sessions/{session_id}", tags=["streams"])
+
+_SSE_DOC = {
+    200: {
+        "description": "Server-Sent Events (`text/event-stream`).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **problems(401, 404, 409, 422),
+}
+
+LastEventId = Annotated[
+    str | None,
+    Header(
+        alias="Last-Event-ID",
+        max_length=20,
+        description="Resume after this event id (sent by EventSource on reconnect).",
+    ),
+]
+
+
+def _cursor(last_event_id: str | None, query_value: int | None) -> int:
+    if last_event_id is not None and last_event_id.strip():
+        try:
+            value = int(last_event_id)
+        except ValueError:
+            raise ValidationFailed(
+                "Last-Event-ID must be a non-negative integer", ["header", "Last-Event-ID"]
+            ) from None
+        if value < 0:
+            raise ValidationFailed(
+                "Last-Event-ID must be a non-negative integer", ["header", "Last-Event-ID"]
+            )
+        return value
+    return query_value or 0
+
+
+def _context(state: State, settings: AppSettings) -> StreamContext:
+    return StreamContext(
+        sessionmaker=state.sessionmaker,
+        bus=state.bus,
+        stats=state.streams,
+        poll_seconds=settings.stream_poll_seconds,
+    )
+
+
+def _respond(
+    events: AsyncIterator[StreamEvent], context: StreamContext, settings: AppSettings
+) -> EventSourceResponse:
+    async def encoded() -> AsyncIterator[ServerSentEvent]:
+        async for event in events:
+            yield ServerSentEvent(
+                data=json.dumps(event.data, ensure_ascii=False, separators=(",", ":")),
+                event=event.event,
+                id=event.id,
+            )
+
+    return EventSourceResponse(
+        encoded(),
+        ping=settings.stream_keepalive_seconds,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        shutdown_event=context.shutdown,
+        shutdown_grace_period=2.0,
+    )
+
+
+@router.get(
+    "/messages/{message_id}/stream",
+    responses=_SSE_DOC,
+    response_class=EventSourceResponse,
+    operation_id="stream_message",
+)
+async def stream_message(
+    db: DbSession,
+    state: State,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    last_event_id: LastEventId = None,
+    offset: Annotated[
+        int | None, Query(ge=0, description="Start at this code-point offset (default 0).")
+    ] = None,
+) -> EventSourceResponse:
+    """Follow a message's text live: `delta` events (id = offset), then `done`."""
+    start = _cursor(last_event_id, offset)
+    await stream_service.check_message_stream(db, principal, session_id, message_id, start)
+    context = _context(state, settings)
+    events = stream_service.follow_message(context, principal, session_id, message_id, start)
+    return _respond(events, context, settings)
+
+
+@router.get(
+    "/events",
+    responses=_SSE_DOC,
+    response_class=EventSourceResponse,
+    operation_id="stream_session_events",
+)
+async def stream_session_events(
+    db: DbSession,
+    state: State,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    last_event_id: LastEventId = None,
+    after_version: Annotated[
+        int | None, Query(ge=0, description="Replay changes after this version (event id).")
+    ] = None,
+) -> EventSourceResponse:
+    """Follow the session's changes: message.created/updated/delta/deleted, session.updated."""
+    cursor = _cursor(last_event_id, after_version)
+    await stream_service.check_session_feed(db, principal, session_id)
+    context = _context(state, settings)
+    events = stream_service.follow_session(context, principal, session_id, cursor)
+    return _respond(events, context, settings)

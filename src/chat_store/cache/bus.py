@@ -1,0 +1,240 @@
+"""Publish/subscribe for live streams: Redis pub/sub across processes, or in-process.
+
+One Redis connection per process carries every subscription: a reader subscribes a local queue,
+the first local reader of a channel SUBSCRIBEs it and the last one to leave UNSUBSCRIBEs, so 500
+readers cost 500 queues, not 500 connections. The bus is a wake-up signal, never the record:
+readers re-read the database whenever they may have missed something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+QUEUE_SIZE = 1024  # a reader that falls this far behind drops events and re-reads the store
+
+
+class Subscription:
+    """Events of one channel for one reader; `lost` is set when events were dropped."""
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_SIZE)
+        self.lost = False
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lost = True
+
+    async def next(self, wait_seconds: float) -> dict[str, Any] | None:
+        """The next event, or None after `wait_seconds` without one."""
+        try:
+            async with asyncio.timeout(wait_seconds):
+                return await self.queue.get()
+        except TimeoutError:
+            return None
+
+
+class Bus(Protocol):
+    backend: str
+
+    async def publish(self, channel: str, event: dict[str, Any]) -> None: ...
+    def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
+    def subscriber_count(self) -> int: ...
+    async def close(self) -> None: ...
+
+
+class _LocalFanout:
+    """Channel → local subscriptions, shared by both buses."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, set[Subscription]] = {}
+
+    def add(self, subscription: Subscription) -> bool:
+        """Register; True when this is the channel's first local reader."""
+        readers = self.channels.setdefault(subscription.channel, set())
+        readers.add(subscription)
+        return len(readers) == 1
+
+    def remove(self, subscription: Subscription) -> bool:
+        """Unregister; True when the channel has no local reader left."""
+        readers = self.channels.get(subscription.channel)
+        if readers is None:
+            return False
+        readers.discard(subscription)
+        if not readers:
+            del self.channels[subscription.channel]
+            return True
+        return False
+
+    def deliver(self, channel: str, event: dict[str, Any]) -> None:
+        for subscription in list(self.channels.get(channel, ())):
+            subscription.deliver(event)
+
+    def count(self) -> int:
+        return sum(len(readers) for readers in self.channels.values())
+
+
+class MemoryBus:
+    backend = "memory"
+
+    def __init__(self) -> None:
+        self._fanout = _LocalFanout()
+
+    async def publish(self, channel: str, event: dict[str, Any]) -> None:
+        self._fanout.deliver(channel, event)
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        subscription = Subscription(channel)
+        self._fanout.add(subscription)
+        try:
+            yield subscription
+        finally:
+            self._fanout.remove(subscription)
+
+    def subscriber_count(self) -> int:
+        return self._fanout.count()
+
+    async def close(self) -> None:
+        self._fanout.channels.clear()
+
+
+class RedisBus:
+    backend = "redis"
+
+    def __init__(self, url: str, prefix: str) -> None:
+        self._redis = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        # The listener blocks on reads: no socket timeout on its own connection.
+        self._listen_redis = Redis.from_url(url, socket_connect_timeout=0.5)
+        self._prefix = prefix
+        self._fanout = _LocalFanout()
+        self._pubsub: PubSub | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.errors = 0
+
+    async def publish(self, channel: str, event: dict[str, Any]) -> None:
+        try:
+            await self._redis.publish(self._prefix + channel, json.dumps(event))
+        except RedisError as exc:
+            # Readers notice the gap (their timer re-reads the store): fail open.
+            self.errors += 1
+            logger.warning("redis publish failed: %s", type(exc).__name__)
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
+        subscription = Subscription(channel)
+        if self._fanout.add(subscription):
+            await self._redis_subscribe(channel)
+        try:
+            yield subscription
+        finally:
+            if self._fanout.remove(subscription):
+                await self._redis_unsubscribe(channel)
+
+    async def _redis_subscribe(self, channel: str) -> None:
+        async with self._lock:
+            try:
+                if self._pubsub is None:
+                    self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.subscribe(self._prefix + channel)
+                if self._listener is None or self._listener.done():
+                    self._listener = asyncio.create_task(self._listen(), name="redis-bus")
+            except RedisError as exc:
+                self.errors += 1
+                logger.warning("redis subscribe failed: %s", type(exc).__name__)
+
+    async def _redis_unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            if self._pubsub is None:
+                return
+            try:
+                await self._pubsub.unsubscribe(self._prefix + channel)
+            except RedisError as exc:
+                self.errors += 1
+                logger.warning("redis unsubscribe failed: %s", type(exc).__name__)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            try:
+                if not pubsub.subscribed:
+                    if self._fanout.channels:  # readers waiting, subscription lost: retry
+                        await asyncio.sleep(1.0)
+                        await self._resubscribe()
+                    else:
+                        await asyncio.sleep(0.2)
+                    continue
+                message = await pubsub.get_message(timeout=1.0)
+            except (RedisError, OSError) as exc:
+                self.errors += 1
+                logger.warning("redis pub/sub connection lost: %s", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                await self._resubscribe()
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message["channel"]
+            if isinstance(channel, bytes):
+                channel = channel.decode()
+            try:
+                event = json.loads(message["data"])
+            except ValueError:
+                continue
+            self._fanout.deliver(channel[len(self._prefix) :], event)
+
+    async def _resubscribe(self) -> None:
+        """After a lost connection: a new pub/sub with every channel that has local readers."""
+        async with self._lock:
+            old = self._pubsub
+            self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.aclose()  # type: ignore[no-untyped-call]
+            channels = [self._prefix + channel for channel in self._fanout.channels]
+            if channels:
+                try:
+                    await self._pubsub.subscribe(*channels)
+                except RedisError as exc:
+                    self.errors += 1
+                    logger.warning("redis resubscribe failed: %s", type(exc).__name__)
+            # Readers may have missed events while the connection was down.
+            for readers in self._fanout.channels.values():
+                for subscription in readers:
+                    subscription.lost = True
+
+    def subscriber_count(self) -> int:
+        return self._fanout.count()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        if self._pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._redis.aclose()
+        await self._listen_redis.aclose()
+
+
+def create_bus(redis_url: str | None, prefix: str) -> Bus:
+    if redis_url:
+        return RedisBus(redis_url, prefix)
+    return MemoryBus()

@@ -1,0 +1,286 @@
+"""Live streams: follow one message's text, or a session's changes, from a durable cursor.
+
+Readers subscribe first, then replay from the database, then follow the bus, dropping what
+they already have by offset (message streams) or version (change feeds). The bus only wakes
+readers up: any gap, dropped event or quiet period makes them re-read the database, so a lost
+publish delays a reader by at most `poll_seconds` and never loses text.
+
+A streaming reader never holds a database connection while it waits: each read is a short
+session of its own.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chat_store.cache.bus import Bus, Subscription
+from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.crud import messages as message_crud
+from chat_store.errors import MessageNotFound, OffsetMismatch
+from chat_store.schemas.chat_sessions import ChatSessionRead
+from chat_store.schemas.messages import OPEN_STATUSES
+from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services import events
+from chat_store.services import messages as message_service
+from chat_store.services.principals import Principal
+
+_REPLAY_BATCH = 200
+_WAKE_SECONDS = 1.0  # how often a waiting reader checks for shutdown
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    event: str
+    data: dict[str, Any]
+    id: str | None = None
+
+
+@dataclass
+class StreamStats:
+    """Open streams of this process (exported in /metrics, checked by tests)."""
+
+    open_streams: int = 0
+    opened_total: int = 0
+
+    def opened(self) -> None:
+        self.open_streams += 1
+        self.opened_total += 1
+
+    def closed(self) -> None:
+        self.open_streams -= 1
+
+
+@dataclass
+class StreamContext:
+    sessionmaker: async_sessionmaker[AsyncSession]
+    bus: Bus
+    stats: StreamStats
+    poll_seconds: float
+    shutdown: anyio.Event = field(default_factory=anyio.Event)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    text: str
+    status: str
+    error_message: str | None
+
+
+async def _snapshot(
+    context: StreamContext, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
+) -> _Snapshot | None:
+    async with context.sessionmaker() as db:
+        row = await message_crud.get_for_owner(db, principal.user_id, session_id, message_id)
+        if row is None:
+            return None
+        text = await message_service.full_text(db, row)
+        return _Snapshot(text=text, status=row.status, error_message=row.error_message)
+
+
+async def check_message_stream(
+    db: AsyncSession,
+    principal: Principal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    offset: int,
+) -> None:
+    """Before the stream starts (so errors are real HTTP errors): ownership and the offset."""
+    await chat_session_service.get_owned(db, principal, session_id)
+    row = await message_crud.get_for_owner(db, principal.user_id, session_id, message_id)
+    if row is None:
+        raise MessageNotFound()
+    length = len(await message_service.full_text(db, row))
+    if offset > length:
+        raise OffsetMismatch(length)
+
+
+async def _wait(subscription: Subscription, context: StreamContext) -> dict[str, Any] | None:
+    """The next bus event, or None when it is time to re-read the store (timer or shutdown)."""
+    deadline = time.monotonic() + context.poll_seconds
+    while not context.shutdown.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        event = await subscription.next(min(remaining, _WAKE_SECONDS))
+        if event is not None:
+            return event
+    return None
+
+
+async def follow_message(
+    context: StreamContext,
+    principal: Principal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    offset: int,
+) -> AsyncIterator[StreamEvent]:
+    """`delta` events from `offset` (ids are code-point offsets), then one `done`."""
+    position = offset
+    context.stats.opened()
+    try:
+        async with context.bus.subscribe(events.channel(session_id)) as subscription:
+            while not context.shutdown.is_set():
+                subscription.lost = False
+                snapshot = await _snapshot(context, principal, session_id, message_id)
+                if snapshot is None:  # deleted while followed
+                    yield StreamEvent(
+                        "done",
+                        {"status": "deleted", "error_message": None, "length": position},
+                        str(position),
+                    )
+                    return
+                if len(snapshot.text) > position:
+                    yield _delta(snapshot.text[position:], len(snapshot.text))
+                    position = len(snapshot.text)
+                if snapshot.status not in OPEN_STATUSES:
+                    yield StreamEvent(
+                        "done",
+                        {
+                            "status": snapshot.status,
+                            "error_message": snapshot.error_message,
+                            "length": position,
+                        },
+                        str(position),
+                    )
+                    return
+                async for event in _live_deltas(subscription, context, message_id, position):
+                    position = int(event.data["offset"])
+                    yield event
+            yield StreamEvent("close", {"reason": "shutdown", "offset": position}, str(position))
+    finally:
+        context.stats.closed()
+
+
+async def _live_deltas(
+    subscription: Subscription, context: StreamContext, message_id: uuid.UUID, position: int
+) -> AsyncIterator[StreamEvent]:
+    """Deltas from the bus while they continue the text exactly; returns to re-read otherwise."""
+    wanted = str(message_id)
+    while True:
+        event = await _wait(subscription, context)
+        if event is None or subscription.lost:
+            return
+        if event.get("message_id", event.get("message", {}).get("id")) != wanted:
+            continue
+        if event["type"] != "message.delta":
+            return  # a status change or deletion: the store says what it is
+        start, delta = int(event["start"]), str(event["delta"])
+        end = start + len(delta)
+        if end <= position:
+            continue  # already sent (replayed before this event arrived)
+        if start > position:
+            return  # a gap: something was missed; re-read
+        yield _delta(delta[position - start :], end)
+        position = end
+
+
+def _delta(text: str, end: int) -> StreamEvent:
+    return StreamEvent("delta", {"delta": text, "offset": end}, str(end))
+
+
+async def check_session_feed(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> None:
+    await chat_session_service.get_owned(db, principal, session_id)
+
+
+async def follow_session(
+    context: StreamContext, principal: Principal, session_id: uuid.UUID, after_version: int
+) -> AsyncIterator[StreamEvent]:
+    """The session's changes after `after_version`; event ids are history versions.
+
+    The replay gives the current state of whatever changed (`message.created` for messages made
+    after the cursor, `message.updated` for the rest, `session.updated`); live events add
+    `message.delta` and `message.deleted`, which a replay folds into the state it shows.
+    """
+    position = after_version
+    context.stats.opened()
+    try:
+        async with context.bus.subscribe(events.channel(session_id)) as subscription:
+            while not context.shutdown.is_set():
+                subscription.lost = False
+                replayed = await _replay_session(context, principal, session_id, position)
+                if replayed is None:
+                    yield StreamEvent("session.deleted", {"session_id": str(session_id)})
+                    return
+                replay_events, position = replayed
+                for event in replay_events:
+                    yield event
+                while True:
+                    bus_event = await _wait(subscription, context)
+                    if bus_event is None or subscription.lost:
+                        break
+                    version = int(bus_event.get("version", 0))
+                    if version <= position:
+                        continue
+                    if version > position + 1:
+                        break  # missed something: replay from the store
+                    position = version
+                    yield _live_session_event(bus_event)
+            yield StreamEvent("close", {"reason": "shutdown"}, str(position))
+    finally:
+        context.stats.closed()
+
+
+async def _replay_session(
+    context: StreamContext, principal: Principal, session_id: uuid.UUID, after_version: int
+) -> tuple[list[StreamEvent], int] | None:
+    async with context.sessionmaker() as db:
+        session = await chat_session_crud.get_for_owner(db, principal.user_id, session_id)
+        if session is None:
+            return None
+        current = session.history_version
+        if current <= after_version:
+            return [], max(current, after_version)
+        changes: list[tuple[int, StreamEvent]] = []
+        if session.updated_version > after_version:
+            session_read = ChatSessionRead.from_model(session)
+            changes.append(
+                (
+                    session.updated_version,
+                    StreamEvent(
+                        "session.updated",
+                        {
+                            "version": session.updated_version,
+                            "session": session_read.model_dump(mode="json"),
+                        },
+                        str(session.updated_version),
+                    ),
+                )
+            )
+        cursor = (after_version, 0)
+        while True:
+            rows = await message_crud.changed_since(db, session_id, cursor, _REPLAY_BATCH)
+            if not rows:
+                break
+            reads = await message_service.to_reads(db, rows)
+            for row, read in zip(rows, reads, strict=True):
+                kind = (
+                    "message.created" if row.created_version > after_version else "message.updated"
+                )
+                changes.append(
+                    (
+                        row.version,
+                        StreamEvent(
+                            kind,
+                            {"version": row.version, "message": read.model_dump(mode="json")},
+                            str(row.version),
+                        ),
+                    )
+                )
+            if len(rows) < _REPLAY_BATCH:
+                break
+            cursor = (rows[-1].version, rows[-1].seq)
+        changes.sort(key=lambda item: item[0])
+        return [event for _, event in changes], current
+
+
+def _live_session_event(bus_event: dict[str, Any]) -> StreamEvent:
+    version = int(bus_event["version"])
+    data = {key: value for key, value in bus_event.items() if key != "type"}
+    return StreamEvent(str(bus_event["type"]), data, str(version))
