@@ -38,7 +38,8 @@ def migrate_command(
     settings = get_settings()
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(settings.sqlalchemy_url, revision)
+    # The URL as configured: the migration environment turns sslmode into asyncpg's ssl option.
+    migrate.upgrade(settings.database_url or settings.sqlalchemy_url, revision)
     console.print(f"database at revision {revision}")
 
 

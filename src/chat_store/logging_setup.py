@@ -50,6 +50,8 @@ def configure_logging(level: str, use_json: bool) -> None:
     root.setLevel(level.upper())
     # uvicorn's access log repeats what the request middleware logs, without the request id.
     logging.getLogger("uvicorn.access").disabled = True
+    # The readiness check opens an alembic MigrationContext, which logs at INFO every time.
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

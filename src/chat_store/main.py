@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import fastapi_standalone_docs
@@ -28,6 +30,8 @@ from chat_store.cache import create_cache
 from chat_store.cache.bus import create_bus
 from chat_store.db import create_engine, create_sessionmaker
 from chat_store.logging_setup import configure_logging
+from chat_store.services import maintenance
+from chat_store.services import messages as message_service
 from chat_store.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -54,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.use_json_logs)
 
+    message_service.stale_after = timedelta(seconds=settings.stale_stream_seconds)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
@@ -72,9 +78,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dialect.name,
             cache.backend,
         )
+        housekeeping = asyncio.create_task(
+            maintenance.run_forever(app.state.resources.sessionmaker)
+        )
         try:
             yield
         finally:
+            housekeeping.cancel()
             await bus.close()
             await cache.close()
             await engine.dispose()

@@ -6,13 +6,14 @@ HTTP contract and operators use; the groups below are sections of one class.
 
 from __future__ import annotations
 
+import json
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 # Secrets that appear in examples and tutorials: refused in production.
@@ -30,7 +31,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     log_json: bool | None = None  # default: JSON in production, text elsewhere
-    cors_origins: list[str] = Field(default_factory=list)
+    # Comma-separated (or a JSON list); NoDecode keeps pydantic-settings from parsing it as JSON.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     root_path: str = ""
 
     # --- database
@@ -71,10 +73,20 @@ class Settings(BaseSettings):
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
 
+    @field_validator(
+        "database_url", "redis_url", "log_json", "jwt_secret", "metrics_token", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `DATABASE_URL=` in an env file means "not set", as it does for a shell.
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 

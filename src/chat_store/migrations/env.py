@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import Connection, pool
+from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_store.models import Base
@@ -33,9 +33,17 @@ def _configure(connection: Connection) -> None:
     )
 
 
+# Any constant: several containers starting at once migrate one after the other.
+_MIGRATION_LOCK_ID = 725_199_001
+
+
 def _run_sync(connection: Connection) -> None:
     _configure(connection)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+            )
         context.run_migrations()
 
 

@@ -107,6 +107,11 @@ class MessageRead(OutputModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    stale: bool = Field(
+        default=False,
+        description="Open (pending/in_progress) with no change for STALE_STREAM_SECONDS: "
+        "its writer went silent; resume picks it up.",
+    )
 
 
 class MessageWithLength(MessageRead):

@@ -9,6 +9,7 @@ stale copy, whatever happened to Redis in between; a lost invalidation can only 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ TTL_SECONDS = 3600
 @dataclass(frozen=True)
 class HistoryWindow:
     version: int
+    # Unix time after which an open message in the copy would read as stale; None: never.
+    fresh_until: float | None
     # Seqs, ids and JSON documents of the newest messages, in ascending seq order.
     seqs: list[int]
     ids: list[str]
@@ -32,6 +35,7 @@ class HistoryWindow:
         return json.dumps(
             {
                 "v": self.version,
+                "f": self.fresh_until,
                 "s": self.seqs,
                 "i": self.ids,
                 "d": self.documents,
@@ -45,6 +49,7 @@ class HistoryWindow:
         data = json.loads(raw)
         return cls(
             version=data["v"],
+            fresh_until=data["f"],
             seqs=data["s"],
             ids=data["i"],
             documents=data["d"],
@@ -89,7 +94,11 @@ async def load(cache: Cache, session_id: uuid.UUID, version: int) -> HistoryWind
         window = HistoryWindow.decode(raw)
     except (ValueError, KeyError):
         return None
-    return window if window.version == version else None
+    if window.version != version:
+        return None
+    if window.fresh_until is not None and time.time() >= window.fresh_until:
+        return None
+    return window
 
 
 async def store(cache: Cache, session_id: uuid.UUID, window: HistoryWindow) -> None:

@@ -85,15 +85,24 @@ def _check_size(settings: Settings, text: str | None, field: str) -> None:
 
 # --- reading
 
+# An open message with no change for this long is reported `stale` (its writer went silent).
+# Set from STALE_STREAM_SECONDS when the app starts.
+stale_after = timedelta(seconds=300)
+
+
+def is_stale(status: str, updated_at: datetime, now: datetime) -> bool:
+    return status in OPEN_STATUSES and now - updated_at >= stale_after
+
 
 async def to_reads(db: AsyncSession, rows: Sequence[Message]) -> list[MessageRead]:
     """Read models, with the streamed text of open messages joined from their chunks."""
     open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
     chunks = await message_crud.chunk_texts(db, open_ids)
-    return [_to_read(row, chunks.get(row.id)) for row in rows]
+    now = datetime.now(UTC)
+    return [_to_read(row, chunks.get(row.id), now) for row in rows]
 
 
-def _to_read(row: Message, chunk_text: str | None) -> MessageRead:
+def _to_read(row: Message, chunk_text: str | None, now: datetime) -> MessageRead:
     partial = row.partial_content
     if chunk_text:
         partial = (partial or "") + chunk_text
@@ -116,6 +125,7 @@ def _to_read(row: Message, chunk_text: str | None) -> MessageRead:
         created_at=row.created_at,
         updated_at=row.updated_at,
         completed_at=row.completed_at,
+        stale=is_stale(row.status, row.updated_at, now),
     )
 
 
@@ -221,8 +231,15 @@ async def _build_window(
     )
     rows.reverse()
     reads = await to_reads(db, rows)
+    # An open message turns stale with time alone: the copy is good until the first one would.
+    turns_stale = [
+        (read.updated_at + stale_after).timestamp()
+        for read in reads
+        if read.status in OPEN_STATUSES and not read.stale
+    ]
     return history_cache.HistoryWindow(
         version=version,
+        fresh_until=min(turns_stale) if turns_stale else None,
         seqs=[read.seq for read in reads],
         ids=[str(read.id) for read in reads],
         documents=[read.model_dump_json() for read in reads],
@@ -474,7 +491,7 @@ async def append_delta(
     if return_text:
         read = (await to_reads(db, [row]))[0]
     else:
-        read = _to_read(row, None).model_copy(update={"partial_content": None})
+        read = _to_read(row, None, datetime.now(UTC)).model_copy(update={"partial_content": None})
     return MessageWithLength(**read.model_dump(), length=row.partial_length)
 
 
