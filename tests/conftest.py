@@ -27,6 +27,8 @@ def make_settings(backend: Backend, **overrides: Any) -> Settings:
         "jwt_secret": "test-secret-" + "x" * 40,
         "bcrypt_rounds": 4,  # the minimum: hashing cost is not under test here
         "log_level": "WARNING",
+        # Off unless a test is about rate limits: the suite makes many requests per minute.
+        "rate_limit_enabled": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

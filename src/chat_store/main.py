@@ -10,7 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import fastapi_standalone_docs
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -22,7 +22,16 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from chat_store import __version__
-from chat_store.api import api_keys, auth, chat_sessions, health, messages, streams, users
+from chat_store.api import (
+    api_keys,
+    auth,
+    chat_sessions,
+    health,
+    messages,
+    ratelimits,
+    streams,
+    users,
+)
 from chat_store.api.deps import API_PREFIX, AppState
 from chat_store.api.errors import install_error_handlers
 from chat_store.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -30,6 +39,7 @@ from chat_store.cache import create_cache
 from chat_store.cache.bus import create_bus
 from chat_store.db import create_engine, create_sessionmaker
 from chat_store.logging_setup import configure_logging
+from chat_store.ratelimit import RateLimiter
 from chat_store.services import maintenance
 from chat_store.services import messages as message_service
 from chat_store.settings import Settings, get_settings
@@ -65,12 +75,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         cache = create_cache(settings.redis_url, settings.redis_prefix)
         bus = create_bus(settings.redis_url, settings.redis_prefix)
+        limiter = RateLimiter(
+            settings.redis_url, settings.redis_prefix, fail_open=settings.rate_limit_fail_open
+        )
         app.state.resources = AppState(
             settings=settings,
             engine=engine,
             sessionmaker=create_sessionmaker(engine),
             cache=cache,
             bus=bus,
+            limiter=limiter,
         )
         logger.info(
             "chat-store %s ready (database=%s, cache=%s)",
@@ -85,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             housekeeping.cancel()
+            await limiter.close()
             await bus.close()
             await cache.close()
             await engine.dispose()
@@ -119,8 +134,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, hsts=settings.is_production)
 
     app.include_router(health.router)
-    for module in (auth, users, api_keys, chat_sessions, messages, streams):
-        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(
+        auth.router, prefix=API_PREFIX, dependencies=[Depends(ratelimits.limit_by_client_ip)]
+    )
+    for module in (users, api_keys, chat_sessions, messages, streams):
+        app.include_router(
+            module.router, prefix=API_PREFIX, dependencies=[Depends(ratelimits.limit_by_principal)]
+        )
     _install_docs(app)
     return app
 

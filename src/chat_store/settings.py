@@ -6,6 +6,7 @@ HTTP contract and operators use; the groups below are sections of one class.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from functools import lru_cache
@@ -64,6 +65,16 @@ class Settings(BaseSettings):
     max_batch_messages: int = Field(default=100, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
+    # --- rate limits (limits syntax: "20/minute", "1000/hour", "10/15minutes")
+    rate_limit_enabled: bool = True
+    rate_limit_auth: str = "20/minute"  # per client IP, on /auth routes
+    rate_limit_write: str = "1200/minute"  # per principal: POST, PATCH, PUT, DELETE
+    rate_limit_read: str = "1200/minute"  # per principal: GET
+    login_failures_per_account: str = "10/15minutes"  # failed logins per email, any IP
+    rate_limit_fail_open: bool = True  # when Redis is unreachable: allow (True) or refuse
+    # Peers whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     # --- streams
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     stream_poll_seconds: float = Field(default=5.0, gt=0)
@@ -81,7 +92,27 @@ class Settings(BaseSettings):
         # `DATABASE_URL=` in an env file means "not set", as it does for a shell.
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator(
+        "rate_limit_auth", "rate_limit_write", "rate_limit_read", "login_failures_per_account"
+    )
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError as exc:
+            raise ValueError(f"not a rate limit ({exc}); write it like 20/minute") from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):

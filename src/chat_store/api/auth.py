@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
 
-from chat_store.api.deps import AppSettings, DbSession
+from chat_store.api.deps import AppSettings, DbSession, State
 from chat_store.api.responses import problems
 from chat_store.schemas.users import RefreshRequest, TokenPair, UserCreate, UserRead
 from chat_store.services import auth as auth_service
@@ -32,12 +32,13 @@ async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) 
 )
 async def login_for_tokens(
     db: DbSession,
+    state: State,
     settings: AppSettings,
     username: Annotated[str, Form(description="The account's email.", max_length=320)],
     password: Annotated[str, Form(max_length=1024)],
 ) -> TokenPair:
     """Log in with the OAuth2 password form; returns an access JWT and a refresh token."""
-    return await auth_service.login(db, settings, username, password)
+    return await auth_service.login(db, settings, state.limiter, username, password)
 
 
 @router.post(

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from chat_store.cache import Cache as CacheAdapter
 from chat_store.cache.bus import Bus as BusAdapter
 from chat_store.errors import AppError, Unauthorized, ValidationFailed
+from chat_store.ratelimit import RateLimiter
 from chat_store.services import hooks
 from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
@@ -33,6 +34,7 @@ class AppState:
     sessionmaker: async_sessionmaker[AsyncSession]
     cache: CacheAdapter
     bus: BusAdapter
+    limiter: RateLimiter
     streams: StreamStats = field(default_factory=StreamStats)
 
 

@@ -55,6 +55,8 @@ class RequestContextMiddleware:
                     headers.setdefault(name.decode(), value.decode())
                 if no_store:
                     headers["Cache-Control"] = "no-store"
+                for name, value in scope["state"].get("rate_limit_headers", {}).items():
+                    headers.setdefault(name, value)
                 if self.hsts:
                     headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
             await send(message)

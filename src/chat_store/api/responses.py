@@ -13,6 +13,7 @@ _DESCRIPTIONS = {
     409: "Conflict (`session_exists`, `email_taken`, `idempotency_key_reused`, ...).",
     413: "Request body over the size limit (`payload_too_large`).",
     422: "Invalid input: malformed JSON, wrong types, unknown fields (`validation_error`).",
+    429: "Rate limit exceeded (`rate_limited`); see Retry-After and RateLimit-* headers.",
 }
 
 
@@ -23,7 +24,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "description": _DESCRIPTIONS[status],
             "content": {"application/problem+json": {}},
         }
-        for status in statuses
+        for status in (*statuses, 429)
     }
 
 

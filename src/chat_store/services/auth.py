@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import users as user_crud
-from chat_store.errors import EmailTaken, RegistrationClosed, Unauthorized
+from chat_store.errors import EmailTaken, RateLimited, RegistrationClosed, Unauthorized
 from chat_store.ids import uuid7
 from chat_store.models import User
+from chat_store.ratelimit import RateLimiter, parse_limit
 from chat_store.schemas.users import TokenPair, UserCreate
 from chat_store.security import (
     create_access_token,
@@ -69,8 +70,25 @@ async def authenticate(db: AsyncSession, settings: Settings, email: str, passwor
     return user
 
 
-async def login(db: AsyncSession, settings: Settings, email: str, password: str) -> TokenPair:
-    user = await authenticate(db, settings, email, password)
+async def login(
+    db: AsyncSession, settings: Settings, limiter: RateLimiter, email: str, password: str
+) -> TokenPair:
+    """Password login. Failed attempts are also counted per account (whatever the client IP),
+    so a password cannot be guessed from many addresses at once."""
+    account = normalize_email(email)
+    failures = parse_limit(settings.login_failures_per_account)
+    if settings.rate_limit_enabled:
+        check = await limiter.test(failures, "login-failures", account)
+        if not check.allowed:
+            error = RateLimited("Too many failed logins for this account; try again later")
+            error.headers["Retry-After"] = str(max(1, check.reset_seconds))
+            raise error
+    try:
+        user = await authenticate(db, settings, email, password)
+    except Unauthorized:
+        if settings.rate_limit_enabled:
+            await limiter.hit(failures, "login-failures", account)
+        raise
     return await _issue_pair(db, settings, user.id, family_id=uuid7())
 
 
