@@ -32,13 +32,15 @@ from chat_store.api import (
     streams,
     users,
 )
-from chat_store.api.deps import API_PREFIX, AppState
+from chat_store.api import metrics as metrics_api
+from chat_store.api.deps import AppState
 from chat_store.api.errors import install_error_handlers
 from chat_store.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from chat_store.cache import create_cache
 from chat_store.cache.bus import create_bus
 from chat_store.db import create_engine, create_sessionmaker
 from chat_store.logging_setup import configure_logging
+from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
 from chat_store.services import maintenance
 from chat_store.services import messages as message_service
@@ -131,16 +133,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "RateLimit-Reset",
             ],
         )
-    app.add_middleware(RequestContextMiddleware, hsts=settings.is_production)
+    metrics = Metrics()
+    app.state.metrics = metrics
+    metrics.watch(lambda: getattr(app.state, "resources", None))
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, hsts=settings.hsts_enabled)
 
     app.include_router(health.router)
-    app.include_router(
-        auth.router, prefix=API_PREFIX, dependencies=[Depends(ratelimits.limit_by_client_ip)]
-    )
+    app.include_router(metrics_api.router)
+    # Routers carry the full /api/v1 prefix themselves, so a route's path is its whole
+    # template (the metrics label).
+    app.include_router(auth.router, dependencies=[Depends(ratelimits.limit_by_client_ip)])
     for module in (users, api_keys, chat_sessions, messages, streams):
-        app.include_router(
-            module.router, prefix=API_PREFIX, dependencies=[Depends(ratelimits.limit_by_principal)]
-        )
+        app.include_router(module.router, dependencies=[Depends(ratelimits.limit_by_principal)])
     _install_docs(app)
     return app
 

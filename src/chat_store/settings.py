@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     stale_stream_seconds: int = Field(default=300, ge=1)
 
     # --- operations
+    hsts_enabled: bool = False  # send Strict-Transport-Security (only when served over HTTPS)
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
 

@@ -4,13 +4,13 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from chat_store.api.deps import CurrentPrincipal, DbSession
+from chat_store.api.deps import API_PREFIX, CurrentPrincipal, DbSession
 from chat_store.api.responses import problems
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from chat_store.schemas.common import Page
 from chat_store.services import api_keys as api_key_service
 
-router = APIRouter(prefix="/api-keys", tags=["api-keys"])
+router = APIRouter(prefix=f"{API_PREFIX}/api-keys", tags=["api-keys"])
 
 
 @router.post(

@@ -4,12 +4,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
 
-from chat_store.api.deps import AppSettings, DbSession, State
+from chat_store.api.deps import API_PREFIX, AppSettings, DbSession, State
 from chat_store.api.responses import problems
 from chat_store.schemas.users import RefreshRequest, TokenPair, UserCreate, UserRead
 from chat_store.services import auth as auth_service
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 
 
 @router.post(

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from chat_store.api.deps import (
+    API_PREFIX,
     AppSettings,
     Bus,
     CurrentPrincipal,
@@ -27,7 +28,7 @@ from chat_store.schemas.chat_sessions import (
 from chat_store.schemas.common import Deleted, Page
 from chat_store.services import chat_sessions as chat_session_service
 
-router = APIRouter(prefix="/sessions", tags=["sessions"])
+router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"])
 
 _ONE = problems(401, 404, 422)
 

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Header, Query, Response
 
 from chat_store.api.deps import (
+    API_PREFIX,
     AppSettings,
     Bus,
     Cache,
@@ -30,7 +31,7 @@ from chat_store.schemas.messages import (
 )
 from chat_store.services import messages as message_service
 
-router = APIRouter(prefix="/sessions/{session_id}", tags=["messages"])
+router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["messages"])
 
 _ONE = problems(401, 404, 422)
 _WRITE = problems(401, 404, 409, 413, 422)

@@ -12,6 +12,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat_store.logging_setup import request_id_var
+from chat_store.metrics import Metrics
 
 logger = logging.getLogger("chat_store.access")
 
@@ -28,8 +29,9 @@ class RequestContextMiddleware:
     """Request id (taken from X-Request-ID when it is safe, else generated), security headers,
     no-store on auth answers, and one access log line per request."""
 
-    def __init__(self, app: ASGIApp, *, hsts: bool = False) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, hsts: bool = False) -> None:
         self.app = app
+        self.metrics = metrics
         self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -44,12 +46,14 @@ class RequestContextMiddleware:
         no_store = path.startswith("/api/v1/auth") or path.startswith("/api/v1/api-keys")
         started = time.perf_counter()
         status = 500
+        streaming = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, streaming
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = MutableHeaders(scope=message)
+                streaming = headers.get("content-type", "").startswith("text/event-stream")
                 headers["X-Request-ID"] = request_id
                 for name, value in _SECURITY_HEADERS:
                     headers.setdefault(name.decode(), value.decode())
@@ -64,6 +68,11 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            if not streaming:
+                self.metrics.observe(scope["method"], template, status, elapsed)
             logger.info(
                 "%s %s %s",
                 scope["method"],
@@ -73,7 +82,7 @@ class RequestContextMiddleware:
                     "method": scope["method"],
                     "path": path,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                 },
             )
 

@@ -8,13 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from chat_store.api.deps import AppSettings, CurrentPrincipal, DbSession, State
+from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import problems
 from chat_store.errors import ValidationFailed
 from chat_store.services import streams as stream_service
 from chat_store.services.streams import StreamContext, StreamEvent
 
-router = APIRouter(prefix="/sessions/{session_id}", tags=["streams"])
+router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["streams"])
 
 _SSE_DOC = {
     200: {

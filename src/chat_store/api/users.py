@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from chat_store.api.deps import AppSettings, CurrentPrincipal, DbSession
+from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession
 from chat_store.api.responses import AUTHED
 from chat_store.schemas.users import UserRead, UserUpdate
 from chat_store.services import users as user_service
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 
 
 @router.get("/me", response_model=UserRead, responses=AUTHED, operation_id="get_current_user")

@@ -34,16 +34,17 @@ class MemoryCache:
     def __init__(self, max_items: int = 10_000) -> None:
         self._items: dict[str, tuple[float, bytes]] = {}
         self._max_items = max_items
+        self.hits = 0
+        self.misses = 0
 
     async def get(self, key: str) -> bytes | None:
         item = self._items.get(key)
-        if item is None:
-            return None
-        expires, value = item
-        if expires < time.monotonic():
+        if item is None or item[0] < time.monotonic():
             self._items.pop(key, None)
+            self.misses += 1
             return None
-        return value
+        self.hits += 1
+        return item[1]
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if len(self._items) >= self._max_items:
@@ -78,6 +79,8 @@ class RedisCache:
         )
         self._prefix = prefix
         self.errors = 0
+        self.hits = 0
+        self.misses = 0
         self._skip_until = 0.0
 
     @property
@@ -91,13 +94,19 @@ class RedisCache:
 
     async def get(self, key: str) -> bytes | None:
         if not self.available:
+            self.misses += 1
             return None
         try:
             value = await self._redis.get(self._prefix + key)
-            return value.encode() if isinstance(value, str) else value
         except RedisError as exc:
             self._failed("get", exc)
+            self.misses += 1
             return None
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value.encode() if isinstance(value, str) else bytes(value)
 
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         if not self.available:

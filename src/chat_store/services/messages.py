@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store import metrics
 from chat_store.cache import Cache
 from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
@@ -44,7 +45,7 @@ from chat_store.schemas.messages import (
     ResumePoint,
 )
 from chat_store.services import chat_sessions as chat_session_service
-from chat_store.services import events, history_cache, idempotency
+from chat_store.services import events, history_cache, hooks, idempotency
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
 
@@ -178,33 +179,43 @@ async def list_messages(
     state = await message_crud.get_history_state(db, principal.user_id, session_id)
     if state is None:
         raise ChatSessionNotFound()
-    version, last_seq = state
-    if after is not None:
-        after_seq = await _cursor_seq(db, session_id, after)
-    if before is not None:
-        before_seq = await _cursor_seq(db, session_id, before)
+    version, last_seq, created_at = state
+    # `after` continues in list order; `before` is the page just before the cursor in list
+    # order, read walking the other way from it and turned around (as crud/pagination does).
+    backwards = before is not None
+    walk_descending = descending != backwards
+    cursor = after if after is not None else before
+    if cursor is not None:
+        cursor_seq = await _cursor_seq(db, session_id, cursor)
+        if walk_descending:
+            before_seq = cursor_seq if before_seq is None else min(before_seq, cursor_seq)
+        else:
+            after_seq = cursor_seq if after_seq is None else max(after_seq, cursor_seq)
 
     # Only reads near the newest end use (and fill) the cache; old history goes to the database.
     near_tail = after_seq is None or after_seq >= last_seq - history_cache.WINDOW
     if near_tail:
-        window = await history_cache.load(cache, session_id, version)
+        window = await history_cache.load(cache, session_id, created_at, version)
         if window is None:
             window = await _build_window(db, session_id, version)
-            await history_cache.store(cache, session_id, window)
+            await history_cache.store(cache, session_id, created_at, window)
         answer = window.page(
-            after_seq=after_seq, before_seq=before_seq, descending=descending, limit=limit
+            after_seq=after_seq, before_seq=before_seq, descending=walk_descending, limit=limit
         )
         if answer is not None:
-            return window.render(*answer)
+            indexes, more = answer
+            return window.render(indexes[::-1] if backwards else indexes, more)
 
     rows, has_more = await message_crud.list_by_seq(
         db,
         session_id,
         after_seq=after_seq,
         before_seq=before_seq,
-        descending=descending,
+        descending=walk_descending,
         limit=limit,
     )
+    if backwards:
+        rows.reverse()
     reads = await to_reads(db, rows)
     return history_cache.render_page(
         [read.model_dump_json() for read in reads], [str(read.id) for read in reads], has_more
@@ -374,6 +385,7 @@ async def _append(
     else:
         await message_crud.insert_messages(db, rows)
     reads = [_read_from_values(row) for row in rows]
+    hooks.after_commit(db, metrics.count_messages(len(reads)))
     for read in reads:
         _publish_message(db, bus, "message.created", read, version)
     return reads
@@ -475,6 +487,7 @@ async def append_delta(
     if row is None:
         return await _explain_refused_delta(db, principal, session_id, message_id, body, settings)
     await message_crud.insert_chunk(db, message_id, body.offset, body.delta)
+    hooks.after_commit(db, metrics.count_delta)
     events.publish_after_commit(
         db,
         bus,

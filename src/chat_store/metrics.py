@@ -1,0 +1,137 @@
+"""Prometheus metrics. Request metrics are recorded by the request middleware; the rest is read
+from the live objects (pool, cache, bus, limiter, streams) when /metrics is scraped.
+
+Each process keeps its own numbers: with several workers, scrape each one (or run one worker
+per container, as compose does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from chat_store.api.deps import AppState
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class ServiceCounters:
+    """Domain counters bumped by services after commit (process-wide)."""
+
+    messages_appended: int = 0
+    deltas_appended: int = 0
+
+
+counters = ServiceCounters()
+
+
+def count_messages(count: int) -> Callable[[], Awaitable[None]]:
+    async def bump() -> None:
+        counters.messages_appended += count
+
+    return bump
+
+
+async def count_delta() -> None:
+    counters.deltas_appended += 1
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "chat_store_http_requests",
+            "HTTP requests answered, by method, route template and status.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "chat_store_http_request_duration_seconds",
+            "Time to answer (to the end of the body; streams excluded), by route template.",
+            ["method", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def watch(self, state_getter: Callable[[], AppState | None]) -> None:
+        self.registry.register(_StateCollector(state_getter))
+
+
+class _StateCollector(Collector):
+    def __init__(self, state_getter: Callable[[], AppState | None]) -> None:
+        self._state_getter = state_getter
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state_getter()
+        if state is None:
+            return
+        pool = state.engine.pool
+        checked_out = getattr(pool, "checkedout", None)
+        overflow = getattr(pool, "overflow", None)
+        yield _gauge(
+            "chat_store_db_pool_in_use",
+            "Connections checked out of the pool.",
+            checked_out() if callable(checked_out) else 0,
+        )
+        yield _gauge(
+            "chat_store_db_pool_overflow",
+            "Connections open beyond the pool size.",
+            max(0, overflow()) if callable(overflow) else 0,
+        )
+        cache = state.cache
+        yield _counter(
+            "chat_store_cache_hits", "Cache reads that found an entry.", getattr(cache, "hits", 0)
+        )
+        yield _counter(
+            "chat_store_cache_misses",
+            "Cache reads that found nothing.",
+            getattr(cache, "misses", 0),
+        )
+        redis_errors = (
+            getattr(cache, "errors", 0) + getattr(state.bus, "errors", 0) + state.limiter.errors
+        )
+        yield _counter(
+            "chat_store_redis_errors", "Failed Redis calls (cache, bus, limits).", redis_errors
+        )
+        yield _counter(
+            "chat_store_rate_limit_rejections",
+            "Requests refused with 429.",
+            state.limiter.rejections,
+        )
+        yield _gauge(
+            "chat_store_streams_open",
+            "SSE streams open in this process.",
+            state.streams.open_streams,
+        )
+        yield _gauge(
+            "chat_store_bus_subscriptions",
+            "Live-stream subscriptions in this process.",
+            state.bus.subscriber_count(),
+        )
+        yield _counter(
+            "chat_store_messages_appended",
+            "Messages stored (single and batch).",
+            counters.messages_appended,
+        )
+        yield _counter(
+            "chat_store_deltas_appended", "Streamed deltas stored.", counters.deltas_appended
+        )
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
