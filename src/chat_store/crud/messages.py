@@ -64,15 +64,16 @@ async def get_last_seq(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UU
 
 async def get_history_state(
     db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
-) -> tuple[int, int] | None:
-    """(history_version, last_seq) of the caller's session, or None: one primary-key read."""
+) -> tuple[int, int, datetime] | None:
+    """(history_version, last_seq, created_at) of the caller's session, or None: one
+    primary-key read."""
     result = await db.execute(
-        select(ChatSession.history_version, ChatSession.last_seq).where(
+        select(ChatSession.history_version, ChatSession.last_seq, ChatSession.created_at).where(
             ChatSession.id == session_id, ChatSession.user_id == user_id
         )
     )
     row = result.one_or_none()
-    return (row[0], row[1]) if row is not None else None
+    return (row[0], row[1], row[2]) if row is not None else None
 
 
 async def bump_session(

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 from chat_store.cache import Cache
 
@@ -66,11 +67,12 @@ class HistoryWindow:
         indexes = [i for i, seq in enumerate(self.seqs) if low < seq < high]
         if descending:
             indexes.reverse()
-        if len(indexes) > limit:
-            return indexes[:limit], True
-        # Fewer rows than asked: exact only if nothing in range lies below the window.
+        # Rows in range may lie below the window, unless the range starts inside it.
         window_low = self.seqs[0] if self.seqs else None
         covers_range = self.reaches_start or (window_low is not None and low >= window_low - 1)
+        if len(indexes) > limit and (descending or covers_range):
+            # Newest first, the page is the top of the range, which the window holds whole.
+            return indexes[:limit], True
         if not covers_range:
             return None
         return indexes, False
@@ -82,12 +84,16 @@ class HistoryWindow:
         )
 
 
-def _key(session_id: uuid.UUID) -> str:
-    return f"hist:{session_id}"
+def _key(session_id: uuid.UUID, created_at: datetime) -> str:
+    # A session id can be taken again once its session is deleted, and the new session counts
+    # its versions from 0 again: the creation time tells the two apart.
+    return f"hist:{session_id}:{created_at.timestamp():.6f}"
 
 
-async def load(cache: Cache, session_id: uuid.UUID, version: int) -> HistoryWindow | None:
-    raw = await cache.get(_key(session_id))
+async def load(
+    cache: Cache, session_id: uuid.UUID, created_at: datetime, version: int
+) -> HistoryWindow | None:
+    raw = await cache.get(_key(session_id, created_at))
     if raw is None:
         return None
     try:
@@ -101,8 +107,10 @@ async def load(cache: Cache, session_id: uuid.UUID, version: int) -> HistoryWind
     return window
 
 
-async def store(cache: Cache, session_id: uuid.UUID, window: HistoryWindow) -> None:
-    await cache.set(_key(session_id), window.encode(), TTL_SECONDS)
+async def store(
+    cache: Cache, session_id: uuid.UUID, created_at: datetime, window: HistoryWindow
+) -> None:
+    await cache.set(_key(session_id, created_at), window.encode(), TTL_SECONDS)
 
 
 def render_page(documents: list[str], ids: list[str], has_more: bool) -> bytes:
