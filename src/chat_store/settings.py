@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     allow_registration: bool = True
     allow_guests: bool = False
+    # How long a verified API key (or a JWT's user) is trusted without a database read.
+    principal_cache_seconds: int = Field(default=60, ge=0)
 
     # --- limits
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

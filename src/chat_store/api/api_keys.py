@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from chat_store.api.deps import API_PREFIX, CurrentPrincipal, DbSession
+from chat_store.api.deps import API_PREFIX, Cache, CurrentPrincipal, DbSession
 from chat_store.api.responses import problems
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from chat_store.schemas.common import Page
@@ -41,7 +41,9 @@ async def list_api_keys(db: DbSession, principal: CurrentPrincipal) -> Page[ApiK
     responses=problems(401, 404, 422),
     operation_id="revoke_api_key",
 )
-async def revoke_api_key(db: DbSession, principal: CurrentPrincipal, key_id: uuid.UUID) -> Response:
+async def revoke_api_key(
+    db: DbSession, cache: Cache, principal: CurrentPrincipal, key_id: uuid.UUID
+) -> Response:
     """Revoke a key at once."""
-    await api_key_service.revoke_api_key(db, principal.user_id, key_id)
+    await api_key_service.revoke_api_key(db, cache, principal.user_id, key_id)
     return Response(status_code=204)

@@ -110,13 +110,14 @@ api_key_scheme = APIKeyHeader(
 async def get_principal(
     db: DbSession,
     settings: AppSettings,
+    cache: Cache,
     bearer: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
     if bearer:
-        return await principal_service.from_bearer(db, settings, bearer)
+        return await principal_service.from_bearer(db, settings, cache, bearer)
     if api_key:
-        return await principal_service.from_api_key(db, api_key)
+        return await principal_service.from_api_key(db, settings, cache, api_key)
     raise Unauthorized("Authentication required: a bearer token or an X-API-Key header")
 
 

@@ -38,6 +38,11 @@ async def list_for_user(db: AsyncSession, user_id: uuid.UUID) -> list[ApiKey]:
     return list(result.scalars())
 
 
+async def hashes_for_user(db: AsyncSession, user_id: uuid.UUID) -> list[str]:
+    result = await db.execute(select(ApiKey.key_hash).where(ApiKey.user_id == user_id))
+    return list(result.scalars())
+
+
 async def delete_for_user(db: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUID) -> str | None:
     """Delete one of the user's keys; returns its hash, or None when there is no such key."""
     result = await db.execute(

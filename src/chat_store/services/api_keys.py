@@ -5,12 +5,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.cache import Cache
 from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import ApiKeyNotFound, NotFound, ValidationFailed
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from chat_store.schemas.common import Page
 from chat_store.security import new_api_key, sha256_hex
+from chat_store.services import principals
 from chat_store.services.auth import normalize_email
 
 _SHOWN_PREFIX_CHARS = 12
@@ -52,6 +54,10 @@ async def list_api_keys(db: AsyncSession, user_id: uuid.UUID) -> Page[ApiKeyRead
     )
 
 
-async def revoke_api_key(db: AsyncSession, user_id: uuid.UUID, key_id: uuid.UUID) -> None:
-    if await api_key_crud.delete_for_user(db, user_id, key_id) is None:
+async def revoke_api_key(
+    db: AsyncSession, cache: Cache, user_id: uuid.UUID, key_id: uuid.UUID
+) -> None:
+    key_hash = await api_key_crud.delete_for_user(db, user_id, key_id)
+    if key_hash is None:
         raise ApiKeyNotFound()
+    principals.forget_after_commit(db, cache, principals.api_key_cache_key(key_hash))

@@ -1,7 +1,13 @@
-"""Who is calling: a JWT and an API key both resolve to one Principal."""
+"""Who is calling: a JWT and an API key both resolve to one Principal.
+
+A hot credential costs no database round trip: a verified API key (and the existence of a
+JWT's user) is cached for PRINCIPAL_CACHE_SECONDS. Revoking a key or deleting a user removes
+the cached entries when the change commits, so revocation takes effect at once.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -9,10 +15,12 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.cache import Cache
 from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import Unauthorized
 from chat_store.security import API_KEY_PREFIX, decode_access_token, sha256_hex
+from chat_store.services import hooks
 from chat_store.settings import Settings
 
 # last_used_at is a hint for people, not an audit log: one write per key per minute at most.
@@ -26,27 +34,65 @@ class Principal:
     api_key_id: uuid.UUID | None = None
 
 
-async def from_bearer(db: AsyncSession, settings: Settings, token: str) -> Principal:
+def api_key_cache_key(key_hash: str) -> str:
+    return f"principal:key:{key_hash}"
+
+
+def user_cache_key(user_id: uuid.UUID) -> str:
+    return f"principal:user:{user_id}"
+
+
+async def from_bearer(db: AsyncSession, settings: Settings, cache: Cache, token: str) -> Principal:
     if token.startswith(API_KEY_PREFIX):
-        return await from_api_key(db, token)
+        return await from_api_key(db, settings, cache, token)
     claims = decode_access_token(token, settings.jwt_secret_value(), settings.jwt_algorithm)
-    # The token outlives nothing: a deleted user's still-valid JWT is refused.
-    if await user_crud.get_by_id(db, claims.user_id) is None:
-        raise Unauthorized("Invalid token")
+    # A deleted user's still-valid JWT is refused.
+    if await cache.get(user_cache_key(claims.user_id)) is None:
+        if await user_crud.get_by_id(db, claims.user_id) is None:
+            raise Unauthorized("Invalid token")
+        await cache.set(user_cache_key(claims.user_id), b"1", settings.principal_cache_seconds)
     return Principal(user_id=claims.user_id, kind="user")
 
 
-async def from_api_key(db: AsyncSession, key: str) -> Principal:
+async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: str) -> Principal:
     if not key.startswith(API_KEY_PREFIX):
         raise Unauthorized("Invalid API key")
     # The lookup is by SHA-256 of a 256-bit secret: an equality match on the hash leaks nothing
     # usable about the secret, so no separate constant-time compare is needed.
-    row = await api_key_crud.get_by_hash(db, sha256_hex(key))
+    key_hash = sha256_hex(key)
     now = datetime.now(UTC)
+    cached = await cache.get(api_key_cache_key(key_hash))
+    if cached is not None:
+        entry = json.loads(cached)
+        expires_at = datetime.fromisoformat(entry["e"]) if entry["e"] else None
+        if expires_at is not None and expires_at <= now:
+            raise Unauthorized("API key expired")
+        return Principal(
+            user_id=uuid.UUID(entry["u"]), kind="api_key", api_key_id=uuid.UUID(entry["k"])
+        )
+    row = await api_key_crud.get_by_hash(db, key_hash)
     if row is None:
         raise Unauthorized("Invalid API key")
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthorized("API key expired")
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
         await api_key_crud.touch_last_used(db, row.id, now)
+    entry = {
+        "u": str(row.user_id),
+        "k": str(row.id),
+        "e": row.expires_at.isoformat() if row.expires_at else None,
+    }
+    await cache.set(
+        api_key_cache_key(key_hash), json.dumps(entry).encode(), settings.principal_cache_seconds
+    )
     return Principal(user_id=row.user_id, kind="api_key", api_key_id=row.id)
+
+
+def forget_after_commit(db: AsyncSession, cache: Cache, *keys: str) -> None:
+    """Drop cached credentials once the revocation is committed (not before: a request in
+    between would cache the old state again)."""
+
+    async def forget() -> None:
+        await cache.delete(*keys)
+
+    hooks.after_commit(db, forget)

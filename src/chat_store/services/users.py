@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.cache import Cache
+from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import Unauthorized, ValidationFailed
 from chat_store.models import User
 from chat_store.schemas.users import UserUpdate
 from chat_store.security import hash_password, verify_password
+from chat_store.services import principals
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
 
@@ -38,5 +41,12 @@ async def update_me(
     return user
 
 
-async def delete_me(db: AsyncSession, principal: Principal) -> None:
+async def delete_me(db: AsyncSession, cache: Cache, principal: Principal) -> None:
+    key_hashes = await api_key_crud.hashes_for_user(db, principal.user_id)
     await user_crud.delete_by_id(db, principal.user_id)
+    principals.forget_after_commit(
+        db,
+        cache,
+        principals.user_cache_key(principal.user_id),
+        *(principals.api_key_cache_key(key_hash) for key_hash in key_hashes),
+    )
