@@ -89,6 +89,37 @@ def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         raise typer.Exit(1) from None
 
 
+@app.command()
+def purge(
+    older_than: Annotated[str, typer.Option(help="Idle time: 90d, 12h or 30m.")],
+    dry_run: Annotated[bool, typer.Option(help="Only report what would be deleted.")] = False,
+) -> None:
+    """Delete sessions (with their messages) idle for longer than --older-than."""
+    from chat_store.db import create_engine, create_sessionmaker
+    from chat_store.services import retention
+
+    try:
+        cutoff = retention.parse_duration(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+
+    async def main() -> retention.PurgeReport:
+        engine = create_engine(get_settings())
+        try:
+            return await retention.purge_idle_sessions(
+                create_sessionmaker(engine), cutoff, dry_run=dry_run
+            )
+        finally:
+            await engine.dispose()
+
+    report = asyncio.run(main())
+    verb = "would delete" if report.dry_run else "deleted"
+    print(
+        f"{verb} {report.sessions} sessions and {report.messages} messages "
+        f"idle since {report.cutoff.isoformat()}"
+    )
+
+
 @users_app.command("create")
 def create_user(
     email: Annotated[str, typer.Option(help="Login email.")],

@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache.backend,
         )
         housekeeping = asyncio.create_task(
-            maintenance.run_forever(app.state.resources.sessionmaker)
+            maintenance.run_forever(app.state.resources.sessionmaker, settings.retention_days)
         )
         try:
             yield

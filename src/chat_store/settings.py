@@ -82,13 +82,22 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(default=5.0, gt=0)
     stale_stream_seconds: int = Field(default=300, ge=1)
 
+    # --- retention
+    retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever
+
     # --- operations
     hsts_enabled: bool = False  # send Strict-Transport-Security (only when served over HTTPS)
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
 
     @field_validator(
-        "database_url", "redis_url", "log_json", "jwt_secret", "metrics_token", mode="before"
+        "database_url",
+        "redis_url",
+        "log_json",
+        "jwt_secret",
+        "metrics_token",
+        "retention_days",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
@@ -79,6 +79,33 @@ async def delete_for_owner(db: AsyncSession, user_id: uuid.UUID, session_id: uui
         delete(ChatSession).where(ChatSession.id == session_id, ChatSession.user_id == user_id)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def idle_summary(db: AsyncSession, cutoff: datetime) -> tuple[int, int]:
+    """How many sessions (and messages in them) had no activity since `cutoff`."""
+    result = await db.execute(
+        select(func.count(), func.coalesce(func.sum(ChatSession.message_count), 0)).where(
+            ChatSession.last_activity_at < cutoff
+        )
+    )
+    sessions, messages = result.one()
+    return int(sessions), int(messages)
+
+
+async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> tuple[int, int]:
+    """Delete up to `batch` sessions idle since `cutoff` (messages cascade); returns the
+    numbers of sessions and messages removed."""
+    result = await db.execute(
+        select(ChatSession.id, ChatSession.message_count)
+        .where(ChatSession.last_activity_at < cutoff)
+        .order_by(ChatSession.last_activity_at)
+        .limit(batch)
+    )
+    rows = result.all()
+    if not rows:
+        return 0, 0
+    await db.execute(delete(ChatSession).where(ChatSession.id.in_([row[0] for row in rows])))
+    return len(rows), sum(int(row[1]) for row in rows)
 
 
 async def flush(db: AsyncSession) -> None:

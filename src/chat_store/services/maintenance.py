@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import idempotency as idempotency_crud
+from chat_store.services import retention
 
 logger = logging.getLogger(__name__)
 
-INTERVAL_SECONDS = 600.0
+INTERVAL_SECONDS = 3600.0  # hourly
 
 
 async def purge_expired_idempotency_keys(sessionmaker: async_sessionmaker[AsyncSession]) -> int:
@@ -26,12 +27,25 @@ async def purge_expired_idempotency_keys(sessionmaker: async_sessionmaker[AsyncS
             return removed
 
 
-async def run_forever(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+async def run_forever(
+    sessionmaker: async_sessionmaker[AsyncSession], retention_days: int | None
+) -> None:
     while True:
         await asyncio.sleep(INTERVAL_SECONDS)
         try:
             removed = await purge_expired_idempotency_keys(sessionmaker)
             if removed:
                 logger.info("purged %d expired idempotency keys", removed)
+            if retention_days is not None:
+                report = await retention.purge_idle_sessions(
+                    sessionmaker, timedelta(days=retention_days), dry_run=False
+                )
+                if report.sessions:
+                    logger.info(
+                        "retention: deleted %d sessions (%d messages) idle since %s",
+                        report.sessions,
+                        report.messages,
+                        report.cutoff.isoformat(),
+                    )
         except Exception:  # housekeeping must never take the server down
             logger.exception("housekeeping failed")

@@ -1,0 +1,56 @@
+"""Retention: delete sessions (and their messages) idle for longer than a cut-off."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chat_store.crud import chat_sessions as chat_session_crud
+
+# Small batches, each its own transaction: a purge never holds locks for long.
+BATCH_SESSIONS = 100
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
+_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90d`, `12h` or `30m`."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (write e.g. 90d, 12h, 30m)")
+    value = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if value <= timedelta(0):
+        raise ValueError("the duration must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class PurgeReport:
+    cutoff: datetime
+    sessions: int
+    messages: int
+    dry_run: bool
+
+
+async def purge_idle_sessions(
+    sessionmaker: async_sessionmaker[AsyncSession], older_than: timedelta, *, dry_run: bool
+) -> PurgeReport:
+    cutoff = datetime.now(UTC) - older_than
+    if dry_run:
+        async with sessionmaker() as db:
+            sessions, messages = await chat_session_crud.idle_summary(db, cutoff)
+        return PurgeReport(cutoff, sessions, messages, dry_run=True)
+    total_sessions = total_messages = 0
+    while True:
+        async with sessionmaker() as db, db.begin():
+            sessions, messages = await chat_session_crud.delete_idle_batch(
+                db, cutoff, BATCH_SESSIONS
+            )
+        total_sessions += sessions
+        total_messages += messages
+        if sessions < BATCH_SESSIONS:
+            return PurgeReport(cutoff, total_sessions, total_messages, dry_run=False)
