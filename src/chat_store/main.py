@@ -35,7 +35,11 @@ from chat_store.api import (
 from chat_store.api import metrics as metrics_api
 from chat_store.api.deps import AppState
 from chat_store.api.errors import install_error_handlers
-from chat_store.api.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from chat_store.api.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    RequestTimeoutMiddleware,
+)
 from chat_store.cache import create_cache
 from chat_store.cache.bus import create_bus
 from chat_store.db import create_engine, create_sessionmaker
@@ -118,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         swagger_ui_parameters={"persistAuthorization": True},
     )
     install_error_handlers(app)
+    app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         app.add_middleware(

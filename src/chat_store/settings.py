@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever
 
     # --- operations
+    request_timeout_seconds: float = Field(default=30.0, gt=0)  # 504 after this (not streams)
     hsts_enabled: bool = False  # send Strict-Transport-Security (only when served over HTTPS)
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None

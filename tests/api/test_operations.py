@@ -259,3 +259,35 @@ async def test_purge_deletes_only_idle_sessions_in_batches(
         left = list(await db.scalars(select(ChatSession.id)))
         assert left == [uuid.UUID(sessions[5]["id"])]
         assert await db.scalar(select(func.count()).select_from(Message)) == 1
+
+
+async def test_a_slow_request_is_answered_504_and_rolled_back(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chat_store.services import chat_sessions as chat_session_service
+
+    real_insert = chat_session_service._insert
+
+    async def slow_insert(*args: object, **kwargs: object) -> ChatSession:
+        row = await real_insert(*args, **kwargs)  # type: ignore[arg-type]
+        await asyncio.sleep(5)
+        return row
+
+    monkeypatch.setattr(chat_session_service, "_insert", slow_insert)
+    settings = make_settings(backend, request_timeout_seconds=0.3)
+    async with running_app(settings) as app, client_for(app) as client:
+        account = await Factory(client).account()
+        answer = await client.post(f"{API}/sessions", json={}, headers=account.headers)
+        assert answer.status_code == 504
+        assert answer.json()["code"] == "timeout"
+        monkeypatch.setattr(chat_session_service, "_insert", real_insert)
+        listed = await client.get(f"{API}/sessions", headers=account.headers)
+        assert listed.json()["data"] == []  # nothing half-written was kept
+
+
+async def test_hsts_only_when_turned_on(backend: Backend, client: httpx.AsyncClient) -> None:
+    assert "strict-transport-security" not in (await client.get("/health")).headers
+    hsts = make_settings(backend, hsts_enabled=True)
+    async with running_app(hsts) as app, client_for(app) as https_client:
+        answer = await https_client.get("/health")
+        assert answer.headers["strict-transport-security"].startswith("max-age=")
