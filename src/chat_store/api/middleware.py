@@ -19,6 +19,38 @@ logger = logging.getLogger("chat_store.access")
 
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
+
+async def send_problem(
+    send: Send,
+    scope: Scope,
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    close: bool = False,
+) -> None:
+    """A problem+json answer from middleware (outside FastAPI's exception handlers)."""
+    body = json.dumps(
+        {
+            "type": f"urn:chat-store:problem:{code}",
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": scope.get("path", ""),
+            "code": code,
+        }
+    ).encode()
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 _SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -144,28 +176,15 @@ class BodySizeLimitMiddleware:
                 raise
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        body = json.dumps(
-            {
-                "type": "urn:chat-store:problem:payload_too_large",
-                "title": "Payload too large",
-                "status": 413,
-                "detail": f"The request body is over the limit of {self.max_bytes} bytes",
-                "instance": scope["path"],
-                "code": "payload_too_large",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await send_problem(
+            send,
+            scope,
+            status=413,
+            code="payload_too_large",
+            title="Payload too large",
+            detail=f"The request body is over the limit of {self.max_bytes} bytes",
+            close=True,
         )
-        await send({"type": "http.response.body", "body": body})
 
 
 class RequestTimeoutMiddleware:
@@ -195,24 +214,11 @@ class RequestTimeoutMiddleware:
         except TimeoutError:
             if started:
                 raise
-            body = json.dumps(
-                {
-                    "type": "urn:chat-store:problem:timeout",
-                    "title": "Request timed out",
-                    "status": 504,
-                    "detail": f"The request took longer than {self.seconds:g} s",
-                    "instance": path,
-                    "code": "timeout",
-                }
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 504,
-                    "headers": [
-                        (b"content-type", b"application/problem+json"),
-                        (b"content-length", str(len(body)).encode()),
-                    ],
-                }
+            await send_problem(
+                send,
+                scope,
+                status=504,
+                code="timeout",
+                title="Request timed out",
+                detail=f"The request took longer than {self.seconds:g} s",
             )
-            await send({"type": "http.response.body", "body": body})
