@@ -6,6 +6,7 @@ from fastapi import APIRouter, Form, Response
 
 from chat_store.api.deps import API_PREFIX, AppSettings, DbSession, State
 from chat_store.api.responses import problems
+from chat_store.schemas.common import SafeStr
 from chat_store.schemas.users import RefreshRequest, TokenPair, UserCreate, UserRead
 from chat_store.services import auth as auth_service
 
@@ -34,8 +35,8 @@ async def login_for_tokens(
     db: DbSession,
     state: State,
     settings: AppSettings,
-    username: Annotated[str, Form(description="The account's email.", max_length=320)],
-    password: Annotated[str, Form(max_length=1024)],
+    username: Annotated[SafeStr, Form(description="The account's email.", max_length=320)],
+    password: Annotated[SafeStr, Form(max_length=1024)],
 ) -> TokenPair:
     """Log in with the OAuth2 password form; returns an access JWT and a refresh token."""
     return await auth_service.login(db, settings, state.limiter, username, password)

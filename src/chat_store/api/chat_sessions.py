@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
+from pydantic import AwareDatetime
 
 from chat_store.api.deps import (
     API_PREFIX,
@@ -25,7 +25,7 @@ from chat_store.schemas.chat_sessions import (
     ChatSessionUpdate,
     FavoriteUpdate,
 )
-from chat_store.schemas.common import Deleted, Page
+from chat_store.schemas.common import Deleted, Page, SafeStr
 from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"])
@@ -80,9 +80,9 @@ async def list_chat_sessions(
     pagination: PaginationParams,
     favorite: Annotated[bool | None, Query(description="Only favourites (true) or not.")] = None,
     status: Annotated[ChatSessionStatus | None, Query()] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Title contains.")] = None,
-    repo: Annotated[str | None, Query(max_length=500, description="Workspace repo.")] = None,
-    updated_after: Annotated[datetime | None, Query()] = None,
+    q: Annotated[SafeStr | None, Query(max_length=200, description="Title contains.")] = None,
+    repo: Annotated[SafeStr | None, Query(max_length=500, description="Workspace repo.")] = None,
+    updated_after: Annotated[AwareDatetime | None, Query()] = None,
 ) -> Page[ChatSessionRead]:
     """The caller's sessions, newest activity first (keyset-paginated)."""
     filters = ChatSessionFilters(

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chat_store.api.middleware import SECURITY_HEADERS
 from chat_store.errors import AppError
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,17 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError | RecursionError):
+        # FastAPI answers 400 when the body cannot be decoded at all (bytes that are not UTF-8,
+        # nesting deeper than the parser goes): to a client that is malformed JSON like any other.
+        return problem_response(
+            request,
+            status=422,
+            code="validation_error",
+            title="Validation error",
+            detail="The request body is not valid JSON",
+            errors=[{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}],
+        )
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else title
     if exc.status_code == 404 and detail == "Not Found":
@@ -123,7 +135,11 @@ async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
         title="Internal server error",
         detail=f"An unexpected error occurred; quote request id {request_id} when reporting it.",
     )
+    # This answer is sent by Starlette's outermost middleware, outside RequestContextMiddleware:
+    # the request id and the security headers have to be set here.
     response.headers["X-Request-ID"] = request_id
+    for name, value in SECURITY_HEADERS:
+        response.headers.setdefault(name.decode(), value.decode())
     return response
 
 

@@ -51,7 +51,7 @@ async def send_problem(
     await send({"type": "http.response.body", "body": body})
 
 
-_SECURITY_HEADERS = [
+SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
@@ -88,7 +88,7 @@ class RequestContextMiddleware:
                 headers = MutableHeaders(scope=message)
                 streaming = headers.get("content-type", "").startswith("text/event-stream")
                 headers["X-Request-ID"] = request_id
-                for name, value in _SECURITY_HEADERS:
+                for name, value in SECURITY_HEADERS:
                     headers.setdefault(name.decode(), value.decode())
                 if no_store:
                     headers["Cache-Control"] = "no-store"

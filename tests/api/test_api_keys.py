@@ -1,0 +1,252 @@
+"""API keys: created once with their secret, listed without it, usable two ways, revocable."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta, tzinfo
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from chat_store.api.deps import AppState
+from chat_store.ids import uuid7
+from chat_store.models import ApiKey
+from chat_store.security import sha256_hex
+from chat_store.services import principals as principal_service
+from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
+from tests.factories import API, Factory
+
+KEYS = f"{API}/api-keys"
+ME = f"{API}/users/me"
+
+
+async def test_api_keys_need_credentials(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    key = await factory.api_key(account)
+
+    for method, url, body in [
+        ("POST", KEYS, {"name": "x"}),
+        ("GET", KEYS, None),
+        ("DELETE", f"{KEYS}/{key['id']}", None),
+    ]:
+        response = await client.request(method, url, json=body)
+        assert_problem(response, 401, "unauthorized")
+        assert response.headers["cache-control"] == "no-store"
+
+    assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 200
+
+
+async def test_another_users_key_is_not_found(client: httpx.AsyncClient, factory: Factory) -> None:
+    owner = await factory.account()
+    other = await factory.account()
+    key = await factory.api_key(owner)
+
+    response = await client.delete(f"{KEYS}/{key['id']}", headers=other.headers)
+
+    assert_problem(response, 404, "not_found")
+    assert (await client.get(KEYS, headers=other.headers)).json()["data"] == []
+    assert (await client.get(ME, headers={"X-API-Key": key["key"]})).json()["id"] == owner.user_id
+
+
+async def test_create_shows_the_secret_once_and_stores_only_its_hash(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    account = await factory.account()
+
+    response = await client.post(KEYS, json={"name": "laptop cli"}, headers=account.headers)
+
+    assert response.status_code == 201, response.text
+    assert response.headers["cache-control"] == "no-store"
+    created = response.json()
+    assert set(created) == {
+        "id",
+        "object",
+        "name",
+        "prefix",
+        "created_at",
+        "expires_at",
+        "last_used_at",
+        "key",
+    }
+    assert created["object"] == "api_key"
+    assert created["name"] == "laptop cli"
+    assert created["key"].startswith("csk_")
+    assert len(created["key"]) > 40
+    assert created["prefix"] == created["key"][: len(created["prefix"])]
+    assert created["prefix"].startswith("csk_")
+    assert len(created["prefix"]) < len(created["key"]) // 2
+    assert created["expires_at"] is None
+    assert created["last_used_at"] is None
+    assert_recent(created["created_at"])
+    async with state.sessionmaker() as db:
+        row = await db.get(ApiKey, uuid.UUID(created["id"]))
+    assert row is not None
+    assert row.key_hash == sha256_hex(created["key"])
+    stored = [str(getattr(row, column.key)) for column in ApiKey.__table__.columns]
+    assert not any(created["key"] in value for value in stored)
+
+
+async def test_list_never_shows_the_secret(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    first = await factory.api_key(account, name="first")
+    second = await factory.api_key(account, name="second")
+
+    response = await client.get(KEYS, headers=account.headers)
+
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    page = response.json()
+    assert page["object"] == "list"
+    assert page["has_more"] is False
+    assert [item["id"] for item in page["data"]] == [second["id"], first["id"]]  # newest first
+    assert (page["first_id"], page["last_id"]) == (second["id"], first["id"])
+    for item, created in zip(page["data"], [second, first], strict=True):
+        assert "key" not in item
+        assert item["prefix"] == created["prefix"]
+        assert item["name"] == created["name"]
+    assert first["key"] not in response.text
+    assert second["key"] not in response.text
+
+
+async def test_a_key_works_as_bearer_and_as_x_api_key(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    key = (await factory.api_key(account))["key"]
+
+    as_bearer = await client.get(ME, headers={"Authorization": f"Bearer {key}"})
+    as_header = await client.get(ME, headers={"X-API-Key": key})
+
+    assert as_bearer.status_code == 200, as_bearer.text
+    assert as_header.status_code == 200, as_header.text
+    assert as_bearer.json()["id"] == as_header.json()["id"] == account.user_id
+    # A key acts for its owner everywhere, not only on /users/me.
+    created = await client.post(
+        f"{API}/sessions", json={"title": "by key"}, headers={"X-API-Key": key}
+    )
+    assert created.status_code == 201
+    listed = await client.get(f"{API}/sessions", headers=account.headers)
+    assert [s["id"] for s in listed.json()["data"]] == [created.json()["id"]]
+
+
+async def test_unknown_keys_are_refused(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    key = (await factory.api_key(account))["key"]
+
+    for headers in (
+        {"X-API-Key": key + "x"},
+        {"X-API-Key": "csk_" + "A" * 43},
+        {"X-API-Key": "not-even-a-key"},
+        {"Authorization": f"Bearer {key[:-1]}"},
+    ):
+        assert_problem(await client.get(ME, headers=headers), 401, "unauthorized")
+
+
+async def test_a_revoked_key_stops_working(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    key = await factory.api_key(account)
+    kept = await factory.api_key(account, name="kept")
+
+    response = await client.delete(f"{KEYS}/{key['id']}", headers=account.headers)
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_problem(await client.get(ME, headers={"X-API-Key": key["key"]}), 401, "unauthorized")
+    assert_problem(
+        await client.get(ME, headers={"Authorization": f"Bearer {key['key']}"}), 401, "unauthorized"
+    )
+    listed = (await client.get(KEYS, headers=account.headers)).json()
+    assert [item["id"] for item in listed["data"]] == [kept["id"]]
+    assert (await client.get(ME, headers={"X-API-Key": kept["key"]})).status_code == 200
+    # Revoking again, or a key that never existed: 404.
+    assert_problem(
+        await client.delete(f"{KEYS}/{key['id']}", headers=account.headers), 404, "not_found"
+    )
+    assert_problem(
+        await client.delete(f"{KEYS}/{uuid7()}", headers=account.headers), 404, "not_found"
+    )
+
+
+async def test_expires_at_must_be_in_the_future(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    past = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    naive = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None).isoformat()
+
+    assert_validation_error(
+        await client.post(KEYS, json={"name": "old", "expires_at": past}, headers=account.headers),
+        "body",
+        "expires_at",
+    )
+    assert_validation_error(
+        await client.post(
+            KEYS, json={"name": "naive", "expires_at": naive}, headers=account.headers
+        ),
+        "body",
+        "expires_at",
+    )
+    assert (await client.get(KEYS, headers=account.headers)).json()["data"] == []
+
+
+async def test_an_expired_key_is_refused(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    account = await factory.account()
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    key = await factory.api_key(account, expires_at=expires.isoformat())
+    assert parse_time(key["expires_at"]) == expires
+
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(ApiKey)
+            .where(ApiKey.id == uuid.UUID(key["id"]))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+    for headers in ({"X-API-Key": key["key"]}, {"Authorization": f"Bearer {key['key']}"}):
+        body = assert_problem(await client.get(ME, headers=headers), 401, "unauthorized")
+        assert "expired" in body["detail"].lower()
+
+
+async def test_a_key_in_use_stops_working_when_it_expires(
+    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await factory.account()
+    expires = datetime.now(UTC) + timedelta(hours=1)
+    key = await factory.api_key(account, expires_at=expires.isoformat())
+    assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 200
+
+    class TwoHoursLater(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+            return datetime.now(tz) + timedelta(hours=2)
+
+    monkeypatch.setattr(principal_service, "datetime", TwoHoursLater)
+
+    for headers in ({"X-API-Key": key["key"]}, {"Authorization": f"Bearer {key['key']}"}):
+        body = assert_problem(await client.get(ME, headers=headers), 401, "unauthorized")
+        assert "expired" in body["detail"].lower()
+    assert (await client.get(ME, headers=account.headers)).status_code == 200
+
+
+async def test_using_a_key_records_its_last_use(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    account = await factory.account()
+    key = await factory.api_key(account)
+
+    assert (
+        await client.get(f"{API}/sessions", headers={"X-API-Key": key["key"]})
+    ).status_code == 200
+
+    listed = (await client.get(KEYS, headers=account.headers)).json()["data"]
+    assert listed[0]["id"] == key["id"]
+    assert_recent(listed[0]["last_used_at"])
+    async with state.sessionmaker() as db:
+        stored = await db.scalar(
+            select(ApiKey.last_used_at).where(ApiKey.id == uuid.UUID(key["id"]))
+        )
+    assert stored is not None
+    assert stored == parse_time(listed[0]["last_used_at"])

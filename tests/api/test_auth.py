@@ -1,0 +1,422 @@
+"""Registration, the token endpoint, refresh-token rotation, logout, and access-token checks."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from jose import jwt
+from sqlalchemy import func, select, update
+
+from chat_store.api.deps import AppState
+from chat_store.models import RefreshToken, User
+from chat_store.security import create_access_token
+from chat_store.settings import Settings
+from tests.assertions import assert_problem, assert_validation_error, parse_time
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Factory
+
+AUTH = f"{API}/auth"
+PASSWORD = "correct horse battery"
+
+
+async def register(
+    client: httpx.AsyncClient, email: str, password: str = PASSWORD
+) -> httpx.Response:
+    return await client.post(f"{AUTH}/register", json={"email": email, "password": password})
+
+
+async def login(client: httpx.AsyncClient, email: str, password: str) -> httpx.Response:
+    return await client.post(f"{AUTH}/token", data={"username": email, "password": password})
+
+
+async def refresh(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post(f"{AUTH}/refresh", json={"refresh_token": token})
+
+
+async def me(client: httpx.AsyncClient, access_token: str) -> httpx.Response:
+    return await client.get(f"{API}/users/me", headers={"Authorization": f"Bearer {access_token}"})
+
+
+async def count_users(state: AppState, email: str) -> int:
+    async with state.sessionmaker() as db:
+        result = await db.execute(select(func.count()).select_from(User).where(User.email == email))
+        return int(result.scalar_one())
+
+
+# --- register
+
+
+async def test_register_answers_the_user_with_the_email_case_folded(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    response = await client.post(
+        f"{AUTH}/register",
+        json={"email": "Ada.Lovelace@Example.COM", "password": PASSWORD, "display_name": "Ada"},
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"id", "object", "email", "display_name", "created_at", "updated_at"}
+    assert body["object"] == "user"
+    assert body["email"] == "ada.lovelace@example.com"
+    assert body["display_name"] == "Ada"
+    assert uuid.UUID(body["id"]).version == 7
+    parse_time(body["created_at"])
+    assert await count_users(state, "ada.lovelace@example.com") == 1
+    for typed in ("ada.lovelace@example.com", "ADA.LOVELACE@example.com"):
+        assert (await login(client, typed, PASSWORD)).status_code == 200
+
+
+async def test_register_refuses_a_taken_email_whatever_its_case(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    assert (await register(client, "grace@example.com")).status_code == 201
+
+    for taken in ("grace@example.com", "Grace@EXAMPLE.com"):
+        response = await register(client, taken, password="another password")
+        assert_problem(response, 409, "email_taken")
+
+    assert await count_users(state, "grace@example.com") == 1
+    # The first password is still the one that logs in.
+    assert (await login(client, "grace@example.com", PASSWORD)).status_code == 200
+    assert (await login(client, "grace@example.com", "another password")).status_code == 401
+
+
+async def test_email_is_free_again_once_its_user_is_deleted(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account(email="reused@example.com")
+    deleted = await client.delete(f"{API}/users/me", headers=account.headers)
+    assert deleted.status_code == 204
+
+    again = await register(client, "REUSED@example.com", password="a new password")
+
+    assert again.status_code == 201, again.text
+    assert again.json()["id"] != account.user_id
+    assert (await login(client, "reused@example.com", "a new password")).status_code == 200
+    assert (await login(client, "reused@example.com", account.password)).status_code == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": "short@example.com", "password": "7 chars"},
+        {"email": "long@example.com", "password": "x" * 1025},
+        {"email": "not-an-email", "password": PASSWORD},
+        {"email": "nopassword@example.com"},
+    ],
+    ids=["password-7-chars", "password-1025-chars", "bad-email", "no-password"],
+)
+async def test_register_refuses_invalid_credentials(
+    client: httpx.AsyncClient, state: AppState, body: dict[str, Any]
+) -> None:
+    response = await client.post(f"{AUTH}/register", json=body)
+
+    assert_validation_error(response, "body")
+    assert await count_users(state, body["email"]) == 0
+
+
+@pytest.mark.parametrize("length", [8, 1024])
+async def test_register_accepts_passwords_from_8_to_1024_chars(
+    client: httpx.AsyncClient, length: int
+) -> None:
+    password = "p" * (length - 1) + "!"
+    email = f"len{length}@example.com"
+
+    assert (await register(client, email, password)).status_code == 201
+    assert (await login(client, email, password)).status_code == 200
+    assert (await login(client, email, password[:-1] + "?")).status_code == 401
+
+
+async def test_passwords_are_compared_beyond_bcrypts_72_bytes(client: httpx.AsyncClient) -> None:
+    first_72 = "a" * 72
+    password = first_72 + "b" * 28  # 100 characters
+    differs_after_72 = first_72 + "c" * 28
+    assert (await register(client, "long@example.com", password)).status_code == 201
+
+    assert (await login(client, "long@example.com", differs_after_72)).status_code == 401
+    assert (await login(client, "long@example.com", first_72)).status_code == 401
+    assert (await login(client, "long@example.com", password)).status_code == 200
+
+
+async def test_registration_can_be_turned_off(
+    backend: Backend, app: FastAPI, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    existing = await factory.account()
+    monkeypatch.setenv("ALLOW_REGISTRATION", "false")
+    closed = make_settings(backend)
+    assert closed.allow_registration is False
+
+    async with running_app(closed) as closed_app, client_for(closed_app) as client:
+        response = await register(client, "newcomer@example.com")
+        assert_problem(response, 403, "registration_closed")
+        assert (await login(client, "newcomer@example.com", PASSWORD)).status_code == 401
+        # Existing users still log in.
+        assert (await login(client, existing.email, existing.password)).status_code == 200
+
+
+# --- token
+
+
+async def test_token_answers_a_bearer_pair(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings
+) -> None:
+    account = await factory.account()
+
+    response = await login(client, account.email, account.password)
+
+    assert response.status_code == 200, response.text
+    assert response.headers["cache-control"] == "no-store"
+    body = response.json()
+    assert set(body) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert body["token_type"] == "bearer"
+    assert body["expires_in"] == settings.access_token_minutes * 60
+    claims = jwt.decode(
+        body["access_token"], settings.jwt_secret_value(), algorithms=[settings.jwt_algorithm]
+    )
+    assert claims["sub"] == account.user_id
+    assert claims["exp"] - claims["iat"] == body["expires_in"]
+    assert (await me(client, body["access_token"])).json()["id"] == account.user_id
+
+
+async def test_token_takes_the_oauth2_form_not_json(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+
+    response = await client.post(
+        f"{AUTH}/token", json={"username": account.email, "password": account.password}
+    )
+
+    assert_validation_error(response)
+
+
+async def test_token_answers_unknown_email_and_wrong_password_alike(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+
+    unknown = await login(client, "nobody@example.com", account.password)
+    wrong = await login(client, account.email, "not the password")
+
+    assert_problem(unknown, 401, "unauthorized")
+    assert_problem(wrong, 401, "unauthorized")
+    assert unknown.json() == wrong.json()
+    assert unknown.headers["www-authenticate"] == wrong.headers["www-authenticate"] == "Bearer"
+    assert unknown.headers["cache-control"] == wrong.headers["cache-control"] == "no-store"
+
+
+# --- refresh and logout
+
+
+async def test_refresh_rotates_the_pair_and_spends_the_old_token(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+
+    rotated = await refresh(client, account.refresh_token)
+
+    assert rotated.status_code == 200, rotated.text
+    assert rotated.headers["cache-control"] == "no-store"
+    pair = rotated.json()
+    assert pair["token_type"] == "bearer"
+    assert pair["refresh_token"] != account.refresh_token
+    assert (await me(client, pair["access_token"])).status_code == 200
+
+
+async def test_reusing_a_spent_refresh_token_revokes_its_family(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    account = await factory.account()
+    other_login = (await login(client, account.email, account.password)).json()
+    rotated = (await refresh(client, account.refresh_token)).json()
+
+    reused = await refresh(client, account.refresh_token)
+
+    assert_problem(reused, 401, "unauthorized")
+    # The token the rotation handed out is revoked with its family...
+    assert_problem(await refresh(client, rotated["refresh_token"]), 401, "unauthorized")
+    # ...and the revocation was kept although the request failed.
+    async with state.sessionmaker() as db:
+        rows = (
+            await db.execute(
+                select(RefreshToken.family_id, RefreshToken.revoked_at).where(
+                    RefreshToken.user_id == uuid.UUID(account.user_id)
+                )
+            )
+        ).all()
+    revoked = [row for row in rows if row.revoked_at is not None]
+    assert len(revoked) == 2
+    assert len({row.family_id for row in revoked}) == 1
+    # Another login of the same user is another family, untouched.
+    assert (await refresh(client, other_login["refresh_token"])).status_code == 200
+
+
+async def test_refresh_refuses_unknown_and_expired_tokens(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    account = await factory.account()
+    assert_problem(await refresh(client, "not-a-token-we-issued"), 401, "unauthorized")
+    assert_validation_error(await client.post(f"{AUTH}/refresh", json={}), "body")
+
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(RefreshToken)
+            .where(RefreshToken.user_id == uuid.UUID(account.user_id))
+            .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+    assert_problem(await refresh(client, account.refresh_token), 401, "unauthorized")
+
+
+async def test_logout_revokes_the_whole_family(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    other_login = (await login(client, account.email, account.password)).json()
+    rotated = (await refresh(client, account.refresh_token)).json()
+
+    # Logging out with any token of the family (here the spent first one) ends all of it.
+    response = await client.post(f"{AUTH}/logout", json={"refresh_token": account.refresh_token})
+
+    assert response.status_code == 204
+    assert response.headers["cache-control"] == "no-store"
+    assert_problem(await refresh(client, rotated["refresh_token"]), 401, "unauthorized")
+    assert (await refresh(client, other_login["refresh_token"])).status_code == 200
+
+
+async def test_logout_with_the_current_token_and_with_an_unknown_one(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+
+    current = await client.post(f"{AUTH}/logout", json={"refresh_token": account.refresh_token})
+    unknown = await client.post(f"{AUTH}/logout", json={"refresh_token": "never-issued"})
+
+    assert current.status_code == 204
+    assert unknown.status_code == 204  # nothing to revoke is not an error
+    assert_problem(await refresh(client, account.refresh_token), 401, "unauthorized")
+
+
+# --- access tokens
+
+
+def _b64(data: dict[str, Any]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _claims(user_id: str, **overrides: Any) -> dict[str, Any]:
+    now = int(datetime.now(UTC).timestamp())
+    return {"sub": user_id, "type": "access", "iat": now, "exp": now + 600, **overrides}
+
+
+async def assert_refused(client: httpx.AsyncClient, token: str) -> dict[str, Any]:
+    response = await me(client, token)
+    body = assert_problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
+    return body
+
+
+async def test_a_valid_token_is_accepted(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings
+) -> None:
+    # The control for the refusals below: a token built the same way, correctly, works.
+    account = await factory.account()
+    token = jwt.encode(_claims(account.user_id), settings.jwt_secret_value(), algorithm="HS256")
+
+    response = await me(client, token)
+
+    assert response.status_code == 200
+    assert response.json()["id"] == account.user_id
+
+
+async def test_an_expired_access_token_is_refused(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings
+) -> None:
+    account = await factory.account()
+    token, _ = create_access_token(
+        uuid.UUID(account.user_id),
+        settings.jwt_secret_value(),
+        settings.jwt_algorithm,
+        timedelta(seconds=-5),
+    )
+
+    body = await assert_refused(client, token)
+
+    assert "expired" in body["detail"].lower()
+
+
+async def test_a_tampered_access_token_is_refused(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings
+) -> None:
+    victim = await factory.account()
+    attacker = await factory.account()
+    header, _, signature = attacker.access_token.split(".")
+    # The victim's id in the payload, under the attacker's valid signature.
+    forged = f"{header}.{_b64(_claims(victim.user_id))}.{signature}"
+    await assert_refused(client, forged)
+    # A token signed with another secret.
+    await assert_refused(
+        client, jwt.encode(_claims(victim.user_id), "another-secret-" + "y" * 40, "HS256")
+    )
+
+
+async def test_an_unsigned_alg_none_token_is_refused(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    for alg in ("none", "None", "NONE"):
+        token = f"{_b64({'alg': alg, 'typ': 'JWT'})}.{_b64(_claims(account.user_id))}."
+        await assert_refused(client, token)
+
+
+async def test_a_token_signed_with_another_algorithm_is_refused(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings
+) -> None:
+    assert settings.jwt_algorithm == "HS256"
+    account = await factory.account()
+    secret = settings.jwt_secret_value()
+
+    await assert_refused(client, jwt.encode(_claims(account.user_id), secret, algorithm="HS512"))
+    await assert_refused(client, jwt.encode(_claims(account.user_id), secret, algorithm="HS384"))
+
+
+async def test_tokens_that_are_not_access_tokens_are_refused(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings
+) -> None:
+    account = await factory.account()
+    secret = settings.jwt_secret_value()
+
+    await assert_refused(client, account.refresh_token)
+    await assert_refused(client, "not.a.jwt")
+    await assert_refused(
+        client, jwt.encode(_claims(account.user_id, type="refresh"), secret, algorithm="HS256")
+    )
+    await assert_refused(client, jwt.encode(_claims("not-a-uuid"), secret, algorithm="HS256"))
+    without_exp = _claims(account.user_id)
+    del without_exp["exp"]
+    await assert_refused(client, jwt.encode(without_exp, secret, algorithm="HS256"))
+
+
+async def test_the_token_of_a_deleted_user_is_refused(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    assert (await me(client, account.access_token)).status_code == 200
+
+    assert (await client.delete(f"{API}/users/me", headers=account.headers)).status_code == 204
+
+    await assert_refused(client, account.access_token)
+    # Refused everywhere, not only where the user row itself is read.
+    for method, url in (("GET", f"{API}/sessions"), ("POST", f"{API}/sessions")):
+        response = await client.request(method, url, json={}, headers=account.headers)
+        assert_problem(response, 401, "unauthorized")
+    assert_problem(await refresh(client, account.refresh_token), 401, "unauthorized")

@@ -1,0 +1,152 @@
+"""Every error is problem+json; request ids and security headers are on every answer."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+
+from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.services import chat_sessions as chat_session_service
+from tests.assertions import assert_problem
+from tests.factories import API, Factory
+
+SESSIONS = f"{API}/sessions"
+GENERATED_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+async def test_an_unknown_route_is_not_found(client: httpx.AsyncClient) -> None:
+    for path in ("/nowhere", f"{API}/nowhere", f"{API}/sessions/a/b/c"):
+        response = await client.get(path)
+        body = assert_problem(response, 404, "not_found")
+        assert path in body["detail"]
+
+
+async def test_a_wrong_method_is_not_allowed(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+
+    response = await client.delete(SESSIONS, headers=account.headers)
+
+    assert_problem(response, 405, "method_not_allowed")
+    allowed = set(response.headers["allow"].replace(" ", "").split(","))
+    assert allowed
+    assert allowed <= {"GET", "POST"}
+    assert_problem(await client.put(f"{API}/auth/token"), 405, "method_not_allowed")
+
+
+async def test_an_unexpected_error_is_a_500_without_internals(
+    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account, title="before")
+
+    async def broken_flush(db: object) -> None:
+        raise RuntimeError("kaboom: SELECT password_hash FROM internal_table")
+
+    # The update is applied to the row, then the flush fails: nothing of it may be kept.
+    monkeypatch.setattr(chat_session_crud, "flush", broken_flush)
+    response = await client.patch(
+        f"{SESSIONS}/{session['id']}",
+        json={"title": "after"},
+        headers={**account.headers, "X-Request-ID": "trace-500"},
+    )
+    monkeypatch.undo()
+
+    body = assert_problem(response, 500, "internal_error")
+    assert set(body) == {"type", "title", "status", "detail", "instance", "code"}
+    for leak in ("kaboom", "SELECT", "internal_table", "RuntimeError", "Traceback"):
+        assert leak not in response.text
+    assert response.headers["x-request-id"] == "trace-500"
+    assert "trace-500" in body["detail"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    stored = await client.get(f"{SESSIONS}/{session['id']}", headers=account.headers)
+    assert stored.json()["title"] == "before"
+
+
+async def test_a_500_gets_a_request_id_when_the_client_sent_none(
+    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await factory.account()
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("division by zero in the list query")
+
+    monkeypatch.setattr(chat_session_service, "list_chat_sessions", broken)
+    response = await client.get(SESSIONS, headers=account.headers)
+
+    body = assert_problem(response, 500, "internal_error")
+    request_id = response.headers["x-request-id"]
+    assert GENERATED_ID.match(request_id)
+    assert request_id in body["detail"]
+    assert "division" not in response.text
+
+
+async def test_request_id_is_echoed_when_given_and_generated_when_not(
+    client: httpx.AsyncClient,
+) -> None:
+    given = await client.get("/health", headers={"X-Request-ID": "abc-123.def:456_x"})
+    first = await client.get("/health")
+    second = await client.get("/health")
+
+    assert given.headers["x-request-id"] == "abc-123.def:456_x"
+    assert GENERATED_ID.match(first.headers["x-request-id"])
+    assert GENERATED_ID.match(second.headers["x-request-id"])
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "unsafe", ["has space", "x" * 129, "new\\nline", "<script>", 'quote"d'], ids=repr
+)
+async def test_an_unsafe_request_id_is_replaced(client: httpx.AsyncClient, unsafe: str) -> None:
+    response = await client.get("/health", headers={"X-Request-ID": unsafe})
+
+    assert GENERATED_ID.match(response.headers["x-request-id"])
+
+
+async def test_errors_carry_the_request_id(client: httpx.AsyncClient) -> None:
+    response = await client.get(f"{API}/users/me", headers={"X-Request-ID": "trace-401"})
+
+    assert_problem(response, 401, "unauthorized")
+    assert response.headers["x-request-id"] == "trace-401"
+
+
+async def test_security_headers_on_every_answer(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    answers = [
+        await client.get("/health"),
+        await client.get(f"{API}/sessions", headers=account.headers),
+        await client.get(f"{API}/sessions"),  # 401
+        await client.get("/nowhere"),  # 404
+        await client.delete(f"{API}/sessions", headers=account.headers),  # 405
+        await client.post(f"{API}/sessions", json={"x": 1}, headers=account.headers),  # 422
+        await client.get("/docs"),
+        await client.get("/openapi.json"),
+    ]
+
+    for response in answers:
+        assert response.headers["x-content-type-options"] == "nosniff", response.request.url
+        assert response.headers["x-frame-options"] == "DENY", response.request.url
+        assert response.headers["referrer-policy"] == "no-referrer", response.request.url
+    # Outside production there is no HSTS (plain-HTTP development servers).
+    assert "strict-transport-security" not in answers[0].headers
+
+
+async def test_credentials_answers_are_not_cached(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+
+    for response in (
+        await client.post(
+            f"{API}/auth/token", data={"username": account.email, "password": account.password}
+        ),
+        await client.post(f"{API}/auth/token", data={"username": account.email, "password": "no"}),
+        await client.post(f"{API}/auth/refresh", json={"refresh_token": account.refresh_token}),
+        await client.post(f"{API}/api-keys", json={"name": "k"}, headers=account.headers),
+        await client.get(f"{API}/api-keys", headers=account.headers),
+    ):
+        assert response.headers["cache-control"] == "no-store", response.request.url
