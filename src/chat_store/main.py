@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import fastapi_standalone_docs
 from fastapi import Depends, FastAPI
@@ -151,7 +152,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (users, api_keys, chat_sessions, messages, streams):
         app.include_router(module.router, dependencies=[Depends(ratelimits.limit_by_principal)])
     _install_docs(app)
+    _summaries_from_docstrings(app)
     return app
+
+
+def _summaries_from_docstrings(app: FastAPI) -> None:
+    """Each route's one-line docstring is its Swagger summary (FastAPI would title-case the
+    function name and put the docstring in the description)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                description = operation.get("description") if isinstance(operation, dict) else None
+                if description:
+                    operation["summary"] = description.strip().splitlines()[0]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _install_docs(app: FastAPI) -> None:
