@@ -1,0 +1,334 @@
+"""Every API method, written once as a request builder (see `_endpoint`).
+
+To add a method: write a builder returning a `Call`, decorate it with `@endpoint` (or `@paginated`
+for a list to walk), and both clients have it. Answers that are not one JSON document (Server-Sent
+Events, exports) go through the transports' `_stream`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+import httpx
+
+from chat_store.client._core import (
+    API_PREFIX,
+    UNSET,
+    Call,
+    ClientCore,
+    Unset,
+    body,
+    model,
+    no_content,
+    path_id,
+    query,
+)
+from chat_store.client._endpoint import endpoint, paginated
+from chat_store.client.errors import error_from_response
+from chat_store.client.models import (
+    ApiKey,
+    ApiKeyCreated,
+    ChatSession,
+    Deleted,
+    Health,
+    Page,
+    Readiness,
+    TokenPair,
+    User,
+    Workspace,
+)
+
+ChatSessionStatus = Literal["active", "ended"]
+Order = Literal["asc", "desc"]
+WorkspaceInput = Workspace | Mapping[str, str | None]
+
+_SESSIONS = f"{API_PREFIX}/sessions"
+
+
+def _readiness(response: httpx.Response) -> Readiness:
+    # 503 carries the same report when the service is up but not ready; anything else is an error.
+    try:
+        return Readiness.model_validate_json(response.content)
+    except ValueError:
+        if response.is_success:
+            raise
+        raise error_from_response(response) from None
+
+
+class ChatStoreApi(ClientCore):
+    # --- health
+
+    @endpoint
+    def health(self) -> Call[Health]:
+        """Liveness: the server process is up."""
+        return Call("GET", "/health", parse=model(Health), authenticated=False)
+
+    @endpoint
+    def ready(self) -> Call[Readiness]:
+        """Readiness: `ready` is true when the database answers at the migration head."""
+        return Call(
+            "GET",
+            "/health/ready",
+            parse=_readiness,
+            authenticated=False,
+            accept=frozenset({503}),
+        )
+
+    # --- auth
+
+    @endpoint
+    def register(self, email: str, password: str, *, display_name: str | None = None) -> Call[User]:
+        """Create an account (it does not log in: call `login` next)."""
+        return Call(
+            "POST",
+            f"{API_PREFIX}/auth/register",
+            json=body(
+                email=email,
+                password=password,
+                display_name=UNSET if display_name is None else display_name,
+            ),
+            parse=model(User),
+            authenticated=False,
+        )
+
+    @endpoint
+    def login(self, email: str, password: str) -> Call[TokenPair]:
+        """Log in with email and password; the client keeps the tokens and uses them from now on."""
+        return Call(
+            "POST",
+            f"{API_PREFIX}/auth/token",
+            data={"username": email, "password": password},
+            parse=self._keep_tokens,
+            authenticated=False,
+        )
+
+    @endpoint
+    def refresh(self, refresh_token: str | None = None) -> Call[TokenPair]:
+        """Trade the refresh token (the one held, or the one given) for a new pair, and keep it."""
+        return self._refresh_call(refresh_token)
+
+    @endpoint
+    def logout(self, refresh_token: str | None = None) -> Call[None]:
+        """Revoke the login behind the refresh token (held or given) and forget the tokens."""
+        token = refresh_token or self.refresh_token
+        if not token:
+            raise ValueError("no refresh token: log in first, or pass refresh_token=")
+
+        def forget(response: httpx.Response) -> None:
+            if token == self.refresh_token:
+                self.clear_tokens()
+
+        return Call(
+            "POST",
+            f"{API_PREFIX}/auth/logout",
+            json={"refresh_token": token},
+            parse=forget,
+            authenticated=False,
+        )
+
+    # --- the current user
+
+    @endpoint
+    def me(self) -> Call[User]:
+        """The account behind the credentials."""
+        return Call("GET", f"{API_PREFIX}/users/me", parse=model(User))
+
+    @endpoint
+    def update_me(
+        self,
+        *,
+        display_name: str | Unset | None = UNSET,
+        password: str | None = None,
+        current_password: str | None = None,
+    ) -> Call[User]:
+        """Change the display name (None clears it), or the password (with current_password)."""
+        return Call(
+            "PATCH",
+            f"{API_PREFIX}/users/me",
+            json=body(
+                display_name=display_name,
+                password=UNSET if password is None else password,
+                current_password=UNSET if current_password is None else current_password,
+            ),
+            parse=model(User),
+        )
+
+    @endpoint
+    def delete_me(self) -> Call[None]:
+        """Erase the account and everything it owns; the client forgets its tokens."""
+
+        def forget(response: httpx.Response) -> None:
+            self.clear_tokens()
+
+        return Call("DELETE", f"{API_PREFIX}/users/me", parse=forget)
+
+    # --- API keys
+
+    @endpoint
+    def create_api_key(
+        self, name: str, *, expires_at: datetime | None = None
+    ) -> Call[ApiKeyCreated]:
+        """Create an API key; its secret (`key`) is in this answer only."""
+        return Call(
+            "POST",
+            f"{API_PREFIX}/api-keys",
+            json=body(name=name, expires_at=UNSET if expires_at is None else expires_at),
+            parse=model(ApiKeyCreated),
+        )
+
+    @endpoint
+    def list_api_keys(self) -> Call[Page[ApiKey]]:
+        """The caller's keys, newest first (prefixes and last use, never the secrets)."""
+        return Call("GET", f"{API_PREFIX}/api-keys", parse=model(Page[ApiKey]))
+
+    @endpoint
+    def revoke_api_key(self, key_id: uuid.UUID | str) -> Call[None]:
+        """Revoke a key at once."""
+        return Call("DELETE", f"{API_PREFIX}/api-keys/{path_id(key_id)}", parse=no_content)
+
+    # --- chat sessions
+
+    @endpoint
+    def create_session(
+        self,
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        workspace: WorkspaceInput | None = None,
+        id: uuid.UUID | str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Call[ChatSession]:
+        """Start a chat session. With `idempotency_key`, a retry returns the first answer."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else {}
+        return Call(
+            "POST",
+            _SESSIONS,
+            json=body(
+                id=UNSET if id is None else id,
+                title=UNSET if title is None else title,
+                metadata=UNSET if metadata is None else metadata,
+                workspace=UNSET if workspace is None else workspace,
+            ),
+            headers=headers,
+            parse=model(ChatSession),
+        )
+
+    @endpoint
+    def list_sessions(
+        self,
+        *,
+        limit: int | None = None,
+        order: Order | None = None,
+        after: uuid.UUID | str | None = None,
+        before: uuid.UUID | str | None = None,
+        favorite: bool | None = None,
+        status: ChatSessionStatus | None = None,
+        q: str | None = None,
+        repo: str | None = None,
+        updated_after: datetime | None = None,
+    ) -> Call[Page[ChatSession]]:
+        """One page of the caller's sessions, newest activity first unless `order="asc"`."""
+        return Call(
+            "GET",
+            _SESSIONS,
+            params=query(
+                limit=limit,
+                order=order,
+                after=after,
+                before=before,
+                favorite=favorite,
+                status=status,
+                q=q,
+                repo=repo,
+                updated_after=updated_after,
+            ),
+            parse=model(Page[ChatSession]),
+        )
+
+    @paginated
+    def iter_sessions(
+        self,
+        *,
+        order: Order | None = None,
+        favorite: bool | None = None,
+        status: ChatSessionStatus | None = None,
+        q: str | None = None,
+        repo: str | None = None,
+        updated_after: datetime | None = None,
+        page_size: int = 100,
+    ) -> Call[Page[ChatSession]]:
+        """Every session that matches the filters, in list order, fetched page by page."""
+        return Call(
+            "GET",
+            _SESSIONS,
+            params=query(
+                limit=page_size,
+                order=order,
+                favorite=favorite,
+                status=status,
+                q=q,
+                repo=repo,
+                updated_after=updated_after,
+            ),
+            parse=model(Page[ChatSession]),
+        )
+
+    @endpoint
+    def get_session(self, session_id: uuid.UUID | str) -> Call[ChatSession]:
+        """One session."""
+        return Call("GET", f"{_SESSIONS}/{path_id(session_id)}", parse=model(ChatSession))
+
+    @endpoint
+    def update_session(
+        self,
+        session_id: uuid.UUID | str,
+        *,
+        title: str | Unset | None = UNSET,
+        is_favorite: bool | Unset = UNSET,
+        metadata: Mapping[str, Any] | Unset = UNSET,
+        workspace: WorkspaceInput | Unset | None = UNSET,
+        status: ChatSessionStatus | Unset = UNSET,
+    ) -> Call[ChatSession]:
+        """Change only the fields given (None clears `title` or `workspace`)."""
+        return Call(
+            "PATCH",
+            f"{_SESSIONS}/{path_id(session_id)}",
+            json=body(
+                title=title,
+                is_favorite=is_favorite,
+                metadata=metadata,
+                workspace=workspace,
+                status=status,
+            ),
+            parse=model(ChatSession),
+        )
+
+    @endpoint
+    def rename_session(self, session_id: uuid.UUID | str, title: str | None) -> Call[ChatSession]:
+        """Set the title (None clears it)."""
+        return Call(
+            "PUT",
+            f"{_SESSIONS}/{path_id(session_id)}",
+            json={"title": title},
+            parse=model(ChatSession),
+        )
+
+    @endpoint
+    def set_favorite(
+        self, session_id: uuid.UUID | str, is_favorite: bool | None = None
+    ) -> Call[ChatSession]:
+        """Set the favourite flag, or toggle it when `is_favorite` is None."""
+        return Call(
+            "PATCH",
+            f"{_SESSIONS}/{path_id(session_id)}/favorite",
+            json=None if is_favorite is None else {"is_favorite": is_favorite},
+            parse=model(ChatSession),
+        )
+
+    @endpoint
+    def delete_session(self, session_id: uuid.UUID | str) -> Call[Deleted]:
+        """Delete a session and all its messages."""
+        return Call("DELETE", f"{_SESSIONS}/{path_id(session_id)}", parse=model(Deleted))

@@ -1,0 +1,106 @@
+"""What the service answers, as typed models.
+
+These are the client's own models, not the server's schemas: they ignore fields they do not know,
+so an older client keeps working against a newer server that answers with more. A test keeps their
+fields in step with the server's read schemas.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class User(Model):
+    id: uuid.UUID
+    object: Literal["user"] = "user"
+    email: str
+    display_name: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TokenPair(Model):
+    access_token: str
+    refresh_token: str
+    token_type: str = "bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class ApiKey(Model):
+    id: uuid.UUID
+    object: Literal["api_key"] = "api_key"
+    name: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class ApiKeyCreated(ApiKey):
+    key: str = Field(description="The secret, shown this once only.")
+
+
+class Workspace(Model):
+    repo: str | None = None
+    branch: str | None = None
+    path: str | None = None
+
+
+class ChatSession(Model):
+    id: uuid.UUID
+    object: Literal["session"] = "session"
+    title: str | None = None
+    is_favorite: bool
+    status: Literal["active", "ended"]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    workspace: Workspace | None = None
+    message_count: int
+    total_tokens: int
+    last_message_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+
+
+T = TypeVar("T")
+
+
+class Page(Model, Generic[T]):
+    """One page of a keyset-paginated list; pass `last_id` as `after` for the next one."""
+
+    object: Literal["list"] = "list"
+    data: list[T]
+    first_id: uuid.UUID | None = None
+    last_id: uuid.UUID | None = None
+    has_more: bool
+
+
+class Deleted(Model):
+    id: uuid.UUID
+    object: str
+    deleted: bool
+
+
+class Health(Model):
+    status: str
+    version: str
+
+
+class Readiness(Model):
+    """`status` is "ok" when the database answers at the migration head."""
+
+    status: Literal["ok", "unavailable"]
+    database: str
+    cache: str
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ok"
