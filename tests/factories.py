@@ -64,3 +64,33 @@ class Factory:
         response = await self.client.post(f"{API}/sessions", json=body, headers=account.headers)
         assert response.status_code == 201, response.text
         return dict(response.json())
+
+    async def message(self, account: Account, session_id: str, **body: Any) -> dict[str, Any]:
+        """One appended message: a complete user message unless the body says otherwise."""
+        payload: dict[str, Any] = {"role": "user", **body}
+        if payload.get("status", "complete") == "complete":
+            payload.setdefault("content", f"message {next(_counter)}")
+        response = await self.client.post(
+            f"{API}/sessions/{session_id}/messages", json=payload, headers=account.headers
+        )
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    async def messages(
+        self, account: Account, session_id: str, count: int, **body: Any
+    ) -> list[dict[str, Any]]:
+        """`count` complete messages appended in batches, with contents "m1", "m2", ..."""
+        created: list[dict[str, Any]] = []
+        while len(created) < count:
+            batch = [
+                {"role": "user", "content": f"m{len(created) + i + 1}", **body}
+                for i in range(min(100, count - len(created)))
+            ]
+            response = await self.client.post(
+                f"{API}/sessions/{session_id}/messages/batch",
+                json={"messages": batch},
+                headers=account.headers,
+            )
+            assert response.status_code == 201, response.text
+            created.extend(response.json()["data"])
+        return created

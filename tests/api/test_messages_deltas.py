@@ -1,0 +1,265 @@
+"""Streaming into a message with POST .../append: offsets in code points, retries, conflicts,
+the size limit over all deltas, and the minimal answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.assertions import assert_problem, assert_validation_error
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Account, Factory
+
+LIMIT = 1000
+
+
+class Stream:
+    """One open assistant message and the requests that write into it."""
+
+    def __init__(self, client: httpx.AsyncClient, account: Account, message: dict[str, Any]):
+        self.client = client
+        self.account = account
+        self.message = message
+        self.url = f"{API}/sessions/{message['session_id']}/messages/{message['id']}"
+
+    async def append(
+        self, delta: str, offset: int, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
+        return await self.client.post(
+            f"{self.url}/append",
+            json={"delta": delta, "offset": offset},
+            headers={**self.account.headers, **(headers or {})},
+        )
+
+    async def read(self) -> Any:
+        response = await self.client.get(self.url, headers=self.account.headers)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+async def _open_stream(client: httpx.AsyncClient, factory: Factory, **body: Any) -> Stream:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    await factory.message(account, session["id"], content="Tell me something.")
+    message = await factory.message(
+        account, session["id"], role="assistant", status="pending", **body
+    )
+    return Stream(client, account, message)
+
+
+@pytest.fixture
+async def small(backend: Backend, app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app with MAX_MESSAGE_BYTES=1000 on the same database (`app` is asked for
+    so that the rows are cleaned up after the test)."""
+    async with (
+        running_app(make_settings(backend, max_message_bytes=LIMIT)) as small_app,
+        client_for(small_app) as http,
+    ):
+        yield http
+
+
+async def test_offsets_count_code_points(client: httpx.AsyncClient, factory: Factory) -> None:
+    stream = await _open_stream(client, factory)
+    deltas = ["Héllo ", "wörld ", "😀", "👍🏽 ", "naïve café ", "𝄞 clef", "!"]
+    text = ""
+    for delta in deltas:
+        response = await stream.append(delta, len(text))
+        assert response.status_code == 200, response.text
+        text += delta
+        answer = response.json()
+        assert answer["length"] == len(text)  # code points: not bytes, not UTF-16 units
+        assert answer["partial_content"] == text
+        assert answer["status"] == "in_progress"
+        assert answer["content"] is None
+    assert len(text) < len(text.encode("utf-16-le")) // 2 < len(text.encode())
+    stored = await stream.read()
+    assert stored["partial_content"] == text
+    assert stored["status"] == "in_progress"
+
+    # A UTF-16 or byte offset is refused with the real length.
+    refused = await stream.append("x", len(text.encode("utf-16-le")) // 2)
+    assert assert_problem(refused, 409, "offset_mismatch")["length"] == len(text)
+    refused = await stream.append("x", len(text.encode()))
+    assert assert_problem(refused, 409, "offset_mismatch")["length"] == len(text)
+
+
+async def test_first_delta_moves_pending_to_in_progress(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    stream = await _open_stream(client, factory)
+    assert stream.message["status"] == "pending"
+    response = await stream.append("Hi", 0)
+    assert response.status_code == 200
+    assert response.json()["status"] == "in_progress"
+    stored = await stream.read()
+    assert (stored["status"], stored["partial_content"]) == ("in_progress", "Hi")
+    assert stored["updated_at"] > stream.message["updated_at"]
+
+
+async def test_deltas_follow_text_given_at_create(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    stream = await _open_stream(client, factory, partial_content="Début: ")
+    assert assert_problem(await stream.append("x", 0), 409, "offset_mismatch")["length"] == 7
+    response = await stream.append("ça marche", 7)
+    assert response.status_code == 200, response.text
+    assert response.json()["length"] == 16
+    assert (await stream.read())["partial_content"] == "Début: ça marche"
+
+
+async def test_exact_retry_is_200_and_changes_nothing(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    stream = await _open_stream(client, factory)
+    for offset, delta in ((0, "Ünïcode "), (8, "😀 "), (10, "done")):
+        assert (await stream.append(delta, offset)).status_code == 200
+    before = await stream.read()
+    assert before["partial_content"] == "Ünïcode 😀 done"
+
+    for offset, delta in ((0, "Ünïcode "), (8, "😀 "), (10, "done")):
+        retry = await stream.append(delta, offset)
+        assert retry.status_code == 200, retry.text
+        assert retry.json()["length"] == 14
+        assert retry.json()["partial_content"] == before["partial_content"]
+    assert await stream.read() == before
+    assert (await stream.append("!", 14)).json()["length"] == 15
+
+
+async def test_conflicting_offsets_are_409_with_the_length(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    stream = await _open_stream(client, factory)
+    assert (await stream.append("Hello wörld", 0)).status_code == 200
+    before = await stream.read()
+
+    for delta, offset in (
+        ("Jello", 0),  # other text at a stored offset
+        ("wörld!", 6),  # overlaps the end
+        ("x", 5),
+        ("x", 12),  # beyond the end
+        ("x", 1000),
+    ):
+        response = await stream.append(delta, offset)
+        body = assert_problem(response, 409, "offset_mismatch")
+        assert body["length"] == 11
+    assert await stream.read() == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"delta": "x", "offset": -1},
+        {"delta": "", "offset": 0},
+        {"delta": "x"},
+        {"offset": 0},
+        {"delta": "nul\x00", "offset": 0},
+        {"delta": "x", "offset": "zero"},
+        {"delta": "x", "offset": 0, "extra": True},
+    ],
+)
+async def test_invalid_delta_is_422(
+    client: httpx.AsyncClient, factory: Factory, body: dict[str, Any]
+) -> None:
+    stream = await _open_stream(client, factory)
+    response = await client.post(f"{stream.url}/append", json=body, headers=stream.account.headers)
+    assert_validation_error(response, "body")
+    assert await stream.read() == stream.message
+
+
+@pytest.mark.parametrize("status", ["complete", "cancelled", "failed"])
+async def test_delta_on_a_finished_message_is_409(
+    client: httpx.AsyncClient, factory: Factory, status: str
+) -> None:
+    stream = await _open_stream(client, factory)
+    assert (await stream.append("Some text", 0)).status_code == 200
+    finished = await client.patch(
+        stream.url, json={"status": status}, headers=stream.account.headers
+    )
+    assert finished.status_code == 200, finished.text
+    before = await stream.read()
+    assert_problem(await stream.append(" more", 9), 409, "invalid_transition")
+    assert await stream.read() == before
+
+
+async def test_deltas_over_the_size_limit_are_413(
+    small: httpx.AsyncClient, factory: Factory
+) -> None:
+    stream = await _open_stream(small, factory)
+    assert (await stream.append("é" * 400, 0)).status_code == 200  # 800 bytes
+    assert (await stream.append("€" * 66, 400)).status_code == 200  # 998 bytes
+    before = await stream.read()
+
+    for delta in ("€", "aaa", "😀"):
+        assert_problem(await stream.append(delta, 466), 413, "payload_too_large")
+    assert await stream.read() == before
+
+    last = await stream.append("ab", 466)  # exactly the limit
+    assert last.status_code == 200, last.text
+    assert len(last.json()["partial_content"].encode()) == LIMIT
+    assert_problem(await stream.append("a", 468), 413, "payload_too_large")
+    done = await small.patch(
+        stream.url, json={"status": "complete"}, headers=stream.account.headers
+    )
+    assert done.json()["content"] == "é" * 400 + "€" * 66 + "ab"
+
+
+async def test_a_thousand_deltas_read_back_whole(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    stream = await _open_stream(client, factory)
+    deltas = [f"{i}{'é😀'[i % 2]} " for i in range(1000)]
+    offset = 0
+    for delta in deltas:
+        response = await stream.append(delta, offset, {"Prefer": "return=minimal"})
+        assert response.status_code == 200, response.text
+        offset = response.json()["length"]
+    text = "".join(deltas)
+    assert offset == len(text)
+    assert (await stream.read())["partial_content"] == text
+    listed = await client.get(
+        f"{API}/sessions/{stream.message['session_id']}/messages", headers=stream.account.headers
+    )
+    assert listed.json()["data"][-1]["partial_content"] == text
+
+    done = await client.patch(
+        stream.url, json={"status": "complete"}, headers=stream.account.headers
+    )
+    assert done.json()["content"] == text
+    assert (await stream.read())["content"] == text
+
+
+async def test_prefer_return_minimal(client: httpx.AsyncClient, factory: Factory) -> None:
+    stream = await _open_stream(client, factory)
+    full = await stream.append("Hé", 0)
+    assert "Preference-Applied" not in full.headers
+    assert full.json()["partial_content"] == "Hé"
+
+    for prefer in ("return=minimal", "respond-async, return=minimal", "return = minimal"):
+        before = await stream.read()
+        offset = len(before["partial_content"])
+        minimal = await stream.append("😀x", offset, {"Prefer": prefer})
+        assert minimal.status_code == 200, minimal.text
+        assert minimal.headers["Preference-Applied"] == "return=minimal"
+        body = minimal.json()
+        assert body["partial_content"] is None
+        assert body["length"] == offset + 2
+        assert body["status"] == "in_progress"
+        assert body["id"] == stream.message["id"]
+    assert (await stream.read())["partial_content"] == "Hé😀x😀x😀x"
+
+
+async def test_racing_writers_at_one_offset(client: httpx.AsyncClient, factory: Factory) -> None:
+    stream = await _open_stream(client, factory)
+    responses = await asyncio.gather(*(stream.append(f"writer {i}", 0) for i in range(6)))
+    winners = [r for r in responses if r.status_code == 200]
+    assert len(winners) == 1, [r.text for r in responses]
+    for response in responses:
+        if response.status_code != 200:
+            assert assert_problem(response, 409, "offset_mismatch")["length"] == 8
+    assert (await stream.read())["partial_content"] == winners[0].json()["partial_content"]

@@ -1,0 +1,333 @@
+"""Resume (where an unfinished answer continues) and fork (a new session from a prefix)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.assertions import assert_problem, assert_validation_error
+from tests.factories import API, Account, Factory
+
+
+async def _resume(
+    client: httpx.AsyncClient, account: Account, session_id: str, **params: Any
+) -> httpx.Response:
+    return await client.post(
+        f"{API}/sessions/{session_id}/resume", params=params, headers=account.headers
+    )
+
+
+async def _all_messages(client: httpx.AsyncClient, account: Account, session_id: str) -> Any:
+    response = await client.get(
+        f"{API}/sessions/{session_id}/messages?limit=100", headers=account.headers
+    )
+    assert response.status_code == 200, response.text
+    return response.json()["data"]
+
+
+async def _stream(
+    client: httpx.AsyncClient, account: Account, message: dict[str, Any], *deltas: str
+) -> Any:
+    url = f"{API}/sessions/{message['session_id']}/messages/{message['id']}"
+    offset = len(message["partial_content"] or "")
+    answer = None
+    for delta in deltas:
+        response = await client.post(
+            f"{url}/append", json={"delta": delta, "offset": offset}, headers=account.headers
+        )
+        assert response.status_code == 200, response.text
+        answer = {k: v for k, v in response.json().items() if k != "length"}
+        offset = response.json()["length"]
+    return answer
+
+
+async def _set_status(
+    client: httpx.AsyncClient, account: Account, message: dict[str, Any], **body: Any
+) -> Any:
+    response = await client.patch(
+        f"{API}/sessions/{message['session_id']}/messages/{message['id']}",
+        json=body,
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# --- resume
+
+
+async def test_nothing_to_resume(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    assert_problem(await _resume(client, account, session["id"]), 404, "nothing_to_resume")
+
+    await factory.message(account, session["id"], content="question")
+    await factory.message(account, session["id"], role="assistant", content="answer")
+    # Open messages of other roles and finished assistant messages are not resumable.
+    await factory.message(account, session["id"], role="user", status="pending")
+    await factory.message(account, session["id"], role="tool", status="in_progress")
+    await factory.message(account, session["id"], role="assistant", status="cancelled")
+    streamed = await factory.message(account, session["id"], role="assistant", status="pending")
+    await _stream(client, account, streamed, "done")
+    await _set_status(client, account, streamed, status="complete")
+    assert_problem(await _resume(client, account, session["id"]), 404, "nothing_to_resume")
+
+
+async def test_resume_an_interrupted_answer(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    before = [
+        await factory.message(account, session["id"], role="system", content="Be brief."),
+        await factory.message(account, session["id"], content="Say hi in French"),
+    ]
+    answer = await factory.message(account, session["id"], role="assistant", status="pending")
+    answer = await _stream(client, account, answer, "Bonjour ", "à toi 😀")
+
+    response = await _resume(client, account, session["id"])
+    assert response.status_code == 200, response.text
+    point = response.json()
+    assert point["message"] == answer
+    assert point["message"]["partial_content"] == "Bonjour à toi 😀"
+    assert point["offset"] == len("Bonjour à toi 😀") == 15  # code points
+    assert point["history"] == before
+
+    # The offset is where the next delta goes.
+    continued = await client.post(
+        f"{API}/sessions/{session['id']}/messages/{answer['id']}/append",
+        json={"delta": "!", "offset": point["offset"]},
+        headers=account.headers,
+    )
+    assert continued.status_code == 200
+    assert continued.json()["partial_content"] == "Bonjour à toi 😀!"
+
+
+async def test_resume_picks_the_newest_unfinished_assistant_message(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    first = await factory.message(account, session["id"], content="q1")
+    old_failed = await factory.message(account, session["id"], role="assistant", status="pending")
+    await _stream(client, account, old_failed, "partial one")
+    old_failed = await _set_status(
+        client, account, old_failed, status="failed", error_message="timeout"
+    )
+    second = await factory.message(account, session["id"], content="q2")
+    failed = await factory.message(account, session["id"], role="assistant", status="pending")
+    await _stream(client, account, failed, "parti", "al twö")
+    failed = await _set_status(client, account, failed, status="failed", error_message="boom")
+    after = await factory.message(account, session["id"], role="assistant", content="later, done")
+
+    point = (await _resume(client, account, session["id"])).json()
+    assert point["message"] == failed
+    assert point["message"]["status"] == "failed"
+    assert point["message"]["partial_content"] == "partial twö"
+    assert point["offset"] == 11
+    assert point["history"] == [first, old_failed, second]
+    assert after["id"] not in {m["id"] for m in point["history"]}
+
+    # Resumed and finished: the older failed one is next.
+    await _set_status(client, account, failed, status="in_progress")
+    await _set_status(client, account, failed, status="complete")
+    point = (await _resume(client, account, session["id"])).json()
+    assert point["message"] == old_failed
+    assert point["offset"] == len("partial one")
+    assert point["history"] == [first]
+
+
+async def test_resume_history_limit(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    earlier = await factory.messages(account, session["id"], 60)
+    open_answer = await factory.message(account, session["id"], role="assistant", status="pending")
+
+    point = (await _resume(client, account, session["id"])).json()
+    assert point["message"] == open_answer
+    assert point["offset"] == 0
+    assert point["history"] == earlier[-50:]  # default 50: the newest, oldest first
+
+    point = (await _resume(client, account, session["id"], history_limit=3)).json()
+    assert point["history"] == earlier[-3:]
+    point = (await _resume(client, account, session["id"], history_limit=0)).json()
+    assert point["history"] == []
+    point = (await _resume(client, account, session["id"], history_limit=1000)).json()
+    assert point["history"] == earlier
+
+    for bad in (-1, 1001, "all"):
+        response = await _resume(client, account, session["id"], history_limit=bad)
+        assert_validation_error(response, "query", "history_limit")
+
+
+async def test_resume_changes_nothing(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    await factory.message(account, session["id"])
+    await factory.message(account, session["id"], role="assistant", status="pending")
+    before = await _all_messages(client, account, session["id"])
+    assert (await _resume(client, account, session["id"])).status_code == 200
+    assert await _all_messages(client, account, session["id"]) == before
+
+
+# --- fork
+
+
+async def test_fork_copies_the_prefix(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    source = await factory.chat_session(
+        account, title="Billing", workspace={"repo": "github.com/acme/api", "branch": "main"}
+    )
+    messages = [
+        await factory.message(account, source["id"], role="system", content="rules", token_count=2),
+        await factory.message(
+            account,
+            source["id"],
+            content="question",
+            token_count=5,
+            metadata={"k": "v"},
+            context={"documents": [{"id": "d1"}]},
+        ),
+        await factory.message(account, source["id"], role="assistant", content="answer"),
+        await factory.message(account, source["id"], content="not copied", token_count=100),
+    ]
+    # A gap: seqs in the copy are 1..n whatever was deleted before.
+    deleted = await client.delete(
+        f"{API}/sessions/{source['id']}/messages/{messages[0]['id']}", headers=account.headers
+    )
+    assert deleted.status_code == 200
+    messages = messages[1:]
+    source_before = (
+        await client.get(f"{API}/sessions/{source['id']}", headers=account.headers)
+    ).json()
+    source_messages = await _all_messages(client, account, source["id"])
+
+    response = await client.post(
+        f"{API}/sessions/{source['id']}/fork",
+        json={"message_id": messages[1]["id"]},
+        headers=account.headers,
+    )
+    assert response.status_code == 201, response.text
+    fork = response.json()
+    assert fork["object"] == "session"
+    assert fork["id"] != source["id"]
+    assert fork["title"] == "Billing"
+    assert fork["workspace"] == source["workspace"]
+    assert fork["message_count"] == 2
+    assert fork["total_tokens"] == 5
+    assert fork["last_message_at"] is not None
+    assert (
+        await client.get(f"{API}/sessions/{fork['id']}", headers=account.headers)
+    ).json() == fork
+
+    copies = await _all_messages(client, account, fork["id"])
+    assert [m["seq"] for m in copies] == [1, 2]
+    for copy, original in zip(copies, messages[:2], strict=True):
+        assert copy["id"] != original["id"]
+        assert copy["session_id"] == fork["id"]
+        for field in (
+            "role",
+            "content",
+            "status",
+            "metadata",
+            "context",
+            "token_count",
+            "model",
+            "created_at",
+            "completed_at",
+        ):
+            assert copy[field] == original[field], field
+
+    # The source is untouched.
+    source_after = (
+        await client.get(f"{API}/sessions/{source['id']}", headers=account.headers)
+    ).json()
+    assert source_after == source_before
+    assert await _all_messages(client, account, source["id"]) == source_messages
+
+    # The copy is a session of its own.
+    appended = await factory.message(account, fork["id"], content="only in the fork")
+    assert appended["seq"] == 3
+    assert await _all_messages(client, account, source["id"]) == source_messages
+    listed = await client.get(f"{API}/sessions", headers=account.headers)
+    assert [s["id"] for s in listed.json()["data"]] == [fork["id"], source["id"]]
+
+
+async def test_fork_of_a_streaming_answer(client: httpx.AsyncClient, factory: Factory) -> None:
+    account = await factory.account()
+    source = await factory.chat_session(account)
+    await factory.message(account, source["id"], content="q")
+    answer = await factory.message(
+        account, source["id"], role="assistant", status="pending", partial_content="Dé"
+    )
+    answer = await _stream(client, account, answer, "jà ", "vu 😀")
+
+    response = await client.post(
+        f"{API}/sessions/{source['id']}/fork",
+        json={"message_id": answer["id"]},
+        headers=account.headers,
+    )
+    assert response.status_code == 201, response.text
+    copies = await _all_messages(client, account, response.json()["id"])
+    copy = copies[-1]
+    assert (copy["status"], copy["partial_content"]) == ("in_progress", "Déjà vu 😀")
+
+    # Both go on independently from the same offset.
+    length = len("Déjà vu 😀")
+    await _stream(client, account, copy, " (fork)")
+    await _stream(client, account, answer, " (source)")
+    copy_url = f"{API}/sessions/{copy['session_id']}/messages/{copy['id']}"
+    answer_url = f"{API}/sessions/{source['id']}/messages/{answer['id']}"
+    copy_text = (await client.get(copy_url, headers=account.headers)).json()["partial_content"]
+    source_text = (await client.get(answer_url, headers=account.headers)).json()["partial_content"]
+    assert copy_text == "Déjà vu 😀 (fork)"
+    assert source_text == "Déjà vu 😀 (source)"
+    assert len(copy_text) == length + 7
+    done = await _set_status(client, account, copy, status="complete")
+    assert done["content"] == "Déjà vu 😀 (fork)"
+
+
+async def test_fork_at_the_first_and_last_message(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    source = await factory.chat_session(account)
+    messages = await factory.messages(account, source["id"], 120, token_count=1)
+    for message, count in ((messages[0], 1), (messages[-1], 120)):
+        response = await client.post(
+            f"{API}/sessions/{source['id']}/fork",
+            json={"message_id": message["id"]},
+            headers=account.headers,
+        )
+        assert response.status_code == 201, response.text
+        fork = response.json()
+        assert (fork["message_count"], fork["total_tokens"]) == (count, count)
+        copies = await _all_messages(client, account, fork["id"])
+        if count > 100:
+            rest = await client.get(
+                f"{API}/sessions/{fork['id']}/messages?after_seq=100", headers=account.headers
+            )
+            copies += rest.json()["data"]
+        assert [m["seq"] for m in copies] == list(range(1, count + 1))
+        assert [m["content"] for m in copies] == [m["content"] for m in messages[:count]]
+
+
+async def test_fork_refuses_a_message_of_another_session(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    source = await factory.chat_session(account)
+    other = await factory.chat_session(account)
+    await factory.message(account, source["id"])
+    foreign = await factory.message(account, other["id"])
+    response = await client.post(
+        f"{API}/sessions/{source['id']}/fork",
+        json={"message_id": foreign["id"]},
+        headers=account.headers,
+    )
+    assert_problem(response, 404, "message_not_found")
+    listed = await client.get(f"{API}/sessions", headers=account.headers)
+    assert len(listed.json()["data"]) == 2
+    missing_body = await client.post(
+        f"{API}/sessions/{source['id']}/fork", json={}, headers=account.headers
+    )
+    assert_validation_error(missing_body, "body", "message_id")
