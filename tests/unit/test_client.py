@@ -557,7 +557,7 @@ def _field_names(model: type[BaseModel]) -> set[str]:
 
 def test_client_models_have_the_fields_of_the_server_schemas() -> None:
     from chat_store.api import health
-    from chat_store.schemas import api_keys, chat_sessions, common, users
+    from chat_store.schemas import api_keys, chat_sessions, common, messages, users
 
     pairs: list[tuple[type[BaseModel], type[BaseModel]]] = [
         (models.User, users.UserRead),
@@ -570,6 +570,31 @@ def test_client_models_have_the_fields_of_the_server_schemas() -> None:
         (models.Deleted, common.Deleted),
         (models.Health, health.Health),
         (models.Readiness, health.Readiness),
+        (models.Message, messages.MessageRead),
+        (models.MessageWithLength, messages.MessageWithLength),
+        (models.ResumePoint, messages.ResumePoint),
+        (models.ContextWindow, messages.ContextWindow),
     ]
     for client_model, server_schema in pairs:
         assert _field_names(client_model) == _field_names(server_schema), client_model
+
+
+def test_sse_parser_reads_events_ids_comments_and_multiline_data() -> None:
+    from chat_store.client._follow import ServerSentEvent, parse_events
+
+    lines = [
+        ": ping",
+        "id: 5",
+        "event: delta",
+        'data: {"delta":"Hello","offset":5}',
+        "",
+        "",
+        "event: done",
+        "data: line one",
+        "data: line two",
+        "",
+    ]
+    assert list(parse_events(lines)) == [
+        ServerSentEvent("delta", '{"delta":"Hello","offset":5}', "5"),
+        ServerSentEvent("done", "line one\nline two", "5"),
+    ]

@@ -16,8 +16,12 @@ and refreshed once, by themselves, when the service answers 401). Error answers 
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
 from chat_store.client._api import ChatStoreApi
 from chat_store.client._core import UNSET, Call
+from chat_store.client._follow import follow_async, follow_sync
 from chat_store.client._transports import AsyncTransport, SyncTransport
 from chat_store.client.errors import (
     BadRequestError,
@@ -35,10 +39,16 @@ from chat_store.client.models import (
     ApiKey,
     ApiKeyCreated,
     ChatSession,
+    ContextWindow,
     Deleted,
     Health,
+    Message,
+    MessageWithLength,
     Page,
     Readiness,
+    ResumePoint,
+    StreamDelta,
+    StreamDone,
     TokenPair,
     User,
     Workspace,
@@ -48,9 +58,49 @@ from chat_store.client.models import (
 class ChatStoreClient(SyncTransport, ChatStoreApi):
     """Blocking client; use it as a context manager, or call `close()`."""
 
+    def follow(
+        self,
+        session_id: uuid.UUID | str,
+        message_id: uuid.UUID | str,
+        *,
+        offset: int = 0,
+        max_retries: int = 10,
+        retry_delay: float = 0.5,
+    ) -> Iterator[StreamDelta | StreamDone]:
+        """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`.
+        A dropped connection is resumed by itself from the last offset received."""
+        return follow_sync(
+            self,
+            session_id,
+            message_id,
+            offset=offset,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+        )
+
 
 class AsyncChatStoreClient(AsyncTransport, ChatStoreApi):
     """Async client; use it with `async with`, or call `aclose()`."""
+
+    def follow(
+        self,
+        session_id: uuid.UUID | str,
+        message_id: uuid.UUID | str,
+        *,
+        offset: int = 0,
+        max_retries: int = 10,
+        retry_delay: float = 0.5,
+    ) -> AsyncIterator[StreamDelta | StreamDone]:
+        """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`.
+        A dropped connection is resumed by itself from the last offset received."""
+        return follow_async(
+            self,
+            session_id,
+            message_id,
+            offset=offset,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+        )
 
 
 __all__ = [
@@ -64,15 +114,21 @@ __all__ = [
     "ChatStoreClient",
     "ChatStoreError",
     "ConflictError",
+    "ContextWindow",
     "Deleted",
     "ForbiddenError",
     "Health",
+    "Message",
+    "MessageWithLength",
     "NotFoundError",
     "Page",
     "PayloadTooLargeError",
     "RateLimitedError",
     "Readiness",
+    "ResumePoint",
     "ServerError",
+    "StreamDelta",
+    "StreamDone",
     "TokenPair",
     "UnauthorizedError",
     "User",

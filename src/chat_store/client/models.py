@@ -8,6 +8,7 @@ fields in step with the server's read schemas.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
@@ -104,3 +105,68 @@ class Readiness(Model):
     @property
     def ready(self) -> bool:
         return self.status == "ok"
+
+
+MessageRole = Literal["user", "assistant", "system", "tool"]
+MessageStatus = Literal["pending", "in_progress", "complete", "failed", "cancelled"]
+
+
+class Message(Model):
+    id: uuid.UUID
+    object: Literal["message"] = "message"
+    session_id: uuid.UUID
+    seq: int
+    role: MessageRole
+    content: str | None = None
+    partial_content: str | None = None
+    status: MessageStatus
+    error_message: str | None = None
+    context: dict[str, Any] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    token_count: int | None = None
+    model: str | None = None
+    latency_ms: int | None = None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None = None
+    stale: bool = False
+
+    @property
+    def text(self) -> str:
+        """The message's text: `content` once complete, the streamed text before."""
+        return self.content if self.content is not None else (self.partial_content or "")
+
+
+class MessageWithLength(Message):
+    length: int
+
+
+class ResumePoint(Model):
+    message: Message
+    offset: int
+    history: list[Message]
+
+
+class ContextWindow(Model):
+    object: Literal["context"] = "context"
+    data: list[Message]
+    token_count: int
+    truncated: bool
+    omitted_count: int
+
+
+@dataclass(frozen=True)
+class StreamDelta:
+    """Text appended to a followed message; `offset` is the stored length after it."""
+
+    delta: str
+    offset: int
+
+
+@dataclass(frozen=True)
+class StreamDone:
+    """The followed message reached a final status; `length` is the final text length."""
+
+    status: str
+    error_message: str | None
+    length: int
