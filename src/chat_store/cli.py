@@ -67,6 +67,9 @@ def serve(
         workers=workers,
         reload=reload,
         log_config=None,  # logging is configured by create_app
+        # X-Forwarded-For is read by the service itself, only from TRUSTED_PROXIES; uvicorn
+        # would otherwise believe it from any local caller.
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -114,6 +114,11 @@ class _StateCollector(Collector):
             "SSE streams open in this process.",
             state.streams.open_streams,
         )
+        yield _counter(
+            "chat_store_streams_opened",
+            "SSE streams opened by this process.",
+            state.streams.opened_total,
+        )
         yield _gauge(
             "chat_store_bus_subscriptions",
             "Live-stream subscriptions in this process.",

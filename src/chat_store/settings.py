@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     allow_registration: bool = True
     allow_guests: bool = False
-    # How long a verified API key (or a JWT's user) is trusted without a database read.
+    # How long a verified API key (or a JWT's user) is trusted without a database read;
+    # 0 turns the cache off (every request reads the database).
     principal_cache_seconds: int = Field(default=60, ge=0)
 
     # --- limits
@@ -112,6 +113,8 @@ class Settings(BaseSettings):
     def _valid_limit(cls, value: str) -> str:
         from limits import parse
 
+        if any(separator in value for separator in ",;|"):
+            raise ValueError("give one limit, like 20/minute (several are not combined)")
         try:
             parse(value)
         except ValueError as exc:

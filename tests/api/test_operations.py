@@ -291,3 +291,40 @@ async def test_hsts_only_when_turned_on(backend: Backend, client: httpx.AsyncCli
     async with running_app(hsts) as app, client_for(app) as https_client:
         answer = await https_client.get("/health")
         assert answer.headers["strict-transport-security"].startswith("max-age=")
+
+
+async def test_guessing_credentials_is_limited_per_address(backend: Backend) -> None:
+    settings = make_settings(
+        backend,
+        rate_limit_enabled=True,
+        rate_limit_auth="3/minute",
+        redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
+    )
+    async with running_app(settings) as app, client_for(app) as client:
+        del app
+        guesses = [await client.get(ME, headers={"X-API-Key": f"csk_guess{i}"}) for i in range(4)]
+        assert [g.status_code for g in guesses] == [401, 401, 401, 429]
+        assert guesses[3].json()["code"] == "rate_limited"
+        assert int(guesses[3].headers["Retry-After"]) >= 1
+
+
+async def test_principal_cache_can_be_turned_off(backend: Backend) -> None:
+    settings = make_settings(backend, principal_cache_seconds=0)
+    async with running_app(settings) as app, client_for(app) as client:
+        account = await Factory(client).account()
+        key = await Factory(client).api_key(account)
+        for _ in range(2):
+            assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 200
+        state: AppState = app.state.resources
+        assert getattr(state.cache, "hits", 0) == 0
+        await client.delete(f"{API}/api-keys/{key['id']}", headers=account.headers)
+        assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 401
+
+
+def test_one_rate_limit_per_setting(backend: Backend) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="give one limit"):
+        make_settings(backend, rate_limit_read="10/minute;100/hour")
+    with pytest.raises(ValidationError, match="not a rate limit"):
+        make_settings(backend, rate_limit_read="often")

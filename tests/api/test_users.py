@@ -131,6 +131,29 @@ async def test_changing_the_password(client: httpx.AsyncClient, factory: Factory
     assert await login_status(client, account.email, account.password) == 401
 
 
+async def test_a_new_password_ends_the_logins_made_with_the_old_one(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    changed = await client.patch(
+        ME,
+        json={"password": "a brand new password", "current_password": account.password},
+        headers=account.headers,
+    )
+    assert changed.status_code == 200
+    refreshed = await client.post(
+        f"{API}/auth/refresh", json={"refresh_token": account.refresh_token}
+    )
+    assert refreshed.status_code == 401
+    assert refreshed.json()["code"] == "unauthorized"
+    # A login with the new password gets tokens that refresh.
+    tokens = await factory.login(account.email, "a brand new password")
+    renewed = await client.post(
+        f"{API}/auth/refresh", json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert renewed.status_code == 200
+
+
 async def test_a_new_password_follows_the_registration_rules(
     client: httpx.AsyncClient, factory: Factory
 ) -> None:

@@ -12,10 +12,11 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from chat_store.api.limiting import apply_limit, client_ip
 from chat_store.cache import Cache as CacheAdapter
 from chat_store.cache.bus import Bus as BusAdapter
 from chat_store.errors import AppError, Unauthorized, ValidationFailed
-from chat_store.ratelimit import RateLimiter
+from chat_store.ratelimit import RateLimiter, parse_limit
 from chat_store.services import hooks
 from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
@@ -108,16 +109,27 @@ api_key_scheme = APIKeyHeader(
 
 
 async def get_principal(
+    request: Request,
     db: DbSession,
-    settings: AppSettings,
-    cache: Cache,
+    state: State,
     bearer: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
-    if bearer:
-        return await principal_service.from_bearer(db, settings, cache, bearer)
-    if api_key:
-        return await principal_service.from_api_key(db, settings, cache, api_key)
+    settings = state.settings
+    try:
+        if bearer:
+            return await principal_service.from_bearer(db, settings, state.cache, bearer)
+        if api_key:
+            return await principal_service.from_api_key(db, settings, state.cache, api_key)
+    except Unauthorized:
+        # Wrong credentials count against the client address's auth budget, so guessing keys
+        # or tokens is limited like guessing passwords.
+        if settings.rate_limit_enabled:
+            result = await state.limiter.hit(
+                parse_limit(settings.rate_limit_auth), "auth", client_ip(request, settings)
+            )
+            apply_limit(request, result, "failed authentication from this address")
+        raise
     raise Unauthorized("Authentication required: a bearer token or an X-API-Key header")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.models import RefreshToken
@@ -41,6 +41,22 @@ async def mark_used(db: AsyncSession, token_id: uuid.UUID, at: datetime) -> bool
         .values(used_at=at)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def revoke_all_for_user(db: AsyncSession, user_id: uuid.UUID, at: datetime) -> None:
+    await db.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )
+
+
+async def delete_expired(db: AsyncSession, now: datetime, batch: int = 1000) -> int:
+    """Expired refresh tokens, in a batch. Spent and revoked ones are kept until they expire:
+    a reuse must still be recognised as one."""
+    ids = select(RefreshToken.id).where(RefreshToken.expires_at <= now).limit(batch)
+    result = await db.execute(delete(RefreshToken).where(RefreshToken.id.in_(ids)))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def revoke_family(db: AsyncSession, family_id: uuid.UUID, at: datetime) -> None:

@@ -272,7 +272,7 @@ async def chunk_texts(db: AsyncSession, message_ids: Sequence[uuid.UUID]) -> dic
         .order_by(MessageChunk.message_id, MessageChunk.start)
     )
     parts: dict[uuid.UUID, list[str]] = {}
-    for message_id, text in result.tuples():
+    for message_id, text in result:
         parts.setdefault(message_id, []).append(text)
     return {message_id: "".join(texts) for message_id, texts in parts.items()}
 

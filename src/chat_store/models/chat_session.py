@@ -15,6 +15,8 @@ class ChatSession(Base):
     __table_args__ = (
         # The session list: newest activity first per owner, keyset on (last_activity_at, id).
         Index("ix_chat_session_user_activity", "user_id", "last_activity_at", "id"),
+        # Retention: sessions idle since a cut-off, across all owners.
+        Index("ix_chat_session_last_activity_at", "last_activity_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)

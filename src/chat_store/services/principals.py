@@ -47,10 +47,12 @@ async def from_bearer(db: AsyncSession, settings: Settings, cache: Cache, token:
         return await from_api_key(db, settings, cache, token)
     claims = decode_access_token(token, settings.jwt_secret_value(), settings.jwt_algorithm)
     # A deleted user's still-valid JWT is refused.
-    if await cache.get(user_cache_key(claims.user_id)) is None:
+    ttl = settings.principal_cache_seconds
+    if not ttl or await cache.get(user_cache_key(claims.user_id)) is None:
         if await user_crud.get_by_id(db, claims.user_id) is None:
             raise Unauthorized("Invalid token")
-        await cache.set(user_cache_key(claims.user_id), b"1", settings.principal_cache_seconds)
+        if ttl:
+            await cache.set(user_cache_key(claims.user_id), b"1", ttl)
     return Principal(user_id=claims.user_id, kind="user")
 
 
@@ -61,7 +63,8 @@ async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: 
     # usable about the secret, so no separate constant-time compare is needed.
     key_hash = sha256_hex(key)
     now = datetime.now(UTC)
-    cached = await cache.get(api_key_cache_key(key_hash))
+    ttl = settings.principal_cache_seconds
+    cached = await cache.get(api_key_cache_key(key_hash)) if ttl else None
     if cached is not None:
         entry = json.loads(cached)
         expires_at = datetime.fromisoformat(entry["e"]) if entry["e"] else None
@@ -82,9 +85,8 @@ async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: 
         "k": str(row.id),
         "e": row.expires_at.isoformat() if row.expires_at else None,
     }
-    await cache.set(
-        api_key_cache_key(key_hash), json.dumps(entry).encode(), settings.principal_cache_seconds
-    )
+    if ttl:
+        await cache.set(api_key_cache_key(key_hash), json.dumps(entry).encode(), ttl)
     return Principal(user_id=row.user_id, kind="api_key", api_key_id=row.id)
 
 

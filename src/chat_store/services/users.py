@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache import Cache
 from chat_store.crud import api_keys as api_key_crud
+from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import Unauthorized, ValidationFailed
 from chat_store.models import User
@@ -37,6 +40,9 @@ async def update_me(
         if not await verify_password(current, user.password_hash, settings.bcrypt_rounds):
             raise ValidationFailed("current_password is wrong", ["body", "current_password"])
         user.password_hash = await hash_password(changes["password"], settings.bcrypt_rounds)
+        # A new password ends every login made with the old one (their refresh tokens);
+        # access tokens still run out on their own within ACCESS_TOKEN_MINUTES.
+        await token_crud.revoke_all_for_user(db, user.id, datetime.now(UTC))
     await db.flush()
     return user
 

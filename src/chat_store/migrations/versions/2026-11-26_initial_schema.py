@@ -104,6 +104,8 @@ def upgrade() -> None:
     op.create_index(
         "ix_chat_session_user_activity", "chat_session", ["user_id", "last_activity_at", "id"]
     )
+    # Retention: sessions idle since a cut-off, across all owners.
+    op.create_index("ix_chat_session_last_activity_at", "chat_session", ["last_activity_at"])
     op.create_table(
         "message",
         sa.Column("id", sa.Uuid(), nullable=False),

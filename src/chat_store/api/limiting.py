@@ -1,0 +1,54 @@
+"""Pieces of rate limiting that need no dependencies: the client address (X-Forwarded-For
+believed only from trusted proxies) and turning a limit result into headers or a 429."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+from fastapi import Request
+
+from chat_store.errors import RateLimited
+from chat_store.ratelimit import LimitResult
+from chat_store.settings import Settings
+
+
+@lru_cache(maxsize=16)
+def _networks(
+    trusted: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in trusted)
+
+
+def _is_trusted(address: str, settings: Settings) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in _networks(tuple(settings.trusted_proxies)))
+
+
+def client_ip(request: Request, settings: Settings) -> str:
+    """The peer address; behind a trusted proxy, the nearest untrusted X-Forwarded-For hop.
+
+    X-Forwarded-For is read right to left and only while each hop is a trusted proxy, so a
+    client cannot pick its own address by sending the header itself.
+    """
+    peer = request.client.host if request.client else "unknown"
+    if not settings.trusted_proxies or not _is_trusted(peer, settings):
+        return peer
+    hops = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",")]
+    for hop in reversed([hop for hop in hops if hop]):
+        if not _is_trusted(hop, settings):
+            return hop
+    return peer
+
+
+def apply_limit(request: Request, result: LimitResult, what: str) -> None:
+    # The request middleware copies these onto the answer, whatever the answer is.
+    request.scope.setdefault("state", {})["rate_limit_headers"] = result.headers()
+    if not result.allowed:
+        error = RateLimited(f"Rate limit for {what} exceeded; retry in {result.reset_seconds} s")
+        error.headers.update(result.headers())
+        error.headers["Retry-After"] = str(max(1, result.reset_seconds))
+        raise error
