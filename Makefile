@@ -26,9 +26,11 @@ venv: $(VENV)/.synced
 serve: venv
 	$(BIN)/chat-store serve
 
+LINTED := src tests $(wildcard scripts)
+
 lint: venv
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 typecheck: venv
 	$(BIN)/mypy
@@ -41,8 +43,10 @@ test-postgres: venv
 
 test: lint typecheck test-sqlite test-postgres
 
+# Load benchmark (docs/benchmarks.md); wrk comes from Debian's packages when missing.
 bench: venv
-	$(BIN)/python scripts/bench.py
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
+	$(BIN)/python scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
