@@ -10,6 +10,8 @@ import pytest
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.services import chat_sessions as chat_session_service
 from tests.assertions import assert_problem
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
 from tests.factories import API, Factory
 
 SESSIONS = f"{API}/sessions"
@@ -150,3 +152,18 @@ async def test_credentials_answers_are_not_cached(
         await client.get(f"{API}/api-keys", headers=account.headers),
     ):
         assert response.headers["cache-control"] == "no-store", response.request.url
+
+
+async def test_an_unreachable_database_is_a_503_not_a_500(backend: Backend) -> None:
+    unreachable = "postgresql://root@127.0.0.1:1/nowhere"
+    settings = make_settings(backend, database_url=unreachable, db_pool_timeout=1.0)
+    async with running_app(settings) as app, client_for(app) as client:
+        answer = await client.post(
+            "/api/v1/auth/register",
+            json={"email": "nobody@example.com", "password": "long enough password"},
+        )
+        assert answer.status_code == 503, answer.text
+        body = answer.json()
+        assert body["code"] == "service_unavailable"
+        assert answer.headers["Retry-After"] == "1"
+        assert "127.0.0.1" not in answer.text and "Traceback" not in answer.text

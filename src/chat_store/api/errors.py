@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chat_store.api.middleware import SECURITY_HEADERS
@@ -125,6 +127,47 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database refused or did not hand out a connection: a passing condition, not a bug."""
+    request_id = request.scope.get("state", {}).get("request_id", "-")
+    logger.warning("database unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+    response = problem_response(
+        request,
+        status=503,
+        code="service_unavailable",
+        title="Service unavailable",
+        detail="The database is not available right now; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+    response.headers["X-Request-ID"] = request_id
+    return response
+
+
+# Driver errors that mean "no usable connection" rather than a fault in a statement.
+_CONNECTION_ERRORS = (
+    "TooManyConnectionsError",
+    "CannotConnectNowError",
+    "ConnectionDoesNotExistError",
+    "ConnectionFailureError",
+    "InterfaceError",
+    "OperationalError",
+)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    original = type(exc.orig).__name__ if exc.orig is not None else ""
+    if (
+        exc.connection_invalidated
+        or isinstance(exc, OperationalError | InterfaceError)
+        or isinstance(exc.orig, OSError)
+        or original in _CONNECTION_ERRORS
+        or "too many clients" in str(exc.orig)
+    ):
+        return await _database_unavailable(request, exc)
+    return await _unhandled_error(request, exc)
+
+
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = request.scope.get("state", {}).get("request_id", "-")
     logger.exception("unhandled error", extra={"request_id": request_id})
@@ -147,4 +190,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
+    # asyncpg raises ConnectionRefusedError and friends unwrapped when it cannot connect.
+    app.add_exception_handler(ConnectionError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unhandled_error)
