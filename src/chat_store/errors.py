@@ -35,6 +35,13 @@ class Unauthorized(AppError):
         self.headers["WWW-Authenticate"] = "Bearer"
 
 
+class TokenExpired(Unauthorized):
+    """A genuine access token past its lifetime: refresh it (this is not a guess)."""
+
+    def __init__(self) -> None:
+        super().__init__("Token expired")
+
+
 class Forbidden(AppError):
     status, code, title = 403, "forbidden", "Forbidden"
 

@@ -12,10 +12,10 @@ from functools import lru_cache
 from typing import Any
 
 import anyio.to_thread
-from jose import JWTError, jwt
+from jose import ExpiredSignatureError, JWTError, jwt
 from passlib.context import CryptContext
 
-from chat_store.errors import Unauthorized
+from chat_store.errors import TokenExpired, Unauthorized
 
 API_KEY_PREFIX = "csk_"
 ACCESS_TOKEN_TYPE = "access"
@@ -99,8 +99,9 @@ def decode_access_token(token: str, secret: str, algorithm: str) -> AccessClaims
             options={"require_exp": True, "require_sub": True, "require_iat": True},
         )
     except JWTError as exc:
-        detail = "Token expired" if "expired" in str(exc).lower() else "Invalid token"
-        raise Unauthorized(detail) from None
+        if isinstance(exc, ExpiredSignatureError):
+            raise TokenExpired() from None
+        raise Unauthorized("Invalid token") from None
     if claims.get("type") != ACCESS_TOKEN_TYPE:
         raise Unauthorized("Invalid token")
     try:

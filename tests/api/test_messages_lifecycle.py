@@ -308,3 +308,26 @@ async def test_delete_message(client: httpx.AsyncClient, factory: Factory) -> No
     assert_problem(again, 404, "message_not_found")
     listed = await client.get(_url(session["id"]), headers=account.headers)
     assert listed.json()["data"] == [keep]
+
+
+async def test_null_text_in_a_patch_is_a_validation_error(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    base = f"{API}/sessions/{session['id']}/messages"
+    pending = (
+        await client.post(
+            base, json={"role": "assistant", "status": "pending"}, headers=account.headers
+        )
+    ).json()
+    url = f"{base}/{pending['id']}"
+    for body in (
+        {"status": "complete", "content": None},
+        {"partial_content": None},
+    ):
+        answer = await client.patch(url, json=body, headers=account.headers)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["code"] == "validation_error"
+    stored = (await client.get(url, headers=account.headers)).json()
+    assert (stored["status"], stored["partial_content"]) == ("pending", "")

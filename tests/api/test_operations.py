@@ -328,3 +328,81 @@ def test_one_rate_limit_per_setting(backend: Backend) -> None:
         make_settings(backend, rate_limit_read="10/minute;100/hour")
     with pytest.raises(ValidationError, match="not a rate limit"):
         make_settings(backend, rate_limit_read="often")
+
+
+async def test_expired_tokens_do_not_use_up_the_auth_budget(backend: Backend) -> None:
+    settings = make_settings(
+        backend,
+        rate_limit_enabled=True,
+        rate_limit_auth="3/minute",
+        redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
+    )
+    async with running_app(settings) as app, client_for(app) as client:
+        del app
+        from chat_store.security import create_access_token
+
+        account = await Factory(client).account()
+        expired, _ = create_access_token(
+            uuid.UUID(account.user_id),
+            settings.jwt_secret_value(),
+            settings.jwt_algorithm,
+            timedelta(seconds=-1),
+        )
+        answers = [
+            await client.get(ME, headers={"Authorization": f"Bearer {expired}"}) for _ in range(5)
+        ]
+        assert {a.status_code for a in answers} == {401}
+        assert answers[0].json()["detail"] == "Token expired"
+        # The client can still refresh: its address has not been marked as guessing.
+        refreshed = await client.post(
+            f"{API}/auth/refresh", json={"refresh_token": account.refresh_token}
+        )
+        assert refreshed.status_code == 200
+
+
+async def test_a_client_cannot_choose_its_address_with_an_extra_forwarded_line(
+    backend: Backend,
+) -> None:
+    settings = make_settings(
+        backend,
+        rate_limit_enabled=True,
+        rate_limit_auth="2/minute",
+        redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
+        trusted_proxies=["127.0.0.1/32", "10.0.0.0/8"],
+    )
+    async with running_app(settings) as app, client_for(app) as client:
+        del app
+        statuses = []
+        for attempt in range(3):
+            # The client's own line first, then the one its (trusted) proxy appended.
+            headers = [
+                ("X-Forwarded-For", f"198.51.100.{attempt}"),
+                ("X-Forwarded-For", "203.0.113.9, 10.0.0.2"),
+            ]
+            answer = await client.post(
+                f"{API}/auth/logout", json={"refresh_token": "x"}, headers=headers
+            )
+            statuses.append(answer.status_code)
+        assert statuses == [204, 204, 429]  # all counted as 203.0.113.9
+
+
+async def test_a_late_cache_fill_cannot_undo_a_revocation(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    from chat_store.security import sha256_hex
+    from chat_store.services import principals
+
+    account = await factory.account()
+    key = await factory.api_key(account)
+    headers = {"X-API-Key": key["key"]}
+    assert (await client.get(ME, headers=headers)).status_code == 200
+    cache_key = principals.api_key_cache_key(sha256_hex(key["key"]))
+    entry = await state.cache.get(cache_key)
+    assert entry is not None and entry != principals.REVOKED
+    assert (
+        await client.delete(f"{API}/api-keys/{key['id']}", headers=account.headers)
+    ).status_code == 204
+    # A request that read the key before the revocation committed now tries to cache it.
+    await state.cache.add(cache_key, entry, 60)
+    assert await state.cache.get(cache_key) == principals.REVOKED
+    assert (await client.get(ME, headers=headers)).status_code == 401

@@ -244,6 +244,17 @@ async def server(e2e_backend: Backend) -> AsyncIterator[ServerProcess]:
         yield started
 
 
+# Streaming tests make far more requests per minute than the default limits allow, and poll
+# the store often so that a lost publish is noticed quickly.
+NO_LIMITS = {"RATE_LIMIT_ENABLED": "false", "STREAM_POLL_SECONDS": "1"}
+
+
+@pytest.fixture(scope="module")
+async def stream_server(e2e_backend: Backend) -> AsyncIterator[ServerProcess]:
+    async with running_server(e2e_backend, **NO_LIMITS) as started:
+        yield started
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -14,21 +13,13 @@ import pytest
 
 from chat_store.client import AsyncChatStoreClient, StreamDelta, StreamDone
 from tests.backends import Backend
-from tests.e2e.conftest import ServerProcess, running_server, start_server
+from tests.e2e.conftest import NO_LIMITS, ServerProcess, start_server
 from tests.e2e.test_client_flows import new_account
 from tests.e2e.writer_process import delta_text
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-# The suite makes far more requests per minute than the default limits allow.
-NO_LIMITS = {"RATE_LIMIT_ENABLED": "false", "STREAM_POLL_SECONDS": "1"}
-
-
-@pytest.fixture(scope="module")
-async def stream_server(e2e_backend: Backend) -> AsyncIterator[ServerProcess]:
-    async with running_server(e2e_backend, **NO_LIMITS) as started:
-        yield started
 
 
 async def test_fifty_concurrent_appends_get_seq_1_to_50(stream_server: ServerProcess) -> None:

@@ -4,7 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from chat_store.api.deps import API_PREFIX, Cache, CurrentPrincipal, DbSession
+from chat_store.api.deps import API_PREFIX, AppSettings, Cache, CurrentPrincipal, DbSession
 from chat_store.api.responses import problems
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from chat_store.schemas.common import Page
@@ -42,8 +42,12 @@ async def list_api_keys(db: DbSession, principal: CurrentPrincipal) -> Page[ApiK
     operation_id="revoke_api_key",
 )
 async def revoke_api_key(
-    db: DbSession, cache: Cache, principal: CurrentPrincipal, key_id: uuid.UUID
+    db: DbSession,
+    settings: AppSettings,
+    cache: Cache,
+    principal: CurrentPrincipal,
+    key_id: uuid.UUID,
 ) -> Response:
     """Revoke a key at once."""
-    await api_key_service.revoke_api_key(db, cache, principal.user_id, key_id)
+    await api_key_service.revoke_api_key(db, settings, cache, principal.user_id, key_id)
     return Response(status_code=204)

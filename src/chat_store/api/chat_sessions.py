@@ -16,9 +16,9 @@ from chat_store.api.deps import (
     PaginationParams,
 )
 from chat_store.api.responses import problems
-from chat_store.crud.chat_sessions import ChatSessionFilters
 from chat_store.schemas.chat_sessions import (
     ChatSessionCreate,
+    ChatSessionFilters,
     ChatSessionRead,
     ChatSessionRename,
     ChatSessionStatus,

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from chat_store.api.limiting import apply_limit, client_ip
 from chat_store.cache import Cache as CacheAdapter
 from chat_store.cache.bus import Bus as BusAdapter
-from chat_store.errors import AppError, Unauthorized, ValidationFailed
+from chat_store.errors import AppError, TokenExpired, Unauthorized, ValidationFailed
 from chat_store.ratelimit import RateLimiter, parse_limit
 from chat_store.services import hooks
 from chat_store.services import principals as principal_service
@@ -121,6 +121,8 @@ async def get_principal(
             return await principal_service.from_bearer(db, settings, state.cache, bearer)
         if api_key:
             return await principal_service.from_api_key(db, settings, state.cache, api_key)
+    except TokenExpired:
+        raise  # a real token that ran out: the client refreshes it, nothing to limit
     except Unauthorized:
         # Wrong credentials count against the client address's auth budget, so guessing keys
         # or tokens is limited like guessing passwords.

@@ -151,6 +151,9 @@ _CONNECTION_ERRORS = (
     "ConnectionFailureError",
     "InterfaceError",
     "OperationalError",
+    # Two transactions waited on each other; the database undid one: retrying is safe.
+    "DeadlockDetectedError",
+    "SerializationError",
 )
 
 

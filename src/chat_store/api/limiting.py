@@ -37,7 +37,9 @@ def client_ip(request: Request, settings: Settings) -> str:
     peer = request.client.host if request.client else "unknown"
     if not settings.trusted_proxies or not _is_trusted(peer, settings):
         return peer
-    hops = [hop.strip() for hop in request.headers.get("x-forwarded-for", "").split(",")]
+    # Every X-Forwarded-For line: a proxy may add its own line after the client's.
+    forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+    hops = [hop.strip() for hop in forwarded.split(",")]
     for hop in reversed([hop for hop in hops if hop]):
         if not _is_trusted(hop, settings):
             return hop

@@ -25,7 +25,9 @@ async def update_current_user(
 
 
 @router.delete("/me", status_code=204, responses=AUTHED, operation_id="delete_current_user")
-async def delete_current_user(db: DbSession, cache: Cache, principal: CurrentPrincipal) -> Response:
+async def delete_current_user(
+    db: DbSession, settings: AppSettings, cache: Cache, principal: CurrentPrincipal
+) -> Response:
     """Erase the account and everything it owns; answers once it is gone."""
-    await user_service.delete_me(db, cache, principal)
+    await user_service.delete_me(db, settings, cache, principal)
     return Response(status_code=204)

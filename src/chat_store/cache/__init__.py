@@ -21,6 +21,10 @@ class Cache(Protocol):
 
     async def get(self, key: str) -> bytes | None: ...
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        """Set only if the key is absent (never overwrites, e.g., a revocation marker)."""
+        ...
+
     async def delete(self, *keys: str) -> None: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
@@ -50,6 +54,11 @@ class MemoryCache:
         if len(self._items) >= self._max_items:
             self._items.pop(next(iter(self._items)))  # oldest insertion goes first
         self._items[key] = (time.monotonic() + ttl_seconds, value)
+
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        item = self._items.get(key)
+        if item is None or item[0] < time.monotonic():
+            await self.set(key, value, ttl_seconds)
 
     async def delete(self, *keys: str) -> None:
         for key in keys:
@@ -113,6 +122,14 @@ class RedisCache:
             return
         try:
             await self._redis.set(self._prefix + key, value, ex=ttl_seconds)
+        except RedisError as exc:
+            self._failed("set", exc)
+
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        if not self.available:
+            return
+        try:
+            await self._redis.set(self._prefix + key, value, ex=ttl_seconds, nx=True)
         except RedisError as exc:
             self._failed("set", exc)
 

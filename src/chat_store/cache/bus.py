@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
+RETRY_AFTER_SECONDS = 1.0
 QUEUE_SIZE = 1024  # a reader that falls this far behind drops events and re-reads the store
 
 
@@ -126,13 +128,19 @@ class RedisBus:
         self._listener: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.errors = 0
+        self._skip_until = 0.0
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
+        # After a failure, Redis is left alone for a second: a write that publishes many events
+        # must not wait out a timeout for each of them.
+        if time.monotonic() < self._skip_until:
+            return
         try:
             await self._redis.publish(self._prefix + channel, json.dumps(event))
         except RedisError as exc:
             # Readers notice the gap (their timer re-reads the store): fail open.
             self.errors += 1
+            self._skip_until = time.monotonic() + RETRY_AFTER_SECONDS
             logger.warning("redis publish failed: %s", type(exc).__name__)
 
     @asynccontextmanager

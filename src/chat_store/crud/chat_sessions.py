@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,15 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
 from chat_store.models import ChatSession
-
-
-@dataclass(frozen=True)
-class ChatSessionFilters:
-    favorite: bool | None = None
-    status: str | None = None
-    title_contains: str | None = None
-    repo: str | None = None
-    updated_after: datetime | None = None
+from chat_store.schemas.chat_sessions import ChatSessionFilters
 
 
 async def exists(db: AsyncSession, session_id: uuid.UUID) -> bool:
@@ -104,7 +95,12 @@ async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> t
     rows = result.all()
     if not rows:
         return 0, 0
-    await db.execute(delete(ChatSession).where(ChatSession.id.in_([row[0] for row in rows])))
+    # The cut-off again: a session that became active since the select is kept.
+    await db.execute(
+        delete(ChatSession).where(
+            ChatSession.id.in_([row[0] for row in rows]), ChatSession.last_activity_at < cutoff
+        )
+    )
     return len(rows), sum(int(row[1]) for row in rows)
 
 

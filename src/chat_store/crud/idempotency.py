@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,9 +32,14 @@ async def create(
     response_body: str,
     expires_at: datetime,
 ) -> None:
-    # An expired record with the same key is replaced: the unique pair is (user_id, key).
+    # Only an expired record with the same key is replaced (the unique pair is (user_id, key)):
+    # a live one must make this insert fail, so that a concurrent retry replays it.
     await db.execute(
-        delete(IdempotencyKey).where(IdempotencyKey.user_id == user_id, IdempotencyKey.key == key)
+        delete(IdempotencyKey).where(
+            IdempotencyKey.user_id == user_id,
+            IdempotencyKey.key == key,
+            IdempotencyKey.expires_at <= datetime.now(UTC),
+        )
     )
     db.add(
         IdempotencyKey(

@@ -8,7 +8,7 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store.models import ChatSession, Message, MessageChunk
+from chat_store.models import ChatSession, Message, MessageChunk, MessageTombstone
 
 _OPEN = ("pending", "in_progress")
 _MESSAGE_TABLE = cast(Table, Message.__table__)
@@ -29,14 +29,15 @@ async def reserve_seqs(
 
     The UPDATE row-locks the session until commit, so concurrent appends to one session queue
     here and each gets the next numbers; a rolled-back append gives its numbers back. Returns
-    the new (last seq, history version), or None when the session is missing, not the
-    caller's, or not at expected_last_seq.
+    the new (last seq, history version) — message i of n gets seq and version `last - n + 1 + i`
+    — or None when the session is missing, not the caller's, or not at expected_last_seq.
     """
     values: dict[str, Any] = {
         "last_seq": ChatSession.last_seq + count,
         "message_count": ChatSession.message_count + count,
         "total_tokens": ChatSession.total_tokens + tokens,
-        "history_version": ChatSession.history_version + 1,
+        # One version per message: the change feed tells each of them apart.
+        "history_version": ChatSession.history_version + count,
         "last_message_at": now,
         "last_activity_at": now,
         "updated_at": now,
@@ -74,6 +75,20 @@ async def get_history_state(
     )
     row = result.one_or_none()
     return (row[0], row[1], row[2]) if row is not None else None
+
+
+async def adjust_counters(
+    db: AsyncSession, session_id: uuid.UUID, *, count_delta: int = 0, token_delta: int = 0
+) -> None:
+    """Counters only (the caller already bumped the version and holds the row lock)."""
+    await db.execute(
+        update(ChatSession)
+        .where(ChatSession.id == session_id)
+        .values(
+            message_count=ChatSession.message_count + count_delta,
+            total_tokens=ChatSession.total_tokens + token_delta,
+        )
+    )
 
 
 async def bump_session(
@@ -150,11 +165,6 @@ async def get_for_owner(
         stmt = stmt.with_for_update()
     result = await db.execute(stmt)
     return result.scalar_one_or_none()
-
-
-async def get_many(db: AsyncSession, ids: Sequence[uuid.UUID]) -> list[Message]:
-    result = await db.execute(select(Message).where(Message.id.in_(ids)).order_by(Message.seq))
-    return list(result.scalars())
 
 
 async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
@@ -279,6 +289,27 @@ async def chunk_texts(db: AsyncSession, message_ids: Sequence[uuid.UUID]) -> dic
 
 async def delete_chunks(db: AsyncSession, message_id: uuid.UUID) -> None:
     await db.execute(delete(MessageChunk).where(MessageChunk.message_id == message_id))
+
+
+async def add_tombstone(
+    db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID, seq: int, version: int
+) -> None:
+    await db.execute(
+        insert(MessageTombstone).values(
+            message_id=message_id, session_id=session_id, seq=seq, version=version
+        )
+    )
+
+
+async def deleted_since(
+    db: AsyncSession, session_id: uuid.UUID, version: int
+) -> list[MessageTombstone]:
+    result = await db.execute(
+        select(MessageTombstone)
+        .where(MessageTombstone.session_id == session_id, MessageTombstone.version > version)
+        .order_by(MessageTombstone.version)
+    )
+    return list(result.scalars())
 
 
 async def delete_message(db: AsyncSession, message_id: uuid.UUID) -> None:

@@ -4,7 +4,7 @@ from chat_store.models.auth_token import ApiKey, RefreshToken
 from chat_store.models.base import Base
 from chat_store.models.chat_session import ChatSession
 from chat_store.models.idempotency_key import IdempotencyKey
-from chat_store.models.message import Message, MessageChunk
+from chat_store.models.message import Message, MessageChunk, MessageTombstone
 from chat_store.models.user import User
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "IdempotencyKey",
     "Message",
     "MessageChunk",
+    "MessageTombstone",
     "RefreshToken",
     "User",
 ]

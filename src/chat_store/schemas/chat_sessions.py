@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -10,6 +11,17 @@ from chat_store.models import ChatSession
 from chat_store.schemas.common import InputModel, Metadata, OutputModel, SafeStr, Title
 
 ChatSessionStatus = Literal["active", "ended"]
+
+
+@dataclass(frozen=True)
+class ChatSessionFilters:
+    """What a session list is narrowed to (query parameters of GET /sessions)."""
+
+    favorite: bool | None = None
+    status: str | None = None
+    title_contains: str | None = None
+    repo: str | None = None
+    updated_after: datetime | None = None
 
 
 class Workspace(InputModel):

@@ -51,7 +51,18 @@ def check_title(value: str) -> str:
     return value
 
 
+def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
+    """Retrieved documents and citations: as large as a message may be, not metadata-sized."""
+    _check_json_strings(value)
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    limit = get_settings().max_message_bytes
+    if size > limit:
+        raise ValueError(f"context is {size} bytes of JSON, over the limit of {limit}")
+    return value
+
+
 SafeStr = Annotated[str, AfterValidator(check_text)]
+RagContext = Annotated[dict[str, Any], AfterValidator(check_rag_context)]
 Title = Annotated[str, AfterValidator(check_title)]
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
 

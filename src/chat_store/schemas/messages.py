@@ -6,12 +6,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from chat_store.schemas.common import InputModel, Metadata, OutputModel, SafeStr
+from chat_store.schemas.common import InputModel, Metadata, OutputModel, RagContext, SafeStr
 
 Role = Literal["user", "assistant", "system", "tool"]
 MessageStatus = Literal["pending", "in_progress", "complete", "failed", "cancelled"]
 OPEN_STATUSES: frozenset[str] = frozenset({"pending", "in_progress"})
-TERMINAL_STATUSES: frozenset[str] = frozenset({"complete", "failed", "cancelled"})
 
 
 class MessageCreate(InputModel):
@@ -23,8 +22,10 @@ class MessageCreate(InputModel):
     )
     status: MessageStatus = "complete"
     error_message: SafeStr | None = Field(default=None, max_length=10_000)
-    context: Metadata | None = Field(
-        default=None, description="RAG data: retrieved documents, citations, reranker."
+    context: RagContext | None = Field(
+        default=None,
+        description="RAG data: retrieved documents, citations, reranker (up to "
+        "MAX_MESSAGE_BYTES of JSON).",
     )
     metadata: Metadata = Field(default_factory=dict)
     token_count: int | None = Field(default=None, ge=0, le=100_000_000)
@@ -72,9 +73,9 @@ class MessageUpdate(InputModel):
 
     @model_validator(mode="after")
     def _no_null_metadata(self) -> MessageUpdate:
-        for name in ("status", "metadata"):
+        for name in ("status", "metadata", "content", "partial_content"):
             if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
+                raise ValueError(f"{name} cannot be null (send an empty string to clear text)")
         if self.content is not None and self.partial_content is not None:
             raise ValueError("give content or partial_content, not both")
         return self

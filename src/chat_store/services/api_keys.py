@@ -14,6 +14,7 @@ from chat_store.schemas.common import Page
 from chat_store.security import new_api_key, sha256_hex
 from chat_store.services import principals
 from chat_store.services.auth import normalize_email
+from chat_store.settings import Settings
 
 _SHOWN_PREFIX_CHARS = 12
 
@@ -55,9 +56,11 @@ async def list_api_keys(db: AsyncSession, user_id: uuid.UUID) -> Page[ApiKeyRead
 
 
 async def revoke_api_key(
-    db: AsyncSession, cache: Cache, user_id: uuid.UUID, key_id: uuid.UUID
+    db: AsyncSession, settings: Settings, cache: Cache, user_id: uuid.UUID, key_id: uuid.UUID
 ) -> None:
     key_hash = await api_key_crud.delete_for_user(db, user_id, key_id)
     if key_hash is None:
         raise ApiKeyNotFound()
-    principals.forget_after_commit(db, cache, principals.api_key_cache_key(key_hash))
+    principals.revoke_after_commit(
+        db, cache, settings.principal_cache_seconds, principals.api_key_cache_key(key_hash)
+    )

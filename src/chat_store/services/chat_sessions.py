@@ -10,13 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
-from chat_store.crud.chat_sessions import ChatSessionFilters
 from chat_store.crud.pagination import PageRequest
 from chat_store.errors import ChatSessionExists, ChatSessionNotFound
 from chat_store.ids import uuid7
 from chat_store.models import ChatSession
 from chat_store.schemas.chat_sessions import (
     ChatSessionCreate,
+    ChatSessionFilters,
     ChatSessionRead,
     ChatSessionUpdate,
     Workspace,
@@ -78,8 +78,10 @@ async def _insert(db: AsyncSession, principal: Principal, body: ChatSessionCreat
     try:
         async with db.begin_nested():
             return await chat_session_crud.create(db, row)
-    except IntegrityError:  # the same client id inserted concurrently
-        raise ChatSessionExists(f"A session with id {session_id} already exists") from None
+    except IntegrityError:
+        if await chat_session_crud.exists(db, session_id):  # the same id, inserted concurrently
+            raise ChatSessionExists(f"A session with id {session_id} already exists") from None
+        raise
 
 
 async def get_owned(

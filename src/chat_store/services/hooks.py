@@ -16,6 +16,17 @@ def after_commit(db: AsyncSession, callback: Callable[[], Awaitable[None]]) -> N
     db.info.setdefault(_KEY, []).append(callback)
 
 
+def mark(db: AsyncSession) -> int:
+    """How many callbacks are registered now (to drop the later ones with `rollback_to`)."""
+    return len(db.info.get(_KEY, []))
+
+
+def rollback_to(db: AsyncSession, marker: int) -> None:
+    """Forget callbacks registered after `marker`: their savepoint was rolled back."""
+    if _KEY in db.info:
+        del db.info[_KEY][marker:]
+
+
 def discard(db: AsyncSession) -> None:
     db.info.pop(_KEY, None)
 

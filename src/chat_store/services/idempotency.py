@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import idempotency as idempotency_crud
 from chat_store.errors import IdempotencyKeyReused
+from chat_store.services import hooks
 
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
@@ -44,9 +45,10 @@ async def run_once(
     stored = await idempotency_crud.get(db, user_id, key, now)
     if stored is not None:
         return _replay(stored.request_hash, stored.response_body, request_hash, response_type)
+    marker = hooks.mark(db)
     try:
         # A savepoint: if a concurrent request with the same key commits first, our write is
-        # undone and its answer is returned instead of a second row.
+        # undone (with the events it would have published) and its answer is returned instead.
         async with db.begin_nested():
             response = await produce()
             await idempotency_crud.create(
@@ -60,6 +62,7 @@ async def run_once(
             )
             return response
     except IntegrityError:
+        hooks.rollback_to(db, marker)
         stored = await idempotency_crud.get(db, user_id, key, now)
         if stored is None:
             raise

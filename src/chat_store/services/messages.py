@@ -104,9 +104,7 @@ async def to_reads(db: AsyncSession, rows: Sequence[Message]) -> list[MessageRea
 
 
 def _to_read(row: Message, chunk_text: str | None, now: datetime) -> MessageRead:
-    partial = row.partial_content
-    if chunk_text:
-        partial = (partial or "") + chunk_text
+    partial = _streamed_text(row, chunk_text)
     if partial is None and row.status in OPEN_STATUSES:
         partial = ""
     return MessageRead(
@@ -134,7 +132,14 @@ async def full_text(db: AsyncSession, row: Message) -> str:
     if row.status == "complete":
         return row.content or ""
     chunks = await message_crud.chunk_texts(db, [row.id])
-    return (row.partial_content or "") + chunks.get(row.id, "")
+    return _streamed_text(row, chunks.get(row.id)) or ""
+
+
+def _streamed_text(row: Message, chunk_text: str | None) -> str | None:
+    """The text streamed so far: the folded prefix, then the chunks appended since."""
+    if chunk_text:
+        return (row.partial_content or "") + chunk_text
+    return row.partial_content
 
 
 async def _owned_message(
@@ -370,10 +375,10 @@ async def _append(
             raise ChatSessionNotFound()
         raise SeqConflict(current)
 
-    last_seq, version = reserved
-    first_seq = last_seq - len(items) + 1
+    last_seq, last_version = reserved
+    first_seq, first_version = last_seq - len(items) + 1, last_version - len(items) + 1
     rows = [
-        _new_row(item, principal, session_id, first_seq + i, now, version)
+        _new_row(item, principal, session_id, first_seq + i, now, first_version + i)
         for i, item in enumerate(items)
     ]
     if client_ids:
@@ -386,8 +391,8 @@ async def _append(
         await message_crud.insert_messages(db, rows)
     reads = [_read_from_values(row) for row in rows]
     hooks.after_commit(db, metrics.count_messages(len(reads)))
-    for read in reads:
-        _publish_message(db, bus, "message.created", read, version)
+    for offset, read in enumerate(reads):
+        _publish_message(db, bus, "message.created", read, first_version + offset)
     return reads
 
 
@@ -485,7 +490,13 @@ async def append_delta(
         version=version,
     )
     if row is None:
-        return await _explain_refused_delta(db, principal, session_id, message_id, body, settings)
+        unchanged = await _explain_refused_delta(
+            db, principal, session_id, message_id, body, settings
+        )
+        # A retry changed nothing but used up a version: tell the change feed, so that its
+        # readers see no gap.
+        events.publish_after_commit(db, bus, session_id, {"type": "sync", "version": version})
+        return unchanged
     await message_crud.insert_chunk(db, message_id, body.offset, body.delta)
     hooks.after_commit(db, metrics.count_delta)
     events.publish_after_commit(
@@ -602,7 +613,7 @@ async def update_message(
     if "latency_ms" in changes:
         row.latency_ms = changes["latency_ms"]
     if token_delta:
-        version = await _lock_session(db, principal, session_id, token_delta=token_delta)
+        await message_crud.adjust_counters(db, session_id, token_delta=token_delta)
     row.updated_at = now
     row.version = version
     await message_crud.flush(db)
@@ -654,12 +665,14 @@ async def delete_message(
     session_id: uuid.UUID,
     message_id: uuid.UUID,
 ) -> None:
-    await _lock_session(db, principal, session_id)
+    version = await _lock_session(db, principal, session_id)
     row = await _owned_message(db, principal, session_id, message_id, for_update=True)
     await message_crud.delete_message(db, row.id)
+    # The change feed's replay reports the deletion from this record.
+    await message_crud.add_tombstone(db, session_id, row.id, row.seq, version)
     # last_seq is left alone: a deleted message's seq is never given out again.
-    version = await _lock_session(
-        db, principal, session_id, count_delta=-1, token_delta=-(row.token_count or 0)
+    await message_crud.adjust_counters(
+        db, session_id, count_delta=-1, token_delta=-(row.token_count or 0)
     )
     await message_crud.reset_last_message_at(db, session_id)
     events.publish_after_commit(
@@ -771,9 +784,7 @@ async def _fork(
 def _copied_row(
     row: Message, session_id: uuid.UUID, seq: int, chunk_text: str | None, now: datetime
 ) -> dict[str, Any]:
-    partial = row.partial_content
-    if chunk_text:
-        partial = (partial or "") + chunk_text
+    partial = _streamed_text(row, chunk_text)
     return {
         "id": uuid7(),
         "session_id": session_id,

@@ -1,8 +1,10 @@
 """Who is calling: a JWT and an API key both resolve to one Principal.
 
 A hot credential costs no database round trip: a verified API key (and the existence of a
-JWT's user) is cached for PRINCIPAL_CACHE_SECONDS. Revoking a key or deleting a user removes
-the cached entries when the change commits, so revocation takes effect at once.
+JWT's user) is cached for PRINCIPAL_CACHE_SECONDS. Revoking a key or deleting a user replaces
+the cached entry with a revocation marker when the change commits, and entries are only ever
+added where no entry is (SET NX): a request that read the key just before the revocation
+cannot put it back, so revocation takes effect at once.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class Principal:
     api_key_id: uuid.UUID | None = None
 
 
+# Cached in place of a revoked key or a deleted user, for as long as an entry could live.
+REVOKED = b"revoked"
+
+
 def api_key_cache_key(key_hash: str) -> str:
     return f"principal:key:{key_hash}"
 
@@ -48,11 +54,14 @@ async def from_bearer(db: AsyncSession, settings: Settings, cache: Cache, token:
     claims = decode_access_token(token, settings.jwt_secret_value(), settings.jwt_algorithm)
     # A deleted user's still-valid JWT is refused.
     ttl = settings.principal_cache_seconds
-    if not ttl or await cache.get(user_cache_key(claims.user_id)) is None:
+    cached = await cache.get(user_cache_key(claims.user_id)) if ttl else None
+    if cached == REVOKED:
+        raise Unauthorized("Invalid token")
+    if cached is None:
         if await user_crud.get_by_id(db, claims.user_id) is None:
             raise Unauthorized("Invalid token")
         if ttl:
-            await cache.set(user_cache_key(claims.user_id), b"1", ttl)
+            await cache.add(user_cache_key(claims.user_id), b"1", ttl)
     return Principal(user_id=claims.user_id, kind="user")
 
 
@@ -65,6 +74,8 @@ async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: 
     now = datetime.now(UTC)
     ttl = settings.principal_cache_seconds
     cached = await cache.get(api_key_cache_key(key_hash)) if ttl else None
+    if cached == REVOKED:
+        raise Unauthorized("Invalid API key")
     if cached is not None:
         entry = json.loads(cached)
         expires_at = datetime.fromisoformat(entry["e"]) if entry["e"] else None
@@ -86,15 +97,17 @@ async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: 
         "e": row.expires_at.isoformat() if row.expires_at else None,
     }
     if ttl:
-        await cache.set(api_key_cache_key(key_hash), json.dumps(entry).encode(), ttl)
+        await cache.add(api_key_cache_key(key_hash), json.dumps(entry).encode(), ttl)
     return Principal(user_id=row.user_id, kind="api_key", api_key_id=row.id)
 
 
-def forget_after_commit(db: AsyncSession, cache: Cache, *keys: str) -> None:
-    """Drop cached credentials once the revocation is committed (not before: a request in
-    between would cache the old state again)."""
+def revoke_after_commit(db: AsyncSession, cache: Cache, ttl: int, *keys: str) -> None:
+    """Mark cached credentials revoked once the revocation is committed."""
+    if not ttl:
+        return
 
-    async def forget() -> None:
-        await cache.delete(*keys)
+    async def revoke() -> None:
+        for key in keys:
+            await cache.set(key, REVOKED, ttl)
 
-    hooks.after_commit(db, forget)
+    hooks.after_commit(db, revoke)

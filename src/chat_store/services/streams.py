@@ -101,9 +101,12 @@ async def check_message_stream(
         raise OffsetMismatch(length)
 
 
-async def _wait(subscription: Subscription, context: StreamContext) -> dict[str, Any] | None:
-    """The next bus event, or None when it is time to re-read the store (timer or shutdown)."""
-    deadline = time.monotonic() + context.poll_seconds
+async def _wait(
+    subscription: Subscription, context: StreamContext, deadline: float
+) -> dict[str, Any] | None:
+    """The next bus event, or None when it is time to re-read the store (the deadline of this
+    pass, or shutdown). The deadline is per pass, not per event: a busy channel (other messages
+    of the session) must not postpone the re-read that covers a lost publish."""
     while not context.shutdown.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -163,12 +166,14 @@ async def _live_deltas(
 ) -> AsyncIterator[StreamEvent]:
     """Deltas from the bus while they continue the text exactly; returns to re-read otherwise."""
     wanted = str(message_id)
+    deadline = time.monotonic() + context.poll_seconds
     while True:
-        event = await _wait(subscription, context)
+        event = await _wait(subscription, context, deadline)
         if event is None or subscription.lost:
             return
         if event.get("message_id", event.get("message", {}).get("id")) != wanted:
-            continue
+            continue  # another message of the session: the timer keeps running
+        deadline = time.monotonic() + context.poll_seconds
         if event["type"] != "message.delta":
             return  # a status change or deletion: the store says what it is
         start, delta = int(event["start"]), str(event["delta"])
@@ -211,8 +216,9 @@ async def follow_session(
                 replay_events, position = replayed
                 for event in replay_events:
                     yield event
+                deadline = time.monotonic() + context.poll_seconds
                 while True:
-                    bus_event = await _wait(subscription, context)
+                    bus_event = await _wait(subscription, context, deadline)
                     if bus_event is None or subscription.lost:
                         break
                     version = int(bus_event.get("version", 0))
@@ -221,6 +227,9 @@ async def follow_session(
                     if version > position + 1:
                         break  # missed something: replay from the store
                     position = version
+                    deadline = time.monotonic() + context.poll_seconds
+                    if bus_event.get("type") == "sync":
+                        continue  # a version used up without a visible change
                     yield _live_session_event(bus_event)
             yield StreamEvent("close", {"reason": "shutdown"}, str(position))
     finally:
@@ -253,7 +262,9 @@ async def _replay_session(
                     ),
                 )
             )
-        cursor = (after_version, 0)
+        # Strictly after the cursor: a version is never shown twice (seq only breaks ties
+        # between rows of one version, which a replay never splits).
+        cursor = (after_version, 1 << 62)
         while True:
             rows = await message_crud.changed_since(db, session_id, cursor, _REPLAY_BATCH)
             if not rows:
@@ -276,6 +287,21 @@ async def _replay_session(
             if len(rows) < _REPLAY_BATCH:
                 break
             cursor = (rows[-1].version, rows[-1].seq)
+        for tombstone in await message_crud.deleted_since(db, session_id, after_version):
+            changes.append(
+                (
+                    tombstone.version,
+                    StreamEvent(
+                        "message.deleted",
+                        {
+                            "version": tombstone.version,
+                            "message_id": str(tombstone.message_id),
+                            "seq": tombstone.seq,
+                        },
+                        str(tombstone.version),
+                    ),
+                )
+            )
         changes.sort(key=lambda item: item[0])
         return [event for _, event in changes], current
 

@@ -47,12 +47,15 @@ async def update_me(
     return user
 
 
-async def delete_me(db: AsyncSession, cache: Cache, principal: Principal) -> None:
+async def delete_me(
+    db: AsyncSession, settings: Settings, cache: Cache, principal: Principal
+) -> None:
     key_hashes = await api_key_crud.hashes_for_user(db, principal.user_id)
     await user_crud.delete_by_id(db, principal.user_id)
-    principals.forget_after_commit(
+    principals.revoke_after_commit(
         db,
         cache,
+        settings.principal_cache_seconds,
         principals.user_cache_key(principal.user_id),
         *(principals.api_key_cache_key(key_hash) for key_hash in key_hashes),
     )

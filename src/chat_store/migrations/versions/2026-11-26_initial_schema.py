@@ -155,6 +155,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("message_id", "start", name="pk_message_chunk"),
     )
     op.create_table(
+        "message_tombstone",
+        sa.Column("message_id", sa.Uuid(), nullable=False),
+        sa.Column("session_id", sa.Uuid(), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["session_id"],
+            ["chat_session.id"],
+            name="fk_message_tombstone_session_id_chat_session",
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("message_id", name="pk_message_tombstone"),
+    )
+    op.create_index(
+        "ix_message_tombstone_session_id_version", "message_tombstone", ["session_id", "version"]
+    )
+    op.create_table(
         "idempotency_key",
         sa.Column("id", sa.Uuid(), nullable=False),
         _owner(),
@@ -173,6 +190,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("idempotency_key")
+    op.drop_table("message_tombstone")
     op.drop_table("message_chunk")
     op.drop_table("message")
     op.drop_table("chat_session")

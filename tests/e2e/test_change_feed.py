@@ -1,0 +1,78 @@
+"""The session change feed (`/events`) on a real server: every change once, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import ServerProcess
+from tests.e2e.test_client_flows import new_account
+
+pytestmark = pytest.mark.e2e
+
+
+async def _events(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], count: int
+) -> list[tuple[str, int, dict[str, Any]]]:
+    """The first `count` events of the feed: (event, id, data)."""
+    found: list[tuple[str, int, dict[str, Any]]] = []
+    async with http.stream("GET", url, headers=headers) as response:
+        assert response.status_code == 200
+        event, event_id = "", 0
+        lines: AsyncIterator[str] = response.aiter_lines()
+        async for line in lines:
+            if line.startswith("event: "):
+                event = line.removeprefix("event: ")
+            elif line.startswith("id: "):
+                event_id = int(line.removeprefix("id: "))
+            elif line.startswith("data: "):
+                found.append((event, event_id, json.loads(line.removeprefix("data: "))))
+                if len(found) == count:
+                    return found
+    raise AssertionError(f"the feed ended after {found}")
+
+
+async def test_every_change_once_live_and_on_replay(
+    stream_server: ServerProcess,
+) -> None:
+    client, _ = await new_account(stream_server)
+    async with client, httpx.AsyncClient(base_url=stream_server.base_url, timeout=20) as http:
+        session = await client.create_session()
+        assert client.access_token is not None
+        headers = {"Authorization": f"Bearer {client.access_token}"}
+        url = f"/api/v1/sessions/{session.id}/events"
+
+        live = asyncio.create_task(_events(http, url, headers, 5))
+        await asyncio.sleep(0.5)  # the reader is subscribed before the first change
+        batch = await client.append_messages(
+            session.id,
+            [{"role": "user", "content": f"m{i}"} for i in range(3)],
+        )
+        await client.delete_message(session.id, batch.data[1].id)
+        await client.rename_session(session.id, "renamed")
+        seen = await asyncio.wait_for(live, 20)
+
+        assert [(event, event_id) for event, event_id, _ in seen] == [
+            ("message.created", 1),
+            ("message.created", 2),
+            ("message.created", 3),
+            ("message.deleted", 4),
+            ("session.updated", 5),
+        ]
+        assert [data["message"]["seq"] for _, _, data in seen[:3]] == [1, 2, 3]
+        assert seen[3][2]["message_id"] == str(batch.data[1].id)
+
+        # A reader that saw up to id 2 reconnects: the rest is replayed, nothing twice.
+        replay = await _events(http, url, {**headers, "Last-Event-ID": "2"}, 3)
+        assert [(event, event_id) for event, event_id, _ in replay] == [
+            ("message.created", 3),
+            ("message.deleted", 4),
+            ("session.updated", 5),
+        ]
+        assert replay[0][2]["message"]["content"] == "m2"
+        assert replay[2][2]["session"]["title"] == "renamed"
