@@ -37,7 +37,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
             pool_timeout=settings.db_pool_timeout,
-            pool_pre_ping=True,
+            pool_pre_ping=settings.db_pool_pre_ping,
         )
     return create_async_engine(url, **kwargs)
 

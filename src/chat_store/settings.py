@@ -38,10 +38,15 @@ class Settings(BaseSettings):
 
     # --- database
     database_url: str | None = None  # None: SQLite file in DATA_DIR
-    db_pool_size: int = Field(default=10, ge=1)
-    db_max_overflow: int = Field(default=20, ge=0)
+    # A steady pool: overflow connections are opened and closed again under load, and opening
+    # one costs far more than a request.
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
     db_pool_timeout: float = Field(default=10.0, gt=0)
     db_null_pool: bool = False  # serverless: open a connection per checkout
+    # Ping each connection before use (a round trip per request); off, a connection broken by a
+    # database restart fails one request with 503 and is replaced.
+    db_pool_pre_ping: bool = False
     db_echo: bool = False
 
     # --- redis

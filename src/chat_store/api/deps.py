@@ -39,7 +39,11 @@ class AppState:
     streams: StreamStats = field(default_factory=StreamStats)
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` even when they do not await: FastAPI runs plain `def`
+# dependencies in a worker thread, a thread hop per dependency per request.
+
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.resources
     return state
 
@@ -47,21 +51,21 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def get_app_settings(state: State) -> Settings:
+async def get_app_settings(state: State) -> Settings:
     return state.settings
 
 
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
 
 
-def get_cache(state: State) -> CacheAdapter:
+async def get_cache(state: State) -> CacheAdapter:
     return state.cache
 
 
 Cache = Annotated[CacheAdapter, Depends(get_cache)]
 
 
-def get_bus(state: State) -> BusAdapter:
+async def get_bus(state: State) -> BusAdapter:
     return state.bus
 
 
@@ -149,7 +153,7 @@ class Pagination:
         return (self.order or default) == "desc"
 
 
-def get_pagination(
+async def get_pagination(
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     order: Annotated[
         Literal["asc", "desc"] | None, Query(description="Sort direction of the list.")
