@@ -1,0 +1,330 @@
+"""The floor chat-store is measured against: the same SQL per operation, and nothing else.
+
+A bare Starlette app on asyncpg (no ORM, no validation, no auth, no cache, no bus), served by
+uvicorn with one worker, over the very tables chat-store migrated. Each route issues the
+statements chat-store issues for that operation, in a transaction where chat-store has one:
+
+    POST /api/v1/sessions                          INSERT INTO chat_session
+    GET  /api/v1/sessions                          SELECT ... ORDER BY last_activity_at DESC,
+                                                   id DESC LIMIT 21
+    POST /api/v1/sessions/{sid}/messages           UPDATE chat_session ... RETURNING last_seq;
+                                                   INSERT INTO message
+    POST /api/v1/sessions/{sid}/messages/{mid}/append
+                                                   UPDATE chat_session (history_version);
+                                                   UPDATE message guarded by partial_length;
+                                                   INSERT INTO message_chunk
+    GET  /api/v1/sessions/{sid}/messages?limit=N   SELECT ... ORDER BY seq DESC LIMIT N+1
+    GET  /api/v1/sessions/{sid}/messages/{mid}/stream
+                                                   SSE: the stored text, then live deltas
+                                                   (an in-process fan-out; one process only)
+
+The caller is named by an `X-User-ID` header. Run by scripts/bench.py:
+
+    python scripts/bench_baseline.py --port 8101 --database-url postgresql://...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+_OPEN = ["pending", "in_progress"]
+
+SESSION_COLUMNS = (
+    "id, user_id, title, is_favorite, status, metadata, workspace_repo, workspace_branch, "
+    "workspace_path, message_count, total_tokens, last_seq, history_version, updated_version, "
+    "last_message_at, last_activity_at, created_at, updated_at, ended_at"
+)
+MESSAGE_COLUMNS = (
+    "id, session_id, user_id, seq, role, content, partial_content, partial_length, "
+    "partial_bytes, status, error_message, context, metadata, token_count, model, latency_ms, "
+    "created_version, version, created_at, updated_at, completed_at"
+)
+
+INSERT_SESSION = f"""
+INSERT INTO chat_session ({SESSION_COLUMNS})
+VALUES ($1, $2, $3, false, 'active', $4, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL, $5, $5, $5, NULL)
+RETURNING {SESSION_COLUMNS}
+"""
+LIST_SESSIONS = f"""
+SELECT {SESSION_COLUMNS} FROM chat_session
+WHERE user_id = $1 ORDER BY last_activity_at DESC, id DESC LIMIT $2
+"""
+RESERVE_SEQ = """
+UPDATE chat_session SET message_count = message_count + 1, total_tokens = total_tokens + $3,
+    last_seq = last_seq + 1, history_version = history_version + 1,
+    last_message_at = $4, last_activity_at = $4, updated_at = $4
+WHERE id = $1 AND user_id = $2 RETURNING last_seq, history_version
+"""
+INSERT_MESSAGE = f"""
+INSERT INTO message ({MESSAGE_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13, NULL, $14, $14,
+        $15, $15, $16)
+"""
+BUMP_SESSION = """
+UPDATE chat_session SET history_version = history_version + 1
+WHERE id = $1 AND user_id = $2 RETURNING history_version
+"""
+APPEND_GUARDED = f"""
+UPDATE message SET partial_length = partial_length + $5, partial_bytes = partial_bytes + $6,
+    status = 'in_progress', updated_at = $7, version = $8
+WHERE id = $1 AND session_id = $2 AND user_id = $3 AND status = ANY($9::varchar[])
+    AND partial_length = $4 AND partial_bytes + $6 <= $10
+RETURNING {MESSAGE_COLUMNS}
+"""
+INSERT_CHUNK = "INSERT INTO message_chunk (message_id, start, text) VALUES ($1, $2, $3)"
+LAST_MESSAGES = f"""
+SELECT {MESSAGE_COLUMNS} FROM message WHERE session_id = $1 ORDER BY seq DESC LIMIT $2
+"""
+MESSAGE_STATE = """
+SELECT partial_content, content, status FROM message
+WHERE id = $1 AND session_id = $2 AND user_id = $3
+"""
+MESSAGE_CHUNKS = "SELECT text FROM message_chunk WHERE message_id = $1 ORDER BY start"
+
+
+def uuid7() -> uuid.UUID:
+    """Time-ordered ids, as chat-store makes them (B-tree inserts stay local)."""
+    value = (time.time_ns() // 1_000_000) << 80
+    value |= int.from_bytes(os.urandom(10), "big") & ((1 << 80) - 1)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)
+    return uuid.UUID(int=value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _row(record: asyncpg.Record) -> dict[str, Any]:
+    return {key: _plain(value) for key, value in record.items()}
+
+
+def _user(request: Request) -> uuid.UUID:
+    return uuid.UUID(request.headers["x-user-id"])
+
+
+class Fanout:
+    """Live deltas of each message, handed to the readers of this process."""
+
+    def __init__(self) -> None:
+        self.readers: dict[str, set[asyncio.Queue[tuple[int, str, int]]]] = {}
+
+    def publish(self, message_id: str, start: int, delta: str, end: int) -> None:
+        for queue in self.readers.get(message_id, ()):
+            queue.put_nowait((start, delta, end))
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await connection.set_type_codec(
+            name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+def create_app(database_url: str, pool_size: int, pool_max: int) -> Starlette:
+    fanout = Fanout()
+    pool: asyncpg.Pool | None = None
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        nonlocal pool
+        pool = await asyncpg.create_pool(
+            database_url, min_size=pool_size, max_size=pool_max, init=_init_connection
+        )
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    def db() -> asyncpg.Pool:
+        assert pool is not None
+        return pool
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def create_session(request: Request) -> Response:
+        body = json.loads(await request.body() or b"{}")
+        now = datetime.now(UTC)
+        record = await db().fetchrow(
+            INSERT_SESSION, uuid7(), _user(request), body.get("title"), {}, now
+        )
+        return JSONResponse(_row(record), status_code=201)
+
+    async def list_sessions(request: Request) -> Response:
+        limit = int(request.query_params.get("limit", "20"))
+        records = await db().fetch(LIST_SESSIONS, _user(request), limit + 1)
+        data = [_row(record) for record in records[:limit]]
+        return JSONResponse({"object": "list", "data": data, "has_more": len(records) > limit})
+
+    async def append_message(request: Request) -> Response:
+        body = json.loads(await request.body())
+        session_id = uuid.UUID(request.path_params["sid"])
+        user_id = _user(request)
+        now = datetime.now(UTC)
+        content = body.get("content")
+        status = body.get("status", "complete")
+        complete = status == "complete"
+        text = content or ""
+        async with db().acquire() as connection, connection.transaction():
+            reserved = await connection.fetchrow(
+                RESERVE_SEQ, session_id, user_id, body.get("token_count") or 0, now
+            )
+            if reserved is None:
+                return JSONResponse({"code": "session_not_found"}, status_code=404)
+            seq, version = reserved
+            message_id = uuid7()
+            await connection.execute(
+                INSERT_MESSAGE,
+                message_id,
+                session_id,
+                user_id,
+                seq,
+                body["role"],
+                content if complete else None,
+                None if complete else "",
+                len(text),
+                len(text.encode()),
+                status,
+                body.get("metadata") or {},
+                body.get("token_count"),
+                body.get("model"),
+                version,
+                now,
+                now if complete else None,
+            )
+        return JSONResponse(
+            {"id": str(message_id), "session_id": str(session_id), "seq": seq, "status": status},
+            status_code=201,
+        )
+
+    async def append_delta(request: Request) -> Response:
+        body = json.loads(await request.body())
+        session_id = uuid.UUID(request.path_params["sid"])
+        message_id = uuid.UUID(request.path_params["mid"])
+        user_id = _user(request)
+        delta: str = body["delta"]
+        offset: int = body["offset"]
+        now = datetime.now(UTC)
+        async with db().acquire() as connection, connection.transaction():
+            version = await connection.fetchval(BUMP_SESSION, session_id, user_id)
+            if version is None:
+                return JSONResponse({"code": "session_not_found"}, status_code=404)
+            record = await connection.fetchrow(
+                APPEND_GUARDED,
+                message_id,
+                session_id,
+                user_id,
+                offset,
+                len(delta),
+                len(delta.encode()),
+                now,
+                version,
+                _OPEN,
+                MAX_MESSAGE_BYTES,
+            )
+            if record is None:
+                return JSONResponse({"code": "offset_mismatch"}, status_code=409)
+            await connection.execute(INSERT_CHUNK, message_id, offset, delta)
+        length = record["partial_length"]
+        fanout.publish(str(message_id), offset, delta, length)
+        answer = _row(record)
+        answer["length"] = length
+        return JSONResponse(answer)
+
+    async def list_messages(request: Request) -> Response:
+        limit = int(request.query_params.get("limit", "20"))
+        session_id = uuid.UUID(request.path_params["sid"])
+        records = await db().fetch(LAST_MESSAGES, session_id, limit + 1)
+        data = [_row(record) for record in records[:limit]]
+        return JSONResponse({"object": "list", "data": data, "has_more": len(records) > limit})
+
+    async def stream_message(request: Request) -> Response:
+        session_id = uuid.UUID(request.path_params["sid"])
+        message_id = uuid.UUID(request.path_params["mid"])
+        user_id = _user(request)
+        queue: asyncio.Queue[tuple[int, str, int]] = asyncio.Queue()
+        readers = fanout.readers.setdefault(str(message_id), set())
+        readers.add(queue)  # subscribe first, then read the store: nothing falls in between
+        async with db().acquire() as connection:
+            state = await connection.fetchrow(MESSAGE_STATE, message_id, session_id, user_id)
+            chunks = await connection.fetch(MESSAGE_CHUNKS, message_id)
+        if state is None:
+            readers.discard(queue)
+            return JSONResponse({"code": "message_not_found"}, status_code=404)
+        text = (state["partial_content"] or "") + "".join(row["text"] for row in chunks)
+
+        async def events() -> AsyncIterator[bytes]:
+            position = len(text)
+            try:
+                if text:
+                    yield _sse("delta", {"delta": text, "offset": position}, position)
+                while True:
+                    start, delta, end = await queue.get()
+                    if end <= position:
+                        continue
+                    yield _sse("delta", {"delta": delta[position - start :], "offset": end}, end)
+                    position = end
+            finally:
+                readers.discard(queue)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/api/v1/sessions", create_session, methods=["POST"]),
+            Route("/api/v1/sessions", list_sessions, methods=["GET"]),
+            Route("/api/v1/sessions/{sid}/messages", append_message, methods=["POST"]),
+            Route("/api/v1/sessions/{sid}/messages", list_messages, methods=["GET"]),
+            Route("/api/v1/sessions/{sid}/messages/{mid}/append", append_delta, methods=["POST"]),
+            Route("/api/v1/sessions/{sid}/messages/{mid}/stream", stream_message),
+        ],
+        lifespan=lifespan,
+    )
+
+
+def _sse(event: str, data: dict[str, Any], event_id: int) -> bytes:
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {event}\r\ndata: {payload}\r\nid: {event_id}\r\n\r\n".encode()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8101)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), required=False)
+    # chat-store's defaults: DB_POOL_SIZE=10 kept, DB_MAX_OVERFLOW=20 more under load.
+    parser.add_argument("--pool-size", type=int, default=10)
+    parser.add_argument("--pool-max", type=int, default=30)
+    args = parser.parse_args()
+    if not args.database_url:
+        parser.error("--database-url (or DATABASE_URL) is required")
+    url = args.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    app = create_app(url, args.pool_size, args.pool_max)
+    uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
