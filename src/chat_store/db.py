@@ -60,3 +60,12 @@ def _sqlite_on_begin(connection: Connection) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for GET requests. On Postgres they run in autocommit: a read needs no
+    BEGIN/COMMIT round trips, and each statement sees committed data as it would anyway under
+    READ COMMITTED. (SQLite keeps its transactions: its single connection is the lock.)"""
+    if engine.dialect.name != "postgresql":
+        return create_sessionmaker(engine)
+    return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))

@@ -33,6 +33,7 @@ class AppState:
     settings: Settings
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
+    read_sessionmaker: async_sessionmaker[AsyncSession]
     cache: CacheAdapter
     bus: BusAdapter
     limiter: RateLimiter
@@ -40,46 +41,54 @@ class AppState:
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs plain `def`
-# dependencies in a worker thread, a thread hop per dependency per request.
+# dependencies in a worker thread, a thread hop per dependency per request. The small ones
+# read the request directly rather than depend on `State`: every nesting level is another
+# round of dependency solving on every request.
+
+
+def _resources(request: Request) -> AppState:
+    state: AppState = request.app.state.resources
+    return state
 
 
 async def get_state(request: Request) -> AppState:
-    state: AppState = request.app.state.resources
-    return state
+    return _resources(request)
 
 
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def get_app_settings(state: State) -> Settings:
-    return state.settings
+async def get_app_settings(request: Request) -> Settings:
+    return _resources(request).settings
 
 
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
 
 
-async def get_cache(state: State) -> CacheAdapter:
-    return state.cache
+async def get_cache(request: Request) -> CacheAdapter:
+    return _resources(request).cache
 
 
 Cache = Annotated[CacheAdapter, Depends(get_cache)]
 
 
-async def get_bus(state: State) -> BusAdapter:
-    return state.bus
+async def get_bus(request: Request) -> BusAdapter:
+    return _resources(request).bus
 
 
 Bus = Annotated[BusAdapter, Depends(get_bus)]
 
 
-async def get_db(state: State) -> AsyncIterator[AsyncSession]:
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
     """One transaction per request: committed when the handler returns, rolled back on error.
 
     Declared with scope="function" so the commit happens before the response is sent: a client
     that got 201 can read its write from any other connection at once. An AppError that asks for
     it (commit=True, e.g. a refresh-token family revoked on reuse) keeps its writes.
     """
-    async with state.sessionmaker() as session:
+    state = _resources(request)
+    reading = request.method in ("GET", "HEAD")
+    async with (state.read_sessionmaker if reading else state.sessionmaker)() as session:
         try:
             yield session
         except AppError as exc:
@@ -115,10 +124,10 @@ api_key_scheme = APIKeyHeader(
 async def get_principal(
     request: Request,
     db: DbSession,
-    state: State,
     bearer: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
+    state = _resources(request)
     settings = state.settings
     try:
         if bearer:

@@ -48,7 +48,10 @@ async def reserve_seqs(
     if expected_last_seq is not None:
         stmt = stmt.where(ChatSession.last_seq == expected_last_seq)
     result = await db.execute(
-        stmt.values(**values).returning(ChatSession.last_seq, ChatSession.history_version)
+        stmt.values(**values)
+        .returning(ChatSession.last_seq, ChatSession.history_version)
+        # No ORM object of this row is loaded: skip evaluating the change in the session.
+        .execution_options(synchronize_session=False)
     )
     row = result.one_or_none()
     return (row[0], row[1]) if row is not None else None
@@ -118,6 +121,7 @@ async def bump_session(
         .where(ChatSession.id == session_id, ChatSession.user_id == user_id)
         .values(**values)
         .returning(ChatSession.history_version)
+        .execution_options(synchronize_session=False)
     )
     return result.scalar_one_or_none()
 

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from chat_store.cache import Cache
 
+_RS = "\x1e"
 WINDOW = 100  # messages kept per session: more than a client's usual "last N" read
 TTL_SECONDS = 3600
 
@@ -33,28 +34,37 @@ class HistoryWindow:
     reaches_start: bool
 
     def encode(self) -> bytes:
-        return json.dumps(
+        """A small JSON header line, then the documents as they are, separated by RS (0x1E).
+
+        JSON text never holds a raw 0x1E (control characters are escaped), so the split is
+        exact; and a read decodes only the header, not a hundred documents.
+        """
+        header = json.dumps(
             {
                 "v": self.version,
                 "f": self.fresh_until,
                 "s": self.seqs,
                 "i": self.ids,
-                "d": self.documents,
                 "r": self.reaches_start,
             },
             separators=(",", ":"),
-        ).encode()
+        )
+        return (header + "\n" + _RS.join(self.documents)).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> HistoryWindow:
-        data = json.loads(raw)
+        header_text, _, body = raw.decode().partition("\n")
+        header = json.loads(header_text)
+        documents = body.split(_RS) if header["s"] else []
+        if len(documents) != len(header["s"]):
+            raise ValueError("damaged history window")
         return cls(
-            version=data["v"],
-            fresh_until=data["f"],
-            seqs=data["s"],
-            ids=data["i"],
-            documents=data["d"],
-            reaches_start=data["r"],
+            version=header["v"],
+            fresh_until=header["f"],
+            seqs=header["s"],
+            ids=header["i"],
+            documents=documents,
+            reaches_start=header["r"],
         )
 
     def page(
