@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,12 +50,13 @@ async def create_chat_session(
 
     return await idempotency.run_once(
         db,
+        settings,
         user_id=principal.user_id,
         key=idempotency_key,
-        request_hash=idempotency.fingerprint("create_chat_session", "", body),
-        status_code=201,
+        operation="create_chat_session",
+        scope="",
+        body=body,
         response_type=ChatSessionRead,
-        ttl=timedelta(hours=settings.idempotency_ttl_hours),
         produce=produce,
     )
 

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat_store.crud import idempotency as idempotency_crud
 from chat_store.errors import IdempotencyKeyReused
 from chat_store.services import hooks
+from chat_store.settings import Settings
 
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
@@ -30,15 +31,22 @@ def fingerprint(operation: str, scope: str, body: BaseModel) -> str:
 
 async def run_once(
     db: AsyncSession,
+    settings: Settings,
     *,
     user_id: uuid.UUID,
     key: str | None,
-    request_hash: str,
-    status_code: int,
+    operation: str,
+    scope: str,
+    body: BaseModel,
     response_type: type[ResponseT],
-    ttl: timedelta,
     produce: Callable[[], Awaitable[ResponseT]],
 ) -> ResponseT:
+    """Run a create once per Idempotency-Key (every create answers 201), keeping its answer
+    for IDEMPOTENCY_TTL_HOURS; `operation` and `scope` (e.g. the session id) are part of what
+    must match for a replay."""
+    request_hash = fingerprint(operation, scope, body)
+    ttl = timedelta(hours=settings.idempotency_ttl_hours)
+    status_code = 201
     if key is None:
         return await produce()
     now = datetime.now(UTC)

@@ -284,12 +284,13 @@ async def create_message(
 
     return await idempotency.run_once(
         db,
+        settings,
         user_id=principal.user_id,
         key=idempotency_key,
-        request_hash=idempotency.fingerprint("create_message", str(session_id), body),
-        status_code=201,
+        operation="create_message",
+        scope=str(session_id),
+        body=body,
         response_type=MessageRead,
-        ttl=timedelta(hours=settings.idempotency_ttl_hours),
         produce=produce,
     )
 
@@ -319,12 +320,13 @@ async def create_messages(
 
     return await idempotency.run_once(
         db,
+        settings,
         user_id=principal.user_id,
         key=idempotency_key,
-        request_hash=idempotency.fingerprint("create_messages", str(session_id), body),
-        status_code=201,
+        operation="create_messages",
+        scope=str(session_id),
+        body=body,
         response_type=Page[MessageRead],
-        ttl=timedelta(hours=settings.idempotency_ttl_hours),
         produce=produce,
     )
 
@@ -716,12 +718,13 @@ async def fork(
 
     return await idempotency.run_once(
         db,
+        settings,
         user_id=principal.user_id,
         key=idempotency_key,
-        request_hash=idempotency.fingerprint("fork_chat_session", str(session_id), body),
-        status_code=201,
+        operation="fork_chat_session",
+        scope=str(session_id),
+        body=body,
         response_type=ChatSessionRead,
-        ttl=timedelta(hours=settings.idempotency_ttl_hours),
         produce=produce,
     )
 
