@@ -76,3 +76,36 @@ async def test_every_change_once_live_and_on_replay(
         ]
         assert replay[0][2]["message"]["content"] == "m2"
         assert replay[2][2]["session"]["title"] == "renamed"
+
+
+async def test_streams_end_when_their_key_is_revoked(stream_server: ServerProcess) -> None:
+    client, _ = await new_account(stream_server)
+    async with client, httpx.AsyncClient(base_url=stream_server.base_url, timeout=20) as http:
+        session = await client.create_session()
+        answer = await client.append_message(session.id, "assistant", status="pending")
+        key = await client.create_api_key("reader")
+        headers = {"X-API-Key": key.key}
+        base = f"/api/v1/sessions/{session.id}"
+
+        async def last_event(url: str) -> tuple[str, dict[str, Any]]:
+            event, data = "", {}
+            async with http.stream("GET", url, headers=headers) as response:
+                assert response.status_code == 200
+                async for line in response.aiter_lines():
+                    if line.startswith("event: "):
+                        event = line.removeprefix("event: ")
+                    elif line.startswith("data: "):
+                        data = json.loads(line.removeprefix("data: "))
+            return event, data
+
+        followers = [
+            asyncio.create_task(last_event(f"{base}/messages/{answer.id}/stream")),
+            asyncio.create_task(last_event(f"{base}/events")),
+        ]
+        await asyncio.sleep(0.5)
+        await client.revoke_api_key(key.id)
+        # The server re-checks the key at its next re-read (STREAM_POLL_SECONDS=1 here).
+        ended = await asyncio.wait_for(asyncio.gather(*followers), 15)
+        assert ended == [("close", {"reason": "unauthorized"})] * 2
+        refused = await http.get(f"{base}/messages/{answer.id}/stream", headers=headers)
+        assert refused.status_code == 401

@@ -26,6 +26,10 @@ async def create(
     return row
 
 
+async def get_by_id(db: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:
+    return await db.get(ApiKey, key_id)
+
+
 async def get_by_hash(db: AsyncSession, key_hash: str) -> ApiKey | None:
     result = await db.execute(select(ApiKey).where(ApiKey.key_hash == key_hash))
     return result.scalar_one_or_none()

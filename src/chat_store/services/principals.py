@@ -101,6 +101,15 @@ async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: 
     return Principal(user_id=row.user_id, kind="api_key", api_key_id=row.id)
 
 
+async def still_valid(db: AsyncSession, principal: Principal) -> bool:
+    """Whether the credential a long-lived stream was opened with still holds (from the
+    database: a stream re-checks it whenever it re-reads the store)."""
+    if principal.api_key_id is not None:
+        row = await api_key_crud.get_by_id(db, principal.api_key_id)
+        return row is not None and (row.expires_at is None or row.expires_at > datetime.now(UTC))
+    return await user_crud.get_by_id(db, principal.user_id) is not None
+
+
 def revoke_after_commit(db: AsyncSession, cache: Cache, ttl: int, *keys: str) -> None:
     """Mark cached credentials revoked once the revocation is committed."""
     if not ttl:

@@ -29,6 +29,7 @@ from chat_store.schemas.messages import OPEN_STATUSES
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import events
 from chat_store.services import messages as message_service
+from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
 
 _REPLAY_BATCH = 200
@@ -66,6 +67,13 @@ class StreamContext:
     shutdown: anyio.Event = field(default_factory=anyio.Event)
 
 
+class _CredentialRevoked(Exception):
+    """The key or user a stream was opened with is gone: the stream ends."""
+
+
+_REVOKED_EVENT = StreamEvent("close", {"reason": "unauthorized"})
+
+
 @dataclass(frozen=True)
 class _Snapshot:
     text: str
@@ -77,6 +85,8 @@ async def _snapshot(
     context: StreamContext, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
 ) -> _Snapshot | None:
     async with context.sessionmaker() as db:
+        if not await principal_service.still_valid(db, principal):
+            raise _CredentialRevoked
         row = await message_crud.get_for_owner(db, principal.user_id, session_id, message_id)
         if row is None:
             return None
@@ -157,6 +167,8 @@ async def follow_message(
                     position = int(event.data["offset"])
                     yield event
             yield StreamEvent("close", {"reason": "shutdown", "offset": position}, str(position))
+    except _CredentialRevoked:
+        yield _REVOKED_EVENT
     finally:
         context.stats.closed()
 
@@ -232,6 +244,8 @@ async def follow_session(
                         continue  # a version used up without a visible change
                     yield _live_session_event(bus_event)
             yield StreamEvent("close", {"reason": "shutdown"}, str(position))
+    except _CredentialRevoked:
+        yield _REVOKED_EVENT
     finally:
         context.stats.closed()
 
@@ -240,6 +254,8 @@ async def _replay_session(
     context: StreamContext, principal: Principal, session_id: uuid.UUID, after_version: int
 ) -> tuple[list[StreamEvent], int] | None:
     async with context.sessionmaker() as db:
+        if not await principal_service.still_valid(db, principal):
+            raise _CredentialRevoked
         session = await chat_session_crud.get_for_owner(db, principal.user_id, session_id)
         if session is None:
             return None
