@@ -143,7 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     metrics.watch(lambda: getattr(app.state, "resources", None))
-    app.add_middleware(RequestContextMiddleware, metrics=metrics, hsts=settings.hsts_enabled)
+    app.add_middleware(
+        RequestContextMiddleware, settings=settings, metrics=metrics, hsts=settings.hsts_enabled
+    )
 
     app.include_router(health.router)
     app.include_router(metrics_api.router)

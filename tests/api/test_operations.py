@@ -406,3 +406,20 @@ async def test_a_late_cache_fill_cannot_undo_a_revocation(
     await state.cache.add(cache_key, entry, 60)
     assert await state.cache.get(cache_key) == principals.REVOKED
     assert (await client.get(ME, headers=headers)).status_code == 401
+
+
+async def test_body_limits_come_from_the_app_settings(backend: Backend) -> None:
+    settings = make_settings(backend, max_title_chars=10, max_metadata_bytes=64)
+    async with running_app(settings) as app, client_for(app) as client:
+        del app
+        account = await Factory(client).account()
+        sessions = f"{API}/sessions"
+        too_long = await client.post(sessions, json={"title": "x" * 11}, headers=account.headers)
+        assert too_long.status_code == 422
+        assert "over the limit of 10" in too_long.json()["detail"]
+        big = await client.post(
+            sessions, json={"metadata": {"k": "v" * 80}}, headers=account.headers
+        )
+        assert big.status_code == 422
+        fits = await client.post(sessions, json={"title": "x" * 10}, headers=account.headers)
+        assert fits.status_code == 201

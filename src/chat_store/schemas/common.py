@@ -8,7 +8,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from chat_store.settings import get_settings
+from chat_store.settings import active_settings
 
 
 def check_text(value: str) -> str:
@@ -37,7 +37,7 @@ def _check_json_strings(value: Any) -> None:
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     _check_json_strings(value)
     size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    limit = get_settings().max_metadata_bytes
+    limit = active_settings().max_metadata_bytes
     if size > limit:
         raise ValueError(f"metadata is {size} bytes of JSON, over the limit of {limit}")
     return value
@@ -45,7 +45,7 @@ def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
 
 def check_title(value: str) -> str:
     check_text(value)
-    limit = get_settings().max_title_chars
+    limit = active_settings().max_title_chars
     if len(value) > limit:
         raise ValueError(f"title is {len(value)} characters, over the limit of {limit}")
     return value
@@ -55,7 +55,7 @@ def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
     """Retrieved documents and citations: as large as a message may be, not metadata-sized."""
     _check_json_strings(value)
     size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-    limit = get_settings().max_message_bytes
+    limit = active_settings().max_message_bytes
     if size > limit:
         raise ValueError(f"context is {size} bytes of JSON, over the limit of {limit}")
     return value
