@@ -65,7 +65,8 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for GET requests. On Postgres they run in autocommit: a read needs no
     BEGIN/COMMIT round trips, and each statement sees committed data as it would anyway under
-    READ COMMITTED. (SQLite keeps its transactions: its single connection is the lock.)"""
+    READ COMMITTED. (SQLite keeps its transactions: its single connection is the lock.)
+    A GET path must therefore not open a SAVEPOINT; conflicts there use ON CONFLICT instead."""
     if engine.dialect.name != "postgresql":
         return create_sessionmaker(engine)
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))

@@ -93,6 +93,10 @@ class IdempotencyKeyReused(Conflict):
     code, title = "idempotency_key_reused", "Idempotency key reused with a different request"
 
 
+class GuestNotAllowed(Forbidden):
+    code, title = "guest_not_allowed", "Not available to guests"
+
+
 class RegistrationClosed(Forbidden):
     code, title = "registration_closed", "Registration is turned off"
 

@@ -4,10 +4,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
 
-from chat_store.api.deps import API_PREFIX, AppSettings, DbSession, State
+from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import problems
 from chat_store.schemas.common import SafeStr
-from chat_store.schemas.users import RefreshRequest, TokenPair, UserCreate, UserRead
+from chat_store.schemas.users import (
+    ClaimRequest,
+    ClaimResult,
+    RefreshRequest,
+    TokenPair,
+    UserCreate,
+    UserRead,
+)
 from chat_store.services import auth as auth_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
@@ -51,6 +58,20 @@ async def login_for_tokens(
 async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequest) -> TokenPair:
     """Trade a refresh token for a new pair; the old one is spent (reuse revokes the family)."""
     return await auth_service.refresh(db, settings, body.refresh_token)
+
+
+@router.post(
+    "/claim",
+    response_model=ClaimResult,
+    responses=problems(401, 403, 404, 422),
+    operation_id="claim_guest_sessions",
+)
+async def claim_guest_sessions(
+    db: DbSession, principal: CurrentPrincipal, body: ClaimRequest
+) -> ClaimResult:
+    """Move a guest's sessions (X-Client-ID) to the signed-in user."""
+    moved = await auth_service.claim_guest(db, principal, body.client_id)
+    return ClaimResult(client_id=body.client_id, sessions_moved=moved)
 
 
 @router.post("/logout", status_code=204, responses=problems(422), operation_id="logout")

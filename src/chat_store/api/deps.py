@@ -126,6 +126,11 @@ async def get_principal(
     db: DbSession,
     bearer: Annotated[str | None, Depends(oauth2_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
+    # Guest mode (ALLOW_GUESTS=true, off by default): a UUID the client keeps. Read as a plain
+    # header, not declared as a security scheme, so Swagger UI offers only the real logins.
+    client_id: Annotated[
+        str | None, Header(alias="X-Client-ID", include_in_schema=False, max_length=64)
+    ] = None,
 ) -> Principal:
     state = _resources(request)
     settings = state.settings
@@ -134,6 +139,8 @@ async def get_principal(
             return await principal_service.from_bearer(db, settings, state.cache, bearer)
         if api_key:
             return await principal_service.from_api_key(db, settings, state.cache, api_key)
+        if client_id and settings.allow_guests:
+            return await principal_service.from_client_id(db, settings, state.cache, client_id)
     except TokenExpired:
         raise  # a real token that ran out: the client refreshes it, nothing to limit
     except Unauthorized:

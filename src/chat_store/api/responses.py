@@ -8,7 +8,7 @@ from chat_store.schemas.common import Problem
 
 _DESCRIPTIONS = {
     401: "Missing, expired or invalid credentials (`unauthorized`).",
-    403: "Not allowed here (`registration_closed`).",
+    403: "Not allowed here (`registration_closed`, `guest_not_allowed`).",
     404: "Not found, or not yours (`not_found`, `session_not_found`, ...).",
     409: "Conflict (`session_exists`, `email_taken`, `idempotency_key_reused`, ...).",
     413: "Request body over the size limit (`payload_too_large`).",

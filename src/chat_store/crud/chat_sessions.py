@@ -4,11 +4,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
-from chat_store.models import ChatSession
+from chat_store.models import ChatSession, Message
 from chat_store.schemas.chat_sessions import ChatSessionFilters
 
 
@@ -102,6 +102,15 @@ async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> t
         )
     )
     return len(rows), sum(int(row[1]) for row in rows)
+
+
+async def move_to_owner(db: AsyncSession, from_user: uuid.UUID, to_user: uuid.UUID) -> int:
+    """Give every session of one owner (and its messages) to another; returns how many."""
+    result = await db.execute(
+        update(ChatSession).where(ChatSession.user_id == from_user).values(user_id=to_user)
+    )
+    await db.execute(update(Message).where(Message.user_id == from_user).values(user_id=to_user))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def flush(db: AsyncSession) -> None:

@@ -3,9 +3,12 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.models import User
+from chat_store.models.base import new_id
 
 
 async def get_by_id(db: AsyncSession, user_id: uuid.UUID) -> User | None:
@@ -18,12 +21,36 @@ async def get_by_email(db: AsyncSession, email: str) -> User | None:
 
 
 async def create(
-    db: AsyncSession, *, email: str, password_hash: str, display_name: str | None
+    db: AsyncSession,
+    *,
+    email: str,
+    password_hash: str,
+    display_name: str | None,
+    is_guest: bool = False,
 ) -> User:
-    user = User(email=email, password_hash=password_hash, display_name=display_name)
+    user = User(
+        email=email, password_hash=password_hash, display_name=display_name, is_guest=is_guest
+    )
     db.add(user)
     await db.flush()
     return user
+
+
+async def ensure_guest(db: AsyncSession, email: str, password_hash: str) -> User | None:
+    """The guest user with this email, made if missing; None if the email is a real user's.
+
+    INSERT ... ON CONFLICT DO NOTHING: concurrent first requests of one guest make one row, and
+    no SAVEPOINT is needed (a GET runs in autocommit, where there is none).
+    """
+    dialect = db.get_bind().dialect.name
+    insert_user = pg_insert(User) if dialect == "postgresql" else sqlite_insert(User)
+    await db.execute(
+        insert_user.values(
+            id=new_id(), email=email, password_hash=password_hash, is_guest=True
+        ).on_conflict_do_nothing(index_elements=[User.email])
+    )
+    user = await get_by_email(db, email)
+    return user if user is not None and user.is_guest else None
 
 
 async def delete_by_id(db: AsyncSession, user_id: uuid.UUID) -> None:

@@ -39,5 +39,15 @@ class TokenPair(OutputModel):
     expires_in: int = Field(description="Seconds until the access token expires.")
 
 
+class ClaimRequest(InputModel):
+    client_id: uuid.UUID = Field(description="The X-Client-ID the guest used.")
+
+
+class ClaimResult(OutputModel):
+    object: Literal["claim"] = "claim"
+    client_id: uuid.UUID
+    sessions_moved: int
+
+
 class RefreshRequest(InputModel):
     refresh_token: SafeStr = Field(min_length=1, max_length=512)

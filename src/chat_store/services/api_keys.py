@@ -8,7 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat_store.cache import Cache
 from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import users as user_crud
-from chat_store.errors import ApiKeyNotFound, NotFound, ValidationFailed
+from chat_store.errors import ApiKeyNotFound, GuestNotAllowed, NotFound, ValidationFailed
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from chat_store.schemas.common import Page
 from chat_store.security import new_api_key, sha256_hex
@@ -19,7 +19,11 @@ from chat_store.settings import Settings
 _SHOWN_PREFIX_CHARS = 12
 
 
-async def create_api_key(db: AsyncSession, user_id: uuid.UUID, body: ApiKeyCreate) -> ApiKeyCreated:
+async def create_api_key(
+    db: AsyncSession, user_id: uuid.UUID, body: ApiKeyCreate, *, guest: bool = False
+) -> ApiKeyCreated:
+    if guest:
+        raise GuestNotAllowed("Guests cannot create API keys; register and claim the sessions")
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise ValidationFailed("expires_at must be in the future", ["body", "expires_at"])
     secret = new_api_key()

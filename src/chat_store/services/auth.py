@@ -10,8 +10,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import auth_tokens as token_crud
+from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import users as user_crud
-from chat_store.errors import EmailTaken, RateLimited, RegistrationClosed, Unauthorized
+from chat_store.errors import (
+    EmailTaken,
+    GuestNotAllowed,
+    NotFound,
+    RateLimited,
+    RegistrationClosed,
+    Unauthorized,
+)
 from chat_store.ids import uuid7
 from chat_store.models import User
 from chat_store.ratelimit import RateLimiter, parse_limit
@@ -24,6 +32,8 @@ from chat_store.security import (
     sha256_hex,
     verify_password,
 )
+from chat_store.services import principals
+from chat_store.services.principals import Principal
 from chat_store.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +71,11 @@ async def authenticate(db: AsyncSession, settings: Settings, email: str, passwor
     """The same 401, at the same cost, for an unknown email and a wrong password."""
     user = await user_crud.get_by_email(db, normalize_email(email))
     if user is None:
+        await verify_password(
+            password, dummy_password_hash(settings.bcrypt_rounds), settings.bcrypt_rounds
+        )
+        raise Unauthorized(_BAD_LOGIN)
+    if user.is_guest:  # no password was ever set: pay the same cost, refuse the same way
         await verify_password(
             password, dummy_password_hash(settings.bcrypt_rounds), settings.bcrypt_rounds
         )
@@ -108,6 +123,18 @@ async def refresh(db: AsyncSession, settings: Settings, refresh_token: str) -> T
             "Refresh token reused; all sessions of this login were revoked", commit=True
         )
     return await _issue_pair(db, settings, row.user_id, family_id=row.family_id)
+
+
+async def claim_guest(db: AsyncSession, principal: Principal, client_id: uuid.UUID) -> int:
+    """Move a guest's sessions to the signed-in user and forget the guest; returns how many."""
+    if principal.kind == "guest":
+        raise GuestNotAllowed("Sign in (or use an API key) to claim a guest's sessions")
+    guest = await user_crud.get_by_email(db, principals.guest_email(client_id))
+    if guest is None or not guest.is_guest:
+        raise NotFound("No guest data for this client id")
+    moved = await chat_session_crud.move_to_owner(db, guest.id, principal.user_id)
+    await user_crud.delete_by_id(db, guest.id)
+    return moved
 
 
 async def logout(db: AsyncSession, refresh_token: str) -> None:

@@ -32,7 +32,7 @@ _LAST_USED_GRANULARITY = timedelta(seconds=60)
 @dataclass(frozen=True)
 class Principal:
     user_id: uuid.UUID
-    kind: Literal["user", "api_key"]
+    kind: Literal["user", "api_key", "guest"]
     api_key_id: uuid.UUID | None = None
 
 
@@ -99,6 +99,30 @@ async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: 
     if ttl:
         await cache.add(api_key_cache_key(key_hash), json.dumps(entry).encode(), ttl)
     return Principal(user_id=row.user_id, kind="api_key", api_key_id=row.id)
+
+
+def guest_email(client_id: uuid.UUID) -> str:
+    # Under a reserved top-level domain (RFC 2606): never a real, registrable address.
+    return f"guest-{client_id}@guests.invalid"
+
+
+async def from_client_id(db: AsyncSession, settings: Settings, cache: Cache, raw: str) -> Principal:
+    """Guest mode: an X-Client-ID (a UUID the client made up and keeps) owns its own sessions.
+
+    The guest's user row is made on first use; its password can never match.
+    """
+    try:
+        client_id = uuid.UUID(raw)
+    except ValueError:
+        raise Unauthorized("X-Client-ID must be a UUID") from None
+    user = await user_crud.ensure_guest(db, guest_email(client_id), GUEST_PASSWORD_HASH)
+    if user is None:
+        raise Unauthorized("Invalid client id")
+    return Principal(user_id=user.id, kind="guest")
+
+
+# Not a hash any scheme produces: no password verifies against it.
+GUEST_PASSWORD_HASH = "!guest"
 
 
 async def still_valid(db: AsyncSession, principal: Principal) -> bool:

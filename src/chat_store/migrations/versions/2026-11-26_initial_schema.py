@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("email", sa.String(320), nullable=False),
         sa.Column("password_hash", sa.String(255), nullable=False),
         sa.Column("display_name", sa.String(200), nullable=True),
+        sa.Column("is_guest", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         _at("created_at"),
         _at("updated_at"),
         sa.PrimaryKeyConstraint("id", name="pk_user"),
