@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import ServerProcess
+from tests.backends import Backend
+from tests.e2e.conftest import NO_LIMITS, ServerProcess, running_server
 from tests.e2e.test_client_flows import new_account
 
 pytestmark = pytest.mark.e2e
@@ -109,3 +111,16 @@ async def test_streams_end_when_their_key_is_revoked(stream_server: ServerProces
         assert ended == [("close", {"reason": "unauthorized"})] * 2
         refused = await http.get(f"{base}/messages/{answer.id}/stream", headers=headers)
         assert refused.status_code == 401
+
+
+async def test_a_guest_client_and_its_claim(e2e_backend: Backend) -> None:
+    async with running_server(e2e_backend, ALLOW_GUESTS="true", **NO_LIMITS) as server:
+        client_id = str(uuid.uuid4())
+        async with server.client(client_id=client_id) as guest:
+            session = await guest.create_session(title="before signing up")
+            await guest.append_message(session.id, "user", "hello")
+        user, _ = await new_account(server)
+        async with user:
+            claimed = await user.claim_guest(client_id)
+            assert claimed.sessions_moved == 1
+            assert [s.id async for s in user.iter_sessions()] == [session.id]

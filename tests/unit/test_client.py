@@ -570,6 +570,7 @@ def test_client_models_have_the_fields_of_the_server_schemas() -> None:
         (models.Deleted, common.Deleted),
         (models.Health, health.Health),
         (models.Readiness, health.Readiness),
+        (models.ClaimResult, users.ClaimResult),
         (models.Message, messages.MessageRead),
         (models.MessageWithLength, messages.MessageWithLength),
         (models.ResumePoint, messages.ResumePoint),

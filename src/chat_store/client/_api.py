@@ -32,6 +32,7 @@ from chat_store.client.models import (
     ApiKey,
     ApiKeyCreated,
     ChatSession,
+    ClaimResult,
     ContextWindow,
     Deleted,
     Health,
@@ -337,6 +338,16 @@ class ChatStoreApi(ClientCore):
     def delete_session(self, session_id: uuid.UUID | str) -> Call[Deleted]:
         """Delete a session and all its messages."""
         return Call("DELETE", f"{_SESSIONS}/{path_id(session_id)}", parse=model(Deleted))
+
+    @endpoint
+    def claim_guest(self, client_id: uuid.UUID | str) -> Call[ClaimResult]:
+        """Move a guest's sessions (its X-Client-ID) to the signed-in user."""
+        return Call(
+            "POST",
+            f"{API_PREFIX}/auth/claim",
+            json={"client_id": str(client_id)},
+            parse=model(ClaimResult),
+        )
 
     # --- messages
 

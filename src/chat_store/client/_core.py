@@ -142,10 +142,13 @@ class ClientCore:
         api_key: str | None = None,
         access_token: str | None = None,
         refresh_token: str | None = None,
+        client_id: str | None = None,
     ) -> None:
         self.api_key = api_key
         self.access_token = access_token
         self.refresh_token = refresh_token
+        # Guest mode: sent as X-Client-ID when there is no other credential.
+        self.client_id = client_id
 
     def set_tokens(self, tokens: TokenPair) -> None:
         self.access_token = tokens.access_token
@@ -160,6 +163,8 @@ class ClientCore:
             return {"Authorization": f"Bearer {self.access_token}"}
         if self.api_key:
             return {"X-API-Key": self.api_key}
+        if self.client_id:
+            return {"X-Client-ID": self.client_id}
         return {}
 
     def _build_request(

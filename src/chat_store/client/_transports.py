@@ -40,12 +40,18 @@ class SyncTransport(ClientCore):
         api_key: str | None = None,
         access_token: str | None = None,
         refresh_token: str | None = None,
+        client_id: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         headers: Mapping[str, str] | None = None,
         transport: httpx.BaseTransport | None = None,
         http_client: httpx.Client | None = None,
     ) -> None:
-        super().__init__(api_key=api_key, access_token=access_token, refresh_token=refresh_token)
+        super().__init__(
+            api_key=api_key,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            client_id=client_id,
+        )
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(
             base_url=base_url,
@@ -140,12 +146,18 @@ class AsyncTransport(ClientCore):
         api_key: str | None = None,
         access_token: str | None = None,
         refresh_token: str | None = None,
+        client_id: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         headers: Mapping[str, str] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        super().__init__(api_key=api_key, access_token=access_token, refresh_token=refresh_token)
+        super().__init__(
+            api_key=api_key,
+            access_token=access_token,
+            refresh_token=refresh_token,
+            client_id=client_id,
+        )
         self._owns_http = http_client is None
         self._http = http_client or httpx.AsyncClient(
             base_url=base_url,

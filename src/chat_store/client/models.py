@@ -84,6 +84,12 @@ class Page(Model, Generic[T]):
     has_more: bool
 
 
+class ClaimResult(Model):
+    object: Literal["claim"] = "claim"
+    client_id: uuid.UUID
+    sessions_moved: int
+
+
 class Deleted(Model):
     id: uuid.UUID
     object: str
