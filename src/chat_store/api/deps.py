@@ -140,7 +140,7 @@ async def get_principal(
         if api_key:
             return await principal_service.from_api_key(db, settings, state.cache, api_key)
         if client_id and settings.allow_guests:
-            return await principal_service.from_client_id(db, settings, state.cache, client_id)
+            return await principal_service.from_client_id(db, client_id)
     except TokenExpired:
         raise  # a real token that ran out: the client refreshes it, nothing to limit
     except Unauthorized:

@@ -13,11 +13,11 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from chat_store.api.middleware import SECURITY_HEADERS
+from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
 from chat_store.errors import AppError
 
 logger = logging.getLogger(__name__)
 
-PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 _HTTP_CODES = {
     400: ("bad_request", "Bad request"),
@@ -31,17 +31,6 @@ _HTTP_CODES = {
 }
 
 
-def _clean(value: Any) -> Any:
-    """Make any echoed input safe to encode (a lone surrogate in a field name must not 500)."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
-    if isinstance(value, dict):
-        return {_clean(k): _clean(v) for k, v in value.items()}
-    return value
-
-
 def problem_response(
     request: Request | None,
     *,
@@ -53,18 +42,15 @@ def problem_response(
     path: str | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    body: dict[str, Any] = {
-        "type": f"urn:chat-store:problem:{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "instance": path if path is not None else (request.url.path if request else ""),
-        "code": code,
-    }
-    body.update(extra)
-    return JSONResponse(
-        _clean(body), status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE
+    body = problem_body(
+        status=status,
+        code=code,
+        title=title,
+        detail=detail,
+        instance=path if path is not None else (request.url.path if request else ""),
+        **extra,
     )
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_CONTENT_TYPE)
 
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:

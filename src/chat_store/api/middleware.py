@@ -12,6 +12,7 @@ import uuid
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
 from chat_store.logging_setup import request_id_var
 from chat_store.metrics import Metrics
 from chat_store.settings import Settings, activate
@@ -33,17 +34,12 @@ async def send_problem(
 ) -> None:
     """A problem+json answer from middleware (outside FastAPI's exception handlers)."""
     body = json.dumps(
-        {
-            "type": f"urn:chat-store:problem:{code}",
-            "title": title,
-            "status": status,
-            "detail": detail,
-            "instance": scope.get("path", ""),
-            "code": code,
-        }
+        problem_body(
+            status=status, code=code, title=title, detail=detail, instance=scope.get("path", "")
+        )
     ).encode()
     headers = [
-        (b"content-type", b"application/problem+json"),
+        (b"content-type", PROBLEM_CONTENT_TYPE.encode()),
         (b"content-length", str(len(body)).encode()),
     ]
     if close:

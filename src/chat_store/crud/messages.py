@@ -57,15 +57,6 @@ async def reserve_seqs(
     return (row[0], row[1]) if row is not None else None
 
 
-async def get_last_seq(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> int | None:
-    result = await db.execute(
-        select(ChatSession.last_seq).where(
-            ChatSession.id == session_id, ChatSession.user_id == user_id
-        )
-    )
-    return result.scalar_one_or_none()
-
-
 async def get_history_state(
     db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
 ) -> tuple[int, int, datetime] | None:

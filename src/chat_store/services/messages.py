@@ -372,10 +372,10 @@ async def _append(
         auto_title=auto_title,
     )
     if reserved is None:
-        current = await message_crud.get_last_seq(db, principal.user_id, session_id)
-        if current is None:
+        state = await message_crud.get_history_state(db, principal.user_id, session_id)
+        if state is None:
             raise ChatSessionNotFound()
-        raise SeqConflict(current)
+        raise SeqConflict(last_seq=state[1])
 
     last_seq, last_version = reserved
     first_seq, first_version = last_seq - len(items) + 1, last_version - len(items) + 1

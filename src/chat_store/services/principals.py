@@ -106,7 +106,7 @@ def guest_email(client_id: uuid.UUID) -> str:
     return f"guest-{client_id}@guests.invalid"
 
 
-async def from_client_id(db: AsyncSession, settings: Settings, cache: Cache, raw: str) -> Principal:
+async def from_client_id(db: AsyncSession, raw: str) -> Principal:
     """Guest mode: an X-Client-ID (a UUID the client made up and keeps) owns its own sessions.
 
     The guest's user row is made on first use; its password can never match.
