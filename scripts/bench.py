@@ -103,6 +103,10 @@ def log(message: str) -> None:
 # --- configuration
 
 
+# The parts of a run, in order; --only picks some of them (a partial run writes no doc).
+PHASES = ("throughput", "last-page", "stream", "sse")
+
+
 @dataclass
 class Config:
     connections: int = 32
@@ -123,6 +127,7 @@ class Config:
     profile_dir: Path | None = None
     py_spy: str | None = None
     service_env: dict[str, str] = field(default_factory=dict)
+    phases: tuple[str, ...] = PHASES
 
 
 def parse_args(argv: Sequence[str]) -> Config:
@@ -166,6 +171,12 @@ def parse_args(argv: Sequence[str]) -> Config:
         metavar="NAME=VALUE",
         help="extra environment for chat-store serve (e.g. DB_POOL_SIZE=30); repeatable",
     )
+    parser.add_argument(
+        "--only",
+        default=None,
+        metavar="PHASE[,PHASE]",
+        help=f"run only these parts ({', '.join(PHASES)}); writes no doc",
+    )
     args = parser.parse_args(argv)
     config = Config(threads=args.threads, quick=args.quick, embedded=args.embedded)
     if args.quick:
@@ -190,6 +201,12 @@ def parse_args(argv: Sequence[str]) -> Config:
     config.py_spy = args.py_spy or shutil.which("py-spy")
     if config.profile_dir is not None and config.py_spy is None:
         parser.error("--profile needs py-spy (install it, or pass --py-spy PATH)")
+    if args.only is not None:
+        phases = tuple(part.strip() for part in args.only.split(",") if part.strip())
+        unknown = sorted(set(phases) - set(PHASES))
+        if unknown or not phases:
+            parser.error(f"--only takes {', '.join(PHASES)}, not {args.only!r}")
+        config.phases, config.write_doc = phases, False
     for item in args.service_env:
         name, sep, value = item.partition("=")
         if not sep:
@@ -1144,10 +1161,14 @@ class Bench:
             await self.start_servers()
             self.results["versions"] = await self.versions()
             await self.seed_data()
-            await self.run_throughput()
-            await self.run_last_page()
-            await self.run_stream()
-            await self.run_sse()
+            phases = {
+                "throughput": self.run_throughput,
+                "last-page": self.run_last_page,
+                "stream": self.run_stream,
+                "sse": self.run_sse,
+            }
+            for name in self.config.phases:
+                await phases[name]()
         finally:
             if self.redis is not None:
                 await self.redis.aclose()

@@ -41,8 +41,9 @@ from chat_store.api.middleware import (
     RequestContextMiddleware,
     RequestTimeoutMiddleware,
 )
-from chat_store.cache import create_cache
-from chat_store.cache.bus import create_bus
+from chat_store.cache import Cache, create_cache
+from chat_store.cache.bus import Bus, create_bus
+from chat_store.cache.near import NearCache
 from chat_store.db import create_engine, create_read_sessionmaker, create_sessionmaker
 from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         cache = create_cache(settings.redis_url, settings.redis_prefix)
         bus = create_bus(settings.redis_url, settings.redis_prefix)
+        principal_cache = await _principal_cache(settings, cache, bus)
         limiter = RateLimiter(
             settings.redis_url, settings.redis_prefix, fail_open=settings.rate_limit_fail_open
         )
@@ -91,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessionmaker=create_sessionmaker(engine),
             read_sessionmaker=create_read_sessionmaker(engine),
             cache=cache,
+            principal_cache=principal_cache,
             bus=bus,
             limiter=limiter,
         )
@@ -108,6 +111,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             housekeeping.cancel()
             await limiter.close()
+            if principal_cache is not cache:
+                await principal_cache.close()
             await bus.close()
             await cache.close()
             await engine.dispose()
@@ -161,6 +166,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_docs(app)
     _summaries_from_docstrings(app)
     return app
+
+
+async def _principal_cache(settings: Settings, cache: Cache, bus: Bus) -> Cache:
+    """Verified credentials: from Redis through a short in-process copy; the in-process cache
+    of the embedded default is local already."""
+    if cache.backend != "redis" or not settings.principal_local_cache_seconds:
+        return cache
+    near = NearCache(cache, bus, settings.principal_local_cache_seconds)
+    await near.start()
+    return near
 
 
 def _summaries_from_docstrings(app: FastAPI) -> None:

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     # How long a verified API key (or a JWT's user) is trusted without a database read;
     # 0 turns the cache off (every request reads the database).
     principal_cache_seconds: int = Field(default=60, ge=0)
+    # With Redis: how long a process keeps its own copy of a cached credential, so a hot key
+    # costs no Redis round trip. Revocations are announced to every process at once; this bounds
+    # the delay only if an announcement is lost. 0 reads Redis on every request.
+    principal_local_cache_seconds: float = Field(default=5.0, ge=0)
 
     # --- limits
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

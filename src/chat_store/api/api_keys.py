@@ -4,7 +4,13 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from chat_store.api.deps import API_PREFIX, AppSettings, Cache, CurrentPrincipal, DbSession
+from chat_store.api.deps import (
+    API_PREFIX,
+    AppSettings,
+    CurrentPrincipal,
+    DbSession,
+    PrincipalCache,
+)
 from chat_store.api.responses import problems
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from chat_store.schemas.common import Page
@@ -46,7 +52,7 @@ async def list_api_keys(db: DbSession, principal: CurrentPrincipal) -> Page[ApiK
 async def revoke_api_key(
     db: DbSession,
     settings: AppSettings,
-    cache: Cache,
+    cache: PrincipalCache,
     principal: CurrentPrincipal,
     key_id: uuid.UUID,
 ) -> Response:

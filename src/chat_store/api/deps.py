@@ -35,6 +35,8 @@ class AppState:
     sessionmaker: async_sessionmaker[AsyncSession]
     read_sessionmaker: async_sessionmaker[AsyncSession]
     cache: CacheAdapter
+    # Verified credentials (and their revocation markers): `cache`, or a near copy of it.
+    principal_cache: CacheAdapter
     bus: BusAdapter
     limiter: RateLimiter
     streams: StreamStats = field(default_factory=StreamStats)
@@ -70,6 +72,13 @@ async def get_cache(request: Request) -> CacheAdapter:
 
 
 Cache = Annotated[CacheAdapter, Depends(get_cache)]
+
+
+async def get_principal_cache(request: Request) -> CacheAdapter:
+    return _resources(request).principal_cache
+
+
+PrincipalCache = Annotated[CacheAdapter, Depends(get_principal_cache)]
 
 
 async def get_bus(request: Request) -> BusAdapter:
@@ -136,9 +145,11 @@ async def get_principal(
     settings = state.settings
     try:
         if bearer:
-            return await principal_service.from_bearer(db, settings, state.cache, bearer)
+            return await principal_service.from_bearer(db, settings, state.principal_cache, bearer)
         if api_key:
-            return await principal_service.from_api_key(db, settings, state.cache, api_key)
+            return await principal_service.from_api_key(
+                db, settings, state.principal_cache, api_key
+            )
         if client_id and settings.allow_guests:
             return await principal_service.from_client_id(db, client_id)
     except TokenExpired:

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from chat_store.api.deps import API_PREFIX, AppSettings, Cache, CurrentPrincipal, DbSession
+from chat_store.api.deps import (
+    API_PREFIX,
+    AppSettings,
+    CurrentPrincipal,
+    DbSession,
+    PrincipalCache,
+)
 from chat_store.api.responses import AUTHED
 from chat_store.schemas.users import UserRead, UserUpdate
 from chat_store.services import users as user_service
@@ -26,7 +32,7 @@ async def update_current_user(
 
 @router.delete("/me", status_code=204, responses=AUTHED, operation_id="delete_current_user")
 async def delete_current_user(
-    db: DbSession, settings: AppSettings, cache: Cache, principal: CurrentPrincipal
+    db: DbSession, settings: AppSettings, cache: PrincipalCache, principal: CurrentPrincipal
 ) -> Response:
     """Erase the account and everything it owns; answers once it is gone."""
     await user_service.delete_me(db, settings, cache, principal)

@@ -24,6 +24,8 @@ from redis.exceptions import RedisError
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1.0
+# Channels the service uses for itself (not readers of a stream); not counted as subscriptions.
+INTERNAL_CHANNEL_PREFIX = "_"
 QUEUE_SIZE = 1024  # a reader that falls this far behind drops events and re-reads the store
 
 
@@ -87,7 +89,11 @@ class _LocalFanout:
             subscription.deliver(event)
 
     def count(self) -> int:
-        return sum(len(readers) for readers in self.channels.values())
+        return sum(
+            len(readers)
+            for channel, readers in self.channels.items()
+            if not channel.startswith(INTERNAL_CHANNEL_PREFIX)
+        )
 
 
 class MemoryBus:

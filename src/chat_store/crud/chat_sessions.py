@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import CursorResult, Table, delete, func, select, update
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
@@ -16,6 +19,23 @@ async def exists(db: AsyncSession, session_id: uuid.UUID) -> bool:
     # Any owner: ids are global, so a taken id is taken for everyone.
     result = await db.execute(select(ChatSession.id).where(ChatSession.id == session_id))
     return result.scalar_one_or_none() is not None
+
+
+_TABLE = cast(Table, ChatSession.__table__)
+# (attribute, column) of every mapped column: `metadata_` is stored as "metadata".
+_COLUMNS = [(attr.key, attr.columns[0].name) for attr in sa_inspect(ChatSession).column_attrs]
+_INSERT_NEW = {
+    "postgresql": pg_insert(_TABLE).on_conflict_do_nothing(index_elements=["id"]),
+    "sqlite": sqlite_insert(_TABLE).on_conflict_do_nothing(index_elements=["id"]),
+}
+
+
+async def insert_if_new(db: AsyncSession, row: ChatSession) -> bool:
+    """Insert a fully populated session row in one statement (no ORM flush); False when its
+    id is taken. Every attribute must be set: column defaults are not applied to `row`."""
+    stmt = _INSERT_NEW[db.get_bind().dialect.name]
+    result = await db.execute(stmt, {column: getattr(row, key) for key, column in _COLUMNS})
+    return bool(cast(CursorResult[Any], result).rowcount)
 
 
 async def create(db: AsyncSession, row: ChatSession) -> ChatSession:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache.bus import Bus
@@ -63,26 +62,31 @@ async def create_chat_session(
 
 async def _insert(db: AsyncSession, principal: Principal, body: ChatSessionCreate) -> ChatSession:
     session_id = body.id or uuid7()
-    if body.id is not None and await chat_session_crud.exists(db, session_id):
-        raise ChatSessionExists(f"A session with id {session_id} already exists")
     now = datetime.now(UTC)
     row = ChatSession(
         id=session_id,
         user_id=principal.user_id,
         title=body.title,
+        is_favorite=False,
+        status="active",
         metadata_=body.metadata,
+        message_count=0,
+        total_tokens=0,
+        last_seq=0,
+        history_version=0,
+        updated_version=0,
+        last_message_at=None,
         last_activity_at=now,
         created_at=now,
         updated_at=now,
+        ended_at=None,
     )
     _apply_workspace(row, body.workspace)
-    try:
-        async with db.begin_nested():
-            return await chat_session_crud.create(db, row)
-    except IntegrityError:
-        if await chat_session_crud.exists(db, session_id):  # the same id, inserted concurrently
-            raise ChatSessionExists(f"A session with id {session_id} already exists") from None
-        raise
+    # ON CONFLICT DO NOTHING: a taken id (also one inserted concurrently) is a 409, with no
+    # SAVEPOINT around the insert.
+    if not await chat_session_crud.insert_if_new(db, row):
+        raise ChatSessionExists(f"A session with id {session_id} already exists")
+    return row
 
 
 async def get_owned(

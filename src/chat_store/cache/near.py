@@ -1,0 +1,101 @@
+"""A short-lived in-process copy in front of the shared cache, for small, hot entries.
+
+Every authenticated request looks up its verified credential; from Redis that is a network
+round trip per request, which costs more CPU than the rest of a cached read. This layer keeps
+what Redis answered for a few seconds in the process. Writes (a revocation marker) go to Redis
+first and are announced on the bus, so every process drops its copy at once; a lost announcement
+(Redis pub/sub away) is bounded by the local lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from chat_store.cache import Cache
+from chat_store.cache.bus import INTERNAL_CHANNEL_PREFIX, Bus, Subscription
+
+logger = logging.getLogger(__name__)
+
+EVICT_CHANNEL = f"{INTERNAL_CHANNEL_PREFIX}cache-evict"
+
+
+class NearCache:
+    """Implements Cache over `remote`, keeping values locally for at most `local_seconds`."""
+
+    def __init__(
+        self, remote: Cache, bus: Bus, local_seconds: float, max_items: int = 10_000
+    ) -> None:
+        self.backend = remote.backend
+        self._remote = remote
+        self._bus = bus
+        self._local_seconds = local_seconds
+        self._max_items = max_items
+        self._items: dict[str, tuple[float, bytes]] = {}
+        self._follower: asyncio.Task[None] | None = None
+        self._resources = contextlib.AsyncExitStack()
+
+    def _keep(self, key: str, value: bytes) -> None:
+        if len(self._items) >= self._max_items:
+            self._items.pop(next(iter(self._items)))  # oldest insertion goes first
+        self._items[key] = (time.monotonic() + self._local_seconds, value)
+
+    async def get(self, key: str) -> bytes | None:
+        item = self._items.get(key)
+        if item is not None:
+            if item[0] >= time.monotonic():
+                return item[1]
+            del self._items[key]
+        value = await self._remote.get(key)
+        if value is not None:
+            self._keep(key, value)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        await self._remote.set(key, value, ttl_seconds)
+        self._keep(key, value)
+        await self._bus.publish(EVICT_CHANNEL, {"keys": [key]})
+
+    async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        # Only the shared copy: it may already hold a marker this process has not seen, and the
+        # next get() reads whichever value won.
+        await self._remote.add(key, value, ttl_seconds)
+
+    async def delete(self, *keys: str) -> None:
+        await self._remote.delete(*keys)
+        self.evict(keys)
+        await self._bus.publish(EVICT_CHANNEL, {"keys": list(keys)})
+
+    def evict(self, keys: list[str] | tuple[str, ...]) -> None:
+        for key in keys:
+            self._items.pop(key, None)
+
+    async def ping(self) -> bool:
+        return await self._remote.ping()
+
+    async def close(self) -> None:
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        await self._resources.aclose()
+        self._items.clear()
+
+    async def start(self) -> None:
+        """Follow evictions announced by any process, this one included (until close())."""
+        subscription = await self._resources.enter_async_context(self._bus.subscribe(EVICT_CHANNEL))
+        self._follower = asyncio.create_task(
+            self._follow(subscription), name="near-cache-evictions"
+        )
+
+    async def _follow(self, subscription: Subscription) -> None:
+        while True:
+            event = await subscription.next(wait_seconds=60.0)
+            if subscription.lost:
+                # Announcements were dropped: forget everything rather than guess.
+                self._items.clear()
+                subscription.lost = False
+            if event is not None and isinstance(keys := event.get("keys"), list):
+                self.evict([key for key in keys if isinstance(key, str)])

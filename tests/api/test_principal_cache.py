@@ -1,0 +1,137 @@
+"""Verified credentials kept in each process, and revoked in every process at once.
+
+Two app instances stand for two workers: they share the database and a Redis the test starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from chat_store.cache import MemoryCache
+from chat_store.cache.bus import MemoryBus
+from chat_store.cache.near import NearCache
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Factory
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def two_workers(
+    backend: Backend, redis_server: RedisServer, app: FastAPI
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    # `app` is requested so the suite's cleanup deletes this test's rows afterwards.
+    # A local lifetime far longer than the test: only the announcement can end a copy.
+    settings = make_settings(
+        backend,
+        redis_url=redis_server.url,
+        redis_prefix="pc:",
+        principal_local_cache_seconds=300,
+    )
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(2):
+            worker = await stack.enter_async_context(running_app(settings))
+            clients.append(await stack.enter_async_context(client_for(worker)))
+        yield clients
+
+
+async def _status_until(
+    client: httpx.AsyncClient, headers: dict[str, str], wanted: int, within: float = 5.0
+) -> int:
+    status = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        status = (await client.get(f"{API}/sessions", headers=headers)).status_code
+        if status == wanted:
+            break
+        await asyncio.sleep(0.05)
+    return status
+
+
+async def test_revoked_key_is_refused_by_the_other_worker(
+    two_workers: list[httpx.AsyncClient], redis_server: RedisServer
+) -> None:
+    first, second = two_workers
+    account = await Factory(first).account()
+    key = await Factory(first).api_key(account)
+    headers = {"X-API-Key": key["key"]}
+    for _ in range(2):  # verified from the database, then kept by the second worker
+        assert (await second.get(f"{API}/sessions", headers=headers)).status_code == 200
+
+    revoked = await first.delete(f"{API}/api-keys/{key['id']}", headers=account.headers)
+    assert revoked.status_code == 204
+
+    assert await _status_until(first, headers, 401) == 401
+    assert await _status_until(second, headers, 401) == 401
+
+
+async def test_deleted_user_is_refused_by_the_other_worker(
+    two_workers: list[httpx.AsyncClient],
+) -> None:
+    first, second = two_workers
+    account = await Factory(first).account()
+    for _ in range(2):  # verified from the database, then kept by the second worker
+        assert (await second.get(f"{API}/sessions", headers=account.headers)).status_code == 200
+
+    deleted = await first.delete(f"{API}/users/me", headers=account.headers)
+    assert deleted.status_code == 204
+
+    assert await _status_until(second, account.headers, 401) == 401
+
+
+class CountingCache(MemoryCache):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get(self, key: str) -> bytes | None:
+        self.reads += 1
+        return await super().get(key)
+
+
+async def test_near_cache_reads_the_shared_cache_once_per_lifetime() -> None:
+    remote = CountingCache()
+    near = NearCache(remote, MemoryBus(), local_seconds=0.2)
+    await remote.set("k", b"v", 60)
+
+    assert [await near.get("k") for _ in range(5)] == [b"v"] * 5
+    assert remote.reads == 1
+
+    await asyncio.sleep(0.25)
+    assert await near.get("k") == b"v"
+    assert remote.reads == 2  # the local copy ran out
+
+
+async def test_near_cache_add_never_hides_a_marker_and_set_is_announced() -> None:
+    remote, bus = MemoryCache(), MemoryBus()
+    near, other = NearCache(remote, bus, 60), NearCache(remote, bus, 60)
+    await other.start()
+    try:
+        await near.add("k", b"fresh", 60)
+        assert await other.get("k") == b"fresh"  # `other` keeps it locally now
+        await remote.set("k", b"marker", 60)  # e.g. written while `near` read the database
+        await near.add("k", b"late", 60)  # SET NX: the marker stays
+        assert await near.get("k") == b"marker"
+
+        await near.set("k", b"revoked", 60)
+        await asyncio.sleep(0.01)  # the announcement reaches the follower
+        assert await other.get("k") == b"revoked"
+    finally:
+        await other.close()
