@@ -441,6 +441,7 @@ class Bench:
         self.seed = Seed()
         self.service: Target | None = None
         self.baseline: Target | None = None
+        self.floor: Target | None = None
         self.redis: aredis.Redis | None = None
         self.results: dict[str, Any] = {
             "mode": "embedded" if config.embedded else "postgres",
@@ -561,26 +562,44 @@ class Bench:
         await wait_ready(service, "/health/ready")
         log(f"chat-store serving on {service.url} (pid {service.pid})")
         if not self.config.embedded:
-            port = free_port()
-            baseline = start_process(
-                "baseline",
-                [
-                    sys.executable,
-                    str(ROOT / "scripts" / "bench_baseline.py"),
-                    "--port",
-                    str(port),
-                    "--database-url",
-                    self.database_url,
-                ],
-                env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-                cwd=self.workdir,
-                port=port,
-                cleanup=self.cleanup,
+            self.baseline = Target("baseline", await self._start_bare("baseline"), ("", ""))
+            # The same handlers on FastAPI + SQLAlchemy with chat-store's pool: what the stack
+            # itself costs before any of chat-store's own work (throughput runs only).
+            floor = await self._start_bare(
+                "stack floor",
+                "--driver",
+                "sqlalchemy",
+                "--framework",
+                "fastapi",
+                "--pool-size",
+                "20",
+                "--pool-max",
+                "30",
             )
-            await wait_ready(baseline, "/health")
-            log(f"baseline serving on {baseline.url} (pid {baseline.pid})")
-            self.baseline = Target("baseline", baseline, ("X-User-ID", ""))
+            self.floor = Target("stack floor", floor, ("", ""))
         self.service = Target("chat-store", service, ("X-API-Key", ""))
+
+    async def _start_bare(self, label: str, *options: str) -> Server:
+        port = free_port()
+        server = start_process(
+            label,
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "bench_baseline.py"),
+                "--port",
+                str(port),
+                "--database-url",
+                self.database_url,
+                *options,
+            ],
+            env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+            cwd=self.workdir,
+            port=port,
+            cleanup=self.cleanup,
+        )
+        await wait_ready(server, "/health")
+        log(f"{label} serving on {server.url} (pid {server.pid})")
+        return server
 
     # --- seeding
 
@@ -591,8 +610,9 @@ class Bench:
             self.seed.user_id, self.seed.api_key = await register(client, "bench")
             self.seed.list_user_id, self.seed.list_api_key = await register(client, "list")
         self.service.auth_header = ("X-API-Key", self.seed.api_key)
-        if self.baseline is not None:
-            self.baseline.auth_header = ("X-User-ID", self.seed.user_id)
+        for bare in (self.baseline, self.floor):
+            if bare is not None:
+                bare.auth_header = ("X-User-ID", self.seed.user_id)
 
         async with self.service_client() as client:
             self.seed.append_sessions = await create_sessions(client, APPEND_SESSIONS, "append")
@@ -752,7 +772,7 @@ class Bench:
         sides: Sequence[Target] | None = None,
     ) -> None:
         """Warm up, then measure one operation with wrk, on chat-store then the baseline."""
-        targets = list(sides) if sides is not None else self.targets
+        targets = list(sides) if sides is not None else self.throughput_targets
         entry: dict[str, Any] = {}
         for target in targets:
             warm_args = await extra(target, "warmup") if extra else []
@@ -781,6 +801,10 @@ class Bench:
                 f"errors {sum(result['errors'].values())}"
             )
         self.results["throughput"][name] = entry
+
+    @property
+    def throughput_targets(self) -> list[Target]:
+        return self.targets + ([self.floor] if self.floor is not None else [])
 
     @property
     def targets(self) -> list[Target]:
@@ -884,6 +908,10 @@ class Bench:
         if self.baseline is not None:
             sides.append(
                 Target("baseline", self.baseline.server, ("X-User-ID", self.seed.list_user_id))
+            )
+        if self.floor is not None:
+            sides.append(
+                Target("stack floor", self.floor.server, ("X-User-ID", self.seed.list_user_id))
             )
         return sides
 
@@ -1642,9 +1670,10 @@ def render_markdown(results: dict[str, Any]) -> str:
     else:
         add(
             "| operation | chat-store rps | p50 ms | p99 ms | CPU ms/req | baseline rps | "
-            "p50 ms | p99 ms | CPU ms/req | chat-store / baseline |"
+            "p50 ms | p99 ms | CPU ms/req | chat-store / baseline | stack floor rps | "
+            "CPU ms/req | floor / baseline | chat-store / floor |"
         )
-        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for operation, entry in results["throughput"].items():
         service = entry["chat-store"]
         base = entry.get("baseline")
@@ -1663,8 +1692,19 @@ def render_markdown(results: dict[str, Any]) -> str:
                 _cpu(base),
                 f"{service['rps'] / base['rps']:.2f}x",
             ]
+            floor = entry.get("stack floor")
+            cells += (
+                [
+                    f"{floor['rps']:.0f}",
+                    _cpu(floor),
+                    f"{floor['rps'] / base['rps']:.2f}x",
+                    f"{service['rps'] / floor['rps']:.2f}x",
+                ]
+                if floor
+                else ["", "", "", ""]
+            )
         elif not embedded:
-            cells += ["", "", "", "", ""]
+            cells += [""] * 9
         add("| " + " | ".join(cells) + " |")
     errors = {
         f"{operation} ({side})": sum(result["errors"].values())

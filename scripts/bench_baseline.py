@@ -4,7 +4,8 @@ A bare Starlette app on asyncpg (no ORM, no validation, no auth, no cache, no bu
 uvicorn with one worker, over the very tables chat-store migrated. Each route issues the
 statements chat-store issues for that operation, in a transaction where chat-store has one:
 
-    POST /api/v1/sessions                          INSERT INTO chat_session
+    POST /api/v1/sessions                          INSERT INTO chat_session ... ON CONFLICT
+                                                   (id) DO NOTHING
     GET  /api/v1/sessions                          SELECT ... ORDER BY last_activity_at DESC,
                                                    id DESC LIMIT 21
     POST /api/v1/sessions/{sid}/messages           UPDATE chat_session ... RETURNING last_seq;
@@ -21,6 +22,13 @@ statements chat-store issues for that operation, in a transaction where chat-sto
 The caller is named by an `X-User-ID` header. Run by scripts/bench.py:
 
     python scripts/bench_baseline.py --port 8101 --database-url postgresql://...
+
+The same handlers also measure the stack chat-store is built on, with nothing of chat-store's
+own: `--driver sqlalchemy` sends the same statements through SQLAlchemy's async engine and pool
+(`exec_driver_sql`: no ORM, no statement compilation), and `--framework fastapi` routes them
+through FastAPI (its router, middleware and per-route request handling; the handlers still
+take the bare Request). scripts/bench.py runs `--driver sqlalchemy --framework fastapi` as the
+"stack floor".
 """
 
 from __future__ import annotations
@@ -32,12 +40,14 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import uvicorn
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -60,6 +70,7 @@ MESSAGE_COLUMNS = (
 INSERT_SESSION = f"""
 INSERT INTO chat_session ({SESSION_COLUMNS})
 VALUES ($1, $2, $3, false, 'active', $4, NULL, NULL, NULL, 0, 0, 0, 0, 0, NULL, $5, $5, $5, NULL)
+ON CONFLICT (id) DO NOTHING
 RETURNING {SESSION_COLUMNS}
 """
 LIST_SESSIONS = f"""
@@ -142,13 +153,85 @@ async def _init_connection(connection: asyncpg.Connection) -> None:
         )
 
 
-def create_app(database_url: str, pool_size: int, pool_max: int) -> Starlette:
+def _driver_args(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    # SQLAlchemy's asyncpg codecs take JSON as text (its own bind processing would dump it).
+    return tuple(json.dumps(arg) if isinstance(arg, dict) else arg for arg in args)
+
+
+class SQLAlchemyConnection:
+    """The asyncpg calls the handlers make, on a SQLAlchemy AsyncConnection."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+
+    def transaction(self) -> AbstractAsyncContextManager[Any]:
+        return self._connection.begin()
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        result = await self._connection.exec_driver_sql(sql, _driver_args(args))
+        return result.mappings().first()
+
+    async def fetch(self, sql: str, *args: Any) -> Any:
+        result = await self._connection.exec_driver_sql(sql, _driver_args(args))
+        return result.mappings().all()
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        result = await self._connection.exec_driver_sql(sql, _driver_args(args))
+        return result.scalar()
+
+    async def execute(self, sql: str, *args: Any) -> None:
+        await self._connection.exec_driver_sql(sql, _driver_args(args))
+
+
+class SQLAlchemyPool:
+    """The asyncpg.Pool calls the handlers make, on SQLAlchemy's engine: a single statement in
+    autocommit (as asyncpg runs it), a block in BEGIN ... COMMIT."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[SQLAlchemyConnection]:
+        async with self.engine.connect() as connection:
+            yield SQLAlchemyConnection(connection)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        async with self._autocommit.connect() as connection:
+            return await SQLAlchemyConnection(connection).fetchrow(sql, *args)
+
+    async def fetch(self, sql: str, *args: Any) -> Any:
+        async with self._autocommit.connect() as connection:
+            return await SQLAlchemyConnection(connection).fetch(sql, *args)
+
+
+def create_app(
+    database_url: str,
+    pool_size: int,
+    pool_max: int,
+    *,
+    driver: str = "asyncpg",
+    framework: str = "starlette",
+) -> Starlette:
     fanout = Fanout()
-    pool: asyncpg.Pool | None = None
+    pool: Any = None
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         nonlocal pool
+        if driver == "sqlalchemy":
+            # chat-store's pool: DB_POOL_SIZE kept, DB_MAX_OVERFLOW more under load.
+            engine = create_async_engine(
+                database_url.replace("postgresql://", "postgresql+asyncpg://", 1),
+                pool_size=pool_size,
+                max_overflow=pool_max - pool_size,
+            )
+            pool = SQLAlchemyPool(engine)
+            try:
+                yield
+            finally:
+                await engine.dispose()
+            return
         pool = await asyncpg.create_pool(
             database_url, min_size=pool_size, max_size=pool_max, init=_init_connection
         )
@@ -157,7 +240,7 @@ def create_app(database_url: str, pool_size: int, pool_max: int) -> Starlette:
         finally:
             await pool.close()
 
-    def db() -> asyncpg.Pool:
+    def db() -> Any:
         assert pool is not None
         return pool
 
@@ -193,7 +276,7 @@ def create_app(database_url: str, pool_size: int, pool_max: int) -> Starlette:
             )
             if reserved is None:
                 return JSONResponse({"code": "session_not_found"}, status_code=404)
-            seq, version = reserved
+            seq, version = reserved["last_seq"], reserved["history_version"]
             message_id = uuid7()
             await connection.execute(
                 INSERT_MESSAGE,
@@ -291,16 +374,22 @@ def create_app(database_url: str, pool_size: int, pool_max: int) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
+    routes: list[tuple[str, Any, str]] = [
+        ("/health", health, "GET"),
+        ("/api/v1/sessions", create_session, "POST"),
+        ("/api/v1/sessions", list_sessions, "GET"),
+        ("/api/v1/sessions/{sid}/messages", append_message, "POST"),
+        ("/api/v1/sessions/{sid}/messages", list_messages, "GET"),
+        ("/api/v1/sessions/{sid}/messages/{mid}/append", append_delta, "POST"),
+        ("/api/v1/sessions/{sid}/messages/{mid}/stream", stream_message, "GET"),
+    ]
+    if framework == "fastapi":
+        app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+        for path, endpoint, method in routes:
+            app.add_api_route(path, endpoint, methods=[method])
+        return app
     return Starlette(
-        routes=[
-            Route("/health", health),
-            Route("/api/v1/sessions", create_session, methods=["POST"]),
-            Route("/api/v1/sessions", list_sessions, methods=["GET"]),
-            Route("/api/v1/sessions/{sid}/messages", append_message, methods=["POST"]),
-            Route("/api/v1/sessions/{sid}/messages", list_messages, methods=["GET"]),
-            Route("/api/v1/sessions/{sid}/messages/{mid}/append", append_delta, methods=["POST"]),
-            Route("/api/v1/sessions/{sid}/messages/{mid}/stream", stream_message),
-        ],
+        routes=[Route(path, endpoint, methods=[method]) for path, endpoint, method in routes],
         lifespan=lifespan,
     )
 
@@ -318,11 +407,15 @@ def main() -> None:
     # chat-store's defaults: DB_POOL_SIZE=10 kept, DB_MAX_OVERFLOW=20 more under load.
     parser.add_argument("--pool-size", type=int, default=10)
     parser.add_argument("--pool-max", type=int, default=30)
+    parser.add_argument("--driver", choices=["asyncpg", "sqlalchemy"], default="asyncpg")
+    parser.add_argument("--framework", choices=["starlette", "fastapi"], default="starlette")
     args = parser.parse_args()
     if not args.database_url:
         parser.error("--database-url (or DATABASE_URL) is required")
     url = args.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    app = create_app(url, args.pool_size, args.pool_max)
+    app = create_app(
+        url, args.pool_size, args.pool_max, driver=args.driver, framework=args.framework
+    )
     uvicorn.run(app, host=args.host, port=args.port, workers=1, log_level="warning")
 
 

@@ -1,17 +1,91 @@
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, tuple_, update
+from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import String
 
 from chat_store.models import ChatSession, Message, MessageChunk, MessageTombstone
 
 _OPEN = ("pending", "in_progress")
 _MESSAGE_TABLE = cast(Table, Message.__table__)
+_SESSION_TABLE = cast(Table, ChatSession.__table__)
+_CHUNK_TABLE = cast(Table, MessageChunk.__table__)
+
+# The statements of the append and delta paths are built once, with bound parameters, as Core
+# statements on the tables: building one per request (and walking it for its cache key) and
+# the ORM's bulk-UPDATE machinery cost more CPU than the round trip itself.
+_S = _SESSION_TABLE.c
+_M = _MESSAGE_TABLE.c
+
+
+@functools.cache
+def _reserve_statement(*, expected: bool, titled: bool) -> Update:
+    values: dict[str, Any] = {
+        "last_seq": _S.last_seq + bindparam("b_count"),
+        "message_count": _S.message_count + bindparam("b_count"),
+        "total_tokens": _S.total_tokens + bindparam("b_tokens"),
+        # One version per message: the change feed tells each of them apart.
+        "history_version": _S.history_version + bindparam("b_count"),
+        "last_message_at": bindparam("b_now"),
+        "last_activity_at": bindparam("b_now"),
+        "updated_at": bindparam("b_now"),
+    }
+    if titled:
+        values["title"] = func.coalesce(_S.title, bindparam("b_title", type_=String))
+    stmt = update(_SESSION_TABLE).where(
+        _S.id == bindparam("b_session_id"), _S.user_id == bindparam("b_user_id")
+    )
+    if expected:
+        stmt = stmt.where(_S.last_seq == bindparam("b_expected_last_seq"))
+    return stmt.values(**values).returning(_S.last_seq, _S.history_version)
+
+
+@functools.cache
+def _bump_statement(*, counts: bool, touch: bool) -> Update:
+    values: dict[str, Any] = {"history_version": _S.history_version + 1}
+    if counts:
+        values["message_count"] = _S.message_count + bindparam("b_count_delta")
+        values["total_tokens"] = _S.total_tokens + bindparam("b_token_delta")
+    if touch:
+        values["updated_at"] = bindparam("b_now")
+    return (
+        update(_SESSION_TABLE)
+        .where(_S.id == bindparam("b_session_id"), _S.user_id == bindparam("b_user_id"))
+        .values(**values)
+        .returning(_S.history_version)
+    )
+
+
+_HISTORY_STATE = select(_S.history_version, _S.last_seq, _S.created_at).where(
+    _S.id == bindparam("b_session_id"), _S.user_id == bindparam("b_user_id")
+)
+_APPEND_GUARDED = select(Message).from_statement(
+    update(_MESSAGE_TABLE)
+    .where(
+        _M.id == bindparam("b_message_id"),
+        _M.session_id == bindparam("b_session_id"),
+        _M.user_id == bindparam("b_user_id"),
+        _M.status.in_(_OPEN),
+        _M.partial_length == bindparam("b_offset"),
+        _M.partial_bytes + bindparam("b_size_bytes") <= bindparam("b_max_bytes"),
+    )
+    .values(
+        partial_length=_M.partial_length + bindparam("b_length"),
+        partial_bytes=_M.partial_bytes + bindparam("b_size_bytes"),
+        status="in_progress",
+        updated_at=bindparam("b_now"),
+        version=bindparam("b_version"),
+    )
+    .returning(*_MESSAGE_TABLE.c)
+)
+_INSERT_CHUNK = insert(_CHUNK_TABLE)
+_INSERT_MESSAGE = insert(_MESSAGE_TABLE)
 
 
 async def reserve_seqs(
@@ -32,27 +106,19 @@ async def reserve_seqs(
     the new (last seq, history version) — message i of n gets seq and version `last - n + 1 + i`
     — or None when the session is missing, not the caller's, or not at expected_last_seq.
     """
-    values: dict[str, Any] = {
-        "last_seq": ChatSession.last_seq + count,
-        "message_count": ChatSession.message_count + count,
-        "total_tokens": ChatSession.total_tokens + tokens,
-        # One version per message: the change feed tells each of them apart.
-        "history_version": ChatSession.history_version + count,
-        "last_message_at": now,
-        "last_activity_at": now,
-        "updated_at": now,
+    params: dict[str, Any] = {
+        "b_session_id": session_id,
+        "b_user_id": user_id,
+        "b_count": count,
+        "b_tokens": tokens,
+        "b_now": now,
     }
-    if auto_title is not None:
-        values["title"] = func.coalesce(ChatSession.title, auto_title)
-    stmt = update(ChatSession).where(ChatSession.id == session_id, ChatSession.user_id == user_id)
     if expected_last_seq is not None:
-        stmt = stmt.where(ChatSession.last_seq == expected_last_seq)
-    result = await db.execute(
-        stmt.values(**values)
-        .returning(ChatSession.last_seq, ChatSession.history_version)
-        # No ORM object of this row is loaded: skip evaluating the change in the session.
-        .execution_options(synchronize_session=False)
-    )
+        params["b_expected_last_seq"] = expected_last_seq
+    if auto_title is not None:
+        params["b_title"] = auto_title
+    stmt = _reserve_statement(expected=expected_last_seq is not None, titled=auto_title is not None)
+    result = await db.execute(stmt, params)
     row = result.one_or_none()
     return (row[0], row[1]) if row is not None else None
 
@@ -62,11 +128,7 @@ async def get_history_state(
 ) -> tuple[int, int, datetime] | None:
     """(history_version, last_seq, created_at) of the caller's session, or None: one
     primary-key read."""
-    result = await db.execute(
-        select(ChatSession.history_version, ChatSession.last_seq, ChatSession.created_at).where(
-            ChatSession.id == session_id, ChatSession.user_id == user_id
-        )
-    )
+    result = await db.execute(_HISTORY_STATE, {"b_session_id": session_id, "b_user_id": user_id})
     row = result.one_or_none()
     return (row[0], row[1], row[2]) if row is not None else None
 
@@ -101,19 +163,13 @@ async def bump_session(
     Every write to existing messages takes this session row lock first, then the message's:
     one lock order everywhere, so concurrent writers queue instead of deadlocking.
     """
-    values: dict[str, Any] = {"history_version": ChatSession.history_version + 1}
-    if count_delta or token_delta:
-        values["message_count"] = ChatSession.message_count + count_delta
-        values["total_tokens"] = ChatSession.total_tokens + token_delta
+    counts = bool(count_delta or token_delta)
+    params: dict[str, Any] = {"b_session_id": session_id, "b_user_id": user_id}
+    if counts:
+        params.update(b_count_delta=count_delta, b_token_delta=token_delta)
     if touch:
-        values["updated_at"] = now
-    result = await db.execute(
-        update(ChatSession)
-        .where(ChatSession.id == session_id, ChatSession.user_id == user_id)
-        .values(**values)
-        .returning(ChatSession.history_version)
-        .execution_options(synchronize_session=False)
-    )
+        params["b_now"] = now
+    result = await db.execute(_bump_statement(counts=counts, touch=touch), params)
     return result.scalar_one_or_none()
 
 
@@ -142,7 +198,8 @@ async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> b
 
 async def insert_messages(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Rows keyed by column name; a Core insert (no ORM unit of work) on the hot append path."""
-    await db.execute(insert(_MESSAGE_TABLE), list(rows))
+    # One row is the common case: a plain INSERT, not the executemany path.
+    await db.execute(_INSERT_MESSAGE, rows[0] if len(rows) == 1 else list(rows))
 
 
 async def get_for_owner(
@@ -241,30 +298,24 @@ async def append_guarded(
     Returns the updated message, or None when any condition fails (the caller finds out which).
     """
     result = await db.execute(
-        update(Message)
-        .where(
-            Message.id == message_id,
-            Message.session_id == session_id,
-            Message.user_id == user_id,
-            Message.status.in_(_OPEN),
-            Message.partial_length == offset,
-            Message.partial_bytes + size_bytes <= max_bytes,
-        )
-        .values(
-            partial_length=Message.partial_length + length,
-            partial_bytes=Message.partial_bytes + size_bytes,
-            status="in_progress",
-            updated_at=now,
-            version=version,
-        )
-        .returning(Message)
-        .execution_options(synchronize_session=False)
+        _APPEND_GUARDED,
+        {
+            "b_message_id": message_id,
+            "b_session_id": session_id,
+            "b_user_id": user_id,
+            "b_offset": offset,
+            "b_length": length,
+            "b_size_bytes": size_bytes,
+            "b_max_bytes": max_bytes,
+            "b_now": now,
+            "b_version": version,
+        },
     )
     return result.scalar_one_or_none()
 
 
 async def insert_chunk(db: AsyncSession, message_id: uuid.UUID, start: int, text: str) -> None:
-    await db.execute(insert(MessageChunk).values(message_id=message_id, start=start, text=text))
+    await db.execute(_INSERT_CHUNK, {"message_id": message_id, "start": start, "text": text})
 
 
 async def chunk_texts(db: AsyncSession, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
