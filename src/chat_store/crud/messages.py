@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
@@ -65,7 +66,7 @@ def _bump_statement(*, counts: bool, touch: bool) -> Update:
 _HISTORY_STATE = select(_S.history_version, _S.last_seq, _S.created_at).where(
     _S.id == bindparam("b_session_id"), _S.user_id == bindparam("b_user_id")
 )
-_APPEND_GUARDED = select(Message).from_statement(
+_APPEND_GUARDED = (
     update(_MESSAGE_TABLE)
     .where(
         _M.id == bindparam("b_message_id"),
@@ -84,6 +85,8 @@ _APPEND_GUARDED = select(Message).from_statement(
     )
     .returning(*_MESSAGE_TABLE.c)
 )
+# (attribute, column) of every mapped column: `metadata_` is stored as "metadata".
+_MESSAGE_ATTRS = [(attr.key, attr.columns[0].name) for attr in sa_inspect(Message).column_attrs]
 _INSERT_CHUNK = insert(_CHUNK_TABLE)
 _INSERT_MESSAGE = insert(_MESSAGE_TABLE)
 
@@ -311,7 +314,13 @@ async def append_guarded(
             "b_version": version,
         },
     )
-    return result.scalar_one_or_none()
+    row = result.one_or_none()
+    if row is None:
+        return None
+    # A detached copy built from the returned row: loading it into the session's identity map
+    # costs more than the statement.
+    values = row._mapping
+    return Message(**{key: values[column] for key, column in _MESSAGE_ATTRS})
 
 
 async def insert_chunk(db: AsyncSession, message_id: uuid.UUID, start: int, text: str) -> None:
