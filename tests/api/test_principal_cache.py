@@ -135,3 +135,33 @@ async def test_near_cache_add_never_hides_a_marker_and_set_is_announced() -> Non
         assert await other.get("k") == b"revoked"
     finally:
         await other.close()
+
+
+class SlowCache(MemoryCache):
+    """Answers a read with the value it had when the read began, after a pause."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def get(self, key: str) -> bytes | None:
+        value = await super().get(key)
+        self.reading.set()
+        await self.answer.wait()
+        return value
+
+
+async def test_near_cache_does_not_keep_an_answer_older_than_an_eviction() -> None:
+    remote = SlowCache()
+    near = NearCache(remote, MemoryBus(), local_seconds=60)
+    await remote.set("k", b"valid", 60)
+
+    read = asyncio.create_task(near.get("k"))
+    await remote.reading.wait()  # Redis has read the old value...
+    await remote.set("k", b"revoked", 60)  # ...another process revokes and announces it
+    near.evict(["k"])
+    remote.answer.set()
+    assert await read == b"valid"  # the read that began first may still see the old value
+
+    assert await near.get("k") == b"revoked"  # but did not keep it

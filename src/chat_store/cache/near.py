@@ -34,6 +34,7 @@ class NearCache:
         self._local_seconds = local_seconds
         self._max_items = max_items
         self._items: dict[str, tuple[float, bytes]] = {}
+        self._evictions = 0  # evict() calls so far
         self._follower: asyncio.Task[None] | None = None
         self._resources = contextlib.AsyncExitStack()
 
@@ -48,8 +49,11 @@ class NearCache:
             if item[0] >= time.monotonic():
                 return item[1]
             del self._items[key]
+        evictions = self._evictions
         value = await self._remote.get(key)
-        if value is not None:
+        # An eviction that arrived while Redis answered may be newer than that answer: then the
+        # answer is used once but not kept.
+        if value is not None and evictions == self._evictions:
             self._keep(key, value)
         return value
 
@@ -69,6 +73,7 @@ class NearCache:
         await self._bus.publish(EVICT_CHANNEL, {"keys": list(keys)})
 
     def evict(self, keys: list[str] | tuple[str, ...]) -> None:
+        self._evictions += 1
         for key in keys:
             self._items.pop(key, None)
 

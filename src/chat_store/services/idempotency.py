@@ -44,11 +44,11 @@ async def run_once(
     """Run a create once per Idempotency-Key (every create answers 201), keeping its answer
     for IDEMPOTENCY_TTL_HOURS; `operation` and `scope` (e.g. the session id) are part of what
     must match for a replay."""
+    if key is None:
+        return await produce()
     request_hash = fingerprint(operation, scope, body)
     ttl = timedelta(hours=settings.idempotency_ttl_hours)
     status_code = 201
-    if key is None:
-        return await produce()
     now = datetime.now(UTC)
     stored = await idempotency_crud.get(db, user_id, key, now)
     if stored is not None:

@@ -276,9 +276,9 @@ async def create_message(
     idempotency_key: str | None,
 ) -> MessageRead:
     async def produce() -> MessageRead:
-        item = MessageCreate.model_validate(body.model_dump(exclude={"expected_last_seq"}))
+        # A MessageAppend is a MessageCreate (plus expected_last_seq): no second validation.
         created = await _append(
-            db, settings, bus, principal, session_id, [item], body.expected_last_seq
+            db, settings, bus, principal, session_id, [body], body.expected_last_seq
         )
         return created[0]
 
