@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
-from chat_store.cache import MemoryCache
-from chat_store.cache.bus import MemoryBus
+from chat_store.cache import MemoryCache, RedisCache
+from chat_store.cache.bus import MemoryBus, RedisBus
 from chat_store.cache.near import NearCache
 from tests.backends import Backend
 from tests.conftest import client_for, make_settings, running_app
@@ -109,6 +110,7 @@ class CountingCache(MemoryCache):
 async def test_near_cache_reads_the_shared_cache_once_per_lifetime() -> None:
     remote = CountingCache()
     near = NearCache(remote, MemoryBus(), local_seconds=0.2)
+    await near.start()
     await remote.set("k", b"v", 60)
 
     assert [await near.get("k") for _ in range(5)] == [b"v"] * 5
@@ -117,11 +119,13 @@ async def test_near_cache_reads_the_shared_cache_once_per_lifetime() -> None:
     await asyncio.sleep(0.25)
     assert await near.get("k") == b"v"
     assert remote.reads == 2  # the local copy ran out
+    await near.close()
 
 
 async def test_near_cache_add_never_hides_a_marker_and_set_is_announced() -> None:
     remote, bus = MemoryCache(), MemoryBus()
     near, other = NearCache(remote, bus, 60), NearCache(remote, bus, 60)
+    await near.start()
     await other.start()
     try:
         await near.add("k", b"fresh", 60)
@@ -134,6 +138,7 @@ async def test_near_cache_add_never_hides_a_marker_and_set_is_announced() -> Non
         await asyncio.sleep(0.01)  # the announcement reaches the follower
         assert await other.get("k") == b"revoked"
     finally:
+        await near.close()
         await other.close()
 
 
@@ -155,6 +160,7 @@ class SlowCache(MemoryCache):
 async def test_near_cache_does_not_keep_an_answer_older_than_an_eviction() -> None:
     remote = SlowCache()
     near = NearCache(remote, MemoryBus(), local_seconds=60)
+    await near.start()
     await remote.set("k", b"valid", 60)
 
     read = asyncio.create_task(near.get("k"))
@@ -165,3 +171,74 @@ async def test_near_cache_does_not_keep_an_answer_older_than_an_eviction() -> No
     assert await read == b"valid"  # the read that began first may still see the old value
 
     assert await near.get("k") == b"revoked"  # but did not keep it
+    await near.close()
+
+
+@asynccontextmanager
+async def near_over_redis(url: str) -> AsyncIterator[NearCache]:
+    cache, bus = RedisCache(url, "nc:"), RedisBus(url, "nc:")
+    near = NearCache(cache, bus, local_seconds=300)
+    try:
+        await near.start()
+        yield near
+    finally:
+        await near.close()
+        await bus.close()
+        await cache.close()
+
+
+async def _until(near: NearCache, key: str, wanted: bytes, within: float = 8.0) -> bytes | None:
+    value = None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while loop.time() < deadline:
+        value = await near.get(key)
+        if value == wanted:
+            break
+        await asyncio.sleep(0.1)
+    return value
+
+
+async def _keeps_a_copy(near: NearCache, url: str) -> None:
+    """`near` reads k=valid from Redis and keeps it: a silent change in Redis is not seen."""
+    admin = Redis.from_url(url)
+    try:
+        await admin.set("nc:k", b"valid")
+        assert await near.get("k") == b"valid"
+        await admin.set("nc:k", b"changed without an announcement")
+        assert await near.get("k") == b"valid"
+    finally:
+        await admin.aclose()
+
+
+async def test_process_started_while_redis_was_down_still_hears_revocations(
+    tmp_path: Path,
+) -> None:
+    server = RedisServer(tmp_path)  # not started yet
+    async with near_over_redis(server.url) as first:
+        server.start()
+        try:
+            async with near_over_redis(server.url) as second:
+                await asyncio.sleep(1.5)  # past the cache's back-off after the failed calls
+                # The bus re-subscribed when Redis came back and flagged the gap: copies are kept
+                # again once `first` has forgotten what it may have missed.
+                await first.get("k")
+                await _keeps_a_copy(first, server.url)
+                await second.set("k", b"revoked", 60)
+                assert await _until(first, "k", b"revoked") == b"revoked"
+        finally:
+            server.stop()
+
+
+async def test_copies_are_dropped_when_the_bus_reconnects(redis_server: RedisServer) -> None:
+    async with near_over_redis(redis_server.url) as first:
+        await _keeps_a_copy(first, redis_server.url)
+        admin = Redis.from_url(redis_server.url)
+        try:
+            # Every pub/sub connection drops: an announcement sent now would reach nobody.
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await admin.set("nc:k", b"revoked")
+        finally:
+            await admin.aclose()
+        # The bus reconnects within about a second and flags the gap; `first` then forgets.
+        assert await _until(first, "k", b"revoked") == b"revoked"

@@ -135,6 +135,7 @@ class RedisBus:
         self._lock = asyncio.Lock()
         self.errors = 0
         self._skip_until = 0.0
+        self._closing = False
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         # After a failure, Redis is left alone for a second: a write that publishes many events
@@ -166,11 +167,13 @@ class RedisBus:
                 if self._pubsub is None:
                     self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
                 await self._pubsub.subscribe(self._prefix + channel)
-                if self._listener is None or self._listener.done():
-                    self._listener = asyncio.create_task(self._listen(), name="redis-bus")
             except RedisError as exc:
                 self.errors += 1
                 logger.warning("redis subscribe failed: %s", type(exc).__name__)
+            # Started even when the subscribe failed: the listener retries, subscribing every
+            # channel that has local readers once Redis answers again (and flags them `lost`).
+            if self._listener is None or self._listener.done():
+                self._listener = asyncio.create_task(self._listen(), name="redis-bus")
 
     async def _redis_unsubscribe(self, channel: str) -> None:
         async with self._lock:
@@ -183,7 +186,7 @@ class RedisBus:
                 logger.warning("redis unsubscribe failed: %s", type(exc).__name__)
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             pubsub = self._pubsub
             if pubsub is None:
                 return
@@ -237,10 +240,12 @@ class RedisBus:
         return self._fanout.count()
 
     async def close(self) -> None:
+        self._closing = True
         if self._listener is not None:
+            # redis-py's reads run under asyncio.timeout(), which can swallow a cancellation that
+            # lands as its own timeout fires; the flag ends the loop then, at its next turn.
             self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+            await asyncio.wait({self._listener}, timeout=2.0)
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -36,14 +36,19 @@ class NearCache:
         self._items: dict[str, tuple[float, bytes]] = {}
         self._evictions = 0  # evict() calls so far
         self._follower: asyncio.Task[None] | None = None
+        self._subscription: Subscription | None = None
         self._resources = contextlib.AsyncExitStack()
 
     def _keep(self, key: str, value: bytes) -> None:
-        if len(self._items) >= self._max_items:
+        if key not in self._items and len(self._items) >= self._max_items:
             self._items.pop(next(iter(self._items)))  # oldest insertion goes first
         self._items[key] = (time.monotonic() + self._local_seconds, value)
 
     async def get(self, key: str) -> bytes | None:
+        if self._subscription is None or self._subscription.lost:
+            # Announcements may have been missed (not following yet, or the bus reconnected):
+            # forget every copy rather than trust one.
+            self._forget_all()
         item = self._items.get(key)
         if item is not None:
             if item[0] >= time.monotonic():
@@ -77,30 +82,37 @@ class NearCache:
         for key in keys:
             self._items.pop(key, None)
 
+    def _forget_all(self) -> None:
+        self._evictions += 1
+        self._items.clear()
+        if self._subscription is not None:
+            self._subscription.lost = False
+
     async def ping(self) -> bool:
         return await self._remote.ping()
 
     async def close(self) -> None:
         if self._follower is not None:
             self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._follower
         await self._resources.aclose()
         self._items.clear()
 
     async def start(self) -> None:
         """Follow evictions announced by any process, this one included (until close())."""
-        subscription = await self._resources.enter_async_context(self._bus.subscribe(EVICT_CHANNEL))
+        self._subscription = await self._resources.enter_async_context(
+            self._bus.subscribe(EVICT_CHANNEL)
+        )
         self._follower = asyncio.create_task(
-            self._follow(subscription), name="near-cache-evictions"
+            self._follow(self._subscription), name="near-cache-evictions"
         )
 
     async def _follow(self, subscription: Subscription) -> None:
         while True:
             event = await subscription.next(wait_seconds=60.0)
             if subscription.lost:
-                # Announcements were dropped: forget everything rather than guess.
-                self._items.clear()
-                subscription.lost = False
-            if event is not None and isinstance(keys := event.get("keys"), list):
+                self._forget_all()
+            keys = event.get("keys") if isinstance(event, dict) else None
+            if isinstance(keys, list):
                 self.evict([key for key in keys if isinstance(key, str)])
