@@ -6,7 +6,18 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Insert,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
@@ -123,6 +134,76 @@ async def reserve_seqs(
     stmt = _reserve_statement(expected=expected_last_seq is not None, titled=auto_title is not None)
     result = await db.execute(stmt, params)
     row = result.one_or_none()
+    return (row[0], row[1]) if row is not None else None
+
+
+# The columns a new message takes from the caller; seq and the versions come from the session.
+_FROM_SESSION = ("seq", "created_version", "version")
+_GIVEN_COLUMNS = [column for column in _MESSAGE_TABLE.c if column.name not in _FROM_SESSION]
+
+
+@functools.cache
+def _append_one_statement(*, expected: bool, titled: bool) -> Insert:
+    """Postgres: take the next seq and insert the message in one statement (a data-modifying
+    CTE), so the session row is locked from this statement to COMMIT, with no round trip and no
+    Python work in between."""
+    reserved = _reserve_statement(expected=expected, titled=titled).cte("reserved")
+    given = [bindparam(f"m_{column.name}", type_=column.type) for column in _GIVEN_COLUMNS]
+    source = select(
+        *given,
+        reserved.c.last_seq,
+        reserved.c.history_version,
+        reserved.c.history_version,
+    )
+    return (
+        insert(_MESSAGE_TABLE)
+        .from_select([*(column.name for column in _GIVEN_COLUMNS), *_FROM_SESSION], source)
+        .returning(_M.seq, _M.version)
+    )
+
+
+async def append_one(
+    db: AsyncSession,
+    values: dict[str, Any],
+    *,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    tokens: int,
+    now: datetime,
+    expected_last_seq: int | None,
+    auto_title: str | None,
+) -> tuple[int, int] | None:
+    """Insert one message (`values` by column name, without seq and versions) with the
+    session's next seq; returns its (seq, version), or None as reserve_seqs does. On Postgres one
+    statement; elsewhere reserve_seqs, then the insert."""
+    if db.get_bind().dialect.name != "postgresql":
+        reserved = await reserve_seqs(
+            db,
+            user_id=user_id,
+            session_id=session_id,
+            count=1,
+            tokens=tokens,
+            now=now,
+            expected_last_seq=expected_last_seq,
+            auto_title=auto_title,
+        )
+        if reserved is None:
+            return None
+        seq, version = reserved
+        await insert_messages(
+            db, [{**values, "seq": seq, "created_version": version, "version": version}]
+        )
+        return seq, version
+    params: dict[str, Any] = {f"m_{column}": value for column, value in values.items()}
+    params.update(b_session_id=session_id, b_user_id=user_id, b_count=1, b_tokens=tokens, b_now=now)
+    if expected_last_seq is not None:
+        params["b_expected_last_seq"] = expected_last_seq
+    if auto_title is not None:
+        params["b_title"] = auto_title
+    stmt = _append_one_statement(
+        expected=expected_last_seq is not None, titled=auto_title is not None
+    )
+    row = (await db.execute(stmt, params)).one_or_none()
     return (row[0], row[1]) if row is not None else None
 
 

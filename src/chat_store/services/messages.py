@@ -6,7 +6,7 @@ import math
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -361,21 +361,39 @@ async def _append(
         ),
         None,
     )
+    tokens = sum(item.token_count or 0 for item in items)
+    if len(items) == 1 and not client_ids:
+        # The common case, one message with a server-chosen id: seq and insert in one statement.
+        row = _new_row(items[0], principal, session_id, 0, now, 0)
+        for column in ("seq", "created_version", "version"):
+            del row[column]
+        reserved = await message_crud.append_one(
+            db,
+            row,
+            user_id=principal.user_id,
+            session_id=session_id,
+            tokens=tokens,
+            now=now,
+            expected_last_seq=expected_last_seq,
+            auto_title=auto_title,
+        )
+        if reserved is None:
+            await _refused_append(db, principal, session_id)
+        row.update(seq=reserved[0], created_version=reserved[1], version=reserved[1])
+        return _created(db, bus, [_read_from_values(row)], reserved[1])
+
     reserved = await message_crud.reserve_seqs(
         db,
         user_id=principal.user_id,
         session_id=session_id,
         count=len(items),
-        tokens=sum(item.token_count or 0 for item in items),
+        tokens=tokens,
         now=now,
         expected_last_seq=expected_last_seq,
         auto_title=auto_title,
     )
     if reserved is None:
-        state = await message_crud.get_history_state(db, principal.user_id, session_id)
-        if state is None:
-            raise ChatSessionNotFound()
-        raise SeqConflict(last_seq=state[1])
+        await _refused_append(db, principal, session_id)
 
     last_seq, last_version = reserved
     first_seq, first_version = last_seq - len(items) + 1, last_version - len(items) + 1
@@ -391,7 +409,23 @@ async def _append(
             raise MessageExists("A message with one of these ids already exists") from None
     else:
         await message_crud.insert_messages(db, rows)
-    reads = [_read_from_values(row) for row in rows]
+    return _created(db, bus, [_read_from_values(row) for row in rows], first_version)
+
+
+async def _refused_append(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+) -> NoReturn:
+    """The session's row was not updated: it is missing (or not the caller's), or its last seq
+    is not the expected one."""
+    state = await message_crud.get_history_state(db, principal.user_id, session_id)
+    if state is None:
+        raise ChatSessionNotFound()
+    raise SeqConflict(last_seq=state[1])
+
+
+def _created(
+    db: AsyncSession, bus: Bus, reads: list[MessageRead], first_version: int
+) -> list[MessageRead]:
     hooks.after_commit(db, metrics.count_messages(len(reads)))
     for offset, read in enumerate(reads):
         _publish_message(db, bus, "message.created", read, first_version + offset)
