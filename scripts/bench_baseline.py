@@ -8,8 +8,9 @@ statements chat-store issues for that operation, in a transaction where chat-sto
                                                    (id) DO NOTHING
     GET  /api/v1/sessions                          SELECT ... ORDER BY last_activity_at DESC,
                                                    id DESC LIMIT 21
-    POST /api/v1/sessions/{sid}/messages           UPDATE chat_session ... RETURNING last_seq;
-                                                   INSERT INTO message
+    POST /api/v1/sessions/{sid}/messages           WITH reserved AS (UPDATE chat_session ...
+                                                   RETURNING last_seq) INSERT INTO message
+                                                   SELECT ... FROM reserved
     POST /api/v1/sessions/{sid}/messages/{mid}/append
                                                    UPDATE chat_session (history_version);
                                                    UPDATE message guarded by partial_length;
@@ -77,16 +78,23 @@ LIST_SESSIONS = f"""
 SELECT {SESSION_COLUMNS} FROM chat_session
 WHERE user_id = $1 ORDER BY last_activity_at DESC, id DESC LIMIT $2
 """
-RESERVE_SEQ = """
-UPDATE chat_session SET message_count = message_count + 1, total_tokens = total_tokens + $3,
-    last_seq = last_seq + 1, history_version = history_version + 1,
-    last_message_at = $4, last_activity_at = $4, updated_at = $4
-WHERE id = $1 AND user_id = $2 RETURNING last_seq, history_version
-"""
-INSERT_MESSAGE = f"""
-INSERT INTO message ({MESSAGE_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, $11, $12, $13, NULL, $14, $14,
-        $15, $15, $16)
+# chat-store's single append on Postgres: seq and insert in one statement.
+APPEND_ONE = """
+WITH reserved AS (
+    UPDATE chat_session SET message_count = message_count + 1, total_tokens = total_tokens + $4,
+        last_seq = last_seq + 1, history_version = history_version + 1,
+        last_message_at = $13, last_activity_at = $13, updated_at = $13
+    WHERE id = $2 AND user_id = $3 RETURNING last_seq, history_version
+)
+INSERT INTO message (id, session_id, user_id, seq, role, content, partial_content, partial_length,
+    partial_bytes, status, error_message, context, metadata, token_count, model, latency_ms,
+    created_version, version, created_at, updated_at, completed_at)
+SELECT $1::uuid, $2::uuid, $3::uuid, reserved.last_seq, $5::varchar, $6::varchar, $7::varchar,
+    $8::integer, $9::integer, $10::varchar, NULL, NULL, $11::jsonb, $12::integer, $14::varchar,
+    NULL, reserved.history_version, reserved.history_version, $13::timestamptz,
+    $13::timestamptz, $15::timestamptz
+FROM reserved
+RETURNING seq, version
 """
 BUMP_SESSION = """
 UPDATE chat_session SET history_version = history_version + 1
@@ -270,20 +278,14 @@ def create_app(
         status = body.get("status", "complete")
         complete = status == "complete"
         text = content or ""
+        message_id = uuid7()
         async with db().acquire() as connection, connection.transaction():
-            reserved = await connection.fetchrow(
-                RESERVE_SEQ, session_id, user_id, body.get("token_count") or 0, now
-            )
-            if reserved is None:
-                return JSONResponse({"code": "session_not_found"}, status_code=404)
-            seq, version = reserved["last_seq"], reserved["history_version"]
-            message_id = uuid7()
-            await connection.execute(
-                INSERT_MESSAGE,
+            appended = await connection.fetchrow(
+                APPEND_ONE,
                 message_id,
                 session_id,
                 user_id,
-                seq,
+                body.get("token_count") or 0,
                 body["role"],
                 content if complete else None,
                 None if complete else "",
@@ -292,11 +294,13 @@ def create_app(
                 status,
                 body.get("metadata") or {},
                 body.get("token_count"),
-                body.get("model"),
-                version,
                 now,
+                body.get("model"),
                 now if complete else None,
             )
+        if appended is None:
+            return JSONResponse({"code": "session_not_found"}, status_code=404)
+        seq = appended["seq"]
         return JSONResponse(
             {"id": str(message_id), "session_id": str(session_id), "seq": seq, "status": status},
             status_code=201,
