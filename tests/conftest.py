@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,6 +16,7 @@ from chat_store.models import IdempotencyKey, User
 from chat_store.settings import Settings
 from tests.backends import Backend, provision
 from tests.factories import Factory
+from tests.support.redis_server import RedisServer
 
 
 def make_settings(backend: Backend, **overrides: Any) -> Settings:
@@ -96,3 +98,12 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def factory(client: httpx.AsyncClient) -> Factory:
     return Factory(client)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of the test's own, which the test may stop and start again."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

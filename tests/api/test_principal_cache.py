@@ -6,7 +6,7 @@ Two app instances stand for two workers: they share the database and a Redis the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
@@ -22,14 +22,6 @@ from tests.backends import Backend
 from tests.conftest import client_for, make_settings, running_app
 from tests.factories import API, Factory
 from tests.support.redis_server import RedisServer
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

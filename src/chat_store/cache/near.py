@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 
 from chat_store.cache import Cache
 from chat_store.cache.bus import INTERNAL_CHANNEL_PREFIX, Bus, Subscription
-
-logger = logging.getLogger(__name__)
 
 EVICT_CHANNEL = f"{INTERNAL_CHANNEL_PREFIX}cache-evict"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import functools
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -102,17 +103,34 @@ _INSERT_CHUNK = insert(_CHUNK_TABLE)
 _INSERT_MESSAGE = insert(_MESSAGE_TABLE)
 
 
-async def reserve_seqs(
-    db: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    session_id: uuid.UUID,
-    count: int,
-    tokens: int,
-    now: datetime,
-    expected_last_seq: int | None,
-    auto_title: str | None,
-) -> tuple[int, int] | None:
+@dataclass(frozen=True)
+class SeqReservation:
+    """Which session takes new seqs, for how many messages, and on what condition."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    count: int
+    tokens: int
+    now: datetime
+    expected_last_seq: int | None
+    auto_title: str | None
+
+    def params(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "b_session_id": self.session_id,
+            "b_user_id": self.user_id,
+            "b_count": self.count,
+            "b_tokens": self.tokens,
+            "b_now": self.now,
+        }
+        if self.expected_last_seq is not None:
+            values["b_expected_last_seq"] = self.expected_last_seq
+        if self.auto_title is not None:
+            values["b_title"] = self.auto_title
+        return values
+
+
+async def reserve_seqs(db: AsyncSession, reservation: SeqReservation) -> tuple[int, int] | None:
     """Take `count` seqs for new messages and update the counters in one statement.
 
     The UPDATE row-locks the session until commit, so concurrent appends to one session queue
@@ -120,19 +138,11 @@ async def reserve_seqs(
     the new (last seq, history version) — message i of n gets seq and version `last - n + 1 + i`
     — or None when the session is missing, not the caller's, or not at expected_last_seq.
     """
-    params: dict[str, Any] = {
-        "b_session_id": session_id,
-        "b_user_id": user_id,
-        "b_count": count,
-        "b_tokens": tokens,
-        "b_now": now,
-    }
-    if expected_last_seq is not None:
-        params["b_expected_last_seq"] = expected_last_seq
-    if auto_title is not None:
-        params["b_title"] = auto_title
-    stmt = _reserve_statement(expected=expected_last_seq is not None, titled=auto_title is not None)
-    result = await db.execute(stmt, params)
+    stmt = _reserve_statement(
+        expected=reservation.expected_last_seq is not None,
+        titled=reservation.auto_title is not None,
+    )
+    result = await db.execute(stmt, reservation.params())
     row = result.one_or_none()
     return (row[0], row[1]) if row is not None else None
 
@@ -163,30 +173,13 @@ def _append_one_statement(*, expected: bool, titled: bool) -> Insert:
 
 
 async def append_one(
-    db: AsyncSession,
-    values: dict[str, Any],
-    *,
-    user_id: uuid.UUID,
-    session_id: uuid.UUID,
-    tokens: int,
-    now: datetime,
-    expected_last_seq: int | None,
-    auto_title: str | None,
+    db: AsyncSession, values: dict[str, Any], reservation: SeqReservation
 ) -> tuple[int, int] | None:
     """Insert one message (`values` by column name, without seq and versions) with the
     session's next seq; returns its (seq, version), or None as reserve_seqs does. On Postgres one
     statement; elsewhere reserve_seqs, then the insert."""
     if db.get_bind().dialect.name != "postgresql":
-        reserved = await reserve_seqs(
-            db,
-            user_id=user_id,
-            session_id=session_id,
-            count=1,
-            tokens=tokens,
-            now=now,
-            expected_last_seq=expected_last_seq,
-            auto_title=auto_title,
-        )
+        reserved = await reserve_seqs(db, reservation)
         if reserved is None:
             return None
         seq, version = reserved
@@ -194,15 +187,11 @@ async def append_one(
             db, [{**values, "seq": seq, "created_version": version, "version": version}]
         )
         return seq, version
-    params: dict[str, Any] = {f"m_{column}": value for column, value in values.items()}
-    params.update(b_session_id=session_id, b_user_id=user_id, b_count=1, b_tokens=tokens, b_now=now)
-    if expected_last_seq is not None:
-        params["b_expected_last_seq"] = expected_last_seq
-    if auto_title is not None:
-        params["b_title"] = auto_title
     stmt = _append_one_statement(
-        expected=expected_last_seq is not None, titled=auto_title is not None
+        expected=reservation.expected_last_seq is not None,
+        titled=reservation.auto_title is not None,
     )
+    params = {f"m_{column}": value for column, value in values.items()} | reservation.params()
     row = (await db.execute(stmt, params)).one_or_none()
     return (row[0], row[1]) if row is not None else None
 

@@ -361,37 +361,27 @@ async def _append(
         ),
         None,
     )
-    tokens = sum(item.token_count or 0 for item in items)
+    reservation = message_crud.SeqReservation(
+        user_id=principal.user_id,
+        session_id=session_id,
+        count=len(items),
+        tokens=sum(item.token_count or 0 for item in items),
+        now=now,
+        expected_last_seq=expected_last_seq,
+        auto_title=auto_title,
+    )
     if len(items) == 1 and not client_ids:
         # The common case, one message with a server-chosen id: seq and insert in one statement.
         row = _new_row(items[0], principal, session_id, 0, now, 0)
         for column in ("seq", "created_version", "version"):
             del row[column]
-        reserved = await message_crud.append_one(
-            db,
-            row,
-            user_id=principal.user_id,
-            session_id=session_id,
-            tokens=tokens,
-            now=now,
-            expected_last_seq=expected_last_seq,
-            auto_title=auto_title,
-        )
+        reserved = await message_crud.append_one(db, row, reservation)
         if reserved is None:
             await _refused_append(db, principal, session_id)
         row.update(seq=reserved[0], created_version=reserved[1], version=reserved[1])
         return _created(db, bus, [_read_from_values(row)], reserved[1])
 
-    reserved = await message_crud.reserve_seqs(
-        db,
-        user_id=principal.user_id,
-        session_id=session_id,
-        count=len(items),
-        tokens=tokens,
-        now=now,
-        expected_last_seq=expected_last_seq,
-        auto_title=auto_title,
-    )
+    reserved = await message_crud.reserve_seqs(db, reservation)
     if reserved is None:
         await _refused_append(db, principal, session_id)
 
