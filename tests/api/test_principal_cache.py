@@ -6,9 +6,10 @@ Two app instances stand for two workers: they share the database and a Redis the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pytest
@@ -22,6 +23,8 @@ from tests.backends import Backend
 from tests.conftest import client_for, make_settings, running_app
 from tests.factories import API, Factory
 from tests.support.redis_server import RedisServer
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -44,18 +47,20 @@ async def two_workers(
         yield clients
 
 
-async def _status_until(
-    client: httpx.AsyncClient, headers: dict[str, str], wanted: int, within: float = 5.0
-) -> int:
-    status = 0
+async def _eventually(probe: Callable[[], Awaitable[T]], wanted: T, within: float = 8.0) -> T:
+    """What `probe` answers once it answers `wanted`, or its last answer after `within` s."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
-    while loop.time() < deadline:
-        status = (await client.get(f"{API}/sessions", headers=headers)).status_code
-        if status == wanted:
-            break
+    while (value := await probe()) != wanted and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    return status
+    return value
+
+
+def _status(client: httpx.AsyncClient, headers: dict[str, str]) -> Callable[[], Awaitable[int]]:
+    async def probe() -> int:
+        return (await client.get(f"{API}/sessions", headers=headers)).status_code
+
+    return probe
 
 
 async def test_revoked_key_is_refused_by_the_other_worker(
@@ -71,8 +76,8 @@ async def test_revoked_key_is_refused_by_the_other_worker(
     revoked = await first.delete(f"{API}/api-keys/{key['id']}", headers=account.headers)
     assert revoked.status_code == 204
 
-    assert await _status_until(first, headers, 401) == 401
-    assert await _status_until(second, headers, 401) == 401
+    assert await _eventually(_status(first, headers), 401, within=5.0) == 401
+    assert await _eventually(_status(second, headers), 401, within=5.0) == 401
 
 
 async def test_deleted_user_is_refused_by_the_other_worker(
@@ -86,7 +91,7 @@ async def test_deleted_user_is_refused_by_the_other_worker(
     deleted = await first.delete(f"{API}/users/me", headers=account.headers)
     assert deleted.status_code == 204
 
-    assert await _status_until(second, account.headers, 401) == 401
+    assert await _eventually(_status(second, account.headers), 401, within=5.0) == 401
 
 
 class CountingCache(MemoryCache):
@@ -179,18 +184,6 @@ async def near_over_redis(url: str) -> AsyncIterator[NearCache]:
         await cache.close()
 
 
-async def _until(near: NearCache, key: str, wanted: bytes, within: float = 8.0) -> bytes | None:
-    value = None
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while loop.time() < deadline:
-        value = await near.get(key)
-        if value == wanted:
-            break
-        await asyncio.sleep(0.1)
-    return value
-
-
 async def _keeps_a_copy(near: NearCache, url: str) -> None:
     """`near` reads k=valid from Redis and keeps it: a silent change in Redis is not seen."""
     admin = Redis.from_url(url)
@@ -217,7 +210,7 @@ async def test_process_started_while_redis_was_down_still_hears_revocations(
                 await first.get("k")
                 await _keeps_a_copy(first, server.url)
                 await second.set("k", b"revoked", 60)
-                assert await _until(first, "k", b"revoked") == b"revoked"
+                assert await _eventually(lambda: first.get("k"), b"revoked") == b"revoked"
         finally:
             server.stop()
 
@@ -233,4 +226,4 @@ async def test_copies_are_dropped_when_the_bus_reconnects(redis_server: RedisSer
         finally:
             await admin.aclose()
         # The bus reconnects within about a second and flags the gap; `first` then forgets.
-        assert await _until(first, "k", b"revoked") == b"revoked"
+        assert await _eventually(lambda: first.get("k"), b"revoked") == b"revoked"

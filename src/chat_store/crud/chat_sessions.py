@@ -5,13 +5,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Table, delete, func, select, update
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
 from chat_store.models import ChatSession, Message
+from chat_store.models.base import attribute_columns
 from chat_store.schemas.chat_sessions import ChatSessionFilters
 
 
@@ -22,8 +22,7 @@ async def exists(db: AsyncSession, session_id: uuid.UUID) -> bool:
 
 
 _TABLE = cast(Table, ChatSession.__table__)
-# (attribute, column) of every mapped column: `metadata_` is stored as "metadata".
-_COLUMNS = [(attr.key, attr.columns[0].name) for attr in sa_inspect(ChatSession).column_attrs]
+_COLUMNS = attribute_columns(ChatSession)
 _INSERT_NEW = {
     "postgresql": pg_insert(_TABLE).on_conflict_do_nothing(index_elements=["id"]),
     "sqlite": sqlite_insert(_TABLE).on_conflict_do_nothing(index_elements=["id"]),

@@ -19,11 +19,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
 from chat_store.models import ChatSession, Message, MessageChunk, MessageTombstone
+from chat_store.models.base import attribute_columns
 
 _OPEN = ("pending", "in_progress")
 _MESSAGE_TABLE = cast(Table, Message.__table__)
@@ -97,8 +97,7 @@ _APPEND_GUARDED = (
     )
     .returning(*_MESSAGE_TABLE.c)
 )
-# (attribute, column) of every mapped column: `metadata_` is stored as "metadata".
-_MESSAGE_ATTRS = [(attr.key, attr.columns[0].name) for attr in sa_inspect(Message).column_attrs]
+_MESSAGE_ATTRS = attribute_columns(Message)
 _INSERT_CHUNK = insert(_CHUNK_TABLE)
 _INSERT_MESSAGE = insert(_MESSAGE_TABLE)
 
@@ -175,9 +174,9 @@ def _append_one_statement(*, expected: bool, titled: bool) -> Insert:
 async def append_one(
     db: AsyncSession, values: dict[str, Any], reservation: SeqReservation
 ) -> tuple[int, int] | None:
-    """Insert one message (`values` by column name, without seq and versions) with the
-    session's next seq; returns its (seq, version), or None as reserve_seqs does. On Postgres one
-    statement; elsewhere reserve_seqs, then the insert."""
+    """Insert one message (`values` by column name) with the session's next seq, which also
+    gives its versions (whatever `values` holds for them); returns its (seq, version), or None as
+    reserve_seqs does. On Postgres one statement; elsewhere reserve_seqs, then the insert."""
     if db.get_bind().dialect.name != "postgresql":
         reserved = await reserve_seqs(db, reservation)
         if reserved is None:
@@ -191,7 +190,8 @@ async def append_one(
         expected=reservation.expected_last_seq is not None,
         titled=reservation.auto_title is not None,
     )
-    params = {f"m_{column}": value for column, value in values.items()} | reservation.params()
+    params = {f"m_{column.name}": values[column.name] for column in _GIVEN_COLUMNS}
+    params.update(reservation.params())
     row = (await db.execute(stmt, params)).one_or_none()
     return (row[0], row[1]) if row is not None else None
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, TypeDecorator, Uuid
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
@@ -47,6 +48,12 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 # JSONB on Postgres (indexable, compact), JSON text elsewhere.
 PortableJSON = JSON().with_variant(JSONB(), "postgresql")
+
+
+def attribute_columns(model: type[Base]) -> list[tuple[str, str]]:
+    """(attribute, column name) of every mapped column of `model`: the two differ where a
+    column's name is taken on the class (`metadata_` is stored as "metadata")."""
+    return [(attr.key, attr.columns[0].name) for attr in sa_inspect(model).column_attrs]
 
 
 def utcnow() -> datetime:

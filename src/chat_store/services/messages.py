@@ -372,9 +372,8 @@ async def _append(
     )
     if len(items) == 1 and not client_ids:
         # The common case, one message with a server-chosen id: seq and insert in one statement.
+        # seq and versions are placeholders here: the statement takes them from the session.
         row = _new_row(items[0], principal, session_id, 0, now, 0)
-        for column in ("seq", "created_version", "version"):
-            del row[column]
         reserved = await message_crud.append_one(db, row, reservation)
         if reserved is None:
             await _refused_append(db, principal, session_id)
