@@ -24,6 +24,9 @@ from redis.exceptions import RedisError
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1.0
+# Events waiting for the publisher beyond this are dropped (Redis is too slow to keep up);
+# their readers re-read the store on their timer.
+OUTBOX_LIMIT = 10_000
 # Channels the service uses for itself (not readers of a stream); not counted as subscriptions.
 INTERNAL_CHANNEL_PREFIX = "_"
 QUEUE_SIZE = 1024  # a reader that falls this far behind drops events and re-reads the store
@@ -56,6 +59,7 @@ class Bus(Protocol):
     backend: str
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None: ...
+    async def flush(self) -> None: ...
     def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
     def subscriber_count(self) -> int: ...
     async def close(self) -> None: ...
@@ -105,6 +109,9 @@ class MemoryBus:
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         self._fanout.deliver(channel, event)
 
+    async def flush(self) -> None:
+        return None  # delivered in publish()
+
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         subscription = Subscription(channel)
@@ -136,19 +143,57 @@ class RedisBus:
         self.errors = 0
         self._skip_until = 0.0
         self._closing = False
+        # Events not yet handed to Redis, and the future each waiting batch resolves when it
+        # has been sent (or dropped); flush() waits on them.
+        self._outbox: list[tuple[str, str]] = []
+        self._outbox_sent: asyncio.Future[None] | None = None
+        self._in_flight: asyncio.Future[None] | None = None
+        self._publisher: asyncio.Task[None] | None = None
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
+        """Queue the event for the publisher task and return: the request does not wait for
+        Redis. Events go out in the order they were queued; those queued while a batch is on
+        the wire go together in the next one (one round trip for many events under load)."""
         # After a failure, Redis is left alone for a second: a write that publishes many events
         # must not wait out a timeout for each of them.
-        if time.monotonic() < self._skip_until:
+        if self._closing or time.monotonic() < self._skip_until:
             return
-        try:
-            await self._redis.publish(self._prefix + channel, json.dumps(event))
-        except RedisError as exc:
-            # Readers notice the gap (their timer re-reads the store): fail open.
+        if len(self._outbox) >= OUTBOX_LIMIT:
             self.errors += 1
-            self._skip_until = time.monotonic() + RETRY_AFTER_SECONDS
-            logger.warning("redis publish failed: %s", type(exc).__name__)
+            return
+        self._outbox.append((self._prefix + channel, json.dumps(event)))
+        if self._outbox_sent is None:
+            self._outbox_sent = asyncio.get_running_loop().create_future()
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.create_task(self._publish_queued(), name="redis-publish")
+
+    async def _publish_queued(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            self._in_flight, self._outbox_sent = self._outbox_sent, None
+            try:
+                async with self._redis.pipeline(transaction=False) as pipeline:
+                    for channel, data in batch:
+                        pipeline.publish(channel, data)
+                    await pipeline.execute()
+            except Exception as exc:  # a background task: log it, never leave flush() waiting
+                # Readers notice the gap (their timer re-reads the store): fail open, and drop
+                # what queued up behind it rather than wait out a timeout for each batch.
+                self.errors += 1
+                self._skip_until = time.monotonic() + RETRY_AFTER_SECONDS
+                logger.warning("redis publish failed: %s", type(exc).__name__)
+                self._outbox.clear()
+                _resolve(self._outbox_sent)
+                self._outbox_sent = None
+            finally:
+                _resolve(self._in_flight)
+                self._in_flight = None
+
+    async def flush(self) -> None:
+        """Wait until every event queued so far has been sent to Redis (or dropped)."""
+        waiting = self._outbox_sent or self._in_flight
+        if waiting is not None:
+            await asyncio.shield(waiting)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
@@ -240,6 +285,12 @@ class RedisBus:
         return self._fanout.count()
 
     async def close(self) -> None:
+        if self._publisher is not None:
+            # What was committed before shutdown still reaches its readers.
+            await asyncio.wait({self._publisher}, timeout=2.0)
+            self._publisher.cancel()
+            _resolve(self._in_flight)
+            _resolve(self._outbox_sent)
         self._closing = True
         if self._listener is not None:
             # redis-py's reads run under asyncio.timeout(), which can swallow a cancellation that
@@ -251,6 +302,11 @@ class RedisBus:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
         await self._listen_redis.aclose()
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 def create_bus(redis_url: str | None, prefix: str) -> Bus:

@@ -1,0 +1,84 @@
+"""The Redis bus's publisher: requests queue events, one task sends them in order, in batches.
+
+Two buses on one Redis stand for two worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import pytest
+
+from chat_store.cache.bus import RETRY_AFTER_SECONDS, RedisBus, Subscription
+from tests.support.redis_server import RedisServer
+
+CHANNEL = "session:bus-test"
+
+
+@pytest.fixture
+async def buses(redis_server: RedisServer) -> AsyncIterator[tuple[RedisBus, RedisBus]]:
+    async with AsyncExitStack() as stack:
+        publisher, reader = RedisBus(redis_server.url, "bus:"), RedisBus(redis_server.url, "bus:")
+        stack.push_async_callback(reader.close)
+        stack.push_async_callback(publisher.close)
+        yield publisher, reader
+
+
+async def _received(subscription: Subscription, count: int) -> list[int]:
+    numbers: list[int] = []
+    while len(numbers) < count:
+        event = await subscription.next(wait_seconds=5.0)
+        if event is None:
+            break
+        numbers.append(event["n"])
+    return numbers
+
+
+async def test_a_burst_arrives_whole_and_in_order(buses: tuple[RedisBus, RedisBus]) -> None:
+    publisher, reader = buses
+    async with reader.subscribe(CHANNEL) as subscription:
+        # Many writers publishing at once, as under load: their events share round trips.
+        await asyncio.gather(*(publisher.publish(CHANNEL, {"n": n}) for n in range(500)))
+        await publisher.flush()
+        assert await _received(subscription, 500) == list(range(500))
+        assert not subscription.lost
+    assert publisher.errors == 0
+
+
+async def test_close_sends_what_was_queued_before_it(buses: tuple[RedisBus, RedisBus]) -> None:
+    publisher, reader = buses
+    async with reader.subscribe(CHANNEL) as subscription:
+        for n in range(50):
+            await publisher.publish(CHANNEL, {"n": n})
+        await publisher.close()
+        assert await _received(subscription, 50) == list(range(50))
+        # A closed bus takes no more events (and does not fail the caller).
+        await publisher.publish(CHANNEL, {"n": 50})
+        assert await subscription.next(wait_seconds=0.3) is None
+
+
+async def test_redis_down_fails_open_and_publishing_resumes(
+    redis_server: RedisServer, buses: tuple[RedisBus, RedisBus]
+) -> None:
+    publisher, reader = buses
+    await publisher.publish(CHANNEL, {"n": 0})
+    await publisher.flush()
+    redis_server.stop()
+    # The writer is never failed by the bus: the event is dropped and counted.
+    await publisher.publish(CHANNEL, {"n": 1})
+    await publisher.flush()
+    assert publisher.errors == 1
+    # Within the retry window later events are dropped without another attempt.
+    await publisher.publish(CHANNEL, {"n": 2})
+    await publisher.flush()
+    assert publisher.errors == 1
+
+    redis_server.start()
+    await asyncio.sleep(RETRY_AFTER_SECONDS + 0.1)
+    async with reader.subscribe(CHANNEL) as subscription:
+        await publisher.publish(CHANNEL, {"n": 3})
+        await publisher.flush()
+        assert await _received(subscription, 1) == [3]
+    assert publisher.errors == 1
