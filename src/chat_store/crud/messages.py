@@ -9,13 +9,17 @@ from typing import Any, cast
 
 from sqlalchemy import (
     Insert,
+    Integer,
+    Select,
     Table,
+    Text,
     Update,
     bindparam,
     delete,
     func,
     insert,
     select,
+    true,
     tuple_,
     update,
 )
@@ -77,25 +81,6 @@ def _bump_statement(*, counts: bool, touch: bool) -> Update:
 
 _HISTORY_STATE = select(_S.history_version, _S.last_seq, _S.created_at).where(
     _S.id == bindparam("b_session_id"), _S.user_id == bindparam("b_user_id")
-)
-_APPEND_GUARDED = (
-    update(_MESSAGE_TABLE)
-    .where(
-        _M.id == bindparam("b_message_id"),
-        _M.session_id == bindparam("b_session_id"),
-        _M.user_id == bindparam("b_user_id"),
-        _M.status.in_(_OPEN),
-        _M.partial_length == bindparam("b_offset"),
-        _M.partial_bytes + bindparam("b_size_bytes") <= bindparam("b_max_bytes"),
-    )
-    .values(
-        partial_length=_M.partial_length + bindparam("b_length"),
-        partial_bytes=_M.partial_bytes + bindparam("b_size_bytes"),
-        status="in_progress",
-        updated_at=bindparam("b_now"),
-        version=bindparam("b_version"),
-    )
-    .returning(*_MESSAGE_TABLE.c)
 )
 _MESSAGE_ATTRS = attribute_columns(Message)
 _INSERT_CHUNK = insert(_CHUNK_TABLE)
@@ -352,44 +337,127 @@ async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> Message |
     return result.scalar_one_or_none()
 
 
-async def append_guarded(
-    db: AsyncSession,
-    *,
-    user_id: uuid.UUID,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    offset: int,
-    length: int,
-    size_bytes: int,
-    max_bytes: int,
-    now: datetime,
-    version: int,
-) -> Message | None:
-    """Advance the stored length by one delta if, and only if, it is still `offset`.
+def _guarded_delta_update() -> Update:
+    return (
+        update(_MESSAGE_TABLE)
+        .where(
+            _M.id == bindparam("b_message_id"),
+            _M.session_id == bindparam("b_session_id"),
+            _M.user_id == bindparam("b_user_id"),
+            _M.status.in_(_OPEN),
+            _M.partial_length == bindparam("b_offset"),
+            _M.partial_bytes + bindparam("b_size_bytes") <= bindparam("b_max_bytes"),
+        )
+        .values(
+            partial_length=_M.partial_length + bindparam("b_length"),
+            partial_bytes=_M.partial_bytes + bindparam("b_size_bytes"),
+            status="in_progress",
+            updated_at=bindparam("b_now"),
+        )
+        .returning(*_MESSAGE_TABLE.c)
+    )
+
+
+_APPEND_GUARDED = _guarded_delta_update().values(version=bindparam("b_version"))
+
+
+def _append_delta_statement() -> Select[Any]:
+    """Postgres: the version bump, the guarded update and the chunk insert as one statement.
+
+    The message's new version is read from the session's bump, so the session row is locked
+    first and the message's second: the lock order of every other write. The chunk is inserted
+    only from the row the guard let through.
+    """
+    bumped = _bump_statement(counts=False, touch=False).cte("bumped")
+    new_version = select(bumped.c.history_version).scalar_subquery()
+    moved = (
+        _guarded_delta_update()
+        .where(select(bumped.c.history_version).exists())
+        .values(version=new_version)
+        .cte("moved")
+    )
+    chunk = (
+        insert(_CHUNK_TABLE)
+        .from_select(
+            ["message_id", "start", "text"],
+            select(
+                moved.c.id,
+                bindparam("b_offset", type_=Integer),
+                bindparam("b_text", type_=Text),
+            ),
+        )
+        .cte("chunk")
+    )
+    return (
+        select(bumped.c.history_version.label("b_history_version"), *moved.c)
+        .select_from(bumped.outerjoin(moved, true()))
+        .add_cte(chunk)
+    )
+
+
+_APPEND_DELTA = _append_delta_statement()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One delta for a streaming message: `text` goes at code point `offset`, if the message
+    is still open, still at that length, and stays within `max_bytes`."""
+
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    message_id: uuid.UUID
+    offset: int
+    text: str
+    size_bytes: int
+    max_bytes: int
+    now: datetime
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "b_message_id": self.message_id,
+            "b_session_id": self.session_id,
+            "b_user_id": self.user_id,
+            "b_offset": self.offset,
+            "b_length": len(self.text),
+            "b_size_bytes": self.size_bytes,
+            "b_max_bytes": self.max_bytes,
+            "b_now": self.now,
+        }
+
+
+async def append_delta(db: AsyncSession, delta: Delta) -> tuple[int, Message | None] | None:
+    """Bump the session's history version, then advance the message's stored length by the
+    delta and store its text if, and only if, the length is still `offset`.
 
     The guard makes the append a compare-and-set: two writers at one offset cannot both win.
-    Returns the updated message, or None when any condition fails (the caller finds out which).
+    Returns the new history version with the updated message, or with None when the guard
+    refused (the caller finds out why); None when the session is missing or not the caller's.
+    On Postgres one statement; elsewhere three.
     """
-    result = await db.execute(
-        _APPEND_GUARDED,
-        {
-            "b_message_id": message_id,
-            "b_session_id": session_id,
-            "b_user_id": user_id,
-            "b_offset": offset,
-            "b_length": length,
-            "b_size_bytes": size_bytes,
-            "b_max_bytes": max_bytes,
-            "b_now": now,
-            "b_version": version,
-        },
-    )
-    row = result.one_or_none()
-    if row is None:
+    params = delta.params()
+    if db.get_bind().dialect.name == "postgresql":
+        params["b_text"] = delta.text
+        row = (await db.execute(_APPEND_DELTA, params)).one_or_none()
+        if row is None:
+            return None
+        values = row._mapping
+        if values[_M.id.name] is None:
+            return values["b_history_version"], None
+        return values["b_history_version"], _detached(values)
+    version = await bump_session(db, delta.user_id, delta.session_id, now=delta.now, touch=False)
+    if version is None:
         return None
+    params["b_version"] = version
+    guarded = (await db.execute(_APPEND_GUARDED, params)).one_or_none()
+    if guarded is None:
+        return version, None
+    await insert_chunk(db, delta.message_id, delta.offset, delta.text)
+    return version, _detached(guarded._mapping)
+
+
+def _detached(values: Any) -> Message:
     # A detached copy built from the returned row: loading it into the session's identity map
     # costs more than the statement.
-    values = row._mapping
     return Message(**{key: values[column] for key, column in _MESSAGE_ATTRS})
 
 

@@ -494,26 +494,25 @@ async def append_delta(
     """Append one delta at `offset` (code points).
 
     The success path never reads or rewrites the stored text: a version bump of the session,
-    a guarded length update of the message and one chunk insert, whatever the answer's length.
+    a guarded length update of the message and one chunk insert (one statement on Postgres),
+    whatever the answer's length.
     """
-    now = datetime.now(UTC)
-    version = await message_crud.bump_session(
-        db, principal.user_id, session_id, now=now, touch=False
-    )
-    if version is None:
-        raise ChatSessionNotFound()
-    row = await message_crud.append_guarded(
+    appended = await message_crud.append_delta(
         db,
-        user_id=principal.user_id,
-        session_id=session_id,
-        message_id=message_id,
-        offset=body.offset,
-        length=len(body.delta),
-        size_bytes=_utf8_len(body.delta),
-        max_bytes=settings.max_message_bytes,
-        now=now,
-        version=version,
+        message_crud.Delta(
+            user_id=principal.user_id,
+            session_id=session_id,
+            message_id=message_id,
+            offset=body.offset,
+            text=body.delta,
+            size_bytes=_utf8_len(body.delta),
+            max_bytes=settings.max_message_bytes,
+            now=datetime.now(UTC),
+        ),
     )
+    if appended is None:
+        raise ChatSessionNotFound()
+    version, row = appended
     if row is None:
         unchanged = await _explain_refused_delta(
             db, principal, session_id, message_id, body, settings
@@ -522,7 +521,6 @@ async def append_delta(
         # readers see no gap.
         events.publish_after_commit(db, bus, session_id, {"type": "sync", "version": version})
         return unchanged
-    await message_crud.insert_chunk(db, message_id, body.offset, body.delta)
     hooks.after_commit(db, metrics.count_delta)
     events.publish_after_commit(
         db,
