@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -12,6 +12,8 @@ from typing import Any
 
 import fastapi_standalone_docs
 from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.encoders import jsonable_encoder
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import (
     get_redoc_html,
@@ -19,7 +21,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_oauth2_redirect_html,
 )
 from fastapi.responses import HTMLResponse
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
 from chat_store import __version__
@@ -34,7 +36,7 @@ from chat_store.api import (
     users,
 )
 from chat_store.api import metrics as metrics_api
-from chat_store.api.deps import AppState
+from chat_store.api.deps import SECURITY_SCHEMES, AppState, get_principal
 from chat_store.api.errors import install_error_handlers
 from chat_store.api.middleware import (
     BodySizeLimitMiddleware,
@@ -66,6 +68,20 @@ assistant answers streamed in delta by delta.
 (`csk_...`) into the `X-API-Key` field. Errors are `application/problem+json` (RFC 9457)
 with a stable `code`.
 """
+
+
+OPENAPI_TAGS = [
+    {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+    {"name": "auth", "description": "Register, log in (OAuth2 password), refresh, log out."},
+    {"name": "users", "description": "The signed-in user."},
+    {"name": "api-keys", "description": "Keys for scripts and CLI assistants (`X-API-Key`)."},
+    {"name": "sessions", "description": "Chat sessions: create, list, rename, delete."},
+    {
+        "name": "messages",
+        "description": "A session's messages, and answers appended to it delta by delta.",
+    },
+    {"name": "streams", "description": "Follow an answer or a session's changes live (SSE)."},
+]
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -127,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         root_path=settings.root_path,
         generate_unique_id_function=_operation_id,
         swagger_ui_parameters={"persistAuthorization": True},
+        openapi_tags=OPENAPI_TAGS,
     )
     install_error_handlers(app)
     app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
@@ -152,19 +169,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware, settings=settings, metrics=metrics, hsts=settings.hsts_enabled
     )
 
-    app.include_router(health.router)
-    app.include_router(metrics_api.router)
     # Routers carry the full /api/v1 prefix themselves, so a route's path is its whole
     # template (the metrics label).
     # With limits off, the limit dependencies are left out altogether (nothing to solve).
     limited = settings.rate_limit_enabled
     by_ip = [Depends(ratelimits.limit_by_client_ip)] if limited else []
     by_principal = [Depends(ratelimits.limit_by_principal)] if limited else []
-    app.include_router(auth.router, dependencies=by_ip)
-    for module in (users, api_keys, chat_sessions, messages, streams):
+    # A request is matched against the routes in this order: the busiest first. (No two
+    # routers share a path; the documents keep the order of OPENAPI_TAGS.)
+    for module in (messages, chat_sessions, streams, users, api_keys):
         app.include_router(module.router, dependencies=by_principal)
+    app.include_router(auth.router, dependencies=by_ip)
+    app.include_router(health.router)
+    app.include_router(metrics_api.router)
     _install_docs(app)
-    _summaries_from_docstrings(app)
+    _finish_openapi(app)
     return app
 
 
@@ -178,9 +197,10 @@ async def _principal_cache(settings: Settings, cache: Cache, bus: Bus) -> Cache:
     return near
 
 
-def _summaries_from_docstrings(app: FastAPI) -> None:
+def _finish_openapi(app: FastAPI) -> None:
     """Each route's one-line docstring is its Swagger summary (FastAPI would title-case the
-    function name and put the docstring in the description)."""
+    function name and put the docstring in the description), and every operation that needs a
+    caller declares both ways in (get_principal reads them itself, see api/deps.py)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -192,10 +212,39 @@ def _summaries_from_docstrings(app: FastAPI) -> None:
                 description = operation.get("description") if isinstance(operation, dict) else None
                 if description:
                     operation["summary"] = description.strip().splitlines()[0]
+        _declare_security(app, schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _declare_security(app: FastAPI, schema: dict[str, Any]) -> None:
+    requirement: list[dict[str, list[str]]] = [
+        {scheme.scheme_name: []} for scheme in SECURITY_SCHEMES
+    ]
+    secured = False
+    # Route contexts: the routes as included (include_router keeps them in their router).
+    for route in iter_route_contexts(app.routes):
+        if not (isinstance(route.original_route, APIRoute) and route.include_in_schema):
+            continue
+        if not _depends_on(route.dependant, get_principal):
+            continue
+        path_item = schema["paths"].get(route.path_format, {})
+        for method in route.methods or ():
+            if (operation := path_item.get(method.lower())) is not None:
+                operation["security"] = requirement
+                secured = True
+    if secured:
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        for scheme in SECURITY_SCHEMES:
+            schemes[scheme.scheme_name] = jsonable_encoder(
+                scheme.model, by_alias=True, exclude_none=True
+            )
+
+
+def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
+    return any(sub.call is call or _depends_on(sub, call) for sub in dependant.dependencies)
 
 
 def _install_docs(app: FastAPI) -> None:

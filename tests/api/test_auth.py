@@ -338,6 +338,40 @@ async def test_a_valid_token_is_accepted(
     assert response.json()["id"] == account.user_id
 
 
+async def test_credentials_are_read_from_their_headers(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    key = (await factory.api_key(account))["key"]
+    token = account.access_token
+
+    def who(headers: dict[str, str]) -> Any:
+        return client.get(f"{API}/users/me", headers=headers)
+
+    # The scheme's case does not matter; an API key works as a bearer token too.
+    for headers in (
+        {"Authorization": f"bearer {token}"},
+        {"Authorization": f"BEARER {key}"},
+        {"X-API-Key": key},
+        # A bearer token is taken before an X-API-Key.
+        {"Authorization": f"Bearer {token}", "X-API-Key": "csk_wrong"},
+    ):
+        answer = await who(headers)
+        assert (answer.status_code, answer.json().get("id")) == (200, account.user_id), headers
+    # Other schemes, an empty token or key, and a key that is not one: refused.
+    for headers in (
+        {"Authorization": f"Basic {token}"},
+        {"Authorization": "Bearer "},
+        {"Authorization": token},
+        {"X-API-Key": ""},
+        {"X-API-Key": "csk_wrong"},
+        {"Authorization": "Bearer csk_wrong", "X-API-Key": key},
+    ):
+        assert_problem(await who(headers), 401, "unauthorized")
+    # The guest header is checked for size even when guests are off.
+    assert_validation_error(await who({"X-Client-ID": "c" * 65}), "header", "X-Client-ID")
+
+
 async def test_an_expired_access_token_is_refused(
     client: httpx.AsyncClient, factory: Factory, settings: Settings
 ) -> None:

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
+from fastapi.security.base import SecurityBase
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat_store.api.limiting import apply_limit, client_ip
@@ -119,7 +121,10 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
 
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
 
-# Declared for the OpenAPI document, so "Authorize" in Swagger UI offers both ways in.
+# The two ways in, as the OpenAPI document declares them (so "Authorize" in Swagger UI offers
+# both). get_principal reads their headers itself rather than depending on these schemes: each
+# dependency is another round of FastAPI's dependency solving on every request. main.py puts
+# them on every operation that depends on get_principal.
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl=f"{API_PREFIX}/auth/token",
     auto_error=False,
@@ -128,25 +133,32 @@ oauth2_scheme = OAuth2PasswordBearer(
 api_key_scheme = APIKeyHeader(
     name="X-API-Key", auto_error=False, description="An API key created with POST /api-keys."
 )
+SECURITY_SCHEMES: tuple[SecurityBase, ...] = (oauth2_scheme, api_key_scheme)
+CLIENT_ID_MAX_LENGTH = 64
 
 
-async def get_principal(
-    request: Request,
-    db: DbSession,
-    bearer: Annotated[str | None, Depends(oauth2_scheme)],
-    api_key: Annotated[str | None, Depends(api_key_scheme)],
-    # Guest mode (ALLOW_GUESTS=true, off by default): a UUID the client keeps. Read as a plain
-    # header, not declared as a security scheme, so Swagger UI offers only the real logins.
-    client_id: Annotated[
-        str | None, Header(alias="X-Client-ID", include_in_schema=False, max_length=64)
-    ] = None,
-) -> Principal:
+def _bearer_token(authorization: str | None) -> str | None:
+    scheme, token = get_authorization_scheme_param(authorization)
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def get_principal(request: Request, db: DbSession) -> Principal:
+    """The caller, from a bearer token (JWT or API key), an X-API-Key header or, in guest mode
+    (ALLOW_GUESTS=true, off by default), an X-Client-ID header: a UUID the client keeps, not
+    declared as a security scheme, so Swagger UI offers only the real logins."""
     state = _resources(request)
     settings = state.settings
+    headers = request.headers
+    client_id = headers.get("x-client-id")
+    if client_id is not None and len(client_id) > CLIENT_ID_MAX_LENGTH:
+        raise ValidationFailed(
+            f"X-Client-ID is longer than {CLIENT_ID_MAX_LENGTH} characters",
+            ["header", "X-Client-ID"],
+        )
     try:
-        if bearer:
+        if bearer := _bearer_token(headers.get("authorization")):
             return await principal_service.from_bearer(db, settings, state.principal_cache, bearer)
-        if api_key:
+        if api_key := headers.get("x-api-key"):
             return await principal_service.from_api_key(
                 db, settings, state.principal_cache, api_key
             )

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from chat_store.api.deps import CurrentPrincipal, State
+from chat_store.api.deps import AppState, CurrentPrincipal
 from chat_store.api.limiting import apply_limit, client_ip
 from chat_store.ratelimit import parse_limit
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def limit_by_client_ip(request: Request, state: State) -> None:
+# The app state is read from the request, not depended on: a dependency less to solve on
+# every request.
+
+
+async def limit_by_client_ip(request: Request) -> None:
+    state: AppState = request.app.state.resources
     settings = state.settings
     if not settings.rate_limit_enabled:
         return
@@ -20,7 +25,8 @@ async def limit_by_client_ip(request: Request, state: State) -> None:
     apply_limit(request, result, "auth requests from this address")
 
 
-async def limit_by_principal(request: Request, state: State, principal: CurrentPrincipal) -> None:
+async def limit_by_principal(request: Request, principal: CurrentPrincipal) -> None:
+    state: AppState = request.app.state.resources
     settings = state.settings
     if not settings.rate_limit_enabled:
         return
