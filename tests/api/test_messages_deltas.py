@@ -4,13 +4,18 @@ the size limit over all deltas, and the minimal answer."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
+from chat_store.api.deps import AppState
+from chat_store.crud import messages as message_crud
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
 from tests.conftest import client_for, make_settings, running_app
@@ -263,3 +268,62 @@ async def test_racing_writers_at_one_offset(client: httpx.AsyncClient, factory: 
         if response.status_code != 200:
             assert assert_problem(response, 409, "offset_mismatch")["length"] == 8
     assert (await stream.read())["partial_content"] == winners[0].json()["partial_content"]
+
+
+async def test_a_delta_waiting_behind_its_predecessor_lands_after_it(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """A writer that sends its next delta before the previous one's answer: the next waits for
+    the session row, and once the first commits it is checked against the message as it now
+    is (not as it was when its statement started waiting)."""
+    stream = await _open_stream(client, factory)
+    session_id = uuid.UUID(stream.message["session_id"])
+    message_id = uuid.UUID(stream.message["id"])
+    principal = await _principal(client, stream.account)
+    first = message_crud.Delta(
+        user_id=principal,
+        session_id=session_id,
+        message_id=message_id,
+        offset=0,
+        text="first ",
+        size_bytes=6,
+        max_bytes=1_000_000,
+        now=datetime.now(UTC),
+    )
+    async with state.sessionmaker() as db:
+        # The first delta, applied and not yet committed: its transaction holds the session row
+        # (on SQLite, the one connection).
+        assert (await message_crud.append_delta(db, first)) is not None
+        second = asyncio.create_task(stream.append("second", 6))
+        await _until_waiting(state, second)
+        assert not second.done()
+        await db.commit()
+    answer = await second
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["length"] == 12
+    assert (await stream.read())["partial_content"] == "first second"
+
+
+async def _principal(client: httpx.AsyncClient, account: Account) -> uuid.UUID:
+    me = await client.get(f"{API}/users/me", headers=account.headers)
+    return uuid.UUID(me.json()["id"])
+
+
+async def _until_waiting(state: AppState, request: asyncio.Task[httpx.Response]) -> None:
+    """Until the request's statement waits for a row lock (Postgres), or has had time to queue
+    for the connection (SQLite's single connection)."""
+    if state.engine.dialect.name != "postgresql":
+        await asyncio.sleep(0.3)
+        return
+    async with state.read_sessionmaker() as probe:
+        for _ in range(200):
+            waiting = await probe.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+            if waiting or request.done():
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("the second delta never waited for the first")

@@ -14,12 +14,13 @@ from sqlalchemy import (
     Table,
     Text,
     Update,
+    and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
     select,
-    true,
     tuple_,
     update,
 )
@@ -337,45 +338,59 @@ async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> Message |
     return result.scalar_one_or_none()
 
 
-def _guarded_delta_update() -> Update:
-    return (
-        update(_MESSAGE_TABLE)
-        .where(
-            _M.id == bindparam("b_message_id"),
-            _M.session_id == bindparam("b_session_id"),
-            _M.user_id == bindparam("b_user_id"),
-            _M.status.in_(_OPEN),
-            _M.partial_length == bindparam("b_offset"),
-            _M.partial_bytes + bindparam("b_size_bytes") <= bindparam("b_max_bytes"),
-        )
-        .values(
-            partial_length=_M.partial_length + bindparam("b_length"),
-            partial_bytes=_M.partial_bytes + bindparam("b_size_bytes"),
-            status="in_progress",
-            updated_at=bindparam("b_now"),
-        )
-        .returning(*_MESSAGE_TABLE.c)
-    )
-
-
-_APPEND_GUARDED = _guarded_delta_update().values(version=bindparam("b_version"))
+_OWN_MESSAGE = (
+    _M.id == bindparam("b_message_id"),
+    _M.session_id == bindparam("b_session_id"),
+    _M.user_id == bindparam("b_user_id"),
+)
+# Open, still at the delta's offset, and within the size limit with it.
+_DELTA_FITS = and_(
+    _M.status.in_(_OPEN),
+    _M.partial_length == bindparam("b_offset"),
+    _M.partial_bytes + bindparam("b_size_bytes") <= bindparam("b_max_bytes"),
+)
+_DELTA_CHANGES: dict[str, Any] = {
+    "partial_length": _M.partial_length + bindparam("b_length"),
+    "partial_bytes": _M.partial_bytes + bindparam("b_size_bytes"),
+    "status": "in_progress",
+    "updated_at": bindparam("b_now"),
+}
+_APPEND_GUARDED = (
+    update(_MESSAGE_TABLE)
+    .where(*_OWN_MESSAGE, _DELTA_FITS)
+    .values(**_DELTA_CHANGES, version=bindparam("b_version"))
+    .returning(*_MESSAGE_TABLE.c)
+)
 
 
 def _append_delta_statement() -> Select[Any]:
     """Postgres: the version bump, the guarded update and the chunk insert as one statement.
 
     The message's new version is read from the session's bump, so the session row is locked
-    first and the message's second: the lock order of every other write. The chunk is inserted
-    only from the row the guard let through.
+    first and the message's second: the lock order of every other write.
+
+    The guard is evaluated in SET, not in WHERE. A statement's snapshot is taken when it
+    starts, before it waits for the session row; a WHERE on the message's length would be
+    checked against the row as it was then and skip it, refusing a delta whose predecessor
+    committed while this one waited. Found by its id alone, the message row is locked and, if it
+    changed meanwhile, re-read (READ COMMITTED), and SET sees the row as it is now. A delta the
+    guard refuses leaves every column as it was; the message's version then differs from the
+    bump's, and the chunk is inserted only when they match.
     """
     bumped = _bump_statement(counts=False, touch=False).cte("bumped")
     new_version = select(bumped.c.history_version).scalar_subquery()
+    guarded = {
+        name: case((_DELTA_FITS, value), else_=_M[name])
+        for name, value in {**_DELTA_CHANGES, "version": new_version}.items()
+    }
     moved = (
-        _guarded_delta_update()
-        .where(select(bumped.c.history_version).exists())
-        .values(version=new_version)
+        update(_MESSAGE_TABLE)
+        .where(*_OWN_MESSAGE, select(bumped.c.history_version).exists())
+        .values(**guarded)
+        .returning(*_MESSAGE_TABLE.c)
         .cte("moved")
     )
+    applied = moved.c.version == bumped.c.history_version
     chunk = (
         insert(_CHUNK_TABLE)
         .from_select(
@@ -384,13 +399,14 @@ def _append_delta_statement() -> Select[Any]:
                 moved.c.id,
                 bindparam("b_offset", type_=Integer),
                 bindparam("b_text", type_=Text),
-            ),
+            )
+            .select_from(moved.join(bumped, applied)),
         )
         .cte("chunk")
     )
     return (
         select(bumped.c.history_version.label("b_history_version"), *moved.c)
-        .select_from(bumped.outerjoin(moved, true()))
+        .select_from(bumped.outerjoin(moved, applied))
         .add_cte(chunk)
     )
 
