@@ -16,6 +16,7 @@ from chat_store.cache import Cache
 from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
+from chat_store.db import autocommit_unless_begun
 from chat_store.errors import (
     ChatSessionNotFound,
     InvalidTransition,
@@ -374,6 +375,7 @@ async def _append(
         # The common case, one message with a server-chosen id: seq and insert in one statement.
         # seq and versions are placeholders here: the statement takes them from the session.
         row = _new_row(items[0], principal, session_id, 0, now, 0)
+        await autocommit_unless_begun(db)
         reserved = await message_crud.append_one(db, row, reservation)
         if reserved is None:
             await _refused_append(db, principal, session_id)
