@@ -10,11 +10,12 @@ statements chat-store issues for that operation, in a transaction where chat-sto
                                                    id DESC LIMIT 21
     POST /api/v1/sessions/{sid}/messages           WITH reserved AS (UPDATE chat_session ...
                                                    RETURNING last_seq) INSERT INTO message
-                                                   SELECT ... FROM reserved
+                                                   SELECT ... FROM reserved (autocommit)
     POST /api/v1/sessions/{sid}/messages/{mid}/append
-                                                   UPDATE chat_session (history_version);
-                                                   UPDATE message guarded by partial_length;
-                                                   INSERT INTO message_chunk
+                                                   WITH bumped AS (UPDATE chat_session ...),
+                                                   moved AS (UPDATE message, guarded by
+                                                   partial_length), chunk AS (INSERT INTO
+                                                   message_chunk ...) SELECT ...
     GET  /api/v1/sessions/{sid}/messages?limit=N   SELECT ... ORDER BY seq DESC LIMIT N+1
     GET  /api/v1/sessions/{sid}/messages/{mid}/stream
                                                    SSE: the stored text, then live deltas
@@ -96,16 +97,29 @@ SELECT $1::uuid, $2::uuid, $3::uuid, reserved.last_seq, $5::varchar, $6::varchar
 FROM reserved
 RETURNING seq, version
 """
-BUMP_SESSION = """
-UPDATE chat_session SET history_version = history_version + 1
-WHERE id = $1 AND user_id = $2 RETURNING history_version
-"""
-APPEND_GUARDED = f"""
-UPDATE message SET partial_length = partial_length + $5, partial_bytes = partial_bytes + $6,
-    status = 'in_progress', updated_at = $7, version = $8
-WHERE id = $1 AND session_id = $2 AND user_id = $3 AND status = ANY($9::varchar[])
-    AND partial_length = $4 AND partial_bytes + $6 <= $10
-RETURNING {MESSAGE_COLUMNS}
+# chat-store's delta on Postgres: the version bump, the guarded update (checked in SET, on the
+# row as locked) and the chunk insert in one statement.
+_DELTA_FITS = "status = ANY($8::varchar[]) AND partial_length = $4 AND partial_bytes + $6 <= $9"
+APPEND_DELTA = f"""
+WITH bumped AS (
+    UPDATE chat_session SET history_version = history_version + 1
+    WHERE id = $2 AND user_id = $3 RETURNING history_version
+), moved AS (
+    UPDATE message SET
+        partial_length = CASE WHEN {_DELTA_FITS} THEN partial_length + $5 ELSE partial_length END,
+        partial_bytes = CASE WHEN {_DELTA_FITS} THEN partial_bytes + $6 ELSE partial_bytes END,
+        status = CASE WHEN {_DELTA_FITS} THEN 'in_progress' ELSE status END,
+        updated_at = CASE WHEN {_DELTA_FITS} THEN $7::timestamptz ELSE updated_at END,
+        version = CASE WHEN {_DELTA_FITS} THEN (SELECT history_version FROM bumped)
+            ELSE version END
+    WHERE id = $1 AND session_id = $2 AND user_id = $3 AND EXISTS (SELECT 1 FROM bumped)
+    RETURNING {MESSAGE_COLUMNS}
+), chunk AS (
+    INSERT INTO message_chunk (message_id, start, text)
+    SELECT moved.id, $4, $10::text FROM moved JOIN bumped ON moved.version = bumped.history_version
+)
+SELECT bumped.history_version AS bumped_version, moved.*
+FROM bumped LEFT JOIN moved ON moved.version = bumped.history_version
 """
 INSERT_CHUNK = "INSERT INTO message_chunk (message_id, start, text) VALUES ($1, $2, $3)"
 LAST_MESSAGES = f"""
@@ -279,25 +293,25 @@ def create_app(
         complete = status == "complete"
         text = content or ""
         message_id = uuid7()
-        async with db().acquire() as connection, connection.transaction():
-            appended = await connection.fetchrow(
-                APPEND_ONE,
-                message_id,
-                session_id,
-                user_id,
-                body.get("token_count") or 0,
-                body["role"],
-                content if complete else None,
-                None if complete else "",
-                len(text),
-                len(text.encode()),
-                status,
-                body.get("metadata") or {},
-                body.get("token_count"),
-                now,
-                body.get("model"),
-                now if complete else None,
-            )
+        # One statement, in autocommit as chat-store runs it when no Idempotency-Key is given.
+        appended = await db().fetchrow(
+            APPEND_ONE,
+            message_id,
+            session_id,
+            user_id,
+            body.get("token_count") or 0,
+            body["role"],
+            content if complete else None,
+            None if complete else "",
+            len(text),
+            len(text.encode()),
+            status,
+            body.get("metadata") or {},
+            body.get("token_count"),
+            now,
+            body.get("model"),
+            now if complete else None,
+        )
         if appended is None:
             return JSONResponse({"code": "session_not_found"}, status_code=404)
         seq = appended["seq"]
@@ -315,11 +329,8 @@ def create_app(
         offset: int = body["offset"]
         now = datetime.now(UTC)
         async with db().acquire() as connection, connection.transaction():
-            version = await connection.fetchval(BUMP_SESSION, session_id, user_id)
-            if version is None:
-                return JSONResponse({"code": "session_not_found"}, status_code=404)
             record = await connection.fetchrow(
-                APPEND_GUARDED,
+                APPEND_DELTA,
                 message_id,
                 session_id,
                 user_id,
@@ -327,16 +338,18 @@ def create_app(
                 len(delta),
                 len(delta.encode()),
                 now,
-                version,
                 _OPEN,
                 MAX_MESSAGE_BYTES,
+                delta,
             )
-            if record is None:
-                return JSONResponse({"code": "offset_mismatch"}, status_code=409)
-            await connection.execute(INSERT_CHUNK, message_id, offset, delta)
+        if record is None:
+            return JSONResponse({"code": "session_not_found"}, status_code=404)
+        if record["id"] is None:
+            return JSONResponse({"code": "offset_mismatch"}, status_code=409)
         length = record["partial_length"]
         fanout.publish(str(message_id), offset, delta, length)
         answer = _row(record)
+        del answer["bumped_version"]
         answer["length"] = length
         return JSONResponse(answer)
 
