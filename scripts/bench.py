@@ -66,6 +66,8 @@ HOT_SESSIONS = 8
 HISTORY_MESSAGES = 100  # messages in each hot and cold read session
 COLD_SESSIONS = 2000
 APPEND_SESSIONS = 64
+APPEND_OPERATION = f"append message ({APPEND_SESSIONS} sessions)"
+HOT_OPERATION = f"read last 50, hot ({HOT_SESSIONS} sessions)"
 LIST_SESSIONS = 50
 BATCH = 100
 SIZES = (100, 10_000, 100_000)
@@ -112,6 +114,8 @@ class Config:
     connections: int = 32
     duration: int = 10
     rounds: int = 3
+    # Offered load of the paced runs (p99 where the worker is not saturated).
+    paced_rps: int = 200
     warmup: int = 2
     threads: int = 1
     quick: bool = False
@@ -143,6 +147,12 @@ def parse_args(argv: Sequence[str]) -> Config:
         type=int,
         default=None,
         help="slices the measured seconds are cut into, taken in turn by the sides (3)",
+    )
+    parser.add_argument(
+        "--paced-rps",
+        type=int,
+        default=None,
+        help="load offered in the paced runs of append and hot read (200 rps; 0: skip them)",
     )
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
@@ -198,6 +208,8 @@ def parse_args(argv: Sequence[str]) -> Config:
         config.duration = args.duration
     if args.rounds is not None:
         config.rounds = args.rounds
+    if args.paced_rps is not None:
+        config.paced_rps = args.paced_rps
     if args.warmup is not None:
         config.warmup = args.warmup
     if args.doc is not None:
@@ -890,7 +902,7 @@ class Bench:
 
         append = lines("append.txt", self.seed.append_sessions)
         await self.measure(
-            f"append message ({APPEND_SESSIONS} sessions)",
+            APPEND_OPERATION,
             "append_message.lua",
             lambda _t, _p: _const([append]),
         )
@@ -904,7 +916,7 @@ class Bench:
 
         hot = lines("hot.txt", self.seed.hot_sessions)
         await self.measure(
-            f"read last 50, hot ({HOT_SESSIONS} sessions)",
+            HOT_OPERATION,
             "read_messages.lua",
             lambda _t, _p: _const([hot]),
         )
@@ -926,6 +938,25 @@ class Bench:
         await self.measure(
             f"list sessions ({LIST_SESSIONS} owned)", "list_sessions.lua", sides=listed
         )
+        if self.config.paced_rps > 0:
+            # The same append and hot read at a load the worker is not saturated by: each
+            # connection waits between answer and next request, so that all of them together
+            # offer about paced_rps (a little less: the answer's own latency adds to the wait).
+            # chat-store and the stack floor only: the floor is the restated target's reference.
+            pace = f"pace_ms={round(1000 * self.config.connections / self.config.paced_rps)}"
+            paced_sides = [t for t in self.throughput_targets if t is not self.baseline]
+            await self.measure(
+                paced_name(APPEND_OPERATION, self.config.paced_rps),
+                "append_message.lua",
+                lambda _t, _p: _const([append, pace]),
+                sides=paced_sides,
+            )
+            await self.measure(
+                paced_name(HOT_OPERATION, self.config.paced_rps),
+                "read_messages.lua",
+                lambda _t, _p: _const([hot, pace]),
+                sides=paced_sides,
+            )
         contention = lines("contention.txt", [self.seed.contention_session])
         await self.measure(
             "append message (1 session)",
@@ -1263,6 +1294,13 @@ def wrk_version() -> str:
     return (wrk.stdout or wrk.stderr).split(" [")[0].removeprefix("wrk ").strip()
 
 
+PACED_MARK = ", paced ("
+
+
+def paced_name(operation: str, rps: int) -> str:
+    return f"{operation}{PACED_MARK}~{rps} rps offered)"
+
+
 def _const(value: list[str]) -> Awaitable[list[str]]:
     future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
     future.set_result(value)
@@ -1579,8 +1617,7 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
             )
 
-    append_op = f"append message ({APPEND_SESSIONS} sessions)"
-    hot_op = f"read last 50, hot ({HOT_SESSIONS} sessions)"
+    append_op, hot_op = APPEND_OPERATION, HOT_OPERATION
     ratio_check("append message", append_op, 0.6)
     ratio_check("create session", "create session", 0.6)
     ratio_check("append delta", "append delta", 0.6)
@@ -1602,6 +1639,27 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     None,
                 )
             )
+
+    # The proposed restatement of the p99 target (docs/benchmarks.md): at a load that does not
+    # saturate the worker. Reported beside the official figure, which stays as it is.
+    paced_rps = results["config"].get("paced_rps", 0)
+    for label, operation in (("append message p99", append_op), ("hot read p99", hot_op)):
+        entry = throughput.get(paced_name(operation, paced_rps), {})
+        if "chat-store" not in entry:
+            continue
+        service = entry["chat-store"]
+        p99 = service["latency_us"]["p99"] / 1000
+        shown = f"{p99:.1f} ms at {service['rps']:.0f} rps"
+        if "stack floor" in entry:
+            shown += f" (stack floor {entry['stack floor']['latency_us']['p99'] / 1000:.1f} ms)"
+        checks.append(
+            TargetResult(
+                f"{label}, not saturated (~{paced_rps} rps offered)",
+                "<= 50 ms (proposed restatement)",
+                shown,
+                p99 <= 50,
+            )
+        )
 
     pages = results["last_page"]
     small, large = pages.get(str(SIZES[0]), {}), pages.get(str(SIZES[-1]), {})
@@ -1721,6 +1779,16 @@ def render_markdown(results: dict[str, Any]) -> str:
         "Server CPU is the CPU time the server process used during the measured run, per "
         "request (in brackets: cores busy on average; 1.00 is one core, all a worker can use)."
     )
+    if config.get("paced_rps"):
+        pace_ms = round(1000 * config["connections"] / config["paced_rps"])
+        add("")
+        add(
+            f"*Paced* rows offer a load the worker is not saturated by: each connection waits "
+            f"{pace_ms} ms after an answer before its next request, about "
+            f"{config['paced_rps']} rps from all {config['connections']} together (a little "
+            "less, as each answer's latency adds to the wait). Their rps is the offered load, "
+            "not a capacity, and their ratios mean nothing; their latency is the figure."
+        )
     add("")
     if embedded:
         add("| operation | chat-store rps | p50 ms | p99 ms | CPU ms/req |")
@@ -1732,7 +1800,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             "CPU ms/req | floor / baseline | chat-store / floor |"
         )
         add("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    paced = {op: entry for op, entry in results["throughput"].items() if PACED_MARK in op}
     for operation, entry in results["throughput"].items():
+        if operation in paced:
+            continue
         service = entry["chat-store"]
         base = entry.get("baseline")
         cells = [
@@ -1764,6 +1835,17 @@ def render_markdown(results: dict[str, Any]) -> str:
         elif not embedded:
             cells += [""] * 9
         add("| " + " | ".join(cells) + " |")
+    if paced:
+        add("")
+        add("| paced operation | side | rps | p50 ms | p99 ms | CPU ms/req |")
+        add("|---|---|--:|--:|--:|--:|")
+        for operation, entry in paced.items():
+            for side, result in entry.items():
+                add(
+                    f"| {operation} | {side} | {result['rps']:.0f} | "
+                    f"{_ms(result['latency_us']['p50'])} | {_ms(result['latency_us']['p99'])} | "
+                    f"{_cpu(result)} |"
+                )
     errors = {
         f"{operation} ({side})": sum(result["errors"].values())
         for operation, entry in results["throughput"].items()

@@ -16,7 +16,7 @@ local lost = 0
 
 function init(args)
    local options = parse_args(args)
-   apply_auth(options)
+   apply_common(options)
    wrk.headers["Prefer"] = "return=minimal"
    local threads = tonumber(options.threads or "1")
    for _, line in ipairs(thread_share(options.data, threads)) do

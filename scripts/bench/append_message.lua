@@ -9,7 +9,7 @@ local body = '{"role":"user","content":"' .. string.rep("Why does the billing te
 
 function init(args)
    local options = parse_args(args)
-   apply_auth(options)
+   apply_common(options)
    sessions = read_lines(options.data)
    next_index = ((thread_index or 0) * 7919) % #sessions + 1
 end

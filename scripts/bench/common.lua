@@ -5,6 +5,8 @@
 --                            X-User-ID for the baseline)
 --   data=/path/to/file       one line per target (sessions, or "session message" pairs)
 --   threads=N                the -t given to wrk (to split the data between threads)
+--   pace_ms=N                each connection waits N ms after an answer before its next
+--                            request (a load that need not saturate the server); 0: none
 -- done() prints one line: BENCH_JSON {...} with rps and latency percentiles.
 
 local counter = 0
@@ -27,11 +29,19 @@ function parse_args(args)
    return options
 end
 
-function apply_auth(options)
+function apply_common(options)
    wrk.headers["Content-Type"] = "application/json"
    if options.auth and options.auth ~= "" then
       local name, value = options.auth:match("^([^:]+):(.*)$")
       wrk.headers[name] = value
+   end
+   local pace = tonumber(options.pace_ms or "0")
+   if pace > 0 then
+      -- wrk looks for a global delay() after init(): defined only when pacing, so unpaced
+      -- runs keep wrk's plain send-on-answer loop. The waits are exponential with mean `pace`:
+      -- a fixed wait keeps the connections in step, and they arrive as one burst.
+      math.randomseed(os.time() + (thread_index or 0))
+      delay = function() return math.floor(-pace * math.log(1 - math.random())) end
    end
 end
 

@@ -6,7 +6,7 @@ local body = '{"title":"Benchmark session","metadata":{"client":"wrk"}}'
 
 function init(args)
    local options = parse_args(args)
-   apply_auth(options)
+   apply_common(options)
    wrk.method = "POST"
    wrk.path = "/api/v1/sessions"
    wrk.body = body

@@ -4,7 +4,7 @@ dofile(here .. "common.lua")
 
 function init(args)
    local options = parse_args(args)
-   apply_auth(options)
+   apply_common(options)
    wrk.method = "GET"
    wrk.path = "/api/v1/sessions?limit=20"
    wrk.body = nil

@@ -8,7 +8,7 @@ local next_index = 1
 
 function init(args)
    local options = parse_args(args)
-   apply_auth(options)
+   apply_common(options)
    local threads = tonumber(options.threads or "1")
    local sessions = read_lines(options.data)
    for _, session in ipairs(sessions) do
