@@ -1,4 +1,5 @@
-"""The Redis bus's publisher: requests queue events, one task sends them in order, in batches.
+"""The Redis bus's publisher: writers queue events and wait; one task sends them in order, in
+batches.
 
 Two buses on one Redis stand for two worker processes.
 """
@@ -41,7 +42,6 @@ async def test_a_burst_arrives_whole_and_in_order(buses: tuple[RedisBus, RedisBu
     async with reader.subscribe(CHANNEL) as subscription:
         # Many writers publishing at once, as under load: their events share round trips.
         await asyncio.gather(*(publisher.publish(CHANNEL, {"n": n}) for n in range(500)))
-        await publisher.flush()
         assert await _received(subscription, 500) == list(range(500))
         assert not subscription.lost
     assert publisher.errors == 0
@@ -50,9 +50,11 @@ async def test_a_burst_arrives_whole_and_in_order(buses: tuple[RedisBus, RedisBu
 async def test_close_sends_what_was_queued_before_it(buses: tuple[RedisBus, RedisBus]) -> None:
     publisher, reader = buses
     async with reader.subscribe(CHANNEL) as subscription:
-        for n in range(50):
-            await publisher.publish(CHANNEL, {"n": n})
+        # Writers whose events are queued, not yet sent, when the process shuts down.
+        writers = [asyncio.create_task(publisher.publish(CHANNEL, {"n": n})) for n in range(50)]
+        await asyncio.sleep(0)
         await publisher.close()
+        assert all(writer.done() for writer in writers)
         assert await _received(subscription, 50) == list(range(50))
         # A closed bus takes no more events (and does not fail the caller).
         await publisher.publish(CHANNEL, {"n": 50})
@@ -64,21 +66,17 @@ async def test_redis_down_fails_open_and_publishing_resumes(
 ) -> None:
     publisher, reader = buses
     await publisher.publish(CHANNEL, {"n": 0})
-    await publisher.flush()
     redis_server.stop()
     # The writer is never failed by the bus: the event is dropped and counted.
     await publisher.publish(CHANNEL, {"n": 1})
-    await publisher.flush()
     assert publisher.errors == 1
     # Within the retry window later events are dropped without another attempt.
     await publisher.publish(CHANNEL, {"n": 2})
-    await publisher.flush()
     assert publisher.errors == 1
 
     redis_server.start()
     await asyncio.sleep(RETRY_AFTER_SECONDS + 0.1)
     async with reader.subscribe(CHANNEL) as subscription:
         await publisher.publish(CHANNEL, {"n": 3})
-        await publisher.flush()
         assert await _received(subscription, 1) == [3]
     assert publisher.errors == 1

@@ -59,7 +59,6 @@ class Bus(Protocol):
     backend: str
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None: ...
-    async def flush(self) -> None: ...
     def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
     def subscriber_count(self) -> int: ...
     async def close(self) -> None: ...
@@ -109,9 +108,6 @@ class MemoryBus:
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         self._fanout.deliver(channel, event)
 
-    async def flush(self) -> None:
-        return None  # delivered in publish()
-
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
         subscription = Subscription(channel)
@@ -143,17 +139,21 @@ class RedisBus:
         self.errors = 0
         self._skip_until = 0.0
         self._closing = False
-        # Events not yet handed to Redis, and the future each waiting batch resolves when it
-        # has been sent (or dropped); flush() waits on them.
+        # Events not yet handed to Redis, and the future each batch resolves when it has been
+        # sent (or dropped); their writers wait on it.
         self._outbox: list[tuple[str, str]] = []
         self._outbox_sent: asyncio.Future[None] | None = None
         self._in_flight: asyncio.Future[None] | None = None
         self._publisher: asyncio.Task[None] | None = None
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
-        """Queue the event for the publisher task and return: the request does not wait for
-        Redis. Events go out in the order they were queued; those queued while a batch is on
-        the wire go together in the next one (one round trip for many events under load)."""
+        """Send the event, in order, and return once Redis has it (or it was dropped).
+
+        Events are queued for one publisher task, which sends all that queued while its
+        previous batch was on the wire as one pipeline: under load many writers share a round
+        trip. A writer still answers only after its event is out, so a reader following the
+        stream has the delta no later than the writer has its answer.
+        """
         # After a failure, Redis is left alone for a second: a write that publishes many events
         # must not wait out a timeout for each of them.
         if self._closing or time.monotonic() < self._skip_until:
@@ -164,8 +164,11 @@ class RedisBus:
         self._outbox.append((self._prefix + channel, json.dumps(event)))
         if self._outbox_sent is None:
             self._outbox_sent = asyncio.get_running_loop().create_future()
+        sent = self._outbox_sent
         if self._publisher is None or self._publisher.done():
             self._publisher = asyncio.create_task(self._publish_queued(), name="redis-publish")
+        # Shielded: a cancelled writer must not cancel the batch its neighbours wait on.
+        await asyncio.shield(sent)
 
     async def _publish_queued(self) -> None:
         while self._outbox:
@@ -176,7 +179,7 @@ class RedisBus:
                     for channel, data in batch:
                         pipeline.publish(channel, data)
                     await pipeline.execute()
-            except Exception as exc:  # a background task: log it, never leave flush() waiting
+            except Exception as exc:  # a background task: log it, never leave a writer waiting
                 # Readers notice the gap (their timer re-reads the store): fail open, and drop
                 # what queued up behind it rather than wait out a timeout for each batch.
                 self.errors += 1
@@ -188,12 +191,6 @@ class RedisBus:
             finally:
                 _resolve(self._in_flight)
                 self._in_flight = None
-
-    async def flush(self) -> None:
-        """Wait until every event queued so far has been sent to Redis (or dropped)."""
-        waiting = self._outbox_sent or self._in_flight
-        if waiting is not None:
-            await asyncio.shield(waiting)
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:

@@ -62,7 +62,7 @@ class NearCache:
     async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
         await self._remote.set(key, value, ttl_seconds)
         self._keep(key, value)
-        await self._announce([key])
+        await self._bus.publish(EVICT_CHANNEL, {"keys": [key]})
 
     async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
         # Only the shared copy: it may already hold a marker this process has not seen, and the
@@ -72,13 +72,7 @@ class NearCache:
     async def delete(self, *keys: str) -> None:
         await self._remote.delete(*keys)
         self.evict(keys)
-        await self._announce(list(keys))
-
-    async def _announce(self, keys: list[str]) -> None:
-        # Sent before the caller answers: a revocation is out to every process by the time
-        # its client hears it was done.
-        await self._bus.publish(EVICT_CHANNEL, {"keys": keys})
-        await self._bus.flush()
+        await self._bus.publish(EVICT_CHANNEL, {"keys": list(keys)})
 
     def evict(self, keys: list[str] | tuple[str, ...]) -> None:
         self._evictions += 1

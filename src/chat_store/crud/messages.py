@@ -399,8 +399,7 @@ def _append_delta_statement() -> Select[Any]:
                 moved.c.id,
                 bindparam("b_offset", type_=Integer),
                 bindparam("b_text", type_=Text),
-            )
-            .select_from(moved.join(bumped, applied)),
+            ).select_from(moved.join(bumped, applied)),
         )
         .cte("chunk")
     )
