@@ -121,7 +121,6 @@ WITH bumped AS (
 SELECT bumped.history_version AS bumped_version, moved.*
 FROM bumped LEFT JOIN moved ON moved.version = bumped.history_version
 """
-INSERT_CHUNK = "INSERT INTO message_chunk (message_id, start, text) VALUES ($1, $2, $3)"
 LAST_MESSAGES = f"""
 SELECT {MESSAGE_COLUMNS} FROM message WHERE session_id = $1 ORDER BY seq DESC LIMIT $2
 """

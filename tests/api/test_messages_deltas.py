@@ -16,6 +16,9 @@ from sqlalchemy import text
 
 from chat_store.api.deps import AppState
 from chat_store.crud import messages as message_crud
+from chat_store.schemas.messages import MessageAppend
+from chat_store.services import messages as message_service
+from chat_store.services.principals import Principal
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
 from tests.conftest import client_for, make_settings, running_app
@@ -309,9 +312,43 @@ async def _principal(client: httpx.AsyncClient, account: Account) -> uuid.UUID:
     return uuid.UUID(me.json()["id"])
 
 
+async def test_a_delta_to_a_message_created_while_it_waited_lands(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """A client that sends the first delta of a message it creates with its own id before the
+    create's answer: the delta waits for the session row, and the message it is for was not
+    there when its statement began."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    session_id = uuid.UUID(session["id"])
+    principal = Principal(user_id=await _principal(client, account), kind="user")
+    message_id = uuid.uuid4()
+    pending = MessageAppend(id=message_id, role="assistant", status="pending")
+    async with state.sessionmaker() as db:
+        await message_service.create_message(
+            db, state.settings, state.bus, principal, session_id, pending, None
+        )
+        delta = asyncio.create_task(
+            client.post(
+                f"{API}/sessions/{session_id}/messages/{message_id}/append",
+                json={"delta": "first", "offset": 0},
+                headers=account.headers,
+            )
+        )
+        await _until_waiting(state, delta)
+        await db.commit()
+    answer = await delta
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["length"] == 5
+    stored = await client.get(
+        f"{API}/sessions/{session_id}/messages/{message_id}", headers=account.headers
+    )
+    assert stored.json()["partial_content"] == "first"
+
+
 async def _until_waiting(state: AppState, request: asyncio.Task[httpx.Response]) -> None:
-    """Until the request's statement waits for a row lock (Postgres), or has had time to queue
-    for the connection (SQLite's single connection)."""
+    """Until the request's delta statement waits for a row lock (Postgres), or has had time to
+    queue for the connection (SQLite's single connection)."""
     if state.engine.dialect.name != "postgresql":
         await asyncio.sleep(0.3)
         return
@@ -319,11 +356,11 @@ async def _until_waiting(state: AppState, request: asyncio.Task[httpx.Response])
         for _ in range(200):
             waiting = await probe.scalar(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND query LIKE 'WITH bumped AS%'"
                 )
             )
             if waiting or request.done():
                 return
             await asyncio.sleep(0.02)
-    raise AssertionError("the second delta never waited for the first")
+    raise AssertionError("the delta never waited for the session row")

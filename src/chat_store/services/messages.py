@@ -499,30 +499,36 @@ async def append_delta(
     a guarded length update of the message and one chunk insert (one statement on Postgres),
     whatever the answer's length.
     """
-    appended = await message_crud.append_delta(
-        db,
-        message_crud.Delta(
-            user_id=principal.user_id,
-            session_id=session_id,
-            message_id=message_id,
-            offset=body.offset,
-            text=body.delta,
-            size_bytes=_utf8_len(body.delta),
-            max_bytes=settings.max_message_bytes,
-            now=datetime.now(UTC),
-        ),
+    delta = message_crud.Delta(
+        user_id=principal.user_id,
+        session_id=session_id,
+        message_id=message_id,
+        offset=body.offset,
+        text=body.delta,
+        size_bytes=_utf8_len(body.delta),
+        max_bytes=settings.max_message_bytes,
+        now=datetime.now(UTC),
     )
-    if appended is None:
-        raise ChatSessionNotFound()
-    version, row = appended
-    if row is None:
-        unchanged = await _explain_refused_delta(
-            db, principal, session_id, message_id, body, settings
-        )
-        # A retry changed nothing but used up a version: tell the change feed, so that its
-        # readers see no gap.
+    # A second try only when the first was refused for no reason the message shows once it is
+    # read again: it was committed while the statement waited for the session row, after the
+    # snapshot the statement had taken (e.g. created with its own id just before its first
+    # delta). A new statement sees it.
+    for last_try in (False, True):
+        appended = await message_crud.append_delta(db, delta)
+        if appended is None:
+            raise ChatSessionNotFound()
+        version, row = appended
+        if row is not None:
+            break
+        # The refusal used up a version: tell the change feed, so that its readers see no gap
+        # (dropped with the transaction when the refusal is an error).
         events.publish_after_commit(db, bus, session_id, {"type": "sync", "version": version})
-        return unchanged
+        unchanged = await _explain_refused_delta(
+            db, principal, session_id, message_id, body, settings, last_try=last_try
+        )
+        if unchanged is not None:
+            return unchanged
+    assert row is not None  # the loop breaks with a row, returns or raises
     hooks.after_commit(db, metrics.count_delta)
     events.publish_after_commit(
         db,
@@ -551,7 +557,11 @@ async def _explain_refused_delta(
     message_id: uuid.UUID,
     body: DeltaAppend,
     settings: Settings,
-) -> MessageWithLength:
+    *,
+    last_try: bool,
+) -> MessageWithLength | None:
+    """Why a delta was refused: the answer for a retry of a stored delta, or the error; None
+    when the delta fits the message as it is now (then it may be tried once more)."""
     row = await _owned_message(db, principal, session_id, message_id)
     text = await full_text(db, row)
     length = len(text)
@@ -566,9 +576,14 @@ async def _explain_refused_delta(
         )
     if body.offset != row.partial_length:
         raise OffsetMismatch(row.partial_length)
-    raise PayloadTooLarge(
-        f"The message text would be over the limit of {settings.max_message_bytes} bytes"
-    )
+    if row.partial_bytes + _utf8_len(body.delta) > settings.max_message_bytes:
+        raise PayloadTooLarge(
+            f"The message text would be over the limit of {settings.max_message_bytes} bytes"
+        )
+    if last_try:
+        # Refused twice for no reason the message shows: answered as a lost race.
+        raise OffsetMismatch(row.partial_length)
+    return None
 
 
 # --- changing and deleting
