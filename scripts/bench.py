@@ -943,7 +943,7 @@ class Bench:
             # connection waits between answer and next request, so that all of them together
             # offer about paced_rps (a little less: the answer's own latency adds to the wait).
             # chat-store and the stack floor only: the floor is the restated target's reference.
-            pace = f"pace_ms={round(1000 * self.config.connections / self.config.paced_rps)}"
+            pace = f"pace_ms={pace_ms(self.config.connections, self.config.paced_rps)}"
             paced_sides = [t for t in self.throughput_targets if t is not self.baseline]
             await self.measure(
                 paced_name(APPEND_OPERATION, self.config.paced_rps),
@@ -1295,6 +1295,11 @@ def wrk_version() -> str:
 
 
 PACED_MARK = ", paced ("
+
+
+def pace_ms(connections: int, rps: int) -> int:
+    """The mean wait per connection between answer and request that offers about `rps`."""
+    return round(1000 * connections / rps)
 
 
 def paced_name(operation: str, rps: int) -> str:
@@ -1780,11 +1785,12 @@ def render_markdown(results: dict[str, Any]) -> str:
         "request (in brackets: cores busy on average; 1.00 is one core, all a worker can use)."
     )
     if config.get("paced_rps"):
-        pace_ms = round(1000 * config["connections"] / config["paced_rps"])
+        wait_ms = pace_ms(config["connections"], config["paced_rps"])
         add("")
         add(
             f"*Paced* rows offer a load the worker is not saturated by: each connection waits "
-            f"{pace_ms} ms after an answer before its next request, about "
+            f"a random time after an answer before its next request ({wait_ms} ms on average, "
+            "exponentially distributed, so that the connections do not fall into step), about "
             f"{config['paced_rps']} rps from all {config['connections']} together (a little "
             "less, as each answer's latency adds to the wait). Their rps is the offered load, "
             "not a capacity, and their ratios mean nothing; their latency is the figure."

@@ -50,41 +50,42 @@ class AppState:
 # round of dependency solving on every request.
 
 
-def _resources(request: Request) -> AppState:
+def app_state(request: Request) -> AppState:
+    """The lifespan's state, read from the request without a dependency of its own."""
     state: AppState = request.app.state.resources
     return state
 
 
 async def get_state(request: Request) -> AppState:
-    return _resources(request)
+    return app_state(request)
 
 
 State = Annotated[AppState, Depends(get_state)]
 
 
 async def get_app_settings(request: Request) -> Settings:
-    return _resources(request).settings
+    return app_state(request).settings
 
 
 AppSettings = Annotated[Settings, Depends(get_app_settings)]
 
 
 async def get_cache(request: Request) -> CacheAdapter:
-    return _resources(request).cache
+    return app_state(request).cache
 
 
 Cache = Annotated[CacheAdapter, Depends(get_cache)]
 
 
 async def get_principal_cache(request: Request) -> CacheAdapter:
-    return _resources(request).principal_cache
+    return app_state(request).principal_cache
 
 
 PrincipalCache = Annotated[CacheAdapter, Depends(get_principal_cache)]
 
 
 async def get_bus(request: Request) -> BusAdapter:
-    return _resources(request).bus
+    return app_state(request).bus
 
 
 Bus = Annotated[BusAdapter, Depends(get_bus)]
@@ -97,7 +98,7 @@ async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
     that got 201 can read its write from any other connection at once. An AppError that asks for
     it (commit=True, e.g. a refresh-token family revoked on reuse) keeps its writes.
     """
-    state = _resources(request)
+    state = app_state(request)
     reading = request.method in ("GET", "HEAD")
     async with (state.read_sessionmaker if reading else state.sessionmaker)() as session:
         try:
@@ -146,7 +147,7 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
     """The caller, from a bearer token (JWT or API key), an X-API-Key header or, in guest mode
     (ALLOW_GUESTS=true, off by default), an X-Client-ID header: a UUID the client keeps, not
     declared as a security scheme, so Swagger UI offers only the real logins."""
-    state = _resources(request)
+    state = app_state(request)
     settings = state.settings
     headers = request.headers
     client_id = headers.get("x-client-id")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from chat_store.api.deps import AppState, CurrentPrincipal
+from chat_store.api.deps import CurrentPrincipal, app_state
 from chat_store.api.limiting import apply_limit, client_ip
 from chat_store.ratelimit import parse_limit
 
@@ -16,7 +16,7 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def limit_by_client_ip(request: Request) -> None:
-    state: AppState = request.app.state.resources
+    state = app_state(request)
     settings = state.settings
     if not settings.rate_limit_enabled:
         return
@@ -26,7 +26,7 @@ async def limit_by_client_ip(request: Request) -> None:
 
 
 async def limit_by_principal(request: Request, principal: CurrentPrincipal) -> None:
-    state: AppState = request.app.state.resources
+    state = app_state(request)
     settings = state.settings
     if not settings.rate_limit_enabled:
         return

@@ -523,9 +523,7 @@ async def append_delta(
         # The refusal used up a version: tell the change feed, so that its readers see no gap
         # (dropped with the transaction when the refusal is an error).
         events.publish_after_commit(db, bus, session_id, {"type": "sync", "version": version})
-        unchanged = await _explain_refused_delta(
-            db, principal, session_id, message_id, body, settings, last_try=last_try
-        )
+        unchanged = await _explain_refused_delta(db, principal, delta, last_try=last_try)
         if unchanged is not None:
             return unchanged
     assert row is not None  # the loop breaks with a row, returns or raises
@@ -551,22 +549,15 @@ async def append_delta(
 
 
 async def _explain_refused_delta(
-    db: AsyncSession,
-    principal: Principal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    body: DeltaAppend,
-    settings: Settings,
-    *,
-    last_try: bool,
+    db: AsyncSession, principal: Principal, delta: message_crud.Delta, *, last_try: bool
 ) -> MessageWithLength | None:
     """Why a delta was refused: the answer for a retry of a stored delta, or the error; None
     when the delta fits the message as it is now (then it may be tried once more)."""
-    row = await _owned_message(db, principal, session_id, message_id)
+    row = await _owned_message(db, principal, delta.session_id, delta.message_id)
     text = await full_text(db, row)
     length = len(text)
-    end = body.offset + len(body.delta)
-    if end <= length and text[body.offset : end] == body.delta:
+    end = delta.offset + len(delta.text)
+    if end <= length and text[delta.offset : end] == delta.text:
         # A retry of a delta that is already stored: nothing changes.
         read = (await to_reads(db, [row]))[0]
         return MessageWithLength(**read.model_dump(), length=length)
@@ -574,11 +565,11 @@ async def _explain_refused_delta(
         raise InvalidTransition(
             f"Deltas go to pending or in_progress messages; this one is {row.status}"
         )
-    if body.offset != row.partial_length:
+    if delta.offset != row.partial_length:
         raise OffsetMismatch(row.partial_length)
-    if row.partial_bytes + _utf8_len(body.delta) > settings.max_message_bytes:
+    if row.partial_bytes + delta.size_bytes > delta.max_bytes:
         raise PayloadTooLarge(
-            f"The message text would be over the limit of {settings.max_message_bytes} bytes"
+            f"The message text would be over the limit of {delta.max_bytes} bytes"
         )
     if last_try:
         # Refused twice for no reason the message shows: answered as a lost race.
