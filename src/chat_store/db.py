@@ -72,7 +72,7 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
-async def autocommit_unless_begun(db: AsyncSession) -> None:
+async def autocommit_unless_begun(db: AsyncSession) -> bool:
     """Before a write that is one statement, atomic by itself: on Postgres, when nothing has run
     in this session yet, its connection is taken in autocommit mode. The statement then commits
     by itself: no BEGIN and no COMMIT round trip, and its row locks end with it rather than a
@@ -80,7 +80,8 @@ async def autocommit_unless_begun(db: AsyncSession) -> None:
     after-commit hooks run as usual when the request's session commits. A session already in a
     transaction (an Idempotency-Key's savepoint, an earlier query) keeps it, and SQLite keeps its
     transactions (its one connection is the write lock). The pool resets the connection's
-    isolation level when it is returned."""
+    isolation level when it is returned. Returns whether the session is now in autocommit."""
     if db.in_transaction() or db.get_bind().dialect.name != "postgresql":
-        return
+        return False
     await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    return True

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import AwareDatetime
 
 from chat_store.api.deps import (
@@ -14,6 +14,16 @@ from chat_store.api.deps import (
     DbSession,
     IdempotencyKey,
     PaginationParams,
+    RequestSession,
+    app_state,
+)
+from chat_store.api.direct import (
+    DirectRoute,
+    caller,
+    direct,
+    idempotency_key,
+    json_body,
+    json_response,
 )
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import (
@@ -28,9 +38,23 @@ from chat_store.schemas.chat_sessions import (
 from chat_store.schemas.common import Deleted, Page, SafeStr
 from chat_store.services import chat_sessions as chat_session_service
 
-router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"])
+router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
 
 _ONE = problems(401, 404, 422)
+
+
+async def _create_chat_session_directly(request: Request) -> Response | None:
+    key_ok, key = idempotency_key(request)
+    body = await json_body(request, ChatSessionCreate) if key_ok else None
+    if body is None:
+        return None
+    state = app_state(request)
+    async with RequestSession(request) as db:
+        principal = await caller(request, db)
+        created = await chat_session_service.create_chat_session(
+            db, state.settings, principal, body, key
+        )
+    return json_response(ChatSessionRead, created, 201)
 
 
 @router.post(
@@ -40,6 +64,7 @@ _ONE = problems(401, 404, 422)
     responses=problems(401, 409, 413, 422),
     operation_id="create_chat_session",
 )
+@direct(_create_chat_session_directly)
 async def create_chat_session(
     db: DbSession,
     settings: AppSettings,

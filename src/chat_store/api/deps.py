@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Query, Request
@@ -91,33 +92,52 @@ async def get_bus(request: Request) -> BusAdapter:
 Bus = Annotated[BusAdapter, Depends(get_bus)]
 
 
-async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
-    """One transaction per request: committed when the handler returns, rolled back on error.
+class RequestSession:
+    """The request's database session, one transaction: committed when the block ends, rolled
+    back on error. An AppError that asks for it (commit=True, e.g. a refresh-token family
+    revoked on reuse) keeps its writes. After-commit hooks (events, cache) run once committed.
 
-    Declared with scope="function" so the commit happens before the response is sent: a client
-    that got 201 can read its write from any other connection at once. An AppError that asks for
-    it (commit=True, e.g. a refresh-token family revoked on reuse) keeps its writes.
+    GET and HEAD use the read sessions (autocommit on Postgres, see db.py). A class rather than
+    a generator: the direct path (api/direct.py) opens it on every busy request.
     """
-    state = app_state(request)
-    reading = request.method in ("GET", "HEAD")
-    async with (state.read_sessionmaker if reading else state.sessionmaker)() as session:
+
+    __slots__ = ("_session",)
+
+    def __init__(self, request: Request) -> None:
+        state = app_state(request)
+        reading = request.method in ("GET", "HEAD")
+        self._session = (state.read_sessionmaker if reading else state.sessionmaker)()
+
+    async def __aenter__(self) -> AsyncSession:
+        return self._session
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        session = self._session
         try:
-            yield session
-        except AppError as exc:
-            if exc.commit:
+            if exc is None or (isinstance(exc, AppError) and exc.commit):
                 await session.commit()
                 await hooks.run_after_commit(session)
             else:
                 hooks.discard(session)
                 await session.rollback()
-            raise
-        except BaseException:
-            hooks.discard(session)
-            await session.rollback()
-            raise
-        else:
-            await session.commit()
-            await hooks.run_after_commit(session)
+        finally:
+            # AsyncSession's own exit: closes the session even when the request is cancelled.
+            await session.__aexit__(exc_type, exc, traceback)
+
+
+async def get_db(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's session (RequestSession) as a dependency.
+
+    Declared with scope="function" so the commit happens before the response is sent: a client
+    that got 201 can read its write from any other connection at once.
+    """
+    async with RequestSession(request) as session:
+        yield session
 
 
 DbSession = Annotated[AsyncSession, Depends(get_db, scope="function")]
@@ -210,12 +230,13 @@ async def get_pagination(
 
 PaginationParams = Annotated[Pagination, Depends(get_pagination)]
 
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
         min_length=1,
-        max_length=255,
+        max_length=IDEMPOTENCY_KEY_MAX_LENGTH,
         description="Retry-safe creates: the same key and body return the first answer.",
     ),
 ]

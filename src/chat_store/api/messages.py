@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Request, Response
 
 from chat_store.api.deps import (
     API_PREFIX,
@@ -14,6 +14,17 @@ from chat_store.api.deps import (
     DbSession,
     IdempotencyKey,
     PaginationParams,
+    RequestSession,
+    app_state,
+)
+from chat_store.api.direct import (
+    DirectRoute,
+    caller,
+    direct,
+    idempotency_key,
+    json_body,
+    json_response,
+    path_uuid,
 )
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import ChatSessionRead
@@ -31,7 +42,9 @@ from chat_store.schemas.messages import (
 )
 from chat_store.services import messages as message_service
 
-router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["messages"])
+router = APIRouter(
+    prefix=API_PREFIX + "/sessions/{session_id}", tags=["messages"], route_class=DirectRoute
+)
 
 _ONE = problems(401, 404, 422)
 _WRITE = problems(401, 404, 409, 413, 422)
@@ -57,6 +70,23 @@ _APPEND_EXAMPLES = {
 }
 
 
+async def _append_message_directly(request: Request) -> Response | None:
+    session_id = path_uuid(request, "session_id")
+    key_ok, key = idempotency_key(request)
+    if session_id is None or not key_ok:
+        return None
+    body = await json_body(request, MessageAppend)
+    if body is None:
+        return None
+    state = app_state(request)
+    async with RequestSession(request) as db:
+        principal = await caller(request, db)
+        created = await message_service.create_message(
+            db, state.settings, state.bus, principal, session_id, body, key
+        )
+    return json_response(MessageRead, created, 201)
+
+
 @router.post(
     "/messages",
     status_code=201,
@@ -64,6 +94,7 @@ _APPEND_EXAMPLES = {
     responses=_WRITE,
     operation_id="append_message",
 )
+@direct(_append_message_directly)
 async def append_message(
     db: DbSession,
     settings: AppSettings,
@@ -184,12 +215,45 @@ async def delete_message(
     return Deleted(id=message_id, object="message.deleted")
 
 
+def _minimal(prefer: str | None) -> bool:
+    return prefer is not None and "return=minimal" in prefer.replace(" ", "").lower()
+
+
+_MINIMAL_APPLIED = {"Preference-Applied": "return=minimal"}
+
+
+async def _append_delta_directly(request: Request) -> Response | None:
+    session_id = path_uuid(request, "session_id")
+    message_id = path_uuid(request, "message_id")
+    if session_id is None or message_id is None:
+        return None
+    body = await json_body(request, DeltaAppend)
+    if body is None:
+        return None
+    minimal = _minimal(request.headers.get("prefer"))
+    state = app_state(request)
+    async with RequestSession(request) as db:
+        principal = await caller(request, db)
+        appended = await message_service.append_delta(
+            db,
+            state.settings,
+            state.bus,
+            principal,
+            session_id,
+            message_id,
+            body,
+            return_text=not minimal,
+        )
+    return json_response(MessageWithLength, appended, headers=_MINIMAL_APPLIED if minimal else None)
+
+
 @router.post(
     "/messages/{message_id}/append",
     response_model=MessageWithLength,
     responses=_WRITE,
     operation_id="append_delta",
 )
+@direct(_append_delta_directly)
 async def append_delta(
     db: DbSession,
     settings: AppSettings,
@@ -208,9 +272,9 @@ async def append_delta(
     ] = None,
 ) -> MessageWithLength:
     """Stream a delta into a pending/in_progress message at `offset` (code points)."""
-    minimal = prefer is not None and "return=minimal" in prefer.replace(" ", "").lower()
+    minimal = _minimal(prefer)
     if minimal:
-        response.headers["Preference-Applied"] = "return=minimal"
+        response.headers.update(_MINIMAL_APPLIED)
     return await message_service.append_delta(
         db, settings, bus, principal, session_id, message_id, body, return_text=not minimal
     )

@@ -19,10 +19,15 @@ def channel(session_id: uuid.UUID) -> str:
     return f"session:{session_id}"
 
 
+async def publish(bus: Bus, session_id: uuid.UUID, event: dict[str, Any]) -> None:
+    """Publish now: for a change already committed (a statement run in autocommit)."""
+    await bus.publish(channel(session_id), event)
+
+
 def publish_after_commit(
     db: AsyncSession, bus: Bus, session_id: uuid.UUID, event: dict[str, Any]
 ) -> None:
-    async def publish() -> None:
-        await bus.publish(channel(session_id), event)
+    async def publish_committed() -> None:
+        await publish(bus, session_id, event)
 
-    hooks.after_commit(db, publish)
+    hooks.after_commit(db, publish_committed)

@@ -509,6 +509,10 @@ async def append_delta(
         max_bytes=settings.max_message_bytes,
         now=datetime.now(UTC),
     )
+    # Without the text in the answer, the delta is one statement that commits by itself (on
+    # Postgres). With it, the text is read after the write, and the transaction (holding the
+    # session row) keeps a later delta out of what that read sees.
+    autocommitted = not return_text and await autocommit_unless_begun(db)
     # A second try only when the first was refused for no reason the message shows once it is
     # read again: it was committed while the statement waited for the session row, after the
     # snapshot the statement had taken (e.g. created with its own id just before its first
@@ -520,9 +524,14 @@ async def append_delta(
         version, row = appended
         if row is not None:
             break
-        # The refusal used up a version: tell the change feed, so that its readers see no gap
-        # (dropped with the transaction when the refusal is an error).
-        events.publish_after_commit(db, bus, session_id, {"type": "sync", "version": version})
+        # The refusal used up a version: tell the change feed, so that its readers see no gap.
+        # In a transaction, after commit (dropped with it when the refusal is an error); in
+        # autocommit the version is committed already, whatever the answer.
+        sync = {"type": "sync", "version": version}
+        if autocommitted:
+            await events.publish(bus, session_id, sync)
+        else:
+            events.publish_after_commit(db, bus, session_id, sync)
         unchanged = await _explain_refused_delta(db, principal, delta, last_try=last_try)
         if unchanged is not None:
             return unchanged

@@ -1,0 +1,125 @@
+"""The direct path: the busiest routes answer well-formed requests without FastAPI's
+per-request dependency solving.
+
+FastAPI solves a route's dependency tree, validates every parameter through its own field
+machinery and validates the returned model once more on every request: about a third of an
+append's CPU (docs/benchmarks.md). A route whose endpoint is marked with `@direct(handler)`
+runs `handler` first. The handler reads what it needs itself (path ids, the JSON body, the
+headers), opens the request's session, identifies and limits the caller with the same
+functions the dependencies call, and calls the same service.
+
+Whatever the handler does not find well formed, it hands back (returns None) before anything
+has run, and FastAPI's own handler serves the request: every error answer, its order
+(authentication before validation) and its wording stay FastAPI's. The endpoint function
+stays the route's declaration: its signature is what the OpenAPI document shows.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, TypeAdapter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.api.deps import IDEMPOTENCY_KEY_MAX_LENGTH, get_principal
+from chat_store.api.ratelimits import limit_by_principal
+from chat_store.services.principals import Principal
+
+DirectHandler = Callable[[Request], Awaitable[Response | None]]
+"""Serves a request, or returns None (having started nothing) to let FastAPI serve it."""
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+Model = TypeVar("Model", bound=BaseModel)
+
+_DIRECT_ATTRIBUTE = "__chat_store_direct__"
+_JSON_BODY_CACHE = "chat_store.json_body"
+
+
+def direct(handler: DirectHandler) -> Callable[[Endpoint], Endpoint]:
+    """Mark an endpoint as served by `handler` when the request is well formed. Put it below
+    the route decorator: the route is built when that decorator runs."""
+
+    def mark(endpoint: Endpoint) -> Endpoint:
+        setattr(endpoint, _DIRECT_ATTRIBUTE, handler)
+        return endpoint
+
+    return mark
+
+
+class DirectRoute(APIRoute):
+    """An APIRoute that tries its endpoint's direct handler before FastAPI's own."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        fastapi_handler = super().get_route_handler()
+        handler: DirectHandler | None = getattr(self.endpoint, _DIRECT_ATTRIBUTE, None)
+        if handler is None:
+            return fastapi_handler
+
+        async def serve(request: Request) -> Response:
+            response = await handler(request)
+            return response if response is not None else await fastapi_handler(request)
+
+        return serve
+
+
+def path_uuid(request: Request, name: str) -> uuid.UUID | None:
+    """A UUID path parameter, or None when it is not one (FastAPI then answers 422)."""
+    try:
+        return uuid.UUID(request.path_params[name])
+    except (KeyError, ValueError):
+        return None
+
+
+async def json_body(request: Request, model: type[Model]) -> Model | None:
+    """The body as `model`, validated as FastAPI validates it (the parsed JSON through the
+    model), or None for anything else: another content type, an empty body, JSON that does not
+    parse, a body the model refuses."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.partition(";")[0].strip().lower() != "application/json":
+        return None
+    raw = await request.body()  # kept on the request: FastAPI's handler reads it again
+    if not raw:
+        return None
+    try:
+        return model.model_validate(json.loads(raw))
+    except (ValueError, RecursionError):
+        # Not JSON (JSONDecodeError and UnicodeDecodeError are ValueErrors), nested beyond the
+        # parser, or refused by the model (ValidationError is a ValueError): FastAPI says which.
+        return None
+
+
+@lru_cache(maxsize=32)
+def _adapter(model: type[BaseModel]) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def json_response(
+    model: type[Model], value: Model, status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """The answer FastAPI would build for `response_model=model`: the same bytes (by alias,
+    nothing excluded) and media type."""
+    return Response(
+        content=_adapter(model).dump_json(value, by_alias=True),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def idempotency_key(request: Request) -> tuple[bool, str | None]:
+    """The Idempotency-Key header and whether it is acceptable (absent, or 1..255 long)."""
+    value = request.headers.get("idempotency-key")
+    return (value is None or 0 < len(value) <= IDEMPOTENCY_KEY_MAX_LENGTH), value
+
+
+async def caller(request: Request, db: AsyncSession) -> Principal:
+    """The caller, identified and limited by the functions the routes' dependencies run."""
+    principal = await get_principal(request, db)
+    await limit_by_principal(request, principal)
+    return principal
