@@ -17,6 +17,7 @@ stays the route's declaration: its signature is what the OpenAPI document shows.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import lru_cache
@@ -26,6 +27,7 @@ from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import ClientDisconnect
 
 from chat_store.api.deps import IDEMPOTENCY_KEY_MAX_LENGTH, get_principal
 from chat_store.api.ratelimits import limit_by_principal
@@ -38,7 +40,6 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 Model = TypeVar("Model", bound=BaseModel)
 
 _DIRECT_ATTRIBUTE = "__chat_store_direct__"
-_JSON_BODY_CACHE = "chat_store.json_body"
 
 
 def direct(handler: DirectHandler) -> Callable[[Endpoint], Endpoint]:
@@ -62,18 +63,26 @@ class DirectRoute(APIRoute):
             return fastapi_handler
 
         async def serve(request: Request) -> Response:
-            response = await handler(request)
-            return response if response is not None else await fastapi_handler(request)
+            # With dependency overrides set (tests, an embedding app), FastAPI serves every
+            # request, so that the overrides apply as documented.
+            if not request.app.dependency_overrides:
+                response = await handler(request)
+                if response is not None:
+                    return response
+            return await fastapi_handler(request)
 
         return serve
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def path_uuid(request: Request, name: str) -> uuid.UUID | None:
-    """A UUID path parameter, or None when it is not one (FastAPI then answers 422)."""
-    try:
-        return uuid.UUID(request.path_params[name])
-    except (KeyError, ValueError):
-        return None
+    """A UUID path parameter in its usual hyphenated form, or None for anything else: FastAPI
+    decides the other forms (pydantic accepts some, and refuses some that Python's uuid module
+    would take)."""
+    value: str = request.path_params.get(name, "")
+    return uuid.UUID(value) if _UUID.fullmatch(value) else None
 
 
 async def json_body(request: Request, model: type[Model]) -> Model | None:
@@ -83,7 +92,10 @@ async def json_body(request: Request, model: type[Model]) -> Model | None:
     content_type = request.headers.get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != "application/json":
         return None
-    raw = await request.body()  # kept on the request: FastAPI's handler reads it again
+    try:
+        raw = await request.body()  # kept on the request: FastAPI's handler reads it again
+    except ClientDisconnect:
+        return None  # FastAPI's handler answers it (400) as it would have
     if not raw:
         return None
     try:

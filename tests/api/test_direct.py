@@ -1,0 +1,271 @@
+"""The direct path (api/direct.py): well-formed creates, appends and deltas are served without
+FastAPI's dependency solving, with the same answers, limits and events; everything else is
+served by FastAPI's handler."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import fastapi.routing
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from chat_store.api.deps import AppState, get_state
+from chat_store.services import events
+from tests.assertions import assert_problem, assert_validation_error
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Account, Factory
+
+# Fields that differ between two answers to the same request: new ids, times, places.
+VOLATILE = {"id", "session_id", "seq", "created_at", "updated_at", "completed_at"}
+
+
+@pytest.fixture
+def solved(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests FastAPI solved dependencies for, in order."""
+    paths: list[str] = []
+    solve = fastapi.routing.solve_dependencies
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        paths.append(kwargs["request"].url.path)
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    return paths
+
+
+@pytest.fixture
+def through_fastapi(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it to have FastAPI serve every request: any dependency override does that."""
+
+    def switch() -> None:
+        monkeypatch.setitem(app.dependency_overrides, get_state, get_state)
+
+    return switch
+
+
+async def _stream(factory: Factory, account: Account) -> tuple[str, str]:
+    session = await factory.chat_session(account)
+    pending = await factory.message(account, session["id"], role="assistant", status="pending")
+    return session["id"], f"{API}/sessions/{session['id']}/messages/{pending['id']}/append"
+
+
+async def test_well_formed_writes_are_served_without_dependency_solving(
+    client: httpx.AsyncClient, factory: Factory, solved: list[str]
+) -> None:
+    account = await factory.account()
+    key = (await factory.api_key(account))["key"]
+    headers = {"X-API-Key": key}
+    solved.clear()
+
+    created = await client.post(f"{API}/sessions", json={"title": "t"}, headers=headers)
+    assert created.status_code == 201, created.text
+    session_id = created.json()["id"]
+    messages = f"{API}/sessions/{session_id}/messages"
+    appended = await client.post(
+        messages, json={"role": "assistant", "status": "pending"}, headers=headers
+    )
+    assert appended.status_code == 201, appended.text
+    assert appended.json()["seq"] == 1
+    url = f"{messages}/{appended.json()['id']}/append"
+    minimal = await client.post(
+        url, json={"offset": 0, "delta": "Hel"}, headers={**headers, "Prefer": "return=minimal"}
+    )
+    assert minimal.status_code == 200, minimal.text
+    assert minimal.headers["Preference-Applied"] == "return=minimal"
+    assert (minimal.json()["length"], minimal.json()["partial_content"]) == (3, None)
+    full = await client.post(url, json={"offset": 3, "delta": "lo"}, headers=headers)
+    assert full.status_code == 200, full.text
+    assert "Preference-Applied" not in full.headers
+    assert (full.json()["length"], full.json()["partial_content"]) == (5, "Hello")
+    assert full.json()["status"] == "in_progress"
+    assert solved == []
+
+    # The writes are stored: FastAPI's own handler (a GET) reads them back.
+    stored = await client.get(messages, headers=headers)
+    assert [m["partial_content"] for m in stored.json()["data"]] == ["Hello"]
+    assert solved == [messages]
+
+
+@pytest.mark.parametrize(
+    ("case", "loc"),
+    [
+        ("a session id that is no uuid", ("path", "session_id")),
+        ("a body the model refuses", ("body", "role")),
+        ("a body that is not json", ("body", 1)),
+        ("an empty idempotency key", ("header", "Idempotency-Key")),
+        ("a form body", ("body",)),
+    ],
+)
+async def test_what_the_direct_path_does_not_take_fastapi_answers(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    solved: list[str],
+    case: str,
+    loc: tuple[str | int, ...],
+) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    messages = f"{API}/sessions/{session['id']}/messages"
+    request: dict[str, Any] = {"json": {"role": "user", "content": "hi"}}
+    if case == "a session id that is no uuid":
+        messages = f"{API}/sessions/not-a-uuid/messages"
+    elif case == "a body the model refuses":
+        request = {"json": {"role": "wizard", "content": "hi"}}
+    elif case == "a body that is not json":
+        request = {"content": b"{not json", "headers": {"Content-Type": "application/json"}}
+    elif case == "an empty idempotency key":
+        request["headers"] = {"Idempotency-Key": ""}
+    else:
+        request = {"data": {"role": "user", "content": "hi"}}
+    request["headers"] = {**account.headers, **request.get("headers", {})}
+    solved.clear()
+
+    answer = await client.post(messages, **request)
+
+    assert_validation_error(answer, *loc)
+    # FastAPI's handler answered: it solves the dependencies, except for a body that does not
+    # parse, which it refuses before (as "JSON decode error" at the character, its wording).
+    if case == "a body that is not json":
+        assert answer.json()["errors"][0]["msg"] == "JSON decode error"
+    else:
+        assert solved == [messages]
+    listed = await client.get(f"{API}/sessions/{session['id']}/messages", headers=account.headers)
+    assert listed.json()["data"] == []  # nothing was stored on the way
+
+
+async def test_authentication_is_checked_before_the_body_as_before(
+    client: httpx.AsyncClient,
+) -> None:
+    missing = await client.post(f"{API}/sessions", json={"title": 5})
+    assert_problem(missing, 401, "unauthorized")
+    wrong = await client.post(f"{API}/sessions", json={}, headers={"X-API-Key": "csk_wrong"})
+    assert_problem(wrong, 401, "unauthorized")
+
+
+async def _answers(
+    client: httpx.AsyncClient, factory: Factory
+) -> list[tuple[int, str, str | None, list[tuple[str, Any]]]]:
+    """The same writes each time, in new sessions: status, content type, Preference-Applied,
+    and the body without what is new each time (checked in order: the bytes' field order)."""
+    account = await factory.account()
+    key = f"key-{uuid.uuid4()}"
+    session_id, url = await _stream(factory, account)
+    messages = f"{API}/sessions/{session_id}/messages"
+    headers = account.headers
+
+    requests: list[Callable[[], Awaitable[httpx.Response]]] = [
+        lambda: client.post(
+            f"{API}/sessions",
+            json={"title": "Fix the build", "workspace": {"repo": "r"}, "metadata": {"k": 1}},
+            headers={**headers, "Idempotency-Key": key},
+        ),
+        lambda: client.post(
+            messages,
+            json={"role": "user", "content": "Why? ✓", "context": {"d": [1]}, "token_count": 3},
+            headers=headers,
+        ),
+        lambda: client.post(
+            url, json={"offset": 0, "delta": "ab✓"}, headers={**headers, "Prefer": "return=minimal"}
+        ),
+        lambda: client.post(url, json={"offset": 3, "delta": "cd"}, headers=headers),
+        lambda: client.post(url, json={"offset": 3, "delta": "cd"}, headers=headers),  # a retry
+        lambda: client.post(url, json={"offset": 9, "delta": "x"}, headers=headers),  # 409
+        lambda: client.post(f"{API}/sessions/{uuid.uuid4()}/messages", json={}, headers=headers),
+        lambda: client.post(
+            f"{API}/sessions/{uuid.uuid4()}/messages",
+            json={"role": "user", "content": "x"},
+            headers=headers,
+        ),  # 404
+    ]
+    answers = []
+    for send in requests:
+        response = await send()
+        body = response.json()
+        kept = [(k, v) for k, v in body.items() if k not in VOLATILE | {"instance"}]
+        answers.append(
+            (
+                response.status_code,
+                response.headers["content-type"],
+                response.headers.get("Preference-Applied"),
+                kept,
+            )
+        )
+    return answers
+
+
+async def test_direct_and_fastapi_answers_are_the_same(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    solved: list[str],
+    through_fastapi: Callable[[], None],
+) -> None:
+    direct = await _answers(client, factory)
+    assert [status for status, *_ in direct] == [201, 201, 200, 200, 200, 409, 422, 404]
+    served_by_fastapi = len(solved)
+    assert served_by_fastapi < 10  # the setup and the 422, not the writes
+
+    through_fastapi()
+    fastapi_answers = await _answers(client, factory)
+
+    assert len(solved) > served_by_fastapi + 8
+    assert direct == fastapi_answers
+
+
+@pytest.fixture
+async def write_limited(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(
+        backend,
+        rate_limit_enabled=True,
+        rate_limit_write="2/minute",
+        redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
+    )
+    async with running_app(settings) as limited_app, client_for(limited_app) as http:
+        yield http
+
+
+async def test_the_direct_path_applies_the_write_limit(
+    write_limited: httpx.AsyncClient, solved: list[str]
+) -> None:
+    account = await Factory(write_limited).account()
+    solved.clear()
+    answers = [
+        await write_limited.post(f"{API}/sessions", json={}, headers=account.headers)
+        for _ in range(3)
+    ]
+    assert [a.status_code for a in answers] == [201, 201, 429]
+    assert [a.headers["RateLimit-Remaining"] for a in answers] == ["1", "0", "0"]
+    assert_problem(answers[2], 429, "rate_limited")
+    assert solved == []
+
+
+@pytest.mark.parametrize("minimal", [True, False], ids=["minimal", "with-text"])
+async def test_a_refused_delta_leaves_no_gap_in_the_change_feed(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, minimal: bool
+) -> None:
+    """A refused delta may use up a history version (a minimal delta commits by itself on
+    Postgres): readers must then hear of it, or they see a gap and re-read the store."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    prefer = {"Prefer": "return=minimal"} if minimal else {}
+    async with state.bus.subscribe(events.channel(uuid.UUID(session["id"]))) as feed:
+        pending = await factory.message(account, session["id"], role="assistant", status="pending")
+        url = f"{API}/sessions/{session['id']}/messages/{pending['id']}/append"
+        headers = {**account.headers, **prefer}
+        refused = await client.post(url, json={"offset": 7, "delta": "x"}, headers=headers)
+        assert_problem(refused, 409, "offset_mismatch")
+        landed = await client.post(url, json={"offset": 0, "delta": "x"}, headers=headers)
+        assert landed.status_code == 200, landed.text
+
+        seen: list[tuple[str, int]] = []
+        while not seen or seen[-1][0] != "message.delta":
+            event = await feed.next(5.0)
+            assert event is not None, seen
+            seen.append((event["type"], event["version"]))
+    versions = [version for _, version in seen]
+    assert versions == list(range(versions[0], versions[0] + len(versions))), seen
+    assert seen[0][0] == "message.created"
