@@ -43,11 +43,9 @@ router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_cla
 _ONE = problems(401, 404, 422)
 
 
-async def _create_chat_session_directly(request: Request) -> Response | None:
-    key_ok, key = idempotency_key(request)
-    body = await json_body(request, ChatSessionCreate) if key_ok else None
-    if body is None:
-        return None
+async def _create_chat_session_directly(request: Request) -> Response:
+    key = idempotency_key(request)
+    body = await json_body(request, ChatSessionCreate)
     state = app_state(request)
     async with RequestSession(request) as db:
         principal = await caller(request, db)

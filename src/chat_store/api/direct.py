@@ -8,10 +8,11 @@ runs `handler` first. The handler reads what it needs itself (path ids, the JSON
 headers), opens the request's session, identifies and limits the caller with the same
 functions the dependencies call, and calls the same service.
 
-Whatever the handler does not find well formed, it hands back (returns None) before anything
-has run, and FastAPI's own handler serves the request: every error answer, its order
-(authentication before validation) and its wording stay FastAPI's. The endpoint function
-stays the route's declaration: its signature is what the OpenAPI document shows.
+Whatever the handler does not find well formed, it hands back (the readers below raise
+NotDirect) before anything has run, and FastAPI's own handler serves the request: every error
+answer, its order (authentication before validation) and its wording stay FastAPI's. The
+endpoint function stays the route's declaration: its signature is what the OpenAPI document
+shows.
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ from chat_store.api.deps import IDEMPOTENCY_KEY_MAX_LENGTH, get_principal
 from chat_store.api.ratelimits import limit_by_principal
 from chat_store.services.principals import Principal
 
-DirectHandler = Callable[[Request], Awaitable[Response | None]]
-"""Serves a request, or returns None (having started nothing) to let FastAPI serve it."""
+DirectHandler = Callable[[Request], Awaitable[Response]]
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 Model = TypeVar("Model", bound=BaseModel)
 
 _DIRECT_ATTRIBUTE = "__chat_store_direct__"
+
+
+class NotDirect(Exception):
+    """The request is not one the direct handler takes: FastAPI's handler serves it. Raised
+    only while reading the request, before the handler has opened a session."""
 
 
 def direct(handler: DirectHandler) -> Callable[[Endpoint], Endpoint]:
@@ -66,9 +71,10 @@ class DirectRoute(APIRoute):
             # With dependency overrides set (tests, an embedding app), FastAPI serves every
             # request, so that the overrides apply as documented.
             if not request.app.dependency_overrides:
-                response = await handler(request)
-                if response is not None:
-                    return response
+                try:
+                    return await handler(request)
+                except NotDirect:
+                    pass
             return await fastapi_handler(request)
 
         return serve
@@ -77,33 +83,64 @@ class DirectRoute(APIRoute):
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-def path_uuid(request: Request, name: str) -> uuid.UUID | None:
-    """A UUID path parameter in its usual hyphenated form, or None for anything else: FastAPI
-    decides the other forms (pydantic accepts some, and refuses some that Python's uuid module
-    would take)."""
-    value: str = request.path_params.get(name, "")
-    return uuid.UUID(value) if _UUID.fullmatch(value) else None
+def as_uuid(value: str) -> uuid.UUID:
+    """A UUID in its usual hyphenated form. FastAPI decides the other forms: pydantic accepts
+    some, and refuses some that Python's uuid module would take."""
+    if not _UUID.fullmatch(value):
+        raise NotDirect
+    return uuid.UUID(value)
 
 
-async def json_body(request: Request, model: type[Model]) -> Model | None:
+def as_int(value: str, minimum: int, maximum: int | None = None) -> int:
+    """An integer within bounds, spelled in plain ASCII digits (at most 18: a 64-bit one)."""
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
+        raise NotDirect
+    number = int(value)
+    if number < minimum or (maximum is not None and number > maximum):
+        raise NotDirect
+    return number
+
+
+def path_uuid(request: Request, name: str) -> uuid.UUID:
+    return as_uuid(request.path_params.get(name, ""))
+
+
+def query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """The query parameters, each given once and all of them in `allowed`."""
+    items = request.query_params.multi_items()
+    given = dict(items)
+    if len(given) != len(items) or not given.keys() <= allowed:
+        raise NotDirect
+    return given
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header, when given: 1 to 255 characters."""
+    value = request.headers.get("idempotency-key")
+    if value is not None and not 0 < len(value) <= IDEMPOTENCY_KEY_MAX_LENGTH:
+        raise NotDirect
+    return value
+
+
+async def json_body(request: Request, model: type[Model]) -> Model:
     """The body as `model`, validated as FastAPI validates it (the parsed JSON through the
-    model), or None for anything else: another content type, an empty body, JSON that does not
-    parse, a body the model refuses."""
+    model). Not taken: another content type, an empty body, JSON that does not parse, a body
+    the model refuses."""
     content_type = request.headers.get("content-type", "")
     if content_type.partition(";")[0].strip().lower() != "application/json":
-        return None
+        raise NotDirect
     try:
         raw = await request.body()  # kept on the request: FastAPI's handler reads it again
     except ClientDisconnect:
-        return None  # FastAPI's handler answers it (400) as it would have
+        raise NotDirect from None  # FastAPI's handler answers it (400) as it would have
     if not raw:
-        return None
+        raise NotDirect
     try:
         return model.model_validate(json.loads(raw))
     except (ValueError, RecursionError):
         # Not JSON (JSONDecodeError and UnicodeDecodeError are ValueErrors), nested beyond the
         # parser, or refused by the model (ValidationError is a ValueError): FastAPI says which.
-        return None
+        raise NotDirect from None
 
 
 @lru_cache(maxsize=32)
@@ -122,12 +159,6 @@ def json_response(
         media_type="application/json",
         headers=headers,
     )
-
-
-def idempotency_key(request: Request) -> tuple[bool, str | None]:
-    """The Idempotency-Key header and whether it is acceptable (absent, or 1..255 long)."""
-    value = request.headers.get("idempotency-key")
-    return (value is None or 0 < len(value) <= IDEMPOTENCY_KEY_MAX_LENGTH), value
 
 
 async def caller(request: Request, db: AsyncSession) -> Principal:

@@ -19,12 +19,16 @@ from chat_store.api.deps import (
 )
 from chat_store.api.direct import (
     DirectRoute,
+    NotDirect,
+    as_int,
+    as_uuid,
     caller,
     direct,
     idempotency_key,
     json_body,
     json_response,
     path_uuid,
+    query,
 )
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import ChatSessionRead
@@ -70,14 +74,10 @@ _APPEND_EXAMPLES = {
 }
 
 
-async def _append_message_directly(request: Request) -> Response | None:
+async def _append_message_directly(request: Request) -> Response:
     session_id = path_uuid(request, "session_id")
-    key_ok, key = idempotency_key(request)
-    if session_id is None or not key_ok:
-        return None
+    key = idempotency_key(request)
     body = await json_body(request, MessageAppend)
-    if body is None:
-        return None
     state = app_state(request)
     async with RequestSession(request) as db:
         principal = await caller(request, db)
@@ -132,12 +132,45 @@ async def append_messages(
     )
 
 
+_LIST_QUERY = frozenset({"limit", "order", "after", "before", "after_seq", "before_seq"})
+
+
+async def _list_messages_directly(request: Request) -> Response:
+    session_id = path_uuid(request, "session_id")
+    given = query(request, _LIST_QUERY)
+    after = as_uuid(given["after"]) if "after" in given else None
+    before = as_uuid(given["before"]) if "before" in given else None
+    order = given.get("order", "asc")
+    if order not in ("asc", "desc") or (after is not None and before is not None):
+        raise NotDirect
+    limit = as_int(given["limit"], 1, 100) if "limit" in given else 20
+    after_seq = as_int(given["after_seq"], 0) if "after_seq" in given else None
+    before_seq = as_int(given["before_seq"], 1) if "before_seq" in given else None
+    state = app_state(request)
+    async with RequestSession(request) as db:
+        principal = await caller(request, db)
+        body = await message_service.list_messages(
+            db,
+            state.cache,
+            principal,
+            session_id,
+            limit=limit,
+            descending=order == "desc",
+            after=after,
+            before=before,
+            after_seq=after_seq,
+            before_seq=before_seq,
+        )
+    return Response(content=body, media_type="application/json")
+
+
 @router.get(
     "/messages",
     response_model=Page[MessageRead],
     responses=_ONE,
     operation_id="list_messages",
 )
+@direct(_list_messages_directly)
 async def list_messages(
     db: DbSession,
     cache: Cache,
@@ -222,14 +255,10 @@ def _minimal(prefer: str | None) -> bool:
 _MINIMAL_APPLIED = {"Preference-Applied": "return=minimal"}
 
 
-async def _append_delta_directly(request: Request) -> Response | None:
+async def _append_delta_directly(request: Request) -> Response:
     session_id = path_uuid(request, "session_id")
     message_id = path_uuid(request, "message_id")
-    if session_id is None or message_id is None:
-        return None
     body = await json_body(request, DeltaAppend)
-    if body is None:
-        return None
     minimal = _minimal(request.headers.get("prefer"))
     state = app_state(request)
     async with RequestSession(request) as db:
