@@ -455,3 +455,22 @@ async def test_a_surrogate_pair_is_a_character_like_any_other(
     stored = await client.get(f"{SESSIONS}/{response.json()['id']}", headers=account.headers)
     assert stored.json()["title"] == "\N{GRINNING FACE}"
     assert stored.json()["metadata"] == {"\N{GRINNING FACE}": "\N{GRINNING FACE}"}
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("field", ["metadata", "context"])
+async def test_nan_and_infinity_in_json_fields_are_refused(
+    client: httpx.AsyncClient, factory: Factory, number: str, field: str
+) -> None:
+    """Python's JSON parser takes them, JSON and the database's JSON type do not."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    messages = f"{SESSIONS}/{session['id']}/messages"
+    raw = f'{{"role": "user", "content": "hi", "{field}": {{"score": {number}}}}}'.encode()
+
+    answer = await client.post(messages, content=raw, headers={**JSON, **account.headers})
+
+    body = assert_validation_error(answer, "body", field)
+    assert "NaN or Infinity" in body["detail"]
+    listed = await client.get(messages, headers=account.headers)
+    assert listed.json()["data"] == []

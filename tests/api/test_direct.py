@@ -11,9 +11,10 @@ from typing import Any
 import fastapi.routing
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from chat_store.api.deps import AppState, get_state
+from chat_store.api.direct import DirectRoute, NotDirect, direct, request_session
 from chat_store.services import events
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
@@ -295,3 +296,47 @@ async def test_a_refused_delta_leaves_no_gap_in_the_change_feed(
     versions = [version for _, version in seen]
     assert versions == list(range(versions[0], versions[0] + len(versions))), seen
     assert seen[0][0] == "message.created"
+
+
+async def test_a_retried_minimal_delta_is_answered_without_the_text(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    _, url = await _stream(factory, account)
+    minimal = {**account.headers, "Prefer": "return=minimal"}
+    first = await client.post(url, json={"offset": 0, "delta": "abc"}, headers=minimal)
+    retried = await client.post(url, json={"offset": 0, "delta": "abc"}, headers=minimal)
+
+    for answer in (first, retried):
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["Preference-Applied"] == "return=minimal"
+        assert (answer.json()["length"], answer.json()["partial_content"]) == (3, None)
+    full = await client.post(url, json={"offset": 0, "delta": "abc"}, headers=account.headers)
+    assert (full.json()["length"], full.json()["partial_content"]) == (3, "abc")
+
+
+async def test_a_handler_cannot_hand_over_once_it_has_opened_the_session(
+    state: AppState,
+) -> None:
+    """Handing over then would run the request a second time (its writes too)."""
+    served_by_fastapi: list[str] = []
+
+    async def half_direct(request: Request) -> Response:
+        async with request_session(request):
+            raise NotDirect
+
+    @direct(half_direct)
+    async def endpoint() -> dict[str, str]:
+        served_by_fastapi.append("endpoint")
+        return {}
+
+    small = FastAPI()
+    small.state.resources = state
+    small.router.add_api_route(
+        "/half", endpoint, methods=["POST"], route_class_override=DirectRoute
+    )
+    async with client_for(small) as http:
+        answer = await http.post("/half")
+
+    assert answer.status_code == 500
+    assert served_by_fastapi == []

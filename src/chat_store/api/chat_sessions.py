@@ -14,7 +14,6 @@ from chat_store.api.deps import (
     DbSession,
     IdempotencyKey,
     PaginationParams,
-    RequestSession,
     app_state,
 )
 from chat_store.api.direct import (
@@ -24,6 +23,7 @@ from chat_store.api.direct import (
     idempotency_key,
     json_body,
     json_response,
+    request_session,
 )
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import (
@@ -47,7 +47,7 @@ async def _create_chat_session_directly(request: Request) -> Response:
     key = idempotency_key(request)
     body = await json_body(request, ChatSessionCreate)
     state = app_state(request)
-    async with RequestSession(request) as db:
+    async with request_session(request) as db:
         principal = await caller(request, db)
         created = await chat_session_service.create_chat_session(
             db, state.settings, principal, body, key

@@ -30,7 +30,7 @@ from pydantic import BaseModel, TypeAdapter
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import ClientDisconnect
 
-from chat_store.api.deps import IDEMPOTENCY_KEY_MAX_LENGTH, get_principal
+from chat_store.api.deps import IDEMPOTENCY_KEY_MAX_LENGTH, RequestSession, get_principal
 from chat_store.api.ratelimits import limit_by_principal
 from chat_store.services.principals import Principal
 
@@ -40,6 +40,9 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 Model = TypeVar("Model", bound=BaseModel)
 
 _DIRECT_ATTRIBUTE = "__chat_store_direct__"
+
+
+_SESSION_OPENED = "chat_store.direct_session"
 
 
 class NotDirect(Exception):
@@ -74,7 +77,11 @@ class DirectRoute(APIRoute):
                 try:
                     return await handler(request)
                 except NotDirect:
-                    pass
+                    if _SESSION_OPENED in request.scope:
+                        # Too late to hand over: whatever ran would run a second time.
+                        raise RuntimeError(
+                            "NotDirect raised after the session was opened"
+                        ) from None
             return await fastapi_handler(request)
 
         return serve
@@ -159,6 +166,12 @@ def json_response(
         media_type="application/json",
         headers=headers,
     )
+
+
+def request_session(request: Request) -> RequestSession:
+    """The request's session (RequestSession); from here on the request is the handler's."""
+    request.scope[_SESSION_OPENED] = True
+    return RequestSession(request)
 
 
 async def caller(request: Request, db: AsyncSession) -> Principal:

@@ -14,7 +14,6 @@ from chat_store.api.deps import (
     DbSession,
     IdempotencyKey,
     PaginationParams,
-    RequestSession,
     app_state,
 )
 from chat_store.api.direct import (
@@ -29,6 +28,7 @@ from chat_store.api.direct import (
     json_response,
     path_uuid,
     query,
+    request_session,
 )
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import ChatSessionRead
@@ -79,7 +79,7 @@ async def _append_message_directly(request: Request) -> Response:
     key = idempotency_key(request)
     body = await json_body(request, MessageAppend)
     state = app_state(request)
-    async with RequestSession(request) as db:
+    async with request_session(request) as db:
         principal = await caller(request, db)
         created = await message_service.create_message(
             db, state.settings, state.bus, principal, session_id, body, key
@@ -147,7 +147,7 @@ async def _list_messages_directly(request: Request) -> Response:
     after_seq = as_int(given["after_seq"], 0) if "after_seq" in given else None
     before_seq = as_int(given["before_seq"], 1) if "before_seq" in given else None
     state = app_state(request)
-    async with RequestSession(request) as db:
+    async with request_session(request) as db:
         principal = await caller(request, db)
         body = await message_service.list_messages(
             db,
@@ -261,7 +261,7 @@ async def _append_delta_directly(request: Request) -> Response:
     body = await json_body(request, DeltaAppend)
     minimal = _minimal(request.headers.get("prefer"))
     state = app_state(request)
-    async with RequestSession(request) as db:
+    async with request_session(request) as db:
         principal = await caller(request, db)
         appended = await message_service.append_delta(
             db,

@@ -34,9 +34,19 @@ def _check_json_strings(value: Any) -> None:
             _check_json_strings(item)
 
 
+def _json_size(value: dict[str, Any], what: str) -> int:
+    """Bytes of `value` as compact JSON. NaN and Infinity, which Python's JSON parser takes,
+    are refused: they are not JSON, and the database's JSON type refuses them too."""
+    try:
+        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise ValueError(f"{what} must not contain NaN or Infinity: they are not JSON") from None
+    return len(encoded.encode("utf-8"))
+
+
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
     _check_json_strings(value)
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    size = _json_size(value, "metadata")
     limit = active_settings().max_metadata_bytes
     if size > limit:
         raise ValueError(f"metadata is {size} bytes of JSON, over the limit of {limit}")
@@ -54,7 +64,7 @@ def check_title(value: str) -> str:
 def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
     """Retrieved documents and citations: as large as a message may be, not metadata-sized."""
     _check_json_strings(value)
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+    size = _json_size(value, "context")
     limit = active_settings().max_message_bytes
     if size > limit:
         raise ValueError(f"context is {size} bytes of JSON, over the limit of {limit}")

@@ -532,7 +532,9 @@ async def append_delta(
             await events.publish(bus, session_id, sync)
         else:
             events.publish_after_commit(db, bus, session_id, sync)
-        unchanged = await _explain_refused_delta(db, principal, delta, last_try=last_try)
+        unchanged = await _explain_refused_delta(
+            db, principal, delta, last_try=last_try, return_text=return_text
+        )
         if unchanged is not None:
             return unchanged
     assert row is not None  # the loop breaks with a row, returns or raises
@@ -550,26 +552,44 @@ async def append_delta(
             "offset": row.partial_length,
         },
     )
-    if return_text:
-        read = (await to_reads(db, [row]))[0]
-    else:
-        read = _to_read(row, None, datetime.now(UTC)).model_copy(update={"partial_content": None})
-    return MessageWithLength(**read.model_dump(), length=row.partial_length)
+    # The answer's text, when asked for, is read after the write (joined from the chunks).
+    now = datetime.now(UTC)
+    read = (await to_reads(db, [row]))[0] if return_text else _to_read(row, None, now)
+    return _with_length(read, row.partial_length, return_text=return_text)
+
+
+def _with_length(read: MessageRead, length: int, *, return_text: bool) -> MessageWithLength:
+    if not return_text:
+        read = read.model_copy(update={"partial_content": None})
+    return MessageWithLength(**read.model_dump(), length=length)
 
 
 async def _explain_refused_delta(
-    db: AsyncSession, principal: Principal, delta: message_crud.Delta, *, last_try: bool
+    db: AsyncSession,
+    principal: Principal,
+    delta: message_crud.Delta,
+    *,
+    last_try: bool,
+    return_text: bool,
 ) -> MessageWithLength | None:
     """Why a delta was refused: the answer for a retry of a stored delta, or the error; None
-    when the delta fits the message as it is now (then it may be tried once more)."""
+    when the delta fits the message as it is now (then it may be tried once more).
+
+    The message and its text are read once, and the answer is made of that one reading: after
+    an autocommitted delta no lock keeps other writers out between two reads."""
     row = await _owned_message(db, principal, delta.session_id, delta.message_id)
-    text = await full_text(db, row)
+    if row.status == "complete":  # as full_text() reads it
+        chunks, text = None, row.content or ""
+    else:
+        chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id)
+        text = _streamed_text(row, chunks) or ""
     length = len(text)
     end = delta.offset + len(delta.text)
     if end <= length and text[delta.offset : end] == delta.text:
         # A retry of a delta that is already stored: nothing changes.
-        read = (await to_reads(db, [row]))[0]
-        return MessageWithLength(**read.model_dump(), length=length)
+        # (as to_reads() reads it: the chunks of open messages)
+        read = _to_read(row, chunks if row.status in OPEN_STATUSES else None, datetime.now(UTC))
+        return _with_length(read, length, return_text=return_text)
     if row.status not in OPEN_STATUSES:
         raise InvalidTransition(
             f"Deltas go to pending or in_progress messages; this one is {row.status}"
