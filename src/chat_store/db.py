@@ -85,3 +85,12 @@ async def autocommit_unless_begun(db: AsyncSession) -> bool:
         return False
     await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
     return True
+
+
+async def release_autocommitted(db: AsyncSession) -> None:
+    """After the statement autocommit_unless_begun was for (only when it returned True): give
+    the connection back to the pool now rather than when the request ends. Under load a worker
+    has many requests between their statement and their answer; holding a connection through
+    that took the pool past its size, and the connections it then opened and closed cost more
+    than the requests. The statement committed already: nothing is committed here."""
+    await db.commit()

@@ -6,7 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.api.deps import AppState
-from chat_store.db import autocommit_unless_begun
+from chat_store.db import autocommit_unless_begun, release_autocommitted
 
 # Postgres: the id of the transaction a statement runs in (a new one per statement in autocommit).
 TRANSACTION_ID = text("SELECT pg_current_xact_id()::text")
@@ -49,3 +49,21 @@ async def test_a_session_already_in_a_transaction_keeps_it(state: AppState) -> N
             assert len(await _transaction_ids(db)) == 1
         assert db.in_transaction()
         await db.rollback()
+
+
+async def test_an_autocommitted_write_gives_its_connection_back_at_once(
+    state: AppState,
+) -> None:
+    """Not at the end of the request: under load, connections held through the rest of every
+    request took the pool past its size."""
+    pool = state.engine.pool
+    async with state.sessionmaker() as db:
+        autocommitted = await autocommit_unless_begun(db)
+        if not autocommitted:  # SQLite: the request's transaction keeps it
+            assert state.engine.dialect.name != "postgresql"
+            return
+        await db.execute(text("SELECT 1"))
+        held = pool.checkedout()  # type: ignore[attr-defined]
+        await release_autocommitted(db)
+        assert pool.checkedout() == held - 1  # type: ignore[attr-defined]
+        assert not db.in_transaction()

@@ -16,7 +16,7 @@ from chat_store.cache import Cache
 from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
-from chat_store.db import autocommit_unless_begun
+from chat_store.db import autocommit_unless_begun, release_autocommitted
 from chat_store.errors import (
     ChatSessionNotFound,
     InvalidTransition,
@@ -105,10 +105,14 @@ async def to_reads(db: AsyncSession, rows: Sequence[Message]) -> list[MessageRea
 
 
 def _to_read(row: Message, chunk_text: str | None, now: datetime) -> MessageRead:
+    return MessageRead(**_read_fields(row, chunk_text, now))
+
+
+def _read_fields(row: Message, chunk_text: str | None, now: datetime) -> dict[str, Any]:
     partial = _streamed_text(row, chunk_text)
     if partial is None and row.status in OPEN_STATUSES:
         partial = ""
-    return MessageRead(
+    return dict(
         id=row.id,
         session_id=row.session_id,
         seq=row.seq,
@@ -375,10 +379,12 @@ async def _append(
         # The common case, one message with a server-chosen id: seq and insert in one statement.
         # seq and versions are placeholders here: the statement takes them from the session.
         row = _new_row(items[0], principal, session_id, 0, now, 0)
-        await autocommit_unless_begun(db)
+        autocommitted = await autocommit_unless_begun(db)
         reserved = await message_crud.append_one(db, row, reservation)
         if reserved is None:
             await _refused_append(db, principal, session_id)
+        if autocommitted:
+            await release_autocommitted(db)
         row.update(seq=reserved[0], created_version=reserved[1], version=reserved[1])
         return _created(db, bus, [_read_from_values(row)], reserved[1])
 
@@ -538,6 +544,8 @@ async def append_delta(
         if unchanged is not None:
             return unchanged
     assert row is not None  # the loop breaks with a row, returns or raises
+    if autocommitted:
+        await release_autocommitted(db)
     hooks.after_commit(db, metrics.count_delta)
     events.publish_after_commit(
         db,
@@ -552,16 +560,19 @@ async def append_delta(
             "offset": row.partial_length,
         },
     )
-    # The answer's text, when asked for, is read after the write (joined from the chunks).
-    now = datetime.now(UTC)
-    read = (await to_reads(db, [row]))[0] if return_text else _to_read(row, None, now)
-    return _with_length(read, row.partial_length, return_text=return_text)
+    # The answer's text, when asked for, is read after the write (joined from the chunks; the
+    # message is open now).
+    chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id) if return_text else None
+    return _with_length(row, chunks, row.partial_length, return_text=return_text)
 
 
-def _with_length(read: MessageRead, length: int, *, return_text: bool) -> MessageWithLength:
+def _with_length(
+    row: Message, chunk_text: str | None, length: int, *, return_text: bool
+) -> MessageWithLength:
+    fields = _read_fields(row, chunk_text, datetime.now(UTC))
     if not return_text:
-        read = read.model_copy(update={"partial_content": None})
-    return MessageWithLength(**read.model_dump(), length=length)
+        fields["partial_content"] = None
+    return MessageWithLength(**fields, length=length)
 
 
 async def _explain_refused_delta(
@@ -587,9 +598,9 @@ async def _explain_refused_delta(
     end = delta.offset + len(delta.text)
     if end <= length and text[delta.offset : end] == delta.text:
         # A retry of a delta that is already stored: nothing changes.
-        # (as to_reads() reads it: the chunks of open messages)
-        read = _to_read(row, chunks if row.status in OPEN_STATUSES else None, datetime.now(UTC))
-        return _with_length(read, length, return_text=return_text)
+        # (its text as to_reads() reads it: the chunks of open messages only)
+        chunk_text = chunks if row.status in OPEN_STATUSES else None
+        return _with_length(row, chunk_text, length, return_text=return_text)
     if row.status not in OPEN_STATUSES:
         raise InvalidTransition(
             f"Deltas go to pending or in_progress messages; this one is {row.status}"
