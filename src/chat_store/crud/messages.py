@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal_column,
     select,
     tuple_,
     update,
@@ -345,7 +346,9 @@ _OWN_MESSAGE = (
 )
 # Open, still at the delta's offset, and within the size limit with it.
 _DELTA_FITS = and_(
-    _M.status.in_(_OPEN),
+    # The open statuses written into the SQL: an IN over bound values is re-rendered on every
+    # execution (SQLAlchemy's "expanding" parameters), five times in the Postgres statement.
+    _M.status.in_([literal_column(f"'{status}'", String) for status in _OPEN]),
     _M.partial_length == bindparam("b_offset"),
     _M.partial_bytes + bindparam("b_size_bytes") <= bindparam("b_max_bytes"),
 )
