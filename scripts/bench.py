@@ -520,6 +520,16 @@ class Bench:
             client.close()
         log(f"deleted {deleted} redis keys under {self.redis_prefix}")
 
+    def pool_settings(self) -> tuple[int, int]:
+        """chat-store's pool as this run configures it: kept, and at most open."""
+        from chat_store.settings import Settings
+
+        fields = Settings.model_fields
+        env = self.service_env()
+        size = int(env.get("DB_POOL_SIZE", fields["db_pool_size"].default))
+        overflow = int(env.get("DB_MAX_OVERFLOW", fields["db_max_overflow"].default))
+        return size, size + overflow
+
     def service_env(self) -> dict[str, str]:
         from chat_store.settings import Settings
 
@@ -586,6 +596,7 @@ class Bench:
             self.baseline = Target("baseline", await self._start_bare("baseline"), ("", ""))
             # The same handlers on FastAPI + SQLAlchemy with chat-store's pool: what the stack
             # itself costs before any of chat-store's own work (throughput runs only).
+            pool_size, pool_max = self.pool_settings()
             floor = await self._start_bare(
                 "stack floor",
                 "--driver",
@@ -593,9 +604,9 @@ class Bench:
                 "--framework",
                 "fastapi",
                 "--pool-size",
-                "20",
+                str(pool_size),
                 "--pool-max",
-                "30",
+                str(pool_max),
             )
             self.floor = Target("stack floor", floor, ("", ""))
         self.service = Target("chat-store", service, ("X-API-Key", ""))

@@ -420,7 +420,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8101)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"), required=False)
-    # chat-store's defaults: DB_POOL_SIZE=10 kept, DB_MAX_OVERFLOW=20 more under load.
+    # asyncpg: --pool-size opened at start, up to --pool-max, kept once opened. SQLAlchemy (the
+    # stack floor): --pool-size kept, up to --pool-max opened under load and closed when returned.
     parser.add_argument("--pool-size", type=int, default=10)
     parser.add_argument("--pool-max", type=int, default=30)
     parser.add_argument("--driver", choices=["asyncpg", "sqlalchemy"], default="asyncpg")
