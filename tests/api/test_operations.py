@@ -262,7 +262,7 @@ async def test_purge_deletes_only_idle_sessions_in_batches(
 
 
 async def test_a_slow_request_is_answered_504_and_rolled_back(
-    backend: Backend, monkeypatch: pytest.MonkeyPatch
+    backend: Backend, client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from chat_store.services import chat_sessions as chat_session_service
 
@@ -274,15 +274,20 @@ async def test_a_slow_request_is_answered_504_and_rolled_back(
         return row
 
     monkeypatch.setattr(chat_session_service, "_insert", slow_insert)
+    # The account through the usual app: only the slow request meets the short timeout (a
+    # registration on a busy machine can take longer than it).
+    account = await factory.account()
     settings = make_settings(backend, request_timeout_seconds=0.3)
-    async with running_app(settings) as app, client_for(app) as client:
-        account = await Factory(client).account()
-        answer = await client.post(f"{API}/sessions", json={}, headers=account.headers)
+    async with running_app(settings) as app, client_for(app) as hurried:
+        # With a key the write and its stored answer are one transaction (without one, the
+        # insert may run in autocommit on Postgres, and then only the answer is late).
+        keyed = {**account.headers, "Idempotency-Key": "slow-create"}
+        answer = await hurried.post(f"{API}/sessions", json={}, headers=keyed)
         assert answer.status_code == 504
         assert answer.json()["code"] == "timeout"
-        monkeypatch.setattr(chat_session_service, "_insert", real_insert)
-        listed = await client.get(f"{API}/sessions", headers=account.headers)
-        assert listed.json()["data"] == []  # nothing half-written was kept
+    monkeypatch.setattr(chat_session_service, "_insert", real_insert)
+    listed = await client.get(f"{API}/sessions", headers=account.headers)
+    assert listed.json()["data"] == []  # nothing half-written was kept
 
 
 async def test_hsts_only_when_turned_on(backend: Backend, client: httpx.AsyncClient) -> None:
