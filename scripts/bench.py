@@ -525,7 +525,7 @@ class Bench:
         from chat_store.settings import Settings
 
         fields = Settings.model_fields
-        env = self.service_env()
+        env = self.config.service_env  # the service's pool settings come only from these
         size = int(env.get("DB_POOL_SIZE", fields["db_pool_size"].default))
         overflow = int(env.get("DB_MAX_OVERFLOW", fields["db_max_overflow"].default))
         return size, size + overflow

@@ -39,10 +39,9 @@ class Settings(BaseSettings):
 
     # --- database
     database_url: str | None = None  # None: SQLite file in DATA_DIR
-    # A steady pool: overflow connections are opened and closed again under load, and opening
-    # one costs far more than a request.
-    # 30 kept open and none opened beyond them: a connection opened under load and closed again
-    # when it comes back costs more than a request (docs/benchmarks.md).
+    # A steady pool: 30 kept open and none opened beyond them. Overflow connections are opened
+    # and closed again under load, and opening one costs more than a request
+    # (docs/benchmarks.md).
     db_pool_size: int = Field(default=30, ge=1)
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout: float = Field(default=10.0, gt=0)

@@ -40,8 +40,6 @@ Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 Model = TypeVar("Model", bound=BaseModel)
 
 _DIRECT_ATTRIBUTE = "__chat_store_direct__"
-
-
 _SESSION_OPENED = "chat_store.direct_session"
 
 

@@ -134,10 +134,16 @@ def _read_fields(row: Message, chunk_text: str | None, now: datetime) -> dict[st
 
 
 async def full_text(db: AsyncSession, row: Message) -> str:
+    return (await _chunks_and_text(db, row))[1]
+
+
+async def _chunks_and_text(db: AsyncSession, row: Message) -> tuple[str | None, str]:
+    """The chunks appended since the folded prefix (None for a complete message) and the whole
+    text, from one read."""
     if row.status == "complete":
-        return row.content or ""
-    chunks = await message_crud.chunk_texts(db, [row.id])
-    return _streamed_text(row, chunks.get(row.id)) or ""
+        return None, row.content or ""
+    chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id)
+    return chunks, _streamed_text(row, chunks) or ""
 
 
 def _streamed_text(row: Message, chunk_text: str | None) -> str | None:
@@ -589,11 +595,7 @@ async def _explain_refused_delta(
     The message and its text are read once, and the answer is made of that one reading: after
     an autocommitted delta no lock keeps other writers out between two reads."""
     row = await _owned_message(db, principal, delta.session_id, delta.message_id)
-    if row.status == "complete":  # as full_text() reads it
-        chunks, text = None, row.content or ""
-    else:
-        chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id)
-        text = _streamed_text(row, chunks) or ""
+    chunks, text = await _chunks_and_text(db, row)
     length = len(text)
     end = delta.offset + len(delta.text)
     if end <= length and text[delta.offset : end] == delta.text:
