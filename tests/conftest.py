@@ -14,9 +14,19 @@ from chat_store.api.deps import AppState
 from chat_store.main import create_app
 from chat_store.models import IdempotencyKey, User
 from chat_store.settings import Settings
-from tests.backends import Backend, provision
+from tests.backends import BACKEND, Backend, provision
 from tests.factories import Factory
 from tests.support.redis_server import RedisServer
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked postgres_only are left out of the SQLite run (counted as deselected)."""
+    if BACKEND == "postgres":
+        return
+    kept = [item for item in items if item.get_closest_marker("postgres_only") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 def make_settings(backend: Backend, **overrides: Any) -> Settings:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Connection, event
-from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,6 +17,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+from sqlalchemy.sql.selectable import ReturnsRows
+from sqlalchemy.util import greenlet_spawn
 
 from chat_store.settings import Settings
 
@@ -72,25 +78,96 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
-async def autocommit_unless_begun(db: AsyncSession) -> bool:
-    """Before a write that is one statement, atomic by itself: on Postgres, when nothing has run
-    in this session yet, its connection is taken in autocommit mode. The statement then commits
-    by itself: no BEGIN and no COMMIT round trip, and its row locks end with it rather than a
-    round trip later. The caller may only read after it (nothing else would be rolled back);
-    after-commit hooks run as usual when the request's session commits. A session already in a
-    transaction (an Idempotency-Key's savepoint, an earlier query) keeps it, and SQLite keeps its
-    transactions (its one connection is the write lock). The pool resets the connection's
-    isolation level when it is returned. Returns whether the session is now in autocommit."""
-    if db.in_transaction() or db.get_bind().dialect.name != "postgresql":
-        return False
-    await db.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    return True
+def can_autocommit(db: AsyncSession) -> bool:
+    """Whether a write that is one statement, atomic by itself, may run with
+    `fetch_autocommitted` rather than in the session: on Postgres, when nothing has run in this
+    session yet. The caller may only read after it (nothing else would be rolled back). A session
+    already in a transaction (an Idempotency-Key's savepoint, an earlier query) keeps it, and
+    SQLite keeps its transactions (its one connection is the write lock)."""
+    return not db.in_transaction() and db.get_bind().dialect.name == "postgresql"
 
 
-async def release_autocommitted(db: AsyncSession) -> None:
-    """After the statement autocommit_unless_begun was for (only when it returned True): give
-    the connection back to the pool now rather than when the request ends. Under load a worker
-    has many requests between their statement and their answer; holding a connection through
-    that took the pool past its size, and the connections it then opened and closed cost more
-    than the requests. The statement committed already: nothing is committed here."""
-    await db.commit()
+_REQUIRED = object()
+
+
+class DriverStatement:
+    """A Core statement compiled once for asyncpg: the SQL SQLAlchemy sends, with the bind and
+    result processors of its types, for the driver's connection to run.
+
+    SQLAlchemy's work around one statement (the session's transaction, the execution context,
+    the result object, each step through a greenlet) costs more CPU than the driver's own: in a
+    one-statement append about 0.5 ms of the 0.75 ms the statement takes in the session
+    (docs/benchmarks.md). Only statements whose SQL is the same on every execution: no
+    "expanding" IN, nothing rendered per execution.
+    """
+
+    __slots__ = ("_binds", "_results", "sql")
+
+    def __init__(self, statement: ReturnsRows, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        if compiled.positiontup is None or "POSTCOMPILE" in compiled.string:
+            raise ValueError("the statement's SQL is not the same on every execution")
+        self.sql = compiled.string
+        self._binds = tuple(
+            (
+                name,
+                _REQUIRED if bind.required else bind.effective_value,
+                bind.type.dialect_impl(dialect).bind_processor(dialect),
+            )
+            for name in compiled.positiontup
+            for bind in (compiled.binds[name],)
+        )
+        self._results = tuple(
+            (key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for key, column in statement.exported_columns.items()
+        )
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        arguments = []
+        for name, default, processor in self._binds:
+            value = params[name] if default is _REQUIRED else params.get(name, default)
+            arguments.append(value if processor is None else processor(value))
+        return arguments
+
+    def row(self, record: Sequence[Any]) -> dict[str, Any]:
+        return {
+            key: value if processor is None else processor(value)
+            for (key, processor), value in zip(self._results, record, strict=True)
+        }
+
+
+@functools.lru_cache(maxsize=32)
+def _driver_statement(statement: ReturnsRows, dialect: Dialect) -> DriverStatement:
+    return DriverStatement(statement, dialect)
+
+
+async def fetch_autocommitted(
+    db: AsyncSession, statement: ReturnsRows, params: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Run one statement (only when `can_autocommit(db)`) on a pooled connection of the
+    session's engine, through the driver itself, which runs it in autocommit: it commits by
+    itself, with no BEGIN and no COMMIT round trip, and its row locks end with it. Returns its
+    first row by column key, or None. The connection is back in the pool before this returns;
+    the session is left as it was (its after-commit hooks run as usual when it commits)."""
+    engine = db.bind
+    assert isinstance(engine, AsyncEngine)
+    driver_statement = _driver_statement(statement, engine.dialect)
+    arguments = driver_statement.arguments(params)
+    pooled = await engine.raw_connection()
+    driver: asyncpg.Connection = pooled.driver_connection
+    try:
+        record = await driver.fetchrow(driver_statement.sql, *arguments)
+    except asyncpg.PostgresError as exc:
+        # The database refused the statement; the connection is as good as before.
+        await greenlet_spawn(pooled.close)
+        raise DBAPIError(driver_statement.sql, None, exc, hide_parameters=True) from exc
+    except BaseException as exc:
+        # Cancelled, or the connection failed, possibly mid-statement: it is not used again.
+        pooled.invalidate()
+        if isinstance(exc, asyncpg.InterfaceError | OSError):
+            raise DBAPIError(
+                driver_statement.sql, None, exc, hide_parameters=True, connection_invalidated=True
+            ) from exc
+        raise
+    await greenlet_spawn(pooled.close)
+    return None if record is None else driver_statement.row(record)

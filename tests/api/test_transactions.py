@@ -1,69 +1,154 @@
-"""Where a request's writes run without a transaction of their own, and where they never do."""
+"""Where a request's writes run without a transaction of their own (db.fetch_autocommitted),
+and where they never do. SQLite keeps its transactions (its one connection is the write lock):
+the tests of autocommitted statements run on Postgres only."""
 
 from __future__ import annotations
 
-from sqlalchemy import text
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Float, Integer, String, bindparam, event, func, literal, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.api.deps import AppState
-from chat_store.db import autocommit_unless_begun, release_autocommitted
+from chat_store.db import can_autocommit, fetch_autocommitted
+from chat_store.models import Message
+from tests.factories import Factory
 
 # Postgres: the id of the transaction a statement runs in (a new one per statement in autocommit).
-TRANSACTION_ID = text("SELECT pg_current_xact_id()::text")
+TRANSACTION_ID = select(func.pg_current_xact_id().cast(String).label("xact"))
 
 
-async def _transaction_ids(db: AsyncSession) -> set[str]:
-    return {str(await db.scalar(TRANSACTION_ID)) for _ in range(3)}
+def _checked_out(state: AppState) -> int:
+    return int(state.engine.pool.checkedout())  # type: ignore[attr-defined]
 
 
-async def test_one_statement_writes_skip_the_transaction_and_the_pool_forgets_it(
+@pytest.fixture
+def invalidated(state: AppState) -> Iterator[list[object]]:
+    """The pool's connections invalidated (closed, not reused) during the test."""
+    closed: list[object] = []
+
+    def on_invalidate(dbapi_connection: object, *_: object) -> None:
+        closed.append(dbapi_connection)
+
+    pool = state.engine.sync_engine.pool
+    event.listen(pool, "invalidate", on_invalidate)
+    yield closed
+    event.remove(pool, "invalidate", on_invalidate)
+
+
+async def test_only_a_fresh_postgres_session_may_autocommit(state: AppState) -> None:
+    async with state.sessionmaker() as db:
+        fresh = can_autocommit(db)
+        await db.execute(text("SELECT 1"))  # e.g. the credential lookup, or a savepoint's BEGIN
+        assert not can_autocommit(db)
+        await db.rollback()
+    assert fresh == (state.engine.dialect.name == "postgresql")
+
+
+@pytest.mark.postgres_only
+async def test_an_autocommitted_statement_commits_by_itself_and_gives_its_connection_back(
     state: AppState,
 ) -> None:
-    if state.engine.dialect.name != "postgresql":
-        # SQLite keeps its transaction: its one connection is the write lock.
-        async with state.sessionmaker() as db:
-            await autocommit_unless_begun(db)
-            assert not db.in_transaction()
-        return
+    held = _checked_out(state)
     async with state.sessionmaker() as db:
-        await autocommit_unless_begun(db)
-        assert len(await _transaction_ids(db)) == 3  # each statement commits by itself
-        await db.commit()
-    # Every idle connection of the pool, the one just returned among them: transactions as usual.
-    idle = state.engine.pool.checkedin()  # type: ignore[attr-defined]
-    assert idle >= 1
-    sessions = [state.sessionmaker() for _ in range(idle)]
-    try:
-        for db in sessions:
-            assert len(await _transaction_ids(db)) == 1
-    finally:
-        for db in sessions:
-            await db.close()
-
-
-async def test_a_session_already_in_a_transaction_keeps_it(state: AppState) -> None:
+        ids = {(await fetch_autocommitted(db, TRANSACTION_ID, {}) or {})["xact"] for _ in range(3)}
+        assert len(ids) == 3  # each statement in a transaction of its own
+        # Back in the pool at once (not when the request ends), and the session never began.
+        assert _checked_out(state) == held
+        assert not db.in_transaction()
+    # The connection it ran on, back in the pool, runs transactions as usual.
     async with state.sessionmaker() as db:
-        await db.execute(text("SELECT 1"))  # e.g. the credential lookup, or a savepoint's BEGIN
-        await autocommit_unless_begun(db)
-        if state.engine.dialect.name == "postgresql":
-            assert len(await _transaction_ids(db)) == 1
-        assert db.in_transaction()
+        in_one = {str(await db.scalar(TRANSACTION_ID)) for _ in range(3)}
+        assert len(in_one) == 1
         await db.rollback()
 
 
-async def test_an_autocommitted_write_gives_its_connection_back_at_once(
-    state: AppState,
+@pytest.mark.postgres_only
+async def test_rows_read_through_the_driver_are_the_rows_the_session_reads(
+    state: AppState, factory: Factory
 ) -> None:
-    """Not at the end of the request: under load, connections held through the rest of every
-    request took the pool past its size."""
-    pool = state.engine.pool
+    """Bound and decoded by the same type processors: ids, times with their zone, JSON."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    created = await factory.message(
+        account,
+        session["id"],
+        role="assistant",
+        content="Done.",
+        metadata={"client": "cli/1.4", "nested": [1, 2.5, None, True]},
+        context={"documents": [{"id": "doc-7", "score": 0.82}]},
+        token_count=3,
+    )
+    statement = select(Message.__table__).where(
+        Message.__table__.c.id == bindparam("b_id", type_=Message.__table__.c.id.type)
+    )
+    params = {"b_id": uuid.UUID(created["id"])}
     async with state.sessionmaker() as db:
-        autocommitted = await autocommit_unless_begun(db)
-        if not autocommitted:  # SQLite: the request's transaction keeps it
-            assert state.engine.dialect.name != "postgresql"
-            return
-        await db.execute(text("SELECT 1"))
-        held = pool.checkedout()  # type: ignore[attr-defined]
-        await release_autocommitted(db)
-        assert pool.checkedout() == held - 1  # type: ignore[attr-defined]
-        assert not db.in_transaction()
+        through_session = dict((await db.execute(statement, params)).one()._mapping)
+        await db.rollback()
+        through_driver = await fetch_autocommitted(db, statement, params)
+    assert through_driver == through_session
+    assert through_driver is not None
+    assert through_driver["metadata"] == {"client": "cli/1.4", "nested": [1, 2.5, None, True]}
+    assert through_driver["created_at"].tzinfo is not None
+    assert isinstance(through_driver["id"], uuid.UUID)
+
+
+@pytest.mark.postgres_only
+async def test_a_refused_statement_raises_a_database_error_and_keeps_the_connection(
+    state: AppState, invalidated: list[object]
+) -> None:
+    dividing = select(
+        (literal(1) / bindparam("b_zero", type_=Integer)).cast(Integer).label("quotient")
+    )
+    held = _checked_out(state)
+    async with state.sessionmaker() as db:
+        with pytest.raises(DBAPIError) as raised:
+            await fetch_autocommitted(db, dividing, {"b_zero": 0})
+        assert type(raised.value.orig).__name__ == "DivisionByZeroError"
+        assert not raised.value.connection_invalidated
+        assert invalidated == []
+        assert "b_zero" not in str(raised.value)  # the parameters stay out of logs
+        assert _checked_out(state) == held
+        assert await fetch_autocommitted(db, dividing, {"b_zero": 1}) == {"quotient": 1}
+
+
+@pytest.mark.postgres_only
+async def test_a_cancelled_statement_does_not_leave_its_connection_in_the_pool(
+    state: AppState, invalidated: list[object]
+) -> None:
+    """A request cut off by its timeout: the connection may be mid-statement, so it is closed
+    rather than handed to the next request."""
+    sleeping = select(func.pg_sleep(bindparam("b_seconds", type_=Float)).label("slept"))
+    held = _checked_out(state)
+    async with state.sessionmaker() as db:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fetch_autocommitted(db, sleeping, {"b_seconds": 5}), 0.2)
+        assert len(invalidated) == 1
+        assert _checked_out(state) == held
+        assert await fetch_autocommitted(db, TRANSACTION_ID, {}) is not None
+
+
+async def test_a_session_in_a_transaction_writes_in_it(state: AppState, factory: Factory) -> None:
+    """An Idempotency-Key's savepoint: the append is rolled back with the transaction."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    answer = await factory.client.post(
+        f"/api/v1/sessions/{session['id']}/messages",
+        json={"role": "user", "content": "kept once"},
+        headers={**account.headers, "Idempotency-Key": "k-1"},
+    )
+    assert answer.status_code == 201
+    async with state.sessionmaker() as db:
+        assert await _message_count(db, session["id"]) == 1
+
+
+async def _message_count(db: AsyncSession, session_id: str) -> int:
+    count = await db.scalar(
+        select(func.count()).where(Message.__table__.c.session_id == uuid.UUID(session_id))
+    )
+    return int(count or 0)

@@ -120,7 +120,10 @@ class RequestSession:
         session = self._session
         try:
             if exc is None or (isinstance(exc, AppError) and exc.commit):
-                await session.commit()
+                # Not in a transaction (nothing ran, or only autocommitted statements): a
+                # commit would begin an empty one to end it.
+                if session.in_transaction():
+                    await session.commit()
                 await hooks.run_after_commit(session)
             else:
                 hooks.discard(session)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
+from chat_store.db import fetch_autocommitted
 from chat_store.models import ChatSession, Message, MessageChunk, MessageTombstone
 from chat_store.models.base import attribute_columns
 
@@ -159,11 +160,12 @@ def _append_one_statement(*, expected: bool, titled: bool) -> Insert:
 
 
 async def append_one(
-    db: AsyncSession, values: dict[str, Any], reservation: SeqReservation
+    db: AsyncSession, values: dict[str, Any], reservation: SeqReservation, *, autocommit: bool
 ) -> tuple[int, int] | None:
     """Insert one message (`values` by column name) with the session's next seq, which also
     gives its versions (whatever `values` holds for them); returns its (seq, version), or None as
-    reserve_seqs does. On Postgres one statement; elsewhere reserve_seqs, then the insert."""
+    reserve_seqs does. On Postgres one statement, committed by itself with `autocommit` (see
+    db.fetch_autocommitted); elsewhere reserve_seqs, then the insert."""
     if db.get_bind().dialect.name != "postgresql":
         reserved = await reserve_seqs(db, reservation)
         if reserved is None:
@@ -179,6 +181,9 @@ async def append_one(
     )
     params = {f"m_{column.name}": values[column.name] for column in _GIVEN_COLUMNS}
     params.update(reservation.params())
+    if autocommit:
+        appended = await fetch_autocommitted(db, stmt, params)
+        return (appended["seq"], appended["version"]) if appended is not None else None
     row = (await db.execute(stmt, params)).one_or_none()
     return (row[0], row[1]) if row is not None else None
 
@@ -443,22 +448,29 @@ class Delta:
         }
 
 
-async def append_delta(db: AsyncSession, delta: Delta) -> tuple[int, Message | None] | None:
+async def append_delta(
+    db: AsyncSession, delta: Delta, *, autocommit: bool
+) -> tuple[int, Message | None] | None:
     """Bump the session's history version, then advance the message's stored length by the
     delta and store its text if, and only if, the length is still `offset`.
 
     The guard makes the append a compare-and-set: two writers at one offset cannot both win.
     Returns the new history version with the updated message, or with None when the guard
     refused (the caller finds out why); None when the session is missing or not the caller's.
-    On Postgres one statement; elsewhere three.
+    On Postgres one statement, committed by itself with `autocommit` (see
+    db.fetch_autocommitted); elsewhere three.
     """
     params = delta.params()
     if db.get_bind().dialect.name == "postgresql":
         params["b_text"] = delta.text
-        row = (await db.execute(_APPEND_DELTA, params)).one_or_none()
-        if row is None:
+        values: Mapping[str, Any] | None
+        if autocommit:
+            values = await fetch_autocommitted(db, _APPEND_DELTA, params)
+        else:
+            row = (await db.execute(_APPEND_DELTA, params)).one_or_none()
+            values = None if row is None else row._mapping
+        if values is None:
             return None
-        values = row._mapping
         if values[_M.id.name] is None:
             return values["b_history_version"], None
         return values["b_history_version"], _detached(values)

@@ -16,7 +16,7 @@ from chat_store.cache import Cache
 from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
-from chat_store.db import autocommit_unless_begun, release_autocommitted
+from chat_store.db import can_autocommit
 from chat_store.errors import (
     ChatSessionNotFound,
     InvalidTransition,
@@ -385,12 +385,11 @@ async def _append(
         # The common case, one message with a server-chosen id: seq and insert in one statement.
         # seq and versions are placeholders here: the statement takes them from the session.
         row = _new_row(items[0], principal, session_id, 0, now, 0)
-        autocommitted = await autocommit_unless_begun(db)
-        reserved = await message_crud.append_one(db, row, reservation)
+        reserved = await message_crud.append_one(
+            db, row, reservation, autocommit=can_autocommit(db)
+        )
         if reserved is None:
             await _refused_append(db, principal, session_id)
-        if autocommitted:
-            await release_autocommitted(db)
         row.update(seq=reserved[0], created_version=reserved[1], version=reserved[1])
         return _created(db, bus, [_read_from_values(row)], reserved[1])
 
@@ -524,13 +523,13 @@ async def append_delta(
     # Without the text in the answer, the delta is one statement that commits by itself (on
     # Postgres). With it, the text is read after the write, and the transaction (holding the
     # session row) keeps a later delta out of what that read sees.
-    autocommitted = not return_text and await autocommit_unless_begun(db)
+    autocommitted = not return_text and can_autocommit(db)
     # A second try only when the first was refused for no reason the message shows once it is
     # read again: it was committed while the statement waited for the session row, after the
     # snapshot the statement had taken (e.g. created with its own id just before its first
     # delta). A new statement sees it.
     for last_try in (False, True):
-        appended = await message_crud.append_delta(db, delta)
+        appended = await message_crud.append_delta(db, delta, autocommit=autocommitted)
         if appended is None:
             raise ChatSessionNotFound()
         version, row = appended
@@ -550,8 +549,6 @@ async def append_delta(
         if unchanged is not None:
             return unchanged
     assert row is not None  # the loop breaks with a row, returns or raises
-    if autocommitted:
-        await release_autocommitted(db)
     hooks.after_commit(db, metrics.count_delta)
     events.publish_after_commit(
         db,
