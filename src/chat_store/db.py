@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -88,6 +89,7 @@ def can_autocommit(db: AsyncSession) -> bool:
 
 
 _REQUIRED = object()
+_ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 
 
 class DriverStatement:
@@ -153,6 +155,8 @@ async def fetch_autocommitted(
     assert isinstance(engine, AsyncEngine)
     driver_statement = _driver_statement(statement, engine.dialect)
     arguments = driver_statement.arguments(params)
+    if engine.echo:  # DB_ECHO: logged where SQLAlchemy logs the statements it runs
+        _ENGINE_LOG.info("%s [on the driver, autocommit]", driver_statement.sql)
     pooled = await engine.raw_connection()
     driver: asyncpg.Connection = pooled.driver_connection
     try:

@@ -5,6 +5,7 @@ the tests of autocommitted statements run on Postgres only."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Iterator
 
@@ -152,3 +153,17 @@ async def _message_count(db: AsyncSession, session_id: str) -> int:
         select(func.count()).where(Message.__table__.c.session_id == uuid.UUID(session_id))
     )
     return int(count or 0)
+
+
+@pytest.mark.postgres_only
+async def test_db_echo_logs_the_statements_run_on_the_driver(
+    state: AppState, caplog: pytest.LogCaptureFixture
+) -> None:
+    state.engine.echo = True
+    try:
+        with caplog.at_level(logging.INFO, logger="sqlalchemy.engine.Engine"):
+            async with state.sessionmaker() as db:
+                await fetch_autocommitted(db, TRANSACTION_ID, {})
+    finally:
+        state.engine.echo = False
+    assert any("pg_current_xact_id" in record.getMessage() for record in caplog.records)
