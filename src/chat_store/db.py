@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from sqlalchemy import Connection, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -150,28 +150,50 @@ async def fetch_autocommitted(
     session's engine, through the driver itself, which runs it in autocommit: it commits by
     itself, with no BEGIN and no COMMIT round trip, and its row locks end with it. Returns its
     first row by column key, or None. The connection is back in the pool before this returns;
-    the session is left as it was (its after-commit hooks run as usual when it commits)."""
+    the session is left as it was (its after-commit hooks run as usual when it commits).
+    Failures are reported as SQLAlchemy reports them (DBAPIError), so the API answers them the
+    same way (a lost connection: 503)."""
     engine = db.bind
     assert isinstance(engine, AsyncEngine)
-    driver_statement = _driver_statement(statement, engine.dialect)
-    arguments = driver_statement.arguments(params)
-    if engine.echo:  # DB_ECHO: logged where SQLAlchemy logs the statements it runs
-        _ENGINE_LOG.info("%s [on the driver, autocommit]", driver_statement.sql)
-    pooled = await engine.raw_connection()
+    dialect = engine.dialect
+    try:
+        pooled = await engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:  # could not connect, e.g. too many clients
+        raise DBAPIError.instance(
+            None, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True, dialect=dialect
+        ) from exc
     driver: asyncpg.Connection = pooled.driver_connection
     try:
-        record = await driver.fetchrow(driver_statement.sql, *arguments)
-    except asyncpg.PostgresError as exc:
-        # The database refused the statement; the connection is as good as before.
+        # Compiled once the pool has connected: the dialect knows the server then.
+        driver_statement = _driver_statement(statement, dialect)
+        arguments = driver_statement.arguments(params)
+    except BaseException:
         await greenlet_spawn(pooled.close)
-        raise DBAPIError(driver_statement.sql, None, exc, hide_parameters=True) from exc
-    except BaseException as exc:
-        # Cancelled, or the connection failed, possibly mid-statement: it is not used again.
+        raise
+    if engine.echo:  # DB_ECHO: logged where SQLAlchemy logs the statements it runs
+        _ENGINE_LOG.info("%s [on the driver, autocommit]", driver_statement.sql)
+    try:
+        record = await driver.fetchrow(driver_statement.sql, *arguments)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        if isinstance(exc, asyncpg.PostgresError) and not driver.is_closed():
+            # The database refused the statement; the connection is as good as before.
+            await greenlet_spawn(pooled.close)
+            raise _statement_error(driver_statement.sql, exc) from exc
+        # The connection was lost (a restart, a terminated backend): as SQLAlchemy does on a
+        # disconnect, every connection the pool opened before now is replaced, not only this one.
+        engine.sync_engine.pool._invalidate(pooled, exc)
+        raise _statement_error(driver_statement.sql, exc, invalidated=True) from exc
+    except BaseException:
+        # Cancelled (a 504, a dropped client), possibly mid-statement: not used again.
         pooled.invalidate()
-        if isinstance(exc, asyncpg.InterfaceError | OSError):
-            raise DBAPIError(
-                driver_statement.sql, None, exc, hide_parameters=True, connection_invalidated=True
-            ) from exc
         raise
     await greenlet_spawn(pooled.close)
     return None if record is None else driver_statement.row(record)
+
+
+def _statement_error(sql: str, exc: Exception, *, invalidated: bool = False) -> DBAPIError:
+    """A driver error as SQLAlchemy would raise it; the parameters stay out of its message."""
+    kind = (
+        IntegrityError if isinstance(exc, asyncpg.IntegrityConstraintViolationError) else DBAPIError
+    )
+    return kind(sql, None, exc, hide_parameters=True, connection_invalidated=invalidated)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 
+import asyncpg
 import httpx
 import pytest
+from sqlalchemy.exc import DBAPIError
 
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.services import chat_sessions as chat_session_service
@@ -167,3 +169,24 @@ async def test_an_unreachable_database_is_a_503_not_a_500(backend: Backend) -> N
         assert body["code"] == "service_unavailable"
         assert answer.headers["Retry-After"] == "1"
         assert "127.0.0.1" not in answer.text and "Traceback" not in answer.text
+
+
+async def test_a_deadlock_reported_through_the_adapter_is_a_503(
+    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLAlchemy's asyncpg adapter raises its own error class, caused by the driver's: the
+    driver's class (here: the database undid one of two deadlocked transactions) decides."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+
+    async def deadlocked(db: object) -> None:
+        adapted = Exception("deadlock detected")
+        adapted.__cause__ = asyncpg.exceptions.DeadlockDetectedError("deadlock detected")
+        raise DBAPIError("UPDATE chat_session ...", None, adapted)
+
+    monkeypatch.setattr(chat_session_crud, "flush", deadlocked)
+    response = await client.patch(
+        f"{SESSIONS}/{session['id']}", json={"title": "after"}, headers=account.headers
+    )
+    assert_problem(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "1"

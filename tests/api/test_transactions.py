@@ -9,15 +9,18 @@ import logging
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from sqlalchemy import Float, Integer, String, bindparam, event, func, literal, select, text
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from chat_store.api.deps import AppState
+from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.crud import messages as message_crud
 from chat_store.db import can_autocommit, fetch_autocommitted
 from chat_store.models import Message
-from tests.factories import Factory
+from tests.factories import API, Factory
 
 # Postgres: the id of the transaction a statement runs in (a new one per statement in autocommit).
 TRANSACTION_ID = select(func.pg_current_xact_id().cast(String).label("xact"))
@@ -134,25 +137,79 @@ async def test_a_cancelled_statement_does_not_leave_its_connection_in_the_pool(
         assert await fetch_autocommitted(db, TRANSACTION_ID, {}) is not None
 
 
-async def test_a_session_in_a_transaction_writes_in_it(state: AppState, factory: Factory) -> None:
-    """An Idempotency-Key's savepoint: the append is rolled back with the transaction."""
+async def test_writes_with_an_idempotency_key_run_in_the_request_transaction(
+    state: AppState,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The write and its stored answer commit together: never autocommitted."""
+
+    async def autocommitted(*_: object) -> None:
+        raise AssertionError("a write was autocommitted")
+
+    monkeypatch.setattr(message_crud, "fetch_autocommitted", autocommitted)
+    monkeypatch.setattr(chat_session_crud, "fetch_autocommitted", autocommitted)
     account = await factory.account()
-    session = await factory.chat_session(account)
-    answer = await factory.client.post(
-        f"/api/v1/sessions/{session['id']}/messages",
-        json={"role": "user", "content": "kept once"},
-        headers={**account.headers, "Idempotency-Key": "k-1"},
+    keyed = {**account.headers, "Idempotency-Key": "session-1"}
+    session = await client.post(f"{API}/sessions", json={}, headers=keyed)
+    assert session.status_code == 201, session.text
+    messages = f"{API}/sessions/{session.json()['id']}/messages"
+    keyed["Idempotency-Key"] = "message-1"
+    appended = await client.post(messages, json={"role": "user", "content": "x"}, headers=keyed)
+    assert appended.status_code == 201, appended.text
+    # Without a key, the same append is autocommitted on Postgres (here: the stand-in fails).
+    unkeyed = await client.post(
+        messages, json={"role": "user", "content": "y"}, headers=account.headers
     )
-    assert answer.status_code == 201
+    postgres = state.engine.dialect.name == "postgresql"
+    assert unkeyed.status_code == (500 if postgres else 201), unkeyed.text
+
+
+@pytest.mark.postgres_only
+async def test_a_connection_lost_mid_statement_is_a_database_error_and_the_pool_starts_over(
+    state: AppState, invalidated: list[object]
+) -> None:
+    """A restart or a terminated backend: answered 503 (the error says the connection is
+    gone), and the pool replaces the connections it opened before, as SQLAlchemy does."""
+    # Its own label: the query text this test looks for (other tests' sleeps may still run).
+    sleeping = select(func.pg_sleep(bindparam("b_seconds", type_=Float)).label("lost_sleep"))
     async with state.sessionmaker() as db:
-        assert await _message_count(db, session["id"]) == 1
+        running = asyncio.create_task(fetch_autocommitted(db, sleeping, {"b_seconds": 5}))
+        # In autocommit: pg_stat_activity is read once per transaction.
+        autocommit = state.engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit.connect() as admin:
+            for _ in range(250):
+                pid = await admin.scalar(
+                    text(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid() AND query LIKE '%lost_sleep%'"
+                    )
+                )
+                if pid is not None:
+                    break
+                await asyncio.sleep(0.02)
+            assert pid is not None
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as raised:
+            await running
+    assert raised.value.connection_invalidated
+    assert len(invalidated) == 1
+    async with state.sessionmaker() as db:
+        assert await fetch_autocommitted(db, TRANSACTION_ID, {}) is not None
 
 
-async def _message_count(db: AsyncSession, session_id: str) -> int:
-    count = await db.scalar(
-        select(func.count()).where(Message.__table__.c.session_id == uuid.UUID(session_id))
-    )
-    return int(count or 0)
+@pytest.mark.postgres_only
+async def test_a_connection_that_cannot_be_opened_is_a_database_error(state: AppState) -> None:
+    """As SQLAlchemy reports it (the API answers those; "too many clients" with a 503)."""
+    engine = create_async_engine(state.engine.url.set(database="chat_store_no_such_database"))
+    try:
+        async with async_sessionmaker(engine)() as db:
+            with pytest.raises(DBAPIError) as raised:
+                await fetch_autocommitted(db, TRANSACTION_ID, {})
+        assert "chat_store_no_such_database" in str(raised.value.orig)
+    finally:
+        await engine.dispose()
 
 
 @pytest.mark.postgres_only

@@ -145,12 +145,14 @@ _CONNECTION_ERRORS = (
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DBAPIError)
-    original = type(exc.orig).__name__ if exc.orig is not None else ""
+    # The driver's own error: the original, or (through SQLAlchemy's asyncpg adapter, which
+    # raises its own DBAPI classes) the original's cause.
+    driver_errors = {type(exc.orig).__name__, type(getattr(exc.orig, "__cause__", None)).__name__}
     if (
         exc.connection_invalidated
         or isinstance(exc, OperationalError | InterfaceError)
         or isinstance(exc.orig, OSError)
-        or original in _CONNECTION_ERRORS
+        or not driver_errors.isdisjoint(_CONNECTION_ERRORS)
         or "too many clients" in str(exc.orig)
     ):
         return await _database_unavailable(request, exc)

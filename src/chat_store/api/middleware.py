@@ -191,8 +191,9 @@ class BodySizeLimitMiddleware:
 class RequestTimeoutMiddleware:
     """Answer 504 when a request takes longer than `seconds` (streams are exempt: they are
     meant to stay open). The handler is cancelled: its transaction is rolled back unless it had
-    already committed, or its one statement ran in autocommit (then only the answer was late;
-    an Idempotency-Key retry replays it)."""
+    already committed, or its one statement ran in autocommit (then the write is stored and only
+    its answer is lost). A write sent with an Idempotency-Key is never autocommitted, so its
+    retry finds it rolled back or stored with its answer."""
 
     def __init__(self, app: ASGIApp, *, seconds: float) -> None:
         self.app = app

@@ -520,15 +520,16 @@ async def append_delta(
         max_bytes=settings.max_message_bytes,
         now=datetime.now(UTC),
     )
-    # Without the text in the answer, the delta is one statement that commits by itself (on
-    # Postgres). With it, the text is read after the write, and the transaction (holding the
-    # session row) keeps a later delta out of what that read sees.
-    autocommitted = not return_text and can_autocommit(db)
     # A second try only when the first was refused for no reason the message shows once it is
     # read again: it was committed while the statement waited for the session row, after the
     # snapshot the statement had taken (e.g. created with its own id just before its first
     # delta). A new statement sees it.
     for last_try in (False, True):
+        # Without the text in the answer, the delta is one statement that commits by itself
+        # (on Postgres). With it, the text is read after the write, and the transaction
+        # (holding the session row) keeps a later delta out of what that read sees. A second
+        # try runs in the transaction the first refusal's reading began: one connection.
+        autocommitted = not return_text and can_autocommit(db)
         appended = await message_crud.append_delta(db, delta, autocommit=autocommitted)
         if appended is None:
             raise ChatSessionNotFound()
