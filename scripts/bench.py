@@ -133,6 +133,9 @@ class Config:
     py_spy: str | None = None
     service_env: dict[str, str] = field(default_factory=dict)
     phases: tuple[str, ...] = PHASES
+    # The stack floor's driver: SQLAlchemy's engine (the stack as design.md chooses it), or
+    # asyncpg's own pool (FastAPI's share alone).
+    floor_driver: str = "sqlalchemy"
 
 
 def parse_args(argv: Sequence[str]) -> Config:
@@ -189,6 +192,13 @@ def parse_args(argv: Sequence[str]) -> Config:
         help="extra environment for chat-store serve (e.g. DB_POOL_SIZE=30); repeatable",
     )
     parser.add_argument(
+        "--floor-driver",
+        choices=["sqlalchemy", "asyncpg"],
+        default="sqlalchemy",
+        help="the stack floor's database layer (FastAPI routes it either way); asyncpg: what "
+        "FastAPI alone costs (writes no doc)",
+    )
+    parser.add_argument(
         "--only",
         default=None,
         metavar="PHASE[,PHASE]",
@@ -217,6 +227,9 @@ def parse_args(argv: Sequence[str]) -> Config:
     if args.no_doc:
         config.write_doc = False
     config.sse_readers = args.sse_readers
+    config.floor_driver = args.floor_driver
+    if config.floor_driver != "sqlalchemy":
+        config.write_doc = False  # the doc's "stack floor" is the SQLAlchemy one
     config.sse_interval = args.sse_interval
     config.profile_dir = args.profile
     config.py_spy = args.py_spy or shutil.which("py-spy")
@@ -600,7 +613,7 @@ class Bench:
             floor = await self._start_bare(
                 "stack floor",
                 "--driver",
-                "sqlalchemy",
+                self.config.floor_driver,
                 "--framework",
                 "fastapi",
                 "--pool-size",
