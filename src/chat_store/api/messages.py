@@ -32,7 +32,7 @@ from chat_store.api.direct import (
 )
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import ChatSessionRead
-from chat_store.schemas.common import Deleted, Page
+from chat_store.schemas.common import INT32_MAX, Deleted, Page
 from chat_store.schemas.messages import (
     ContextWindow,
     DeltaAppend,
@@ -144,8 +144,8 @@ async def _list_messages_directly(request: Request) -> Response:
     if order not in ("asc", "desc") or (after is not None and before is not None):
         raise NotDirect
     limit = as_int(given["limit"], 1, 100) if "limit" in given else 20
-    after_seq = as_int(given["after_seq"], 0) if "after_seq" in given else None
-    before_seq = as_int(given["before_seq"], 1) if "before_seq" in given else None
+    after_seq = as_int(given["after_seq"], 0, INT32_MAX) if "after_seq" in given else None
+    before_seq = as_int(given["before_seq"], 1, INT32_MAX) if "before_seq" in given else None
     state = app_state(request)
     async with request_session(request) as db:
         principal = await caller(request, db)
@@ -177,8 +177,12 @@ async def list_messages(
     principal: CurrentPrincipal,
     session_id: uuid.UUID,
     pagination: PaginationParams,
-    after_seq: Annotated[int | None, Query(ge=0, description="Only seqs above this.")] = None,
-    before_seq: Annotated[int | None, Query(ge=1, description="Only seqs below this.")] = None,
+    after_seq: Annotated[
+        int | None, Query(ge=0, le=INT32_MAX, description="Only seqs above this.")
+    ] = None,
+    before_seq: Annotated[
+        int | None, Query(ge=1, le=INT32_MAX, description="Only seqs below this.")
+    ] = None,
 ) -> Response:
     """The session's messages in seq order (`order=desc` for the newest first)."""
     body = await message_service.list_messages(

@@ -11,6 +11,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import problems
 from chat_store.errors import ValidationFailed
+from chat_store.schemas.common import INT32_MAX
 from chat_store.services import streams as stream_service
 from chat_store.services.streams import StreamContext, StreamEvent
 
@@ -42,9 +43,10 @@ def _cursor(last_event_id: str | None, query_value: int | None) -> int:
             raise ValidationFailed(
                 "Last-Event-ID must be a non-negative integer", ["header", "Last-Event-ID"]
             ) from None
-        if value < 0:
+        if not 0 <= value <= INT32_MAX:
             raise ValidationFailed(
-                "Last-Event-ID must be a non-negative integer", ["header", "Last-Event-ID"]
+                f"Last-Event-ID must be an integer from 0 to {INT32_MAX}",
+                ["header", "Last-Event-ID"],
             )
         return value
     return query_value or 0
@@ -94,7 +96,8 @@ async def stream_message(
     message_id: uuid.UUID,
     last_event_id: LastEventId = None,
     offset: Annotated[
-        int | None, Query(ge=0, description="Start at this code-point offset (default 0).")
+        int | None,
+        Query(ge=0, le=INT32_MAX, description="Start at this code-point offset (default 0)."),
     ] = None,
 ) -> EventSourceResponse:
     """Follow a message's text live: `delta` events (id = offset), then `done`."""
@@ -119,7 +122,8 @@ async def stream_session_events(
     session_id: uuid.UUID,
     last_event_id: LastEventId = None,
     after_version: Annotated[
-        int | None, Query(ge=0, description="Replay changes after this version (event id).")
+        int | None,
+        Query(ge=0, le=INT32_MAX, description="Replay changes after this version (event id)."),
     ] = None,
 ) -> EventSourceResponse:
     """Follow the session's changes: message.created/updated/delta/deleted, session.updated."""

@@ -87,6 +87,10 @@ class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+# Seqs, versions and lengths are stored as 4-byte integers: a larger one given as input (a
+# cursor, an expected seq) is refused there (422), not sent to the database to fail (500).
+INT32_MAX = 2_147_483_647
+
 T = TypeVar("T")
 
 

@@ -6,7 +6,14 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from chat_store.schemas.common import InputModel, Metadata, OutputModel, RagContext, SafeStr
+from chat_store.schemas.common import (
+    INT32_MAX,
+    InputModel,
+    Metadata,
+    OutputModel,
+    RagContext,
+    SafeStr,
+)
 
 Role = Literal["user", "assistant", "system", "tool"]
 MessageStatus = Literal["pending", "in_progress", "complete", "failed", "cancelled"]
@@ -53,13 +60,14 @@ class MessageAppend(MessageCreate):
     expected_last_seq: int | None = Field(
         default=None,
         ge=0,
+        le=INT32_MAX,
         description="Append only if the session's last seq is this (else 409 seq_conflict).",
     )
 
 
 class MessageBatchCreate(InputModel):
     messages: list[MessageCreate] = Field(min_length=1)
-    expected_last_seq: int | None = Field(default=None, ge=0)
+    expected_last_seq: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class MessageUpdate(InputModel):
