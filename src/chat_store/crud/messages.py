@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import dataclasses
 import functools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import (
     Insert,
@@ -291,6 +292,87 @@ async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID
     return result.scalar_one_or_none()
 
 
+class MessageRow(Protocol):
+    """A message as the reads use it: an ORM `Message`, or `MessageValues`."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def session_id(self) -> uuid.UUID: ...
+    @property
+    def user_id(self) -> uuid.UUID: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def content(self) -> str | None: ...
+    @property
+    def partial_content(self) -> str | None: ...
+    @property
+    def partial_length(self) -> int: ...
+    @property
+    def partial_bytes(self) -> int: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def error_message(self) -> str | None: ...
+    @property
+    def context(self) -> dict[str, Any] | None: ...
+    @property
+    def metadata_(self) -> dict[str, Any]: ...
+    @property
+    def token_count(self) -> int | None: ...
+    @property
+    def model(self) -> str | None: ...
+    @property
+    def latency_ms(self) -> int | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def completed_at(self) -> datetime | None: ...
+
+
+@dataclass(slots=True)
+class MessageValues:
+    """A message's columns as a page read returns them: plain values, no ORM state. Loading
+    100 ORM objects into the session (identity map, instrumented state) cost more CPU than
+    everything else in an uncached page read, and a SQLAlchemy row's attributes are slow to
+    read one by one."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    seq: int
+    role: str
+    content: str | None
+    partial_content: str | None
+    partial_length: int
+    partial_bytes: int
+    status: str
+    error_message: str | None
+    context: dict[str, Any] | None
+    metadata_: dict[str, Any]
+    token_count: int | None
+    model: str | None
+    latency_ms: int | None
+    created_version: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+# The message's columns in MessageValues' order, under its attribute names (`metadata_`).
+_COLUMN_OF_ATTRIBUTE = dict(_MESSAGE_ATTRS)
+_MESSAGE_FIELDS = [
+    _MESSAGE_TABLE.c[_COLUMN_OF_ATTRIBUTE[field.name]].label(field.name)
+    for field in dataclasses.fields(MessageValues)
+]
+
+
 async def list_by_seq(
     db: AsyncSession,
     session_id: uuid.UUID,
@@ -299,17 +381,17 @@ async def list_by_seq(
     before_seq: int | None,
     descending: bool,
     limit: int,
-) -> tuple[list[Message], bool]:
+) -> tuple[list[MessageRow], bool]:
     """One page in seq order. Served by uq_message_session_id_seq: a range scan of `limit`
     rows wherever the page lies, so the last page of a huge session costs what a small one does."""
-    stmt = select(Message).where(Message.session_id == session_id)
+    stmt = select(*_MESSAGE_FIELDS).where(_M.session_id == session_id)
     if after_seq is not None:
-        stmt = stmt.where(Message.seq > after_seq)
+        stmt = stmt.where(_M.seq > after_seq)
     if before_seq is not None:
-        stmt = stmt.where(Message.seq < before_seq)
-    order = Message.seq.desc() if descending else Message.seq.asc()
+        stmt = stmt.where(_M.seq < before_seq)
+    order = _M.seq.desc() if descending else _M.seq.asc()
     result = await db.execute(stmt.order_by(order).limit(limit + 1))
-    rows = list(result.scalars())
+    rows: list[MessageRow] = [MessageValues(*row) for row in result]
     return rows[:limit], len(rows) > limit
 
 

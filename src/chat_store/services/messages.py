@@ -16,6 +16,7 @@ from chat_store.cache import Cache
 from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import MessageRow
 from chat_store.db import can_autocommit
 from chat_store.errors import (
     ChatSessionNotFound,
@@ -96,7 +97,7 @@ def is_stale(status: str, updated_at: datetime, now: datetime) -> bool:
     return status in OPEN_STATUSES and now - updated_at >= stale_after
 
 
-async def to_reads(db: AsyncSession, rows: Sequence[Message]) -> list[MessageRead]:
+async def to_reads(db: AsyncSession, rows: Sequence[MessageRow]) -> list[MessageRead]:
     """Read models, with the streamed text of open messages joined from their chunks."""
     open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
     chunks = await message_crud.chunk_texts(db, open_ids)
@@ -104,11 +105,11 @@ async def to_reads(db: AsyncSession, rows: Sequence[Message]) -> list[MessageRea
     return [_to_read(row, chunks.get(row.id), now) for row in rows]
 
 
-def _to_read(row: Message, chunk_text: str | None, now: datetime) -> MessageRead:
+def _to_read(row: MessageRow, chunk_text: str | None, now: datetime) -> MessageRead:
     return MessageRead(**_read_fields(row, chunk_text, now))
 
 
-def _read_fields(row: Message, chunk_text: str | None, now: datetime) -> dict[str, Any]:
+def _read_fields(row: MessageRow, chunk_text: str | None, now: datetime) -> dict[str, Any]:
     partial = _streamed_text(row, chunk_text)
     if partial is None and row.status in OPEN_STATUSES:
         partial = ""
@@ -146,7 +147,7 @@ async def _chunks_and_text(db: AsyncSession, row: Message) -> tuple[str | None, 
     return chunks, _streamed_text(row, chunks) or ""
 
 
-def _streamed_text(row: Message, chunk_text: str | None) -> str | None:
+def _streamed_text(row: MessageRow, chunk_text: str | None) -> str | None:
     """The text streamed so far: the folded prefix, then the chunks appended since."""
     if chunk_text:
         return (row.partial_content or "") + chunk_text
@@ -854,7 +855,7 @@ async def _fork(
 
 
 def _copied_row(
-    row: Message, session_id: uuid.UUID, seq: int, chunk_text: str | None, now: datetime
+    row: MessageRow, session_id: uuid.UUID, seq: int, chunk_text: str | None, now: datetime
 ) -> dict[str, Any]:
     partial = _streamed_text(row, chunk_text)
     return {
