@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, cast
+from typing import Any, TypeAlias, cast
 
 from sqlalchemy import (
     Insert,
@@ -292,49 +292,6 @@ async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID
     return result.scalar_one_or_none()
 
 
-class MessageRow(Protocol):
-    """A message as the reads use it: an ORM `Message`, or `MessageValues`."""
-
-    @property
-    def id(self) -> uuid.UUID: ...
-    @property
-    def session_id(self) -> uuid.UUID: ...
-    @property
-    def user_id(self) -> uuid.UUID: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def content(self) -> str | None: ...
-    @property
-    def partial_content(self) -> str | None: ...
-    @property
-    def partial_length(self) -> int: ...
-    @property
-    def partial_bytes(self) -> int: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def error_message(self) -> str | None: ...
-    @property
-    def context(self) -> dict[str, Any] | None: ...
-    @property
-    def metadata_(self) -> dict[str, Any]: ...
-    @property
-    def token_count(self) -> int | None: ...
-    @property
-    def model(self) -> str | None: ...
-    @property
-    def latency_ms(self) -> int | None: ...
-    @property
-    def created_at(self) -> datetime: ...
-    @property
-    def updated_at(self) -> datetime: ...
-    @property
-    def completed_at(self) -> datetime | None: ...
-
-
 @dataclass(slots=True)
 class MessageValues:
     """A message's columns as a page read returns them: plain values, no ORM state. Loading
@@ -364,6 +321,9 @@ class MessageValues:
     updated_at: datetime
     completed_at: datetime | None
 
+
+# A message as the reads use it.
+MessageRow: TypeAlias = Message | MessageValues
 
 # The message's columns in MessageValues' order, under its attribute names (`metadata_`).
 _COLUMN_OF_ATTRIBUTE = dict(_MESSAGE_ATTRS)
