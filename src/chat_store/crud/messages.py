@@ -492,7 +492,7 @@ class Delta:
 
 async def append_delta(
     db: AsyncSession, delta: Delta, *, autocommit: bool
-) -> tuple[int, Message | None] | None:
+) -> tuple[int, MessageValues | None] | None:
     """Bump the session's history version, then advance the message's stored length by the
     delta and store its text if, and only if, the length is still `offset`.
 
@@ -527,10 +527,10 @@ async def append_delta(
     return version, _detached(guarded._mapping)
 
 
-def _detached(values: Any) -> Message:
-    # A detached copy built from the returned row: loading it into the session's identity map
-    # costs more than the statement.
-    return Message(**{key: values[column] for key, column in _MESSAGE_ATTRS})
+def _detached(values: Any) -> MessageValues:
+    # Plain values from the returned row: an ORM object (instrumented, let alone loaded into the
+    # session's identity map) costs more than the statement.
+    return MessageValues(**{key: values[column] for key, column in _MESSAGE_ATTRS})
 
 
 async def insert_chunk(db: AsyncSession, message_id: uuid.UUID, start: int, text: str) -> None:

@@ -572,7 +572,7 @@ async def append_delta(
 
 
 def _with_length(
-    row: Message, chunk_text: str | None, length: int, *, return_text: bool
+    row: MessageRow, chunk_text: str | None, length: int, *, return_text: bool
 ) -> MessageWithLength:
     fields = _read_fields(row, chunk_text, datetime.now(UTC))
     if not return_text:
