@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store import __version__, migrate
+from chat_store import __version__, migrate, terminal
 from chat_store.errors import AppError
 from chat_store.settings import get_settings
 
@@ -19,6 +19,7 @@ users_app = typer.Typer(help="Manage users without HTTP.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys without HTTP.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
+terminal.register(app)
 
 console = Console(stderr=True)
 T = TypeVar("T")
