@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store import __version__, migrate, terminal
 from chat_store.errors import AppError
-from chat_store.settings import get_settings
+from chat_store.settings import Settings, get_settings
 
 app = typer.Typer(help="chat-store: a store for LLM chat history.", no_args_is_help=True)
 users_app = typer.Typer(help="Manage users without HTTP.", no_args_is_help=True)
@@ -60,6 +60,7 @@ def serve(
     settings = get_settings()
     if run_migrations:
         migrate_command("head")
+    _print_where(settings, host or settings.host, port or settings.port)
     uvicorn.run(
         "chat_store.main:create_app",
         factory=True,
@@ -72,6 +73,28 @@ def serve(
         # would otherwise believe it from any local caller.
         proxy_headers=False,
         timeout_graceful_shutdown=10,
+    )
+
+
+def _print_where(settings: Settings, host: str, port: int) -> None:
+    """Where the server answers, what it stores into, and what to do next (no secret shown)."""
+    from sqlalchemy.engine import make_url
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (only shown)
+    base = f"http://{shown_host}:{port}"
+    if settings.database_url is None:
+        database = f"SQLite file {(settings.data_dir / 'chat-store.db').resolve()}"
+    else:
+        database = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    cache = "in-process" if settings.redis_url is None else "Redis"
+    console.print(
+        f"chat-store on {base}  (Swagger UI: {base}/docs)\n"
+        f"  database: {database}\n  cache: {cache}\n"
+        f"  next: create an account in Swagger UI or with `chat-store users create`, "
+        f"then `chat-store login --url {base}`",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
