@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from chat_store.terminal import sessions
+from chat_store.terminal import conversation, sessions
 
 
 def register(app: typer.Typer) -> None:
@@ -23,5 +23,9 @@ def register(app: typer.Typer) -> None:
         sessions.rename,
         sessions.favorite,
         sessions.delete,
+        conversation.chat,
+        conversation.ask,
+        conversation.resume,
+        conversation.follow,
     ):
         app.command(rich_help_panel="Client (talks to a server over HTTP)")(command)
