@@ -1,12 +1,13 @@
-"""Shared schema pieces: safe text, bounded metadata, list pages, delete answers."""
+"""Shared schema pieces: safe text, bounded metadata, input times, list pages, delete answers."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from chat_store.settings import active_settings
 
@@ -71,7 +72,20 @@ def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def to_utc(value: datetime) -> datetime:
+    """The time in UTC, as it is stored and answered. A time near the ends of the calendar
+    with an offset (0001-01-01T00:00:00+14:00) has no UTC equivalent Python can hold."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "time is out of range: in UTC it must fall between 0001-01-01 and 9999-12-31"
+        ) from None
+
+
 SafeStr = Annotated[str, AfterValidator(check_text)]
+# Every time a request gives (a body field, a query filter): with an offset, turned into UTC.
+InputDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]
 RagContext = Annotated[dict[str, Any], AfterValidator(check_rag_context)]
 Title = Annotated[str, AfterValidator(check_title)]
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
