@@ -1,4 +1,4 @@
-"""Shared schema pieces: safe text, bounded metadata, input times, list pages, delete answers."""
+"""Shared schema pieces: safe text, bounded JSON fields, input times, list pages, delete answers."""
 
 from __future__ import annotations
 
@@ -21,6 +21,25 @@ def check_text(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("text must not contain lone surrogates") from None
     return value
+
+
+def _check_json_depth(value: dict[str, Any], what: str) -> None:
+    """Refuse a value nested deeper than MAX_JSON_DEPTH levels (the value itself is level 1,
+    each object or array inside it one more). Walked level by level, not recursively: the
+    parser accepts nesting far deeper than a recursive walk, or the response serializer, goes.
+    Checked before anything else walks the value."""
+    limit = active_settings().max_json_depth
+    level: list[Any] = [value]
+    depth = 1
+    while level:
+        if depth > limit:
+            raise ValueError(f"{what} is nested deeper than {limit} levels")
+        children: list[Any] = []
+        for node in level:
+            items = node.values() if isinstance(node, dict) else node
+            children.extend(item for item in items if isinstance(item, dict | list))
+        level = children
+        depth += 1
 
 
 def _check_json_strings(value: Any) -> None:
@@ -46,6 +65,7 @@ def _json_size(value: dict[str, Any], what: str) -> int:
 
 
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json_depth(value, "metadata")
     _check_json_strings(value)
     size = _json_size(value, "metadata")
     limit = active_settings().max_metadata_bytes
@@ -64,6 +84,7 @@ def check_title(value: str) -> str:
 
 def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
     """Retrieved documents and citations: as large as a message may be, not metadata-sized."""
+    _check_json_depth(value, "context")
     _check_json_strings(value)
     size = _json_size(value, "context")
     limit = active_settings().max_message_bytes
