@@ -382,6 +382,62 @@ async def test_dates_at_the_ends_of_the_range_in_utc_are_taken(
     assert key["expires_at"] == "9999-12-30T19:59:59Z"
 
 
+# --- idempotent retries with keys in another order
+
+
+async def test_a_retry_with_reordered_keys_is_the_same_request(
+    client: httpx.AsyncClient, state: AppState, factory: Factory
+) -> None:
+    account = await factory.account()
+    headers = {**account.headers, "Idempotency-Key": "reordered-1"}
+    first = {"title": "t", "metadata": {"a": 1, "b": {"x": [1, {"p": 1, "q": 2}], "y": 2}}}
+    again = {"metadata": {"b": {"y": 2, "x": [1, {"q": 2, "p": 1}]}, "a": 1}, "title": "t"}
+
+    created = await client.post(SESSIONS, json=first, headers=headers)
+    retried = await client.post(SESSIONS, json=again, headers=headers)
+
+    assert created.status_code == 201, created.text
+    assert retried.status_code == 201, retried.text
+    assert retried.json() == created.json()
+    listed = await client.get(SESSIONS, headers=account.headers)
+    assert [s["id"] for s in listed.json()["data"]] == [created.json()["id"]]
+
+    # A message too, its context nested the same way.
+    url = f"{SESSIONS}/{created.json()['id']}/messages"
+    headers = {**account.headers, "Idempotency-Key": "reordered-2"}
+    message = {"role": "user", "content": "hi", "context": {"d": [{"id": 1, "s": 0.5}], "r": "x"}}
+    message_again = {
+        "context": {"r": "x", "d": [{"s": 0.5, "id": 1}]},
+        "content": "hi",
+        "role": "user",
+    }
+    appended = await client.post(url, json=message, headers=headers)
+    appended_again = await client.post(url, json=message_again, headers=headers)
+    assert appended.status_code == 201, appended.text
+    assert appended_again.json() == appended.json()
+
+
+async def test_a_retry_with_a_different_nested_value_is_still_a_conflict(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    headers = {**account.headers, "Idempotency-Key": "reordered-3"}
+
+    created = await client.post(
+        SESSIONS, json={"metadata": {"a": 1, "b": {"c": 2}}}, headers=headers
+    )
+    changed = await client.post(
+        SESSIONS, json={"metadata": {"b": {"c": 3}, "a": 1}}, headers=headers
+    )
+    listed_order = await client.post(
+        SESSIONS, json={"metadata": {"a": 1, "b": {"c": [2]}}}, headers=headers
+    )
+
+    assert created.status_code == 201, created.text
+    assert_problem(changed, 409, "idempotency_key_reused")
+    assert_problem(listed_order, 409, "idempotency_key_reused")
+
+
 # --- a refused write changes nothing, on every write route
 
 
