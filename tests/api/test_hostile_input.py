@@ -382,6 +382,36 @@ async def test_dates_at_the_ends_of_the_range_in_utc_are_taken(
     assert key["expires_at"] == "9999-12-30T19:59:59Z"
 
 
+# --- integers beyond what Python converts
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", SESSIONS), ("PATCH", f"{SESSIONS}/{{session}}")],
+    ids=["direct-path", "fastapi-path"],
+)
+async def test_an_integer_of_5000_digits_is_malformed_json(
+    client: httpx.AsyncClient, state: AppState, factory: Factory, method: str, path: str
+) -> None:
+    """Python refuses to convert integers of more than 4300 digits (a denial-of-service
+    guard); to a client that is a body that cannot be read, like any malformed JSON."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    before = await snapshot(state)
+
+    response = await client.request(
+        method,
+        path.format(session=session["id"]),
+        content=body_with({}, metadata=f'{{"n": {"7" * 5000}}}'),
+        headers={**account.headers, **JSON},
+    )
+
+    body = assert_validation_error(response, "body")
+    assert body["detail"] == "The request body is not valid JSON"
+    assert body["errors"] == [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
+    assert changes(before, await snapshot(state)) == {}
+
+
 # --- idempotent retries with keys in another order
 
 
