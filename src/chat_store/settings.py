@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_message_bytes: int = Field(default=1024 * 1024, ge=1)
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
+    # Levels of objects and arrays in a JSON field (metadata, context). At most 128: the
+    # response serializer refuses values nested about 250 deep, and a row stored deeper than
+    # it can write could never be read back.
+    max_json_depth: int = Field(default=32, ge=1, le=128)
     max_title_chars: int = Field(default=200, ge=1)
     max_batch_messages: int = Field(default=100, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=24)

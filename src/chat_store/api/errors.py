@@ -88,9 +88,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError | RecursionError):
-        # FastAPI answers 400 when the body cannot be decoded at all (bytes that are not UTF-8,
-        # nesting deeper than the parser goes): to a client that is malformed JSON like any other.
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI answers 400 when the JSON parser fails with something other than a syntax
+        # error: bytes that are not UTF-8 (UnicodeDecodeError), nesting deeper than the parser
+        # goes, an integer longer than Python converts (4300 digits, a ValueError). To a client
+        # those are malformed JSON like any other.
         return problem_response(
             request,
             status=422,
