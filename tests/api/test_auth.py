@@ -454,3 +454,17 @@ async def test_the_token_of_a_deleted_user_is_refused(
         response = await client.request(method, url, json={}, headers=account.headers)
         assert_problem(response, 401, "unauthorized")
     assert_problem(await refresh(client, account.refresh_token), 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    "exp", [10**30, 2**63, 1e30, "9999999999", "soon"], ids=["1e30", "2^63", "float", "str", "word"]
+)
+async def test_a_signed_token_with_an_unusable_exp_is_refused(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings, exp: Any
+) -> None:
+    account = await factory.account()
+    token = jwt.encode(
+        _claims(account.user_id, exp=exp), settings.jwt_secret_value(), algorithm="HS256"
+    )
+
+    await assert_refused(client, token)
