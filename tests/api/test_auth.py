@@ -106,6 +106,29 @@ async def test_email_is_free_again_once_its_user_is_deleted(
     assert (await login(client, "reused@example.com", account.password)).status_code == 401
 
 
+# One address, spelled four ways: composed (NFC) and decomposed (NFD) accents, a Unicode and
+# an ASCII (punycode) domain, any case.
+EMAIL_NFC = "Jos\u00e9@B\u00fccher.example"
+EMAIL_SPELLINGS = (
+    "jose\u0301@xn--bcher-kva.example",
+    "JOSE\u0301@B\u00dcCHER.EXAMPLE",
+    " jos\u00e9@xn--BCHER-kva.example ",
+)
+
+
+async def test_an_address_logs_in_however_it_is_spelled(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    registered = await register(client, EMAIL_NFC)
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["email"] == "jos\u00e9@b\u00fccher.example"
+
+    for spelling in EMAIL_SPELLINGS:
+        assert (await login(client, spelling, PASSWORD)).status_code == 200, ascii(spelling)
+        assert_problem(await register(client, spelling.strip()), 409, "email_taken")
+    assert await count_users(state, "jos\u00e9@b\u00fccher.example") == 1
+
+
 @pytest.mark.parametrize(
     "body",
     [

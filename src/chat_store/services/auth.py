@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,7 +44,19 @@ _BAD_LOGIN = "Incorrect email or password"
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().casefold()
+    """The one form an email is stored and looked up in (register, login, the CLI).
+
+    email-validator's normalization (the one registration validates with): the domain decoded
+    from punycode to Unicode, the address in NFC; then case-folded and composed again (folding
+    can decompose). Input that is not a valid address cannot be a registered one: it is only
+    composed and folded, and finds nobody.
+    """
+    text = email.strip()
+    try:
+        text = validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError:
+        text = unicodedata.normalize("NFC", text)
+    return unicodedata.normalize("NFC", text.casefold())
 
 
 async def register(db: AsyncSession, settings: Settings, body: UserCreate) -> User:
