@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
     max_title_chars: int = Field(default=200, ge=1)
     max_batch_messages: int = Field(default=100, ge=1)
+    # Unexpired API keys one user may hold (each is a credential to keep track of and revoke).
+    max_api_keys_per_user: int = Field(default=20, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
     # --- rate limits (limits syntax: "20/minute", "1000/hour", "10/15minutes")

@@ -16,7 +16,9 @@ from sqlalchemy import func, select, update
 
 from chat_store.api.deps import AppState
 from chat_store.models import RefreshToken, User
+from chat_store.schemas.api_keys import ApiKeyCreate
 from chat_store.security import create_access_token
+from chat_store.services import api_keys as api_key_service
 from chat_store.settings import Settings
 from tests.assertions import assert_problem, assert_validation_error, parse_time
 from tests.backends import Backend
@@ -127,6 +129,19 @@ async def test_an_address_logs_in_however_it_is_spelled(
         assert (await login(client, spelling, PASSWORD)).status_code == 200, ascii(spelling)
         assert_problem(await register(client, spelling.strip()), 409, "email_taken")
     assert await count_users(state, "jos\u00e9@b\u00fccher.example") == 1
+
+
+async def test_an_operator_finds_a_user_however_the_email_is_spelled(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    # The CLI's `api-keys create --email` looks the user up with the same normalization.
+    assert (await register(client, EMAIL_NFC)).status_code == 201
+    async with state.sessionmaker() as db, db.begin():
+        created = await api_key_service.create_api_key_for_email(
+            db, state.settings, EMAIL_SPELLINGS[0], ApiKeyCreate(name="cli")
+        )
+    answer = await client.get(f"{API}/users/me", headers={"X-API-Key": created.key})
+    assert answer.json()["email"] == "jos\u00e9@b\u00fccher.example"
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,16 @@ async def get_by_id(db: AsyncSession, user_id: uuid.UUID) -> User | None:
     return await db.get(User, user_id)
 
 
+async def lock(db: AsyncSession, user_id: uuid.UUID) -> bool:
+    """Lock the user's row until the transaction ends (Postgres; SQLite serialises writers
+    anyway), so that rules counting a user's rows see each other's inserts; False when the user
+    is gone. FOR NO KEY UPDATE: inserts that refer to the user (their FOR KEY SHARE) go on."""
+    result = await db.execute(
+        select(User.id).where(User.id == user_id).with_for_update(key_share=True)
+    )
+    return result.scalar_one_or_none() is not None
+
+
 async def get_by_email(db: AsyncSession, email: str) -> User | None:
     result = await db.execute(select(User).where(User.email == email))
     return result.scalar_one_or_none()
