@@ -34,6 +34,7 @@ async def limit_by_principal(request: Request, principal: CurrentPrincipal) -> N
         group, limit = "read", settings.rate_limit_read
     else:
         group, limit = "write", settings.rate_limit_write
-    key = f"key:{principal.api_key_id}" if principal.api_key_id else f"user:{principal.user_id}"
-    result = await state.limiter.hit(parse_limit(limit), group, key)
+    # Per user, whatever the credential: every key a user creates would otherwise bring a budget
+    # of its own.
+    result = await state.limiter.hit(parse_limit(limit), group, f"user:{principal.user_id}")
     apply_limit(request, result, f"{group}s")
