@@ -86,3 +86,38 @@ async def test_concurrent_key_creates_stay_within_the_cap(backend: Backend, app:
         statuses = sorted(answer.status_code for answer in answers)
         assert statuses == [201] * 3 + [409] * 7
         assert len((await client.get(KEYS, headers=account.headers)).json()["data"]) == 3
+
+
+async def test_concurrent_login_guesses_check_at_most_the_budget(
+    backend: Backend, app: FastAPI
+) -> None:
+    async with limited_client(backend, login_failures_per_account="10/15minutes") as client:
+        account = await Factory(client).account()
+        wrong = {"username": account.email, "password": "not the password"}
+        right = {"username": account.email, "password": account.password}
+
+        answers = await asyncio.gather(
+            *(client.post(f"{API}/auth/token", data=form) for form in [wrong] * 18 + [right])
+        )
+
+        statuses = [answer.status_code for answer in answers]
+        # At most 10 passwords were checked; the others were refused before theirs was.
+        assert statuses.count(401) + statuses.count(200) == 10, statuses
+        assert statuses.count(429) == 9, statuses
+        for answer in answers:
+            if answer.status_code == 429:
+                assert_problem(answer, 429, "rate_limited")
+                assert int(answer.headers["Retry-After"]) >= 1
+
+
+async def test_a_successful_login_is_not_counted_as_a_failure(
+    backend: Backend, app: FastAPI
+) -> None:
+    async with limited_client(backend, login_failures_per_account="3/15minutes") as client:
+        factory = Factory(client)
+        account = await factory.account()
+        for _ in range(5):
+            await factory.login(account.email, account.password)
+        form = {"username": account.email, "password": "not the password"}
+        failures = [await client.post(f"{API}/auth/token", data=form) for _ in range(4)]
+        assert [answer.status_code for answer in failures] == [401, 401, 401, 429]
