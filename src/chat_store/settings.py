@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     rate_limit_write: str = "1200/minute"  # per principal: POST, PATCH, PUT, DELETE
     rate_limit_read: str = "1200/minute"  # per principal: GET
     login_failures_per_account: str = "10/15minutes"  # failed logins per email, any IP
+    guest_create_rate_limit: str = "30/hour"  # new guests (user rows) per client IP
     rate_limit_fail_open: bool = True  # when Redis is unreachable: allow (True) or refuse
     # Peers whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated).
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -120,7 +121,11 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
-        "rate_limit_auth", "rate_limit_write", "rate_limit_read", "login_failures_per_account"
+        "rate_limit_auth",
+        "rate_limit_write",
+        "rate_limit_read",
+        "login_failures_per_account",
+        "guest_create_rate_limit",
     )
     @classmethod
     def _valid_limit(cls, value: str) -> str:

@@ -27,6 +27,8 @@ from chat_store.services.streams import StreamStats
 from chat_store.settings import Settings
 
 API_PREFIX = "/api/v1"
+# Requests that change nothing: read sessions, read rate limits, and no guest row is made.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass
@@ -187,7 +189,7 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
                 db, settings, state.principal_cache, api_key
             )
         if client_id and settings.allow_guests:
-            return await principal_service.from_client_id(db, client_id)
+            return await _guest(request, db, state, client_id)
     except TokenExpired:
         raise  # a real token that ran out: the client refreshes it, nothing to limit
     except Unauthorized:
@@ -200,6 +202,25 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
             apply_limit(request, result, "failed authentication from this address")
         raise
     raise Unauthorized("Authentication required: a bearer token or an X-API-Key header")
+
+
+async def _guest(request: Request, db: AsyncSession, state: AppState, raw: str) -> Principal:
+    """A guest; its row is made on its first write, within GUEST_CREATE_RATE_LIMIT new guests
+    per client address (else every made-up client id would cost a row)."""
+    client_id = principal_service.parse_client_id(raw)
+    if (guest := await principal_service.find_guest(db, client_id)) is not None:
+        return guest
+    if request.method in READ_METHODS:
+        return principal_service.unsaved_guest(client_id)
+    settings = state.settings
+    if settings.rate_limit_enabled:
+        result = await state.limiter.hit(
+            parse_limit(settings.guest_create_rate_limit),
+            "guest-create",
+            client_ip(request, settings),
+        )
+        apply_limit(request, result, "new guests from this address")
+    return await principal_service.create_guest(db, client_id)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

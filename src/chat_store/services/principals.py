@@ -21,6 +21,7 @@ from chat_store.cache import Cache
 from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import Unauthorized
+from chat_store.models import User
 from chat_store.security import API_KEY_PREFIX, decode_access_token, sha256_hex
 from chat_store.services import hooks
 from chat_store.settings import Settings
@@ -34,6 +35,7 @@ class Principal:
     user_id: uuid.UUID
     kind: Literal["user", "api_key", "guest"]
     api_key_id: uuid.UUID | None = None
+    guest_client_id: uuid.UUID | None = None  # a guest's X-Client-ID
 
 
 # Cached in place of a revoked key or a deleted user, for as long as an entry could live.
@@ -106,19 +108,67 @@ def guest_email(client_id: uuid.UUID) -> str:
     return f"guest-{client_id}@guests.invalid"
 
 
-async def from_client_id(db: AsyncSession, raw: str) -> Principal:
-    """Guest mode: an X-Client-ID (a UUID the client made up and keeps) owns its own sessions.
+# Guest user ids are derived from the client id, so a guest has its id (its rate-limit budget,
+# what GET /users/me answers) before its row exists. The client id cannot be recovered from it.
+_GUEST_ID_NAMESPACE = uuid.UUID("6d1f4a0e-2b7c-5e3a-9c1d-8f2e4b6a0c37")
 
-    The guest's user row is made on first use; its password can never match.
-    """
+
+def guest_user_id(client_id: uuid.UUID) -> uuid.UUID:
+    return uuid.uuid5(_GUEST_ID_NAMESPACE, str(client_id))
+
+
+def parse_client_id(raw: str) -> uuid.UUID:
     try:
-        client_id = uuid.UUID(raw)
+        return uuid.UUID(raw)
     except ValueError:
         raise Unauthorized("X-Client-ID must be a UUID") from None
-    user = await user_crud.ensure_guest(db, guest_email(client_id), GUEST_PASSWORD_HASH)
+
+
+# Guest mode: an X-Client-ID (a UUID the client made up and keeps) owns its own sessions. Its user
+# row is made on its first write only (create_guest, limited per client address by the caller):
+# until then the guest reads as an empty account (unsaved_guest), so reads by made-up client ids
+# cost no rows.
+
+
+async def find_guest(db: AsyncSession, client_id: uuid.UUID) -> Principal | None:
+    """The guest with this client id, if its row exists."""
+    user = await user_crud.get_by_email(db, guest_email(client_id))
+    if user is None:
+        return None
+    if not user.is_guest:
+        raise Unauthorized("Invalid client id")
+    return Principal(user_id=user.id, kind="guest", guest_client_id=client_id)
+
+
+def unsaved_guest(client_id: uuid.UUID) -> Principal:
+    """A guest with no row yet: it owns nothing, under the id its row will have."""
+    return Principal(user_id=guest_user_id(client_id), kind="guest", guest_client_id=client_id)
+
+
+async def create_guest(db: AsyncSession, client_id: uuid.UUID) -> Principal:
+    """The guest's row, made now if it is still missing; its password can never match."""
+    user = await user_crud.ensure_guest(
+        db, guest_user_id(client_id), guest_email(client_id), GUEST_PASSWORD_HASH
+    )
     if user is None:
         raise Unauthorized("Invalid client id")
-    return Principal(user_id=user.id, kind="guest")
+    return Principal(user_id=user.id, kind="guest", guest_client_id=client_id)
+
+
+def unsaved_guest_user(principal: Principal) -> User | None:
+    """What a guest without a row reads as: an account with nothing in it (not stored)."""
+    if principal.kind != "guest" or principal.guest_client_id is None:
+        return None
+    now = datetime.now(UTC)
+    return User(
+        id=principal.user_id,
+        email=guest_email(principal.guest_client_id),
+        password_hash=GUEST_PASSWORD_HASH,
+        display_name=None,
+        is_guest=True,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 # Not a hash any scheme produces: no password verifies against it.
