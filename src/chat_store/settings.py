@@ -63,12 +63,14 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     allow_registration: bool = True
     allow_guests: bool = False
-    # How long a verified API key (or a JWT's user) is trusted without a database read;
+    # How long a verified API key (or a JWT's user) is trusted without a database read, on the
+    # in-process cache; with Redis an upper bound (and how long revocation markers are kept).
     # 0 turns the cache off (every request reads the database).
     principal_cache_seconds: int = Field(default=60, ge=0)
-    # With Redis: how long a process keeps its own copy of a cached credential, so a hot key
-    # costs no Redis round trip. Revocations are announced to every process at once; this bounds
-    # the delay only if an announcement is lost. 0 reads Redis on every request.
+    # With Redis: how long a verified credential is trusted after the database read that
+    # verified it, in Redis and in each process's copy (a hot key costs no Redis round trip).
+    # Revocations are announced to every process at once; this bounds the delay whatever Redis
+    # does (a lost announcement or marker). 0: every request reads the database.
     principal_local_cache_seconds: float = Field(default=5.0, ge=0)
 
     # --- limits

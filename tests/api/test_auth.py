@@ -12,7 +12,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from jose import jwt
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from chat_store.api.deps import AppState
 from chat_store.models import RefreshToken, User
@@ -506,3 +506,26 @@ async def test_a_signed_token_with_an_unusable_exp_is_refused(
     )
 
     await assert_refused(client, token)
+
+
+async def test_writes_by_a_user_deleted_behind_the_cache_are_refused_not_failed(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    # The credentials are cached (verified a moment ago), and the user is deleted where the
+    # cache does not hear of it (another process on the embedded default, an operator's SQL):
+    # the writes meet the missing user row in the database.
+    account = await factory.account()
+    key = {"X-API-Key": (await factory.api_key(account))["key"]}
+    for headers in (account.headers, key):
+        assert (await client.get(f"{API}/sessions", headers=headers)).status_code == 200
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(delete(User).where(User.id == uuid.UUID(account.user_id)))
+
+    for headers in (account.headers, key):
+        for method, url, body, extra in (
+            ("POST", f"{API}/sessions", {"title": "t"}, {}),
+            ("POST", f"{API}/sessions", {"title": "t"}, {"Idempotency-Key": "k1"}),
+            ("POST", f"{API}/api-keys", {"name": "n"}, {}),
+        ):
+            response = await client.request(method, url, json=body, headers=headers | extra)
+            assert_problem(response, 401, "unauthorized")

@@ -161,6 +161,8 @@ api_key_scheme = APIKeyHeader(
 )
 SECURITY_SCHEMES: tuple[SecurityBase, ...] = (oauth2_scheme, api_key_scheme)
 CLIENT_ID_MAX_LENGTH = 64
+# Where get_principal leaves the caller in the request's state.
+PRINCIPAL_STATE_KEY = "principal"
 
 
 def _bearer_token(authorization: str | None) -> str | None:
@@ -174,22 +176,14 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
     declared as a security scheme, so Swagger UI offers only the real logins."""
     state = app_state(request)
     settings = state.settings
-    headers = request.headers
-    client_id = headers.get("x-client-id")
+    client_id = request.headers.get("x-client-id")
     if client_id is not None and len(client_id) > CLIENT_ID_MAX_LENGTH:
         raise ValidationFailed(
             f"X-Client-ID is longer than {CLIENT_ID_MAX_LENGTH} characters",
             ["header", "X-Client-ID"],
         )
     try:
-        if bearer := _bearer_token(headers.get("authorization")):
-            return await principal_service.from_bearer(db, settings, state.principal_cache, bearer)
-        if api_key := headers.get("x-api-key"):
-            return await principal_service.from_api_key(
-                db, settings, state.principal_cache, api_key
-            )
-        if client_id and settings.allow_guests:
-            return await _guest(request, db, state, client_id)
+        principal = await _from_credentials(request, db, state, client_id)
     except TokenExpired:
         raise  # a real token that ran out: the client refreshes it, nothing to limit
     except Unauthorized:
@@ -201,7 +195,26 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
             )
             apply_limit(request, result, "failed authentication from this address")
         raise
-    raise Unauthorized("Authentication required: a bearer token or an X-API-Key header")
+    if principal is None:
+        raise Unauthorized("Authentication required: a bearer token or an X-API-Key header")
+    # For the error handlers: a write that meets the caller's user row gone (deleted after the
+    # credential was verified, within its cache lifetime) is answered 401 (api/errors.py).
+    request.scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
+    return principal
+
+
+async def _from_credentials(
+    request: Request, db: AsyncSession, state: AppState, client_id: str | None
+) -> Principal | None:
+    """The caller the request's credentials name (None if it has none)."""
+    headers, settings, cache = request.headers, state.settings, state.principal_cache
+    if bearer := _bearer_token(headers.get("authorization")):
+        return await principal_service.from_bearer(db, settings, cache, bearer)
+    if api_key := headers.get("x-api-key"):
+        return await principal_service.from_api_key(db, settings, cache, api_key)
+    if client_id and settings.allow_guests:
+        return await _guest(request, db, state, client_id)
+    return None
 
 
 async def _guest(request: Request, db: AsyncSession, state: AppState, raw: str) -> Principal:
