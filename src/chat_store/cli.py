@@ -156,8 +156,12 @@ def create_api_key(
     from chat_store.schemas.api_keys import ApiKeyCreate
     from chat_store.services import api_keys as api_key_service
 
+    settings = get_settings()
+
     async def work(db: AsyncSession) -> str:
-        created = await api_key_service.create_api_key_for_email(db, email, ApiKeyCreate(name=name))
+        created = await api_key_service.create_api_key_for_email(
+            db, settings, email, ApiKeyCreate(name=name)
+        )
         return created.key
 
     print(_run(work))

@@ -85,6 +85,15 @@ class MessageExists(Conflict):
     code, title = "message_exists", "Message id already exists"
 
 
+class ApiKeyLimit(Conflict):
+    code, title = "api_key_limit", "Too many API keys"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"A user holds at most {limit} unexpired API keys; revoke one first", limit=limit
+        )
+
+
 class EmailTaken(Conflict):
     code, title = "email_taken", "Email already registered"
 

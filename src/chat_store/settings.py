@@ -63,12 +63,14 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     allow_registration: bool = True
     allow_guests: bool = False
-    # How long a verified API key (or a JWT's user) is trusted without a database read;
+    # How long a verified API key (or a JWT's user) is trusted without a database read, on the
+    # in-process cache; with Redis an upper bound (and how long revocation markers are kept).
     # 0 turns the cache off (every request reads the database).
     principal_cache_seconds: int = Field(default=60, ge=0)
-    # With Redis: how long a process keeps its own copy of a cached credential, so a hot key
-    # costs no Redis round trip. Revocations are announced to every process at once; this bounds
-    # the delay only if an announcement is lost. 0 reads Redis on every request.
+    # With Redis: how long a verified credential is trusted after the database read that
+    # verified it, in Redis and in each process's copy (a hot key costs no Redis round trip).
+    # Revocations are announced to every process at once; this bounds the delay whatever Redis
+    # does (a lost announcement or marker). 0: every request reads the database.
     principal_local_cache_seconds: float = Field(default=5.0, ge=0)
 
     # --- limits
@@ -81,6 +83,8 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, ge=1, le=128)
     max_title_chars: int = Field(default=200, ge=1)
     max_batch_messages: int = Field(default=100, ge=1)
+    # Unexpired API keys one user may hold (each is a credential to keep track of and revoke).
+    max_api_keys_per_user: int = Field(default=20, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
     # --- rate limits (limits syntax: "20/minute", "1000/hour", "10/15minutes")
@@ -89,6 +93,7 @@ class Settings(BaseSettings):
     rate_limit_write: str = "1200/minute"  # per principal: POST, PATCH, PUT, DELETE
     rate_limit_read: str = "1200/minute"  # per principal: GET
     login_failures_per_account: str = "10/15minutes"  # failed logins per email, any IP
+    guest_create_rate_limit: str = "30/hour"  # new guests (user rows) per client IP
     rate_limit_fail_open: bool = True  # when Redis is unreachable: allow (True) or refuse
     # Peers whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated).
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -122,7 +127,11 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
-        "rate_limit_auth", "rate_limit_write", "rate_limit_read", "login_failures_per_account"
+        "rate_limit_auth",
+        "rate_limit_write",
+        "rate_limit_read",
+        "login_failures_per_account",
+        "guest_create_rate_limit",
     )
     @classmethod
     def _valid_limit(cls, value: str) -> str:

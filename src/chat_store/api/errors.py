@@ -8,13 +8,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chat_store.api.deps import PRINCIPAL_STATE_KEY, app_state
 from chat_store.api.middleware import SECURITY_HEADERS
 from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
-from chat_store.errors import AppError
+from chat_store.errors import AppError, Unauthorized
+from chat_store.services import principals as principal_service
+from chat_store.services.principals import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +164,25 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     return await _unhandled_error(request, exc)
 
 
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    """A constraint refused a write. When the caller's user (or key) is gone, it was a write
+    into an account deleted after the credential was verified (cached credentials are trusted
+    for a few seconds): the foreign key to the user failed, and the answer is the 401 the next
+    request gets anyway. Otherwise a fault, as before."""
+    principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if isinstance(principal, Principal):
+        try:
+            async with app_state(request).read_sessionmaker() as db:
+                holds = await principal_service.still_valid(db, principal)
+        except Exception:  # the check is best effort: the fault is still answered as one
+            holds = True
+        if not holds:
+            return await _app_error(
+                request, Unauthorized("Invalid credentials: the account no longer exists")
+            )
+    return await _database_error(request, exc)
+
+
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     request_id = request.scope.get("state", {}).get("request_id", "-")
     logger.exception("unhandled error", extra={"request_id": request_id})
@@ -186,5 +208,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     # asyncpg raises ConnectionRefusedError and friends unwrapped when it cannot connect.
     app.add_exception_handler(ConnectionError, _database_unavailable)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unhandled_error)

@@ -19,7 +19,11 @@ from chat_store.settings import Settings
 
 async def get_me(db: AsyncSession, principal: Principal) -> User:
     user = await user_crud.get_by_id(db, principal.user_id)
-    if user is None:  # deleted while the credential was in flight
+    if user is None:
+        # A guest before its first write has no row yet; anyone else was deleted while the
+        # credential was in flight.
+        user = principals.unsaved_guest_user(principal)
+    if user is None:
         raise Unauthorized()
     return user
 
@@ -27,7 +31,9 @@ async def get_me(db: AsyncSession, principal: Principal) -> User:
 async def update_me(
     db: AsyncSession, settings: Settings, principal: Principal, body: UserUpdate
 ) -> User:
-    user = await get_me(db, principal)
+    user = await user_crud.get_by_id(db, principal.user_id)
+    if user is None:  # deleted while the credential was in flight
+        raise Unauthorized()
     changes = body.model_dump(exclude_unset=True)
     if "display_name" in changes:
         user.display_name = changes["display_name"]
