@@ -87,6 +87,8 @@ def serve(
         # X-Forwarded-For is read by the service itself, only from TRUSTED_PROXIES; uvicorn
         # would otherwise believe it from any local caller.
         proxy_headers=False,
+        # No "server: uvicorn" on every answer: it tells a scanner what to try.
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
 

@@ -11,10 +11,12 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chat_store.settings import Settings
 from tests.backends import BACKEND, Backend, _pg_admin, _pg_url, provision
+from tests.e2e.conftest import running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -222,3 +224,18 @@ def test_a_bad_option_is_a_usage_error_without_a_traceback(folder: Path) -> None
     assert result.returncode == 2
     assert "--older-than" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_serve_does_not_name_the_server_and_warns_about_open_endpoints(
+    migrated: Backend,
+) -> None:
+    """In production, with /metrics open and the docs served (the defaults), the log says so
+    at start; no answer carries uvicorn's `server` header."""
+    async with running_server(migrated, APP_ENV="production") as server:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            for path in ("/health", "/api/v1/users/me", "/docs"):
+                answer = await client.get(path)
+                assert "server" not in answer.headers, (path, answer.headers)
+        log = server.log()
+    assert "/metrics is open to anyone" in log, log
+    assert "/docs, /redoc and /openapi.json are served" in log, log
