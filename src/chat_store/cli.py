@@ -1,22 +1,39 @@
-"""`chat-store` command line: run the server, migrate, and bootstrap users and API keys."""
+"""`chat-store` command line: run the server, migrate, and bootstrap users and API keys.
+
+Every failure is one line on stderr and a non-zero exit status (main()): an operator typing a
+command needs to know what to fix, and a traceback can carry what was typed (a password).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from pathlib import Path
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
 from rich.console import Console
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from chat_store import __version__, migrate
 from chat_store.errors import AppError
-from chat_store.settings import get_settings
+from chat_store.settings import Settings, get_settings
 
-app = typer.Typer(help="chat-store: a store for LLM chat history.", no_args_is_help=True)
-users_app = typer.Typer(help="Manage users without HTTP.", no_args_is_help=True)
-keys_app = typer.Typer(help="Manage API keys without HTTP.", no_args_is_help=True)
+
+def _typer(summary: str) -> typer.Typer:
+    # typer's own traceback shows every frame's locals, a password among them: main() reports
+    # failures instead.
+    return typer.Typer(help=summary, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+app = _typer("chat-store: a store for LLM chat history.")
+users_app = _typer("Manage users without HTTP.")
+keys_app = _typer("Manage API keys without HTTP.")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
 
@@ -70,26 +87,57 @@ def serve(
         # X-Forwarded-For is read by the service itself, only from TRUSTED_PROXIES; uvicorn
         # would otherwise believe it from any local caller.
         proxy_headers=False,
+        # No "server: uvicorn" on every answer: it tells a scanner what to try.
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
 
 
-def _run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    from chat_store.db import create_engine, create_sessionmaker
+class CommandFailed(Exception):
+    """A failure main() reports as it is worded here."""
+
+
+def _migrated_engine(settings: Settings) -> AsyncEngine:
+    """An engine on the configured database, for a command that needs its tables. A missing
+    SQLite file is not created: a command run in another folder, or with a mistyped DATA_DIR,
+    would otherwise write into a new, empty database of its own."""
+    from chat_store.db import create_engine
+
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise CommandFailed(
+                f"no database at {Path(path).resolve()}: run `chat-store migrate` first "
+                "(or set DATA_DIR or DATABASE_URL to the existing database)"
+            )
+    return create_engine(settings)
+
+
+async def _check_migrated(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        current = await connection.run_sync(migrate.current_revisions)
+    if current != migrate.head_revisions():
+        found = ", ".join(sorted(current)) or "no revision"
+        raise CommandFailed(
+            f"the database is not at the schema this version needs ({found}): "
+            "run `chat-store migrate` first"
+        )
+
+
+def _run(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """Run `work` on the configured database, once it is known to be migrated."""
+    from chat_store.db import create_sessionmaker
 
     async def main() -> T:
-        engine = create_engine(get_settings())
+        engine = _migrated_engine(get_settings())
         try:
-            async with create_sessionmaker(engine)() as db, db.begin():
-                return await work(db)
+            await _check_migrated(engine)
+            return await work(create_sessionmaker(engine))
         finally:
             await engine.dispose()
 
-    try:
-        return asyncio.run(main())
-    except AppError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
-        raise typer.Exit(1) from None
+    return asyncio.run(main())
 
 
 @app.command()
@@ -98,7 +146,6 @@ def purge(
     dry_run: Annotated[bool, typer.Option(help="Only report what would be deleted.")] = False,
 ) -> None:
     """Delete sessions (with their messages) idle for longer than --older-than."""
-    from chat_store.db import create_engine, create_sessionmaker
     from chat_store.services import retention
 
     try:
@@ -106,16 +153,10 @@ def purge(
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--older-than") from None
 
-    async def main() -> retention.PurgeReport:
-        engine = create_engine(get_settings())
-        try:
-            return await retention.purge_idle_sessions(
-                create_sessionmaker(engine), cutoff, dry_run=dry_run
-            )
-        finally:
-            await engine.dispose()
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> retention.PurgeReport:
+        return await retention.purge_idle_sessions(sessionmaker, cutoff, dry_run=dry_run)
 
-    report = asyncio.run(main())
+    report = _run(work)
     verb = "would delete" if report.dry_run else "deleted"
     print(
         f"{verb} {report.sessions} sessions and {report.messages} messages "
@@ -138,10 +179,11 @@ def create_user(
     body = UserCreate(email=email, password=password, display_name=display_name)
     settings = get_settings()
 
-    async def work(db: AsyncSession) -> str:
-        user = await auth_service.create_user(
-            db, settings, str(body.email), body.password, body.display_name
-        )
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+        async with sessionmaker() as db, db.begin():
+            user = await auth_service.create_user(
+                db, settings, str(body.email), body.password, body.display_name
+            )
         return str(user.id)
 
     print(_run(work))
@@ -156,16 +198,86 @@ def create_api_key(
     from chat_store.schemas.api_keys import ApiKeyCreate
     from chat_store.services import api_keys as api_key_service
 
+    body = ApiKeyCreate(name=name)
     settings = get_settings()
 
-    async def work(db: AsyncSession) -> str:
-        created = await api_key_service.create_api_key_for_email(
-            db, settings, email, ApiKeyCreate(name=name)
-        )
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> str:
+        async with sessionmaker() as db, db.begin():
+            created = await api_key_service.create_api_key_for_email(db, settings, email, body)
         return created.key
 
     print(_run(work))
 
 
+def main() -> None:
+    """The `chat-store` console script: the commands, with every failure reported as one line
+    on stderr (exit status 1) rather than a traceback."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _fail("interrupted", status=130)
+    except Exception as exc:
+        _fail(describe_error(exc))
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    # Plain print, not rich: a message may hold brackets ("[Errno 111]") rich reads as markup.
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line saying what went wrong, never echoing a value that was typed or configured:
+    a validation error's input (a password) or a database URL (its password)."""
+    if isinstance(exc, CommandFailed):
+        return str(exc)
+    if isinstance(exc, AppError):
+        return exc.detail
+    if isinstance(exc, ValidationError):
+        return _validation_errors(exc)
+    if isinstance(exc, SettingsError):  # a list setting that is not valid JSON
+        return f"settings: {_first_line(exc)}"
+    if isinstance(exc, ArgumentError):
+        return "DATABASE_URL is not a database URL (write it like postgresql://user:pw@host/db)"
+    if isinstance(exc, DBAPIError):
+        from chat_store.db import is_connection_error
+
+        lost = is_connection_error(exc) or isinstance(exc, OperationalError)
+        return (
+            f"{'cannot reach the database' if lost else 'database error'}: {_first_line(exc.orig)}"
+        )
+    if isinstance(exc, SQLAlchemyError):  # its message may quote a statement's parameters
+        return f"database error: {type(exc).__name__}"
+    if isinstance(exc, OSError):
+        return f"cannot reach the database: {_first_line(exc)}"
+    from alembic.util import CommandError
+
+    if isinstance(exc, CommandError):
+        return f"migration failed: {_first_line(exc)}"
+    return f"unexpected {type(exc).__name__}: {_first_line(exc)}"
+
+
+def _validation_errors(exc: ValidationError) -> str:
+    """`--password: String should have at least 8 characters`; for settings, the variable's
+    name. Pydantic's own text quotes each input value, which is left out."""
+    settings = exc.title == Settings.__name__
+    described = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        name = "_".join(str(part) for part in error["loc"])
+        if not name:
+            described.append(message)
+        elif settings:
+            described.append(f"setting {name.upper()}: {message}")
+        else:
+            described.append(f"--{name.replace('_', '-')}: {message}")
+    return "; ".join(described)
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 if __name__ == "__main__":
-    app()
+    main()

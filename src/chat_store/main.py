@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dialect.name,
             cache.backend,
         )
+        _warn_about_open_endpoints(settings)
         housekeeping = asyncio.create_task(
             maintenance.run_forever(app.state.resources.sessionmaker, settings.retention_days)
         )
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         root_path=settings.root_path,
         generate_unique_id_function=_operation_id,
         swagger_ui_parameters={"persistAuthorization": True},
@@ -182,9 +184,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router, dependencies=by_ip)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
-    _install_docs(app)
+    if settings.docs_enabled:
+        _install_docs(app)
     _finish_openapi(app)
     return app
+
+
+def _warn_about_open_endpoints(settings: Settings) -> None:
+    """In production, say at start what anyone who reaches the port can read: an operator who
+    meant to close it learns it from the log rather than from a scan."""
+    if not settings.is_production:
+        return
+    if settings.metrics_enabled and settings.metrics_token is None:
+        logger.warning(
+            "/metrics is open to anyone who reaches the port: set METRICS_TOKEN, "
+            "METRICS_ENABLED=false, or keep /metrics off the public address at the proxy"
+        )
+    if settings.docs_enabled:
+        logger.warning(
+            "/docs, /redoc and /openapi.json are served (the whole API described): "
+            "set DOCS_ENABLED=false to turn them off"
+        )
 
 
 async def _principal_cache(settings: Settings, cache: Cache, bus: Bus) -> Cache:

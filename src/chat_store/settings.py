@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     hsts_enabled: bool = False  # send Strict-Transport-Security (only when served over HTTPS)
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
+    # Swagger UI (/docs), ReDoc (/redoc) and the OpenAPI document (/openapi.json).
+    docs_enabled: bool = True
 
     @field_validator(
         "database_url",
