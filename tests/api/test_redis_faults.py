@@ -234,7 +234,7 @@ async def test_windows_from_an_older_snapshot_are_never_served(
         account, session["id"], role="assistant", status="pending", partial_content="Hel"
     )
     answer_url = f"{messages_url}/{answer['id']}"
-    newest = {"order": "desc", "limit": 5}
+    newest: dict[str, str | int] = {"order": "desc", "limit": 5}
 
     async def newest_seqs() -> list[int]:
         page = await client.get(messages_url, params=newest, headers=account.headers)
