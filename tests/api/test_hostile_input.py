@@ -23,8 +23,8 @@ from chat_store.api.deps import AppState
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
 from tests.conftest import client_for, make_settings, running_app
-from tests.dbsnapshot import changes, snapshot
 from tests.factories import API, Account, Factory
+from tests.support.db_snapshot import assert_unchanged, take_snapshot
 
 SESSIONS = f"{API}/sessions"
 JSON = {"Content-Type": "application/json"}
@@ -229,13 +229,13 @@ async def test_json_nested_beyond_the_limit_is_refused_and_nothing_is_stored(
     account = await factory.account()
     session = await factory.chat_session(account, metadata={"kept": True})
     message = await factory.message(account, session["id"], metadata={"kept": True})
-    before = await snapshot(state)
+    before = await take_snapshot(state.sessionmaker)
 
     response = await _send_nested(client, account, target, session["id"], message["id"], depth)
 
     body = assert_validation_error(response, *target.loc)
     assert f"nested deeper than {DEFAULT_DEPTH} levels" in body["detail"], body
-    assert changes(before, await snapshot(state)) == {}
+    assert_unchanged(before, await take_snapshot(state.sessionmaker), "the refused request")
     await assert_reads_work(client, app, account, session["id"])
 
 
@@ -272,7 +272,7 @@ async def test_reads_keep_working_after_deeply_nested_creates_without_a_key(
     account = await factory.account()
     session = await factory.chat_session(account)
     await factory.message(account, session["id"])
-    before = await snapshot(state)
+    before = await take_snapshot(state.sessionmaker)
     headers = {**account.headers, **JSON}
 
     created = await client.post(
@@ -286,7 +286,7 @@ async def test_reads_keep_working_after_deeply_nested_creates_without_a_key(
 
     assert_validation_error(created, "body", "metadata")
     assert_validation_error(appended, "body", "context")
-    assert changes(before, await snapshot(state)) == {}
+    assert_unchanged(before, await take_snapshot(state.sessionmaker), "the refused request")
     await assert_reads_work(client, app, account, session["id"])
 
 
@@ -351,7 +351,7 @@ async def test_an_api_key_expiry_beyond_the_range_is_refused(
     client: httpx.AsyncClient, state: AppState, factory: Factory, value: str
 ) -> None:
     account = await factory.account()
-    before = await snapshot(state)
+    before = await take_snapshot(state.sessionmaker)
 
     response = await client.post(
         f"{API}/api-keys", json={"name": "far", "expires_at": value}, headers=account.headers
@@ -359,7 +359,7 @@ async def test_an_api_key_expiry_beyond_the_range_is_refused(
 
     body = assert_validation_error(response, "body", "expires_at")
     assert "out of range" in body["detail"]
-    assert changes(before, await snapshot(state)) == {}
+    assert_unchanged(before, await take_snapshot(state.sessionmaker), "the refused request")
 
 
 async def test_dates_at_the_ends_of_the_range_in_utc_are_taken(
@@ -397,7 +397,7 @@ async def test_an_integer_of_5000_digits_is_malformed_json(
     guard); to a client that is a body that cannot be read, like any malformed JSON."""
     account = await factory.account()
     session = await factory.chat_session(account)
-    before = await snapshot(state)
+    before = await take_snapshot(state.sessionmaker)
 
     response = await client.request(
         method,
@@ -409,7 +409,7 @@ async def test_an_integer_of_5000_digits_is_malformed_json(
     body = assert_validation_error(response, "body")
     assert body["detail"] == "The request body is not valid JSON"
     assert body["errors"] == [{"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}]
-    assert changes(before, await snapshot(state)) == {}
+    assert_unchanged(before, await take_snapshot(state.sessionmaker), "the refused request")
 
 
 # --- idempotent retries with keys in another order
@@ -897,10 +897,10 @@ async def test_a_refused_write_changes_nothing(
     client: httpx.AsyncClient, app: FastAPI, state: AppState, factory: Factory, refusal: Refusal
 ) -> None:
     world = await build_world(factory)
-    before = await snapshot(state)
+    before = await take_snapshot(state.sessionmaker)
 
     response = await refusal.send(client, world)
 
     assert_problem(response, refusal.status, refusal.code)
-    assert changes(before, await snapshot(state)) == {}
+    assert_unchanged(before, await take_snapshot(state.sessionmaker), "the refused request")
     await assert_reads_work(client, app, world.account, world.session_id)

@@ -10,12 +10,10 @@ import time
 import uuid
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jose import jwt
 
-from tests.backends import BACKEND
 from tests.fuzz.harness import (
     FUZZ_SETTINGS,
     SECURED_OPERATIONS,
@@ -98,11 +96,6 @@ def _forged_token(world: World, secret: str, changes: dict[str, Any], algorithm:
     return str(jwt.encode(claims, secret, algorithm=algorithm))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an access token whose exp is a string, null or too large for a datetime is a 500 "
-    "(fix under way)",
-)
 @settings(FUZZ_SETTINGS, max_examples=EXAMPLES)
 @given(data=st.data())
 async def test_forged_access_tokens(fuzzer: Fuzzer, data: st.DataObject) -> None:
@@ -117,11 +110,6 @@ async def test_forged_access_tokens(fuzzer: Fuzzer, data: st.DataObject) -> None
     await fuzzer.exchange(method, path, case, request)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JSON nested about 255 levels deep is stored, then every read of it is a 500 "
-    "(fix under way)",
-)
 @settings(FUZZ_SETTINGS, max_examples=EXAMPLES)
 @given(data=st.data())
 async def test_hostile_json_values(fuzzer: Fuzzer, data: st.DataObject) -> None:
@@ -143,10 +131,6 @@ async def test_hostile_json_values(fuzzer: Fuzzer, data: st.DataObject) -> None:
     await fuzzer.assert_readable()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a time at the edge of the datetime range, with an offset, is a 500 (fix under way)",
-)
 @settings(FUZZ_SETTINGS, max_examples=EXAMPLES // 2)
 @given(data=st.data())
 async def test_extreme_times(fuzzer: Fuzzer, data: st.DataObject) -> None:
@@ -165,12 +149,6 @@ async def test_extreme_times(fuzzer: Fuzzer, data: st.DataObject) -> None:
     await fuzzer.assert_readable()
 
 
-@pytest.mark.xfail(
-    BACKEND == "postgres",
-    strict=True,
-    reason="on Postgres a GET with an unseen X-Client-ID stores its guest user even when the "
-    "request is refused (a read session autocommits; fix under way)",
-)
 @settings(FUZZ_SETTINGS, max_examples=EXAMPLES)
 @given(data=st.data())
 async def test_new_guest_client_ids(fuzzer: Fuzzer, data: st.DataObject) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
@@ -20,8 +19,6 @@ from chat_store.schemas.messages import MessageAppend
 from chat_store.services.idempotency import fingerprint
 
 PROPERTY = settings(max_examples=100, deadline=None, derandomize=True, database=None)
-# For a test marked xfail: shrinking its known failure on every run costs seconds, no news.
-UNSHRUNK = settings(PROPERTY, phases=[Phase.explicit, Phase.generate])
 
 _text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
 _json: st.SearchStrategy[Any] = st.recursive(
@@ -94,12 +91,7 @@ def test_whitespace_and_top_level_field_order_do_not_matter(
     assert _fingerprint(model, body) == _fingerprint(model, reversed_fields, indent=3)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the fingerprint hashes nested objects (metadata, context) in the order their keys "
-    "were sent (fix under way)",
-)
-@UNSHRUNK
+@PROPERTY
 @given(pair=_bodies, data=st.data())
 def test_key_order_inside_nested_objects_does_not_matter(
     pair: tuple[type[BaseModel], dict[str, Any]], data: st.DataObject
