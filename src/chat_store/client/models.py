@@ -63,6 +63,7 @@ class ChatSession(Model):
     status: Literal["active", "ended"]
     metadata: dict[str, Any] = Field(default_factory=dict)
     workspace: Workspace | None = None
+    system_prompt: str | None = None
     message_count: int
     total_tokens: int
     last_message_at: datetime | None = None
