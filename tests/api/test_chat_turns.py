@@ -562,3 +562,40 @@ async def test_a_session_keeps_its_system_prompt(
     assert changed.json()["system_prompt"] == "Answer in German."
     assert cleared.json()["system_prompt"] is None
     assert_validation_error(too_long, "body", "system_prompt")
+
+
+def sample(text: str, name: str) -> float:
+    """A sample's value in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_metrics_count_generations_tokens_ttft_and_provider_errors(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await llm.script("broken", {"status": 503})
+    before = (await client.get("/metrics")).text
+
+    await client.post(
+        chat_path(session_id), json={"content": "hi", "stream": False}, headers=account.headers
+    )
+    await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "broken", "stream": False},
+        headers=account.headers,
+    )
+    after = (await client.get("/metrics")).text
+
+    def grew(name: str) -> float:
+        return sample(after, name) - sample(before, name)
+
+    assert grew('chat_store_generations_total{outcome="complete"}') == 1
+    assert grew('chat_store_generations_total{outcome="failed"}') == 1
+    assert grew('chat_store_provider_errors_total{kind="status"}') == 1
+    assert grew('chat_store_generation_tokens_total{kind="completion"}') == 13
+    assert grew('chat_store_generation_tokens_total{kind="prompt"}') == 11
+    assert grew("chat_store_generation_ttft_seconds_count") == 1
+    assert sample(after, "chat_store_generations_live") == 0

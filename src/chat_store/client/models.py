@@ -162,6 +162,14 @@ class ContextWindow(Model):
     omitted_count: int
 
 
+class ChatTurn(Model):
+    """A chat turn the service answers: the user's message and the answer it generates."""
+
+    object: Literal["chat.turn"] = "chat.turn"
+    user_message: Message
+    assistant_message: Message
+
+
 @dataclass(frozen=True)
 class StreamDelta:
     """Text appended to a followed message; `offset` is the stored length after it."""
