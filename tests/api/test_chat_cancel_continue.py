@@ -195,6 +195,7 @@ async def test_continue_after_a_provider_failure_gives_the_partial_and_the_rest_
     assert done["status"] == "complete"
     assert done["content"] == text  # the stored part, then the rest: nothing repeated or lost
     assert done["metadata"]["attempt"] == 2
+    assert "error_kind" not in done["metadata"]  # the failure is over
     first, second = await llm.requests("cut")
     # The same prompt, and the stored text as the start of the answer.
     assert second["body"]["messages"] == [

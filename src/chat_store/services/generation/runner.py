@@ -181,6 +181,14 @@ class _Buffer:
         return taken
 
 
+# Set on a failed answer; gone once it is continued to completion.
+_FAILURE_KEYS = frozenset({"error_kind", "provider_status"})
+
+
+def _without_failure(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metadata.items() if key not in _FAILURE_KEYS}
+
+
 def process_owner() -> str:
     """This process's name in leases: host and pid, and a random part, because a restarted
     container's process often has the pid its predecessor had."""
@@ -487,11 +495,8 @@ class GenerationRunner:
                 principal,
                 job,
                 failure.message,
-                {
-                    "error_kind": failure.kind,
-                    "provider_status": failure.status,
-                    "attempt": job.attempt,
-                },
+                {"error_kind": failure.kind, "attempt": job.attempt}
+                | ({"provider_status": failure.status} if failure.status else {}),
             )
             return "failed"
         ttft = None if buffer.first_at is None else buffer.first_at - started
@@ -580,7 +585,7 @@ class GenerationRunner:
                         status="complete",
                         token_count=token_count,
                         latency_ms=latency_ms,
-                        metadata={**current.metadata, **usage},
+                        metadata={**_without_failure(current.metadata), **usage},
                     ),
                 )
             except (InvalidTransition, MessageNotFound, ChatSessionNotFound):
