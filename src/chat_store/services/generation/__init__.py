@@ -4,7 +4,9 @@ store through the same delta path a client uses, and finishes it even when the c
 
     provider.py  the model provider, through the official openai SDK
     prompt.py    what is sent: system prompt, history as /context chooses it, the user's turn
-    runner.py    this process's generations: tasks, coalesced writes, leases, takeover, stops
+    answer.py    one answer: the model's text read, coalesced, written; completed or failed
+    runner.py    this process's generations: tasks, capacity, leases, takeover, stops
+    jobs.py      what crosses processes: a turn's parameters (kept with its lease), stops
     turns.py     the rules of POST /chat, /cancel and /continue
     store.py     the one way into the message store (messages service, generations crud)
 """

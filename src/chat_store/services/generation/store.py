@@ -64,9 +64,6 @@ async def transaction(
         await hooks.run_after_commit(db)
 
 
-# --- turns
-
-
 @dataclass(frozen=True)
 class NewTurn:
     content: str
@@ -123,9 +120,6 @@ async def get_message(
     db: AsyncSession, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
 ) -> MessageRead:
     return await message_service.get_message(db, principal, session_id, message_id)
-
-
-# --- leases
 
 
 async def get_generation(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
@@ -208,9 +202,6 @@ async def expired(db: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID
     return await generation_crud.expired(db, now, limit)
 
 
-# --- the prompt's material
-
-
 @dataclass(frozen=True)
 class PromptSource:
     """What a prompt is made of, read at one point in time."""
@@ -257,9 +248,6 @@ async def prompt_source(
     if start is None:
         return PromptSource(prompt, before, [], answer)
     return PromptSource(prompt, before[:start], before[start:], answer)
-
-
-# --- writing the answer
 
 
 async def append(

@@ -34,14 +34,8 @@ from chat_store.services.generation.errors import (
     ProviderTimeout,
     TooManyGenerations,
 )
-from chat_store.services.generation.runner import (
-    STOP_CHANNEL,
-    GenerationParams,
-    GenerationRunner,
-    Job,
-    Slot,
-    StopRequest,
-)
+from chat_store.services.generation.jobs import STOP_CHANNEL, GenerationParams, Job, StopRequest
+from chat_store.services.generation.runner import GenerationRunner, Slot
 from chat_store.services.principals import Principal
 from chat_store.services.streams import StreamContext, StreamEvent
 from chat_store.settings import Settings
