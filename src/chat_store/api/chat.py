@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -135,6 +136,7 @@ async def chat(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Send a user message; the service answers it with the model and stores the answer."""
+    deadline = time.monotonic() + settings.request_timeout_seconds
     context = TurnContext(db, settings, state.bus, runner, principal)
     turn = await turn_service.start_turn(context, session_id, body, idempotency_key)
     streams = stream_context(state, settings)
@@ -144,9 +146,9 @@ async def chat(
         return response
 
     async def wait() -> tuple[int, ChatTurn]:
-        return await turn_service.wait_for_answer(
-            streams, principal, turn, settings.request_timeout_seconds
-        )
+        # The request's own time limit: what is left of it once the turn is stored.
+        left = max(0.0, deadline - time.monotonic())
+        return await turn_service.wait_for_answer(streams, principal, turn, left)
 
     return _AnswerWhenDone(wait)
 
