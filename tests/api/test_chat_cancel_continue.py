@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -15,12 +16,19 @@ from fastapi import FastAPI
 
 from chat_store.api.deps import AppState
 from chat_store.crud import generations as generation_crud
-from tests.api.test_chat_turns import chat_settings, first_answer, new_session
 from tests.assertions import assert_problem
 from tests.backends import Backend
 from tests.conftest import client_for, running_app
 from tests.factories import Account, Factory
-from tests.support.chat import chat_path, events_of, message_path, wait_for_status
+from tests.support.chat import (
+    chat_path,
+    chat_settings,
+    events_of,
+    first_answer,
+    message_path,
+    new_session,
+    wait_for_status,
+)
 from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text, llm_server_process
 
 
@@ -384,3 +392,37 @@ async def test_a_process_that_stops_hands_its_generations_over(
         "user",
         "assistant",
     ]
+
+
+async def test_a_process_that_lost_its_lease_stops_and_writes_nothing_more(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """As when the process was paused longer than its lease and another took the answer over."""
+    account, session_id = await new_session(factory)
+    text = default_text(100)
+    await llm.script("slow", {"text": text, "delay": 0.05})
+    turn, answer = await start_turn(client, account, session_id, "slow")
+    state: AppState = app.state.resources
+    async with state.sessionmaker() as db, db.begin():
+        await generation_crud.claim(
+            db,
+            uuid.UUID(answer["id"]),
+            owner="elsewhere:1:taker",
+            lease_until=datetime.now(UTC) + timedelta(minutes=5),
+            now=datetime.now(UTC) + timedelta(hours=1),  # as if the lease had run out
+        )
+
+    await wait_for_outcome(llm, "slow", "client left")  # at its next renewal or write
+
+    stopped = await client.get(message_path(session_id, answer["id"]), headers=account.headers)
+    kept = stopped.json()["partial_content"]
+    await asyncio.sleep(0.3)
+    later = await client.get(message_path(session_id, answer["id"]), headers=account.headers)
+    assert later.json()["status"] == "in_progress"
+    assert later.json()["partial_content"] == kept and text.startswith(kept)
+    async with state.sessionmaker() as db:
+        lease = await generation_crud.get(db, uuid.UUID(answer["id"]))
+    assert lease is not None and lease.owner == "elsewhere:1:taker"
+    turn.cancel()  # its follower would wait for the taker
+    with contextlib.suppress(asyncio.CancelledError):
+        await turn

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -15,34 +14,19 @@ from chat_store import metrics
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
 from tests.conftest import client_for, make_settings, running_app
-from tests.factories import API, Account, Factory
+from tests.factories import API, Factory
 from tests.support.chat import (
-    MODELS,
+    SECRET,
     chat_path,
+    chat_settings,
     events_of,
+    first_answer,
     message_path,
+    new_session,
     streamed_text,
     wait_for_status,
 )
 from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text, llm_server_process
-
-SECRET = "sk-test-" + "k" * 24
-
-
-def chat_settings(backend: Backend, llm: LlmServer, **overrides: Any) -> Any:
-    values: dict[str, Any] = {
-        "llm_base_url": llm.base_url,
-        "llm_model": "test",
-        "llm_models": MODELS,
-        "llm_api_key": SECRET,
-        "llm_max_retries": 0,
-        "llm_timeout_seconds": 1.5,
-        "generation_flush_seconds": 0.02,
-        "stream_poll_seconds": 0.5,
-        "request_timeout_seconds": 4.0,
-    }
-    values.update(overrides)
-    return make_settings(backend, **values)
 
 
 @pytest.fixture(scope="module")
@@ -60,12 +44,6 @@ async def app(backend: Backend, llm: LlmServer) -> AsyncIterator[FastAPI]:
 @pytest.fixture(autouse=True)
 async def _fresh_provider(llm: LlmServer) -> None:
     await llm.reset()
-
-
-async def new_session(factory: Factory, **body: Any) -> tuple[Account, str]:
-    account = await factory.account()
-    session = await factory.chat_session(account, **body)
-    return account, session["id"]
 
 
 async def test_chat_needs_credentials_and_your_own_session(
@@ -414,19 +392,6 @@ async def test_a_provider_that_goes_silent_is_a_timeout_and_keeps_the_text(
     assert answer["status"] == "failed"
     assert answer["partial_content"] == "The fixture uses "
     assert "LLM_TIMEOUT_SECONDS" in answer["error_message"]
-
-
-async def first_answer(
-    client: httpx.AsyncClient, account: Account, session_id: str
-) -> dict[str, Any]:
-    """The session's first assistant message, once some of its text is stored."""
-    for _ in range(300):
-        listed = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
-        answers = [m for m in listed.json()["data"] if m["role"] == "assistant"]
-        if answers and answers[0]["partial_content"]:
-            return answers[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError("no answer started")
 
 
 async def test_one_live_generation_per_session(

@@ -1,5 +1,5 @@
-"""Helpers for tests of the service's own chat turns: the app wired to the test provider, SSE
-bodies read back as events, waiting for an answer to end."""
+"""What tests of the service's own chat turns share: settings that point the app at the test
+provider, SSE bodies read back as events, waiting for an answer to start or end."""
 
 from __future__ import annotations
 
@@ -12,10 +12,51 @@ from typing import Any
 import httpx
 
 from chat_store.client._follow import parse_events
-from tests.factories import API, Account
+from chat_store.settings import Settings
+from tests.backends import Backend
+from tests.conftest import make_settings
+from tests.factories import API, Account, Factory
+from tests.support.llm_server import LlmServer
 
 # The models the test provider is scripted with; the service allows all of them.
 MODELS = ["test", "slow", "broken", "silent", "cut", "other"]
+
+SECRET = "sk-test-" + "k" * 24
+
+
+def chat_settings(backend: Backend, llm: LlmServer, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "llm_base_url": llm.base_url,
+        "llm_model": "test",
+        "llm_models": MODELS,
+        "llm_api_key": SECRET,
+        "llm_max_retries": 0,
+        "llm_timeout_seconds": 1.5,
+        "generation_flush_seconds": 0.02,
+        "stream_poll_seconds": 0.5,
+        "request_timeout_seconds": 4.0,
+    }
+    values.update(overrides)
+    return make_settings(backend, **values)
+
+
+async def new_session(factory: Factory, **body: Any) -> tuple[Account, str]:
+    account = await factory.account()
+    session = await factory.chat_session(account, **body)
+    return account, session["id"]
+
+
+async def first_answer(
+    client: httpx.AsyncClient, account: Account, session_id: str
+) -> dict[str, Any]:
+    """The session's first assistant message, once some of its text is stored."""
+    for _ in range(300):
+        listed = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
+        answers = [m for m in listed.json()["data"] if m["role"] == "assistant"]
+        if answers and answers[0]["partial_content"]:
+            return answers[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no answer started")
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,13 @@ async def live_in_session(
     return list(result.scalars())
 
 
-async def live_for_user(db: AsyncSession, user_id: uuid.UUID, now: datetime) -> int:
-    result = await db.execute(
-        select(func.count()).select_from(_G).where(_G.user_id == user_id, _live(now))
-    )
-    return int(result.scalar_one())
+async def live_for_user(
+    db: AsyncSession, user_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
+) -> int:
+    stmt = select(func.count()).select_from(_G).where(_G.user_id == user_id, _live(now))
+    if besides is not None:
+        stmt = stmt.where(_G.message_id != besides)
+    return int((await db.execute(stmt)).scalar_one())
 
 
 async def claim(
@@ -99,16 +101,18 @@ async def release(
     *,
     owner: str | None = None,
     hand_over: bool = False,
-) -> None:
+) -> bool:
     """Nobody generates it any more: finished (lease cleared), or with `hand_over` left for
     another process to take over at once (the lease ends now). With `owner`, only that owner's
-    lease is touched: a process that lost its lease never ends its successor's."""
+    lease is touched: a process that lost its lease never ends its successor's. Returns whether
+    there was such a lease."""
     stmt = update(Generation).where(_G.message_id == message_id)
     if owner is not None:
         stmt = stmt.where(_G.owner == owner)
-    await db.execute(
+    result = await db.execute(
         stmt.values(owner=None, lease_expires_at=now if hand_over else None, updated_at=now)
     )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def expired(db: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:

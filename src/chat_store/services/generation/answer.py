@@ -301,6 +301,9 @@ class AnswerGenerator:
         usage: dict[str, Any],
     ) -> None:
         async with store.transaction(self._sessionmaker) as db:
+            # Only the lease's holder completes the answer (and the lease goes with it).
+            if not await store.release(db, answer.id, datetime.now(UTC), owner=self.owner):
+                raise _Superseded
             try:
                 current = await store.get_message(db, principal, answer.session_id, answer.id)
                 await store.update(
@@ -318,12 +321,14 @@ class AnswerGenerator:
                 )
             except (InvalidTransition, MessageNotFound, ChatSessionNotFound):
                 raise _Superseded from None
-            await store.release(db, answer.id, datetime.now(UTC), owner=self.owner)
 
     async def _fail(
         self, principal: Principal, job: Job, error: str, details: dict[str, Any]
     ) -> None:
         async with store.transaction(self._sessionmaker) as db:
+            # Only the lease's holder fails the answer: one that lost it leaves it to its taker.
+            if not await store.release(db, job.message_id, datetime.now(UTC), owner=self.owner):
+                raise _Superseded
             try:
                 current = await store.get_message(db, principal, job.session_id, job.message_id)
             except (MessageNotFound, ChatSessionNotFound):

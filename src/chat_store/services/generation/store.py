@@ -46,12 +46,22 @@ def owner_principal(user_id: uuid.UUID) -> Principal:
     return Principal(user_id=user_id, kind="user")
 
 
+async def begin(db: AsyncSession) -> None:
+    """Make what the caller runs next one transaction. Without it, a first write that is one
+    statement would commit by itself (the autocommit path of Postgres)."""
+    if not db.in_transaction():
+        await db.begin()
+
+
 @asynccontextmanager
 async def transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
     """A short transaction of a background generation, run as a request's is: committed at the
-    end (rolled back on error), then its after-commit work (change events) done."""
+    end (rolled back on error), then its after-commit work (change events) done.
+
+    Its writes put a write first where they can: on SQLite, a transaction that reads and then
+    writes is refused at once (not queued) when another process wrote in between."""
     async with sessionmaker() as db:
         try:
             yield db
@@ -132,8 +142,10 @@ async def live_in_session(
     return await generation_crud.live_in_session(db, session_id, now)
 
 
-async def live_for_user(db: AsyncSession, user_id: uuid.UUID, now: datetime) -> int:
-    return await generation_crud.live_for_user(db, user_id, now)
+async def live_for_user(
+    db: AsyncSession, user_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
+) -> int:
+    return await generation_crud.live_for_user(db, user_id, now, besides=besides)
 
 
 async def add_generation(
@@ -194,8 +206,8 @@ async def release(
     *,
     owner: str | None = None,
     hand_over: bool = False,
-) -> None:
-    await generation_crud.release(db, message_id, now, owner=owner, hand_over=hand_over)
+) -> bool:
+    return await generation_crud.release(db, message_id, now, owner=owner, hand_over=hand_over)
 
 
 async def expired(db: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:

@@ -71,9 +71,12 @@ def choose_model(settings: Settings, requested: str | None) -> str:
     return requested
 
 
-async def _check_user_limit(ctx: TurnContext, now: datetime) -> None:
+async def _check_user_limit(
+    ctx: TurnContext, now: datetime, *, besides: uuid.UUID | None = None
+) -> None:
     limit = ctx.settings.generation_concurrency_per_user
-    if await store.live_for_user(ctx.db, ctx.principal.user_id, now) >= limit:
+    live = await store.live_for_user(ctx.db, ctx.principal.user_id, now, besides=besides)
+    if live >= limit:
         raise TooManyGenerations(limit)
 
 
@@ -113,12 +116,10 @@ async def start_turn(
         slot = runner.reserve()
         try:
             now = datetime.now(UTC)
-            # Reads the session first (404), which also opens the transaction both messages
-            # are written in.
-            await store.system_prompt(ctx.db, ctx.principal, session_id)
-            await _check_user_limit(ctx, now)
-            # Creating the messages locks the session's row until commit: the check below sees
-            # every turn of this session committed before, and none can start meanwhile.
+            await store.begin(ctx.db)
+            # Writes first (a missing session is a 404 here): creating the messages locks the
+            # session's row until commit, so the checks below see every turn of this session
+            # committed before, and none can start meanwhile.
             user, answer = await store.create_turn(
                 ctx.db,
                 ctx.settings,
@@ -127,6 +128,7 @@ async def start_turn(
                 session_id,
                 store.NewTurn(body.content, body.context, model, body.expected_last_seq),
             )
+            await _check_user_limit(ctx, now)
             await _check_session_free(ctx, session_id, now, besides=answer.id)
             await store.add_generation(
                 ctx.db,
@@ -206,6 +208,13 @@ async def wait_for_answer(
 async def cancel(ctx: TurnContext, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """Stop an answer wherever it is generated: `cancelled`, its text kept. Cancelling it
     again answers the same."""
+    now = datetime.now(UTC)
+    await store.begin(ctx.db)
+    # The lease ends with the answer: its process sees that at its next renewal or write, even
+    # if the stop request below is lost. Written first (undone with the rest if the checks
+    # refuse): on SQLite a read that turns into a write is refused when another process wrote
+    # in between.
+    await store.release(ctx.db, message_id, now)
     answer = await store.get_message(ctx.db, ctx.principal, session_id, message_id)
     if answer.role != "assistant":
         raise InvalidTransition("Only an assistant message is generated, and can be cancelled")
@@ -223,9 +232,6 @@ async def cancel(ctx: TurnContext, session_id: uuid.UUID, message_id: uuid.UUID)
             metadata={**answer.metadata, "finish_reason": "cancelled"},
         ),
     )
-    # The lease ends with the answer: its process sees that at its next renewal or write,
-    # even if the stop request below is lost.
-    await store.release(ctx.db, message_id, datetime.now(UTC))
 
     async def announce() -> None:
         if ctx.runner is not None:
@@ -243,23 +249,32 @@ async def continue_message(
     """Generate the rest of a failed or abandoned answer: the model is given the stored text
     as the start of its answer, and what it sends is appended at the stored length."""
     runner = ctx.generating()
-    answer = await store.get_message(ctx.db, ctx.principal, session_id, message_id)
-    if answer.role != "assistant":
-        raise InvalidTransition("Only an assistant message can be continued")
-    if answer.status not in ("failed", "pending", "in_progress"):
-        raise InvalidTransition(f"A {answer.status} answer cannot be continued")
     now = datetime.now(UTC)
+    lease_until = runner.lease_until(now)
     slot = runner.reserve()
     try:
-        await _check_user_limit(ctx, now)
-        await _check_session_free(ctx, session_id, now, besides=message_id)
-        lease_until = runner.lease_until(now)
-        existing = await store.get_generation(ctx.db, message_id)
-        if existing is None:
+        await store.begin(ctx.db)
+        # The claim first (undone with the rest if the checks refuse): one compare-and-set, so
+        # a generation that is live anywhere is not claimed, and two continues never both win.
+        claimed = await store.claim(
+            ctx.db, message_id, owner=runner.owner, lease_until=lease_until, now=now
+        )
+        answer = await store.get_message(ctx.db, ctx.principal, session_id, message_id)
+        if answer.role != "assistant":
+            raise InvalidTransition("Only an assistant message can be continued")
+        if answer.status not in ("failed", "pending", "in_progress"):
+            raise InvalidTransition(f"A {answer.status} answer cannot be continued")
+        if claimed is not None:
+            params = GenerationParams.from_dict(claimed.params, ctx.settings.allowed_models[0])
+            attempt = claimed.attempt
+        elif await store.get_generation(ctx.db, message_id) is not None:
+            raise _live(message_id)
+        else:
             # An answer a client wrote: generated from now on, with its model if allowed.
             model = answer.model if answer.model in ctx.settings.allowed_models else None
             params = GenerationParams(model=choose_model(ctx.settings, model))
-            added = await store.add_generation(
+            attempt = 1
+            if not await store.add_generation(
                 ctx.db,
                 answer,
                 ctx.principal,
@@ -267,18 +282,10 @@ async def continue_message(
                 lease_until=lease_until,
                 params=params.to_dict(),
                 now=now,
-            )
-            attempt = 1
-            if not added:
+            ):
                 raise _live(message_id)
-        else:
-            claimed = await store.claim(
-                ctx.db, message_id, owner=runner.owner, lease_until=lease_until, now=now
-            )
-            if claimed is None:
-                raise _live(message_id)
-            params = GenerationParams.from_dict(claimed.params, ctx.settings.allowed_models[0])
-            attempt = claimed.attempt
+        await _check_user_limit(ctx, now, besides=message_id)
+        await _check_session_free(ctx, session_id, now, besides=message_id)
         if answer.status == "failed":
             answer = await store.update(
                 ctx.db,
