@@ -28,6 +28,7 @@ from chat_store import __version__
 from chat_store.api import (
     api_keys,
     auth,
+    chat,
     chat_sessions,
     health,
     messages,
@@ -50,7 +51,7 @@ from chat_store.db import create_engine, create_read_sessionmaker, create_sessio
 from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
-from chat_store.services import maintenance
+from chat_store.services import generation, maintenance
 from chat_store.services import messages as message_service
 from chat_store.settings import Settings, get_settings
 
@@ -81,6 +82,11 @@ OPENAPI_TAGS = [
         "description": "A session's messages, and answers appended to it delta by delta.",
     },
     {"name": "streams", "description": "Follow an answer or a session's changes live (SSE)."},
+    {
+        "name": "chat",
+        "description": "Turns the service answers itself with a model: the answer is streamed "
+        "into the store and finished even when the client is gone.",
+    },
 ]
 
 
@@ -123,10 +129,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         housekeeping = asyncio.create_task(
             maintenance.run_forever(app.state.resources.sessionmaker, settings.retention_days)
         )
+        # The service's own chat turns (None without a provider): started after the bus, stopped
+        # before it, so a generation's last writes and hand-over still reach the store and bus.
+        runner = generation.create_runner(
+            settings, app.state.resources.sessionmaker, bus, metrics.generation
+        )
+        app.state.generation = runner
+        if runner is not None:
+            await runner.start()
         try:
             yield
         finally:
             housekeeping.cancel()
+            if runner is not None:
+                await runner.close()
             await limiter.close()
             if principal_cache is not cache:
                 await principal_cache.close()
@@ -179,7 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     by_principal = [Depends(ratelimits.limit_by_principal)] if limited else []
     # A request is matched against the routes in this order: the busiest first. (No two
     # routers share a path; the documents keep the order of OPENAPI_TAGS.)
-    for module in (messages, chat_sessions, streams, users, api_keys):
+    for module in (messages, chat_sessions, streams, chat, users, api_keys):
         app.include_router(module.router, dependencies=by_principal)
     app.include_router(auth.router, dependencies=by_ip)
     app.include_router(health.router)

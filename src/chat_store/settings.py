@@ -103,6 +103,32 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(default=5.0, gt=0)
     stale_stream_seconds: int = Field(default=300, ge=1)
 
+    # --- generation (the service calls an OpenAI-compatible model; off while LLM_BASE_URL is unset)
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None  # never logged; sent as the provider's bearer token
+    llm_model: str | None = None  # the default model; required with LLM_BASE_URL
+    # Models a turn may ask for besides LLM_MODEL (comma-separated or a JSON list).
+    llm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Connecting, the first token and each gap between tokens: a longer wait fails the answer.
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Retries of a refused or failed provider request before any token came (429, 5xx, network).
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    # Tokens of prompt the service sends: system prompt, history and the user's turn.
+    llm_context_tokens: int = Field(default=8192, ge=1)
+    llm_max_output_tokens: int | None = Field(default=None, ge=1)  # a turn's default limit
+    # The request field that carries a turn's output limit: OpenAI's newer models take only
+    # max_completion_tokens; Ollama, vLLM and llama.cpp's server read max_tokens.
+    llm_max_tokens_parameter: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    llm_stream_usage: bool = True  # ask for usage in the stream (stream_options.include_usage)
+    llm_max_concurrent: int = Field(default=32, ge=1)  # live generations per process
+    generation_concurrency_per_user: int = Field(default=4, ge=1)
+    # A live generation's lease in the database, renewed by its process every third of it; a
+    # generation whose lease ran out (its process died) is taken over by another process.
+    generation_lease_seconds: float = Field(default=30.0, ge=0.5)
+    generation_sweep_seconds: float = Field(default=10.0, gt=0)  # how often leases are checked
+    generation_flush_seconds: float = Field(default=0.04, ge=0)  # deltas coalesced this long
+    generation_max_attempts: int = Field(default=3, ge=1)  # runs of one answer, takeovers included
+
     # --- retention
     retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever
 
@@ -121,6 +147,10 @@ class Settings(BaseSettings):
         "jwt_secret",
         "metrics_token",
         "retention_days",
+        "llm_base_url",
+        "llm_api_key",
+        "llm_model",
+        "llm_max_output_tokens",
         mode="before",
     )
     @classmethod
@@ -154,7 +184,7 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False)
         return value
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "llm_models", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -162,6 +192,12 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _check_generation(self) -> Settings:
+        if self.llm_base_url is not None and not self.llm_model:
+            raise ValueError("LLM_MODEL must name the default model when LLM_BASE_URL is set")
+        return self
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
@@ -183,6 +219,16 @@ class Settings(BaseSettings):
     @property
     def use_json_logs(self) -> bool:
         return self.is_production if self.log_json is None else self.log_json
+
+    @property
+    def generation_enabled(self) -> bool:
+        return self.llm_base_url is not None
+
+    @property
+    def allowed_models(self) -> list[str]:
+        """The models a turn may ask for: LLM_MODEL first, then LLM_MODELS."""
+        default = [self.llm_model] if self.llm_model else []
+        return default + [model for model in self.llm_models if model not in default]
 
     @property
     def sqlalchemy_url(self) -> str:

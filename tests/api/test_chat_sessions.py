@@ -25,6 +25,7 @@ SESSION_FIELDS = {
     "status",
     "metadata",
     "workspace",
+    "system_prompt",
     "message_count",
     "total_tokens",
     "last_message_at",

@@ -190,10 +190,11 @@ class BodySizeLimitMiddleware:
 
 class RequestTimeoutMiddleware:
     """Answer 504 when a request takes longer than `seconds` (streams are exempt: they are
-    meant to stay open). The handler is cancelled: its transaction is rolled back unless it had
-    already committed, or its one statement ran in autocommit (then the write is stored and only
-    its answer is lost). A write sent with an Idempotency-Key is never autocommitted, so its
-    retry finds it rolled back or stored with its answer."""
+    meant to stay open; so are chat turns, which stream, or answer 202 by this limit themselves).
+    The handler is cancelled: its transaction is rolled back unless it had already committed, or
+    its one statement ran in autocommit (then the write is stored and only its answer is lost).
+    A write sent with an Idempotency-Key is never autocommitted, so its retry finds it rolled
+    back or stored with its answer."""
 
     def __init__(self, app: ASGIApp, *, seconds: float) -> None:
         self.app = app
@@ -201,7 +202,7 @@ class RequestTimeoutMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or path.endswith(("/stream", "/events")):
+        if scope["type"] != "http" or path.endswith(("/stream", "/events", "/chat")):
             await self.app(scope, receive, send)
             return
         started = False

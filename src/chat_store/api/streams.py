@@ -52,7 +52,7 @@ def _cursor(last_event_id: str | None, query_value: int | None) -> int:
     return query_value or 0
 
 
-def _context(state: State, settings: AppSettings) -> StreamContext:
+def stream_context(state: State, settings: AppSettings) -> StreamContext:
     return StreamContext(
         sessionmaker=state.sessionmaker,
         bus=state.bus,
@@ -61,7 +61,7 @@ def _context(state: State, settings: AppSettings) -> StreamContext:
     )
 
 
-def _respond(
+def event_stream(
     events: AsyncIterator[StreamEvent], context: StreamContext, settings: AppSettings
 ) -> EventSourceResponse:
     async def encoded() -> AsyncIterator[ServerSentEvent]:
@@ -103,9 +103,9 @@ async def stream_message(
     """Follow a message's text live: `delta` events (id = offset), then `done`."""
     start = _cursor(last_event_id, offset)
     await stream_service.check_message_stream(db, principal, session_id, message_id, start)
-    context = _context(state, settings)
+    context = stream_context(state, settings)
     events = stream_service.follow_message(context, principal, session_id, message_id, start)
-    return _respond(events, context, settings)
+    return event_stream(events, context, settings)
 
 
 @router.get(
@@ -129,6 +129,6 @@ async def stream_session_events(
     """Follow the session's changes: message.created/updated/delta/deleted, session.updated."""
     cursor = _cursor(last_event_id, after_version)
     await stream_service.check_session_feed(db, principal, session_id)
-    context = _context(state, settings)
+    context = stream_context(state, settings)
     events = stream_service.follow_session(context, principal, session_id, cursor)
-    return _respond(events, context, settings)
+    return event_stream(events, context, settings)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chat_store.models.base import Base, new_id, utcnow
@@ -28,6 +28,8 @@ class ChatSession(Base):
     workspace_repo: Mapped[str | None] = mapped_column(String(500))
     workspace_branch: Mapped[str | None] = mapped_column(String(500))
     workspace_path: Mapped[str | None] = mapped_column(String(2000))
+    # Sent first to the model by the service's own chat turns.
+    system_prompt: Mapped[str | None] = mapped_column(Text)
     # Counters kept exact by the append path, which updates this row in the same transaction.
     message_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

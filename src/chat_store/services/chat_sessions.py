@@ -71,6 +71,7 @@ async def _insert(db: AsyncSession, principal: Principal, body: ChatSessionCreat
         is_favorite=False,
         status="active",
         metadata_=body.metadata,
+        system_prompt=body.system_prompt,
         message_count=0,
         total_tokens=0,
         last_seq=0,
@@ -157,6 +158,8 @@ async def update_chat_session(
         row.metadata_ = changes["metadata"]
     if "workspace" in changes:
         _apply_workspace(row, body.workspace)
+    if "system_prompt" in changes:
+        row.system_prompt = changes["system_prompt"]
     if "status" in changes and changes["status"] != row.status:
         row.status = changes["status"]
         row.ended_at = now if row.status == "ended" else None
