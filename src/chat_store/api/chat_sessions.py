@@ -106,6 +106,9 @@ async def list_chat_sessions(
     q: Annotated[SafeStr | None, Query(max_length=200, description="Title contains.")] = None,
     repo: Annotated[SafeStr | None, Query(max_length=500, description="Workspace repo.")] = None,
     updated_after: Annotated[AwareDatetime | None, Query()] = None,
+    archived: Annotated[
+        bool | None, Query(description="Only archived sessions (true) or only the others.")
+    ] = None,
 ) -> Page[ChatSessionRead]:
     """The caller's sessions, newest activity first (keyset-paginated)."""
     filters = ChatSessionFilters(
@@ -114,6 +117,7 @@ async def list_chat_sessions(
         title_contains=q,
         repo=repo,
         updated_after=updated_after,
+        archived=archived,
     )
     return await chat_session_service.list_chat_sessions(
         db,
