@@ -20,13 +20,19 @@ _SHOWN_PREFIX_CHARS = 12
 
 
 async def create_api_key(
-    db: AsyncSession, user_id: uuid.UUID, body: ApiKeyCreate, *, guest: bool = False
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    body: ApiKeyCreate,
+    *,
+    guest: bool = False,
+    secret: str | None = None,
 ) -> ApiKeyCreated:
+    """A new key; its secret is generated unless given (`chat-store seed` names its keys)."""
     if guest:
         raise GuestNotAllowed("Guests cannot create API keys; register and claim the sessions")
     if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
         raise ValidationFailed("expires_at must be in the future", ["body", "expires_at"])
-    secret = new_api_key()
+    secret = secret or new_api_key()
     row = await api_key_crud.create(
         db,
         user_id=user_id,

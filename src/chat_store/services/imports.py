@@ -11,16 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import export as export_crud
-from chat_store.errors import ValidationFailed
+from chat_store.crud import users as user_crud
+from chat_store.errors import NotFound, ValidationFailed
 from chat_store.ids import uuid7
 from chat_store.models import ChatSession
 from chat_store.models.base import attribute_columns
@@ -36,6 +38,7 @@ from chat_store.schemas.export import (
 )
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import export, idempotency
+from chat_store.services.auth import normalize_email
 from chat_store.settings import Settings
 
 Loc = list[str | int]
@@ -163,12 +166,12 @@ def _message_documents(
 ) -> list[dict[str, Any]]:
     documents = []
     for message, loc in zip(messages, locs, strict=True):
-        for field in ("content", "partial_content"):
-            text = getattr(message, field)
+        for name in ("content", "partial_content"):
+            text = getattr(message, name)
             if text is not None and len(text.encode("utf-8")) > settings.max_message_bytes:
                 raise ValidationFailed(
-                    f"{field} is over the limit of {settings.max_message_bytes} bytes of UTF-8",
-                    [*loc, field],
+                    f"{name} is over the limit of {settings.max_message_bytes} bytes of UTF-8",
+                    [*loc, name],
                 )
         documents.append(
             {
@@ -464,3 +467,87 @@ async def _store(db: AsyncSession, user_id: uuid.UUID, spec: ImportSpec) -> Impo
         return _result(found, spec, created=False)
     await export_crud.insert_messages(db, rows)
     return _result(row, spec, created=True)
+
+
+# --- files (chat-store import)
+
+
+@dataclass
+class SourceFile:
+    """The conversations of an import file, read one at a time.
+
+    `total` is what `progress` counts towards: bytes for JSONL (read line by line, one session
+    in memory at a time), conversations for a JSON document or list."""
+
+    owner_email: str | None  # the account of a chat-store/1 account export
+    total: int
+    progress: int = 0
+    conversations: Iterator[tuple[str, Any]] = field(default_factory=lambda: iter(()))
+
+
+def open_source(path: Path) -> SourceFile:
+    """A chat-store/1 JSONL export (a session's or an account's), a JSON list of conversations
+    (ChatGPT's conversations.json; chat-store/1 or plain documents), or one conversation."""
+    with path.open("rb") as handle:
+        first = handle.readline()
+    try:
+        head = json.loads(first)
+    except ValueError:
+        head = None
+    if (
+        isinstance(head, dict)
+        and head.get("format") == export.FORMAT
+        and head.get("type") in ("account", "session")
+    ):
+        owner = head.get("user", {}).get("email") if head["type"] == "account" else None
+        source = SourceFile(owner_email=owner, total=path.stat().st_size)
+        source.conversations = _jsonl_conversations(path, source)
+        return source
+    document = json.loads(path.read_bytes())
+    items = document if isinstance(document, list) else [document]
+    source = SourceFile(owner_email=None, total=len(items))
+    source.conversations = _listed_conversations(items, source)
+    return source
+
+
+def _label(index: int, document: Any) -> str:
+    title = None
+    if isinstance(document, dict):
+        title = document.get("title") or (document.get("session") or {}).get("title")
+    return f"#{index + 1}" + (f" ({title})" if isinstance(title, str) and title else "")
+
+
+def _listed_conversations(items: list[Any], source: SourceFile) -> Iterator[tuple[str, Any]]:
+    for index, item in enumerate(items):
+        source.progress = index + 1
+        yield _label(index, item), item
+
+
+def _jsonl_conversations(path: Path, source: SourceFile) -> Iterator[tuple[str, Any]]:
+    """Each session line with the message lines after it, as one chat-store/1 document."""
+    current: dict[str, Any] | None = None
+    index = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            kind = record.get("type")
+            if kind == "session":
+                if current is not None:
+                    yield _label(index, current), current
+                    index += 1
+                current = {"format": export.FORMAT, "session": record["session"], "messages": []}
+            elif kind == "message" and current is not None:
+                current["messages"].append(record["message"])
+            source.progress += len(line)
+    source.progress = source.total
+    if current is not None:
+        yield _label(index, current), current
+
+
+async def owner_id(db: AsyncSession, email: str) -> uuid.UUID:
+    user = await user_crud.get_by_email(db, normalize_email(email))
+    if user is None:
+        raise NotFound(f"No user with email {email}")
+    return user.id
