@@ -383,3 +383,51 @@ def test_the_default_archive_is_a_folder_under_data_dir(tmp_path: Path) -> None:
     assert settings.archive_location == (tmp_path / "data").resolve().as_uri()
     configured = Settings(_env_file=None, archive_url="s3://bucket/archive")  # type: ignore[call-arg]
     assert configured.archive_location == "s3://bucket/archive"
+
+
+async def test_another_user_cannot_restore_or_read_an_archived_session(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    _, sid, _ = await archived_session(client, factory, state, archiver)
+    other = await factory.account()
+    for response in (
+        await client.get(f"{API}/sessions/{sid}/messages", headers=other.headers),
+        await client.post(
+            f"{API}/sessions/{sid}/messages",
+            json={"role": "user", "content": "x"},
+            headers=other.headers,
+        ),
+        await client.post(f"{API}/sessions/{sid}/restore", headers=other.headers),
+        await client.get(f"{API}/sessions/{sid}/export", headers=other.headers),
+    ):
+        assert_problem(response, 404, "session_not_found")
+    assert (await session_row(state, sid)).archived_at is not None
+
+
+async def test_the_account_export_reads_archived_sessions_from_the_archive(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    response = await client.get(f"{API}/users/me/export", headers=account.headers)
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    messages = [line["message"] for line in lines if line["type"] == "message"]
+    assert messages == before["messages"]
+    assert (await session_row(state, sid)).archived_at is not None  # not restored
+
+
+async def test_deleting_a_session_or_the_account_deletes_archive_objects(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None
+    deleted = await client.delete(f"{API}/sessions/{sid}", headers=account.headers)
+    assert deleted.status_code == 200
+    assert await archiver.store.info(key) is None
+
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None
+    gone = await client.delete(f"{API}/users/me", headers=account.headers)
+    assert gone.status_code == 204
+    assert await archiver.store.info(key) is None

@@ -14,6 +14,7 @@ from chat_store.api.deps import (
     DbSession,
     IdempotencyKey,
     PaginationParams,
+    State,
     app_state,
 )
 from chat_store.api.direct import (
@@ -203,8 +204,8 @@ async def set_chat_session_favorite(
     operation_id="delete_chat_session",
 )
 async def delete_chat_session(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID
+    db: DbSession, state: State, principal: CurrentPrincipal, session_id: uuid.UUID
 ) -> Deleted:
     """Delete a session and all its messages."""
-    await chat_session_service.delete_chat_session(db, principal, session_id)
+    await chat_session_service.delete_chat_session(db, principal, session_id, archive=state.archive)
     return Deleted(id=session_id, object="session.deleted")

@@ -174,10 +174,15 @@ async def release_key(db: AsyncSession, session_id: uuid.UUID, key: str) -> bool
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def keys_of_owner(db: AsyncSession, user_id: uuid.UUID) -> list[str]:
-    result = await db.execute(
-        select(ChatSession.archive_key).where(
-            ChatSession.user_id == user_id, ChatSession.archive_key.is_not(None)
-        )
+async def lock_keys(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID | None = None
+) -> list[str]:
+    """The archive keys of the owner's sessions (or of one of them), their rows locked until
+    commit so that no archive commits on them meanwhile."""
+    stmt = select(ChatSession.archive_key).where(
+        ChatSession.user_id == user_id, ChatSession.archive_key.is_not(None)
     )
+    if session_id is not None:
+        stmt = stmt.where(ChatSession.id == session_id)
+    result = await db.execute(stmt.with_for_update())
     return [str(key) for key in result.scalars()]
