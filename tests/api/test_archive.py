@@ -26,6 +26,7 @@ from chat_store.storage import ArchiveStore
 from tests.api.test_export_import import comparable, exported, full_session
 from tests.assertions import assert_problem
 from tests.factories import API, Account, Factory
+from tests.support.redis_server import free_port
 from tests.support.s3_server import S3Server
 
 THRESHOLD = timedelta(days=90)
@@ -431,3 +432,34 @@ async def test_deleting_a_session_or_the_account_deletes_archive_objects(
     gone = await client.delete(f"{API}/users/me", headers=account.headers)
     assert gone.status_code == 204
     assert await archiver.store.info(key) is None
+
+
+async def test_an_unreachable_store_is_a_503_and_changes_nothing(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    s3_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in s3_server.environment.items():
+        monkeypatch.setenv(name, value)
+    url = f"s3://{s3_server.new_bucket()}/chat-store"
+    archiver = Archiver(state.sessionmaker, ArchiveStore(url))
+    monkeypatch.setattr(state, "archive", archiver.store)
+    account, sid, before = await archived_session(client, factory, state, archiver)
+
+    # The same bucket behind an address nothing listens on.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(state, "archive", ArchiveStore(url))
+    for response in (
+        await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers),
+        await client.get(f"{API}/sessions/{sid}/export", headers=account.headers),
+        await client.delete(f"{API}/sessions/{sid}", headers=account.headers),
+    ):
+        assert_problem(response, 503, "archive_unavailable")
+    row = await session_row(state, sid)
+    assert row.archived_at is not None and row.message_count == 4
+
+    monkeypatch.setattr(state, "archive", archiver.store)  # reachable again
+    await assert_live_and_whole(client, account, sid, before)

@@ -52,10 +52,11 @@ async def export_chat_session(
     ] = "json",
 ) -> StreamingResponse:
     """The session and every message, all fields, in the chat-store/1 format (streamed)."""
-    session = await export_service.get_exportable(db, principal, session_id)
+    source = _source(state)
+    exported = await export_service.get_exportable(db, source, principal, session_id)
     filename = f"chat-store-{session_id}.{EXTENSIONS[export_format]}"
     return StreamingResponse(
-        export_service.render_session(_source(state), session, export_format),
+        export_service.render_session(source, exported, export_format),
         media_type=MEDIA_TYPES[export_format],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -41,7 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import archive as archive_crud
 from chat_store.db import can_autocommit
-from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
+from chat_store.errors import ChatSessionNotFound
 from chat_store.models import ChatSession
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.services import export, hooks
@@ -137,7 +137,7 @@ async def write_archive(archiver: Archiver, plan: ArchivePlan) -> WrittenArchive
 
     async def counted() -> AsyncIterator[list[export.Document]]:
         nonlocal count
-        async for batch in export.message_documents(archiver.source, session):
+        async for batch in export.message_documents(archiver.source, export.Exportable(session)):
             count += len(batch)
             yield batch
 
@@ -231,15 +231,7 @@ async def load_archive(
     row = await archive_crud.get_session(db, session_id, user_id=user_id)
     if row is None or row.archived_at is None or row.archive_key is None:
         return None
-    try:
-        document = export.parse_archive(await store.read(row.archive_key))
-    except FileNotFoundError:
-        raise ArchiveUnavailable(f"The archive object {row.archive_key} is missing") from None
-    except (OSError, ValueError, zlib.error) as exc:
-        logger.error("archive object %s cannot be read: %s", row.archive_key, exc)
-        raise ArchiveUnavailable() from None
-    if document.get("session", {}).get("id") != str(session_id):
-        raise ArchiveUnavailable(f"The archive object {row.archive_key} is another session's")
+    document = await export.read_archive(store, row.archive_key, session_id)
     return LoadedArchive(session_id, row.user_id, row.archive_key, document["messages"])
 
 

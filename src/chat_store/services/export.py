@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
+import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import export as export_crud
 from chat_store.crud import messages as message_crud
-from chat_store.errors import ChatSessionNotFound
+from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.models import ChatSession, User
 from chat_store.schemas.messages import OPEN_STATUSES
 from chat_store.services import messages as message_service
@@ -134,21 +135,35 @@ async def _message_batches(
     return documents, rows[-1].seq
 
 
+@dataclass(frozen=True)
+class Exportable:
+    session: ChatSession
+    # An archived session's messages, read from its object (not restored: an export changes
+    # nothing). None: they are in the database.
+    archived: list[Document] | None = None
+
+
+async def exportable(source: ExportSource, session: ChatSession) -> Exportable:
+    """The session, with its archived messages read now (before an answer starts, so that an
+    unreadable archive is a real 503)."""
+    if session.archived_at is None or session.archive_key is None:
+        return Exportable(session)
+    document = await read_archive(source.archive, session.archive_key, session.id)
+    return Exportable(session, document["messages"])
+
+
 async def message_documents(
-    source: ExportSource, session: ChatSession
+    source: ExportSource, exported: Exportable
 ) -> AsyncIterator[list[Document]]:
-    """The session's messages in seq order, in batches: from the database, or from its archive
-    object when it is archived (read, not restored: an export changes nothing)."""
-    if session.archived_at is not None and session.archive_key is not None:
-        document = parse_archive(await source.archive.read(session.archive_key))
-        messages: list[Document] = document["messages"]
-        for start in range(0, len(messages), MESSAGE_BATCH):
-            yield messages[start : start + MESSAGE_BATCH]
+    """The session's messages in seq order, in batches."""
+    if exported.archived is not None:
+        for start in range(0, len(exported.archived), MESSAGE_BATCH):
+            yield exported.archived[start : start + MESSAGE_BATCH]
         return
     after_seq: int | None = None
     while True:
         async with source.sessionmaker() as db:
-            batch, after_seq = await _message_batches(db, session.id, after_seq)
+            batch, after_seq = await _message_batches(db, exported.session.id, after_seq)
         if not batch:
             return
         yield batch
@@ -206,11 +221,22 @@ def message_row(
     }
 
 
-def parse_archive(data: bytes) -> Document:
-    """A gzipped chat-store/1 JSON document, as archive objects hold."""
-    document: Document = json.loads(gzip.decompress(data))
-    if not isinstance(document, dict) or document.get("format") != FORMAT:
-        raise ValueError(f"not a {FORMAT} document")
+async def read_archive(store: ArchiveStore, key: str, session_id: uuid.UUID) -> Document:
+    """The session's archive object: a gzipped chat-store/1 JSON document of that session.
+    ArchiveUnavailable when it is missing, unreadable or another session's."""
+    try:
+        document = json.loads(gzip.decompress(await store.read(key)))
+    except FileNotFoundError:
+        raise ArchiveUnavailable(f"The archive object {key} is missing") from None
+    except (ValueError, OSError, zlib.error, EOFError):
+        raise ArchiveUnavailable(f"The archive object {key} is not a gzipped document") from None
+    if (
+        not isinstance(document, dict)
+        or document.get("format") != FORMAT
+        or document.get("session", {}).get("id") != str(session_id)
+        or not isinstance(document.get("messages"), list)
+    ):
+        raise ArchiveUnavailable(f"The archive object {key} is not this session's {FORMAT}")
     return document
 
 
@@ -218,24 +244,24 @@ def parse_archive(data: bytes) -> Document:
 
 
 async def get_exportable(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID
-) -> ChatSession:
+    db: AsyncSession, source: ExportSource, principal: Principal, session_id: uuid.UUID
+) -> Exportable:
     """The caller's session, checked before the answer starts (a 404 is a real 404)."""
     row = await chat_session_crud.get_for_owner(db, principal.user_id, session_id)
     if row is None:
         raise ChatSessionNotFound()
-    return row
+    return await exportable(source, row)
 
 
 async def render_session(
-    source: ExportSource, session: ChatSession, export_format: ExportFormat
+    source: ExportSource, exported: Exportable, export_format: ExportFormat
 ) -> AsyncIterator[bytes]:
     if export_format == "json":
-        renderer = render_json(session, message_documents(source, session))
+        renderer = render_json(exported.session, message_documents(source, exported))
     elif export_format == "jsonl":
-        renderer = _jsonl_session(source, session, header=True)
+        renderer = _jsonl_session(source, exported, header=True)
     else:
-        renderer = _markdown_session(source, session)
+        renderer = _markdown_session(source, exported)
     async for text in renderer:
         yield text.encode("utf-8")
 
@@ -257,35 +283,42 @@ async def render_json(
 
 
 async def _jsonl_session(
-    source: ExportSource, session: ChatSession, *, header: bool
+    source: ExportSource, exported: Exportable, *, header: bool
 ) -> AsyncIterator[str]:
+    session = exported.session
     line: Document = {"type": "session", "session": session_document(session)}
     if header:
         line = {"format": FORMAT, "exported_at": time(datetime.now(UTC)), **line}
     yield encode(line) + "\n"
     session_id = str(session.id)
-    async for batch in message_documents(source, session):
+    async for batch in message_documents(source, exported):
         yield "".join(
             encode({"type": "message", "session_id": session_id, "message": document}) + "\n"
             for document in batch
         )
 
 
+def _readable(value: str | None) -> str:
+    """An export time, to the second, for people."""
+    return f"{value[:19].replace('T', ' ')} UTC" if value else ""
+
+
 def _markdown_heading(document: Document) -> str:
     parts = [document["role"]]
     if document.get("model"):
         parts.append(document["model"])
-    parts.append((document["created_at"] or "").replace("T", " ").replace("Z", " UTC"))
+    parts.append(_readable(document["created_at"]))
     if document["status"] != "complete":
         parts.append(document["status"])
     return "### " + " · ".join(parts)
 
 
-async def _markdown_session(source: ExportSource, session: ChatSession) -> AsyncIterator[str]:
+async def _markdown_session(source: ExportSource, exported: Exportable) -> AsyncIterator[str]:
     """For people to read: the text of each message under a heading; not for import."""
+    session = exported.session
     header = [f"# {session.title or 'Untitled session'}", ""]
     header.append(f"- Session: `{session.id}`")
-    header.append(f"- Created: {time(session.created_at)}")
+    header.append(f"- Created: {_readable(time(session.created_at))}")
     header.append(f"- Messages: {session.message_count}")
     if session.workspace_repo:
         where = session.workspace_repo
@@ -293,7 +326,7 @@ async def _markdown_session(source: ExportSource, session: ChatSession) -> Async
             where += f" ({session.workspace_branch})"
         header.append(f"- Workspace: {where}")
     yield "\n".join(header) + "\n"
-    async for batch in message_documents(source, session):
+    async for batch in message_documents(source, exported):
         parts = []
         for document in batch:
             text = document["content"]
@@ -331,6 +364,8 @@ async def render_account(source: ExportSource, user: User) -> AsyncIterator[byte
         if not sessions:
             return
         for session in sessions:
-            async for text in _jsonl_session(source, session, header=False):
+            # An unreadable archive ends the answer here: it has started, no status can change.
+            exported = await exportable(source, session)
+            async for text in _jsonl_session(source, exported, header=False):
                 yield text.encode("utf-8")
         after = sessions[-1].id
