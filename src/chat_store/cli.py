@@ -1,4 +1,5 @@
-"""`chat-store` command line: run the server, migrate, and bootstrap users and API keys.
+"""`chat-store` command line: run the server, migrate, bootstrap users and API keys, archive,
+import and seed, and the client side for people at a terminal.
 
 Every failure is one line on stderr and a non-zero exit status (main()): an operator typing a
 command needs to know what to fix, and a traceback can carry what was typed (a password).
@@ -7,10 +8,13 @@ command needs to know what to fix, and a traceback can carry what was typed (a p
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -23,6 +27,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from chat_store import __version__, migrate
 from chat_store.errors import AppError
 from chat_store.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from chat_store.services.archive import Archiver
 
 
 def _typer(summary: str) -> typer.Typer:
@@ -148,10 +155,7 @@ def purge(
     """Delete sessions (with their messages) idle for longer than --older-than."""
     from chat_store.services import retention
 
-    try:
-        cutoff = retention.parse_duration(older_than)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+    cutoff = _duration(older_than)
 
     async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> retention.PurgeReport:
         return await retention.purge_idle_sessions(sessionmaker, cutoff, dry_run=dry_run)
@@ -161,6 +165,156 @@ def purge(
     print(
         f"{verb} {report.sessions} sessions and {report.messages} messages "
         f"idle since {report.cutoff.isoformat()}"
+    )
+
+
+def _duration(older_than: str) -> timedelta:
+    from chat_store.services import retention
+
+    try:
+        return retention.parse_duration(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+
+
+def _archiver(sessionmaker: async_sessionmaker[AsyncSession]) -> Archiver:
+    from chat_store.services.archive import Archiver
+    from chat_store.storage import ArchiveStore
+
+    return Archiver(sessionmaker, ArchiveStore(get_settings().archive_location))
+
+
+@app.command()
+def archive(
+    older_than: Annotated[str, typer.Option(help="Idle time: 90d, 12h or 30m.")],
+    dry_run: Annotated[bool, typer.Option(help="Only report what would be archived.")] = False,
+) -> None:
+    """Move the messages of sessions idle for longer than --older-than to ARCHIVE_URL."""
+    from chat_store.services import archive as archive_service
+
+    cutoff = _duration(older_than)
+
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> archive_service.ArchiveReport:
+        return await archive_service.archive_idle_sessions(
+            _archiver(sessionmaker), cutoff, dry_run=dry_run
+        )
+
+    report = _run(work)
+    verb = "would archive" if report.dry_run else "archived"
+    print(
+        f"{verb} {report.sessions} sessions and {report.messages} messages "
+        f"idle since {report.cutoff.isoformat()}"
+    )
+    if not report.dry_run:
+        print(
+            f"finished {report.finished} left half-way, deleted {report.released} objects of "
+            f"restored sessions, {report.skipped} changed meanwhile, {report.failed} failed"
+        )
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def restore(session_id: Annotated[uuid.UUID, typer.Argument(help="The session's id.")]) -> None:
+    """Bring an archived session's messages back into the database."""
+    from chat_store.services import archive as archive_service
+
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
+        archiver = _archiver(sessionmaker)
+        async with sessionmaker() as db, db.begin():
+            key = await archive_service.restore_in(db, archiver, session_id, user_id=None)
+        if key is not None:
+            await archive_service.release_archive(archiver, session_id, key)
+        return key is not None
+
+    print("restored" if _run(work) else "not archived: nothing to do")
+
+
+@app.command("import")
+def import_command(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    user: Annotated[
+        str | None,
+        typer.Option(help="Owner's email (default: the account of a chat-store account export)."),
+    ] = None,
+    source_format: Annotated[
+        Literal["auto", "chat-store", "chatgpt", "plain"],
+        typer.Option("--format", help="Format of each conversation (auto: recognised)."),
+    ] = "auto",
+) -> None:
+    """Import conversations: chat-store/1 JSON or JSONL exports, ChatGPT's conversations.json,
+    or plain {title?, messages} documents (one, or a JSON list). Each conversation is all or
+    nothing; one imported before is found, not duplicated."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from chat_store.services import imports
+
+    settings = get_settings()
+    chosen = None if source_format == "auto" else source_format
+    try:
+        source = imports.open_source(file)
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON or JSONL: {exc}", param_hint="FILE") from None
+    email = user or source.owner_email
+    if email is None:
+        raise typer.BadParameter("give the owner with --user EMAIL", param_hint="--user")
+    counts = {"created": 0, "found": 0, "failed": 0, "messages": 0}
+
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        async with sessionmaker() as db:
+            owner = await imports.owner_id(db, email)
+        columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task(f"importing {file.name}", total=source.total)
+            for label, document in source.conversations:
+                try:
+                    spec = imports.parse(document, settings, chosen)
+                    async with sessionmaker() as db, db.begin():
+                        result = await imports.import_chat_session(db, settings, owner, spec)
+                except AppError as exc:
+                    counts["failed"] += 1
+                    console.print(f"[red]{label}:[/red] {exc.detail}")
+                else:
+                    counts["created" if result.created else "found"] += 1
+                    counts["messages"] += result.message_count if result.created else 0
+                progress.update(task, completed=source.progress)
+
+    _run(work)
+    print(
+        f"imported {counts['created']} sessions ({counts['messages']} messages), "
+        f"{counts['found']} imported before, {counts['failed']} failed"
+    )
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def seed(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)]) -> None:
+    """Create users, API keys and sessions from a JSON file; run again, it adds only what is
+    missing. Keys generated here are printed once: email, name, secret (tab-separated)."""
+    from chat_store.services import seed as seed_service
+
+    settings = get_settings()
+    try:
+        document = seed_service.parse(json.loads(file.read_bytes()))
+    except ValueError as exc:
+        raise typer.BadParameter(f"not JSON: {exc}", param_hint="FILE") from None
+    except AppError as exc:
+        raise typer.BadParameter(exc.detail, param_hint="FILE") from None
+    report = seed_service.SeedReport()
+
+    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        for entry in document.users:
+            async with sessionmaker() as db, db.begin():  # one user at a time
+                await seed_service.seed_user(db, settings, entry, report)
+
+    _run(work)
+    for email, name, secret in report.new_secrets:
+        print(f"{email}\t{name}\t{secret}")
+    console.print(
+        f"users: {report.users_created} created, {report.users_found} found; "
+        f"API keys: {report.keys_created} created, {report.keys_found} found; "
+        f"sessions: {report.sessions_created} created, {report.sessions_found} found"
     )
 
 

@@ -135,3 +135,10 @@ class InvalidTransition(Conflict):
 
 class NothingToResume(NotFound):
     code, title = "nothing_to_resume", "No assistant message to resume"
+
+
+class ArchiveUnavailable(AppError):
+    """An archived session's object cannot be read: nothing was changed, the session stays
+    archived (a store outage, or the object was removed by hand)."""
+
+    status, code, title = 503, "archive_unavailable", "The session's archive cannot be read"

@@ -27,10 +27,13 @@ from fastapi.staticfiles import StaticFiles
 from chat_store import __version__
 from chat_store.api import (
     api_keys,
+    archive,
     auth,
     chat,
     chat_sessions,
+    export,
     health,
+    imports,
     messages,
     ratelimits,
     streams,
@@ -53,7 +56,9 @@ from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
 from chat_store.services import generation, maintenance
 from chat_store.services import messages as message_service
+from chat_store.services.archive import Archiver
 from chat_store.settings import Settings, get_settings
+from chat_store.storage import ArchiveStore
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +92,11 @@ OPENAPI_TAGS = [
         "description": "Turns the service answers itself with a model: the answer is streamed "
         "into the store and finished even when the client is gone.",
     },
+    {
+        "name": "export",
+        "description": "Take conversations out (chat-store/1, streamed) and bring them in "
+        "(chat-store/1, ChatGPT, plain messages).",
+    },
 ]
 
 
@@ -109,15 +119,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter = RateLimiter(
             settings.redis_url, settings.redis_prefix, fail_open=settings.rate_limit_fail_open
         )
+        sessionmaker = create_sessionmaker(engine)
+        archive_store = ArchiveStore(settings.archive_location)
         app.state.resources = AppState(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             read_sessionmaker=create_read_sessionmaker(engine),
             cache=cache,
             principal_cache=principal_cache,
             bus=bus,
             limiter=limiter,
+            archive=archive_store,
         )
         logger.info(
             "chat-store %s ready (database=%s, cache=%s)",
@@ -127,7 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         _warn_about_open_endpoints(settings)
         housekeeping = asyncio.create_task(
-            maintenance.run_forever(app.state.resources.sessionmaker, settings.retention_days)
+            maintenance.run_forever(
+                sessionmaker,
+                settings.retention_days,
+                archiver=Archiver(sessionmaker, archive_store),
+                archive_after_days=settings.archive_after_days,
+            )
         )
         # The service's own chat turns (None without a provider): started after the bus, stopped
         # before it, so a generation's last writes and hand-over still reach the store and bus.
@@ -165,7 +183,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        # An import carries a whole conversation: its own, larger limit.
+        larger={"/sessions/import": settings.max_import_bytes},
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -195,7 +218,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     by_principal = [Depends(ratelimits.limit_by_principal)] if limited else []
     # A request is matched against the routes in this order: the busiest first. (No two
     # routers share a path; the documents keep the order of OPENAPI_TAGS.)
-    for module in (messages, chat_sessions, streams, chat, users, api_keys):
+    for module in (
+        messages,
+        chat_sessions,
+        streams,
+        chat,
+        users,
+        api_keys,
+        export,
+        imports,
+        archive,
+    ):
         app.include_router(module.router, dependencies=by_principal)
     app.include_router(auth.router, dependencies=by_ip)
     app.include_router(health.router)

@@ -132,6 +132,14 @@ class Settings(BaseSettings):
     # --- retention
     retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever
 
+    # --- archive, import
+    archive_after_days: int | None = Field(default=None, ge=1)  # None: never archive
+    # Where archived sessions go: a file:// folder or s3://bucket/prefix (credentials and endpoint
+    # from the usual AWS_* variables). None: DATA_DIR (objects go to DATA_DIR/chat_archives/...).
+    archive_url: str | None = None
+    max_import_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_import_messages: int = Field(default=100_000, ge=1)
+
     # --- operations
     request_timeout_seconds: float = Field(default=30.0, gt=0)  # 504 after this (not streams)
     hsts_enabled: bool = False  # send Strict-Transport-Security (only when served over HTTPS)
@@ -151,6 +159,8 @@ class Settings(BaseSettings):
         "llm_api_key",
         "llm_model",
         "llm_max_output_tokens",
+        "archive_after_days",
+        "archive_url",
         mode="before",
     )
     @classmethod
@@ -241,6 +251,13 @@ class Settings(BaseSettings):
         if self.database_url is None:
             return {}
         return normalize_database_url(self.database_url)[1]
+
+    @property
+    def archive_location(self) -> str:
+        """ARCHIVE_URL, or DATA_DIR as a file:// URL."""
+        if self.archive_url is not None:
+            return self.archive_url
+        return self.data_dir.resolve().as_uri()
 
     def jwt_secret_value(self) -> str:
         """The signing secret: configured, or (outside production) one kept in DATA_DIR."""

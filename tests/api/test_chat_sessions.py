@@ -32,6 +32,7 @@ SESSION_FIELDS = {
     "created_at",
     "updated_at",
     "ended_at",
+    "archived_at",
 }
 
 

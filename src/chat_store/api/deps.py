@@ -25,6 +25,7 @@ from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
 from chat_store.services.streams import StreamStats
 from chat_store.settings import Settings
+from chat_store.storage import ArchiveStore
 
 API_PREFIX = "/api/v1"
 # Requests that change nothing: read sessions, read rate limits, and no guest row is made.
@@ -44,6 +45,8 @@ class AppState:
     principal_cache: CacheAdapter
     bus: BusAdapter
     limiter: RateLimiter
+    # Where archived sessions' messages are (storage/).
+    archive: ArchiveStore
     streams: StreamStats = field(default_factory=StreamStats)
 
 

@@ -5,9 +5,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from chat_store.api.archive import restore_archived_session
 from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import problems
 from chat_store.errors import ValidationFailed
@@ -15,7 +16,12 @@ from chat_store.schemas.common import INT32_MAX
 from chat_store.services import streams as stream_service
 from chat_store.services.streams import StreamContext, StreamEvent
 
-router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["streams"])
+# An archived session's messages come back before a stream reads them.
+router = APIRouter(
+    prefix=API_PREFIX + "/sessions/{session_id}",
+    tags=["streams"],
+    dependencies=[Depends(restore_archived_session)],
+)
 
 _SSE_DOC = {
     200: {

@@ -70,6 +70,7 @@ class ChatSession(Model):
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None = None
+    archived_at: datetime | None = None
 
 
 T = TypeVar("T")

@@ -22,6 +22,7 @@ class ChatSessionFilters:
     title_contains: str | None = None
     repo: str | None = None
     updated_after: datetime | None = None
+    archived: bool | None = None
 
 
 class Workspace(InputModel):
@@ -84,6 +85,10 @@ class ChatSessionRead(OutputModel):
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None
+    archived_at: datetime | None = Field(
+        default=None,
+        description="Set while the messages are in the archive (any access brings them back).",
+    )
 
     @classmethod
     def from_model(cls, row: ChatSession) -> ChatSessionRead:
@@ -106,4 +111,5 @@ class ChatSessionRead(OutputModel):
             created_at=row.created_at,
             updated_at=row.updated_at,
             ended_at=row.ended_at,
+            archived_at=row.archived_at,
         )

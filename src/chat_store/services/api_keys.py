@@ -33,10 +33,11 @@ async def create_api_key(
     body: ApiKeyCreate,
     *,
     guest: bool = False,
+    secret: str | None = None,
 ) -> ApiKeyCreated:
     """A new key, within MAX_API_KEYS_PER_USER unexpired keys (revoked keys are deleted, so
     they do not count; expired ones do not either, so short-lived keys made per job never fill
-    the quota)."""
+    the quota). Its secret is generated unless given (`chat-store seed` names its keys)."""
     if guest:
         raise GuestNotAllowed("Guests cannot create API keys; register and claim the sessions")
     now = datetime.now(UTC)
@@ -47,7 +48,7 @@ async def create_api_key(
         raise Unauthorized()
     if await api_key_crud.count_unexpired(db, user_id, now) >= settings.max_api_keys_per_user:
         raise ApiKeyLimit(settings.max_api_keys_per_user)
-    secret = new_api_key()
+    secret = secret or new_api_key()
     row = await api_key_crud.create(
         db,
         user_id=user_id,

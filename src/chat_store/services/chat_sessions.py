@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache.bus import Bus
+from chat_store.crud import archive as archive_crud
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud.pagination import PageRequest
 from chat_store.db import can_autocommit
@@ -25,6 +26,7 @@ from chat_store.schemas.common import Page
 from chat_store.services import events, idempotency
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
+from chat_store.storage import ArchiveStore
 
 AUTO_TITLE_CHARS = 80
 
@@ -197,8 +199,12 @@ async def _save_change(
 
 
 async def delete_chat_session(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, archive: ArchiveStore
 ) -> None:
+    # An archived session's object goes first, in this transaction: if it cannot be deleted,
+    # neither is the session.
+    for key in await archive_crud.lock_keys(db, principal.user_id, session_id):
+        await archive.delete(key)
     if not await chat_session_crud.delete_for_owner(db, principal.user_id, session_id):
         raise ChatSessionNotFound()
 
