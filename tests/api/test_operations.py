@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -428,3 +430,58 @@ async def test_body_limits_come_from_the_app_settings(backend: Backend) -> None:
         assert big.status_code == 422
         fits = await client.post(sessions, json={"title": "x" * 10}, headers=account.headers)
         assert fits.status_code == 201
+
+
+async def test_docs_can_be_turned_off(backend: Backend) -> None:
+    settings = make_settings(backend, docs_enabled=False)
+    async with running_app(settings) as app, client_for(app) as client:
+        for path in (
+            "/docs",
+            "/redoc",
+            "/openapi.json",
+            "/docs/oauth2-redirect",
+            "/static/docs/swagger/swagger-ui-bundle.js",
+        ):
+            answer = await client.get(path)
+            assert answer.status_code == 404, path
+            assert answer.json()["code"] == "not_found"
+        assert (await client.get("/health")).status_code == 200
+
+
+@contextlib.contextmanager
+def _startup_warnings() -> Iterator[list[str]]:
+    """Warnings logged by chat_store.main (create_app replaces the root logger's handlers)."""
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("chat_store.main")
+    logger.addHandler(handler)
+    try:
+        yield seen
+    finally:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("app_env", ["production", "development"])
+async def test_a_production_start_warns_about_open_metrics_and_served_docs(
+    backend: Backend, app_env: str
+) -> None:
+    with _startup_warnings() as warnings:
+        async with running_app(make_settings(backend, app_env=app_env)):
+            pass
+    if app_env == "production":
+        assert any("/metrics is open" in warning for warning in warnings), warnings
+        assert any("/docs, /redoc and /openapi.json" in warning for warning in warnings)
+    else:
+        assert warnings == []
+    closed = make_settings(
+        backend, app_env="production", metrics_token="s3cret-token", docs_enabled=False
+    )
+    with _startup_warnings() as warnings:
+        async with running_app(closed):
+            pass
+    assert warnings == []
+    with _startup_warnings() as warnings:
+        async with running_app(make_settings(backend, app_env="production", metrics_enabled=False)):
+            pass
+    assert not any("/metrics" in warning for warning in warnings), warnings

@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Request, Response
-from pydantic import AwareDatetime
 
 from chat_store.api.deps import (
     API_PREFIX,
@@ -14,6 +13,7 @@ from chat_store.api.deps import (
     DbSession,
     IdempotencyKey,
     PaginationParams,
+    State,
     app_state,
 )
 from chat_store.api.direct import (
@@ -35,7 +35,7 @@ from chat_store.schemas.chat_sessions import (
     ChatSessionUpdate,
     FavoriteUpdate,
 )
-from chat_store.schemas.common import Deleted, Page, SafeStr
+from chat_store.schemas.common import Deleted, InputDatetime, Page, SafeStr
 from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
@@ -105,7 +105,10 @@ async def list_chat_sessions(
     status: Annotated[ChatSessionStatus | None, Query()] = None,
     q: Annotated[SafeStr | None, Query(max_length=200, description="Title contains.")] = None,
     repo: Annotated[SafeStr | None, Query(max_length=500, description="Workspace repo.")] = None,
-    updated_after: Annotated[AwareDatetime | None, Query()] = None,
+    updated_after: Annotated[InputDatetime | None, Query()] = None,
+    archived: Annotated[
+        bool | None, Query(description="Only archived sessions (true) or only the others.")
+    ] = None,
 ) -> Page[ChatSessionRead]:
     """The caller's sessions, newest activity first (keyset-paginated)."""
     filters = ChatSessionFilters(
@@ -114,6 +117,7 @@ async def list_chat_sessions(
         title_contains=q,
         repo=repo,
         updated_after=updated_after,
+        archived=archived,
     )
     return await chat_session_service.list_chat_sessions(
         db,
@@ -199,8 +203,8 @@ async def set_chat_session_favorite(
     operation_id="delete_chat_session",
 )
 async def delete_chat_session(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID
+    db: DbSession, state: State, principal: CurrentPrincipal, session_id: uuid.UUID
 ) -> Deleted:
     """Delete a session and all its messages."""
-    await chat_session_service.delete_chat_session(db, principal, session_id)
+    await chat_session_service.delete_chat_session(db, principal, session_id, archive=state.archive)
     return Deleted(id=session_id, object="session.deleted")

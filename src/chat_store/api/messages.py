@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 
+from chat_store.api.archive import message_caller, restore_archived_session
 from chat_store.api.deps import (
     API_PREFIX,
     AppSettings,
@@ -21,7 +22,6 @@ from chat_store.api.direct import (
     NotDirect,
     as_int,
     as_uuid,
-    caller,
     direct,
     idempotency_key,
     json_body,
@@ -46,8 +46,13 @@ from chat_store.schemas.messages import (
 )
 from chat_store.services import messages as message_service
 
+# Every route here reaches the session's messages: an archived session's come back first
+# (the direct handlers call message_caller, which does the same).
 router = APIRouter(
-    prefix=API_PREFIX + "/sessions/{session_id}", tags=["messages"], route_class=DirectRoute
+    prefix=API_PREFIX + "/sessions/{session_id}",
+    tags=["messages"],
+    route_class=DirectRoute,
+    dependencies=[Depends(restore_archived_session)],
 )
 
 _ONE = problems(401, 404, 422)
@@ -80,7 +85,7 @@ async def _append_message_directly(request: Request) -> Response:
     body = await json_body(request, MessageAppend)
     state = app_state(request)
     async with request_session(request) as db:
-        principal = await caller(request, db)
+        principal = await message_caller(request, db, session_id)
         created = await message_service.create_message(
             db, state.settings, state.bus, principal, session_id, body, key
         )
@@ -148,7 +153,7 @@ async def _list_messages_directly(request: Request) -> Response:
     before_seq = as_int(given["before_seq"], 1, INT32_MAX) if "before_seq" in given else None
     state = app_state(request)
     async with request_session(request) as db:
-        principal = await caller(request, db)
+        principal = await message_caller(request, db, session_id)
         body = await message_service.list_messages(
             db,
             state.cache,
@@ -266,7 +271,7 @@ async def _append_delta_directly(request: Request) -> Response:
     minimal = _minimal(request.headers.get("prefer"))
     state = app_state(request)
     async with request_session(request) as db:
-        principal = await caller(request, db)
+        principal = await message_caller(request, db, session_id)
         appended = await message_service.append_delta(
             db,
             state.settings,

@@ -5,9 +5,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from chat_store.api.archive import restore_archived_session
 from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import problems
 from chat_store.errors import ValidationFailed
@@ -15,7 +16,12 @@ from chat_store.schemas.common import INT32_MAX
 from chat_store.services import streams as stream_service
 from chat_store.services.streams import StreamContext, StreamEvent
 
-router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["streams"])
+# An archived session's messages come back before a stream reads them.
+router = APIRouter(
+    prefix=API_PREFIX + "/sessions/{session_id}",
+    tags=["streams"],
+    dependencies=[Depends(restore_archived_session)],
+)
 
 _SSE_DOC = {
     200: {
@@ -52,7 +58,7 @@ def _cursor(last_event_id: str | None, query_value: int | None) -> int:
     return query_value or 0
 
 
-def _context(state: State, settings: AppSettings) -> StreamContext:
+def stream_context(state: State, settings: AppSettings) -> StreamContext:
     return StreamContext(
         sessionmaker=state.sessionmaker,
         bus=state.bus,
@@ -61,7 +67,7 @@ def _context(state: State, settings: AppSettings) -> StreamContext:
     )
 
 
-def _respond(
+def event_stream(
     events: AsyncIterator[StreamEvent], context: StreamContext, settings: AppSettings
 ) -> EventSourceResponse:
     async def encoded() -> AsyncIterator[ServerSentEvent]:
@@ -103,9 +109,9 @@ async def stream_message(
     """Follow a message's text live: `delta` events (id = offset), then `done`."""
     start = _cursor(last_event_id, offset)
     await stream_service.check_message_stream(db, principal, session_id, message_id, start)
-    context = _context(state, settings)
+    context = stream_context(state, settings)
     events = stream_service.follow_message(context, principal, session_id, message_id, start)
-    return _respond(events, context, settings)
+    return event_stream(events, context, settings)
 
 
 @router.get(
@@ -129,6 +135,6 @@ async def stream_session_events(
     """Follow the session's changes: message.created/updated/delta/deleted, session.updated."""
     cursor = _cursor(last_event_id, after_version)
     await stream_service.check_session_feed(db, principal, session_id)
-    context = _context(state, settings)
+    context = stream_context(state, settings)
     events = stream_service.follow_session(context, principal, session_id, cursor)
-    return _respond(events, context, settings)
+    return event_stream(events, context, settings)

@@ -17,9 +17,11 @@ and refreshed once, by themselves, when the service answers 401). Error answers 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
 
-from chat_store.client._api import ChatStoreApi
+from chat_store.client._api import ChatStoreApi, chat_body
+from chat_store.client._chat import ChatItem, chat_async, chat_sync
 from chat_store.client._core import UNSET, Call
 from chat_store.client._follow import follow_async, follow_sync
 from chat_store.client._transports import AsyncTransport, SyncTransport
@@ -39,6 +41,7 @@ from chat_store.client.models import (
     ApiKey,
     ApiKeyCreated,
     ChatSession,
+    ChatTurn,
     ContextWindow,
     Deleted,
     Health,
@@ -57,6 +60,44 @@ from chat_store.client.models import (
 
 class ChatStoreClient(SyncTransport, ChatStoreApi):
     """Blocking client; use it as a context manager, or call `close()`."""
+
+    def chat(
+        self,
+        session_id: uuid.UUID | str,
+        content: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        model_name: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 0.5,
+    ) -> Iterator[ChatItem]:
+        """Send a user message and stream the service's answer: one `ChatTurn` (both
+        messages), then `StreamDelta`s, then one `StreamDone`. A dropped connection is resumed
+        by itself: the turn is sent again as the same turn (its Idempotency-Key: one is made
+        when none is given), or its answer followed from the last offset received."""
+        payload = chat_body(
+            content,
+            stream=True,
+            context=context,
+            model_name=model_name,
+            system=system,
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
+            expected_last_seq=expected_last_seq,
+        )
+        return chat_sync(
+            self,
+            session_id,
+            payload,
+            idempotency_key or str(uuid.uuid4()),
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+        )
 
     def follow(
         self,
@@ -81,6 +122,44 @@ class ChatStoreClient(SyncTransport, ChatStoreApi):
 
 class AsyncChatStoreClient(AsyncTransport, ChatStoreApi):
     """Async client; use it with `async with`, or call `aclose()`."""
+
+    def chat(
+        self,
+        session_id: uuid.UUID | str,
+        content: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        model_name: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 0.5,
+    ) -> AsyncIterator[ChatItem]:
+        """Send a user message and stream the service's answer: one `ChatTurn` (both
+        messages), then `StreamDelta`s, then one `StreamDone`. A dropped connection is resumed
+        by itself: the turn is sent again as the same turn (its Idempotency-Key: one is made
+        when none is given), or its answer followed from the last offset received."""
+        payload = chat_body(
+            content,
+            stream=True,
+            context=context,
+            model_name=model_name,
+            system=system,
+            temperature=temperature,
+            max_output_tokens=max_output_tokens,
+            expected_last_seq=expected_last_seq,
+        )
+        return chat_async(
+            self,
+            session_id,
+            payload,
+            idempotency_key or str(uuid.uuid4()),
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+        )
 
     def follow(
         self,
@@ -113,6 +192,7 @@ __all__ = [
     "ChatSession",
     "ChatStoreClient",
     "ChatStoreError",
+    "ChatTurn",
     "ConflictError",
     "ContextWindow",
     "Deleted",

@@ -32,6 +32,7 @@ from chat_store.client.models import (
     ApiKey,
     ApiKeyCreated,
     ChatSession,
+    ChatTurn,
     ClaimResult,
     ContextWindow,
     Deleted,
@@ -205,6 +206,7 @@ class ChatStoreApi(ClientCore):
         title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         workspace: WorkspaceInput | None = None,
+        system_prompt: str | None = None,
         id: uuid.UUID | str | None = None,
         idempotency_key: str | None = None,
     ) -> Call[ChatSession]:
@@ -217,6 +219,7 @@ class ChatStoreApi(ClientCore):
                 title=UNSET if title is None else title,
                 metadata=UNSET if metadata is None else metadata,
                 workspace=UNSET if workspace is None else workspace,
+                system_prompt=UNSET if system_prompt is None else system_prompt,
             ),
             headers=_idempotency(idempotency_key),
             parse=model(ChatSession),
@@ -297,8 +300,9 @@ class ChatStoreApi(ClientCore):
         metadata: Mapping[str, Any] | Unset = UNSET,
         workspace: WorkspaceInput | Unset | None = UNSET,
         status: ChatSessionStatus | Unset = UNSET,
+        system_prompt: str | Unset | None = UNSET,
     ) -> Call[ChatSession]:
-        """Change only the fields given (None clears `title` or `workspace`)."""
+        """Change only the fields given (None clears `title`, `workspace` or `system_prompt`)."""
         return Call(
             "PATCH",
             f"{_SESSIONS}/{path_id(session_id)}",
@@ -308,6 +312,7 @@ class ChatStoreApi(ClientCore):
                 metadata=metadata,
                 workspace=workspace,
                 status=status,
+                system_prompt=system_prompt,
             ),
             parse=model(ChatSession),
         )
@@ -549,6 +554,55 @@ class ChatStoreApi(ClientCore):
             parse=model(MessageWithLength),
         )
 
+    # --- chat turns the service answers (see also `chat()`)
+
+    @endpoint
+    def send_chat(
+        self,
+        session_id: uuid.UUID | str,
+        content: str,
+        *,
+        context: Mapping[str, Any] | None = None,
+        model_name: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Call[ChatTurn]:
+        """Send a user message and wait for the service's answer (`stream: false`): the turn
+        with the answer complete, or, when the server's time limit came first (202), as it
+        stands; follow the rest with `follow()`."""
+        return Call(
+            "POST",
+            f"{_SESSIONS}/{path_id(session_id)}/chat",
+            json=chat_body(
+                content,
+                stream=False,
+                context=context,
+                model_name=model_name,
+                system=system,
+                temperature=temperature,
+                max_output_tokens=max_output_tokens,
+                expected_last_seq=expected_last_seq,
+            ),
+            headers=_idempotency(idempotency_key),
+            parse=model(ChatTurn),
+        )
+
+    @endpoint
+    def cancel(self, session_id: uuid.UUID | str, message_id: uuid.UUID | str) -> Call[Message]:
+        """Stop generating an answer, wherever it runs: `cancelled`, its text kept."""
+        return Call("POST", f"{_message(session_id, message_id)}/cancel", parse=model(Message))
+
+    @endpoint
+    def continue_message(
+        self, session_id: uuid.UUID | str, message_id: uuid.UUID | str
+    ) -> Call[Message]:
+        """Generate the rest of a failed or abandoned answer after its stored text; follow it
+        with `follow(..., offset=len(message.text))`."""
+        return Call("POST", f"{_message(session_id, message_id)}/continue", parse=model(Message))
+
     @endpoint
     def resume(
         self, session_id: uuid.UUID | str, *, history_limit: int | None = None
@@ -595,6 +649,29 @@ def _messages(session_id: uuid.UUID | str) -> str:
 
 def _message(session_id: uuid.UUID | str, message_id: uuid.UUID | str) -> str:
     return f"{_messages(session_id)}/{path_id(message_id)}"
+
+
+def chat_body(
+    content: str,
+    *,
+    stream: bool,
+    context: Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    system: str | None = None,
+    temperature: float | None = None,
+    max_output_tokens: int | None = None,
+    expected_last_seq: int | None = None,
+) -> dict[str, Any]:
+    fields = {
+        "content": content,
+        "context": context,
+        "model": model_name,
+        "system": system,
+        "temperature": temperature,
+        "max_output_tokens": max_output_tokens,
+        "expected_last_seq": expected_last_seq,
+    }
+    return {**body(**{k: v for k, v in fields.items() if v is not None}), "stream": stream}
 
 
 def _idempotency(key: str | None) -> dict[str, str]:

@@ -84,7 +84,7 @@ def _stream_call(
     )
 
 
-def _item(event: ServerSentEvent) -> StreamItem | None:
+def stream_item(event: ServerSentEvent) -> StreamItem | None:
     """A delta or the final status; None for anything else (a shutdown notice: reconnect)."""
     data = json.loads(event.data) if event.data else {}
     if event.event == "delta":
@@ -98,7 +98,7 @@ def _item(event: ServerSentEvent) -> StreamItem | None:
     return None
 
 
-def _retryable(exc: Exception) -> bool:
+def retryable(exc: Exception) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
     return isinstance(exc, ChatStoreError) and exc.status >= 500
@@ -119,7 +119,7 @@ def follow_sync(
             with client._stream(_stream_call(session_id, message_id, position)) as response:
                 for event in parse_events(response.iter_lines()):
                     failures = 0
-                    item = _item(event)
+                    item = stream_item(event)
                     if isinstance(item, StreamDelta):
                         position = item.offset
                     if item is not None:
@@ -127,7 +127,7 @@ def follow_sync(
                     if isinstance(item, StreamDone):
                         return
         except Exception as exc:
-            if not _retryable(exc) or failures >= max_retries:
+            if not retryable(exc) or failures >= max_retries:
                 raise
             failures += 1
             time.sleep(retry_delay * failures)
@@ -152,7 +152,7 @@ async def follow_async(
                     if event is None:
                         continue
                     failures = 0
-                    item = _item(event)
+                    item = stream_item(event)
                     if isinstance(item, StreamDelta):
                         position = item.offset
                     if item is not None:
@@ -160,7 +160,7 @@ async def follow_async(
                     if isinstance(item, StreamDone):
                         return
         except Exception as exc:
-            if not _retryable(exc) or failures >= max_retries:
+            if not retryable(exc) or failures >= max_retries:
                 raise
             failures += 1
             await asyncio.sleep(retry_delay * failures)

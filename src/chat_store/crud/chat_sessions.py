@@ -88,6 +88,9 @@ async def list_for_owner(
         stmt = stmt.where(ChatSession.workspace_repo == filters.repo)
     if filters.updated_after is not None:
         stmt = stmt.where(ChatSession.updated_at > filters.updated_after)
+    if filters.archived is not None:
+        archived = ChatSession.archived_at.is_not(None)
+        stmt = stmt.where(archived if filters.archived else ~archived)
     return await fetch_page(db, stmt, [ChatSession.last_activity_at, ChatSession.id], page)
 
 
@@ -110,25 +113,28 @@ async def idle_summary(db: AsyncSession, cutoff: datetime) -> tuple[int, int]:
     return int(sessions), int(messages)
 
 
-async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> tuple[int, int]:
+async def delete_idle_batch(
+    db: AsyncSession, cutoff: datetime, batch: int
+) -> tuple[int, int, list[str]]:
     """Delete up to `batch` sessions idle since `cutoff` (messages cascade); returns the
-    numbers of sessions and messages removed."""
+    numbers of sessions and messages removed, and the archive keys they had."""
     result = await db.execute(
-        select(ChatSession.id, ChatSession.message_count)
+        select(ChatSession.id, ChatSession.message_count, ChatSession.archive_key)
         .where(ChatSession.last_activity_at < cutoff)
         .order_by(ChatSession.last_activity_at)
         .limit(batch)
     )
     rows = result.all()
     if not rows:
-        return 0, 0
+        return 0, 0, []
     # The cut-off again: a session that became active since the select is kept.
     await db.execute(
         delete(ChatSession).where(
             ChatSession.id.in_([row[0] for row in rows]), ChatSession.last_activity_at < cutoff
         )
     )
-    return len(rows), sum(int(row[1]) for row in rows)
+    keys = [str(row[2]) for row in rows if row[2] is not None]
+    return len(rows), sum(int(row[1]) for row in rows), keys
 
 
 async def move_to_owner(db: AsyncSession, from_user: uuid.UUID, to_user: uuid.UUID) -> int:

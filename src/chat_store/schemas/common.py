@@ -1,12 +1,13 @@
-"""Shared schema pieces: safe text, bounded metadata, list pages, delete answers."""
+"""Shared schema pieces: safe text, bounded JSON fields, input times, list pages, delete answers."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from chat_store.settings import active_settings
 
@@ -20,6 +21,25 @@ def check_text(value: str) -> str:
     except UnicodeEncodeError:
         raise ValueError("text must not contain lone surrogates") from None
     return value
+
+
+def _check_json_depth(value: dict[str, Any], what: str) -> None:
+    """Refuse a value nested deeper than MAX_JSON_DEPTH levels (the value itself is level 1,
+    each object or array inside it one more). Walked level by level, not recursively: the
+    parser accepts nesting far deeper than a recursive walk, or the response serializer, goes.
+    Checked before anything else walks the value."""
+    limit = active_settings().max_json_depth
+    level: list[Any] = [value]
+    depth = 1
+    while level:
+        if depth > limit:
+            raise ValueError(f"{what} is nested deeper than {limit} levels")
+        children: list[Any] = []
+        for node in level:
+            items = node.values() if isinstance(node, dict) else node
+            children.extend(item for item in items if isinstance(item, dict | list))
+        level = children
+        depth += 1
 
 
 def _check_json_strings(value: Any) -> None:
@@ -45,6 +65,7 @@ def _json_size(value: dict[str, Any], what: str) -> int:
 
 
 def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json_depth(value, "metadata")
     _check_json_strings(value)
     size = _json_size(value, "metadata")
     limit = active_settings().max_metadata_bytes
@@ -63,6 +84,7 @@ def check_title(value: str) -> str:
 
 def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
     """Retrieved documents and citations: as large as a message may be, not metadata-sized."""
+    _check_json_depth(value, "context")
     _check_json_strings(value)
     size = _json_size(value, "context")
     limit = active_settings().max_message_bytes
@@ -71,7 +93,20 @@ def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
+def to_utc(value: datetime) -> datetime:
+    """The time in UTC, as it is stored and answered. A time near the ends of the calendar
+    with an offset (0001-01-01T00:00:00+14:00) has no UTC equivalent Python can hold."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "time is out of range: in UTC it must fall between 0001-01-01 and 9999-12-31"
+        ) from None
+
+
 SafeStr = Annotated[str, AfterValidator(check_text)]
+# Every time a request gives (a body field, a query filter): with an offset, turned into UTC.
+InputDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]
 RagContext = Annotated[dict[str, Any], AfterValidator(check_rag_context)]
 Title = Annotated[str, AfterValidator(check_title)]
 Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]

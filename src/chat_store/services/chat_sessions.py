@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache.bus import Bus
+from chat_store.crud import archive as archive_crud
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud.pagination import PageRequest
 from chat_store.db import can_autocommit
@@ -25,6 +26,7 @@ from chat_store.schemas.common import Page
 from chat_store.services import events, idempotency
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
+from chat_store.storage import ArchiveStore
 
 AUTO_TITLE_CHARS = 80
 
@@ -71,6 +73,7 @@ async def _insert(db: AsyncSession, principal: Principal, body: ChatSessionCreat
         is_favorite=False,
         status="active",
         metadata_=body.metadata,
+        system_prompt=body.system_prompt,
         message_count=0,
         total_tokens=0,
         last_seq=0,
@@ -157,6 +160,8 @@ async def update_chat_session(
         row.metadata_ = changes["metadata"]
     if "workspace" in changes:
         _apply_workspace(row, body.workspace)
+    if "system_prompt" in changes:
+        row.system_prompt = changes["system_prompt"]
     if "status" in changes and changes["status"] != row.status:
         row.status = changes["status"]
         row.ended_at = now if row.status == "ended" else None
@@ -194,8 +199,12 @@ async def _save_change(
 
 
 async def delete_chat_session(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, archive: ArchiveStore
 ) -> None:
+    # An archived session's object goes first, in this transaction: if it cannot be deleted,
+    # neither is the session.
+    for key in await archive_crud.lock_keys(db, principal.user_id, session_id):
+        await archive.delete(key)
     if not await chat_session_crud.delete_for_owner(db, principal.user_id, session_id):
         raise ChatSessionNotFound()
 

@@ -180,9 +180,7 @@ class ChatLoop:
             elif name == "/switch":
                 self.switch(argument)
             elif name == "/fork":
-                self.session = self.client.fork_session(self.session.id)
-                self.console.print("now in a copy of the session")
-                self.banner()
+                self.fork()
             elif name == "/rename":
                 if not argument:
                     self.console.print("usage: /rename TITLE")
@@ -197,6 +195,15 @@ class ChatLoop:
             else:
                 self.console.print(f"unknown command {name}; /help lists them")
         return True
+
+    def fork(self) -> None:
+        newest = self.client.list_messages(self.session.id, order="desc", limit=1).data
+        if not newest:
+            self.console.print("nothing to fork yet: the session has no messages")
+            return
+        self.session = self.client.fork_session(self.session.id, newest[0].id)
+        self.console.print("now in a copy of the session")
+        self.banner()
 
     def switch(self, argument: str) -> None:
         if argument.isdigit() and self.listed and 1 <= int(argument) <= len(self.listed):
