@@ -14,7 +14,14 @@ from typing import Annotated
 
 import typer
 
-from chat_store.client import ChatSession, ChatStoreError, Message, StreamDelta, StreamDone
+from chat_store.client import (
+    ChatSession,
+    ChatStoreError,
+    ConflictError,
+    Message,
+    StreamDelta,
+    StreamDone,
+)
 from chat_store.client.models import ChatTurn
 from chat_store.terminal.connect import TerminalClient, open_client, reported_errors
 from chat_store.terminal.output import (
@@ -298,9 +305,14 @@ def resume(
         message = _newest_assistant(client, target.id, UNFINISHED_STATUSES)
         if message is None:
             fail("no interrupted answer in this session", ExitCode.NOT_FOUND)
-        _write(message.text)
-        if message.status not in OPEN_STATUSES or message.stale:
+        try:
             message = client.continue_message(target.id, message.id)
+        except ConflictError as exc:
+            if exc.code != "generation_in_progress":
+                raise
+            # Still generated somewhere (a takeover, another terminal): follow it instead.
+            message = client.get_message(target.id, message.id)
+        _write(message.text)
         items = client.follow(target.id, message.id, offset=len(message.text))
         answer = print_stream(client, target.id, items, message.id)
     if answer.status != "complete":

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.text import Text
 
 from chat_store.client import ChatStoreError, NotFoundError, UnauthorizedError
 
@@ -54,7 +55,8 @@ def is_terminal() -> bool:
 
 def print_json(value: Any) -> None:
     """One JSON document on stdout (models as the API sends them)."""
-    sys.stdout.write(json.dumps(to_jsonable(value), ensure_ascii=False, indent=2) + "\n")
+    text = json.dumps(to_jsonable(value), ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
@@ -70,7 +72,8 @@ def to_jsonable(value: Any) -> Any:
 
 def fail(message: str, code: ExitCode = ExitCode.ERROR) -> NoReturn:
     """One line on stderr, then exit with `code`."""
-    stderr_console().print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    # One line whatever the terminal's width: a script reads it, a person copies it.
+    stderr_console().print(Text("error:", style="red"), Text(message), soft_wrap=True)
     raise typer.Exit(int(code))
 
 
