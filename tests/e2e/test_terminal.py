@@ -218,7 +218,7 @@ async def test_ask_in_a_pipe_prints_plain_text_and_json_for_scripts(
 
     other = json.loads(run(terminal_env, "new", "--title", "Other", "--json").stdout)
     listed = json.loads(run(terminal_env, "sessions", "--json").stdout)
-    assert [item["id"] for item in listed][0] == other["id"] and len(listed) == 2
+    assert listed[0]["id"] == other["id"] and len(listed) == 2
     prefix = listed[0]["id"].replace("-", "")[:13]
     assert (
         json.loads(run(terminal_env, "show", prefix, "--json").stdout)["session"]["id"]
