@@ -224,6 +224,15 @@ async def test_ask_in_a_pipe_prints_plain_text_and_json_for_scripts(
         json.loads(run(terminal_env, "show", prefix, "--json").stdout)["session"]["id"]
         == (listed[0]["id"])
     )
+    exported = run(terminal_env, "export", "last", "--format", "json")
+    assert exported.returncode == 0, exported.stderr
+    document = json.loads(exported.stdout)
+    assert document["format"] == "chat-store/1" and document["session"]["title"] == "Other"
+    target = Path(terminal_env["CHAT_STORE_CONFIG_DIR"]).parent / "clock.md"
+    to_file = run(terminal_env, "export", listed[1]["id"], "-o", str(target))
+    assert to_file.returncode == 0, to_file.stderr
+    assert DEFAULT_TEXT.strip() in target.read_text()
+
     missing = run(terminal_env, "show", "ffffffff")
     assert missing.returncode == 4 and missing.stderr.startswith("error: ")
 

@@ -23,6 +23,7 @@ def register(app: typer.Typer) -> None:
         sessions.rename,
         sessions.favorite,
         sessions.delete,
+        sessions.export,
         conversation.chat,
         conversation.ask,
         conversation.resume,

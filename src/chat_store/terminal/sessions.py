@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
-from chat_store.client import ChatSession, ChatStoreClient, Message
+from chat_store.client import ChatSession, ChatStoreClient, ExportFormat, Message
 from chat_store.terminal import config
 from chat_store.terminal.connect import TerminalClient, open_client, reported_errors
 from chat_store.terminal.output import (
@@ -19,6 +20,7 @@ from chat_store.terminal.output import (
     fail,
     is_terminal,
     print_json,
+    stderr_console,
     stdout_console,
 )
 from chat_store.terminal.refs import resolve_session, short_ids
@@ -228,3 +230,45 @@ def delete(
                 raise typer.Exit(int(ExitCode.ERROR))
         client.delete_session(target.id)
     stdout_console().print(f"Deleted {target.id}")
+
+
+_FORMATS: dict[str, ExportFormat] = {
+    "md": "markdown",
+    "markdown": "markdown",
+    "json": "json",
+    "jsonl": "jsonl",
+}
+
+
+def export(
+    session: SessionArgument,
+    export_format: Annotated[
+        str, typer.Option("--format", "-f", help="md, json or jsonl (chat-store/1).")
+    ] = "md",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default: stdout).")
+    ] = None,
+) -> None:
+    """Export a session as markdown, or as chat-store/1 JSON or JSONL."""
+    chosen = _FORMATS.get(export_format.lower())
+    if chosen is None:
+        fail(f"--format: one of md, json, jsonl (not {export_format!r})", ExitCode.USAGE)
+    client = open_client()
+    with reported_errors(), client:
+        target = resolve_session(client, session)
+        chunks = client.iter_export(target.id, export_format=chosen)
+        if output is None:
+            for chunk in chunks:
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            return
+        # Into a temporary file first: an export cut short never leaves a half file behind.
+        partial = output.with_name(f".{output.name}.partial")
+        try:
+            with partial.open("wb") as file:
+                for chunk in chunks:
+                    file.write(chunk)
+            partial.replace(output)
+        finally:
+            partial.unlink(missing_ok=True)
+    stderr_console().print(f"Exported {target.id} to {output}")
