@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from chat_store import __version__, migrate
+from chat_store import __version__, migrate, terminal
 from chat_store.errors import AppError
 from chat_store.settings import Settings, get_settings
 
@@ -43,6 +43,7 @@ users_app = _typer("Manage users without HTTP.")
 keys_app = _typer("Manage API keys without HTTP.")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="api-keys")
+terminal.register(app)
 
 console = Console(stderr=True)
 T = TypeVar("T")
@@ -83,6 +84,7 @@ def serve(
     settings = get_settings()
     if run_migrations:
         migrate_command("head")
+    _print_where(settings, host or settings.host, port or settings.port)
     uvicorn.run(
         "chat_store.main:create_app",
         factory=True,
@@ -97,6 +99,26 @@ def serve(
         # No "server: uvicorn" on every answer: it tells a scanner what to try.
         server_header=False,
         timeout_graceful_shutdown=10,
+    )
+
+
+def _print_where(settings: Settings, host: str, port: int) -> None:
+    """Where the server answers, what it stores into, and what to do next (no secret shown)."""
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (only shown)
+    base = f"http://{shown_host}:{port}"
+    if settings.database_url is None:
+        database = f"SQLite file {(settings.data_dir / 'chat-store.db').resolve()}"
+    else:
+        database = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+    cache = "in-process" if settings.redis_url is None else "Redis"
+    console.print(
+        f"chat-store on {base}  (Swagger UI: {base}/docs)\n"
+        f"  database: {database}\n  cache: {cache}\n"
+        f"  next: create an account in Swagger UI or with `chat-store users create`, "
+        f"then `chat-store login --url {base}`",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
 
 

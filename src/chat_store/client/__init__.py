@@ -20,7 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from chat_store.client._api import ChatStoreApi, chat_body
+from chat_store.client._api import ChatStoreApi, ExportFormat, chat_body, export_call
 from chat_store.client._chat import ChatItem, chat_async, chat_sync
 from chat_store.client._core import UNSET, Call
 from chat_store.client._follow import follow_async, follow_sync
@@ -60,6 +60,14 @@ from chat_store.client.models import (
 
 class ChatStoreClient(SyncTransport, ChatStoreApi):
     """Blocking client; use it as a context manager, or call `close()`."""
+
+    def iter_export(
+        self, session_id: uuid.UUID | str | None = None, *, export_format: ExportFormat = "json"
+    ) -> Iterator[bytes]:
+        """A session's export in `export_format` (docs/export-format.md), or with no session
+        everything the caller owns as JSONL, in chunks as the service sends them."""
+        with self._stream(export_call(session_id, export_format)) as response:
+            yield from response.iter_bytes()
 
     def chat(
         self,
@@ -122,6 +130,15 @@ class ChatStoreClient(SyncTransport, ChatStoreApi):
 
 class AsyncChatStoreClient(AsyncTransport, ChatStoreApi):
     """Async client; use it with `async with`, or call `aclose()`."""
+
+    async def iter_export(
+        self, session_id: uuid.UUID | str | None = None, *, export_format: ExportFormat = "json"
+    ) -> AsyncIterator[bytes]:
+        """A session's export in `export_format` (docs/export-format.md), or with no session
+        everything the caller owns as JSONL, in chunks as the service sends them."""
+        async with self._stream(export_call(session_id, export_format)) as response:
+            async for chunk in response.aiter_bytes():
+                yield chunk
 
     def chat(
         self,
@@ -196,6 +213,7 @@ __all__ = [
     "ConflictError",
     "ContextWindow",
     "Deleted",
+    "ExportFormat",
     "ForbiddenError",
     "Health",
     "Message",

@@ -25,6 +25,7 @@ from chat_store.client._core import (
     no_content,
     path_id,
     query,
+    raw,
 )
 from chat_store.client._endpoint import endpoint, paginated
 from chat_store.client.errors import error_from_response
@@ -676,3 +677,19 @@ def chat_body(
 
 def _idempotency(key: str | None) -> dict[str, str]:
     return {"Idempotency-Key": key} if key is not None else {}
+
+
+ExportFormat = Literal["json", "jsonl", "markdown"]
+
+
+def export_call(session_id: uuid.UUID | str | None, export_format: ExportFormat) -> Call[Any]:
+    """A session's export (or, with no session, the account's as JSONL), read as a stream."""
+    if session_id is None:
+        return Call("GET", f"{API_PREFIX}/users/me/export", parse=raw, headers={"Accept": "*/*"})
+    return Call(
+        "GET",
+        f"{_SESSIONS}/{path_id(session_id)}/export",
+        params={"format": export_format},
+        parse=raw,
+        headers={"Accept": "*/*"},
+    )
