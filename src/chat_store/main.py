@@ -32,6 +32,7 @@ from chat_store.api import (
     health,
     messages,
     ratelimits,
+    search,
     streams,
     users,
 )
@@ -81,6 +82,7 @@ OPENAPI_TAGS = [
         "description": "A session's messages, and answers appended to it delta by delta.",
     },
     {"name": "streams", "description": "Follow an answer or a session's changes live (SSE)."},
+    {"name": "search", "description": "Full-text search of the caller's messages and titles."},
 ]
 
 
@@ -177,7 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     by_principal = [Depends(ratelimits.limit_by_principal)] if limited else []
     # A request is matched against the routes in this order: the busiest first. (No two
     # routers share a path; the documents keep the order of OPENAPI_TAGS.)
-    for module in (messages, chat_sessions, streams, users, api_keys):
+    for module in (messages, chat_sessions, streams, search, users, api_keys):
         app.include_router(module.router, dependencies=by_principal)
     app.include_router(auth.router, dependencies=by_ip)
     app.include_router(health.router)

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(default=5.0, gt=0)
     stale_stream_seconds: int = Field(default=300, ge=1)
 
+    # --- search
+    # The text search configuration of the search index (Postgres: `simple`, `english`,
+    # `german`, ...; SQLite: `english` adds stemming, anything else searches as `simple`).
+    # Read when the index is built (docs/operations.md: changing it).
+    search_language: str = Field(default="simple", pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)
+
     # --- retention
     retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever
 

@@ -9,6 +9,7 @@ from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_store.models import Base
+from chat_store.models.search import include_name
 from chat_store.settings import get_settings, normalize_database_url
 
 config = context.config
@@ -30,6 +31,8 @@ def _configure(connection: Connection) -> None:
         # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # The search index is built by its migration and kept by triggers, not by models.
+        include_name=include_name,
     )
 
 

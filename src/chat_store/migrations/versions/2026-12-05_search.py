@@ -1,0 +1,398 @@
+"""search: full-text index of message texts and session titles
+
+Postgres: a `search_vector` tsvector column on message, kept by triggers, GIN indexes on
+(user_id, vector) for messages and titles (btree_gin puts the owner in the same index), and SQL
+functions that hold the text search configuration (SEARCH_LANGUAGE, `simple` by default), so the
+index, the triggers and the queries cannot disagree on it.
+
+SQLite: FTS5 tables over the message and session tables (external content: the text is not
+stored twice), kept by triggers.
+
+Existing messages are indexed in batches. On Postgres each batch is its own transaction (the
+table stays readable and writable while it runs; only adding the column and the trigger take the
+table's lock, for a moment) and the indexes are built CONCURRENTLY. docs/operations.md says what
+that costs on a large table.
+
+Revision ID: 0003_search
+Revises: 0001
+Create Date: 2026-12-05
+"""
+
+# ruff: noqa: S608  (the SQL is put together from this file's constants only)
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003_search"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+BATCH = 5000
+# Texts up to this long are shown whole in search results rather than as an excerpt.
+WHOLE_TEXT_CHARS = 200
+# Any constant, held for the whole migration: another process migrating at the same time waits
+# for it even after the batches below have committed the transaction that took env.py's lock.
+_LOCK_ID = 725_199_003
+_OPEN = "('pending', 'in_progress')"
+
+
+def _language() -> str:
+    # SEARCH_LANGUAGE as the service reads it (the setting checks that it is a plain name).
+    from chat_store.settings import get_settings
+
+    return get_settings().search_language
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# ASCII punctuation becomes spaces, one for one (chat_store.search_query.PUNCTUATION).
+_PUNCTUATION = _sql_literal(string.punctuation)
+_SPACES = _sql_literal(" " * len(string.punctuation))
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        _upgrade_postgres(_language())
+    else:
+        _upgrade_sqlite(_language())
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        _downgrade_postgres()
+    else:
+        _downgrade_sqlite()
+
+
+# --- Postgres
+
+
+def _postgres_functions(language: str) -> list[str]:
+    config = f"{_sql_literal(language)}::regconfig"
+    return [
+        # The document as indexed: punctuation split off, so code finds its parts.
+        f"""
+        CREATE OR REPLACE FUNCTION chat_store_search_vector(doc text) RETURNS tsvector
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT to_tsvector({config}, translate(doc, {_PUNCTUATION}, {_SPACES})) $$
+        """,
+        # The query, already written with quoted terms by the service (search_query.py).
+        f"""
+        CREATE OR REPLACE FUNCTION chat_store_search_query(query text) RETURNS tsquery
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$ SELECT websearch_to_tsquery({config}, query) $$
+        """,
+        # An excerpt of `doc` around the matches, in the original text, matches between
+        # U+E000 and U+E001 (those of the text itself become spaces, as on SQLite).
+        # ts_headline reads the punctuation-free text (so it finds what the index found); that
+        # text has the original's length, so the excerpt is cut from the original at the same
+        # place, marks put back in, and an ellipsis added where cut.
+        f"""
+        CREATE OR REPLACE FUNCTION chat_store_search_snippet(doc text, query tsquery, options text)
+        RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
+        AS $$
+        DECLARE
+            plain text := translate(
+                doc, {_PUNCTUATION} || U&'\\E000\\E001', {_SPACES} || '  ');
+            -- A short text is shown whole (ts_headline would still cut it around its cover).
+            marked text := ts_headline({config}, plain, query, CASE
+                WHEN length(doc) <= {WHOLE_TEXT_CHARS} THEN options || ',HighlightAll=true'
+                ELSE options END);
+            fragment text := replace(replace(marked, U&'\\E000', ''), U&'\\E001', '');
+            start integer := strpos(plain, fragment);
+            result text := '';
+            taken integer := 0;
+            ch text;
+        BEGIN
+            IF start = 0 OR fragment = '' THEN
+                RETURN marked;
+            END IF;
+            FOREACH ch IN ARRAY regexp_split_to_array(marked, '') LOOP
+                IF ch = U&'\\E000' OR ch = U&'\\E001' THEN
+                    result := result || ch;
+                ELSE
+                    taken := taken + 1;
+                    result := result || translate(
+                        substr(doc, start + taken - 1, 1), U&'\\E000\\E001', '  ');
+                END IF;
+            END LOOP;
+            IF start > 1 THEN
+                result := '…' || result;
+            END IF;
+            IF start + length(fragment) - 1 < length(doc) THEN
+                result := result || '…';
+            END IF;
+            RETURN result;
+        END $$
+        """,
+        f"""
+        CREATE OR REPLACE FUNCTION chat_store_search_language() RETURNS text
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT {_sql_literal(language)} $$
+        """,
+    ]
+
+
+def _upgrade_postgres(language: str) -> None:
+    op.execute(sa.text("SELECT pg_advisory_lock(:id)").bindparams(id=_LOCK_ID))
+    # btree_gin: the owner's id and the words in one GIN index, so a common word is looked up
+    # among one user's messages, not everyone's.
+    op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
+    for statement in _postgres_functions(language):
+        op.execute(statement)
+    op.execute("ALTER TABLE message ADD COLUMN IF NOT EXISTS search_vector tsvector")
+    # Searchable once its text is final: complete, failed or cancelled. While an answer streams
+    # its text is in message_chunk rows; indexing it there would rewrite the vector per delta.
+    op.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION chat_store_message_search() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.status IN {_OPEN} THEN
+                NEW.search_vector := NULL;
+            ELSE
+                NEW.search_vector := chat_store_search_vector(
+                    coalesce(NEW.content, NEW.partial_content));
+            END IF;
+            RETURN NEW;
+        END $$
+        """
+    )
+    op.execute("DROP TRIGGER IF EXISTS message_search_insert ON message")
+    op.execute(
+        f"""
+        CREATE TRIGGER message_search_insert BEFORE INSERT ON message
+        FOR EACH ROW WHEN (NEW.status NOT IN {_OPEN})
+        EXECUTE FUNCTION chat_store_message_search()
+        """
+    )
+    # Only when the text or the status changes: a delta (which sets status and lengths) costs
+    # the WHEN test, not a new vector.
+    op.execute("DROP TRIGGER IF EXISTS message_search_update ON message")
+    op.execute(
+        """
+        CREATE TRIGGER message_search_update BEFORE UPDATE OF content, partial_content, status
+        ON message FOR EACH ROW WHEN (
+            OLD.status IS DISTINCT FROM NEW.status
+            OR OLD.content IS DISTINCT FROM NEW.content
+            OR OLD.partial_content IS DISTINCT FROM NEW.partial_content)
+        EXECUTE FUNCTION chat_store_message_search()
+        """
+    )
+    with op.get_context().autocommit_block():
+        backfill_postgres(op.get_bind(), BATCH)
+        op.execute(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_message_search "
+            "ON message USING gin (user_id, search_vector)"
+        )
+        op.execute(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_chat_session_search "
+            "ON chat_session USING gin (user_id, chat_store_search_vector(title))"
+        )
+
+
+def backfill_postgres(connection: sa.Connection, batch: int) -> int:
+    """Give every final message without a vector its vector, `batch` rows per statement (each
+    committed by itself in autocommit), walking the primary key. Returns how many batches ran."""
+    statement = sa.text(
+        f"""
+        WITH batch AS (
+            SELECT id FROM message WHERE id > :after ORDER BY id LIMIT :batch
+        ), indexed AS (
+            UPDATE message SET search_vector = chat_store_search_vector(
+                coalesce(message.content, message.partial_content))
+            FROM batch
+            WHERE message.id = batch.id AND message.status NOT IN {_OPEN}
+                AND message.search_vector IS NULL
+        )
+        SELECT id FROM batch ORDER BY id DESC LIMIT 1
+        """
+    )
+    after = "00000000-0000-0000-0000-000000000000"
+    batches = 0
+    while True:
+        last = connection.execute(statement, {"after": after, "batch": batch}).scalar()
+        if last is None:
+            return batches
+        after = str(last)
+        batches += 1
+
+
+def _downgrade_postgres() -> None:
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_chat_session_search")
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_message_search")
+    op.execute("DROP TRIGGER IF EXISTS message_search_update ON message")
+    op.execute("DROP TRIGGER IF EXISTS message_search_insert ON message")
+    op.execute("DROP FUNCTION IF EXISTS chat_store_message_search()")
+    op.execute("ALTER TABLE message DROP COLUMN IF EXISTS search_vector")
+    op.execute("DROP FUNCTION IF EXISTS chat_store_search_language()")
+    op.execute("DROP FUNCTION IF EXISTS chat_store_search_snippet(text, tsquery, text)")
+    op.execute("DROP FUNCTION IF EXISTS chat_store_search_query(text)")
+    op.execute("DROP FUNCTION IF EXISTS chat_store_search_vector(text)")
+    # btree_gin stays: other objects of the database may use it.
+
+
+# --- SQLite
+
+
+def _tokenizer(language: str) -> str:
+    # unicode61 splits at punctuation and folds case, like the Postgres side; diacritics are
+    # kept, as Postgres' `simple` keeps them. English adds the Porter stemmer; FTS5 ships no
+    # other language's stemmer, so any other language searches as `simple` does.
+    base = "unicode61 remove_diacritics 0"
+    return f"porter {base}" if language == "english" else base
+
+
+def _marks_removed(expression: str) -> str:
+    # U+E000 and U+E001 mark the matches in snippets; none may come from the text itself.
+    return f"replace(replace({expression}, char(57344), ' '), char(57345), ' ')"
+
+
+def _message_body(row: str) -> str:
+    return _marks_removed(f"coalesce({row}.content, {row}.partial_content)")
+
+
+def _upgrade_sqlite(language: str) -> None:
+    tokenize = _sql_literal(_tokenizer(language))
+    # External content: FTS5 reads the text through these views (only final messages), never
+    # storing it a second time. The triggers below hand it exactly what the views show.
+    op.execute(
+        f"""
+        CREATE VIEW message_search_source AS
+        SELECT rowid AS rid, {_message_body("message")} AS body
+        FROM message WHERE status NOT IN {_OPEN}
+        """
+    )
+    op.execute(
+        f"""
+        CREATE VIRTUAL TABLE message_fts USING fts5(
+            body, content='message_search_source', content_rowid='rid', tokenize={tokenize})
+        """
+    )
+    op.execute(
+        f"""
+        CREATE TRIGGER message_fts_insert AFTER INSERT ON message
+        WHEN new.status NOT IN {_OPEN} BEGIN
+            INSERT INTO message_fts(rowid, body) VALUES (new.rowid, {_message_body("new")});
+        END
+        """
+    )
+    op.execute(
+        f"""
+        CREATE TRIGGER message_fts_delete AFTER DELETE ON message
+        WHEN old.status NOT IN {_OPEN} BEGIN
+            INSERT INTO message_fts(message_fts, rowid, body)
+            VALUES ('delete', old.rowid, {_message_body("old")});
+        END
+        """
+    )
+    op.execute(
+        f"""
+        CREATE TRIGGER message_fts_update AFTER UPDATE OF content, partial_content, status
+        ON message WHEN old.status IS NOT new.status OR old.content IS NOT new.content
+            OR old.partial_content IS NOT new.partial_content
+        BEGIN
+            INSERT INTO message_fts(message_fts, rowid, body)
+            SELECT 'delete', old.rowid, {_message_body("old")} WHERE old.status NOT IN {_OPEN};
+            INSERT INTO message_fts(rowid, body)
+            SELECT new.rowid, {_message_body("new")} WHERE new.status NOT IN {_OPEN};
+        END
+        """
+    )
+    op.execute(
+        f"""
+        CREATE VIEW chat_session_search_source AS
+        SELECT rowid AS rid, {_marks_removed("title")} AS title
+        FROM chat_session WHERE title IS NOT NULL
+        """
+    )
+    op.execute(
+        f"""
+        CREATE VIRTUAL TABLE chat_session_fts USING fts5(
+            title, content='chat_session_search_source', content_rowid='rid',
+            tokenize={tokenize})
+        """
+    )
+    op.execute(
+        f"""
+        CREATE TRIGGER chat_session_fts_insert AFTER INSERT ON chat_session
+        WHEN new.title IS NOT NULL BEGIN
+            INSERT INTO chat_session_fts(rowid, title)
+            VALUES (new.rowid, {_marks_removed("new.title")});
+        END
+        """
+    )
+    op.execute(
+        f"""
+        CREATE TRIGGER chat_session_fts_delete AFTER DELETE ON chat_session
+        WHEN old.title IS NOT NULL BEGIN
+            INSERT INTO chat_session_fts(chat_session_fts, rowid, title)
+            VALUES ('delete', old.rowid, {_marks_removed("old.title")});
+        END
+        """
+    )
+    op.execute(
+        f"""
+        CREATE TRIGGER chat_session_fts_update AFTER UPDATE OF title ON chat_session
+        WHEN old.title IS NOT new.title BEGIN
+            INSERT INTO chat_session_fts(chat_session_fts, rowid, title)
+            SELECT 'delete', old.rowid, {_marks_removed("old.title")}
+            WHERE old.title IS NOT NULL;
+            INSERT INTO chat_session_fts(rowid, title)
+            SELECT new.rowid, {_marks_removed("new.title")} WHERE new.title IS NOT NULL;
+        END
+        """
+    )
+    connection = op.get_bind()
+    for source, fts, column in (
+        ("message_search_source", "message_fts", "body"),
+        ("chat_session_search_source", "chat_session_fts", "title"),
+    ):
+        backfill_sqlite(connection, source, fts, column, BATCH)
+
+
+def backfill_sqlite(
+    connection: sa.Connection, source: str, fts: str, column: str, batch: int
+) -> int:
+    """Index the rows of `source` in rowid order, `batch` rows per statement; returns how many
+    batches ran. (SQLite has one writer: the batches bound each statement's memory, not a lock.)"""
+    # FTS5 tables take no RETURNING: the batch's last rowid is read first.
+    upto = sa.text(
+        f"SELECT max(rid) FROM (SELECT rid FROM {source} WHERE rid > :after "
+        "ORDER BY rid LIMIT :batch)"
+    )
+    insert = sa.text(
+        f"INSERT INTO {fts}(rowid, {column}) "
+        f"SELECT rid, {column} FROM {source} WHERE rid > :after AND rid <= :upto"
+    )
+    after, batches = 0, 0
+    while True:
+        last = connection.execute(upto, {"after": after, "batch": batch}).scalar()
+        if last is None:
+            return batches
+        connection.execute(insert, {"after": after, "upto": last})
+        after = last
+        batches += 1
+
+
+def _downgrade_sqlite() -> None:
+    for trigger in (
+        "chat_session_fts_update",
+        "chat_session_fts_delete",
+        "chat_session_fts_insert",
+        "message_fts_update",
+        "message_fts_delete",
+        "message_fts_insert",
+    ):
+        op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    op.execute("DROP TABLE IF EXISTS chat_session_fts")
+    op.execute("DROP TABLE IF EXISTS message_fts")
+    op.execute("DROP VIEW IF EXISTS chat_session_search_source")
+    op.execute("DROP VIEW IF EXISTS message_search_source")
