@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    Column,
     Float,
     Select,
     Table,
@@ -150,25 +151,40 @@ def _session_filters(filters: SearchFilters) -> list[ColumnElement[bool]]:
     return where
 
 
-def _message_filters(request: SearchRequest) -> list[ColumnElement[bool]]:
+def _unindexed(column: Column[Any], fts_first: bool) -> ColumnElement[Any]:
+    """SQLite: the column behind a unary `+`, which SQLite's planner reads as "do not start at
+    this column's index". Started at the owner's index, it runs the whole FTS5 query once per
+    row of the owner (1,000 messages: 200 ms rather than 1 ms); the full-text match must lead,
+    each hit then found by rowid."""
+    if not fts_first:
+        return column
+    return literal_column(f"+{column.table.name}.{column.name}", column.type)
+
+
+def _message_filters(
+    request: SearchRequest, *, fts_first: bool = False
+) -> list[ColumnElement[bool]]:
     filters = request.filters
-    where = [_M.user_id == request.user_id, *_common_filters(request, time=_M.created_at)]
+    where = [
+        _unindexed(_M.user_id, fts_first) == request.user_id,
+        *_common_filters(request, time=_M.created_at),
+    ]
     if filters.session_id is not None:
-        where.append(_M.session_id == filters.session_id)
+        where.append(_unindexed(_M.session_id, fts_first) == filters.session_id)
     if filters.role is not None:
         where.append(_M.role == filters.role)
     return where
 
 
-def _title_filters(request: SearchRequest) -> list[ColumnElement[bool]]:
+def _title_filters(request: SearchRequest, *, fts_first: bool = False) -> list[ColumnElement[bool]]:
     filters = request.filters
     where = [
-        _S.user_id == request.user_id,
+        _unindexed(_S.user_id, fts_first) == request.user_id,
         *_common_filters(request, time=_S.created_at),
         *_session_filters(filters),
     ]
     if filters.session_id is not None:
-        where.append(_S.id == filters.session_id)
+        where.append(_unindexed(_S.id, fts_first) == filters.session_id)
     return where
 
 
@@ -270,7 +286,7 @@ def _sqlite_search_hits(request: SearchRequest) -> Any:
         )
         .select_from(table("message_fts"))
         .join(Message, literal_column("message.rowid") == literal_column("message_fts.rowid"))
-        .where(message_fts.op("MATCH")(match), *_message_filters(request))
+        .where(message_fts.op("MATCH")(match), *_message_filters(request, fts_first=True))
     )
     if request.filters.on_sessions:
         messages = messages.join(ChatSession, _S.id == _M.session_id).where(
@@ -292,7 +308,7 @@ def _sqlite_search_hits(request: SearchRequest) -> Any:
                 ChatSession,
                 literal_column("chat_session.rowid") == literal_column("chat_session_fts.rowid"),
             )
-            .where(session_fts.op("MATCH")(match), *_title_filters(request))
+            .where(session_fts.op("MATCH")(match), *_title_filters(request, fts_first=True))
         )
     return union_all(*parts).subquery("hits") if len(parts) > 1 else parts[0].subquery("hits")
 
