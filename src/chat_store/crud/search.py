@@ -273,20 +273,28 @@ async def _search_postgres(db: AsyncSession, request: SearchRequest) -> list[Sea
 # --- SQLite
 
 
+def _fts5_match(request: SearchRequest, column: str) -> str:
+    """The caller's rows (the `owner` column holds the owner's id as SQLite stores it: 32 hex
+    digits) whose text matches the query. FTS5 intersects the two, so a common word costs what
+    it costs among the caller's rows, not among everyone's."""
+    return f'owner : "{request.user_id.hex}" AND {column} : ({request.fts5})'
+
+
 def _sqlite_search_hits(request: SearchRequest) -> Any:
-    match = bindparam("fts5", request.fts5, Text)
+    message_match = bindparam("message_match", _fts5_match(request, "body"), Text)
     message_fts: ColumnElement[Any] = literal_column("message_fts")
     messages = (
         select(
             _M.id.label("hit_id"),
             _M.id.label("message_id"),
             _M.session_id.label("session_id"),
-            (-func.bm25(message_fts, type_=Float)).label("rank"),
+            # Weights per column: the text counts, the owner column does not.
+            (-func.bm25(message_fts, 1.0, 0.0, type_=Float)).label("rank"),
             literal_column("message_fts.rowid").label("fts_rowid"),
         )
         .select_from(table("message_fts"))
         .join(Message, literal_column("message.rowid") == literal_column("message_fts.rowid"))
-        .where(message_fts.op("MATCH")(match), *_message_filters(request, fts_first=True))
+        .where(message_fts.op("MATCH")(message_match), *_message_filters(request, fts_first=True))
     )
     if request.filters.on_sessions:
         messages = messages.join(ChatSession, _S.id == _M.session_id).where(
@@ -300,7 +308,9 @@ def _sqlite_search_hits(request: SearchRequest) -> Any:
                 _S.id.label("hit_id"),
                 null().label("message_id"),
                 _S.id.label("session_id"),
-                (-func.bm25(session_fts, type_=Float) * _SQLITE_TITLE_FACTOR).label("rank"),
+                (-func.bm25(session_fts, 1.0, 0.0, type_=Float) * _SQLITE_TITLE_FACTOR).label(
+                    "rank"
+                ),
                 literal_column("chat_session_fts.rowid").label("fts_rowid"),
             )
             .select_from(table("chat_session_fts"))
@@ -308,7 +318,12 @@ def _sqlite_search_hits(request: SearchRequest) -> Any:
                 ChatSession,
                 literal_column("chat_session.rowid") == literal_column("chat_session_fts.rowid"),
             )
-            .where(session_fts.op("MATCH")(match), *_title_filters(request, fts_first=True))
+            .where(
+                session_fts.op("MATCH")(
+                    bindparam("title_match", _fts5_match(request, "title"), Text)
+                ),
+                *_title_filters(request, fts_first=True),
+            )
         )
     return union_all(*parts).subquery("hits") if len(parts) > 1 else parts[0].subquery("hits")
 
@@ -379,6 +394,11 @@ async def _snippets(
     stmt = (
         select(rowid, text)
         .select_from(table(fts))
-        .where(fts_table.op("MATCH")(bindparam("fts5", request.fts5, Text)), rowid.in_(rowids))
+        .where(
+            fts_table.op("MATCH")(
+                bindparam("match", _fts5_match(request, "body" if excerpt else "title"), Text)
+            ),
+            rowid.in_(rowids),
+        )
     )
     return [(row[0], row[1] or "") for row in await db.execute(stmt)]

@@ -22,7 +22,7 @@ Create Date: 2026-12-05
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -107,21 +107,26 @@ def _postgres_functions(language: str) -> list[str]:
                 ELSE options END);
             fragment text := replace(replace(marked, U&'\\E000', ''), U&'\\E001', '');
             start integer := strpos(plain, fragment);
+            original text;
             result text := '';
             taken integer := 0;
-            ch text;
+            part text;
+            parts integer := 0;
         BEGIN
             IF start = 0 OR fragment = '' THEN
                 RETURN marked;
             END IF;
-            FOREACH ch IN ARRAY regexp_split_to_array(marked, '') LOOP
-                IF ch = U&'\\E000' OR ch = U&'\\E001' THEN
-                    result := result || ch;
-                ELSE
-                    taken := taken + 1;
-                    result := result || translate(
-                        substr(doc, start + taken - 1, 1), U&'\\E000\\E001', '  ');
+            original := translate(
+                substr(doc, start, length(fragment)), U&'\\E000\\E001', '  ');
+            -- The marks come in pairs: the pieces between them alternate outside, inside.
+            FOREACH part IN ARRAY regexp_split_to_array(marked, U&'[\\E000\\E001]') LOOP
+                IF parts > 0 THEN
+                    result := result || CASE WHEN parts % 2 = 1
+                        THEN U&'\\E000' ELSE U&'\\E001' END;
                 END IF;
+                result := result || substr(original, taken + 1, length(part));
+                taken := taken + length(part);
+                parts := parts + 1;
             END LOOP;
             IF start > 1 THEN
                 result := '…' || result;
@@ -259,96 +264,87 @@ def _message_body(row: str) -> str:
     return _marks_removed(f"coalesce({row}.content, {row}.partial_content)")
 
 
+def _title(row: str) -> str:
+    return _marks_removed(f"{row}.title")
+
+
+def _fts_index(
+    *,
+    fts: str,
+    table: str,
+    column: str,
+    text: Callable[[str], str],
+    indexed: Callable[[str], str],
+    watched: tuple[str, ...],
+    tokenize: str,
+) -> None:
+    """An FTS5 table over `table`: the text in `column` and the owner's id in `owner`, so that a
+    search matches within one owner's rows (FTS5 intersects the two), rather than matching
+    everyone's and dropping the others' afterwards. External content: FTS5 reads the text
+    through a view of the indexed rows and never stores it a second time; the triggers hand it
+    exactly what the view shows, which an external-content table requires."""
+    source = f"{table}_search_source"
+    op.execute(
+        f"""
+        CREATE VIEW {source} AS
+        SELECT rowid AS rid, {text(table)} AS {column}, user_id AS owner
+        FROM {table} WHERE {indexed(table)}
+        """
+    )
+    op.execute(
+        f"""
+        CREATE VIRTUAL TABLE {fts} USING fts5(
+            {column}, owner, content='{source}', content_rowid='rid', tokenize={tokenize})
+        """
+    )
+    add = f"INSERT INTO {fts}(rowid, {column}, owner)"
+    remove = f"INSERT INTO {fts}({fts}, rowid, {column}, owner)"
+    op.execute(
+        f"""
+        CREATE TRIGGER {fts}_insert AFTER INSERT ON {table} WHEN {indexed("new")} BEGIN
+            {add} VALUES (new.rowid, {text("new")}, new.user_id);
+        END
+        """
+    )
+    op.execute(
+        f"""
+        CREATE TRIGGER {fts}_delete AFTER DELETE ON {table} WHEN {indexed("old")} BEGIN
+            {remove} VALUES ('delete', old.rowid, {text("old")}, old.user_id);
+        END
+        """
+    )
+    changed = " OR ".join(f"old.{name} IS NOT new.{name}" for name in watched)
+    op.execute(
+        f"""
+        CREATE TRIGGER {fts}_update AFTER UPDATE OF {", ".join(watched)} ON {table}
+        WHEN {changed} BEGIN
+            {remove} SELECT 'delete', old.rowid, {text("old")}, old.user_id
+            WHERE {indexed("old")};
+            {add} SELECT new.rowid, {text("new")}, new.user_id WHERE {indexed("new")};
+        END
+        """
+    )
+
+
 def _upgrade_sqlite(language: str) -> None:
     tokenize = _sql_literal(_tokenizer(language))
-    # External content: FTS5 reads the text through these views (only final messages), never
-    # storing it a second time. The triggers below hand it exactly what the views show.
-    op.execute(
-        f"""
-        CREATE VIEW message_search_source AS
-        SELECT rowid AS rid, {_message_body("message")} AS body
-        FROM message WHERE status NOT IN {_OPEN}
-        """
+    _fts_index(
+        fts="message_fts",
+        table="message",
+        column="body",
+        text=_message_body,
+        indexed=lambda row: f"{row}.status NOT IN {_OPEN}",
+        watched=("content", "partial_content", "status", "user_id"),
+        tokenize=tokenize,
     )
-    op.execute(
-        f"""
-        CREATE VIRTUAL TABLE message_fts USING fts5(
-            body, content='message_search_source', content_rowid='rid', tokenize={tokenize})
-        """
-    )
-    op.execute(
-        f"""
-        CREATE TRIGGER message_fts_insert AFTER INSERT ON message
-        WHEN new.status NOT IN {_OPEN} BEGIN
-            INSERT INTO message_fts(rowid, body) VALUES (new.rowid, {_message_body("new")});
-        END
-        """
-    )
-    op.execute(
-        f"""
-        CREATE TRIGGER message_fts_delete AFTER DELETE ON message
-        WHEN old.status NOT IN {_OPEN} BEGIN
-            INSERT INTO message_fts(message_fts, rowid, body)
-            VALUES ('delete', old.rowid, {_message_body("old")});
-        END
-        """
-    )
-    op.execute(
-        f"""
-        CREATE TRIGGER message_fts_update AFTER UPDATE OF content, partial_content, status
-        ON message WHEN old.status IS NOT new.status OR old.content IS NOT new.content
-            OR old.partial_content IS NOT new.partial_content
-        BEGIN
-            INSERT INTO message_fts(message_fts, rowid, body)
-            SELECT 'delete', old.rowid, {_message_body("old")} WHERE old.status NOT IN {_OPEN};
-            INSERT INTO message_fts(rowid, body)
-            SELECT new.rowid, {_message_body("new")} WHERE new.status NOT IN {_OPEN};
-        END
-        """
-    )
-    op.execute(
-        f"""
-        CREATE VIEW chat_session_search_source AS
-        SELECT rowid AS rid, {_marks_removed("title")} AS title
-        FROM chat_session WHERE title IS NOT NULL
-        """
-    )
-    op.execute(
-        f"""
-        CREATE VIRTUAL TABLE chat_session_fts USING fts5(
-            title, content='chat_session_search_source', content_rowid='rid',
-            tokenize={tokenize})
-        """
-    )
-    op.execute(
-        f"""
-        CREATE TRIGGER chat_session_fts_insert AFTER INSERT ON chat_session
-        WHEN new.title IS NOT NULL BEGIN
-            INSERT INTO chat_session_fts(rowid, title)
-            VALUES (new.rowid, {_marks_removed("new.title")});
-        END
-        """
-    )
-    op.execute(
-        f"""
-        CREATE TRIGGER chat_session_fts_delete AFTER DELETE ON chat_session
-        WHEN old.title IS NOT NULL BEGIN
-            INSERT INTO chat_session_fts(chat_session_fts, rowid, title)
-            VALUES ('delete', old.rowid, {_marks_removed("old.title")});
-        END
-        """
-    )
-    op.execute(
-        f"""
-        CREATE TRIGGER chat_session_fts_update AFTER UPDATE OF title ON chat_session
-        WHEN old.title IS NOT new.title BEGIN
-            INSERT INTO chat_session_fts(chat_session_fts, rowid, title)
-            SELECT 'delete', old.rowid, {_marks_removed("old.title")}
-            WHERE old.title IS NOT NULL;
-            INSERT INTO chat_session_fts(rowid, title)
-            SELECT new.rowid, {_marks_removed("new.title")} WHERE new.title IS NOT NULL;
-        END
-        """
+    _fts_index(
+        fts="chat_session_fts",
+        table="chat_session",
+        column="title",
+        text=_title,
+        indexed=lambda row: f"{row}.title IS NOT NULL",
+        watched=("title", "user_id"),
+        tokenize=tokenize,
     )
     connection = op.get_bind()
     for source, fts, column in (
@@ -369,8 +365,8 @@ def backfill_sqlite(
         "ORDER BY rid LIMIT :batch)"
     )
     insert = sa.text(
-        f"INSERT INTO {fts}(rowid, {column}) "
-        f"SELECT rid, {column} FROM {source} WHERE rid > :after AND rid <= :upto"
+        f"INSERT INTO {fts}(rowid, {column}, owner) "
+        f"SELECT rid, {column}, owner FROM {source} WHERE rid > :after AND rid <= :upto"
     )
     after, batches = 0, 0
     while True:
