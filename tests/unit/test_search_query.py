@@ -127,3 +127,22 @@ def test_marks_become_highlights_in_code_points() -> None:
 
 def test_marks_without_a_match_or_unclosed_are_dropped() -> None:
     assert parse_marks("a\ue000\ue001b \ue000c") == ("ab c", [])
+
+
+def test_the_index_splits_at_the_same_characters_as_queries() -> None:
+    """The migration's SQL pattern (Postgres) turns into spaces exactly the characters that the
+    parser turns into spaces in query terms."""
+    import importlib.util
+    import re
+
+    from chat_store import migrate
+    from chat_store.search_query import PUNCTUATION
+
+    path = migrate.MIGRATIONS_DIR / "versions" / "2026-12-05_search.py"
+    spec = importlib.util.spec_from_file_location("search_migration", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    pattern = re.compile(migration._PUNCTUATION.strip("'"))
+    split = {chr(code) for code in range(128) if pattern.fullmatch(chr(code))}
+    assert split == set(PUNCTUATION)

@@ -21,7 +21,6 @@ Create Date: 2026-12-05
 # ruff: noqa: S608  (the SQL is put together from this file's constants only)
 from __future__ import annotations
 
-import string
 from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
@@ -52,9 +51,12 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-# ASCII punctuation becomes spaces, one for one (chat_store.search_query.PUNCTUATION).
-_PUNCTUATION = _sql_literal(string.punctuation)
-_SPACES = _sql_literal(" " * len(string.punctuation))
+# ASCII punctuation becomes spaces, one for one (chat_store.search_query.PUNCTUATION): these
+# ranges are exactly those 32 characters. regexp_replace rather than translate(), which costs
+# about 80 µs on a 300-character text against 12 µs, more than to_tsvector itself.
+_PUNCTUATION = "'[!-/:-@[-`{-~]'"
+# The same, and the two marks of the excerpts.
+_PUNCTUATION_AND_MARKS = "U&'[!-/:-@[-`{-~\\E000\\E001]'"
 
 
 def upgrade() -> None:
@@ -81,7 +83,7 @@ def _postgres_functions(language: str) -> list[str]:
         f"""
         CREATE OR REPLACE FUNCTION chat_store_search_vector(doc text) RETURNS tsvector
         LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-        AS $$ SELECT to_tsvector({config}, translate(doc, {_PUNCTUATION}, {_SPACES})) $$
+        AS $$ SELECT to_tsvector({config}, regexp_replace(doc, {_PUNCTUATION}, ' ', 'g')) $$
         """,
         # The query, already written with quoted terms by the service (search_query.py).
         f"""
@@ -99,8 +101,7 @@ def _postgres_functions(language: str) -> list[str]:
         RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
         AS $$
         DECLARE
-            plain text := translate(
-                doc, {_PUNCTUATION} || U&'\\E000\\E001', {_SPACES} || '  ');
+            plain text := regexp_replace(doc, {_PUNCTUATION_AND_MARKS}, ' ', 'g');
             -- A short text is shown whole (ts_headline would still cut it around its cover).
             marked text := ts_headline({config}, plain, query, CASE
                 WHEN length(doc) <= {WHOLE_TEXT_CHARS} THEN options || ',HighlightAll=true'
