@@ -15,17 +15,22 @@ The statements are written per dialect: the engines share no syntax for any of t
 
 from __future__ import annotations
 
+import functools
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    Boolean,
     Column,
     Float,
+    Integer,
     Select,
+    String,
     Table,
     Text,
+    Uuid,
     bindparam,
     func,
     literal,
@@ -74,13 +79,8 @@ class SearchFilters:
     before: datetime | None = None
 
     @property
-    def titles_searched(self) -> bool:
-        # A role belongs to messages: with one, titles are not hits.
-        return self.role is None
-
-    @property
-    def on_sessions(self) -> bool:
-        return self.repo is not None or self.favorite is not None or self.status is not None
+    def given(self) -> frozenset[str]:
+        return frozenset(f.name for f in fields(self) if getattr(self, f.name) is not None)
 
 
 @dataclass(frozen=True)
@@ -122,33 +122,43 @@ async def query_has_words(db: AsyncSession, websearch: str) -> bool:
     with a language such as `english`; `simple` and SQLite have no stop words)."""
     if db.get_bind().dialect.name != "postgresql":
         return True
-    result = await db.execute(
-        select(func.numnode(func.chat_store_search_query(bindparam("q", websearch, Text))) > 0)
-    )
+    result = await db.execute(_HAS_WORDS, {"b_query": websearch})
     return bool(result.scalar_one())
 
 
-def _common_filters(
-    request: SearchRequest, *, time: ColumnElement[Any]
-) -> list[ColumnElement[bool]]:
+# The statements are built once per shape (which filters are given, whether a cursor is), with
+# every value a bound parameter: building and walking one per request cost more CPU than the
+# database spends on a rare word.
+
+_PG_QUERY = func.chat_store_search_query(bindparam("b_query", type_=Text), type_=postgresql.TSQUERY)
+_HAS_WORDS = select(func.numnode(_PG_QUERY) > 0)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    given: frozenset[str]
+    cursor: bool
+
+    @property
+    def titles(self) -> bool:
+        return "role" not in self.given  # a role belongs to messages: titles are not hits
+
+    @property
+    def on_sessions(self) -> bool:
+        return bool(self.given & {"repo", "favorite", "status"})
+
+
+def _shape(request: SearchRequest) -> _Shape:
+    return _Shape(request.filters.given, request.cursor is not None)
+
+
+def _params(request: SearchRequest) -> dict[str, Any]:
     filters = request.filters
-    where: list[ColumnElement[bool]] = []
-    if filters.after is not None:
-        where.append(time > filters.after)
-    if filters.before is not None:
-        where.append(time < filters.before)
-    return where
-
-
-def _session_filters(filters: SearchFilters) -> list[ColumnElement[bool]]:
-    where: list[ColumnElement[bool]] = []
-    if filters.repo is not None:
-        where.append(_S.workspace_repo == filters.repo)
-    if filters.favorite is not None:
-        where.append(_S.is_favorite.is_(filters.favorite))
-    if filters.status is not None:
-        where.append(_S.status == filters.status)
-    return where
+    params: dict[str, Any] = {"b_user_id": request.user_id, "b_limit": request.limit + 1}
+    params.update({f"b_{name}": getattr(filters, name) for name in filters.given})
+    if request.cursor is not None:
+        params["b_cursor_rank"], params["b_cursor_id"] = request.cursor
+    return params
 
 
 def _unindexed(column: Column[Any], fts_first: bool) -> ColumnElement[Any]:
@@ -161,96 +171,75 @@ def _unindexed(column: Column[Any], fts_first: bool) -> ColumnElement[Any]:
     return literal_column(f"+{column.table.name}.{column.name}", column.type)
 
 
-def _message_filters(
-    request: SearchRequest, *, fts_first: bool = False
-) -> list[ColumnElement[bool]]:
-    filters = request.filters
-    where = [
-        _unindexed(_M.user_id, fts_first) == request.user_id,
-        *_common_filters(request, time=_M.created_at),
-    ]
-    if filters.session_id is not None:
-        where.append(_unindexed(_M.session_id, fts_first) == filters.session_id)
-    if filters.role is not None:
-        where.append(_M.role == filters.role)
+def _time_filters(shape: _Shape, time: ColumnElement[Any]) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if "after" in shape.given:
+        where.append(time > bindparam("b_after", type_=_M.created_at.type))
+    if "before" in shape.given:
+        where.append(time < bindparam("b_before", type_=_M.created_at.type))
     return where
 
 
-def _title_filters(request: SearchRequest, *, fts_first: bool = False) -> list[ColumnElement[bool]]:
-    filters = request.filters
-    where = [
-        _unindexed(_S.user_id, fts_first) == request.user_id,
-        *_common_filters(request, time=_S.created_at),
-        *_session_filters(filters),
-    ]
-    if filters.session_id is not None:
-        where.append(_unindexed(_S.id, fts_first) == filters.session_id)
+def _session_filters(shape: _Shape) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if "repo" in shape.given:
+        where.append(_S.workspace_repo == bindparam("b_repo", type_=String))
+    if "favorite" in shape.given:
+        where.append(_S.is_favorite == bindparam("b_favorite", type_=Boolean))
+    if "status" in shape.given:
+        where.append(_S.status == bindparam("b_status", type_=String))
     return where
 
 
-def _page(request: SearchRequest, hits: Any) -> Select[Any]:
-    """The page of `hits` (a subquery of hit_id, message_id, session_id, rank, ...) below the
-    cursor, in rank order, one more than the page to tell whether more follow."""
+def _message_filters(shape: _Shape, *, fts_first: bool = False) -> list[ColumnElement[bool]]:
+    where = [
+        _unindexed(_M.user_id, fts_first) == bindparam("b_user_id", type_=Uuid()),
+        *_time_filters(shape, _M.created_at),
+    ]
+    if "session_id" in shape.given:
+        where.append(
+            _unindexed(_M.session_id, fts_first) == bindparam("b_session_id", type_=Uuid())
+        )
+    if "role" in shape.given:
+        where.append(_M.role == bindparam("b_role", type_=String))
+    return where
+
+
+def _title_filters(shape: _Shape, *, fts_first: bool = False) -> list[ColumnElement[bool]]:
+    where = [
+        _unindexed(_S.user_id, fts_first) == bindparam("b_user_id", type_=Uuid()),
+        *_time_filters(shape, _S.created_at),
+        *_session_filters(shape),
+    ]
+    if "session_id" in shape.given:
+        where.append(_unindexed(_S.id, fts_first) == bindparam("b_session_id", type_=Uuid()))
+    return where
+
+
+def _with_sessions(messages: Select[Any], shape: _Shape) -> Select[Any]:
+    if not shape.on_sessions:
+        return messages
+    return messages.join(ChatSession, _S.id == _M.session_id).where(*_session_filters(shape))
+
+
+def _page(shape: _Shape, parts: list[Select[Any]]) -> Any:
+    """The page of the hits (the union of `parts`: hit_id, message_id, session_id, rank, ...)
+    below the cursor, in rank order, one more than the page to tell whether more follow."""
+    hits = union_all(*parts).subquery("hits") if len(parts) > 1 else parts[0].subquery("hits")
     stmt = select(hits)
-    if request.cursor is not None:
-        rank, hit_id = request.cursor
+    if shape.cursor:
         stmt = stmt.where(
             tuple_(hits.c.rank, hits.c.hit_id)
-            < tuple_(bindparam("cursor_rank", rank, Float), bindparam("cursor_id", hit_id))
+            < tuple_(
+                bindparam("b_cursor_rank", type_=Float), bindparam("b_cursor_id", type_=Uuid())
+            )
         )
-    return stmt.order_by(hits.c.rank.desc(), hits.c.hit_id.desc()).limit(request.limit + 1)
+    ordered = stmt.order_by(hits.c.rank.desc(), hits.c.hit_id.desc())
+    return ordered.limit(bindparam("b_limit", type_=Integer)).subquery("page")
 
 
-# --- Postgres
-
-
-def _pg_query(request: SearchRequest) -> ColumnElement[Any]:
-    # An IMMUTABLE function of a constant: the planner folds it into a constant tsquery once.
-    return func.chat_store_search_query(
-        bindparam("websearch", request.websearch, Text), type_=postgresql.TSQUERY
-    )
-
-
-async def _search_postgres(db: AsyncSession, request: SearchRequest) -> list[SearchHit]:
-    query = _pg_query(request)
-    vector = literal_column("message.search_vector", postgresql.TSVECTOR)
-    messages = select(
-        _M.id.label("hit_id"),
-        _M.id.label("message_id"),
-        _M.session_id.label("session_id"),
-        func.ts_rank_cd(vector, query, 1, type_=Float).label("rank"),
-    ).where(vector.op("@@")(query), *_message_filters(request))
-    if request.filters.on_sessions:
-        messages = messages.join(ChatSession, _S.id == _M.session_id).where(
-            *_session_filters(request.filters)
-        )
-    parts = [messages]
-    if request.filters.titles_searched:
-        # The expression of ix_chat_session_search, so that index answers it.
-        title_vector = func.chat_store_search_vector(_S.title, type_=postgresql.TSVECTOR)
-        parts.append(
-            select(
-                _S.id.label("hit_id"),
-                null().label("message_id"),
-                _S.id.label("session_id"),
-                func.ts_rank_cd(
-                    func.setweight(title_vector, literal_column("'A'")), query, 1, type_=Float
-                ).label("rank"),
-            ).where(title_vector.op("@@")(query), *_title_filters(request))
-        )
-    hits = union_all(*parts).subquery("hits") if len(parts) > 1 else parts[0].subquery("hits")
-    page = _page(request, hits).subquery("page")
-    # Excerpts only for the page: ts_headline parses the whole text again.
-    snippet = func.coalesce(
-        func.chat_store_search_snippet(
-            func.coalesce(_M.content, _M.partial_content),
-            query,
-            literal(_PG_MESSAGE_HEADLINE, Text),
-        ),
-        func.chat_store_search_snippet(_S.title, query, literal(_PG_TITLE_HEADLINE, Text)),
-        "",
-    )
-    stmt = (
+def _page_rows(page: Any, *extra: ColumnElement[Any]) -> Select[Any]:
+    return (
         select(
             page.c.hit_id,
             page.c.rank,
@@ -260,14 +249,59 @@ async def _search_postgres(db: AsyncSession, request: SearchRequest) -> list[Sea
             _M.seq,
             _M.role,
             _M.created_at,
-            snippet,
+            *extra,
         )
         .select_from(page)
         .join(ChatSession, _S.id == page.c.session_id)
         .outerjoin(Message, _M.id == page.c.message_id)
         .order_by(page.c.rank.desc(), page.c.hit_id.desc())
     )
-    return [SearchHit(*row) for row in await db.execute(stmt)]
+
+
+# --- Postgres
+
+
+@functools.cache
+def _postgres_statement(shape: _Shape) -> Select[Any]:
+    # chat_store_search_query(:b_query) is an IMMUTABLE function of a parameter: evaluated once
+    # per execution, not per row.
+    query = _PG_QUERY
+    vector = literal_column("message.search_vector", postgresql.TSVECTOR)
+    messages = select(
+        _M.id.label("hit_id"),
+        _M.id.label("message_id"),
+        _M.session_id.label("session_id"),
+        func.ts_rank_cd(vector, query, 1, type_=Float).label("rank"),
+    ).where(vector.op("@@")(query), *_message_filters(shape))
+    parts = [_with_sessions(messages, shape)]
+    if shape.titles:
+        # The expression of ix_chat_session_search, so that index answers it.
+        title_vector = func.chat_store_search_vector(_S.title, type_=postgresql.TSVECTOR)
+        weighted = func.setweight(title_vector, literal_column("'A'"))
+        parts.append(
+            select(
+                _S.id.label("hit_id"),
+                null().label("message_id"),
+                _S.id.label("session_id"),
+                func.ts_rank_cd(weighted, query, 1, type_=Float).label("rank"),
+            ).where(title_vector.op("@@")(query), *_title_filters(shape))
+        )
+    # Excerpts only for the page: ts_headline parses the whole text again.
+    snippet = func.coalesce(
+        func.chat_store_search_snippet(
+            func.coalesce(_M.content, _M.partial_content), query, literal(_PG_MESSAGE_HEADLINE)
+        ),
+        func.chat_store_search_snippet(_S.title, query, literal(_PG_TITLE_HEADLINE)),
+        "",
+    )
+    return _page_rows(_page(shape, parts), snippet)
+
+
+async def _search_postgres(db: AsyncSession, request: SearchRequest) -> list[SearchHit]:
+    params = _params(request)
+    params["b_query"] = request.websearch
+    result = await db.execute(_postgres_statement(_shape(request)), params)
+    return [SearchHit(*row) for row in result]
 
 
 # --- SQLite
@@ -280,8 +314,8 @@ def _fts5_match(request: SearchRequest, column: str) -> str:
     return f'owner : "{request.user_id.hex}" AND {column} : ({request.fts5})'
 
 
-def _sqlite_search_hits(request: SearchRequest) -> Any:
-    message_match = bindparam("message_match", _fts5_match(request, "body"), Text)
+@functools.cache
+def _sqlite_statement(shape: _Shape) -> Select[Any]:
     message_fts: ColumnElement[Any] = literal_column("message_fts")
     messages = (
         select(
@@ -294,23 +328,21 @@ def _sqlite_search_hits(request: SearchRequest) -> Any:
         )
         .select_from(table("message_fts"))
         .join(Message, literal_column("message.rowid") == literal_column("message_fts.rowid"))
-        .where(message_fts.op("MATCH")(message_match), *_message_filters(request, fts_first=True))
-    )
-    if request.filters.on_sessions:
-        messages = messages.join(ChatSession, _S.id == _M.session_id).where(
-            *_session_filters(request.filters)
+        .where(
+            message_fts.op("MATCH")(bindparam("b_message_match", type_=Text)),
+            *_message_filters(shape, fts_first=True),
         )
-    parts = [messages]
-    if request.filters.titles_searched:
+    )
+    parts = [_with_sessions(messages, shape)]
+    if shape.titles:
         session_fts: ColumnElement[Any] = literal_column("chat_session_fts")
+        rank = -func.bm25(session_fts, 1.0, 0.0, type_=Float) * _SQLITE_TITLE_FACTOR
         parts.append(
             select(
                 _S.id.label("hit_id"),
                 null().label("message_id"),
                 _S.id.label("session_id"),
-                (-func.bm25(session_fts, 1.0, 0.0, type_=Float) * _SQLITE_TITLE_FACTOR).label(
-                    "rank"
-                ),
+                rank.label("rank"),
                 literal_column("chat_session_fts.rowid").label("fts_rowid"),
             )
             .select_from(table("chat_session_fts"))
@@ -319,48 +351,56 @@ def _sqlite_search_hits(request: SearchRequest) -> Any:
                 literal_column("chat_session.rowid") == literal_column("chat_session_fts.rowid"),
             )
             .where(
-                session_fts.op("MATCH")(
-                    bindparam("title_match", _fts5_match(request, "title"), Text)
-                ),
-                *_title_filters(request, fts_first=True),
+                session_fts.op("MATCH")(bindparam("b_title_match", type_=Text)),
+                *_title_filters(shape, fts_first=True),
             )
         )
-    return union_all(*parts).subquery("hits") if len(parts) > 1 else parts[0].subquery("hits")
+    page = _page(shape, parts)
+    return _page_rows(page, page.c.fts_rowid)
+
+
+def _sqlite_excerpts(fts: str, excerpt: bool) -> Select[Any]:
+    """Excerpts (or whole titles) of the page's rows, read by rowid: the MATCH is evaluated
+    for those rows only."""
+    fts_table: ColumnElement[Any] = literal_column(fts)
+    marks = (literal(MARK_START, Text), literal(MARK_END, Text))
+    if excerpt:
+        text = func.snippet(fts_table, 0, *marks, literal("…", Text), _SNIPPET_TOKENS, type_=Text)
+    else:
+        text = func.highlight(fts_table, 0, *marks, type_=Text)
+    rowid: ColumnElement[Any] = literal_column(f"{fts}.rowid")
+    return (
+        select(rowid, text)
+        .select_from(table(fts))
+        .where(
+            fts_table.op("MATCH")(bindparam("b_match", type_=Text)),
+            rowid.in_(bindparam("b_rowids", expanding=True)),
+        )
+    )
+
+
+_MESSAGE_EXCERPTS = _sqlite_excerpts("message_fts", True)
+_TITLES = _sqlite_excerpts("chat_session_fts", False)
 
 
 async def _search_sqlite(db: AsyncSession, request: SearchRequest) -> list[SearchHit]:
-    hits = _sqlite_search_hits(request)
-    page = _page(request, hits).subquery("page")
-    stmt = (
-        select(
-            page.c.hit_id,
-            page.c.rank,
-            page.c.session_id,
-            _S.title,
-            page.c.message_id,
-            _M.seq,
-            _M.role,
-            _M.created_at,
-            page.c.fts_rowid,
-        )
-        .select_from(page)
-        .join(ChatSession, _S.id == page.c.session_id)
-        .outerjoin(Message, _M.id == page.c.message_id)
-        .order_by(page.c.rank.desc(), page.c.hit_id.desc())
-    )
-    rows = list(await db.execute(stmt))
-    message_rowids = [row.fts_rowid for row in rows if row.message_id is not None]
-    title_rowids = [row.fts_rowid for row in rows if row.message_id is None]
-    snippets = {
-        ("m", rowid): text
-        for rowid, text in await _snippets(db, request, "message_fts", message_rowids, True)
-    }
-    snippets.update(
-        {
-            ("s", rowid): text
-            for rowid, text in await _snippets(db, request, "chat_session_fts", title_rowids, False)
-        }
-    )
+    shape = _shape(request)
+    params = _params(request)
+    params["b_message_match"] = _fts5_match(request, "body")
+    if shape.titles:
+        params["b_title_match"] = _fts5_match(request, "title")
+    rows = list(await db.execute(_sqlite_statement(shape), params))
+    snippets: dict[tuple[bool, int], str] = {}
+    for is_message, statement, column in (
+        (True, _MESSAGE_EXCERPTS, "body"),
+        (False, _TITLES, "title"),
+    ):
+        rowids = [row.fts_rowid for row in rows if (row.message_id is not None) == is_message]
+        if rowids:
+            found = await db.execute(
+                statement, {"b_match": _fts5_match(request, column), "b_rowids": rowids}
+            )
+            snippets.update({(is_message, rowid): text or "" for rowid, text in found})
     return [
         SearchHit(
             hit_id=row.hit_id,
@@ -371,34 +411,7 @@ async def _search_sqlite(db: AsyncSession, request: SearchRequest) -> list[Searc
             message_seq=row.seq,
             message_role=row.role,
             message_created_at=row.created_at,
-            snippet=snippets.get(("m" if row.message_id else "s", row.fts_rowid), ""),
+            snippet=snippets.get((row.message_id is not None, row.fts_rowid), ""),
         )
         for row in rows
     ]
-
-
-async def _snippets(
-    db: AsyncSession, request: SearchRequest, fts: str, rowids: list[int], excerpt: bool
-) -> list[tuple[int, str]]:
-    """Excerpts (or whole titles) of the page's rows, read by rowid: the MATCH is evaluated
-    for those rows only."""
-    if not rowids:
-        return []
-    fts_table: ColumnElement[Any] = literal_column(fts)
-    marks = (literal(MARK_START, Text), literal(MARK_END, Text))
-    if excerpt:
-        text = func.snippet(fts_table, 0, *marks, literal("…", Text), _SNIPPET_TOKENS, type_=Text)
-    else:
-        text = func.highlight(fts_table, 0, *marks, type_=Text)
-    rowid: ColumnElement[Any] = literal_column(f"{fts}.rowid")
-    stmt = (
-        select(rowid, text)
-        .select_from(table(fts))
-        .where(
-            fts_table.op("MATCH")(
-                bindparam("match", _fts5_match(request, "body" if excerpt else "title"), Text)
-            ),
-            rowid.in_(rowids),
-        )
-    )
-    return [(row[0], row[1] or "") for row in await db.execute(stmt)]
