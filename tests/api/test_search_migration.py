@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
@@ -96,3 +98,31 @@ def _empty_and_backfill(connection: Connection, migration: Any) -> tuple[int, in
             connection, "chat_session_search_source", "chat_session_fts", "title", 3
         ),
     )
+
+
+@pytest.mark.postgres_only
+async def test_two_processes_migrating_at_once_both_succeed() -> None:
+    """The backfill commits the transaction that held the migration lock; the lock is held for
+    the session, so the second migration waits for the first to finish and has nothing to do
+    (rather than running the same revision again and failing to stamp it)."""
+    async with provision("mig") as backend:
+        await asyncio.to_thread(migrate.downgrade, backend.database_url, "0001")
+        # Processes, as containers would be: alembic's context is one per process.
+        code = "import sys; from chat_store import migrate; migrate.upgrade(sys.argv[1])"
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", code, backend.database_url, stderr=asyncio.subprocess.PIPE
+            )
+            for _ in range(2)
+        ]
+        for process in processes:
+            _, stderr = await process.communicate()
+            assert process.returncode == 0, stderr.decode()[-2000:]
+
+        engine = create_async_engine(backend.database_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                current = await connection.run_sync(migrate.current_revisions)
+        finally:
+            await engine.dispose()
+        assert current == migrate.head_revisions()

@@ -34,9 +34,6 @@ depends_on: str | Sequence[str] | None = None
 BATCH = 5000
 # Texts up to this long are shown whole in search results rather than as an excerpt.
 WHOLE_TEXT_CHARS = 200
-# Any constant, held for the whole migration: another process migrating at the same time waits
-# for it even after the batches below have committed the transaction that took env.py's lock.
-_LOCK_ID = 725_199_003
 _OPEN = "('pending', 'in_progress')"
 
 
@@ -146,7 +143,6 @@ def _postgres_functions(language: str) -> list[str]:
 
 
 def _upgrade_postgres(language: str) -> None:
-    op.execute(sa.text("SELECT pg_advisory_lock(:id)").bindparams(id=_LOCK_ID))
     # btree_gin: the owner's id and the words in one GIN index, so a common word is looked up
     # among one user's messages, not everyone's.
     op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
