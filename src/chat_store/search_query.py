@@ -150,8 +150,3 @@ def parse(text: str) -> SearchQuery:
                 "a query of only -excluded terms would match almost everything"
             )
     return parsed
-
-
-def index_text(text: str) -> str:
-    """Stored text as the Postgres index reads it (the migration's SQL does the same)."""
-    return text.translate(_TO_SPACES)

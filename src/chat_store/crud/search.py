@@ -7,8 +7,9 @@ every write, so a search sees exactly what is committed:
   in a GIN index led by user_id (btree_gin), so a common word is looked up among the owner's rows
   only. Ranked by ts_rank_cd (it depends on the row and the query alone, so a hit's rank does not
   move when other rows are written); excerpts by ts_headline, for the page's rows only.
-- SQLite: FTS5 tables `message_fts` and `chat_session_fts`, ranked by bm25 (lower is better,
-  negated here so that higher is better on both), excerpts by snippet() and highlight().
+- SQLite: FTS5 tables `message_fts` and `chat_session_fts`, with the owner's id as a column so
+  that FTS5 matches within one owner's rows; ranked by bm25 (lower is better, negated here so
+  that higher is better on both), excerpts by snippet() and highlight().
 
 The statements are written per dialect: the engines share no syntax for any of this.
 """
