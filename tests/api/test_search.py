@@ -188,6 +188,19 @@ async def test_a_long_text_is_excerpted_around_the_match(
     assert hit["snippet"].strip("…") in text
 
 
+async def test_a_short_text_is_shown_whole_however_many_words_it_has(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account, title="t")
+    text = "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.0.1.2.3.4.5.6.7.8.9 wombat"
+    await factory.message(account, session["id"], content=text)
+
+    [hit] = (await search(client, account, "wombat"))["data"]
+
+    assert hit["snippet"] == text
+    assert matched(hit) == ["wombat"]
+
+
 async def test_highlights_count_code_points(
     client: httpx.AsyncClient, factory: Factory, account: Account
 ) -> None:

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
+    case,
     func,
     literal,
     literal_column,
@@ -61,6 +62,9 @@ MARK_END = "\ue001"
 _PG_MESSAGE_HEADLINE = f"StartSel={MARK_START},StopSel={MARK_END},MaxWords=25,MinWords=12"
 _PG_TITLE_HEADLINE = f"StartSel={MARK_START},StopSel={MARK_END},HighlightAll=true"
 _SNIPPET_TOKENS = 25
+# A text up to this long is shown whole (highlight() rather than snippet()), as Postgres'
+# excerpt function does (WHOLE_TEXT_CHARS of migration 0003_search).
+_WHOLE_TEXT_CHARS = 200
 # A title that matches outranks a message with the same matches: on Postgres its words carry
 # weight A (1.0) against the messages' D (0.1); bm25 has no weights across tables, so a factor.
 _SQLITE_TITLE_FACTOR = 10.0
@@ -365,10 +369,13 @@ def _sqlite_excerpts(fts: str, excerpt: bool) -> Select[Any]:
     for those rows only."""
     fts_table: ColumnElement[Any] = literal_column(fts)
     marks = (literal(MARK_START, Text), literal(MARK_END, Text))
+    whole = func.highlight(fts_table, 0, *marks, type_=Text)
     if excerpt:
-        text = func.snippet(fts_table, 0, *marks, literal("…", Text), _SNIPPET_TOKENS, type_=Text)
+        short = func.length(literal_column(f"{fts}.body")) <= _WHOLE_TEXT_CHARS
+        cut = func.snippet(fts_table, 0, *marks, literal("…", Text), _SNIPPET_TOKENS, type_=Text)
+        text: ColumnElement[Any] = case((short, whole), else_=cut)
     else:
-        text = func.highlight(fts_table, 0, *marks, type_=Text)
+        text = whole
     rowid: ColumnElement[Any] = literal_column(f"{fts}.rowid")
     return (
         select(rowid, text)
