@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -199,6 +200,23 @@ async def test_a_short_text_is_shown_whole_however_many_words_it_has(
 
     assert hit["snippet"] == text
     assert matched(hit) == ["wombat"]
+
+
+async def test_a_megabyte_of_distinct_words_is_stored_and_its_start_indexed(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    """A tsvector holds at most 1 MB: indexed whole, a message of hashes would fail its own
+    append. The first 100,000 characters are indexed, on both engines."""
+    session = await factory.chat_session(account, title="t")
+    hashes = " ".join(hashlib.md5(str(i).encode()).hexdigest() for i in range(30_000))
+    text = f"first_marker {hashes} last_marker"
+    assert len(text.encode()) < 1024 * 1024
+    message = await factory.message(account, session["id"], content=text)
+
+    [hit] = (await search(client, account, "first_marker"))["data"]
+    assert hit["message"]["id"] == message["id"]
+    assert hit["snippet"].endswith("…") and matched(hit) == ["first_marker"]
+    assert (await search(client, account, "last_marker"))["data"] == []
 
 
 async def test_highlights_count_code_points(

@@ -32,6 +32,11 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 BATCH = 5000
+# The first this many characters of a text are indexed. A tsvector holds at most 1 MB, which a
+# message of 1 MiB of distinct words (hashes, base64) exceeds: to_tsvector would fail, and the
+# append with it. A vector of 100,000 characters stays under half of that whatever the text,
+# and Postgres does not tell positions apart beyond the 16,383rd word anyway.
+INDEXED_CHARS = 100_000
 # Texts up to this long are shown whole in search results rather than as an excerpt.
 WHOLE_TEXT_CHARS = 200
 _OPEN = "('pending', 'in_progress')"
@@ -80,7 +85,8 @@ def _postgres_functions(language: str) -> list[str]:
         f"""
         CREATE OR REPLACE FUNCTION chat_store_search_vector(doc text) RETURNS tsvector
         LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-        AS $$ SELECT to_tsvector({config}, regexp_replace(doc, {_PUNCTUATION}, ' ', 'g')) $$
+        AS $$ SELECT to_tsvector(
+            {config}, regexp_replace(left(doc, {INDEXED_CHARS}), {_PUNCTUATION}, ' ', 'g')) $$
         """,
         # The query, already written with quoted terms by the service (search_query.py).
         f"""
@@ -98,7 +104,8 @@ def _postgres_functions(language: str) -> list[str]:
         RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE
         AS $$
         DECLARE
-            plain text := regexp_replace(doc, {_PUNCTUATION_AND_MARKS}, ' ', 'g');
+            plain text := regexp_replace(
+                left(doc, {INDEXED_CHARS}), {_PUNCTUATION_AND_MARKS}, ' ', 'g');
             -- A short text is shown whole (ts_headline would still cut it around its cover).
             marked text := ts_headline({config}, plain, query, CASE
                 WHEN length(doc) <= {WHOLE_TEXT_CHARS} THEN options || ',HighlightAll=true'
@@ -129,7 +136,7 @@ def _postgres_functions(language: str) -> list[str]:
             IF start > 1 THEN
                 result := '…' || result;
             END IF;
-            IF start + length(fragment) - 1 < length(doc) THEN
+            IF start + length(fragment) - 1 < length(doc) THEN  -- the whole text's length
                 result := result || '…';
             END IF;
             RETURN result;
@@ -258,7 +265,8 @@ def _marks_removed(expression: str) -> str:
 
 
 def _message_body(row: str) -> str:
-    return _marks_removed(f"coalesce({row}.content, {row}.partial_content)")
+    text = f"substr(coalesce({row}.content, {row}.partial_content), 1, {INDEXED_CHARS})"
+    return _marks_removed(text)
 
 
 def _title(row: str) -> str:
