@@ -6,7 +6,7 @@ functions that hold the text search configuration (SEARCH_LANGUAGE, `simple` by 
 index, the triggers and the queries cannot disagree on it.
 
 SQLite: FTS5 tables over the message and session tables (external content: the text is not
-stored twice), kept by triggers.
+stored twice), with the owner's id as a second column, kept by triggers.
 
 Existing messages are indexed in batches. On Postgres each batch is its own transaction (the
 table stays readable and writable while it runs; only adding the column and the trigger take the
