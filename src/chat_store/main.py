@@ -36,6 +36,7 @@ from chat_store.api import (
     imports,
     messages,
     ratelimits,
+    search,
     streams,
     users,
 )
@@ -97,6 +98,7 @@ OPENAPI_TAGS = [
         "description": "Take conversations out (chat-store/1, streamed) and bring them in "
         "(chat-store/1, ChatGPT, plain messages).",
     },
+    {"name": "search", "description": "Full-text search of the caller's messages and titles."},
 ]
 
 
@@ -228,6 +230,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         export,
         imports,
         archive,
+        search,
     ):
         app.include_router(module.router, dependencies=by_principal)
     app.include_router(auth.router, dependencies=by_ip)

@@ -128,6 +128,11 @@ class Settings(BaseSettings):
     generation_sweep_seconds: float = Field(default=10.0, gt=0)  # how often leases are checked
     generation_flush_seconds: float = Field(default=0.04, ge=0)  # deltas coalesced this long
     generation_max_attempts: int = Field(default=3, ge=1)  # runs of one answer, takeovers included
+    # --- search
+    # The text search configuration of the search index (Postgres: `simple`, `english`,
+    # `german`, ...; SQLite: `english` adds stemming, anything else searches as `simple`).
+    # Read when the index is built (docs/operations.md: changing it).
+    search_language: str = Field(default="simple", pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)
 
     # --- retention
     retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever

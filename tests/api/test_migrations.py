@@ -13,13 +13,15 @@ from sqlalchemy.pool import NullPool
 
 from chat_store import migrate
 from chat_store.models import Base
+from chat_store.models.search import include_name
 from tests.backends import provision
 from tests.conftest import client_for, make_settings, running_app
 
 
 def _schema_diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
-        connection, opts={"compare_type": True, "compare_server_default": False}
+        connection,
+        opts={"compare_type": True, "compare_server_default": False, "include_name": include_name},
     )
     return list(compare_metadata(context, Base.metadata))
 

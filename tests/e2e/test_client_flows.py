@@ -283,3 +283,28 @@ async def test_rate_limited_answers_carry_retry_after(e2e_backend: Backend) -> N
             await client.register(new_email(), PASSWORD)
     assert (limited.value.status, limited.value.code) == (429, "rate_limited")
     assert limited.value.retry_after is not None and 0 < limited.value.retry_after <= 60
+
+
+async def test_search_through_the_client(server: ServerProcess) -> None:
+    client, _ = await new_account(server)
+    async with client:
+        session = await client.create_session(title="Flaky billing on CI")
+        question = await client.append_message(
+            session.id, "user", "Why does test_billing fail? KeyError in src/app/main.py"
+        )
+        answer = await client.append_message(session.id, "assistant", status="pending")
+        await client.append_delta(session.id, answer.id, "Freeze the fixture clock.", 0)
+        assert (await client.search("fixture clock")).data == []  # still streaming
+        await client.complete_message(session.id, answer.id)
+
+        page = await client.search("main.py or clock", limit=1)
+        assert page.has_more and page.next_cursor
+        rest = await client.search("main.py or clock", cursor=page.next_cursor)
+        found = {hit.message.id for hit in [*page.data, *rest.data] if hit.message}
+        assert found == {question.id, answer.id}
+
+        [title] = (await client.search("flaky", role=None)).data
+        assert title.message is None and title.matches == ["Flaky"]
+        assert (await client.search("test_billing", role="assistant")).data == []
+        with pytest.raises(ValidationError):
+            await client.search("-only -excluded")

@@ -6,7 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -351,6 +351,49 @@ def test_list_filters_become_query_parameters() -> None:
     }
 
 
+def test_search_sends_the_query_and_filters_and_reads_the_hits() -> None:
+    hit = {
+        "object": "search_result",
+        "session": {"id": str(uuid.uuid4()), "title": "CI"},
+        "message": {"id": str(uuid.uuid4()), "seq": 3, "role": "user", "created_at": NOW},
+        "snippet": "…why does test_billing fail",
+        "highlights": [[10, 22]],
+        "rank": 0.25,
+    }
+    fake = Recorder(
+        lambda request: httpx.Response(
+            200, json={"object": "list", "data": [hit], "has_more": True, "next_cursor": "c2"}
+        )
+    )
+    session_id = uuid.uuid4()
+    with sync_client(fake, api_key="csk_k") as client:
+        page = client.search(
+            'test_billing -"flaky"',
+            limit=5,
+            cursor="c1",
+            session_id=session_id,
+            role="user",
+            favorite=False,
+            after=date(2026, 11, 1),
+            before=datetime(2026, 12, 1, tzinfo=UTC),
+        )
+    assert dict(fake.requests[0].url.params) == {
+        "q": 'test_billing -"flaky"',
+        "limit": "5",
+        "cursor": "c1",
+        "session_id": str(session_id),
+        "role": "user",
+        "favorite": "false",
+        "after": "2026-11-01",
+        "before": "2026-12-01T00:00:00+00:00",
+    }
+    assert fake.requests[0].url.path == "/api/v1/search"
+    assert page.next_cursor == "c2" and page.has_more
+    [result] = page.data
+    assert result.message is not None and result.message.seq == 3
+    assert result.matches == ["test_billing"]
+
+
 def pages_of(items: list[dict[str, Any]], size: int) -> Handler:
     """A fake list route that pages `items` by `after`, like the service."""
 
@@ -557,7 +600,7 @@ def _field_names(model: type[BaseModel]) -> set[str]:
 
 def test_client_models_have_the_fields_of_the_server_schemas() -> None:
     from chat_store.api import health
-    from chat_store.schemas import api_keys, chat, chat_sessions, common, messages, users
+    from chat_store.schemas import api_keys, chat, chat_sessions, common, messages, search, users
 
     pairs: list[tuple[type[BaseModel], type[BaseModel]]] = [
         (models.User, users.UserRead),
@@ -576,6 +619,10 @@ def test_client_models_have_the_fields_of_the_server_schemas() -> None:
         (models.ResumePoint, messages.ResumePoint),
         (models.ContextWindow, messages.ContextWindow),
         (models.ChatTurn, chat.ChatTurn),
+        (models.SearchSession, search.SearchSession),
+        (models.SearchMessage, search.SearchMessage),
+        (models.SearchResult, search.SearchResult),
+        (models.SearchPage, search.SearchPage),
     ]
     for client_model, server_schema in pairs:
         assert _field_names(client_model) == _field_names(server_schema), client_model

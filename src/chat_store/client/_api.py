@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 import httpx
@@ -45,6 +45,7 @@ from chat_store.client.models import (
     Page,
     Readiness,
     ResumePoint,
+    SearchPage,
     TokenPair,
     User,
     Workspace,
@@ -642,6 +643,50 @@ class ChatStoreApi(ClientCore):
             params=query(max_tokens=max_tokens),
             parse=model(ContextWindow),
         )
+
+    # --- search
+
+    @endpoint
+    def search(
+        self,
+        q: str,
+        *,
+        limit: int | None = None,
+        cursor: str | None = None,
+        session_id: uuid.UUID | str | None = None,
+        role: MessageRole | None = None,
+        repo: str | None = None,
+        favorite: bool | None = None,
+        status: ChatSessionStatus | None = None,
+        after: datetime | date | None = None,
+        before: datetime | date | None = None,
+    ) -> Call[SearchPage]:
+        """One page of the caller's messages and session titles that match `q` (words,
+        "phrases", -excluded, or), best first. `after`/`before`: a time with an offset, or a
+        date (the start of that day, UTC). The next page: `cursor=page.next_cursor`."""
+        return Call(
+            "GET",
+            f"{API_PREFIX}/search",
+            params=query(
+                q=q,
+                limit=limit,
+                cursor=cursor,
+                session_id=session_id,
+                role=role,
+                repo=repo,
+                favorite=favorite,
+                status=status,
+                after=_day_or_time(after),
+                before=_day_or_time(before),
+            ),
+            parse=model(SearchPage),
+        )
+
+
+def _day_or_time(value: datetime | date | None) -> datetime | str | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return value.isoformat()
 
 
 def _messages(session_id: uuid.UUID | str) -> str:

@@ -171,6 +171,43 @@ class ChatTurn(Model):
     assistant_message: Message
 
 
+class SearchSession(Model):
+    id: uuid.UUID
+    title: str | None = None
+
+
+class SearchMessage(Model):
+    id: uuid.UUID
+    seq: int
+    role: MessageRole
+    created_at: datetime
+
+
+class SearchResult(Model):
+    """One hit: a message (or, with `message` None, the session's title) and an excerpt."""
+
+    object: Literal["search_result"] = "search_result"
+    session: SearchSession
+    message: SearchMessage | None = None
+    snippet: str
+    highlights: list[tuple[int, int]] = Field(default_factory=list)
+    rank: float
+
+    @property
+    def matches(self) -> list[str]:
+        """The matched pieces of `snippet`, in order."""
+        return [self.snippet[start:end] for start, end in self.highlights]
+
+
+class SearchPage(Model):
+    """One page of hits, best first; pass `next_cursor` as `cursor` for the next one."""
+
+    object: Literal["list"] = "list"
+    data: list[SearchResult]
+    has_more: bool
+    next_cursor: str | None = None
+
+
 @dataclass(frozen=True)
 class StreamDelta:
     """Text appended to a followed message; `offset` is the stored length after it."""

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from alembic import context
 from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_store.models import Base
+from chat_store.models.search import include_name
 from chat_store.settings import get_settings, normalize_database_url
 
 config = context.config
@@ -30,17 +32,40 @@ def _configure(connection: Connection) -> None:
         # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # The search index is built by its migration and kept by triggers, not by models.
+        include_name=include_name,
     )
 
 
 # Any constant: several containers starting at once migrate one after the other.
 _MIGRATION_LOCK_ID = 725_199_001
+_LOCK_POLL_SECONDS = 0.2
+
+
+def _hold_migration_lock(connection: Connection) -> None:
+    """Take the migration lock for the session (until the connection closes), asking again
+    while another process holds it, with no transaction open between the asks.
+
+    A migration may commit as it goes and build an index CONCURRENTLY, which waits for every
+    transaction open in the database: a second migrator waiting for the lock inside a
+    transaction (pg_advisory_xact_lock) would deadlock with it."""
+    statement = text("SELECT pg_try_advisory_lock(:id)")
+    while True:
+        with connection.begin():
+            if connection.execute(statement, {"id": _MIGRATION_LOCK_ID}).scalar():
+                return
+        time.sleep(_LOCK_POLL_SECONDS)
 
 
 def _run_sync(connection: Connection) -> None:
     _configure(connection)
+    postgres = connection.dialect.name == "postgresql"
+    # A connection handed in already in a transaction takes the lock for that transaction.
+    in_transaction = connection.in_transaction()
+    if postgres and not in_transaction:
+        _hold_migration_lock(connection)
     with context.begin_transaction():
-        if connection.dialect.name == "postgresql":
+        if postgres and in_transaction:
             connection.execute(
                 text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
             )

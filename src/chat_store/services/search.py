@@ -1,0 +1,149 @@
+"""Search: the caller's messages and session titles, best match first, page by page.
+
+Rules: a search only ever reads the caller's rows; a session given as a filter must be the
+caller's (else 404, as everywhere); a query too long or with nothing to search for is a 422. A
+page continues from an opaque cursor carrying the last hit's (rank, id): ranks are not ids, so
+the id alone, as other lists use it, could not say where the next page starts.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store import search_query
+from chat_store.crud import search as search_crud
+from chat_store.crud.search import MARK_END, MARK_START, SearchFilters, SearchHit, SearchRequest
+from chat_store.errors import ValidationFailed
+from chat_store.schemas.search import (
+    SearchMessage,
+    SearchPage,
+    SearchParams,
+    SearchResult,
+    SearchSession,
+)
+from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services.principals import Principal
+
+# A gap between two matches made only of these joins them into one highlight: `test_billing`
+# and `fixed clock` are one match of a phrase, not two. (FTS5 marks a phrase as one match;
+# ts_headline marks each of its words.)
+_JOINERS = frozenset(search_query.PUNCTUATION + " ")
+
+
+async def search(db: AsyncSession, principal: Principal, params: SearchParams) -> SearchPage:
+    try:
+        query = search_query.parse(params.q)
+    except search_query.SearchQueryError as exc:
+        raise ValidationFailed(str(exc), ["query", "q"]) from None
+    if params.session_id is not None:
+        await chat_session_service.get_owned(db, principal, params.session_id)
+    filters = SearchFilters(
+        session_id=params.session_id,
+        role=params.role,
+        repo=params.repo,
+        favorite=params.favorite,
+        status=params.status,
+        after=params.after,
+        before=params.before,
+    )
+    websearch = query.websearch()
+    fingerprint = _fingerprint(websearch, filters)
+    request = SearchRequest(
+        user_id=principal.user_id,
+        websearch=websearch,
+        fts5=query.fts5(),
+        filters=filters,
+        limit=params.limit,
+        cursor=_decode_cursor(params.cursor, fingerprint) if params.cursor else None,
+    )
+    hits, has_more = await search_crud.search(db, request)
+    if not hits and request.cursor is None and not await search_crud.query_has_words(db, websearch):
+        raise ValidationFailed(
+            "the query has only stop words of the search language, nothing to search for",
+            ["query", "q"],
+        )
+    last = hits[-1] if hits else None
+    return SearchPage(
+        data=[_result(hit) for hit in hits],
+        has_more=has_more,
+        next_cursor=_encode_cursor(last, fingerprint) if has_more and last else None,
+    )
+
+
+def _result(hit: SearchHit) -> SearchResult:
+    snippet, highlights = parse_marks(hit.snippet)
+    message = None
+    if hit.message_id is not None:
+        assert hit.message_seq is not None and hit.message_created_at is not None
+        message = SearchMessage(
+            id=hit.message_id,
+            seq=hit.message_seq,
+            role=hit.message_role,
+            created_at=hit.message_created_at,
+        )
+    return SearchResult(
+        session=SearchSession(id=hit.session_id, title=hit.session_title),
+        message=message,
+        snippet=snippet,
+        highlights=highlights,
+        rank=hit.rank,
+    )
+
+
+def parse_marks(marked: str) -> tuple[str, list[tuple[int, int]]]:
+    """The excerpt without its match marks, and [start, end) of each match in it (code
+    points); matches separated only by punctuation and spaces are one."""
+    text: list[str] = []
+    spans: list[tuple[int, int]] = []
+    start: int | None = None
+    for char in marked:
+        if char == MARK_START:
+            start = len(text)
+        elif char == MARK_END:
+            if start is not None and len(text) > start:
+                spans.append((start, len(text)))
+            start = None
+        else:
+            text.append(char)
+    plain = "".join(text)
+    merged: list[tuple[int, int]] = []
+    for span in spans:
+        if merged and all(char in _JOINERS for char in plain[merged[-1][1] : span[0]]):
+            merged[-1] = (merged[-1][0], span[1])
+        else:
+            merged.append(span)
+    return plain, merged
+
+
+def _fingerprint(websearch: str, filters: SearchFilters) -> str:
+    """Ties a cursor to its search: a cursor of another query or other filters would start the
+    page at an arbitrary rank."""
+    described = json.dumps([websearch, repr(filters)], ensure_ascii=False)
+    return hashlib.sha256(described.encode()).hexdigest()[:16]
+
+
+def _encode_cursor(hit: SearchHit, fingerprint: str) -> str:
+    # repr() of a float reads back as the same float: the next page starts exactly below it.
+    raw = json.dumps([repr(hit.rank), str(hit.hit_id), fingerprint], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, fingerprint: str) -> tuple[float, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        rank, hit_id, of_search = json.loads(raw)
+        decoded = (float(rank), uuid.UUID(hit_id))
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed("not a search cursor", ["query", "cursor"]) from None
+    if of_search != fingerprint:
+        raise ValidationFailed(
+            "the cursor belongs to another search: give the same query and filters",
+            ["query", "cursor"],
+        )
+    return decoded

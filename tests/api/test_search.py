@@ -1,0 +1,539 @@
+"""GET /search: what is found, how it is ranked, excerpted, filtered and paged, on both engines."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.assertions import assert_validation_error
+from tests.factories import API, Account, Factory
+
+CODE_QUESTION = "Why does test_billing fail on CI? It raises KeyError in src/app/main.py line 12."
+CLOCK_ANSWER = "The fixture uses a fixed clock ⏰: patch os.path.join in conftest.py instead."
+
+
+async def search(
+    client: httpx.AsyncClient, account: Account, q: str, **params: Any
+) -> dict[str, Any]:
+    response = await client.get(f"{API}/search", params={"q": q, **params}, headers=account.headers)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def message_ids(page: dict[str, Any]) -> list[str]:
+    return [hit["message"]["id"] for hit in page["data"] if hit["message"] is not None]
+
+
+def matched(hit: dict[str, Any]) -> list[str]:
+    return [hit["snippet"][start:end] for start, end in hit["highlights"]]
+
+
+@pytest.fixture
+async def account(factory: Factory) -> Account:
+    return await factory.account()
+
+
+async def test_a_hit_is_the_message_with_its_session_an_excerpt_and_a_rank(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account, title="CI troubles")
+    question = await factory.message(account, session["id"], content=CODE_QUESTION)
+
+    page = await search(client, account, "test_billing")
+
+    assert page["object"] == "list"
+    assert page["has_more"] is False
+    assert page["next_cursor"] is None
+    [hit] = page["data"]
+    assert set(hit) == {"object", "session", "message", "snippet", "highlights", "rank"}
+    assert hit["object"] == "search_result"
+    assert hit["session"] == {"id": session["id"], "title": "CI troubles"}
+    assert hit["message"] == {
+        "id": question["id"],
+        "seq": 1,
+        "role": "user",
+        "created_at": question["created_at"],
+    }
+    assert hit["snippet"] == CODE_QUESTION  # short texts are shown whole
+    assert matched(hit) == ["test_billing"]
+    assert hit["rank"] > 0
+
+
+@pytest.mark.parametrize(
+    ("typed", "highlighted"),
+    [
+        ("test_billing", ["test_billing"]),
+        ("KeyError", ["KeyError"]),
+        ("keyerror", ["KeyError"]),
+        ("src/app/main.py", ["src/app/main.py"]),
+        ("app/main.py", ["app/main.py"]),
+        ("main.py", ["main.py"]),
+        ("billing", ["billing"]),
+        ('"line 12"', ["line 12"]),
+    ],
+)
+async def test_code_is_found_as_written_and_by_its_parts(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    account: Account,
+    typed: str,
+    highlighted: list[str],
+) -> None:
+    session = await factory.chat_session(account)
+    question = await factory.message(account, session["id"], content=CODE_QUESTION)
+    await factory.message(account, session["id"], role="assistant", content=CLOCK_ANSWER)
+
+    page = await search(client, account, typed)
+
+    assert message_ids(page) == [question["id"]]
+    assert matched(page["data"][0]) == highlighted
+
+
+async def test_identifiers_do_not_match_across_their_parts(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    await factory.message(account, session["id"], content="billing test, then main results")
+
+    for typed in ("test_billing", "main.py", "src/app/main.py"):
+        assert (await search(client, account, typed))["data"] == [], typed
+
+
+async def test_phrases_exclusions_and_or(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    question = await factory.message(account, session["id"], content=CODE_QUESTION)
+    answer = await factory.message(account, session["id"], role="assistant", content=CLOCK_ANSWER)
+    other = await factory.message(account, session["id"], content="the clock is fixed now")
+
+    assert message_ids(await search(client, account, '"fixed clock"')) == [answer["id"]]
+    assert set(message_ids(await search(client, account, "fixed clock"))) == {
+        answer["id"],
+        other["id"],
+    }
+    assert message_ids(await search(client, account, "clock -fixture")) == [other["id"]]
+    assert message_ids(await search(client, account, 'clock -"fixed clock"')) == [other["id"]]
+    assert set(message_ids(await search(client, account, "KeyError or conftest"))) == {
+        question["id"],
+        answer["id"],
+    }
+    assert message_ids(await search(client, account, "KeyError OR nothing_like_it")) == [
+        question["id"]
+    ]
+
+
+async def test_titles_are_hits_of_their_own(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    titled = await factory.chat_session(account, title="Flaky billing tests")
+    untouched = await factory.chat_session(account)
+    message = await factory.message(account, untouched["id"], content="billing is flaky today")
+
+    page = await search(client, account, "flaky billing")
+
+    assert [(hit["session"]["id"], hit["message"]) for hit in page["data"][:1]] == [
+        (titled["id"], None)
+    ]
+    title_hit = page["data"][0]
+    assert title_hit["snippet"] == "Flaky billing tests"
+    assert matched(title_hit) == ["Flaky billing"]
+    # A title outranks a message with the same words.
+    assert message_ids(page) == [message["id"]]
+    assert page["data"][0]["rank"] > page["data"][1]["rank"]
+
+
+async def test_an_untitled_session_is_named_by_its_first_message_and_found_by_it(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    await factory.message(account, session["id"], content="Port the CLI to Windows")
+
+    page = await search(client, account, "windows")
+
+    assert [hit["message"] is None for hit in page["data"]] == [True, False]
+
+
+async def test_results_are_best_first(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    weak = await factory.message(
+        account, session["id"], content="clock " + "unrelated words here " * 20 + "fixture"
+    )
+    strong = await factory.message(account, session["id"], content="fixture clock fixture clock")
+
+    page = await search(client, account, "fixture clock")
+
+    assert message_ids(page) == [strong["id"], weak["id"]]
+    ranks = [hit["rank"] for hit in page["data"]]
+    assert ranks == sorted(ranks, reverse=True)
+
+
+async def test_a_long_text_is_excerpted_around_the_match(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    text = " ".join(f"word{i}" for i in range(200)) + " the needle_here is found " + "tail " * 100
+    await factory.message(account, session["id"], content=text)
+
+    [hit] = (await search(client, account, "needle_here"))["data"]
+
+    assert hit["snippet"].startswith("…") and hit["snippet"].endswith("…")
+    assert len(hit["snippet"]) < 400
+    assert matched(hit) == ["needle_here"]
+    assert hit["snippet"].strip("…") in text
+
+
+async def test_a_short_text_is_shown_whole_however_many_words_it_has(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account, title="t")
+    text = "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.0.1.2.3.4.5.6.7.8.9 wombat"
+    await factory.message(account, session["id"], content=text)
+
+    [hit] = (await search(client, account, "wombat"))["data"]
+
+    assert hit["snippet"] == text
+    assert matched(hit) == ["wombat"]
+
+
+async def test_a_megabyte_of_distinct_words_is_stored_and_its_start_indexed(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    """A tsvector holds at most 1 MB: indexed whole, a message of hashes would fail its own
+    append. The first 100,000 characters are indexed, on both engines."""
+    session = await factory.chat_session(account, title="t")
+    hashes = " ".join(hashlib.md5(str(i).encode()).hexdigest() for i in range(30_000))
+    text = f"first_marker {hashes} last_marker"
+    assert len(text.encode()) < 1024 * 1024
+    message = await factory.message(account, session["id"], content=text)
+
+    [hit] = (await search(client, account, "first_marker"))["data"]
+    assert hit["message"]["id"] == message["id"]
+    assert hit["snippet"].endswith("…") and matched(hit) == ["first_marker"]
+    assert (await search(client, account, "last_marker"))["data"] == []
+
+
+async def test_highlights_count_code_points(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account, title="t")
+    await factory.message(account, session["id"], content="⏰🙂 naïve café déjà-vu 日本語 clock")
+
+    for typed, word in (("clock", "clock"), ("café", "café"), ("日本語", "日本語")):
+        [hit] = (await search(client, account, typed))["data"]
+        assert matched(hit) == [word]
+
+
+async def test_private_use_marks_in_the_text_do_not_confuse_highlights(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account, title="t")
+    await factory.message(account, session["id"], content="odd \ue000marks\ue001 around clock")
+
+    [hit] = (await search(client, account, "clock"))["data"]
+
+    assert matched(hit) == ["clock"]
+
+
+# --- streaming answers, edits and deletions
+
+
+async def test_a_streamed_answer_is_found_once_it_is_complete(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    answer = await factory.message(account, session["id"], role="assistant", status="pending")
+    url = f"{API}/sessions/{session['id']}/messages/{answer['id']}"
+    response = await client.post(
+        f"{url}/append",
+        json={"delta": "streaming zebra text", "offset": 0},
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text
+
+    assert (await search(client, account, "zebra"))["data"] == []
+
+    response = await client.patch(url, json={"status": "complete"}, headers=account.headers)
+    assert response.status_code == 200, response.text
+    assert message_ids(await search(client, account, "zebra")) == [answer["id"]]
+
+
+@pytest.mark.parametrize("status", ["failed", "cancelled"])
+async def test_a_stopped_answer_is_found_by_the_text_it_got(
+    client: httpx.AsyncClient, factory: Factory, account: Account, status: str
+) -> None:
+    session = await factory.chat_session(account)
+    answer = await factory.message(account, session["id"], role="assistant", status="pending")
+    url = f"{API}/sessions/{session['id']}/messages/{answer['id']}"
+    await client.post(
+        f"{url}/append", json={"delta": "half an okapi", "offset": 0}, headers=account.headers
+    )
+    response = await client.patch(
+        url, json={"status": status, "error_message": "stopped"}, headers=account.headers
+    )
+    assert response.status_code == 200, response.text
+
+    assert message_ids(await search(client, account, "okapi")) == [answer["id"]]
+
+    # Resumed, it streams again: not searchable until it ends.
+    response = await client.patch(url, json={"status": "in_progress"}, headers=account.headers)
+    if status == "failed":
+        assert response.status_code == 200, response.text
+        assert (await search(client, account, "okapi"))["data"] == []
+
+
+async def test_an_edit_replaces_what_is_found(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account, title="first title")
+    message = await factory.message(account, session["id"], content="original walrus")
+    response = await client.patch(
+        f"{API}/sessions/{session['id']}/messages/{message['id']}",
+        json={"content": "edited narwhal"},
+        headers=account.headers,
+    )
+    assert response.status_code == 200, response.text
+    response = await client.put(
+        f"{API}/sessions/{session['id']}", json={"title": "renamed heron"}, headers=account.headers
+    )
+    assert response.status_code == 200, response.text
+
+    assert (await search(client, account, "walrus"))["data"] == []
+    assert message_ids(await search(client, account, "narwhal")) == [message["id"]]
+    assert (await search(client, account, "first title"))["data"] == []
+    [hit] = (await search(client, account, "heron"))["data"]
+    assert hit["session"]["title"] == "renamed heron"
+
+
+async def test_deleted_messages_and_sessions_are_not_found(
+    client: httpx.AsyncClient, factory: Factory, account: Account, state: Any
+) -> None:
+    kept = await factory.chat_session(account, title="kept ibis")
+    gone = await factory.chat_session(account, title="gone ibis")
+    message = await factory.message(account, kept["id"], content="ibis message")
+    await factory.messages(account, gone["id"], 3, content="ibis batch")
+    await client.delete(
+        f"{API}/sessions/{kept['id']}/messages/{message['id']}", headers=account.headers
+    )
+    await client.delete(f"{API}/sessions/{gone['id']}", headers=account.headers)
+
+    page = await search(client, account, "ibis")
+
+    assert [(hit["session"]["id"], hit["message"]) for hit in page["data"]] == [(kept["id"], None)]
+    await _check_sqlite_index(state)
+
+
+async def _check_sqlite_index(state: Any) -> None:
+    """SQLite: the FTS5 index agrees with the rows it indexes (a trigger that handed FTS5 other
+    text than it indexed would leave it inconsistent)."""
+    if state.engine.dialect.name != "sqlite":
+        return
+    from sqlalchemy import text
+
+    async with state.sessionmaker() as db, db.begin():
+        for table in ("message_fts", "chat_session_fts"):
+            await db.execute(
+                text(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
+            )
+
+
+# --- filters
+
+
+async def test_filters_narrow_the_hits(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    api = await factory.chat_session(
+        account, title="api work", workspace={"repo": "github.com/acme/api"}
+    )
+    web = await factory.chat_session(account, title="web work")
+    in_api = await factory.message(account, api["id"], content="the lemur question")
+    answer_api = await factory.message(
+        account, api["id"], role="assistant", content="the lemur answer"
+    )
+    in_web = await factory.message(account, web["id"], content="a lemur elsewhere")
+    await client.patch(f"{API}/sessions/{web['id']}/favorite", headers=account.headers)
+    await client.patch(
+        f"{API}/sessions/{api['id']}", json={"status": "ended"}, headers=account.headers
+    )
+
+    async def ids(**params: Any) -> set[str]:
+        return set(message_ids(await search(client, account, "lemur", **params)))
+
+    assert await ids() == {in_api["id"], answer_api["id"], in_web["id"]}
+    assert await ids(session_id=api["id"]) == {in_api["id"], answer_api["id"]}
+    assert await ids(role="assistant") == {answer_api["id"]}
+    assert await ids(repo="github.com/acme/api") == {in_api["id"], answer_api["id"]}
+    assert await ids(favorite="true") == {in_web["id"]}
+    assert await ids(favorite="false") == {in_api["id"], answer_api["id"]}
+    assert await ids(status="ended") == {in_api["id"], answer_api["id"]}
+    assert await ids(status="active", role="user") == {in_web["id"]}
+
+
+async def test_session_and_role_filters_on_titles(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    one = await factory.chat_session(account, title="tapir one")
+    await factory.chat_session(account, title="tapir two")
+
+    page = await search(client, account, "tapir", session_id=one["id"])
+    assert [hit["session"]["id"] for hit in page["data"]] == [one["id"]]
+    assert (await search(client, account, "tapir", role="user"))["data"] == []
+
+
+async def test_dates_filter_by_the_time_of_the_hit(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    message = await factory.message(account, session["id"], content="the gecko")
+    created = datetime.fromisoformat(message["created_at"])
+    today = created.date().isoformat()
+    tomorrow = (created + timedelta(days=1)).date().isoformat()
+
+    async def ids(**params: Any) -> list[str]:
+        return message_ids(await search(client, account, "gecko", **params))
+
+    assert await ids(after=today, before=tomorrow) == [message["id"]]
+    assert await ids(after=tomorrow) == []
+    assert await ids(before=today) == []
+    second = timedelta(seconds=1)
+    assert await ids(after=(created - second).isoformat()) == [message["id"]]
+    assert await ids(after=(created + second).isoformat()) == []
+    assert await ids(before=(created + second).astimezone(UTC).isoformat()) == [message["id"]]
+
+
+async def test_bad_filters_are_422(client: httpx.AsyncClient, account: Account) -> None:
+    for params, field in (
+        ({"role": "robot"}, "role"),
+        ({"status": "open"}, "status"),
+        ({"after": "2026-11-26T10:00:00"}, "after"),  # no offset
+        ({"before": "yesterday"}, "before"),
+        ({"session_id": "not-a-uuid"}, "session_id"),
+        ({"limit": 0}, "limit"),
+        ({"limit": 101}, "limit"),
+    ):
+        response = await client.get(
+            f"{API}/search", params={"q": "x", **params}, headers=account.headers
+        )
+        assert_validation_error(response, "query", field)
+
+
+# --- the query itself
+
+
+@pytest.mark.parametrize("typed", ["+++", "-clock", "or", '-"fixed clock"', "clock or -x", "⏰"])
+async def test_a_query_with_nothing_to_search_for_is_422(
+    client: httpx.AsyncClient, account: Account, typed: str
+) -> None:
+    response = await client.get(f"{API}/search", params={"q": typed}, headers=account.headers)
+    body = assert_validation_error(response, "query", "q")
+    assert "search for" in body["detail"]
+
+
+async def test_missing_empty_and_too_long_queries_are_422(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    response = await client.get(f"{API}/search", headers=account.headers)
+    assert_validation_error(response, "query", "q")
+    for typed in ("", "a" * 257, "nul\x00byte"):
+        response = await client.get(f"{API}/search", params={"q": typed}, headers=account.headers)
+        assert_validation_error(response, "query", "q")
+
+
+async def test_engine_syntax_in_the_query_is_never_an_error(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    await factory.message(account, session["id"], content="NEAR body a b c")
+    for typed in (
+        'NEAR(a b) body:x a* ^b !c (d | e) & f <-> g "h""i',
+        "AND OR NOT",
+        '"unclosed',
+        "a:* & !b",
+        "'quoted' \\ backslash",
+        "col:value {a b}",
+    ):
+        response = await client.get(f"{API}/search", params={"q": typed}, headers=account.headers)
+        assert response.status_code in {200, 422}, (typed, response.text)
+        if response.status_code == 422:
+            assert_validation_error(response, "query", "q")
+
+
+# --- pages
+
+
+async def test_walking_the_pages_returns_every_hit_once(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    # Equal texts rank equal: the order between them is the id's.
+    created = await factory.messages(account, session["id"], 7, content="same cobra text")
+    created += await factory.messages(account, session["id"], 4, content="cobra cobra cobra")
+    expected = {message["id"] for message in created}
+
+    seen: list[str] = []
+    ranks: list[float] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 3}
+        if cursor:
+            params["cursor"] = cursor
+        page = await search(client, account, "cobra", **params)
+        pages += 1
+        seen += message_ids(page)
+        ranks += [hit["rank"] for hit in page["data"]]
+        cursor = page["next_cursor"]
+        assert (cursor is not None) == page["has_more"]
+        if not page["has_more"]:
+            break
+
+    assert pages == 4
+    assert len(seen) == len(set(seen)) == len(expected)
+    assert set(seen) == expected
+    assert ranks == sorted(ranks, reverse=True)
+    whole = await search(client, account, "cobra", limit=100)
+    assert message_ids(whole) == seen
+
+
+async def test_a_cursor_is_tied_to_its_search(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    session = await factory.chat_session(account)
+    await factory.messages(account, session["id"], 3, content="python snake")
+    cursor = (await search(client, account, "python", limit=1))["next_cursor"]
+    assert cursor
+
+    for params in ({"q": "snake"}, {"q": "python", "role": "user"}):
+        response = await client.get(
+            f"{API}/search", params={**params, "cursor": cursor}, headers=account.headers
+        )
+        assert_validation_error(response, "query", "cursor")
+    for bad in ("garbage", "e30", "W10", "x" * 600):
+        response = await client.get(
+            f"{API}/search", params={"q": "python", "cursor": bad}, headers=account.headers
+        )
+        assert_validation_error(response, "query", "cursor")
+
+
+@pytest.mark.postgres_only
+async def test_pages_stay_in_place_while_messages_are_added(
+    client: httpx.AsyncClient, factory: Factory, account: Account
+) -> None:
+    """On Postgres a hit's rank depends on its own text and the query only, so writes between
+    two pages neither skip nor repeat a hit. (SQLite's bm25 weighs every word by how rare it is
+    in the whole index: there, a write between pages may move hits across the boundary.)"""
+    session = await factory.chat_session(account)
+    created = await factory.messages(account, session["id"], 6, content="viper")
+    first = await search(client, account, "viper", limit=3)
+    await factory.messages(account, session["id"], 3, content="viper viper viper")
+    second = await search(client, account, "viper", limit=10, cursor=first["next_cursor"])
+
+    seen = message_ids(first) + message_ids(second)
+    assert sorted(seen) == sorted(message["id"] for message in created)

@@ -1,0 +1,65 @@
+"""SEARCH_LANGUAGE: the index rebuilt with `english` (down to 0001 and up again, as
+docs/operations.md says) stems words; on Postgres a query of stop words only is a 422."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from tests.assertions import assert_validation_error
+from tests.backends import provision
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Factory
+
+
+async def _migrate_in_a_process(url: str, revision: str, language: str) -> None:
+    # The migration reads SEARCH_LANGUAGE from the settings, cached once per process.
+    code = "import sys; from chat_store import migrate; migrate.upgrade(sys.argv[1], sys.argv[2])"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        url,
+        revision,
+        env={**os.environ, "SEARCH_LANGUAGE": language},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()[-2000:]
+
+
+async def test_english_stems_and_refuses_stop_words_only() -> None:
+    async with (
+        provision("lang") as backend,
+        running_app(make_settings(backend)) as app,
+        client_for(app) as client,
+    ):
+        factory = Factory(client)
+        account = await factory.account()
+        session = await factory.chat_session(account, title="t")
+        message = await factory.message(account, session["id"], content="She fixed the tests")
+
+        async def search(q: str) -> list[str]:
+            response = await client.get(f"{API}/search", params={"q": q}, headers=account.headers)
+            assert response.status_code == 200, response.text
+            return [hit["message"]["id"] for hit in response.json()["data"] if hit["message"]]
+
+        assert await search("fixing") == []  # `simple`: words as written
+        await asyncio.to_thread(_downgrade, backend.database_url)
+        await _migrate_in_a_process(backend.database_url, "head", "english")
+
+        assert await search("fixing") == [message["id"]]
+        assert await search("test") == [message["id"]]
+        response = await client.get(f"{API}/search", params={"q": "the"}, headers=account.headers)
+        if backend.name == "postgres":
+            body = assert_validation_error(response, "query", "q")
+            assert "stop words" in body["detail"]
+        else:  # FTS5's Porter stemmer drops no words
+            assert response.status_code == 200, response.text
+
+
+def _downgrade(url: str) -> None:
+    from chat_store import migrate
+
+    migrate.downgrade(url, "0001")

@@ -1,0 +1,128 @@
+"""Migration 0003_search: messages stored before it are indexed by its batched backfill, and it
+goes down and up again."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Connection, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from chat_store import migrate
+from tests.backends import provision
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Account, Factory
+
+
+def _migration() -> ModuleType:
+    path = migrate.MIGRATIONS_DIR / "versions" / "2026-12-05_search.py"
+    spec = importlib.util.spec_from_file_location("search_migration", Path(path))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def _seed(client: httpx.AsyncClient) -> tuple[Account, list[str]]:
+    factory = Factory(client)
+    account = await factory.account()
+    session = await factory.chat_session(account, title="heron backlog")
+    messages = await factory.messages(account, session["id"], 7, content="heron message")
+    await factory.message(account, session["id"], role="assistant", status="pending")
+    return account, [message["id"] for message in messages]
+
+
+async def _found(client: httpx.AsyncClient, account: Account) -> tuple[set[str], int]:
+    response = await client.get(
+        f"{API}/search", params={"q": "heron", "limit": 100}, headers=account.headers
+    )
+    assert response.status_code == 200, response.text
+    hits = response.json()["data"]
+    messages = {hit["message"]["id"] for hit in hits if hit["message"]}
+    return messages, sum(1 for hit in hits if hit["message"] is None)
+
+
+async def test_messages_stored_before_the_migration_are_found_after_it() -> None:
+    async with (
+        provision("mig") as backend,
+        running_app(make_settings(backend)) as app,
+        client_for(app) as client,
+    ):
+        account, ids = await _seed(client)
+        await asyncio.to_thread(migrate.downgrade, backend.database_url, "0004_archive")
+        await asyncio.to_thread(migrate.upgrade, backend.database_url)
+
+        assert await _found(client, account) == (set(ids), 1)
+
+
+async def test_the_backfill_runs_in_batches_and_indexes_only_final_messages() -> None:
+    migration = _migration()
+    async with (
+        provision("mig") as backend,
+        running_app(make_settings(backend)) as app,
+        client_for(app) as client,
+    ):
+        account, ids = await _seed(client)
+        engine = create_async_engine(backend.database_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                batches = await connection.run_sync(_empty_and_backfill, migration)
+                await connection.commit()
+        finally:
+            await engine.dispose()
+
+        # Postgres walks all 8 messages (3 + 3 + 2, the pending one left without a vector),
+        # SQLite the 7 final ones (3 + 3 + 1), and its one titled session. (Postgres indexes
+        # titles by an expression: nothing to fill.)
+        assert batches == (3, 1 if backend.name == "sqlite" else 0)
+        assert await _found(client, account) == (set(ids), 1)
+
+
+def _empty_and_backfill(connection: Connection, migration: Any) -> tuple[int, int]:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("UPDATE message SET search_vector = NULL"))
+        return migration.backfill_postgres(connection, 3), 0
+    for table in ("message_fts", "chat_session_fts"):
+        connection.execute(text(f"INSERT INTO {table}({table}) VALUES ('delete-all')"))
+    return (
+        migration.backfill_sqlite(connection, "message_search_source", "message_fts", "body", 3),
+        migration.backfill_sqlite(
+            connection, "chat_session_search_source", "chat_session_fts", "title", 3
+        ),
+    )
+
+
+@pytest.mark.postgres_only
+async def test_two_processes_migrating_at_once_both_succeed() -> None:
+    """The backfill commits the transaction that held the migration lock; the lock is held for
+    the session, so the second migration waits for the first to finish and has nothing to do
+    (rather than running the same revision again and failing to stamp it)."""
+    async with provision("mig") as backend:
+        await asyncio.to_thread(migrate.downgrade, backend.database_url, "0004_archive")
+        # Processes, as containers would be: alembic's context is one per process.
+        code = "import sys; from chat_store import migrate; migrate.upgrade(sys.argv[1])"
+        processes = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", code, backend.database_url, stderr=asyncio.subprocess.PIPE
+            )
+            for _ in range(2)
+        ]
+        for process in processes:
+            _, stderr = await process.communicate()
+            assert process.returncode == 0, stderr.decode()[-2000:]
+
+        engine = create_async_engine(backend.database_url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                current = await connection.run_sync(migrate.current_revisions)
+        finally:
+            await engine.dispose()
+        assert current == migrate.head_revisions()
