@@ -155,6 +155,20 @@ def can_autocommit(db: AsyncSession) -> bool:
     return not db.in_transaction() and db.get_bind().dialect.name == "postgresql"
 
 
+async def read_snapshot(db: AsyncSession) -> None:
+    """Make every statement of `db` read one snapshot of the database; call it before the first.
+
+    On Postgres each statement of a READ COMMITTED transaction (or of an autocommit session)
+    sees what committed before it started, so a version read by one statement and the rows read
+    by the next may disagree; a REPEATABLE READ, READ ONLY transaction sees one point in time
+    (BEGIN ISOLATION LEVEL ... is the same one round trip as BEGIN). SQLite's transaction is a
+    snapshot already (WAL, and its one connection)."""
+    if db.get_bind().dialect.name == "postgresql":
+        await db.connection(
+            execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        )
+
+
 _REQUIRED = object()
 _ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 

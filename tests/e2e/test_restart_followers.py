@@ -19,7 +19,7 @@ import pytest
 
 from chat_store.client import AsyncChatStoreClient
 from chat_store.client._follow import SseParser
-from tests.backends import BACKEND, Backend
+from tests.backends import Backend
 from tests.e2e.conftest import NO_LIMITS, ServerProcess, start_server
 from tests.e2e.test_client_flows import PASSWORD, new_account
 from tests.e2e.writer_process import delta_text
@@ -295,13 +295,6 @@ async def test_message_stream_reconnects_while_deltas_are_written(
     await _reconnect_while_writing(stream_server, MessageFollower)
 
 
-@pytest.mark.xfail(
-    BACKEND == "postgres",
-    strict=True,
-    reason="on Postgres a session feed's replay reads the session's version, the changed "
-    "messages and their text in separate statements, without one snapshot: a delta committed "
-    "in between is in the replayed text and is sent again live",
-)
 async def test_session_feed_reconnects_while_deltas_are_written(
     stream_server: ServerProcess,
 ) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chat_store.cache.bus import Bus, Subscription
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
+from chat_store.db import read_snapshot
 from chat_store.errors import MessageNotFound, OffsetMismatch
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.schemas.messages import OPEN_STATUSES
@@ -254,6 +255,12 @@ async def _replay_session(
     context: StreamContext, principal: Principal, session_id: uuid.UUID, after_version: int
 ) -> tuple[list[StreamEvent], int] | None:
     async with context.sessionmaker() as db:
+        # One snapshot for the version and every row and chunk read below. Read apart, a delta
+        # committed between two reads is in the replayed text (or shows a version past
+        # `current`) and then comes again live; no filter on versions can take it out of the
+        # text (chunks carry none). In one snapshot the replay is the state at `current`, and
+        # the live events (subscribed before this read) continue at `current + 1`.
+        await read_snapshot(db)
         if not await principal_service.still_valid(db, principal):
             raise _CredentialRevoked
         session = await chat_session_crud.get_for_owner(db, principal.user_id, session_id)
