@@ -1,8 +1,9 @@
 """Values that generators from the document seldom reach, aimed at the fields that take them
 (see harness.py for the checks every answer goes through): access tokens signed with the
 service's own key but with claims out of shape, JSON nested deeper than the serializers go,
-numbers beyond 64 bits, and the first and last instants RFC 3339 can write. Whatever is stored
-must stay readable: after each request the caller's lists and reads are asked for again."""
+numbers beyond 64 bits, the first and last instants RFC 3339 can write, and chat turns that
+name the models the test provider is scripted to fail. Whatever is stored must stay readable:
+after each request the caller's lists and reads are asked for again."""
 
 from __future__ import annotations
 
@@ -15,13 +16,16 @@ from hypothesis import strategies as st
 from jose import jwt
 
 from tests.fuzz.harness import (
+    CHAT,
     FUZZ_SETTINGS,
+    MODELS,
     SECURED_OPERATIONS,
     Fuzzer,
     aim,
     auth_headers,
     operation_cases,
     to_request,
+    valid_cases,
 )
 from tests.fuzz.world import World
 
@@ -148,6 +152,24 @@ async def test_extreme_times(fuzzer: Fuzzer, data: st.DataObject) -> None:
         case.query = {**(case.query or {}), field: value}
     else:
         case.body = {**(case.body if isinstance(case.body, dict) else {}), field: value}
+    request = to_request(case, auth_headers("bearer", world), keep_generated_auth=False)
+    await fuzzer.exchange(method, path, case, request)
+    await fuzzer.assert_readable()
+
+
+@settings(FUZZ_SETTINGS, max_examples=EXAMPLES // 2)
+@given(data=st.data())
+async def test_chat_turns_with_each_scripted_model(fuzzer: Fuzzer, data: st.DataObject) -> None:
+    """Valid turns on the caller's session that reach the provider, with each model: the
+    default answer, a provider error, a connection dropped mid-answer; streamed or not."""
+    method, path = CHAT
+    world = await fuzzer.world()
+    case = data.draw(valid_cases(method, path), label="case")
+    aim(case, world, data)
+    assert isinstance(case.body, dict)
+    case.body["model"] = data.draw(st.sampled_from(MODELS), label="model")
+    case.body["stream"] = data.draw(st.booleans(), label="stream")
+    case.body.pop("expected_last_seq", None)  # mostly a 409 otherwise
     request = to_request(case, auth_headers("bearer", world), keep_generated_auth=False)
     await fuzzer.exchange(method, path, case, request)
     await fuzzer.assert_readable()
