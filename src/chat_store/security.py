@@ -102,6 +102,10 @@ def decode_access_token(token: str, secret: str, algorithm: str) -> AccessClaims
         if isinstance(exc, ExpiredSignatureError):
             raise TokenExpired() from None
         raise Unauthorized("Invalid token") from None
+    except (TypeError, OverflowError):
+        # python-jose checks exp, iat and nbf with a bare int() once the signature holds: a
+        # null, a list or an object is a TypeError there, an infinity an OverflowError.
+        raise Unauthorized("Invalid token") from None
     if claims.get("type") != ACCESS_TOKEN_TYPE:
         raise Unauthorized("Invalid token")
     try:

@@ -508,6 +508,28 @@ async def test_a_signed_token_with_an_unusable_exp_is_refused(
     await assert_refused(client, token)
 
 
+UNREADABLE_TIMES = [None, [], {"t": 1}, float("inf"), float("-inf")]
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat", "nbf"])
+@pytest.mark.parametrize("value", UNREADABLE_TIMES, ids=["null", "list", "object", "inf", "-inf"])
+async def test_a_signed_token_with_a_time_claim_that_is_not_a_number_is_refused(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings, claim: str, value: Any
+) -> None:
+    # The library that checks the signature reads these claims itself, and failed on them
+    # (a 500) on every route; a JSON infinity is what Python's JSON reader accepts.
+    account = await factory.account()
+    token = jwt.encode(
+        _claims(account.user_id, **{claim: value}), settings.jwt_secret_value(), algorithm="HS256"
+    )
+
+    await assert_refused(client, token)
+    restore = await client.post(
+        f"{API}/sessions/{uuid.uuid4()}/restore", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert_problem(restore, 401, "unauthorized")
+
+
 async def test_writes_by_a_user_deleted_behind_the_cache_are_refused_not_failed(
     client: httpx.AsyncClient, factory: Factory, state: AppState
 ) -> None:

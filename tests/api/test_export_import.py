@@ -479,6 +479,30 @@ async def test_chatgpt_errors_name_the_node(client: httpx.AsyncClient, factory: 
     assert_validation_error(response, "body", "current_node")
 
 
+@pytest.mark.parametrize("seconds", [4.4e16, 1e308, -1e12], ids=["year-1e9", "1e308", "before-1"])
+@pytest.mark.parametrize(
+    "where",
+    [("mapping", "u1b", "message", "create_time"), ("create_time",), ("update_time",)],
+    ids=["message", "created", "updated"],
+)
+async def test_chatgpt_times_beyond_the_date_range_are_refused(
+    client: httpx.AsyncClient, factory: Factory, where: tuple[str, ...], seconds: float
+) -> None:
+    account = await factory.account()
+    conversation = chatgpt_conversation()
+    target = conversation
+    for name in where[:-1]:
+        target = target[name]
+    target[where[-1]] = seconds
+
+    response = await client.post(IMPORT, json=conversation, headers=account.headers)
+
+    body = assert_validation_error(response, "body", *where)
+    assert "within the years 1 to 9999" in body["detail"]
+    listed = await client.get(f"{API}/sessions", headers=account.headers)
+    assert listed.json()["data"] == []
+
+
 async def test_import_limits(backend: Backend) -> None:
     settings = make_settings(
         backend, max_body_bytes=4096, max_import_bytes=64 * 1024, max_import_messages=3

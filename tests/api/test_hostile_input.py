@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +21,10 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from chat_store.api.deps import AppState
+from chat_store.crud import archive as archive_crud
+from chat_store.models import Generation
+from chat_store.services import archive as archive_service
+from chat_store.services.archive import Archiver
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
 from tests.conftest import client_for, make_settings, running_app
@@ -485,6 +490,7 @@ class World:
     key_id: str
     other: Account
     other_session_id: str
+    other_answer_id: str  # an open answer in other_session
     other_key_id: str
 
 
@@ -500,6 +506,9 @@ async def build_world(factory: Factory) -> World:
     quiet_message = await factory.message(account, quiet["id"])
     key = await factory.api_key(account)
     other_session = await factory.chat_session(other)
+    other_answer = await factory.message(
+        other, other_session["id"], role="assistant", status="in_progress", partial_content="Mi"
+    )
     other_key = await factory.api_key(other)
     return World(
         account=account,
@@ -511,13 +520,15 @@ async def build_world(factory: Factory) -> World:
         key_id=key["id"],
         other=other,
         other_session_id=other_session["id"],
+        other_answer_id=other_answer["id"],
         other_key_id=other_key["id"],
     )
 
 
 @dataclass(frozen=True)
 class Refusal:
-    """A request to `method` `route` (as the OpenAPI document names it) that is refused."""
+    """A request to `method` `route` (as the OpenAPI document names it) that is refused;
+    `prepare` puts the world in the state the request meets, before the snapshot."""
 
     method: str
     route: str
@@ -525,6 +536,7 @@ class Refusal:
     code: str
     send: Callable[[httpx.AsyncClient, World], Awaitable[httpx.Response]]
     why: str
+    prepare: Callable[[httpx.AsyncClient, AppState, World], Awaitable[None]] | None = None
 
     @property
     def id(self) -> str:
@@ -566,9 +578,62 @@ def _message(world: World) -> str:
     return f"{SESSIONS}/{world.session_id}/messages/{world.message_id}"
 
 
+async def _archive(state: AppState, session_id: str) -> str:
+    """Archive the session now (as the job would once it is idle); its object's key."""
+    archiver = Archiver(state.sessionmaker, state.archive)
+    soon = datetime.now(UTC) + timedelta(minutes=1)  # every session is idle since before then
+    assert await archive_service.archive_session(archiver, uuid.UUID(session_id), soon)
+    async with state.sessionmaker() as db:
+        row = await archive_crud.get_session(db, uuid.UUID(session_id))
+    assert row is not None and row.archive_key is not None
+    return row.archive_key
+
+
+async def _archive_others(client: httpx.AsyncClient, state: AppState, world: World) -> None:
+    await _archive(state, world.other_session_id)
+
+
+async def _archive_quiet_and_lose_its_object(
+    client: httpx.AsyncClient, state: AppState, world: World
+) -> None:
+    key = await _archive(state, world.quiet_session_id)
+    await state.archive.delete(key)
+
+
+async def _generate_others_answer(client: httpx.AsyncClient, state: AppState, world: World) -> None:
+    """The other user's open answer held by a live generation (of some other process)."""
+    now = datetime.now(UTC)
+    async with state.sessionmaker() as db, db.begin():
+        db.add(
+            Generation(
+                message_id=uuid.UUID(world.other_answer_id),
+                session_id=uuid.UUID(world.other_session_id),
+                user_id=uuid.UUID(world.other.user_id),
+                owner="elsewhere:1:abcd",
+                lease_expires_at=now + timedelta(hours=1),
+                attempt=1,
+                params={"model": "test"},
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+async def _import_once(client: httpx.AsyncClient, state: AppState, world: World) -> None:
+    response = await client.post(
+        f"{SESSIONS}/import",
+        json={"messages": [_MESSAGE]},
+        headers={**world.account.headers, "Idempotency-Key": "refused-import"},
+    )
+    assert response.status_code == 201, response.text
+
+
 DEEP = nested(300)
 S = f"{SESSIONS}/{{session_id}}"
 M = f"{S}/messages"
+# The app of these tests has no model provider: a turn or a continue that passes validation is
+# a 503 generation_unavailable, which must store neither message (nor the Idempotency-Key).
+TURN = json.dumps({"content": "Why does it fail?", "stream": False}).encode()
 
 REFUSALS = [
     Refusal(
@@ -873,6 +938,121 @@ REFUSALS = [
         _json("POST", lambda w: f"{API}/auth/logout", lambda w: b'{"refresh_token": ""}'),
         "empty token",
     ),
+    Refusal(
+        "POST",
+        f"{S}/chat",
+        503,
+        "generation_unavailable",
+        _json("POST", lambda w: f"{_session(w)}/chat", lambda w: TURN),
+        "no model provider",
+    ),
+    Refusal(
+        "POST",
+        f"{S}/chat",
+        503,
+        "generation_unavailable",
+        _json(
+            "POST",
+            lambda w: f"{_session(w)}/chat",
+            lambda w: b'{"content": "Why?"}',
+            **{"Idempotency-Key": "refused-turn"},
+        ),
+        "no model provider, streamed, with a key",
+    ),
+    Refusal(
+        "POST",
+        f"{S}/chat",
+        422,
+        "validation_error",
+        _json("POST", lambda w: f"{_session(w)}/chat", lambda w: body_with(_MESSAGE, context=DEEP)),
+        "nested context",
+    ),
+    Refusal(
+        "POST",
+        f"{M}/{{message_id}}/continue",
+        503,
+        "generation_unavailable",
+        _call("POST", lambda w: f"{_session(w)}/messages/{w.open_message_id}/continue"),
+        "no model provider",
+    ),
+    Refusal(
+        "POST",
+        f"{M}/{{message_id}}/continue",
+        422,
+        "validation_error",
+        _call("POST", lambda w: f"{_session(w)}/messages/not-an-id/continue"),
+        "not a message id",
+    ),
+    Refusal(
+        "POST",
+        f"{M}/{{message_id}}/cancel",
+        409,
+        "invalid_transition",
+        _call("POST", lambda w: f"{_message(w)}/cancel"),
+        "a user message",
+    ),
+    Refusal(
+        "POST",
+        f"{M}/{{message_id}}/cancel",
+        404,
+        "session_not_found",
+        _call(
+            "POST",
+            lambda w: f"{SESSIONS}/{w.other_session_id}/messages/{w.other_answer_id}/cancel",
+        ),
+        "another user's answer being generated",
+        _generate_others_answer,
+    ),
+    Refusal(
+        "POST",
+        f"{SESSIONS}/import",
+        422,
+        "validation_error",
+        _json(
+            "POST",
+            lambda w: f"{SESSIONS}/import",
+            lambda w: (
+                b'{"messages": ['
+                + json.dumps(_MESSAGE).encode()
+                + b", "
+                + body_with(_MESSAGE, metadata=DEEP)
+                + b"]}"
+            ),
+        ),
+        "nested metadata in the second message",
+    ),
+    Refusal(
+        "POST",
+        f"{SESSIONS}/import",
+        409,
+        "idempotency_key_reused",
+        _json(
+            "POST",
+            lambda w: f"{SESSIONS}/import",
+            lambda w: json.dumps({"messages": [_MESSAGE, _MESSAGE]}).encode(),
+            **{"Idempotency-Key": "refused-import"},
+        ),
+        "a key used for another conversation",
+        _import_once,
+    ),
+    Refusal(
+        "POST",
+        f"{S}/restore",
+        404,
+        "session_not_found",
+        _call("POST", lambda w: f"{SESSIONS}/{w.other_session_id}/restore"),
+        "another user's archived session",
+        _archive_others,
+    ),
+    Refusal(
+        "POST",
+        f"{S}/restore",
+        503,
+        "archive_unavailable",
+        _call("POST", lambda w: f"{SESSIONS}/{w.quiet_session_id}/restore"),
+        "its archive object lost",
+        _archive_quiet_and_lose_its_object,
+    ),
 ]
 
 
@@ -897,6 +1077,8 @@ async def test_a_refused_write_changes_nothing(
     client: httpx.AsyncClient, app: FastAPI, state: AppState, factory: Factory, refusal: Refusal
 ) -> None:
     world = await build_world(factory)
+    if refusal.prepare is not None:
+        await refusal.prepare(client, state, world)
     before = await take_snapshot(state.sessionmaker)
 
     response = await refusal.send(client, world)
@@ -904,3 +1086,32 @@ async def test_a_refused_write_changes_nothing(
     assert_problem(response, refusal.status, refusal.code)
     assert_unchanged(before, await take_snapshot(state.sessionmaker), "the refused request")
     await assert_reads_work(client, app, world.account, world.session_id)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_a_turn_without_a_model_provider_stores_no_message(
+    client: httpx.AsyncClient, state: AppState, factory: Factory, stream: bool
+) -> None:
+    """503 generation_unavailable comes before the turn is stored: neither the user's message
+    nor an answer is left behind, and a retry with the same key is refused the same way."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    await factory.message(account, session["id"], content="before")
+    url = f"{SESSIONS}/{session['id']}"
+    listed = (await client.get(f"{url}/messages", headers=account.headers)).json()["data"]
+    read = (await client.get(url, headers=account.headers)).json()
+    before = await take_snapshot(state.sessionmaker)
+
+    for headers in ({}, {"Idempotency-Key": f"no-provider-{stream}"}):
+        for _ in range(2):
+            response = await client.post(
+                f"{url}/chat",
+                json={"content": "Why does it fail?", "stream": stream},
+                headers={**account.headers, **headers},
+            )
+            assert_problem(response, 503, "generation_unavailable")
+
+    assert (await client.get(f"{url}/messages", headers=account.headers)).json()["data"] == listed
+    after = (await client.get(url, headers=account.headers)).json()
+    assert after == read  # message_count, last_message_at, updated_at
+    assert_unchanged(before, await take_snapshot(state.sessionmaker), "the refused turn")

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import API
+from tests.factories import API, Factory
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
 PUBLIC_OPERATIONS = {"register_user", "login_for_tokens", "refresh_tokens", "logout"}
@@ -70,6 +70,53 @@ async def test_error_answers_are_documented_as_problem_json(client: httpx.AsyncC
         for status, answer in operation["responses"].items():
             if status.startswith(("4", "5")) and status != "422":
                 assert "application/problem+json" in answer["content"], (method, path, status)
+
+
+MEDIA_TYPE = re.compile(r"[a-z]+/[a-z0-9.+-]+")
+
+
+async def test_every_content_key_is_a_media_type(client: httpx.AsyncClient) -> None:
+    # OpenAPI keys a body's content by media type ("application/json", not "json"): a client
+    # generator or a checker reads the key as the Content-Type to send or to expect.
+    document = await openapi(client)
+
+    for method, path, operation in api_operations(document):
+        bodies = [("request", operation.get("requestBody", {}))]
+        bodies += [(status, answer) for status, answer in operation["responses"].items()]
+        for where, body in bodies:
+            for key in body.get("content", {}):
+                assert MEDIA_TYPE.fullmatch(key), (method, path, where, key)
+
+
+@pytest.mark.parametrize(
+    ("url", "export_format"),
+    [
+        ("/sessions/{session_id}/export", "json"),
+        ("/sessions/{session_id}/export", "jsonl"),
+        ("/sessions/{session_id}/export", "markdown"),
+        ("/users/me/export", None),
+    ],
+)
+async def test_exports_are_sent_as_the_document_declares(
+    client: httpx.AsyncClient, factory: Factory, url: str, export_format: str | None
+) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    await factory.message(account, session["id"])
+    declared = (await openapi(client))["paths"][API + url]["get"]["responses"]["200"]["content"]
+
+    response = await client.get(
+        API + url.format(session_id=session["id"]),
+        params={"format": export_format} if export_format else None,
+        headers=account.headers,
+    )
+
+    assert response.status_code == 200, response.text
+    sent = response.headers["content-type"].split(";")[0]
+    assert sent in declared, (sent, sorted(declared))
+    if sent == "application/json":
+        assert declared[sent]["schema"]["type"] == "object"
+        assert isinstance(response.json(), dict)
 
 
 def asset_urls(html: str) -> list[str]:

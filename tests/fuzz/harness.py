@@ -6,16 +6,25 @@ as schemathesis would send it, and sent through the project's ASGI client on the
 loop, where the app's engine and pool live (schemathesis's own ASGI transport runs the app on
 an event loop of its own). Every answer must:
 
-- not be a 5xx;
+- not be a 5xx, except a failure of the model provider (or of the process's room for
+  generations) where the operation's document lists that status (PROVIDER_FAILURES);
 - have a status the document lists for the operation (UNDOCUMENTED holds the known gaps);
 - match the document (status, content type, body schema), as schemathesis checks it;
-- when it is a refusal (not 2xx), leave every table of chat_store.models as it was.
+- when it is a refusal (not 2xx), leave every table of chat_store.models as it was (except
+  where the document says what is stored: STORED_WHEN).
+
+A chat turn or a continue that is accepted starts a generation, which goes on writing after
+the answer: the next request waits until it has ended, so that each request meets the
+database at rest (the provider's answers are a few words, so this costs little).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
+import time
+import uuid
 from typing import Any
 
 import httpx
@@ -30,12 +39,17 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from sqlalchemy import select
 
 from chat_store.api.deps import AppState
 from chat_store.main import create_app
+from chat_store.models import Message
+from chat_store.schemas.messages import OPEN_STATUSES
+from chat_store.services.generation import GenerationRunner
 from chat_store.settings import Settings
 from tests.factories import API
 from tests.fuzz.world import World, build_world
+from tests.support.chat import events_of
 from tests.support.db_snapshot import Snapshot, changed_tables, describe_changes, take_snapshot
 
 BASE_URL = "http://test"
@@ -100,14 +114,41 @@ IGNORED_ON_REFUSAL = {
 # checked like the others once listed.
 UNDOCUMENTED: dict[tuple[str, str], set[int]] = {}
 
+CHAT = ("POST", "/api/v1/sessions/{session_id}/chat")
+CONTINUE = ("POST", "/api/v1/sessions/{session_id}/messages/{message_id}/continue")
+
+# What the test provider answers, by model (tests/support/llm_server.py); any other model of
+# LLM_MODELS gets the default answer, a dozen words. aim() picks among MODELS.
+PROVIDER_SCRIPTS: dict[str, list[dict[str, Any]]] = {
+    "broken": [{"status": 500}],  # the provider refuses the request
+    "cut": [{"fail_after": 1}],  # the connection drops after the first words
+}
+MODELS = ["broken", "cut", "test", "test"]
+
+# 5xx answers that are not the service failing, but the provider (or the process's room for
+# generations), as the document describes them: accepted where it lists their status.
+PROVIDER_FAILURES = {"provider_error", "provider_timeout", "generation_busy"}
+# Refusals after which something is stored, as the document says: a turn whose answer failed
+# at the provider (`stream: false`) has both its messages stored, the answer `failed`.
+STORED_WHEN: dict[tuple[str, str], set[int]] = {CHAT: {502, 504}}
+
+# The longest a generation started by a request may run before the next request is sent.
+GENERATION_SECONDS = 20.0
+
 
 @functools.cache
 def operation_cases(method: str, path: str) -> st.SearchStrategy[Case[Any]]:
     """Valid and invalid requests for one operation, as schemathesis generates them."""
     operation = SCHEMA[path][method]
-    valid = operation.as_strategy(generation_mode=GenerationMode.POSITIVE)
+    valid = valid_cases(method, path)
     # Two valid requests for one invalid one: invalid ones mostly stop at validation.
     return st.one_of(valid, valid, operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+
+
+@functools.cache
+def valid_cases(method: str, path: str) -> st.SearchStrategy[Case[Any]]:
+    """Only the valid requests schemathesis generates for one operation."""
+    return SCHEMA[path][method].as_strategy(generation_mode=GenerationMode.POSITIVE)
 
 
 AUTH_HEADERS = ("authorization", "x-api-key", "x-client-id")
@@ -162,6 +203,9 @@ def aim(case: Case[Any], world: World, data: st.DataObject) -> None:
         for name, value in real.items():
             if name in case.body:
                 case.body[name] = value
+        if (case.method.upper(), case.path) == CHAT:
+            # The model is optional, and mostly left out: the scripted ones by name.
+            case.body["model"] = data.draw(st.sampled_from(MODELS), label="model")
         items = case.body.get("messages")
         for item in [case.body, *(items if isinstance(items, list) else [])]:
             if isinstance(item, dict) and "role" in item:
@@ -217,12 +261,33 @@ def reproducer(request: httpx.Request, response: httpx.Response) -> str:
     )
 
 
+def _generated_message(method: str, path: str, response: httpx.Response) -> uuid.UUID | None:
+    """The answer whose generation a chat turn or a continue started, if it was accepted
+    (or stored all the same, STORED_WHEN)."""
+    operation, status = (method, path), response.status_code
+    if status in STORED_WHEN.get(operation, set()):
+        return uuid.UUID(response.json()["assistant_message_id"])
+    if operation not in (CHAT, CONTINUE) or not 200 <= status < 300:
+        return None
+    if operation == CONTINUE:
+        return uuid.UUID(response.json()["id"])
+    if response.headers.get("content-type", "").startswith("text/event-stream"):
+        # The stream was cut short (world.EndEventStreams), after its first event at least.
+        turn = events_of(response.text)[0]
+        assert turn.event == "turn", response.text
+        return uuid.UUID(turn.data["assistant_message"]["id"])
+    return uuid.UUID(response.json()["assistant_message"]["id"])
+
+
 class Fuzzer:
     """Per test: the world requests point at, and the database as it was last seen."""
 
-    def __init__(self, client: httpx.AsyncClient, state: AppState) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, state: AppState, runner: GenerationRunner
+    ) -> None:
         self.client = client
         self.state = state
+        self.runner = runner
         self._world: World | None = None
         self._snapshot: Snapshot | None = None
 
@@ -245,7 +310,12 @@ class Fuzzer:
         response = await self.client.send(request)
         status = response.status_code
         what = reproducer(request, response)
-        assert status < 500, f"server error:\n{what}"
+        assert status < 500 or self._documented_failure(method, path, response), (
+            f"server error:\n{what}"
+        )
+        generated = _generated_message(method, path, response)
+        if generated is not None:
+            await self._wait_for_generation(generated, what)
 
         documented = DOCUMENT["paths"][path][method.lower()]["responses"]
         if str(status) in documented:
@@ -260,10 +330,14 @@ class Fuzzer:
                 f"status {status} is not in the document ({sorted(documented)}):\n{what}"
             )
 
-        if 200 <= status < 300:
+        if status in STORED_WHEN.get((method, path), set()):
+            await self._assert_failed_turn_stored(response, what)
+        if 200 <= status < 300 or status in STORED_WHEN.get((method, path), set()):
             self._snapshot = None
-            if method in {"DELETE", "PATCH", "PUT"}:
-                self._world = None  # what the next requests point at may be gone or changed
+            if method in {"DELETE", "PATCH", "PUT"} or path.endswith(("/continue", "/cancel")):
+                # What the next requests point at may be gone or changed (the open answer
+                # continued or cancelled is open no more).
+                self._world = None
             elif path.endswith("/append") and self._world is not None:
                 self._world.open_length = json.loads(response.content)["length"]
             return
@@ -274,6 +348,42 @@ class Fuzzer:
             f"{describe_changes(before, after, ignore)}"
         )
         self._snapshot = after
+
+    @staticmethod
+    def _documented_failure(method: str, path: str, response: httpx.Response) -> bool:
+        documented = DOCUMENT["paths"][path][method.lower()]["responses"]
+        if str(response.status_code) not in documented:
+            return False
+        try:
+            code = response.json().get("code")
+        except ValueError:
+            return False
+        return code in PROVIDER_FAILURES
+
+    async def _assert_failed_turn_stored(self, response: httpx.Response, what: str) -> None:
+        """What the document says of a turn answered 502 or 504: both messages it names are
+        stored, the answer failed."""
+        body = response.json()
+        named = {
+            uuid.UUID(body["user_message_id"]): "complete",
+            uuid.UUID(body["assistant_message_id"]): "failed",
+        }
+        async with self.state.sessionmaker() as db:
+            rows = await db.execute(select(Message.id, Message.status).where(Message.id.in_(named)))
+            stored = {row.id: row.status for row in rows}
+        assert stored == named, f"the failed turn is not stored as named:\n{what}"
+
+    async def _wait_for_generation(self, message_id: uuid.UUID, what: str) -> None:
+        """Until the answer's generation has ended: its message is no longer open (or gone),
+        and no task of this process generates it."""
+        deadline = time.monotonic() + GENERATION_SECONDS
+        while True:
+            async with self.state.sessionmaker() as db:
+                status = await db.scalar(select(Message.status).where(Message.id == message_id))
+            if status not in OPEN_STATUSES and not self.runner.running(message_id):
+                return
+            assert time.monotonic() < deadline, f"the generation did not end ({status}):\n{what}"
+            await asyncio.sleep(0.02)
 
     async def assert_readable(self) -> None:
         """The caller's lists and reads still answer: nothing stored made a row unreadable."""

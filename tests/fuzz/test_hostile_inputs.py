@@ -1,11 +1,15 @@
 """Values that generators from the document seldom reach, aimed at the fields that take them
 (see harness.py for the checks every answer goes through): access tokens signed with the
 service's own key but with claims out of shape, JSON nested deeper than the serializers go,
-numbers beyond 64 bits, and the first and last instants RFC 3339 can write. Whatever is stored
-must stay readable: after each request the caller's lists and reads are asked for again."""
+numbers beyond 64 bits, the first and last instants RFC 3339 can write, chat turns that name
+the models the test provider is scripted to fail, and imports of real conversations with one
+value put out of shape (the import body is any JSON object to the document, so generators
+never make a real one). Whatever is stored must stay readable: after each request the caller's
+lists and reads are asked for again."""
 
 from __future__ import annotations
 
+import copy
 import time
 import uuid
 from typing import Any
@@ -14,14 +18,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jose import jwt
 
+from tests.api.test_export_import import chatgpt_conversation
+from tests.factories import API
 from tests.fuzz.harness import (
+    CHAT,
     FUZZ_SETTINGS,
+    MODELS,
     SECURED_OPERATIONS,
     Fuzzer,
     aim,
     auth_headers,
     operation_cases,
     to_request,
+    valid_cases,
 )
 from tests.fuzz.world import World
 
@@ -37,11 +46,41 @@ FORGED_CLAIMS: list[dict[str, Any]] = [
     {"exp": 1e300},
     {"exp": -1},
     {"exp": None},
+    {"exp": float("inf")},
+    {"exp": [1]},
     {"iat": "yesterday"},
+    {"iat": None},
+    {"nbf": None},
     {"sub": "not-a-uuid"},
     {"sub": 12345},
     {"type": "refresh"},
 ]
+
+
+IMPORT = ("POST", "/api/v1/sessions/import")
+# Values out of the shape a field of an import expects: wrong types, numbers beyond 64 bits,
+# times (as text and as seconds since 1970) beyond the years 1 to 9999.
+ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.sampled_from([-1, 0, 2**31, 2**63, -(2**70), 4.4e16, -1e12, 1e308, 5e-324]),
+    st.sampled_from(["", "x", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]),
+    st.sampled_from([[], [1], {}, {"k": [None]}]),
+)
+
+
+def _places(value: Any, where: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every key and index of a JSON document, as paths from its root."""
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    places = []
+    for key, item in items:
+        places.append((*where, key))
+        places.extend(_places(item, (*where, key)))
+    return places
 
 
 def _nested(depth: int) -> Any:
@@ -144,6 +183,52 @@ async def test_extreme_times(fuzzer: Fuzzer, data: st.DataObject) -> None:
         case.query = {**(case.query or {}), field: value}
     else:
         case.body = {**(case.body if isinstance(case.body, dict) else {}), field: value}
+    request = to_request(case, auth_headers("bearer", world), keep_generated_auth=False)
+    await fuzzer.exchange(method, path, case, request)
+    await fuzzer.assert_readable()
+
+
+@settings(FUZZ_SETTINGS, max_examples=EXAMPLES // 2)
+@given(data=st.data())
+async def test_chat_turns_with_each_scripted_model(fuzzer: Fuzzer, data: st.DataObject) -> None:
+    """Valid turns on the caller's session that reach the provider, with each model: the
+    default answer, a provider error, a connection dropped mid-answer; streamed or not."""
+    method, path = CHAT
+    world = await fuzzer.world()
+    case = data.draw(valid_cases(method, path), label="case")
+    aim(case, world, data)
+    assert isinstance(case.body, dict)
+    case.body["model"] = data.draw(st.sampled_from(MODELS), label="model")
+    case.body["stream"] = data.draw(st.booleans(), label="stream")
+    case.body.pop("expected_last_seq", None)  # mostly a 409 otherwise
+    request = to_request(case, auth_headers("bearer", world), keep_generated_auth=False)
+    await fuzzer.exchange(method, path, case, request)
+    await fuzzer.assert_readable()
+
+
+@settings(FUZZ_SETTINGS, max_examples=EXAMPLES)
+@given(data=st.data())
+async def test_imports_of_altered_conversations(fuzzer: Fuzzer, data: st.DataObject) -> None:
+    """A chat-store export of the caller's session, a ChatGPT conversation or a plain list,
+    with one value anywhere in it replaced by an odd one: imported or refused, never a 5xx."""
+    method, path = IMPORT
+    world = await fuzzer.world()
+    source = data.draw(st.sampled_from(["chat-store", "chatgpt", "plain"]), label="source")
+    if source == "chat-store":
+        url = f"{API}/sessions/{world.session_id}/export"
+        document = (await fuzzer.client.get(url, headers=world.headers)).json()
+    elif source == "chatgpt":
+        document = chatgpt_conversation()
+    else:
+        document = {"title": "t", "messages": [{"role": "user", "content": "hi", "seq": 1}]}
+    document = copy.deepcopy(document)
+    where = data.draw(st.sampled_from(_places(document)), label="where")
+    target = document
+    for key in where[:-1]:
+        target = target[key]
+    target[where[-1]] = data.draw(ODD_VALUES, label="value")
+    case = data.draw(valid_cases(method, path), label="case")
+    case.body, case.query, case.headers = document, {}, {}
     request = to_request(case, auth_headers("bearer", world), keep_generated_auth=False)
     await fuzzer.exchange(method, path, case, request)
     await fuzzer.assert_readable()

@@ -17,12 +17,17 @@ from chat_store.services.export import EXTENSIONS, MEDIA_TYPES, ExportFormat, Ex
 router = APIRouter(prefix=API_PREFIX, tags=["export"])
 
 
-def _streamed(media_types: dict[str, str], *statuses: int) -> dict[int | str, dict[str, Any]]:
+def _streamed(*formats: ExportFormat, statuses: tuple[int, ...]) -> dict[int | str, dict[str, Any]]:
+    # Keyed by the media type each format is sent as, without its parameters (OpenAPI's content
+    # keys are media types or ranges); a JSON document is an object, the others text.
+    content = {
+        MEDIA_TYPES[name].split(";")[0]: {
+            "schema": {"type": "object"} if name == "json" else {"type": "string"}
+        }
+        for name in formats
+    }
     return {
-        200: {
-            "description": "Streamed as it is read (docs/export-format.md).",
-            "content": {media_type: {"schema": {"type": "string"}} for media_type in media_types},
-        },
+        200: {"description": "Streamed as it is read (docs/export-format.md).", "content": content},
         **problems(*statuses),
     }
 
@@ -35,7 +40,7 @@ def _source(state: State) -> ExportSource:
 @router.get(
     "/sessions/{session_id}/export",
     response_class=StreamingResponse,
-    responses=_streamed(MEDIA_TYPES, 401, 404, 422, 503),
+    responses=_streamed("json", "jsonl", "markdown", statuses=(401, 404, 422, 503)),
     operation_id="export_chat_session",
 )
 async def export_chat_session(
@@ -65,7 +70,7 @@ async def export_chat_session(
 @router.get(
     "/users/me/export",
     response_class=StreamingResponse,
-    responses=_streamed({"jsonl": MEDIA_TYPES["jsonl"]}, 401, 503),
+    responses=_streamed("jsonl", statuses=(401, 503)),
     operation_id="export_account",
 )
 async def export_account(

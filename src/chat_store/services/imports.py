@@ -260,10 +260,17 @@ def _spec(
 # --- ChatGPT
 
 
-def _epoch(value: Any) -> datetime | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+def _epoch(value: Any, loc: Loc) -> datetime | None:
+    """A ChatGPT time (seconds since 1970), None if there is none; one beyond the years 1 to
+    9999 (or not finite) is refused where it is."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
         return datetime.fromtimestamp(value, UTC)
-    return None
+    except (OverflowError, OSError, ValueError):
+        raise ValidationFailed(
+            "a time in seconds since 1970 within the years 1 to 9999", loc
+        ) from None
 
 
 def _chatgpt_text(content: Any) -> str:
@@ -322,7 +329,7 @@ def _from_chatgpt(document: Any, settings: Settings) -> ImportSpec:
             "role": author.get("role") if isinstance(author, dict) else None,
             "content": text,
             "model": meta.get("model_slug") if isinstance(meta.get("model_slug"), str) else None,
-            "created_at": _epoch(message.get("create_time")),
+            "created_at": _epoch(message.get("create_time"), [*loc, "create_time"]),
             "metadata": {
                 "chatgpt": {
                     "node_id": node_id,
@@ -349,8 +356,8 @@ def _from_chatgpt(document: Any, settings: Settings) -> ImportSpec:
         title=title or _auto_title(messages),
         metadata={"source": {"format": "chatgpt", "conversation_id": conversation_id}},
         workspace=None,
-        created_at=_epoch(document.get("create_time")),
-        updated_at=_epoch(document.get("update_time")),
+        created_at=_epoch(document.get("create_time"), ["body", "create_time"]),
+        updated_at=_epoch(document.get("update_time"), ["body", "update_time"]),
     )
 
 
