@@ -51,7 +51,7 @@ from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
 from chat_store.services import maintenance
-from chat_store.services import messages as message_service
+from chat_store.services.messages import reading as message_reading
 from chat_store.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.use_json_logs)
 
-    message_service.stale_after = timedelta(seconds=settings.stale_stream_seconds)
+    message_reading.stale_after = timedelta(seconds=settings.stale_stream_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -8,14 +8,14 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from chat_store.services import messages as message_service
+from chat_store.services.messages import reading as message_reading
 from tests.factories import API, Factory
 
 
 async def test_a_silent_writer_is_reported_stale(
     client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(message_service, "stale_after", timedelta(seconds=0.5))
+    monkeypatch.setattr(message_reading, "stale_after", timedelta(seconds=0.5))
     account = await factory.account()
     session = await factory.chat_session(account)
     base = f"{API}/sessions/{session['id']}/messages"

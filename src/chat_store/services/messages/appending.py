@@ -1,0 +1,244 @@
+"""Appending messages: the next seqs, one message or a batch, all or none."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store import metrics
+from chat_store.cache.bus import Bus
+from chat_store.crud import messages as message_crud
+from chat_store.db import can_autocommit
+from chat_store.errors import ChatSessionNotFound, MessageExists, SeqConflict, ValidationFailed
+from chat_store.ids import uuid7
+from chat_store.schemas.common import Page
+from chat_store.schemas.messages import (
+    OPEN_STATUSES,
+    MessageAppend,
+    MessageBatchCreate,
+    MessageCreate,
+    MessageRead,
+)
+from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services import events, hooks, idempotency
+from chat_store.services.messages.rules import check_size, utf8_len
+from chat_store.services.principals import Principal
+from chat_store.settings import Settings
+
+
+async def create_message(
+    db: AsyncSession,
+    settings: Settings,
+    bus: Bus,
+    principal: Principal,
+    session_id: uuid.UUID,
+    body: MessageAppend,
+    idempotency_key: str | None,
+) -> MessageRead:
+    async def produce() -> MessageRead:
+        # A MessageAppend is a MessageCreate (plus expected_last_seq): no second validation.
+        created = await _append(
+            db, settings, bus, principal, session_id, [body], body.expected_last_seq
+        )
+        return created[0]
+
+    return await idempotency.run_once(
+        db,
+        settings,
+        user_id=principal.user_id,
+        key=idempotency_key,
+        operation="create_message",
+        scope=str(session_id),
+        body=body,
+        response_type=MessageRead,
+        produce=produce,
+    )
+
+
+async def create_messages(
+    db: AsyncSession,
+    settings: Settings,
+    bus: Bus,
+    principal: Principal,
+    session_id: uuid.UUID,
+    body: MessageBatchCreate,
+    idempotency_key: str | None,
+) -> Page[MessageRead]:
+    if len(body.messages) > settings.max_batch_messages:
+        raise ValidationFailed(
+            f"a batch holds at most {settings.max_batch_messages} messages",
+            ["body", "messages"],
+        )
+
+    async def produce() -> Page[MessageRead]:
+        created = await _append(
+            db, settings, bus, principal, session_id, body.messages, body.expected_last_seq
+        )
+        return Page[MessageRead](
+            data=created, first_id=created[0].id, last_id=created[-1].id, has_more=False
+        )
+
+    return await idempotency.run_once(
+        db,
+        settings,
+        user_id=principal.user_id,
+        key=idempotency_key,
+        operation="create_messages",
+        scope=str(session_id),
+        body=body,
+        response_type=Page[MessageRead],
+        produce=produce,
+    )
+
+
+async def _append(
+    db: AsyncSession,
+    settings: Settings,
+    bus: Bus,
+    principal: Principal,
+    session_id: uuid.UUID,
+    items: Sequence[MessageCreate],
+    expected_last_seq: int | None,
+) -> list[MessageRead]:
+    """Insert messages with the next seqs: all of them or, on any error, none."""
+    for index, item in enumerate(items):
+        check_size(settings, item.content, f"messages[{index}].content")
+        check_size(settings, item.partial_content, f"messages[{index}].partial_content")
+    client_ids = [item.id for item in items if item.id is not None]
+    if len(set(client_ids)) != len(client_ids):
+        raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
+    if client_ids and await message_crud.any_message_id_exists(db, client_ids):
+        raise MessageExists("A message with one of these ids already exists")
+
+    now = datetime.now(UTC)
+    auto_title = next(
+        (
+            chat_session_service.title_from_first_message(
+                item.content or item.partial_content or ""
+            )
+            for item in items
+            if item.role == "user"
+        ),
+        None,
+    )
+    reservation = message_crud.SeqReservation(
+        user_id=principal.user_id,
+        session_id=session_id,
+        count=len(items),
+        tokens=sum(item.token_count or 0 for item in items),
+        now=now,
+        expected_last_seq=expected_last_seq,
+        auto_title=auto_title,
+    )
+    if len(items) == 1 and not client_ids:
+        # The common case, one message with a server-chosen id: seq and insert in one statement.
+        # seq and versions are placeholders here: the statement takes them from the session.
+        row = _new_row(items[0], principal, session_id, 0, now, 0)
+        reserved = await message_crud.append_one(
+            db, row, reservation, autocommit=can_autocommit(db)
+        )
+        if reserved is None:
+            await _refused_append(db, principal, session_id)
+        row.update(seq=reserved[0], created_version=reserved[1], version=reserved[1])
+        return _created(db, bus, [_read_from_values(row)], reserved[1])
+
+    reserved = await message_crud.reserve_seqs(db, reservation)
+    if reserved is None:
+        await _refused_append(db, principal, session_id)
+
+    last_seq, last_version = reserved
+    first_seq, first_version = last_seq - len(items) + 1, last_version - len(items) + 1
+    rows = [
+        _new_row(item, principal, session_id, first_seq + i, now, first_version + i)
+        for i, item in enumerate(items)
+    ]
+    if client_ids:
+        try:
+            async with db.begin_nested():  # a concurrent insert of the same client id
+                await message_crud.insert_messages(db, rows)
+        except IntegrityError:
+            raise MessageExists("A message with one of these ids already exists") from None
+    else:
+        await message_crud.insert_messages(db, rows)
+    return _created(db, bus, [_read_from_values(row) for row in rows], first_version)
+
+
+async def _refused_append(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID
+) -> NoReturn:
+    """The session's row was not updated: it is missing (or not the caller's), or its last seq
+    is not the expected one."""
+    state = await message_crud.get_history_state(db, principal.user_id, session_id)
+    if state is None:
+        raise ChatSessionNotFound()
+    raise SeqConflict(last_seq=state[1])
+
+
+def _created(
+    db: AsyncSession, bus: Bus, reads: list[MessageRead], first_version: int
+) -> list[MessageRead]:
+    hooks.after_commit(db, metrics.count_messages(len(reads)))
+    for offset, read in enumerate(reads):
+        publish_message(db, bus, "message.created", read, first_version + offset)
+    return reads
+
+
+def publish_message(
+    db: AsyncSession, bus: Bus, kind: str, message: MessageRead, version: int
+) -> None:
+    events.publish_after_commit(
+        db,
+        bus,
+        message.session_id,
+        {"type": kind, "version": version, "message": message.model_dump(mode="json")},
+    )
+
+
+def _new_row(
+    item: MessageCreate,
+    principal: Principal,
+    session_id: uuid.UUID,
+    seq: int,
+    now: datetime,
+    version: int,
+) -> dict[str, Any]:
+    partial = item.partial_content if item.status != "complete" else None
+    if partial is None and item.status in OPEN_STATUSES:
+        partial = ""
+    return {
+        "id": item.id or uuid7(),
+        "session_id": session_id,
+        "user_id": principal.user_id,
+        "seq": seq,
+        "role": item.role,
+        "content": item.content if item.status == "complete" else None,
+        "partial_content": partial,
+        "partial_length": len(partial or item.content or ""),
+        "partial_bytes": utf8_len(partial or item.content or ""),
+        "status": item.status,
+        "error_message": item.error_message,
+        "context": item.context,
+        "metadata": item.metadata,
+        "token_count": item.token_count,
+        "model": item.model,
+        "latency_ms": item.latency_ms,
+        "created_version": version,
+        "version": version,
+        "created_at": now,
+        "updated_at": now,
+        "completed_at": now if item.status == "complete" else None,
+    }
+
+
+def _read_from_values(row: dict[str, Any]) -> MessageRead:
+    return MessageRead.model_validate(
+        {key: value for key, value in row.items() if key in _READ_FIELDS}
+    )
+
+
+_READ_FIELDS = frozenset(MessageRead.model_fields)

@@ -1,0 +1,150 @@
+"""Streaming an answer into a message, delta by delta, at a checked offset."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store import metrics
+from chat_store.cache.bus import Bus
+from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import MessageRow
+from chat_store.db import can_autocommit
+from chat_store.errors import (
+    ChatSessionNotFound,
+    InvalidTransition,
+    OffsetMismatch,
+    PayloadTooLarge,
+)
+from chat_store.schemas.messages import OPEN_STATUSES, DeltaAppend, MessageWithLength
+from chat_store.services import events, hooks
+from chat_store.services.messages.reading import chunks_and_text, owned_message, read_fields
+from chat_store.services.messages.rules import utf8_len
+from chat_store.services.principals import Principal
+from chat_store.settings import Settings
+
+
+async def append_delta(
+    db: AsyncSession,
+    settings: Settings,
+    bus: Bus,
+    principal: Principal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: DeltaAppend,
+    *,
+    return_text: bool = True,
+) -> MessageWithLength:
+    """Append one delta at `offset` (code points).
+
+    The success path never reads or rewrites the stored text: a version bump of the session,
+    a guarded length update of the message and one chunk insert (one statement on Postgres),
+    whatever the answer's length.
+    """
+    delta = message_crud.Delta(
+        user_id=principal.user_id,
+        session_id=session_id,
+        message_id=message_id,
+        offset=body.offset,
+        text=body.delta,
+        size_bytes=utf8_len(body.delta),
+        max_bytes=settings.max_message_bytes,
+        now=datetime.now(UTC),
+    )
+    # A second try only when the first was refused for no reason the message shows once it is
+    # read again: it was committed while the statement waited for the session row, after the
+    # snapshot the statement had taken (e.g. created with its own id just before its first
+    # delta). A new statement sees it.
+    for last_try in (False, True):
+        # Without the text in the answer, the delta is one statement that commits by itself
+        # (on Postgres). With it, the text is read after the write, and the transaction
+        # (holding the session row) keeps a later delta out of what that read sees. A second
+        # try runs in the transaction the first refusal's reading began: one connection.
+        autocommitted = not return_text and can_autocommit(db)
+        appended = await message_crud.append_delta(db, delta, autocommit=autocommitted)
+        if appended is None:
+            raise ChatSessionNotFound()
+        version, row = appended
+        if row is not None:
+            break
+        # The refusal used up a version: tell the change feed, so that its readers see no gap.
+        # In a transaction, after commit (dropped with it when the refusal is an error); in
+        # autocommit the version is committed already, whatever the answer.
+        sync = {"type": "sync", "version": version}
+        if autocommitted:
+            await events.publish(bus, session_id, sync)
+        else:
+            events.publish_after_commit(db, bus, session_id, sync)
+        unchanged = await _explain_refused_delta(
+            db, principal, delta, last_try=last_try, return_text=return_text
+        )
+        if unchanged is not None:
+            return unchanged
+    assert row is not None  # the loop breaks with a row, returns or raises
+    hooks.after_commit(db, metrics.count_delta)
+    events.publish_after_commit(
+        db,
+        bus,
+        session_id,
+        {
+            "type": "message.delta",
+            "version": version,
+            "message_id": str(message_id),
+            "start": body.offset,
+            "delta": body.delta,
+            "offset": row.partial_length,
+        },
+    )
+    # The answer's text, when asked for, is read after the write (joined from the chunks; the
+    # message is open now).
+    chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id) if return_text else None
+    return _with_length(row, chunks, row.partial_length, return_text=return_text)
+
+
+def _with_length(
+    row: MessageRow, chunk_text: str | None, length: int, *, return_text: bool
+) -> MessageWithLength:
+    fields = read_fields(row, chunk_text, datetime.now(UTC))
+    if not return_text:
+        fields["partial_content"] = None
+    return MessageWithLength(**fields, length=length)
+
+
+async def _explain_refused_delta(
+    db: AsyncSession,
+    principal: Principal,
+    delta: message_crud.Delta,
+    *,
+    last_try: bool,
+    return_text: bool,
+) -> MessageWithLength | None:
+    """Why a delta was refused: the answer for a retry of a stored delta, or the error; None
+    when the delta fits the message as it is now (then it may be tried once more).
+
+    The message and its text are read once, and the answer is made of that one reading: after
+    an autocommitted delta no lock keeps other writers out between two reads."""
+    row = await owned_message(db, principal, delta.session_id, delta.message_id)
+    chunks, text = await chunks_and_text(db, row)
+    length = len(text)
+    end = delta.offset + len(delta.text)
+    if end <= length and text[delta.offset : end] == delta.text:
+        # A retry of a delta that is already stored: nothing changes.
+        # (its text as to_reads() reads it: the chunks of open messages only)
+        chunk_text = chunks if row.status in OPEN_STATUSES else None
+        return _with_length(row, chunk_text, length, return_text=return_text)
+    if row.status not in OPEN_STATUSES:
+        raise InvalidTransition(
+            f"Deltas go to pending or in_progress messages; this one is {row.status}"
+        )
+    if delta.offset != row.partial_length:
+        raise OffsetMismatch(row.partial_length)
+    if row.partial_bytes + delta.size_bytes > delta.max_bytes:
+        raise PayloadTooLarge(
+            f"The message text would be over the limit of {delta.max_bytes} bytes"
+        )
+    if last_try:
+        # Refused twice for no reason the message shows: answered as a lost race.
+        raise OffsetMismatch(row.partial_length)
+    return None

@@ -1,0 +1,150 @@
+"""Resuming an unfinished answer, and forking a session at a message."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import MessageRow
+from chat_store.errors import NothingToResume
+from chat_store.ids import uuid7
+from chat_store.models import ChatSession
+from chat_store.schemas.chat_sessions import ChatSessionRead
+from chat_store.schemas.messages import OPEN_STATUSES, ForkCreate, ResumePoint
+from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services import idempotency
+from chat_store.services.messages.reading import owned_message, streamed_text, to_reads
+from chat_store.services.principals import Principal
+from chat_store.settings import Settings
+
+_COPY_BATCH = 500
+
+
+async def resume(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, history_limit: int
+) -> ResumePoint:
+    await chat_session_service.get_owned(db, principal, session_id)
+    row = await message_crud.newest_resumable(db, session_id)
+    if row is None:
+        raise NothingToResume("Every assistant message of this session is complete")
+    history_rows, _ = await message_crud.list_by_seq(
+        db, session_id, after_seq=None, before_seq=row.seq, descending=True, limit=history_limit
+    )
+    history_rows.reverse()
+    reads = await to_reads(db, [*history_rows, row])
+    message = reads[-1]
+    offset = len(message.partial_content or "")
+    return ResumePoint(message=message, offset=offset, history=reads[:-1])
+
+
+async def fork(
+    db: AsyncSession,
+    settings: Settings,
+    principal: Principal,
+    session_id: uuid.UUID,
+    body: ForkCreate,
+    idempotency_key: str | None,
+) -> ChatSessionRead:
+    async def produce() -> ChatSessionRead:
+        return await _fork(db, principal, session_id, body.message_id)
+
+    return await idempotency.run_once(
+        db,
+        settings,
+        user_id=principal.user_id,
+        key=idempotency_key,
+        operation="fork_chat_session",
+        scope=str(session_id),
+        body=body,
+        response_type=ChatSessionRead,
+        produce=produce,
+    )
+
+
+async def _fork(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
+) -> ChatSessionRead:
+    source = await chat_session_service.get_owned(db, principal, session_id)
+    last = await owned_message(db, principal, session_id, message_id)
+    now = datetime.now(UTC)
+    copy = ChatSession(
+        id=uuid7(),
+        user_id=principal.user_id,
+        title=source.title,
+        metadata_={
+            **source.metadata_,
+            "forked_from": {"session_id": str(source.id), "seq": last.seq},
+        },
+        workspace_repo=source.workspace_repo,
+        workspace_branch=source.workspace_branch,
+        workspace_path=source.workspace_path,
+        last_activity_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    await chat_session_crud.create(db, copy)
+    seq = 0
+    tokens = 0
+    after_seq: int | None = None
+    while True:  # copy in batches: a long session is never held in memory whole
+        rows, _ = await message_crud.list_by_seq(
+            db,
+            session_id,
+            after_seq=after_seq,
+            before_seq=last.seq + 1,
+            descending=False,
+            limit=_COPY_BATCH,
+        )
+        if not rows:
+            break
+        chunks = await message_crud.chunk_texts(
+            db, [row.id for row in rows if row.status in OPEN_STATUSES]
+        )
+        values = []
+        for row in rows:
+            seq += 1
+            tokens += row.token_count or 0
+            values.append(_copied_row(row, copy.id, seq, chunks.get(row.id), now))
+        await message_crud.insert_messages(db, values)
+        after_seq = rows[-1].seq
+    copy.message_count = seq
+    copy.last_seq = seq
+    copy.history_version = 1
+    copy.total_tokens = tokens
+    copy.last_message_at = now if seq else None
+    await chat_session_crud.flush(db)
+    return ChatSessionRead.from_model(copy)
+
+
+def _copied_row(
+    row: MessageRow, session_id: uuid.UUID, seq: int, chunk_text: str | None, now: datetime
+) -> dict[str, Any]:
+    partial = streamed_text(row, chunk_text)
+    return {
+        "id": uuid7(),
+        "session_id": session_id,
+        "user_id": row.user_id,
+        "seq": seq,
+        "role": row.role,
+        "content": row.content,
+        "partial_content": partial,
+        "partial_length": row.partial_length,
+        "partial_bytes": row.partial_bytes,
+        "status": row.status,
+        "error_message": row.error_message,
+        "context": row.context,
+        "metadata": row.metadata_,
+        "token_count": row.token_count,
+        "model": row.model,
+        "latency_ms": row.latency_ms,
+        "created_version": 1,
+        "version": 1,
+        "created_at": row.created_at,
+        "updated_at": now,
+        "completed_at": row.completed_at,
+    }

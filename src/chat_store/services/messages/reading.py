@@ -1,0 +1,206 @@
+"""Reading messages: the read model, one message, a page of history (from the hot cache)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.cache import Cache
+from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import MessageRow
+from chat_store.errors import ChatSessionNotFound, MessageNotFound
+from chat_store.models import Message
+from chat_store.schemas.messages import OPEN_STATUSES, MessageRead
+from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services import history_cache
+from chat_store.services.principals import Principal
+
+# An open message with no change for this long is reported `stale` (its writer went silent).
+# Set from STALE_STREAM_SECONDS when the app starts.
+stale_after = timedelta(seconds=300)
+
+
+def is_stale(status: str, updated_at: datetime, now: datetime) -> bool:
+    return status in OPEN_STATUSES and now - updated_at >= stale_after
+
+
+async def to_reads(db: AsyncSession, rows: Sequence[MessageRow]) -> list[MessageRead]:
+    """Read models, with the streamed text of open messages joined from their chunks."""
+    open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
+    chunks = await message_crud.chunk_texts(db, open_ids)
+    now = datetime.now(UTC)
+    return [_to_read(row, chunks.get(row.id), now) for row in rows]
+
+
+def _to_read(row: MessageRow, chunk_text: str | None, now: datetime) -> MessageRead:
+    return MessageRead(**read_fields(row, chunk_text, now))
+
+
+def read_fields(row: MessageRow, chunk_text: str | None, now: datetime) -> dict[str, Any]:
+    partial = streamed_text(row, chunk_text)
+    if partial is None and row.status in OPEN_STATUSES:
+        partial = ""
+    return dict(
+        id=row.id,
+        session_id=row.session_id,
+        seq=row.seq,
+        role=row.role,
+        content=row.content,
+        partial_content=partial,
+        status=row.status,
+        error_message=row.error_message,
+        context=row.context,
+        metadata=row.metadata_,
+        token_count=row.token_count,
+        model=row.model,
+        latency_ms=row.latency_ms,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        completed_at=row.completed_at,
+        stale=is_stale(row.status, row.updated_at, now),
+    )
+
+
+async def full_text(db: AsyncSession, row: Message) -> str:
+    return (await chunks_and_text(db, row))[1]
+
+
+async def chunks_and_text(db: AsyncSession, row: Message) -> tuple[str | None, str]:
+    """The chunks appended since the folded prefix (None for a complete message) and the whole
+    text, from one read."""
+    if row.status == "complete":
+        return None, row.content or ""
+    chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id)
+    return chunks, streamed_text(row, chunks) or ""
+
+
+def streamed_text(row: MessageRow, chunk_text: str | None) -> str | None:
+    """The text streamed so far: the folded prefix, then the chunks appended since."""
+    if chunk_text:
+        return (row.partial_content or "") + chunk_text
+    return row.partial_content
+
+
+async def owned_message(
+    db: AsyncSession,
+    principal: Principal,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> Message:
+    row = await message_crud.get_for_owner(
+        db, principal.user_id, session_id, message_id, for_update=for_update
+    )
+    if row is None:
+        # Tell a missing session from a missing message, for the caller's own sessions only.
+        await chat_session_service.get_owned(db, principal, session_id)
+        raise MessageNotFound()
+    return row
+
+
+async def get_message(
+    db: AsyncSession, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageRead:
+    row = await owned_message(db, principal, session_id, message_id)
+    return (await to_reads(db, [row]))[0]
+
+
+async def list_messages(
+    db: AsyncSession,
+    cache: Cache,
+    principal: Principal,
+    session_id: uuid.UUID,
+    *,
+    limit: int,
+    descending: bool,
+    after: uuid.UUID | None = None,
+    before: uuid.UUID | None = None,
+    after_seq: int | None = None,
+    before_seq: int | None = None,
+) -> bytes:
+    """One page of history as JSON. The newest pages come from the hot-history cache."""
+    state = await message_crud.get_history_state(db, principal.user_id, session_id)
+    if state is None:
+        raise ChatSessionNotFound()
+    version, last_seq, created_at = state
+    # `after` continues in list order; `before` is the page just before the cursor in list
+    # order, read walking the other way from it and turned around (as crud/pagination does).
+    backwards = before is not None
+    walk_descending = descending != backwards
+    cursor = after if after is not None else before
+    if cursor is not None:
+        cursor_seq = await _cursor_seq(db, session_id, cursor)
+        if walk_descending:
+            before_seq = cursor_seq if before_seq is None else min(before_seq, cursor_seq)
+        else:
+            after_seq = cursor_seq if after_seq is None else max(after_seq, cursor_seq)
+
+    # Only reads near the newest end use (and fill) the cache; old history goes to the database.
+    near_tail = after_seq is None or after_seq >= last_seq - history_cache.WINDOW
+    if near_tail:
+        window = await history_cache.load(cache, session_id, created_at, version)
+        if window is None:
+            window = await _build_window(db, session_id, version)
+            await history_cache.store(cache, session_id, created_at, window)
+        answer = window.page(
+            after_seq=after_seq, before_seq=before_seq, descending=walk_descending, limit=limit
+        )
+        if answer is not None:
+            indexes, more = answer
+            return window.render(indexes[::-1] if backwards else indexes, more)
+
+    rows, has_more = await message_crud.list_by_seq(
+        db,
+        session_id,
+        after_seq=after_seq,
+        before_seq=before_seq,
+        descending=walk_descending,
+        limit=limit,
+    )
+    if backwards:
+        rows.reverse()
+    reads = await to_reads(db, rows)
+    return history_cache.render_page(
+        [read.model_dump_json() for read in reads], [str(read.id) for read in reads], has_more
+    )
+
+
+async def _cursor_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID) -> int:
+    seq = await message_crud.get_seq(db, session_id, message_id)
+    if seq is None:
+        raise MessageNotFound("The cursor message does not exist in this session")
+    return seq
+
+
+async def _build_window(
+    db: AsyncSession, session_id: uuid.UUID, version: int
+) -> history_cache.HistoryWindow:
+    rows, has_older = await message_crud.list_by_seq(
+        db,
+        session_id,
+        after_seq=None,
+        before_seq=None,
+        descending=True,
+        limit=history_cache.WINDOW,
+    )
+    rows.reverse()
+    reads = await to_reads(db, rows)
+    # An open message turns stale with time alone: the copy is good until the first one would.
+    turns_stale = [
+        (read.updated_at + stale_after).timestamp()
+        for read in reads
+        if read.status in OPEN_STATUSES and not read.stale
+    ]
+    return history_cache.HistoryWindow(
+        version=version,
+        fresh_until=min(turns_stale) if turns_stale else None,
+        seqs=[read.seq for read in reads],
+        ids=[str(read.id) for read in reads],
+        documents=[read.model_dump_json() for read in reads],
+        reaches_start=not has_older,
+    )
