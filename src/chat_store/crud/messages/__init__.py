@@ -1,0 +1,61 @@
+"""Message SQL: the session row's sequence and counters, message rows and reads, the delta
+statement, tombstones. One module per part; every name other layers use is importable here."""
+
+from chat_store.crud.messages.deltas import (
+    Delta,
+    append_delta,
+    chunk_texts,
+    delete_chunks,
+    insert_chunk,
+)
+from chat_store.crud.messages.rows import (
+    MessageRow,
+    MessageValues,
+    any_message_id_exists,
+    append_one,
+    changed_since,
+    delete_message,
+    flush,
+    get_for_owner,
+    get_seq,
+    insert_messages,
+    list_by_seq,
+    newest_resumable,
+)
+from chat_store.crud.messages.sequence import (
+    SeqReservation,
+    adjust_counters,
+    bump_session,
+    get_history_state,
+    reserve_seqs,
+    reset_last_message_at,
+)
+from chat_store.crud.messages.tombstones import add_tombstone, deleted_since
+
+__all__ = [
+    "Delta",
+    "MessageRow",
+    "MessageValues",
+    "SeqReservation",
+    "add_tombstone",
+    "adjust_counters",
+    "any_message_id_exists",
+    "append_delta",
+    "append_one",
+    "bump_session",
+    "changed_since",
+    "chunk_texts",
+    "delete_chunks",
+    "delete_message",
+    "deleted_since",
+    "flush",
+    "get_for_owner",
+    "get_history_state",
+    "get_seq",
+    "insert_chunk",
+    "insert_messages",
+    "list_by_seq",
+    "newest_resumable",
+    "reserve_seqs",
+    "reset_last_message_at",
+]
