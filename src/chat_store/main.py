@@ -36,7 +36,7 @@ from chat_store.api import (
     users,
 )
 from chat_store.api import metrics as metrics_api
-from chat_store.api.deps import SECURITY_SCHEMES, AppState, get_principal
+from chat_store.api.deps import SECURITY_SCHEMES, get_principal
 from chat_store.api.errors import install_error_handlers
 from chat_store.api.middleware import (
     BodySizeLimitMiddleware,
@@ -53,6 +53,7 @@ from chat_store.ratelimit import RateLimiter
 from chat_store.services import maintenance
 from chat_store.services.messages import reading as message_reading
 from chat_store.settings import Settings, get_settings
+from chat_store.state import AppState
 
 logger = logging.getLogger(__name__)
 

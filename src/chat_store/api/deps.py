@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Annotated, Literal
 
@@ -13,36 +13,20 @@ from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from fastapi.security.base import SecurityBase
 from fastapi.security.utils import get_authorization_scheme_param
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.api.limiting import apply_limit, client_ip
 from chat_store.cache import Cache as CacheAdapter
 from chat_store.cache.bus import Bus as BusAdapter
 from chat_store.errors import AppError, TokenExpired, Unauthorized, ValidationFailed
-from chat_store.ratelimit import RateLimiter, parse_limit
+from chat_store.ratelimit import parse_limit
 from chat_store.services import hooks
 from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
-from chat_store.services.streams import StreamStats
 from chat_store.settings import Settings
+from chat_store.state import AppState as AppState  # the routers' (and tests') way to it
 
 API_PREFIX = "/api/v1"
-
-
-@dataclass
-class AppState:
-    """Everything the lifespan builds once; reached only through the aliases below."""
-
-    settings: Settings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    read_sessionmaker: async_sessionmaker[AsyncSession]
-    cache: CacheAdapter
-    # Verified credentials (and their revocation markers): `cache`, or a near copy of it.
-    principal_cache: CacheAdapter
-    bus: BusAdapter
-    limiter: RateLimiter
-    streams: StreamStats = field(default_factory=StreamStats)
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs plain `def`

@@ -31,6 +31,7 @@ from chat_store.services import events
 from chat_store.services import messages as message_service
 from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
+from chat_store.state import StreamStats
 
 _REPLAY_BATCH = 200
 _WAKE_SECONDS = 1.0  # how often a waiting reader checks for shutdown
@@ -41,21 +42,6 @@ class StreamEvent:
     event: str
     data: dict[str, Any]
     id: str | None = None
-
-
-@dataclass
-class StreamStats:
-    """Open streams of this process (exported in /metrics, checked by tests)."""
-
-    open_streams: int = 0
-    opened_total: int = 0
-
-    def opened(self) -> None:
-        self.open_streams += 1
-        self.opened_total += 1
-
-    def closed(self) -> None:
-        self.open_streams -= 1
 
 
 @dataclass
