@@ -296,7 +296,7 @@ async def test_a_delta_waiting_behind_its_predecessor_lands_after_it(
     async with state.sessionmaker() as db:
         # The first delta, applied and not yet committed: its transaction holds the session row
         # (on SQLite, the one connection).
-        assert (await message_crud.append_delta(db, first, autocommit=False)) is not None
+        assert (await message_crud.append_delta(db, first, standalone=False)) is not None
         second = asyncio.create_task(stream.append("second", 6))
         await _until_waiting(state, second)
         assert not second.done()

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
-from chat_store.db import fetch_autocommitted
+from chat_store.db import ByDialect, fetch_one
 from chat_store.models import ChatSession, Message
 from chat_store.models.base import attribute_columns
 from chat_store.schemas.chat_sessions import ChatSessionFilters
@@ -24,25 +24,22 @@ async def exists(db: AsyncSession, session_id: uuid.UUID) -> bool:
 
 _TABLE = cast(Table, ChatSession.__table__)
 _COLUMNS = attribute_columns(ChatSession)
-_INSERT_NEW = {
-    "postgresql": pg_insert(_TABLE)
+_INSERT_NEW = ByDialect(
+    postgresql=pg_insert(_TABLE)
     .on_conflict_do_nothing(index_elements=["id"])
     .returning(_TABLE.c.id),
-    "sqlite": sqlite_insert(_TABLE)
+    sqlite=sqlite_insert(_TABLE)
     .on_conflict_do_nothing(index_elements=["id"])
     .returning(_TABLE.c.id),
-}
+)
 
 
-async def insert_if_new(db: AsyncSession, row: ChatSession, *, autocommit: bool) -> bool:
-    """Insert a fully populated session row in one statement (no ORM flush), committed by
-    itself with `autocommit` (see db.fetch_autocommitted); False when its id is taken. Every
-    attribute must be set: column defaults are not applied to `row`."""
-    stmt = _INSERT_NEW[db.get_bind().dialect.name]
+async def insert_if_new(db: AsyncSession, row: ChatSession, *, standalone: bool) -> bool:
+    """Insert a fully populated session row in one statement (no ORM flush); False when its id
+    is taken. Every attribute must be set: column defaults are not applied to `row`.
+    `standalone`: see db.fetch_one."""
     params = {column: getattr(row, key) for key, column in _COLUMNS}
-    if autocommit:
-        return await fetch_autocommitted(db, stmt, params) is not None
-    return (await db.execute(stmt, params)).first() is not None
+    return await fetch_one(db, _INSERT_NEW, params, standalone=standalone) is not None
 
 
 async def create(db: AsyncSession, row: ChatSession) -> ChatSession:

@@ -10,7 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat_store.cache.bus import Bus
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud.pagination import PageRequest
-from chat_store.db import can_autocommit
 from chat_store.errors import ChatSessionExists, ChatSessionNotFound
 from chat_store.ids import uuid7
 from chat_store.models import ChatSession
@@ -85,7 +84,7 @@ async def _insert(db: AsyncSession, principal: Principal, body: ChatSessionCreat
     _apply_workspace(row, body.workspace)
     # ON CONFLICT DO NOTHING: a taken id (also one inserted concurrently) is a 409, with no
     # SAVEPOINT around the insert.
-    if not await chat_session_crud.insert_if_new(db, row, autocommit=can_autocommit(db)):
+    if not await chat_session_crud.insert_if_new(db, row, standalone=True):
         raise ChatSessionExists(f"A session with id {session_id} already exists")
     return row
 

@@ -7,6 +7,7 @@ they have already seen and to notice what they missed (then they re-read the dat
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,15 +20,25 @@ def channel(session_id: uuid.UUID) -> str:
     return f"session:{session_id}"
 
 
-async def publish(bus: Bus, session_id: uuid.UUID, event: dict[str, Any]) -> None:
-    """Publish now: for a change already committed (a statement run in autocommit)."""
-    await bus.publish(channel(session_id), event)
-
-
 def publish_after_commit(
     db: AsyncSession, bus: Bus, session_id: uuid.UUID, event: dict[str, Any]
 ) -> None:
-    async def publish_committed() -> None:
-        await publish(bus, session_id, event)
+    """Publish once the request's transaction has committed (never, if it is rolled back)."""
+    hooks.after_commit(db, _publisher(bus, session_id, event))
 
-    hooks.after_commit(db, publish_committed)
+
+async def publish_when_committed(
+    db: AsyncSession, bus: Bus, session_id: uuid.UUID, event: dict[str, Any]
+) -> None:
+    """Publish what a write the session ran has changed, once it is committed: after the open
+    transaction commits, or at once when the write committed by itself."""
+    await hooks.when_committed(db, _publisher(bus, session_id, event))
+
+
+def _publisher(
+    bus: Bus, session_id: uuid.UUID, event: dict[str, Any]
+) -> Callable[[], Awaitable[None]]:
+    async def publish() -> None:
+        await bus.publish(channel(session_id), event)
+
+    return publish

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
 from chat_store.crud.messages.rows import MessageValues
-from chat_store.crud.messages.sequence import bump_session, bump_statement
+from chat_store.crud.messages.sequence import bump_statement
 from chat_store.crud.messages.tables import (
     CHUNK_TABLE,
     MESSAGE,
@@ -33,7 +33,7 @@ from chat_store.crud.messages.tables import (
     MESSAGE_TABLE,
     OPEN_STATUSES,
 )
-from chat_store.db import fetch_autocommitted
+from chat_store.db import ByDialect, fetch_one
 from chat_store.models import MessageChunk
 
 _INSERT_CHUNK = insert(CHUNK_TABLE)
@@ -112,7 +112,21 @@ def _append_delta_statement() -> Select[Any]:
     )
 
 
-_APPEND_DELTA = _append_delta_statement()
+async def _append_delta_in_steps(db: AsyncSession, params: dict[str, Any]) -> dict[str, Any] | None:
+    """SQLite: the version bump, the guarded update and the chunk insert in turn."""
+    bumped = (await db.execute(bump_statement(counts=False, touch=False), params)).first()
+    if bumped is None:
+        return None
+    version = bumped[0]
+    guarded = (await db.execute(_APPEND_GUARDED, {**params, "b_version": version})).first()
+    if guarded is None:
+        return {"b_history_version": version, MESSAGE.id.name: None}
+    chunk = {"message_id": params["b_message_id"], "start": params["b_offset"]}
+    await db.execute(_INSERT_CHUNK, {**chunk, "text": params["b_text"]})
+    return {"b_history_version": version, **guarded._mapping}
+
+
+_APPEND_DELTA = ByDialect(postgresql=_append_delta_statement(), sqlite=_append_delta_in_steps)
 
 
 @dataclass(frozen=True)
@@ -139,11 +153,12 @@ class Delta:
             "b_size_bytes": self.size_bytes,
             "b_max_bytes": self.max_bytes,
             "b_now": self.now,
+            "b_text": self.text,
         }
 
 
 async def append_delta(
-    db: AsyncSession, delta: Delta, *, autocommit: bool
+    db: AsyncSession, delta: Delta, *, standalone: bool
 ) -> tuple[int, MessageValues | None] | None:
     """Bump the session's history version, then advance the message's stored length by the
     delta and store its text if, and only if, the length is still `offset`.
@@ -151,32 +166,14 @@ async def append_delta(
     The guard makes the append a compare-and-set: two writers at one offset cannot both win.
     Returns the new history version with the updated message, or with None when the guard
     refused (the caller finds out why); None when the session is missing or not the caller's.
-    On Postgres one statement, committed by itself with `autocommit` (see
-    db.fetch_autocommitted); elsewhere three.
+    `standalone`: see db.fetch_one.
     """
-    params = delta.params()
-    if db.get_bind().dialect.name == "postgresql":
-        params["b_text"] = delta.text
-        values: Mapping[str, Any] | None
-        if autocommit:
-            values = await fetch_autocommitted(db, _APPEND_DELTA, params)
-        else:
-            row = (await db.execute(_APPEND_DELTA, params)).one_or_none()
-            values = None if row is None else row._mapping
-        if values is None:
-            return None
-        if values[MESSAGE.id.name] is None:
-            return values["b_history_version"], None
-        return values["b_history_version"], _detached(values)
-    version = await bump_session(db, delta.user_id, delta.session_id, now=delta.now, touch=False)
-    if version is None:
+    values = await fetch_one(db, _APPEND_DELTA, delta.params(), standalone=standalone)
+    if values is None:
         return None
-    params["b_version"] = version
-    guarded = (await db.execute(_APPEND_GUARDED, params)).one_or_none()
-    if guarded is None:
-        return version, None
-    await insert_chunk(db, delta.message_id, delta.offset, delta.text)
-    return version, _detached(guarded._mapping)
+    if values[MESSAGE.id.name] is None:
+        return values["b_history_version"], None
+    return values["b_history_version"], _detached(values)
 
 
 def _detached(values: Any) -> MessageValues:

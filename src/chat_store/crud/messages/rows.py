@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import Insert, bindparam, delete, insert, select, tuple_
+from sqlalchemy import bindparam, delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store.crud.messages.sequence import SeqReservation, reserve_seqs, reserve_statement
+from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
 from chat_store.crud.messages.tables import MESSAGE, MESSAGE_ATTRS, MESSAGE_TABLE
-from chat_store.db import fetch_autocommitted
+from chat_store.db import ByDialect, fetch_one
 from chat_store.models import Message
 
 _INSERT_MESSAGE = insert(MESSAGE_TABLE)
@@ -26,11 +26,12 @@ _GIVEN_COLUMNS = [column for column in MESSAGE_TABLE.c if column.name not in _FR
 
 
 @functools.cache
-def _append_one_statement(*, expected: bool, titled: bool) -> Insert:
-    """Postgres: take the next seq and insert the message in one statement (a data-modifying
-    CTE), so the session row is locked from this statement to COMMIT, with no round trip and no
-    Python work in between."""
-    reserved = reserve_statement(expected=expected, titled=titled).cte("reserved")
+def _append_one(*, expected: bool, titled: bool) -> ByDialect:
+    """The session's next seq for one message, and its insert: on Postgres one statement (a
+    data-modifying WITH), so the session row is locked from this statement to COMMIT with no
+    round trip and no Python work in between; on SQLite the two statements in turn."""
+    reserve = reserve_statement(expected=expected, titled=titled)
+    reserved = reserve.cte("reserved")
     given = [bindparam(f"m_{column.name}", type_=column.type) for column in _GIVEN_COLUMNS]
     source = select(
         *given,
@@ -38,40 +39,39 @@ def _append_one_statement(*, expected: bool, titled: bool) -> Insert:
         reserved.c.history_version,
         reserved.c.history_version,
     )
-    return (
+    in_one = (
         insert(MESSAGE_TABLE)
         .from_select([*(column.name for column in _GIVEN_COLUMNS), *_FROM_SESSION], source)
         .returning(MESSAGE.seq, MESSAGE.version)
     )
 
+    async def in_steps(db: AsyncSession, params: dict[str, Any]) -> dict[str, Any] | None:
+        taken = (await db.execute(reserve, params)).first()
+        if taken is None:
+            return None
+        seq, version = taken
+        row = {column.name: params[f"m_{column.name}"] for column in _GIVEN_COLUMNS}
+        row.update(seq=seq, created_version=version, version=version)
+        await db.execute(_INSERT_MESSAGE, row)
+        return {"seq": seq, "version": version}
+
+    return ByDialect(postgresql=in_one, sqlite=in_steps)
+
 
 async def append_one(
-    db: AsyncSession, values: dict[str, Any], reservation: SeqReservation, *, autocommit: bool
+    db: AsyncSession, values: dict[str, Any], reservation: SeqReservation, *, standalone: bool
 ) -> tuple[int, int] | None:
     """Insert one message (`values` by column name) with the session's next seq, which also
     gives its versions (whatever `values` holds for them); returns its (seq, version), or None as
-    reserve_seqs does. On Postgres one statement, committed by itself with `autocommit` (see
-    db.fetch_autocommitted); elsewhere reserve_seqs, then the insert."""
-    if db.get_bind().dialect.name != "postgresql":
-        reserved = await reserve_seqs(db, reservation)
-        if reserved is None:
-            return None
-        seq, version = reserved
-        await insert_messages(
-            db, [{**values, "seq": seq, "created_version": version, "version": version}]
-        )
-        return seq, version
-    stmt = _append_one_statement(
+    reserve_seqs does. `standalone`: see db.fetch_one."""
+    write = _append_one(
         expected=reservation.expected_last_seq is not None,
         titled=reservation.auto_title is not None,
     )
     params = {f"m_{column.name}": values[column.name] for column in _GIVEN_COLUMNS}
     params.update(reservation.params())
-    if autocommit:
-        appended = await fetch_autocommitted(db, stmt, params)
-        return (appended["seq"], appended["version"]) if appended is not None else None
-    row = (await db.execute(stmt, params)).one_or_none()
-    return (row[0], row[1]) if row is not None else None
+    appended = await fetch_one(db, write, params, standalone=standalone)
+    return None if appended is None else (appended["seq"], appended["version"])
 
 
 async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> bool:

@@ -13,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat_store import metrics
 from chat_store.cache.bus import Bus
 from chat_store.crud import messages as message_crud
-from chat_store.db import can_autocommit
 from chat_store.errors import ChatSessionNotFound, MessageExists, SeqConflict, ValidationFailed
 from chat_store.ids import uuid7
 from chat_store.schemas.common import Page
@@ -139,9 +138,7 @@ async def _append(
         # The common case, one message with a server-chosen id: seq and insert in one statement.
         # seq and versions are placeholders here: the statement takes them from the session.
         row = _new_row(items[0], principal, session_id, 0, now, 0)
-        reserved = await message_crud.append_one(
-            db, row, reservation, autocommit=can_autocommit(db)
-        )
+        reserved = await message_crud.append_one(db, row, reservation, standalone=True)
         if reserved is None:
             await _refused_append(db, principal, session_id)
         row.update(seq=reserved[0], created_version=reserved[1], version=reserved[1])

@@ -11,7 +11,6 @@ from chat_store import metrics
 from chat_store.cache.bus import Bus
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import MessageRow
-from chat_store.db import can_autocommit
 from chat_store.errors import (
     ChatSessionNotFound,
     InvalidTransition,
@@ -58,25 +57,22 @@ async def append_delta(
     # snapshot the statement had taken (e.g. created with its own id just before its first
     # delta). A new statement sees it.
     for last_try in (False, True):
-        # Without the text in the answer, the delta is one statement that commits by itself
-        # (on Postgres). With it, the text is read after the write, and the transaction
-        # (holding the session row) keeps a later delta out of what that read sees. A second
-        # try runs in the transaction the first refusal's reading began: one connection.
-        autocommitted = not return_text and can_autocommit(db)
-        appended = await message_crud.append_delta(db, delta, autocommit=autocommitted)
+        # Without the text in the answer, the delta stands alone (it may commit by itself).
+        # With it, the text is read after the write, and the transaction (holding the session
+        # row) keeps a later delta out of what that read sees. A second try runs in the
+        # transaction the first refusal's reading began: one connection.
+        appended = await message_crud.append_delta(db, delta, standalone=not return_text)
         if appended is None:
             raise ChatSessionNotFound()
         version, row = appended
         if row is not None:
             break
-        # The refusal used up a version: tell the change feed, so that its readers see no gap.
-        # In a transaction, after commit (dropped with it when the refusal is an error); in
-        # autocommit the version is committed already, whatever the answer.
-        sync = {"type": "sync", "version": version}
-        if autocommitted:
-            await events.publish(bus, session_id, sync)
-        else:
-            events.publish_after_commit(db, bus, session_id, sync)
+        # The refusal used up a version: tell the change feed, so that its readers see no gap,
+        # once the version is committed (dropped with the transaction when the refusal is an
+        # error; at once when the delta committed by itself, whatever the answer).
+        await events.publish_when_committed(
+            db, bus, session_id, {"type": "sync", "version": version}
+        )
         unchanged = await _explain_refused_delta(
             db, principal, delta, last_try=last_try, return_text=return_text
         )
@@ -124,7 +120,7 @@ async def _explain_refused_delta(
     when the delta fits the message as it is now (then it may be tried once more).
 
     The message and its text are read once, and the answer is made of that one reading: after
-    an autocommitted delta no lock keeps other writers out between two reads."""
+    a delta that committed by itself no lock keeps other writers out between two reads."""
     row = await owned_message(db, principal, delta.session_id, delta.message_id)
     chunks, text = await chunks_and_text(db, row)
     length = len(text)
