@@ -179,16 +179,8 @@ async def _save_change(
     row.updated_version = row.history_version
     await chat_session_crud.flush(db)
     read = ChatSessionRead.from_model(row)
-    events.publish_after_commit(
-        db,
-        bus,
-        row.id,
-        {
-            "type": "session.updated",
-            "version": row.updated_version,
-            "session": read.model_dump(mode="json"),
-        },
-    )
+    event = events.SessionUpdated(row.updated_version, read.model_dump(mode="json"))
+    events.publish_after_commit(db, bus, row.id, event)
     return read
 
 

@@ -34,6 +34,12 @@ from chat_store.services.principals import Principal
 from chat_store.state import StreamStats
 
 _REPLAY_BATCH = 200
+_MESSAGE_EVENTS = (
+    events.MessageDelta,
+    events.MessageCreated,
+    events.MessageUpdated,
+    events.MessageDeleted,
+)
 _WAKE_SECONDS = 1.0  # how often a waiting reader checks for shutdown
 
 
@@ -99,16 +105,17 @@ async def check_message_stream(
 
 async def _wait(
     subscription: Subscription, context: StreamContext, deadline: float
-) -> dict[str, Any] | None:
+) -> events.SessionEvent | None:
     """The next bus event, or None when it is time to re-read the store (the deadline of this
     pass, or shutdown). The deadline is per pass, not per event: a busy channel (other messages
-    of the session) must not postpone the re-read that covers a lost publish."""
+    of the session) must not postpone the re-read that covers a lost publish. What is no event
+    (of this version) is passed over."""
     while not context.shutdown.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        event = await subscription.next(min(remaining, _WAKE_SECONDS))
-        if event is not None:
+        received = await subscription.next(min(remaining, _WAKE_SECONDS))
+        if received is not None and (event := events.from_dict(received)) is not None:
             return event
     return None
 
@@ -169,12 +176,12 @@ async def _live_deltas(
         event = await _wait(subscription, context, deadline)
         if event is None or subscription.lost:
             return
-        if event.get("message_id", event.get("message", {}).get("id")) != wanted:
+        if not isinstance(event, _MESSAGE_EVENTS) or event.message_id != wanted:
             continue  # another message of the session: the timer keeps running
         deadline = time.monotonic() + context.poll_seconds
-        if event["type"] != "message.delta":
+        if not isinstance(event, events.MessageDelta):
             return  # a status change or deletion: the store says what it is
-        start, delta = int(event["start"]), str(event["delta"])
+        start, delta = event.start, event.delta
         end = start + len(delta)
         if end <= position:
             continue  # already sent (replayed before this event arrived)
@@ -216,19 +223,18 @@ async def follow_session(
                     yield event
                 deadline = time.monotonic() + context.poll_seconds
                 while True:
-                    bus_event = await _wait(subscription, context, deadline)
-                    if bus_event is None or subscription.lost:
+                    change = await _wait(subscription, context, deadline)
+                    if change is None or subscription.lost:
                         break
-                    version = int(bus_event.get("version", 0))
-                    if version <= position:
+                    if change.version <= position:
                         continue
-                    if version > position + 1:
+                    if change.version > position + 1:
                         break  # missed something: replay from the store
-                    position = version
+                    position = change.version
                     deadline = time.monotonic() + context.poll_seconds
-                    if bus_event.get("type") == "sync":
+                    if isinstance(change, events.VersionUsed):
                         continue  # a version used up without a visible change
-                    yield _live_session_event(bus_event)
+                    yield _feed_event(change)
             yield StreamEvent("close", {"reason": "shutdown"}, str(position))
     except _CredentialRevoked:
         yield _REVOKED_EVENT
@@ -242,26 +248,18 @@ async def _replay_session(
     async with context.sessionmaker() as db:
         if not await principal_service.still_valid(db, principal):
             raise _CredentialRevoked
-        session = await chat_session_crud.get_for_owner(db, principal.user_id, session_id)
-        if session is None:
+        chat_session = await chat_session_crud.get_for_owner(db, principal.user_id, session_id)
+        if chat_session is None:
             return None
-        current = session.history_version
+        current = chat_session.history_version
         if current <= after_version:
             return [], max(current, after_version)
-        changes: list[tuple[int, StreamEvent]] = []
-        if session.updated_version > after_version:
-            session_read = ChatSessionRead.from_model(session)
+        changes: list[events.SessionEvent] = []
+        if chat_session.updated_version > after_version:
+            session_read = ChatSessionRead.from_model(chat_session)
             changes.append(
-                (
-                    session.updated_version,
-                    StreamEvent(
-                        "session.updated",
-                        {
-                            "version": session.updated_version,
-                            "session": session_read.model_dump(mode="json"),
-                        },
-                        str(session.updated_version),
-                    ),
+                events.SessionUpdated(
+                    chat_session.updated_version, session_read.model_dump(mode="json")
                 )
             )
         # Strictly after the cursor: a version is never shown twice (seq only breaks ties
@@ -274,41 +272,24 @@ async def _replay_session(
             reads = await message_service.to_reads(db, rows)
             for row, read in zip(rows, reads, strict=True):
                 kind = (
-                    "message.created" if row.created_version > after_version else "message.updated"
+                    events.MessageCreated
+                    if row.created_version > after_version
+                    else events.MessageUpdated
                 )
-                changes.append(
-                    (
-                        row.version,
-                        StreamEvent(
-                            kind,
-                            {"version": row.version, "message": read.model_dump(mode="json")},
-                            str(row.version),
-                        ),
-                    )
-                )
+                changes.append(kind(row.version, read.model_dump(mode="json")))
             if len(rows) < _REPLAY_BATCH:
                 break
             cursor = (rows[-1].version, rows[-1].seq)
         for tombstone in await message_crud.deleted_since(db, session_id, after_version):
             changes.append(
-                (
-                    tombstone.version,
-                    StreamEvent(
-                        "message.deleted",
-                        {
-                            "version": tombstone.version,
-                            "message_id": str(tombstone.message_id),
-                            "seq": tombstone.seq,
-                        },
-                        str(tombstone.version),
-                    ),
+                events.MessageDeleted(
+                    tombstone.version, message_id=str(tombstone.message_id), seq=tombstone.seq
                 )
             )
-        changes.sort(key=lambda item: item[0])
-        return [event for _, event in changes], current
+        changes.sort(key=lambda event: event.version)
+        return [_feed_event(event) for event in changes], current
 
 
-def _live_session_event(bus_event: dict[str, Any]) -> StreamEvent:
-    version = int(bus_event["version"])
-    data = {key: value for key, value in bus_event.items() if key != "type"}
-    return StreamEvent(str(bus_event["type"]), data, str(version))
+def _feed_event(event: events.SessionEvent) -> StreamEvent:
+    """A change as the session's feed sends it: its id is the history version."""
+    return StreamEvent(event.type, event.data(), str(event.version))

@@ -181,19 +181,9 @@ def _created(
 ) -> list[MessageRead]:
     hooks.after_commit(db, metrics.count_messages(len(reads)))
     for offset, read in enumerate(reads):
-        publish_message(db, bus, "message.created", read, first_version + offset)
+        event = events.MessageCreated(first_version + offset, read.model_dump(mode="json"))
+        events.publish_after_commit(db, bus, read.session_id, event)
     return reads
-
-
-def publish_message(
-    db: AsyncSession, bus: Bus, kind: str, message: MessageRead, version: int
-) -> None:
-    events.publish_after_commit(
-        db,
-        bus,
-        message.session_id,
-        {"type": kind, "version": version, "message": message.model_dump(mode="json")},
-    )
 
 
 def _new_row(

@@ -13,7 +13,6 @@ from chat_store.errors import ChatSessionNotFound, ValidationFailed
 from chat_store.models import Message
 from chat_store.schemas.messages import OPEN_STATUSES, MessageRead, MessageUpdate
 from chat_store.services import events
-from chat_store.services.messages.appending import publish_message
 from chat_store.services.messages.reading import full_text, owned_message, to_reads
 from chat_store.services.messages.rules import check_size, check_transition, utf8_len
 from chat_store.services.principals import Principal
@@ -89,7 +88,8 @@ async def update_message(
     row.version = version
     await message_crud.flush(db)
     read = (await to_reads(db, [row]))[0]
-    publish_message(db, bus, "message.updated", read, version)
+    event = events.MessageUpdated(version, read.model_dump(mode="json"))
+    events.publish_after_commit(db, bus, session_id, event)
     return read
 
 
@@ -146,9 +146,5 @@ async def delete_message(
         db, session_id, count_delta=-1, token_delta=-(row.token_count or 0)
     )
     await message_crud.reset_last_message_at(db, session_id)
-    events.publish_after_commit(
-        db,
-        bus,
-        session_id,
-        {"type": "message.deleted", "version": version, "message_id": str(row.id), "seq": row.seq},
-    )
+    deleted = events.MessageDeleted(version, message_id=str(row.id), seq=row.seq)
+    events.publish_after_commit(db, bus, session_id, deleted)

@@ -70,9 +70,7 @@ async def append_delta(
         # The refusal used up a version: tell the change feed, so that its readers see no gap,
         # once the version is committed (dropped with the transaction when the refusal is an
         # error; at once when the delta committed by itself, whatever the answer).
-        await events.publish_when_committed(
-            db, bus, session_id, {"type": "sync", "version": version}
-        )
+        await events.publish_when_committed(db, bus, session_id, events.VersionUsed(version))
         unchanged = await _explain_refused_delta(
             db, principal, delta, last_try=last_try, return_text=return_text
         )
@@ -80,19 +78,14 @@ async def append_delta(
             return unchanged
     assert row is not None  # the loop breaks with a row, returns or raises
     hooks.after_commit(db, metrics.count_delta)
-    events.publish_after_commit(
-        db,
-        bus,
-        session_id,
-        {
-            "type": "message.delta",
-            "version": version,
-            "message_id": str(message_id),
-            "start": body.offset,
-            "delta": body.delta,
-            "offset": row.partial_length,
-        },
+    streamed = events.MessageDelta(
+        version,
+        message_id=str(message_id),
+        start=body.offset,
+        delta=body.delta,
+        offset=row.partial_length,
     )
+    events.publish_after_commit(db, bus, session_id, streamed)
     # The answer's text, when asked for, is read after the write (joined from the chunks; the
     # message is open now).
     chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id) if return_text else None
