@@ -11,6 +11,7 @@ from chat_store.crud.messages.deltas import (
 from chat_store.crud.messages.rows import (
     MessageRow,
     MessageValues,
+    StoredMessage,
     any_message_id_exists,
     append_one,
     changed_since,
@@ -21,6 +22,7 @@ from chat_store.crud.messages.rows import (
     insert_messages,
     list_by_seq,
     newest_resumable,
+    update_message,
 )
 from chat_store.crud.messages.sequence import (
     SeqReservation,
@@ -37,6 +39,7 @@ __all__ = [
     "MessageRow",
     "MessageValues",
     "SeqReservation",
+    "StoredMessage",
     "add_tombstone",
     "adjust_counters",
     "any_message_id_exists",
@@ -58,4 +61,5 @@ __all__ = [
     "newest_resumable",
     "reserve_seqs",
     "reset_last_message_at",
+    "update_message",
 ]

@@ -24,12 +24,11 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
-from chat_store.crud.messages.rows import MessageValues
+from chat_store.crud.messages.rows import StoredMessage
 from chat_store.crud.messages.sequence import bump_statement
 from chat_store.crud.messages.tables import (
     CHUNK_TABLE,
     MESSAGE,
-    MESSAGE_ATTRS,
     MESSAGE_TABLE,
     OPEN_STATUSES,
 )
@@ -159,7 +158,7 @@ class Delta:
 
 async def append_delta(
     db: AsyncSession, delta: Delta, *, standalone: bool
-) -> tuple[int, MessageValues | None] | None:
+) -> tuple[int, StoredMessage | None] | None:
     """Bump the session's history version, then advance the message's stored length by the
     delta and store its text if, and only if, the length is still `offset`.
 
@@ -173,13 +172,7 @@ async def append_delta(
         return None
     if values[MESSAGE.id.name] is None:
         return values["b_history_version"], None
-    return values["b_history_version"], _detached(values)
-
-
-def _detached(values: Any) -> MessageValues:
-    # Plain values from the returned row: an ORM object (instrumented, let alone loaded into the
-    # session's identity map) costs more than the statement.
-    return MessageValues(**{key: values[column] for key, column in MESSAGE_ATTRS})
+    return values["b_history_version"], StoredMessage.from_columns(values)
 
 
 async def insert_chunk(db: AsyncSession, message_id: uuid.UUID, start: int, text: str) -> None:

@@ -5,18 +5,72 @@ from __future__ import annotations
 import dataclasses
 import functools
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import bindparam, delete, insert, select, tuple_
+from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
 from chat_store.crud.messages.tables import MESSAGE, MESSAGE_ATTRS, MESSAGE_TABLE
 from chat_store.db import ByDialect, fetch_one
 from chat_store.models import Message
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """A stored message: its columns as plain values, no ORM state. Every read of messages
+    returns this shape, and inserts and changes are written from it.
+
+    Plain values because loading 100 ORM objects into the session (identity map, instrumented
+    state) cost more CPU than everything else in an uncached page read, and a SQLAlchemy row's
+    attributes are slow to read one by one. The attribute names are the model's (`metadata_`
+    for the column "metadata")."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    seq: int
+    role: str
+    content: str | None
+    partial_content: str | None
+    partial_length: int
+    partial_bytes: int
+    status: str
+    error_message: str | None
+    context: dict[str, Any] | None
+    metadata_: dict[str, Any]
+    token_count: int | None
+    model: str | None
+    latency_ms: int | None
+    created_version: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_columns(cls, values: Mapping[str, Any]) -> StoredMessage:
+        """From a row by column name (e.g. what an INSERT or UPDATE returned)."""
+        return cls(**{attribute: values[column] for attribute, column in _ATTRIBUTE_COLUMNS})
+
+    def columns(self) -> dict[str, Any]:
+        """The values by column name, as an insert or an update takes them."""
+        return {column: getattr(self, attribute) for attribute, column in _ATTRIBUTE_COLUMNS}
+
+
+# (attribute, column) in StoredMessage's order; a field that is no column fails here.
+_ATTRIBUTE_COLUMNS = [
+    (field.name, dict(MESSAGE_ATTRS)[field.name]) for field in dataclasses.fields(StoredMessage)
+]
+# The columns to select, in StoredMessage's order: a row is its positional arguments.
+_SELECTED = [MESSAGE_TABLE.c[column] for _, column in _ATTRIBUTE_COLUMNS]
+
+# Names reads were known by before they all returned StoredMessage.
+MessageValues: TypeAlias = StoredMessage
+MessageRow: TypeAlias = StoredMessage
 
 _INSERT_MESSAGE = insert(MESSAGE_TABLE)
 
@@ -59,11 +113,12 @@ def _append_one(*, expected: bool, titled: bool) -> ByDialect:
 
 
 async def append_one(
-    db: AsyncSession, values: dict[str, Any], reservation: SeqReservation, *, standalone: bool
+    db: AsyncSession, message: StoredMessage, reservation: SeqReservation, *, standalone: bool
 ) -> tuple[int, int] | None:
-    """Insert one message (`values` by column name) with the session's next seq, which also
-    gives its versions (whatever `values` holds for them); returns its (seq, version), or None as
-    reserve_seqs does. `standalone`: see db.fetch_one."""
+    """Insert `message` with the session's next seq, which also gives its versions (whatever
+    `message` holds for them); returns its (seq, version), or None as reserve_seqs does.
+    `standalone`: see db.fetch_one."""
+    values = message.columns()
     write = _append_one(
         expected=reservation.expected_last_seq is not None,
         titled=reservation.auto_title is not None,
@@ -82,10 +137,18 @@ async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> b
     return result.first() is not None
 
 
-async def insert_messages(db: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows keyed by column name; a Core insert (no ORM unit of work) on the hot append path."""
+async def insert_messages(db: AsyncSession, messages: Sequence[StoredMessage]) -> None:
+    """A Core insert (no ORM unit of work) on the hot append path."""
+    rows = [message.columns() for message in messages]
     # One row is the common case: a plain INSERT, not the executemany path.
-    await db.execute(_INSERT_MESSAGE, rows[0] if len(rows) == 1 else list(rows))
+    await db.execute(_INSERT_MESSAGE, rows[0] if len(rows) == 1 else rows)
+
+
+async def update_message(db: AsyncSession, message: StoredMessage) -> None:
+    """Write `message`'s values to its row (a change the caller made under the row's lock)."""
+    values = message.columns()
+    del values["id"]
+    await db.execute(update(MESSAGE_TABLE).where(MESSAGE.id == message.id).values(values))
 
 
 async def get_for_owner(
@@ -95,14 +158,14 @@ async def get_for_owner(
     message_id: uuid.UUID,
     *,
     for_update: bool = False,
-) -> Message | None:
-    stmt = select(Message).where(
-        Message.id == message_id, Message.session_id == session_id, Message.user_id == user_id
+) -> StoredMessage | None:
+    stmt = select(*_SELECTED).where(
+        MESSAGE.id == message_id, MESSAGE.session_id == session_id, MESSAGE.user_id == user_id
     )
     if for_update:
         stmt = stmt.with_for_update()
-    result = await db.execute(stmt)
-    return result.scalar_one_or_none()
+    row = (await db.execute(stmt)).first()
+    return None if row is None else StoredMessage(*row)
 
 
 async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
@@ -110,47 +173,6 @@ async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID
         select(Message.seq).where(Message.id == message_id, Message.session_id == session_id)
     )
     return result.scalar_one_or_none()
-
-
-@dataclass(slots=True)
-class MessageValues:
-    """A message's columns as a page read returns them: plain values, no ORM state. Loading
-    100 ORM objects into the session (identity map, instrumented state) cost more CPU than
-    everything else in an uncached page read, and a SQLAlchemy row's attributes are slow to
-    read one by one."""
-
-    id: uuid.UUID
-    session_id: uuid.UUID
-    user_id: uuid.UUID
-    seq: int
-    role: str
-    content: str | None
-    partial_content: str | None
-    partial_length: int
-    partial_bytes: int
-    status: str
-    error_message: str | None
-    context: dict[str, Any] | None
-    metadata_: dict[str, Any]
-    token_count: int | None
-    model: str | None
-    latency_ms: int | None
-    created_version: int
-    version: int
-    created_at: datetime
-    updated_at: datetime
-    completed_at: datetime | None
-
-
-# A message as the reads use it.
-MessageRow: TypeAlias = Message | MessageValues
-
-# The message's columns in MessageValues' order, under its attribute names (`metadata_`).
-_COLUMN_OF_ATTRIBUTE = dict(MESSAGE_ATTRS)
-_MESSAGE_FIELDS = [
-    MESSAGE_TABLE.c[_COLUMN_OF_ATTRIBUTE[field.name]].label(field.name)
-    for field in dataclasses.fields(MessageValues)
-]
 
 
 async def list_by_seq(
@@ -161,49 +183,51 @@ async def list_by_seq(
     before_seq: int | None,
     descending: bool,
     limit: int,
-) -> tuple[list[MessageRow], bool]:
+) -> tuple[list[StoredMessage], bool]:
     """One page in seq order. Served by uq_message_session_id_seq: a range scan of `limit`
     rows wherever the page lies, so the last page of a huge session costs what a small one does."""
-    stmt = select(*_MESSAGE_FIELDS).where(MESSAGE.session_id == session_id)
+    stmt = select(*_SELECTED).where(MESSAGE.session_id == session_id)
     if after_seq is not None:
         stmt = stmt.where(MESSAGE.seq > after_seq)
     if before_seq is not None:
         stmt = stmt.where(MESSAGE.seq < before_seq)
     order = MESSAGE.seq.desc() if descending else MESSAGE.seq.asc()
     result = await db.execute(stmt.order_by(order).limit(limit + 1))
-    rows: list[MessageRow] = [MessageValues(*row) for row in result]
+    rows = [StoredMessage(*row) for row in result]
     return rows[:limit], len(rows) > limit
 
 
 async def changed_since(
     db: AsyncSession, session_id: uuid.UUID, cursor: tuple[int, int], limit: int
-) -> list[Message]:
+) -> list[StoredMessage]:
     """Messages changed after the (version, seq) cursor, in change order (the change feed's
     replay). A batch append gives several messages one version, so seq breaks the tie."""
     result = await db.execute(
-        select(Message)
+        select(*_SELECTED)
         .where(
-            Message.session_id == session_id,
-            tuple_(Message.version, Message.seq) > tuple_(*cursor),
+            MESSAGE.session_id == session_id,
+            tuple_(MESSAGE.version, MESSAGE.seq) > tuple_(*cursor),
         )
-        .order_by(Message.version, Message.seq)
+        .order_by(MESSAGE.version, MESSAGE.seq)
         .limit(limit)
     )
-    return list(result.scalars())
+    return [StoredMessage(*row) for row in result]
 
 
-async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> Message | None:
-    result = await db.execute(
-        select(Message)
-        .where(
-            Message.session_id == session_id,
-            Message.role == "assistant",
-            Message.status.in_(("pending", "in_progress", "failed")),
+async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> StoredMessage | None:
+    row = (
+        await db.execute(
+            select(*_SELECTED)
+            .where(
+                MESSAGE.session_id == session_id,
+                MESSAGE.role == "assistant",
+                MESSAGE.status.in_(("pending", "in_progress", "failed")),
+            )
+            .order_by(MESSAGE.seq.desc())
+            .limit(1)
         )
-        .order_by(Message.seq.desc())
-        .limit(1)
-    )
-    return result.scalar_one_or_none()
+    ).first()
+    return None if row is None else StoredMessage(*row)
 
 
 async def delete_message(db: AsyncSession, message_id: uuid.UUID) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat_store import metrics
 from chat_store.cache.bus import Bus
 from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ChatSessionNotFound, MessageExists, SeqConflict, ValidationFailed
 from chat_store.ids import uuid7
 from chat_store.schemas.common import Page
@@ -25,6 +26,7 @@ from chat_store.schemas.messages import (
 )
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import events, hooks, idempotency
+from chat_store.services.messages.reading import to_read
 from chat_store.services.messages.rules import check_size, utf8_len
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
@@ -137,12 +139,13 @@ async def _append(
     if len(items) == 1 and not client_ids:
         # The common case, one message with a server-chosen id: seq and insert in one statement.
         # seq and versions are placeholders here: the statement takes them from the session.
-        row = _new_row(items[0], principal, session_id, 0, now, 0)
-        reserved = await message_crud.append_one(db, row, reservation, standalone=True)
+        message = _new_message(items[0], principal, session_id, 0, now, 0)
+        reserved = await message_crud.append_one(db, message, reservation, standalone=True)
         if reserved is None:
             await _refused_append(db, principal, session_id)
-        row.update(seq=reserved[0], created_version=reserved[1], version=reserved[1])
-        return _created(db, bus, [_read_from_values(row)], reserved[1])
+        message.seq, message.version = reserved
+        message.created_version = message.version
+        return _created(db, bus, [message], now)
 
     reserved = await message_crud.reserve_seqs(db, reservation)
     if reserved is None:
@@ -150,19 +153,19 @@ async def _append(
 
     last_seq, last_version = reserved
     first_seq, first_version = last_seq - len(items) + 1, last_version - len(items) + 1
-    rows = [
-        _new_row(item, principal, session_id, first_seq + i, now, first_version + i)
+    messages = [
+        _new_message(item, principal, session_id, first_seq + i, now, first_version + i)
         for i, item in enumerate(items)
     ]
     if client_ids:
         try:
             async with db.begin_nested():  # a concurrent insert of the same client id
-                await message_crud.insert_messages(db, rows)
+                await message_crud.insert_messages(db, messages)
         except IntegrityError:
             raise MessageExists("A message with one of these ids already exists") from None
     else:
-        await message_crud.insert_messages(db, rows)
-    return _created(db, bus, [_read_from_values(row) for row in rows], first_version)
+        await message_crud.insert_messages(db, messages)
+    return _created(db, bus, messages, now)
 
 
 async def _refused_append(
@@ -177,55 +180,47 @@ async def _refused_append(
 
 
 def _created(
-    db: AsyncSession, bus: Bus, reads: list[MessageRead], first_version: int
+    db: AsyncSession, bus: Bus, messages: list[StoredMessage], now: datetime
 ) -> list[MessageRead]:
+    reads = [to_read(message, None, now) for message in messages]
     hooks.after_commit(db, metrics.count_messages(len(reads)))
-    for offset, read in enumerate(reads):
-        event = events.MessageCreated(first_version + offset, read.model_dump(mode="json"))
+    for message, read in zip(messages, reads, strict=True):
+        event = events.MessageCreated(message.version, read.model_dump(mode="json"))
         events.publish_after_commit(db, bus, read.session_id, event)
     return reads
 
 
-def _new_row(
+def _new_message(
     item: MessageCreate,
     principal: Principal,
     session_id: uuid.UUID,
     seq: int,
     now: datetime,
     version: int,
-) -> dict[str, Any]:
+) -> StoredMessage:
     partial = item.partial_content if item.status != "complete" else None
     if partial is None and item.status in OPEN_STATUSES:
         partial = ""
-    return {
-        "id": item.id or uuid7(),
-        "session_id": session_id,
-        "user_id": principal.user_id,
-        "seq": seq,
-        "role": item.role,
-        "content": item.content if item.status == "complete" else None,
-        "partial_content": partial,
-        "partial_length": len(partial or item.content or ""),
-        "partial_bytes": utf8_len(partial or item.content or ""),
-        "status": item.status,
-        "error_message": item.error_message,
-        "context": item.context,
-        "metadata": item.metadata,
-        "token_count": item.token_count,
-        "model": item.model,
-        "latency_ms": item.latency_ms,
-        "created_version": version,
-        "version": version,
-        "created_at": now,
-        "updated_at": now,
-        "completed_at": now if item.status == "complete" else None,
-    }
-
-
-def _read_from_values(row: dict[str, Any]) -> MessageRead:
-    return MessageRead.model_validate(
-        {key: value for key, value in row.items() if key in _READ_FIELDS}
+    return StoredMessage(
+        id=item.id or uuid7(),
+        session_id=session_id,
+        user_id=principal.user_id,
+        seq=seq,
+        role=item.role,
+        content=item.content if item.status == "complete" else None,
+        partial_content=partial,
+        partial_length=len(partial or item.content or ""),
+        partial_bytes=utf8_len(partial or item.content or ""),
+        status=item.status,
+        error_message=item.error_message,
+        context=item.context,
+        metadata_=item.metadata,
+        token_count=item.token_count,
+        model=item.model,
+        latency_ms=item.latency_ms,
+        created_version=version,
+        version=version,
+        created_at=now,
+        updated_at=now,
+        completed_at=now if item.status == "complete" else None,
     )
-
-
-_READ_FIELDS = frozenset(MessageRead.model_fields)

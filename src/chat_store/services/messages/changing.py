@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache.bus import Bus
 from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ChatSessionNotFound, ValidationFailed
-from chat_store.models import Message
 from chat_store.schemas.messages import OPEN_STATUSES, MessageRead, MessageUpdate
 from chat_store.services import events
 from chat_store.services.messages.reading import full_text, owned_message, to_reads
@@ -86,7 +86,7 @@ async def update_message(
         await message_crud.adjust_counters(db, session_id, token_delta=token_delta)
     row.updated_at = now
     row.version = version
-    await message_crud.flush(db)
+    await message_crud.update_message(db, row)
     read = (await to_reads(db, [row]))[0]
     event = events.MessageUpdated(version, read.model_dump(mode="json"))
     events.publish_after_commit(db, bus, session_id, event)
@@ -115,13 +115,13 @@ async def _lock_session(
     return version
 
 
-def _set_streamed_text(row: Message, text: str) -> None:
+def _set_streamed_text(row: StoredMessage, text: str) -> None:
     row.partial_content = text
     row.partial_length = len(text)
     row.partial_bytes = utf8_len(text)
 
 
-def _complete(row: Message, text: str, at: datetime) -> None:
+def _complete(row: StoredMessage, text: str, at: datetime) -> None:
     row.content = text
     row.partial_content = None
     row.partial_length = len(text)

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat_store import metrics
 from chat_store.cache.bus import Bus
 from chat_store.crud import messages as message_crud
-from chat_store.crud.messages import MessageRow
+from chat_store.crud.messages import StoredMessage
 from chat_store.errors import (
     ChatSessionNotFound,
     InvalidTransition,
@@ -93,7 +93,7 @@ async def append_delta(
 
 
 def _with_length(
-    row: MessageRow, chunk_text: str | None, length: int, *, return_text: bool
+    row: StoredMessage, chunk_text: str | None, length: int, *, return_text: bool
 ) -> MessageWithLength:
     fields = read_fields(row, chunk_text, datetime.now(UTC))
     if not return_text:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
-from chat_store.crud.messages import MessageRow
 from chat_store.errors import NothingToResume
 from chat_store.ids import uuid7
 from chat_store.models import ChatSession
@@ -105,12 +104,23 @@ async def _fork(
         chunks = await message_crud.chunk_texts(
             db, [row.id for row in rows if row.status in OPEN_STATUSES]
         )
-        values = []
+        copies = []
         for row in rows:
             seq += 1
             tokens += row.token_count or 0
-            values.append(_copied_row(row, copy.id, seq, chunks.get(row.id), now))
-        await message_crud.insert_messages(db, values)
+            copies.append(
+                dataclasses.replace(
+                    row,
+                    id=uuid7(),
+                    session_id=copy.id,
+                    seq=seq,
+                    partial_content=streamed_text(row, chunks.get(row.id)),
+                    created_version=1,
+                    version=1,
+                    updated_at=now,
+                )
+            )
+        await message_crud.insert_messages(db, copies)
         after_seq = rows[-1].seq
     copy.message_count = seq
     copy.last_seq = seq
@@ -119,32 +129,3 @@ async def _fork(
     copy.last_message_at = now if seq else None
     await chat_session_crud.flush(db)
     return ChatSessionRead.from_model(copy)
-
-
-def _copied_row(
-    row: MessageRow, session_id: uuid.UUID, seq: int, chunk_text: str | None, now: datetime
-) -> dict[str, Any]:
-    partial = streamed_text(row, chunk_text)
-    return {
-        "id": uuid7(),
-        "session_id": session_id,
-        "user_id": row.user_id,
-        "seq": seq,
-        "role": row.role,
-        "content": row.content,
-        "partial_content": partial,
-        "partial_length": row.partial_length,
-        "partial_bytes": row.partial_bytes,
-        "status": row.status,
-        "error_message": row.error_message,
-        "context": row.context,
-        "metadata": row.metadata_,
-        "token_count": row.token_count,
-        "model": row.model,
-        "latency_ms": row.latency_ms,
-        "created_version": 1,
-        "version": 1,
-        "created_at": row.created_at,
-        "updated_at": now,
-        "completed_at": row.completed_at,
-    }

@@ -11,9 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache import Cache
 from chat_store.crud import messages as message_crud
-from chat_store.crud.messages import MessageRow
+from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ChatSessionNotFound, MessageNotFound
-from chat_store.models import Message
 from chat_store.schemas.messages import OPEN_STATUSES, MessageRead
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import history_cache
@@ -28,19 +27,20 @@ def is_stale(status: str, updated_at: datetime, now: datetime) -> bool:
     return status in OPEN_STATUSES and now - updated_at >= stale_after
 
 
-async def to_reads(db: AsyncSession, rows: Sequence[MessageRow]) -> list[MessageRead]:
+async def to_reads(db: AsyncSession, rows: Sequence[StoredMessage]) -> list[MessageRead]:
     """Read models, with the streamed text of open messages joined from their chunks."""
     open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
     chunks = await message_crud.chunk_texts(db, open_ids)
     now = datetime.now(UTC)
-    return [_to_read(row, chunks.get(row.id), now) for row in rows]
+    return [to_read(row, chunks.get(row.id), now) for row in rows]
 
 
-def _to_read(row: MessageRow, chunk_text: str | None, now: datetime) -> MessageRead:
+def to_read(row: StoredMessage, chunk_text: str | None, now: datetime) -> MessageRead:
+    """The message as the API shows it; `chunk_text`: its chunks' text when it is open."""
     return MessageRead(**read_fields(row, chunk_text, now))
 
 
-def read_fields(row: MessageRow, chunk_text: str | None, now: datetime) -> dict[str, Any]:
+def read_fields(row: StoredMessage, chunk_text: str | None, now: datetime) -> dict[str, Any]:
     partial = streamed_text(row, chunk_text)
     if partial is None and row.status in OPEN_STATUSES:
         partial = ""
@@ -65,11 +65,11 @@ def read_fields(row: MessageRow, chunk_text: str | None, now: datetime) -> dict[
     )
 
 
-async def full_text(db: AsyncSession, row: Message) -> str:
+async def full_text(db: AsyncSession, row: StoredMessage) -> str:
     return (await chunks_and_text(db, row))[1]
 
 
-async def chunks_and_text(db: AsyncSession, row: Message) -> tuple[str | None, str]:
+async def chunks_and_text(db: AsyncSession, row: StoredMessage) -> tuple[str | None, str]:
     """The chunks appended since the folded prefix (None for a complete message) and the whole
     text, from one read."""
     if row.status == "complete":
@@ -78,7 +78,7 @@ async def chunks_and_text(db: AsyncSession, row: Message) -> tuple[str | None, s
     return chunks, streamed_text(row, chunks) or ""
 
 
-def streamed_text(row: MessageRow, chunk_text: str | None) -> str | None:
+def streamed_text(row: StoredMessage, chunk_text: str | None) -> str | None:
     """The text streamed so far: the folded prefix, then the chunks appended since."""
     if chunk_text:
         return (row.partial_content or "") + chunk_text
@@ -92,7 +92,7 @@ async def owned_message(
     message_id: uuid.UUID,
     *,
     for_update: bool = False,
-) -> Message:
+) -> StoredMessage:
     row = await message_crud.get_for_owner(
         db, principal.user_id, session_id, message_id, for_update=for_update
     )
