@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +50,6 @@ from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
 from chat_store.services import maintenance
-from chat_store.services.messages import reading as message_reading
 from chat_store.settings import Settings, get_settings
 from chat_store.state import AppState
 
@@ -92,8 +90,6 @@ def _operation_id(route: APIRoute) -> str:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.use_json_logs)
-
-    message_reading.stale_after = timedelta(seconds=settings.stale_stream_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

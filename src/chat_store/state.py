@@ -6,7 +6,9 @@ request's context, /metrics reads it when scraped.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -32,6 +34,23 @@ class StreamStats:
 
 
 @dataclass
+class ServiceCounters:
+    """Domain counters, bumped by the services once a write has committed."""
+
+    messages_appended: int = 0
+    deltas_appended: int = 0
+
+    def count_messages(self, count: int) -> Callable[[], Awaitable[None]]:
+        async def bump() -> None:
+            self.messages_appended += count
+
+        return bump
+
+    async def count_delta(self) -> None:
+        self.deltas_appended += 1
+
+
+@dataclass
 class AppState:
     """Everything the lifespan builds once; reached only through the aliases in api/deps.py."""
 
@@ -45,3 +64,10 @@ class AppState:
     bus: Bus
     limiter: RateLimiter
     streams: StreamStats = field(default_factory=StreamStats)
+    counters: ServiceCounters = field(default_factory=ServiceCounters)
+
+    @property
+    def stale_after(self) -> timedelta:
+        """An open message with no change for this long is reported `stale` (its writer went
+        silent): STALE_STREAM_SECONDS."""
+        return timedelta(seconds=self.settings.stale_stream_seconds)

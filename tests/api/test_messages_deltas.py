@@ -18,6 +18,7 @@ from chat_store.api.deps import AppState
 from chat_store.crud import messages as message_crud
 from chat_store.schemas.messages import MessageAppend
 from chat_store.services import messages as message_service
+from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
@@ -325,9 +326,8 @@ async def test_a_delta_to_a_message_created_while_it_waited_lands(
     message_id = uuid.uuid4()
     pending = MessageAppend(id=message_id, role="assistant", status="pending")
     async with state.sessionmaker() as db:
-        await message_service.create_message(
-            db, state.settings, state.bus, principal, session_id, pending, None
-        )
+        ctx = RequestContext(db, principal, state)
+        await message_service.create_message(ctx, session_id, pending, None)
         delta = asyncio.create_task(
             client.post(
                 f"{API}/sessions/{session_id}/messages/{message_id}/append",

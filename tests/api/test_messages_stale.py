@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 import httpx
-import pytest
+from fastapi import FastAPI
 
-from chat_store.services.messages import reading as message_reading
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
 from tests.factories import API, Factory
 
 
-async def test_a_silent_writer_is_reported_stale(
-    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(message_reading, "stale_after", timedelta(seconds=0.5))
+async def test_a_silent_writer_is_reported_stale(backend: Backend, app: FastAPI) -> None:
+    quick = make_settings(backend, stale_stream_seconds=1)
+    async with running_app(quick) as quick_app, client_for(quick_app) as client:
+        await _a_silent_writer_is_reported_stale(client, Factory(client))
+
+
+async def _a_silent_writer_is_reported_stale(client: httpx.AsyncClient, factory: Factory) -> None:
     account = await factory.account()
     session = await factory.chat_session(account)
     base = f"{API}/sessions/{session['id']}/messages"
@@ -32,7 +35,7 @@ async def test_a_silent_writer_is_reported_stale(
     listed = await client.get(base, headers=account.headers)  # fills the hot-history cache
     assert listed.json()["data"][0]["stale"] is False
 
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.1)
     assert (await client.get(url, headers=account.headers)).json()["stale"] is True
     # The cached copy of the history does not hide it either.
     listed = await client.get(base, headers=account.headers)
@@ -46,6 +49,6 @@ async def test_a_silent_writer_is_reported_stale(
     await client.post(f"{url}/append", json={"delta": "wer", "offset": 11}, headers=account.headers)
     assert (await client.get(url, headers=account.headers)).json()["stale"] is False
     await client.patch(url, json={"status": "complete"}, headers=account.headers)
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.1)
     done = (await client.get(url, headers=account.headers)).json()
     assert (done["status"], done["stale"], done["content"]) == ("complete", False, "half an answer")

@@ -6,16 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import AwareDatetime
 
-from chat_store.api.deps import (
-    API_PREFIX,
-    AppSettings,
-    Bus,
-    CurrentPrincipal,
-    DbSession,
-    IdempotencyKey,
-    PaginationParams,
-    app_state,
-)
+from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams, app_state
 from chat_store.api.direct import (
     DirectRoute,
     caller,
@@ -37,6 +28,7 @@ from chat_store.schemas.chat_sessions import (
 )
 from chat_store.schemas.common import Deleted, Page, SafeStr
 from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services.context import RequestContext
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
 
@@ -48,10 +40,8 @@ async def _create_chat_session_directly(request: Request) -> Response:
     body = await json_body(request, ChatSessionCreate)
     state = app_state(request)
     async with request_session(request) as db:
-        principal = await caller(request, db)
-        created = await chat_session_service.create_chat_session(
-            db, state.settings, principal, body, key
-        )
+        ctx = RequestContext(db, await caller(request, db), state)
+        created = await chat_session_service.create_chat_session(ctx, body, key)
     return json_response(ChatSessionRead, created, 201)
 
 
@@ -64,9 +54,7 @@ async def _create_chat_session_directly(request: Request) -> Response:
 )
 @direct(_create_chat_session_directly)
 async def create_chat_session(
-    db: DbSession,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
+    ctx: Context,
     body: Annotated[
         ChatSessionCreate,
         Body(
@@ -86,9 +74,7 @@ async def create_chat_session(
     idempotency_key: IdempotencyKey = None,
 ) -> ChatSessionRead:
     """Start a chat session (an `id` may be chosen by the client)."""
-    return await chat_session_service.create_chat_session(
-        db, settings, principal, body, idempotency_key
-    )
+    return await chat_session_service.create_chat_session(ctx, body, idempotency_key)
 
 
 @router.get(
@@ -98,8 +84,7 @@ async def create_chat_session(
     operation_id="list_chat_sessions",
 )
 async def list_chat_sessions(
-    db: DbSession,
-    principal: CurrentPrincipal,
+    ctx: Context,
     pagination: PaginationParams,
     favorite: Annotated[bool | None, Query(description="Only favourites (true) or not.")] = None,
     status: Annotated[ChatSessionStatus | None, Query()] = None,
@@ -115,15 +100,7 @@ async def list_chat_sessions(
         repo=repo,
         updated_after=updated_after,
     )
-    return await chat_session_service.list_chat_sessions(
-        db,
-        principal,
-        filters,
-        limit=pagination.limit,
-        descending=pagination.descending("desc"),
-        after=pagination.after,
-        before=pagination.before,
-    )
+    return await chat_session_service.list_chat_sessions(ctx, filters, pagination)
 
 
 @router.get(
@@ -132,11 +109,9 @@ async def list_chat_sessions(
     responses=_ONE,
     operation_id="get_chat_session",
 )
-async def get_chat_session(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID
-) -> ChatSessionRead:
+async def get_chat_session(ctx: Context, session_id: uuid.UUID) -> ChatSessionRead:
     """One session."""
-    return await chat_session_service.get_chat_session(db, principal, session_id)
+    return await chat_session_service.get_chat_session(ctx, session_id)
 
 
 @router.patch(
@@ -146,14 +121,10 @@ async def get_chat_session(
     operation_id="update_chat_session",
 )
 async def update_chat_session(
-    db: DbSession,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    body: ChatSessionUpdate,
+    ctx: Context, session_id: uuid.UUID, body: ChatSessionUpdate
 ) -> ChatSessionRead:
     """Change title, favourite flag, metadata, workspace or status (only the fields given)."""
-    return await chat_session_service.update_chat_session(db, bus, principal, session_id, body)
+    return await chat_session_service.update_chat_session(ctx, session_id, body)
 
 
 @router.put(
@@ -163,15 +134,11 @@ async def update_chat_session(
     operation_id="rename_chat_session",
 )
 async def rename_chat_session(
-    db: DbSession,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    body: ChatSessionRename,
+    ctx: Context, session_id: uuid.UUID, body: ChatSessionRename
 ) -> ChatSessionRead:
     """Rename a session (alias of PATCH with a title)."""
     update = ChatSessionUpdate(title=body.title)
-    return await chat_session_service.update_chat_session(db, bus, principal, session_id, update)
+    return await chat_session_service.update_chat_session(ctx, session_id, update)
 
 
 @router.patch(
@@ -181,15 +148,13 @@ async def rename_chat_session(
     operation_id="set_chat_session_favorite",
 )
 async def set_chat_session_favorite(
-    db: DbSession,
-    bus: Bus,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     body: Annotated[FavoriteUpdate | None, Body()] = None,
 ) -> ChatSessionRead:
     """Toggle the favourite flag, or set it with `{"is_favorite": bool}`."""
     value = body.is_favorite if body is not None else None
-    return await chat_session_service.toggle_favorite(db, bus, principal, session_id, value)
+    return await chat_session_service.toggle_favorite(ctx, session_id, value)
 
 
 @router.delete(
@@ -198,9 +163,7 @@ async def set_chat_session_favorite(
     responses=_ONE,
     operation_id="delete_chat_session",
 )
-async def delete_chat_session(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID
-) -> Deleted:
+async def delete_chat_session(ctx: Context, session_id: uuid.UUID) -> Deleted:
     """Delete a session and all its messages."""
-    await chat_session_service.delete_chat_session(db, principal, session_id)
+    await chat_session_service.delete_chat_session(ctx, session_id)
     return Deleted(id=session_id, object="session.deleted")

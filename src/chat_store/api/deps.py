@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Annotated, Literal
 
@@ -20,8 +19,10 @@ from chat_store.cache import Cache as CacheAdapter
 from chat_store.cache.bus import Bus as BusAdapter
 from chat_store.errors import AppError, TokenExpired, Unauthorized, ValidationFailed
 from chat_store.ratelimit import parse_limit
+from chat_store.schemas.pagination import Pagination
 from chat_store.services import hooks
 from chat_store.services import principals as principal_service
+from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
 from chat_store.state import AppState as AppState  # the routers' (and tests') way to it
@@ -189,15 +190,14 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-@dataclass(frozen=True)
-class Pagination:
-    limit: int
-    order: Literal["asc", "desc"] | None
-    after: uuid.UUID | None
-    before: uuid.UUID | None
+async def get_context(
+    request: Request, db: DbSession, principal: CurrentPrincipal
+) -> RequestContext:
+    """What the services are given: the request's session, its caller, the app's state."""
+    return RequestContext(db, principal, app_state(request))
 
-    def descending(self, default: Literal["asc", "desc"]) -> bool:
-        return (self.order or default) == "desc"
+
+Context = Annotated[RequestContext, Depends(get_context)]
 
 
 async def get_pagination(

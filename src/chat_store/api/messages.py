@@ -5,17 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 
-from chat_store.api.deps import (
-    API_PREFIX,
-    AppSettings,
-    Bus,
-    Cache,
-    CurrentPrincipal,
-    DbSession,
-    IdempotencyKey,
-    PaginationParams,
-    app_state,
-)
+from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams, app_state
 from chat_store.api.direct import (
     DirectRoute,
     NotDirect,
@@ -44,7 +34,9 @@ from chat_store.schemas.messages import (
     MessageWithLength,
     ResumePoint,
 )
+from chat_store.schemas.pagination import Pagination
 from chat_store.services import messages as message_service
+from chat_store.services.context import RequestContext
 
 router = APIRouter(
     prefix=API_PREFIX + "/sessions/{session_id}", tags=["messages"], route_class=DirectRoute
@@ -80,10 +72,8 @@ async def _append_message_directly(request: Request) -> Response:
     body = await json_body(request, MessageAppend)
     state = app_state(request)
     async with request_session(request) as db:
-        principal = await caller(request, db)
-        created = await message_service.create_message(
-            db, state.settings, state.bus, principal, session_id, body, key
-        )
+        ctx = RequestContext(db, await caller(request, db), state)
+        created = await message_service.create_message(ctx, session_id, body, key)
     return json_response(MessageRead, created, 201)
 
 
@@ -96,18 +86,13 @@ async def _append_message_directly(request: Request) -> Response:
 )
 @direct(_append_message_directly)
 async def append_message(
-    db: DbSession,
-    settings: AppSettings,
-    bus: Bus,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     body: Annotated[MessageAppend, Body(openapi_examples=_APPEND_EXAMPLES)],
     idempotency_key: IdempotencyKey = None,
 ) -> MessageRead:
     """Append one message; the server gives it the next seq."""
-    return await message_service.create_message(
-        db, settings, bus, principal, session_id, body, idempotency_key
-    )
+    return await message_service.create_message(ctx, session_id, body, idempotency_key)
 
 
 @router.post(
@@ -118,18 +103,13 @@ async def append_message(
     operation_id="append_messages",
 )
 async def append_messages(
-    db: DbSession,
-    settings: AppSettings,
-    bus: Bus,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     body: MessageBatchCreate,
     idempotency_key: IdempotencyKey = None,
 ) -> Page[MessageRead]:
     """Append several messages at once: all of them or none."""
-    return await message_service.create_messages(
-        db, settings, bus, principal, session_id, body, idempotency_key
-    )
+    return await message_service.create_messages(ctx, session_id, body, idempotency_key)
 
 
 _LIST_QUERY = frozenset({"limit", "order", "after", "before", "after_seq", "before_seq"})
@@ -147,19 +127,11 @@ async def _list_messages_directly(request: Request) -> Response:
     after_seq = as_int(given["after_seq"], 0, INT32_MAX) if "after_seq" in given else None
     before_seq = as_int(given["before_seq"], 1, INT32_MAX) if "before_seq" in given else None
     state = app_state(request)
+    pagination = Pagination(limit=limit, order=order, after=after, before=before)  # type: ignore[arg-type]
     async with request_session(request) as db:
-        principal = await caller(request, db)
+        ctx = RequestContext(db, await caller(request, db), state)
         body = await message_service.list_messages(
-            db,
-            state.cache,
-            principal,
-            session_id,
-            limit=limit,
-            descending=order == "desc",
-            after=after,
-            before=before,
-            after_seq=after_seq,
-            before_seq=before_seq,
+            ctx, session_id, pagination, after_seq=after_seq, before_seq=before_seq
         )
     return Response(content=body, media_type="application/json")
 
@@ -172,9 +144,7 @@ async def _list_messages_directly(request: Request) -> Response:
 )
 @direct(_list_messages_directly)
 async def list_messages(
-    db: DbSession,
-    cache: Cache,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     pagination: PaginationParams,
     after_seq: Annotated[
@@ -186,16 +156,7 @@ async def list_messages(
 ) -> Response:
     """The session's messages in seq order (`order=desc` for the newest first)."""
     body = await message_service.list_messages(
-        db,
-        cache,
-        principal,
-        session_id,
-        limit=pagination.limit,
-        descending=pagination.descending("asc"),
-        after=pagination.after,
-        before=pagination.before,
-        after_seq=after_seq,
-        before_seq=before_seq,
+        ctx, session_id, pagination, after_seq=after_seq, before_seq=before_seq
     )
     return Response(content=body, media_type="application/json")
 
@@ -206,11 +167,9 @@ async def list_messages(
     responses=_ONE,
     operation_id="get_message",
 )
-async def get_message(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, message_id: uuid.UUID
-) -> MessageRead:
+async def get_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """One message."""
-    return await message_service.get_message(db, principal, session_id, message_id)
+    return await message_service.get_message(ctx, session_id, message_id)
 
 
 @router.patch(
@@ -220,18 +179,10 @@ async def get_message(
     operation_id="update_message",
 )
 async def update_message(
-    db: DbSession,
-    settings: AppSettings,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    body: MessageUpdate,
+    ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID, body: MessageUpdate
 ) -> MessageRead:
     """Change status (forward only), text, error, metadata, token count or latency."""
-    return await message_service.update_message(
-        db, settings, bus, principal, session_id, message_id, body
-    )
+    return await message_service.update_message(ctx, session_id, message_id, body)
 
 
 @router.delete(
@@ -240,15 +191,9 @@ async def update_message(
     responses=_ONE,
     operation_id="delete_message",
 )
-async def delete_message(
-    db: DbSession,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-) -> Deleted:
+async def delete_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> Deleted:
     """Delete a message (its seq is never reused)."""
-    await message_service.delete_message(db, bus, principal, session_id, message_id)
+    await message_service.delete_message(ctx, session_id, message_id)
     return Deleted(id=message_id, object="message.deleted")
 
 
@@ -266,16 +211,9 @@ async def _append_delta_directly(request: Request) -> Response:
     minimal = _minimal(request.headers.get("prefer"))
     state = app_state(request)
     async with request_session(request) as db:
-        principal = await caller(request, db)
+        ctx = RequestContext(db, await caller(request, db), state)
         appended = await message_service.append_delta(
-            db,
-            state.settings,
-            state.bus,
-            principal,
-            session_id,
-            message_id,
-            body,
-            return_text=not minimal,
+            ctx, session_id, message_id, body, return_text=not minimal
         )
     return json_response(MessageWithLength, appended, headers=_MINIMAL_APPLIED if minimal else None)
 
@@ -288,10 +226,7 @@ async def _append_delta_directly(request: Request) -> Response:
 )
 @direct(_append_delta_directly)
 async def append_delta(
-    db: DbSession,
-    settings: AppSettings,
-    bus: Bus,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
     body: DeltaAppend,
@@ -309,7 +244,7 @@ async def append_delta(
     if minimal:
         response.headers.update(_MINIMAL_APPLIED)
     return await message_service.append_delta(
-        db, settings, bus, principal, session_id, message_id, body, return_text=not minimal
+        ctx, session_id, message_id, body, return_text=not minimal
     )
 
 
@@ -320,13 +255,12 @@ async def append_delta(
     operation_id="resume_message",
 )
 async def resume_message(
-    db: DbSession,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     history_limit: Annotated[int, Query(ge=0, le=1000)] = 50,
 ) -> ResumePoint:
     """Where to continue: the newest unfinished assistant message, its offset, and history."""
-    return await message_service.resume(db, principal, session_id, history_limit)
+    return await message_service.resume(ctx, session_id, history_limit)
 
 
 @router.post(
@@ -337,15 +271,13 @@ async def resume_message(
     operation_id="fork_chat_session",
 )
 async def fork_chat_session(
-    db: DbSession,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     body: ForkCreate,
     idempotency_key: IdempotencyKey = None,
 ) -> ChatSessionRead:
     """A new session holding copies of the messages up to and including `message_id`."""
-    return await message_service.fork(db, settings, principal, session_id, body, idempotency_key)
+    return await message_service.fork(ctx, session_id, body, idempotency_key)
 
 
 @router.get(
@@ -355,10 +287,9 @@ async def fork_chat_session(
     operation_id="get_context_window",
 )
 async def get_context_window(
-    db: DbSession,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     max_tokens: Annotated[int, Query(ge=1, le=10_000_000)],
 ) -> ContextWindow:
     """The newest messages that fit `max_tokens` (a tool call and its results stay together)."""
-    return await message_service.context_window(db, principal, session_id, max_tokens)
+    return await message_service.context_window(ctx, session_id, max_tokens)

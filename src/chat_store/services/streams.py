@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat_store.cache.bus import Bus, Subscription
+from chat_store.cache.bus import Subscription
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
 from chat_store.errors import MessageNotFound, OffsetMismatch
@@ -30,8 +30,9 @@ from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import events
 from chat_store.services import messages as message_service
 from chat_store.services import principals as principal_service
+from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
-from chat_store.state import StreamStats
+from chat_store.state import AppState
 
 _REPLAY_BATCH = 200
 _MESSAGE_EVENTS = (
@@ -50,17 +51,30 @@ class StreamEvent:
     id: str | None = None
 
 
-@dataclass
-class StreamContext:
-    sessionmaker: async_sessionmaker[AsyncSession]
-    bus: Bus
-    stats: StreamStats
-    poll_seconds: float
-    shutdown: anyio.Event = field(default_factory=anyio.Event)
-
-
 class _CredentialRevoked(Exception):
     """The key or user a stream was opened with is gone: the stream ends."""
+
+
+@dataclass
+class StreamContext:
+    """One stream: the app's state, who reads it, and the signal that the server stops."""
+
+    app: AppState
+    principal: Principal
+    shutdown: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def poll_seconds(self) -> float:
+        return self.app.settings.stream_poll_seconds
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[RequestContext]:
+        """One read of the store, in a short session of its own, while the credential the
+        stream was opened with still stands."""
+        async with self.app.sessionmaker() as db:
+            if not await principal_service.still_valid(db, self.principal):
+                raise _CredentialRevoked
+            yield RequestContext(db, self.principal, self.app)
 
 
 _REVOKED_EVENT = StreamEvent("close", {"reason": "unauthorized"})
@@ -74,31 +88,27 @@ class _Snapshot:
 
 
 async def _snapshot(
-    context: StreamContext, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
+    context: StreamContext, session_id: uuid.UUID, message_id: uuid.UUID
 ) -> _Snapshot | None:
-    async with context.sessionmaker() as db:
-        if not await principal_service.still_valid(db, principal):
-            raise _CredentialRevoked
-        row = await message_crud.get_for_owner(db, principal.user_id, session_id, message_id)
+    async with context.reading() as ctx:
+        row = await message_crud.get_for_owner(
+            ctx.db, ctx.principal.user_id, session_id, message_id
+        )
         if row is None:
             return None
-        text = await message_service.full_text(db, row)
+        text = await message_service.full_text(ctx.db, row)
         return _Snapshot(text=text, status=row.status, error_message=row.error_message)
 
 
 async def check_message_stream(
-    db: AsyncSession,
-    principal: Principal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    offset: int,
+    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID, offset: int
 ) -> None:
     """Before the stream starts (so errors are real HTTP errors): ownership and the offset."""
-    await chat_session_service.get_owned(db, principal, session_id)
-    row = await message_crud.get_for_owner(db, principal.user_id, session_id, message_id)
+    await chat_session_service.get_owned(ctx, session_id)
+    row = await message_crud.get_for_owner(ctx.db, ctx.principal.user_id, session_id, message_id)
     if row is None:
         raise MessageNotFound()
-    length = len(await message_service.full_text(db, row))
+    length = len(await message_service.full_text(ctx.db, row))
     if offset > length:
         raise OffsetMismatch(length)
 
@@ -121,40 +131,25 @@ async def _wait(
 
 
 async def follow_message(
-    context: StreamContext,
-    principal: Principal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    offset: int,
+    context: StreamContext, session_id: uuid.UUID, message_id: uuid.UUID, offset: int
 ) -> AsyncIterator[StreamEvent]:
     """`delta` events from `offset` (ids are code-point offsets), then one `done`."""
     position = offset
-    context.stats.opened()
+    stats = context.app.streams
+    stats.opened()
     try:
-        async with context.bus.subscribe(events.channel(session_id)) as subscription:
+        async with context.app.bus.subscribe(events.channel(session_id)) as subscription:
             while not context.shutdown.is_set():
                 subscription.lost = False
-                snapshot = await _snapshot(context, principal, session_id, message_id)
+                snapshot = await _snapshot(context, session_id, message_id)
                 if snapshot is None:  # deleted while followed
-                    yield StreamEvent(
-                        "done",
-                        {"status": "deleted", "error_message": None, "length": position},
-                        str(position),
-                    )
+                    yield _done("deleted", None, position)
                     return
                 if len(snapshot.text) > position:
                     yield _delta(snapshot.text[position:], len(snapshot.text))
                     position = len(snapshot.text)
                 if snapshot.status not in OPEN_STATUSES:
-                    yield StreamEvent(
-                        "done",
-                        {
-                            "status": snapshot.status,
-                            "error_message": snapshot.error_message,
-                            "length": position,
-                        },
-                        str(position),
-                    )
+                    yield _done(snapshot.status, snapshot.error_message, position)
                     return
                 async for event in _live_deltas(subscription, context, message_id, position):
                     position = int(event.data["offset"])
@@ -163,7 +158,7 @@ async def follow_message(
     except _CredentialRevoked:
         yield _REVOKED_EVENT
     finally:
-        context.stats.closed()
+        stats.closed()
 
 
 async def _live_deltas(
@@ -195,12 +190,17 @@ def _delta(text: str, end: int) -> StreamEvent:
     return StreamEvent("delta", {"delta": text, "offset": end}, str(end))
 
 
-async def check_session_feed(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> None:
-    await chat_session_service.get_owned(db, principal, session_id)
+def _done(status: str, error_message: str | None, length: int) -> StreamEvent:
+    data = {"status": status, "error_message": error_message, "length": length}
+    return StreamEvent("done", data, str(length))
+
+
+async def check_session_feed(ctx: RequestContext, session_id: uuid.UUID) -> None:
+    await chat_session_service.get_owned(ctx, session_id)
 
 
 async def follow_session(
-    context: StreamContext, principal: Principal, session_id: uuid.UUID, after_version: int
+    context: StreamContext, session_id: uuid.UUID, after_version: int
 ) -> AsyncIterator[StreamEvent]:
     """The session's changes after `after_version`; event ids are history versions.
 
@@ -209,12 +209,13 @@ async def follow_session(
     `message.delta` and `message.deleted`, which a replay folds into the state it shows.
     """
     position = after_version
-    context.stats.opened()
+    stats = context.app.streams
+    stats.opened()
     try:
-        async with context.bus.subscribe(events.channel(session_id)) as subscription:
+        async with context.app.bus.subscribe(events.channel(session_id)) as subscription:
             while not context.shutdown.is_set():
                 subscription.lost = False
-                replayed = await _replay_session(context, principal, session_id, position)
+                replayed = await _replay_session(context, session_id, position)
                 if replayed is None:
                     yield StreamEvent("session.deleted", {"session_id": str(session_id)})
                     return
@@ -239,16 +240,15 @@ async def follow_session(
     except _CredentialRevoked:
         yield _REVOKED_EVENT
     finally:
-        context.stats.closed()
+        stats.closed()
 
 
 async def _replay_session(
-    context: StreamContext, principal: Principal, session_id: uuid.UUID, after_version: int
+    context: StreamContext, session_id: uuid.UUID, after_version: int
 ) -> tuple[list[StreamEvent], int] | None:
-    async with context.sessionmaker() as db:
-        if not await principal_service.still_valid(db, principal):
-            raise _CredentialRevoked
-        chat_session = await chat_session_crud.get_for_owner(db, principal.user_id, session_id)
+    async with context.reading() as ctx:
+        db = ctx.db
+        chat_session = await chat_session_crud.get_for_owner(db, ctx.principal.user_id, session_id)
         if chat_session is None:
             return None
         current = chat_session.history_version
@@ -269,7 +269,7 @@ async def _replay_session(
             rows = await message_crud.changed_since(db, session_id, cursor, _REPLAY_BATCH)
             if not rows:
                 break
-            reads = await message_service.to_reads(db, rows)
+            reads = await message_service.to_reads(ctx, rows)
             for row, read in zip(rows, reads, strict=True):
                 kind = (
                     events.MessageCreated

@@ -8,10 +8,7 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store import metrics
-from chat_store.cache.bus import Bus
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ChatSessionNotFound, MessageExists, SeqConflict, ValidationFailed
@@ -26,90 +23,54 @@ from chat_store.schemas.messages import (
 )
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import events, hooks, idempotency
+from chat_store.services.context import RequestContext
 from chat_store.services.messages.reading import to_read
 from chat_store.services.messages.rules import check_size, utf8_len
 from chat_store.services.principals import Principal
-from chat_store.settings import Settings
 
 
 async def create_message(
-    db: AsyncSession,
-    settings: Settings,
-    bus: Bus,
-    principal: Principal,
-    session_id: uuid.UUID,
-    body: MessageAppend,
-    idempotency_key: str | None,
+    ctx: RequestContext, session_id: uuid.UUID, body: MessageAppend, idempotency_key: str | None
 ) -> MessageRead:
     async def produce() -> MessageRead:
         # A MessageAppend is a MessageCreate (plus expected_last_seq): no second validation.
-        created = await _append(
-            db, settings, bus, principal, session_id, [body], body.expected_last_seq
-        )
-        return created[0]
+        return (await _append(ctx, session_id, [body], body.expected_last_seq))[0]
 
-    return await idempotency.run_once(
-        db,
-        settings,
-        user_id=principal.user_id,
-        key=idempotency_key,
-        operation="create_message",
-        scope=str(session_id),
-        body=body,
-        response_type=MessageRead,
-        produce=produce,
-    )
+    creating = idempotency.Create("create_message", str(session_id), body, MessageRead)
+    return await idempotency.run_once(ctx, idempotency_key, creating, produce)
 
 
 async def create_messages(
-    db: AsyncSession,
-    settings: Settings,
-    bus: Bus,
-    principal: Principal,
+    ctx: RequestContext,
     session_id: uuid.UUID,
     body: MessageBatchCreate,
     idempotency_key: str | None,
 ) -> Page[MessageRead]:
-    if len(body.messages) > settings.max_batch_messages:
-        raise ValidationFailed(
-            f"a batch holds at most {settings.max_batch_messages} messages",
-            ["body", "messages"],
-        )
+    most = ctx.settings.max_batch_messages
+    if len(body.messages) > most:
+        raise ValidationFailed(f"a batch holds at most {most} messages", ["body", "messages"])
 
     async def produce() -> Page[MessageRead]:
-        created = await _append(
-            db, settings, bus, principal, session_id, body.messages, body.expected_last_seq
-        )
+        created = await _append(ctx, session_id, body.messages, body.expected_last_seq)
         return Page[MessageRead](
             data=created, first_id=created[0].id, last_id=created[-1].id, has_more=False
         )
 
-    return await idempotency.run_once(
-        db,
-        settings,
-        user_id=principal.user_id,
-        key=idempotency_key,
-        operation="create_messages",
-        scope=str(session_id),
-        body=body,
-        response_type=Page[MessageRead],
-        produce=produce,
-    )
+    creating = idempotency.Create("create_messages", str(session_id), body, Page[MessageRead])
+    return await idempotency.run_once(ctx, idempotency_key, creating, produce)
 
 
 async def _append(
-    db: AsyncSession,
-    settings: Settings,
-    bus: Bus,
-    principal: Principal,
+    ctx: RequestContext,
     session_id: uuid.UUID,
     items: Sequence[MessageCreate],
     expected_last_seq: int | None,
 ) -> list[MessageRead]:
     """Insert messages with the next seqs: all of them or, on any error, none."""
+    db, principal = ctx.db, ctx.principal
     for index, item in enumerate(items):
-        check_size(settings, item.content, f"messages[{index}].content")
-        check_size(settings, item.partial_content, f"messages[{index}].partial_content")
+        check_size(ctx.settings, item.content, f"messages[{index}].content")
+        check_size(ctx.settings, item.partial_content, f"messages[{index}].partial_content")
     client_ids = [item.id for item in items if item.id is not None]
     if len(set(client_ids)) != len(client_ids):
         raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
@@ -142,14 +103,14 @@ async def _append(
         message = _new_message(items[0], principal, session_id, 0, now, 0)
         reserved = await message_crud.append_one(db, message, reservation, standalone=True)
         if reserved is None:
-            await _refused_append(db, principal, session_id)
+            await _refused_append(ctx, session_id)
         message.seq, message.version = reserved
         message.created_version = message.version
-        return _created(db, bus, [message], now)
+        return _announce_created(ctx, [message], now)
 
     reserved = await message_crud.reserve_seqs(db, reservation)
     if reserved is None:
-        await _refused_append(db, principal, session_id)
+        await _refused_append(ctx, session_id)
 
     last_seq, last_version = reserved
     first_seq, first_version = last_seq - len(items) + 1, last_version - len(items) + 1
@@ -165,28 +126,27 @@ async def _append(
             raise MessageExists("A message with one of these ids already exists") from None
     else:
         await message_crud.insert_messages(db, messages)
-    return _created(db, bus, messages, now)
+    return _announce_created(ctx, messages, now)
 
 
-async def _refused_append(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID
-) -> NoReturn:
+async def _refused_append(ctx: RequestContext, session_id: uuid.UUID) -> NoReturn:
     """The session's row was not updated: it is missing (or not the caller's), or its last seq
     is not the expected one."""
-    state = await message_crud.get_history_state(db, principal.user_id, session_id)
+    state = await message_crud.get_history_state(ctx.db, ctx.principal.user_id, session_id)
     if state is None:
         raise ChatSessionNotFound()
     raise SeqConflict(last_seq=state[1])
 
 
-def _created(
-    db: AsyncSession, bus: Bus, messages: list[StoredMessage], now: datetime
+def _announce_created(
+    ctx: RequestContext, messages: list[StoredMessage], now: datetime
 ) -> list[MessageRead]:
-    reads = [to_read(message, None, now) for message in messages]
-    hooks.after_commit(db, metrics.count_messages(len(reads)))
+    """The new messages' answers; once committed, they are counted and published."""
+    reads = [to_read(ctx, message, None, now) for message in messages]
+    hooks.after_commit(ctx.db, ctx.app.counters.count_messages(len(reads)))
     for message, read in zip(messages, reads, strict=True):
         event = events.MessageCreated(message.version, read.model_dump(mode="json"))
-        events.publish_after_commit(db, bus, read.session_id, event)
+        events.publish_after_commit(ctx.db, ctx.bus, read.session_id, event)
     return reads
 
 

@@ -5,31 +5,22 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from chat_store.cache.bus import Bus
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ChatSessionNotFound, ValidationFailed
 from chat_store.schemas.messages import OPEN_STATUSES, MessageRead, MessageUpdate
 from chat_store.services import events
+from chat_store.services.context import RequestContext
 from chat_store.services.messages.reading import full_text, owned_message, to_reads
 from chat_store.services.messages.rules import check_size, check_transition, utf8_len
-from chat_store.services.principals import Principal
-from chat_store.settings import Settings
 
 
 async def update_message(
-    db: AsyncSession,
-    settings: Settings,
-    bus: Bus,
-    principal: Principal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    body: MessageUpdate,
+    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID, body: MessageUpdate
 ) -> MessageRead:
-    version = await _lock_session(db, principal, session_id)
-    row = await owned_message(db, principal, session_id, message_id, for_update=True)
+    db, settings = ctx.db, ctx.settings
+    version = await _lock_session(ctx, session_id)
+    row = await owned_message(ctx, session_id, message_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
     new_status: str = changes.get("status") or row.status
     check_transition(row.status, new_status)
@@ -87,28 +78,16 @@ async def update_message(
     row.updated_at = now
     row.version = version
     await message_crud.update_message(db, row)
-    read = (await to_reads(db, [row]))[0]
+    read = (await to_reads(ctx, [row]))[0]
     event = events.MessageUpdated(version, read.model_dump(mode="json"))
-    events.publish_after_commit(db, bus, session_id, event)
+    events.publish_after_commit(db, ctx.bus, session_id, event)
     return read
 
 
-async def _lock_session(
-    db: AsyncSession,
-    principal: Principal,
-    session_id: uuid.UUID,
-    *,
-    count_delta: int = 0,
-    token_delta: int = 0,
-) -> int:
+async def _lock_session(ctx: RequestContext, session_id: uuid.UUID) -> int:
     """Bump the session's history version (taking its row lock first); 404 if not the caller's."""
     version = await message_crud.bump_session(
-        db,
-        principal.user_id,
-        session_id,
-        now=datetime.now(UTC),
-        count_delta=count_delta,
-        token_delta=token_delta,
+        ctx.db, ctx.principal.user_id, session_id, now=datetime.now(UTC)
     )
     if version is None:
         raise ChatSessionNotFound()
@@ -129,15 +108,10 @@ def _complete(row: StoredMessage, text: str, at: datetime) -> None:
     row.completed_at = at
 
 
-async def delete_message(
-    db: AsyncSession,
-    bus: Bus,
-    principal: Principal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-) -> None:
-    version = await _lock_session(db, principal, session_id)
-    row = await owned_message(db, principal, session_id, message_id, for_update=True)
+async def delete_message(ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    db = ctx.db
+    version = await _lock_session(ctx, session_id)
+    row = await owned_message(ctx, session_id, message_id, for_update=True)
     await message_crud.delete_message(db, row.id)
     # The change feed's replay reports the deletion from this record.
     await message_crud.add_tombstone(db, session_id, row.id, row.seq, version)
@@ -147,4 +121,4 @@ async def delete_message(
     )
     await message_crud.reset_last_message_at(db, session_id)
     deleted = events.MessageDeleted(version, message_id=str(row.id), seq=row.seq)
-    events.publish_after_commit(db, bus, session_id, deleted)
+    events.publish_after_commit(db, ctx.bus, session_id, deleted)

@@ -5,14 +5,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from chat_store.crud import messages as message_crud
 from chat_store.schemas.messages import ContextWindow, MessageRead
 from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services.context import RequestContext
 from chat_store.services.messages.reading import to_reads
 from chat_store.services.messages.rules import estimate_tokens
-from chat_store.services.principals import Principal
 
 
 def message_tokens(message: MessageRead) -> int:
@@ -50,9 +48,9 @@ def select_context(
 
 
 async def context_window(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, max_tokens: int
+    ctx: RequestContext, session_id: uuid.UUID, max_tokens: int
 ) -> ContextWindow:
-    session = await chat_session_service.get_owned(db, principal, session_id)
+    chat_session = await chat_session_service.get_owned(ctx, session_id)
     # Read newest first in pages until the budget is certainly exceeded; a group may straddle
     # a page boundary, so one extra group's worth is read before selecting.
     loaded: list[MessageRead] = []
@@ -60,9 +58,9 @@ async def context_window(
     budget_seen = 0
     while True:
         rows, has_more = await message_crud.list_by_seq(
-            db, session_id, after_seq=None, before_seq=before_seq, descending=True, limit=200
+            ctx.db, session_id, after_seq=None, before_seq=before_seq, descending=True, limit=200
         )
-        reads = await to_reads(db, rows)
+        reads = await to_reads(ctx, rows)
         loaded[:0] = list(reversed(reads))
         budget_seen += sum(message_tokens(message) for message in reads)
         if not has_more or not rows:
@@ -74,6 +72,6 @@ async def context_window(
     return ContextWindow(
         data=chosen,
         token_count=total,
-        truncated=len(chosen) < session.message_count,
-        omitted_count=max(0, session.message_count - len(chosen)),
+        truncated=len(chosen) < chat_session.message_count,
+        omitted_count=max(0, chat_session.message_count - len(chosen)),
     )

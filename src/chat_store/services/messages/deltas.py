@@ -5,10 +5,6 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from chat_store import metrics
-from chat_store.cache.bus import Bus
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
 from chat_store.errors import (
@@ -19,17 +15,13 @@ from chat_store.errors import (
 )
 from chat_store.schemas.messages import OPEN_STATUSES, DeltaAppend, MessageWithLength
 from chat_store.services import events, hooks
+from chat_store.services.context import RequestContext
 from chat_store.services.messages.reading import chunks_and_text, owned_message, read_fields
 from chat_store.services.messages.rules import utf8_len
-from chat_store.services.principals import Principal
-from chat_store.settings import Settings
 
 
 async def append_delta(
-    db: AsyncSession,
-    settings: Settings,
-    bus: Bus,
-    principal: Principal,
+    ctx: RequestContext,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
     body: DeltaAppend,
@@ -42,14 +34,15 @@ async def append_delta(
     a guarded length update of the message and one chunk insert (one statement on Postgres),
     whatever the answer's length.
     """
+    db = ctx.db
     delta = message_crud.Delta(
-        user_id=principal.user_id,
+        user_id=ctx.principal.user_id,
         session_id=session_id,
         message_id=message_id,
         offset=body.offset,
         text=body.delta,
         size_bytes=utf8_len(body.delta),
-        max_bytes=settings.max_message_bytes,
+        max_bytes=ctx.settings.max_message_bytes,
         now=datetime.now(UTC),
     )
     # A second try only when the first was refused for no reason the message shows once it is
@@ -70,14 +63,15 @@ async def append_delta(
         # The refusal used up a version: tell the change feed, so that its readers see no gap,
         # once the version is committed (dropped with the transaction when the refusal is an
         # error; at once when the delta committed by itself, whatever the answer).
-        await events.publish_when_committed(db, bus, session_id, events.VersionUsed(version))
+        used = events.VersionUsed(version)
+        await events.publish_when_committed(db, ctx.bus, session_id, used)
         unchanged = await _explain_refused_delta(
-            db, principal, delta, last_try=last_try, return_text=return_text
+            ctx, delta, last_try=last_try, return_text=return_text
         )
         if unchanged is not None:
             return unchanged
     assert row is not None  # the loop breaks with a row, returns or raises
-    hooks.after_commit(db, metrics.count_delta)
+    hooks.after_commit(db, ctx.app.counters.count_delta)
     streamed = events.MessageDelta(
         version,
         message_id=str(message_id),
@@ -85,25 +79,29 @@ async def append_delta(
         delta=body.delta,
         offset=row.partial_length,
     )
-    events.publish_after_commit(db, bus, session_id, streamed)
+    events.publish_after_commit(db, ctx.bus, session_id, streamed)
     # The answer's text, when asked for, is read after the write (joined from the chunks; the
     # message is open now).
     chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id) if return_text else None
-    return _with_length(row, chunks, row.partial_length, return_text=return_text)
+    return _with_length(ctx, row, chunks, row.partial_length, return_text=return_text)
 
 
 def _with_length(
-    row: StoredMessage, chunk_text: str | None, length: int, *, return_text: bool
+    ctx: RequestContext,
+    row: StoredMessage,
+    chunk_text: str | None,
+    length: int,
+    *,
+    return_text: bool,
 ) -> MessageWithLength:
-    fields = read_fields(row, chunk_text, datetime.now(UTC))
+    fields = read_fields(ctx, row, chunk_text, datetime.now(UTC))
     if not return_text:
         fields["partial_content"] = None
     return MessageWithLength(**fields, length=length)
 
 
 async def _explain_refused_delta(
-    db: AsyncSession,
-    principal: Principal,
+    ctx: RequestContext,
     delta: message_crud.Delta,
     *,
     last_try: bool,
@@ -114,15 +112,15 @@ async def _explain_refused_delta(
 
     The message and its text are read once, and the answer is made of that one reading: after
     a delta that committed by itself no lock keeps other writers out between two reads."""
-    row = await owned_message(db, principal, delta.session_id, delta.message_id)
-    chunks, text = await chunks_and_text(db, row)
+    row = await owned_message(ctx, delta.session_id, delta.message_id)
+    chunks, text = await chunks_and_text(ctx.db, row)
     length = len(text)
     end = delta.offset + len(delta.text)
     if end <= length and text[delta.offset : end] == delta.text:
         # A retry of a delta that is already stored: nothing changes.
         # (its text as to_reads() reads it: the chunks of open messages only)
         chunk_text = chunks if row.status in OPEN_STATUSES else None
-        return _with_length(row, chunk_text, length, return_text=return_text)
+        return _with_length(ctx, row, chunk_text, length, return_text=return_text)
     if row.status not in OPEN_STATUSES:
         raise InvalidTransition(
             f"Deltas go to pending or in_progress messages; this one is {row.status}"

@@ -6,8 +6,6 @@ import dataclasses
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
 from chat_store.errors import NothingToResume
@@ -17,17 +15,15 @@ from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.schemas.messages import OPEN_STATUSES, ForkCreate, ResumePoint
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import idempotency
+from chat_store.services.context import RequestContext
 from chat_store.services.messages.reading import owned_message, streamed_text, to_reads
-from chat_store.services.principals import Principal
-from chat_store.settings import Settings
 
 _COPY_BATCH = 500
 
 
-async def resume(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, history_limit: int
-) -> ResumePoint:
-    await chat_session_service.get_owned(db, principal, session_id)
+async def resume(ctx: RequestContext, session_id: uuid.UUID, history_limit: int) -> ResumePoint:
+    db = ctx.db
+    await chat_session_service.get_owned(ctx, session_id)
     row = await message_crud.newest_resumable(db, session_id)
     if row is None:
         raise NothingToResume("Every assistant message of this session is complete")
@@ -35,45 +31,32 @@ async def resume(
         db, session_id, after_seq=None, before_seq=row.seq, descending=True, limit=history_limit
     )
     history_rows.reverse()
-    reads = await to_reads(db, [*history_rows, row])
+    reads = await to_reads(ctx, [*history_rows, row])
     message = reads[-1]
     offset = len(message.partial_content or "")
     return ResumePoint(message=message, offset=offset, history=reads[:-1])
 
 
 async def fork(
-    db: AsyncSession,
-    settings: Settings,
-    principal: Principal,
-    session_id: uuid.UUID,
-    body: ForkCreate,
-    idempotency_key: str | None,
+    ctx: RequestContext, session_id: uuid.UUID, body: ForkCreate, idempotency_key: str | None
 ) -> ChatSessionRead:
     async def produce() -> ChatSessionRead:
-        return await _fork(db, principal, session_id, body.message_id)
+        return await _fork(ctx, session_id, body.message_id)
 
-    return await idempotency.run_once(
-        db,
-        settings,
-        user_id=principal.user_id,
-        key=idempotency_key,
-        operation="fork_chat_session",
-        scope=str(session_id),
-        body=body,
-        response_type=ChatSessionRead,
-        produce=produce,
-    )
+    creating = idempotency.Create("fork_chat_session", str(session_id), body, ChatSessionRead)
+    return await idempotency.run_once(ctx, idempotency_key, creating, produce)
 
 
 async def _fork(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
+    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID
 ) -> ChatSessionRead:
-    source = await chat_session_service.get_owned(db, principal, session_id)
-    last = await owned_message(db, principal, session_id, message_id)
+    db = ctx.db
+    source = await chat_session_service.get_owned(ctx, session_id)
+    last = await owned_message(ctx, session_id, message_id)
     now = datetime.now(UTC)
     copy = ChatSession(
         id=uuid7(),
-        user_id=principal.user_id,
+        user_id=ctx.principal.user_id,
         title=source.title,
         metadata_={
             **source.metadata_,

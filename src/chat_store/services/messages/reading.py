@@ -9,38 +9,40 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store.cache import Cache
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ChatSessionNotFound, MessageNotFound
 from chat_store.schemas.messages import OPEN_STATUSES, MessageRead
+from chat_store.schemas.pagination import Pagination
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import history_cache
-from chat_store.services.principals import Principal
-
-# An open message with no change for this long is reported `stale` (its writer went silent).
-# Set from STALE_STREAM_SECONDS when the app starts.
-stale_after = timedelta(seconds=300)
+from chat_store.services.context import RequestContext
 
 
-def is_stale(status: str, updated_at: datetime, now: datetime) -> bool:
+def is_stale(status: str, updated_at: datetime, now: datetime, stale_after: timedelta) -> bool:
+    """An open message with no change for `stale_after` (STALE_STREAM_SECONDS): its writer
+    went silent."""
     return status in OPEN_STATUSES and now - updated_at >= stale_after
 
 
-async def to_reads(db: AsyncSession, rows: Sequence[StoredMessage]) -> list[MessageRead]:
+async def to_reads(ctx: RequestContext, rows: Sequence[StoredMessage]) -> list[MessageRead]:
     """Read models, with the streamed text of open messages joined from their chunks."""
     open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
-    chunks = await message_crud.chunk_texts(db, open_ids)
+    chunks = await message_crud.chunk_texts(ctx.db, open_ids)
     now = datetime.now(UTC)
-    return [to_read(row, chunks.get(row.id), now) for row in rows]
+    return [to_read(ctx, row, chunks.get(row.id), now) for row in rows]
 
 
-def to_read(row: StoredMessage, chunk_text: str | None, now: datetime) -> MessageRead:
+def to_read(
+    ctx: RequestContext, row: StoredMessage, chunk_text: str | None, now: datetime
+) -> MessageRead:
     """The message as the API shows it; `chunk_text`: its chunks' text when it is open."""
-    return MessageRead(**read_fields(row, chunk_text, now))
+    return MessageRead(**read_fields(ctx, row, chunk_text, now))
 
 
-def read_fields(row: StoredMessage, chunk_text: str | None, now: datetime) -> dict[str, Any]:
+def read_fields(
+    ctx: RequestContext, row: StoredMessage, chunk_text: str | None, now: datetime
+) -> dict[str, Any]:
     partial = streamed_text(row, chunk_text)
     if partial is None and row.status in OPEN_STATUSES:
         partial = ""
@@ -61,7 +63,7 @@ def read_fields(row: StoredMessage, chunk_text: str | None, now: datetime) -> di
         created_at=row.created_at,
         updated_at=row.updated_at,
         completed_at=row.completed_at,
-        stale=is_stale(row.status, row.updated_at, now),
+        stale=is_stale(row.status, row.updated_at, now, ctx.app.stale_after),
     )
 
 
@@ -86,53 +88,50 @@ def streamed_text(row: StoredMessage, chunk_text: str | None) -> str | None:
 
 
 async def owned_message(
-    db: AsyncSession,
-    principal: Principal,
+    ctx: RequestContext,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
     *,
     for_update: bool = False,
 ) -> StoredMessage:
     row = await message_crud.get_for_owner(
-        db, principal.user_id, session_id, message_id, for_update=for_update
+        ctx.db, ctx.principal.user_id, session_id, message_id, for_update=for_update
     )
     if row is None:
         # Tell a missing session from a missing message, for the caller's own sessions only.
-        await chat_session_service.get_owned(db, principal, session_id)
+        await chat_session_service.get_owned(ctx, session_id)
         raise MessageNotFound()
     return row
 
 
 async def get_message(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
+    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID
 ) -> MessageRead:
-    row = await owned_message(db, principal, session_id, message_id)
-    return (await to_reads(db, [row]))[0]
+    row = await owned_message(ctx, session_id, message_id)
+    return (await to_reads(ctx, [row]))[0]
 
 
 async def list_messages(
-    db: AsyncSession,
-    cache: Cache,
-    principal: Principal,
+    ctx: RequestContext,
     session_id: uuid.UUID,
+    pagination: Pagination,
     *,
-    limit: int,
-    descending: bool,
-    after: uuid.UUID | None = None,
-    before: uuid.UUID | None = None,
     after_seq: int | None = None,
     before_seq: int | None = None,
 ) -> bytes:
-    """One page of history as JSON. The newest pages come from the hot-history cache."""
-    state = await message_crud.get_history_state(db, principal.user_id, session_id)
+    """One page of history (in seq order unless `order=desc`) as JSON, within the seqs
+    between `after_seq` and `before_seq`. The newest pages come from the hot-history cache."""
+    db = ctx.db
+    state = await message_crud.get_history_state(db, ctx.principal.user_id, session_id)
     if state is None:
         raise ChatSessionNotFound()
     version, last_seq, created_at = state
+    limit = pagination.limit
     # `after` continues in list order; `before` is the page just before the cursor in list
     # order, read walking the other way from it and turned around (as crud/pagination does).
-    backwards = before is not None
-    walk_descending = descending != backwards
-    cursor = after if after is not None else before
+    backwards = pagination.before is not None
+    walk_descending = pagination.descending("asc") != backwards
+    cursor = pagination.after if pagination.after is not None else pagination.before
     if cursor is not None:
         cursor_seq = await _cursor_seq(db, session_id, cursor)
         if walk_descending:
@@ -143,10 +142,10 @@ async def list_messages(
     # Only reads near the newest end use (and fill) the cache; old history goes to the database.
     near_tail = after_seq is None or after_seq >= last_seq - history_cache.WINDOW
     if near_tail:
-        window = await history_cache.load(cache, session_id, created_at, version)
+        window = await history_cache.load(ctx.cache, session_id, created_at, version)
         if window is None:
-            window = await _build_window(db, session_id, version)
-            await history_cache.store(cache, session_id, created_at, window)
+            window = await _build_window(ctx, session_id, version)
+            await history_cache.store(ctx.cache, session_id, created_at, window)
         answer = window.page(
             after_seq=after_seq, before_seq=before_seq, descending=walk_descending, limit=limit
         )
@@ -164,7 +163,7 @@ async def list_messages(
     )
     if backwards:
         rows.reverse()
-    reads = await to_reads(db, rows)
+    reads = await to_reads(ctx, rows)
     return history_cache.render_page(
         [read.model_dump_json() for read in reads], [str(read.id) for read in reads], has_more
     )
@@ -178,10 +177,10 @@ async def _cursor_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.
 
 
 async def _build_window(
-    db: AsyncSession, session_id: uuid.UUID, version: int
+    ctx: RequestContext, session_id: uuid.UUID, version: int
 ) -> history_cache.HistoryWindow:
     rows, has_older = await message_crud.list_by_seq(
-        db,
+        ctx.db,
         session_id,
         after_seq=None,
         before_seq=None,
@@ -189,10 +188,10 @@ async def _build_window(
         limit=history_cache.WINDOW,
     )
     rows.reverse()
-    reads = await to_reads(db, rows)
+    reads = await to_reads(ctx, rows)
     # An open message turns stale with time alone: the copy is good until the first one would.
     turns_stale = [
-        (read.updated_at + stale_after).timestamp()
+        (read.updated_at + ctx.app.stale_after).timestamp()
         for read in reads
         if read.status in OPEN_STATUSES and not read.stale
     ]
