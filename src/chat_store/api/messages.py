@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated
 
@@ -37,6 +38,7 @@ from chat_store.schemas.messages import (
 from chat_store.schemas.pagination import Pagination
 from chat_store.services import messages as message_service
 from chat_store.services.context import RequestContext
+from chat_store.services.history_cache import SerializedPage
 
 router = APIRouter(
     prefix=API_PREFIX + "/sessions/{session_id}", tags=["messages"], route_class=DirectRoute
@@ -130,10 +132,10 @@ async def _list_messages_directly(request: Request) -> Response:
     pagination = Pagination(limit=limit, order=order, after=after, before=before)  # type: ignore[arg-type]
     async with request_session(request) as db:
         ctx = RequestContext(db, await caller(request, db), state)
-        body = await message_service.list_messages(
+        page = await message_service.list_messages(
             ctx, session_id, pagination, after_seq=after_seq, before_seq=before_seq
         )
-    return Response(content=body, media_type="application/json")
+    return page_response(page)
 
 
 @router.get(
@@ -155,10 +157,21 @@ async def list_messages(
     ] = None,
 ) -> Response:
     """The session's messages in seq order (`order=desc` for the newest first)."""
-    body = await message_service.list_messages(
+    page = await message_service.list_messages(
         ctx, session_id, pagination, after_seq=after_seq, before_seq=before_seq
     )
-    return Response(content=body, media_type="application/json")
+    return page_response(page)
+
+
+def page_response(page: SerializedPage) -> Response:
+    """The list answer (a Page[MessageRead]) around messages that are JSON already."""
+    first = json.dumps(page.ids[0]) if page.ids else "null"
+    last = json.dumps(page.ids[-1]) if page.ids else "null"
+    content = (
+        f'{{"object":"list","data":[{",".join(page.documents)}],"first_id":{first},'
+        f'"last_id":{last},"has_more":{"true" if page.has_more else "false"}}}'
+    )
+    return Response(content=content.encode(), media_type="application/json")
 
 
 @router.get(

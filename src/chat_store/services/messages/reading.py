@@ -17,6 +17,7 @@ from chat_store.schemas.pagination import Pagination
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import history_cache
 from chat_store.services.context import RequestContext
+from chat_store.services.history_cache import SerializedPage
 
 
 def is_stale(status: str, updated_at: datetime, now: datetime, stale_after: timedelta) -> bool:
@@ -118,9 +119,10 @@ async def list_messages(
     *,
     after_seq: int | None = None,
     before_seq: int | None = None,
-) -> bytes:
-    """One page of history (in seq order unless `order=desc`) as JSON, within the seqs
-    between `after_seq` and `before_seq`. The newest pages come from the hot-history cache."""
+) -> SerializedPage:
+    """One page of history (in seq order unless `order=desc`), within the seqs between
+    `after_seq` and `before_seq`. The newest pages come from the hot-history cache, as the JSON
+    it keeps."""
     db = ctx.db
     state = await message_crud.get_history_state(db, ctx.principal.user_id, session_id)
     if state is None:
@@ -151,7 +153,7 @@ async def list_messages(
         )
         if answer is not None:
             indexes, more = answer
-            return window.render(indexes[::-1] if backwards else indexes, more)
+            return window.serialized_page(indexes[::-1] if backwards else indexes, more)
 
     rows, has_more = await message_crud.list_by_seq(
         db,
@@ -164,7 +166,7 @@ async def list_messages(
     if backwards:
         rows.reverse()
     reads = await to_reads(ctx, rows)
-    return history_cache.render_page(
+    return history_cache.SerializedPage(
         [read.model_dump_json() for read in reads], [str(read.id) for read in reads], has_more
     )
 
