@@ -13,7 +13,6 @@ from chat_store.crud.pagination import PageRequest, fetch_page
 from chat_store.db import ByDialect, fetch_one
 from chat_store.models import ChatSession, Message
 from chat_store.models.base import attribute_columns
-from chat_store.schemas.chat_sessions import ChatSessionFilters
 
 
 async def exists(db: AsyncSession, session_id: uuid.UUID) -> bool:
@@ -71,20 +70,28 @@ async def get_sort_key(
 
 
 async def list_for_owner(
-    db: AsyncSession, user_id: uuid.UUID, filters: ChatSessionFilters, page: PageRequest
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    page: PageRequest,
+    *,
+    favorite: bool | None = None,
+    status: str | None = None,
+    title_contains: str | None = None,
+    repo: str | None = None,
+    updated_after: datetime | None = None,
 ) -> tuple[list[ChatSession], bool]:
     # Served by ix_chat_session_user_activity (user_id, last_activity_at, id).
     stmt = select(ChatSession).where(ChatSession.user_id == user_id)
-    if filters.favorite is not None:
-        stmt = stmt.where(ChatSession.is_favorite.is_(filters.favorite))
-    if filters.status is not None:
-        stmt = stmt.where(ChatSession.status == filters.status)
-    if filters.title_contains:
-        stmt = stmt.where(ChatSession.title.icontains(filters.title_contains, autoescape=True))
-    if filters.repo is not None:
-        stmt = stmt.where(ChatSession.workspace_repo == filters.repo)
-    if filters.updated_after is not None:
-        stmt = stmt.where(ChatSession.updated_at > filters.updated_after)
+    if favorite is not None:
+        stmt = stmt.where(ChatSession.is_favorite.is_(favorite))
+    if status is not None:
+        stmt = stmt.where(ChatSession.status == status)
+    if title_contains:
+        stmt = stmt.where(ChatSession.title.icontains(title_contains, autoescape=True))
+    if repo is not None:
+        stmt = stmt.where(ChatSession.workspace_repo == repo)
+    if updated_after is not None:
+        stmt = stmt.where(ChatSession.updated_at > updated_after)
     return await fetch_page(db, stmt, [ChatSession.last_activity_at, ChatSession.id], page)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
 
@@ -105,7 +106,9 @@ async def list_chat_sessions(
         cursor=cursor,
         direction="before" if pagination.before is not None else "after",
     )
-    rows, has_more = await chat_session_crud.list_for_owner(ctx.db, user_id, filters, page)
+    rows, has_more = await chat_session_crud.list_for_owner(
+        ctx.db, user_id, page, **dataclasses.asdict(filters)
+    )
     data = [ChatSessionRead.from_model(row) for row in rows]
     return Page[ChatSessionRead](
         data=data,
