@@ -3,19 +3,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Query
 from pydantic import AwareDatetime
 
-from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams, app_state
-from chat_store.api.direct import (
-    DirectRoute,
-    caller,
-    direct,
-    idempotency_key,
-    json_body,
-    json_response,
-    request_session,
-)
+from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
+from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import (
     ChatSessionCreate,
@@ -28,21 +20,10 @@ from chat_store.schemas.chat_sessions import (
 )
 from chat_store.schemas.common import Deleted, Page, SafeStr
 from chat_store.services import chat_sessions as chat_session_service
-from chat_store.services.context import RequestContext
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
 
 _ONE = problems(401, 404, 422)
-
-
-async def _create_chat_session_directly(request: Request) -> Response:
-    key = idempotency_key(request)
-    body = await json_body(request, ChatSessionCreate)
-    state = app_state(request)
-    async with request_session(request) as db:
-        ctx = RequestContext(db, await caller(request, db), state)
-        created = await chat_session_service.create_chat_session(ctx, body, key)
-    return json_response(ChatSessionRead, created, 201)
 
 
 @router.post(
@@ -52,7 +33,7 @@ async def _create_chat_session_directly(request: Request) -> Response:
     responses=problems(401, 409, 413, 422),
     operation_id="create_chat_session",
 )
-@direct(_create_chat_session_directly)
+@direct
 async def create_chat_session(
     ctx: Context,
     body: Annotated[

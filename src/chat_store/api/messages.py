@@ -4,23 +4,10 @@ import json
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 
-from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams, app_state
-from chat_store.api.direct import (
-    DirectRoute,
-    NotDirect,
-    as_int,
-    as_uuid,
-    caller,
-    direct,
-    idempotency_key,
-    json_body,
-    json_response,
-    path_uuid,
-    query,
-    request_session,
-)
+from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
+from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.schemas.common import INT32_MAX, Deleted, Page
@@ -35,9 +22,7 @@ from chat_store.schemas.messages import (
     MessageWithLength,
     ResumePoint,
 )
-from chat_store.schemas.pagination import Pagination
 from chat_store.services import messages as message_service
-from chat_store.services.context import RequestContext
 from chat_store.services.history_cache import SerializedPage
 
 router = APIRouter(
@@ -68,17 +53,6 @@ _APPEND_EXAMPLES = {
 }
 
 
-async def _append_message_directly(request: Request) -> Response:
-    session_id = path_uuid(request, "session_id")
-    key = idempotency_key(request)
-    body = await json_body(request, MessageAppend)
-    state = app_state(request)
-    async with request_session(request) as db:
-        ctx = RequestContext(db, await caller(request, db), state)
-        created = await message_service.create_message(ctx, session_id, body, key)
-    return json_response(MessageRead, created, 201)
-
-
 @router.post(
     "/messages",
     status_code=201,
@@ -86,7 +60,7 @@ async def _append_message_directly(request: Request) -> Response:
     responses=_WRITE,
     operation_id="append_message",
 )
-@direct(_append_message_directly)
+@direct
 async def append_message(
     ctx: Context,
     session_id: uuid.UUID,
@@ -114,37 +88,13 @@ async def append_messages(
     return await message_service.create_messages(ctx, session_id, body, idempotency_key)
 
 
-_LIST_QUERY = frozenset({"limit", "order", "after", "before", "after_seq", "before_seq"})
-
-
-async def _list_messages_directly(request: Request) -> Response:
-    session_id = path_uuid(request, "session_id")
-    given = query(request, _LIST_QUERY)
-    after = as_uuid(given["after"]) if "after" in given else None
-    before = as_uuid(given["before"]) if "before" in given else None
-    order = given.get("order", "asc")
-    if order not in ("asc", "desc") or (after is not None and before is not None):
-        raise NotDirect
-    limit = as_int(given["limit"], 1, 100) if "limit" in given else 20
-    after_seq = as_int(given["after_seq"], 0, INT32_MAX) if "after_seq" in given else None
-    before_seq = as_int(given["before_seq"], 1, INT32_MAX) if "before_seq" in given else None
-    state = app_state(request)
-    pagination = Pagination(limit=limit, order=order, after=after, before=before)  # type: ignore[arg-type]
-    async with request_session(request) as db:
-        ctx = RequestContext(db, await caller(request, db), state)
-        page = await message_service.list_messages(
-            ctx, session_id, pagination, after_seq=after_seq, before_seq=before_seq
-        )
-    return page_response(page)
-
-
 @router.get(
     "/messages",
     response_model=Page[MessageRead],
     responses=_ONE,
     operation_id="list_messages",
 )
-@direct(_list_messages_directly)
+@direct
 async def list_messages(
     ctx: Context,
     session_id: uuid.UUID,
@@ -217,27 +167,13 @@ def _minimal(prefer: str | None) -> bool:
 _MINIMAL_APPLIED = {"Preference-Applied": "return=minimal"}
 
 
-async def _append_delta_directly(request: Request) -> Response:
-    session_id = path_uuid(request, "session_id")
-    message_id = path_uuid(request, "message_id")
-    body = await json_body(request, DeltaAppend)
-    minimal = _minimal(request.headers.get("prefer"))
-    state = app_state(request)
-    async with request_session(request) as db:
-        ctx = RequestContext(db, await caller(request, db), state)
-        appended = await message_service.append_delta(
-            ctx, session_id, message_id, body, return_text=not minimal
-        )
-    return json_response(MessageWithLength, appended, headers=_MINIMAL_APPLIED if minimal else None)
-
-
 @router.post(
     "/messages/{message_id}/append",
     response_model=MessageWithLength,
     responses=_WRITE,
     operation_id="append_delta",
 )
-@direct(_append_delta_directly)
+@direct
 async def append_delta(
     ctx: Context,
     session_id: uuid.UUID,
