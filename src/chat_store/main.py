@@ -162,9 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     metrics.watch(lambda: getattr(app.state, "resources", None))
-    app.add_middleware(
-        RequestContextMiddleware, settings=settings, metrics=metrics, hsts=settings.hsts_enabled
-    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, hsts=settings.hsts_enabled)
 
     # Routers carry the full /api/v1 prefix themselves, so a route's path is its whole
     # template (the metrics label).

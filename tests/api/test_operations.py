@@ -421,7 +421,16 @@ async def test_body_limits_come_from_the_app_settings(backend: Backend) -> None:
         sessions = f"{API}/sessions"
         too_long = await client.post(sessions, json={"title": "x" * 11}, headers=account.headers)
         assert too_long.status_code == 422
-        assert "over the limit of 10" in too_long.json()["detail"]
+        assert too_long.json()["detail"] == (
+            "body.title: Value error, title is 11 characters, over the limit of 10"
+        )
+        assert too_long.json()["errors"] == [
+            {
+                "loc": ["body", "title"],
+                "msg": "Value error, title is 11 characters, over the limit of 10",
+                "type": "value_error",
+            }
+        ]
         big = await client.post(
             sessions, json={"metadata": {"k": "v" * 80}}, headers=account.headers
         )

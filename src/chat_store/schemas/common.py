@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
-from chat_store.settings import active_settings
 
 
 def check_text(value: str) -> str:
@@ -34,47 +33,34 @@ def _check_json_strings(value: Any) -> None:
             _check_json_strings(item)
 
 
-def _json_size(value: dict[str, Any], what: str) -> int:
-    """Bytes of `value` as compact JSON. NaN and Infinity, which Python's JSON parser takes,
-    are refused: they are not JSON, and the database's JSON type refuses them too."""
-    try:
-        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        raise ValueError(f"{what} must not contain NaN or Infinity: they are not JSON") from None
+def json_size(value: dict[str, Any]) -> int:
+    """Bytes of `value` as compact UTF-8 JSON (what the size limits count)."""
+    encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return len(encoded.encode("utf-8"))
 
 
-def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    _check_json_strings(value)
-    size = _json_size(value, "metadata")
-    limit = active_settings().max_metadata_bytes
-    if size > limit:
-        raise ValueError(f"metadata is {size} bytes of JSON, over the limit of {limit}")
-    return value
+def _json_object(what: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        _check_json_strings(value)
+        try:
+            json_size(value)
+        except ValueError:
+            # NaN and Infinity, which Python's JSON parser takes: they are not JSON, and the
+            # database's JSON type refuses them too.
+            raise ValueError(
+                f"{what} must not contain NaN or Infinity: they are not JSON"
+            ) from None
+        return value
+
+    return check
 
 
-def check_title(value: str) -> str:
-    check_text(value)
-    limit = active_settings().max_title_chars
-    if len(value) > limit:
-        raise ValueError(f"title is {len(value)} characters, over the limit of {limit}")
-    return value
-
-
-def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
-    """Retrieved documents and citations: as large as a message may be, not metadata-sized."""
-    _check_json_strings(value)
-    size = _json_size(value, "context")
-    limit = active_settings().max_message_bytes
-    if size > limit:
-        raise ValueError(f"context is {size} bytes of JSON, over the limit of {limit}")
-    return value
-
-
+# How large a title, metadata or context may be is the app's setting: the services check it
+# (services/limits.py).
 SafeStr = Annotated[str, AfterValidator(check_text)]
-RagContext = Annotated[dict[str, Any], AfterValidator(check_rag_context)]
-Title = Annotated[str, AfterValidator(check_title)]
-Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
+RagContext = Annotated[dict[str, Any], AfterValidator(_json_object("context"))]
+Title = SafeStr
+Metadata = Annotated[dict[str, Any], AfterValidator(_json_object("metadata"))]
 
 
 class InputModel(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud.pagination import PageRequest
@@ -20,7 +21,7 @@ from chat_store.schemas.chat_sessions import (
 )
 from chat_store.schemas.common import Page
 from chat_store.schemas.pagination import Pagination
-from chat_store.services import events, idempotency
+from chat_store.services import events, idempotency, limits
 from chat_store.services.context import RequestContext
 
 AUTO_TITLE_CHARS = 80
@@ -38,6 +39,8 @@ def title_from_first_message(text: str) -> str | None:
 async def create_chat_session(
     ctx: RequestContext, body: ChatSessionCreate, idempotency_key: str | None
 ) -> ChatSessionRead:
+    _check_limits(ctx, body.title, body.metadata)
+
     async def produce() -> ChatSessionRead:
         return ChatSessionRead.from_model(await _insert(ctx, body))
 
@@ -121,6 +124,7 @@ async def list_chat_sessions(
 async def update_chat_session(
     ctx: RequestContext, session_id: uuid.UUID, body: ChatSessionUpdate
 ) -> ChatSessionRead:
+    _check_limits(ctx, body.title, body.metadata)
     row = await get_owned(ctx, session_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
     now = datetime.now(UTC)
@@ -161,6 +165,11 @@ async def _save_change(ctx: RequestContext, row: ChatSession, now: datetime) -> 
 async def delete_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> None:
     if not await chat_session_crud.delete_for_owner(ctx.db, ctx.principal.user_id, session_id):
         raise ChatSessionNotFound()
+
+
+def _check_limits(ctx: RequestContext, title: str | None, metadata: dict[str, Any] | None) -> None:
+    limits.check_title(ctx.settings, title, ["body", "title"])
+    limits.check_metadata(ctx.settings, metadata, ["body", "metadata"])
 
 
 def _apply_workspace(row: ChatSession, workspace: Workspace | None) -> None:

@@ -22,16 +22,18 @@ from chat_store.schemas.messages import (
     MessageRead,
 )
 from chat_store.services import chat_sessions as chat_session_service
-from chat_store.services import events, hooks, idempotency
+from chat_store.services import events, hooks, idempotency, limits
 from chat_store.services.context import RequestContext
 from chat_store.services.messages.reading import to_read
-from chat_store.services.messages.rules import check_size, utf8_len
+from chat_store.services.messages.rules import utf8_len
 from chat_store.services.principals import Principal
 
 
 async def create_message(
     ctx: RequestContext, session_id: uuid.UUID, body: MessageAppend, idempotency_key: str | None
 ) -> MessageRead:
+    _check_limits(ctx, body, ["body"])
+
     async def produce() -> MessageRead:
         # A MessageAppend is a MessageCreate (plus expected_last_seq): no second validation.
         return (await _append(ctx, session_id, [body], body.expected_last_seq))[0]
@@ -46,6 +48,8 @@ async def create_messages(
     body: MessageBatchCreate,
     idempotency_key: str | None,
 ) -> Page[MessageRead]:
+    for index, item in enumerate(body.messages):
+        _check_limits(ctx, item, ["body", "messages", index])
     most = ctx.settings.max_batch_messages
     if len(body.messages) > most:
         raise ValidationFailed(f"a batch holds at most {most} messages", ["body", "messages"])
@@ -69,8 +73,8 @@ async def _append(
     """Insert messages with the next seqs: all of them or, on any error, none."""
     db, principal = ctx.db, ctx.principal
     for index, item in enumerate(items):
-        check_size(ctx.settings, item.content, f"messages[{index}].content")
-        check_size(ctx.settings, item.partial_content, f"messages[{index}].partial_content")
+        limits.check_text(ctx.settings, item.content, f"messages[{index}].content")
+        limits.check_text(ctx.settings, item.partial_content, f"messages[{index}].partial_content")
     client_ids = [item.id for item in items if item.id is not None]
     if len(set(client_ids)) != len(client_ids):
         raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
@@ -127,6 +131,11 @@ async def _append(
     else:
         await message_crud.insert_messages(db, messages)
     return _announce_created(ctx, messages, now)
+
+
+def _check_limits(ctx: RequestContext, item: MessageCreate, at: list[str | int]) -> None:
+    limits.check_context(ctx.settings, item.context, [*at, "context"])
+    limits.check_metadata(ctx.settings, item.metadata, [*at, "metadata"])
 
 
 async def _refused_append(ctx: RequestContext, session_id: uuid.UUID) -> NoReturn:

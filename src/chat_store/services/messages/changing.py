@@ -9,16 +9,17 @@ from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ChatSessionNotFound, ValidationFailed
 from chat_store.schemas.messages import OPEN_STATUSES, MessageRead, MessageUpdate
-from chat_store.services import events
+from chat_store.services import events, limits
 from chat_store.services.context import RequestContext
 from chat_store.services.messages.reading import full_text, owned_message, to_reads
-from chat_store.services.messages.rules import check_size, check_transition, utf8_len
+from chat_store.services.messages.rules import check_transition, utf8_len
 
 
 async def update_message(
     ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID, body: MessageUpdate
 ) -> MessageRead:
     db, settings = ctx.db, ctx.settings
+    limits.check_metadata(settings, body.metadata, ["body", "metadata"])
     version = await _lock_session(ctx, session_id)
     row = await owned_message(ctx, session_id, message_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
@@ -39,8 +40,8 @@ async def update_message(
         raise ValidationFailed(
             "error_message is only for failed or cancelled messages", ["body", "error_message"]
         )
-    check_size(settings, changes.get("content"), "content")
-    check_size(settings, changes.get("partial_content"), "partial_content")
+    limits.check_text(settings, changes.get("content"), "content")
+    limits.check_text(settings, changes.get("partial_content"), "partial_content")
 
     if "partial_content" in changes:
         _set_streamed_text(row, changes["partial_content"] or "")

@@ -1,11 +1,10 @@
-"""The rules of a message: its status moves, its size, its token estimate."""
+"""The rules of a message: its status moves and its token estimate."""
 
 from __future__ import annotations
 
 import math
 
-from chat_store.errors import InvalidTransition, PayloadTooLarge
-from chat_store.settings import Settings
+from chat_store.errors import InvalidTransition
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     "pending": frozenset({"in_progress", "complete", "failed", "cancelled"}),
@@ -31,10 +30,3 @@ def estimate_tokens(text: str | None) -> int:
 
 def utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
-
-
-def check_size(settings: Settings, text: str | None, field: str) -> None:
-    if text is not None and utf8_len(text) > settings.max_message_bytes:
-        raise PayloadTooLarge(
-            f"{field} is over the limit of {settings.max_message_bytes} bytes of UTF-8"
-        )
