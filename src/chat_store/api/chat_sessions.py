@@ -23,7 +23,7 @@ from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
 
-_ONE = problems(401, 404, 422)
+_ERRORS = problems(401, 404, 422)
 
 
 @router.post(
@@ -87,7 +87,7 @@ async def list_chat_sessions(
 @router.get(
     "/{session_id}",
     response_model=ChatSessionRead,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="get_chat_session",
 )
 async def get_chat_session(ctx: Context, session_id: uuid.UUID) -> ChatSessionRead:
@@ -98,7 +98,7 @@ async def get_chat_session(ctx: Context, session_id: uuid.UUID) -> ChatSessionRe
 @router.patch(
     "/{session_id}",
     response_model=ChatSessionRead,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="update_chat_session",
 )
 async def update_chat_session(
@@ -111,7 +111,7 @@ async def update_chat_session(
 @router.put(
     "/{session_id}",
     response_model=ChatSessionRead,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="rename_chat_session",
 )
 async def rename_chat_session(
@@ -125,7 +125,7 @@ async def rename_chat_session(
 @router.patch(
     "/{session_id}/favorite",
     response_model=ChatSessionRead,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="set_chat_session_favorite",
 )
 async def set_chat_session_favorite(
@@ -141,7 +141,7 @@ async def set_chat_session_favorite(
 @router.delete(
     "/{session_id}",
     response_model=Deleted,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="delete_chat_session",
 )
 async def delete_chat_session(ctx: Context, session_id: uuid.UUID) -> Deleted:

@@ -29,8 +29,9 @@ router = APIRouter(
     prefix=API_PREFIX + "/sessions/{session_id}", tags=["messages"], route_class=DirectRoute
 )
 
-_ONE = problems(401, 404, 422)
-_WRITE = problems(401, 404, 409, 413, 422)
+# The errors every route here may answer, and those of a write that may conflict or be too large.
+_ERRORS = problems(401, 404, 422)
+_WRITE_ERRORS = problems(401, 404, 409, 413, 422)
 
 _APPEND_EXAMPLES = {
     "user": {
@@ -57,7 +58,7 @@ _APPEND_EXAMPLES = {
     "/messages",
     status_code=201,
     response_model=MessageRead,
-    responses=_WRITE,
+    responses=_WRITE_ERRORS,
     operation_id="append_message",
 )
 @direct
@@ -75,7 +76,7 @@ async def append_message(
     "/messages/batch",
     status_code=201,
     response_model=Page[MessageRead],
-    responses=_WRITE,
+    responses=_WRITE_ERRORS,
     operation_id="append_messages",
 )
 async def append_messages(
@@ -91,7 +92,7 @@ async def append_messages(
 @router.get(
     "/messages",
     response_model=Page[MessageRead],
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="list_messages",
 )
 @direct
@@ -127,7 +128,7 @@ def page_response(page: SerializedPage) -> Response:
 @router.get(
     "/messages/{message_id}",
     response_model=MessageRead,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="get_message",
 )
 async def get_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
@@ -138,7 +139,7 @@ async def get_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID
 @router.patch(
     "/messages/{message_id}",
     response_model=MessageRead,
-    responses=_WRITE,
+    responses=_WRITE_ERRORS,
     operation_id="update_message",
 )
 async def update_message(
@@ -151,7 +152,7 @@ async def update_message(
 @router.delete(
     "/messages/{message_id}",
     response_model=Deleted,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="delete_message",
 )
 async def delete_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> Deleted:
@@ -170,7 +171,7 @@ _MINIMAL_APPLIED = {"Preference-Applied": "return=minimal"}
 @router.post(
     "/messages/{message_id}/append",
     response_model=MessageWithLength,
-    responses=_WRITE,
+    responses=_WRITE_ERRORS,
     operation_id="append_delta",
 )
 @direct
@@ -200,7 +201,7 @@ async def append_delta(
 @router.post(
     "/resume",
     response_model=ResumePoint,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="resume_message",
 )
 async def resume_message(
@@ -216,7 +217,7 @@ async def resume_message(
     "/fork",
     status_code=201,
     response_model=ChatSessionRead,
-    responses=_WRITE,
+    responses=_WRITE_ERRORS,
     operation_id="fork_chat_session",
 )
 async def fork_chat_session(
@@ -232,7 +233,7 @@ async def fork_chat_session(
 @router.get(
     "/context",
     response_model=ContextWindow,
-    responses=_ONE,
+    responses=_ERRORS,
     operation_id="get_context_window",
 )
 async def get_context_window(

@@ -256,10 +256,10 @@ async def _replay_session(
             return [], max(current, after_version)
         changes: list[events.SessionEvent] = []
         if chat_session.updated_version > after_version:
-            session_read = ChatSessionRead.from_model(chat_session)
+            chat_session_read = ChatSessionRead.from_model(chat_session)
             changes.append(
                 events.SessionUpdated(
-                    chat_session.updated_version, session_read.model_dump(mode="json")
+                    chat_session.updated_version, chat_session_read.model_dump(mode="json")
                 )
             )
         # Strictly after the cursor: a version is never shown twice (seq only breaks ties

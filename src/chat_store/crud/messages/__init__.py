@@ -9,8 +9,6 @@ from chat_store.crud.messages.deltas import (
     insert_chunk,
 )
 from chat_store.crud.messages.rows import (
-    MessageRow,
-    MessageValues,
     StoredMessage,
     any_message_id_exists,
     append_one,
@@ -27,12 +25,17 @@ from chat_store.crud.messages.rows import (
 from chat_store.crud.messages.sequence import (
     SeqReservation,
     adjust_counters,
-    bump_session,
+    bump_history_version,
     get_history_state,
     reserve_seqs,
     reset_last_message_at,
 )
 from chat_store.crud.messages.tombstones import add_tombstone, deleted_since
+
+# Former names, kept while code written against them moves to the names above.
+MessageValues = StoredMessage
+MessageRow = StoredMessage
+bump_session = bump_history_version
 
 __all__ = [
     "Delta",
@@ -45,6 +48,7 @@ __all__ = [
     "any_message_id_exists",
     "append_delta",
     "append_one",
+    "bump_history_version",
     "bump_session",
     "changed_since",
     "chunk_texts",

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeAlias
+from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -67,10 +67,6 @@ _ATTRIBUTE_COLUMNS = [
 ]
 # The columns to select, in StoredMessage's order: a row is its positional arguments.
 _SELECTED = [MESSAGE_TABLE.c[column] for _, column in _ATTRIBUTE_COLUMNS]
-
-# Names reads were known by before they all returned StoredMessage.
-MessageValues: TypeAlias = StoredMessage
-MessageRow: TypeAlias = StoredMessage
 
 _INSERT_MESSAGE = insert(MESSAGE_TABLE)
 

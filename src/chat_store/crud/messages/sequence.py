@@ -136,7 +136,7 @@ async def adjust_counters(
     )
 
 
-async def bump_session(
+async def bump_history_version(
     db: AsyncSession,
     user_id: uuid.UUID,
     session_id: uuid.UUID,
@@ -164,7 +164,7 @@ async def bump_session(
 
 async def reset_last_message_at(db: AsyncSession, session_id: uuid.UUID) -> None:
     """After a deletion: last_message_at is the newest remaining message's (null when none).
-    Run under the session row lock (bump_session), so a concurrent append's time is kept."""
+    Run under the session row lock (bump_history_version): a concurrent append's time is kept."""
     newest = (
         select(Message.created_at)
         .where(Message.session_id == session_id)

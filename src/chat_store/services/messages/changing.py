@@ -20,7 +20,7 @@ async def update_message(
 ) -> MessageRead:
     db, settings = ctx.db, ctx.settings
     limits.check_metadata(settings, body.metadata, ["body", "metadata"])
-    version = await _lock_session(ctx, session_id)
+    version = await _bump_history_version(ctx, session_id)
     row = await owned_message(ctx, session_id, message_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
     new_status: str = changes.get("status") or row.status
@@ -85,9 +85,9 @@ async def update_message(
     return read
 
 
-async def _lock_session(ctx: RequestContext, session_id: uuid.UUID) -> int:
+async def _bump_history_version(ctx: RequestContext, session_id: uuid.UUID) -> int:
     """Bump the session's history version (taking its row lock first); 404 if not the caller's."""
-    version = await message_crud.bump_session(
+    version = await message_crud.bump_history_version(
         ctx.db, ctx.principal.user_id, session_id, now=datetime.now(UTC)
     )
     if version is None:
@@ -111,7 +111,7 @@ def _complete(row: StoredMessage, text: str, at: datetime) -> None:
 
 async def delete_message(ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID) -> None:
     db = ctx.db
-    version = await _lock_session(ctx, session_id)
+    version = await _bump_history_version(ctx, session_id)
     row = await owned_message(ctx, session_id, message_id, for_update=True)
     await message_crud.delete_message(db, row.id)
     # The change feed's replay reports the deletion from this record.
