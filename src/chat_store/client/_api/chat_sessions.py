@@ -1,0 +1,187 @@
+"""Chat sessions: create, list, change, delete; a guest's sessions claimed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from chat_store.client._api.paths import (
+    SESSIONS,
+    ChatSessionStatus,
+    Order,
+    WorkspaceInput,
+    chat_session_path,
+    idempotency_headers,
+)
+from chat_store.client._core import (
+    API_PREFIX,
+    UNSET,
+    Call,
+    ClientCore,
+    Unset,
+    body,
+    model,
+    query,
+)
+from chat_store.client._endpoint import endpoint, paginated
+from chat_store.client.models import (
+    ChatSession,
+    ClaimResult,
+    Deleted,
+    Page,
+)
+
+
+class ChatSessionsApi(ClientCore):
+    @endpoint
+    def create_session(
+        self,
+        *,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        workspace: WorkspaceInput | None = None,
+        id: uuid.UUID | str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Call[ChatSession]:
+        """Start a chat session. With `idempotency_key`, a retry returns the first answer."""
+        return Call(
+            "POST",
+            SESSIONS,
+            json=body(
+                id=UNSET if id is None else id,
+                title=UNSET if title is None else title,
+                metadata=UNSET if metadata is None else metadata,
+                workspace=UNSET if workspace is None else workspace,
+            ),
+            headers=idempotency_headers(idempotency_key),
+            parse=model(ChatSession),
+        )
+
+    @endpoint
+    def list_sessions(
+        self,
+        *,
+        limit: int | None = None,
+        order: Order | None = None,
+        after: uuid.UUID | str | None = None,
+        before: uuid.UUID | str | None = None,
+        favorite: bool | None = None,
+        status: ChatSessionStatus | None = None,
+        q: str | None = None,
+        repo: str | None = None,
+        updated_after: datetime | None = None,
+    ) -> Call[Page[ChatSession]]:
+        """One page of the caller's sessions, newest activity first unless `order="asc"`."""
+        return Call(
+            "GET",
+            SESSIONS,
+            params=query(
+                limit=limit,
+                order=order,
+                after=after,
+                before=before,
+                favorite=favorite,
+                status=status,
+                q=q,
+                repo=repo,
+                updated_after=updated_after,
+            ),
+            parse=model(Page[ChatSession]),
+        )
+
+    @paginated
+    def iter_sessions(
+        self,
+        *,
+        order: Order | None = None,
+        favorite: bool | None = None,
+        status: ChatSessionStatus | None = None,
+        q: str | None = None,
+        repo: str | None = None,
+        updated_after: datetime | None = None,
+        page_size: int = 100,
+    ) -> Call[Page[ChatSession]]:
+        """Every session that matches the filters, in list order, fetched page by page."""
+        return Call(
+            "GET",
+            SESSIONS,
+            params=query(
+                limit=page_size,
+                order=order,
+                favorite=favorite,
+                status=status,
+                q=q,
+                repo=repo,
+                updated_after=updated_after,
+            ),
+            parse=model(Page[ChatSession]),
+        )
+
+    @endpoint
+    def get_session(self, session_id: uuid.UUID | str) -> Call[ChatSession]:
+        """One session."""
+        return Call("GET", chat_session_path(session_id), parse=model(ChatSession))
+
+    @endpoint
+    def update_session(
+        self,
+        session_id: uuid.UUID | str,
+        *,
+        title: str | Unset | None = UNSET,
+        is_favorite: bool | Unset = UNSET,
+        metadata: Mapping[str, Any] | Unset = UNSET,
+        workspace: WorkspaceInput | Unset | None = UNSET,
+        status: ChatSessionStatus | Unset = UNSET,
+    ) -> Call[ChatSession]:
+        """Change only the fields given (None clears `title` or `workspace`)."""
+        return Call(
+            "PATCH",
+            chat_session_path(session_id),
+            json=body(
+                title=title,
+                is_favorite=is_favorite,
+                metadata=metadata,
+                workspace=workspace,
+                status=status,
+            ),
+            parse=model(ChatSession),
+        )
+
+    @endpoint
+    def rename_session(self, session_id: uuid.UUID | str, title: str | None) -> Call[ChatSession]:
+        """Set the title (None clears it)."""
+        return Call(
+            "PUT",
+            chat_session_path(session_id),
+            json={"title": title},
+            parse=model(ChatSession),
+        )
+
+    @endpoint
+    def set_favorite(
+        self, session_id: uuid.UUID | str, is_favorite: bool | None = None
+    ) -> Call[ChatSession]:
+        """Set the favourite flag, or toggle it when `is_favorite` is None."""
+        return Call(
+            "PATCH",
+            f"{chat_session_path(session_id)}/favorite",
+            json=None if is_favorite is None else {"is_favorite": is_favorite},
+            parse=model(ChatSession),
+        )
+
+    @endpoint
+    def delete_session(self, session_id: uuid.UUID | str) -> Call[Deleted]:
+        """Delete a session and all its messages."""
+        return Call("DELETE", chat_session_path(session_id), parse=model(Deleted))
+
+    @endpoint
+    def claim_guest(self, client_id: uuid.UUID | str) -> Call[ClaimResult]:
+        """Move a guest's sessions (its X-Client-ID) to the signed-in user."""
+        return Call(
+            "POST",
+            f"{API_PREFIX}/auth/claim",
+            json={"client_id": str(client_id)},
+            parse=model(ClaimResult),
+        )
