@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,26 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield app
 
 
+@dataclass
+class AppUnderTest:
+    """An app of a test's own and a client of it."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def state(self) -> AppState:
+        resources: AppState = self.app.state.resources
+        return resources
+
+    @property
+    def factory(self) -> Factory:
+        return Factory(self.client)
+
+
+AppWith = Callable[..., AbstractAsyncContextManager[AppUnderTest]]
+
+
 def client_for(app: FastAPI) -> httpx.AsyncClient:
     # raise_app_exceptions=False: a 500 must be answered (problem+json), as a real server would.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -74,6 +95,35 @@ def settings(backend: Backend) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     async with running_app(settings) as started:
         yield started
+
+
+@pytest.fixture
+def app_with(backend: Backend, app: FastAPI) -> AppWith:
+    """An app of the test's own, started with these settings over the suite's (make_settings),
+    on the suite's database and Redis:
+
+        async with app_with(max_title_chars=10) as custom:
+            await custom.client.post(...)
+
+    (`app` is asked for so that the suite's cleanup deletes the test's rows afterwards.)"""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[AppUnderTest]:
+        settings = make_settings(backend, **overrides)
+        async with running_app(settings) as started, client_for(started) as client:
+            yield AppUnderTest(started, client)
+
+    return start
+
+
+SMALL_MESSAGE_BYTES = 1000
+
+
+@pytest.fixture
+async def small(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app with MAX_MESSAGE_BYTES=SMALL_MESSAGE_BYTES."""
+    async with app_with(max_message_bytes=SMALL_MESSAGE_BYTES) as custom:
+        yield custom.client
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from chat_store.api.direct import DirectRoute, direct
 from chat_store.services import events
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 
 # Fields that differ between two answers to the same request: new ids, times, places.
@@ -253,15 +253,13 @@ async def test_direct_and_fastapi_answers_are_the_same(
 
 
 @pytest.fixture
-async def write_limited(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(
-        backend,
+async def write_limited(backend: Backend, app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_with(
         rate_limit_enabled=True,
         rate_limit_write="2/minute",
         redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
-    )
-    async with running_app(settings) as limited_app, client_for(limited_app) as http:
-        yield http
+    ) as limited:
+        yield limited.client
 
 
 async def test_the_direct_path_applies_the_write_limit(

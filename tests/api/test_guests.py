@@ -8,16 +8,14 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 
 
 @pytest.fixture
-async def guest_client(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(backend, allow_guests=True)
-    async with running_app(settings) as app, client_for(app) as client:
-        yield client
+async def guest_client(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_with(allow_guests=True) as guests_allowed:
+        yield guests_allowed.client
 
 
 async def test_guests_are_off_by_default(client: httpx.AsyncClient) -> None:

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 
 from chat_store.api.deps import AppState
@@ -21,11 +19,10 @@ from chat_store.services import messages as message_service
 from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
 from tests.assertions import assert_problem, assert_validation_error
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import SMALL_MESSAGE_BYTES
 from tests.factories import API, Account, Factory
 
-LIMIT = 1000
+LIMIT = SMALL_MESSAGE_BYTES  # of the `small` app
 
 
 class Stream:
@@ -60,17 +57,6 @@ async def _open_stream(client: httpx.AsyncClient, factory: Factory, **body: Any)
         account, session["id"], role="assistant", status="pending", **body
     )
     return Stream(client, account, message)
-
-
-@pytest.fixture
-async def small(backend: Backend, app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app with MAX_MESSAGE_BYTES=1000 on the same database (`app` is asked for
-    so that the rows are cleaned up after the test)."""
-    async with (
-        running_app(make_settings(backend, max_message_bytes=LIMIT)) as small_app,
-        client_for(small_app) as http,
-    ):
-        yield http
 
 
 async def test_offsets_count_code_points(client: httpx.AsyncClient, factory: Factory) -> None:

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import httpx
-from fastapi import FastAPI
+import pytest
 
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 
 
-async def test_a_silent_writer_is_reported_stale(backend: Backend, app: FastAPI) -> None:
-    quick = make_settings(backend, stale_stream_seconds=1)
-    async with running_app(quick) as quick_app, client_for(quick_app) as client:
-        await _a_silent_writer_is_reported_stale(client, Factory(client))
+@pytest.fixture
+async def client(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
+    """Open messages turn stale after a second without a change."""
+    async with app_with(stale_stream_seconds=1) as quick:
+        yield quick.client
 
 
-async def _a_silent_writer_is_reported_stale(client: httpx.AsyncClient, factory: Factory) -> None:
+async def test_a_silent_writer_is_reported_stale(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
     account = await factory.account()
     session = await factory.chat_session(account)
     base = f"{API}/sessions/{session['id']}/messages"

@@ -19,18 +19,7 @@ from chat_store.services.messages import (
     message_tokens,
     select_context,
 )
-
-STATUSES = ("pending", "in_progress", "complete", "failed", "cancelled")
-ALLOWED = {
-    ("pending", "in_progress"),
-    ("pending", "complete"),
-    ("pending", "failed"),
-    ("pending", "cancelled"),
-    ("in_progress", "complete"),
-    ("in_progress", "failed"),
-    ("in_progress", "cancelled"),
-    ("failed", "in_progress"),
-}
+from tests.support.statuses import ALLOWED, STATUSES
 
 
 @pytest.mark.parametrize(("current", "new"), list(itertools.product(STATUSES, STATUSES)))
