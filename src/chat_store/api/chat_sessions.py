@@ -26,13 +26,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_cla
 _ERRORS = problems(401, 404, 422)
 
 
-@router.post(
-    "",
-    status_code=201,
-    response_model=ChatSessionRead,
-    responses=problems(401, 409, 413, 422),
-    operation_id="create_chat_session",
-)
+@router.post("", status_code=201, responses=problems(401, 409, 413, 422))
 @direct
 async def create_chat_session(
     ctx: Context,
@@ -58,12 +52,7 @@ async def create_chat_session(
     return await chat_session_service.create_chat_session(ctx, body, idempotency_key)
 
 
-@router.get(
-    "",
-    response_model=Page[ChatSessionRead],
-    responses=problems(401, 404, 422),
-    operation_id="list_chat_sessions",
-)
+@router.get("", responses=problems(401, 404, 422))
 async def list_chat_sessions(
     ctx: Context,
     pagination: PaginationParams,
@@ -84,23 +73,13 @@ async def list_chat_sessions(
     return await chat_session_service.list_chat_sessions(ctx, filters, pagination)
 
 
-@router.get(
-    "/{session_id}",
-    response_model=ChatSessionRead,
-    responses=_ERRORS,
-    operation_id="get_chat_session",
-)
+@router.get("/{session_id}", responses=_ERRORS)
 async def get_chat_session(ctx: Context, session_id: uuid.UUID) -> ChatSessionRead:
     """One session."""
     return await chat_session_service.get_chat_session(ctx, session_id)
 
 
-@router.patch(
-    "/{session_id}",
-    response_model=ChatSessionRead,
-    responses=_ERRORS,
-    operation_id="update_chat_session",
-)
+@router.patch("/{session_id}", responses=_ERRORS)
 async def update_chat_session(
     ctx: Context, session_id: uuid.UUID, body: ChatSessionUpdate
 ) -> ChatSessionRead:
@@ -108,12 +87,7 @@ async def update_chat_session(
     return await chat_session_service.update_chat_session(ctx, session_id, body)
 
 
-@router.put(
-    "/{session_id}",
-    response_model=ChatSessionRead,
-    responses=_ERRORS,
-    operation_id="rename_chat_session",
-)
+@router.put("/{session_id}", responses=_ERRORS)
 async def rename_chat_session(
     ctx: Context, session_id: uuid.UUID, body: ChatSessionRename
 ) -> ChatSessionRead:
@@ -122,12 +96,7 @@ async def rename_chat_session(
     return await chat_session_service.update_chat_session(ctx, session_id, update)
 
 
-@router.patch(
-    "/{session_id}/favorite",
-    response_model=ChatSessionRead,
-    responses=_ERRORS,
-    operation_id="set_chat_session_favorite",
-)
+@router.patch("/{session_id}/favorite", responses=_ERRORS)
 async def set_chat_session_favorite(
     ctx: Context,
     session_id: uuid.UUID,
@@ -138,12 +107,7 @@ async def set_chat_session_favorite(
     return await chat_session_service.toggle_favorite(ctx, session_id, value)
 
 
-@router.delete(
-    "/{session_id}",
-    response_model=Deleted,
-    responses=_ERRORS,
-    operation_id="delete_chat_session",
-)
+@router.delete("/{session_id}", responses=_ERRORS)
 async def delete_chat_session(ctx: Context, session_id: uuid.UUID) -> Deleted:
     """Delete a session and all its messages."""
     await chat_session_service.delete_chat_session(ctx, session_id)

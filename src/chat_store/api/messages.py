@@ -54,13 +54,7 @@ _APPEND_EXAMPLES = {
 }
 
 
-@router.post(
-    "/messages",
-    status_code=201,
-    response_model=MessageRead,
-    responses=_WRITE_ERRORS,
-    operation_id="append_message",
-)
+@router.post("/messages", status_code=201, responses=_WRITE_ERRORS)
 @direct
 async def append_message(
     ctx: Context,
@@ -72,13 +66,7 @@ async def append_message(
     return await message_service.create_message(ctx, session_id, body, idempotency_key)
 
 
-@router.post(
-    "/messages/batch",
-    status_code=201,
-    response_model=Page[MessageRead],
-    responses=_WRITE_ERRORS,
-    operation_id="append_messages",
-)
+@router.post("/messages/batch", status_code=201, responses=_WRITE_ERRORS)
 async def append_messages(
     ctx: Context,
     session_id: uuid.UUID,
@@ -89,12 +77,7 @@ async def append_messages(
     return await message_service.create_messages(ctx, session_id, body, idempotency_key)
 
 
-@router.get(
-    "/messages",
-    response_model=Page[MessageRead],
-    responses=_ERRORS,
-    operation_id="list_messages",
-)
+@router.get("/messages", response_model=Page[MessageRead], responses=_ERRORS)
 @direct
 async def list_messages(
     ctx: Context,
@@ -125,23 +108,13 @@ def page_response(page: SerializedPage) -> Response:
     return Response(content=content.encode(), media_type="application/json")
 
 
-@router.get(
-    "/messages/{message_id}",
-    response_model=MessageRead,
-    responses=_ERRORS,
-    operation_id="get_message",
-)
+@router.get("/messages/{message_id}", responses=_ERRORS)
 async def get_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """One message."""
     return await message_service.get_message(ctx, session_id, message_id)
 
 
-@router.patch(
-    "/messages/{message_id}",
-    response_model=MessageRead,
-    responses=_WRITE_ERRORS,
-    operation_id="update_message",
-)
+@router.patch("/messages/{message_id}", responses=_WRITE_ERRORS)
 async def update_message(
     ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID, body: MessageUpdate
 ) -> MessageRead:
@@ -149,12 +122,7 @@ async def update_message(
     return await message_service.update_message(ctx, session_id, message_id, body)
 
 
-@router.delete(
-    "/messages/{message_id}",
-    response_model=Deleted,
-    responses=_ERRORS,
-    operation_id="delete_message",
-)
+@router.delete("/messages/{message_id}", responses=_ERRORS)
 async def delete_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> Deleted:
     """Delete a message (its seq is never reused)."""
     await message_service.delete_message(ctx, session_id, message_id)
@@ -168,12 +136,7 @@ def _minimal(prefer: str | None) -> bool:
 _MINIMAL_APPLIED = {"Preference-Applied": "return=minimal"}
 
 
-@router.post(
-    "/messages/{message_id}/append",
-    response_model=MessageWithLength,
-    responses=_WRITE_ERRORS,
-    operation_id="append_delta",
-)
+@router.post("/messages/{message_id}/append", responses=_WRITE_ERRORS)
 @direct
 async def append_delta(
     ctx: Context,
@@ -198,12 +161,7 @@ async def append_delta(
     )
 
 
-@router.post(
-    "/resume",
-    response_model=ResumePoint,
-    responses=_ERRORS,
-    operation_id="resume_message",
-)
+@router.post("/resume", responses=_ERRORS)
 async def resume_message(
     ctx: Context,
     session_id: uuid.UUID,
@@ -213,13 +171,7 @@ async def resume_message(
     return await message_service.resume(ctx, session_id, history_limit)
 
 
-@router.post(
-    "/fork",
-    status_code=201,
-    response_model=ChatSessionRead,
-    responses=_WRITE_ERRORS,
-    operation_id="fork_chat_session",
-)
+@router.post("/fork", status_code=201, responses=_WRITE_ERRORS)
 async def fork_chat_session(
     ctx: Context,
     session_id: uuid.UUID,
@@ -230,12 +182,7 @@ async def fork_chat_session(
     return await message_service.fork(ctx, session_id, body, idempotency_key)
 
 
-@router.get(
-    "/context",
-    response_model=ContextWindow,
-    responses=_ERRORS,
-    operation_id="get_context_window",
-)
+@router.get("/context", responses=_ERRORS)
 async def get_context_window(
     ctx: Context,
     session_id: uuid.UUID,

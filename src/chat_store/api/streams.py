@@ -70,12 +70,7 @@ def _respond(events: AsyncIterator[StreamEvent], context: StreamContext) -> Even
     )
 
 
-@router.get(
-    "/messages/{message_id}/stream",
-    responses=_SSE_DOC,
-    response_class=EventSourceResponse,
-    operation_id="stream_message",
-)
+@router.get("/messages/{message_id}/stream", responses=_SSE_DOC, response_class=EventSourceResponse)
 async def stream_message(
     ctx: Context,
     session_id: uuid.UUID,
@@ -93,12 +88,7 @@ async def stream_message(
     return _respond(stream_service.follow_message(context, session_id, message_id, start), context)
 
 
-@router.get(
-    "/events",
-    responses=_SSE_DOC,
-    response_class=EventSourceResponse,
-    operation_id="stream_session_events",
-)
+@router.get("/events", responses=_SSE_DOC, response_class=EventSourceResponse)
 async def stream_session_events(
     ctx: Context,
     session_id: uuid.UUID,
