@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -86,6 +86,17 @@ class Page(BaseModel, Generic[T]):
     first_id: uuid.UUID | None
     last_id: uuid.UUID | None
     has_more: bool
+
+    @classmethod
+    def of(cls, data: list[T], *, has_more: bool) -> Self:
+        """A page of `data` (items with ids), in list order."""
+        ids = [item.id for item in data]  # type: ignore[attr-defined]
+        return cls(
+            data=data,
+            first_id=ids[0] if ids else None,
+            last_id=ids[-1] if ids else None,
+            has_more=has_more,
+        )
 
 
 class Deleted(BaseModel):

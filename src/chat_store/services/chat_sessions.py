@@ -113,12 +113,7 @@ async def list_chat_sessions(
         ctx.db, user_id, page, **dataclasses.asdict(filters)
     )
     data = [ChatSessionRead.from_model(row) for row in rows]
-    return Page[ChatSessionRead](
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=has_more,
-    )
+    return Page[ChatSessionRead].of(data, has_more=has_more)
 
 
 async def update_chat_session(

@@ -8,6 +8,7 @@ dict its `to_dict` gives, read back with `from_dict`.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ class _Event:
 
     def data(self) -> dict[str, Any]:
         """The event's fields, as the change feed shows them (its SSE event's data)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": self.type, **self.data()}
@@ -46,12 +47,9 @@ class MessageDelta(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class MessageCreated(_Event):
-    """A new message, as the API shows it (a MessageRead in JSON)."""
-
-    type: ClassVar[str] = "message.created"
+class _MessageShown(_Event):
     version: int
-    message: dict[str, Any]
+    message: dict[str, Any]  # as the API shows it (a MessageRead in JSON)
 
     @property
     def message_id(self) -> str:
@@ -59,16 +57,17 @@ class MessageCreated(_Event):
 
 
 @dataclass(frozen=True, slots=True)
-class MessageUpdated(_Event):
-    """A message changed (status, text, metadata, ...), as the API now shows it."""
+class MessageCreated(_MessageShown):
+    """A new message."""
+
+    type: ClassVar[str] = "message.created"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageUpdated(_MessageShown):
+    """A message changed (status, text, metadata, ...)."""
 
     type: ClassVar[str] = "message.updated"
-    version: int
-    message: dict[str, Any]
-
-    @property
-    def message_id(self) -> str:
-        return str(self.message["id"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +66,24 @@ class StreamContext:
     @property
     def poll_seconds(self) -> float:
         return self.app.settings.stream_poll_seconds
+
+    @asynccontextmanager
+    async def following(self, session_id: uuid.UUID) -> AsyncIterator[Subscription]:
+        """The stream open: counted in the app's stream stats, subscribed to the session."""
+        stats = self.app.streams
+        stats.opened()
+        try:
+            async with self.app.bus.subscribe(events.channel(session_id)) as subscription:
+                yield subscription
+        finally:
+            stats.closed()
+
+    def passes(self, subscription: Subscription) -> Iterator[None]:
+        """One pass for each read of the store, until the server stops; each begins with
+        nothing lost (what a pass misses, the next read covers)."""
+        while not self.shutdown.is_set():
+            subscription.lost = False
+            yield
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[RequestContext]:
@@ -135,12 +153,9 @@ async def follow_message(
 ) -> AsyncIterator[StreamEvent]:
     """`delta` events from `offset` (ids are code-point offsets), then one `done`."""
     position = offset
-    stats = context.app.streams
-    stats.opened()
     try:
-        async with context.app.bus.subscribe(events.channel(session_id)) as subscription:
-            while not context.shutdown.is_set():
-                subscription.lost = False
+        async with context.following(session_id) as subscription:
+            for _ in context.passes(subscription):
                 snapshot = await _snapshot(context, session_id, message_id)
                 if snapshot is None:  # deleted while followed
                     yield _done("deleted", None, position)
@@ -157,8 +172,6 @@ async def follow_message(
             yield StreamEvent("close", {"reason": "shutdown", "offset": position}, str(position))
     except _CredentialRevoked:
         yield _REVOKED_EVENT
-    finally:
-        stats.closed()
 
 
 async def _live_deltas(
@@ -209,12 +222,9 @@ async def follow_session(
     `message.delta` and `message.deleted`, which a replay folds into the state it shows.
     """
     position = after_version
-    stats = context.app.streams
-    stats.opened()
     try:
-        async with context.app.bus.subscribe(events.channel(session_id)) as subscription:
-            while not context.shutdown.is_set():
-                subscription.lost = False
+        async with context.following(session_id) as subscription:
+            for _ in context.passes(subscription):
                 replayed = await _replay_session(context, session_id, position)
                 if replayed is None:
                     yield StreamEvent("session.deleted", {"session_id": str(session_id)})
@@ -239,8 +249,6 @@ async def follow_session(
             yield StreamEvent("close", {"reason": "shutdown"}, str(position))
     except _CredentialRevoked:
         yield _REVOKED_EVENT
-    finally:
-        stats.closed()
 
 
 async def _replay_session(

@@ -56,9 +56,7 @@ async def create_messages(
 
     async def produce() -> Page[MessageRead]:
         created = await _append(ctx, session_id, body.messages, body.expected_last_seq)
-        return Page[MessageRead](
-            data=created, first_id=created[0].id, last_id=created[-1].id, has_more=False
-        )
+        return Page[MessageRead].of(created, has_more=False)
 
     creating = idempotency.Create("create_messages", str(session_id), body, Page[MessageRead])
     return await idempotency.run_once(ctx, idempotency_key, creating, produce)
@@ -170,26 +168,26 @@ def _new_message(
     partial = item.partial_content if item.status != "complete" else None
     if partial is None and item.status in OPEN_STATUSES:
         partial = ""
+    complete = item.status == "complete"
+    text = partial or item.content or ""
     return StoredMessage(
+        **{name: getattr(item, name) for name in _AS_GIVEN},
         id=item.id or uuid7(),
         session_id=session_id,
         user_id=principal.user_id,
         seq=seq,
-        role=item.role,
-        content=item.content if item.status == "complete" else None,
+        content=item.content if complete else None,
         partial_content=partial,
-        partial_length=len(partial or item.content or ""),
-        partial_bytes=utf8_len(partial or item.content or ""),
-        status=item.status,
-        error_message=item.error_message,
-        context=item.context,
+        partial_length=len(text),
+        partial_bytes=utf8_len(text),
         metadata_=item.metadata,
-        token_count=item.token_count,
-        model=item.model,
-        latency_ms=item.latency_ms,
         created_version=version,
         version=version,
         created_at=now,
         updated_at=now,
-        completed_at=now if item.status == "complete" else None,
+        completed_at=now if complete else None,
     )
+
+
+# What a new message stores as the request gives it.
+_AS_GIVEN = ("role", "status", "error_message", "context", "token_count", "model", "latency_ms")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -41,31 +42,26 @@ def to_read(
     return MessageRead(**read_fields(ctx, row, chunk_text, now))
 
 
+# The read model's fields that a stored message holds as they are shown.
+_SHOWN_AS_STORED = tuple(
+    name
+    for name in MessageRead.model_fields
+    if name in {field.name for field in dataclasses.fields(StoredMessage)}
+)
+
+
 def read_fields(
     ctx: RequestContext, row: StoredMessage, chunk_text: str | None, now: datetime
 ) -> dict[str, Any]:
+    """The read model's fields: the stored ones, the text streamed so far, whether it is stale."""
+    fields = {name: getattr(row, name) for name in _SHOWN_AS_STORED}
     partial = streamed_text(row, chunk_text)
     if partial is None and row.status in OPEN_STATUSES:
         partial = ""
-    return dict(
-        id=row.id,
-        session_id=row.session_id,
-        seq=row.seq,
-        role=row.role,
-        content=row.content,
-        partial_content=partial,
-        status=row.status,
-        error_message=row.error_message,
-        context=row.context,
-        metadata=row.metadata_,
-        token_count=row.token_count,
-        model=row.model,
-        latency_ms=row.latency_ms,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        completed_at=row.completed_at,
-        stale=is_stale(row.status, row.updated_at, now, ctx.app.stale_after),
-    )
+    fields["partial_content"] = partial
+    fields["metadata"] = row.metadata_
+    fields["stale"] = is_stale(row.status, row.updated_at, now, ctx.app.stale_after)
+    return fields
 
 
 async def full_text(db: AsyncSession, row: StoredMessage) -> str:
