@@ -90,13 +90,8 @@ class Page(BaseModel, Generic[T]):
     @classmethod
     def of(cls, data: list[T], *, has_more: bool) -> Self:
         """A page of `data` (items with ids), in list order."""
-        ids = [item.id for item in data]  # type: ignore[attr-defined]
-        return cls(
-            data=data,
-            first_id=ids[0] if ids else None,
-            last_id=ids[-1] if ids else None,
-            has_more=has_more,
-        )
+        first, last = (data[0].id, data[-1].id) if data else (None, None)  # type: ignore[attr-defined]
+        return cls(data=data, first_id=first, last_id=last, has_more=has_more)
 
 
 class Deleted(BaseModel):
