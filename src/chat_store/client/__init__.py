@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Unpack
 
 from chat_store.client._api import ChatStoreApi
 from chat_store.client._core import UNSET, Call
-from chat_store.client._follow import follow_async, follow_sync
+from chat_store.client._follow import FollowOptions, follow_async, follow_sync
 from chat_store.client._transports import AsyncTransport, SyncTransport
 from chat_store.client.errors import (
     BadRequestError,
@@ -62,21 +63,11 @@ class ChatStoreClient(SyncTransport, ChatStoreApi):
         self,
         session_id: uuid.UUID | str,
         message_id: uuid.UUID | str,
-        *,
-        offset: int = 0,
-        max_retries: int = 10,
-        retry_delay: float = 0.5,
+        **options: Unpack[FollowOptions],
     ) -> Iterator[StreamDelta | StreamDone]:
         """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`.
         A dropped connection is resumed by itself from the last offset received."""
-        return follow_sync(
-            self,
-            session_id,
-            message_id,
-            offset=offset,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-        )
+        return follow_sync(self, session_id, message_id, **options)
 
 
 class AsyncChatStoreClient(AsyncTransport, ChatStoreApi):
@@ -86,21 +77,10 @@ class AsyncChatStoreClient(AsyncTransport, ChatStoreApi):
         self,
         session_id: uuid.UUID | str,
         message_id: uuid.UUID | str,
-        *,
-        offset: int = 0,
-        max_retries: int = 10,
-        retry_delay: float = 0.5,
+        **options: Unpack[FollowOptions],
     ) -> AsyncIterator[StreamDelta | StreamDone]:
-        """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`.
-        A dropped connection is resumed by itself from the last offset received."""
-        return follow_async(
-            self,
-            session_id,
-            message_id,
-            offset=offset,
-            max_retries=max_retries,
-            retry_delay=retry_delay,
-        )
+        """As ChatStoreClient.follow, iterated with `async for`."""
+        return follow_async(self, session_id, message_id, **options)
 
 
 __all__ = [

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import httpx
 
@@ -98,6 +98,65 @@ def _item(event: ServerSentEvent) -> StreamItem | None:
     return None
 
 
+class FollowOptions(TypedDict, total=False):
+    offset: int  # where to start (code points; default 0)
+    max_retries: int  # reconnections in a row before the error is raised (default 10)
+    retry_delay: float  # seconds, times the failures in a row (default 0.5)
+
+
+class _Follower:
+    """Where a follower of one message stands: the offset reached, whether it is done, and the
+    failures in a row; both clients' loops read the stream through it."""
+
+    def __init__(
+        self, session_id: uuid.UUID | str, message_id: uuid.UUID | str, options: FollowOptions
+    ) -> None:
+        self.session_id, self.message_id = session_id, message_id
+        self.position = options.get("offset", 0)
+        self.max_retries = options.get("max_retries", 10)
+        self.retry_delay = options.get("retry_delay", 0.5)
+        self.failures = 0
+        self.done = False
+        self._parser = SseParser()
+
+    def call(self) -> Call[Any]:
+        """The stream from where the follower stands (a fresh parser for it)."""
+        self._parser = SseParser()
+        return _stream_call(self.session_id, self.message_id, self.position)
+
+    def read(self, lines: Iterable[str]) -> Iterator[StreamItem]:
+        for line in lines:
+            yield from self._feed(line)
+            if self.done:
+                return
+
+    async def read_async(self, lines: AsyncIterator[str]) -> AsyncIterator[StreamItem]:
+        async for line in lines:
+            for item in self._feed(line):
+                yield item
+            if self.done:
+                return
+
+    def _feed(self, line: str) -> Iterator[StreamItem]:
+        event = self._parser.feed(line)
+        if event is None:
+            return
+        self.failures = 0
+        item = _item(event)
+        if isinstance(item, StreamDelta):
+            self.position = item.offset
+        self.done = isinstance(item, StreamDone)
+        if item is not None:
+            yield item
+
+    def delay_after(self, exc: Exception) -> float:
+        """How long to wait before reconnecting; the error itself when it is not worth it."""
+        if not _retryable(exc) or self.failures >= self.max_retries:
+            raise exc
+        self.failures += 1
+        return self.retry_delay * self.failures
+
+
 def _retryable(exc: Exception) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
@@ -108,59 +167,28 @@ def follow_sync(
     client: SyncTransport,
     session_id: uuid.UUID | str,
     message_id: uuid.UUID | str,
-    *,
-    offset: int = 0,
-    max_retries: int = 10,
-    retry_delay: float = 0.5,
+    **options: Unpack[FollowOptions],
 ) -> Iterator[StreamItem]:
-    position, failures = offset, 0
-    while True:
+    follower = _Follower(session_id, message_id, options)
+    while not follower.done:
         try:
-            with client._stream(_stream_call(session_id, message_id, position)) as response:
-                for event in parse_events(response.iter_lines()):
-                    failures = 0
-                    item = _item(event)
-                    if isinstance(item, StreamDelta):
-                        position = item.offset
-                    if item is not None:
-                        yield item
-                    if isinstance(item, StreamDone):
-                        return
+            with client._stream(follower.call()) as response:
+                yield from follower.read(response.iter_lines())
         except Exception as exc:
-            if not _retryable(exc) or failures >= max_retries:
-                raise
-            failures += 1
-            time.sleep(retry_delay * failures)
+            time.sleep(follower.delay_after(exc))
 
 
 async def follow_async(
     client: AsyncTransport,
     session_id: uuid.UUID | str,
     message_id: uuid.UUID | str,
-    *,
-    offset: int = 0,
-    max_retries: int = 10,
-    retry_delay: float = 0.5,
+    **options: Unpack[FollowOptions],
 ) -> AsyncIterator[StreamItem]:
-    position, failures = offset, 0
-    while True:
+    follower = _Follower(session_id, message_id, options)
+    while not follower.done:
         try:
-            async with client._stream(_stream_call(session_id, message_id, position)) as response:
-                parser = SseParser()
-                async for line in response.aiter_lines():
-                    event = parser.feed(line)
-                    if event is None:
-                        continue
-                    failures = 0
-                    item = _item(event)
-                    if isinstance(item, StreamDelta):
-                        position = item.offset
-                    if item is not None:
-                        yield item
-                    if isinstance(item, StreamDone):
-                        return
+            async with client._stream(follower.call()) as response:
+                async for item in follower.read_async(response.aiter_lines()):
+                    yield item
         except Exception as exc:
-            if not _retryable(exc) or failures >= max_retries:
-                raise
-            failures += 1
-            await asyncio.sleep(retry_delay * failures)
+            await asyncio.sleep(follower.delay_after(exc))

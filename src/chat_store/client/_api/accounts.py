@@ -20,15 +20,7 @@ from chat_store.client._core import (
 )
 from chat_store.client._endpoint import endpoint
 from chat_store.client.errors import error_from_response
-from chat_store.client.models import (
-    ApiKey,
-    ApiKeyCreated,
-    Health,
-    Page,
-    Readiness,
-    TokenPair,
-    User,
-)
+from chat_store.client.models import ApiKey, ApiKeyCreated, Health, Page, Readiness, TokenPair, User
 
 
 def _readiness(response: httpx.Response) -> Readiness:

@@ -4,34 +4,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any
+from typing import Any, Unpack
 
-from chat_store.client._api.paths import (
+from chat_store.client._api.common import (
     SESSIONS,
-    ChatSessionStatus,
-    Order,
+    SessionChanges,
+    SessionFilters,
+    SessionPage,
     WorkspaceInput,
     chat_session_path,
     idempotency_headers,
 )
-from chat_store.client._core import (
-    API_PREFIX,
-    UNSET,
-    Call,
-    ClientCore,
-    Unset,
-    body,
-    model,
-    query,
-)
+from chat_store.client._core import API_PREFIX, UNSET, Call, ClientCore, body, model, query
 from chat_store.client._endpoint import endpoint, paginated
-from chat_store.client.models import (
-    ChatSession,
-    ClaimResult,
-    Deleted,
-    Page,
-)
+from chat_store.client.models import ChatSession, ClaimResult, Deleted, Page
 
 
 class ChatSessionsApi(ClientCore):
@@ -60,64 +46,17 @@ class ChatSessionsApi(ClientCore):
         )
 
     @endpoint
-    def list_sessions(
-        self,
-        *,
-        limit: int | None = None,
-        order: Order | None = None,
-        after: uuid.UUID | str | None = None,
-        before: uuid.UUID | str | None = None,
-        favorite: bool | None = None,
-        status: ChatSessionStatus | None = None,
-        q: str | None = None,
-        repo: str | None = None,
-        updated_after: datetime | None = None,
-    ) -> Call[Page[ChatSession]]:
+    def list_sessions(self, **options: Unpack[SessionPage]) -> Call[Page[ChatSession]]:
         """One page of the caller's sessions, newest activity first unless `order="asc"`."""
-        return Call(
-            "GET",
-            SESSIONS,
-            params=query(
-                limit=limit,
-                order=order,
-                after=after,
-                before=before,
-                favorite=favorite,
-                status=status,
-                q=q,
-                repo=repo,
-                updated_after=updated_after,
-            ),
-            parse=model(Page[ChatSession]),
-        )
+        return Call("GET", SESSIONS, params=query(**options), parse=model(Page[ChatSession]))
 
     @paginated
     def iter_sessions(
-        self,
-        *,
-        order: Order | None = None,
-        favorite: bool | None = None,
-        status: ChatSessionStatus | None = None,
-        q: str | None = None,
-        repo: str | None = None,
-        updated_after: datetime | None = None,
-        page_size: int = 100,
+        self, *, page_size: int = 100, **filters: Unpack[SessionFilters]
     ) -> Call[Page[ChatSession]]:
         """Every session that matches the filters, in list order, fetched page by page."""
-        return Call(
-            "GET",
-            SESSIONS,
-            params=query(
-                limit=page_size,
-                order=order,
-                favorite=favorite,
-                status=status,
-                q=q,
-                repo=repo,
-                updated_after=updated_after,
-            ),
-            parse=model(Page[ChatSession]),
-        )
+        options = query(limit=page_size, **filters)
+        return Call("GET", SESSIONS, params=options, parse=model(Page[ChatSession]))
 
     @endpoint
     def get_session(self, session_id: uuid.UUID | str) -> Call[ChatSession]:
@@ -126,28 +65,11 @@ class ChatSessionsApi(ClientCore):
 
     @endpoint
     def update_session(
-        self,
-        session_id: uuid.UUID | str,
-        *,
-        title: str | Unset | None = UNSET,
-        is_favorite: bool | Unset = UNSET,
-        metadata: Mapping[str, Any] | Unset = UNSET,
-        workspace: WorkspaceInput | Unset | None = UNSET,
-        status: ChatSessionStatus | Unset = UNSET,
+        self, session_id: uuid.UUID | str, **changes: Unpack[SessionChanges]
     ) -> Call[ChatSession]:
         """Change only the fields given (None clears `title` or `workspace`)."""
-        return Call(
-            "PATCH",
-            chat_session_path(session_id),
-            json=body(
-                title=title,
-                is_favorite=is_favorite,
-                metadata=metadata,
-                workspace=workspace,
-                status=status,
-            ),
-            parse=model(ChatSession),
-        )
+        path = chat_session_path(session_id)
+        return Call("PATCH", path, json=body(**changes), parse=model(ChatSession))
 
     @endpoint
     def rename_session(self, session_id: uuid.UUID | str, title: str | None) -> Call[ChatSession]:

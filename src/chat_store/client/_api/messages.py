@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 
-from chat_store.client._api.paths import (
+from chat_store.client._api.common import (
+    Completion,
+    MessageChanges,
+    MessagePage,
     Order,
     chat_session_path,
     idempotency_headers,
     message_path,
     messages_path,
 )
-from chat_store.client._core import (
-    UNSET,
-    Call,
-    ClientCore,
-    Unset,
-    body,
-    model,
-    query,
-)
+from chat_store.client._core import UNSET, Call, ClientCore, body, model, query
 from chat_store.client._endpoint import endpoint, paginated
 from chat_store.client.models import (
     ChatSession,
@@ -104,30 +99,11 @@ class MessagesApi(ClientCore):
 
     @endpoint
     def list_messages(
-        self,
-        session_id: uuid.UUID | str,
-        *,
-        limit: int | None = None,
-        order: Order | None = None,
-        after: uuid.UUID | str | None = None,
-        before: uuid.UUID | str | None = None,
-        after_seq: int | None = None,
-        before_seq: int | None = None,
+        self, session_id: uuid.UUID | str, **options: Unpack[MessagePage]
     ) -> Call[Page[Message]]:
         """One page of a session's messages in seq order (`order="desc"`: newest first)."""
-        return Call(
-            "GET",
-            messages_path(session_id),
-            params=query(
-                limit=limit,
-                order=order,
-                after=after,
-                before=before,
-                after_seq=after_seq,
-                before_seq=before_seq,
-            ),
-            parse=model(Page[Message]),
-        )
+        path = messages_path(session_id)
+        return Call("GET", path, params=query(**options), parse=model(Page[Message]))
 
     @paginated
     def iter_messages(
@@ -158,50 +134,22 @@ class MessagesApi(ClientCore):
         self,
         session_id: uuid.UUID | str,
         message_id: uuid.UUID | str,
-        *,
-        status: MessageStatus | Unset = UNSET,
-        content: str | Unset = UNSET,
-        partial_content: str | Unset = UNSET,
-        error_message: str | Unset | None = UNSET,
-        metadata: Mapping[str, Any] | Unset = UNSET,
-        token_count: int | Unset | None = UNSET,
-        latency_ms: int | Unset | None = UNSET,
+        **changes: Unpack[MessageChanges],
     ) -> Call[Message]:
         """Change a message: status (forward only), text, error, metadata, counts."""
-        return Call(
-            "PATCH",
-            message_path(session_id, message_id),
-            json=body(
-                status=status,
-                content=content,
-                partial_content=partial_content,
-                error_message=error_message,
-                metadata=metadata,
-                token_count=token_count,
-                latency_ms=latency_ms,
-            ),
-            parse=model(Message),
-        )
+        path = message_path(session_id, message_id)
+        return Call("PATCH", path, json=body(**changes), parse=model(Message))
 
     @endpoint
     def complete_message(
         self,
         session_id: uuid.UUID | str,
         message_id: uuid.UUID | str,
-        *,
-        content: str | Unset = UNSET,
-        token_count: int | Unset | None = UNSET,
-        latency_ms: int | Unset | None = UNSET,
+        **completion: Unpack[Completion],
     ) -> Call[Message]:
         """Mark a streamed answer complete (its streamed text becomes `content`)."""
-        return Call(
-            "PATCH",
-            message_path(session_id, message_id),
-            json=body(
-                status="complete", content=content, token_count=token_count, latency_ms=latency_ms
-            ),
-            parse=model(Message),
-        )
+        path = message_path(session_id, message_id)
+        return Call("PATCH", path, json=body(status="complete", **completion), parse=model(Message))
 
     @endpoint
     def delete_message(
