@@ -245,19 +245,30 @@ def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
 def _install_docs(app: FastAPI) -> None:
     app.mount("/static/docs", StaticFiles(directory=_DOCS_ASSETS), name="docs-assets")
     oauth2_redirect_url = "/docs/oauth2-redirect"
+    # The pages are the same on every request: written once.
+    root = app.root_path
+    assets, openapi_url = f"{root}/static/docs", f"{root}{app.openapi_url}"
+    favicon = f"{assets}/fastapi/favicon.png"
+    swagger_page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{app.title} - Swagger UI",
+        oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+        swagger_js_url=f"{assets}/swagger/swagger-ui-bundle.js",
+        swagger_css_url=f"{assets}/swagger/swagger-ui.css",
+        swagger_favicon_url=favicon,
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    ).body
+    redoc_page = get_redoc_html(
+        openapi_url=openapi_url,
+        title=f"{app.title} - ReDoc",
+        redoc_js_url=f"{assets}/redoc/redoc.standalone.js",
+        redoc_favicon_url=favicon,
+        with_google_fonts=False,
+    ).body
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        root = app.root_path
-        return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
-            swagger_js_url=f"{root}/static/docs/swagger/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}/static/docs/swagger/swagger-ui.css",
-            swagger_favicon_url=f"{root}/static/docs/fastapi/favicon.png",
-            swagger_ui_parameters=app.swagger_ui_parameters,
-        )
+        return HTMLResponse(swagger_page)
 
     @app.get(oauth2_redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -265,11 +276,4 @@ def _install_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        root = app.root_path
-        return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}/static/docs/redoc/redoc.standalone.js",
-            redoc_favicon_url=f"{root}/static/docs/fastapi/favicon.png",
-            with_google_fonts=False,
-        )
+        return HTMLResponse(redoc_page)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.api.limiting import apply_limit, client_ip
 from chat_store.cache import Cache as CacheAdapter
-from chat_store.cache.bus import Bus as BusAdapter
 from chat_store.errors import AppError, TokenExpired, Unauthorized, ValidationFailed
 from chat_store.ratelimit import parse_limit
 from chat_store.schemas.pagination import Pagination
@@ -49,32 +48,17 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def get_app_settings(request: Request) -> Settings:
-    return app_state(request).settings
+def _of_state(name: str) -> Any:
+    """A dependency on one part of the app's state (its type is the alias's)."""
+
+    async def get(request: Request) -> Any:
+        return getattr(app_state(request), name)
+
+    return Depends(get)
 
 
-AppSettings = Annotated[Settings, Depends(get_app_settings)]
-
-
-async def get_cache(request: Request) -> CacheAdapter:
-    return app_state(request).cache
-
-
-Cache = Annotated[CacheAdapter, Depends(get_cache)]
-
-
-async def get_principal_cache(request: Request) -> CacheAdapter:
-    return app_state(request).principal_cache
-
-
-PrincipalCache = Annotated[CacheAdapter, Depends(get_principal_cache)]
-
-
-async def get_bus(request: Request) -> BusAdapter:
-    return app_state(request).bus
-
-
-Bus = Annotated[BusAdapter, Depends(get_bus)]
+AppSettings = Annotated[Settings, _of_state("settings")]
+PrincipalCache = Annotated[CacheAdapter, _of_state("principal_cache")]
 
 
 class RequestSession:
