@@ -16,13 +16,8 @@ and refreshed once, by themselves, when the service answers 401). Error answers 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import Unpack
-
 from chat_store.client._api import ChatStoreApi
 from chat_store.client._core import UNSET, Call
-from chat_store.client._follow import FollowOptions, follow_async, follow_sync
 from chat_store.client._transports import AsyncTransport, SyncTransport
 from chat_store.client.errors import (
     BadRequestError,
@@ -59,28 +54,9 @@ from chat_store.client.models import (
 class ChatStoreClient(SyncTransport, ChatStoreApi):
     """Blocking client; use it as a context manager, or call `close()`."""
 
-    def follow(
-        self,
-        session_id: uuid.UUID | str,
-        message_id: uuid.UUID | str,
-        **options: Unpack[FollowOptions],
-    ) -> Iterator[StreamDelta | StreamDone]:
-        """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`.
-        A dropped connection is resumed by itself from the last offset received."""
-        return follow_sync(self, session_id, message_id, **options)
-
 
 class AsyncChatStoreClient(AsyncTransport, ChatStoreApi):
     """Async client; use it with `async with`, or call `aclose()`."""
-
-    def follow(
-        self,
-        session_id: uuid.UUID | str,
-        message_id: uuid.UUID | str,
-        **options: Unpack[FollowOptions],
-    ) -> AsyncIterator[StreamDelta | StreamDone]:
-        """As ChatStoreClient.follow, iterated with `async for`."""
-        return follow_async(self, session_id, message_id, **options)
 
 
 __all__ = [

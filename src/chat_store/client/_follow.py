@@ -7,13 +7,11 @@ stopped: no character is lost or repeated.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import httpx
 
@@ -22,7 +20,7 @@ from chat_store.client.errors import ChatStoreError
 from chat_store.client.models import StreamDelta, StreamDone
 
 if TYPE_CHECKING:
-    from chat_store.client._transports import AsyncTransport, SyncTransport
+    pass
 
 StreamItem = StreamDelta | StreamDone
 
@@ -104,9 +102,9 @@ class FollowOptions(TypedDict, total=False):
     retry_delay: float  # seconds, times the failures in a row (default 0.5)
 
 
-class _Follower:
-    """Where a follower of one message stands: the offset reached, whether it is done, and the
-    failures in a row; both clients' loops read the stream through it."""
+class Follower:
+    """Where a follower of one message's text stands: the offset reached, whether it is done, and
+    the failures in a row (see `streamed` in _endpoint.py, which runs it on either client)."""
 
     def __init__(
         self, session_id: uuid.UUID | str, message_id: uuid.UUID | str, options: FollowOptions
@@ -161,34 +159,3 @@ def _retryable(exc: Exception) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
     return isinstance(exc, ChatStoreError) and exc.status >= 500
-
-
-def follow_sync(
-    client: SyncTransport,
-    session_id: uuid.UUID | str,
-    message_id: uuid.UUID | str,
-    **options: Unpack[FollowOptions],
-) -> Iterator[StreamItem]:
-    follower = _Follower(session_id, message_id, options)
-    while not follower.done:
-        try:
-            with client._stream(follower.call()) as response:
-                yield from follower.read(response.iter_lines())
-        except Exception as exc:
-            time.sleep(follower.delay_after(exc))
-
-
-async def follow_async(
-    client: AsyncTransport,
-    session_id: uuid.UUID | str,
-    message_id: uuid.UUID | str,
-    **options: Unpack[FollowOptions],
-) -> AsyncIterator[StreamItem]:
-    follower = _Follower(session_id, message_id, options)
-    while not follower.done:
-        try:
-            async with client._stream(follower.call()) as response:
-                async for item in follower.read_async(response.aiter_lines()):
-                    yield item
-        except Exception as exc:
-            await asyncio.sleep(follower.delay_after(exc))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 
 import httpx
 
+from chat_store.client._api.common import Id
 from chat_store.client._core import (
     API_PREFIX,
     UNSET,
@@ -152,6 +152,6 @@ class AccountsApi(ClientCore):
         return Call("GET", f"{API_PREFIX}/api-keys", parse=model(Page[ApiKey]))
 
     @endpoint
-    def revoke_api_key(self, key_id: uuid.UUID | str) -> Call[None]:
+    def revoke_api_key(self, key_id: Id) -> Call[None]:
         """Revoke a key at once."""
         return Call("DELETE", f"{API_PREFIX}/api-keys/{path_id(key_id)}", parse=no_content)

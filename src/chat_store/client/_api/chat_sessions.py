@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any, Unpack
 
 from chat_store.client._api.common import (
     SESSIONS,
+    Id,
     SessionChanges,
     SessionFilters,
     SessionPage,
@@ -28,7 +28,7 @@ class ChatSessionsApi(ClientCore):
         title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         workspace: WorkspaceInput | None = None,
-        id: uuid.UUID | str | None = None,
+        id: Id | None = None,
         idempotency_key: str | None = None,
     ) -> Call[ChatSession]:
         """Start a chat session. With `idempotency_key`, a retry returns the first answer."""
@@ -59,20 +59,20 @@ class ChatSessionsApi(ClientCore):
         return Call("GET", SESSIONS, params=options, parse=model(Page[ChatSession]))
 
     @endpoint
-    def get_session(self, session_id: uuid.UUID | str) -> Call[ChatSession]:
+    def get_session(self, session_id: Id) -> Call[ChatSession]:
         """One session."""
         return Call("GET", chat_session_path(session_id), parse=model(ChatSession))
 
     @endpoint
     def update_session(
-        self, session_id: uuid.UUID | str, **changes: Unpack[SessionChanges]
+        self, session_id: Id, **changes: Unpack[SessionChanges]
     ) -> Call[ChatSession]:
         """Change only the fields given (None clears `title` or `workspace`)."""
         path = chat_session_path(session_id)
         return Call("PATCH", path, json=body(**changes), parse=model(ChatSession))
 
     @endpoint
-    def rename_session(self, session_id: uuid.UUID | str, title: str | None) -> Call[ChatSession]:
+    def rename_session(self, session_id: Id, title: str | None) -> Call[ChatSession]:
         """Set the title (None clears it)."""
         return Call(
             "PUT",
@@ -82,9 +82,7 @@ class ChatSessionsApi(ClientCore):
         )
 
     @endpoint
-    def set_favorite(
-        self, session_id: uuid.UUID | str, is_favorite: bool | None = None
-    ) -> Call[ChatSession]:
+    def set_favorite(self, session_id: Id, is_favorite: bool | None = None) -> Call[ChatSession]:
         """Set the favourite flag, or toggle it when `is_favorite` is None."""
         return Call(
             "PATCH",
@@ -94,12 +92,12 @@ class ChatSessionsApi(ClientCore):
         )
 
     @endpoint
-    def delete_session(self, session_id: uuid.UUID | str) -> Call[Deleted]:
+    def delete_session(self, session_id: Id) -> Call[Deleted]:
         """Delete a session and all its messages."""
         return Call("DELETE", chat_session_path(session_id), parse=model(Deleted))
 
     @endpoint
-    def claim_guest(self, client_id: uuid.UUID | str) -> Call[ClaimResult]:
+    def claim_guest(self, client_id: Id) -> Call[ClaimResult]:
         """Move a guest's sessions (its X-Client-ID) to the signed-in user."""
         return Call(
             "POST",

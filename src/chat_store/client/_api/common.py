@@ -11,6 +11,7 @@ from typing import Any, Literal, TypedDict
 from chat_store.client._core import API_PREFIX, Unset, path_id
 from chat_store.client.models import MessageStatus, Workspace
 
+Id = uuid.UUID | str  # an id, as a UUID or as its text
 ChatSessionStatus = Literal["active", "ended"]
 Order = Literal["asc", "desc"]
 WorkspaceInput = Workspace | Mapping[str, str | None]
@@ -23,8 +24,8 @@ class PageOptions(TypedDict, total=False):
 
     limit: int | None
     order: Order | None
-    after: uuid.UUID | str | None
-    before: uuid.UUID | str | None
+    after: Id | None
+    before: Id | None
 
 
 class SessionFilters(TypedDict, total=False):
@@ -75,15 +76,15 @@ class MessageChanges(Completion, total=False):
     metadata: Mapping[str, Any] | Unset
 
 
-def chat_session_path(session_id: uuid.UUID | str) -> str:
+def chat_session_path(session_id: Id) -> str:
     return f"{SESSIONS}/{path_id(session_id)}"
 
 
-def messages_path(session_id: uuid.UUID | str) -> str:
+def messages_path(session_id: Id) -> str:
     return f"{chat_session_path(session_id)}/messages"
 
 
-def message_path(session_id: uuid.UUID | str, message_id: uuid.UUID | str) -> str:
+def message_path(session_id: Id, message_id: Id) -> str:
     return f"{messages_path(session_id)}/{path_id(message_id)}"
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from typing import Any, Unpack
 
 from chat_store.client._api.common import (
     Completion,
+    Id,
     MessageChanges,
     MessagePage,
     Order,
@@ -17,7 +17,8 @@ from chat_store.client._api.common import (
     messages_path,
 )
 from chat_store.client._core import UNSET, Call, ClientCore, body, model, query
-from chat_store.client._endpoint import endpoint, paginated
+from chat_store.client._endpoint import endpoint, paginated, streamed
+from chat_store.client._follow import Follower, FollowOptions
 from chat_store.client.models import (
     ChatSession,
     ContextWindow,
@@ -35,7 +36,7 @@ class MessagesApi(ClientCore):
     @endpoint
     def append_message(
         self,
-        session_id: uuid.UUID | str,
+        session_id: Id,
         role: MessageRole,
         content: str | None = None,
         *,
@@ -47,7 +48,7 @@ class MessagesApi(ClientCore):
         token_count: int | None = None,
         model_name: str | None = None,
         latency_ms: int | None = None,
-        id: uuid.UUID | str | None = None,
+        id: Id | None = None,
         expected_last_seq: int | None = None,
         idempotency_key: str | None = None,
     ) -> Call[Message]:
@@ -78,7 +79,7 @@ class MessagesApi(ClientCore):
     @endpoint
     def append_messages(
         self,
-        session_id: uuid.UUID | str,
+        session_id: Id,
         messages: list[Mapping[str, Any]],
         *,
         expected_last_seq: int | None = None,
@@ -98,9 +99,7 @@ class MessagesApi(ClientCore):
         )
 
     @endpoint
-    def list_messages(
-        self, session_id: uuid.UUID | str, **options: Unpack[MessagePage]
-    ) -> Call[Page[Message]]:
+    def list_messages(self, session_id: Id, **options: Unpack[MessagePage]) -> Call[Page[Message]]:
         """One page of a session's messages in seq order (`order="desc"`: newest first)."""
         path = messages_path(session_id)
         return Call("GET", path, params=query(**options), parse=model(Page[Message]))
@@ -108,7 +107,7 @@ class MessagesApi(ClientCore):
     @paginated
     def iter_messages(
         self,
-        session_id: uuid.UUID | str,
+        session_id: Id,
         *,
         order: Order | None = None,
         after_seq: int | None = None,
@@ -123,17 +122,15 @@ class MessagesApi(ClientCore):
         )
 
     @endpoint
-    def get_message(
-        self, session_id: uuid.UUID | str, message_id: uuid.UUID | str
-    ) -> Call[Message]:
+    def get_message(self, session_id: Id, message_id: Id) -> Call[Message]:
         """One message."""
         return Call("GET", message_path(session_id, message_id), parse=model(Message))
 
     @endpoint
     def update_message(
         self,
-        session_id: uuid.UUID | str,
-        message_id: uuid.UUID | str,
+        session_id: Id,
+        message_id: Id,
         **changes: Unpack[MessageChanges],
     ) -> Call[Message]:
         """Change a message: status (forward only), text, error, metadata, counts."""
@@ -142,27 +139,22 @@ class MessagesApi(ClientCore):
 
     @endpoint
     def complete_message(
-        self,
-        session_id: uuid.UUID | str,
-        message_id: uuid.UUID | str,
-        **completion: Unpack[Completion],
+        self, session_id: Id, message_id: Id, **completion: Unpack[Completion]
     ) -> Call[Message]:
         """Mark a streamed answer complete (its streamed text becomes `content`)."""
-        path = message_path(session_id, message_id)
-        return Call("PATCH", path, json=body(status="complete", **completion), parse=model(Message))
+        update = MessagesApi.update_message.build
+        return update(self, session_id, message_id, status="complete", **completion)
 
     @endpoint
-    def delete_message(
-        self, session_id: uuid.UUID | str, message_id: uuid.UUID | str
-    ) -> Call[Deleted]:
+    def delete_message(self, session_id: Id, message_id: Id) -> Call[Deleted]:
         """Delete a message (its seq is never reused)."""
         return Call("DELETE", message_path(session_id, message_id), parse=model(Deleted))
 
     @endpoint
     def append_delta(
         self,
-        session_id: uuid.UUID | str,
-        message_id: uuid.UUID | str,
+        session_id: Id,
+        message_id: Id,
         delta: str,
         offset: int,
         *,
@@ -184,9 +176,7 @@ class MessagesApi(ClientCore):
         )
 
     @endpoint
-    def resume(
-        self, session_id: uuid.UUID | str, *, history_limit: int | None = None
-    ) -> Call[ResumePoint]:
+    def resume(self, session_id: Id, *, history_limit: int | None = None) -> Call[ResumePoint]:
         """Where to continue: the newest unfinished assistant message, its offset, history."""
         return Call(
             "POST",
@@ -198,8 +188,8 @@ class MessagesApi(ClientCore):
     @endpoint
     def fork_session(
         self,
-        session_id: uuid.UUID | str,
-        message_id: uuid.UUID | str,
+        session_id: Id,
+        message_id: Id,
         *,
         idempotency_key: str | None = None,
     ) -> Call[ChatSession]:
@@ -212,8 +202,14 @@ class MessagesApi(ClientCore):
             parse=model(ChatSession),
         )
 
+    @streamed
+    def follow(self, session_id: Id, message_id: Id, **options: Unpack[FollowOptions]) -> Follower:
+        """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`.
+        A dropped connection is resumed by itself from the last offset received."""
+        return Follower(session_id, message_id, options)
+
     @endpoint
-    def context(self, session_id: uuid.UUID | str, max_tokens: int) -> Call[ContextWindow]:
+    def context(self, session_id: Id, max_tokens: int) -> Call[ContextWindow]:
         """The newest messages that fit `max_tokens` (tool calls stay with their results)."""
         return Call(
             "GET",
