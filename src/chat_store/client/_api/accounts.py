@@ -43,11 +43,7 @@ class AccountsApi(ClientCore):
     def ready(self) -> Call[Readiness]:
         """Readiness: `ready` is true when the database answers at the migration head."""
         return Call(
-            "GET",
-            "/health/ready",
-            parse=_readiness,
-            authenticated=False,
-            accept=frozenset({503}),
+            "GET", "/health/ready", parse=_readiness, authenticated=False, accept=frozenset({503})
         )
 
     @endpoint

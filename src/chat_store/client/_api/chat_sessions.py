@@ -75,10 +75,7 @@ class ChatSessionsApi(ClientCore):
     def rename_session(self, session_id: Id, title: str | None) -> Call[ChatSession]:
         """Set the title (None clears it)."""
         return Call(
-            "PUT",
-            chat_session_path(session_id),
-            json={"title": title},
-            parse=model(ChatSession),
+            "PUT", chat_session_path(session_id), json={"title": title}, parse=model(ChatSession)
         )
 
     @endpoint

@@ -128,10 +128,7 @@ class MessagesApi(ClientCore):
 
     @endpoint
     def update_message(
-        self,
-        session_id: Id,
-        message_id: Id,
-        **changes: Unpack[MessageChanges],
+        self, session_id: Id, message_id: Id, **changes: Unpack[MessageChanges]
     ) -> Call[Message]:
         """Change a message: status (forward only), text, error, metadata, counts."""
         path = message_path(session_id, message_id)
@@ -152,13 +149,7 @@ class MessagesApi(ClientCore):
 
     @endpoint
     def append_delta(
-        self,
-        session_id: Id,
-        message_id: Id,
-        delta: str,
-        offset: int,
-        *,
-        return_text: bool = False,
+        self, session_id: Id, message_id: Id, delta: str, offset: int, *, return_text: bool = False
     ) -> Call[MessageWithLength]:
         """Stream `delta` into a pending/in_progress message at `offset` (code points).
 
@@ -187,11 +178,7 @@ class MessagesApi(ClientCore):
 
     @endpoint
     def fork_session(
-        self,
-        session_id: Id,
-        message_id: Id,
-        *,
-        idempotency_key: str | None = None,
+        self, session_id: Id, message_id: Id, *, idempotency_key: str | None = None
     ) -> Call[ChatSession]:
         """A new session with copies of the messages up to and including `message_id`."""
         return Call(
