@@ -46,10 +46,10 @@ async def create_chat_session(
             }
         ),
     ],
-    idempotency_key: IdempotencyKey = None,
+    key: IdempotencyKey = None,
 ) -> ChatSessionRead:
     """Start a chat session (an `id` may be chosen by the client)."""
-    return await chat_session_service.create_chat_session(ctx, body, idempotency_key)
+    return await chat_session_service.create_chat_session(ctx, body, key)
 
 
 @router.get("", responses=problems(401, 404, 422))
@@ -64,11 +64,7 @@ async def list_chat_sessions(
 ) -> Page[ChatSessionRead]:
     """The caller's sessions, newest activity first (keyset-paginated)."""
     filters = ChatSessionFilters(
-        favorite=favorite,
-        status=status,
-        title_contains=q,
-        repo=repo,
-        updated_after=updated_after,
+        favorite=favorite, status=status, title_contains=q, repo=repo, updated_after=updated_after
     )
     return await chat_session_service.list_chat_sessions(ctx, filters, pagination)
 
@@ -98,9 +94,7 @@ async def rename_chat_session(
 
 @router.patch("/{session_id}/favorite", responses=_ERRORS)
 async def set_chat_session_favorite(
-    ctx: Context,
-    session_id: uuid.UUID,
-    body: Annotated[FavoriteUpdate | None, Body()] = None,
+    ctx: Context, session_id: uuid.UUID, body: Annotated[FavoriteUpdate | None, Body()] = None
 ) -> ChatSessionRead:
     """Toggle the favourite flag, or set it with `{"is_favorite": bool}`."""
     value = body.is_favorite if body is not None else None

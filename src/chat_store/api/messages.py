@@ -60,21 +60,18 @@ async def append_message(
     ctx: Context,
     session_id: uuid.UUID,
     body: Annotated[MessageAppend, Body(openapi_examples=_APPEND_EXAMPLES)],
-    idempotency_key: IdempotencyKey = None,
+    key: IdempotencyKey = None,
 ) -> MessageRead:
     """Append one message; the server gives it the next seq."""
-    return await message_service.create_message(ctx, session_id, body, idempotency_key)
+    return await message_service.create_message(ctx, session_id, body, key)
 
 
 @router.post("/messages/batch", status_code=201, responses=_WRITE_ERRORS)
 async def append_messages(
-    ctx: Context,
-    session_id: uuid.UUID,
-    body: MessageBatchCreate,
-    idempotency_key: IdempotencyKey = None,
+    ctx: Context, session_id: uuid.UUID, body: MessageBatchCreate, key: IdempotencyKey = None
 ) -> Page[MessageRead]:
     """Append several messages at once: all of them or none."""
-    return await message_service.create_messages(ctx, session_id, body, idempotency_key)
+    return await message_service.create_messages(ctx, session_id, body, key)
 
 
 @router.get("/messages", response_model=Page[MessageRead], responses=_ERRORS)
@@ -163,9 +160,7 @@ async def append_delta(
 
 @router.post("/resume", responses=_ERRORS)
 async def resume_message(
-    ctx: Context,
-    session_id: uuid.UUID,
-    history_limit: Annotated[int, Query(ge=0, le=1000)] = 50,
+    ctx: Context, session_id: uuid.UUID, history_limit: Annotated[int, Query(ge=0, le=1000)] = 50
 ) -> ResumePoint:
     """Where to continue: the newest unfinished assistant message, its offset, and history."""
     return await message_service.resume(ctx, session_id, history_limit)
@@ -173,20 +168,15 @@ async def resume_message(
 
 @router.post("/fork", status_code=201, responses=_WRITE_ERRORS)
 async def fork_chat_session(
-    ctx: Context,
-    session_id: uuid.UUID,
-    body: ForkCreate,
-    idempotency_key: IdempotencyKey = None,
+    ctx: Context, session_id: uuid.UUID, body: ForkCreate, key: IdempotencyKey = None
 ) -> ChatSessionRead:
     """A new session holding copies of the messages up to and including `message_id`."""
-    return await message_service.fork(ctx, session_id, body, idempotency_key)
+    return await message_service.fork(ctx, session_id, body, key)
 
 
 @router.get("/context", responses=_ERRORS)
 async def get_context_window(
-    ctx: Context,
-    session_id: uuid.UUID,
-    max_tokens: Annotated[int, Query(ge=1, le=10_000_000)],
+    ctx: Context, session_id: uuid.UUID, max_tokens: Annotated[int, Query(ge=1, le=10_000_000)]
 ) -> ContextWindow:
     """The newest messages that fit `max_tokens` (a tool call and its results stay together)."""
     return await message_service.context_window(ctx, session_id, max_tokens)
