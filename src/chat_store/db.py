@@ -16,7 +16,7 @@ from typing import Any, TypeAlias, cast
 
 import asyncpg
 from sqlalchemy import Connection, event
-from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect
+from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -54,7 +54,74 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
             pool_timeout=settings.db_pool_timeout,
             pool_pre_ping=settings.db_pool_pre_ping,
         )
-    return create_async_engine(url, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    event.listen(engine.sync_engine, "do_connect", _postgres_connect)
+    event.listen(engine.sync_engine, "handle_error", _postgres_error)
+    return engine
+
+
+# The driver's errors that say the connection is gone or out of step, not that the database
+# refused a statement: the connection cannot be used again, and the request may be retried.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    # "connection is closed", "another operation is in progress", and the rest of the family.
+    asyncpg.InterfaceError,
+    # The protocol out of step after the server went away mid-exchange ("cannot switch to
+    # state 12"). Not an InterfaceError, and SQLAlchemy's adapter passes it on unwrapped.
+    asyncpg.InternalClientError,
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.AdminShutdownError,  # 57P01: pg_terminate_backend, a fast shutdown
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.CannotConnectNowError,  # 57P03: starting up or shutting down
+    OSError,  # the socket: reset, broken pipe, refused, unknown host, timed out
+)
+
+
+def is_connection_error(exc: BaseException) -> bool:
+    """Whether `exc` says the database connection is lost or unusable: one of the driver's
+    connection errors, raised as it is or wrapped by SQLAlchemy (a DBAPIError whose `orig` is
+    the adapter's error class, caused by the driver's), or a DBAPIError SQLAlchemy already
+    counted as a disconnect."""
+    current: BaseException | None = exc
+    for _ in range(4):  # the wrapper, the adapter's error, the driver's, its cause
+        if current is None:
+            return False
+        if isinstance(current, _CONNECTION_ERRORS):
+            return True
+        if isinstance(current, DBAPIError):
+            if current.connection_invalidated:
+                return True
+            current = current.orig
+        else:
+            current = current.__cause__
+    return False
+
+
+def _postgres_connect(
+    dialect: Dialect, _record: ConnectionPoolEntry, cargs: Any, cparams: Any
+) -> DBAPIConnection:
+    """Open a connection as the dialect does; socket errors (an unknown host, a timeout), which
+    the adapter lets through unwrapped, are raised as its OperationalError (SQLAlchemy reports
+    that as its own OperationalError)."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except OSError as exc:
+        dbapi = dialect.loaded_dbapi
+        raise dbapi.OperationalError(str(exc) or type(exc).__name__, exc) from exc
+
+
+def _postgres_error(context: ExceptionContext) -> BaseException | None:
+    """A statement, commit or rollback in a session failed: when the connection is lost, it is
+    invalidated (closed, never handed out again) even if the adapter did not notice, and a
+    driver error the adapter did not wrap is raised as a DBAPIError, as the others are."""
+    original = context.original_exception
+    if not is_connection_error(original):
+        return None
+    context.is_disconnect = True
+    if isinstance(original, DBAPIError | context.dialect.loaded_dbapi.Error):
+        return None  # SQLAlchemy wraps it, and marks the wrapper invalidated
+    return DBAPIError(
+        context.statement, None, original, hide_parameters=True, connection_invalidated=True
+    )
 
 
 def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -216,15 +283,19 @@ async def _fetch_on_driver(
         _ENGINE_LOG.info("%s [on the driver, autocommit]", driver_statement.sql)
     try:
         record = await driver.fetchrow(driver_statement.sql, *arguments)
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-        if isinstance(exc, asyncpg.PostgresError) and not driver.is_closed():
+    except Exception as exc:
+        if is_connection_error(exc) or driver.is_closed():
+            # The connection was lost (a restart, a terminated backend): as SQLAlchemy does on
+            # a disconnect, every connection the pool opened before now is replaced, not only
+            # this one.
+            engine.sync_engine.pool._invalidate(pooled, exc)
+            raise _statement_error(driver_statement.sql, exc, invalidated=True) from exc
+        if isinstance(exc, asyncpg.PostgresError):
             # The database refused the statement; the connection is as good as before.
             await greenlet_spawn(pooled.close)
             raise _statement_error(driver_statement.sql, exc) from exc
-        # The connection was lost (a restart, a terminated backend): as SQLAlchemy does on a
-        # disconnect, every connection the pool opened before now is replaced, not only this one.
-        engine.sync_engine.pool._invalidate(pooled, exc)
-        raise _statement_error(driver_statement.sql, exc, invalidated=True) from exc
+        pooled.invalidate()  # a fault of ours mid-exchange: the connection is not trusted
+        raise
     except BaseException:
         # Cancelled (a 504, a dropped client), possibly mid-statement: not used again.
         pooled.invalidate()

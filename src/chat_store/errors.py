@@ -86,6 +86,15 @@ class MessageExists(Conflict):
     code, title = "message_exists", "Message id already exists"
 
 
+class ApiKeyLimit(Conflict):
+    code, title = "api_key_limit", "Too many API keys"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"A user holds at most {limit} unexpired API keys; revoke one first", limit=limit
+        )
+
+
 class EmailTaken(Conflict):
     code, title = "email_taken", "Email already registered"
 
@@ -127,3 +136,10 @@ class InvalidTransition(Conflict):
 
 class NothingToResume(NotFound):
     code, title = "nothing_to_resume", "No assistant message to resume"
+
+
+class ArchiveUnavailable(AppError):
+    """An archived session's object cannot be read: nothing was changed, the session stays
+    archived (a store outage, or the object was removed by hand)."""
+
+    status, code, title = 503, "archive_unavailable", "The session's archive cannot be read"

@@ -26,9 +26,13 @@ from fastapi.staticfiles import StaticFiles
 from chat_store import __version__
 from chat_store.api import (
     api_keys,
+    archive,
     auth,
+    chat,
     chat_sessions,
+    export,
     health,
+    imports,
     messages,
     ratelimits,
     streams,
@@ -49,9 +53,11 @@ from chat_store.db import create_engine, create_read_sessionmaker, create_sessio
 from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
-from chat_store.services import maintenance
+from chat_store.services import generation, maintenance
+from chat_store.services.archive import Archiver
 from chat_store.settings import Settings, get_settings
 from chat_store.state import AppState
+from chat_store.storage import ArchiveStore
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +86,16 @@ OPENAPI_TAGS = [
         "description": "A session's messages, and answers appended to it delta by delta.",
     },
     {"name": "streams", "description": "Follow an answer or a session's changes live (SSE)."},
+    {
+        "name": "chat",
+        "description": "Turns the service answers itself with a model: the answer is streamed "
+        "into the store and finished even when the client is gone.",
+    },
+    {
+        "name": "export",
+        "description": "Take conversations out (chat-store/1, streamed) and bring them in "
+        "(chat-store/1, ChatGPT, plain messages).",
+    },
 ]
 
 
@@ -100,15 +116,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter = RateLimiter(
             settings.redis_url, settings.redis_prefix, fail_open=settings.rate_limit_fail_open
         )
+        sessionmaker = create_sessionmaker(engine)
+        archive_store = ArchiveStore(settings.archive_location)
         app.state.resources = AppState(
             settings=settings,
             engine=engine,
-            sessionmaker=create_sessionmaker(engine),
+            sessionmaker=sessionmaker,
             read_sessionmaker=create_read_sessionmaker(engine),
             cache=cache,
             principal_cache=principal_cache,
             bus=bus,
             limiter=limiter,
+            archive=archive_store,
         )
         logger.info(
             "chat-store %s ready (database=%s, cache=%s)",
@@ -116,13 +135,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             engine.dialect.name,
             cache.backend,
         )
+        _warn_about_open_endpoints(settings)
         housekeeping = asyncio.create_task(
-            maintenance.run_forever(app.state.resources.sessionmaker, settings.retention_days)
+            maintenance.run_forever(
+                sessionmaker,
+                settings.retention_days,
+                archiver=Archiver(sessionmaker, archive_store),
+                archive_after_days=settings.archive_after_days,
+            )
         )
+        # The service's own chat turns (None without a provider): started after the bus, stopped
+        # before it, so a generation's last writes and hand-over still reach the store and bus.
+        runner = generation.create_runner(app.state.resources, metrics.generation)
+        app.state.generation = runner
+        if runner is not None:
+            await runner.start()
         try:
             yield
         finally:
             housekeeping.cancel()
+            if runner is not None:
+                await runner.close()
             await limiter.close()
             if principal_cache is not cache:
                 await principal_cache.close()
@@ -137,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         root_path=settings.root_path,
         generate_unique_id_function=_operation_id,
         swagger_ui_parameters={"persistAuthorization": True},
@@ -144,7 +178,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        # An import carries a whole conversation: its own, larger limit.
+        larger={"/sessions/import": settings.max_import_bytes},
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -172,14 +211,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     by_principal = [Depends(ratelimits.limit_by_principal)] if limited else []
     # A request is matched against the routes in this order: the busiest first. (No two
     # routers share a path; the documents keep the order of OPENAPI_TAGS.)
-    for module in (messages, chat_sessions, streams, users, api_keys):
+    for module in (
+        messages,
+        chat_sessions,
+        streams,
+        chat,
+        users,
+        api_keys,
+        export,
+        imports,
+        archive,
+    ):
         app.include_router(module.router, dependencies=by_principal)
     app.include_router(auth.router, dependencies=by_ip)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
-    _install_docs(app)
+    if settings.docs_enabled:
+        _install_docs(app)
     _finish_openapi(app)
     return app
+
+
+def _warn_about_open_endpoints(settings: Settings) -> None:
+    """In production, say at start what anyone who reaches the port can read: an operator who
+    meant to close it learns it from the log rather than from a scan."""
+    if not settings.is_production:
+        return
+    if settings.metrics_enabled and settings.metrics_token is None:
+        logger.warning(
+            "/metrics is open to anyone who reaches the port: set METRICS_TOKEN, "
+            "METRICS_ENABLED=false, or keep /metrics off the public address at the proxy"
+        )
+    if settings.docs_enabled:
+        logger.warning(
+            "/docs, /redoc and /openapi.json are served (the whole API described): "
+            "set DOCS_ENABLED=false to turn them off"
+        )
 
 
 async def _principal_cache(settings: Settings, cache: Cache, bus: Bus) -> Cache:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -18,9 +18,56 @@ from chat_store.state import AppState
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+# Time to first token: a local model answers in tens of milliseconds, a busy hosted one in seconds.
+_TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+
+
+class GenerationMetrics:
+    """The service's own chat turns (services/generation), per process."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.outcomes = Counter(
+            "chat_store_generations",
+            "Generation runs ended, by outcome: complete, failed, cancelled, handed_over "
+            "(left for another process at shutdown), superseded (cancelled or taken over "
+            "elsewhere).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "chat_store_generation_ttft_seconds",
+            "Time from sending a request to the model provider to its first token.",
+            buckets=_TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "chat_store_generation_tokens",
+            "Tokens the provider reported, by kind (prompt, completion).",
+            ["kind"],
+            registry=registry,
+        )
+        self.provider_errors = Counter(
+            "chat_store_provider_errors",
+            "Failed provider calls, by kind (timeout, connection, status, provider).",
+            ["kind"],
+            registry=registry,
+        )
+        self.takeovers = Counter(
+            "chat_store_generation_takeovers",
+            "Generations this process continued after their process died.",
+            registry=registry,
+        )
+        self.live = Gauge(
+            "chat_store_generations_live",
+            "Generations running in this process.",
+            registry=registry,
+        )
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.generation = GenerationMetrics(self.registry)
         self.requests = Counter(
             "chat_store_http_requests",
             "HTTP requests answered, by method, route template and status.",

@@ -66,6 +66,20 @@ class RateLimiter:
         """Count a request (or `cost` of them) and say whether it is within the limit."""
         return await self._check(item, identifiers, consume=True, cost=cost)
 
+    async def give_back(self, item: RateLimitItem, *identifiers: str) -> None:
+        """Un-count one hit (e.g. an attempt that turned out not to count). limits has no
+        decrement of its own: a hit of cost -1 is one, in the current window of both storages.
+        Best effort: if the window has moved on since the hit, or the storage is away, the limit
+        is looser by one for a while, never stricter."""
+        if time.monotonic() < self._skip_until:
+            return
+        try:
+            await self.strategy.hit(item, *identifiers, cost=-1)
+        except Exception as exc:  # as in _check: any storage error means "unavailable"
+            self.errors += 1
+            self._skip_until = time.monotonic() + self.RETRY_AFTER_SECONDS
+            logger.warning("rate-limit storage failed: %s", type(exc).__name__)
+
     async def test(self, item: RateLimitItem, *identifiers: str) -> LimitResult:
         """Whether one more hit would pass, without counting one."""
         return await self._check(item, identifiers, consume=False)

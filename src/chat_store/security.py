@@ -108,4 +108,16 @@ def decode_access_token(token: str, secret: str, algorithm: str) -> AccessClaims
         user_id = uuid.UUID(str(claims["sub"]))
     except (KeyError, ValueError):
         raise Unauthorized("Invalid token") from None
-    return AccessClaims(user_id=user_id, expires_at=datetime.fromtimestamp(claims["exp"], UTC))
+    return AccessClaims(user_id=user_id, expires_at=_expiry(claims.get("exp")))
+
+
+def _expiry(exp: object) -> datetime:
+    """`exp` as a time. python-jose takes any value int() accepts (a numeric string too) and any
+    size, which datetime does not: a number (RFC 7519's NumericDate) that is a representable
+    time, or the token is invalid."""
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise Unauthorized("Invalid token")
+    try:
+        return datetime.fromtimestamp(exp, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise Unauthorized("Invalid token") from None

@@ -62,20 +62,28 @@ class Settings(BaseSettings):
     bcrypt_rounds: int = Field(default=12, ge=4, le=31)
     allow_registration: bool = True
     allow_guests: bool = False
-    # How long a verified API key (or a JWT's user) is trusted without a database read;
+    # How long a verified API key (or a JWT's user) is trusted without a database read, on the
+    # in-process cache; with Redis an upper bound (and how long revocation markers are kept).
     # 0 turns the cache off (every request reads the database).
     principal_cache_seconds: int = Field(default=60, ge=0)
-    # With Redis: how long a process keeps its own copy of a cached credential, so a hot key
-    # costs no Redis round trip. Revocations are announced to every process at once; this bounds
-    # the delay only if an announcement is lost. 0 reads Redis on every request.
+    # With Redis: how long a verified credential is trusted after the database read that
+    # verified it, in Redis and in each process's copy (a hot key costs no Redis round trip).
+    # Revocations are announced to every process at once; this bounds the delay whatever Redis
+    # does (a lost announcement or marker). 0: every request reads the database.
     principal_local_cache_seconds: float = Field(default=5.0, ge=0)
 
     # --- limits
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
     max_message_bytes: int = Field(default=1024 * 1024, ge=1)
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
+    # Levels of objects and arrays in a JSON field (metadata, context). At most 128: the
+    # response serializer refuses values nested about 250 deep, and a row stored deeper than
+    # it can write could never be read back.
+    max_json_depth: int = Field(default=32, ge=1, le=128)
     max_title_chars: int = Field(default=200, ge=1)
     max_batch_messages: int = Field(default=100, ge=1)
+    # Unexpired API keys one user may hold (each is a credential to keep track of and revoke).
+    max_api_keys_per_user: int = Field(default=20, ge=1)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
 
     # --- rate limits (limits syntax: "20/minute", "1000/hour", "10/15minutes")
@@ -84,6 +92,7 @@ class Settings(BaseSettings):
     rate_limit_write: str = "1200/minute"  # per principal: POST, PATCH, PUT, DELETE
     rate_limit_read: str = "1200/minute"  # per principal: GET
     login_failures_per_account: str = "10/15minutes"  # failed logins per email, any IP
+    guest_create_rate_limit: str = "30/hour"  # new guests (user rows) per client IP
     rate_limit_fail_open: bool = True  # when Redis is unreachable: allow (True) or refuse
     # Peers whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated).
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -93,14 +102,50 @@ class Settings(BaseSettings):
     stream_poll_seconds: float = Field(default=5.0, gt=0)
     stale_stream_seconds: int = Field(default=300, ge=1)
 
+    # --- generation (the service calls an OpenAI-compatible model; off while LLM_BASE_URL is unset)
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None  # never logged; sent as the provider's bearer token
+    llm_model: str | None = None  # the default model; required with LLM_BASE_URL
+    # Models a turn may ask for besides LLM_MODEL (comma-separated or a JSON list).
+    llm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Connecting, the first token and each gap between tokens: a longer wait fails the answer.
+    llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Retries of a refused or failed provider request before any token came (429, 5xx, network).
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    # Tokens of prompt the service sends: system prompt, history and the user's turn.
+    llm_context_tokens: int = Field(default=8192, ge=1)
+    llm_max_output_tokens: int | None = Field(default=None, ge=1)  # a turn's default limit
+    # The request field that carries a turn's output limit: OpenAI's newer models take only
+    # max_completion_tokens; Ollama, vLLM and llama.cpp's server read max_tokens.
+    llm_max_tokens_parameter: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"
+    llm_stream_usage: bool = True  # ask for usage in the stream (stream_options.include_usage)
+    llm_max_concurrent: int = Field(default=32, ge=1)  # live generations per process
+    generation_concurrency_per_user: int = Field(default=4, ge=1)
+    # A live generation's lease in the database, renewed by its process every third of it; a
+    # generation whose lease ran out (its process died) is taken over by another process.
+    generation_lease_seconds: float = Field(default=30.0, ge=0.5)
+    generation_sweep_seconds: float = Field(default=10.0, gt=0)  # how often leases are checked
+    generation_flush_seconds: float = Field(default=0.04, ge=0)  # deltas coalesced this long
+    generation_max_attempts: int = Field(default=3, ge=1)  # runs of one answer, takeovers included
+
     # --- retention
     retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever
+
+    # --- archive, import
+    archive_after_days: int | None = Field(default=None, ge=1)  # None: never archive
+    # Where archived sessions go: a file:// folder or s3://bucket/prefix (credentials and endpoint
+    # from the usual AWS_* variables). None: DATA_DIR (objects go to DATA_DIR/chat_archives/...).
+    archive_url: str | None = None
+    max_import_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_import_messages: int = Field(default=100_000, ge=1)
 
     # --- operations
     request_timeout_seconds: float = Field(default=30.0, gt=0)  # 504 after this (not streams)
     hsts_enabled: bool = False  # send Strict-Transport-Security (only when served over HTTPS)
     metrics_enabled: bool = True
     metrics_token: SecretStr | None = None
+    # Swagger UI (/docs), ReDoc (/redoc) and the OpenAPI document (/openapi.json).
+    docs_enabled: bool = True
 
     @field_validator(
         "database_url",
@@ -109,6 +154,12 @@ class Settings(BaseSettings):
         "jwt_secret",
         "metrics_token",
         "retention_days",
+        "llm_base_url",
+        "llm_api_key",
+        "llm_model",
+        "llm_max_output_tokens",
+        "archive_after_days",
+        "archive_url",
         mode="before",
     )
     @classmethod
@@ -117,7 +168,11 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator(
-        "rate_limit_auth", "rate_limit_write", "rate_limit_read", "login_failures_per_account"
+        "rate_limit_auth",
+        "rate_limit_write",
+        "rate_limit_read",
+        "login_failures_per_account",
+        "guest_create_rate_limit",
     )
     @classmethod
     def _valid_limit(cls, value: str) -> str:
@@ -138,7 +193,7 @@ class Settings(BaseSettings):
             ipaddress.ip_network(item, strict=False)
         return value
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "llm_models", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -146,6 +201,12 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _check_generation(self) -> Settings:
+        if self.llm_base_url is not None and not self.llm_model:
+            raise ValueError("LLM_MODEL must name the default model when LLM_BASE_URL is set")
+        return self
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
@@ -169,6 +230,16 @@ class Settings(BaseSettings):
         return self.is_production if self.log_json is None else self.log_json
 
     @property
+    def generation_enabled(self) -> bool:
+        return self.llm_base_url is not None
+
+    @property
+    def allowed_models(self) -> list[str]:
+        """The models a turn may ask for: LLM_MODEL first, then LLM_MODELS."""
+        default = [self.llm_model] if self.llm_model else []
+        return default + [model for model in self.llm_models if model not in default]
+
+    @property
     def sqlalchemy_url(self) -> str:
         if self.database_url is None:
             return f"sqlite+aiosqlite:///{(self.data_dir / 'chat-store.db').as_posix()}"
@@ -179,6 +250,13 @@ class Settings(BaseSettings):
         if self.database_url is None:
             return {}
         return normalize_database_url(self.database_url)[1]
+
+    @property
+    def archive_location(self) -> str:
+        """ARCHIVE_URL, or DATA_DIR as a file:// URL."""
+        if self.archive_url is not None:
+            return self.archive_url
+        return self.data_dir.resolve().as_uri()
 
     def jwt_secret_value(self) -> str:
         """The signing secret: configured, or (outside production) one kept in DATA_DIR."""

@@ -16,6 +16,7 @@ from chat_store.cache import Cache
 from chat_store.cache.bus import Bus
 from chat_store.ratelimit import RateLimiter
 from chat_store.settings import Settings
+from chat_store.storage import ArchiveStore
 
 
 @dataclass
@@ -63,6 +64,8 @@ class AppState:
     principal_cache: Cache
     bus: Bus
     limiter: RateLimiter
+    # Where archived sessions' messages are (storage/).
+    archive: ArchiveStore
     streams: StreamStats = field(default_factory=StreamStats)
     counters: ServiceCounters = field(default_factory=ServiceCounters)
 

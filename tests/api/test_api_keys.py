@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from chat_store.api.deps import AppState
@@ -15,6 +16,8 @@ from chat_store.models import ApiKey
 from chat_store.security import sha256_hex
 from chat_store.services import principals as principal_service
 from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
 from tests.factories import API, Factory
 
 KEYS = f"{API}/api-keys"
@@ -250,3 +253,39 @@ async def test_using_a_key_records_its_last_use(
         )
     assert stored is not None
     assert stored == parse_time(listed[0]["last_used_at"])
+
+
+async def test_a_user_holds_at_most_max_api_keys_per_user(
+    backend: Backend, app: FastAPI, state: AppState
+) -> None:
+    # `app` is requested so the suite's cleanup deletes this test's rows afterwards.
+    settings = make_settings(backend, max_api_keys_per_user=3)
+    async with running_app(settings) as capped, client_for(capped) as client:
+        factory = Factory(client)
+        account = await factory.account()
+        keys = [await factory.api_key(account, name=f"k{i}") for i in range(3)]
+
+        refused = await client.post(KEYS, json={"name": "one more"}, headers=account.headers)
+        body = assert_problem(refused, 409, "api_key_limit")
+        assert body["limit"] == 3
+        # Through a key too: the quota is the user's, whatever the credential.
+        by_key = await client.post(KEYS, json={"name": "x"}, headers={"X-API-Key": keys[0]["key"]})
+        assert_problem(by_key, 409, "api_key_limit")
+        # Another user has a quota of their own.
+        await factory.api_key(await factory.account())
+
+        # A revoked key frees its place; so does an expired one.
+        revoked = await client.delete(f"{KEYS}/{keys[1]['id']}", headers=account.headers)
+        assert revoked.status_code == 204
+        await factory.api_key(account, name="after a revocation")
+        full = await client.post(KEYS, json={"name": "x"}, headers=account.headers)
+        assert_problem(full, 409, "api_key_limit")
+        async with state.sessionmaker() as db, db.begin():
+            await db.execute(
+                update(ApiKey)
+                .where(ApiKey.id == uuid.UUID(keys[2]["id"]))
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        await factory.api_key(account, name="after an expiry")
+        listed = (await client.get(KEYS, headers=account.headers)).json()["data"]
+        assert len(listed) == 4  # the expired key is still listed (and can be deleted)

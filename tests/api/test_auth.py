@@ -11,11 +11,13 @@ from typing import Any
 import httpx
 import pytest
 from jose import jwt
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 
 from chat_store.api.deps import AppState
 from chat_store.models import RefreshToken, User
+from chat_store.schemas.api_keys import ApiKeyCreate
 from chat_store.security import create_access_token
+from chat_store.services import api_keys as api_key_service
 from chat_store.settings import Settings
 from tests.assertions import assert_problem, assert_validation_error, parse_time
 from tests.conftest import AppWith
@@ -102,6 +104,42 @@ async def test_email_is_free_again_once_its_user_is_deleted(
     assert again.json()["id"] != account.user_id
     assert (await login(client, "reused@example.com", "a new password")).status_code == 200
     assert (await login(client, "reused@example.com", account.password)).status_code == 401
+
+
+# One address, spelled four ways: composed (NFC) and decomposed (NFD) accents, a Unicode and
+# an ASCII (punycode) domain, any case.
+EMAIL_NFC = "Jos\u00e9@B\u00fccher.example"
+EMAIL_SPELLINGS = (
+    "jose\u0301@xn--bcher-kva.example",
+    "JOSE\u0301@B\u00dcCHER.EXAMPLE",
+    " jos\u00e9@xn--BCHER-kva.example ",
+)
+
+
+async def test_an_address_logs_in_however_it_is_spelled(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    registered = await register(client, EMAIL_NFC)
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["email"] == "jos\u00e9@b\u00fccher.example"
+
+    for spelling in EMAIL_SPELLINGS:
+        assert (await login(client, spelling, PASSWORD)).status_code == 200, ascii(spelling)
+        assert_problem(await register(client, spelling.strip()), 409, "email_taken")
+    assert await count_users(state, "jos\u00e9@b\u00fccher.example") == 1
+
+
+async def test_an_operator_finds_a_user_however_the_email_is_spelled(
+    client: httpx.AsyncClient, state: AppState
+) -> None:
+    # The CLI's `api-keys create --email` looks the user up with the same normalization.
+    assert (await register(client, EMAIL_NFC)).status_code == 201
+    async with state.sessionmaker() as db, db.begin():
+        created = await api_key_service.create_api_key_for_email(
+            db, state.settings, EMAIL_SPELLINGS[0], ApiKeyCreate(name="cli")
+        )
+    answer = await client.get(f"{API}/users/me", headers={"X-API-Key": created.key})
+    assert answer.json()["email"] == "jos\u00e9@b\u00fccher.example"
 
 
 @pytest.mark.parametrize(
@@ -452,3 +490,40 @@ async def test_the_token_of_a_deleted_user_is_refused(
         response = await client.request(method, url, json={}, headers=account.headers)
         assert_problem(response, 401, "unauthorized")
     assert_problem(await refresh(client, account.refresh_token), 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    "exp", [10**30, 2**63, 1e30, "9999999999", "soon"], ids=["1e30", "2^63", "float", "str", "word"]
+)
+async def test_a_signed_token_with_an_unusable_exp_is_refused(
+    client: httpx.AsyncClient, factory: Factory, settings: Settings, exp: Any
+) -> None:
+    account = await factory.account()
+    token = jwt.encode(
+        _claims(account.user_id, exp=exp), settings.jwt_secret_value(), algorithm="HS256"
+    )
+
+    await assert_refused(client, token)
+
+
+async def test_writes_by_a_user_deleted_behind_the_cache_are_refused_not_failed(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    # The credentials are cached (verified a moment ago), and the user is deleted where the
+    # cache does not hear of it (another process on the embedded default, an operator's SQL):
+    # the writes meet the missing user row in the database.
+    account = await factory.account()
+    key = {"X-API-Key": (await factory.api_key(account))["key"]}
+    for headers in (account.headers, key):
+        assert (await client.get(f"{API}/sessions", headers=headers)).status_code == 200
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(delete(User).where(User.id == uuid.UUID(account.user_id)))
+
+    for headers in (account.headers, key):
+        for method, url, body, extra in (
+            ("POST", f"{API}/sessions", {"title": "t"}, {}),
+            ("POST", f"{API}/sessions", {"title": "t"}, {"Idempotency-Key": "k1"}),
+            ("POST", f"{API}/api-keys", {"name": "n"}, {}),
+        ):
+            response = await client.request(method, url, json=body, headers=headers | extra)
+            assert_problem(response, 401, "unauthorized")

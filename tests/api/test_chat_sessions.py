@@ -25,12 +25,14 @@ SESSION_FIELDS = {
     "status",
     "metadata",
     "workspace",
+    "system_prompt",
     "message_count",
     "total_tokens",
     "last_message_at",
     "created_at",
     "updated_at",
     "ended_at",
+    "archived_at",
 }
 
 

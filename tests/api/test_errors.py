@@ -155,8 +155,16 @@ async def test_credentials_answers_are_not_cached(
         assert response.headers["cache-control"] == "no-store", response.request.url
 
 
-async def test_an_unreachable_database_is_a_503_not_a_500(app_with: AppWith) -> None:
-    unreachable = "postgresql://root@127.0.0.1:1/nowhere"
+@pytest.mark.parametrize(
+    "unreachable",
+    [
+        "postgresql://root@127.0.0.1:1/nowhere",  # refused
+        "postgresql://root@chat-store-db.invalid:5432/nowhere",  # a name that does not resolve
+    ],
+)
+async def test_an_unreachable_database_is_a_503_not_a_500(
+    app_with: AppWith, unreachable: str
+) -> None:
     async with app_with(database_url=unreachable, db_pool_timeout=1.0) as without_database:
         answer = await without_database.client.post(
             "/api/v1/auth/register",
@@ -166,7 +174,8 @@ async def test_an_unreachable_database_is_a_503_not_a_500(app_with: AppWith) -> 
         body = answer.json()
         assert body["code"] == "service_unavailable"
         assert answer.headers["Retry-After"] == "1"
-        assert "127.0.0.1" not in answer.text and "Traceback" not in answer.text
+        for leak in ("127.0.0.1", "chat-store-db", "Traceback"):
+            assert leak not in answer.text
 
 
 async def test_a_deadlock_reported_through_the_adapter_is_a_503(
@@ -188,3 +197,55 @@ async def test_a_deadlock_reported_through_the_adapter_is_a_503(
     )
     assert_problem(response, 503, "service_unavailable")
     assert response.headers["Retry-After"] == "1"
+
+
+def _adapted(driver_error: Exception) -> Exception:
+    """The driver's error as SQLAlchemy's asyncpg adapter raises it: its own class, caused by
+    the driver's."""
+    adapter_error = Exception(str(driver_error))
+    adapter_error.__cause__ = driver_error
+    return adapter_error
+
+
+OUT_OF_STEP = "cannot switch to state 12; another operation (2) is in progress"
+LOST_CONNECTION = {
+    "driver, unwrapped": asyncpg.InternalClientError(OUT_OF_STEP),
+    "driver, wrapped": DBAPIError(
+        "UPDATE chat_session ...", None, asyncpg.InternalClientError(OUT_OF_STEP)
+    ),
+    "adapter, wrapped": DBAPIError(
+        "UPDATE chat_session ...", None, _adapted(asyncpg.InternalClientError(OUT_OF_STEP))
+    ),
+    "terminated backend": DBAPIError(
+        "UPDATE chat_session ...",
+        None,
+        _adapted(asyncpg.AdminShutdownError("terminating connection due to administrator")),
+    ),
+    "closed, unwrapped": asyncpg.InterfaceError("connection is closed"),
+    "gone, unwrapped": asyncpg.ConnectionDoesNotExistError("connection was closed"),
+    "reset, wrapped": DBAPIError("UPDATE chat_session ...", None, _adapted(ConnectionResetError())),
+}
+
+
+@pytest.mark.parametrize("error", LOST_CONNECTION.values(), ids=LOST_CONNECTION.keys())
+async def test_a_lost_connection_in_any_form_is_a_503(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    """However the driver's error arrives (as it is, or wrapped by SQLAlchemy and its adapter),
+    a lost connection is a passing condition: 503, retry."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+
+    async def lost(db: object) -> None:
+        raise error
+
+    monkeypatch.setattr(chat_session_crud, "flush", lost)
+    response = await client.patch(
+        f"{SESSIONS}/{session['id']}", json={"title": "after"}, headers=account.headers
+    )
+    assert_problem(response, 503, "service_unavailable")
+    assert response.headers["Retry-After"] == "1"
+    assert "state 12" not in response.text

@@ -7,7 +7,12 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
+from chat_store.models import User
+from chat_store.state import AppState
+from tests.assertions import assert_problem
+from tests.backends import Backend
 from tests.conftest import AppWith
 from tests.factories import API, Factory
 
@@ -73,9 +78,80 @@ async def test_a_guest_owns_its_sessions_and_a_user_claims_them(
 
 async def test_a_guest_cannot_log_in_with_any_password(guest_client: httpx.AsyncClient) -> None:
     client_id = uuid.uuid4()
-    await guest_client.get(f"{API}/sessions", headers={"X-Client-ID": str(client_id)})
+    created = await guest_client.post(
+        f"{API}/sessions", json={}, headers={"X-Client-ID": str(client_id)}
+    )
+    assert created.status_code == 201
     answer = await guest_client.post(
         f"{API}/auth/token",
         data={"username": f"guest-{client_id}@guests.invalid", "password": "!guest"},
     )
     assert answer.status_code == 401
+
+
+async def count_guests(state: AppState) -> int:
+    async with state.sessionmaker() as db:
+        query = select(func.count()).select_from(User).where(User.is_guest.is_(True))
+        return int((await db.execute(query)).scalar_one())
+
+
+async def test_reads_by_unknown_guests_create_no_rows(
+    guest_client: httpx.AsyncClient, state: AppState
+) -> None:
+    client = guest_client
+    for _ in range(30):
+        guest = {"X-Client-ID": str(uuid.uuid4())}
+        listed = await client.get(f"{API}/sessions", headers=guest)
+        assert (listed.status_code, listed.json()["data"]) == (200, [])
+        assert (await client.get(f"{API}/api-keys", headers=guest)).json()["data"] == []
+        assert_problem(
+            await client.get(f"{API}/sessions/{uuid.uuid4()}", headers=guest),
+            404,
+            "session_not_found",
+        )
+    # An unknown guest is an empty account, the same before and after its first write.
+    guest = {"X-Client-ID": str(uuid.uuid4())}
+    before = await client.get(f"{API}/users/me", headers=guest)
+    assert before.status_code == 200, before.text
+    assert await count_guests(state) == 0
+
+    created = await client.post(f"{API}/sessions", json={"title": "first"}, headers=guest)
+    assert created.status_code == 201
+    assert await count_guests(state) == 1
+    after = await client.get(f"{API}/users/me", headers=guest)
+    assert after.json()["id"] == before.json()["id"]
+    assert after.json()["email"] == before.json()["email"]
+    assert [
+        s["id"] for s in (await client.get(f"{API}/sessions", headers=guest)).json()["data"]
+    ] == [created.json()["id"]]
+    await client.post(f"{API}/sessions", json={"title": "second"}, headers=guest)
+    assert await count_guests(state) == 1
+
+
+async def test_new_guests_are_limited_per_client_ip(
+    backend: Backend, app_with: AppWith, state: AppState
+) -> None:
+    async with app_with(
+        allow_guests=True,
+        rate_limit_enabled=True,
+        guest_create_rate_limit="3/minute",
+        redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
+    ) as guests_limited:
+        client, guest_app = guests_limited.client, guests_limited.app
+        guests = [{"X-Client-ID": str(uuid.uuid4())} for _ in range(4)]
+        for guest in guests[:3]:
+            created = await client.post(f"{API}/sessions", json={}, headers=guest)
+            assert created.status_code == 201
+        refused = await client.post(f"{API}/sessions", json={}, headers=guests[3])
+        assert_problem(refused, 429, "rate_limited")
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert await count_guests(state) == 3
+        # Guests that exist go on writing, and a new guest may still read.
+        again = await client.post(f"{API}/sessions", json={}, headers=guests[0])
+        assert again.status_code == 201
+        assert (await client.get(f"{API}/sessions", headers=guests[3])).status_code == 200
+        # Another address has a budget of its own.
+        transport = httpx.ASGITransport(app=guest_app, client=("10.9.8.7", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as elsewhere:
+            created = await elsewhere.post(f"{API}/sessions", json={}, headers=guests[3])
+            assert created.status_code == 201

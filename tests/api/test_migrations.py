@@ -63,3 +63,9 @@ async def test_readiness_follows_the_migration_state() -> None:
     assert pending.json()["database"] == "migrations_pending"
     assert ready.status_code == 200
     assert ready.json()["database"] == "ok"
+
+
+def test_the_history_has_one_head() -> None:
+    # Two migrations written side by side with the same parent would leave two heads, and
+    # `upgrade head` would refuse to run.
+    assert len(migrate.head_revisions()) == 1

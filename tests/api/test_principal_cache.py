@@ -7,8 +7,10 @@ Two app instances stand for two workers: they share the database and a Redis the
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,22 +31,27 @@ from tests.support.redis_server import RedisServer
 T = TypeVar("T")
 
 
+@asynccontextmanager
+async def _workers(
+    app_with: AppWith, redis_server: RedisServer, **settings: Any
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Clients of two app instances (two workers) on the test's Redis."""
+    async with AsyncExitStack() as stack:
+        workers = [
+            await stack.enter_async_context(
+                app_with(redis_url=redis_server.url, redis_prefix="pc:", **settings)
+            )
+            for _ in range(2)
+        ]
+        yield [worker.client for worker in workers]
+
+
 @pytest.fixture
 async def two_workers(
     app_with: AppWith, redis_server: RedisServer
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
     # A local lifetime far longer than the test: only the announcement can end a copy.
-    async with AsyncExitStack() as stack:
-        clients = []
-        for _ in range(2):
-            worker = await stack.enter_async_context(
-                app_with(
-                    redis_url=redis_server.url,
-                    redis_prefix="pc:",
-                    principal_local_cache_seconds=300,
-                )
-            )
-            clients.append(worker.client)
+    async with _workers(app_with, redis_server, principal_local_cache_seconds=300) as clients:
         yield clients
 
 
@@ -93,6 +100,149 @@ async def test_deleted_user_is_refused_by_the_other_worker(
     assert deleted.status_code == 204
 
     assert await _eventually(_status(second, account.headers), 401, within=5.0) == 401
+
+
+# --- revocations whatever Redis does
+#
+# A revocation marker written while Redis is away is lost, and Redis may hold (or be given back)
+# an entry verified before the revocation. Neither may make a revoked credential last longer than
+# PRINCIPAL_LOCAL_CACHE_SECONDS after the revocation's answer, in any process.
+
+LOCAL_SECONDS = 1.0
+
+
+@pytest.fixture
+async def short_lived_workers(
+    app_with: AppWith, redis_server: RedisServer
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    async with _workers(
+        app_with,
+        redis_server,
+        principal_cache_seconds=60,
+        principal_local_cache_seconds=LOCAL_SECONDS,
+    ) as clients:
+        yield clients
+
+
+def _admin(server: RedisServer) -> Redis:
+    return Redis.from_url(server.url)
+
+
+@asynccontextmanager
+async def _client_pause(server: RedisServer) -> AsyncIterator[None]:
+    admin = _admin(server)
+    try:
+        await admin.execute_command("CLIENT", "PAUSE", "800", "ALL")
+    finally:
+        await admin.aclose()
+    yield  # the pause ends by itself
+
+
+@asynccontextmanager
+async def _sigstop(server: RedisServer) -> AsyncIterator[None]:
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+@asynccontextmanager
+async def _restart_from_a_snapshot(server: RedisServer) -> AsyncIterator[None]:
+    # Redis comes back with what it held before the revocation (as from an RDB or AOF file).
+    admin = _admin(server)
+    try:
+        await admin.save()
+    finally:
+        await admin.aclose()
+    server.stop()
+    try:
+        yield
+    finally:
+        server.start()
+
+
+@asynccontextmanager
+async def _flushall_and_a_late_write(server: RedisServer) -> AsyncIterator[None]:
+    # After the revocation Redis is emptied (the marker goes with it), and an entry verified
+    # before the revocation is written back, as a request that read the database just before
+    # the revocation would.
+    admin = _admin(server)
+    try:
+        entries = {key: await admin.get(key) for key in await admin.keys("pc:principal:*")}
+        yield
+        await admin.flushall()
+        for key, value in entries.items():
+            await admin.set(key, value, ex=60)
+    finally:
+        await admin.aclose()
+
+
+DISRUPTIONS: dict[str, Callable[[RedisServer], AbstractAsyncContextManager[None]]] = {
+    "client-pause": _client_pause,
+    "sigstop": _sigstop,
+    "restart": _restart_from_a_snapshot,
+    "flushall": _flushall_and_a_late_write,
+}
+
+
+async def _refused_within_the_local_window(
+    workers: list[httpx.AsyncClient], headers: list[dict[str, str]], answered_at: float
+) -> None:
+    """Every request that arrives LOCAL_SECONDS after the revocation's answer (`answered_at`),
+    on any worker, with any of the credentials, is refused; watched for two seconds more."""
+    loop = asyncio.get_running_loop()
+    late: list[tuple[int, int, float]] = []
+    while (started := loop.time()) < answered_at + LOCAL_SECONDS + 2.0:
+        for number, worker in enumerate(workers):
+            for credential in headers:
+                status = (await worker.get(f"{API}/sessions", headers=credential)).status_code
+                if started > answered_at + LOCAL_SECONDS and status != 401:
+                    late.append((number, status, round(started - answered_at, 2)))
+        await asyncio.sleep(0.05)
+    assert late == [], f"(worker, status, seconds after the answer): {late}"
+
+
+@pytest.mark.parametrize("disruption", DISRUPTIONS)
+async def test_a_revoked_key_is_refused_everywhere_whatever_redis_did(
+    short_lived_workers: list[httpx.AsyncClient], redis_server: RedisServer, disruption: str
+) -> None:
+    first, second = short_lived_workers
+    account = await Factory(first).account()
+    key = await Factory(first).api_key(account)
+    headers = {"X-API-Key": key["key"]}
+    for worker in (first, second, second):  # verified, and kept by both workers
+        assert (await worker.get(f"{API}/sessions", headers=headers)).status_code == 200
+
+    async with DISRUPTIONS[disruption](redis_server):
+        revoked = await first.delete(f"{API}/api-keys/{key['id']}", headers=account.headers)
+        assert revoked.status_code == 204
+        answered_at = asyncio.get_running_loop().time()
+
+    await _refused_within_the_local_window([first, second], [headers], answered_at)
+
+
+@pytest.mark.parametrize("disruption", ["client-pause", "flushall"])
+async def test_a_deleted_user_is_refused_everywhere_whatever_redis_did(
+    short_lived_workers: list[httpx.AsyncClient], redis_server: RedisServer, disruption: str
+) -> None:
+    first, second = short_lived_workers
+    account = await Factory(first).account()
+    key = {"X-API-Key": (await Factory(first).api_key(account))["key"]}
+    for worker in (first, second, second):
+        for headers in (account.headers, key):
+            assert (await worker.get(f"{API}/sessions", headers=headers)).status_code == 200
+
+    async with DISRUPTIONS[disruption](redis_server):
+        deleted = await first.delete(f"{API}/users/me", headers=account.headers)
+        assert deleted.status_code == 204
+        answered_at = asyncio.get_running_loop().time()
+
+    await _refused_within_the_local_window([first, second], [account.headers, key], answered_at)
+    for worker in (first, second):
+        created = await worker.post(f"{API}/sessions", json={}, headers=account.headers)
+        assert created.status_code == 401
 
 
 class CountingCache(MemoryCache):

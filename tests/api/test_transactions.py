@@ -5,13 +5,30 @@ the write lock): the tests of statements run on the driver are Postgres only."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import itertools
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
+import asyncpg
 import httpx
 import pytest
-from sqlalchemy import Float, Integer, String, bindparam, event, func, literal, select, text
+from sqlalchemy import (
+    Float,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    event,
+    func,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
@@ -19,7 +36,10 @@ from chat_store import db as database
 from chat_store.api.deps import AppState
 from chat_store.db import fetch_one
 from chat_store.models import Message
-from tests.factories import API, Factory
+from tests.assertions import assert_problem
+from tests.backends import PG_ADMIN_URL, provision
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Account, Factory
 
 # Postgres: the id of the transaction a statement runs in (a new one per statement in autocommit).
 TRANSACTION_ID = select(func.pg_current_xact_id().cast(String).label("xact"))
@@ -153,12 +173,16 @@ async def test_writes_with_an_idempotency_key_run_in_the_request_transaction(
     factory: Factory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The write and its stored answer commit together: never autocommitted."""
+    """The write and its stored answer commit together: never autocommitted. (A read may run
+    by itself: the archived check before every message route does.)"""
+    on_driver = database._fetch_on_driver
 
-    async def autocommitted(*_: object) -> None:
-        raise AssertionError("a write was autocommitted")
+    async def reads_only(db: object, statement: object, params: Any) -> Any:
+        if not isinstance(statement, Select):
+            raise AssertionError("a write was autocommitted")
+        return await on_driver(db, statement, params)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(database, "_fetch_on_driver", autocommitted)
+    monkeypatch.setattr(database, "_fetch_on_driver", reads_only)
     account = await factory.account()
     keyed = {**account.headers, "Idempotency-Key": "session-1"}
     session = await client.post(f"{API}/sessions", json={}, headers=keyed)
@@ -208,6 +232,69 @@ async def test_a_connection_lost_mid_statement_is_a_database_error_and_the_pool_
         assert await fetch_one(db, TRANSACTION_ID, {}, standalone=True) is not None
 
 
+# What asyncpg raised after a backend was terminated mid-exchange: not an InterfaceError, and
+# SQLAlchemy's adapter passes it on unwrapped.
+OUT_OF_STEP = "cannot switch to state 12; another operation (2) is in progress"
+
+
+@pytest.mark.postgres_only
+async def test_a_protocol_out_of_step_on_the_driver_is_a_503_and_the_connection_is_discarded(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    invalidated: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    fetchrow = asyncpg.Connection.fetchrow
+
+    async def out_of_step(self: asyncpg.Connection, query: str, *args: Any, **kw: Any) -> Any:
+        if "INSERT INTO message " in query:
+            monkeypatch.undo()  # once
+            raise asyncpg.InternalClientError(OUT_OF_STEP)
+        return await fetchrow(self, query, *args, **kw)
+
+    monkeypatch.setattr(asyncpg.Connection, "fetchrow", out_of_step)
+    messages = f"{API}/sessions/{session['id']}/messages"
+    body = {"role": "user", "content": "x"}
+    lost = await client.post(messages, json=body, headers=account.headers)
+    assert_problem(lost, 503, "service_unavailable")
+    assert len(invalidated) == 1
+    again = await client.post(messages, json=body, headers=account.headers)
+    assert again.status_code == 201, again.text
+    assert again.json()["seq"] == 1
+
+
+@pytest.mark.postgres_only
+async def test_a_protocol_out_of_step_in_a_session_is_a_503_and_the_connection_is_discarded(
+    state: AppState, client: httpx.AsyncClient, factory: Factory, invalidated: list[object]
+) -> None:
+    """The same error in the request's transaction (an append with an Idempotency-Key): the
+    connection is invalidated, not rolled back and handed to the next request."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+
+    def out_of_step(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if "INSERT INTO message " in statement:
+            event.remove(state.engine.sync_engine, "before_cursor_execute", out_of_step)
+            raise asyncpg.InternalClientError(OUT_OF_STEP)
+
+    event.listen(state.engine.sync_engine, "before_cursor_execute", out_of_step)
+    messages = f"{API}/sessions/{session['id']}/messages"
+    keyed = {**account.headers, "Idempotency-Key": "once"}
+    body = {"role": "user", "content": "x"}
+    try:
+        lost = await client.post(messages, json=body, headers=keyed)
+    finally:
+        if event.contains(state.engine.sync_engine, "before_cursor_execute", out_of_step):
+            event.remove(state.engine.sync_engine, "before_cursor_execute", out_of_step)
+    assert_problem(lost, 503, "service_unavailable")
+    assert len(invalidated) == 1
+    again = await client.post(messages, json=body, headers=keyed)
+    assert again.status_code == 201, again.text
+    assert again.json()["seq"] == 1
+
+
 @pytest.mark.postgres_only
 async def test_a_connection_that_cannot_be_opened_is_a_database_error(state: AppState) -> None:
     """As SQLAlchemy reports it (the API answers those; "too many clients" with a 503)."""
@@ -233,3 +320,176 @@ async def test_db_echo_logs_the_statements_run_on_the_driver(
     finally:
         state.engine.echo = False
     assert any("pg_current_xact_id" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.postgres_only
+async def test_writes_while_backends_are_terminated_are_answered_503_never_500() -> None:
+    """Appends (with and without an Idempotency-Key) and deltas (on the driver and through the
+    session) run while another connection terminates the app's backends again and again. A
+    lost connection is a 503, which a client retries; never a 500. Every acknowledged write is
+    stored, seqs have no gaps, and the pool serves again once the terminations stop."""
+    async with provision("terminated") as backend:
+        database = make_url(backend.database_url).database
+        async with (
+            running_app(make_settings(backend, db_pool_size=8)) as app,
+            client_for(app) as client,
+        ):
+            loop = _WriteLoop(client, await Factory(client).account())
+            await loop.prepare()
+            with _invalidations(app.state.resources) as invalidated:
+                async with asyncio.TaskGroup() as group:
+                    for writer in range(2):
+                        group.create_task(loop.append_plain(writer))
+                        group.create_task(loop.append_keyed(writer))
+                        group.create_task(loop.append_deltas(writer))
+                    group.create_task(loop.terminate_backends(database, rounds=60))
+            assert loop.answers[503] > 0, loop.answers  # the terminations did cut requests off
+            assert invalidated
+            assert set(loop.answers) <= {200, 201, 503}, loop.answers
+
+            # Recovered: after a connection killed in the last round is found dead (503 at
+            # most once per pooled connection), every request is answered at once.
+            for writer in range(2):
+                await loop.append_plain(writer, once=True)
+            settled = dict(loop.answers)
+            for writer in range(2):
+                await loop.append_plain(writer, once=True)
+                await loop.append_keyed(writer, once=True)
+                await loop.append_deltas(writer, once=True)
+            assert loop.answers[503] == settled[503], loop.answers
+            await loop.check_stored()
+            assert _checked_out(app.state.resources) == 0
+
+
+@contextlib.contextmanager
+def _invalidations(state: AppState) -> Iterator[list[object]]:
+    closed: list[object] = []
+
+    def on_invalidate(dbapi_connection: object, *_: object) -> None:
+        closed.append(dbapi_connection)
+
+    pool = state.engine.sync_engine.pool
+    event.listen(pool, "invalidate", on_invalidate)
+    try:
+        yield closed
+    finally:
+        event.remove(pool, "invalidate", on_invalidate)
+
+
+class _WriteLoop:
+    """Writers that send each write again after a 503 (as a client does after Retry-After)
+    and remember what was acknowledged; they stop once the terminations have."""
+
+    def __init__(self, client: httpx.AsyncClient, account: Account) -> None:
+        self.client = client
+        self.headers = account.headers
+        self.answers: collections.Counter[int] = collections.Counter()
+        self.stopped = asyncio.Event()
+        self.session_id = ""
+        self.acknowledged: dict[str, tuple[str, int]] = {}  # content: (id, seq)
+        self.keyed: set[str] = set()
+        self.streams: dict[int, tuple[str, str, int]] = {}  # writer: (message id, text, offset)
+        self.counter = itertools.count()
+
+    @property
+    def messages(self) -> str:
+        return f"{API}/sessions/{self.session_id}/messages"
+
+    async def send(self, path: str, body: dict[str, object], **headers: str) -> httpx.Response:
+        while True:
+            response = await self.client.post(path, json=body, headers={**self.headers, **headers})
+            self.answers[response.status_code] += 1
+            if response.status_code != 503:
+                assert response.status_code in (200, 201), response.text
+                return response
+            assert_problem(response, 503, "service_unavailable")
+            await asyncio.sleep(0.005)
+
+    async def prepare(self) -> None:
+        created = await self.send(f"{API}/sessions", {})
+        self.session_id = created.json()["id"]
+        for writer in range(2):
+            answer = await self.send(self.messages, {"role": "assistant", "status": "pending"})
+            self.streams[writer] = (answer.json()["id"], "", 0)
+
+    def _stored(self, response: httpx.Response) -> None:
+        message = response.json()
+        self.acknowledged[message["content"]] = (message["id"], message["seq"])
+
+    async def append_plain(self, writer: int, *, once: bool = False) -> None:
+        """Without a key: on Postgres one autocommitted statement on the driver."""
+        while not self.stopped.is_set() or once:
+            content = f"plain {writer}.{next(self.counter)}"
+            self._stored(await self.send(self.messages, {"role": "user", "content": content}))
+            if once:
+                return
+
+    async def append_keyed(self, writer: int, *, once: bool = False) -> None:
+        """With a key: the request's transaction, the key's record committed with the row."""
+        while not self.stopped.is_set() or once:
+            content = f"keyed {writer}.{next(self.counter)}"
+            body = {"role": "user", "content": content}
+            self._stored(await self.send(self.messages, body, **{"Idempotency-Key": content}))
+            self.keyed.add(content)
+            if once:
+                return
+
+    async def append_deltas(self, writer: int, *, once: bool = False) -> None:
+        """Every other delta with return=minimal (on the driver), the others in the session."""
+        message_id, streamed, offset = self.streams[writer]
+        while not self.stopped.is_set() or once:
+            number = next(self.counter)
+            delta = f"<{number}>"
+            minimal = {"Prefer": "return=minimal"} if number % 2 else {}
+            answer = await self.send(
+                f"{self.messages}/{message_id}/append",
+                {"delta": delta, "offset": offset},
+                **minimal,
+            )
+            streamed += delta
+            offset = answer.json()["length"]
+            assert offset == len(streamed)
+            self.streams[writer] = (message_id, streamed, offset)
+            if once:
+                return
+
+    async def terminate_backends(self, database: str | None, rounds: int) -> None:
+        """pg_terminate_backend on every backend of the app's database, from a connection
+        to another database (so it is never among them)."""
+        admin = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            for round_ in range(rounds):
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    database,
+                )
+                await asyncio.sleep(0.01 + (round_ % 5) * 0.01)
+        finally:
+            self.stopped.set()
+            await admin.close()
+
+    async def check_stored(self) -> None:
+        stored: list[dict[str, Any]] = []
+        while True:
+            page = await self.client.get(
+                self.messages,
+                params={"limit": 100, "after_seq": stored[-1]["seq"] if stored else 0},
+                headers=self.headers,
+            )
+            assert page.status_code == 200, page.text
+            stored.extend(page.json()["data"])
+            if not page.json()["has_more"]:
+                break
+        assert [message["seq"] for message in stored] == list(range(1, len(stored) + 1))
+        by_content = collections.defaultdict(list)
+        for message in stored:
+            by_content[message["content"]].append((message["id"], message["seq"]))
+        for content, acknowledged in self.acknowledged.items():
+            assert acknowledged in by_content[content], content
+        for content in self.keyed:  # sent again after a 503, still stored once
+            assert len(by_content[content]) == 1, content
+        for message_id, streamed, _ in self.streams.values():
+            answer = await self.client.get(f"{self.messages}/{message_id}", headers=self.headers)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["partial_content"] == streamed

@@ -1,4 +1,7 @@
-"""A throwaway redis-server on its own port, for tests that stop and restart Redis."""
+"""A throwaway redis-server on its own port, for tests that stop and restart Redis.
+
+Nothing is saved on its own (`--save ""`); an explicit SAVE writes dump.rdb to the server's
+folder, and a restart loads it back, as a Redis restarted from an older snapshot would."""
 
 from __future__ import annotations
 
@@ -61,5 +64,12 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: the server dies at once, as in a crash (no shutdown, nothing saved)."""
+        if self.process is not None:
+            self.process.kill()
             self.process.wait(timeout=10)
             self.process = None

@@ -557,7 +557,7 @@ def _field_names(model: type[BaseModel]) -> set[str]:
 
 def test_client_models_have_the_fields_of_the_server_schemas() -> None:
     from chat_store.api import health
-    from chat_store.schemas import api_keys, chat_sessions, common, messages, users
+    from chat_store.schemas import api_keys, chat, chat_sessions, common, messages, users
 
     pairs: list[tuple[type[BaseModel], type[BaseModel]]] = [
         (models.User, users.UserRead),
@@ -575,6 +575,7 @@ def test_client_models_have_the_fields_of_the_server_schemas() -> None:
         (models.MessageWithLength, messages.MessageWithLength),
         (models.ResumePoint, messages.ResumePoint),
         (models.ContextWindow, messages.ContextWindow),
+        (models.ChatTurn, chat.ChatTurn),
     ]
     for client_model, server_schema in pairs:
         assert _field_names(client_model) == _field_names(server_schema), client_model

@@ -23,15 +23,15 @@ router = APIRouter(prefix=f"{API_PREFIX}/api-keys", tags=["api-keys"])
     "",
     status_code=201,
     response_model=ApiKeyCreated,
-    responses=problems(401, 403, 422),
+    responses=problems(401, 403, 409, 422),
     operation_id="create_api_key",
 )
 async def create_api_key(
-    db: DbSession, principal: CurrentPrincipal, body: ApiKeyCreate
+    db: DbSession, settings: AppSettings, principal: CurrentPrincipal, body: ApiKeyCreate
 ) -> ApiKeyCreated:
     """Create an API key; the secret (`key`) is shown in this answer only."""
     return await api_key_service.create_api_key(
-        db, principal.user_id, body, guest=principal.kind == "guest"
+        db, settings, principal.user_id, body, guest=principal.kind == "guest"
     )
 
 

@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
-from pydantic import AwareDatetime
 
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
 from chat_store.api.direct import DirectRoute, direct
@@ -18,7 +17,7 @@ from chat_store.schemas.chat_sessions import (
     ChatSessionUpdate,
     FavoriteUpdate,
 )
-from chat_store.schemas.common import Deleted, Page, SafeStr
+from chat_store.schemas.common import Deleted, InputDatetime, Page, SafeStr
 from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
@@ -60,11 +59,19 @@ async def list_chat_sessions(
     status: Annotated[ChatSessionStatus | None, Query()] = None,
     q: Annotated[SafeStr | None, Query(max_length=200, description="Title contains.")] = None,
     repo: Annotated[SafeStr | None, Query(max_length=500, description="Workspace repo.")] = None,
-    updated_after: Annotated[AwareDatetime | None, Query()] = None,
+    updated_after: Annotated[InputDatetime | None, Query()] = None,
+    archived: Annotated[
+        bool | None, Query(description="Only archived sessions (true) or only the others.")
+    ] = None,
 ) -> Page[ChatSessionRead]:
     """The caller's sessions, newest activity first (keyset-paginated)."""
     filters = ChatSessionFilters(
-        favorite=favorite, status=status, title_contains=q, repo=repo, updated_after=updated_after
+        favorite=favorite,
+        status=status,
+        title_contains=q,
+        repo=repo,
+        updated_after=updated_after,
+        archived=archived,
     )
     return await chat_session_service.list_chat_sessions(ctx, filters, pagination)
 

@@ -27,6 +27,8 @@ from chat_store.settings import Settings
 from chat_store.state import AppState as AppState  # the routers' (and tests') way to it
 
 API_PREFIX = "/api/v1"
+# Requests that change nothing: read sessions, read rate limits, and no guest row is made.
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs plain `def`
@@ -128,6 +130,8 @@ api_key_scheme = APIKeyHeader(
 )
 SECURITY_SCHEMES: tuple[SecurityBase, ...] = (oauth2_scheme, api_key_scheme)
 CLIENT_ID_MAX_LENGTH = 64
+# Where get_principal leaves the caller in the request's state.
+PRINCIPAL_STATE_KEY = "principal"
 
 
 def _bearer_token(authorization: str | None) -> str | None:
@@ -141,22 +145,14 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
     declared as a security scheme, so Swagger UI offers only the real logins."""
     state = app_state(request)
     settings = state.settings
-    headers = request.headers
-    client_id = headers.get("x-client-id")
+    client_id = request.headers.get("x-client-id")
     if client_id is not None and len(client_id) > CLIENT_ID_MAX_LENGTH:
         raise ValidationFailed(
             f"X-Client-ID is longer than {CLIENT_ID_MAX_LENGTH} characters",
             ["header", "X-Client-ID"],
         )
     try:
-        if bearer := _bearer_token(headers.get("authorization")):
-            return await principal_service.from_bearer(db, settings, state.principal_cache, bearer)
-        if api_key := headers.get("x-api-key"):
-            return await principal_service.from_api_key(
-                db, settings, state.principal_cache, api_key
-            )
-        if client_id and settings.allow_guests:
-            return await principal_service.from_client_id(db, client_id)
+        principal = await _from_credentials(request, db, state, client_id)
     except TokenExpired:
         raise  # a real token that ran out: the client refreshes it, nothing to limit
     except Unauthorized:
@@ -168,7 +164,45 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
             )
             apply_limit(request, result, "failed authentication from this address")
         raise
-    raise Unauthorized("Authentication required: a bearer token or an X-API-Key header")
+    if principal is None:
+        raise Unauthorized("Authentication required: a bearer token or an X-API-Key header")
+    # For the error handlers: a write that meets the caller's user row gone (deleted after the
+    # credential was verified, within its cache lifetime) is answered 401 (api/errors.py).
+    request.scope.setdefault("state", {})[PRINCIPAL_STATE_KEY] = principal
+    return principal
+
+
+async def _from_credentials(
+    request: Request, db: AsyncSession, state: AppState, client_id: str | None
+) -> Principal | None:
+    """The caller the request's credentials name (None if it has none)."""
+    headers, settings, cache = request.headers, state.settings, state.principal_cache
+    if bearer := _bearer_token(headers.get("authorization")):
+        return await principal_service.from_bearer(db, settings, cache, bearer)
+    if api_key := headers.get("x-api-key"):
+        return await principal_service.from_api_key(db, settings, cache, api_key)
+    if client_id and settings.allow_guests:
+        return await _guest(request, db, state, client_id)
+    return None
+
+
+async def _guest(request: Request, db: AsyncSession, state: AppState, raw: str) -> Principal:
+    """A guest; its row is made on its first write, within GUEST_CREATE_RATE_LIMIT new guests
+    per client address (else every made-up client id would cost a row)."""
+    client_id = principal_service.parse_client_id(raw)
+    if (guest := await principal_service.find_guest(db, client_id)) is not None:
+        return guest
+    if request.method in READ_METHODS:
+        return principal_service.unsaved_guest(client_id)
+    settings = state.settings
+    if settings.rate_limit_enabled:
+        result = await state.limiter.hit(
+            parse_limit(settings.guest_create_rate_limit),
+            "guest-create",
+            client_ip(request, settings),
+        )
+        apply_limit(request, result, "new guests from this address")
+    return await principal_service.create_guest(db, client_id)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

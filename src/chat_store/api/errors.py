@@ -5,16 +5,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chat_store.api.deps import PRINCIPAL_STATE_KEY, app_state
 from chat_store.api.middleware import SECURITY_HEADERS
 from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
-from chat_store.errors import AppError
+from chat_store.db import is_connection_error
+from chat_store.errors import AppError, Unauthorized
+from chat_store.services import principals as principal_service
+from chat_store.services.principals import Principal
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +93,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and isinstance(exc.__cause__, UnicodeDecodeError | RecursionError):
-        # FastAPI answers 400 when the body cannot be decoded at all (bytes that are not UTF-8,
-        # nesting deeper than the parser goes): to a client that is malformed JSON like any other.
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI answers 400 when the JSON parser fails with something other than a syntax
+        # error: bytes that are not UTF-8 (UnicodeDecodeError), nesting deeper than the parser
+        # goes, an integer longer than Python converts (4300 digits, a ValueError). To a client
+        # those are malformed JSON like any other.
         return problem_response(
             request,
             status=422,
@@ -116,7 +123,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database refused or did not hand out a connection: a passing condition, not a bug."""
     request_id = request.scope.get("state", {}).get("request_id", "-")
-    logger.warning("database unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+    logger.warning("database unavailable: %s", _error_chain(exc), extra={"request_id": request_id})
     response = problem_response(
         request,
         status=503,
@@ -127,6 +134,17 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
     )
     response.headers["X-Request-ID"] = request_id
     return response
+
+
+def _error_chain(exc: BaseException) -> str:
+    """The error's class and what it wraps, down to the driver's (e.g. "DBAPIError <- Error <-
+    InternalClientError"): the wrapper alone does not say what happened."""
+    names = [type(exc).__name__]
+    current = exc.orig if isinstance(exc, DBAPIError) else exc.__cause__
+    while current is not None and len(names) < 4:
+        names.append(type(current).__name__)
+        current = current.__cause__
+    return " <- ".join(names)
 
 
 # Driver errors that mean "no usable connection" rather than a fault in a statement.
@@ -149,12 +167,38 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     # raises its own DBAPI classes) the original's cause.
     driver_errors = {type(exc.orig).__name__, type(getattr(exc.orig, "__cause__", None)).__name__}
     if (
-        exc.connection_invalidated
+        is_connection_error(exc)
         or isinstance(exc, OperationalError | InterfaceError)
-        or isinstance(exc.orig, OSError)
         or not driver_errors.isdisjoint(_CONNECTION_ERRORS)
         or "too many clients" in str(exc.orig)
     ):
+        return await _database_unavailable(request, exc)
+    return await _unhandled_error(request, exc)
+
+
+async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
+    """A constraint refused a write. When the caller's user (or key) is gone, it was a write
+    into an account deleted after the credential was verified (cached credentials are trusted
+    for a few seconds): the foreign key to the user failed, and the answer is the 401 the next
+    request gets anyway. Otherwise a fault, as before."""
+    principal = request.scope.get("state", {}).get(PRINCIPAL_STATE_KEY)
+    if isinstance(principal, Principal):
+        try:
+            async with app_state(request).read_sessionmaker() as db:
+                holds = await principal_service.still_valid(db, principal)
+        except Exception:  # the check is best effort: the fault is still answered as one
+            holds = True
+        if not holds:
+            return await _app_error(
+                request, Unauthorized("Invalid credentials: the account no longer exists")
+            )
+    return await _database_error(request, exc)
+
+
+async def _driver_error(request: Request, exc: Exception) -> JSONResponse:
+    """A driver error that reached the app unwrapped, e.g. from setting up a connection the
+    pool had just opened: a lost connection is a 503 as it is in any other form."""
+    if is_connection_error(exc) or type(exc).__name__ in _CONNECTION_ERRORS:
         return await _database_unavailable(request, exc)
     return await _unhandled_error(request, exc)
 
@@ -184,5 +228,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeout, _database_unavailable)
     # asyncpg raises ConnectionRefusedError and friends unwrapped when it cannot connect.
     app.add_exception_handler(ConnectionError, _database_unavailable)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(DBAPIError, _database_error)
+    for driver_error in (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+    ):
+        app.add_exception_handler(driver_error, _driver_error)
     app.add_exception_handler(Exception, _unhandled_error)

@@ -4,8 +4,9 @@ import json
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
+from chat_store.api.archive import restore_archived_session
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
 from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
@@ -25,8 +26,12 @@ from chat_store.schemas.messages import (
 from chat_store.services import messages as message_service
 from chat_store.services.history_cache import SerializedPage
 
+# Every route here reaches the session's messages: an archived session's come back first.
 router = APIRouter(
-    prefix=API_PREFIX + "/sessions/{session_id}", tags=["messages"], route_class=DirectRoute
+    prefix=API_PREFIX + "/sessions/{session_id}",
+    tags=["messages"],
+    route_class=DirectRoute,
+    dependencies=[Depends(restore_archived_session)],
 )
 
 # The errors every route here may answer, and those of a write that may conflict or be too large.

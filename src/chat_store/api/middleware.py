@@ -120,25 +120,34 @@ class BodySizeLimitMiddleware:
     """413 before the body is read whole: by Content-Length when given, else while streaming.
 
     A chunked body that grows past the limit is answered with 413 at once; the application then
-    sees a disconnect, and whatever it tries to send after that is dropped.
+    sees a disconnect, and whatever it tries to send after that is dropped. `larger` gives paths
+    (matched by their end) a limit of their own.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, larger: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = tuple((larger or {}).items())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.max_bytes
+        path: str = scope.get("path", "")
+        for suffix, limit in self.larger:
+            if path.endswith(suffix):
+                max_bytes = limit
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None:
             try:
-                too_large = int(declared) > self.max_bytes
+                too_large = int(declared) > max_bytes
             except ValueError:
                 too_large = False
             if too_large:
-                await self._reject(scope, send)
+                await self._reject(scope, send, max_bytes)
                 return
         received = 0
         rejected = False
@@ -151,9 +160,9 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes and not response_started:
+                if received > max_bytes and not response_started:
                     rejected = True
-                    await self._reject(scope, send)
+                    await self._reject(scope, send, max_bytes)
                     return {"type": "http.disconnect"}
             return message
 
@@ -171,24 +180,25 @@ class BodySizeLimitMiddleware:
             if not rejected:
                 raise
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
         await send_problem(
             send,
             scope,
             status=413,
             code="payload_too_large",
             title="Payload too large",
-            detail=f"The request body is over the limit of {self.max_bytes} bytes",
+            detail=f"The request body is over the limit of {max_bytes} bytes",
             close=True,
         )
 
 
 class RequestTimeoutMiddleware:
-    """Answer 504 when a request takes longer than `seconds` (streams are exempt: they are
-    meant to stay open). The handler is cancelled: its transaction is rolled back unless it had
+    """Answer 504 when a request takes longer than `seconds` (streams and exports are exempt:
+    they stay open as long as they send; so are chat turns, which stream, or answer 202 by this
+    limit themselves). The handler is cancelled: its transaction is rolled back unless it had
     already committed, or its one statement ran in autocommit (then the write is stored and only
-    its answer is lost). A write sent with an Idempotency-Key is never autocommitted, so its
-    retry finds it rolled back or stored with its answer."""
+    its answer is lost). A write sent with an Idempotency-Key is never autocommitted, so its retry
+    finds it rolled back or stored with its answer."""
 
     def __init__(self, app: ASGIApp, *, seconds: float) -> None:
         self.app = app
@@ -196,7 +206,7 @@ class RequestTimeoutMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
-        if scope["type"] != "http" or path.endswith(("/stream", "/events")):
+        if scope["type"] != "http" or path.endswith(("/stream", "/events", "/chat", "/export")):
             await self.app(scope, receive, send)
             return
         started = False

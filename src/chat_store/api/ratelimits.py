@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from chat_store.api.deps import CurrentPrincipal, app_state
+from chat_store.api.deps import READ_METHODS, CurrentPrincipal, app_state
 from chat_store.api.limiting import apply_limit, client_ip
 from chat_store.ratelimit import parse_limit
-
-_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
 
 # The app state is read from the request, not depended on: a dependency less to solve on
 # every request.
@@ -30,10 +27,11 @@ async def limit_by_principal(request: Request, principal: CurrentPrincipal) -> N
     settings = state.settings
     if not settings.rate_limit_enabled:
         return
-    if request.method in _READ_METHODS:
+    if request.method in READ_METHODS:
         group, limit = "read", settings.rate_limit_read
     else:
         group, limit = "write", settings.rate_limit_write
-    key = f"key:{principal.api_key_id}" if principal.api_key_id else f"user:{principal.user_id}"
-    result = await state.limiter.hit(parse_limit(limit), group, key)
+    # Per user, whatever the credential: every key a user creates would otherwise bring a budget
+    # of its own.
+    result = await state.limiter.hit(parse_limit(limit), group, f"user:{principal.user_id}")
     apply_limit(request, result, f"{group}s")

@@ -14,6 +14,7 @@ _DESCRIPTIONS = {
     413: "Request body over the size limit (`payload_too_large`).",
     422: "Invalid input: malformed JSON, wrong types, unknown fields (`validation_error`).",
     429: "Rate limit exceeded (`rate_limited`); see Retry-After and RateLimit-* headers.",
+    503: "A store the request needs cannot be reached (`archive_unavailable`, ...).",
 }
 
 

@@ -5,9 +5,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
+from chat_store.api.archive import restore_archived_session
 from chat_store.api.deps import API_PREFIX, Context
 from chat_store.api.responses import problems
 from chat_store.errors import ValidationFailed
@@ -15,7 +16,12 @@ from chat_store.schemas.common import INT32_MAX
 from chat_store.services import streams as stream_service
 from chat_store.services.streams import StreamContext, StreamEvent
 
-router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["streams"])
+# An archived session's messages come back before a stream reads them.
+router = APIRouter(
+    prefix=API_PREFIX + "/sessions/{session_id}",
+    tags=["streams"],
+    dependencies=[Depends(restore_archived_session)],
+)
 
 _SSE_DOC = {
     200: {
@@ -52,7 +58,9 @@ def _cursor(last_event_id: str | None, query_value: int | None) -> int:
     return query_value or 0
 
 
-def _respond(events: AsyncIterator[StreamEvent], context: StreamContext) -> EventSourceResponse:
+def event_stream(events: AsyncIterator[StreamEvent], context: StreamContext) -> EventSourceResponse:
+    """The events as Server-Sent Events, kept alive, ended when the server stops."""
+
     async def encoded() -> AsyncIterator[ServerSentEvent]:
         async for event in events:
             yield ServerSentEvent(
@@ -85,7 +93,9 @@ async def stream_message(
     start = _cursor(last_event_id, offset)
     await stream_service.check_message_stream(ctx, session_id, message_id, start)
     context = StreamContext(ctx.app, ctx.principal)
-    return _respond(stream_service.follow_message(context, session_id, message_id, start), context)
+    return event_stream(
+        stream_service.follow_message(context, session_id, message_id, start), context
+    )
 
 
 @router.get("/events", responses=_SSE_DOC, response_class=EventSourceResponse)
@@ -102,4 +112,4 @@ async def stream_session_events(
     cursor = _cursor(last_event_id, after_version)
     await stream_service.check_session_feed(ctx, session_id)
     context = StreamContext(ctx.app, ctx.principal)
-    return _respond(stream_service.follow_session(context, session_id, cursor), context)
+    return event_stream(stream_service.follow_session(context, session_id, cursor), context)

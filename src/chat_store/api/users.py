@@ -8,6 +8,7 @@ from chat_store.api.deps import (
     CurrentPrincipal,
     DbSession,
     PrincipalCache,
+    State,
 )
 from chat_store.api.responses import AUTHED
 from chat_store.schemas.users import UserRead, UserUpdate
@@ -32,8 +33,12 @@ async def update_current_user(
 
 @router.delete("/me", status_code=204, responses=AUTHED, operation_id="delete_current_user")
 async def delete_current_user(
-    db: DbSession, settings: AppSettings, cache: PrincipalCache, principal: CurrentPrincipal
+    db: DbSession,
+    state: State,
+    settings: AppSettings,
+    cache: PrincipalCache,
+    principal: CurrentPrincipal,
 ) -> Response:
     """Erase the account and everything it owns; answers once it is gone."""
-    await user_service.delete_me(db, settings, cache, principal)
+    await user_service.delete_me(db, settings, cache, principal, state.archive)
     return Response(status_code=204)

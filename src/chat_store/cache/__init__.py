@@ -20,8 +20,8 @@ class Cache(Protocol):
     backend: str
 
     async def get(self, key: str) -> bytes | None: ...
-    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
-    async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None: ...
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
         """Set only if the key is absent (never overwrites, e.g., a revocation marker)."""
         ...
 
@@ -50,12 +50,12 @@ class MemoryCache:
         self.hits += 1
         return item[1]
 
-    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         if len(self._items) >= self._max_items:
             self._items.pop(next(iter(self._items)))  # oldest insertion goes first
         self._items[key] = (time.monotonic() + ttl_seconds, value)
 
-    async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
         item = self._items.get(key)
         if item is None or item[0] < time.monotonic():
             await self.set(key, value, ttl_seconds)
@@ -117,19 +117,19 @@ class RedisCache:
         self.hits += 1
         return value.encode() if isinstance(value, str) else bytes(value)
 
-    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         if not self.available:
             return
         try:
-            await self._redis.set(self._prefix + key, value, ex=ttl_seconds)
+            await self._redis.set(self._prefix + key, value, px=_milliseconds(ttl_seconds))
         except RedisError as exc:
             self._failed("set", exc)
 
-    async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
         if not self.available:
             return
         try:
-            await self._redis.set(self._prefix + key, value, ex=ttl_seconds, nx=True)
+            await self._redis.set(self._prefix + key, value, px=_milliseconds(ttl_seconds), nx=True)
         except RedisError as exc:
             self._failed("set", exc)
 
@@ -150,6 +150,10 @@ class RedisCache:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _milliseconds(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def create_cache(redis_url: str | None, prefix: str) -> Cache:

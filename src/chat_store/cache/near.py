@@ -59,15 +59,18 @@ class NearCache:
             self._keep(key, value)
         return value
 
-    async def set(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    async def set(self, key: str, value: bytes, ttl_seconds: float) -> None:
         await self._remote.set(key, value, ttl_seconds)
         self._keep(key, value)
         await self._bus.publish(EVICT_CHANNEL, {"keys": [key]})
 
-    async def add(self, key: str, value: bytes, ttl_seconds: int) -> None:
+    async def add(self, key: str, value: bytes, ttl_seconds: float) -> None:
         # Only the shared copy: it may already hold a marker this process has not seen, and the
-        # next get() reads whichever value won.
+        # next get() reads whichever value won. The local copy goes: the caller found it no
+        # longer good (it adds after a miss), and keeping it would send every request until its
+        # local lifetime ends past it again.
         await self._remote.add(key, value, ttl_seconds)
+        self._items.pop(key, None)
 
     async def delete(self, *keys: str) -> None:
         await self._remote.delete(*keys)

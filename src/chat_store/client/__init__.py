@@ -16,7 +16,7 @@ and refreshed once, by themselves, when the service answers 401). Error answers 
 
 from __future__ import annotations
 
-from chat_store.client._api import ChatStoreApi
+from chat_store.client._api import ChatStoreApi, ExportFormat
 from chat_store.client._core import UNSET, Call
 from chat_store.client._transports import AsyncTransport, SyncTransport
 from chat_store.client.errors import (
@@ -35,6 +35,7 @@ from chat_store.client.models import (
     ApiKey,
     ApiKeyCreated,
     ChatSession,
+    ChatTurn,
     ContextWindow,
     Deleted,
     Health,
@@ -69,9 +70,11 @@ __all__ = [
     "ChatSession",
     "ChatStoreClient",
     "ChatStoreError",
+    "ChatTurn",
     "ConflictError",
     "ContextWindow",
     "Deleted",
+    "ExportFormat",
     "ForbiddenError",
     "Health",
     "Message",

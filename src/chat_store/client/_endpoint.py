@@ -3,8 +3,9 @@
 An API method is written as a builder that returns a `Call[T]` and decorated with `@endpoint`.
 Read from `ChatStoreClient` it becomes `(...) -> T`; read from `AsyncChatStoreClient`,
 `async (...) -> T`. The overloads of `__get__` tell type checkers the same, parameters included.
-`@paginated` does the same for list builders, walking every page lazily, and `@streamed` for a
-stream of Server-Sent Events followed through a `Follower`.
+`@paginated` does the same for list builders, walking every page lazily; `@streamed` for a
+stream of Server-Sent Events followed through a `Follower`, and `@downloaded` for an answer read
+in chunks as it comes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from chat_store.client._core import Call
-from chat_store.client._follow import Follower, StreamItem
+from chat_store.client._follow import Follower
 from chat_store.client._transports import AsyncTransport, SyncTransport
 from chat_store.client.models import Page
 
@@ -136,27 +137,23 @@ def _next_page(call: Call[Page[T]], page: Page[T]) -> Call[Page[T]] | None:
     return call.with_params(after=page.last_id)
 
 
-class streamed(_Described[P, Follower]):
+class streamed(_Described[P, Follower[T]]):
     """A stream of Server-Sent Events, followed through the builder's `Follower` and resumed by
     itself after a dropped connection."""
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> Self: ...
     @overload
-    def __get__(
-        self, obj: SyncTransport, owner: type[Any]
-    ) -> Callable[P, Iterator[StreamItem]]: ...
+    def __get__(self, obj: SyncTransport, owner: type[Any]) -> Callable[P, Iterator[T]]: ...
     @overload
-    def __get__(
-        self, obj: AsyncTransport, owner: type[Any]
-    ) -> Callable[P, AsyncIterator[StreamItem]]: ...
+    def __get__(self, obj: AsyncTransport, owner: type[Any]) -> Callable[P, AsyncIterator[T]]: ...
     def __get__(self, obj: object, owner: type[Any]) -> Any:
         return self._bind(obj)
 
     def _bind_async(self, client: AsyncTransport) -> Callable[..., Any]:
         build = self.build
 
-        async def follow_async(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[StreamItem]:
+        async def follow_async(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[T]:
             follower = build(client, *args, **kwargs)
             while not follower.done:
                 try:
@@ -171,7 +168,7 @@ class streamed(_Described[P, Follower]):
     def _bind_sync(self, client: SyncTransport) -> Callable[..., Any]:
         build = self.build
 
-        def follow_sync(*args: P.args, **kwargs: P.kwargs) -> Iterator[StreamItem]:
+        def follow_sync(*args: P.args, **kwargs: P.kwargs) -> Iterator[T]:
             follower = build(client, *args, **kwargs)
             while not follower.done:
                 try:
@@ -181,3 +178,37 @@ class streamed(_Described[P, Follower]):
                     time.sleep(follower.delay_after(exc))
 
         return follow_sync
+
+
+class downloaded(_Described[P, Call[Any]]):
+    """An answer read in chunks of bytes as the service sends them (an export)."""
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> Self: ...
+    @overload
+    def __get__(self, obj: SyncTransport, owner: type[Any]) -> Callable[P, Iterator[bytes]]: ...
+    @overload
+    def __get__(
+        self, obj: AsyncTransport, owner: type[Any]
+    ) -> Callable[P, AsyncIterator[bytes]]: ...
+    def __get__(self, obj: object, owner: type[Any]) -> Any:
+        return self._bind(obj)
+
+    def _bind_async(self, client: AsyncTransport) -> Callable[..., Any]:
+        build = self.build
+
+        async def read_async(*args: P.args, **kwargs: P.kwargs) -> AsyncIterator[bytes]:
+            async with client._stream(build(client, *args, **kwargs)) as response:
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+
+        return read_async
+
+    def _bind_sync(self, client: SyncTransport) -> Callable[..., Any]:
+        build = self.build
+
+        def read_sync(*args: P.args, **kwargs: P.kwargs) -> Iterator[bytes]:
+            with client._stream(build(client, *args, **kwargs)) as response:
+                yield from response.iter_bytes()
+
+        return read_sync

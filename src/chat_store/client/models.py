@@ -63,12 +63,14 @@ class ChatSession(Model):
     status: Literal["active", "ended"]
     metadata: dict[str, Any] = Field(default_factory=dict)
     workspace: Workspace | None = None
+    system_prompt: str | None = None
     message_count: int
     total_tokens: int
     last_message_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None = None
+    archived_at: datetime | None = None
 
 
 T = TypeVar("T")
@@ -159,6 +161,14 @@ class ContextWindow(Model):
     token_count: int
     truncated: bool
     omitted_count: int
+
+
+class ChatTurn(Model):
+    """A chat turn the service answers: the user's message and the answer it generates."""
+
+    object: Literal["chat.turn"] = "chat.turn"
+    user_message: Message
+    assistant_message: Message
 
 
 @dataclass(frozen=True)

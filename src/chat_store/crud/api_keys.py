@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.models import ApiKey
@@ -40,6 +40,18 @@ async def list_for_user(db: AsyncSession, user_id: uuid.UUID) -> list[ApiKey]:
         select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id.desc())
     )
     return list(result.scalars())
+
+
+async def count_unexpired(db: AsyncSession, user_id: uuid.UUID, now: datetime) -> int:
+    result = await db.execute(
+        select(func.count())
+        .select_from(ApiKey)
+        .where(
+            ApiKey.user_id == user_id,
+            or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+        )
+    )
+    return int(result.scalar_one())
 
 
 async def hashes_for_user(db: AsyncSession, user_id: uuid.UUID) -> list[str]:

@@ -79,6 +79,7 @@ async def list_for_owner(
     title_contains: str | None = None,
     repo: str | None = None,
     updated_after: datetime | None = None,
+    archived: bool | None = None,
 ) -> tuple[list[ChatSession], bool]:
     # Served by ix_chat_session_user_activity (user_id, last_activity_at, id).
     stmt = select(ChatSession).where(ChatSession.user_id == user_id)
@@ -92,6 +93,9 @@ async def list_for_owner(
         stmt = stmt.where(ChatSession.workspace_repo == repo)
     if updated_after is not None:
         stmt = stmt.where(ChatSession.updated_at > updated_after)
+    if archived is not None:
+        is_archived = ChatSession.archived_at.is_not(None)
+        stmt = stmt.where(is_archived if archived else ~is_archived)
     return await fetch_page(db, stmt, [ChatSession.last_activity_at, ChatSession.id], page)
 
 
@@ -114,25 +118,28 @@ async def idle_summary(db: AsyncSession, cutoff: datetime) -> tuple[int, int]:
     return int(sessions), int(messages)
 
 
-async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> tuple[int, int]:
+async def delete_idle_batch(
+    db: AsyncSession, cutoff: datetime, batch: int
+) -> tuple[int, int, list[str]]:
     """Delete up to `batch` sessions idle since `cutoff` (messages cascade); returns the
-    numbers of sessions and messages removed."""
+    numbers of sessions and messages removed, and the archive keys they had."""
     result = await db.execute(
-        select(ChatSession.id, ChatSession.message_count)
+        select(ChatSession.id, ChatSession.message_count, ChatSession.archive_key)
         .where(ChatSession.last_activity_at < cutoff)
         .order_by(ChatSession.last_activity_at)
         .limit(batch)
     )
     rows = result.all()
     if not rows:
-        return 0, 0
+        return 0, 0, []
     # The cut-off again: a session that became active since the select is kept.
     await db.execute(
         delete(ChatSession).where(
             ChatSession.id.in_([row[0] for row in rows]), ChatSession.last_activity_at < cutoff
         )
     )
-    return len(rows), sum(int(row[1]) for row in rows)
+    keys = [str(row[2]) for row in rows if row[2] is not None]
+    return len(rows), sum(int(row[1]) for row in rows), keys
 
 
 async def move_to_owner(db: AsyncSession, from_user: uuid.UUID, to_user: uuid.UUID) -> int:

@@ -3,6 +3,7 @@
 from chat_store.models.auth_token import ApiKey, RefreshToken
 from chat_store.models.base import Base
 from chat_store.models.chat_session import ChatSession
+from chat_store.models.generation import Generation
 from chat_store.models.idempotency_key import IdempotencyKey
 from chat_store.models.message import Message, MessageChunk, MessageTombstone
 from chat_store.models.user import User
@@ -11,6 +12,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "ChatSession",
+    "Generation",
     "IdempotencyKey",
     "Message",
     "MessageChunk",

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, text
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chat_store.models.base import Base, new_id, utcnow
@@ -17,6 +17,28 @@ class ChatSession(Base):
         Index("ix_chat_session_user_activity", "user_id", "last_activity_at", "id"),
         # Retention: sessions idle since a cut-off, across all owners.
         Index("ix_chat_session_last_activity_at", "last_activity_at"),
+        # Archiving: sessions not archived yet, idle since a cut-off (archived ones, which pile
+        # up, stay out of the scan).
+        Index(
+            "ix_chat_session_archive_due",
+            "last_activity_at",
+            postgresql_where=text("archived_at IS NULL"),
+            sqlite_where=text("archived_at IS NULL"),
+        ),
+        # Sessions with an archive object: archived, or with an archive or restore unfinished.
+        Index(
+            "ix_chat_session_archive_key",
+            "archive_key",
+            postgresql_where=text("archive_key IS NOT NULL"),
+            sqlite_where=text("archive_key IS NOT NULL"),
+        ),
+        # An imported source conversation is one session per owner (NULLs do not collide).
+        Index(
+            "uq_chat_session_user_id_source_fingerprint",
+            "user_id",
+            "source_fingerprint",
+            unique=True,
+        ),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
@@ -28,6 +50,8 @@ class ChatSession(Base):
     workspace_repo: Mapped[str | None] = mapped_column(String(500))
     workspace_branch: Mapped[str | None] = mapped_column(String(500))
     workspace_path: Mapped[str | None] = mapped_column(String(2000))
+    # Sent first to the model by the service's own chat turns.
+    system_prompt: Mapped[str | None] = mapped_column(Text)
     # Counters kept exact by the append path, which updates this row in the same transaction.
     message_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     total_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
@@ -42,3 +66,13 @@ class ChatSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
+    # Archive (services/archive.py): archived_at is set while the messages are only in the
+    # object at archive_key; archive_key alone (archived_at null) marks an archive being written
+    # or a restore whose object is still to be deleted. restored_at keeps a restored session
+    # from being archived again before it has been idle for the threshold once more.
+    archived_at: Mapped[datetime | None]
+    archive_key: Mapped[str | None] = mapped_column(String(300))
+    restored_at: Mapped[datetime | None]
+    # SHA-256 of an imported conversation as given (services/imports.py): importing it again
+    # finds this session.
+    source_fingerprint: Mapped[str | None] = mapped_column(String(64))

@@ -13,7 +13,7 @@ class User(Base):
     __tablename__ = "user"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
-    # Stored case-folded; uniqueness is on the folded form.
+    # Stored normalized (services.auth.normalize_email); uniqueness is on that form.
     email: Mapped[str] = mapped_column(String(320), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     display_name: Mapped[str | None] = mapped_column(String(200))

@@ -4,14 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
-from chat_store.schemas.common import InputModel, OutputModel, SafeStr
+from chat_store.schemas.common import InputDatetime, InputModel, OutputModel, SafeStr
 
 
 class ApiKeyCreate(InputModel):
     name: SafeStr = Field(min_length=1, max_length=200, examples=["laptop cli"])
-    expires_at: AwareDatetime | None = Field(
+    expires_at: InputDatetime | None = Field(
         default=None, description="RFC 3339 with offset; the key stops working then."
     )
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,7 @@ class ChatSessionFilters:
     title_contains: str | None = None
     repo: str | None = None
     updated_after: datetime | None = None
+    archived: bool | None = None
 
 
 class Workspace(InputModel):
@@ -30,11 +31,19 @@ class Workspace(InputModel):
     path: SafeStr | None = Field(default=None, max_length=2000, examples=["/home/ada/src/api"])
 
 
+# A session's system prompt: sent first to the model by the service's own chat turns.
+SYSTEM_PROMPT_MAX_CHARS = 100_000
+SystemPrompt = Annotated[SafeStr, Field(max_length=SYSTEM_PROMPT_MAX_CHARS)]
+
+
 class ChatSessionCreate(InputModel):
     id: uuid.UUID | None = Field(default=None, description="Client-chosen id; must be unused.")
     title: Title | None = Field(default=None, examples=["Refactor the billing module"])
     metadata: Metadata = Field(default_factory=dict)
     workspace: Workspace | None = None
+    system_prompt: SystemPrompt | None = Field(
+        default=None, description="Sent first to the model by POST /chat (docs/generation.md)."
+    )
 
 
 class ChatSessionUpdate(InputModel):
@@ -43,6 +52,7 @@ class ChatSessionUpdate(InputModel):
     metadata: Metadata | None = None
     workspace: Workspace | None = None
     status: ChatSessionStatus | None = None
+    system_prompt: SystemPrompt | None = None
 
     @model_validator(mode="after")
     def _no_null_for_required(self) -> ChatSessionUpdate:
@@ -68,12 +78,17 @@ class ChatSessionRead(OutputModel):
     status: ChatSessionStatus
     metadata: dict[str, Any]
     workspace: Workspace | None
+    system_prompt: str | None = None
     message_count: int
     total_tokens: int
     last_message_at: datetime | None
     created_at: datetime
     updated_at: datetime
     ended_at: datetime | None
+    archived_at: datetime | None = Field(
+        default=None,
+        description="Set while the messages are in the archive (any access brings them back).",
+    )
 
     @classmethod
     def from_model(cls, row: ChatSession) -> ChatSessionRead:

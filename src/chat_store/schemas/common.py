@@ -1,13 +1,15 @@
-"""Shared schema pieces: safe text, bounded metadata, list pages, delete answers."""
+"""Shared schema pieces: safe text, bounded JSON fields, input times, list pages, delete answers."""
 
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 
 def check_text(value: str) -> str:
@@ -21,18 +23,6 @@ def check_text(value: str) -> str:
     return value
 
 
-def _check_json_strings(value: Any) -> None:
-    if isinstance(value, str):
-        check_text(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(key)
-            _check_json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json_strings(item)
-
-
 def json_size(value: dict[str, Any]) -> int:
     """Bytes of `value` as compact UTF-8 JSON (what the size limits count)."""
     encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
@@ -41,23 +31,47 @@ def json_size(value: dict[str, Any]) -> int:
 
 def _json_object(what: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
     def check(value: dict[str, Any]) -> dict[str, Any]:
-        _check_json_strings(value)
-        try:
-            json_size(value)
-        except ValueError:
-            # NaN and Infinity, which Python's JSON parser takes: they are not JSON, and the
-            # database's JSON type refuses them too.
-            raise ValueError(
-                f"{what} must not contain NaN or Infinity: they are not JSON"
-            ) from None
+        """Refuse what JSON and the database cannot carry: NUL and lone surrogates in a string
+        (a key too), NaN and Infinity (Python's parser takes them). Walked level by level, not
+        recursively: here nesting is bounded by the parser alone; how deep a field may go is
+        the app's setting (MAX_JSON_DEPTH, services/limits.py)."""
+        level: list[Any] = [value]
+        while level:
+            children: list[Any] = []
+            for node in level:
+                for key, item in node.items() if isinstance(node, dict) else enumerate(node):
+                    if isinstance(key, str):
+                        check_text(key)
+                    if isinstance(item, dict | list):
+                        children.append(item)
+                    elif isinstance(item, str):
+                        check_text(item)
+                    elif isinstance(item, float) and not math.isfinite(item):
+                        raise ValueError(
+                            f"{what} must not contain NaN or Infinity: they are not JSON"
+                        )
+            level = children
         return value
 
     return check
 
 
-# How large a title, metadata or context may be is the app's setting: the services check it
-# (services/limits.py).
+def to_utc(value: datetime) -> datetime:
+    """The time in UTC, as it is stored and answered. A time near the ends of the calendar
+    with an offset (0001-01-01T00:00:00+14:00) has no UTC equivalent Python can hold."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "time is out of range: in UTC it must fall between 0001-01-01 and 9999-12-31"
+        ) from None
+
+
+# How large a title, metadata or context may be, and how deep a JSON field, are the app's
+# settings: the services check them (services/limits.py).
 SafeStr = Annotated[str, AfterValidator(check_text)]
+# Every time a request gives (a body field, a query filter): with an offset, turned into UTC.
+InputDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]
 RagContext = Annotated[dict[str, Any], AfterValidator(_json_object("context"))]
 Title = SafeStr
 Metadata = Annotated[dict[str, Any], AfterValidator(_json_object("metadata"))]

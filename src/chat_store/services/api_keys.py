@@ -8,7 +8,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chat_store.cache import Cache
 from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import users as user_crud
-from chat_store.errors import ApiKeyNotFound, GuestNotAllowed, NotFound, ValidationFailed
+from chat_store.errors import (
+    ApiKeyLimit,
+    ApiKeyNotFound,
+    GuestNotAllowed,
+    NotFound,
+    Unauthorized,
+    ValidationFailed,
+)
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from chat_store.schemas.common import Page
 from chat_store.security import new_api_key, sha256_hex
@@ -20,13 +27,28 @@ _SHOWN_PREFIX_CHARS = 12
 
 
 async def create_api_key(
-    db: AsyncSession, user_id: uuid.UUID, body: ApiKeyCreate, *, guest: bool = False
+    db: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    body: ApiKeyCreate,
+    *,
+    guest: bool = False,
+    secret: str | None = None,
 ) -> ApiKeyCreated:
+    """A new key, within MAX_API_KEYS_PER_USER unexpired keys (revoked keys are deleted, so
+    they do not count; expired ones do not either, so short-lived keys made per job never fill
+    the quota). Its secret is generated unless given (`chat-store seed` names its keys)."""
     if guest:
         raise GuestNotAllowed("Guests cannot create API keys; register and claim the sessions")
-    if body.expires_at is not None and body.expires_at <= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if body.expires_at is not None and body.expires_at <= now:
         raise ValidationFailed("expires_at must be in the future", ["body", "expires_at"])
-    secret = new_api_key()
+    # The owner's row is locked first: concurrent creates are counted one after the other.
+    if not await user_crud.lock(db, user_id):
+        raise Unauthorized()
+    if await api_key_crud.count_unexpired(db, user_id, now) >= settings.max_api_keys_per_user:
+        raise ApiKeyLimit(settings.max_api_keys_per_user)
+    secret = secret or new_api_key()
     row = await api_key_crud.create(
         db,
         user_id=user_id,
@@ -39,13 +61,13 @@ async def create_api_key(
 
 
 async def create_api_key_for_email(
-    db: AsyncSession, email: str, body: ApiKeyCreate
+    db: AsyncSession, settings: Settings, email: str, body: ApiKeyCreate
 ) -> ApiKeyCreated:
     """Operator bootstrap (CLI): a key for the user with this email."""
     user = await user_crud.get_by_email(db, normalize_email(email))
     if user is None:
         raise NotFound(f"No user with email {email}")
-    return await create_api_key(db, user.id, body)
+    return await create_api_key(db, settings, user.id, body)
 
 
 async def list_api_keys(db: AsyncSession, user_id: uuid.UUID) -> Page[ApiKeyRead]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,7 +44,19 @@ _BAD_LOGIN = "Incorrect email or password"
 
 
 def normalize_email(email: str) -> str:
-    return email.strip().casefold()
+    """The one form an email is stored and looked up in (register, login, the CLI).
+
+    email-validator's normalization (the one registration validates with): the domain decoded
+    from punycode to Unicode, the address in NFC; then case-folded and composed again (folding
+    can decompose). Input that is not a valid address cannot be a registered one: it is only
+    composed and folded, and finds nobody.
+    """
+    text = email.strip()
+    try:
+        text = validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError:
+        text = unicodedata.normalize("NFC", text)
+    return unicodedata.normalize("NFC", text.casefold())
 
 
 async def register(db: AsyncSession, settings: Settings, body: UserCreate) -> User:
@@ -89,21 +103,24 @@ async def login(
     db: AsyncSession, settings: Settings, limiter: RateLimiter, email: str, password: str
 ) -> TokenPair:
     """Password login. Failed attempts are also counted per account (whatever the client IP),
-    so a password cannot be guessed from many addresses at once."""
+    so a password cannot be guessed from many addresses at once.
+
+    Each attempt is counted before its password is checked, in one atomic step with the check
+    of the limit, and given back if the password was right: concurrent guesses cannot all pass
+    the check before any failure is counted, so at most the budget of passwords is ever
+    checked, and only failures stay counted.
+    """
     account = normalize_email(email)
     failures = parse_limit(settings.login_failures_per_account)
     if settings.rate_limit_enabled:
-        check = await limiter.test(failures, "login-failures", account)
-        if not check.allowed:
+        attempt = await limiter.hit(failures, "login-failures", account)
+        if not attempt.allowed:
             error = RateLimited("Too many failed logins for this account; try again later")
-            error.headers["Retry-After"] = str(max(1, check.reset_seconds))
+            error.headers["Retry-After"] = str(max(1, attempt.reset_seconds))
             raise error
-    try:
-        user = await authenticate(db, settings, email, password)
-    except Unauthorized:
-        if settings.rate_limit_enabled:
-            await limiter.hit(failures, "login-failures", account)
-        raise
+    user = await authenticate(db, settings, email, password)
+    if settings.rate_limit_enabled:
+        await limiter.give_back(failures, "login-failures", account)
     return await _issue_pair(db, settings, user.id, family_id=uuid7())
 
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from chat_store.crud import archive as archive_crud
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud.pagination import PageRequest
 from chat_store.errors import ChatSessionExists, ChatSessionNotFound
@@ -58,6 +59,7 @@ async def _insert(ctx: RequestContext, body: ChatSessionCreate) -> ChatSession:
         is_favorite=False,
         status="active",
         metadata_=body.metadata,
+        system_prompt=body.system_prompt,
         message_count=0,
         total_tokens=0,
         last_seq=0,
@@ -131,6 +133,8 @@ async def update_chat_session(
         row.metadata_ = changes["metadata"]
     if "workspace" in changes:
         _apply_workspace(row, body.workspace)
+    if "system_prompt" in changes:
+        row.system_prompt = changes["system_prompt"]
     if "status" in changes and changes["status"] != row.status:
         row.status = changes["status"]
         row.ended_at = now if row.status == "ended" else None
@@ -158,7 +162,12 @@ async def _save_change(ctx: RequestContext, row: ChatSession, now: datetime) -> 
 
 
 async def delete_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> None:
-    if not await chat_session_crud.delete_for_owner(ctx.db, ctx.principal.user_id, session_id):
+    user_id = ctx.principal.user_id
+    # An archived session's object goes first, in this transaction: if it cannot be deleted,
+    # neither is the session.
+    for key in await archive_crud.lock_keys(ctx.db, user_id, session_id):
+        await ctx.app.archive.delete(key)
+    if not await chat_session_crud.delete_for_owner(ctx.db, user_id, session_id):
         raise ChatSessionNotFound()
 
 

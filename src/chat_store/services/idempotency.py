@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,9 +21,17 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
 
 def fingerprint(operation: str, scope: str, body: BaseModel) -> str:
-    """Same operation, same target and the same body (as validated) give the same fingerprint."""
+    """Same operation, same target and the same body (as validated) give the same fingerprint.
+    The body is taken as canonical JSON (keys sorted at every level, one spelling of
+    separators): a retry that sends a JSON field's keys in another order is the same request."""
+    canonical = json.dumps(
+        body.model_dump(mode="json", exclude_unset=True),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     digest = hashlib.sha256()
-    for part in (operation, scope, body.model_dump_json(exclude_unset=True)):
+    for part in (operation, scope, canonical):
         digest.update(part.encode())
         digest.update(b"\x00")
     return digest.hexdigest()

@@ -1,5 +1,5 @@
-"""This deployment's limits on what a request stores: MAX_TITLE_CHARS, MAX_METADATA_BYTES and
-MAX_MESSAGE_BYTES (a message's text, and its RAG context).
+"""This deployment's limits on what a request stores: MAX_TITLE_CHARS, MAX_METADATA_BYTES,
+MAX_JSON_DEPTH and MAX_MESSAGE_BYTES (a message's text, and its RAG context).
 
 The schemas say what a well-formed request is; the limits are settings of the app, so the
 services check them, first thing, and answer them as a schema's own checks are answered (422
@@ -25,12 +25,12 @@ def check_title(settings: Settings, title: str | None, loc: Loc) -> None:
 
 
 def check_metadata(settings: Settings, metadata: dict[str, Any] | None, loc: Loc) -> None:
-    _check_json(metadata, "metadata", settings.max_metadata_bytes, loc)
+    _check_json(settings, metadata, "metadata", settings.max_metadata_bytes, loc)
 
 
 def check_context(settings: Settings, context: dict[str, Any] | None, loc: Loc) -> None:
     """Retrieved documents and citations: as large as a message may be, not metadata-sized."""
-    _check_json(context, "context", settings.max_message_bytes, loc)
+    _check_json(settings, context, "context", settings.max_message_bytes, loc)
 
 
 def check_text(settings: Settings, text: str | None, field: str) -> None:
@@ -40,12 +40,34 @@ def check_text(settings: Settings, text: str | None, field: str) -> None:
         raise PayloadTooLarge(f"{field} is over the limit of {limit} bytes of UTF-8")
 
 
-def _check_json(value: dict[str, Any] | None, what: str, limit: int, loc: Loc) -> None:
+def _check_json(
+    settings: Settings, value: dict[str, Any] | None, what: str, limit: int, loc: Loc
+) -> None:
     if value is None:
         return
+    # The depth first: serialising the value (to count its bytes) walks it recursively.
+    deepest = settings.max_json_depth
+    if _deeper_than(value, deepest):
+        _refuse(loc, f"{what} is nested deeper than {deepest} levels")
     size = json_size(value)
     if size > limit:
         _refuse(loc, f"{what} is {size} bytes of JSON, over the limit of {limit}")
+
+
+def _deeper_than(value: dict[str, Any], limit: int) -> bool:
+    """Whether `value` nests more than `limit` levels of objects and arrays (the value itself is
+    level 1). Walked level by level, not recursively."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            item
+            for node in level
+            for item in (node.values() if isinstance(node, dict) else node)
+            if isinstance(item, dict | list)
+        ]
+        if not level:
+            return False
+    return True
 
 
 def _refuse(loc: Loc, message: str) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import idempotency as idempotency_crud
-from chat_store.services import retention
+from chat_store.services import archive, retention
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,11 @@ async def purge_expired_refresh_tokens(sessionmaker: async_sessionmaker[AsyncSes
 
 
 async def run_forever(
-    sessionmaker: async_sessionmaker[AsyncSession], retention_days: int | None
+    sessionmaker: async_sessionmaker[AsyncSession],
+    retention_days: int | None,
+    *,
+    archiver: archive.Archiver | None = None,
+    archive_after_days: int | None = None,
 ) -> None:
     delay = FIRST_RUN_SECONDS
     while True:
@@ -57,7 +61,10 @@ async def run_forever(
                 logger.info("purged %d expired refresh tokens", removed)
             if retention_days is not None:
                 report = await retention.purge_idle_sessions(
-                    sessionmaker, timedelta(days=retention_days), dry_run=False
+                    sessionmaker,
+                    timedelta(days=retention_days),
+                    dry_run=False,
+                    archive=archiver.store if archiver else None,
                 )
                 if report.sessions:
                     logger.info(
@@ -65,6 +72,22 @@ async def run_forever(
                         report.sessions,
                         report.messages,
                         report.cutoff.isoformat(),
+                    )
+            if archiver is not None and archive_after_days is not None:
+                archived = await archive.archive_idle_sessions(
+                    archiver, timedelta(days=archive_after_days), dry_run=False
+                )
+                if archived.sessions or archived.released or archived.failed:
+                    logger.info(
+                        "archive: archived %d sessions (%d messages) idle since %s; "
+                        "%d objects of restored sessions deleted, %d changed meanwhile, "
+                        "%d failed",
+                        archived.sessions,
+                        archived.messages,
+                        archived.cutoff.isoformat(),
+                        archived.released,
+                        archived.skipped,
+                        archived.failed,
                     )
         except Exception:  # housekeeping must never take the server down
             logger.exception("housekeeping failed")

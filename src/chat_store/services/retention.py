@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.storage import ArchiveStore
 
 # Small batches, each its own transaction: a purge never holds locks for long.
 BATCH_SESSIONS = 100
@@ -37,8 +38,14 @@ class PurgeReport:
 
 
 async def purge_idle_sessions(
-    sessionmaker: async_sessionmaker[AsyncSession], older_than: timedelta, *, dry_run: bool
+    sessionmaker: async_sessionmaker[AsyncSession],
+    older_than: timedelta,
+    *,
+    dry_run: bool,
+    archive: ArchiveStore | None = None,
 ) -> PurgeReport:
+    """Delete the sessions idle since the cut-off, with their messages and, given the
+    `archive`, their archive objects."""
     cutoff = datetime.now(UTC) - older_than
     if dry_run:
         async with sessionmaker() as db:
@@ -47,9 +54,14 @@ async def purge_idle_sessions(
     total_sessions = total_messages = 0
     while True:
         async with sessionmaker() as db, db.begin():
-            sessions, messages = await chat_session_crud.delete_idle_batch(
+            sessions, messages, keys = await chat_session_crud.delete_idle_batch(
                 db, cutoff, BATCH_SESSIONS
             )
+            # Before the rows are committed gone: a failure here keeps the sessions, and the
+            # next run deletes them (an object already deleted is not an error).
+            if archive is not None:
+                for key in keys:
+                    await archive.delete(key)
         total_sessions += sessions
         total_messages += messages
         if sessions < BATCH_SESSIONS:

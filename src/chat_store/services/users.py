@@ -6,6 +6,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache import Cache
 from chat_store.crud import api_keys as api_key_crud
+from chat_store.crud import archive as archive_crud
 from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import Unauthorized, ValidationFailed
@@ -15,11 +16,16 @@ from chat_store.security import hash_password, verify_password
 from chat_store.services import principals
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
+from chat_store.storage import ArchiveStore
 
 
 async def get_me(db: AsyncSession, principal: Principal) -> User:
     user = await user_crud.get_by_id(db, principal.user_id)
-    if user is None:  # deleted while the credential was in flight
+    if user is None:
+        # A guest before its first write has no row yet; anyone else was deleted while the
+        # credential was in flight.
+        user = principals.unsaved_guest_user(principal)
+    if user is None:
         raise Unauthorized()
     return user
 
@@ -27,7 +33,9 @@ async def get_me(db: AsyncSession, principal: Principal) -> User:
 async def update_me(
     db: AsyncSession, settings: Settings, principal: Principal, body: UserUpdate
 ) -> User:
-    user = await get_me(db, principal)
+    user = await user_crud.get_by_id(db, principal.user_id)
+    if user is None:  # deleted while the credential was in flight
+        raise Unauthorized()
     changes = body.model_dump(exclude_unset=True)
     if "display_name" in changes:
         user.display_name = changes["display_name"]
@@ -48,8 +56,12 @@ async def update_me(
 
 
 async def delete_me(
-    db: AsyncSession, settings: Settings, cache: Cache, principal: Principal
+    db: AsyncSession, settings: Settings, cache: Cache, principal: Principal, archive: ArchiveStore
 ) -> None:
+    # The objects of archived sessions go first, in this transaction: if one cannot be
+    # deleted, neither is the account.
+    for key in await archive_crud.lock_keys(db, principal.user_id):
+        await archive.delete(key)
     key_hashes = await api_key_crud.hashes_for_user(db, principal.user_id)
     await user_crud.delete_by_id(db, principal.user_id)
     principals.revoke_after_commit(

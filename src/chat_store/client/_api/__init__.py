@@ -13,12 +13,14 @@ import httpx
 
 from chat_store.client._api.accounts import AccountsApi
 from chat_store.client._api.chat_sessions import ChatSessionsApi
+from chat_store.client._api.export import ExportApi, ExportFormat
 from chat_store.client._api.messages import MessagesApi
+from chat_store.client._api.turns import TurnsApi
 from chat_store.client._core import Call, QueryValue, query, raw
 from chat_store.client._endpoint import endpoint
 
 
-class ChatStoreApi(AccountsApi, ChatSessionsApi, MessagesApi):
+class ChatStoreApi(AccountsApi, ChatSessionsApi, MessagesApi, TurnsApi, ExportApi):
     """The whole API; the two clients add a transport to it."""
 
     @endpoint
@@ -44,4 +46,4 @@ class ChatStoreApi(AccountsApi, ChatSessionsApi, MessagesApi):
         )
 
 
-__all__ = ["ChatStoreApi"]
+__all__ = ["ChatStoreApi", "ExportFormat"]

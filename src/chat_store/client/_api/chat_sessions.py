@@ -15,7 +15,7 @@ from chat_store.client._api.common import (
     chat_session_path,
     idempotency_headers,
 )
-from chat_store.client._core import API_PREFIX, UNSET, Call, ClientCore, body, model, query
+from chat_store.client._core import API_PREFIX, Call, ClientCore, body, model, query
 from chat_store.client._endpoint import endpoint, paginated
 from chat_store.client.models import ChatSession, ClaimResult, Deleted, Page
 
@@ -28,19 +28,17 @@ class ChatSessionsApi(ClientCore):
         title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         workspace: WorkspaceInput | None = None,
+        system_prompt: str | None = None,
         id: Id | None = None,
         idempotency_key: str | None = None,
     ) -> Call[ChatSession]:
         """Start a chat session. With `idempotency_key`, a retry returns the first answer."""
+        given = {"title": title, "metadata": metadata, "workspace": workspace, "id": id}
+        given["system_prompt"] = system_prompt
         return Call(
             "POST",
             SESSIONS,
-            json=body(
-                id=UNSET if id is None else id,
-                title=UNSET if title is None else title,
-                metadata=UNSET if metadata is None else metadata,
-                workspace=UNSET if workspace is None else workspace,
-            ),
+            json=body(**{name: value for name, value in given.items() if value is not None}),
             headers=idempotency_headers(idempotency_key),
             parse=model(ChatSession),
         )
@@ -67,7 +65,7 @@ class ChatSessionsApi(ClientCore):
     def update_session(
         self, session_id: Id, **changes: Unpack[SessionChanges]
     ) -> Call[ChatSession]:
-        """Change only the fields given (None clears `title` or `workspace`)."""
+        """Change only the fields given (None clears `title`, `workspace` or `system_prompt`)."""
         path = chat_session_path(session_id)
         return Call("PATCH", path, json=body(**changes), parse=model(ChatSession))
 

@@ -49,14 +49,15 @@ class MessagePage(PageOptions, total=False):
 
 
 class SessionChanges(TypedDict, total=False):
-    """A session's fields to change; the others are left alone (None clears the title or the
-    workspace)."""
+    """A session's fields to change; the others are left alone (None clears the title, the
+    workspace or the system prompt)."""
 
     title: str | Unset | None
     is_favorite: bool | Unset
     metadata: Mapping[str, Any] | Unset
     workspace: WorkspaceInput | Unset | None
     status: ChatSessionStatus | Unset
+    system_prompt: str | Unset | None
 
 
 class Completion(TypedDict, total=False):

@@ -18,7 +18,7 @@ from chat_store.client._api.common import (
 )
 from chat_store.client._core import UNSET, Call, ClientCore, body, model, query
 from chat_store.client._endpoint import endpoint, paginated, streamed
-from chat_store.client._follow import Follower, FollowOptions
+from chat_store.client._follow import FollowOptions, MessageFollower
 from chat_store.client.models import (
     ChatSession,
     ContextWindow,
@@ -190,10 +190,12 @@ class MessagesApi(ClientCore):
         )
 
     @streamed
-    def follow(self, session_id: Id, message_id: Id, **options: Unpack[FollowOptions]) -> Follower:
+    def follow(
+        self, session_id: Id, message_id: Id, **options: Unpack[FollowOptions]
+    ) -> MessageFollower:
         """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`.
         A dropped connection is resumed by itself from the last offset received."""
-        return Follower(session_id, message_id, options)
+        return MessageFollower(session_id, message_id, options)
 
     @endpoint
     def context(self, session_id: Id, max_tokens: int) -> Call[ContextWindow]:

@@ -9,6 +9,7 @@ from chat_store.crud.messages.deltas import (
     insert_chunk,
 )
 from chat_store.crud.messages.rows import (
+    INSERT_BATCH,
     StoredMessage,
     any_message_id_exists,
     append_one,
@@ -38,6 +39,7 @@ MessageRow = StoredMessage
 bump_session = bump_history_version
 
 __all__ = [
+    "INSERT_BATCH",
     "Delta",
     "MessageRow",
     "MessageValues",

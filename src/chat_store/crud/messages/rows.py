@@ -133,11 +133,20 @@ async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> b
     return result.first() is not None
 
 
+# Rows per executemany (an import's or a restore's many messages): well under the drivers'
+# parameter limits.
+INSERT_BATCH = 1000
+
+
 async def insert_messages(db: AsyncSession, messages: Sequence[StoredMessage]) -> None:
     """A Core insert (no ORM unit of work) on the hot append path."""
     rows = [message.columns() for message in messages]
-    # One row is the common case: a plain INSERT, not the executemany path.
-    await db.execute(_INSERT_MESSAGE, rows[0] if len(rows) == 1 else rows)
+    if len(rows) == 1:
+        # The common case: a plain INSERT, not the executemany path.
+        await db.execute(_INSERT_MESSAGE, rows[0])
+        return
+    for start in range(0, len(rows), INSERT_BATCH):
+        await db.execute(_INSERT_MESSAGE, rows[start : start + INSERT_BATCH])
 
 
 async def update_message(db: AsyncSession, message: StoredMessage) -> None:

@@ -13,6 +13,7 @@ from chat_store.services.messages.reading import (
     get_message,
     is_stale,
     list_messages,
+    shown_partial,
     to_reads,
 )
 from chat_store.services.messages.rules import (
@@ -40,6 +41,7 @@ __all__ = [
     "message_tokens",
     "resume",
     "select_context",
+    "shown_partial",
     "to_reads",
     "update_message",
 ]

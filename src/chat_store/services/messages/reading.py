@@ -55,10 +55,7 @@ def read_fields(
 ) -> dict[str, Any]:
     """The read model's fields: the stored ones, the text streamed so far, whether it is stale."""
     fields = {name: getattr(row, name) for name in _SHOWN_AS_STORED}
-    partial = streamed_text(row, chunk_text)
-    if partial is None and row.status in OPEN_STATUSES:
-        partial = ""
-    fields["partial_content"] = partial
+    fields["partial_content"] = shown_partial(row, chunk_text)
     fields["metadata"] = row.metadata_
     fields["stale"] = is_stale(row.status, row.updated_at, now, ctx.app.stale_after)
     return fields
@@ -75,6 +72,15 @@ async def chunks_and_text(db: AsyncSession, row: StoredMessage) -> tuple[str | N
         return None, row.content or ""
     chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id)
     return chunks, streamed_text(row, chunks) or ""
+
+
+def shown_partial(row: StoredMessage, chunk_text: str | None) -> str | None:
+    """`partial_content` as the API shows it: the text streamed so far, "" for an open message
+    with none yet; `chunk_text`: its chunks' text when it is open."""
+    partial = streamed_text(row, chunk_text)
+    if partial is None and row.status in OPEN_STATUSES:
+        return ""
+    return partial
 
 
 def streamed_text(row: StoredMessage, chunk_text: str | None) -> str | None:

@@ -1,0 +1,80 @@
+"""Export: one session, or everything the caller owns, streamed in the chat-store/1 format."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from chat_store.api.deps import API_PREFIX, CurrentPrincipal, DbSession, State
+from chat_store.api.responses import problems
+from chat_store.services import export as export_service
+from chat_store.services import users as user_service
+from chat_store.services.export import EXTENSIONS, MEDIA_TYPES, ExportFormat, ExportSource
+
+router = APIRouter(prefix=API_PREFIX, tags=["export"])
+
+
+def _streamed(media_types: dict[str, str], *statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {
+            "description": "Streamed as it is read (docs/export-format.md).",
+            "content": {media_type: {"schema": {"type": "string"}} for media_type in media_types},
+        },
+        **problems(*statuses),
+    }
+
+
+def _source(state: State) -> ExportSource:
+    # The answer outlives the request's session: batches are read in short sessions of their own.
+    return ExportSource(state.read_sessionmaker, state.archive)
+
+
+@router.get(
+    "/sessions/{session_id}/export",
+    response_class=StreamingResponse,
+    responses=_streamed(MEDIA_TYPES, 401, 404, 422, 503),
+    operation_id="export_chat_session",
+)
+async def export_chat_session(
+    db: DbSession,
+    state: State,
+    principal: CurrentPrincipal,
+    session_id: uuid.UUID,
+    export_format: Annotated[
+        ExportFormat,
+        Query(
+            alias="format",
+            description="json (one document), jsonl (a line per record) or markdown (to read).",
+        ),
+    ] = "json",
+) -> StreamingResponse:
+    """The session and every message, all fields, in the chat-store/1 format (streamed)."""
+    source = _source(state)
+    exported = await export_service.get_exportable(db, source, principal, session_id)
+    filename = f"chat-store-{session_id}.{EXTENSIONS[export_format]}"
+    return StreamingResponse(
+        export_service.render_session(source, exported, export_format),
+        media_type=MEDIA_TYPES[export_format],
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get(
+    "/users/me/export",
+    response_class=StreamingResponse,
+    responses=_streamed({"jsonl": MEDIA_TYPES["jsonl"]}, 401, 503),
+    operation_id="export_account",
+)
+async def export_account(
+    db: DbSession, state: State, principal: CurrentPrincipal
+) -> StreamingResponse:
+    """Everything the caller owns as chat-store/1 JSONL, streamed in constant memory."""
+    user = await user_service.get_me(db, principal)
+    return StreamingResponse(
+        export_service.render_account(_source(state), user),
+        media_type=MEDIA_TYPES["jsonl"],
+        headers={"Content-Disposition": 'attachment; filename="chat-store-account.jsonl"'},
+    )

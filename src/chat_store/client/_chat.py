@@ -1,0 +1,99 @@
+"""A chat turn the service answers, streamed, reattaching by itself.
+
+`POST /chat` answers with the `turn` event (both messages), then the answer's message stream.
+Every turn is sent with an Idempotency-Key (one is made when the caller gives none), so a turn
+whose connection failed before its `turn` event is sent again as the same turn: the service
+neither stores it twice nor calls the model twice. Once the turn is known, a dropped connection
+is followed up with `GET .../stream` from the last offset received (`Last-Event-ID`), on which
+no character is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, TypedDict, Unpack
+
+import httpx
+
+from chat_store.client._core import API_PREFIX, Call, body, path_id, raw
+from chat_store.client._follow import (
+    Follower,
+    Retries,
+    ServerSentEvent,
+    StreamItem,
+    stream_call,
+    stream_item,
+)
+from chat_store.client.models import ChatTurn, StreamDelta, StreamDone
+
+ChatItem = ChatTurn | StreamItem
+
+
+class TurnOptions(TypedDict, total=False):
+    """What a chat turn may say besides its text."""
+
+    context: Mapping[str, Any] | None
+    model_name: str | None
+    system: str | None
+    temperature: float | None
+    max_output_tokens: int | None
+    expected_last_seq: int | None
+
+
+def chat_body(content: str, *, stream: bool, **turn: Unpack[TurnOptions]) -> dict[str, Any]:
+    """The body of POST /chat: the fields given (`model_name` is sent as `model`)."""
+    fields: dict[str, Any] = {"content": content, **turn}
+    fields["model"] = fields.pop("model_name", None)
+    return {**body(**{k: v for k, v in fields.items() if v is not None}), "stream": stream}
+
+
+def chat_call(session_id: uuid.UUID | str, payload: dict[str, Any], key: str) -> Call[Any]:
+    return Call(
+        "POST",
+        f"{API_PREFIX}/sessions/{path_id(session_id)}/chat",
+        json=payload,
+        parse=raw,
+        headers={"Accept": "text/event-stream", "Idempotency-Key": key},
+    )
+
+
+class _Cut(httpx.TransportError):
+    """The turn's stream ended before its `turn` event (counted as a dropped connection)."""
+
+    def __init__(self) -> None:
+        super().__init__("the chat stream ended before the turn event")
+
+
+class ChatFollower(Follower[ChatItem]):
+    """A turn: sent (again, as the same turn) until the service has told it, then its answer
+    followed from the offset reached."""
+
+    def __init__(
+        self, session_id: uuid.UUID | str, payload: dict[str, Any], key: str, retries: Retries
+    ) -> None:
+        super().__init__(retries)
+        self.session_id, self.payload, self.key = session_id, payload, key
+        self.turn: ChatTurn | None = None
+        self.position = 0
+
+    def _call(self) -> Call[Any]:
+        if self.turn is None:
+            return chat_call(self.session_id, self.payload, self.key)
+        return stream_call(self.session_id, self.turn.assistant_message.id, self.position)
+
+    def _item(self, event: ServerSentEvent) -> ChatItem | None:
+        if event.event == "turn":
+            if self.turn is not None:
+                return None
+            self.turn = ChatTurn.model_validate_json(event.data)
+            return self.turn
+        item = stream_item(event)
+        if isinstance(item, StreamDelta):
+            self.position = item.offset
+        self.done = isinstance(item, StreamDone)
+        return item
+
+    def _ended(self) -> None:
+        if self.turn is None:  # ended before the turn was told: send it again
+            raise _Cut

@@ -1,0 +1,185 @@
+"""Statements of archiving and restoring: the session row's archive state and its messages."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import cast
+
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+
+from chat_store.crud.messages import INSERT_BATCH, StoredMessage
+from chat_store.db import fetch_one
+from chat_store.models import ChatSession, Message
+
+_SESSION_TABLE = cast(Table, ChatSession.__table__)
+_MESSAGE_TABLE = cast(Table, Message.__table__)
+_S = _SESSION_TABLE.c
+
+# A primary-key read, built once: it runs before every message request (services/archive.py).
+_ARCHIVED_AT = select(_S.archived_at).where(
+    _S.id == bindparam("b_session_id"), _S.user_id == bindparam("b_user_id")
+)
+
+
+async def is_archived(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    """Whether the owner's session is archived (False when there is no such session). Read as
+    a statement that stands alone (see db.fetch_one): when nothing has run in the session yet,
+    outside its transaction, so a request whose write stands alone stays so."""
+    params = {"b_session_id": session_id, "b_user_id": user_id}
+    row = await fetch_one(db, _ARCHIVED_AT, params, standalone=True)
+    return row is not None and row["archived_at"] is not None
+
+
+def _due(cutoff: datetime) -> ColumnElement[bool]:
+    """Not archived, idle since `cutoff`, and not restored since it either (a restored session
+    gets a whole idle period again before it goes back)."""
+    return and_(
+        ChatSession.archived_at.is_(None),
+        ChatSession.last_activity_at < cutoff,
+        or_(ChatSession.restored_at.is_(None), ChatSession.restored_at < cutoff),
+    )
+
+
+async def due_sessions(
+    db: AsyncSession, cutoff: datetime, after: tuple[datetime, uuid.UUID] | None, limit: int
+) -> list[tuple[datetime, uuid.UUID]]:
+    """(last activity, id) of sessions due for archiving, oldest first, after a keyset cursor.
+    Served by ix_chat_session_archive_due (partial: archived sessions are not in it)."""
+    stmt = select(ChatSession.last_activity_at, ChatSession.id).where(_due(cutoff))
+    if after is not None:
+        stmt = stmt.where(
+            or_(
+                ChatSession.last_activity_at > after[0],
+                and_(ChatSession.last_activity_at == after[0], ChatSession.id > after[1]),
+            )
+        )
+    stmt = stmt.order_by(ChatSession.last_activity_at, ChatSession.id).limit(limit)
+    return [(row[0], row[1]) for row in await db.execute(stmt)]
+
+
+async def due_summary(db: AsyncSession, cutoff: datetime) -> tuple[int, int]:
+    result = await db.execute(
+        select(func.count(), func.coalesce(func.sum(ChatSession.message_count), 0)).where(
+            _due(cutoff)
+        )
+    )
+    sessions, messages = result.one()
+    return int(sessions), int(messages)
+
+
+async def unfinished(db: AsyncSession, after: uuid.UUID | None, limit: int) -> list[uuid.UUID]:
+    """Sessions with an archive key and not archived: an archive not committed, or a restore
+    whose object is still to be deleted. Served by ix_chat_session_archive_key (partial)."""
+    stmt = select(ChatSession.id).where(
+        ChatSession.archive_key.is_not(None), ChatSession.archived_at.is_(None)
+    )
+    if after is not None:
+        stmt = stmt.where(ChatSession.id > after)
+    result = await db.execute(stmt.order_by(ChatSession.id).limit(limit))
+    return list(result.scalars())
+
+
+async def claim(
+    db: AsyncSession, session_id: uuid.UUID, key: str, cutoff: datetime
+) -> tuple[str, int] | None:
+    """Record the archive's object key on a session due for archiving (an unfinished archive's
+    key is kept, so its object is the one written again); returns (key, history version), or
+    None when the session is not due."""
+    result = await db.execute(
+        update(ChatSession)
+        .where(ChatSession.id == session_id, _due(cutoff))
+        .values(archive_key=func.coalesce(ChatSession.archive_key, key))
+        .returning(ChatSession.archive_key, ChatSession.history_version)
+    )
+    row = result.one_or_none()
+    return (str(row[0]), int(row[1])) if row is not None else None
+
+
+async def get_session(
+    db: AsyncSession, session_id: uuid.UUID, *, user_id: uuid.UUID | None = None
+) -> ChatSession | None:
+    """The session (of `user_id`, when given), read again from the database."""
+    stmt = select(ChatSession).where(ChatSession.id == session_id)
+    if user_id is not None:
+        stmt = stmt.where(ChatSession.user_id == user_id)
+    result = await db.execute(stmt.execution_options(populate_existing=True))
+    return result.scalar_one_or_none()
+
+
+async def mark_archived(
+    db: AsyncSession, session_id: uuid.UUID, key: str, version: int, now: datetime
+) -> bool:
+    """Set archived_at if the session is still unarchived, still has this key, and has not
+    changed since `version` was read. Takes the session's row lock until commit."""
+    result = await db.execute(
+        update(ChatSession)
+        .where(
+            ChatSession.id == session_id,
+            ChatSession.archived_at.is_(None),
+            ChatSession.archive_key == key,
+            ChatSession.history_version == version,
+        )
+        .values(archived_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def delete_messages(db: AsyncSession, session_id: uuid.UUID) -> None:
+    # Their chunks go with them (ON DELETE CASCADE); tombstones stay for the change feed.
+    await db.execute(delete(Message).where(Message.session_id == session_id))
+
+
+async def insert_missing_messages(db: AsyncSession, messages: list[StoredMessage]) -> None:
+    """Insert messages, skipping those already there: a restore that stopped half-way is
+    finished by running it again."""
+    rows = [message.columns() for message in messages]
+    dialect = db.get_bind().dialect.name
+    insert_message = (
+        pg_insert(_MESSAGE_TABLE) if dialect == "postgresql" else sqlite_insert(_MESSAGE_TABLE)
+    )
+    stmt = insert_message.on_conflict_do_nothing(index_elements=["id"])
+    for start in range(0, len(rows), INSERT_BATCH):
+        await db.execute(stmt, rows[start : start + INSERT_BATCH])
+
+
+async def mark_restored(db: AsyncSession, session_id: uuid.UUID, now: datetime) -> bool:
+    result = await db.execute(
+        update(ChatSession)
+        .where(ChatSession.id == session_id, ChatSession.archived_at.is_not(None))
+        .values(archived_at=None, restored_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def release_key(db: AsyncSession, session_id: uuid.UUID, key: str) -> bool:
+    """Forget the archive key of a session that is not archived (its object is about to be
+    deleted). Takes the session's row lock until commit."""
+    result = await db.execute(
+        update(ChatSession)
+        .where(
+            ChatSession.id == session_id,
+            ChatSession.archived_at.is_(None),
+            ChatSession.archive_key == key,
+        )
+        .values(archive_key=None)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def lock_keys(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID | None = None
+) -> list[str]:
+    """The archive keys of the owner's sessions (or of one of them), their rows locked until
+    commit so that no archive commits on them meanwhile."""
+    stmt = select(ChatSession.archive_key).where(
+        ChatSession.user_id == user_id, ChatSession.archive_key.is_not(None)
+    )
+    if session_id is not None:
+        stmt = stmt.where(ChatSession.id == session_id)
+    result = await db.execute(stmt.with_for_update())
+    return [str(key) for key in result.scalars()]

@@ -1,0 +1,127 @@
+"""The lease of the service's own generations (one row per generated assistant message)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.models import Generation
+
+# Live: a process holds the lease and has renewed it in time.
+_G = Generation
+
+
+def _live(now: datetime) -> Any:
+    return and_(_G.owner.is_not(None), _G.lease_expires_at > now)
+
+
+async def insert_generation(db: AsyncSession, values: dict[str, Any]) -> None:
+    await db.execute(insert(Generation), values)
+
+
+async def get(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
+    result = await db.execute(select(Generation).where(Generation.message_id == message_id))
+    return result.scalar_one_or_none()
+
+
+async def live_in_session(
+    db: AsyncSession, session_id: uuid.UUID, now: datetime
+) -> list[uuid.UUID]:
+    """Messages of the session being generated now (served by ix_generation_session_id)."""
+    result = await db.execute(select(_G.message_id).where(_G.session_id == session_id, _live(now)))
+    return list(result.scalars())
+
+
+async def live_for_user(
+    db: AsyncSession, user_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
+) -> int:
+    stmt = select(func.count()).select_from(_G).where(_G.user_id == user_id, _live(now))
+    if besides is not None:
+        stmt = stmt.where(_G.message_id != besides)
+    return int((await db.execute(stmt)).scalar_one())
+
+
+async def claim(
+    db: AsyncSession,
+    message_id: uuid.UUID,
+    *,
+    owner: str,
+    lease_until: datetime,
+    now: datetime,
+    params: dict[str, Any] | None = None,
+) -> Generation | None:
+    """Take the generation for `owner` if no process holds a live lease on it (finished, or
+    its process died): one compare-and-set, so two processes never both win. The attempt
+    count goes up by one. None when it is live elsewhere, or missing."""
+    values: dict[str, Any] = {
+        "owner": owner,
+        "lease_expires_at": lease_until,
+        "attempt": _G.attempt + 1,
+        "updated_at": now,
+    }
+    if params is not None:
+        values["params"] = params
+    result = await db.execute(
+        update(Generation)
+        .where(
+            _G.message_id == message_id,
+            or_(_G.owner.is_(None), _G.lease_expires_at.is_(None), _G.lease_expires_at <= now),
+        )
+        .values(**values)
+        .returning(Generation)
+    )
+    return result.scalar_one_or_none()
+
+
+async def renew(
+    db: AsyncSession, owner: str, message_ids: Sequence[uuid.UUID], lease_until: datetime
+) -> set[uuid.UUID]:
+    """Extend `owner`'s leases; returns the ones it still holds (a generation taken over or
+    cancelled meanwhile is not among them)."""
+    if not message_ids:
+        return set()
+    result = await db.execute(
+        update(Generation)
+        .where(_G.owner == owner, _G.message_id.in_(list(message_ids)))
+        .values(lease_expires_at=lease_until)
+        .returning(_G.message_id)
+    )
+    return set(result.scalars())
+
+
+async def release(
+    db: AsyncSession,
+    message_id: uuid.UUID,
+    now: datetime,
+    *,
+    owner: str | None = None,
+    hand_over: bool = False,
+) -> bool:
+    """Nobody generates it any more: finished (lease cleared), or with `hand_over` left for
+    another process to take over at once (the lease ends now). With `owner`, only that owner's
+    lease is touched: a process that lost its lease never ends its successor's. Returns whether
+    there was such a lease."""
+    stmt = update(Generation).where(_G.message_id == message_id)
+    if owner is not None:
+        stmt = stmt.where(_G.owner == owner)
+    result = await db.execute(
+        stmt.values(owner=None, lease_expires_at=now if hand_over else None, updated_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def expired(db: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
+    """Generations whose lease ran out (served by ix_generation_lease_expires_at), oldest
+    first."""
+    result = await db.execute(
+        select(_G.message_id)
+        .where(_G.lease_expires_at.is_not(None), _G.lease_expires_at <= now)
+        .order_by(_G.lease_expires_at)
+        .limit(limit)
+    )
+    return list(result.scalars())

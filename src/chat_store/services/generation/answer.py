@@ -1,0 +1,356 @@
+"""One answer being generated: the model's text read, coalesced into few writes through the
+durable delta path, and the answer completed with its usage (or failed, its text kept), in one
+transaction with the end of its lease.
+
+The first text is written at once; then, while a write is under way and for
+GENERATION_FLUSH_SECONDS after it, what arrives waits and goes in the next write; the rest is
+written when the stream ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.errors import (
+    ChatSessionNotFound,
+    InvalidTransition,
+    MessageNotFound,
+    OffsetMismatch,
+    PayloadTooLarge,
+)
+from chat_store.metrics import GenerationMetrics
+from chat_store.schemas.messages import MessageRead, MessageUpdate
+from chat_store.services.context import RequestContext
+from chat_store.services.generation import prompt as prompt_builder
+from chat_store.services.generation import store
+from chat_store.services.generation.jobs import Job
+from chat_store.services.generation.provider import (
+    ChatRequest,
+    Finish,
+    Provider,
+    ProviderFailure,
+)
+from chat_store.services.principals import Principal
+from chat_store.state import AppState
+
+logger = logging.getLogger(__name__)
+
+# A write that fails for a database reason is tried again after 0.2, 0.4, ... s; past that, the
+# generation gives up its lease to whichever process can write.
+_WRITE_TRIES = 6
+
+Outcome = Literal["complete", "failed", "cancelled", "handed_over", "superseded"]
+StopReason = Literal["cancelled", "lost", "shutdown"]
+# Set on a failed answer; gone once it is continued to completion.
+_FAILURE_KEYS = frozenset({"error_kind", "provider_status"})
+
+
+@dataclass
+class Live:
+    """An answer being generated in this process."""
+
+    job: Job
+    task: asyncio.Task[None] | None = None
+    reader: asyncio.Task[Finish] | None = None
+    stop_reason: StopReason | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self, reason: StopReason) -> None:
+        """Stop reading the model: `cancelled` and `lost` (taken over) write nothing more,
+        `shutdown` writes what was read and hands the answer over."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        if self.reader is not None:
+            self.reader.cancel()
+
+
+class _Superseded(Exception):
+    """The answer moved on without this process: cancelled, completed, taken over, deleted."""
+
+
+class _StoreUnavailable(Exception):
+    """The database refused writes for longer than the retries last."""
+
+
+class _Buffer:
+    """Text read from the provider and not yet written."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+        self.changed = asyncio.Event()
+        self.first_at: float | None = None
+
+    def add(self, text: str) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
+        self.text.append(text)
+        self.changed.set()
+
+    def take(self) -> str:
+        taken, self.text = "".join(self.text), []
+        self.changed.clear()
+        return taken
+
+
+def _without_failure(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metadata.items() if key not in _FAILURE_KEYS}
+
+
+class AnswerGenerator:
+    """Writes answers for one process (`owner` in their leases)."""
+
+    def __init__(
+        self, app: AppState, provider: Provider, metrics: GenerationMetrics, owner: str
+    ) -> None:
+        self.settings = app.settings
+        self.owner = owner
+        self._app = app
+        self._sessionmaker = app.sessionmaker
+        self._provider = provider
+        self._metrics = metrics
+
+    def _acting(self, db: AsyncSession, principal: Principal) -> RequestContext:
+        """The context the message services are given: this transaction, the answer's owner."""
+        return RequestContext(db, principal, self._app)
+
+    async def run(self, live: Live) -> Outcome:
+        """Generate the answer of `live.job` until it ends, is stopped, or moves on without
+        this process; never raises (but for cancellation)."""
+        job = live.job
+        principal = store.owner_principal(job.user_id)
+        try:
+            return await self._generate(live, principal)
+        except _Superseded:
+            return "superseded"
+        except _StoreUnavailable:
+            logger.warning("generation %s: the database refused its writes", job.message_id)
+            return "handed_over"
+        except Exception:
+            logger.exception("generation %s failed", job.message_id)
+            try:
+                await self._fail(
+                    principal,
+                    job,
+                    "The service failed while generating",
+                    {"error_kind": "internal"},
+                )
+            except _Superseded:
+                return "superseded"
+            except Exception:  # the lease runs out and another process continues
+                logger.exception("generation %s: could not record the failure", job.message_id)
+            return "failed"
+        finally:
+            if live.reader is not None and not live.reader.done():
+                live.reader.cancel()
+
+    async def _generate(self, live: Live, principal: Principal) -> Outcome:
+        job = live.job
+        async with store.transaction(self._sessionmaker) as db:
+            source = await store.prompt_source(
+                self._acting(db, principal),
+                job.session_id,
+                job.message_id,
+                self.settings.llm_context_tokens,
+            )
+        answer = source.answer
+        if not store.is_open(answer):
+            return "superseded"
+        if live.stop_reason is not None:
+            return await self._stopped(live, principal, answer, "")
+        max_output = job.params.max_output_tokens or self.settings.llm_max_output_tokens
+        built = prompt_builder.build(
+            source,
+            system=job.params.system,
+            context_tokens=self.settings.llm_context_tokens,
+            max_output_tokens=max_output,
+        )
+        request = ChatRequest(
+            model=job.params.model,
+            messages=built.messages,
+            temperature=job.params.temperature,
+            max_output_tokens=max_output,
+        )
+        prefix = answer.partial_content or ""
+        offset = len(prefix)
+        buffer = _Buffer()
+        started = time.monotonic()
+        reader = asyncio.create_task(self._read(request, buffer))
+        live.reader = reader
+        if live.stop_reason is not None:  # stopped while the prompt was read
+            reader.cancel()
+        flush_every = self.settings.generation_flush_seconds
+        while True:
+            if not buffer.text and not reader.done():
+                changed = asyncio.create_task(buffer.changed.wait())
+                await asyncio.wait({changed, reader}, return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+            if live.stop_reason is not None:
+                return await self._stopped(live, principal, answer, buffer.take(), offset)
+            text = buffer.take()
+            if text:
+                try:
+                    offset = await self._write(principal, answer, text, offset)
+                except PayloadTooLarge:
+                    reader.cancel()
+                    await self._fail(
+                        principal,
+                        job,
+                        "The answer reached MAX_MESSAGE_BYTES; the text so far is kept",
+                        {"error_kind": "too_long"},
+                    )
+                    return "failed"
+            if reader.done() and not buffer.text:
+                break
+            # Coalesce: what arrives meanwhile goes in the next write (sooner if it ends).
+            await asyncio.wait({reader}, timeout=flush_every)
+        if live.stop_reason is not None:
+            return await self._stopped(live, principal, answer, "", offset)
+        ended = time.monotonic()
+        try:
+            finish = reader.result()
+        except ProviderFailure as failure:
+            self._metrics.provider_errors.labels(failure.kind).inc()
+            await self._fail(
+                principal,
+                job,
+                failure.message,
+                {"error_kind": failure.kind, "attempt": job.attempt}
+                | ({"provider_status": failure.status} if failure.status else {}),
+            )
+            return "failed"
+        ttft = None if buffer.first_at is None else buffer.first_at - started
+        if ttft is not None:
+            self._metrics.ttft.observe(ttft)
+        reported = (("prompt", finish.prompt_tokens), ("completion", finish.completion_tokens))
+        for kind, count in reported:
+            if count:
+                self._metrics.tokens.labels(kind).inc(count)
+        token_count = finish.completion_tokens
+        if token_count is not None and prefix:
+            # A continued answer: the provider counted the continuation only.
+            token_count += store.estimate_tokens(prefix)
+        usage = {
+            "finish_reason": finish.reason,
+            "prompt_tokens": finish.prompt_tokens,
+            "completion_tokens": finish.completion_tokens,
+            "ttft_ms": None if ttft is None else round(ttft * 1000),
+            "provider_model": finish.model,
+            "attempt": job.attempt,
+        }
+        await self._complete(principal, answer, token_count, round((ended - started) * 1000), usage)
+        return "complete"
+
+    async def _read(self, request: ChatRequest, buffer: _Buffer) -> Finish:
+        finish = Finish(reason=None)
+        try:
+            async for part in self._provider.stream(request):
+                if isinstance(part, Finish):
+                    finish = part
+                else:
+                    buffer.add(part)
+        finally:
+            buffer.changed.set()
+        return finish
+
+    async def _stopped(
+        self, live: Live, principal: Principal, answer: MessageRead, text: str, offset: int = 0
+    ) -> Outcome:
+        if live.stop_reason != "shutdown":
+            return "cancelled" if live.stop_reason == "cancelled" else "superseded"
+        # Shutdown: keep what was read, and let another process (or the next start) go on.
+        if text:
+            await self._write(principal, answer, text, offset)
+        async with store.transaction(self._sessionmaker) as db:
+            await store.release(db, answer.id, datetime.now(UTC), owner=self.owner, hand_over=True)
+        return "handed_over"
+
+    async def _write(
+        self, principal: Principal, answer: MessageRead, text: str, offset: int
+    ) -> int:
+        delay = 0.2
+        for attempt in range(_WRITE_TRIES):
+            try:
+                async with store.transaction(self._sessionmaker) as db:
+                    return await store.append(self._acting(db, principal), answer, text, offset)
+            except (OffsetMismatch, InvalidTransition, MessageNotFound, ChatSessionNotFound):
+                raise _Superseded from None
+            except (DBAPIError, PoolTimeout, OSError):
+                if attempt + 1 == _WRITE_TRIES:
+                    raise _StoreUnavailable from None
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    async def _complete(
+        self,
+        principal: Principal,
+        answer: MessageRead,
+        token_count: int | None,
+        latency_ms: int,
+        usage: dict[str, Any],
+    ) -> None:
+        async with store.transaction(self._sessionmaker) as db:
+            # Only the lease's holder completes the answer (and the lease goes with it).
+            if not await store.release(db, answer.id, datetime.now(UTC), owner=self.owner):
+                raise _Superseded
+            try:
+                ctx = self._acting(db, principal)
+                current = await store.get_message(ctx, answer.session_id, answer.id)
+                await store.update(
+                    ctx,
+                    current,
+                    MessageUpdate(
+                        status="complete",
+                        token_count=token_count,
+                        latency_ms=latency_ms,
+                        metadata={**_without_failure(current.metadata), **usage},
+                    ),
+                )
+            except (InvalidTransition, MessageNotFound, ChatSessionNotFound):
+                raise _Superseded from None
+
+    async def _fail(
+        self, principal: Principal, job: Job, error: str, details: dict[str, Any]
+    ) -> None:
+        async with store.transaction(self._sessionmaker) as db:
+            # Only the lease's holder fails the answer: one that lost it leaves it to its taker.
+            if not await store.release(db, job.message_id, datetime.now(UTC), owner=self.owner):
+                raise _Superseded
+            try:
+                current = await store.get_message(
+                    self._acting(db, principal), job.session_id, job.message_id
+                )
+            except (MessageNotFound, ChatSessionNotFound):
+                raise _Superseded from None
+            if not store.is_open(current):
+                raise _Superseded
+            await self.fail_in(db, principal, current, error, details)
+
+    async def fail_in(
+        self,
+        db: AsyncSession,
+        principal: Principal,
+        answer: MessageRead,
+        error: str,
+        details: dict[str, Any],
+    ) -> None:
+        """Fail the answer, keeping its text, and clear its lease (one transaction)."""
+        await store.update(
+            self._acting(db, principal),
+            answer,
+            MessageUpdate(
+                status="failed",
+                error_message=error,
+                metadata={**answer.metadata, **details},
+            ),
+        )
+        await store.release(db, answer.id, datetime.now(UTC))

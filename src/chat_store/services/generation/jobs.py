@@ -1,0 +1,69 @@
+"""What crosses a process boundary about a generation: what a turn asked for (kept with its
+lease in the database) and a stop request (sent on the bus)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+# The bus channel of stop requests (internal: "_" channels are not counted as readers).
+STOP_CHANNEL = "_generation"
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """What a turn asked for; kept with the lease, so a continuation asks the same."""
+
+    model: str
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+    system: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_output_tokens": self.max_output_tokens,
+            "system": self.system,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], default_model: str) -> GenerationParams:
+        return cls(
+            model=str(data.get("model") or default_model),
+            temperature=data.get("temperature"),
+            max_output_tokens=data.get("max_output_tokens"),
+            system=data.get("system"),
+        )
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Stop generating this answer (it was cancelled): sent on the bus to every process."""
+
+    message_id: uuid.UUID
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "generation.stop", "message_id": str(self.message_id)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StopRequest | None:
+        if data.get("type") != "generation.stop":
+            return None
+        try:
+            return cls(uuid.UUID(str(data["message_id"])))
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of an answer's generation in this process."""
+
+    message_id: uuid.UUID
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    attempt: int
+    params: GenerationParams
+    takeover: bool = False

@@ -1,0 +1,190 @@
+"""The model provider: any OpenAI-compatible server, through the official `openai` SDK.
+
+The SDK is the only client of the provider: it parses the stream, retries a refused request
+before anything streamed (429, 5xx, a connection that failed) with its own backoff, and reports
+failures as its typed errors, which are turned here into a `ProviderFailure` whose message
+holds no secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import openai
+
+from chat_store.settings import Settings
+
+FailureKind = Literal["timeout", "connection", "status", "provider"]
+_MAX_ERROR_CHARS = 500
+# The SDK refuses to start without a key; servers that need none (Ollama, vLLM, llama.cpp's
+# server) ignore the bearer token it then sends.
+_NO_KEY = "not-needed"
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One streamed chat completion: what is sent to the provider."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    temperature: float | None = None
+    max_output_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The end of an answer, with the provider's usage when it sent it."""
+
+    reason: str | None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    model: str | None = None
+
+
+@dataclass
+class ProviderFailure(Exception):
+    """The provider could not be reached, refused, failed or went silent."""
+
+    kind: FailureKind
+    message: str
+    status: int | None = None
+    # True when the failure came after text had streamed (the answer is partial).
+    mid_answer: bool = field(default=False)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Provider:
+    def __init__(self, settings: Settings) -> None:
+        assert settings.llm_base_url is not None
+        self._settings = settings
+        self._secret = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
+        timeout = settings.llm_timeout_seconds
+        self._gap_timeout = timeout
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.llm_base_url,
+            api_key=self._secret or _NO_KEY,
+            # The first answer (headers) and each read of the stream wait this long at most.
+            timeout=openai.Timeout(timeout, connect=min(timeout, 10.0)),
+            max_retries=settings.llm_max_retries,
+        )
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Finish]:
+        """The answer's text as it comes, then one `Finish`. Raises ProviderFailure."""
+        arguments: dict[str, Any] = {
+            "model": request.model,
+            "messages": request.messages,
+            "stream": True,
+        }
+        if self._settings.llm_stream_usage:
+            arguments["stream_options"] = {"include_usage": True}
+        if request.temperature is not None:
+            arguments["temperature"] = request.temperature
+        if request.max_output_tokens is not None:
+            arguments[self._settings.llm_max_tokens_parameter] = request.max_output_tokens
+        try:
+            chunks = await self._client.chat.completions.create(**arguments)
+        except openai.APIError as exc:
+            raise self._failure(exc, mid_answer=False) from None
+        streamed = False
+        try:
+            reason: str | None = None
+            usage: Any = None
+            model: str | None = None
+            iterator = chunks.__aiter__()
+            while True:
+                try:
+                    # The SDK's read timeout covers a silent connection; this also covers a
+                    # provider that keeps it busy with comments but sends no token.
+                    async with asyncio.timeout(self._gap_timeout):
+                        chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise ProviderFailure(
+                        "timeout",
+                        f"The model provider sent nothing for {self._gap_timeout:g} s "
+                        "(LLM_TIMEOUT_SECONDS)",
+                        mid_answer=streamed,
+                    ) from None
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                for choice in chunk.choices:
+                    if choice.index != 0:
+                        continue
+                    text = clean_text(choice.delta.content or "") if choice.delta else ""
+                    if text:
+                        streamed = True
+                        yield text
+                    if choice.finish_reason:
+                        reason = choice.finish_reason
+            yield Finish(
+                reason=reason,
+                prompt_tokens=getattr(usage, "prompt_tokens", None),
+                completion_tokens=getattr(usage, "completion_tokens", None),
+                model=model,
+            )
+        except openai.APIError as exc:
+            raise self._failure(exc, mid_answer=streamed) from None
+        finally:
+            await chunks.close()
+
+    def _failure(self, exc: openai.APIError, *, mid_answer: bool) -> ProviderFailure:
+        if isinstance(exc, openai.APITimeoutError):
+            kind: FailureKind = "timeout"
+            message = (
+                f"The model provider did not answer within {self._gap_timeout:g} s "
+                "(LLM_TIMEOUT_SECONDS)"
+            )
+        elif isinstance(exc, openai.APIConnectionError):
+            kind = "connection"
+            cause = exc.__cause__
+            message = "The connection to the model provider failed" + (
+                f" ({type(cause).__name__})" if cause is not None else ""
+            )
+        elif isinstance(exc, openai.APIStatusError):
+            kind = "status"
+            message = f"The model provider answered {exc.status_code}: {_error_text(exc)}"
+        else:
+            kind = "provider"
+            message = f"The model provider reported an error: {_error_text(exc)}"
+        status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+        return ProviderFailure(kind, self._redact(message), status, mid_answer=mid_answer)
+
+    def _redact(self, message: str) -> str:
+        """No secret in a stored error: a provider may quote the key it was given."""
+        if self._secret:
+            message = message.replace(self._secret, "[redacted]")
+        return message[:_MAX_ERROR_CHARS]
+
+
+def _error_text(exc: openai.APIError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
+    if isinstance(exc, openai.APIStatusError):
+        return exc.response.reason_phrase or "no detail"
+    return exc.message
+
+
+def clean_text(text: str) -> str:
+    """Text the store can keep: no NUL, and a lone surrogate (an escape JSON allows) becomes
+    U+FFFD."""
+    text = text.replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in text)
+    return text

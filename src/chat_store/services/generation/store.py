@@ -1,0 +1,254 @@
+"""The generation's one way into the message store: every read and write of messages, sessions
+and leases that chat turns make goes through this module, and only through the messages
+service's public functions (so deltas, status moves, counters, cache versions and change events
+are exactly those of a client-written answer) and the generations crud module.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from chat_store.crud import generations as generation_crud
+from chat_store.crud import messages as message_crud
+from chat_store.models import Generation
+from chat_store.schemas.messages import (
+    OPEN_STATUSES,
+    DeltaAppend,
+    MessageAppend,
+    MessageRead,
+    MessageUpdate,
+)
+from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services import hooks
+from chat_store.services import messages as message_service
+from chat_store.services.context import RequestContext
+from chat_store.services.principals import Principal
+
+# The store's token estimate and its /context selection, so a prompt is cut as /context cuts.
+estimate_tokens = message_service.estimate_tokens
+message_tokens = message_service.message_tokens
+select_context = message_service.select_context
+
+_HISTORY_PAGE = 200
+
+
+def owner_principal(user_id: uuid.UUID) -> Principal:
+    """The owner of a generation, for the writes its process makes on the owner's behalf."""
+    return Principal(user_id=user_id, kind="user")
+
+
+async def begin(db: AsyncSession) -> None:
+    """Make what the caller runs next one transaction. Without it, a first write that is one
+    statement would commit by itself (see db.fetch_one)."""
+    if not db.in_transaction():
+        await db.begin()
+
+
+@asynccontextmanager
+async def transaction(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """A short transaction of a background generation, run as a request's is: committed at the
+    end (rolled back on error), then its after-commit work (change events) done.
+
+    Its writes put a write first where they can: on SQLite, a transaction that reads and then
+    writes is refused at once (not queued) when another process wrote in between."""
+    async with sessionmaker() as db:
+        try:
+            yield db
+        except BaseException:
+            hooks.discard(db)
+            await db.rollback()
+            raise
+        if db.in_transaction():
+            await db.commit()
+        await hooks.run_after_commit(db)
+
+
+@dataclass(frozen=True)
+class NewTurn:
+    content: str
+    context: dict[str, Any] | None
+    model: str
+    expected_last_seq: int | None
+
+
+async def system_prompt(ctx: RequestContext, session_id: uuid.UUID) -> str | None:
+    """The session's system prompt; 404 if the session is not the caller's."""
+    chat_session = await chat_session_service.get_owned(ctx, session_id)
+    return chat_session.system_prompt
+
+
+async def create_turn(
+    ctx: RequestContext, session_id: uuid.UUID, turn: NewTurn
+) -> tuple[MessageRead, MessageRead]:
+    """The user's message (complete, with its context) and the answer (pending), with the next
+    two seqs, in the caller's transaction."""
+    asked = MessageAppend(
+        role="user",
+        content=turn.content,
+        context=turn.context,
+        expected_last_seq=turn.expected_last_seq,
+    )
+    user = await message_service.create_message(ctx, session_id, asked, None)
+    pending = MessageAppend(role="assistant", status="pending", model=turn.model)
+    answer = await message_service.create_message(ctx, session_id, pending, None)
+    return user, answer
+
+
+async def get_message(
+    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageRead:
+    return await message_service.get_message(ctx, session_id, message_id)
+
+
+async def get_generation(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
+    return await generation_crud.get(db, message_id)
+
+
+async def live_in_session(
+    db: AsyncSession, session_id: uuid.UUID, now: datetime
+) -> list[uuid.UUID]:
+    return await generation_crud.live_in_session(db, session_id, now)
+
+
+async def live_for_user(
+    db: AsyncSession, user_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
+) -> int:
+    return await generation_crud.live_for_user(db, user_id, now, besides=besides)
+
+
+async def add_generation(
+    db: AsyncSession,
+    message: MessageRead,
+    principal: Principal,
+    *,
+    owner: str,
+    lease_until: datetime,
+    params: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Record a new generation held by `owner`; False when the message has one already
+    (inserted concurrently)."""
+    values = {
+        "message_id": message.id,
+        "session_id": message.session_id,
+        "user_id": principal.user_id,
+        "owner": owner,
+        "lease_expires_at": lease_until,
+        "attempt": 1,
+        "params": params,
+        "created_at": now,
+        "updated_at": now,
+    }
+    try:
+        async with db.begin_nested():
+            await generation_crud.insert_generation(db, values)
+    except IntegrityError:
+        return False
+    return True
+
+
+async def claim(
+    db: AsyncSession,
+    message_id: uuid.UUID,
+    *,
+    owner: str,
+    lease_until: datetime,
+    now: datetime,
+    params: dict[str, Any] | None = None,
+) -> Generation | None:
+    return await generation_crud.claim(
+        db, message_id, owner=owner, lease_until=lease_until, now=now, params=params
+    )
+
+
+async def renew(
+    db: AsyncSession, owner: str, message_ids: Sequence[uuid.UUID], lease_until: datetime
+) -> set[uuid.UUID]:
+    return await generation_crud.renew(db, owner, message_ids, lease_until)
+
+
+async def release(
+    db: AsyncSession,
+    message_id: uuid.UUID,
+    now: datetime,
+    *,
+    owner: str | None = None,
+    hand_over: bool = False,
+) -> bool:
+    return await generation_crud.release(db, message_id, now, owner=owner, hand_over=hand_over)
+
+
+async def expired(db: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
+    return await generation_crud.expired(db, now, limit)
+
+
+@dataclass(frozen=True)
+class PromptSource:
+    """What a prompt is made of, read at one point in time."""
+
+    system_prompt: str | None  # the session's
+    history: list[MessageRead]  # before the turn, oldest first, at least the budget's worth
+    turn: list[MessageRead]  # the newest user message before the answer, and what follows it
+    answer: MessageRead  # the answer being generated, its stored text in partial_content
+
+
+async def prompt_source(
+    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID, max_tokens: int
+) -> PromptSource:
+    """The answer and the messages before it: read newest first, page by page, until the
+    history certainly holds more than `max_tokens` (and a tool result's call is included)."""
+    prompt = await system_prompt(ctx, session_id)
+    answer = await get_message(ctx, session_id, message_id)
+    before: list[MessageRead] = []
+    before_seq = answer.seq
+    seen = 0
+    while True:
+        rows, has_more = await message_crud.list_by_seq(
+            ctx.db,
+            session_id,
+            after_seq=None,
+            before_seq=before_seq,
+            descending=True,
+            limit=_HISTORY_PAGE,
+        )
+        reads = await message_service.to_reads(ctx, rows)
+        before[:0] = list(reversed(reads))
+        seen += sum(message_tokens(read) for read in reads)
+        if not has_more or not rows:
+            break
+        before_seq = rows[-1].seq
+        has_user = any(read.role == "user" for read in before)
+        if has_user and seen > max_tokens and before[0].role != "tool":
+            break
+    start = next((i for i in range(len(before) - 1, -1, -1) if before[i].role == "user"), None)
+    if start is None:
+        return PromptSource(prompt, before, [], answer)
+    return PromptSource(prompt, before[:start], before[start:], answer)
+
+
+async def append(ctx: RequestContext, answer: MessageRead, text: str, offset: int) -> int:
+    """Append `text` at `offset` through the durable delta path (one statement committed by
+    itself on Postgres, as a streaming client's delta); returns the new length."""
+    delta = DeltaAppend(delta=text, offset=offset)
+    appended = await message_service.append_delta(
+        ctx, answer.session_id, answer.id, delta, return_text=False
+    )
+    return appended.length
+
+
+async def update(ctx: RequestContext, message: MessageRead, change: MessageUpdate) -> MessageRead:
+    return await message_service.update_message(ctx, message.session_id, message.id, change)
+
+
+def is_open(message: MessageRead) -> bool:
+    return message.status in OPEN_STATUSES

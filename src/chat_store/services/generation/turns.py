@@ -1,0 +1,296 @@
+"""Chat turns: the rules of `POST /chat`, `/cancel` and `/continue`.
+
+- A turn stores the user's message and the pending answer in one transaction, with the lease of
+  its generation; the generation starts once that transaction has committed, in this process.
+- One live generation per session (409 generation_in_progress), at most
+  GENERATION_CONCURRENCY_PER_USER per user (429), at most LLM_MAX_CONCURRENT per process (503).
+- A turn sent again with the same Idempotency-Key is the same turn: no second message, no second
+  model call; its answer is followed wherever it is generated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.cache.bus import Bus
+from chat_store.errors import InvalidTransition, ValidationFailed
+from chat_store.schemas.chat import ChatTurn, ChatTurnCreate
+from chat_store.schemas.messages import MessageRead, MessageUpdate
+from chat_store.services import hooks, idempotency
+from chat_store.services import streams as stream_service
+from chat_store.services.context import RequestContext
+from chat_store.services.generation import store
+from chat_store.services.generation.errors import (
+    GenerationInProgress,
+    GenerationUnavailable,
+    ProviderError,
+    ProviderTimeout,
+    TooManyGenerations,
+)
+from chat_store.services.generation.jobs import STOP_CHANNEL, GenerationParams, Job, StopRequest
+from chat_store.services.generation.runner import GenerationRunner, Slot
+from chat_store.services.principals import Principal
+from chat_store.services.streams import StreamContext, StreamEvent
+from chat_store.settings import Settings
+
+CANCELLED = "Cancelled by request"
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """What a chat-turn service call works with: the request's context (its transaction and
+    caller) and this process's generation runner (None without a provider)."""
+
+    request: RequestContext
+    runner: GenerationRunner | None
+
+    @property
+    def db(self) -> AsyncSession:
+        return self.request.db
+
+    @property
+    def settings(self) -> Settings:
+        return self.request.settings
+
+    @property
+    def bus(self) -> Bus:
+        return self.request.bus
+
+    @property
+    def principal(self) -> Principal:
+        return self.request.principal
+
+    def generating(self) -> GenerationRunner:
+        if self.runner is None:
+            raise GenerationUnavailable()
+        return self.runner
+
+
+def choose_model(settings: Settings, requested: str | None) -> str:
+    allowed = settings.allowed_models
+    if requested is None:
+        return allowed[0]
+    if requested not in allowed:
+        raise ValidationFailed(
+            f"model must be one of {', '.join(allowed)} (LLM_MODEL, LLM_MODELS)",
+            ["body", "model"],
+        )
+    return requested
+
+
+async def _check_user_limit(
+    ctx: TurnContext, now: datetime, *, besides: uuid.UUID | None = None
+) -> None:
+    limit = ctx.settings.generation_concurrency_per_user
+    live = await store.live_for_user(ctx.db, ctx.principal.user_id, now, besides=besides)
+    if live >= limit:
+        raise TooManyGenerations(limit)
+
+
+async def _check_session_free(
+    ctx: TurnContext, session_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
+) -> None:
+    live = [mid for mid in await store.live_in_session(ctx.db, session_id, now) if mid != besides]
+    if live:
+        raise GenerationInProgress(
+            live[0], f"An answer of this session is being generated (message {live[0]})"
+        )
+
+
+def _launch_after_commit(ctx: TurnContext, job: Job, slot: Slot) -> None:
+    runner = ctx.generating()
+
+    async def launch() -> None:
+        runner.launch(job, slot)
+
+    hooks.after_commit(ctx.db, launch)
+
+
+async def start_turn(
+    ctx: TurnContext, session_id: uuid.UUID, body: ChatTurnCreate, idempotency_key: str | None
+) -> ChatTurn:
+    runner = ctx.generating()
+    model = choose_model(ctx.settings, body.model)
+    params = GenerationParams(
+        model=model,
+        temperature=body.temperature,
+        max_output_tokens=body.max_output_tokens,
+        system=body.system,
+    )
+    made: list[tuple[Job, Slot]] = []
+
+    async def produce() -> ChatTurn:
+        slot = runner.reserve()
+        try:
+            now = datetime.now(UTC)
+            await store.begin(ctx.db)
+            # Writes first (a missing session is a 404 here): creating the messages locks the
+            # session's row until commit, so the checks below see every turn of this session
+            # committed before, and none can start meanwhile.
+            turn = store.NewTurn(body.content, body.context, model, body.expected_last_seq)
+            user, answer = await store.create_turn(ctx.request, session_id, turn)
+            await _check_user_limit(ctx, now)
+            await _check_session_free(ctx, session_id, now, besides=answer.id)
+            await store.add_generation(
+                ctx.db,
+                answer,
+                ctx.principal,
+                owner=runner.owner,
+                lease_until=runner.lease_until(now),
+                params=params.to_dict(),
+                now=now,
+            )
+        except BaseException:
+            slot.release()
+            raise
+        job = Job(answer.id, session_id, ctx.principal.user_id, 1, params)
+        made.append((job, slot))
+        return ChatTurn(user_message=user, assistant_message=answer)
+
+    # `stream` is how the caller reads the answer, not part of the turn: a retry may change it.
+    turn_body = body.model_copy(update={"stream": True})
+    create = idempotency.Create("chat_turn", str(session_id), turn_body, ChatTurn)
+    turn = await idempotency.run_once(ctx.request, idempotency_key, create, produce)
+    for job, slot in made:
+        if job.message_id == turn.assistant_message.id:
+            _launch_after_commit(ctx, job, slot)
+        else:  # made, then undone: a concurrent retry with the same key stored its turn first
+            slot.release()
+    return turn
+
+
+async def turn_events(context: StreamContext, turn: ChatTurn) -> AsyncIterator[StreamEvent]:
+    """`turn` with both messages, then exactly the events of the answer's message stream."""
+    yield StreamEvent("turn", turn.model_dump(mode="json"), "0")
+    answer = turn.assistant_message
+    async for event in stream_service.follow_message(context, answer.session_id, answer.id, 0):
+        yield event
+
+
+async def wait_for_answer(
+    context: StreamContext, turn: ChatTurn, wait_seconds: float
+) -> tuple[int, ChatTurn]:
+    """The turn once its answer has ended (201), or as it stands after `wait_seconds` (202).
+    A failed answer is a 502 provider_error or 504 provider_timeout naming both messages."""
+    answer = turn.assistant_message
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_seconds):
+            events = cast(
+                AsyncGenerator[StreamEvent, None],
+                stream_service.follow_message(context, answer.session_id, answer.id, 0),
+            )
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    if event.event in ("done", "close"):
+                        break
+    async with context.app.sessionmaker() as db:
+        request = RequestContext(db, context.principal, context.app)
+        user = await store.get_message(request, answer.session_id, turn.user_message.id)
+        answer = await store.get_message(request, answer.session_id, answer.id)
+    if answer.status == "failed":
+        error = ProviderTimeout if answer.metadata.get("error_kind") == "timeout" else ProviderError
+        raise error(answer.error_message or "The answer failed", user.id, answer.id)
+    status = 202 if store.is_open(answer) else 201
+    return status, ChatTurn(user_message=user, assistant_message=answer)
+
+
+async def cancel(ctx: TurnContext, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
+    """Stop an answer wherever it is generated: `cancelled`, its text kept. Cancelling it
+    again answers the same."""
+    now = datetime.now(UTC)
+    await store.begin(ctx.db)
+    # The lease ends with the answer: its process sees that at its next renewal or write, even
+    # if the stop request below is lost. Written first (undone with the rest if the checks
+    # refuse): on SQLite a read that turns into a write is refused when another process wrote
+    # in between.
+    await store.release(ctx.db, message_id, now)
+    answer = await store.get_message(ctx.request, session_id, message_id)
+    if answer.role != "assistant":
+        raise InvalidTransition("Only an assistant message is generated, and can be cancelled")
+    if answer.status == "cancelled":
+        return answer
+    cancelled = await store.update(
+        ctx.request,
+        answer,
+        MessageUpdate(
+            status="cancelled",
+            error_message=CANCELLED,
+            metadata={**answer.metadata, "finish_reason": "cancelled"},
+        ),
+    )
+
+    async def announce() -> None:
+        if ctx.runner is not None:
+            await ctx.runner.request_stop(message_id)
+        else:
+            await ctx.bus.publish(STOP_CHANNEL, StopRequest(message_id).to_dict())
+
+    hooks.after_commit(ctx.db, announce)
+    return cancelled
+
+
+async def continue_message(
+    ctx: TurnContext, session_id: uuid.UUID, message_id: uuid.UUID
+) -> MessageRead:
+    """Generate the rest of a failed or abandoned answer: the model is given the stored text
+    as the start of its answer, and what it sends is appended at the stored length."""
+    runner = ctx.generating()
+    now = datetime.now(UTC)
+    lease_until = runner.lease_until(now)
+    slot = runner.reserve()
+    try:
+        await store.begin(ctx.db)
+        # The claim first (undone with the rest if the checks refuse): one compare-and-set, so
+        # a generation that is live anywhere is not claimed, and two continues never both win.
+        claimed = await store.claim(
+            ctx.db, message_id, owner=runner.owner, lease_until=lease_until, now=now
+        )
+        answer = await store.get_message(ctx.request, session_id, message_id)
+        if answer.role != "assistant":
+            raise InvalidTransition("Only an assistant message can be continued")
+        if answer.status not in ("failed", "pending", "in_progress"):
+            raise InvalidTransition(f"A {answer.status} answer cannot be continued")
+        if claimed is not None:
+            params = GenerationParams.from_dict(claimed.params, ctx.settings.allowed_models[0])
+            attempt = claimed.attempt
+        elif await store.get_generation(ctx.db, message_id) is not None:
+            raise _live(message_id)
+        else:
+            # An answer a client wrote: generated from now on, with its model if allowed.
+            model = answer.model if answer.model in ctx.settings.allowed_models else None
+            params = GenerationParams(model=choose_model(ctx.settings, model))
+            attempt = 1
+            if not await store.add_generation(
+                ctx.db,
+                answer,
+                ctx.principal,
+                owner=runner.owner,
+                lease_until=lease_until,
+                params=params.to_dict(),
+                now=now,
+            ):
+                raise _live(message_id)
+        await _check_user_limit(ctx, now, besides=message_id)
+        await _check_session_free(ctx, session_id, now, besides=message_id)
+        if answer.status == "failed":
+            answer = await store.update(ctx.request, answer, MessageUpdate(status="in_progress"))
+    except BaseException:
+        slot.release()
+        raise
+    job = Job(message_id, session_id, ctx.principal.user_id, attempt, params)
+    _launch_after_commit(ctx, job, slot)
+    return answer
+
+
+def _live(message_id: uuid.UUID) -> GenerationInProgress:
+    return GenerationInProgress(
+        message_id, f"Message {message_id} is being generated; follow its stream or cancel it"
+    )

@@ -1,0 +1,78 @@
+"""The client the terminal commands use: built from CHAT_STORE_API_KEY or the saved login, and
+saving the tokens again whenever the client refreshes them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import httpx
+
+from chat_store.client import ChatStoreClient, ChatStoreError
+from chat_store.client.models import TokenPair
+from chat_store.terminal import config
+from chat_store.terminal.output import ExitCode, api_error, fail
+
+
+class TerminalClient(ChatStoreClient):
+    """A client whose tokens live in the login file: a refresh is saved at once, because the
+    old refresh token is spent and the next run must present the new one."""
+
+    def __init__(self, login: config.Login, *, persist: bool) -> None:
+        super().__init__(
+            login.url,
+            api_key=login.api_key,
+            access_token=login.access_token,
+            refresh_token=login.refresh_token,
+            timeout=httpx.Timeout(30.0, connect=10.0),
+        )
+        self.login_record = login
+        self._persist = persist
+
+    def set_tokens(self, tokens: TokenPair) -> None:
+        super().set_tokens(tokens)
+        self._save()
+
+    def clear_tokens(self) -> None:
+        super().clear_tokens()
+        self._save()
+
+    def _save(self) -> None:
+        self.login_record = self.login_record.with_tokens(self.access_token, self.refresh_token)
+        if self._persist:
+            config.save(self.login_record)
+
+
+def current_login() -> config.Login | None:
+    """CHAT_STORE_API_KEY wins (scripts need no login); otherwise the saved login."""
+    api_key = os.environ.get(config.API_KEY_ENV)
+    saved = config.load()
+    if api_key:
+        url = os.environ.get(config.URL_ENV) or (saved.url if saved else config.DEFAULT_URL)
+        return config.Login(url=url, api_key=api_key)
+    if saved is None or not saved.has_credentials:
+        return None
+    # The saved tokens belong to the saved URL: CHAT_STORE_URL only chooses where to log in.
+    return saved
+
+
+def open_client() -> TerminalClient:
+    login = current_login()
+    if login is None:
+        fail(
+            "not logged in: run `chat-store login` (or set CHAT_STORE_API_KEY)",
+            ExitCode.NOT_LOGGED_IN,
+        )
+    return TerminalClient(login, persist=not os.environ.get(config.API_KEY_ENV))
+
+
+@contextlib.contextmanager
+def reported_errors() -> Iterator[None]:
+    """Error answers and unreachable servers as one line and an exit code, never a traceback."""
+    try:
+        yield
+    except ChatStoreError as exc:
+        api_error(exc)
+    except httpx.TransportError as exc:
+        fail(f"cannot reach the service: {type(exc).__name__}: {exc}")

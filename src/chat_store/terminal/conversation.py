@@ -1,0 +1,352 @@
+"""Talking to the model from the terminal: chat (interactive), ask (one turn), resume, follow.
+
+The answer is printed as the service stores it. Ctrl-C during an answer cancels it on the
+service (the text so far is kept); a dropped connection is reattached by the client itself.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from chat_store.client import (
+    ChatSession,
+    ChatStoreError,
+    ConflictError,
+    Message,
+    StreamDelta,
+    StreamDone,
+)
+from chat_store.client.models import ChatTurn
+from chat_store.terminal.connect import TerminalClient, open_client, reported_errors
+from chat_store.terminal.output import (
+    ExitCode,
+    fail,
+    print_json,
+    stderr_console,
+    stdout_console,
+)
+from chat_store.terminal.refs import resolve_session
+from chat_store.terminal.sessions import JsonOption, sessions_table
+from chat_store.terminal.workspace import current_workspace
+
+OPEN_STATUSES = frozenset({"pending", "in_progress"})
+UNFINISHED_STATUSES = OPEN_STATUSES | {"failed", "cancelled"}
+
+HELP = """\
+/new             start a new session
+/sessions        list recent sessions (numbered for /switch)
+/switch N        switch to session N of the last list (or an id prefix)
+/fork            continue in a copy of this session
+/rename TITLE    rename this session
+/retry           ask the last question again
+/help            this help
+/exit            leave (so do Ctrl-C and Ctrl-D at the prompt)"""
+
+
+@dataclass
+class Answer:
+    """How a streamed answer ended."""
+
+    message_id: uuid.UUID | None
+    status: str
+    error_message: str | None = None
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def print_stream(
+    client: TerminalClient,
+    session_id: uuid.UUID,
+    items: Iterable[ChatTurn | StreamDelta | StreamDone],
+    message_id: uuid.UUID | None = None,
+) -> Answer:
+    """Print an answer's text as it arrives. Ctrl-C cancels the answer on the service (once its
+    id is known) and keeps what was written."""
+    answer = Answer(message_id, "in_progress")
+    iterator: Iterator[ChatTurn | StreamDelta | StreamDone] = iter(items)
+    try:
+        for item in iterator:
+            if isinstance(item, ChatTurn):
+                answer.message_id = item.assistant_message.id
+            elif isinstance(item, StreamDelta):
+                _write(item.delta)
+            else:
+                answer.status, answer.error_message = item.status, item.error_message
+    except KeyboardInterrupt:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
+        _write("\n")
+        if answer.message_id is None:
+            stderr_console().print("[yellow]interrupted before the answer started[/yellow]")
+            answer.status = "interrupted"
+            return answer
+        try:
+            cancelled = client.cancel(session_id, answer.message_id)
+            answer.status = cancelled.status
+        except ChatStoreError as exc:  # it finished meanwhile: nothing to cancel
+            answer.status = "complete" if exc.status == 409 else "interrupted"
+        stderr_console().print(f"[yellow]{answer.status}: the text so far is kept[/yellow]")
+        return answer
+    _write("\n")
+    if answer.status == "failed":
+        stderr_console().print(
+            f"[red]the answer failed:[/red] {answer.error_message or 'no reason given'}"
+            " (`/retry`, or `chat-store resume` to continue it)"
+        )
+    return answer
+
+
+def _pick_session(client: TerminalClient) -> ChatSession:
+    recent = client.list_sessions(limit=10).data
+    if not recent:
+        return client.create_session(workspace=current_workspace())
+    console = stdout_console()
+    console.print(sessions_table(recent, numbered=True))
+    console.print("  0  (new session)")
+    while True:
+        choice = typer.prompt("Pick a session", default="1").strip()
+        if choice.isdigit() and 0 <= int(choice) <= len(recent):
+            if choice == "0":
+                return client.create_session(workspace=current_workspace())
+            return recent[int(choice) - 1]
+        console.print(f"a number from 0 to {len(recent)}")
+
+
+class ChatLoop:
+    """The interactive session: the prompt, slash commands and turns."""
+
+    def __init__(self, client: TerminalClient, chat_session: ChatSession) -> None:
+        self.client = client
+        self.session = chat_session
+        self.listed: list[ChatSession] = []
+        self.last_question: str | None = None
+        self.console = stdout_console()
+
+    def banner(self) -> None:
+        title = self.session.title or "(untitled)"
+        self.console.print(f"[bold]{title}[/bold] {self.session.id}  (/help for commands)")
+
+    def run(self) -> None:
+        self.banner()
+        while True:
+            try:
+                line = input("you> ")
+            except EOFError:
+                _write("\n")
+                return
+            except KeyboardInterrupt:
+                _write("\n")
+                raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            line = line.strip()
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    return
+                continue
+            self.turn(line)
+
+    def turn(self, question: str) -> None:
+        self.last_question = question
+        with reported_errors():
+            try:
+                items = self.client.chat(self.session.id, question)
+                print_stream(self.client, self.session.id, items)
+            except ChatStoreError as exc:
+                # A refused turn is reported, and the conversation goes on.
+                title = exc.problem.get("title") or "error"
+                stderr_console().print(f"[red]{title}:[/red] {exc.detail} ({exc.code})")
+
+    def command(self, line: str) -> bool:
+        """Run a slash command; False to leave."""
+        name, _, argument = line.partition(" ")
+        argument = argument.strip()
+        with reported_errors():
+            if name in ("/exit", "/quit"):
+                return False
+            if name == "/help":
+                self.console.print(HELP, markup=False)
+            elif name == "/new":
+                self.session = self.client.create_session(
+                    title=argument or None, workspace=current_workspace()
+                )
+                self.banner()
+            elif name == "/sessions":
+                self.listed = self.client.list_sessions(limit=20).data
+                self.console.print(sessions_table(self.listed, numbered=True))
+            elif name == "/switch":
+                self.switch(argument)
+            elif name == "/fork":
+                self.fork()
+            elif name == "/rename":
+                if not argument:
+                    self.console.print("usage: /rename TITLE")
+                else:
+                    self.session = self.client.rename_session(self.session.id, argument)
+                    self.console.print(f"renamed to {self.session.title!r}")
+            elif name == "/retry":
+                if self.last_question is None:
+                    self.console.print("nothing to retry yet")
+                else:
+                    self.turn(self.last_question)
+            else:
+                self.console.print(f"unknown command {name}; /help lists them")
+        return True
+
+    def fork(self) -> None:
+        newest = self.client.list_messages(self.session.id, order="desc", limit=1).data
+        if not newest:
+            self.console.print("nothing to fork yet: the session has no messages")
+            return
+        self.session = self.client.fork_session(self.session.id, newest[0].id)
+        self.console.print("now in a copy of the session")
+        self.banner()
+
+    def switch(self, argument: str) -> None:
+        if argument.isdigit() and self.listed and 1 <= int(argument) <= len(self.listed):
+            self.session = self.listed[int(argument) - 1]
+        elif argument:
+            try:
+                self.session = resolve_session(self.client, argument)
+            except typer.Exit:  # resolve_session has said why
+                return
+        else:
+            self.console.print("usage: /switch N (after /sessions) or /switch ID-PREFIX")
+            return
+        self.banner()
+
+
+def chat(
+    session: Annotated[
+        str | None, typer.Argument(help="Session id, prefix or `last`; asked when left out.")
+    ] = None,
+) -> None:
+    """Chat with the model in a session: the answer streams as it is written."""
+    client = open_client()
+    with client:
+        with reported_errors():
+            chosen = resolve_session(client, session) if session else _pick_session(client)
+        ChatLoop(client, chosen).run()
+
+
+def ask(
+    question: Annotated[
+        str | None, typer.Argument(help="The question; read from stdin when left out.")
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option(help="Ask in this session (default: a new one).")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Ask one question and print the answer (plain text when not on a terminal)."""
+    if question is None:
+        if sys.stdin.isatty():
+            fail("give the question as an argument or on stdin", ExitCode.USAGE)
+        question = sys.stdin.read()
+    if not question.strip():
+        fail("the question is empty", ExitCode.USAGE)
+    client = open_client()
+    with client, reported_errors():
+        target = (
+            resolve_session(client, session)
+            if session
+            else client.create_session(workspace=current_workspace())
+        )
+        items = client.chat(target.id, question)
+        if as_json:
+            turn: ChatTurn | None = None
+            for item in items:
+                if isinstance(item, ChatTurn):
+                    turn = item
+            if turn is None:
+                fail("the service answered no turn")
+            final = client.get_message(target.id, turn.assistant_message.id)
+            print_json(
+                {
+                    "session_id": target.id,
+                    "user_message": turn.user_message,
+                    "assistant_message": final,
+                }
+            )
+            return
+        answer = print_stream(client, target.id, items)
+    if answer.status == "cancelled":
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    if answer.status != "complete":
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+def _newest_assistant(
+    client: TerminalClient, session_id: uuid.UUID, statuses: frozenset[str] | None
+) -> Message | None:
+    for message in client.iter_messages(session_id, order="desc"):
+        if message.role == "assistant" and (statuses is None or message.status in statuses):
+            return message
+    return None
+
+
+def resume(
+    session: Annotated[str, typer.Argument(help="Session id, prefix or `last`.")] = "last",
+) -> None:
+    """Continue an interrupted answer (the newest unfinished one) on the service and stream it."""
+    client = open_client()
+    with client, reported_errors():
+        target = resolve_session(client, session)
+        message = _newest_assistant(client, target.id, UNFINISHED_STATUSES)
+        if message is None:
+            fail("no interrupted answer in this session", ExitCode.NOT_FOUND)
+        try:
+            message = client.continue_message(target.id, message.id)
+        except ConflictError as exc:
+            if exc.code != "generation_in_progress":
+                raise
+            # Still generated somewhere (a takeover, another terminal): follow it instead.
+            message = client.get_message(target.id, message.id)
+        _write(message.text)
+        items = client.follow(target.id, message.id, offset=len(message.text))
+        answer = print_stream(client, target.id, items, message.id)
+    if answer.status != "complete":
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+def follow(
+    session: Annotated[str, typer.Argument(help="Session id, prefix or `last`.")],
+    message: Annotated[
+        str | None, typer.Argument(help="Message id (default: the newest answer).")
+    ] = None,
+) -> None:
+    """Follow a live answer from another terminal, from its first character."""
+    client = open_client()
+    with client, reported_errors():
+        target = resolve_session(client, session)
+        if message is not None:
+            try:
+                message_id = uuid.UUID(message)
+            except ValueError:
+                fail(f"not a message id: {message!r}", ExitCode.USAGE)
+        else:
+            newest = _newest_assistant(client, target.id, None)
+            if newest is None:
+                fail("no answer in this session yet", ExitCode.NOT_FOUND)
+            message_id = newest.id
+        try:
+            for item in client.follow(target.id, message_id):
+                if isinstance(item, StreamDelta):
+                    _write(item.delta)
+                elif isinstance(item, StreamDone):
+                    _write("\n")
+                    if item.status != "complete":
+                        stderr_console().print(f"[yellow]the answer ended {item.status}[/yellow]")
+        except KeyboardInterrupt:  # following only: the answer goes on
+            _write("\n")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

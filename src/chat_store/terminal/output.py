@@ -1,0 +1,89 @@
+"""How the terminal client speaks: results on stdout (tables, markdown or JSON), errors as one
+line on stderr, and the documented exit codes."""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import sys
+from typing import Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.text import Text
+
+from chat_store.client import ChatStoreError, NotFoundError, UnauthorizedError
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    NOT_LOGGED_IN = 3
+    NOT_FOUND = 4
+    INTERRUPTED = 130
+
+
+def _color(stream: Any) -> bool:
+    # Colors only on a terminal, and never with NO_COLOR set (https://no-color.org).
+    return "NO_COLOR" not in os.environ and bool(getattr(stream, "isatty", lambda: False)())
+
+
+def stdout_console() -> Console:
+    color = _color(sys.stdout)
+    return Console(
+        file=sys.stdout,
+        no_color=not color,
+        color_system="auto" if color else None,
+        highlight=False,
+        soft_wrap=not sys.stdout.isatty(),
+    )
+
+
+def stderr_console() -> Console:
+    color = _color(sys.stderr)
+    return Console(
+        file=sys.stderr, no_color=not color, color_system="auto" if color else None, highlight=False
+    )
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout (models as the API sends them)."""
+    text = json.dumps(to_jsonable(value), ensure_ascii=False, indent=2, default=str)
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def to_jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: to_jsonable(item) for key, item in value.items()}
+    return value
+
+
+def fail(message: str, code: ExitCode = ExitCode.ERROR) -> NoReturn:
+    """One line on stderr, then exit with `code`."""
+    # One line whatever the terminal's width: a script reads it, a person copies it.
+    stderr_console().print(Text("error:", style="red"), Text(message), soft_wrap=True)
+    raise typer.Exit(int(code))
+
+
+def api_error(exc: ChatStoreError) -> NoReturn:
+    """An error answer as one line: the problem's title, detail and code."""
+    title = exc.problem.get("title") if isinstance(exc.problem.get("title"), str) else None
+    detail = exc.detail if not title or exc.detail == title else f"{title}: {exc.detail}"
+    if isinstance(exc, UnauthorizedError):
+        fail(f"{detail} ({exc.code}); run `chat-store login`", ExitCode.NOT_LOGGED_IN)
+    if isinstance(exc, NotFoundError):
+        fail(f"{detail} ({exc.code})", ExitCode.NOT_FOUND)
+    suffix = f", request {exc.request_id}" if exc.status >= 500 and exc.request_id else ""
+    fail(f"{detail} ({exc.code}{suffix})")

@@ -1,0 +1,123 @@
+"""Limits that must hold against many credentials or many concurrent requests."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from tests.assertions import assert_problem
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Factory
+
+ME = f"{API}/users/me"
+KEYS = f"{API}/api-keys"
+
+
+@asynccontextmanager
+async def limited_client(backend: Backend, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An app with rate limits on (generous unless `overrides` say otherwise) and counters of
+    its own."""
+    values: dict[str, Any] = {
+        "rate_limit_enabled": True,
+        "rate_limit_auth": "1000/minute",
+        "rate_limit_read": "1000/minute",
+        "rate_limit_write": "1000/minute",
+        "redis_prefix": f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
+    }
+    settings = make_settings(backend, **(values | overrides))
+    async with running_app(settings) as app, client_for(app) as client:
+        yield client
+
+
+# Each test requests `app` so that the suite's cleanup deletes its rows afterwards.
+
+
+async def test_all_of_a_users_credentials_share_one_rate_limit(
+    backend: Backend, app: FastAPI
+) -> None:
+    async with limited_client(backend, rate_limit_read="4/minute") as client:
+        await _share_one_rate_limit(client)
+
+
+async def _share_one_rate_limit(client: httpx.AsyncClient) -> None:
+    factory = Factory(client)
+    account = await factory.account()
+    first = (await factory.api_key(account, name="first"))["key"]
+    second = (await factory.api_key(account, name="second"))["key"]
+    token = (await factory.login(account.email, account.password))["access_token"]
+    credentials = [
+        {"X-API-Key": first},
+        {"X-API-Key": second},
+        account.headers,
+        {"Authorization": f"Bearer {token}"},
+    ]
+
+    answers = [await client.get(ME, headers=headers) for headers in credentials]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 200]
+    assert [answer.headers["RateLimit-Remaining"] for answer in answers] == ["3", "2", "1", "0"]
+    # The user's budget is spent, whichever credential asks next; a fresh key brings none.
+    for headers in credentials:
+        assert_problem(await client.get(ME, headers=headers), 429, "rate_limited")
+    third = await client.post(KEYS, json={"name": "third"}, headers=account.headers)
+    assert third.status_code == 201  # writes have a budget of their own
+    assert_problem(
+        await client.get(ME, headers={"X-API-Key": third.json()["key"]}), 429, "rate_limited"
+    )
+    # Another user is not affected.
+    other = await factory.account()
+    assert (await client.get(ME, headers=other.headers)).status_code == 200
+
+
+async def test_concurrent_key_creates_stay_within_the_cap(backend: Backend, app: FastAPI) -> None:
+    async with limited_client(backend, max_api_keys_per_user=3) as client:
+        account = await Factory(client).account()
+
+        answers = await asyncio.gather(
+            *(client.post(KEYS, json={"name": f"k{i}"}, headers=account.headers) for i in range(10))
+        )
+
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [201] * 3 + [409] * 7
+        assert len((await client.get(KEYS, headers=account.headers)).json()["data"]) == 3
+
+
+async def test_concurrent_login_guesses_check_at_most_the_budget(
+    backend: Backend, app: FastAPI
+) -> None:
+    async with limited_client(backend, login_failures_per_account="10/15minutes") as client:
+        account = await Factory(client).account()
+        wrong = {"username": account.email, "password": "not the password"}
+        right = {"username": account.email, "password": account.password}
+
+        answers = await asyncio.gather(
+            *(client.post(f"{API}/auth/token", data=form) for form in [wrong] * 18 + [right])
+        )
+
+        statuses = [answer.status_code for answer in answers]
+        # At most 10 passwords were checked; the others were refused before theirs was.
+        assert statuses.count(401) + statuses.count(200) == 10, statuses
+        assert statuses.count(429) == 9, statuses
+        for answer in answers:
+            if answer.status_code == 429:
+                assert_problem(answer, 429, "rate_limited")
+                assert int(answer.headers["Retry-After"]) >= 1
+
+
+async def test_a_successful_login_is_not_counted_as_a_failure(
+    backend: Backend, app: FastAPI
+) -> None:
+    async with limited_client(backend, login_failures_per_account="3/15minutes") as client:
+        factory = Factory(client)
+        account = await factory.account()
+        for _ in range(5):
+            await factory.login(account.email, account.password)
+        form = {"username": account.email, "password": "not the password"}
+        failures = [await client.post(f"{API}/auth/token", data=form) for _ in range(4)]
+        assert [answer.status_code for answer in failures] == [401, 401, 401, 429]

@@ -1,0 +1,465 @@
+"""Archive to an object store (a local folder, and a real S3 API: moto's server over HTTP), the
+transparent restore on any message access, and a crash between every step, on both backends."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select, update
+
+from chat_store.api.deps import AppState
+from chat_store.crud import archive as archive_crud
+from chat_store.models import ChatSession, Message
+from chat_store.services import archive as archive_service
+from chat_store.services import retention
+from chat_store.services.archive import ArchiveAborted, Archiver
+from chat_store.settings import Settings
+from chat_store.storage import ArchiveStore
+from tests.api.test_export_import import comparable, exported, full_session
+from tests.assertions import assert_problem
+from tests.factories import API, Account, Factory
+from tests.support.redis_server import free_port
+from tests.support.s3_server import S3Server
+
+THRESHOLD = timedelta(days=90)
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def archiver(
+    request: pytest.FixtureRequest,
+    state: AppState,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Archiver:
+    """The app's archive store for this test: a folder of its own, or a bucket of its own on
+    the S3 server (obstore reads its endpoint and credentials from AWS_*)."""
+    if request.param == "local":
+        url = (tmp_path / "archive").as_uri()
+    else:
+        server: S3Server = request.getfixturevalue("s3_server")
+        for name, value in server.environment.items():
+            monkeypatch.setenv(name, value)
+        url = f"s3://{server.new_bucket()}/chat-store"
+    store = ArchiveStore(url)
+    monkeypatch.setattr(state, "archive", store)
+    return Archiver(state.sessionmaker, store)
+
+
+async def make_idle(state: AppState, *session_ids: str, days: int = 100) -> None:
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(ChatSession)
+            .where(ChatSession.id.in_([uuid.UUID(sid) for sid in session_ids]))
+            .values(last_activity_at=datetime.now(UTC) - timedelta(days=days))
+        )
+
+
+async def session_row(state: AppState, sid: str) -> ChatSession:
+    async with state.sessionmaker() as db:
+        row = await archive_crud.get_session(db, uuid.UUID(sid))
+    assert row is not None
+    return row
+
+
+async def stored_messages(state: AppState, sid: str) -> int:
+    async with state.sessionmaker() as db:
+        count = await db.scalar(
+            select(func.count()).select_from(Message).where(Message.session_id == uuid.UUID(sid))
+        )
+    return int(count or 0)
+
+
+async def archived_session(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> tuple[Account, str, dict[str, Any]]:
+    """A full session, archived by the job; with its export from before."""
+    account = await factory.account()
+    sid = await full_session(client, factory, account)
+    before = await exported(client, account, sid)
+    await make_idle(state, sid)
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert (report.sessions, report.messages, report.failed) == (1, 4, 0)
+    return account, sid, before
+
+
+async def assert_live_and_whole(
+    client: httpx.AsyncClient, account: Account, sid: str, before: dict[str, Any]
+) -> None:
+    """Nothing lost: the export (from the database now) equals the one taken before."""
+    after = await exported(client, account, sid)
+    assert comparable(after) == comparable(before)
+    assert [m["id"] for m in after["messages"]] == [m["id"] for m in before["messages"]]
+
+
+# --- archiving and the transparent restore
+
+
+async def test_archive_then_read_restores_transparently(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, before = await archived_session(client, factory, state, archiver)
+
+    row = await session_row(state, sid)
+    now = datetime.now(UTC)
+    assert row.archived_at is not None
+    assert row.archive_key == f"chat_archives/{now:%Y}/{now:%m}/{sid}.json.gz"
+    assert (row.message_count, row.last_seq, row.title) == (4, 5, "Billing flake")
+    assert await stored_messages(state, sid) == 0
+    # The object is the session's gzipped chat-store/1 JSON export.
+    document = json.loads(gzip.decompress(await archiver.store.read(row.archive_key)))
+    assert comparable(document) == comparable(before)
+
+    # Lists show it, with a filter; reading the session row does not restore it.
+    shown = (await client.get(f"{API}/sessions/{sid}", headers=account.headers)).json()
+    assert shown["archived_at"] is not None and shown["message_count"] == 4
+    archived = await client.get(f"{API}/sessions?archived=true", headers=account.headers)
+    assert [s["id"] for s in archived.json()["data"]] == [sid]
+    live = await client.get(f"{API}/sessions?archived=false", headers=account.headers)
+    assert live.json()["data"] == []
+    # An export reads the archive without restoring.
+    assert comparable(await exported(client, account, sid)) == comparable(before)
+    assert (await session_row(state, sid)).archived_at is not None
+
+    # Reading the messages (the direct path) restores first.
+    listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    assert listed.status_code == 200
+    assert [m["id"] for m in listed.json()["data"]] == [m["id"] for m in before["messages"]]
+    row = await session_row(state, sid)
+    assert (row.archived_at, row.archive_key) == (None, None)
+    assert row.restored_at is not None
+    assert await stored_messages(state, sid) == 4
+    assert await archiver.store.info(document_key(sid, now)) is None  # deleted once committed
+    await assert_live_and_whole(client, account, sid, before)
+
+
+def document_key(sid: str, at: datetime) -> str:
+    return archive_service.object_key(uuid.UUID(sid), at)
+
+
+async def test_writing_restores_first_on_every_path(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    # One append (the direct path): the next seq after the archived ones.
+    appended = await factory.message(account, sid, content="back again")
+    assert appended["seq"] == 6
+    listed = await client.get(f"{API}/sessions/{sid}/messages?limit=100", headers=account.headers)
+    assert [m["seq"] for m in listed.json()["data"]] == [1, 2, 4, 5, 6]
+
+    # FastAPI's path (a batch append) and another route kind (the context window, a stream).
+    for route in ("batch", "context", "stream"):
+        account, sid, before = await archived_session(client, factory, state, archiver)
+        if route == "batch":
+            response = await client.post(
+                f"{API}/sessions/{sid}/messages/batch",
+                json={"messages": [{"role": "user", "content": "more"}]},
+                headers=account.headers,
+            )
+            assert response.status_code == 201, response.text
+            assert response.json()["data"][0]["seq"] == 6
+        elif route == "context":
+            response = await client.get(
+                f"{API}/sessions/{sid}/context?max_tokens=100000", headers=account.headers
+            )
+            assert response.status_code == 200
+            assert len(response.json()["data"]) == 4
+            await assert_live_and_whole(client, account, sid, before)
+        else:
+            # A complete message's stream: its text, then done (the answer ends).
+            first = before["messages"][0]
+            response = await client.get(
+                f"{API}/sessions/{sid}/messages/{first['id']}/stream", headers=account.headers
+            )
+            assert response.status_code == 200
+            assert "event: done" in response.text
+            await assert_live_and_whole(client, account, sid, before)
+        assert (await session_row(state, sid)).archived_at is None
+
+
+async def test_explicit_restore_and_the_idle_clock(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    restored = await client.post(f"{API}/sessions/{sid}/restore", headers=account.headers)
+    assert restored.status_code == 200, restored.text
+    assert restored.json()["archived_at"] is None
+    await assert_live_and_whole(client, account, sid, before)
+    again = await client.post(f"{API}/sessions/{sid}/restore", headers=account.headers)
+    assert again.status_code == 200  # not archived: nothing to do
+
+    # Restored just now: not due again until it has been idle for the whole threshold since.
+    dry = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=True)
+    assert (dry.dry_run, dry.sessions) == (True, 0)
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert report.sessions == 0
+    assert (await session_row(state, sid)).archived_at is None
+
+
+async def test_only_sessions_idle_past_the_threshold_are_archived(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account = await factory.account()
+    old, recent = [(await factory.chat_session(account))["id"] for _ in range(2)]
+    await factory.messages(account, old, 3)
+    await factory.messages(account, recent, 2)
+    await make_idle(state, old, days=100)
+    await make_idle(state, recent, days=10)
+    dry = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=True)
+    assert (dry.sessions, dry.messages) == (1, 3)
+    assert await stored_messages(state, old) == 3  # a dry run changes nothing
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert (report.sessions, report.messages) == (1, 3)
+    assert (await session_row(state, old)).archived_at is not None
+    assert (await session_row(state, recent)).archived_at is None
+
+
+async def test_a_missing_archive_object_is_a_503_and_changes_nothing(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None
+    await archiver.store.delete(key)
+    response = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    assert_problem(response, 503, "archive_unavailable")
+    assert (await session_row(state, sid)).archived_at is not None
+
+
+async def test_purge_removes_the_archive_object(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    _, sid, _ = await archived_session(client, factory, state, archiver)
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None and await archiver.store.info(key) is not None
+    report = await retention.purge_idle_sessions(
+        state.sessionmaker, THRESHOLD, dry_run=False, archive=archiver.store
+    )
+    assert (report.sessions, report.messages) == (1, 4)
+    assert await archiver.store.info(key) is None
+
+
+# --- a crash between any two steps loses nothing and the next run finishes
+
+
+async def test_a_crash_between_archive_steps_loses_nothing(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    cutoff = datetime.now(UTC) - THRESHOLD
+    for stop_after in ("begin", "write", "verify"):
+        account = await factory.account()
+        sid = await full_session(client, factory, account)
+        before = await exported(client, account, sid)
+        await make_idle(state, sid)
+
+        plan = await archive_service.begin_archive(archiver, uuid.UUID(sid), cutoff)
+        assert plan is not None
+        if stop_after in ("write", "verify"):
+            written = await archive_service.write_archive(archiver, plan)
+            assert written.messages == 4
+            if stop_after == "verify":
+                await archive_service.verify_archive(archiver, written)
+        # The process dies here. Half-way: the messages are still in the database.
+        row = await session_row(state, sid)
+        assert (row.archived_at, row.archive_key) == (None, plan.key)
+        assert await stored_messages(state, sid) == 4
+        await assert_live_and_whole(client, account, sid, before)
+
+        # The next run finishes the archive, with the key recorded at the start.
+        report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+        assert (report.finished, report.sessions, report.messages) == (1, 1, 4), stop_after
+        row = await session_row(state, sid)
+        assert row.archived_at is not None and row.archive_key == plan.key
+        assert await stored_messages(state, sid) == 0
+        await assert_live_and_whole(client, account, sid, before)  # restored on read
+
+
+async def test_a_failed_commit_rolls_back_whole(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    account = await factory.account()
+    sid = await full_session(client, factory, account)
+    before = await exported(client, account, sid)
+    await make_idle(state, sid)
+
+    async def crash(*_: Any) -> None:
+        raise RuntimeError("the process dies while deleting the messages")
+
+    monkeypatch.setattr(archive_crud, "delete_messages", crash)
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert (report.sessions, report.failed) == (0, 1)
+    row = await session_row(state, sid)
+    assert row.archived_at is None and row.archive_key is not None  # the mark was rolled back
+    await assert_live_and_whole(client, account, sid, before)
+
+    monkeypatch.undo()
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert (report.finished, report.messages) == (1, 4)
+
+
+async def test_a_write_during_the_archive_aborts_it(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account = await factory.account()
+    sid = await full_session(client, factory, account)
+    await make_idle(state, sid)
+    cutoff = datetime.now(UTC) - THRESHOLD
+    plan = await archive_service.begin_archive(archiver, uuid.UUID(sid), cutoff)
+    assert plan is not None
+    verified = await archive_service.verify_archive(
+        archiver, await archive_service.write_archive(archiver, plan)
+    )
+    # A new message lands between the copy and the commit: the copy is stale.
+    await factory.message(account, sid, content="late")
+    with pytest.raises(ArchiveAborted):
+        await archive_service.commit_archive(archiver, verified)
+    assert await stored_messages(state, sid) == 5
+    # Active again, so the next run releases its object instead of archiving it.
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert (report.sessions, report.released) == (0, 1)
+    row = await session_row(state, sid)
+    assert (row.archived_at, row.archive_key) == (None, None)
+    assert await archiver.store.info(plan.key) is None
+
+
+async def test_a_crash_between_restore_steps_loses_nothing(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    for stop_after in ("load", "insert", "mark"):
+        account, sid, before = await archived_session(client, factory, state, archiver)
+        key = (await session_row(state, sid)).archive_key
+        assert key is not None
+        async with state.sessionmaker() as db, db.begin():
+            loaded = await archive_service.load_archive(
+                db, archiver.store, uuid.UUID(sid), user_id=None
+            )
+            assert loaded is not None and len(loaded.messages) == 4
+            if stop_after in ("insert", "mark"):
+                await archive_service.insert_archived_messages(db, loaded)
+            if stop_after == "mark":
+                assert await archive_service.mark_restored(db, loaded)
+        # The process dies here, after that commit.
+        row = await session_row(state, sid)
+        if stop_after == "mark":
+            # Half-way: live, its object not yet deleted. The job deletes it.
+            assert (row.archived_at, row.archive_key) == (None, key)
+            assert await stored_messages(state, sid) == 4
+            report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+            assert (report.released, report.sessions) == (1, 0)
+            assert await archiver.store.info(key) is None
+        else:
+            # Still archived (rows put back already are skipped by the next restore).
+            assert row.archived_at is not None
+            assert await stored_messages(state, sid) == (4 if stop_after == "insert" else 0)
+            # The next access finishes the restore.
+            listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+            assert len(listed.json()["data"]) == 4
+        await assert_live_and_whole(client, account, sid, before)
+        row = await session_row(state, sid)
+        assert (row.archived_at, row.archive_key) == (None, None)
+        assert await stored_messages(state, sid) == 4
+
+
+def test_the_default_archive_is_a_folder_under_data_dir(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data")  # type: ignore[call-arg]
+    assert settings.archive_location == (tmp_path / "data").resolve().as_uri()
+    configured = Settings(_env_file=None, archive_url="s3://bucket/archive")  # type: ignore[call-arg]
+    assert configured.archive_location == "s3://bucket/archive"
+
+
+async def test_another_user_cannot_restore_or_read_an_archived_session(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    _, sid, _ = await archived_session(client, factory, state, archiver)
+    other = await factory.account()
+    for response in (
+        await client.get(f"{API}/sessions/{sid}/messages", headers=other.headers),
+        await client.post(
+            f"{API}/sessions/{sid}/messages",
+            json={"role": "user", "content": "x"},
+            headers=other.headers,
+        ),
+        await client.post(f"{API}/sessions/{sid}/restore", headers=other.headers),
+        await client.get(f"{API}/sessions/{sid}/export", headers=other.headers),
+    ):
+        assert_problem(response, 404, "session_not_found")
+    assert (await session_row(state, sid)).archived_at is not None
+
+
+async def test_the_account_export_reads_archived_sessions_from_the_archive(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    response = await client.get(f"{API}/users/me/export", headers=account.headers)
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    messages = [line["message"] for line in lines if line["type"] == "message"]
+    assert messages == before["messages"]
+    assert (await session_row(state, sid)).archived_at is not None  # not restored
+
+
+async def test_deleting_a_session_or_the_account_deletes_archive_objects(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None
+    deleted = await client.delete(f"{API}/sessions/{sid}", headers=account.headers)
+    assert deleted.status_code == 200
+    assert await archiver.store.info(key) is None
+
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None
+    gone = await client.delete(f"{API}/users/me", headers=account.headers)
+    assert gone.status_code == 204
+    assert await archiver.store.info(key) is None
+
+
+async def test_an_unreachable_store_is_a_503_and_changes_nothing(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    s3_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in s3_server.environment.items():
+        monkeypatch.setenv(name, value)
+    url = f"s3://{s3_server.new_bucket()}/chat-store"
+    archiver = Archiver(state.sessionmaker, ArchiveStore(url))
+    monkeypatch.setattr(state, "archive", archiver.store)
+    account, sid, before = await archived_session(client, factory, state, archiver)
+
+    # The same bucket behind an address nothing listens on.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(state, "archive", ArchiveStore(url))
+    for response in (
+        await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers),
+        await client.get(f"{API}/sessions/{sid}/export", headers=account.headers),
+        await client.delete(f"{API}/sessions/{sid}", headers=account.headers),
+    ):
+        assert_problem(response, 503, "archive_unavailable")
+    row = await session_row(state, sid)
+    assert row.archived_at is not None and row.message_count == 4
+
+    monkeypatch.setattr(state, "archive", archiver.store)  # reachable again
+    await assert_live_and_whole(client, account, sid, before)

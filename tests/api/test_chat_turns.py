@@ -1,0 +1,566 @@
+"""POST /chat: the service calls the model (the test provider, a real HTTP server of its own),
+streams the answer into the store, and records its usage."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from tests.assertions import assert_problem, assert_validation_error
+from tests.backends import Backend
+from tests.conftest import client_for, make_settings, running_app
+from tests.factories import API, Factory
+from tests.support.chat import (
+    SECRET,
+    chat_path,
+    chat_settings,
+    events_of,
+    first_answer,
+    message_path,
+    new_session,
+    streamed_text,
+    wait_for_status,
+)
+from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text, llm_server_process
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[LlmServer]:
+    with llm_server_process() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def app(backend: Backend, llm: LlmServer) -> AsyncIterator[FastAPI]:
+    async with running_app(chat_settings(backend, llm)) as started:
+        yield started
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_provider(llm: LlmServer) -> None:
+    await llm.reset()
+
+
+async def test_chat_needs_credentials_and_your_own_session(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    _, session_id = await new_session(factory)
+    other = await factory.account()
+
+    anonymous = await client.post(chat_path(session_id), json={"content": "hi"})
+    foreign = await client.post(
+        chat_path(session_id), json={"content": "hi"}, headers=other.headers
+    )
+
+    assert_problem(anonymous, 401, "unauthorized")
+    assert_problem(foreign, 404, "session_not_found")
+
+
+async def test_a_turn_streams_its_answer_and_stores_it_with_its_usage(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+
+    response = await client.post(
+        chat_path(session_id), json={"content": "Why does it fail?"}, headers=account.headers
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = events_of(response.text)
+    turn = events[0]
+    assert (turn.event, turn.id) == ("turn", "0")
+    user, answer = turn.data["user_message"], turn.data["assistant_message"]
+    assert (user["seq"], user["role"], user["status"]) == (1, "user", "complete")
+    assert user["content"] == "Why does it fail?"
+    assert (answer["seq"], answer["role"], answer["status"]) == (2, "assistant", "pending")
+    assert answer["model"] == "test"
+    # Then exactly the answer's message stream: deltas whose ids are code-point offsets.
+    deltas = [event for event in events[1:] if event.event == "delta"]
+    assert streamed_text(events) == DEFAULT_TEXT
+    ends = [int(event.data["offset"]) for event in deltas]
+    assert [event.id for event in deltas] == [str(end) for end in ends]
+    assert ends == sorted(ends) and ends[-1] == len(DEFAULT_TEXT)
+    done = events[-1]
+    assert done.event == "done"
+    assert done.data == {"status": "complete", "error_message": None, "length": len(DEFAULT_TEXT)}
+
+    stored = await client.get(message_path(session_id, answer["id"]), headers=account.headers)
+    message = stored.json()
+    assert message["status"] == "complete"
+    assert message["content"] == DEFAULT_TEXT
+    assert message["token_count"] == 13  # the provider's completion tokens
+    assert message["latency_ms"] >= 0
+    assert message["metadata"]["finish_reason"] == "stop"
+    assert message["metadata"]["prompt_tokens"] == 11
+    assert message["metadata"]["completion_tokens"] == 13
+    assert isinstance(message["metadata"]["ttft_ms"], int)
+    session = await client.get(f"{API}/sessions/{session_id}", headers=account.headers)
+    assert session.json()["total_tokens"] == 13
+    assert session.json()["message_count"] == 2
+    [request] = await llm.requests()
+    assert request["authorization"] == f"Bearer {SECRET}"
+    assert request["body"]["stream"] is True
+    assert request["body"]["stream_options"] == {"include_usage": True}
+
+
+async def test_without_usage_the_answer_has_no_token_count(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await llm.script("other", {"text": "no usage here ", "usage": False})
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "other", "stream": False},
+        headers=account.headers,
+    )
+
+    assert response.status_code == 201, response.text
+    answer = response.json()["assistant_message"]
+    assert (answer["content"], answer["model"]) == ("no usage here ", "other")
+    assert answer["token_count"] is None
+    assert answer["metadata"]["prompt_tokens"] is None
+    session = await client.get(f"{API}/sessions/{session_id}", headers=account.headers)
+    assert session.json()["total_tokens"] == 0
+
+
+async def test_stream_false_waits_and_answers_201_with_both_messages(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account, session_id = await new_session(factory)
+
+    response = await client.post(
+        chat_path(session_id), json={"content": "hi", "stream": False}, headers=account.headers
+    )
+
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["object"] == "chat.turn"
+    assert body["user_message"]["content"] == "hi"
+    assert body["assistant_message"]["status"] == "complete"
+    assert body["assistant_message"]["content"] == DEFAULT_TEXT
+
+
+async def test_stream_false_answers_202_when_the_time_limit_comes_first(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    text = default_text(30)
+    await llm.script("slow", {"text": text, "delay": 0.2})  # 6 s; the limit is 4 s
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "stream": False, "model": "slow"},
+        headers=account.headers,
+    )
+
+    assert response.status_code == 202, response.text
+    answer = response.json()["assistant_message"]
+    assert answer["status"] == "in_progress"
+    assert text.startswith(answer["partial_content"]) and answer["partial_content"]
+    # The generation goes on without the request.
+    finished = await wait_for_status(client, account, session_id, answer["id"])
+    assert (finished["status"], finished["content"]) == ("complete", text)
+
+
+async def test_the_answer_is_coalesced_into_few_deltas(backend: Backend, llm: LlmServer) -> None:
+    text = default_text(40)
+    await llm.script("slow", {"text": text, "delay": 0.01})
+    settings = chat_settings(backend, llm, generation_flush_seconds=0.25)
+    async with running_app(settings) as app, client_for(app) as client:
+        factory = Factory(client)
+        account, session_id = await new_session(factory)
+        counters = app.state.resources.counters
+        before = counters.deltas_appended
+
+        response = await client.post(
+            chat_path(session_id),
+            json={"content": "hi", "model": "slow"},
+            headers=account.headers,
+        )
+
+        assert streamed_text(events_of(response.text)) == text
+        writes = counters.deltas_appended - before
+        # 40 tokens over about 0.4 s: the first at once, then one write per 0.25 s at most.
+        assert 1 <= writes <= 4, writes
+
+
+async def test_the_history_and_the_rag_context_reach_the_provider_as_documented(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(
+        factory, system_prompt="You are a careful reviewer of Python tests."
+    )
+    batch = [
+        {"role": "user", "content": "What does the billing module do?"},
+        {"role": "assistant", "content": "It computes invoices."},
+        {"role": "user", "content": "And the clock?"},
+        {"role": "assistant", "status": "failed", "partial_content": "It uses a fix"},
+        {"role": "assistant", "status": "pending"},  # open: not history
+        {"role": "assistant", "status": "failed"},  # nothing kept: left out
+    ]
+    stored = await client.post(
+        f"{API}/sessions/{session_id}/messages/batch",
+        json={"messages": batch},
+        headers=account.headers,
+    )
+    assert stored.status_code == 201, stored.text
+    context = {
+        "documents": [
+            {
+                "id": "doc-7",
+                "title": "billing/clock.py",
+                "source": "github.com/acme/api",
+                "text": "NOW = datetime(2026, 1, 1)",
+                "score": 0.82,
+            },
+            {"id": "doc-9", "score": 0.4},  # no text: left out
+            {"content": 'Tests "freeze" time <here>.'},
+        ],
+        "reranker": "bge-v2",
+    }
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "Why does test_billing fail?", "context": context, "stream": False},
+        headers=account.headers,
+    )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["user_message"]["context"] == context
+    [request] = await llm.requests()
+    assert request["body"]["model"] == "test"
+    assert request["body"]["messages"] == [
+        {"role": "system", "content": "You are a careful reviewer of Python tests."},
+        {"role": "user", "content": "What does the billing module do?"},
+        {"role": "assistant", "content": "It computes invoices."},
+        {"role": "user", "content": "And the clock?"},
+        {"role": "assistant", "content": "It uses a fix"},
+        {
+            "role": "user",
+            "content": (
+                "<documents>\n"
+                '<document index="1" id="doc-7" title="billing/clock.py" '
+                'source="github.com/acme/api">\n'
+                "NOW = datetime(2026, 1, 1)\n"
+                "</document>\n"
+                '<document index="2">\n'
+                'Tests "freeze" time <here>.\n'
+                "</document>\n"
+                "</documents>\n"
+                "\n"
+                "Why does test_billing fail?"
+            ),
+        },
+    ]
+
+
+async def test_a_turn_may_set_its_system_prompt_temperature_and_output_limit(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory, system_prompt="the session's")
+
+    response = await client.post(
+        chat_path(session_id),
+        json={
+            "content": "hi",
+            "system": "this turn's",
+            "temperature": 0.2,
+            "max_output_tokens": 50,
+            "stream": False,
+        },
+        headers=account.headers,
+    )
+
+    assert response.status_code == 201, response.text
+    [request] = await llm.requests()
+    body = request["body"]
+    assert body["messages"][0] == {"role": "system", "content": "this turn's"}
+    assert (body["temperature"], body["max_tokens"]) == (0.2, 50)
+
+
+async def test_the_history_is_cut_as_context_cuts_it(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    # 8192 tokens for the prompt (LLM_CONTEXT_TOKENS' default); the turn takes 1.
+    batch = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"old {i}", "token_count": 3000}
+        for i in range(5)
+    ]
+    await client.post(
+        f"{API}/sessions/{session_id}/messages/batch",
+        json={"messages": batch},
+        headers=account.headers,
+    )
+    window = await client.get(
+        f"{API}/sessions/{session_id}/context",
+        params={"max_tokens": 8191},
+        headers=account.headers,
+    )
+
+    await client.post(
+        chat_path(session_id), json={"content": "hi", "stream": False}, headers=account.headers
+    )
+
+    [request] = await llm.requests()
+    sent = [message["content"] for message in request["body"]["messages"]]
+    assert sent == ["old 3", "old 4", "hi"]
+    assert [message["content"] for message in window.json()["data"]] == ["old 3", "old 4"]
+
+
+async def test_a_retry_with_the_same_key_is_the_same_turn_and_calls_the_model_once(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    headers = {**account.headers, "Idempotency-Key": "turn-1"}
+    body = {"content": "hi", "stream": False}
+
+    first = await client.post(chat_path(session_id), json=body, headers=headers)
+    again = await client.post(chat_path(session_id), json=body, headers=headers)
+    # Streamed this time: the same turn, its answer replayed from the store.
+    streamed = await client.post(
+        chat_path(session_id), json={**body, "stream": True}, headers=headers
+    )
+
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    events = events_of(streamed.text)
+    assert events[0].data["assistant_message"]["id"] == first.json()["assistant_message"]["id"]
+    assert streamed_text(events) == DEFAULT_TEXT
+    assert len(await llm.requests()) == 1
+    session = await client.get(f"{API}/sessions/{session_id}", headers=account.headers)
+    assert session.json()["message_count"] == 2
+    reused = await client.post(chat_path(session_id), json={"content": "other"}, headers=headers)
+    assert_problem(reused, 409, "idempotency_key_reused")
+
+
+async def test_a_model_the_server_does_not_list_is_refused(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+
+    response = await client.post(
+        chat_path(session_id), json={"content": "hi", "model": "gpt-9"}, headers=account.headers
+    )
+
+    body = assert_validation_error(response, "body", "model")
+    assert "test" in body["detail"]
+    assert await llm.requests() == []
+
+
+async def test_a_provider_error_fails_the_answer_and_names_both_messages(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await llm.script("broken", {"status": 500})
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "broken", "stream": False},
+        headers=account.headers,
+    )
+
+    problem = assert_problem(response, 502, "provider_error")
+    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
+    assert answer["status"] == "failed"
+    assert answer["error_message"] == "The model provider answered 500: scripted 500"
+    assert answer["metadata"]["error_kind"] == "status"
+    assert problem["user_message_id"] != problem["assistant_message_id"]
+    assert SECRET not in response.text
+
+
+async def test_a_provider_that_goes_silent_is_a_timeout_and_keeps_the_text(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await llm.script("silent", {"hang_after": 3})
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "silent", "stream": False},
+        headers=account.headers,
+    )
+
+    problem = assert_problem(response, 504, "provider_timeout")
+    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
+    assert answer["status"] == "failed"
+    assert answer["partial_content"] == "The fixture uses "
+    assert "LLM_TIMEOUT_SECONDS" in answer["error_message"]
+
+
+async def test_one_live_generation_per_session(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await llm.script("slow", {"text": default_text(40), "delay": 0.1})
+    first = asyncio.create_task(
+        client.post(
+            chat_path(session_id), json={"content": "one", "model": "slow"}, headers=account.headers
+        )
+    )
+    answer = await first_answer(client, account, session_id)
+
+    second = await client.post(
+        chat_path(session_id), json={"content": "two"}, headers=account.headers
+    )
+
+    body = assert_problem(second, 409, "generation_in_progress")
+    assert body["message_id"] == answer["id"]
+    listed = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
+    assert [m["content"] for m in listed.json()["data"] if m["role"] == "user"] == ["one"]
+    await client.post(f"{message_path(session_id, answer['id'])}/cancel", headers=account.headers)
+    assert events_of((await first).text)[-1].data["status"] == "cancelled"
+
+
+async def test_live_generations_per_user_are_limited(backend: Backend, llm: LlmServer) -> None:
+    await llm.script("slow", {"text": default_text(40), "delay": 0.1})
+    settings = chat_settings(backend, llm, generation_concurrency_per_user=1)
+    async with running_app(settings) as app, client_for(app) as client:
+        factory = Factory(client)
+        account, session_id = await new_session(factory)
+        other_session = (await factory.chat_session(account))["id"]
+        first = asyncio.create_task(
+            client.post(
+                chat_path(session_id),
+                json={"content": "one", "model": "slow"},
+                headers=account.headers,
+            )
+        )
+        answer = await first_answer(client, account, session_id)
+
+        refused = await client.post(
+            chat_path(other_session), json={"content": "two"}, headers=account.headers
+        )
+        someone_else, their_session = await new_session(factory)
+        allowed = await client.post(
+            chat_path(their_session),
+            json={"content": "hi", "stream": False},
+            headers=someone_else.headers,
+        )
+
+        assert_problem(refused, 429, "too_many_generations")
+        assert refused.headers["Retry-After"] == "1"
+        assert allowed.status_code == 201, allowed.text
+        await client.post(
+            f"{message_path(session_id, answer['id'])}/cancel", headers=account.headers
+        )
+        await first
+
+
+async def test_generations_per_process_are_limited(backend: Backend, llm: LlmServer) -> None:
+    await llm.script("slow", {"text": default_text(40), "delay": 0.1})
+    settings = chat_settings(backend, llm, llm_max_concurrent=1)
+    async with running_app(settings) as app, client_for(app) as client:
+        factory = Factory(client)
+        account, session_id = await new_session(factory)
+        first = asyncio.create_task(
+            client.post(
+                chat_path(session_id),
+                json={"content": "one", "model": "slow"},
+                headers=account.headers,
+            )
+        )
+        answer = await first_answer(client, account, session_id)
+        someone_else, their_session = await new_session(factory)
+
+        refused = await client.post(
+            chat_path(their_session), json={"content": "two"}, headers=someone_else.headers
+        )
+
+        problem = assert_problem(refused, 503, "generation_busy")
+        assert "LLM_MAX_CONCURRENT" in problem["detail"]
+        assert refused.headers["Retry-After"] == "1"
+        listed = await client.get(
+            f"{API}/sessions/{their_session}/messages", headers=someone_else.headers
+        )
+        assert listed.json()["data"] == []
+        await client.post(
+            f"{message_path(session_id, answer['id'])}/cancel", headers=account.headers
+        )
+        await first
+
+
+async def test_without_a_provider_chat_is_unavailable_and_the_rest_works(
+    backend: Backend,
+) -> None:
+    async with running_app(make_settings(backend)) as app, client_for(app) as client:
+        factory = Factory(client)
+        account, session_id = await new_session(factory)
+        message = await factory.message(account, session_id, role="assistant", status="failed")
+
+        turn = await client.post(
+            chat_path(session_id), json={"content": "hi"}, headers=account.headers
+        )
+        continued = await client.post(
+            f"{message_path(session_id, message['id'])}/continue", headers=account.headers
+        )
+        appended = await factory.message(account, session_id, content="still stored")
+
+    problem = assert_problem(turn, 503, "generation_unavailable")
+    assert "LLM_BASE_URL" in problem["detail"]
+    assert_problem(continued, 503, "generation_unavailable")
+    assert appended["seq"] == 2  # the refused turn stored nothing
+
+
+async def test_a_session_keeps_its_system_prompt(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account, session_id = await new_session(factory, system_prompt="Answer in French.")
+    path = f"{API}/sessions/{session_id}"
+
+    read = await client.get(path, headers=account.headers)
+    changed = await client.patch(
+        path, json={"system_prompt": "Answer in German."}, headers=account.headers
+    )
+    cleared = await client.patch(path, json={"system_prompt": None}, headers=account.headers)
+    too_long = await client.patch(
+        path, json={"system_prompt": "x" * 100_001}, headers=account.headers
+    )
+
+    assert read.json()["system_prompt"] == "Answer in French."
+    assert changed.json()["system_prompt"] == "Answer in German."
+    assert cleared.json()["system_prompt"] is None
+    assert_validation_error(too_long, "body", "system_prompt")
+
+
+def sample(text: str, name: str) -> float:
+    """A sample's value in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_metrics_count_generations_tokens_ttft_and_provider_errors(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await llm.script("broken", {"status": 503})
+    before = (await client.get("/metrics")).text
+
+    await client.post(
+        chat_path(session_id), json={"content": "hi", "stream": False}, headers=account.headers
+    )
+    await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "broken", "stream": False},
+        headers=account.headers,
+    )
+    after = (await client.get("/metrics")).text
+
+    def grew(name: str) -> float:
+        return sample(after, name) - sample(before, name)
+
+    assert grew('chat_store_generations_total{outcome="complete"}') == 1
+    assert grew('chat_store_generations_total{outcome="failed"}') == 1
+    assert grew('chat_store_provider_errors_total{kind="status"}') == 1
+    assert grew('chat_store_generation_tokens_total{kind="completion"}') == 13
+    assert grew('chat_store_generation_tokens_total{kind="prompt"}') == 11
+    assert grew("chat_store_generation_ttft_seconds_count") == 1
+    assert sample(after, "chat_store_generations_live") == 0

@@ -1,0 +1,241 @@
+"""The `chat-store` admin commands, run as an operator runs them (the console script in a
+subprocess, in a folder of its own): a failure is one line on stderr with a non-zero status,
+never a traceback, and never echoes a password or a database URL."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chat_store.settings import Settings
+from tests.backends import BACKEND, Backend, _pg_admin, _pg_url, provision
+from tests.e2e.conftest import running_server
+
+pytestmark = pytest.mark.e2e
+
+EXECUTABLE = Path(sys.executable).with_name("chat-store")
+# A password in a database URL, which no message may repeat.
+URL_PASSWORD = "hunter2-" + secrets.token_hex(4)
+
+
+def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    # Settings the developer's shell may hold are dropped; cwd is a folder with no .env file.
+    settings_names = {name.upper() for name in Settings.model_fields}
+    environment = {k: v for k, v in os.environ.items() if k.upper() not in settings_names}
+    environment.update({"BCRYPT_ROUNDS": "4", **env})
+    return subprocess.run(
+        [str(EXECUTABLE), *args],
+        cwd=cwd,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def assert_one_line_error(
+    result: subprocess.CompletedProcess[str], *says: str, hidden: tuple[str, ...] = ()
+) -> str:
+    """Exit status 1, nothing on stdout, one line on stderr that says `says` and none of
+    `hidden`; returns the line."""
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert result.stdout == "", output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, output
+    assert lines[0].startswith("error: "), output
+    assert "Traceback" not in output
+    for text in says:
+        assert text in lines[0], output
+    for text in hidden:
+        assert text not in output, output
+    return lines[0]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """An empty working folder, outside the project."""
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="module")
+async def migrated() -> AsyncIterator[Backend]:
+    """A migrated database of the run's backend, with one user (admin@example.com)."""
+    async with provision("cli") as backend:
+        created = run_cli(
+            "users",
+            "create",
+            "--email",
+            "admin@example.com",
+            "--password",
+            "long enough password",
+            cwd=backend.data_dir,
+            DATABASE_URL=backend.database_url,
+        )
+        assert created.returncode == 0, created.stderr
+        yield backend
+
+
+def test_a_short_password_is_one_line_that_does_not_repeat_it(
+    migrated: Backend, folder: Path
+) -> None:
+    result = run_cli(
+        "users", "create", "--email", "new@example.com", "--password", "Sh0rt!",
+        cwd=folder, DATABASE_URL=migrated.database_url,
+    )  # fmt: skip
+    assert_one_line_error(result, "--password", "at least 8 characters", hidden=("Sh0rt!",))
+
+
+def test_an_invalid_email_is_one_line(migrated: Backend, folder: Path) -> None:
+    result = run_cli(
+        "users", "create", "--email", "not-an-email", "--password", "s3cret-enough-pw",
+        cwd=folder, DATABASE_URL=migrated.database_url,
+    )  # fmt: skip
+    assert_one_line_error(result, "--email", hidden=("s3cret-enough-pw",))
+
+
+def test_what_the_service_refuses_is_one_line(migrated: Backend, folder: Path) -> None:
+    url = migrated.database_url
+    taken = run_cli(
+        "users", "create", "--email", "Admin@Example.com", "--password", "s3cret-enough-pw",
+        cwd=folder, DATABASE_URL=url,
+    )  # fmt: skip
+    assert_one_line_error(taken, "already registered", hidden=("s3cret-enough-pw",))
+    nobody = run_cli(
+        "api-keys", "create", "--email", "nobody@example.com", cwd=folder, DATABASE_URL=url
+    )
+    assert_one_line_error(nobody, "nobody@example.com")
+    long_name = run_cli(
+        "api-keys", "create", "--email", "admin@example.com", "--name", "n" * 300,
+        cwd=folder, DATABASE_URL=url,
+    )  # fmt: skip
+    assert_one_line_error(long_name, "--name")
+
+
+def test_the_commands_work_on_a_migrated_database(migrated: Backend, folder: Path) -> None:
+    url = migrated.database_url
+    key = run_cli(
+        "api-keys", "create", "--email", "admin@example.com", cwd=folder, DATABASE_URL=url
+    )
+    assert key.returncode == 0, key.stderr
+    assert key.stdout.startswith("csk_")
+    purged = run_cli("purge", "--older-than", "90d", "--dry-run", cwd=folder, DATABASE_URL=url)
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith("would delete 0 sessions")
+
+
+ADMIN_COMMANDS = {
+    "users create": ["users", "create", "--email", "a@example.com", "--password", "s3cret-pw-1"],
+    "api-keys create": ["api-keys", "create", "--email", "a@example.com"],
+    "purge": ["purge", "--older-than", "90d"],
+}
+
+
+@pytest.mark.parametrize("args", ADMIN_COMMANDS.values(), ids=ADMIN_COMMANDS.keys())
+def test_with_no_database_yet_a_command_says_to_migrate_and_creates_nothing(
+    folder: Path, args: list[str]
+) -> None:
+    """Run in a folder that holds no database (the embedded default, DATA_DIR=data): no empty
+    database file is left behind for the next command to trip on."""
+    result = run_cli(*args, cwd=folder)
+    line = assert_one_line_error(result, "chat-store migrate", hidden=("s3cret-pw-1",))
+    assert str(folder / "data" / "chat-store.db") in line
+    assert list(folder.iterdir()) == []
+
+
+@pytest.fixture
+async def unmigrated(tmp_path: Path) -> AsyncIterator[str]:
+    """A database of the run's backend that exists but was never migrated."""
+    if BACKEND == "sqlite":
+        path = tmp_path / "empty.db"
+        path.touch()
+        yield f"sqlite:///{path}"
+        return
+    name = f"chat_store_cli_{secrets.token_hex(4)}"
+    await _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_on_a_database_that_was_never_migrated_a_command_says_to_migrate(
+    unmigrated: str, folder: Path
+) -> None:
+    result = run_cli(*ADMIN_COMMANDS["users create"], cwd=folder, DATABASE_URL=unmigrated)
+    assert_one_line_error(result, "chat-store migrate", hidden=("s3cret-pw-1",))
+    # Once migrated, the same command works.
+    assert run_cli("migrate", cwd=folder, DATABASE_URL=unmigrated).returncode == 0
+    created = run_cli(*ADMIN_COMMANDS["users create"], cwd=folder, DATABASE_URL=unmigrated)
+    assert created.returncode == 0, created.stderr
+
+
+UNREACHABLE = f"postgresql://admin:{URL_PASSWORD}@127.0.0.1:1/chat_store"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["migrate"], ADMIN_COMMANDS["users create"], ["serve"]],
+    ids=["migrate", "users create", "serve"],
+)
+def test_an_unreachable_database_is_one_line(folder: Path, args: list[str]) -> None:
+    result = run_cli(*args, cwd=folder, DATABASE_URL=UNREACHABLE)
+    assert_one_line_error(result, "database", hidden=(URL_PASSWORD, "s3cret-pw-1"))
+
+
+def test_a_malformed_database_url_is_not_repeated(folder: Path) -> None:
+    result = run_cli("migrate", cwd=folder, DATABASE_URL=f"admin:{URL_PASSWORD}@db/chat")
+    assert_one_line_error(result, "DATABASE_URL", hidden=(URL_PASSWORD,))
+
+
+def test_an_unknown_revision_is_one_line(migrated: Backend, folder: Path) -> None:
+    result = run_cli("migrate", "no-such-revision", cwd=folder, DATABASE_URL=migrated.database_url)
+    assert_one_line_error(result, "no-such-revision")
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"BCRYPT_ROUNDS": "many"}, "BCRYPT_ROUNDS"),
+        ({"APP_ENV": "production", "JWT_SECRET": "too-short-secret"}, "JWT_SECRET"),
+        ({"METRICS_TOKEN": "x", "RATE_LIMIT_AUTH": "often"}, "RATE_LIMIT_AUTH"),
+    ],
+    ids=["a number", "a weak secret in production", "a rate limit"],
+)
+def test_a_bad_setting_is_one_line_naming_it(folder: Path, env: dict[str, str], says: str) -> None:
+    for args in (["serve"], ["migrate"], ADMIN_COMMANDS["users create"]):
+        result = run_cli(*args, cwd=folder, **env)
+        assert_one_line_error(result, says, hidden=("too-short-secret", "s3cret-pw-1"))
+    assert list(folder.iterdir()) == []
+
+
+def test_a_bad_option_is_a_usage_error_without_a_traceback(folder: Path) -> None:
+    result = run_cli("purge", "--older-than", "soon", cwd=folder)
+    assert result.returncode == 2
+    assert "--older-than" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_serve_does_not_name_the_server_and_warns_about_open_endpoints(
+    migrated: Backend,
+) -> None:
+    """In production, with /metrics open and the docs served (the defaults), the log says so
+    at start; no answer carries uvicorn's `server` header."""
+    async with running_server(migrated, APP_ENV="production") as server:
+        async with httpx.AsyncClient(base_url=server.base_url) as client:
+            for path in ("/health", "/api/v1/users/me", "/docs"):
+                answer = await client.get(path)
+                assert "server" not in answer.headers, (path, answer.headers)
+        log = server.log()
+    assert "/metrics is open to anyone" in log, log
+    assert "/docs, /redoc and /openapi.json are served" in log, log

@@ -1,0 +1,363 @@
+"""Chat turns against real server processes and the test provider (a process of its own)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from chat_store.client import (
+    AsyncChatStoreClient,
+    ChatStoreClient,
+    ChatTurn,
+    ServerError,
+    StreamDelta,
+    StreamDone,
+)
+from chat_store.client._follow import SseParser
+from tests.backends import Backend
+from tests.e2e.conftest import NO_LIMITS, ServerProcess, running_server
+from tests.e2e.test_client_flows import new_account
+from tests.support.chat import MODELS
+from tests.support.llm_server import LlmServer, default_text, llm_server_process
+
+pytestmark = pytest.mark.e2e
+
+
+def llm_env(llm: LlmServer, **overrides: str) -> dict[str, str]:
+    env = {
+        **NO_LIMITS,
+        "LLM_BASE_URL": llm.base_url,
+        "LLM_MODEL": "test",
+        "LLM_MODELS": ",".join(MODELS),
+        "LLM_MAX_RETRIES": "0",
+        "LLM_TIMEOUT_SECONDS": "5",
+        "GENERATION_FLUSH_SECONDS": "0.02",
+    }
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[LlmServer]:
+    with llm_server_process() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_provider(llm: LlmServer) -> None:
+    await llm.reset()
+
+
+@pytest.fixture(scope="module")
+async def chat_server(e2e_backend: Backend, llm: LlmServer) -> AsyncIterator[ServerProcess]:
+    async with running_server(e2e_backend, **llm_env(llm)) as started:
+        yield started
+
+
+async def answer_of(
+    client: AsyncChatStoreClient, session_id: Any, statuses: tuple[str, ...], timeout: float = 30
+) -> Any:
+    """The session's newest assistant message once its status is one of `statuses`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        page = await client.list_messages(session_id, order="desc", limit=5)
+        answers = [m for m in page.data if m.role == "assistant"]
+        if answers and answers[0].status in statuses:
+            return answers[0]
+        assert loop.time() < deadline, answers
+        await asyncio.sleep(0.05)
+
+
+async def test_a_client_that_leaves_mid_answer_still_gets_the_answer_stored(
+    chat_server: ServerProcess, llm: LlmServer
+) -> None:
+    client, _ = await new_account(chat_server)
+    text = default_text(60)
+    await llm.script("slow", {"text": text, "delay": 0.05})  # 3 s
+    async with client:
+        key = await client.create_api_key("chat")
+        session = await client.create_session()
+        seen: list[str] = []
+        async with (
+            httpx.AsyncClient(base_url=chat_server.base_url, timeout=10) as http,
+            http.stream(
+                "POST",
+                f"/api/v1/sessions/{session.id}/chat",
+                json={"content": "Explain", "model": "slow"},
+                headers={"X-API-Key": key.key},
+            ) as response,
+        ):
+            assert response.status_code == 200
+            parser = SseParser()
+            async for line in response.aiter_lines():
+                event = parser.feed(line)
+                if event is not None:
+                    seen.append(event.event)
+                if seen.count("delta") == 2:
+                    break  # the client goes away mid-answer
+        assert seen[0] == "turn"
+
+        answer = await answer_of(client, session.id, ("complete", "failed", "cancelled"))
+        assert answer.status == "complete"
+        assert answer.content == text
+        [request] = await llm.requests("slow")
+        assert request["outcome"] == "complete"  # the provider call was not cut either
+
+
+async def read_stream(
+    http: httpx.AsyncClient, path: str, headers: dict[str, str], until_deltas: int | None = None
+) -> tuple[list[tuple[str, str | None, dict[str, Any]]], bool]:
+    """Events of an SSE answer as (event, id, data); stops after `until_deltas` deltas, or at
+    the end of the stream. The flag says whether the connection was cut."""
+    events: list[tuple[str, str | None, dict[str, Any]]] = []
+    try:
+        async with http.stream("GET", path, headers=headers) as response:
+            assert response.status_code == 200, await response.aread()
+            parser = SseParser()
+            async for line in response.aiter_lines():
+                event = parser.feed(line)
+                if event is None:
+                    continue
+                events.append((event.event, event.id, json.loads(event.data or "{}")))
+                deltas = sum(1 for item in events if item[0] == "delta")
+                if until_deltas is not None and deltas >= until_deltas:
+                    break
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        return events, True
+    return events, False
+
+
+async def test_cancel_from_another_process_stops_the_generation(
+    e2e_backend: Backend, llm: LlmServer
+) -> None:
+    env = llm_env(llm, GENERATION_LEASE_SECONDS="2")
+    async with (
+        running_server(e2e_backend, **env) as first,
+        running_server(e2e_backend, **env) as second,
+    ):
+        client, _ = await new_account(first)
+        await llm.script("silent", {"hang_after": 3})
+        async with client:
+            session = await client.create_session()
+            turn = asyncio.create_task(
+                client._request(
+                    "POST",
+                    f"/api/v1/sessions/{session.id}/chat",
+                    json={"content": "go", "model": "silent", "stream": False},
+                )
+            )
+            answer = await answer_of(client, session.id, ("in_progress",))
+            other = second.client(access_token=client.access_token)
+            async with other:
+                cancelled = await other.cancel(session.id, answer.id)
+            assert cancelled.status == "cancelled"
+            # The first process stops its provider call: at once through Redis, or at its
+            # next lease renewal (a third of 2 s) without it.
+            deadline = asyncio.get_running_loop().time() + 10
+            while (await llm.requests("silent"))[-1]["outcome"] != "client left":
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            response = await turn
+            assert response.status_code == 201
+            assert response.json()["assistant_message"]["status"] == "cancelled"
+
+
+async def test_a_killed_generating_process_is_taken_over_and_a_follower_ends_with_the_text_once(
+    e2e_backend: Backend, llm: LlmServer
+) -> None:
+    env = llm_env(llm, GENERATION_LEASE_SECONDS="2", GENERATION_SWEEP_SECONDS="0.5")
+    text = default_text(150)
+    await llm.script("slow", {"text": text, "delay": 0.04})  # 6 s
+    async with (
+        running_server(e2e_backend, **env) as doomed,
+        running_server(e2e_backend, **env) as survivor,
+    ):
+        client, _ = await new_account(doomed)
+        async with client:
+            key = (await client.create_api_key("follower")).key
+            headers = {"X-API-Key": key}
+            session = await client.create_session()
+            async with httpx.AsyncClient(base_url=doomed.base_url, timeout=30) as http:
+                # The turn, read up to its first deltas; the generation goes on in `doomed`.
+                async with http.stream(
+                    "POST",
+                    f"/api/v1/sessions/{session.id}/chat",
+                    json={"content": "Explain", "model": "slow"},
+                    headers=headers,
+                ) as response:
+                    parser = SseParser()
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None and event.event == "turn":
+                            answer_id = json.loads(event.data)["assistant_message"]["id"]
+                            break
+                path = f"/api/v1/sessions/{session.id}/messages/{answer_id}/stream"
+                seen, _ = await read_stream(http, path, headers, until_deltas=3)
+
+                # A follower on the doomed process, cut off by its death mid-answer.
+                follower = asyncio.create_task(
+                    read_stream(http, path, {**headers, "Last-Event-ID": seen[-1][1] or "0"})
+                )
+                await asyncio.sleep(0.5)
+                doomed.process.kill()
+                doomed.wait()
+                before, cut = await follower
+            assert cut
+            received = seen + before
+            offset = received[-1][1]
+            assert offset is not None and 0 < int(offset) < len(text)
+
+            # The follower reconnects to the survivor with Last-Event-ID and follows to the end.
+            async with httpx.AsyncClient(base_url=survivor.base_url, timeout=60) as http:
+                after, cut = await read_stream(http, path, {**headers, "Last-Event-ID": offset})
+            assert not cut
+            assert after[-1][0] == "done"
+            assert after[-1][2]["status"] == "complete"
+            followed = "".join(
+                data["delta"] for name, _, data in received + after if name == "delta"
+            )
+            assert followed == text  # every character once
+
+            async with survivor.client(api_key=key) as other:
+                stored = await other.get_message(session.id, answer_id)
+            assert stored.content == text
+            assert stored.metadata["attempt"] == 2
+            _, second = await llm.requests("slow")
+            assert second["body"]["messages"][-1]["role"] == "assistant"
+            assert text.startswith(second["body"]["messages"][-1]["content"])
+
+
+class _CutAsync(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, chunks: int) -> None:
+        self._inner, self._chunks = inner, chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        sent = 0
+        async for chunk in self._inner:
+            if sent >= self._chunks:
+                raise httpx.ReadError("connection cut")
+            sent += 1
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+class _CutSync(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream, chunks: int) -> None:
+        self._inner, self._chunks = inner, chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        for sent, chunk in enumerate(self._inner):
+            if sent >= self._chunks:
+                raise httpx.ReadError("connection cut")
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class CuttingTransport(httpx.AsyncHTTPTransport):
+    """A network that cuts the answers to POST /chat: the first after `cuts[0]` chunks of its
+    body, the next after `cuts[1]`, ..."""
+
+    def __init__(self, cuts: list[int]) -> None:
+        super().__init__()
+        self.cuts = list(cuts)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if not (request.url.path.endswith("/chat") and self.cuts):
+            return response
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CutAsync(response.stream, self.cuts.pop(0)),
+            request=request,
+        )
+
+
+class CuttingSyncTransport(httpx.HTTPTransport):
+    def __init__(self, cuts: list[int]) -> None:
+        super().__init__()
+        self.cuts = list(cuts)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if not (request.url.path.endswith("/chat") and self.cuts):
+            return response
+        assert isinstance(response.stream, httpx.SyncByteStream)
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CutSync(response.stream, self.cuts.pop(0)),
+            request=request,
+        )
+
+
+async def test_the_client_chat_reattaches_by_itself_and_gets_the_answer_once(
+    chat_server: ServerProcess, llm: LlmServer
+) -> None:
+    """The first answer to the turn is cut before its `turn` event (the turn is sent again, as
+    the same turn), the second after a few events (the answer is followed from there)."""
+    client, _ = await new_account(chat_server)
+    text = default_text(40)
+    await llm.script("slow", {"text": text, "delay": 0.03})
+    async with client:
+        key = (await client.create_api_key("chat")).key
+        session = await client.create_session()
+    network = CuttingTransport([0, 3])
+    flaky = AsyncChatStoreClient(chat_server.base_url, api_key=key, transport=network)
+    async with flaky:
+        chat = flaky.chat(session.id, "Explain", model_name="slow", retry_delay=0.1)
+        items = [item async for item in chat]
+
+    assert network.cuts == []  # both answers were cut
+    turns = [item for item in items if isinstance(item, ChatTurn)]
+    assert len(turns) == 1 and items[0] is turns[0]
+    assert "".join(item.delta for item in items if isinstance(item, StreamDelta)) == text
+    assert items[-1] == StreamDone(status="complete", error_message=None, length=len(text))
+    assert len(await llm.requests("slow")) == 1  # one turn, one model call
+    async with chat_server.client(api_key=key) as reader:
+        assert (await reader.get_session(session.id)).message_count == 2
+
+
+async def test_the_blocking_client_chats_cancels_and_continues(
+    chat_server: ServerProcess, llm: LlmServer
+) -> None:
+    client, _ = await new_account(chat_server)
+    text = default_text(30)
+    await llm.script("slow", {"text": text, "delay": 0.02})
+    await llm.script("cut", {"text": text, "fail_after": 5}, {"text": text})
+    async with client:
+        key = (await client.create_api_key("chat")).key
+        session = await client.create_session(system_prompt="Be brief.")
+
+    network = CuttingSyncTransport([4])
+
+    def converse() -> tuple[list[Any], Any, Any]:
+        with ChatStoreClient(chat_server.base_url, api_key=key, transport=network) as blocking:
+            items = list(blocking.chat(session.id, "Explain", model_name="slow", retry_delay=0.1))
+            try:
+                blocking.send_chat(session.id, "Again", model_name="cut")
+            except ServerError as exc:
+                failed_id = exc.problem["assistant_message_id"]
+            continued = blocking.continue_message(session.id, failed_id)
+            done = list(blocking.follow(session.id, failed_id, offset=len(continued.text)))
+            final = blocking.get_message(session.id, failed_id)
+            return items, done, final
+
+    items, done, final = await asyncio.to_thread(converse)
+
+    assert network.cuts == []
+    assert "".join(item.delta for item in items if isinstance(item, StreamDelta)) == text
+    assert isinstance(items[-1], StreamDone) and items[-1].status == "complete"
+    assert done[-1].status == "complete"
+    assert final.content == text

@@ -1,0 +1,301 @@
+"""The terminal client in a real pseudo-terminal (pexpect), against real `chat-store serve`
+processes and the test model provider: what a person at a terminal types and sees."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from chat_store.client import AsyncChatStoreClient
+from tests.backends import Backend
+from tests.e2e.conftest import ServerProcess, running_server
+from tests.e2e.test_client_flows import PASSWORD, new_account
+from tests.e2e.test_generation import llm_env
+from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text, llm_server_process
+
+pytestmark = pytest.mark.e2e
+
+CLI = str(Path(sys.executable).with_name("chat-store"))
+SLOW_TEXT = default_text(120)  # about 4.8 s at the delay below
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[LlmServer]:
+    with llm_server_process() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_provider(llm: LlmServer) -> None:
+    await llm.reset()
+
+
+@pytest.fixture(scope="module")
+async def chat_server(e2e_backend: Backend, llm: LlmServer) -> AsyncIterator[ServerProcess]:
+    async with running_server(e2e_backend, **llm_env(llm)) as started:
+        yield started
+
+
+@pytest.fixture
+def terminal_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a person's shell: their own config folder, no key, no colors."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"CHAT_STORE_API_KEY", "CHAT_STORE_URL"}
+    }
+    env.update(CHAT_STORE_CONFIG_DIR=str(tmp_path / "config"), NO_COLOR="1", TERM="dumb")
+    return env
+
+
+def spawn(env: dict[str, str], *args: str) -> pexpect.spawn:
+    return pexpect.spawn(
+        CLI, list(args), env=env, encoding="utf-8", timeout=30, dimensions=(50, 220)
+    )
+
+
+def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """The command with stdin and stdout as pipes (a script, `| less`)."""
+    return subprocess.run(
+        [CLI, *args], input=stdin, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def finished(child: pexpect.spawn) -> int:
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus is not None, child.signalstatus
+    return int(child.exitstatus)
+
+
+def log_in(env: dict[str, str], server: ServerProcess, email: str) -> None:
+    child = spawn(env, "login", "--url", server.base_url, "--email", email)
+    child.expect("Password:")
+    child.sendline(PASSWORD)
+    child.expect("Logged in")
+    assert finished(child) == 0
+
+
+async def account(server: ServerProcess) -> tuple[AsyncChatStoreClient, str]:
+    return await new_account(server)
+
+
+async def test_login_keeps_a_private_file_and_never_shows_the_password(
+    chat_server: ServerProcess, terminal_env: dict[str, str]
+) -> None:
+    client, email = await account(chat_server)
+    await client.aclose()
+
+    child = spawn(terminal_env, "login", "--url", chat_server.base_url)
+    child.expect("Email:")
+    child.sendline(email)
+    child.expect("Password:")
+    child.sendline(PASSWORD)
+    child.expect(f"Logged in to {chat_server.base_url} as {email}")
+    transcript = child.before + child.after
+    assert finished(child) == 0
+    assert PASSWORD not in transcript  # typed without echo
+
+    saved = Path(terminal_env["CHAT_STORE_CONFIG_DIR"]) / "login.json"
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert PASSWORD not in saved.read_text()
+    assert json.loads(saved.read_text())["url"] == chat_server.base_url
+
+    whoami = run(terminal_env, "whoami", "--json")
+    assert whoami.returncode == 0, whoami.stderr
+    assert json.loads(whoami.stdout)["user"]["email"] == email
+
+    # A wrong password: one line, exit 3, nothing kept.
+    saved.unlink()
+    child = spawn(terminal_env, "login", "--url", chat_server.base_url, "--email", email)
+    child.expect("Password:")
+    child.sendline("not the password")
+    child.expect("error: ")
+    assert finished(child) == 3
+    assert not saved.exists()
+    assert run(terminal_env, "sessions").returncode == 3  # not logged in
+
+
+async def test_an_expired_login_is_refreshed_and_a_dead_one_asks_to_log_in_again(
+    chat_server: ServerProcess, terminal_env: dict[str, str]
+) -> None:
+    client, email = await account(chat_server)
+    await client.aclose()
+    log_in(terminal_env, chat_server, email)
+    saved = Path(terminal_env["CHAT_STORE_CONFIG_DIR"]) / "login.json"
+    login = json.loads(saved.read_text())
+
+    # An access token the service no longer takes: the client refreshes and saves the new pair.
+    saved.write_text(json.dumps({**login, "access_token": "expired." + login["access_token"]}))
+    listed = run(terminal_env, "sessions", "--json")
+    assert listed.returncode == 0, listed.stderr
+    refreshed = json.loads(saved.read_text())
+    assert refreshed["refresh_token"] != login["refresh_token"]
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+
+    # The login ended on the server (logout elsewhere): a clear one-liner and exit 3.
+    async with chat_server.client() as other:
+        await other.logout(refreshed["refresh_token"])
+    saved.write_text(json.dumps({**refreshed, "access_token": "expired.x"}))
+    dead = run(terminal_env, "sessions")
+    assert dead.returncode == 3
+    assert dead.stderr.count("\n") == 1 and "chat-store login" in dead.stderr
+    assert "Traceback" not in dead.stderr
+
+
+async def test_chat_picks_a_session_streams_a_turn_and_ctrl_c_cancels_the_answer(
+    chat_server: ServerProcess, terminal_env: dict[str, str], llm: LlmServer
+) -> None:
+    client, email = await account(chat_server)
+    async with client:
+        await client.create_session(title="Older work")
+        log_in(terminal_env, chat_server, email)
+
+        child = spawn(terminal_env, "chat")
+        child.expect("Older work")
+        child.expect("Pick a session")
+        child.sendline("0")  # a new one
+        child.expect("you> ")
+        child.sendline("Why does the test fail?")
+        child.expect_exact(DEFAULT_TEXT.strip())
+        child.expect("you> ")
+
+        await llm.script("test", {"text": SLOW_TEXT, "delay": 0.04})
+        child.sendline("Explain it slowly")
+        child.expect_exact("w3")  # the answer is being written
+        child.sendintr()
+        child.expect("cancelled: the text so far is kept")
+        child.expect("you> ")  # the conversation goes on
+
+        sessions = (await client.list_sessions(limit=1)).data
+        chat_session = sessions[0]
+        messages = (await client.list_messages(chat_session.id, order="desc", limit=1)).data
+        cancelled = messages[0]
+        assert cancelled.role == "assistant" and cancelled.status == "cancelled"
+        assert 0 < len(cancelled.text) < len(SLOW_TEXT)
+        assert SLOW_TEXT.startswith(cancelled.text)
+
+        child.sendline("/help")
+        child.expect("/switch N")
+        child.sendline("/rename Clock bug")
+        child.expect("renamed to 'Clock bug'")
+        child.sendline("/exit")
+        assert finished(child) == 0
+        assert (await client.get_session(chat_session.id)).title == "Clock bug"
+
+
+async def test_ask_in_a_pipe_prints_plain_text_and_json_for_scripts(
+    chat_server: ServerProcess, terminal_env: dict[str, str]
+) -> None:
+    client, email = await account(chat_server)
+    await client.aclose()
+    log_in(terminal_env, chat_server, email)
+
+    piped = run(terminal_env, "ask", stdin="Why does the test fail?\n")
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == DEFAULT_TEXT + "\n"  # the answer alone: no colors, no frame
+
+    again = run(terminal_env, "ask", "And now?", "--session", "last", "--json")
+    assert again.returncode == 0, again.stderr
+    turn = json.loads(again.stdout)
+    assert turn["user_message"]["content"] == "And now?"
+    assert turn["assistant_message"]["content"] == DEFAULT_TEXT
+    assert turn["assistant_message"]["status"] == "complete"
+
+    shown = json.loads(run(terminal_env, "show", "last", "--json").stdout)
+    assert [m["role"] for m in shown["messages"]] == ["user", "assistant"] * 2
+
+    other = json.loads(run(terminal_env, "new", "--title", "Other", "--json").stdout)
+    listed = json.loads(run(terminal_env, "sessions", "--json").stdout)
+    assert listed[0]["id"] == other["id"] and len(listed) == 2
+    prefix = listed[0]["id"].replace("-", "")[:13]
+    assert (
+        json.loads(run(terminal_env, "show", prefix, "--json").stdout)["session"]["id"]
+        == (listed[0]["id"])
+    )
+    exported = run(terminal_env, "export", "last", "--format", "json")
+    assert exported.returncode == 0, exported.stderr
+    document = json.loads(exported.stdout)
+    assert document["format"] == "chat-store/1" and document["session"]["title"] == "Other"
+    target = Path(terminal_env["CHAT_STORE_CONFIG_DIR"]).parent / "clock.md"
+    to_file = run(terminal_env, "export", listed[1]["id"], "-o", str(target))
+    assert to_file.returncode == 0, to_file.stderr
+    assert DEFAULT_TEXT.strip() in target.read_text()
+
+    missing = run(terminal_env, "show", "ffffffff")
+    assert missing.returncode == 4 and missing.stderr.startswith("error: ")
+
+
+async def test_follow_from_a_second_terminal_shows_the_same_text(
+    chat_server: ServerProcess, terminal_env: dict[str, str], llm: LlmServer
+) -> None:
+    client, email = await account(chat_server)
+    await client.aclose()
+    log_in(terminal_env, chat_server, email)
+    await llm.script("test", {"text": SLOW_TEXT, "delay": 0.02})
+
+    first = spawn(terminal_env, "ask", "Explain it slowly")
+    first.expect_exact("w2")
+    asked = first.before + first.after
+    second = spawn(terminal_env, "follow", "last")
+    second.expect_exact(SLOW_TEXT.strip())
+    assert finished(second) == 0
+    assert finished(first) == 0
+    asked += first.before
+    assert asked.replace("\r\n", "\n") == SLOW_TEXT + "\n"  # the same text, once
+
+
+async def test_resume_after_the_server_was_killed_mid_answer(
+    e2e_backend: Backend, llm: LlmServer, terminal_env: dict[str, str]
+) -> None:
+    # One run per answer: the next process fails the dead one's answer (its text kept) rather
+    # than taking it over, so what is left is for `resume` to finish.
+    env = llm_env(
+        llm,
+        GENERATION_LEASE_SECONDS="1",
+        GENERATION_SWEEP_SECONDS="0.3",
+        GENERATION_MAX_ATTEMPTS="1",
+    )
+    await llm.script("test", {"text": SLOW_TEXT, "delay": 0.04})
+    async with running_server(e2e_backend, **env) as doomed:
+        client, _ = await account(doomed)
+        async with client:
+            key = (await client.create_api_key("terminal")).key
+        script_env = {**terminal_env, "CHAT_STORE_API_KEY": key, "CHAT_STORE_URL": doomed.base_url}
+        asking = spawn(script_env, "ask", "Explain it slowly")
+        asking.expect_exact("w5")
+        doomed.process.kill()
+        doomed.wait()
+        asking.kill(signal.SIGKILL)
+
+    async with running_server(e2e_backend, **env) as survivor:
+        async with survivor.client(api_key=key) as other:
+            chat_session = (await other.list_sessions(limit=1)).data[0]
+            await _until_failed(other, chat_session.id)
+        script_env["CHAT_STORE_URL"] = survivor.base_url
+        resumed = run(script_env, "resume")
+        assert resumed.returncode == 0, resumed.stderr
+        assert resumed.stdout == SLOW_TEXT + "\n"  # the stored part, then the rest, once
+        async with survivor.client(api_key=key) as other:
+            answer = (await other.list_messages(chat_session.id, order="desc", limit=1)).data[0]
+        assert answer.status == "complete" and answer.content == SLOW_TEXT
+
+
+async def _until_failed(client: AsyncChatStoreClient, session_id: uuid.UUID) -> None:
+    for _ in range(200):
+        page = await client.list_messages(session_id, order="desc", limit=1)
+        if page.data and page.data[0].status == "failed":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the dead process's answer was not failed: {page.data}")

@@ -1,0 +1,125 @@
+"""What tests of the service's own chat turns share: settings that point the app at the test
+provider, SSE bodies read back as events, waiting for an answer to start or end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from chat_store.client._follow import parse_events
+from chat_store.settings import Settings
+from tests.backends import Backend
+from tests.conftest import make_settings
+from tests.factories import API, Account, Factory
+from tests.support.llm_server import LlmServer
+
+# The models the test provider is scripted with; the service allows all of them.
+MODELS = ["test", "slow", "broken", "silent", "cut", "other"]
+
+SECRET = "sk-test-" + "k" * 24
+
+
+def chat_settings(backend: Backend, llm: LlmServer, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "llm_base_url": llm.base_url,
+        "llm_model": "test",
+        "llm_models": MODELS,
+        "llm_api_key": SECRET,
+        "llm_max_retries": 0,
+        "llm_timeout_seconds": 1.5,
+        "generation_flush_seconds": 0.02,
+        "stream_poll_seconds": 0.5,
+        "request_timeout_seconds": 4.0,
+    }
+    values.update(overrides)
+    return make_settings(backend, **values)
+
+
+async def new_session(factory: Factory, **body: Any) -> tuple[Account, str]:
+    account = await factory.account()
+    session = await factory.chat_session(account, **body)
+    return account, session["id"]
+
+
+async def first_answer(
+    client: httpx.AsyncClient, account: Account, session_id: str
+) -> dict[str, Any]:
+    """The session's first assistant message, once some of its text is stored."""
+    for _ in range(300):
+        listed = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
+        answers = [m for m in listed.json()["data"] if m["role"] == "assistant"]
+        if answers and answers[0]["partial_content"]:
+            return answers[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError("no answer started")
+
+
+@dataclass(frozen=True)
+class Event:
+    event: str
+    data: dict[str, Any]
+    id: str | None
+
+
+def events_of(body: str) -> list[Event]:
+    return [
+        Event(item.event, json.loads(item.data) if item.data else {}, item.id)
+        for item in parse_events(body.splitlines())
+    ]
+
+
+def streamed_text(events: list[Event]) -> str:
+    return "".join(event.data["delta"] for event in events if event.event == "delta")
+
+
+def chat_path(session_id: str) -> str:
+    return f"{API}/sessions/{session_id}/chat"
+
+
+def message_path(session_id: str, message_id: str) -> str:
+    return f"{API}/sessions/{session_id}/messages/{message_id}"
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient,
+    account: Account,
+    session_id: str,
+    message_id: str,
+    statuses: tuple[str, ...] = ("complete", "failed", "cancelled"),
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    """The message once its status is one of `statuses` (polling)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(message_path(session_id, message_id), headers=account.headers)
+        assert response.status_code == 200, response.text
+        message: dict[str, Any] = response.json()
+        if message["status"] in statuses:
+            return message
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.05)
+
+
+async def wait_for_text(
+    client: httpx.AsyncClient,
+    account: Account,
+    session_id: str,
+    message_id: str,
+    min_chars: int = 1,
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    """The message once at least `min_chars` of its answer are stored."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(message_path(session_id, message_id), headers=account.headers)
+        message: dict[str, Any] = response.json()
+        text = message["content"] or message["partial_content"] or ""
+        if len(text) >= min_chars:
+            return message
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.02)
