@@ -30,9 +30,7 @@ async def restore_archived_session(
 
 @router.post(
     "/{session_id}/restore",
-    response_model=ChatSessionRead,
     responses=problems(401, 404, 422, 503),
-    operation_id="restore_chat_session",
 )
 async def restore_chat_session(
     request: Request, db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID

@@ -78,12 +78,13 @@ _CHAT_EXAMPLES = {
 }
 
 
-async def get_runner(request: Request) -> GenerationRunner | None:
+async def get_turn_context(ctx: Context, request: Request) -> TurnContext:
+    """The request's context with this process's generation runner (None without a provider)."""
     runner: GenerationRunner | None = request.app.state.generation
-    return runner
+    return TurnContext(ctx.db, ctx.principal, ctx.app, runner)
 
 
-Runner = Annotated[GenerationRunner | None, Depends(get_runner)]
+Turn = Annotated[TurnContext, Depends(get_turn_context)]
 
 
 class _AnswerWhenDone(Response):
@@ -117,20 +118,16 @@ class _AnswerWhenDone(Response):
     status_code=201,
     response_model=ChatTurn,
     responses=_CHAT_ANSWERS,
-    operation_id="chat",
 )
 async def chat(
-    ctx: Context,
-    runner: Runner,
+    ctx: Turn,
     session_id: uuid.UUID,
     body: Annotated[ChatTurnCreate, Body(openapi_examples=_CHAT_EXAMPLES)],
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Send a user message; the service answers it with the model and stores the answer."""
     deadline = time.monotonic() + ctx.settings.request_timeout_seconds
-    turn = await turn_service.start_turn(
-        TurnContext(ctx, runner), session_id, body, idempotency_key
-    )
+    turn = await turn_service.start_turn(ctx, session_id, body, idempotency_key)
     streams = StreamContext(ctx.app, ctx.principal)
     if body.stream:
         response: EventSourceResponse = event_stream(
@@ -148,26 +145,18 @@ async def chat(
 
 @router.post(
     "/messages/{message_id}/cancel",
-    response_model=MessageRead,
     responses=problems(401, 404, 409, 422),
-    operation_id="cancel_message",
 )
-async def cancel_message(
-    ctx: Context, runner: Runner, session_id: uuid.UUID, message_id: uuid.UUID
-) -> MessageRead:
+async def cancel_message(ctx: Turn, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """Stop generating an answer, wherever it runs: `cancelled`, its text kept."""
-    return await turn_service.cancel(TurnContext(ctx, runner), session_id, message_id)
+    return await turn_service.cancel(ctx, session_id, message_id)
 
 
 @router.post(
     "/messages/{message_id}/continue",
     status_code=202,
-    response_model=MessageRead,
     responses={**problems(401, 404, 409, 422), 503: _UNAVAILABLE},
-    operation_id="continue_message",
 )
-async def continue_message(
-    ctx: Context, runner: Runner, session_id: uuid.UUID, message_id: uuid.UUID
-) -> MessageRead:
+async def continue_message(ctx: Turn, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """Generate the rest of a failed or abandoned answer, after its stored text."""
-    return await turn_service.continue_message(TurnContext(ctx, runner), session_id, message_id)
+    return await turn_service.continue_message(ctx, session_id, message_id)

@@ -36,7 +36,6 @@ def _source(state: State) -> ExportSource:
     "/sessions/{session_id}/export",
     response_class=StreamingResponse,
     responses=_streamed(MEDIA_TYPES, 401, 404, 422, 503),
-    operation_id="export_chat_session",
 )
 async def export_chat_session(
     db: DbSession,
@@ -66,7 +65,6 @@ async def export_chat_session(
     "/users/me/export",
     response_class=StreamingResponse,
     responses=_streamed({"jsonl": MEDIA_TYPES["jsonl"]}, 401, 503),
-    operation_id="export_account",
 )
 async def export_account(
     db: DbSession, state: State, principal: CurrentPrincipal

@@ -17,12 +17,10 @@ router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["export"])
 @router.post(
     "/import",
     status_code=201,
-    response_model=ImportResult,
     responses={
         200: {"model": ImportResult, "description": "Imported before: that session."},
         **problems(401, 409, 413, 422),
     },
-    operation_id="import_chat_session",
 )
 async def import_chat_session(
     ctx: Context,

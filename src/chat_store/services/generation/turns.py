@@ -18,9 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from chat_store.cache.bus import Bus
 from chat_store.errors import InvalidTransition, ValidationFailed
 from chat_store.schemas.chat import ChatTurn, ChatTurnCreate
 from chat_store.schemas.messages import MessageRead, MessageUpdate
@@ -37,36 +34,17 @@ from chat_store.services.generation.errors import (
 )
 from chat_store.services.generation.jobs import STOP_CHANNEL, GenerationParams, Job, StopRequest
 from chat_store.services.generation.runner import GenerationRunner, Slot
-from chat_store.services.principals import Principal
 from chat_store.services.streams import StreamContext, StreamEvent
 from chat_store.settings import Settings
 
 CANCELLED = "Cancelled by request"
 
 
-@dataclass(frozen=True)
-class TurnContext:
-    """What a chat-turn service call works with: the request's context (its transaction and
-    caller) and this process's generation runner (None without a provider)."""
+@dataclass(frozen=True, slots=True)
+class TurnContext(RequestContext):
+    """A request's context with this process's generation runner (None without a provider)."""
 
-    request: RequestContext
-    runner: GenerationRunner | None
-
-    @property
-    def db(self) -> AsyncSession:
-        return self.request.db
-
-    @property
-    def settings(self) -> Settings:
-        return self.request.settings
-
-    @property
-    def bus(self) -> Bus:
-        return self.request.bus
-
-    @property
-    def principal(self) -> Principal:
-        return self.request.principal
+    runner: GenerationRunner | None = None
 
     def generating(self) -> GenerationRunner:
         if self.runner is None:
@@ -136,7 +114,7 @@ async def start_turn(
             # session's row until commit, so the checks below see every turn of this session
             # committed before, and none can start meanwhile.
             turn = store.NewTurn(body.content, body.context, model, body.expected_last_seq)
-            user, answer = await store.create_turn(ctx.request, session_id, turn)
+            user, answer = await store.create_turn(ctx, session_id, turn)
             await _check_user_limit(ctx, now)
             await _check_session_free(ctx, session_id, now, besides=answer.id)
             await store.add_generation(
@@ -158,7 +136,7 @@ async def start_turn(
     # `stream` is how the caller reads the answer, not part of the turn: a retry may change it.
     turn_body = body.model_copy(update={"stream": True})
     create = idempotency.Create("chat_turn", str(session_id), turn_body, ChatTurn)
-    turn = await idempotency.run_once(ctx.request, idempotency_key, create, produce)
+    turn = await idempotency.run_once(ctx, idempotency_key, create, produce)
     for job, slot in made:
         if job.message_id == turn.assistant_message.id:
             _launch_after_commit(ctx, job, slot)
@@ -212,13 +190,13 @@ async def cancel(ctx: TurnContext, session_id: uuid.UUID, message_id: uuid.UUID)
     # refuse): on SQLite a read that turns into a write is refused when another process wrote
     # in between.
     await store.release(ctx.db, message_id, now)
-    answer = await store.get_message(ctx.request, session_id, message_id)
+    answer = await store.get_message(ctx, session_id, message_id)
     if answer.role != "assistant":
         raise InvalidTransition("Only an assistant message is generated, and can be cancelled")
     if answer.status == "cancelled":
         return answer
     cancelled = await store.update(
-        ctx.request,
+        ctx,
         answer,
         MessageUpdate(
             status="cancelled",
@@ -253,7 +231,7 @@ async def continue_message(
         claimed = await store.claim(
             ctx.db, message_id, owner=runner.owner, lease_until=lease_until, now=now
         )
-        answer = await store.get_message(ctx.request, session_id, message_id)
+        answer = await store.get_message(ctx, session_id, message_id)
         if answer.role != "assistant":
             raise InvalidTransition("Only an assistant message can be continued")
         if answer.status not in ("failed", "pending", "in_progress"):
@@ -281,7 +259,7 @@ async def continue_message(
         await _check_user_limit(ctx, now, besides=message_id)
         await _check_session_free(ctx, session_id, now, besides=message_id)
         if answer.status == "failed":
-            answer = await store.update(ctx.request, answer, MessageUpdate(status="in_progress"))
+            answer = await store.update(ctx, answer, MessageUpdate(status="in_progress"))
     except BaseException:
         slot.release()
         raise
