@@ -24,6 +24,7 @@ from chat_store.client.models import Page
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 class _Described(Generic[P, R]):
@@ -90,20 +91,27 @@ class endpoint(_Described[P, Call[T]]):
         return call_sync
 
 
-class paginated(_Described[P, Call[Page[T]]]):
-    """Every item of a keyset-paginated list, page after page, fetched as they are consumed.
-
-    The builder returns the call for the first page; each next page asks for `after=<last_id>`.
-    """
+class _Iterated(_Described[P, R], Generic[P, R, Item]):
+    """A builder read as a method that yields `Item`s: iterated on the blocking client,
+    async-iterated on the other."""
 
     @overload
     def __get__(self, obj: None, owner: type[Any]) -> Self: ...
     @overload
-    def __get__(self, obj: SyncTransport, owner: type[Any]) -> Callable[P, Iterator[T]]: ...
+    def __get__(self, obj: SyncTransport, owner: type[Any]) -> Callable[P, Iterator[Item]]: ...
     @overload
-    def __get__(self, obj: AsyncTransport, owner: type[Any]) -> Callable[P, AsyncIterator[T]]: ...
+    def __get__(
+        self, obj: AsyncTransport, owner: type[Any]
+    ) -> Callable[P, AsyncIterator[Item]]: ...
     def __get__(self, obj: object, owner: type[Any]) -> Any:
         return self._bind(obj)
+
+
+class paginated(_Iterated[P, Call[Page[T]], T]):
+    """Every item of a keyset-paginated list, page after page, fetched as they are consumed.
+
+    The builder returns the call for the first page; each next page asks for `after=<last_id>`.
+    """
 
     def _bind_async(self, client: AsyncTransport) -> Callable[..., Any]:
         build = self.build
@@ -137,18 +145,9 @@ def _next_page(call: Call[Page[T]], page: Page[T]) -> Call[Page[T]] | None:
     return call.with_params(after=page.last_id)
 
 
-class streamed(_Described[P, Follower[T]]):
+class streamed(_Iterated[P, Follower[T], T]):
     """A stream of Server-Sent Events, followed through the builder's `Follower` and resumed by
     itself after a dropped connection."""
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> Self: ...
-    @overload
-    def __get__(self, obj: SyncTransport, owner: type[Any]) -> Callable[P, Iterator[T]]: ...
-    @overload
-    def __get__(self, obj: AsyncTransport, owner: type[Any]) -> Callable[P, AsyncIterator[T]]: ...
-    def __get__(self, obj: object, owner: type[Any]) -> Any:
-        return self._bind(obj)
 
     def _bind_async(self, client: AsyncTransport) -> Callable[..., Any]:
         build = self.build
@@ -180,19 +179,8 @@ class streamed(_Described[P, Follower[T]]):
         return follow_sync
 
 
-class downloaded(_Described[P, Call[Any]]):
+class downloaded(_Iterated[P, Call[Any], bytes]):
     """An answer read in chunks of bytes as the service sends them (an export)."""
-
-    @overload
-    def __get__(self, obj: None, owner: type[Any]) -> Self: ...
-    @overload
-    def __get__(self, obj: SyncTransport, owner: type[Any]) -> Callable[P, Iterator[bytes]]: ...
-    @overload
-    def __get__(
-        self, obj: AsyncTransport, owner: type[Any]
-    ) -> Callable[P, AsyncIterator[bytes]]: ...
-    def __get__(self, obj: object, owner: type[Any]) -> Any:
-        return self._bind(obj)
 
     def _bind_async(self, client: AsyncTransport) -> Callable[..., Any]:
         build = self.build
