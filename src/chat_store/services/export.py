@@ -99,14 +99,7 @@ async def _message_batches(
 ) -> tuple[list[Document], int | None]:
     """One batch of the session's messages after `after_seq`, as documents, and the last seq
     read (None when there are none)."""
-    rows, _ = await message_crud.list_by_seq(
-        db,
-        session_id,
-        after_seq=after_seq,
-        before_seq=None,
-        descending=False,
-        limit=MESSAGE_BATCH,
-    )
+    rows, _ = await message_crud.list_by_seq(db, session_id, MESSAGE_BATCH, after_seq=after_seq)
     if not rows:
         return [], None
     # As the API shows a message (its streamed text joined), plus the versions.

@@ -183,14 +183,15 @@ async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID
 async def list_by_seq(
     db: AsyncSession,
     session_id: uuid.UUID,
-    *,
-    after_seq: int | None,
-    before_seq: int | None,
-    descending: bool,
     limit: int,
+    *,
+    after_seq: int | None = None,
+    before_seq: int | None = None,
+    descending: bool = False,
 ) -> tuple[list[StoredMessage], bool]:
-    """One page in seq order. Served by uq_message_session_id_seq: a range scan of `limit`
-    rows wherever the page lies, so the last page of a huge session costs what a small one does."""
+    """One page in seq order between the seqs given, and whether more follow. Served by
+    uq_message_session_id_seq: a range scan of `limit` rows wherever the page lies, so the last
+    page of a huge session costs what a small one does."""
     stmt = select(*_SELECTED).where(MESSAGE.session_id == session_id)
     if after_seq is not None:
         stmt = stmt.where(MESSAGE.seq > after_seq)

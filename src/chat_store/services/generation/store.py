@@ -7,7 +7,7 @@ are exactly those of a client-written answer) and the generations crud module.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,8 +17,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import generations as generation_crud
-from chat_store.crud import messages as message_crud
-from chat_store.models import Generation
 from chat_store.schemas.messages import (
     OPEN_STATUSES,
     DeltaAppend,
@@ -36,8 +34,16 @@ from chat_store.services.principals import Principal
 estimate_tokens = message_service.estimate_tokens
 message_tokens = message_service.message_tokens
 select_context = message_service.select_context
+get_message = message_service.get_message
 
-_HISTORY_PAGE = 200
+# The leases, as the generations crud module keeps them.
+get_generation = generation_crud.get
+live_in_session = generation_crud.live_in_session
+live_for_user = generation_crud.live_for_user
+claim = generation_crud.claim
+renew = generation_crud.renew
+release = generation_crud.release
+expired = generation_crud.expired
 
 
 def owner_principal(user_id: uuid.UUID) -> Principal:
@@ -104,28 +110,6 @@ async def create_turn(
     return user, answer
 
 
-async def get_message(
-    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID
-) -> MessageRead:
-    return await message_service.get_message(ctx, session_id, message_id)
-
-
-async def get_generation(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
-    return await generation_crud.get(db, message_id)
-
-
-async def live_in_session(
-    db: AsyncSession, session_id: uuid.UUID, now: datetime
-) -> list[uuid.UUID]:
-    return await generation_crud.live_in_session(db, session_id, now)
-
-
-async def live_for_user(
-    db: AsyncSession, user_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
-) -> int:
-    return await generation_crud.live_for_user(db, user_id, now, besides=besides)
-
-
 async def add_generation(
     db: AsyncSession,
     message: MessageRead,
@@ -157,41 +141,6 @@ async def add_generation(
     return True
 
 
-async def claim(
-    db: AsyncSession,
-    message_id: uuid.UUID,
-    *,
-    owner: str,
-    lease_until: datetime,
-    now: datetime,
-    params: dict[str, Any] | None = None,
-) -> Generation | None:
-    return await generation_crud.claim(
-        db, message_id, owner=owner, lease_until=lease_until, now=now, params=params
-    )
-
-
-async def renew(
-    db: AsyncSession, owner: str, message_ids: Sequence[uuid.UUID], lease_until: datetime
-) -> set[uuid.UUID]:
-    return await generation_crud.renew(db, owner, message_ids, lease_until)
-
-
-async def release(
-    db: AsyncSession,
-    message_id: uuid.UUID,
-    now: datetime,
-    *,
-    owner: str | None = None,
-    hand_over: bool = False,
-) -> bool:
-    return await generation_crud.release(db, message_id, now, owner=owner, hand_over=hand_over)
-
-
-async def expired(db: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
-    return await generation_crud.expired(db, now, limit)
-
-
 @dataclass(frozen=True)
 class PromptSource:
     """What a prompt is made of, read at one point in time."""
@@ -209,27 +158,9 @@ async def prompt_source(
     history certainly holds more than `max_tokens` (and a tool result's call is included)."""
     prompt = await system_prompt(ctx, session_id)
     answer = await get_message(ctx, session_id, message_id)
-    before: list[MessageRead] = []
-    before_seq = answer.seq
-    seen = 0
-    while True:
-        rows, has_more = await message_crud.list_by_seq(
-            ctx.db,
-            session_id,
-            after_seq=None,
-            before_seq=before_seq,
-            descending=True,
-            limit=_HISTORY_PAGE,
-        )
-        reads = await message_service.to_reads(ctx, rows)
-        before[:0] = list(reversed(reads))
-        seen += sum(message_tokens(read) for read in reads)
-        if not has_more or not rows:
-            break
-        before_seq = rows[-1].seq
-        has_user = any(read.role == "user" for read in before)
-        if has_user and seen > max_tokens and before[0].role != "tool":
-            break
+    before = await message_service.newest_history(
+        ctx, session_id, max_tokens, before_seq=answer.seq, with_user_message=True
+    )
     start = next((i for i in range(len(before) - 1, -1, -1) if before[i].role == "user"), None)
     if start is None:
         return PromptSource(prompt, before, [], answer)

@@ -5,7 +5,12 @@ One module per part; every name other layers use is importable from here.
 
 from chat_store.services.messages.appending import create_message, create_messages
 from chat_store.services.messages.changing import delete_message, update_message
-from chat_store.services.messages.context import context_window, message_tokens, select_context
+from chat_store.services.messages.context import (
+    context_window,
+    message_tokens,
+    newest_history,
+    select_context,
+)
 from chat_store.services.messages.deltas import append_delta
 from chat_store.services.messages.forking import fork, resume
 from chat_store.services.messages.reading import (
@@ -39,6 +44,7 @@ __all__ = [
     "is_stale",
     "list_messages",
     "message_tokens",
+    "newest_history",
     "resume",
     "select_context",
     "shown_partial",

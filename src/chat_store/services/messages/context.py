@@ -47,27 +47,43 @@ def select_context(
     return chosen, total
 
 
+_HISTORY_PAGE = 200
+
+
+async def newest_history(
+    ctx: RequestContext,
+    session_id: uuid.UUID,
+    max_tokens: int,
+    *,
+    before_seq: int | None = None,
+    with_user_message: bool = False,
+) -> list[MessageRead]:
+    """The session's messages before `before_seq` (None: all), oldest first, enough of them
+    for `max_tokens`: read newest first, page by page, until they certainly hold more than the
+    budget, and then on while the oldest read is a tool result (a group may straddle a page
+    boundary: its call is read too); with `with_user_message`, until one is a user message."""
+    loaded: list[MessageRead] = []
+    seen = 0
+    while True:
+        rows, has_more = await message_crud.list_by_seq(
+            ctx.db, session_id, _HISTORY_PAGE, before_seq=before_seq, descending=True
+        )
+        reads = await to_reads(ctx, rows)
+        loaded[:0] = list(reversed(reads))
+        seen += sum(message_tokens(message) for message in reads)
+        if not has_more or not rows:
+            return loaded
+        before_seq = rows[-1].seq
+        has_user = not with_user_message or any(read.role == "user" for read in loaded)
+        if has_user and seen > max_tokens and loaded[0].role != "tool":
+            return loaded
+
+
 async def context_window(
     ctx: RequestContext, session_id: uuid.UUID, max_tokens: int
 ) -> ContextWindow:
     chat_session = await chat_session_service.get_owned(ctx, session_id)
-    # Read newest first in pages until the budget is certainly exceeded; a group may straddle
-    # a page boundary, so one extra group's worth is read before selecting.
-    loaded: list[MessageRead] = []
-    before_seq: int | None = None
-    budget_seen = 0
-    while True:
-        rows, has_more = await message_crud.list_by_seq(
-            ctx.db, session_id, after_seq=None, before_seq=before_seq, descending=True, limit=200
-        )
-        reads = await to_reads(ctx, rows)
-        loaded[:0] = list(reversed(reads))
-        budget_seen += sum(message_tokens(message) for message in reads)
-        if not has_more or not rows:
-            break
-        before_seq = rows[-1].seq
-        if budget_seen > max_tokens and loaded[0].role != "tool":
-            break
+    loaded = await newest_history(ctx, session_id, max_tokens)
     chosen, total = select_context(loaded, max_tokens)
     return ContextWindow(
         data=chosen,

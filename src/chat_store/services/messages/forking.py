@@ -28,7 +28,7 @@ async def resume(ctx: RequestContext, session_id: uuid.UUID, history_limit: int)
     if row is None:
         raise NothingToResume("Every assistant message of this session is complete")
     history_rows, _ = await message_crud.list_by_seq(
-        db, session_id, after_seq=None, before_seq=row.seq, descending=True, limit=history_limit
+        db, session_id, history_limit, before_seq=row.seq, descending=True
     )
     history_rows.reverse()
     reads = await to_reads(ctx, [*history_rows, row])
@@ -75,12 +75,7 @@ async def _fork(
     after_seq: int | None = None
     while True:  # copy in batches: a long session is never held in memory whole
         rows, _ = await message_crud.list_by_seq(
-            db,
-            session_id,
-            after_seq=after_seq,
-            before_seq=last.seq + 1,
-            descending=False,
-            limit=_COPY_BATCH,
+            db, session_id, _COPY_BATCH, after_seq=after_seq, before_seq=last.seq + 1
         )
         if not rows:
             break

@@ -160,10 +160,10 @@ async def list_messages(
     rows, has_more = await message_crud.list_by_seq(
         db,
         session_id,
+        limit,
         after_seq=after_seq,
         before_seq=before_seq,
         descending=walk_descending,
-        limit=limit,
     )
     if backwards:
         rows.reverse()
@@ -184,12 +184,7 @@ async def _build_window(
     ctx: RequestContext, session_id: uuid.UUID, version: int
 ) -> history_cache.HistoryWindow:
     rows, has_older = await message_crud.list_by_seq(
-        ctx.db,
-        session_id,
-        after_seq=None,
-        before_seq=None,
-        descending=True,
-        limit=history_cache.WINDOW,
+        ctx.db, session_id, history_cache.WINDOW, descending=True
     )
     rows.reverse()
     reads = await to_reads(ctx, rows)
