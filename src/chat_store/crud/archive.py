@@ -111,6 +111,15 @@ async def get_session(
     return result.scalar_one_or_none()
 
 
+def _unarchived_with(session_id: uuid.UUID, key: str) -> tuple[ColumnElement[bool], ...]:
+    """The session, while it is not archived and still has this archive key."""
+    return (
+        ChatSession.id == session_id,
+        ChatSession.archived_at.is_(None),
+        ChatSession.archive_key == key,
+    )
+
+
 async def mark_archived(
     db: AsyncSession, session_id: uuid.UUID, key: str, version: int, now: datetime
 ) -> bool:
@@ -118,12 +127,7 @@ async def mark_archived(
     changed since `version` was read. Takes the session's row lock until commit."""
     result = await db.execute(
         update(ChatSession)
-        .where(
-            ChatSession.id == session_id,
-            ChatSession.archived_at.is_(None),
-            ChatSession.archive_key == key,
-            ChatSession.history_version == version,
-        )
+        .where(*_unarchived_with(session_id, key), ChatSession.history_version == version)
         .values(archived_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -160,13 +164,7 @@ async def release_key(db: AsyncSession, session_id: uuid.UUID, key: str) -> bool
     """Forget the archive key of a session that is not archived (its object is about to be
     deleted). Takes the session's row lock until commit."""
     result = await db.execute(
-        update(ChatSession)
-        .where(
-            ChatSession.id == session_id,
-            ChatSession.archived_at.is_(None),
-            ChatSession.archive_key == key,
-        )
-        .values(archive_key=None)
+        update(ChatSession).where(*_unarchived_with(session_id, key)).values(archive_key=None)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
