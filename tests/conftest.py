@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from chat_store.models import IdempotencyKey, User
 from chat_store.settings import Settings
 from tests.backends import BACKEND, Backend, provision
 from tests.factories import Factory
+from tests.support.llm_server import LlmServer, llm_server_process
 from tests.support.redis_server import RedisServer
 
 
@@ -116,6 +118,23 @@ def app_with(backend: Backend, app: FastAPI) -> AppWith:
     return start
 
 
+@pytest.fixture
+def limited_app(backend: Backend, app_with: AppWith) -> AppWith:
+    """`app_with` with rate limits on (generous, but for the limits given), counting under a
+    Redis prefix of its own: counters of other tests never leak in."""
+
+    def start(**limits: Any) -> AbstractAsyncContextManager[AppUnderTest]:
+        generous = {
+            "rate_limit_auth": "1000/minute",
+            "rate_limit_read": "1000/minute",
+            "rate_limit_write": "1000/minute",
+        }
+        prefix = f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:"
+        return app_with(rate_limit_enabled=True, redis_prefix=prefix, **(generous | limits))
+
+    return start
+
+
 SMALL_MESSAGE_BYTES = 1000
 
 
@@ -124,6 +143,21 @@ async def small(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an app with MAX_MESSAGE_BYTES=SMALL_MESSAGE_BYTES."""
     async with app_with(max_message_bytes=SMALL_MESSAGE_BYTES) as custom:
         yield custom.client
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[LlmServer]:
+    """The scripted model provider (tests/support/llm_server.py), in a process of its own, for
+    the tests of a module that asks for it; each of them starts with it reset."""
+    with llm_server_process() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_provider(request: pytest.FixtureRequest) -> None:
+    if "llm" in request.fixturenames:
+        server: LlmServer = request.getfixturevalue("llm")
+        await server.reset()
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,23 +19,9 @@ from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
-def limited_app(backend: Backend, app_with: AppWith) -> AppWith:
-    """An app with rate limits on (and these limits), counting under a Redis prefix of its own:
-    counters of other tests never leak in."""
-
-    def start(**limits: Any) -> AbstractAsyncContextManager[AppUnderTest]:
-        prefix = f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:"
-        return app_with(rate_limit_enabled=True, redis_prefix=prefix, **limits)
-
-    return start
-
-
-@pytest.fixture
 async def limited(limited_app: AppWith) -> AsyncIterator[AppUnderTest]:
     async with limited_app(
         rate_limit_read="3/minute",
-        rate_limit_write="1000/minute",
-        rate_limit_auth="1000/minute",
         login_failures_per_account="3/15minutes",
     ) as started:
         yield started
