@@ -40,7 +40,8 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 
-from chat_store.crud import export as export_crud
+from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import StoredMessage
 from chat_store.db import create_engine, create_sessionmaker
 from chat_store.ids import uuid7
 from chat_store.models import ChatSession
@@ -161,7 +162,9 @@ async def fill(settings: Settings, user_id: uuid.UUID, sizes: list[int]) -> list
             }
             async with sessionmaker() as db, db.begin():
                 await db.execute(ChatSession.__table__.insert().values(**values))
-                await export_crud.insert_messages(db, _message_rows(session_id, user_id, size))
+                rows = _message_rows(session_id, user_id, size)
+                messages = [StoredMessage.from_columns(row) for row in rows]
+                await message_crud.insert_messages(db, messages)
             ids.append(session_id)
     finally:
         await engine.dispose()

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from chat_store.models import IdempotencyKey, User
 from chat_store.settings import Settings
 from tests.backends import BACKEND, Backend, provision
 from tests.factories import Factory
+from tests.support.llm_server import LlmServer, llm_server_process
 from tests.support.redis_server import RedisServer
 
 
@@ -53,6 +56,26 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield app
 
 
+@dataclass
+class AppUnderTest:
+    """An app of a test's own and a client of it."""
+
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def state(self) -> AppState:
+        resources: AppState = self.app.state.resources
+        return resources
+
+    @property
+    def factory(self) -> Factory:
+        return Factory(self.client)
+
+
+AppWith = Callable[..., AbstractAsyncContextManager[AppUnderTest]]
+
+
 def client_for(app: FastAPI) -> httpx.AsyncClient:
     # raise_app_exceptions=False: a 500 must be answered (problem+json), as a real server would.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -74,6 +97,67 @@ def settings(backend: Backend) -> Settings:
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
     async with running_app(settings) as started:
         yield started
+
+
+@pytest.fixture
+def app_with(backend: Backend, app: FastAPI) -> AppWith:
+    """An app of the test's own, started with these settings over the suite's (make_settings),
+    on the suite's database and Redis:
+
+        async with app_with(max_title_chars=10) as custom:
+            await custom.client.post(...)
+
+    (`app` is asked for so that the suite's cleanup deletes the test's rows afterwards.)"""
+
+    @asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[AppUnderTest]:
+        settings = make_settings(backend, **overrides)
+        async with running_app(settings) as started, client_for(started) as client:
+            yield AppUnderTest(started, client)
+
+    return start
+
+
+@pytest.fixture
+def limited_app(backend: Backend, app_with: AppWith) -> AppWith:
+    """`app_with` with rate limits on (generous, but for the limits given), counting under a
+    Redis prefix of its own: counters of other tests never leak in."""
+
+    def start(**limits: Any) -> AbstractAsyncContextManager[AppUnderTest]:
+        generous = {
+            "rate_limit_auth": "1000/minute",
+            "rate_limit_read": "1000/minute",
+            "rate_limit_write": "1000/minute",
+        }
+        prefix = f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:"
+        return app_with(rate_limit_enabled=True, redis_prefix=prefix, **(generous | limits))
+
+    return start
+
+
+SMALL_MESSAGE_BYTES = 1000
+
+
+@pytest.fixture
+async def small(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app with MAX_MESSAGE_BYTES=SMALL_MESSAGE_BYTES."""
+    async with app_with(max_message_bytes=SMALL_MESSAGE_BYTES) as custom:
+        yield custom.client
+
+
+@pytest.fixture(scope="module")
+def llm() -> Iterator[LlmServer]:
+    """The scripted model provider (tests/support/llm_server.py), in a process of its own, for
+    the tests of a module that asks for it; each of them starts with it reset."""
+    with llm_server_process() as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_provider(request: pytest.FixtureRequest) -> None:
+    if "llm" in request.fixturenames:
+        server: LlmServer = request.getfixturevalue("llm")
+        await server.reset()
 
 
 @pytest.fixture

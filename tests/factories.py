@@ -9,6 +9,9 @@ from typing import Any
 import httpx
 
 API = "/api/v1"
+SESSIONS = f"{API}/sessions"
+ME = f"{API}/users/me"
+JSON = {"Content-Type": "application/json"}
 _counter = itertools.count(1)
 
 
@@ -94,3 +97,9 @@ class Factory:
             assert response.status_code == 201, response.text
             created.extend(response.json()["data"])
         return created
+
+
+async def session_titles(client: httpx.AsyncClient, account: Account) -> list[str | None]:
+    """The titles of the account's sessions, newest first: what a refused write left behind."""
+    listed = await client.get(SESSIONS, headers=account.headers)
+    return [s["title"] for s in listed.json()["data"]]

@@ -292,7 +292,7 @@ def import_command(
                 try:
                     spec = imports.parse(document, settings, chosen)
                     async with sessionmaker() as db, db.begin():
-                        result = await imports.import_chat_session(db, settings, owner, spec)
+                        result = await imports.import_chat_session(db, owner, spec)
                 except AppError as exc:
                     counts["failed"] += 1
                     console.print(f"[red]{label}:[/red] {exc.detail}")

@@ -1,11 +1,18 @@
-"""Engine and sessionmaker construction for both dialects."""
+"""The database layer: the engine and sessions for both dialects, and how a statement runs.
+
+Crud says what to run; `fetch_one` decides how: the statement written for the dialect, in the
+session's transaction, or, for a write that stands alone on Postgres, on the driver in autocommit
+(no BEGIN and no COMMIT round trip). Either way a failure is raised as SQLAlchemy raises it, so
+the API answers it one way.
+"""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias, cast
 
 import asyncpg
 from sqlalchemy import Connection, event
@@ -18,7 +25,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry, NullPool
-from sqlalchemy.sql.selectable import ReturnsRows
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.selectable import Select
 from sqlalchemy.util import greenlet_spawn
 
 from chat_store.settings import Settings
@@ -146,15 +154,6 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 
-def can_autocommit(db: AsyncSession) -> bool:
-    """Whether a write that is one statement, atomic by itself, may run with
-    `fetch_autocommitted` rather than in the session: on Postgres, when nothing has run in this
-    session yet. The caller may only read after it (nothing else would be rolled back). A session
-    already in a transaction (an Idempotency-Key's savepoint, an earlier query) keeps it, and
-    SQLite keeps its transactions (its one connection is the write lock)."""
-    return not db.in_transaction() and db.get_bind().dialect.name == "postgresql"
-
-
 async def read_snapshot(db: AsyncSession) -> None:
     """Make every statement of `db` read one snapshot of the database; call it before the first.
 
@@ -186,7 +185,7 @@ class DriverStatement:
 
     __slots__ = ("_binds", "_results", "sql")
 
-    def __init__(self, statement: ReturnsRows, dialect: Dialect) -> None:
+    def __init__(self, statement: Statement, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
         if compiled.positiontup is None or "POSTCOMPILE" in compiled.string:
             raise ValueError("the statement's SQL is not the same on every execution")
@@ -201,7 +200,7 @@ class DriverStatement:
             for bind in (compiled.binds[name],)
         )
         self._results = tuple(
-            (key, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            (str(key), column.type.dialect_impl(dialect).result_processor(dialect, None))
             for key, column in statement.exported_columns.items()
         )
 
@@ -220,20 +219,63 @@ class DriverStatement:
 
 
 @functools.lru_cache(maxsize=32)
-def _driver_statement(statement: ReturnsRows, dialect: Dialect) -> DriverStatement:
+def _driver_statement(statement: Statement, dialect: Dialect) -> DriverStatement:
     return DriverStatement(statement, dialect)
 
 
-async def fetch_autocommitted(
-    db: AsyncSession, statement: ReturnsRows, params: Mapping[str, Any]
+# A statement that returns rows: a SELECT, or an INSERT/UPDATE/DELETE with RETURNING.
+Statement: TypeAlias = Select[Any] | UpdateBase
+
+# Several statements run in the session that do what one statement does where the dialect
+# can (their first row by column key, or None).
+Steps: TypeAlias = Callable[[AsyncSession, dict[str, Any]], Awaitable[Mapping[str, Any] | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ByDialect:
+    """One operation written for each dialect: SQLite has no data-modifying WITH, and its own
+    ON CONFLICT. Its forms take the same parameters and give the same row."""
+
+    postgresql: Statement
+    sqlite: Statement | Steps
+
+
+async def fetch_one(
+    db: AsyncSession,
+    statement: Statement | ByDialect,
+    params: dict[str, Any],
+    *,
+    standalone: bool = False,
+) -> Mapping[str, Any] | None:
+    """Run `statement` (its form for the session's dialect) and return its first row by column
+    key, or None.
+
+    `standalone`: the write may be committed by itself, at once: nothing the request does after
+    it has to be undone with it or to see the database under its locks. On Postgres, when
+    nothing has run in this session yet, it then runs on a pooled connection's driver in
+    autocommit (see `_fetch_on_driver`); the session stays as it was. Otherwise, and always on
+    SQLite (its one connection is the write lock), it runs in the session's transaction."""
+    dialect = db.get_bind().dialect.name
+    if isinstance(statement, ByDialect):
+        chosen = statement.postgresql if dialect == "postgresql" else statement.sqlite
+        if not isinstance(chosen, (Select, UpdateBase)):
+            return await chosen(db, params)
+        statement = chosen
+    if standalone and dialect == "postgresql" and not db.in_transaction():
+        return await _fetch_on_driver(db, statement, params)
+    row = (await db.execute(statement, params)).first()
+    return None if row is None else cast(Mapping[str, Any], row._mapping)
+
+
+async def _fetch_on_driver(
+    db: AsyncSession, statement: Statement, params: Mapping[str, Any]
 ) -> dict[str, Any] | None:
-    """Run one statement (only when `can_autocommit(db)`) on a pooled connection of the
-    session's engine, through the driver itself, which runs it in autocommit: it commits by
-    itself, with no BEGIN and no COMMIT round trip, and its row locks end with it. Returns its
-    first row by column key, or None. The connection is back in the pool before this returns;
-    the session is left as it was (its after-commit hooks run as usual when it commits).
-    Failures are reported as SQLAlchemy reports them (DBAPIError), so the API answers them the
-    same way (a lost connection: 503)."""
+    """Run one statement on a pooled connection of the session's engine, through the driver
+    itself, which runs it in autocommit: it commits by itself, with no BEGIN and no COMMIT round
+    trip, and its row locks end with it. Returns its first row by column key, or None. The
+    connection is back in the pool before this returns; the session is left as it was (its
+    after-commit hooks run as usual when it commits). Failures are reported as SQLAlchemy
+    reports them (DBAPIError), so the API answers them the same way (a lost connection: 503)."""
     engine = db.bind
     assert isinstance(engine, AsyncEngine)
     dialect = engine.dialect

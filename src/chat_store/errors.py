@@ -59,10 +59,11 @@ class ValidationFailed(AppError):
 
     status, code, title = 422, "validation_error", "Validation error"
 
-    def __init__(self, detail: str, loc: list[str | int] | None = None) -> None:
-        super().__init__(
-            detail, errors=[{"loc": loc or ["body"], "msg": detail, "type": "value_error"}]
-        )
+    def __init__(
+        self, detail: str, loc: list[str | int] | None = None, *, msg: str | None = None
+    ) -> None:
+        error = {"loc": loc or ["body"], "msg": msg or detail, "type": "value_error"}
+        super().__init__(detail, errors=[error])
 
 
 class ChatSessionNotFound(NotFound):

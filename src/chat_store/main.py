@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from chat_store.api import (
     users,
 )
 from chat_store.api import metrics as metrics_api
-from chat_store.api.deps import SECURITY_SCHEMES, AppState, get_principal
+from chat_store.api.deps import SECURITY_SCHEMES, get_principal
 from chat_store.api.errors import install_error_handlers
 from chat_store.api.middleware import (
     BodySizeLimitMiddleware,
@@ -56,9 +55,9 @@ from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
 from chat_store.services import generation, maintenance
-from chat_store.services import messages as message_service
 from chat_store.services.archive import Archiver
 from chat_store.settings import Settings, get_settings
+from chat_store.state import AppState
 from chat_store.storage import ArchiveStore
 
 logger = logging.getLogger(__name__)
@@ -110,8 +109,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.use_json_logs)
 
-    message_service.stale_after = timedelta(seconds=settings.stale_stream_seconds)
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
@@ -151,9 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         # The service's own chat turns (None without a provider): started after the bus, stopped
         # before it, so a generation's last writes and hand-over still reach the store and bus.
-        runner = generation.create_runner(
-            settings, app.state.resources.sessionmaker, bus, metrics.generation
-        )
+        runner = generation.create_runner(app.state.resources, metrics.generation)
         app.state.generation = runner
         if runner is not None:
             await runner.start()
@@ -208,9 +203,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.metrics = metrics
     metrics.watch(lambda: getattr(app.state, "resources", None))
-    app.add_middleware(
-        RequestContextMiddleware, settings=settings, metrics=metrics, hsts=settings.hsts_enabled
-    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics, hsts=settings.hsts_enabled)
 
     # Routers carry the full /api/v1 prefix themselves, so a route's path is its whole
     # template (the metrics label).
@@ -322,19 +315,30 @@ def _depends_on(dependant: Dependant, call: Callable[..., Any]) -> bool:
 def _install_docs(app: FastAPI) -> None:
     app.mount("/static/docs", StaticFiles(directory=_DOCS_ASSETS), name="docs-assets")
     oauth2_redirect_url = "/docs/oauth2-redirect"
+    # The pages are the same on every request: written once.
+    root = app.root_path
+    assets, openapi_url = f"{root}/static/docs", f"{root}{app.openapi_url}"
+    favicon = f"{assets}/fastapi/favicon.png"
+    swagger_page = get_swagger_ui_html(
+        openapi_url=openapi_url,
+        title=f"{app.title} - Swagger UI",
+        oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+        swagger_js_url=f"{assets}/swagger/swagger-ui-bundle.js",
+        swagger_css_url=f"{assets}/swagger/swagger-ui.css",
+        swagger_favicon_url=favicon,
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    ).body
+    redoc_page = get_redoc_html(
+        openapi_url=openapi_url,
+        title=f"{app.title} - ReDoc",
+        redoc_js_url=f"{assets}/redoc/redoc.standalone.js",
+        redoc_favicon_url=favicon,
+        with_google_fonts=False,
+    ).body
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        root = app.root_path
-        return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - Swagger UI",
-            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
-            swagger_js_url=f"{root}/static/docs/swagger/swagger-ui-bundle.js",
-            swagger_css_url=f"{root}/static/docs/swagger/swagger-ui.css",
-            swagger_favicon_url=f"{root}/static/docs/fastapi/favicon.png",
-            swagger_ui_parameters=app.swagger_ui_parameters,
-        )
+        return HTMLResponse(swagger_page)
 
     @app.get(oauth2_redirect_url, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -342,11 +346,4 @@ def _install_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        root = app.root_path
-        return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}",
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{root}/static/docs/redoc/redoc.standalone.js",
-            redoc_favicon_url=f"{root}/static/docs/fastapi/favicon.png",
-            with_google_fonts=False,
-        )
+        return HTMLResponse(redoc_page)

@@ -7,40 +7,15 @@ per container, as compose does).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from chat_store.api.deps import AppState
+from chat_store.state import AppState
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclass
-class ServiceCounters:
-    """Domain counters bumped by services after commit (process-wide)."""
-
-    messages_appended: int = 0
-    deltas_appended: int = 0
-
-
-counters = ServiceCounters()
-
-
-def count_messages(count: int) -> Callable[[], Awaitable[None]]:
-    async def bump() -> None:
-        counters.messages_appended += count
-
-    return bump
-
-
-async def count_delta() -> None:
-    counters.deltas_appended += 1
 
 
 # Time to first token: a local model answers in tens of milliseconds, a busy hosted one in seconds.
@@ -174,10 +149,10 @@ class _StateCollector(Collector):
         yield _counter(
             "chat_store_messages_appended",
             "Messages stored (single and batch).",
-            counters.messages_appended,
+            state.counters.messages_appended,
         )
         yield _counter(
-            "chat_store_deltas_appended", "Streamed deltas stored.", counters.deltas_appended
+            "chat_store_deltas_appended", "Streamed deltas stored.", state.counters.deltas_appended
         )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -310,16 +309,3 @@ def _development_secret(data_dir: Path) -> str:
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
-
-
-# The settings of the app handling the current request (set by the request middleware), so
-# that request validation applies the limits the app was built with.
-_active: ContextVar[Settings | None] = ContextVar("active_settings", default=None)
-
-
-def active_settings() -> Settings:
-    return _active.get() or get_settings()
-
-
-def activate(settings: Settings) -> None:
-    _active.set(settings)

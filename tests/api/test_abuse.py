@@ -3,47 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import httpx
-from fastapi import FastAPI
 
 from tests.assertions import assert_problem
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 
 ME = f"{API}/users/me"
 KEYS = f"{API}/api-keys"
 
 
-@asynccontextmanager
-async def limited_client(backend: Backend, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An app with rate limits on (generous unless `overrides` say otherwise) and counters of
-    its own."""
-    values: dict[str, Any] = {
-        "rate_limit_enabled": True,
-        "rate_limit_auth": "1000/minute",
-        "rate_limit_read": "1000/minute",
-        "rate_limit_write": "1000/minute",
-        "redis_prefix": f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
-    }
-    settings = make_settings(backend, **(values | overrides))
-    async with running_app(settings) as app, client_for(app) as client:
-        yield client
-
-
-# Each test requests `app` so that the suite's cleanup deletes its rows afterwards.
-
-
-async def test_all_of_a_users_credentials_share_one_rate_limit(
-    backend: Backend, app: FastAPI
-) -> None:
-    async with limited_client(backend, rate_limit_read="4/minute") as client:
-        await _share_one_rate_limit(client)
+async def test_all_of_a_users_credentials_share_one_rate_limit(limited_app: AppWith) -> None:
+    async with limited_app(rate_limit_read="4/minute") as limited:
+        await _share_one_rate_limit(limited.client)
 
 
 async def _share_one_rate_limit(client: httpx.AsyncClient) -> None:
@@ -75,8 +48,9 @@ async def _share_one_rate_limit(client: httpx.AsyncClient) -> None:
     assert (await client.get(ME, headers=other.headers)).status_code == 200
 
 
-async def test_concurrent_key_creates_stay_within_the_cap(backend: Backend, app: FastAPI) -> None:
-    async with limited_client(backend, max_api_keys_per_user=3) as client:
+async def test_concurrent_key_creates_stay_within_the_cap(limited_app: AppWith) -> None:
+    async with limited_app(max_api_keys_per_user=3) as limited:
+        client = limited.client
         account = await Factory(client).account()
 
         answers = await asyncio.gather(
@@ -88,10 +62,9 @@ async def test_concurrent_key_creates_stay_within_the_cap(backend: Backend, app:
         assert len((await client.get(KEYS, headers=account.headers)).json()["data"]) == 3
 
 
-async def test_concurrent_login_guesses_check_at_most_the_budget(
-    backend: Backend, app: FastAPI
-) -> None:
-    async with limited_client(backend, login_failures_per_account="10/15minutes") as client:
+async def test_concurrent_login_guesses_check_at_most_the_budget(limited_app: AppWith) -> None:
+    async with limited_app(login_failures_per_account="10/15minutes") as limited:
+        client = limited.client
         account = await Factory(client).account()
         wrong = {"username": account.email, "password": "not the password"}
         right = {"username": account.email, "password": account.password}
@@ -110,10 +83,9 @@ async def test_concurrent_login_guesses_check_at_most_the_budget(
                 assert int(answer.headers["Retry-After"]) >= 1
 
 
-async def test_a_successful_login_is_not_counted_as_a_failure(
-    backend: Backend, app: FastAPI
-) -> None:
-    async with limited_client(backend, login_failures_per_account="3/15minutes") as client:
+async def test_a_successful_login_is_not_counted_as_a_failure(limited_app: AppWith) -> None:
+    async with limited_app(login_failures_per_account="3/15minutes") as limited:
+        client = limited.client
         factory = Factory(client)
         account = await factory.account()
         for _ in range(5):

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta, tzinfo
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import select, update
 
 from chat_store.api.deps import AppState
@@ -16,8 +15,7 @@ from chat_store.models import ApiKey
 from chat_store.security import sha256_hex
 from chat_store.services import principals as principal_service
 from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 
 KEYS = f"{API}/api-keys"
@@ -256,12 +254,10 @@ async def test_using_a_key_records_its_last_use(
 
 
 async def test_a_user_holds_at_most_max_api_keys_per_user(
-    backend: Backend, app: FastAPI, state: AppState
+    app_with: AppWith, state: AppState
 ) -> None:
-    # `app` is requested so the suite's cleanup deletes this test's rows afterwards.
-    settings = make_settings(backend, max_api_keys_per_user=3)
-    async with running_app(settings) as capped, client_for(capped) as client:
-        factory = Factory(client)
+    async with app_with(max_api_keys_per_user=3) as capped:
+        client, factory = capped.client, capped.factory
         account = await factory.account()
         keys = [await factory.api_key(account, name=f"k{i}") for i in range(3)]
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from jose import jwt
 from sqlalchemy import delete, func, select, update
 
@@ -21,8 +20,7 @@ from chat_store.security import create_access_token
 from chat_store.services import api_keys as api_key_service
 from chat_store.settings import Settings
 from tests.assertions import assert_problem, assert_validation_error, parse_time
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 
 AUTH = f"{API}/auth"
@@ -187,14 +185,14 @@ async def test_passwords_are_compared_beyond_bcrypts_72_bytes(client: httpx.Asyn
 
 
 async def test_registration_can_be_turned_off(
-    backend: Backend, app: FastAPI, factory: Factory, monkeypatch: pytest.MonkeyPatch
+    app_with: AppWith, factory: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     existing = await factory.account()
     monkeypatch.setenv("ALLOW_REGISTRATION", "false")
-    closed = make_settings(backend)
-    assert closed.allow_registration is False
 
-    async with running_app(closed) as closed_app, client_for(closed_app) as client:
+    async with app_with() as closed:
+        assert closed.state.settings.allow_registration is False
+        client = closed.client
         response = await register(client, "newcomer@example.com")
         assert_problem(response, 403, "registration_closed")
         assert (await login(client, "newcomer@example.com", PASSWORD)).status_code == 401

@@ -4,19 +4,19 @@ streams the answer into the store, and records its usage."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from chat_store import metrics
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith, running_app
 from tests.factories import API, Factory
 from tests.support.chat import (
     SECRET,
+    chat_app,
     chat_path,
     chat_settings,
     events_of,
@@ -26,24 +26,13 @@ from tests.support.chat import (
     streamed_text,
     wait_for_status,
 )
-from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text, llm_server_process
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[LlmServer]:
-    with llm_server_process() as server:
-        yield server
+from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text
 
 
 @pytest.fixture(scope="module")
 async def app(backend: Backend, llm: LlmServer) -> AsyncIterator[FastAPI]:
     async with running_app(chat_settings(backend, llm)) as started:
         yield started
-
-
-@pytest.fixture(autouse=True)
-async def _fresh_provider(llm: LlmServer) -> None:
-    await llm.reset()
 
 
 async def test_chat_needs_credentials_and_your_own_session(
@@ -169,14 +158,14 @@ async def test_stream_false_answers_202_when_the_time_limit_comes_first(
     assert (finished["status"], finished["content"]) == ("complete", text)
 
 
-async def test_the_answer_is_coalesced_into_few_deltas(backend: Backend, llm: LlmServer) -> None:
+async def test_the_answer_is_coalesced_into_few_deltas(app_with: AppWith, llm: LlmServer) -> None:
     text = default_text(40)
     await llm.script("slow", {"text": text, "delay": 0.01})
-    settings = chat_settings(backend, llm, generation_flush_seconds=0.25)
-    async with running_app(settings) as app, client_for(app) as client:
-        factory = Factory(client)
-        account, session_id = await new_session(factory)
-        before = metrics.counters.deltas_appended
+    async with chat_app(app_with, llm, generation_flush_seconds=0.25) as chat:
+        client = chat.client
+        account, session_id = await new_session(chat.factory)
+        counters = chat.state.counters
+        before = counters.deltas_appended
 
         response = await client.post(
             chat_path(session_id),
@@ -185,7 +174,7 @@ async def test_the_answer_is_coalesced_into_few_deltas(backend: Backend, llm: Ll
         )
 
         assert streamed_text(events_of(response.text)) == text
-        writes = metrics.counters.deltas_appended - before
+        writes = counters.deltas_appended - before
         # 40 tokens over about 0.4 s: the first at once, then one write per 0.25 s at most.
         assert 1 <= writes <= 4, writes
 
@@ -418,11 +407,10 @@ async def test_one_live_generation_per_session(
     assert events_of((await first).text)[-1].data["status"] == "cancelled"
 
 
-async def test_live_generations_per_user_are_limited(backend: Backend, llm: LlmServer) -> None:
+async def test_live_generations_per_user_are_limited(app_with: AppWith, llm: LlmServer) -> None:
     await llm.script("slow", {"text": default_text(40), "delay": 0.1})
-    settings = chat_settings(backend, llm, generation_concurrency_per_user=1)
-    async with running_app(settings) as app, client_for(app) as client:
-        factory = Factory(client)
+    async with chat_app(app_with, llm, generation_concurrency_per_user=1) as chat:
+        client, factory = chat.client, chat.factory
         account, session_id = await new_session(factory)
         other_session = (await factory.chat_session(account))["id"]
         first = asyncio.create_task(
@@ -453,11 +441,10 @@ async def test_live_generations_per_user_are_limited(backend: Backend, llm: LlmS
         await first
 
 
-async def test_generations_per_process_are_limited(backend: Backend, llm: LlmServer) -> None:
+async def test_generations_per_process_are_limited(app_with: AppWith, llm: LlmServer) -> None:
     await llm.script("slow", {"text": default_text(40), "delay": 0.1})
-    settings = chat_settings(backend, llm, llm_max_concurrent=1)
-    async with running_app(settings) as app, client_for(app) as client:
-        factory = Factory(client)
+    async with chat_app(app_with, llm, llm_max_concurrent=1) as chat:
+        client, factory = chat.client, chat.factory
         account, session_id = await new_session(factory)
         first = asyncio.create_task(
             client.post(
@@ -487,10 +474,10 @@ async def test_generations_per_process_are_limited(backend: Backend, llm: LlmSer
 
 
 async def test_without_a_provider_chat_is_unavailable_and_the_rest_works(
-    backend: Backend,
+    app_with: AppWith,
 ) -> None:
-    async with running_app(make_settings(backend)) as app, client_for(app) as client:
-        factory = Factory(client)
+    async with app_with() as without_provider:
+        client, factory = without_provider.client, without_provider.factory
         account, session_id = await new_session(factory)
         message = await factory.message(account, session_id, role="assistant", status="failed")
 

@@ -1,6 +1,6 @@
-"""The direct path (api/direct.py): well-formed creates, appends and deltas are served without
-FastAPI's dependency solving, with the same answers, limits and events; everything else is
-served by FastAPI's handler."""
+"""The direct path (api/direct.py): well-formed creates, appends, deltas and history reads are
+served without FastAPI's dependency solving, from the same declaration, with the same answers,
+limits and events; what the route's fields refuse is served by FastAPI's handler."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ from typing import Any
 import fastapi.routing
 import httpx
 import pytest
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 
 from chat_store.api.deps import AppState, get_state
-from chat_store.api.direct import DirectRoute, NotDirect, direct, request_session
+from chat_store.api.direct import DirectRoute, direct
 from chat_store.services import events
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 
 # Fields that differ between two answers to the same request: new ids, times, places.
@@ -115,7 +115,6 @@ async def test_well_formed_requests_are_served_without_dependency_solving(
         ("an empty idempotency key", ("header", "Idempotency-Key")),
         ("a form body", ("body",)),
         ("a page size out of bounds", ("query", "limit")),
-        ("both cursors", ("query", "before")),
     ],
 )
 async def test_what_the_direct_path_does_not_take_fastapi_answers(
@@ -144,11 +143,6 @@ async def test_what_the_direct_path_does_not_take_fastapi_answers(
 
     if case == "a page size out of bounds":
         answer = await client.get(f"{messages}?limit=101", headers=account.headers)
-    elif case == "both cursors":
-        cursor = uuid.uuid4()
-        answer = await client.get(
-            f"{messages}?after={cursor}&before={cursor}", headers=account.headers
-        )
     else:
         answer = await client.post(messages, **request)
 
@@ -161,6 +155,21 @@ async def test_what_the_direct_path_does_not_take_fastapi_answers(
         assert solved == [messages]
     listed = await client.get(f"{API}/sessions/{session['id']}/messages", headers=account.headers)
     assert listed.json()["data"] == []  # nothing was stored on the way
+
+
+async def test_a_dependency_that_refuses_is_answered_as_fastapi_answers_it(
+    client: httpx.AsyncClient, factory: Factory, solved: list[str]
+) -> None:
+    """Both cursors: well formed, refused by the pagination dependency (after the caller is
+    known, as FastAPI runs it)."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    cursor = uuid.uuid4()
+    url = f"{API}/sessions/{session['id']}/messages?after={cursor}&before={cursor}"
+    solved.clear()
+    assert_validation_error(await client.get(url, headers=account.headers), "query", "before")
+    assert_problem(await client.get(url), 401, "unauthorized")
+    assert solved == []
 
 
 async def test_authentication_is_checked_before_the_body_as_before(
@@ -244,15 +253,13 @@ async def test_direct_and_fastapi_answers_are_the_same(
 
 
 @pytest.fixture
-async def write_limited(backend: Backend) -> AsyncIterator[httpx.AsyncClient]:
-    settings = make_settings(
-        backend,
+async def write_limited(backend: Backend, app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_with(
         rate_limit_enabled=True,
         rate_limit_write="2/minute",
         redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
-    )
-    async with running_app(settings) as limited_app, client_for(limited_app) as http:
-        yield http
+    ) as limited:
+        yield limited.client
 
 
 async def test_the_direct_path_applies_the_write_limit(
@@ -315,28 +322,19 @@ async def test_a_retried_minimal_delta_is_answered_without_the_text(
     assert (full.json()["length"], full.json()["partial_content"]) == (3, "abc")
 
 
-async def test_a_handler_cannot_hand_over_once_it_has_opened_the_session(
-    state: AppState,
-) -> None:
-    """Handing over then would run the request a second time (its writes too)."""
-    served_by_fastapi: list[str] = []
+def test_a_route_the_direct_path_cannot_solve_is_refused_when_it_is_built() -> None:
+    """A dependency that is not an async function (FastAPI would run it in a thread): marking
+    such a route direct is a mistake found at start, not a request served differently."""
 
-    async def half_direct(request: Request) -> Response:
-        async with request_session(request):
-            raise NotDirect
+    def synchronous() -> int:
+        return 1
 
-    @direct(half_direct)
-    async def endpoint() -> dict[str, str]:
-        served_by_fastapi.append("endpoint")
-        return {}
+    @direct
+    async def endpoint(value: int = Depends(synchronous)) -> dict[str, int]:
+        return {"value": value}
 
     small = FastAPI()
-    small.state.resources = state
-    small.router.add_api_route(
-        "/half", endpoint, methods=["POST"], route_class_override=DirectRoute
-    )
-    async with client_for(small) as http:
-        answer = await http.post("/half")
-
-    assert answer.status_code == 500
-    assert served_by_fastapi == []
+    with pytest.raises(TypeError, match="not an async function"):
+        small.router.add_api_route(
+            "/x", endpoint, methods=["GET"], route_class_override=DirectRoute
+        )

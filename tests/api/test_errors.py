@@ -12,8 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.services import chat_sessions as chat_session_service
 from tests.assertions import assert_problem
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 
 SESSIONS = f"{API}/sessions"
@@ -164,11 +163,10 @@ async def test_credentials_answers_are_not_cached(
     ],
 )
 async def test_an_unreachable_database_is_a_503_not_a_500(
-    backend: Backend, unreachable: str
+    app_with: AppWith, unreachable: str
 ) -> None:
-    settings = make_settings(backend, database_url=unreachable, db_pool_timeout=1.0)
-    async with running_app(settings) as app, client_for(app) as client:
-        answer = await client.post(
+    async with app_with(database_url=unreachable, db_pool_timeout=1.0) as without_database:
+        answer = await without_database.client.post(
             "/api/v1/auth/register",
             json={"email": "nobody@example.com", "password": "long enough password"},
         )

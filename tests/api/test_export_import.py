@@ -12,8 +12,7 @@ import pytest
 
 from chat_store.services import export as export_service
 from tests.assertions import assert_problem, assert_validation_error
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 
 IMPORT = f"{API}/sessions/import"
@@ -503,12 +502,12 @@ async def test_chatgpt_times_beyond_the_date_range_are_refused(
     assert listed.json()["data"] == []
 
 
-async def test_import_limits(backend: Backend) -> None:
-    settings = make_settings(
-        backend, max_body_bytes=4096, max_import_bytes=64 * 1024, max_import_messages=3
-    )
-    async with running_app(settings) as app, client_for(app) as client:
-        account = await Factory(client).account()
+async def test_import_limits(app_with: AppWith) -> None:
+    async with app_with(
+        max_body_bytes=4096, max_import_bytes=64 * 1024, max_import_messages=3
+    ) as limited:
+        client = limited.client
+        account = await limited.factory.account()
         # Over MAX_BODY_BYTES but within MAX_IMPORT_BYTES: an import may be bigger.
         big = {"messages": [{"role": "user", "content": "x" * 10_000}]}
         response = await client.post(IMPORT, json=big, headers=account.headers)

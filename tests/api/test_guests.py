@@ -7,23 +7,20 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import func, select
 
-from chat_store.api.deps import AppState
 from chat_store.models import User
+from chat_store.state import AppState
 from tests.assertions import assert_problem
 from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 
 
 @pytest.fixture
-async def guest_client(backend: Backend, app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    # `app` is requested so the suite's cleanup deletes this test's rows afterwards.
-    settings = make_settings(backend, allow_guests=True)
-    async with running_app(settings) as app, client_for(app) as client:
-        yield client
+async def guest_client(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_with(allow_guests=True) as guests_allowed:
+        yield guests_allowed.client
 
 
 async def test_guests_are_off_by_default(client: httpx.AsyncClient) -> None:
@@ -132,16 +129,15 @@ async def test_reads_by_unknown_guests_create_no_rows(
 
 
 async def test_new_guests_are_limited_per_client_ip(
-    backend: Backend, app: FastAPI, state: AppState
+    backend: Backend, app_with: AppWith, state: AppState
 ) -> None:
-    settings = make_settings(
-        backend,
+    async with app_with(
         allow_guests=True,
         rate_limit_enabled=True,
         guest_create_rate_limit="3/minute",
         redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
-    )
-    async with running_app(settings) as guest_app, client_for(guest_app) as client:
+    ) as guests_limited:
+        client, guest_app = guests_limited.client, guests_limited.app
         guests = [{"X-Client-ID": str(uuid.uuid4())} for _ in range(4)]
         for guest in guests[:3]:
             created = await client.post(f"{API}/sessions", json={}, headers=guest)

@@ -10,21 +10,19 @@ import pytest
 from redis.asyncio import Redis
 
 from chat_store.cache import RedisCache
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
 async def redis_app_client(
-    backend: Backend, redis_server: RedisServer
+    app_with: AppWith, redis_server: RedisServer
 ) -> AsyncIterator[tuple[httpx.AsyncClient, RedisCache]]:
-    settings = make_settings(backend, redis_url=redis_server.url, redis_prefix="rt:")
-    async with running_app(settings) as app, client_for(app) as client:
-        cache = app.state.resources.cache
+    async with app_with(redis_url=redis_server.url, redis_prefix="rt:") as on_own_redis:
+        cache = on_own_redis.state.cache
         assert isinstance(cache, RedisCache)
-        yield client, cache
+        yield on_own_redis.client, cache
 
 
 async def _history_keys(server: RedisServer) -> list[bytes]:

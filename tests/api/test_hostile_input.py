@@ -27,7 +27,7 @@ from chat_store.services import archive as archive_service
 from chat_store.services.archive import Archiver
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith, make_settings
 from tests.factories import API, Account, Factory
 from tests.support.db_snapshot import assert_unchanged, take_snapshot
 
@@ -310,11 +310,10 @@ async def test_nesting_is_counted_in_arrays_too(
     assert_validation_error(response, "body", "metadata")
 
 
-async def test_the_nesting_limit_is_a_setting(backend: Backend, app: FastAPI) -> None:
-    del app  # its fixture clears what this test stores
-    settings = make_settings(backend, max_json_depth=3)
-    async with running_app(settings) as limited, client_for(limited) as client:
-        account = await Factory(client).account()
+async def test_the_nesting_limit_is_a_setting(app_with: AppWith) -> None:
+    async with app_with(max_json_depth=3) as limited:
+        client = limited.client
+        account = await limited.factory.account()
         headers = {**account.headers, **JSON}
         fits = await client.post(
             SESSIONS, content=body_with({}, metadata=nested(3)), headers=headers

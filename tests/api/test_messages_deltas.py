@@ -5,26 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from sqlalchemy import text
 
 from chat_store.api.deps import AppState
 from chat_store.crud import messages as message_crud
 from chat_store.schemas.messages import MessageAppend
 from chat_store.services import messages as message_service
+from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
 from tests.assertions import assert_problem, assert_validation_error
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import SMALL_MESSAGE_BYTES
 from tests.factories import API, Account, Factory
 
-LIMIT = 1000
+LIMIT = SMALL_MESSAGE_BYTES  # of the `small` app
 
 
 class Stream:
@@ -59,17 +57,6 @@ async def _open_stream(client: httpx.AsyncClient, factory: Factory, **body: Any)
         account, session["id"], role="assistant", status="pending", **body
     )
     return Stream(client, account, message)
-
-
-@pytest.fixture
-async def small(backend: Backend, app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app with MAX_MESSAGE_BYTES=1000 on the same database (`app` is asked for
-    so that the rows are cleaned up after the test)."""
-    async with (
-        running_app(make_settings(backend, max_message_bytes=LIMIT)) as small_app,
-        client_for(small_app) as http,
-    ):
-        yield http
 
 
 async def test_offsets_count_code_points(client: httpx.AsyncClient, factory: Factory) -> None:
@@ -296,7 +283,7 @@ async def test_a_delta_waiting_behind_its_predecessor_lands_after_it(
     async with state.sessionmaker() as db:
         # The first delta, applied and not yet committed: its transaction holds the session row
         # (on SQLite, the one connection).
-        assert (await message_crud.append_delta(db, first, autocommit=False)) is not None
+        assert (await message_crud.append_delta(db, first, standalone=False)) is not None
         second = asyncio.create_task(stream.append("second", 6))
         await _until_waiting(state, second)
         assert not second.done()
@@ -325,9 +312,8 @@ async def test_a_delta_to_a_message_created_while_it_waited_lands(
     message_id = uuid.uuid4()
     pending = MessageAppend(id=message_id, role="assistant", status="pending")
     async with state.sessionmaker() as db:
-        await message_service.create_message(
-            db, state.settings, state.bus, principal, session_id, pending, None
-        )
+        ctx = RequestContext(db, principal, state)
+        await message_service.create_message(ctx, session_id, pending, None)
         delta = asyncio.create_task(
             client.post(
                 f"{API}/sessions/{session_id}/messages/{message_id}/append",

@@ -10,18 +10,7 @@ import pytest
 
 from tests.assertions import assert_problem, assert_recent, assert_validation_error
 from tests.factories import API, Account, Factory
-
-STATUSES = ("pending", "in_progress", "complete", "failed", "cancelled")
-ALLOWED = {
-    ("pending", "in_progress"),
-    ("pending", "complete"),
-    ("pending", "failed"),
-    ("pending", "cancelled"),
-    ("in_progress", "complete"),
-    ("in_progress", "failed"),
-    ("in_progress", "cancelled"),
-    ("failed", "in_progress"),  # resume
-}
+from tests.support.statuses import ALLOWED, STATUSES
 
 
 def _url(session_id: str, message_id: str = "") -> str:

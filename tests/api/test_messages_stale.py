@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from chat_store.services import messages as message_service
+from tests.conftest import AppWith
 from tests.factories import API, Factory
 
 
+@pytest.fixture
+async def client(app_with: AppWith) -> AsyncIterator[httpx.AsyncClient]:
+    """Open messages turn stale after a second without a change."""
+    async with app_with(stale_stream_seconds=1) as quick:
+        yield quick.client
+
+
 async def test_a_silent_writer_is_reported_stale(
-    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+    client: httpx.AsyncClient, factory: Factory
 ) -> None:
-    monkeypatch.setattr(message_service, "stale_after", timedelta(seconds=0.5))
     account = await factory.account()
     session = await factory.chat_session(account)
     base = f"{API}/sessions/{session['id']}/messages"
@@ -32,7 +38,7 @@ async def test_a_silent_writer_is_reported_stale(
     listed = await client.get(base, headers=account.headers)  # fills the hot-history cache
     assert listed.json()["data"][0]["stale"] is False
 
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.1)
     assert (await client.get(url, headers=account.headers)).json()["stale"] is True
     # The cached copy of the history does not hide it either.
     listed = await client.get(base, headers=account.headers)
@@ -46,6 +52,6 @@ async def test_a_silent_writer_is_reported_stale(
     await client.post(f"{url}/append", json={"delta": "wer", "offset": 11}, headers=account.headers)
     assert (await client.get(url, headers=account.headers)).json()["stale"] is False
     await client.patch(url, json={"status": "complete"}, headers=account.headers)
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.1)
     done = (await client.get(url, headers=account.headers)).json()
     assert (done["status"], done["stale"], done["content"]) == ("complete", False, "half an answer")

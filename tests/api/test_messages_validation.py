@@ -4,30 +4,16 @@ unsafe text, unknown fields, and text over MAX_MESSAGE_BYTES (counted in UTF-8 b
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
 
 from tests.assertions import assert_problem, assert_validation_error
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import SMALL_MESSAGE_BYTES
 from tests.factories import API, Account, Factory
 
-LIMIT = 1000
-
-
-@pytest.fixture
-async def small(backend: Backend, app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of an app with MAX_MESSAGE_BYTES=1000 on the same database (`app` is asked for
-    so that the rows are cleaned up after the test)."""
-    async with (
-        running_app(make_settings(backend, max_message_bytes=LIMIT)) as small_app,
-        client_for(small_app) as http,
-    ):
-        yield http
+LIMIT = SMALL_MESSAGE_BYTES  # of the `small` app
 
 
 async def _post_raw(

@@ -1,4 +1,5 @@
-"""Verified credentials kept in each process, and revoked in every process at once.
+"""Verified credentials kept in each process, and revoked in every process at once (a revoked
+key, a deleted user); the cache can be turned off.
 
 Two app instances stand for two workers: they share the database and a Redis the test starts.
 """
@@ -11,41 +12,46 @@ import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from redis.asyncio import Redis
 
+from chat_store.api.deps import AppState
 from chat_store.cache import MemoryCache, RedisCache
 from chat_store.cache.bus import MemoryBus, RedisBus
 from chat_store.cache.near import NearCache
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
-from tests.factories import API, Factory
+from chat_store.security import sha256_hex
+from chat_store.services import principals
+from tests.conftest import AppWith
+from tests.factories import API, ME, Account, Factory
 from tests.support.redis_server import RedisServer
 
 T = TypeVar("T")
 
 
+@asynccontextmanager
+async def _workers(
+    app_with: AppWith, redis_server: RedisServer, **settings: Any
+) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Clients of two app instances (two workers) on the test's Redis."""
+    async with AsyncExitStack() as stack:
+        workers = [
+            await stack.enter_async_context(
+                app_with(redis_url=redis_server.url, redis_prefix="pc:", **settings)
+            )
+            for _ in range(2)
+        ]
+        yield [worker.client for worker in workers]
+
+
 @pytest.fixture
 async def two_workers(
-    backend: Backend, redis_server: RedisServer, app: FastAPI
+    app_with: AppWith, redis_server: RedisServer
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
-    # `app` is requested so the suite's cleanup deletes this test's rows afterwards.
     # A local lifetime far longer than the test: only the announcement can end a copy.
-    settings = make_settings(
-        backend,
-        redis_url=redis_server.url,
-        redis_prefix="pc:",
-        principal_local_cache_seconds=300,
-    )
-    async with AsyncExitStack() as stack:
-        clients = []
-        for _ in range(2):
-            worker = await stack.enter_async_context(running_app(settings))
-            clients.append(await stack.enter_async_context(client_for(worker)))
+    async with _workers(app_with, redis_server, principal_local_cache_seconds=300) as clients:
         yield clients
 
 
@@ -107,20 +113,14 @@ LOCAL_SECONDS = 1.0
 
 @pytest.fixture
 async def short_lived_workers(
-    backend: Backend, redis_server: RedisServer, app: FastAPI
+    app_with: AppWith, redis_server: RedisServer
 ) -> AsyncIterator[list[httpx.AsyncClient]]:
-    settings = make_settings(
-        backend,
-        redis_url=redis_server.url,
-        redis_prefix="pc:",
+    async with _workers(
+        app_with,
+        redis_server,
         principal_cache_seconds=60,
         principal_local_cache_seconds=LOCAL_SECONDS,
-    )
-    async with AsyncExitStack() as stack:
-        clients = []
-        for _ in range(2):
-            worker = await stack.enter_async_context(running_app(settings))
-            clients.append(await stack.enter_async_context(client_for(worker)))
+    ) as clients:
         yield clients
 
 
@@ -378,3 +378,68 @@ async def test_copies_are_dropped_when_the_bus_reconnects(redis_server: RedisSer
             await admin.aclose()
         # The bus reconnects within about a second and flags the gap; `first` then forgets.
         assert await _eventually(lambda: first.get("k"), b"revoked") == b"revoked"
+
+
+async def _key_in_use(
+    client: httpx.AsyncClient, factory: Factory
+) -> tuple[Account, dict[str, Any], dict[str, str]]:
+    """An account, an API key of it, and the key's headers, used once (so it is cached)."""
+    account = await factory.account()
+    key = await factory.api_key(account)
+    headers = {"X-API-Key": key["key"]}
+    assert (await client.get(ME, headers=headers)).status_code == 200
+    return account, key, headers
+
+
+async def test_revoked_key_is_refused_at_once_despite_the_principal_cache(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    account, key, headers = await _key_in_use(client, factory)
+    hits_before = getattr(state.cache, "hits", 0)
+    assert (await client.get(ME, headers=headers)).status_code == 200
+    assert getattr(state.cache, "hits", 0) > hits_before  # served from the cache
+    revoked = await client.delete(f"{API}/api-keys/{key['id']}", headers=account.headers)
+    assert revoked.status_code == 204
+    answer = await client.get(ME, headers=headers)
+    assert answer.status_code == 401
+    assert answer.json()["code"] == "unauthorized"
+
+
+async def test_deleted_user_token_and_key_are_refused_at_once(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    key = await factory.api_key(account)
+    for headers in (account.headers, {"X-API-Key": key["key"]}):
+        assert (await client.get(ME, headers=headers)).status_code == 200
+    assert (await client.delete(ME, headers=account.headers)).status_code == 204
+    for headers in (account.headers, {"X-API-Key": key["key"]}):
+        assert (await client.get(ME, headers=headers)).status_code == 401
+
+
+async def test_a_late_cache_fill_cannot_undo_a_revocation(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    account, key, headers = await _key_in_use(client, factory)
+    cache_key = principals.api_key_cache_key(sha256_hex(key["key"]))
+    entry = await state.cache.get(cache_key)
+    assert entry is not None and entry != principals.REVOKED
+    assert (
+        await client.delete(f"{API}/api-keys/{key['id']}", headers=account.headers)
+    ).status_code == 204
+    # A request that read the key before the revocation committed now tries to cache it.
+    await state.cache.add(cache_key, entry, 60)
+    assert await state.cache.get(cache_key) == principals.REVOKED
+    assert (await client.get(ME, headers=headers)).status_code == 401
+
+
+async def test_principal_cache_can_be_turned_off(app_with: AppWith) -> None:
+    async with app_with(principal_cache_seconds=0) as uncached:
+        client = uncached.client
+        account = await uncached.factory.account()
+        key = await uncached.factory.api_key(account)
+        for _ in range(2):
+            assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 200
+        assert getattr(uncached.state.cache, "hits", 0) == 0
+        await client.delete(f"{API}/api-keys/{key['id']}", headers=account.headers)
+        assert (await client.get(ME, headers={"X-API-Key": key["key"]})).status_code == 401

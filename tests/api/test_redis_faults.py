@@ -26,8 +26,7 @@ from sqlalchemy import select
 from chat_store.cache import RedisCache
 from chat_store.models import Message, MessageChunk
 from chat_store.services.history_cache import HistoryWindow
-from tests.backends import Backend
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 from tests.support.redis_server import RedisServer
 
@@ -36,14 +35,12 @@ PREFIX = "rf:"
 
 @pytest.fixture
 async def redis_app(
-    backend: Backend, redis_server: RedisServer, app: FastAPI
+    app_with: AppWith, redis_server: RedisServer
 ) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
-    """An app on the test database with the test's own Redis (`app` is asked for so that the
-    rows are deleted after the test)."""
-    settings = make_settings(backend, redis_url=redis_server.url, redis_prefix=PREFIX)
-    async with running_app(settings) as started, client_for(started) as client:
-        assert isinstance(started.state.resources.cache, RedisCache)
-        yield started, client
+    """An app on the test database with the test's own Redis."""
+    async with app_with(redis_url=redis_server.url, redis_prefix=PREFIX) as started:
+        assert isinstance(started.state.cache, RedisCache)
+        yield started.app, started.client
 
 
 async def _keys(server: RedisServer, pattern: str) -> list[bytes]:

@@ -1,6 +1,6 @@
-"""Where a request's writes run without a transaction of their own (db.fetch_autocommitted),
-and where they never do. SQLite keeps its transactions (its one connection is the write lock):
-the tests of autocommitted statements run on Postgres only."""
+"""Where a request's writes run alone, on the driver in autocommit (db.fetch_one with
+standalone=True), and where they never do. SQLite keeps its transactions (its one connection is
+the write lock): the tests of statements run on the driver are Postgres only."""
 
 from __future__ import annotations
 
@@ -16,15 +16,25 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from sqlalchemy import Float, Integer, String, bindparam, event, func, literal, select, text
+from sqlalchemy import (
+    Float,
+    Integer,
+    Select,
+    String,
+    bindparam,
+    event,
+    func,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
+from chat_store import db as database
 from chat_store.api.deps import AppState
-from chat_store.crud import chat_sessions as chat_session_crud
-from chat_store.crud import messages as message_crud
-from chat_store.db import can_autocommit, fetch_autocommitted
+from chat_store.db import fetch_one
 from chat_store.models import Message
 from tests.assertions import assert_problem
 from tests.backends import PG_ADMIN_URL, provision
@@ -53,13 +63,21 @@ def invalidated(state: AppState) -> Iterator[list[object]]:
     event.remove(pool, "invalidate", on_invalidate)
 
 
-async def test_only_a_fresh_postgres_session_may_autocommit(state: AppState) -> None:
+async def test_a_standalone_write_runs_alone_only_in_a_fresh_postgres_session(
+    state: AppState,
+) -> None:
+    postgres = state.engine.dialect.name == "postgresql"
+    one = select(literal(1).label("one"))
     async with state.sessionmaker() as db:
-        fresh = can_autocommit(db)
-        await db.execute(text("SELECT 1"))  # e.g. the credential lookup, or a savepoint's BEGIN
-        assert not can_autocommit(db)
+        assert await fetch_one(db, one, {}, standalone=True) == {"one": 1}
+        assert db.in_transaction() != postgres  # on Postgres the session never began
         await db.rollback()
-    assert fresh == (state.engine.dialect.name == "postgresql")
+        await db.execute(text("SELECT 1"))  # e.g. the credential lookup, or a savepoint's BEGIN
+        if postgres:  # then it runs in the session's transaction
+            in_session = str(await db.scalar(TRANSACTION_ID))
+            ran = await fetch_one(db, TRANSACTION_ID, {}, standalone=True)
+            assert ran == {"xact": in_session}
+        await db.rollback()
 
 
 @pytest.mark.postgres_only
@@ -68,7 +86,10 @@ async def test_an_autocommitted_statement_commits_by_itself_and_gives_its_connec
 ) -> None:
     held = _checked_out(state)
     async with state.sessionmaker() as db:
-        ids = {(await fetch_autocommitted(db, TRANSACTION_ID, {}) or {})["xact"] for _ in range(3)}
+        ids = {
+            (await fetch_one(db, TRANSACTION_ID, {}, standalone=True) or {})["xact"]
+            for _ in range(3)
+        }
         assert len(ids) == 3  # each statement in a transaction of its own
         # Back in the pool at once (not when the request ends), and the session never began.
         assert _checked_out(state) == held
@@ -103,7 +124,7 @@ async def test_rows_read_through_the_driver_are_the_rows_the_session_reads(
     async with state.sessionmaker() as db:
         through_session = dict((await db.execute(statement, params)).one()._mapping)
         await db.rollback()
-        through_driver = await fetch_autocommitted(db, statement, params)
+        through_driver = await fetch_one(db, statement, params, standalone=True)
     assert through_driver == through_session
     assert through_driver is not None
     assert through_driver["metadata"] == {"client": "cli/1.4", "nested": [1, 2.5, None, True]}
@@ -121,13 +142,13 @@ async def test_a_refused_statement_raises_a_database_error_and_keeps_the_connect
     held = _checked_out(state)
     async with state.sessionmaker() as db:
         with pytest.raises(DBAPIError) as raised:
-            await fetch_autocommitted(db, dividing, {"b_zero": 0})
+            await fetch_one(db, dividing, {"b_zero": 0}, standalone=True)
         assert type(raised.value.orig).__name__ == "DivisionByZeroError"
         assert not raised.value.connection_invalidated
         assert invalidated == []
         assert "b_zero" not in str(raised.value)  # the parameters stay out of logs
         assert _checked_out(state) == held
-        assert await fetch_autocommitted(db, dividing, {"b_zero": 1}) == {"quotient": 1}
+        assert await fetch_one(db, dividing, {"b_zero": 1}, standalone=True) == {"quotient": 1}
 
 
 @pytest.mark.postgres_only
@@ -140,10 +161,10 @@ async def test_a_cancelled_statement_does_not_leave_its_connection_in_the_pool(
     held = _checked_out(state)
     async with state.sessionmaker() as db:
         with pytest.raises(TimeoutError):
-            await asyncio.wait_for(fetch_autocommitted(db, sleeping, {"b_seconds": 5}), 0.2)
+            await asyncio.wait_for(fetch_one(db, sleeping, {"b_seconds": 5}, standalone=True), 0.2)
         assert len(invalidated) == 1
         assert _checked_out(state) == held
-        assert await fetch_autocommitted(db, TRANSACTION_ID, {}) is not None
+        assert await fetch_one(db, TRANSACTION_ID, {}, standalone=True) is not None
 
 
 async def test_writes_with_an_idempotency_key_run_in_the_request_transaction(
@@ -152,13 +173,16 @@ async def test_writes_with_an_idempotency_key_run_in_the_request_transaction(
     factory: Factory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The write and its stored answer commit together: never autocommitted."""
+    """The write and its stored answer commit together: never autocommitted. (A read may run
+    by itself: the archived check before every message route does.)"""
+    on_driver = database._fetch_on_driver
 
-    async def autocommitted(*_: object) -> None:
-        raise AssertionError("a write was autocommitted")
+    async def reads_only(db: object, statement: object, params: Any) -> Any:
+        if not isinstance(statement, Select):
+            raise AssertionError("a write was autocommitted")
+        return await on_driver(db, statement, params)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(message_crud, "fetch_autocommitted", autocommitted)
-    monkeypatch.setattr(chat_session_crud, "fetch_autocommitted", autocommitted)
+    monkeypatch.setattr(database, "_fetch_on_driver", reads_only)
     account = await factory.account()
     keyed = {**account.headers, "Idempotency-Key": "session-1"}
     session = await client.post(f"{API}/sessions", json={}, headers=keyed)
@@ -184,7 +208,7 @@ async def test_a_connection_lost_mid_statement_is_a_database_error_and_the_pool_
     # Its own label: the query text this test looks for (other tests' sleeps may still run).
     sleeping = select(func.pg_sleep(bindparam("b_seconds", type_=Float)).label("lost_sleep"))
     async with state.sessionmaker() as db:
-        running = asyncio.create_task(fetch_autocommitted(db, sleeping, {"b_seconds": 5}))
+        running = asyncio.create_task(fetch_one(db, sleeping, {"b_seconds": 5}, standalone=True))
         # In autocommit: pg_stat_activity is read once per transaction.
         autocommit = state.engine.execution_options(isolation_level="AUTOCOMMIT")
         async with autocommit.connect() as admin:
@@ -205,7 +229,7 @@ async def test_a_connection_lost_mid_statement_is_a_database_error_and_the_pool_
     assert raised.value.connection_invalidated
     assert len(invalidated) == 1
     async with state.sessionmaker() as db:
-        assert await fetch_autocommitted(db, TRANSACTION_ID, {}) is not None
+        assert await fetch_one(db, TRANSACTION_ID, {}, standalone=True) is not None
 
 
 # What asyncpg raised after a backend was terminated mid-exchange: not an InterfaceError, and
@@ -278,7 +302,7 @@ async def test_a_connection_that_cannot_be_opened_is_a_database_error(state: App
     try:
         async with async_sessionmaker(engine)() as db:
             with pytest.raises(DBAPIError) as raised:
-                await fetch_autocommitted(db, TRANSACTION_ID, {})
+                await fetch_one(db, TRANSACTION_ID, {}, standalone=True)
         assert "chat_store_no_such_database" in str(raised.value.orig)
     finally:
         await engine.dispose()
@@ -292,7 +316,7 @@ async def test_db_echo_logs_the_statements_run_on_the_driver(
     try:
         with caplog.at_level(logging.INFO, logger="sqlalchemy.engine.Engine"):
             async with state.sessionmaker() as db:
-                await fetch_autocommitted(db, TRANSACTION_ID, {})
+                await fetch_one(db, TRANSACTION_ID, {}, standalone=True)
     finally:
         state.engine.echo = False
     assert any("pg_current_xact_id" in record.getMessage() for record in caplog.records)

@@ -32,6 +32,8 @@ import pytest
 from chat_store.client import AsyncChatStoreClient, ChatStoreClient, ChatStoreError
 from chat_store.settings import Settings
 from tests.backends import Backend, provision
+from tests.support.chat import MODELS
+from tests.support.llm_server import LlmServer
 
 # One signing secret per test run, never written anywhere.
 JWT_SECRET = "e2e-" + secrets.token_urlsafe(40)
@@ -231,6 +233,26 @@ async def running_server(backend: Backend, **kwargs: Any) -> AsyncIterator[Serve
         server.close()
 
 
+# Streaming tests make far more requests per minute than the default limits allow, and poll
+# the store often so that a lost publish is noticed quickly.
+NO_LIMITS = {"RATE_LIMIT_ENABLED": "false", "STREAM_POLL_SECONDS": "1"}
+
+
+def llm_env(llm: LlmServer, **overrides: str) -> dict[str, str]:
+    """A server's environment for chat turns with the test provider."""
+    env = {
+        **NO_LIMITS,
+        "LLM_BASE_URL": llm.base_url,
+        "LLM_MODEL": "test",
+        "LLM_MODELS": ",".join(MODELS),
+        "LLM_MAX_RETRIES": "0",
+        "LLM_TIMEOUT_SECONDS": "5",
+        "GENERATION_FLUSH_SECONDS": "0.02",
+    }
+    env.update(overrides)
+    return env
+
+
 @pytest.fixture(scope="module")
 async def e2e_backend() -> AsyncIterator[Backend]:
     async with provision("e2e") as backend:
@@ -244,14 +266,15 @@ async def server(e2e_backend: Backend) -> AsyncIterator[ServerProcess]:
         yield started
 
 
-# Streaming tests make far more requests per minute than the default limits allow, and poll
-# the store often so that a lost publish is noticed quickly.
-NO_LIMITS = {"RATE_LIMIT_ENABLED": "false", "STREAM_POLL_SECONDS": "1"}
-
-
 @pytest.fixture(scope="module")
 async def stream_server(e2e_backend: Backend) -> AsyncIterator[ServerProcess]:
     async with running_server(e2e_backend, **NO_LIMITS) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+async def chat_server(e2e_backend: Backend, llm: LlmServer) -> AsyncIterator[ServerProcess]:
+    async with running_server(e2e_backend, **llm_env(llm)) as started:
         yield started
 
 

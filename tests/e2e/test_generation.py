@@ -20,43 +20,11 @@ from chat_store.client import (
 )
 from chat_store.client._follow import SseParser
 from tests.backends import Backend
-from tests.e2e.conftest import NO_LIMITS, ServerProcess, running_server
+from tests.e2e.conftest import ServerProcess, llm_env, running_server
 from tests.e2e.test_client_flows import new_account
-from tests.support.chat import MODELS
-from tests.support.llm_server import LlmServer, default_text, llm_server_process
+from tests.support.llm_server import LlmServer, default_text
 
 pytestmark = pytest.mark.e2e
-
-
-def llm_env(llm: LlmServer, **overrides: str) -> dict[str, str]:
-    env = {
-        **NO_LIMITS,
-        "LLM_BASE_URL": llm.base_url,
-        "LLM_MODEL": "test",
-        "LLM_MODELS": ",".join(MODELS),
-        "LLM_MAX_RETRIES": "0",
-        "LLM_TIMEOUT_SECONDS": "5",
-        "GENERATION_FLUSH_SECONDS": "0.02",
-    }
-    env.update(overrides)
-    return env
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[LlmServer]:
-    with llm_server_process() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-async def _fresh_provider(llm: LlmServer) -> None:
-    await llm.reset()
-
-
-@pytest.fixture(scope="module")
-async def chat_server(e2e_backend: Backend, llm: LlmServer) -> AsyncIterator[ServerProcess]:
-    async with running_server(e2e_backend, **llm_env(llm)) as started:
-        yield started
 
 
 async def answer_of(

@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pexpect
@@ -19,32 +18,14 @@ import pytest
 
 from chat_store.client import AsyncChatStoreClient
 from tests.backends import Backend
-from tests.e2e.conftest import ServerProcess, running_server
+from tests.e2e.conftest import ServerProcess, llm_env, running_server
 from tests.e2e.test_client_flows import PASSWORD, new_account
-from tests.e2e.test_generation import llm_env
-from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text, llm_server_process
+from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text
 
 pytestmark = pytest.mark.e2e
 
 CLI = str(Path(sys.executable).with_name("chat-store"))
 SLOW_TEXT = default_text(120)  # about 4.8 s at the delay below
-
-
-@pytest.fixture(scope="module")
-def llm() -> Iterator[LlmServer]:
-    with llm_server_process() as server:
-        yield server
-
-
-@pytest.fixture(autouse=True)
-async def _fresh_provider(llm: LlmServer) -> None:
-    await llm.reset()
-
-
-@pytest.fixture(scope="module")
-async def chat_server(e2e_backend: Backend, llm: LlmServer) -> AsyncIterator[ServerProcess]:
-    async with running_server(e2e_backend, **llm_env(llm)) as started:
-        yield started
 
 
 @pytest.fixture

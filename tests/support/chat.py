@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import httpx
 from chat_store.client._follow import parse_events
 from chat_store.settings import Settings
 from tests.backends import Backend
-from tests.conftest import make_settings
+from tests.conftest import AppUnderTest, AppWith, make_settings
 from tests.factories import API, Account, Factory
 from tests.support.llm_server import LlmServer
 
@@ -24,7 +25,8 @@ MODELS = ["test", "slow", "broken", "silent", "cut", "other"]
 SECRET = "sk-test-" + "k" * 24
 
 
-def chat_settings(backend: Backend, llm: LlmServer, **overrides: Any) -> Settings:
+def chat_overrides(llm: LlmServer, **overrides: Any) -> dict[str, Any]:
+    """Settings (over make_settings') of an app that answers chat turns with the test provider."""
     values: dict[str, Any] = {
         "llm_base_url": llm.base_url,
         "llm_model": "test",
@@ -37,7 +39,19 @@ def chat_settings(backend: Backend, llm: LlmServer, **overrides: Any) -> Setting
         "request_timeout_seconds": 4.0,
     }
     values.update(overrides)
-    return make_settings(backend, **values)
+    return values
+
+
+def chat_settings(backend: Backend, llm: LlmServer, **overrides: Any) -> Settings:
+    """For a module's own `app`."""
+    return make_settings(backend, **chat_overrides(llm, **overrides))
+
+
+def chat_app(
+    app_with: AppWith, llm: LlmServer, **overrides: Any
+) -> AbstractAsyncContextManager[AppUnderTest]:
+    """An app of the test's own (`app_with`) that answers chat turns with the test provider."""
+    return app_with(**chat_overrides(llm, **overrides))
 
 
 async def new_session(factory: Factory, **body: Any) -> tuple[Account, str]:

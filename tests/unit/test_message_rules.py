@@ -9,27 +9,17 @@ from datetime import UTC, datetime
 
 import pytest
 
+from chat_store.api.messages import page_response
 from chat_store.errors import InvalidTransition
 from chat_store.schemas.messages import MessageRead
-from chat_store.services.history_cache import HistoryWindow
+from chat_store.services.history_cache import HistoryWindow, SerializedPage
 from chat_store.services.messages import (
     check_transition,
     estimate_tokens,
     message_tokens,
     select_context,
 )
-
-STATUSES = ("pending", "in_progress", "complete", "failed", "cancelled")
-ALLOWED = {
-    ("pending", "in_progress"),
-    ("pending", "complete"),
-    ("pending", "failed"),
-    ("pending", "cancelled"),
-    ("in_progress", "complete"),
-    ("in_progress", "failed"),
-    ("in_progress", "cancelled"),
-    ("failed", "in_progress"),
-}
+from tests.support.statuses import ALLOWED, STATUSES
 
 
 @pytest.mark.parametrize(("current", "new"), list(itertools.product(STATUSES, STATUSES)))
@@ -238,9 +228,14 @@ def test_window_of_a_whole_session_answers_everything() -> None:
     )
 
 
-def test_window_render_is_a_list_answer() -> None:
+def test_a_page_from_the_window_is_a_list_answer() -> None:
     window = _window([7, 8], reaches_start=True)
-    assert window.render([1, 0], True) == (
+    page = window.serialized_page([1, 0], True)
+    assert page == SerializedPage(['{"seq":8}', '{"seq":7}'], ["id8", "id7"], True)
+    assert page_response(page).body == (
         b'{"object":"list","data":[{"seq":8},{"seq":7}],"first_id":"id8","last_id":"id7",'
         b'"has_more":true}'
+    )
+    assert page_response(SerializedPage([], [], False)).body == (
+        b'{"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false}'
     )

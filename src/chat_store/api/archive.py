@@ -5,15 +5,12 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.api.deps import API_PREFIX, CurrentPrincipal, DbSession, app_state
-from chat_store.api.direct import caller
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.services import archive as archive_service
 from chat_store.services.archive import Archiver
-from chat_store.services.principals import Principal
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"])
 
@@ -31,19 +28,9 @@ async def restore_archived_session(
     await archive_service.ensure_restored(db, archiver(request), principal, session_id)
 
 
-async def message_caller(request: Request, db: AsyncSession, session_id: uuid.UUID) -> Principal:
-    """The direct path's caller() for message routes: the caller, then the same restore as
-    restore_archived_session."""
-    principal = await caller(request, db)
-    await archive_service.ensure_restored(db, archiver(request), principal, session_id)
-    return principal
-
-
 @router.post(
     "/{session_id}/restore",
-    response_model=ChatSessionRead,
     responses=problems(401, 404, 422, 503),
-    operation_id="restore_chat_session",
 )
 async def restore_chat_session(
     request: Request, db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID

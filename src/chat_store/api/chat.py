@@ -12,17 +12,10 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
-from chat_store.api.deps import (
-    API_PREFIX,
-    AppSettings,
-    CurrentPrincipal,
-    DbSession,
-    IdempotencyKey,
-    State,
-)
+from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey
 from chat_store.api.errors import problem_response
 from chat_store.api.responses import problems
-from chat_store.api.streams import event_stream, stream_context
+from chat_store.api.streams import event_stream
 from chat_store.errors import AppError
 from chat_store.schemas.chat import ChatTurn, ChatTurnCreate
 from chat_store.schemas.common import Problem
@@ -30,6 +23,7 @@ from chat_store.schemas.messages import MessageRead
 from chat_store.services.generation import GenerationRunner
 from chat_store.services.generation import turns as turn_service
 from chat_store.services.generation.turns import TurnContext
+from chat_store.services.streams import StreamContext
 
 router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["chat"])
 
@@ -84,12 +78,13 @@ _CHAT_EXAMPLES = {
 }
 
 
-async def get_runner(request: Request) -> GenerationRunner | None:
+async def get_turn_context(ctx: Context, request: Request) -> TurnContext:
+    """The request's context with this process's generation runner (None without a provider)."""
     runner: GenerationRunner | None = request.app.state.generation
-    return runner
+    return TurnContext(ctx.db, ctx.principal, ctx.app, runner)
 
 
-Runner = Annotated[GenerationRunner | None, Depends(get_runner)]
+Turn = Annotated[TurnContext, Depends(get_turn_context)]
 
 
 class _AnswerWhenDone(Response):
@@ -123,72 +118,45 @@ class _AnswerWhenDone(Response):
     status_code=201,
     response_model=ChatTurn,
     responses=_CHAT_ANSWERS,
-    operation_id="chat",
 )
 async def chat(
-    db: DbSession,
-    state: State,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
-    runner: Runner,
+    ctx: Turn,
     session_id: uuid.UUID,
     body: Annotated[ChatTurnCreate, Body(openapi_examples=_CHAT_EXAMPLES)],
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Send a user message; the service answers it with the model and stores the answer."""
-    deadline = time.monotonic() + settings.request_timeout_seconds
-    context = TurnContext(db, settings, state.bus, runner, principal)
-    turn = await turn_service.start_turn(context, session_id, body, idempotency_key)
-    streams = stream_context(state, settings)
+    deadline = time.monotonic() + ctx.settings.request_timeout_seconds
+    turn = await turn_service.start_turn(ctx, session_id, body, idempotency_key)
+    streams = StreamContext(ctx.app, ctx.principal)
     if body.stream:
-        events = turn_service.turn_events(streams, principal, turn)
-        response: EventSourceResponse = event_stream(events, streams, settings)
+        response: EventSourceResponse = event_stream(
+            turn_service.turn_events(streams, turn), streams
+        )
         return response
 
     async def wait() -> tuple[int, ChatTurn]:
         # The request's own time limit: what is left of it once the turn is stored.
         left = max(0.0, deadline - time.monotonic())
-        return await turn_service.wait_for_answer(streams, principal, turn, left)
+        return await turn_service.wait_for_answer(streams, turn, left)
 
     return _AnswerWhenDone(wait)
 
 
 @router.post(
     "/messages/{message_id}/cancel",
-    response_model=MessageRead,
     responses=problems(401, 404, 409, 422),
-    operation_id="cancel_message",
 )
-async def cancel_message(
-    db: DbSession,
-    state: State,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
-    runner: Runner,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-) -> MessageRead:
+async def cancel_message(ctx: Turn, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """Stop generating an answer, wherever it runs: `cancelled`, its text kept."""
-    context = TurnContext(db, settings, state.bus, runner, principal)
-    return await turn_service.cancel(context, session_id, message_id)
+    return await turn_service.cancel(ctx, session_id, message_id)
 
 
 @router.post(
     "/messages/{message_id}/continue",
     status_code=202,
-    response_model=MessageRead,
     responses={**problems(401, 404, 409, 422), 503: _UNAVAILABLE},
-    operation_id="continue_message",
 )
-async def continue_message(
-    db: DbSession,
-    state: State,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
-    runner: Runner,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-) -> MessageRead:
+async def continue_message(ctx: Turn, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """Generate the rest of a failed or abandoned answer, after its stored text."""
-    context = TurnContext(db, settings, state.bus, runner, principal)
-    return await turn_service.continue_message(context, session_id, message_id)
+    return await turn_service.continue_message(ctx, session_id, message_id)

@@ -3,28 +3,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Request, Response
+from fastapi import APIRouter, Body, Query
 
-from chat_store.api.deps import (
-    API_PREFIX,
-    AppSettings,
-    Bus,
-    CurrentPrincipal,
-    DbSession,
-    IdempotencyKey,
-    PaginationParams,
-    State,
-    app_state,
-)
-from chat_store.api.direct import (
-    DirectRoute,
-    caller,
-    direct,
-    idempotency_key,
-    json_body,
-    json_response,
-    request_session,
-)
+from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
+from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import (
     ChatSessionCreate,
@@ -40,33 +22,13 @@ from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
 
-_ONE = problems(401, 404, 422)
+_ERRORS = problems(401, 404, 422)
 
 
-async def _create_chat_session_directly(request: Request) -> Response:
-    key = idempotency_key(request)
-    body = await json_body(request, ChatSessionCreate)
-    state = app_state(request)
-    async with request_session(request) as db:
-        principal = await caller(request, db)
-        created = await chat_session_service.create_chat_session(
-            db, state.settings, principal, body, key
-        )
-    return json_response(ChatSessionRead, created, 201)
-
-
-@router.post(
-    "",
-    status_code=201,
-    response_model=ChatSessionRead,
-    responses=problems(401, 409, 413, 422),
-    operation_id="create_chat_session",
-)
-@direct(_create_chat_session_directly)
+@router.post("", status_code=201, responses=problems(401, 409, 413, 422))
+@direct
 async def create_chat_session(
-    db: DbSession,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
+    ctx: Context,
     body: Annotated[
         ChatSessionCreate,
         Body(
@@ -83,23 +45,15 @@ async def create_chat_session(
             }
         ),
     ],
-    idempotency_key: IdempotencyKey = None,
+    key: IdempotencyKey = None,
 ) -> ChatSessionRead:
     """Start a chat session (an `id` may be chosen by the client)."""
-    return await chat_session_service.create_chat_session(
-        db, settings, principal, body, idempotency_key
-    )
+    return await chat_session_service.create_chat_session(ctx, body, key)
 
 
-@router.get(
-    "",
-    response_model=Page[ChatSessionRead],
-    responses=problems(401, 404, 422),
-    operation_id="list_chat_sessions",
-)
+@router.get("", responses=problems(401, 404, 422))
 async def list_chat_sessions(
-    db: DbSession,
-    principal: CurrentPrincipal,
+    ctx: Context,
     pagination: PaginationParams,
     favorite: Annotated[bool | None, Query(description="Only favourites (true) or not.")] = None,
     status: Annotated[ChatSessionStatus | None, Query()] = None,
@@ -119,92 +73,43 @@ async def list_chat_sessions(
         updated_after=updated_after,
         archived=archived,
     )
-    return await chat_session_service.list_chat_sessions(
-        db,
-        principal,
-        filters,
-        limit=pagination.limit,
-        descending=pagination.descending("desc"),
-        after=pagination.after,
-        before=pagination.before,
-    )
+    return await chat_session_service.list_chat_sessions(ctx, filters, pagination)
 
 
-@router.get(
-    "/{session_id}",
-    response_model=ChatSessionRead,
-    responses=_ONE,
-    operation_id="get_chat_session",
-)
-async def get_chat_session(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID
-) -> ChatSessionRead:
+@router.get("/{session_id}", responses=_ERRORS)
+async def get_chat_session(ctx: Context, session_id: uuid.UUID) -> ChatSessionRead:
     """One session."""
-    return await chat_session_service.get_chat_session(db, principal, session_id)
+    return await chat_session_service.get_chat_session(ctx, session_id)
 
 
-@router.patch(
-    "/{session_id}",
-    response_model=ChatSessionRead,
-    responses=_ONE,
-    operation_id="update_chat_session",
-)
+@router.patch("/{session_id}", responses=_ERRORS)
 async def update_chat_session(
-    db: DbSession,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    body: ChatSessionUpdate,
+    ctx: Context, session_id: uuid.UUID, body: ChatSessionUpdate
 ) -> ChatSessionRead:
     """Change title, favourite flag, metadata, workspace or status (only the fields given)."""
-    return await chat_session_service.update_chat_session(db, bus, principal, session_id, body)
+    return await chat_session_service.update_chat_session(ctx, session_id, body)
 
 
-@router.put(
-    "/{session_id}",
-    response_model=ChatSessionRead,
-    responses=_ONE,
-    operation_id="rename_chat_session",
-)
+@router.put("/{session_id}", responses=_ERRORS)
 async def rename_chat_session(
-    db: DbSession,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    body: ChatSessionRename,
+    ctx: Context, session_id: uuid.UUID, body: ChatSessionRename
 ) -> ChatSessionRead:
     """Rename a session (alias of PATCH with a title)."""
     update = ChatSessionUpdate(title=body.title)
-    return await chat_session_service.update_chat_session(db, bus, principal, session_id, update)
+    return await chat_session_service.update_chat_session(ctx, session_id, update)
 
 
-@router.patch(
-    "/{session_id}/favorite",
-    response_model=ChatSessionRead,
-    responses=_ONE,
-    operation_id="set_chat_session_favorite",
-)
+@router.patch("/{session_id}/favorite", responses=_ERRORS)
 async def set_chat_session_favorite(
-    db: DbSession,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    body: Annotated[FavoriteUpdate | None, Body()] = None,
+    ctx: Context, session_id: uuid.UUID, body: Annotated[FavoriteUpdate | None, Body()] = None
 ) -> ChatSessionRead:
     """Toggle the favourite flag, or set it with `{"is_favorite": bool}`."""
     value = body.is_favorite if body is not None else None
-    return await chat_session_service.toggle_favorite(db, bus, principal, session_id, value)
+    return await chat_session_service.toggle_favorite(ctx, session_id, value)
 
 
-@router.delete(
-    "/{session_id}",
-    response_model=Deleted,
-    responses=_ONE,
-    operation_id="delete_chat_session",
-)
-async def delete_chat_session(
-    db: DbSession, state: State, principal: CurrentPrincipal, session_id: uuid.UUID
-) -> Deleted:
+@router.delete("/{session_id}", responses=_ERRORS)
+async def delete_chat_session(ctx: Context, session_id: uuid.UUID) -> Deleted:
     """Delete a session and all its messages."""
-    await chat_session_service.delete_chat_session(db, principal, session_id, archive=state.archive)
+    await chat_session_service.delete_chat_session(ctx, session_id)
     return Deleted(id=session_id, object="session.deleted")

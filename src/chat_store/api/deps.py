@@ -5,49 +5,30 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer
 from fastapi.security.base import SecurityBase
 from fastapi.security.utils import get_authorization_scheme_param
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.api.limiting import apply_limit, client_ip
 from chat_store.cache import Cache as CacheAdapter
-from chat_store.cache.bus import Bus as BusAdapter
 from chat_store.errors import AppError, TokenExpired, Unauthorized, ValidationFailed
-from chat_store.ratelimit import RateLimiter, parse_limit
+from chat_store.ratelimit import parse_limit
+from chat_store.schemas.pagination import Pagination
 from chat_store.services import hooks
 from chat_store.services import principals as principal_service
+from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
-from chat_store.services.streams import StreamStats
 from chat_store.settings import Settings
-from chat_store.storage import ArchiveStore
+from chat_store.state import AppState as AppState  # the routers' (and tests') way to it
 
 API_PREFIX = "/api/v1"
 # Requests that change nothing: read sessions, read rate limits, and no guest row is made.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-@dataclass
-class AppState:
-    """Everything the lifespan builds once; reached only through the aliases below."""
-
-    settings: Settings
-    engine: AsyncEngine
-    sessionmaker: async_sessionmaker[AsyncSession]
-    read_sessionmaker: async_sessionmaker[AsyncSession]
-    cache: CacheAdapter
-    # Verified credentials (and their revocation markers): `cache`, or a near copy of it.
-    principal_cache: CacheAdapter
-    bus: BusAdapter
-    limiter: RateLimiter
-    # Where archived sessions' messages are (storage/).
-    archive: ArchiveStore
-    streams: StreamStats = field(default_factory=StreamStats)
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs plain `def`
@@ -69,32 +50,17 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def get_app_settings(request: Request) -> Settings:
-    return app_state(request).settings
+def _of_state(name: str) -> Any:
+    """A dependency on one part of the app's state (its type is the alias's)."""
+
+    async def get(request: Request) -> Any:
+        return getattr(app_state(request), name)
+
+    return Depends(get)
 
 
-AppSettings = Annotated[Settings, Depends(get_app_settings)]
-
-
-async def get_cache(request: Request) -> CacheAdapter:
-    return app_state(request).cache
-
-
-Cache = Annotated[CacheAdapter, Depends(get_cache)]
-
-
-async def get_principal_cache(request: Request) -> CacheAdapter:
-    return app_state(request).principal_cache
-
-
-PrincipalCache = Annotated[CacheAdapter, Depends(get_principal_cache)]
-
-
-async def get_bus(request: Request) -> BusAdapter:
-    return app_state(request).bus
-
-
-Bus = Annotated[BusAdapter, Depends(get_bus)]
+AppSettings = Annotated[Settings, _of_state("settings")]
+PrincipalCache = Annotated[CacheAdapter, _of_state("principal_cache")]
 
 
 class RequestSession:
@@ -242,15 +208,14 @@ async def _guest(request: Request, db: AsyncSession, state: AppState, raw: str) 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-@dataclass(frozen=True)
-class Pagination:
-    limit: int
-    order: Literal["asc", "desc"] | None
-    after: uuid.UUID | None
-    before: uuid.UUID | None
+async def get_context(
+    request: Request, db: DbSession, principal: CurrentPrincipal
+) -> RequestContext:
+    """What the services are given: the request's session, its caller, the app's state."""
+    return RequestContext(db, principal, app_state(request))
 
-    def descending(self, default: Literal["asc", "desc"]) -> bool:
-        return (self.order or default) == "desc"
+
+Context = Annotated[RequestContext, Depends(get_context)]
 
 
 async def get_pagination(

@@ -41,7 +41,6 @@ def _source(state: State) -> ExportSource:
     "/sessions/{session_id}/export",
     response_class=StreamingResponse,
     responses=_streamed("json", "jsonl", "markdown", statuses=(401, 404, 422, 503)),
-    operation_id="export_chat_session",
 )
 async def export_chat_session(
     db: DbSession,
@@ -71,7 +70,6 @@ async def export_chat_session(
     "/users/me/export",
     response_class=StreamingResponse,
     responses=_streamed("jsonl", statuses=(401, 503)),
-    operation_id="export_account",
 )
 async def export_account(
     db: DbSession, state: State, principal: CurrentPrincipal

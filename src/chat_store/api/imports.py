@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Response
 
-from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, IdempotencyKey
+from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey
 from chat_store.api.responses import problems
 from chat_store.schemas.export import IMPORT_EXAMPLES, ImportFormat, ImportResult
 from chat_store.services import imports as import_service
@@ -17,17 +17,13 @@ router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["export"])
 @router.post(
     "/import",
     status_code=201,
-    response_model=ImportResult,
     responses={
         200: {"model": ImportResult, "description": "Imported before: that session."},
         **problems(401, 409, 413, 422),
     },
-    operation_id="import_chat_session",
 )
 async def import_chat_session(
-    db: DbSession,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
+    ctx: Context,
     response: Response,
     body: Annotated[dict[str, Any], Body(openapi_examples=IMPORT_EXAMPLES)],
     import_format: Annotated[
@@ -37,9 +33,7 @@ async def import_chat_session(
     idempotency_key: IdempotencyKey = None,
 ) -> ImportResult:
     """Import one conversation (chat-store/1 export, ChatGPT conversation, or plain messages)."""
-    result = await import_service.import_document(
-        db, settings, principal.user_id, body, import_format, idempotency_key
-    )
+    result = await import_service.import_document(ctx, body, import_format, idempotency_key)
     if not result.created:
         response.status_code = 200
     return result

@@ -1,35 +1,14 @@
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
-from chat_store.api.archive import message_caller, restore_archived_session
-from chat_store.api.deps import (
-    API_PREFIX,
-    AppSettings,
-    Bus,
-    Cache,
-    CurrentPrincipal,
-    DbSession,
-    IdempotencyKey,
-    PaginationParams,
-    app_state,
-)
-from chat_store.api.direct import (
-    DirectRoute,
-    NotDirect,
-    as_int,
-    as_uuid,
-    direct,
-    idempotency_key,
-    json_body,
-    json_response,
-    path_uuid,
-    query,
-    request_session,
-)
+from chat_store.api.archive import restore_archived_session
+from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
+from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.schemas.common import INT32_MAX, Deleted, Page
@@ -45,9 +24,9 @@ from chat_store.schemas.messages import (
     ResumePoint,
 )
 from chat_store.services import messages as message_service
+from chat_store.services.history_cache import SerializedPage
 
-# Every route here reaches the session's messages: an archived session's come back first
-# (the direct handlers call message_caller, which does the same).
+# Every route here reaches the session's messages: an archived session's come back first.
 router = APIRouter(
     prefix=API_PREFIX + "/sessions/{session_id}",
     tags=["messages"],
@@ -55,8 +34,9 @@ router = APIRouter(
     dependencies=[Depends(restore_archived_session)],
 )
 
-_ONE = problems(401, 404, 422)
-_WRITE = problems(401, 404, 409, 413, 422)
+# The errors every route here may answer, and those of a write that may conflict or be too large.
+_ERRORS = problems(401, 404, 422)
+_WRITE_ERRORS = problems(401, 404, 409, 413, 422)
 
 _APPEND_EXAMPLES = {
     "user": {
@@ -79,107 +59,30 @@ _APPEND_EXAMPLES = {
 }
 
 
-async def _append_message_directly(request: Request) -> Response:
-    session_id = path_uuid(request, "session_id")
-    key = idempotency_key(request)
-    body = await json_body(request, MessageAppend)
-    state = app_state(request)
-    async with request_session(request) as db:
-        principal = await message_caller(request, db, session_id)
-        created = await message_service.create_message(
-            db, state.settings, state.bus, principal, session_id, body, key
-        )
-    return json_response(MessageRead, created, 201)
-
-
-@router.post(
-    "/messages",
-    status_code=201,
-    response_model=MessageRead,
-    responses=_WRITE,
-    operation_id="append_message",
-)
-@direct(_append_message_directly)
+@router.post("/messages", status_code=201, responses=_WRITE_ERRORS)
+@direct
 async def append_message(
-    db: DbSession,
-    settings: AppSettings,
-    bus: Bus,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     body: Annotated[MessageAppend, Body(openapi_examples=_APPEND_EXAMPLES)],
-    idempotency_key: IdempotencyKey = None,
+    key: IdempotencyKey = None,
 ) -> MessageRead:
     """Append one message; the server gives it the next seq."""
-    return await message_service.create_message(
-        db, settings, bus, principal, session_id, body, idempotency_key
-    )
+    return await message_service.create_message(ctx, session_id, body, key)
 
 
-@router.post(
-    "/messages/batch",
-    status_code=201,
-    response_model=Page[MessageRead],
-    responses=_WRITE,
-    operation_id="append_messages",
-)
+@router.post("/messages/batch", status_code=201, responses=_WRITE_ERRORS)
 async def append_messages(
-    db: DbSession,
-    settings: AppSettings,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    body: MessageBatchCreate,
-    idempotency_key: IdempotencyKey = None,
+    ctx: Context, session_id: uuid.UUID, body: MessageBatchCreate, key: IdempotencyKey = None
 ) -> Page[MessageRead]:
     """Append several messages at once: all of them or none."""
-    return await message_service.create_messages(
-        db, settings, bus, principal, session_id, body, idempotency_key
-    )
+    return await message_service.create_messages(ctx, session_id, body, key)
 
 
-_LIST_QUERY = frozenset({"limit", "order", "after", "before", "after_seq", "before_seq"})
-
-
-async def _list_messages_directly(request: Request) -> Response:
-    session_id = path_uuid(request, "session_id")
-    given = query(request, _LIST_QUERY)
-    after = as_uuid(given["after"]) if "after" in given else None
-    before = as_uuid(given["before"]) if "before" in given else None
-    order = given.get("order", "asc")
-    if order not in ("asc", "desc") or (after is not None and before is not None):
-        raise NotDirect
-    limit = as_int(given["limit"], 1, 100) if "limit" in given else 20
-    after_seq = as_int(given["after_seq"], 0, INT32_MAX) if "after_seq" in given else None
-    before_seq = as_int(given["before_seq"], 1, INT32_MAX) if "before_seq" in given else None
-    state = app_state(request)
-    async with request_session(request) as db:
-        principal = await message_caller(request, db, session_id)
-        body = await message_service.list_messages(
-            db,
-            state.cache,
-            principal,
-            session_id,
-            limit=limit,
-            descending=order == "desc",
-            after=after,
-            before=before,
-            after_seq=after_seq,
-            before_seq=before_seq,
-        )
-    return Response(content=body, media_type="application/json")
-
-
-@router.get(
-    "/messages",
-    response_model=Page[MessageRead],
-    responses=_ONE,
-    operation_id="list_messages",
-)
-@direct(_list_messages_directly)
+@router.get("/messages", response_model=Page[MessageRead], responses=_ERRORS)
+@direct
 async def list_messages(
-    db: DbSession,
-    cache: Cache,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     pagination: PaginationParams,
     after_seq: Annotated[
@@ -190,70 +93,41 @@ async def list_messages(
     ] = None,
 ) -> Response:
     """The session's messages in seq order (`order=desc` for the newest first)."""
-    body = await message_service.list_messages(
-        db,
-        cache,
-        principal,
-        session_id,
-        limit=pagination.limit,
-        descending=pagination.descending("asc"),
-        after=pagination.after,
-        before=pagination.before,
-        after_seq=after_seq,
-        before_seq=before_seq,
+    page = await message_service.list_messages(
+        ctx, session_id, pagination, after_seq=after_seq, before_seq=before_seq
     )
-    return Response(content=body, media_type="application/json")
+    return page_response(page)
 
 
-@router.get(
-    "/messages/{message_id}",
-    response_model=MessageRead,
-    responses=_ONE,
-    operation_id="get_message",
-)
-async def get_message(
-    db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID, message_id: uuid.UUID
-) -> MessageRead:
+def page_response(page: SerializedPage) -> Response:
+    """The list answer (a Page[MessageRead]) around messages that are JSON already."""
+    first = json.dumps(page.ids[0]) if page.ids else "null"
+    last = json.dumps(page.ids[-1]) if page.ids else "null"
+    content = (
+        f'{{"object":"list","data":[{",".join(page.documents)}],"first_id":{first},'
+        f'"last_id":{last},"has_more":{"true" if page.has_more else "false"}}}'
+    )
+    return Response(content=content.encode(), media_type="application/json")
+
+
+@router.get("/messages/{message_id}", responses=_ERRORS)
+async def get_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """One message."""
-    return await message_service.get_message(db, principal, session_id, message_id)
+    return await message_service.get_message(ctx, session_id, message_id)
 
 
-@router.patch(
-    "/messages/{message_id}",
-    response_model=MessageRead,
-    responses=_WRITE,
-    operation_id="update_message",
-)
+@router.patch("/messages/{message_id}", responses=_WRITE_ERRORS)
 async def update_message(
-    db: DbSession,
-    settings: AppSettings,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    body: MessageUpdate,
+    ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID, body: MessageUpdate
 ) -> MessageRead:
     """Change status (forward only), text, error, metadata, token count or latency."""
-    return await message_service.update_message(
-        db, settings, bus, principal, session_id, message_id, body
-    )
+    return await message_service.update_message(ctx, session_id, message_id, body)
 
 
-@router.delete(
-    "/messages/{message_id}",
-    response_model=Deleted,
-    responses=_ONE,
-    operation_id="delete_message",
-)
-async def delete_message(
-    db: DbSession,
-    bus: Bus,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-) -> Deleted:
+@router.delete("/messages/{message_id}", responses=_ERRORS)
+async def delete_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> Deleted:
     """Delete a message (its seq is never reused)."""
-    await message_service.delete_message(db, bus, principal, session_id, message_id)
+    await message_service.delete_message(ctx, session_id, message_id)
     return Deleted(id=message_id, object="message.deleted")
 
 
@@ -264,39 +138,10 @@ def _minimal(prefer: str | None) -> bool:
 _MINIMAL_APPLIED = {"Preference-Applied": "return=minimal"}
 
 
-async def _append_delta_directly(request: Request) -> Response:
-    session_id = path_uuid(request, "session_id")
-    message_id = path_uuid(request, "message_id")
-    body = await json_body(request, DeltaAppend)
-    minimal = _minimal(request.headers.get("prefer"))
-    state = app_state(request)
-    async with request_session(request) as db:
-        principal = await message_caller(request, db, session_id)
-        appended = await message_service.append_delta(
-            db,
-            state.settings,
-            state.bus,
-            principal,
-            session_id,
-            message_id,
-            body,
-            return_text=not minimal,
-        )
-    return json_response(MessageWithLength, appended, headers=_MINIMAL_APPLIED if minimal else None)
-
-
-@router.post(
-    "/messages/{message_id}/append",
-    response_model=MessageWithLength,
-    responses=_WRITE,
-    operation_id="append_delta",
-)
-@direct(_append_delta_directly)
+@router.post("/messages/{message_id}/append", responses=_WRITE_ERRORS)
+@direct
 async def append_delta(
-    db: DbSession,
-    settings: AppSettings,
-    bus: Bus,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
     body: DeltaAppend,
@@ -314,56 +159,29 @@ async def append_delta(
     if minimal:
         response.headers.update(_MINIMAL_APPLIED)
     return await message_service.append_delta(
-        db, settings, bus, principal, session_id, message_id, body, return_text=not minimal
+        ctx, session_id, message_id, body, return_text=not minimal
     )
 
 
-@router.post(
-    "/resume",
-    response_model=ResumePoint,
-    responses=_ONE,
-    operation_id="resume_message",
-)
+@router.post("/resume", responses=_ERRORS)
 async def resume_message(
-    db: DbSession,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    history_limit: Annotated[int, Query(ge=0, le=1000)] = 50,
+    ctx: Context, session_id: uuid.UUID, history_limit: Annotated[int, Query(ge=0, le=1000)] = 50
 ) -> ResumePoint:
     """Where to continue: the newest unfinished assistant message, its offset, and history."""
-    return await message_service.resume(db, principal, session_id, history_limit)
+    return await message_service.resume(ctx, session_id, history_limit)
 
 
-@router.post(
-    "/fork",
-    status_code=201,
-    response_model=ChatSessionRead,
-    responses=_WRITE,
-    operation_id="fork_chat_session",
-)
+@router.post("/fork", status_code=201, responses=_WRITE_ERRORS)
 async def fork_chat_session(
-    db: DbSession,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    body: ForkCreate,
-    idempotency_key: IdempotencyKey = None,
+    ctx: Context, session_id: uuid.UUID, body: ForkCreate, key: IdempotencyKey = None
 ) -> ChatSessionRead:
     """A new session holding copies of the messages up to and including `message_id`."""
-    return await message_service.fork(db, settings, principal, session_id, body, idempotency_key)
+    return await message_service.fork(ctx, session_id, body, key)
 
 
-@router.get(
-    "/context",
-    response_model=ContextWindow,
-    responses=_ONE,
-    operation_id="get_context_window",
-)
+@router.get("/context", responses=_ERRORS)
 async def get_context_window(
-    db: DbSession,
-    principal: CurrentPrincipal,
-    session_id: uuid.UUID,
-    max_tokens: Annotated[int, Query(ge=1, le=10_000_000)],
+    ctx: Context, session_id: uuid.UUID, max_tokens: Annotated[int, Query(ge=1, le=10_000_000)]
 ) -> ContextWindow:
     """The newest messages that fit `max_tokens` (a tool call and its results stay together)."""
-    return await message_service.context_window(db, principal, session_id, max_tokens)
+    return await message_service.context_window(ctx, session_id, max_tokens)

@@ -15,7 +15,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
 from chat_store.logging_setup import request_id_var
 from chat_store.metrics import Metrics
-from chat_store.settings import Settings, activate
 
 logger = logging.getLogger("chat_store.access")
 
@@ -59,11 +58,8 @@ class RequestContextMiddleware:
     """Request id (taken from X-Request-ID when it is safe, else generated), security headers,
     no-store on auth answers, and one access log line per request."""
 
-    def __init__(
-        self, app: ASGIApp, *, settings: Settings, metrics: Metrics, hsts: bool = False
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, hsts: bool = False) -> None:
         self.app = app
-        self.settings = settings
         self.metrics = metrics
         self.hsts = hsts
 
@@ -75,7 +71,6 @@ class RequestContextMiddleware:
         request_id = given if _SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         request_id_var.set(request_id)
-        activate(self.settings)
         path: str = scope["path"]
         no_store = path.startswith("/api/v1/auth") or path.startswith("/api/v1/api-keys")
         started = time.perf_counter()

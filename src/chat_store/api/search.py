@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
-from chat_store.api.deps import API_PREFIX, CurrentPrincipal, DbSession
+from chat_store.api.deps import API_PREFIX, Context
 from chat_store.api.responses import problems
 from chat_store.schemas.chat_sessions import ChatSessionStatus
 from chat_store.schemas.common import SafeStr
@@ -32,11 +32,9 @@ def _utc(value: When | None) -> datetime | None:
     "",
     response_model=SearchPage,
     responses=problems(401, 404, 422),
-    operation_id="search",
 )
 async def search(
-    db: DbSession,
-    principal: CurrentPrincipal,
+    ctx: Context,
     q: Annotated[
         SafeStr,
         Query(
@@ -76,4 +74,4 @@ async def search(
         after=_utc(after),
         before=_utc(before),
     )
-    return await search_service.search(db, principal, params)
+    return await search_service.search(ctx, params)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chat_store.api.archive import restore_archived_session
-from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
+from chat_store.api.deps import API_PREFIX, Context
 from chat_store.api.responses import problems
 from chat_store.errors import ValidationFailed
 from chat_store.schemas.common import INT32_MAX
@@ -58,18 +58,9 @@ def _cursor(last_event_id: str | None, query_value: int | None) -> int:
     return query_value or 0
 
 
-def stream_context(state: State, settings: AppSettings) -> StreamContext:
-    return StreamContext(
-        sessionmaker=state.sessionmaker,
-        bus=state.bus,
-        stats=state.streams,
-        poll_seconds=settings.stream_poll_seconds,
-    )
+def event_stream(events: AsyncIterator[StreamEvent], context: StreamContext) -> EventSourceResponse:
+    """The events as Server-Sent Events, kept alive, ended when the server stops."""
 
-
-def event_stream(
-    events: AsyncIterator[StreamEvent], context: StreamContext, settings: AppSettings
-) -> EventSourceResponse:
     async def encoded() -> AsyncIterator[ServerSentEvent]:
         async for event in events:
             yield ServerSentEvent(
@@ -80,24 +71,16 @@ def event_stream(
 
     return EventSourceResponse(
         encoded(),
-        ping=settings.stream_keepalive_seconds,
+        ping=context.app.settings.stream_keepalive_seconds,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         shutdown_event=context.shutdown,
         shutdown_grace_period=2.0,
     )
 
 
-@router.get(
-    "/messages/{message_id}/stream",
-    responses=_SSE_DOC,
-    response_class=EventSourceResponse,
-    operation_id="stream_message",
-)
+@router.get("/messages/{message_id}/stream", responses=_SSE_DOC, response_class=EventSourceResponse)
 async def stream_message(
-    db: DbSession,
-    state: State,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     message_id: uuid.UUID,
     last_event_id: LastEventId = None,
@@ -108,23 +91,16 @@ async def stream_message(
 ) -> EventSourceResponse:
     """Follow a message's text live: `delta` events (id = offset), then `done`."""
     start = _cursor(last_event_id, offset)
-    await stream_service.check_message_stream(db, principal, session_id, message_id, start)
-    context = stream_context(state, settings)
-    events = stream_service.follow_message(context, principal, session_id, message_id, start)
-    return event_stream(events, context, settings)
+    await stream_service.check_message_stream(ctx, session_id, message_id, start)
+    context = StreamContext(ctx.app, ctx.principal)
+    return event_stream(
+        stream_service.follow_message(context, session_id, message_id, start), context
+    )
 
 
-@router.get(
-    "/events",
-    responses=_SSE_DOC,
-    response_class=EventSourceResponse,
-    operation_id="stream_session_events",
-)
+@router.get("/events", responses=_SSE_DOC, response_class=EventSourceResponse)
 async def stream_session_events(
-    db: DbSession,
-    state: State,
-    settings: AppSettings,
-    principal: CurrentPrincipal,
+    ctx: Context,
     session_id: uuid.UUID,
     last_event_id: LastEventId = None,
     after_version: Annotated[
@@ -134,7 +110,6 @@ async def stream_session_events(
 ) -> EventSourceResponse:
     """Follow the session's changes: message.created/updated/delta/deleted, session.updated."""
     cursor = _cursor(last_event_id, after_version)
-    await stream_service.check_session_feed(db, principal, session_id)
-    context = stream_context(state, settings)
-    events = stream_service.follow_session(context, principal, session_id, cursor)
-    return event_stream(events, context, settings)
+    await stream_service.check_session_feed(ctx, session_id)
+    context = StreamContext(ctx.app, ctx.principal)
+    return event_stream(stream_service.follow_session(context, session_id, cursor), context)

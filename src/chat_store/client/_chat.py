@@ -10,38 +10,42 @@ no character is lost or repeated.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
-from chat_store.client._core import API_PREFIX, Call, path_id, raw
+from chat_store.client._core import API_PREFIX, Call, body, path_id, raw
 from chat_store.client._follow import (
+    Follower,
+    Retries,
     ServerSentEvent,
-    SseParser,
     StreamItem,
-    follow_async,
-    follow_sync,
-    parse_events,
-    retryable,
+    stream_call,
     stream_item,
 )
 from chat_store.client.models import ChatTurn, StreamDelta, StreamDone
 
-if TYPE_CHECKING:
-    from chat_store.client._transports import AsyncTransport, SyncTransport
-
 ChatItem = ChatTurn | StreamItem
 
 
-class _Cut(httpx.TransportError):
-    """The turn's stream ended before its `turn` event (counted as a dropped connection)."""
+class TurnOptions(TypedDict, total=False):
+    """What a chat turn may say besides its text."""
 
-    def __init__(self) -> None:
-        super().__init__("the chat stream ended before the turn event")
+    context: Mapping[str, Any] | None
+    model_name: str | None
+    system: str | None
+    temperature: float | None
+    max_output_tokens: int | None
+    expected_last_seq: int | None
+
+
+def chat_body(content: str, *, stream: bool, **turn: Unpack[TurnOptions]) -> dict[str, Any]:
+    """The body of POST /chat: the fields given (`model_name` is sent as `model`)."""
+    fields: dict[str, Any] = {"content": content, **turn}
+    fields["model"] = fields.pop("model_name", None)
+    return {**body(**{k: v for k, v in fields.items() if v is not None}), "stream": stream}
 
 
 def chat_call(session_id: uuid.UUID | str, payload: dict[str, Any], key: str) -> Call[Any]:
@@ -54,15 +58,31 @@ def chat_call(session_id: uuid.UUID | str, payload: dict[str, Any], key: str) ->
     )
 
 
-class _Progress:
-    """What a turn's stream has given so far: the turn, and the offset of its text."""
+class _Cut(httpx.TransportError):
+    """The turn's stream ended before its `turn` event (counted as a dropped connection)."""
 
     def __init__(self) -> None:
+        super().__init__("the chat stream ended before the turn event")
+
+
+class ChatFollower(Follower[ChatItem]):
+    """A turn: sent (again, as the same turn) until the service has told it, then its answer
+    followed from the offset reached."""
+
+    def __init__(
+        self, session_id: uuid.UUID | str, payload: dict[str, Any], key: str, retries: Retries
+    ) -> None:
+        super().__init__(retries)
+        self.session_id, self.payload, self.key = session_id, payload, key
         self.turn: ChatTurn | None = None
         self.position = 0
-        self.done = False
 
-    def read(self, event: ServerSentEvent) -> ChatItem | None:
+    def _call(self) -> Call[Any]:
+        if self.turn is None:
+            return chat_call(self.session_id, self.payload, self.key)
+        return stream_call(self.session_id, self.turn.assistant_message.id, self.position)
+
+    def _item(self, event: ServerSentEvent) -> ChatItem | None:
         if event.event == "turn":
             if self.turn is not None:
                 return None
@@ -71,85 +91,9 @@ class _Progress:
         item = stream_item(event)
         if isinstance(item, StreamDelta):
             self.position = item.offset
-        elif isinstance(item, StreamDone):
-            self.done = True
+        self.done = isinstance(item, StreamDone)
         return item
 
-
-def chat_sync(
-    client: SyncTransport,
-    session_id: uuid.UUID | str,
-    payload: dict[str, Any],
-    key: str,
-    *,
-    max_retries: int,
-    retry_delay: float,
-) -> Iterator[ChatItem]:
-    progress, failures = _Progress(), 0
-    while progress.turn is None:
-        try:
-            with client._stream(chat_call(session_id, payload, key)) as response:
-                for event in parse_events(response.iter_lines()):
-                    failures = 0
-                    item = progress.read(event)
-                    if item is not None:
-                        yield item
-                    if progress.done:
-                        return
-            if progress.turn is None:  # ended before the turn was told: send it again
-                raise _Cut
-        except Exception as exc:
-            if not retryable(exc) or failures >= max_retries:
-                raise
-            failures += 1
-            time.sleep(retry_delay * failures)
-    yield from follow_sync(
-        client,
-        session_id,
-        progress.turn.assistant_message.id,
-        offset=progress.position,
-        max_retries=max_retries,
-        retry_delay=retry_delay,
-    )
-
-
-async def chat_async(
-    client: AsyncTransport,
-    session_id: uuid.UUID | str,
-    payload: dict[str, Any],
-    key: str,
-    *,
-    max_retries: int,
-    retry_delay: float,
-) -> AsyncIterator[ChatItem]:
-    progress, failures = _Progress(), 0
-    while progress.turn is None:
-        try:
-            async with client._stream(chat_call(session_id, payload, key)) as response:
-                parser = SseParser()
-                async for line in response.aiter_lines():
-                    event = parser.feed(line)
-                    if event is None:
-                        continue
-                    failures = 0
-                    item = progress.read(event)
-                    if item is not None:
-                        yield item
-                    if progress.done:
-                        return
-            if progress.turn is None:  # ended before the turn was told: send it again
-                raise _Cut
-        except Exception as exc:
-            if not retryable(exc) or failures >= max_retries:
-                raise
-            failures += 1
-            await asyncio.sleep(retry_delay * failures)
-    async for item in follow_async(
-        client,
-        session_id,
-        progress.turn.assistant_message.id,
-        offset=progress.position,
-        max_retries=max_retries,
-        retry_delay=retry_delay,
-    ):
-        yield item
+    def _ended(self) -> None:
+        if self.turn is None:  # ended before the turn was told: send it again
+            raise _Cut

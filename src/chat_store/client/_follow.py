@@ -1,28 +1,24 @@
-"""Following a message's text live over Server-Sent Events, reconnecting by itself.
+"""Following a stream of Server-Sent Events, reconnecting by itself: a message's text live.
 
 The stream's event ids are code-point offsets into the stored text, so after a dropped
 connection the follower asks again with `Last-Event-ID: <offset>` and continues exactly where it
-stopped: no character is lost or repeated.
+stopped: no character is lost or repeated. A `Follower` says which request to (re)send and what
+an event means; `streamed` in _endpoint.py runs it on either client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 
 from chat_store.client._core import API_PREFIX, Call, path_id, raw
 from chat_store.client.errors import ChatStoreError
 from chat_store.client.models import StreamDelta, StreamDone
-
-if TYPE_CHECKING:
-    from chat_store.client._transports import AsyncTransport, SyncTransport
 
 StreamItem = StreamDelta | StreamDone
 
@@ -72,9 +68,8 @@ def parse_events(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
             yield event
 
 
-def _stream_call(
-    session_id: uuid.UUID | str, message_id: uuid.UUID | str, offset: int
-) -> Call[Any]:
+def stream_call(session_id: uuid.UUID | str, message_id: uuid.UUID | str, offset: int) -> Call[Any]:
+    """A message's text as a stream, from `offset`."""
     path = f"{API_PREFIX}/sessions/{path_id(session_id)}/messages/{path_id(message_id)}/stream"
     return Call(
         "GET",
@@ -104,63 +99,92 @@ def retryable(exc: Exception) -> bool:
     return isinstance(exc, ChatStoreError) and exc.status >= 500
 
 
-def follow_sync(
-    client: SyncTransport,
-    session_id: uuid.UUID | str,
-    message_id: uuid.UUID | str,
-    *,
-    offset: int = 0,
-    max_retries: int = 10,
-    retry_delay: float = 0.5,
-) -> Iterator[StreamItem]:
-    position, failures = offset, 0
-    while True:
-        try:
-            with client._stream(_stream_call(session_id, message_id, position)) as response:
-                for event in parse_events(response.iter_lines()):
-                    failures = 0
-                    item = stream_item(event)
-                    if isinstance(item, StreamDelta):
-                        position = item.offset
-                    if item is not None:
-                        yield item
-                    if isinstance(item, StreamDone):
-                        return
-        except Exception as exc:
-            if not retryable(exc) or failures >= max_retries:
-                raise
-            failures += 1
-            time.sleep(retry_delay * failures)
+class Retries(TypedDict, total=False):
+    max_retries: int  # reconnections in a row before the error is raised (default 10)
+    retry_delay: float  # seconds, times the failures in a row (default 0.5)
 
 
-async def follow_async(
-    client: AsyncTransport,
-    session_id: uuid.UUID | str,
-    message_id: uuid.UUID | str,
-    *,
-    offset: int = 0,
-    max_retries: int = 10,
-    retry_delay: float = 0.5,
-) -> AsyncIterator[StreamItem]:
-    position, failures = offset, 0
-    while True:
-        try:
-            async with client._stream(_stream_call(session_id, message_id, position)) as response:
-                parser = SseParser()
-                async for line in response.aiter_lines():
-                    event = parser.feed(line)
-                    if event is None:
-                        continue
-                    failures = 0
-                    item = stream_item(event)
-                    if isinstance(item, StreamDelta):
-                        position = item.offset
-                    if item is not None:
-                        yield item
-                    if isinstance(item, StreamDone):
-                        return
-        except Exception as exc:
-            if not retryable(exc) or failures >= max_retries:
-                raise
-            failures += 1
-            await asyncio.sleep(retry_delay * failures)
+class FollowOptions(Retries, total=False):
+    offset: int  # where to start (code points; default 0)
+
+
+ItemT = TypeVar("ItemT")
+
+
+class Follower(Generic[ItemT]):
+    """Where a follower of a stream stands: whether it is done, and the failures in a row.
+    What to (re)send and what an event is are a subclass's."""
+
+    def __init__(self, retries: Retries) -> None:
+        self.max_retries = retries.get("max_retries", 10)
+        self.retry_delay = retries.get("retry_delay", 0.5)
+        self.failures = 0
+        self.done = False
+        self._parser = SseParser()
+
+    def call(self) -> Call[Any]:
+        """The request to send now (with a fresh parser for its answer)."""
+        self._parser = SseParser()
+        return self._call()
+
+    def read(self, lines: Iterable[str]) -> Iterator[ItemT]:
+        for line in lines:
+            yield from self._feed(line)
+            if self.done:
+                return
+        self._ended()
+
+    async def read_async(self, lines: AsyncIterator[str]) -> AsyncIterator[ItemT]:
+        async for line in lines:
+            for item in self._feed(line):
+                yield item
+            if self.done:
+                return
+        self._ended()
+
+    def _feed(self, line: str) -> Iterator[ItemT]:
+        event = self._parser.feed(line)
+        if event is None:
+            return
+        self.failures = 0
+        item = self._item(event)
+        if item is not None:
+            yield item
+
+    def delay_after(self, exc: Exception) -> float:
+        """How long to wait before reconnecting; the error itself when it is not worth it."""
+        if not retryable(exc) or self.failures >= self.max_retries:
+            raise exc
+        self.failures += 1
+        return self.retry_delay * self.failures
+
+    def _call(self) -> Call[Any]:
+        raise NotImplementedError
+
+    def _item(self, event: ServerSentEvent) -> ItemT | None:
+        raise NotImplementedError
+
+    def _ended(self) -> None:
+        """The answer ended before the stream was done: sent again at once (a subclass may
+        count that as a failure, by raising a retryable error)."""
+
+
+class MessageFollower(Follower[StreamItem]):
+    """A message's text: deltas from the offset reached, then its final status."""
+
+    def __init__(
+        self, session_id: uuid.UUID | str, message_id: uuid.UUID | str, options: FollowOptions
+    ) -> None:
+        super().__init__(options)
+        self.session_id, self.message_id = session_id, message_id
+        self.position = options.get("offset", 0)
+
+    def _call(self) -> Call[Any]:
+        return stream_call(self.session_id, self.message_id, self.position)
+
+    def _item(self, event: ServerSentEvent) -> StreamItem | None:
+        item = stream_item(event)
+        if isinstance(item, StreamDelta):
+            self.position = item.offset
+        self.done = isinstance(item, StreamDone)
+        return item

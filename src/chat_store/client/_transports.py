@@ -13,7 +13,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import httpx
 
@@ -22,17 +22,24 @@ from chat_store.client._core import (
     DEFAULT_TIMEOUT,
     Call,
     ClientCore,
-    QueryValue,
     default_headers,
-    query,
-    raw,
 )
 from chat_store.client.errors import UnauthorizedError
 
 T = TypeVar("T")
 
 
-class SyncTransport(ClientCore):
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
+
+
+class _Connection(ClientCore, Generic[HttpT, TransportT]):
+    """What both transports hold: the credentials (ClientCore) and an httpx client, their own
+    (closed with them) unless one is given."""
+
+    _http_class: type[HttpT]
+    _refresh_lock: Any  # one refresh at a time (see above): a thread's lock or a task's
+
     def __init__(
         self,
         base_url: str = DEFAULT_BASE_URL,
@@ -43,8 +50,8 @@ class SyncTransport(ClientCore):
         client_id: str | None = None,
         timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
-        http_client: httpx.Client | None = None,
+        transport: TransportT | None = None,
+        http_client: HttpT | None = None,
     ) -> None:
         super().__init__(
             api_key=api_key,
@@ -53,17 +60,27 @@ class SyncTransport(ClientCore):
             client_id=client_id,
         )
         self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(
+        self._http: HttpT = http_client or self._http_class(
             base_url=base_url,
             timeout=timeout,
             headers=default_headers(headers),
-            transport=transport,
+            transport=transport,  # type: ignore[arg-type]
         )
-        self._refresh_lock = threading.Lock()
+        self._refresh_lock = self._new_refresh_lock()
+
+    @staticmethod
+    def _new_refresh_lock() -> Any:
+        raise NotImplementedError
 
     @property
     def base_url(self) -> str:
         return str(self._http.base_url)
+
+
+class SyncTransport(_Connection[httpx.Client, httpx.BaseTransport]):
+    _http_class = httpx.Client
+    _refresh_lock: threading.Lock
+    _new_refresh_lock = staticmethod(threading.Lock)
 
     def close(self) -> None:
         if self._owns_http:
@@ -103,28 +120,6 @@ class SyncTransport(ClientCore):
                 self.clear_tokens()  # the refresh token is spent, revoked or expired
                 raise
 
-    def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, QueryValue] | None = None,
-        headers: Mapping[str, str] | None = None,
-        authenticated: bool = True,
-    ) -> httpx.Response:
-        """Any API request, with credentials, refresh and error mapping; a 2xx answer back."""
-        call = Call(
-            method,
-            path,
-            parse=raw,
-            json=json,
-            params=query(**(params or {})),
-            headers=dict(headers or {}),
-            authenticated=authenticated,
-        )
-        return self._run(call)
-
     @contextmanager
     def _stream(self, call: Call[Any]) -> Iterator[httpx.Response]:
         """Send `call` and hand over the answer unread (for Server-Sent Events and exports)."""
@@ -138,38 +133,10 @@ class SyncTransport(ClientCore):
             response.close()
 
 
-class AsyncTransport(ClientCore):
-    def __init__(
-        self,
-        base_url: str = DEFAULT_BASE_URL,
-        *,
-        api_key: str | None = None,
-        access_token: str | None = None,
-        refresh_token: str | None = None,
-        client_id: str | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        headers: Mapping[str, str] | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(
-            api_key=api_key,
-            access_token=access_token,
-            refresh_token=refresh_token,
-            client_id=client_id,
-        )
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            base_url=base_url,
-            timeout=timeout,
-            headers=default_headers(headers),
-            transport=transport,
-        )
-        self._refresh_lock = asyncio.Lock()
-
-    @property
-    def base_url(self) -> str:
-        return str(self._http.base_url)
+class AsyncTransport(_Connection[httpx.AsyncClient, httpx.AsyncBaseTransport]):
+    _http_class = httpx.AsyncClient
+    _refresh_lock: asyncio.Lock
+    _new_refresh_lock = staticmethod(asyncio.Lock)
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -208,28 +175,6 @@ class AsyncTransport(ClientCore):
             except UnauthorizedError:
                 self.clear_tokens()  # the refresh token is spent, revoked or expired
                 raise
-
-    async def _request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, QueryValue] | None = None,
-        headers: Mapping[str, str] | None = None,
-        authenticated: bool = True,
-    ) -> httpx.Response:
-        """Any API request, with credentials, refresh and error mapping; a 2xx answer back."""
-        call = Call(
-            method,
-            path,
-            parse=raw,
-            json=json,
-            params=query(**(params or {})),
-            headers=dict(headers or {}),
-            authenticated=authenticated,
-        )
-        return await self._run(call)
 
     @asynccontextmanager
     async def _stream(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:

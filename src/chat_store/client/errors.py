@@ -89,18 +89,7 @@ class ValidationError(ChatStoreError):
 class RateLimitedError(ChatStoreError):
     """429: `retry_after` is how many seconds to wait, when the service said."""
 
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        detail: str,
-        problem: dict[str, Any] | None = None,
-        *,
-        request_id: str | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(status, code, detail, problem, request_id=request_id)
-        self.retry_after = retry_after
+    retry_after: float | None = None
 
 
 class ServerError(ChatStoreError):
@@ -115,6 +104,7 @@ _CLASSES_BY_STATUS: dict[int, type[ChatStoreError]] = {
     409: ConflictError,
     413: PayloadTooLargeError,
     422: ValidationError,
+    429: RateLimitedError,
 }
 
 
@@ -155,16 +145,10 @@ def error_from_response(response: httpx.Response) -> ChatStoreError:
     if not isinstance(detail, str) or not detail:
         detail = response.reason_phrase or f"HTTP {status}"
     request_id = response.headers.get("X-Request-ID")
-    if status == 429:
-        return RateLimitedError(
-            status,
-            code,
-            detail,
-            problem,
-            request_id=request_id,
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
     cls = _CLASSES_BY_STATUS.get(status)
     if cls is None:
         cls = ServerError if status >= 500 else ChatStoreError
-    return cls(status, code, detail, problem, request_id=request_id)
+    error = cls(status, code, detail, problem, request_id=request_id)
+    if isinstance(error, RateLimitedError):
+        error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return error

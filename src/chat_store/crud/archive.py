@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -12,13 +12,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from chat_store.db import fetch_autocommitted
+from chat_store.crud.messages import INSERT_BATCH, StoredMessage
+from chat_store.db import fetch_one
 from chat_store.models import ChatSession, Message
 
 _SESSION_TABLE = cast(Table, ChatSession.__table__)
 _MESSAGE_TABLE = cast(Table, Message.__table__)
 _S = _SESSION_TABLE.c
-INSERT_BATCH = 1000
 
 # A primary-key read, built once: it runs before every message request (services/archive.py).
 _ARCHIVED_AT = select(_S.archived_at).where(
@@ -26,17 +26,13 @@ _ARCHIVED_AT = select(_S.archived_at).where(
 )
 
 
-async def is_archived(
-    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, *, autocommit: bool
-) -> bool:
-    """Whether the owner's session is archived (False when there is no such session). With
-    `autocommit`, read on the driver outside the session's transaction (db.fetch_autocommitted),
-    so a request whose write is one autocommitted statement stays so."""
+async def is_archived(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> bool:
+    """Whether the owner's session is archived (False when there is no such session). Read as
+    a statement that stands alone (see db.fetch_one): when nothing has run in the session yet,
+    outside its transaction, so a request whose write stands alone stays so."""
     params = {"b_session_id": session_id, "b_user_id": user_id}
-    if autocommit:
-        row = await fetch_autocommitted(db, _ARCHIVED_AT, params)
-        return row is not None and row["archived_at"] is not None
-    return (await db.execute(_ARCHIVED_AT, params)).scalar_one_or_none() is not None
+    row = await fetch_one(db, _ARCHIVED_AT, params, standalone=True)
+    return row is not None and row["archived_at"] is not None
 
 
 def _due(cutoff: datetime) -> ColumnElement[bool]:
@@ -115,6 +111,15 @@ async def get_session(
     return result.scalar_one_or_none()
 
 
+def _unarchived_with(session_id: uuid.UUID, key: str) -> tuple[ColumnElement[bool], ...]:
+    """The session, while it is not archived and still has this archive key."""
+    return (
+        ChatSession.id == session_id,
+        ChatSession.archived_at.is_(None),
+        ChatSession.archive_key == key,
+    )
+
+
 async def mark_archived(
     db: AsyncSession, session_id: uuid.UUID, key: str, version: int, now: datetime
 ) -> bool:
@@ -122,12 +127,7 @@ async def mark_archived(
     changed since `version` was read. Takes the session's row lock until commit."""
     result = await db.execute(
         update(ChatSession)
-        .where(
-            ChatSession.id == session_id,
-            ChatSession.archived_at.is_(None),
-            ChatSession.archive_key == key,
-            ChatSession.history_version == version,
-        )
+        .where(*_unarchived_with(session_id, key), ChatSession.history_version == version)
         .values(archived_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -138,9 +138,10 @@ async def delete_messages(db: AsyncSession, session_id: uuid.UUID) -> None:
     await db.execute(delete(Message).where(Message.session_id == session_id))
 
 
-async def insert_missing_messages(db: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Insert message rows (by column name), skipping those already there: a restore that
-    stopped half-way is finished by running it again."""
+async def insert_missing_messages(db: AsyncSession, messages: list[StoredMessage]) -> None:
+    """Insert messages, skipping those already there: a restore that stopped half-way is
+    finished by running it again."""
+    rows = [message.columns() for message in messages]
     dialect = db.get_bind().dialect.name
     insert_message = (
         pg_insert(_MESSAGE_TABLE) if dialect == "postgresql" else sqlite_insert(_MESSAGE_TABLE)
@@ -163,13 +164,7 @@ async def release_key(db: AsyncSession, session_id: uuid.UUID, key: str) -> bool
     """Forget the archive key of a session that is not archived (its object is about to be
     deleted). Takes the session's row lock until commit."""
     result = await db.execute(
-        update(ChatSession)
-        .where(
-            ChatSession.id == session_id,
-            ChatSession.archived_at.is_(None),
-            ChatSession.archive_key == key,
-        )
-        .values(archive_key=None)
+        update(ChatSession).where(*_unarchived_with(session_id, key)).values(archive_key=None)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 

@@ -10,10 +10,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
-from chat_store.db import fetch_autocommitted
+from chat_store.db import ByDialect, fetch_one
 from chat_store.models import ChatSession, Message
 from chat_store.models.base import attribute_columns
-from chat_store.schemas.chat_sessions import ChatSessionFilters
 
 
 async def exists(db: AsyncSession, session_id: uuid.UUID) -> bool:
@@ -24,25 +23,22 @@ async def exists(db: AsyncSession, session_id: uuid.UUID) -> bool:
 
 _TABLE = cast(Table, ChatSession.__table__)
 _COLUMNS = attribute_columns(ChatSession)
-_INSERT_NEW = {
-    "postgresql": pg_insert(_TABLE)
+_INSERT_NEW = ByDialect(
+    postgresql=pg_insert(_TABLE)
     .on_conflict_do_nothing(index_elements=["id"])
     .returning(_TABLE.c.id),
-    "sqlite": sqlite_insert(_TABLE)
+    sqlite=sqlite_insert(_TABLE)
     .on_conflict_do_nothing(index_elements=["id"])
     .returning(_TABLE.c.id),
-}
+)
 
 
-async def insert_if_new(db: AsyncSession, row: ChatSession, *, autocommit: bool) -> bool:
-    """Insert a fully populated session row in one statement (no ORM flush), committed by
-    itself with `autocommit` (see db.fetch_autocommitted); False when its id is taken. Every
-    attribute must be set: column defaults are not applied to `row`."""
-    stmt = _INSERT_NEW[db.get_bind().dialect.name]
+async def insert_if_new(db: AsyncSession, row: ChatSession, *, standalone: bool) -> bool:
+    """Insert a fully populated session row in one statement (no ORM flush); False when its id
+    is taken. Every attribute must be set: column defaults are not applied to `row`.
+    `standalone`: see db.fetch_one."""
     params = {column: getattr(row, key) for key, column in _COLUMNS}
-    if autocommit:
-        return await fetch_autocommitted(db, stmt, params) is not None
-    return (await db.execute(stmt, params)).first() is not None
+    return await fetch_one(db, _INSERT_NEW, params, standalone=standalone) is not None
 
 
 async def create(db: AsyncSession, row: ChatSession) -> ChatSession:
@@ -74,23 +70,32 @@ async def get_sort_key(
 
 
 async def list_for_owner(
-    db: AsyncSession, user_id: uuid.UUID, filters: ChatSessionFilters, page: PageRequest
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    page: PageRequest,
+    *,
+    favorite: bool | None = None,
+    status: str | None = None,
+    title_contains: str | None = None,
+    repo: str | None = None,
+    updated_after: datetime | None = None,
+    archived: bool | None = None,
 ) -> tuple[list[ChatSession], bool]:
     # Served by ix_chat_session_user_activity (user_id, last_activity_at, id).
     stmt = select(ChatSession).where(ChatSession.user_id == user_id)
-    if filters.favorite is not None:
-        stmt = stmt.where(ChatSession.is_favorite.is_(filters.favorite))
-    if filters.status is not None:
-        stmt = stmt.where(ChatSession.status == filters.status)
-    if filters.title_contains:
-        stmt = stmt.where(ChatSession.title.icontains(filters.title_contains, autoescape=True))
-    if filters.repo is not None:
-        stmt = stmt.where(ChatSession.workspace_repo == filters.repo)
-    if filters.updated_after is not None:
-        stmt = stmt.where(ChatSession.updated_at > filters.updated_after)
-    if filters.archived is not None:
-        archived = ChatSession.archived_at.is_not(None)
-        stmt = stmt.where(archived if filters.archived else ~archived)
+    if favorite is not None:
+        stmt = stmt.where(ChatSession.is_favorite.is_(favorite))
+    if status is not None:
+        stmt = stmt.where(ChatSession.status == status)
+    if title_contains:
+        stmt = stmt.where(ChatSession.title.icontains(title_contains, autoescape=True))
+    if repo is not None:
+        stmt = stmt.where(ChatSession.workspace_repo == repo)
+    if updated_after is not None:
+        stmt = stmt.where(ChatSession.updated_at > updated_after)
+    if archived is not None:
+        is_archived = ChatSession.archived_at.is_not(None)
+        stmt = stmt.where(is_archived if archived else ~is_archived)
     return await fetch_page(db, stmt, [ChatSession.last_activity_at, ChatSession.id], page)
 
 

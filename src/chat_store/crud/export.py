@@ -6,18 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any, cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store.models import ChatSession, Message
+from chat_store.models import ChatSession
 
 _SESSION_TABLE = cast(Table, ChatSession.__table__)
-_MESSAGE_TABLE = cast(Table, Message.__table__)
-
-# Rows per INSERT: one executemany per batch, well under the drivers' parameter limits.
-INSERT_BATCH = 1000
 
 
 async def sessions_after(
@@ -57,9 +53,3 @@ async def insert_imported_session(db: AsyncSession, values: dict[str, Any]) -> b
         .returning(_SESSION_TABLE.c.id)
     )
     return (await db.execute(stmt)).first() is not None
-
-
-async def insert_messages(db: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Message rows by column name, in batches (a Core executemany, no ORM objects)."""
-    for start in range(0, len(rows), INSERT_BATCH):
-        await db.execute(insert(_MESSAGE_TABLE), rows[start : start + INSERT_BATCH])

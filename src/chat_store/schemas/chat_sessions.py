@@ -93,23 +93,16 @@ class ChatSessionRead(OutputModel):
     @classmethod
     def from_model(cls, row: ChatSession) -> ChatSessionRead:
         has_workspace = any((row.workspace_repo, row.workspace_branch, row.workspace_path))
-        return cls(
-            id=row.id,
-            title=row.title,
-            is_favorite=row.is_favorite,
-            status=row.status,
-            metadata=row.metadata_,
-            workspace=Workspace(
-                repo=row.workspace_repo, branch=row.workspace_branch, path=row.workspace_path
-            )
+        workspace = (
+            Workspace(repo=row.workspace_repo, branch=row.workspace_branch, path=row.workspace_path)
             if has_workspace
-            else None,
-            system_prompt=row.system_prompt,
-            message_count=row.message_count,
-            total_tokens=row.total_tokens,
-            last_message_at=row.last_message_at,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            ended_at=row.ended_at,
-            archived_at=row.archived_at,
+            else None
         )
+        shown = {name: getattr(row, name) for name in _SHOWN_AS_STORED}
+        return cls(**shown, metadata=row.metadata_, workspace=workspace)
+
+
+# The read model's fields that the row holds under the same name.
+_SHOWN_AS_STORED = tuple(
+    name for name in ChatSessionRead.model_fields if name not in {"object", "metadata", "workspace"}
+)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
-
-from chat_store.settings import active_settings
 
 
 def check_text(value: str) -> str:
@@ -23,74 +23,37 @@ def check_text(value: str) -> str:
     return value
 
 
-def _check_json_depth(value: dict[str, Any], what: str) -> None:
-    """Refuse a value nested deeper than MAX_JSON_DEPTH levels (the value itself is level 1,
-    each object or array inside it one more). Walked level by level, not recursively: the
-    parser accepts nesting far deeper than a recursive walk, or the response serializer, goes.
-    Checked before anything else walks the value."""
-    limit = active_settings().max_json_depth
-    level: list[Any] = [value]
-    depth = 1
-    while level:
-        if depth > limit:
-            raise ValueError(f"{what} is nested deeper than {limit} levels")
-        children: list[Any] = []
-        for node in level:
-            items = node.values() if isinstance(node, dict) else node
-            children.extend(item for item in items if isinstance(item, dict | list))
-        level = children
-        depth += 1
-
-
-def _check_json_strings(value: Any) -> None:
-    if isinstance(value, str):
-        check_text(value)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_text(key)
-            _check_json_strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_json_strings(item)
-
-
-def _json_size(value: dict[str, Any], what: str) -> int:
-    """Bytes of `value` as compact JSON. NaN and Infinity, which Python's JSON parser takes,
-    are refused: they are not JSON, and the database's JSON type refuses them too."""
-    try:
-        encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        raise ValueError(f"{what} must not contain NaN or Infinity: they are not JSON") from None
+def json_size(value: dict[str, Any]) -> int:
+    """Bytes of `value` as compact UTF-8 JSON (what the size limits count)."""
+    encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     return len(encoded.encode("utf-8"))
 
 
-def check_metadata(value: dict[str, Any]) -> dict[str, Any]:
-    _check_json_depth(value, "metadata")
-    _check_json_strings(value)
-    size = _json_size(value, "metadata")
-    limit = active_settings().max_metadata_bytes
-    if size > limit:
-        raise ValueError(f"metadata is {size} bytes of JSON, over the limit of {limit}")
-    return value
+def _json_object(what: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def check(value: dict[str, Any]) -> dict[str, Any]:
+        """Refuse what JSON and the database cannot carry: NUL and lone surrogates in a string
+        (a key too), NaN and Infinity (Python's parser takes them). Walked level by level, not
+        recursively: here nesting is bounded by the parser alone; how deep a field may go is
+        the app's setting (MAX_JSON_DEPTH, services/limits.py)."""
+        level: list[Any] = [value]
+        while level:
+            children: list[Any] = []
+            for node in level:
+                for key, item in node.items() if isinstance(node, dict) else enumerate(node):
+                    if isinstance(key, str):
+                        check_text(key)
+                    if isinstance(item, dict | list):
+                        children.append(item)
+                    elif isinstance(item, str):
+                        check_text(item)
+                    elif isinstance(item, float) and not math.isfinite(item):
+                        raise ValueError(
+                            f"{what} must not contain NaN or Infinity: they are not JSON"
+                        )
+            level = children
+        return value
 
-
-def check_title(value: str) -> str:
-    check_text(value)
-    limit = active_settings().max_title_chars
-    if len(value) > limit:
-        raise ValueError(f"title is {len(value)} characters, over the limit of {limit}")
-    return value
-
-
-def check_rag_context(value: dict[str, Any]) -> dict[str, Any]:
-    """Retrieved documents and citations: as large as a message may be, not metadata-sized."""
-    _check_json_depth(value, "context")
-    _check_json_strings(value)
-    size = _json_size(value, "context")
-    limit = active_settings().max_message_bytes
-    if size > limit:
-        raise ValueError(f"context is {size} bytes of JSON, over the limit of {limit}")
-    return value
+    return check
 
 
 def to_utc(value: datetime) -> datetime:
@@ -104,12 +67,14 @@ def to_utc(value: datetime) -> datetime:
         ) from None
 
 
+# How large a title, metadata or context may be, and how deep a JSON field, are the app's
+# settings: the services check them (services/limits.py).
 SafeStr = Annotated[str, AfterValidator(check_text)]
 # Every time a request gives (a body field, a query filter): with an offset, turned into UTC.
 InputDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]
-RagContext = Annotated[dict[str, Any], AfterValidator(check_rag_context)]
-Title = Annotated[str, AfterValidator(check_title)]
-Metadata = Annotated[dict[str, Any], AfterValidator(check_metadata)]
+RagContext = Annotated[dict[str, Any], AfterValidator(_json_object("context"))]
+Title = SafeStr
+Metadata = Annotated[dict[str, Any], AfterValidator(_json_object("metadata"))]
 
 
 class InputModel(BaseModel):
@@ -135,6 +100,12 @@ class Page(BaseModel, Generic[T]):
     first_id: uuid.UUID | None
     last_id: uuid.UUID | None
     has_more: bool
+
+    @classmethod
+    def of(cls, data: list[T], *, has_more: bool) -> Self:
+        """A page of `data` (items with ids), in list order."""
+        first, last = (data[0].id, data[-1].id) if data else (None, None)  # type: ignore[attr-defined]
+        return cls(data=data, first_id=first, last_id=last, has_more=has_more)
 
 
 class Deleted(BaseModel):

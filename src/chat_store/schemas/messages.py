@@ -102,17 +102,20 @@ class MessageRead(OutputModel):
     id: uuid.UUID
     object: Literal["message"] = "message"
     session_id: uuid.UUID
-    seq: int
+    seq: int = Field(description="Its place in the session: 1, 2, 3, ... never reused.")
     role: Role
-    content: str | None
-    partial_content: str | None
+    content: str | None = Field(description="The text of a complete message; null until then.")
+    partial_content: str | None = Field(
+        description="The text streamed so far while the message is open (kept when it fails "
+        "or is cancelled); null once it is complete."
+    )
     status: MessageStatus
-    error_message: str | None
-    context: dict[str, Any] | None
+    error_message: str | None = Field(description="Why a failed or cancelled answer stopped.")
+    context: dict[str, Any] | None = Field(description="RAG data, as the writer gave it.")
     metadata: dict[str, Any]
-    token_count: int | None
-    model: str | None
-    latency_ms: int | None
+    token_count: int | None = Field(description="Its tokens, as the writer counted them.")
+    model: str | None = Field(description="The model that wrote it.")
+    latency_ms: int | None = Field(description="How long it took, as the writer measured it.")
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None

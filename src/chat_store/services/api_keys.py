@@ -73,12 +73,7 @@ async def create_api_key_for_email(
 async def list_api_keys(db: AsyncSession, user_id: uuid.UUID) -> Page[ApiKeyRead]:
     # A user holds a handful of keys: one page holds them all.
     data = [ApiKeyRead.model_validate(row) for row in await api_key_crud.list_for_user(db, user_id)]
-    return Page[ApiKeyRead](
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=False,
-    )
+    return Page[ApiKeyRead].of(data, has_more=False)
 
 
 async def revoke_api_key(

@@ -40,7 +40,6 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import archive as archive_crud
-from chat_store.db import can_autocommit
 from chat_store.errors import ChatSessionNotFound
 from chat_store.models import ChatSession
 from chat_store.schemas.chat_sessions import ChatSessionRead
@@ -301,9 +300,7 @@ async def ensure_restored(
     the direct path): an archived session's messages are put back in this request's
     transaction before anything reads or writes them. A missing session or another owner's is
     left to the access itself to answer (404)."""
-    archived = await archive_crud.is_archived(
-        db, principal.user_id, session_id, autocommit=can_autocommit(db)
-    )
+    archived = await archive_crud.is_archived(db, principal.user_id, session_id)
     if not archived:
         return
     key = await restore_in(db, archiver, session_id, user_id=principal.user_id)

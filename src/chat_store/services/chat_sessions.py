@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from chat_store.cache.bus import Bus
 from chat_store.crud import archive as archive_crud
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud.pagination import PageRequest
-from chat_store.db import can_autocommit
 from chat_store.errors import ChatSessionExists, ChatSessionNotFound
 from chat_store.ids import uuid7
 from chat_store.models import ChatSession
@@ -23,10 +21,9 @@ from chat_store.schemas.chat_sessions import (
     Workspace,
 )
 from chat_store.schemas.common import Page
-from chat_store.services import events, idempotency
-from chat_store.services.principals import Principal
-from chat_store.settings import Settings
-from chat_store.storage import ArchiveStore
+from chat_store.schemas.pagination import Pagination
+from chat_store.services import events, idempotency, limits
+from chat_store.services.context import RequestContext
 
 AUTO_TITLE_CHARS = 80
 
@@ -41,34 +38,23 @@ def title_from_first_message(text: str) -> str | None:
 
 
 async def create_chat_session(
-    db: AsyncSession,
-    settings: Settings,
-    principal: Principal,
-    body: ChatSessionCreate,
-    idempotency_key: str | None,
+    ctx: RequestContext, body: ChatSessionCreate, idempotency_key: str | None
 ) -> ChatSessionRead:
+    _check_limits(ctx, body.title, body.metadata)
+
     async def produce() -> ChatSessionRead:
-        return ChatSessionRead.from_model(await _insert(db, principal, body))
+        return ChatSessionRead.from_model(await _insert(ctx, body))
 
-    return await idempotency.run_once(
-        db,
-        settings,
-        user_id=principal.user_id,
-        key=idempotency_key,
-        operation="create_chat_session",
-        scope="",
-        body=body,
-        response_type=ChatSessionRead,
-        produce=produce,
-    )
+    creating = idempotency.Create("create_chat_session", "", body, ChatSessionRead)
+    return await idempotency.run_once(ctx, idempotency_key, creating, produce)
 
 
-async def _insert(db: AsyncSession, principal: Principal, body: ChatSessionCreate) -> ChatSession:
+async def _insert(ctx: RequestContext, body: ChatSessionCreate) -> ChatSession:
     session_id = body.id or uuid7()
     now = datetime.now(UTC)
     row = ChatSession(
         id=session_id,
-        user_id=principal.user_id,
+        user_id=ctx.principal.user_id,
         title=body.title,
         is_favorite=False,
         status="active",
@@ -88,68 +74,55 @@ async def _insert(db: AsyncSession, principal: Principal, body: ChatSessionCreat
     _apply_workspace(row, body.workspace)
     # ON CONFLICT DO NOTHING: a taken id (also one inserted concurrently) is a 409, with no
     # SAVEPOINT around the insert.
-    if not await chat_session_crud.insert_if_new(db, row, autocommit=can_autocommit(db)):
+    if not await chat_session_crud.insert_if_new(ctx.db, row, standalone=True):
         raise ChatSessionExists(f"A session with id {session_id} already exists")
     return row
 
 
 async def get_owned(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, for_update: bool = False
+    ctx: RequestContext, session_id: uuid.UUID, *, for_update: bool = False
 ) -> ChatSession:
     row = await chat_session_crud.get_for_owner(
-        db, principal.user_id, session_id, for_update=for_update
+        ctx.db, ctx.principal.user_id, session_id, for_update=for_update
     )
     if row is None:
         raise ChatSessionNotFound()
     return row
 
 
-async def get_chat_session(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID
-) -> ChatSessionRead:
-    return ChatSessionRead.from_model(await get_owned(db, principal, session_id))
+async def get_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> ChatSessionRead:
+    return ChatSessionRead.from_model(await get_owned(ctx, session_id))
 
 
 async def list_chat_sessions(
-    db: AsyncSession,
-    principal: Principal,
-    filters: ChatSessionFilters,
-    *,
-    limit: int,
-    descending: bool,
-    after: uuid.UUID | None,
-    before: uuid.UUID | None,
+    ctx: RequestContext, filters: ChatSessionFilters, pagination: Pagination
 ) -> Page[ChatSessionRead]:
-    cursor_id = after or before
+    """The caller's sessions, newest activity first unless `order=asc`."""
+    user_id = ctx.principal.user_id
+    cursor_id = pagination.after or pagination.before
     cursor = None
     if cursor_id is not None:
-        cursor = await chat_session_crud.get_sort_key(db, principal.user_id, cursor_id)
+        cursor = await chat_session_crud.get_sort_key(ctx.db, user_id, cursor_id)
         if cursor is None:
             raise ChatSessionNotFound("The cursor session does not exist")
     page = PageRequest(
-        limit=limit,
-        descending=descending,
+        limit=pagination.limit,
+        descending=pagination.descending("desc"),
         cursor=cursor,
-        direction="before" if before is not None else "after",
+        direction="before" if pagination.before is not None else "after",
     )
-    rows, has_more = await chat_session_crud.list_for_owner(db, principal.user_id, filters, page)
+    rows, has_more = await chat_session_crud.list_for_owner(
+        ctx.db, user_id, page, **dataclasses.asdict(filters)
+    )
     data = [ChatSessionRead.from_model(row) for row in rows]
-    return Page[ChatSessionRead](
-        data=data,
-        first_id=data[0].id if data else None,
-        last_id=data[-1].id if data else None,
-        has_more=has_more,
-    )
+    return Page[ChatSessionRead].of(data, has_more=has_more)
 
 
 async def update_chat_session(
-    db: AsyncSession,
-    bus: Bus,
-    principal: Principal,
-    session_id: uuid.UUID,
-    body: ChatSessionUpdate,
+    ctx: RequestContext, session_id: uuid.UUID, body: ChatSessionUpdate
 ) -> ChatSessionRead:
-    row = await get_owned(db, principal, session_id, for_update=True)
+    _check_limits(ctx, body.title, body.metadata)
+    row = await get_owned(ctx, session_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
     now = datetime.now(UTC)
     if "title" in changes:
@@ -165,48 +138,42 @@ async def update_chat_session(
     if "status" in changes and changes["status"] != row.status:
         row.status = changes["status"]
         row.ended_at = now if row.status == "ended" else None
-    return await _save_change(db, bus, row, now)
+    return await _save_change(ctx, row, now)
 
 
 async def toggle_favorite(
-    db: AsyncSession, bus: Bus, principal: Principal, session_id: uuid.UUID, value: bool | None
+    ctx: RequestContext, session_id: uuid.UUID, value: bool | None
 ) -> ChatSessionRead:
-    row = await get_owned(db, principal, session_id, for_update=True)
+    row = await get_owned(ctx, session_id, for_update=True)
     row.is_favorite = (not row.is_favorite) if value is None else value
-    return await _save_change(db, bus, row, datetime.now(UTC))
+    return await _save_change(ctx, row, datetime.now(UTC))
 
 
-async def _save_change(
-    db: AsyncSession, bus: Bus, row: ChatSession, now: datetime
-) -> ChatSessionRead:
+async def _save_change(ctx: RequestContext, row: ChatSession, now: datetime) -> ChatSessionRead:
     """Store a change to the session's own fields and announce it on the change feed."""
     row.updated_at = now
     row.history_version += 1
     row.updated_version = row.history_version
-    await chat_session_crud.flush(db)
+    await chat_session_crud.flush(ctx.db)
     read = ChatSessionRead.from_model(row)
-    events.publish_after_commit(
-        db,
-        bus,
-        row.id,
-        {
-            "type": "session.updated",
-            "version": row.updated_version,
-            "session": read.model_dump(mode="json"),
-        },
-    )
+    event = events.SessionUpdated(row.updated_version, read.model_dump(mode="json"))
+    events.publish_after_commit(ctx.db, ctx.bus, row.id, event)
     return read
 
 
-async def delete_chat_session(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, *, archive: ArchiveStore
-) -> None:
+async def delete_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> None:
+    user_id = ctx.principal.user_id
     # An archived session's object goes first, in this transaction: if it cannot be deleted,
     # neither is the session.
-    for key in await archive_crud.lock_keys(db, principal.user_id, session_id):
-        await archive.delete(key)
-    if not await chat_session_crud.delete_for_owner(db, principal.user_id, session_id):
+    for key in await archive_crud.lock_keys(ctx.db, user_id, session_id):
+        await ctx.app.archive.delete(key)
+    if not await chat_session_crud.delete_for_owner(ctx.db, user_id, session_id):
         raise ChatSessionNotFound()
+
+
+def _check_limits(ctx: RequestContext, title: str | None, metadata: dict[str, Any] | None) -> None:
+    limits.check_title(ctx.settings, title, ["body", "title"])
+    limits.check_metadata(ctx.settings, metadata, ["body", "metadata"])
 
 
 def _apply_workspace(row: ChatSession, workspace: Workspace | None) -> None:

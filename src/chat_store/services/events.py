@@ -1,13 +1,18 @@
 """Change events of a session, published after commit on the bus (one channel per session).
 
 Events carry the session's history version they were made at; readers use it to drop what
-they have already seen and to notice what they missed (then they re-read the database).
+they have already seen and to notice what they missed (then they re-read the database). The
+writers and the readers (services/streams.py) share the types below; on the bus an event is the
+dict its `to_dict` gives, read back with `from_dict`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -15,19 +20,133 @@ from chat_store.cache.bus import Bus
 from chat_store.services import hooks
 
 
+class _Event:
+    __slots__: tuple[str, ...] = ()
+    type: ClassVar[str]
+    version: int
+
+    def data(self) -> dict[str, Any]:
+        """The event's fields, as the change feed shows them (its SSE event's data)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **self.data()}
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDelta(_Event):
+    """Text streamed into a message: `delta` at code point `start`; `offset` is the length of
+    its text after it."""
+
+    type: ClassVar[str] = "message.delta"
+    version: int
+    message_id: str
+    start: int
+    delta: str
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class _MessageShown(_Event):
+    version: int
+    message: dict[str, Any]  # as the API shows it (a MessageRead in JSON)
+
+    @property
+    def message_id(self) -> str:
+        return str(self.message["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCreated(_MessageShown):
+    """A new message."""
+
+    type: ClassVar[str] = "message.created"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageUpdated(_MessageShown):
+    """A message changed (status, text, metadata, ...)."""
+
+    type: ClassVar[str] = "message.updated"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDeleted(_Event):
+    type: ClassVar[str] = "message.deleted"
+    version: int
+    message_id: str
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdated(_Event):
+    """The session's own fields changed (title, status, ...), as the API now shows it."""
+
+    type: ClassVar[str] = "session.updated"
+    version: int
+    session: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class VersionUsed(_Event):
+    """A version taken with no visible change (a refused delta): readers see no gap."""
+
+    type: ClassVar[str] = "sync"
+    version: int
+
+
+SessionEvent: TypeAlias = (
+    MessageDelta | MessageCreated | MessageUpdated | MessageDeleted | SessionUpdated | VersionUsed
+)
+MessageEvent: TypeAlias = MessageDelta | MessageCreated | MessageUpdated | MessageDeleted
+
+_TYPES: dict[str, type[SessionEvent]] = {
+    kind.type: kind
+    for kind in (
+        MessageDelta,
+        MessageCreated,
+        MessageUpdated,
+        MessageDeleted,
+        SessionUpdated,
+        VersionUsed,
+    )
+}
+
+
+def from_dict(data: dict[str, Any]) -> SessionEvent | None:
+    """The event `to_dict` gave, or None for anything else (the reader re-reads the store)."""
+    kind = _TYPES.get(data.get("type", ""))
+    if kind is None:
+        return None
+    try:
+        return kind(**{key: value for key, value in data.items() if key != "type"})
+    except TypeError:
+        return None
+
+
 def channel(session_id: uuid.UUID) -> str:
     return f"session:{session_id}"
 
 
-async def publish(bus: Bus, session_id: uuid.UUID, event: dict[str, Any]) -> None:
-    """Publish now: for a change already committed (a statement run in autocommit)."""
-    await bus.publish(channel(session_id), event)
-
-
 def publish_after_commit(
-    db: AsyncSession, bus: Bus, session_id: uuid.UUID, event: dict[str, Any]
+    db: AsyncSession, bus: Bus, session_id: uuid.UUID, event: SessionEvent
 ) -> None:
-    async def publish_committed() -> None:
-        await publish(bus, session_id, event)
+    """Publish once the request's transaction has committed (never, if it is rolled back)."""
+    hooks.after_commit(db, _publisher(bus, session_id, event))
 
-    hooks.after_commit(db, publish_committed)
+
+async def publish_when_committed(
+    db: AsyncSession, bus: Bus, session_id: uuid.UUID, event: SessionEvent
+) -> None:
+    """Publish what a write the session ran has changed, once it is committed: after the open
+    transaction commits, or at once when the write committed by itself."""
+    await hooks.when_committed(db, _publisher(bus, session_id, event))
+
+
+def _publisher(
+    bus: Bus, session_id: uuid.UUID, event: SessionEvent
+) -> Callable[[], Awaitable[None]]:
+    async def publish() -> None:
+        await bus.publish(channel(session_id), event.to_dict())
+
+    return publish

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import export as export_crud
 from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.models import ChatSession, User
 from chat_store.schemas.messages import OPEN_STATUSES
@@ -98,39 +99,33 @@ async def _message_batches(
 ) -> tuple[list[Document], int | None]:
     """One batch of the session's messages after `after_seq`, as documents, and the last seq
     read (None when there are none)."""
-    rows, _ = await message_crud.list_by_seq(
-        db,
-        session_id,
-        after_seq=after_seq,
-        before_seq=None,
-        descending=False,
-        limit=MESSAGE_BATCH,
-    )
+    rows, _ = await message_crud.list_by_seq(db, session_id, MESSAGE_BATCH, after_seq=after_seq)
     if not rows:
         return [], None
-    # The read shape the API answers with (streamed text joined), plus the versions.
-    reads = await message_service.to_reads(db, rows)
+    # As the API shows a message (its streamed text joined), plus the versions.
+    open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
+    chunks = await message_crud.chunk_texts(db, open_ids)
     documents = [
         {
-            "id": str(read.id),
-            "seq": read.seq,
-            "role": read.role,
-            "content": read.content,
-            "partial_content": read.partial_content,
-            "status": read.status,
-            "error_message": read.error_message,
-            "context": read.context,
-            "metadata": read.metadata,
-            "token_count": read.token_count,
-            "model": read.model,
-            "latency_ms": read.latency_ms,
-            "created_at": time(read.created_at),
-            "updated_at": time(read.updated_at),
-            "completed_at": time(read.completed_at),
+            "id": str(row.id),
+            "seq": row.seq,
+            "role": row.role,
+            "content": row.content,
+            "partial_content": message_service.shown_partial(row, chunks.get(row.id)),
+            "status": row.status,
+            "error_message": row.error_message,
+            "context": row.context,
+            "metadata": row.metadata_,
+            "token_count": row.token_count,
+            "model": row.model,
+            "latency_ms": row.latency_ms,
+            "created_at": time(row.created_at),
+            "updated_at": time(row.updated_at),
+            "completed_at": time(row.completed_at),
             "created_version": row.created_version,
             "version": row.version,
         }
-        for read, row in zip(reads, rows, strict=True)
+        for row in rows
     ]
     return documents, rows[-1].seq
 
@@ -183,10 +178,10 @@ def message_row(
     created_version: int,
     version: int,
     default_time: datetime,
-) -> dict[str, Any]:
-    """A message table row (by column name) from a message document: what a restore puts back
-    and an import inserts. The streamed text is stored folded (no chunks), as a failed or
-    cancelled message keeps it."""
+) -> StoredMessage:
+    """The stored message a message document stands for: what a restore puts back and an
+    import inserts. The streamed text is stored folded (no chunks), as a failed or cancelled
+    message keeps it."""
     status = document["status"]
     complete = status == "complete"
     content = document.get("content") if complete else None
@@ -195,30 +190,29 @@ def message_row(
         partial = ""
     text = (content if complete else partial) or ""
     created_at = parse_time(document.get("created_at")) or default_time
-    return {
-        "id": message_id,
-        "session_id": session_id,
-        "user_id": user_id,
-        "seq": seq,
-        "role": document["role"],
-        "content": content,
-        "partial_content": partial,
-        "partial_length": len(text),
-        "partial_bytes": len(text.encode("utf-8")),
-        "status": status,
-        "error_message": document.get("error_message"),
-        "context": document.get("context"),
-        "metadata": document.get("metadata") or {},
-        "token_count": document.get("token_count"),
-        "model": document.get("model"),
-        "latency_ms": document.get("latency_ms"),
-        "created_version": created_version,
-        "version": version,
-        "created_at": created_at,
-        "updated_at": parse_time(document.get("updated_at")) or created_at,
-        "completed_at": parse_time(document.get("completed_at"))
-        or (created_at if complete else None),
-    }
+    return StoredMessage(
+        **{name: document.get(name) for name in _STORED_AS_EXPORTED},
+        id=message_id,
+        session_id=session_id,
+        user_id=user_id,
+        seq=seq,
+        role=document["role"],
+        content=content,
+        partial_content=partial,
+        partial_length=len(text),
+        partial_bytes=len(text.encode("utf-8")),
+        status=status,
+        metadata_=document.get("metadata") or {},
+        created_version=created_version,
+        version=version,
+        created_at=created_at,
+        updated_at=parse_time(document.get("updated_at")) or created_at,
+        completed_at=parse_time(document.get("completed_at")) or (created_at if complete else None),
+    )
+
+
+# What a stored message takes from its document as it is.
+_STORED_AS_EXPORTED = ("error_message", "context", "token_count", "model", "latency_ms")
 
 
 async def read_archive(store: ArchiveStore, key: str, session_id: uuid.UUID) -> Document:

@@ -21,6 +21,17 @@ WINDOW = 100  # messages kept per session: more than a client's usual "last N" r
 TTL_SECONDS = 3600
 
 
+@dataclass(frozen=True, slots=True)
+class SerializedPage:
+    """A page of messages already in JSON, each as the API shows it (a MessageRead): what the
+    cache keeps, handed to the router to put into the list answer without serialising them
+    again. `ids` are the messages' ids, in the page's order."""
+
+    documents: list[str]
+    ids: list[str]
+    has_more: bool
+
+
 @dataclass(frozen=True)
 class HistoryWindow:
     version: int
@@ -87,9 +98,9 @@ class HistoryWindow:
             return None
         return indexes, False
 
-    def render(self, indexes: list[int], has_more: bool) -> bytes:
-        """The list answer, assembled from the stored JSON without re-serialising it."""
-        return render_page(
+    def serialized_page(self, indexes: list[int], has_more: bool) -> SerializedPage:
+        """The rows at `indexes`, as they are stored."""
+        return SerializedPage(
             [self.documents[i] for i in indexes], [self.ids[i] for i in indexes], has_more
         )
 
@@ -121,12 +132,3 @@ async def store(
     cache: Cache, session_id: uuid.UUID, created_at: datetime, window: HistoryWindow
 ) -> None:
     await cache.set(_key(session_id, created_at), window.encode(), TTL_SECONDS)
-
-
-def render_page(documents: list[str], ids: list[str], has_more: bool) -> bytes:
-    first = json.dumps(ids[0]) if ids else "null"
-    last = json.dumps(ids[-1]) if ids else "null"
-    return (
-        f'{{"object":"list","data":[{",".join(documents)}],"first_id":{first},'
-        f'"last_id":{last},"has_more":{"true" if has_more else "false"}}}'
-    ).encode()

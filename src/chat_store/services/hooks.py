@@ -16,6 +16,16 @@ def after_commit(db: AsyncSession, callback: Callable[[], Awaitable[None]]) -> N
     db.info.setdefault(_KEY, []).append(callback)
 
 
+async def when_committed(db: AsyncSession, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run `callback` once what the session has written is committed: after its open
+    transaction commits, or now when none is open (a write that stood alone committed by
+    itself, see db.fetch_one)."""
+    if db.in_transaction():
+        after_commit(db, callback)
+    else:
+        await callback()
+
+
 def mark(db: AsyncSession) -> int:
     """How many callbacks are registered now (to drop the later ones with `rollback_to`)."""
     return len(db.info.get(_KEY, []))

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import idempotency as idempotency_crud
 from chat_store.errors import IdempotencyKeyReused
 from chat_store.services import hooks
-from chat_store.settings import Settings
+from chat_store.services.context import RequestContext
 
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
 
@@ -38,25 +37,31 @@ def fingerprint(operation: str, scope: str, body: BaseModel) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class Create(Generic[ResponseT]):
+    """A create as an Idempotency-Key stands for it: the operation, its target (e.g. the
+    session id; "" for none) and the body as validated, which must all match for a replay; and
+    the type of its answer, which a replay reads back."""
+
+    operation: str
+    scope: str
+    body: BaseModel
+    response_type: type[ResponseT]
+
+
 async def run_once(
-    db: AsyncSession,
-    settings: Settings,
-    *,
-    user_id: uuid.UUID,
+    ctx: RequestContext,
     key: str | None,
-    operation: str,
-    scope: str,
-    body: BaseModel,
-    response_type: type[ResponseT],
+    create: Create[ResponseT],
     produce: Callable[[], Awaitable[ResponseT]],
 ) -> ResponseT:
     """Run a create once per Idempotency-Key (every create answers 201), keeping its answer
-    for IDEMPOTENCY_TTL_HOURS; `operation` and `scope` (e.g. the session id) are part of what
-    must match for a replay."""
+    for IDEMPOTENCY_TTL_HOURS."""
     if key is None:
         return await produce()
-    request_hash = fingerprint(operation, scope, body)
-    ttl = timedelta(hours=settings.idempotency_ttl_hours)
+    db, user_id, response_type = ctx.db, ctx.principal.user_id, create.response_type
+    request_hash = fingerprint(create.operation, create.scope, create.body)
+    ttl = timedelta(hours=ctx.settings.idempotency_ttl_hours)
     status_code = 201
     now = datetime.now(UTC)
     stored = await idempotency_crud.get(db, user_id, key, now)

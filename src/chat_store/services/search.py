@@ -14,8 +14,6 @@ import hashlib
 import json
 import uuid
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from chat_store import search_query
 from chat_store.crud import search as search_crud
 from chat_store.crud.search import MARK_END, MARK_START, SearchFilters, SearchHit, SearchRequest
@@ -28,7 +26,7 @@ from chat_store.schemas.search import (
     SearchSession,
 )
 from chat_store.services import chat_sessions as chat_session_service
-from chat_store.services.principals import Principal
+from chat_store.services.context import RequestContext
 
 # A gap between two matches made only of these joins them into one highlight: `test_billing`
 # and `fixed clock` are one match of a phrase, not two. (FTS5 marks a phrase as one match;
@@ -36,13 +34,14 @@ from chat_store.services.principals import Principal
 _JOINERS = frozenset(search_query.PUNCTUATION + " ")
 
 
-async def search(db: AsyncSession, principal: Principal, params: SearchParams) -> SearchPage:
+async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
+    db, principal = ctx.db, ctx.principal
     try:
         query = search_query.parse(params.q)
     except search_query.SearchQueryError as exc:
         raise ValidationFailed(str(exc), ["query", "q"]) from None
     if params.session_id is not None:
-        await chat_session_service.get_owned(db, principal, params.session_id)
+        await chat_session_service.get_owned(ctx, params.session_id)
     filters = SearchFilters(
         session_id=params.session_id,
         role=params.role,

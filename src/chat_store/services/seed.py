@@ -118,7 +118,7 @@ async def seed_user(
             spec = imports.parse(document, settings)
         except ValidationFailed as exc:
             raise ValidationFailed(f"{email}: sessions[{index}]: {exc.detail}") from None
-        result = await imports.import_chat_session(db, settings, user.id, spec)
+        result = await imports.import_chat_session(db, user.id, spec)
         if result.created:
             report.sessions_created += 1
         else:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat_store.cache.bus import Bus, Subscription
+from chat_store.cache.bus import Subscription
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
 from chat_store.db import read_snapshot
@@ -31,9 +31,17 @@ from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import events
 from chat_store.services import messages as message_service
 from chat_store.services import principals as principal_service
+from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
+from chat_store.state import AppState
 
 _REPLAY_BATCH = 200
+_MESSAGE_EVENTS = (
+    events.MessageDelta,
+    events.MessageCreated,
+    events.MessageUpdated,
+    events.MessageDeleted,
+)
 _WAKE_SECONDS = 1.0  # how often a waiting reader checks for shutdown
 
 
@@ -44,32 +52,51 @@ class StreamEvent:
     id: str | None = None
 
 
-@dataclass
-class StreamStats:
-    """Open streams of this process (exported in /metrics, checked by tests)."""
-
-    open_streams: int = 0
-    opened_total: int = 0
-
-    def opened(self) -> None:
-        self.open_streams += 1
-        self.opened_total += 1
-
-    def closed(self) -> None:
-        self.open_streams -= 1
+class _CredentialRevoked(Exception):
+    """The key or user a stream was opened with is gone: the stream ends."""
 
 
 @dataclass
 class StreamContext:
-    sessionmaker: async_sessionmaker[AsyncSession]
-    bus: Bus
-    stats: StreamStats
-    poll_seconds: float
+    """One stream: the app's state, who reads it, and the signal that the server stops."""
+
+    app: AppState
+    principal: Principal
     shutdown: anyio.Event = field(default_factory=anyio.Event)
 
+    @property
+    def poll_seconds(self) -> float:
+        return self.app.settings.stream_poll_seconds
 
-class _CredentialRevoked(Exception):
-    """The key or user a stream was opened with is gone: the stream ends."""
+    @asynccontextmanager
+    async def following(self, session_id: uuid.UUID) -> AsyncIterator[Subscription]:
+        """The stream open: counted in the app's stream stats, subscribed to the session."""
+        stats = self.app.streams
+        stats.opened()
+        try:
+            async with self.app.bus.subscribe(events.channel(session_id)) as subscription:
+                yield subscription
+        finally:
+            stats.closed()
+
+    def passes(self, subscription: Subscription) -> Iterator[None]:
+        """One pass for each read of the store, until the server stops; each begins with
+        nothing lost (what a pass misses, the next read covers)."""
+        while not self.shutdown.is_set():
+            subscription.lost = False
+            yield
+
+    @asynccontextmanager
+    async def reading(self, *, snapshot: bool = False) -> AsyncIterator[RequestContext]:
+        """One read of the store, in a short session of its own, while the credential the
+        stream was opened with still stands; with `snapshot`, every statement of it reads one
+        point in time (db.read_snapshot)."""
+        async with self.app.sessionmaker() as db:
+            if snapshot:
+                await read_snapshot(db)
+            if not await principal_service.still_valid(db, self.principal):
+                raise _CredentialRevoked
+            yield RequestContext(db, self.principal, self.app)
 
 
 _REVOKED_EVENT = StreamEvent("close", {"reason": "unauthorized"})
@@ -83,86 +110,65 @@ class _Snapshot:
 
 
 async def _snapshot(
-    context: StreamContext, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
+    context: StreamContext, session_id: uuid.UUID, message_id: uuid.UUID
 ) -> _Snapshot | None:
-    async with context.sessionmaker() as db:
-        if not await principal_service.still_valid(db, principal):
-            raise _CredentialRevoked
-        row = await message_crud.get_for_owner(db, principal.user_id, session_id, message_id)
+    async with context.reading() as ctx:
+        row = await message_crud.get_for_owner(
+            ctx.db, ctx.principal.user_id, session_id, message_id
+        )
         if row is None:
             return None
-        text = await message_service.full_text(db, row)
+        text = await message_service.full_text(ctx.db, row)
         return _Snapshot(text=text, status=row.status, error_message=row.error_message)
 
 
 async def check_message_stream(
-    db: AsyncSession,
-    principal: Principal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    offset: int,
+    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID, offset: int
 ) -> None:
     """Before the stream starts (so errors are real HTTP errors): ownership and the offset."""
-    await chat_session_service.get_owned(db, principal, session_id)
-    row = await message_crud.get_for_owner(db, principal.user_id, session_id, message_id)
+    await chat_session_service.get_owned(ctx, session_id)
+    row = await message_crud.get_for_owner(ctx.db, ctx.principal.user_id, session_id, message_id)
     if row is None:
         raise MessageNotFound()
-    length = len(await message_service.full_text(db, row))
+    length = len(await message_service.full_text(ctx.db, row))
     if offset > length:
         raise OffsetMismatch(length)
 
 
 async def _wait(
     subscription: Subscription, context: StreamContext, deadline: float
-) -> dict[str, Any] | None:
+) -> events.SessionEvent | None:
     """The next bus event, or None when it is time to re-read the store (the deadline of this
     pass, or shutdown). The deadline is per pass, not per event: a busy channel (other messages
-    of the session) must not postpone the re-read that covers a lost publish."""
+    of the session) must not postpone the re-read that covers a lost publish. What is no event
+    (of this version) is passed over."""
     while not context.shutdown.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
-        event = await subscription.next(min(remaining, _WAKE_SECONDS))
-        if event is not None:
+        received = await subscription.next(min(remaining, _WAKE_SECONDS))
+        if received is not None and (event := events.from_dict(received)) is not None:
             return event
     return None
 
 
 async def follow_message(
-    context: StreamContext,
-    principal: Principal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    offset: int,
+    context: StreamContext, session_id: uuid.UUID, message_id: uuid.UUID, offset: int
 ) -> AsyncIterator[StreamEvent]:
     """`delta` events from `offset` (ids are code-point offsets), then one `done`."""
     position = offset
-    context.stats.opened()
     try:
-        async with context.bus.subscribe(events.channel(session_id)) as subscription:
-            while not context.shutdown.is_set():
-                subscription.lost = False
-                snapshot = await _snapshot(context, principal, session_id, message_id)
+        async with context.following(session_id) as subscription:
+            for _ in context.passes(subscription):
+                snapshot = await _snapshot(context, session_id, message_id)
                 if snapshot is None:  # deleted while followed
-                    yield StreamEvent(
-                        "done",
-                        {"status": "deleted", "error_message": None, "length": position},
-                        str(position),
-                    )
+                    yield _done("deleted", None, position)
                     return
                 if len(snapshot.text) > position:
                     yield _delta(snapshot.text[position:], len(snapshot.text))
                     position = len(snapshot.text)
                 if snapshot.status not in OPEN_STATUSES:
-                    yield StreamEvent(
-                        "done",
-                        {
-                            "status": snapshot.status,
-                            "error_message": snapshot.error_message,
-                            "length": position,
-                        },
-                        str(position),
-                    )
+                    yield _done(snapshot.status, snapshot.error_message, position)
                     return
                 async for event in _live_deltas(subscription, context, message_id, position):
                     position = int(event.data["offset"])
@@ -170,8 +176,6 @@ async def follow_message(
             yield StreamEvent("close", {"reason": "shutdown", "offset": position}, str(position))
     except _CredentialRevoked:
         yield _REVOKED_EVENT
-    finally:
-        context.stats.closed()
 
 
 async def _live_deltas(
@@ -184,12 +188,12 @@ async def _live_deltas(
         event = await _wait(subscription, context, deadline)
         if event is None or subscription.lost:
             return
-        if event.get("message_id", event.get("message", {}).get("id")) != wanted:
+        if not isinstance(event, _MESSAGE_EVENTS) or event.message_id != wanted:
             continue  # another message of the session: the timer keeps running
         deadline = time.monotonic() + context.poll_seconds
-        if event["type"] != "message.delta":
+        if not isinstance(event, events.MessageDelta):
             return  # a status change or deletion: the store says what it is
-        start, delta = int(event["start"]), str(event["delta"])
+        start, delta = event.start, event.delta
         end = start + len(delta)
         if end <= position:
             continue  # already sent (replayed before this event arrived)
@@ -203,12 +207,17 @@ def _delta(text: str, end: int) -> StreamEvent:
     return StreamEvent("delta", {"delta": text, "offset": end}, str(end))
 
 
-async def check_session_feed(db: AsyncSession, principal: Principal, session_id: uuid.UUID) -> None:
-    await chat_session_service.get_owned(db, principal, session_id)
+def _done(status: str, error_message: str | None, length: int) -> StreamEvent:
+    data = {"status": status, "error_message": error_message, "length": length}
+    return StreamEvent("done", data, str(length))
+
+
+async def check_session_feed(ctx: RequestContext, session_id: uuid.UUID) -> None:
+    await chat_session_service.get_owned(ctx, session_id)
 
 
 async def follow_session(
-    context: StreamContext, principal: Principal, session_id: uuid.UUID, after_version: int
+    context: StreamContext, session_id: uuid.UUID, after_version: int
 ) -> AsyncIterator[StreamEvent]:
     """The session's changes after `after_version`; event ids are history versions.
 
@@ -217,12 +226,10 @@ async def follow_session(
     `message.delta` and `message.deleted`, which a replay folds into the state it shows.
     """
     position = after_version
-    context.stats.opened()
     try:
-        async with context.bus.subscribe(events.channel(session_id)) as subscription:
-            while not context.shutdown.is_set():
-                subscription.lost = False
-                replayed = await _replay_session(context, principal, session_id, position)
+        async with context.following(session_id) as subscription:
+            for _ in context.passes(subscription):
+                replayed = await _replay_session(context, session_id, position)
                 if replayed is None:
                     yield StreamEvent("session.deleted", {"session_id": str(session_id)})
                     return
@@ -231,58 +238,45 @@ async def follow_session(
                     yield event
                 deadline = time.monotonic() + context.poll_seconds
                 while True:
-                    bus_event = await _wait(subscription, context, deadline)
-                    if bus_event is None or subscription.lost:
+                    change = await _wait(subscription, context, deadline)
+                    if change is None or subscription.lost:
                         break
-                    version = int(bus_event.get("version", 0))
-                    if version <= position:
+                    if change.version <= position:
                         continue
-                    if version > position + 1:
+                    if change.version > position + 1:
                         break  # missed something: replay from the store
-                    position = version
+                    position = change.version
                     deadline = time.monotonic() + context.poll_seconds
-                    if bus_event.get("type") == "sync":
+                    if isinstance(change, events.VersionUsed):
                         continue  # a version used up without a visible change
-                    yield _live_session_event(bus_event)
+                    yield _feed_event(change)
             yield StreamEvent("close", {"reason": "shutdown"}, str(position))
     except _CredentialRevoked:
         yield _REVOKED_EVENT
-    finally:
-        context.stats.closed()
 
 
 async def _replay_session(
-    context: StreamContext, principal: Principal, session_id: uuid.UUID, after_version: int
+    context: StreamContext, session_id: uuid.UUID, after_version: int
 ) -> tuple[list[StreamEvent], int] | None:
-    async with context.sessionmaker() as db:
-        # One snapshot for the version and every row and chunk read below. Read apart, a delta
-        # committed between two reads is in the replayed text (or shows a version past
-        # `current`) and then comes again live; no filter on versions can take it out of the
-        # text (chunks carry none). In one snapshot the replay is the state at `current`, and
-        # the live events (subscribed before this read) continue at `current + 1`.
-        await read_snapshot(db)
-        if not await principal_service.still_valid(db, principal):
-            raise _CredentialRevoked
-        session = await chat_session_crud.get_for_owner(db, principal.user_id, session_id)
-        if session is None:
+    # One snapshot for the version and every row and chunk read below. Read apart, a delta
+    # committed between two reads is in the replayed text (or shows a version past `current`)
+    # and then comes again live; no filter on versions can take it out of the text (chunks carry
+    # none). In one snapshot the replay is the state at `current`, and the live events
+    # (subscribed before this read) continue at `current + 1`.
+    async with context.reading(snapshot=True) as ctx:
+        db = ctx.db
+        chat_session = await chat_session_crud.get_for_owner(db, ctx.principal.user_id, session_id)
+        if chat_session is None:
             return None
-        current = session.history_version
+        current = chat_session.history_version
         if current <= after_version:
             return [], max(current, after_version)
-        changes: list[tuple[int, StreamEvent]] = []
-        if session.updated_version > after_version:
-            session_read = ChatSessionRead.from_model(session)
+        changes: list[events.SessionEvent] = []
+        if chat_session.updated_version > after_version:
+            chat_session_read = ChatSessionRead.from_model(chat_session)
             changes.append(
-                (
-                    session.updated_version,
-                    StreamEvent(
-                        "session.updated",
-                        {
-                            "version": session.updated_version,
-                            "session": session_read.model_dump(mode="json"),
-                        },
-                        str(session.updated_version),
-                    ),
+                events.SessionUpdated(
+                    chat_session.updated_version, chat_session_read.model_dump(mode="json")
                 )
             )
         # Strictly after the cursor: a version is never shown twice (seq only breaks ties
@@ -292,44 +286,27 @@ async def _replay_session(
             rows = await message_crud.changed_since(db, session_id, cursor, _REPLAY_BATCH)
             if not rows:
                 break
-            reads = await message_service.to_reads(db, rows)
+            reads = await message_service.to_reads(ctx, rows)
             for row, read in zip(rows, reads, strict=True):
                 kind = (
-                    "message.created" if row.created_version > after_version else "message.updated"
+                    events.MessageCreated
+                    if row.created_version > after_version
+                    else events.MessageUpdated
                 )
-                changes.append(
-                    (
-                        row.version,
-                        StreamEvent(
-                            kind,
-                            {"version": row.version, "message": read.model_dump(mode="json")},
-                            str(row.version),
-                        ),
-                    )
-                )
+                changes.append(kind(row.version, read.model_dump(mode="json")))
             if len(rows) < _REPLAY_BATCH:
                 break
             cursor = (rows[-1].version, rows[-1].seq)
         for tombstone in await message_crud.deleted_since(db, session_id, after_version):
             changes.append(
-                (
-                    tombstone.version,
-                    StreamEvent(
-                        "message.deleted",
-                        {
-                            "version": tombstone.version,
-                            "message_id": str(tombstone.message_id),
-                            "seq": tombstone.seq,
-                        },
-                        str(tombstone.version),
-                    ),
+                events.MessageDeleted(
+                    tombstone.version, message_id=str(tombstone.message_id), seq=tombstone.seq
                 )
             )
-        changes.sort(key=lambda item: item[0])
-        return [event for _, event in changes], current
+        changes.sort(key=lambda event: event.version)
+        return [_feed_event(event) for event in changes], current
 
 
-def _live_session_event(bus_event: dict[str, Any]) -> StreamEvent:
-    version = int(bus_event["version"])
-    data = {key: value for key, value in bus_event.items() if key != "type"}
-    return StreamEvent(str(bus_event["type"]), data, str(version))
+def _feed_event(event: events.SessionEvent) -> StreamEvent:
+    """A change as the session's feed sends it: its id is the history version."""
+    return StreamEvent(event.type, event.data(), str(event.version))

@@ -13,25 +13,17 @@ store through the same delta path a client uses, and finishes it even when the c
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from chat_store.cache.bus import Bus
 from chat_store.metrics import GenerationMetrics
 from chat_store.services.generation.provider import Provider
 from chat_store.services.generation.runner import GenerationRunner
-from chat_store.settings import Settings
+from chat_store.state import AppState
 
 
-def create_runner(
-    settings: Settings,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    bus: Bus,
-    metrics: GenerationMetrics,
-) -> GenerationRunner | None:
+def create_runner(app: AppState, metrics: GenerationMetrics) -> GenerationRunner | None:
     """This process's runner, or None when no provider is configured (LLM_BASE_URL unset)."""
-    if not settings.generation_enabled:
+    if not app.settings.generation_enabled:
         return None
-    return GenerationRunner(settings, sessionmaker, bus, Provider(settings), metrics)
+    return GenerationRunner(app, Provider(app.settings), metrics)
 
 
 __all__ = ["GenerationRunner", "create_runner"]

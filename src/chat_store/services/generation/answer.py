@@ -18,9 +18,8 @@ from typing import Any, Literal
 
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store.cache.bus import Bus
 from chat_store.errors import (
     ChatSessionNotFound,
     InvalidTransition,
@@ -30,6 +29,7 @@ from chat_store.errors import (
 )
 from chat_store.metrics import GenerationMetrics
 from chat_store.schemas.messages import MessageRead, MessageUpdate
+from chat_store.services.context import RequestContext
 from chat_store.services.generation import prompt as prompt_builder
 from chat_store.services.generation import store
 from chat_store.services.generation.jobs import Job
@@ -40,7 +40,7 @@ from chat_store.services.generation.provider import (
     ProviderFailure,
 )
 from chat_store.services.principals import Principal
-from chat_store.settings import Settings, activate
+from chat_store.state import AppState
 
 logger = logging.getLogger(__name__)
 
@@ -109,25 +109,22 @@ class AnswerGenerator:
     """Writes answers for one process (`owner` in their leases)."""
 
     def __init__(
-        self,
-        settings: Settings,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        bus: Bus,
-        provider: Provider,
-        metrics: GenerationMetrics,
-        owner: str,
+        self, app: AppState, provider: Provider, metrics: GenerationMetrics, owner: str
     ) -> None:
-        self.settings = settings
+        self.settings = app.settings
         self.owner = owner
-        self._sessionmaker = sessionmaker
-        self._bus = bus
+        self._app = app
+        self._sessionmaker = app.sessionmaker
         self._provider = provider
         self._metrics = metrics
+
+    def _acting(self, db: AsyncSession, principal: Principal) -> RequestContext:
+        """The context the message services are given: this transaction, the answer's owner."""
+        return RequestContext(db, principal, self._app)
 
     async def run(self, live: Live) -> Outcome:
         """Generate the answer of `live.job` until it ends, is stopped, or moves on without
         this process; never raises (but for cancellation)."""
-        activate(self.settings)  # the limits request validation applies, in this task too
         job = live.job
         principal = store.owner_principal(job.user_id)
         try:
@@ -159,7 +156,10 @@ class AnswerGenerator:
         job = live.job
         async with store.transaction(self._sessionmaker) as db:
             source = await store.prompt_source(
-                db, principal, job.session_id, job.message_id, self.settings.llm_context_tokens
+                self._acting(db, principal),
+                job.session_id,
+                job.message_id,
+                self.settings.llm_context_tokens,
             )
         answer = source.answer
         if not store.is_open(answer):
@@ -280,9 +280,7 @@ class AnswerGenerator:
         for attempt in range(_WRITE_TRIES):
             try:
                 async with store.transaction(self._sessionmaker) as db:
-                    return await store.append(
-                        db, self.settings, self._bus, principal, answer, text, offset
-                    )
+                    return await store.append(self._acting(db, principal), answer, text, offset)
             except (OffsetMismatch, InvalidTransition, MessageNotFound, ChatSessionNotFound):
                 raise _Superseded from None
             except (DBAPIError, PoolTimeout, OSError):
@@ -305,12 +303,10 @@ class AnswerGenerator:
             if not await store.release(db, answer.id, datetime.now(UTC), owner=self.owner):
                 raise _Superseded
             try:
-                current = await store.get_message(db, principal, answer.session_id, answer.id)
+                ctx = self._acting(db, principal)
+                current = await store.get_message(ctx, answer.session_id, answer.id)
                 await store.update(
-                    db,
-                    self.settings,
-                    self._bus,
-                    principal,
+                    ctx,
                     current,
                     MessageUpdate(
                         status="complete",
@@ -330,7 +326,9 @@ class AnswerGenerator:
             if not await store.release(db, job.message_id, datetime.now(UTC), owner=self.owner):
                 raise _Superseded
             try:
-                current = await store.get_message(db, principal, job.session_id, job.message_id)
+                current = await store.get_message(
+                    self._acting(db, principal), job.session_id, job.message_id
+                )
             except (MessageNotFound, ChatSessionNotFound):
                 raise _Superseded from None
             if not store.is_open(current):
@@ -347,10 +345,7 @@ class AnswerGenerator:
     ) -> None:
         """Fail the answer, keeping its text, and clear its lease (one transaction)."""
         await store.update(
-            db,
-            self.settings,
-            self._bus,
-            principal,
+            self._acting(db, principal),
             answer,
             MessageUpdate(
                 status="failed",

@@ -3,6 +3,7 @@ lease in the database) and a stop request (sent on the bus)."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -21,12 +22,7 @@ class GenerationParams:
     system: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "temperature": self.temperature,
-            "max_output_tokens": self.max_output_tokens,
-            "system": self.system,
-        }
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], default_model: str) -> GenerationParams:

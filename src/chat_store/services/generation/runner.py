@@ -25,17 +25,15 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from chat_store.cache.bus import Bus
 from chat_store.errors import ChatSessionNotFound, MessageNotFound
 from chat_store.metrics import GenerationMetrics
+from chat_store.services.context import RequestContext
 from chat_store.services.generation import store
 from chat_store.services.generation.answer import AnswerGenerator, Live, Outcome, StopReason
 from chat_store.services.generation.errors import GenerationBusy
 from chat_store.services.generation.jobs import STOP_CHANNEL, GenerationParams, Job, StopRequest
 from chat_store.services.generation.provider import Provider
-from chat_store.settings import Settings
+from chat_store.state import AppState
 
 logger = logging.getLogger(__name__)
 
@@ -62,21 +60,15 @@ def process_owner() -> str:
 
 
 class GenerationRunner:
-    def __init__(
-        self,
-        settings: Settings,
-        sessionmaker: async_sessionmaker[AsyncSession],
-        bus: Bus,
-        provider: Provider,
-        metrics: GenerationMetrics,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, app: AppState, provider: Provider, metrics: GenerationMetrics) -> None:
+        self.settings = app.settings
         self.owner = process_owner()
-        self._sessionmaker = sessionmaker
-        self._bus = bus
+        self._app = app
+        self._sessionmaker = app.sessionmaker
+        self._bus = app.bus
         self._provider = provider
         self._metrics = metrics
-        self._answers = AnswerGenerator(settings, sessionmaker, bus, provider, metrics, self.owner)
+        self._answers = AnswerGenerator(app, provider, metrics, self.owner)
         self._live: dict[uuid.UUID, Live] = {}
         self._reserved: set[Slot] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -234,7 +226,8 @@ class GenerationRunner:
                 return None
             principal = store.owner_principal(claimed.user_id)
             try:
-                answer = await store.get_message(db, principal, claimed.session_id, message_id)
+                ctx = RequestContext(db, principal, self._app)
+                answer = await store.get_message(ctx, claimed.session_id, message_id)
             except (MessageNotFound, ChatSessionNotFound):
                 return None
             if not store.is_open(answer):

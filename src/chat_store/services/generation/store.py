@@ -7,7 +7,7 @@ are exactly those of a client-written answer) and the generations crud module.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,10 +16,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from chat_store.cache.bus import Bus
 from chat_store.crud import generations as generation_crud
-from chat_store.crud import messages as message_crud
-from chat_store.models import Generation
 from chat_store.schemas.messages import (
     OPEN_STATUSES,
     DeltaAppend,
@@ -30,15 +27,23 @@ from chat_store.schemas.messages import (
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import hooks
 from chat_store.services import messages as message_service
+from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
-from chat_store.settings import Settings
 
 # The store's token estimate and its /context selection, so a prompt is cut as /context cuts.
 estimate_tokens = message_service.estimate_tokens
 message_tokens = message_service.message_tokens
 select_context = message_service.select_context
+get_message = message_service.get_message
 
-_HISTORY_PAGE = 200
+# The leases, as the generations crud module keeps them.
+get_generation = generation_crud.get
+live_in_session = generation_crud.live_in_session
+live_for_user = generation_crud.live_for_user
+claim = generation_crud.claim
+renew = generation_crud.renew
+release = generation_crud.release
+expired = generation_crud.expired
 
 
 def owner_principal(user_id: uuid.UUID) -> Principal:
@@ -48,7 +53,7 @@ def owner_principal(user_id: uuid.UUID) -> Principal:
 
 async def begin(db: AsyncSession) -> None:
     """Make what the caller runs next one transaction. Without it, a first write that is one
-    statement would commit by itself (the autocommit path of Postgres)."""
+    statement would commit by itself (see db.fetch_one)."""
     if not db.in_transaction():
         await db.begin()
 
@@ -82,70 +87,27 @@ class NewTurn:
     expected_last_seq: int | None
 
 
-async def system_prompt(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID
-) -> str | None:
+async def system_prompt(ctx: RequestContext, session_id: uuid.UUID) -> str | None:
     """The session's system prompt; 404 if the session is not the caller's."""
-    session = await chat_session_service.get_owned(db, principal, session_id)
-    return session.system_prompt
+    chat_session = await chat_session_service.get_owned(ctx, session_id)
+    return chat_session.system_prompt
 
 
 async def create_turn(
-    db: AsyncSession,
-    settings: Settings,
-    bus: Bus,
-    principal: Principal,
-    session_id: uuid.UUID,
-    turn: NewTurn,
+    ctx: RequestContext, session_id: uuid.UUID, turn: NewTurn
 ) -> tuple[MessageRead, MessageRead]:
     """The user's message (complete, with its context) and the answer (pending), with the next
     two seqs, in the caller's transaction."""
-    user = await message_service.create_message(
-        db,
-        settings,
-        bus,
-        principal,
-        session_id,
-        MessageAppend(
-            role="user",
-            content=turn.content,
-            context=turn.context,
-            expected_last_seq=turn.expected_last_seq,
-        ),
-        None,
+    asked = MessageAppend(
+        role="user",
+        content=turn.content,
+        context=turn.context,
+        expected_last_seq=turn.expected_last_seq,
     )
-    answer = await message_service.create_message(
-        db,
-        settings,
-        bus,
-        principal,
-        session_id,
-        MessageAppend(role="assistant", status="pending", model=turn.model),
-        None,
-    )
+    user = await message_service.create_message(ctx, session_id, asked, None)
+    pending = MessageAppend(role="assistant", status="pending", model=turn.model)
+    answer = await message_service.create_message(ctx, session_id, pending, None)
     return user, answer
-
-
-async def get_message(
-    db: AsyncSession, principal: Principal, session_id: uuid.UUID, message_id: uuid.UUID
-) -> MessageRead:
-    return await message_service.get_message(db, principal, session_id, message_id)
-
-
-async def get_generation(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
-    return await generation_crud.get(db, message_id)
-
-
-async def live_in_session(
-    db: AsyncSession, session_id: uuid.UUID, now: datetime
-) -> list[uuid.UUID]:
-    return await generation_crud.live_in_session(db, session_id, now)
-
-
-async def live_for_user(
-    db: AsyncSession, user_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
-) -> int:
-    return await generation_crud.live_for_user(db, user_id, now, besides=besides)
 
 
 async def add_generation(
@@ -179,41 +141,6 @@ async def add_generation(
     return True
 
 
-async def claim(
-    db: AsyncSession,
-    message_id: uuid.UUID,
-    *,
-    owner: str,
-    lease_until: datetime,
-    now: datetime,
-    params: dict[str, Any] | None = None,
-) -> Generation | None:
-    return await generation_crud.claim(
-        db, message_id, owner=owner, lease_until=lease_until, now=now, params=params
-    )
-
-
-async def renew(
-    db: AsyncSession, owner: str, message_ids: Sequence[uuid.UUID], lease_until: datetime
-) -> set[uuid.UUID]:
-    return await generation_crud.renew(db, owner, message_ids, lease_until)
-
-
-async def release(
-    db: AsyncSession,
-    message_id: uuid.UUID,
-    now: datetime,
-    *,
-    owner: str | None = None,
-    hand_over: bool = False,
-) -> bool:
-    return await generation_crud.release(db, message_id, now, owner=owner, hand_over=hand_over)
-
-
-async def expired(db: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
-    return await generation_crud.expired(db, now, limit)
-
-
 @dataclass(frozen=True)
 class PromptSource:
     """What a prompt is made of, read at one point in time."""
@@ -225,78 +152,33 @@ class PromptSource:
 
 
 async def prompt_source(
-    db: AsyncSession,
-    principal: Principal,
-    session_id: uuid.UUID,
-    message_id: uuid.UUID,
-    max_tokens: int,
+    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID, max_tokens: int
 ) -> PromptSource:
     """The answer and the messages before it: read newest first, page by page, until the
     history certainly holds more than `max_tokens` (and a tool result's call is included)."""
-    prompt = await system_prompt(db, principal, session_id)
-    answer = await get_message(db, principal, session_id, message_id)
-    before: list[MessageRead] = []
-    before_seq = answer.seq
-    seen = 0
-    while True:
-        rows, has_more = await message_crud.list_by_seq(
-            db,
-            session_id,
-            after_seq=None,
-            before_seq=before_seq,
-            descending=True,
-            limit=_HISTORY_PAGE,
-        )
-        reads = await message_service.to_reads(db, rows)
-        before[:0] = list(reversed(reads))
-        seen += sum(message_tokens(read) for read in reads)
-        if not has_more or not rows:
-            break
-        before_seq = rows[-1].seq
-        has_user = any(read.role == "user" for read in before)
-        if has_user and seen > max_tokens and before[0].role != "tool":
-            break
+    prompt = await system_prompt(ctx, session_id)
+    answer = await get_message(ctx, session_id, message_id)
+    before = await message_service.newest_history(
+        ctx, session_id, max_tokens, before_seq=answer.seq, with_user_message=True
+    )
     start = next((i for i in range(len(before) - 1, -1, -1) if before[i].role == "user"), None)
     if start is None:
         return PromptSource(prompt, before, [], answer)
     return PromptSource(prompt, before[:start], before[start:], answer)
 
 
-async def append(
-    db: AsyncSession,
-    settings: Settings,
-    bus: Bus,
-    principal: Principal,
-    answer: MessageRead,
-    text: str,
-    offset: int,
-) -> int:
-    """Append `text` at `offset` through the durable delta path (one autocommitted statement
-    on Postgres, as a streaming client's delta); returns the new length."""
+async def append(ctx: RequestContext, answer: MessageRead, text: str, offset: int) -> int:
+    """Append `text` at `offset` through the durable delta path (one statement committed by
+    itself on Postgres, as a streaming client's delta); returns the new length."""
+    delta = DeltaAppend(delta=text, offset=offset)
     appended = await message_service.append_delta(
-        db,
-        settings,
-        bus,
-        principal,
-        answer.session_id,
-        answer.id,
-        DeltaAppend(delta=text, offset=offset),
-        return_text=False,
+        ctx, answer.session_id, answer.id, delta, return_text=False
     )
     return appended.length
 
 
-async def update(
-    db: AsyncSession,
-    settings: Settings,
-    bus: Bus,
-    principal: Principal,
-    message: MessageRead,
-    change: MessageUpdate,
-) -> MessageRead:
-    return await message_service.update_message(
-        db, settings, bus, principal, message.session_id, message.id, change
-    )
+async def update(ctx: RequestContext, message: MessageRead, change: MessageUpdate) -> MessageRead:
+    return await message_service.update_message(ctx, message.session_id, message.id, change)
 
 
 def is_open(message: MessageRead) -> bool:

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from chat_store.cache.bus import Bus
 from chat_store.errors import InvalidTransition, ValidationFailed
 from chat_store.schemas.chat import ChatTurn, ChatTurnCreate
 from chat_store.schemas.messages import MessageRead, MessageUpdate
 from chat_store.services import hooks, idempotency
 from chat_store.services import streams as stream_service
+from chat_store.services.context import RequestContext
 from chat_store.services.generation import store
 from chat_store.services.generation.errors import (
     GenerationInProgress,
@@ -36,22 +34,17 @@ from chat_store.services.generation.errors import (
 )
 from chat_store.services.generation.jobs import STOP_CHANNEL, GenerationParams, Job, StopRequest
 from chat_store.services.generation.runner import GenerationRunner, Slot
-from chat_store.services.principals import Principal
 from chat_store.services.streams import StreamContext, StreamEvent
 from chat_store.settings import Settings
 
 CANCELLED = "Cancelled by request"
 
 
-@dataclass(frozen=True)
-class TurnContext:
-    """What a chat-turn service call works with: the request's transaction and caller."""
+@dataclass(frozen=True, slots=True)
+class TurnContext(RequestContext):
+    """A request's context with this process's generation runner (None without a provider)."""
 
-    db: AsyncSession
-    settings: Settings
-    bus: Bus
-    runner: GenerationRunner | None
-    principal: Principal
+    runner: GenerationRunner | None = None
 
     def generating(self) -> GenerationRunner:
         if self.runner is None:
@@ -120,14 +113,8 @@ async def start_turn(
             # Writes first (a missing session is a 404 here): creating the messages locks the
             # session's row until commit, so the checks below see every turn of this session
             # committed before, and none can start meanwhile.
-            user, answer = await store.create_turn(
-                ctx.db,
-                ctx.settings,
-                ctx.bus,
-                ctx.principal,
-                session_id,
-                store.NewTurn(body.content, body.context, model, body.expected_last_seq),
-            )
+            turn = store.NewTurn(body.content, body.context, model, body.expected_last_seq)
+            user, answer = await store.create_turn(ctx, session_id, turn)
             await _check_user_limit(ctx, now)
             await _check_session_free(ctx, session_id, now, besides=answer.id)
             await store.add_generation(
@@ -148,17 +135,8 @@ async def start_turn(
 
     # `stream` is how the caller reads the answer, not part of the turn: a retry may change it.
     turn_body = body.model_copy(update={"stream": True})
-    turn = await idempotency.run_once(
-        ctx.db,
-        ctx.settings,
-        user_id=ctx.principal.user_id,
-        key=idempotency_key,
-        operation="chat_turn",
-        scope=str(session_id),
-        body=turn_body,
-        response_type=ChatTurn,
-        produce=produce,
-    )
+    create = idempotency.Create("chat_turn", str(session_id), turn_body, ChatTurn)
+    turn = await idempotency.run_once(ctx, idempotency_key, create, produce)
     for job, slot in made:
         if job.message_id == turn.assistant_message.id:
             _launch_after_commit(ctx, job, slot)
@@ -167,20 +145,16 @@ async def start_turn(
     return turn
 
 
-async def turn_events(
-    context: StreamContext, principal: Principal, turn: ChatTurn
-) -> AsyncIterator[StreamEvent]:
+async def turn_events(context: StreamContext, turn: ChatTurn) -> AsyncIterator[StreamEvent]:
     """`turn` with both messages, then exactly the events of the answer's message stream."""
     yield StreamEvent("turn", turn.model_dump(mode="json"), "0")
     answer = turn.assistant_message
-    async for event in stream_service.follow_message(
-        context, principal, answer.session_id, answer.id, 0
-    ):
+    async for event in stream_service.follow_message(context, answer.session_id, answer.id, 0):
         yield event
 
 
 async def wait_for_answer(
-    context: StreamContext, principal: Principal, turn: ChatTurn, wait_seconds: float
+    context: StreamContext, turn: ChatTurn, wait_seconds: float
 ) -> tuple[int, ChatTurn]:
     """The turn once its answer has ended (201), or as it stands after `wait_seconds` (202).
     A failed answer is a 502 provider_error or 504 provider_timeout naming both messages."""
@@ -189,15 +163,16 @@ async def wait_for_answer(
         async with asyncio.timeout(wait_seconds):
             events = cast(
                 AsyncGenerator[StreamEvent, None],
-                stream_service.follow_message(context, principal, answer.session_id, answer.id, 0),
+                stream_service.follow_message(context, answer.session_id, answer.id, 0),
             )
             async with contextlib.aclosing(events):
                 async for event in events:
                     if event.event in ("done", "close"):
                         break
-    async with context.sessionmaker() as db:
-        user = await store.get_message(db, principal, answer.session_id, turn.user_message.id)
-        answer = await store.get_message(db, principal, answer.session_id, answer.id)
+    async with context.app.sessionmaker() as db:
+        request = RequestContext(db, context.principal, context.app)
+        user = await store.get_message(request, answer.session_id, turn.user_message.id)
+        answer = await store.get_message(request, answer.session_id, answer.id)
     if answer.status == "failed":
         error = ProviderTimeout if answer.metadata.get("error_kind") == "timeout" else ProviderError
         raise error(answer.error_message or "The answer failed", user.id, answer.id)
@@ -215,16 +190,13 @@ async def cancel(ctx: TurnContext, session_id: uuid.UUID, message_id: uuid.UUID)
     # refuse): on SQLite a read that turns into a write is refused when another process wrote
     # in between.
     await store.release(ctx.db, message_id, now)
-    answer = await store.get_message(ctx.db, ctx.principal, session_id, message_id)
+    answer = await store.get_message(ctx, session_id, message_id)
     if answer.role != "assistant":
         raise InvalidTransition("Only an assistant message is generated, and can be cancelled")
     if answer.status == "cancelled":
         return answer
     cancelled = await store.update(
-        ctx.db,
-        ctx.settings,
-        ctx.bus,
-        ctx.principal,
+        ctx,
         answer,
         MessageUpdate(
             status="cancelled",
@@ -259,7 +231,7 @@ async def continue_message(
         claimed = await store.claim(
             ctx.db, message_id, owner=runner.owner, lease_until=lease_until, now=now
         )
-        answer = await store.get_message(ctx.db, ctx.principal, session_id, message_id)
+        answer = await store.get_message(ctx, session_id, message_id)
         if answer.role != "assistant":
             raise InvalidTransition("Only an assistant message can be continued")
         if answer.status not in ("failed", "pending", "in_progress"):
@@ -287,14 +259,7 @@ async def continue_message(
         await _check_user_limit(ctx, now, besides=message_id)
         await _check_session_free(ctx, session_id, now, besides=message_id)
         if answer.status == "failed":
-            answer = await store.update(
-                ctx.db,
-                ctx.settings,
-                ctx.bus,
-                ctx.principal,
-                answer,
-                MessageUpdate(status="in_progress"),
-            )
+            answer = await store.update(ctx, answer, MessageUpdate(status="in_progress"))
     except BaseException:
         slot.release()
         raise

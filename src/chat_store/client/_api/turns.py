@@ -1,0 +1,70 @@
+"""Chat turns the service answers itself: send one (streamed or waited for), cancel an answer,
+continue one."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Unpack
+
+from chat_store.client._api.common import Id, chat_session_path, idempotency_headers, message_path
+from chat_store.client._chat import ChatFollower, ChatItem, TurnOptions, chat_body
+from chat_store.client._core import Call, ClientCore, model
+from chat_store.client._endpoint import endpoint, streamed
+from chat_store.client._follow import Retries
+from chat_store.client.models import ChatTurn, Message
+
+
+class TurnsApi(ClientCore):
+    @streamed
+    def chat(
+        self,
+        session_id: Id,
+        content: str,
+        *,
+        idempotency_key: str | None = None,
+        max_retries: int = 10,
+        retry_delay: float = 0.5,
+        **turn: Unpack[TurnOptions],
+    ) -> ChatFollower:
+        """Send a user message and stream the service's answer: one `ChatTurn` (both
+        messages), then `StreamDelta`s, then one `StreamDone`. A dropped connection is resumed
+        by itself: the turn is sent again as the same turn (its Idempotency-Key: one is made
+        when none is given), or its answer followed from the last offset received."""
+        payload = chat_body(content, stream=True, **turn)
+        retries = Retries(max_retries=max_retries, retry_delay=retry_delay)
+        return ChatFollower(session_id, payload, idempotency_key or str(uuid.uuid4()), retries)
+
+    @endpoint
+    def send_chat(
+        self,
+        session_id: Id,
+        content: str,
+        *,
+        idempotency_key: str | None = None,
+        **turn: Unpack[TurnOptions],
+    ) -> Call[ChatTurn]:
+        """Send a user message and wait for the service's answer (`stream: false`): the turn
+        with the answer complete, or, when the server's time limit came first (202), as it
+        stands; follow the rest with `follow()`."""
+        return Call(
+            "POST",
+            f"{chat_session_path(session_id)}/chat",
+            json=chat_body(content, stream=False, **turn),
+            headers=idempotency_headers(idempotency_key),
+            parse=model(ChatTurn),
+        )
+
+    @endpoint
+    def cancel(self, session_id: Id, message_id: Id) -> Call[Message]:
+        """Stop generating an answer, wherever it runs: `cancelled`, its text kept."""
+        return Call("POST", f"{message_path(session_id, message_id)}/cancel", parse=model(Message))
+
+    @endpoint
+    def continue_message(self, session_id: Id, message_id: Id) -> Call[Message]:
+        """Generate the rest of a failed or abandoned answer after its stored text; follow it
+        with `follow(..., offset=len(message.text))`."""
+        path = f"{message_path(session_id, message_id)}/continue"
+        return Call("POST", path, parse=model(Message))
+
+
+__all__ = ["ChatItem", "TurnsApi"]

@@ -1,0 +1,244 @@
+"""Message rows: inserts (with the next seq), reads by id, by seq and by change."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
+from chat_store.crud.messages.tables import MESSAGE, MESSAGE_ATTRS, MESSAGE_TABLE
+from chat_store.db import ByDialect, fetch_one
+from chat_store.models import Message
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """A stored message: its columns as plain values, no ORM state. Every read of messages
+    returns this shape, and inserts and changes are written from it.
+
+    Plain values because loading 100 ORM objects into the session (identity map, instrumented
+    state) cost more CPU than everything else in an uncached page read, and a SQLAlchemy row's
+    attributes are slow to read one by one. The attribute names are the model's (`metadata_`
+    for the column "metadata")."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    seq: int
+    role: str
+    content: str | None
+    partial_content: str | None
+    partial_length: int
+    partial_bytes: int
+    status: str
+    error_message: str | None
+    context: dict[str, Any] | None
+    metadata_: dict[str, Any]
+    token_count: int | None
+    model: str | None
+    latency_ms: int | None
+    created_version: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+    @classmethod
+    def from_columns(cls, values: Mapping[str, Any]) -> StoredMessage:
+        """From a row by column name (e.g. what an INSERT or UPDATE returned)."""
+        return cls(**{attribute: values[column] for attribute, column in _ATTRIBUTE_COLUMNS})
+
+    def columns(self) -> dict[str, Any]:
+        """The values by column name, as an insert or an update takes them."""
+        return {column: getattr(self, attribute) for attribute, column in _ATTRIBUTE_COLUMNS}
+
+
+# (attribute, column) in StoredMessage's order; a field that is no column fails here.
+_ATTRIBUTE_COLUMNS = [
+    (field.name, dict(MESSAGE_ATTRS)[field.name]) for field in dataclasses.fields(StoredMessage)
+]
+# The columns to select, in StoredMessage's order: a row is its positional arguments.
+_SELECTED = [MESSAGE_TABLE.c[column] for _, column in _ATTRIBUTE_COLUMNS]
+
+_INSERT_MESSAGE = insert(MESSAGE_TABLE)
+
+# The columns a new message takes from the caller; seq and the versions come from the session.
+_FROM_SESSION = ("seq", "created_version", "version")
+_GIVEN_COLUMNS = [column for column in MESSAGE_TABLE.c if column.name not in _FROM_SESSION]
+
+
+@functools.cache
+def _append_one(*, expected: bool, titled: bool) -> ByDialect:
+    """The session's next seq for one message, and its insert: on Postgres one statement (a
+    data-modifying WITH), so the session row is locked from this statement to COMMIT with no
+    round trip and no Python work in between; on SQLite the two statements in turn."""
+    reserve = reserve_statement(expected=expected, titled=titled)
+    reserved = reserve.cte("reserved")
+    given = [bindparam(f"m_{column.name}", type_=column.type) for column in _GIVEN_COLUMNS]
+    source = select(
+        *given,
+        reserved.c.last_seq,
+        reserved.c.history_version,
+        reserved.c.history_version,
+    )
+    in_one = (
+        insert(MESSAGE_TABLE)
+        .from_select([*(column.name for column in _GIVEN_COLUMNS), *_FROM_SESSION], source)
+        .returning(MESSAGE.seq, MESSAGE.version)
+    )
+
+    async def in_steps(db: AsyncSession, params: dict[str, Any]) -> dict[str, Any] | None:
+        taken = (await db.execute(reserve, params)).first()
+        if taken is None:
+            return None
+        seq, version = taken
+        row = {column.name: params[f"m_{column.name}"] for column in _GIVEN_COLUMNS}
+        row.update(seq=seq, created_version=version, version=version)
+        await db.execute(_INSERT_MESSAGE, row)
+        return {"seq": seq, "version": version}
+
+    return ByDialect(postgresql=in_one, sqlite=in_steps)
+
+
+async def append_one(
+    db: AsyncSession, message: StoredMessage, reservation: SeqReservation, *, standalone: bool
+) -> tuple[int, int] | None:
+    """Insert `message` with the session's next seq, which also gives its versions (whatever
+    `message` holds for them); returns its (seq, version), or None as reserve_seqs does.
+    `standalone`: see db.fetch_one."""
+    values = message.columns()
+    write = _append_one(
+        expected=reservation.expected_last_seq is not None,
+        titled=reservation.auto_title is not None,
+    )
+    params = {f"m_{column.name}": values[column.name] for column in _GIVEN_COLUMNS}
+    params.update(reservation.params())
+    appended = await fetch_one(db, write, params, standalone=standalone)
+    return None if appended is None else (appended["seq"], appended["version"])
+
+
+async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> bool:
+    wanted = list(ids)
+    if not wanted:
+        return False
+    result = await db.execute(select(Message.id).where(Message.id.in_(wanted)).limit(1))
+    return result.first() is not None
+
+
+# Rows per executemany (an import's or a restore's many messages): well under the drivers'
+# parameter limits.
+INSERT_BATCH = 1000
+
+
+async def insert_messages(db: AsyncSession, messages: Sequence[StoredMessage]) -> None:
+    """A Core insert (no ORM unit of work) on the hot append path."""
+    rows = [message.columns() for message in messages]
+    if len(rows) == 1:
+        # The common case: a plain INSERT, not the executemany path.
+        await db.execute(_INSERT_MESSAGE, rows[0])
+        return
+    for start in range(0, len(rows), INSERT_BATCH):
+        await db.execute(_INSERT_MESSAGE, rows[start : start + INSERT_BATCH])
+
+
+async def update_message(db: AsyncSession, message: StoredMessage) -> None:
+    """Write `message`'s values to its row (a change the caller made under the row's lock)."""
+    values = message.columns()
+    del values["id"]
+    await db.execute(update(MESSAGE_TABLE).where(MESSAGE.id == message.id).values(values))
+
+
+async def get_for_owner(
+    db: AsyncSession,
+    user_id: uuid.UUID,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+) -> StoredMessage | None:
+    stmt = select(*_SELECTED).where(
+        MESSAGE.id == message_id, MESSAGE.session_id == session_id, MESSAGE.user_id == user_id
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = (await db.execute(stmt)).first()
+    return None if row is None else StoredMessage(*row)
+
+
+async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
+    result = await db.execute(
+        select(Message.seq).where(Message.id == message_id, Message.session_id == session_id)
+    )
+    return result.scalar_one_or_none()
+
+
+async def list_by_seq(
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    limit: int,
+    *,
+    after_seq: int | None = None,
+    before_seq: int | None = None,
+    descending: bool = False,
+) -> tuple[list[StoredMessage], bool]:
+    """One page in seq order between the seqs given, and whether more follow. Served by
+    uq_message_session_id_seq: a range scan of `limit` rows wherever the page lies, so the last
+    page of a huge session costs what a small one does."""
+    stmt = select(*_SELECTED).where(MESSAGE.session_id == session_id)
+    if after_seq is not None:
+        stmt = stmt.where(MESSAGE.seq > after_seq)
+    if before_seq is not None:
+        stmt = stmt.where(MESSAGE.seq < before_seq)
+    order = MESSAGE.seq.desc() if descending else MESSAGE.seq.asc()
+    result = await db.execute(stmt.order_by(order).limit(limit + 1))
+    rows = [StoredMessage(*row) for row in result]
+    return rows[:limit], len(rows) > limit
+
+
+async def changed_since(
+    db: AsyncSession, session_id: uuid.UUID, cursor: tuple[int, int], limit: int
+) -> list[StoredMessage]:
+    """Messages changed after the (version, seq) cursor, in change order (the change feed's
+    replay). A batch append gives several messages one version, so seq breaks the tie."""
+    result = await db.execute(
+        select(*_SELECTED)
+        .where(
+            MESSAGE.session_id == session_id,
+            tuple_(MESSAGE.version, MESSAGE.seq) > tuple_(*cursor),
+        )
+        .order_by(MESSAGE.version, MESSAGE.seq)
+        .limit(limit)
+    )
+    return [StoredMessage(*row) for row in result]
+
+
+async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> StoredMessage | None:
+    row = (
+        await db.execute(
+            select(*_SELECTED)
+            .where(
+                MESSAGE.session_id == session_id,
+                MESSAGE.role == "assistant",
+                MESSAGE.status.in_(("pending", "in_progress", "failed")),
+            )
+            .order_by(MESSAGE.seq.desc())
+            .limit(1)
+        )
+    ).first()
+    return None if row is None else StoredMessage(*row)
+
+
+async def delete_message(db: AsyncSession, message_id: uuid.UUID) -> None:
+    await db.execute(delete(Message).where(Message.id == message_id))
+
+
+async def flush(db: AsyncSession) -> None:
+    await db.flush()

@@ -1,0 +1,193 @@
+"""Appending messages: the next seqs, one message or a batch, all or none."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import NoReturn
+
+from sqlalchemy.exc import IntegrityError
+
+from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import StoredMessage
+from chat_store.errors import ChatSessionNotFound, MessageExists, SeqConflict, ValidationFailed
+from chat_store.ids import uuid7
+from chat_store.schemas.common import Page
+from chat_store.schemas.messages import (
+    OPEN_STATUSES,
+    MessageAppend,
+    MessageBatchCreate,
+    MessageCreate,
+    MessageRead,
+)
+from chat_store.services import chat_sessions as chat_session_service
+from chat_store.services import events, hooks, idempotency, limits
+from chat_store.services.context import RequestContext
+from chat_store.services.messages.reading import to_read
+from chat_store.services.messages.rules import utf8_len
+from chat_store.services.principals import Principal
+
+
+async def create_message(
+    ctx: RequestContext, session_id: uuid.UUID, body: MessageAppend, idempotency_key: str | None
+) -> MessageRead:
+    _check_limits(ctx, body, ["body"])
+
+    async def produce() -> MessageRead:
+        # A MessageAppend is a MessageCreate (plus expected_last_seq): no second validation.
+        return (await _append(ctx, session_id, [body], body.expected_last_seq))[0]
+
+    creating = idempotency.Create("create_message", str(session_id), body, MessageRead)
+    return await idempotency.run_once(ctx, idempotency_key, creating, produce)
+
+
+async def create_messages(
+    ctx: RequestContext,
+    session_id: uuid.UUID,
+    body: MessageBatchCreate,
+    idempotency_key: str | None,
+) -> Page[MessageRead]:
+    for index, item in enumerate(body.messages):
+        _check_limits(ctx, item, ["body", "messages", index])
+    most = ctx.settings.max_batch_messages
+    if len(body.messages) > most:
+        raise ValidationFailed(f"a batch holds at most {most} messages", ["body", "messages"])
+
+    async def produce() -> Page[MessageRead]:
+        created = await _append(ctx, session_id, body.messages, body.expected_last_seq)
+        return Page[MessageRead].of(created, has_more=False)
+
+    creating = idempotency.Create("create_messages", str(session_id), body, Page[MessageRead])
+    return await idempotency.run_once(ctx, idempotency_key, creating, produce)
+
+
+async def _append(
+    ctx: RequestContext,
+    session_id: uuid.UUID,
+    items: Sequence[MessageCreate],
+    expected_last_seq: int | None,
+) -> list[MessageRead]:
+    """Insert messages with the next seqs: all of them or, on any error, none."""
+    db, principal = ctx.db, ctx.principal
+    for index, item in enumerate(items):
+        limits.check_text(ctx.settings, item.content, f"messages[{index}].content")
+        limits.check_text(ctx.settings, item.partial_content, f"messages[{index}].partial_content")
+    client_ids = [item.id for item in items if item.id is not None]
+    if len(set(client_ids)) != len(client_ids):
+        raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
+    if client_ids and await message_crud.any_message_id_exists(db, client_ids):
+        raise MessageExists("A message with one of these ids already exists")
+
+    now = datetime.now(UTC)
+    auto_title = next(
+        (
+            chat_session_service.title_from_first_message(
+                item.content or item.partial_content or ""
+            )
+            for item in items
+            if item.role == "user"
+        ),
+        None,
+    )
+    reservation = message_crud.SeqReservation(
+        user_id=principal.user_id,
+        session_id=session_id,
+        count=len(items),
+        tokens=sum(item.token_count or 0 for item in items),
+        now=now,
+        expected_last_seq=expected_last_seq,
+        auto_title=auto_title,
+    )
+    if len(items) == 1 and not client_ids:
+        # The common case, one message with a server-chosen id: seq and insert in one statement.
+        # seq and versions are placeholders here: the statement takes them from the session.
+        message = _new_message(items[0], principal, session_id, 0, now, 0)
+        reserved = await message_crud.append_one(db, message, reservation, standalone=True)
+        if reserved is None:
+            await _refused_append(ctx, session_id)
+        message.seq, message.version = reserved
+        message.created_version = message.version
+        return _announce_created(ctx, [message], now)
+
+    reserved = await message_crud.reserve_seqs(db, reservation)
+    if reserved is None:
+        await _refused_append(ctx, session_id)
+
+    last_seq, last_version = reserved
+    first_seq, first_version = last_seq - len(items) + 1, last_version - len(items) + 1
+    messages = [
+        _new_message(item, principal, session_id, first_seq + i, now, first_version + i)
+        for i, item in enumerate(items)
+    ]
+    if client_ids:
+        try:
+            async with db.begin_nested():  # a concurrent insert of the same client id
+                await message_crud.insert_messages(db, messages)
+        except IntegrityError:
+            raise MessageExists("A message with one of these ids already exists") from None
+    else:
+        await message_crud.insert_messages(db, messages)
+    return _announce_created(ctx, messages, now)
+
+
+def _check_limits(ctx: RequestContext, item: MessageCreate, at: list[str | int]) -> None:
+    limits.check_context(ctx.settings, item.context, [*at, "context"])
+    limits.check_metadata(ctx.settings, item.metadata, [*at, "metadata"])
+
+
+async def _refused_append(ctx: RequestContext, session_id: uuid.UUID) -> NoReturn:
+    """The session's row was not updated: it is missing (or not the caller's), or its last seq
+    is not the expected one."""
+    state = await message_crud.get_history_state(ctx.db, ctx.principal.user_id, session_id)
+    if state is None:
+        raise ChatSessionNotFound()
+    raise SeqConflict(last_seq=state[1])
+
+
+def _announce_created(
+    ctx: RequestContext, messages: list[StoredMessage], now: datetime
+) -> list[MessageRead]:
+    """The new messages' answers; once committed, they are counted and published."""
+    reads = [to_read(ctx, message, None, now) for message in messages]
+    hooks.after_commit(ctx.db, ctx.app.counters.count_messages(len(reads)))
+    for message, read in zip(messages, reads, strict=True):
+        event = events.MessageCreated(message.version, read.model_dump(mode="json"))
+        events.publish_after_commit(ctx.db, ctx.bus, read.session_id, event)
+    return reads
+
+
+def _new_message(
+    item: MessageCreate,
+    principal: Principal,
+    session_id: uuid.UUID,
+    seq: int,
+    now: datetime,
+    version: int,
+) -> StoredMessage:
+    partial = item.partial_content if item.status != "complete" else None
+    if partial is None and item.status in OPEN_STATUSES:
+        partial = ""
+    complete = item.status == "complete"
+    text = partial or item.content or ""
+    return StoredMessage(
+        **{name: getattr(item, name) for name in _AS_GIVEN},
+        id=item.id or uuid7(),
+        session_id=session_id,
+        user_id=principal.user_id,
+        seq=seq,
+        content=item.content if complete else None,
+        partial_content=partial,
+        partial_length=len(text),
+        partial_bytes=utf8_len(text),
+        metadata_=item.metadata,
+        created_version=version,
+        version=version,
+        created_at=now,
+        updated_at=now,
+        completed_at=now if complete else None,
+    )
+
+
+# What a new message stores as the request gives it.
+_AS_GIVEN = ("role", "status", "error_message", "context", "token_count", "model", "latency_ms")
