@@ -55,7 +55,7 @@ from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
 from chat_store.services import generation, maintenance
-from chat_store.services.archive import Archiver
+from chat_store.services.archive import Archiver, restore_for_access
 from chat_store.settings import Settings, get_settings
 from chat_store.state import AppState
 from chat_store.storage import ArchiveStore
@@ -130,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             bus=bus,
             limiter=limiter,
             archive=archive_store,
+            restore_archived=restore_for_access,
         )
         logger.info(
             "chat-store %s ready (database=%s, cache=%s)",

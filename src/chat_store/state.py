@@ -6,9 +6,11 @@ request's context, /metrics reads it when scraped.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -51,6 +53,16 @@ class ServiceCounters:
         self.deltas_appended += 1
 
 
+class RestoreArchived(Protocol):
+    """Puts an archived session's messages back in `db`'s transaction from `app`'s archive
+    (nothing when the session is not archived); services/archive.py provides it, the lifespan
+    wires it here."""
+
+    async def __call__(
+        self, app: AppState, db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
+    ) -> None: ...
+
+
 @dataclass
 class AppState:
     """Everything the lifespan builds once; reached only through the aliases in api/deps.py."""
@@ -68,6 +80,8 @@ class AppState:
     archive: ArchiveStore
     streams: StreamStats = field(default_factory=StreamStats)
     counters: ServiceCounters = field(default_factory=ServiceCounters)
+    # None where nothing archives (scripts, tests that build a state of their own).
+    restore_archived: RestoreArchived | None = None
 
     @property
     def stale_after(self) -> timedelta:

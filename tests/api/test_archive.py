@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 from chat_store.api.deps import AppState
 from chat_store.crud import archive as archive_crud
+from chat_store.crud import messages as message_crud
 from chat_store.models import ChatSession, Message
 from chat_store.services import archive as archive_service
 from chat_store.services import retention
@@ -162,10 +163,21 @@ async def test_writing_restores_first_on_every_path(
     listed = await client.get(f"{API}/sessions/{sid}/messages?limit=100", headers=account.headers)
     assert [m["seq"] for m in listed.json()["data"]] == [1, 2, 4, 5, 6]
 
-    # FastAPI's path (a batch append) and another route kind (the context window, a stream).
-    for route in ("batch", "context", "stream"):
+    # FastAPI's path (a batch append), a delta (found archived by its own statement, like the
+    # appends and the list) and other route kinds (the context window, a stream).
+    for route in ("batch", "delta", "context", "stream"):
         account, sid, before = await archived_session(client, factory, state, archiver)
-        if route == "batch":
+        if route == "delta":
+            streaming = next(m for m in before["messages"] if m["status"] == "in_progress")
+            response = await client.post(
+                f"{API}/sessions/{sid}/messages/{streaming['id']}/append",
+                json={"offset": 15, "delta": " and more"},
+                headers=account.headers,
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["partial_content"] == "Half an answer… and more"
+            assert await stored_messages(state, sid) == 4
+        elif route == "batch":
             response = await client.post(
                 f"{API}/sessions/{sid}/messages/batch",
                 json={"messages": [{"role": "user", "content": "more"}]},
@@ -190,6 +202,49 @@ async def test_writing_restores_first_on_every_path(
             assert "event: done" in response.text
             await assert_live_and_whole(client, account, sid, before)
         assert (await session_row(state, sid)).archived_at is None
+
+
+async def test_the_session_row_refuses_history_writes_while_archived(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """An archive that commits between a route's look at the session and its write: the write's
+    own statement on the session row refuses it, so nothing lands beside the archive."""
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    session_id, user_id = uuid.UUID(sid), uuid.UUID(account.user_id)
+    streaming = next(m for m in before["messages"] if m["status"] == "in_progress")
+    now = datetime.now(UTC)
+    reservation = message_crud.SeqReservation(
+        user_id=user_id,
+        session_id=session_id,
+        count=1,
+        tokens=0,
+        now=now,
+        expected_last_seq=None,
+        auto_title=None,
+    )
+    delta = message_crud.Delta(
+        user_id=user_id,
+        session_id=session_id,
+        message_id=uuid.UUID(streaming["id"]),
+        offset=15,
+        text="late",
+        size_bytes=4,
+        max_bytes=1 << 20,
+        now=now,
+    )
+    row = await session_row(state, sid)
+    async with state.sessionmaker() as db, db.begin():
+        assert await message_crud.reserve_seqs(db, reservation) is None
+        assert await message_crud.append_delta(db, delta, standalone=False) is None
+        state_seen = await message_crud.get_history_state(db, user_id, session_id)
+    assert state_seen is not None and state_seen.archived
+    after = await session_row(state, sid)
+    assert (after.last_seq, after.history_version, after.message_count) == (
+        row.last_seq,
+        row.history_version,
+        row.message_count,
+    )
+    assert await stored_messages(state, sid) == 0
 
 
 async def test_explicit_restore_and_the_idle_clock(

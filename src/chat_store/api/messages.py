@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 
-from chat_store.api.archive import restore_archived_session
+from chat_store.api.archive import finds_archived_itself, restore_archived_session
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
 from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
@@ -26,7 +26,8 @@ from chat_store.schemas.messages import (
 from chat_store.services import messages as message_service
 from chat_store.services.history_cache import SerializedPage
 
-# Every route here reaches the session's messages: an archived session's come back first.
+# Every route here reaches the session's messages: an archived session's come back first
+# (through the router's dependency, or, on the routes marked so, found by their own statement).
 router = APIRouter(
     prefix=API_PREFIX + "/sessions/{session_id}",
     tags=["messages"],
@@ -61,6 +62,7 @@ _APPEND_EXAMPLES = {
 
 @router.post("/messages", status_code=201, responses=_WRITE_ERRORS)
 @direct
+@finds_archived_itself
 async def append_message(
     ctx: Context,
     session_id: uuid.UUID,
@@ -72,6 +74,7 @@ async def append_message(
 
 
 @router.post("/messages/batch", status_code=201, responses=_WRITE_ERRORS)
+@finds_archived_itself
 async def append_messages(
     ctx: Context, session_id: uuid.UUID, body: MessageBatchCreate, key: IdempotencyKey = None
 ) -> Page[MessageRead]:
@@ -81,6 +84,7 @@ async def append_messages(
 
 @router.get("/messages", response_model=Page[MessageRead], responses=_ERRORS)
 @direct
+@finds_archived_itself
 async def list_messages(
     ctx: Context,
     session_id: uuid.UUID,
@@ -140,6 +144,7 @@ _MINIMAL_APPLIED = {"Preference-Applied": "return=minimal"}
 
 @router.post("/messages/{message_id}/append", responses=_WRITE_ERRORS)
 @direct
+@finds_archived_itself
 async def append_delta(
     ctx: Context,
     session_id: uuid.UUID,

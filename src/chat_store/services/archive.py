@@ -45,6 +45,7 @@ from chat_store.models import ChatSession
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.services import export, hooks
 from chat_store.services.principals import Principal
+from chat_store.state import AppState
 from chat_store.storage import ArchiveStore
 
 logger = logging.getLogger(__name__)
@@ -300,10 +301,24 @@ async def ensure_restored(
     the direct path): an archived session's messages are put back in this request's
     transaction before anything reads or writes them. A missing session or another owner's is
     left to the access itself to answer (404)."""
-    archived = await archive_crud.is_archived(db, principal.user_id, session_id)
-    if not archived:
-        return
-    key = await restore_in(db, archiver, session_id, user_id=principal.user_id)
+    if await archive_crud.is_archived(db, principal.user_id, session_id):
+        await _restore_for_access(db, archiver, principal.user_id, session_id)
+
+
+async def restore_for_access(
+    app: AppState, db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
+) -> None:
+    """AppState.restore_archived: what a message route does when its own statement found the
+    session archived."""
+    await _restore_for_access(db, Archiver(app.sessionmaker, app.archive), user_id, session_id)
+
+
+async def _restore_for_access(
+    db: AsyncSession, archiver: Archiver, user_id: uuid.UUID, session_id: uuid.UUID
+) -> None:
+    """Steps 1 to 3 in the request's transaction, the object released once it commits;
+    nothing when the session is not archived."""
+    key = await restore_in(db, archiver, session_id, user_id=user_id)
     if key is not None:
         _release_after_commit(db, archiver, session_id, key)
 

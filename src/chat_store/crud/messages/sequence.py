@@ -6,7 +6,7 @@ import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Update, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +14,11 @@ from sqlalchemy.types import String
 
 from chat_store.crud.messages.tables import CHAT_SESSION, CHAT_SESSION_TABLE
 from chat_store.models import ChatSession, Message
+
+# Every write to a session's history goes through its row: an archived session's (its messages
+# in the object store) is refused there, so nothing is written beside an archive; the caller
+# restores it and tries again (services/messages).
+_NOT_ARCHIVED = CHAT_SESSION.archived_at.is_(None)
 
 
 @functools.cache
@@ -33,6 +38,7 @@ def reserve_statement(*, expected: bool, titled: bool) -> Update:
     stmt = update(CHAT_SESSION_TABLE).where(
         CHAT_SESSION.id == bindparam("b_session_id"),
         CHAT_SESSION.user_id == bindparam("b_user_id"),
+        _NOT_ARCHIVED,
     )
     if expected:
         stmt = stmt.where(CHAT_SESSION.last_seq == bindparam("b_expected_last_seq"))
@@ -52,6 +58,7 @@ def bump_statement(*, counts: bool, touch: bool) -> Update:
         .where(
             CHAT_SESSION.id == bindparam("b_session_id"),
             CHAT_SESSION.user_id == bindparam("b_user_id"),
+            _NOT_ARCHIVED,
         )
         .values(**values)
         .returning(CHAT_SESSION.history_version)
@@ -62,6 +69,7 @@ _HISTORY_STATE = select(
     CHAT_SESSION.history_version,
     CHAT_SESSION.last_seq,
     CHAT_SESSION.created_at,
+    CHAT_SESSION.archived_at.is_not(None),
 ).where(
     CHAT_SESSION.id == bindparam("b_session_id"),
     CHAT_SESSION.user_id == bindparam("b_user_id"),
@@ -112,14 +120,21 @@ async def reserve_seqs(db: AsyncSession, reservation: SeqReservation) -> tuple[i
     return (row[0], row[1]) if row is not None else None
 
 
+class HistoryState(NamedTuple):
+    version: int
+    last_seq: int
+    created_at: datetime
+    # Its messages are in the object store, not in the database.
+    archived: bool
+
+
 async def get_history_state(
     db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
-) -> tuple[int, int, datetime] | None:
-    """(history_version, last_seq, created_at) of the caller's session, or None: one
-    primary-key read."""
+) -> HistoryState | None:
+    """The caller's session's history state, or None: one primary-key read."""
     result = await db.execute(_HISTORY_STATE, {"b_session_id": session_id, "b_user_id": user_id})
     row = result.one_or_none()
-    return (row[0], row[1], row[2]) if row is not None else None
+    return HistoryState(row[0], row[1], row[2], bool(row[3])) if row is not None else None
 
 
 async def adjust_counters(

@@ -62,13 +62,31 @@ async def create_messages(
     return await idempotency.run_once(ctx, idempotency_key, creating, produce)
 
 
+class _Archived(Exception):
+    """The session's row refused the append: its messages are archived."""
+
+
 async def _append(
     ctx: RequestContext,
     session_id: uuid.UUID,
     items: Sequence[MessageCreate],
     expected_last_seq: int | None,
 ) -> list[MessageRead]:
-    """Insert messages with the next seqs: all of them or, on any error, none."""
+    """Insert messages with the next seqs: all of them or, on any error, none. An archived
+    session is restored first (found by the refusal, so a live one costs nothing more)."""
+    try:
+        return await _append_to_live(ctx, session_id, items, expected_last_seq)
+    except _Archived:
+        await ctx.restore_archived(session_id)
+        return await _append_to_live(ctx, session_id, items, expected_last_seq)
+
+
+async def _append_to_live(
+    ctx: RequestContext,
+    session_id: uuid.UUID,
+    items: Sequence[MessageCreate],
+    expected_last_seq: int | None,
+) -> list[MessageRead]:
     db, principal = ctx.db, ctx.principal
     for index, item in enumerate(items):
         limits.check_text(ctx.settings, item.content, f"messages[{index}].content")
@@ -137,12 +155,14 @@ def _check_limits(ctx: RequestContext, item: MessageCreate, at: list[str | int])
 
 
 async def _refused_append(ctx: RequestContext, session_id: uuid.UUID) -> NoReturn:
-    """The session's row was not updated: it is missing (or not the caller's), or its last seq
-    is not the expected one."""
+    """The session's row was not updated: it is missing (or not the caller's), archived, or its
+    last seq is not the expected one."""
     state = await message_crud.get_history_state(ctx.db, ctx.principal.user_id, session_id)
     if state is None:
         raise ChatSessionNotFound()
-    raise SeqConflict(last_seq=state[1])
+    if state.archived:
+        raise _Archived()
+    raise SeqConflict(last_seq=state.last_seq)
 
 
 def _announce_created(

@@ -56,7 +56,15 @@ async def append_delta(
         # transaction the first refusal's reading began: one connection.
         appended = await message_crud.append_delta(db, delta, standalone=not return_text)
         if appended is None:
-            raise ChatSessionNotFound()
+            # The session's row refused it: missing, not the caller's, or archived (then
+            # restored, and the delta tried again).
+            state = await message_crud.get_history_state(db, ctx.principal.user_id, session_id)
+            if state is None or not state.archived:
+                raise ChatSessionNotFound()
+            await ctx.restore_archived(session_id)
+            appended = await message_crud.append_delta(db, delta, standalone=False)
+            if appended is None:
+                raise ChatSessionNotFound()
         version, row = appended
         if row is not None:
             break

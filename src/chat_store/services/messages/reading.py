@@ -127,9 +127,12 @@ async def list_messages(
     it keeps."""
     db = ctx.db
     state = await message_crud.get_history_state(db, ctx.principal.user_id, session_id)
+    if state is not None and state.archived:
+        await ctx.restore_archived(session_id)
+        state = await message_crud.get_history_state(db, ctx.principal.user_id, session_id)
     if state is None:
         raise ChatSessionNotFound()
-    version, last_seq, created_at = state
+    version, last_seq, created_at, _ = state
     limit = pagination.limit
     # `after` continues in list order; `before` is the page just before the cursor in list
     # order, read walking the other way from it and turned around (as crud/pagination does).
