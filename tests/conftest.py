@@ -76,6 +76,17 @@ class AppUnderTest:
 AppWith = Callable[..., AbstractAsyncContextManager[AppUnderTest]]
 
 
+@asynccontextmanager
+async def app_on(backend: Backend, **overrides: Any) -> AsyncIterator[AppUnderTest]:
+    """An app started with these settings over the suite's (make_settings) on `backend`, and a
+    client of it."""
+    async with (
+        running_app(make_settings(backend, **overrides)) as started,
+        client_for(started) as client,
+    ):
+        yield AppUnderTest(started, client)
+
+
 def client_for(app: FastAPI) -> httpx.AsyncClient:
     # raise_app_exceptions=False: a 500 must be answered (problem+json), as a real server would.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -109,11 +120,8 @@ def app_with(backend: Backend, app: FastAPI) -> AppWith:
 
     (`app` is asked for so that the suite's cleanup deletes the test's rows afterwards.)"""
 
-    @asynccontextmanager
-    async def start(**overrides: Any) -> AsyncIterator[AppUnderTest]:
-        settings = make_settings(backend, **overrides)
-        async with running_app(settings) as started, client_for(started) as client:
-            yield AppUnderTest(started, client)
+    def start(**overrides: Any) -> AbstractAsyncContextManager[AppUnderTest]:
+        return app_on(backend, **overrides)
 
     return start
 

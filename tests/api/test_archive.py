@@ -78,6 +78,13 @@ async def session_row(state: AppState, sid: str) -> ChatSession:
     return row
 
 
+async def archive_key(state: AppState, sid: str) -> str:
+    """The object key recorded on the session (it has one)."""
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None
+    return key
+
+
 async def stored_messages(state: AppState, sid: str) -> int:
     async with state.sessionmaker() as db:
         count = await db.scalar(
@@ -288,8 +295,7 @@ async def test_a_missing_archive_object_is_a_503_and_changes_nothing(
     client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
 ) -> None:
     account, sid, _ = await archived_session(client, factory, state, archiver)
-    key = (await session_row(state, sid)).archive_key
-    assert key is not None
+    key = await archive_key(state, sid)
     await archiver.store.delete(key)
     response = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
     assert_problem(response, 503, "archive_unavailable")
@@ -300,8 +306,8 @@ async def test_purge_removes_the_archive_object(
     client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
 ) -> None:
     _, sid, _ = await archived_session(client, factory, state, archiver)
-    key = (await session_row(state, sid)).archive_key
-    assert key is not None and await archiver.store.info(key) is not None
+    key = await archive_key(state, sid)
+    assert await archiver.store.info(key) is not None
     report = await retention.purge_idle_sessions(
         state.sessionmaker, THRESHOLD, dry_run=False, archive=archiver.store
     )
@@ -401,8 +407,7 @@ async def test_a_crash_between_restore_steps_loses_nothing(
 ) -> None:
     for stop_after in ("load", "insert", "mark"):
         account, sid, before = await archived_session(client, factory, state, archiver)
-        key = (await session_row(state, sid)).archive_key
-        assert key is not None
+        key = await archive_key(state, sid)
         async with state.sessionmaker() as db, db.begin():
             loaded = await archive_service.load_archive(
                 db, archiver.store, uuid.UUID(sid), user_id=None
@@ -475,15 +480,13 @@ async def test_deleting_a_session_or_the_account_deletes_archive_objects(
     client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
 ) -> None:
     account, sid, _ = await archived_session(client, factory, state, archiver)
-    key = (await session_row(state, sid)).archive_key
-    assert key is not None
+    key = await archive_key(state, sid)
     deleted = await client.delete(f"{API}/sessions/{sid}", headers=account.headers)
     assert deleted.status_code == 200
     assert await archiver.store.info(key) is None
 
     account, sid, _ = await archived_session(client, factory, state, archiver)
-    key = (await session_row(state, sid)).archive_key
-    assert key is not None
+    key = await archive_key(state, sid)
     gone = await client.delete(f"{API}/users/me", headers=account.headers)
     assert gone.status_code == 204
     assert await archiver.store.info(key) is None

@@ -15,7 +15,7 @@ from chat_store import migrate
 from chat_store.models import Base
 from chat_store.models.search import include_name
 from tests.backends import provision
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import app_on
 
 
 def _schema_diff(connection: Connection) -> list[Any]:
@@ -56,10 +56,10 @@ async def test_downgrade_to_base_and_upgrade_again() -> None:
 async def test_readiness_follows_the_migration_state() -> None:
     async with provision("mig") as backend:
         await asyncio.to_thread(migrate.downgrade, backend.database_url, "base")
-        async with running_app(make_settings(backend)) as app, client_for(app) as client:
-            pending = await client.get("/health/ready")
+        async with app_on(backend) as started:
+            pending = await started.client.get("/health/ready")
             await asyncio.to_thread(migrate.upgrade, backend.database_url)
-            ready = await client.get("/health/ready")
+            ready = await started.client.get("/health/ready")
 
     assert pending.status_code == 503
     assert pending.json()["database"] == "migrations_pending"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.assertions import assert_problem
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 
 SECRET = "okapi_ledger rotates the signing keys"
@@ -107,15 +107,9 @@ async def test_deleting_the_user_removes_what_is_found(
 
 
 @pytest.mark.parametrize("claim", [False, True])
-async def test_a_guest_finds_its_own_and_a_claim_moves_them(
-    backend: Any, app: Any, claim: bool
-) -> None:
-    # `app`: the shared app's fixture, so that this test's rows are deleted after it.
-    async with (
-        running_app(make_settings(backend, allow_guests=True)) as app,
-        client_for(app) as client,
-    ):
-        factory = Factory(client)
+async def test_a_guest_finds_its_own_and_a_claim_moves_them(app_with: AppWith, claim: bool) -> None:
+    async with app_with(allow_guests=True) as guests_allowed:
+        client, factory = guests_allowed.client, guests_allowed.factory
         guest = {"X-Client-ID": str(uuid.uuid4())}
         response = await client.post(f"{API}/sessions", json={"title": "guest"}, headers=guest)
         assert response.status_code == 201, response.text

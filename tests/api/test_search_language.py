@@ -9,8 +9,8 @@ import sys
 
 from tests.assertions import assert_validation_error
 from tests.backends import provision
-from tests.conftest import client_for, make_settings, running_app
-from tests.factories import API, Factory
+from tests.conftest import app_on
+from tests.factories import API
 
 
 async def _migrate_in_a_process(url: str, revision: str, language: str) -> None:
@@ -30,12 +30,8 @@ async def _migrate_in_a_process(url: str, revision: str, language: str) -> None:
 
 
 async def test_english_stems_and_refuses_stop_words_only() -> None:
-    async with (
-        provision("lang") as backend,
-        running_app(make_settings(backend)) as app,
-        client_for(app) as client,
-    ):
-        factory = Factory(client)
+    async with provision("lang") as backend, app_on(backend) as started:
+        client, factory = started.client, started.factory
         account = await factory.account()
         session = await factory.chat_session(account, title="t")
         message = await factory.message(account, session["id"], content="She fixed the tests")

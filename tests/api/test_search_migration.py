@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 
 from chat_store import migrate
 from tests.backends import provision
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import app_on
 from tests.factories import API, Account, Factory
 
 
@@ -51,11 +51,8 @@ async def _found(client: httpx.AsyncClient, account: Account) -> tuple[set[str],
 
 
 async def test_messages_stored_before_the_migration_are_found_after_it() -> None:
-    async with (
-        provision("mig") as backend,
-        running_app(make_settings(backend)) as app,
-        client_for(app) as client,
-    ):
+    async with provision("mig") as backend, app_on(backend) as started:
+        client = started.client
         account, ids = await _seed(client)
         await asyncio.to_thread(migrate.downgrade, backend.database_url, "0004_archive")
         await asyncio.to_thread(migrate.upgrade, backend.database_url)
@@ -65,11 +62,8 @@ async def test_messages_stored_before_the_migration_are_found_after_it() -> None
 
 async def test_the_backfill_runs_in_batches_and_indexes_only_final_messages() -> None:
     migration = _migration()
-    async with (
-        provision("mig") as backend,
-        running_app(make_settings(backend)) as app,
-        client_for(app) as client,
-    ):
+    async with provision("mig") as backend, app_on(backend) as started:
+        client = started.client
         account, ids = await _seed(client)
         engine = create_async_engine(backend.database_url, poolclass=NullPool)
         try:

@@ -38,7 +38,7 @@ from chat_store.db import fetch_one
 from chat_store.models import Message
 from tests.assertions import assert_problem
 from tests.backends import PG_ADMIN_URL, provision
-from tests.conftest import client_for, make_settings, running_app
+from tests.conftest import app_on
 from tests.factories import API, Account, Factory
 
 # Postgres: the id of the transaction a statement runs in (a new one per statement in autocommit).
@@ -330,11 +330,9 @@ async def test_writes_while_backends_are_terminated_are_answered_503_never_500()
     stored, seqs have no gaps, and the pool serves again once the terminations stop."""
     async with provision("terminated") as backend:
         database = make_url(backend.database_url).database
-        async with (
-            running_app(make_settings(backend, db_pool_size=8)) as app,
-            client_for(app) as client,
-        ):
-            loop = _WriteLoop(client, await Factory(client).account())
+        async with app_on(backend, db_pool_size=8) as started:
+            app, client = started.app, started.client
+            loop = _WriteLoop(client, await started.factory.account())
             await loop.prepare()
             with _invalidations(app.state.resources) as invalidated:
                 async with asyncio.TaskGroup() as group:

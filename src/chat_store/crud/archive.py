@@ -20,7 +20,7 @@ _SESSION_TABLE = cast(Table, ChatSession.__table__)
 _MESSAGE_TABLE = cast(Table, Message.__table__)
 _S = _SESSION_TABLE.c
 
-# A primary-key read, built once: it runs before every message request (services/archive.py).
+# A primary-key read, built once: it runs before every message request (services/archive/).
 _ARCHIVED_AT = select(_S.archived_at).where(
     _S.id == bindparam("b_session_id"), _S.user_id == bindparam("b_user_id")
 )

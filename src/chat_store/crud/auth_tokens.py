@@ -5,6 +5,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from chat_store.models import RefreshToken
 
@@ -44,11 +45,7 @@ async def mark_used(db: AsyncSession, token_id: uuid.UUID, at: datetime) -> bool
 
 
 async def revoke_all_for_user(db: AsyncSession, user_id: uuid.UUID, at: datetime) -> None:
-    await db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=at)
-    )
+    await _revoke(db, RefreshToken.user_id == user_id, at)
 
 
 async def delete_expired(db: AsyncSession, now: datetime, batch: int = 1000) -> int:
@@ -60,8 +57,11 @@ async def delete_expired(db: AsyncSession, now: datetime, batch: int = 1000) -> 
 
 
 async def revoke_family(db: AsyncSession, family_id: uuid.UUID, at: datetime) -> None:
+    await _revoke(db, RefreshToken.family_id == family_id, at)
+
+
+async def _revoke(db: AsyncSession, tokens: ColumnElement[bool], at: datetime) -> None:
+    """Revoke the `tokens` not revoked yet (a revoked one keeps its first revocation time)."""
     await db.execute(
-        update(RefreshToken)
-        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
-        .values(revoked_at=at)
+        update(RefreshToken).where(tokens, RefreshToken.revoked_at.is_(None)).values(revoked_at=at)
     )

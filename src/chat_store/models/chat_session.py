@@ -66,7 +66,7 @@ class ChatSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None]
-    # Archive (services/archive.py): archived_at is set while the messages are only in the
+    # Archive (services/archive/): archived_at is set while the messages are only in the
     # object at archive_key; archive_key alone (archived_at null) marks an archive being written
     # or a restore whose object is still to be deleted. restored_at keeps a restored session
     # from being archived again before it has been idle for the threshold once more.

@@ -1,0 +1,84 @@
+"""How an admin command runs: its command group, the console it reports on, and the database it
+works on (the configured one, once it is known to be migrated)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from chat_store import migrate
+from chat_store.settings import Settings, get_settings
+
+console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def command_group(summary: str) -> typer.Typer:
+    # typer's own traceback shows every frame's locals, a password among them: main() reports
+    # failures instead.
+    return typer.Typer(help=summary, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+class CommandFailed(Exception):
+    """A failure main() reports as it is worded here."""
+
+
+def _migrated_engine(settings: Settings) -> AsyncEngine:
+    """An engine on the configured database, for a command that needs its tables. A missing
+    SQLite file is not created: a command run in another folder, or with a mistyped DATA_DIR,
+    would otherwise write into a new, empty database of its own."""
+    from chat_store.db import create_engine
+
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        path = make_url(url).database
+        if path and path != ":memory:" and not Path(path).is_file():
+            raise CommandFailed(
+                f"no database at {Path(path).resolve()}: run `chat-store migrate` first "
+                "(or set DATA_DIR or DATABASE_URL to the existing database)"
+            )
+    return create_engine(settings)
+
+
+async def _check_migrated(engine: AsyncEngine) -> None:
+    async with engine.connect() as connection:
+        current = await connection.run_sync(migrate.current_revisions)
+    if current != migrate.head_revisions():
+        found = ", ".join(sorted(current)) or "no revision"
+        raise CommandFailed(
+            f"the database is not at the schema this version needs ({found}): "
+            "run `chat-store migrate` first"
+        )
+
+
+def run_on_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """Run `work` on the configured database, once it is known to be migrated."""
+    from chat_store.db import create_sessionmaker
+
+    async def main() -> T:
+        engine = _migrated_engine(get_settings())
+        try:
+            await _check_migrated(engine)
+            return await work(create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def idle_time(older_than: str) -> timedelta:
+    """The --older-than option (90d, 12h, 30m) as a duration."""
+    from chat_store.services import retention
+
+    try:
+        return retention.parse_duration(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from None

@@ -1,0 +1,47 @@
+"""Full-text search over one owner's messages and session titles.
+
+The index is the database's own (migration 0003_search), kept by triggers in the transaction of
+every write, so a search sees exactly what is committed. The statements are written per dialect
+(`postgres`, `sqlite`): the engines share no syntax for any of this; what they do share, the
+filters and the page of hits, is `shape`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud.search import postgres, sqlite
+from chat_store.crud.search.hits import (
+    MARK_END,
+    MARK_START,
+    SearchFilters,
+    SearchHit,
+    SearchRequest,
+)
+
+__all__ = [
+    "MARK_END",
+    "MARK_START",
+    "SearchFilters",
+    "SearchHit",
+    "SearchRequest",
+    "query_has_words",
+    "search",
+]
+
+
+async def search(db: AsyncSession, request: SearchRequest) -> tuple[list[SearchHit], bool]:
+    """One page of hits, best first (equal ranks: newest id first), and whether more follow."""
+    if db.get_bind().dialect.name == "postgresql":
+        hits = await postgres.search(db, request)
+    else:
+        hits = await sqlite.search(db, request)
+    return hits[: request.limit], len(hits) > request.limit
+
+
+async def query_has_words(db: AsyncSession, websearch: str) -> bool:
+    """Whether the query keeps a word once the language's stop words are dropped (Postgres
+    with a language such as `english`; `simple` and SQLite have no stop words)."""
+    if db.get_bind().dialect.name != "postgresql":
+        return True
+    return await postgres.query_has_words(db, websearch)

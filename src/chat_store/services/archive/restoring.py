@@ -1,0 +1,137 @@
+"""Restoring one session, step by step: read and check its object, put the messages back, mark
+it live, then delete the object; and the restore every message access goes through."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.crud import archive as archive_crud
+from chat_store.errors import ChatSessionNotFound
+from chat_store.schemas.chat_sessions import ChatSessionRead
+from chat_store.services import export, hooks
+from chat_store.services.archive.archiver import Archiver
+from chat_store.services.principals import Principal
+from chat_store.state import AppState
+from chat_store.storage import ArchiveStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedArchive:
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+    key: str
+    messages: list[export.Document] = field(repr=False)
+
+
+async def load_archive(
+    db: AsyncSession, store: ArchiveStore, session_id: uuid.UUID, *, user_id: uuid.UUID | None
+) -> LoadedArchive | None:
+    """Step 1: the archived session's messages, read from its object and checked. None when the
+    session is not archived (or not `user_id`'s)."""
+    row = await archive_crud.get_session(db, session_id, user_id=user_id)
+    if row is None or row.archived_at is None or row.archive_key is None:
+        return None
+    document = await export.read_archive(store, row.archive_key, session_id)
+    return LoadedArchive(session_id, row.user_id, row.archive_key, document["messages"])
+
+
+async def insert_archived_messages(db: AsyncSession, loaded: LoadedArchive) -> None:
+    """Step 2: the messages as they were (ids, seqs, versions, times); rows a stopped restore
+    inserted already are skipped."""
+    rows = [
+        export.message_row(
+            document,
+            message_id=uuid.UUID(document["id"]),
+            session_id=loaded.session_id,
+            user_id=loaded.user_id,
+            seq=document["seq"],
+            created_version=document["created_version"],
+            version=document["version"],
+            default_time=datetime.now(UTC),
+        )
+        for document in loaded.messages
+    ]
+    await archive_crud.insert_missing_messages(db, rows)
+
+
+async def mark_restored(db: AsyncSession, loaded: LoadedArchive) -> bool:
+    """Step 3: the session is live again (its object stays until release_archive)."""
+    return await archive_crud.mark_restored(db, loaded.session_id, datetime.now(UTC))
+
+
+async def release_archive(archiver: Archiver, session_id: uuid.UUID, key: str) -> bool:
+    """Step 4 (and what the job does to a half-way session no longer due): forget the key of a
+    session that is not archived and delete its object, in one transaction holding the row lock.
+    False when the session is archived again (or gone, or holds another key): nothing done."""
+    async with archiver.sessionmaker() as db, db.begin():
+        if not await archive_crud.release_key(db, session_id, key):
+            return False
+        await archiver.store.delete(key)
+    return True
+
+
+async def restore_in(
+    db: AsyncSession, archiver: Archiver, session_id: uuid.UUID, *, user_id: uuid.UUID | None
+) -> str | None:
+    """Steps 1 to 3 in `db`, committed by the caller; returns the key whose object
+    release_archive deletes after that commit, or None when the session is not archived."""
+    loaded = await load_archive(db, archiver.store, session_id, user_id=user_id)
+    if loaded is None:
+        return None
+    await insert_archived_messages(db, loaded)
+    await mark_restored(db, loaded)
+    logger.info("restored session %s (%d messages)", session_id, len(loaded.messages))
+    return loaded.key
+
+
+async def _restore_in_request(
+    db: AsyncSession, archiver: Archiver, user_id: uuid.UUID, session_id: uuid.UUID
+) -> None:
+    """Steps 1 to 3 in the request's transaction; step 4 once it has committed. Nothing
+    when the session is not archived."""
+    key = await restore_in(db, archiver, session_id, user_id=user_id)
+    if key is None:
+        return
+
+    async def release() -> None:
+        # A failure leaves the session half-way: the job deletes the object later.
+        await release_archive(archiver, session_id, key)
+
+    hooks.after_commit(db, release)
+
+
+async def ensure_restored(
+    db: AsyncSession, archiver: Archiver, principal: Principal, session_id: uuid.UUID
+) -> None:
+    """The session lookup every message access goes through (api/messages.py, api/streams.py,
+    the direct path): an archived session's messages are put back in this request's
+    transaction before anything reads or writes them. A missing session or another owner's is
+    left to the access itself to answer (404)."""
+    if await archive_crud.is_archived(db, principal.user_id, session_id):
+        await _restore_in_request(db, archiver, principal.user_id, session_id)
+
+
+async def restore_for_access(
+    app: AppState, db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
+) -> None:
+    """AppState.restore_archived: what a message route does when its own statement found the
+    session archived."""
+    await _restore_in_request(db, Archiver(app.sessionmaker, app.archive), user_id, session_id)
+
+
+async def restore_chat_session(
+    db: AsyncSession, archiver: Archiver, principal: Principal, session_id: uuid.UUID
+) -> ChatSessionRead:
+    """POST /sessions/{id}/restore: the session, its messages back in the database."""
+    await _restore_in_request(db, archiver, principal.user_id, session_id)
+    row = await archive_crud.get_session(db, session_id, user_id=principal.user_id)
+    if row is None:
+        raise ChatSessionNotFound()
+    return ChatSessionRead.from_model(row)
