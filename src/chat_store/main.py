@@ -47,6 +47,7 @@ from chat_store.api.middleware import (
     RequestContextMiddleware,
     RequestTimeoutMiddleware,
 )
+from chat_store.api.responses import add_problem_schema, document_problems
 from chat_store.cache import Cache, create_cache
 from chat_store.cache.bus import Bus, create_bus
 from chat_store.cache.near import NearCache
@@ -181,10 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
     app.add_middleware(
-        BodySizeLimitMiddleware,
-        max_bytes=settings.max_body_bytes,
-        # An import carries a whole conversation: its own, larger limit.
-        larger={"/sessions/import": settings.max_import_bytes},
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, larger=_larger_bodies(settings)
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -231,8 +229,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_api.router)
     if settings.docs_enabled:
         _install_docs(app)
-    _finish_openapi(app)
+    _finish_openapi(app, settings)
     return app
+
+
+def _larger_bodies(settings: Settings) -> dict[str, int]:
+    """Paths (ends of) whose bodies may be larger than MAX_BODY_BYTES: an import carries a
+    whole conversation."""
+    return {"/sessions/import": settings.max_import_bytes}
 
 
 def _warn_about_open_endpoints(settings: Settings) -> None:
@@ -262,10 +266,11 @@ async def _principal_cache(settings: Settings, cache: Cache, bus: Bus) -> Cache:
     return near
 
 
-def _finish_openapi(app: FastAPI) -> None:
+def _finish_openapi(app: FastAPI, settings: Settings) -> None:
     """Each route's one-line docstring is its Swagger summary (FastAPI would title-case the
-    function name and put the docstring in the description), and every operation that needs a
-    caller declares both ways in (get_principal reads them itself, see api/deps.py)."""
+    function name and put the docstring in the description); every operation that needs a
+    caller declares both ways in (get_principal reads them itself, see api/deps.py); and every
+    operation lists the error answers of its kind besides its own (api/responses.py)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -277,30 +282,44 @@ def _finish_openapi(app: FastAPI) -> None:
                 description = operation.get("description") if isinstance(operation, dict) else None
                 if description:
                     operation["summary"] = description.strip().splitlines()[0]
-        _declare_security(app, schema)
+        _complete_operations(app, settings, schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _declare_security(app: FastAPI, schema: dict[str, Any]) -> None:
+def _complete_operations(app: FastAPI, settings: Settings, schema: dict[str, Any]) -> None:
     requirement: list[dict[str, list[str]]] = [
         {scheme.scheme_name: []} for scheme in SECURITY_SCHEMES
     ]
-    secured = False
+    larger = _larger_bodies(settings)
+    secured_any = False
     # Route contexts: the routes as included (include_router keeps them in their router).
     for route in iter_route_contexts(app.routes):
         if not (isinstance(route.original_route, APIRoute) and route.include_in_schema):
             continue
-        if not _depends_on(route.dependant, get_principal):
-            continue
-        path_item = schema["paths"].get(route.path_format, {})
+        secured = _depends_on(route.dependant, get_principal)
+        limited = any(
+            _depends_on(route.dependant, limit)
+            for limit in (ratelimits.limit_by_principal, ratelimits.limit_by_client_ip)
+        )
+        path = route.original_route.path_format
+        body_limit = next(
+            (size for end, size in larger.items() if path.endswith(end)), settings.max_body_bytes
+        )
+        path_item = schema["paths"].get(path, {})
         for method in route.methods or ():
-            if (operation := path_item.get(method.lower())) is not None:
+            if (operation := path_item.get(method.lower())) is None:
+                continue
+            if secured:
                 operation["security"] = requirement
-                secured = True
-    if secured:
+                secured_any = True
+            document_problems(
+                path, operation, secured=secured, limited=limited, body_limit=body_limit
+            )
+    add_problem_schema(schema)
+    if secured_any:
         schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
         for scheme in SECURITY_SCHEMES:
             schemes[scheme.scheme_name] = jsonable_encoder(

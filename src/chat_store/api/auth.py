@@ -6,6 +6,14 @@ from fastapi import APIRouter, Form, Response
 
 from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import problems
+from chat_store.errors import (
+    EmailTaken,
+    GuestNotAllowed,
+    NotFound,
+    RateLimited,
+    RegistrationClosed,
+    Unauthorized,
+)
 from chat_store.schemas.common import SafeStr
 from chat_store.schemas.users import (
     ClaimRequest,
@@ -24,7 +32,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
     "/register",
     status_code=201,
     response_model=UserRead,
-    responses=problems(403, 409, 413, 422),
+    responses=problems(RegistrationClosed, EmailTaken),
     operation_id="register_user",
 )
 async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) -> UserRead:
@@ -35,7 +43,10 @@ async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) 
 @router.post(
     "/token",
     response_model=TokenPair,
-    responses=problems(401, 422),
+    responses=problems(
+        Unauthorized("Incorrect email or password"),
+        RateLimited("Too many failed logins for this account; try again later"),
+    ),
     operation_id="login_for_tokens",
 )
 async def login_for_tokens(
@@ -52,7 +63,7 @@ async def login_for_tokens(
 @router.post(
     "/refresh",
     response_model=TokenPair,
-    responses=problems(401, 422),
+    responses=problems(Unauthorized("Invalid refresh token")),
     operation_id="refresh_tokens",
 )
 async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequest) -> TokenPair:
@@ -63,7 +74,10 @@ async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequ
 @router.post(
     "/claim",
     response_model=ClaimResult,
-    responses=problems(401, 403, 404, 422),
+    responses=problems(
+        GuestNotAllowed("Sign in (or use an API key) to claim a guest's sessions"),
+        NotFound("No guest data for this client id"),
+    ),
     operation_id="claim_guest_sessions",
 )
 async def claim_guest_sessions(
@@ -74,7 +88,7 @@ async def claim_guest_sessions(
     return ClaimResult(client_id=body.client_id, sessions_moved=moved)
 
 
-@router.post("/logout", status_code=204, responses=problems(422), operation_id="logout")
+@router.post("/logout", status_code=204, operation_id="logout")
 async def logout(db: DbSession, body: RefreshRequest) -> Response:
     """Revoke the refresh token's whole family (every token rotated from the same login)."""
     await auth_service.logout(db, body.refresh_token)

@@ -8,6 +8,11 @@ from fastapi import APIRouter, Body, Query
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
 from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
+from chat_store.errors import (
+    ChatSessionExists,
+    ChatSessionNotFound,
+    IdempotencyKeyReused,
+)
 from chat_store.schemas.chat_sessions import (
     ChatSessionCreate,
     ChatSessionFilters,
@@ -22,10 +27,17 @@ from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
 
-_ERRORS = problems(401, 404, 422)
+_ERRORS = problems(ChatSessionNotFound)
 
 
-@router.post("", status_code=201, responses=problems(401, 409, 413, 422))
+@router.post(
+    "",
+    status_code=201,
+    responses=problems(
+        ChatSessionExists("A session with id 3f1c9a52-8d7e-4b1a-9c55-0b6e2f4d8a10 already exists"),
+        IdempotencyKeyReused,
+    ),
+)
 @direct
 async def create_chat_session(
     ctx: Context,
@@ -51,7 +63,7 @@ async def create_chat_session(
     return await chat_session_service.create_chat_session(ctx, body, key)
 
 
-@router.get("", responses=problems(401, 404, 422))
+@router.get("", responses=problems(ChatSessionNotFound("The cursor session does not exist")))
 async def list_chat_sessions(
     ctx: Context,
     pagination: PaginationParams,
