@@ -19,7 +19,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
@@ -66,6 +66,16 @@ logger = logging.getLogger(__name__)
 # Swagger UI and ReDoc assets served by the app itself: the docs work offline and behind
 # networks that block CDNs.
 _DOCS_ASSETS = Path(fastapi_standalone_docs.__file__).parent / "static"
+
+# The login is the OAuth2 password flow with no client: Swagger UI's client_id, client_secret
+# and "client credentials location" rows of the Authorize dialog stay hidden (they are sent
+# empty either way, which the token route ignores).
+_SWAGGER_STYLE = b"""<style>
+.auth-container .wrapper:has(label[for="client_id_password"]),
+.auth-container .wrapper:has(label[for="client_secret_password"]),
+.auth-container .wrapper:has(label[for="password_type"]) { display: none; }
+</style>
+"""
 
 DESCRIPTION = """
 Stores the conversations of LLM chat clients: users, chat sessions and messages, including
@@ -338,15 +348,17 @@ def _install_docs(app: FastAPI) -> None:
     root = app.root_path
     assets, openapi_url = f"{root}/static/docs", f"{root}{app.openapi_url}"
     favicon = f"{assets}/fastapi/favicon.png"
-    swagger_page = get_swagger_ui_html(
-        openapi_url=openapi_url,
-        title=f"{app.title} - Swagger UI",
-        oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
-        swagger_js_url=f"{assets}/swagger/swagger-ui-bundle.js",
-        swagger_css_url=f"{assets}/swagger/swagger-ui.css",
-        swagger_favicon_url=favicon,
-        swagger_ui_parameters=app.swagger_ui_parameters,
-    ).body
+    swagger_page = bytes(
+        get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+            swagger_js_url=f"{assets}/swagger/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger/swagger-ui.css",
+            swagger_favicon_url=favicon,
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        ).body
+    ).replace(b"</head>", _SWAGGER_STYLE + b"</head>", 1)
     redoc_page = get_redoc_html(
         openapi_url=openapi_url,
         title=f"{app.title} - ReDoc",
@@ -366,3 +378,8 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
         return HTMLResponse(redoc_page)
+
+    # ReDoc's footer asks for its logo next to the page (window.location.pathname + the name).
+    @app.get("/redoc/logo-mini.svg", include_in_schema=False)
+    async def redoc_logo() -> FileResponse:
+        return FileResponse(_DOCS_ASSETS / "redoc" / "logo-mini.svg", media_type="image/svg+xml")

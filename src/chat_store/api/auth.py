@@ -53,8 +53,11 @@ async def login_for_tokens(
     db: DbSession,
     state: State,
     settings: AppSettings,
-    username: Annotated[SafeStr, Form(description="The account's email.", max_length=320)],
-    password: Annotated[SafeStr, Form(max_length=1024)],
+    username: Annotated[
+        SafeStr,
+        Form(description="The account's email.", max_length=320, examples=["ada@example.com"]),
+    ],
+    password: Annotated[SafeStr, Form(max_length=1024, examples=["correct horse battery"])],
 ) -> TokenPair:
     """Log in with the OAuth2 password form; returns an access JWT and a refresh token."""
     return await auth_service.login(db, settings, state.limiter, username, password)
