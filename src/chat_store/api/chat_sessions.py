@@ -28,6 +28,10 @@ from chat_store.services import chat_sessions as chat_session_service
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
 
 _ERRORS = problems(ChatSessionNotFound)
+_FAVORITE_EXAMPLES = {
+    "set": {"summary": "Mark as a favourite", "value": {"is_favorite": True}},
+    "toggle": {"summary": "Toggle (no body, or an empty object)", "value": {}},
+}
 
 
 @router.post(
@@ -113,7 +117,9 @@ async def rename_chat_session(
 
 @router.patch("/{session_id}/favorite", responses=_ERRORS)
 async def set_chat_session_favorite(
-    ctx: Context, session_id: uuid.UUID, body: Annotated[FavoriteUpdate | None, Body()] = None
+    ctx: Context,
+    session_id: uuid.UUID,
+    body: Annotated[FavoriteUpdate | None, Body(openapi_examples=_FAVORITE_EXAMPLES)] = None,
 ) -> ChatSessionRead:
     """Toggle the favourite flag, or set it with `{"is_favorite": bool}`."""
     value = body.is_favorite if body is not None else None
