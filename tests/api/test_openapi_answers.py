@@ -190,6 +190,14 @@ async def test_real_errors_carry_a_listed_code(
     delta_path = f"{API}/sessions/{{session_id}}/messages/{{message_id}}/append"
     delta_url = f"{API}/sessions/{session['id']}/messages/{answer['id']}/append"
 
+    done = await factory.message(account, session["id"], role="assistant", content="Done.")
+    finished = await client.post(
+        f"{API}/sessions/{session['id']}/messages/{done['id']}/append",
+        json={"delta": " more", "offset": 5},
+        headers=account.headers,
+    )
+    await assert_listed(app, "post", delta_path, finished, "invalid_transition")
+
     wrong_offset = await client.post(
         delta_url, json={"delta": "Hello", "offset": 7}, headers=account.headers
     )
@@ -221,21 +229,3 @@ async def test_real_errors_carry_a_listed_code(
     await assert_listed(
         app, "post", f"{API}/sessions/{{session_id}}/resume", nothing_open, "nothing_to_resume"
     )
-
-
-async def test_a_delta_to_a_finished_message_is_a_listed_conflict(
-    app: FastAPI, client: httpx.AsyncClient, factory: Factory
-) -> None:
-    account = await factory.account()
-    session = await factory.chat_session(account)
-    done = await factory.message(account, session["id"], role="assistant", content="Done.")
-    assert done["status"] == "complete"
-
-    response = await client.post(
-        f"{API}/sessions/{session['id']}/messages/{done['id']}/append",
-        json={"delta": " more", "offset": 5},
-        headers=account.headers,
-    )
-
-    path = f"{API}/sessions/{{session_id}}/messages/{{message_id}}/append"
-    await assert_listed(app, "post", path, response, "invalid_transition")

@@ -4,16 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
 
+from chat_store import errors
 from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import problems
-from chat_store.errors import (
-    EmailTaken,
-    GuestNotAllowed,
-    NotFound,
-    RateLimited,
-    RegistrationClosed,
-    Unauthorized,
-)
 from chat_store.schemas.common import SafeStr
 from chat_store.schemas.users import (
     ClaimRequest,
@@ -32,7 +25,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
     "/register",
     status_code=201,
     response_model=UserRead,
-    responses=problems(RegistrationClosed, EmailTaken),
+    responses=problems(errors.RegistrationClosed, errors.EmailTaken),
     operation_id="register_user",
 )
 async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) -> UserRead:
@@ -44,8 +37,8 @@ async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) 
     "/token",
     response_model=TokenPair,
     responses=problems(
-        Unauthorized("Incorrect email or password"),
-        RateLimited("Too many failed logins for this account; try again later"),
+        errors.Unauthorized("Incorrect email or password"),
+        errors.RateLimited("Too many failed logins for this account; try again later"),
     ),
     operation_id="login_for_tokens",
 )
@@ -66,7 +59,7 @@ async def login_for_tokens(
 @router.post(
     "/refresh",
     response_model=TokenPair,
-    responses=problems(Unauthorized("Invalid refresh token")),
+    responses=problems(errors.Unauthorized("Invalid refresh token")),
     operation_id="refresh_tokens",
 )
 async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequest) -> TokenPair:
@@ -78,8 +71,8 @@ async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequ
     "/claim",
     response_model=ClaimResult,
     responses=problems(
-        GuestNotAllowed("Sign in (or use an API key) to claim a guest's sessions"),
-        NotFound("No guest data for this client id"),
+        errors.GuestNotAllowed("Sign in (or use an API key) to claim a guest's sessions"),
+        errors.NotFound("No guest data for this client id"),
     ),
     operation_id="claim_guest_sessions",
 )
