@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from chat_store.api.deps import CLIENT_ID_MAX_LENGTH
 from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
 from chat_store.errors import AppError, BodyTooLarge, RateLimited, Unauthorized, ValidationFailed
 from chat_store.schemas.common import Problem
@@ -68,25 +69,60 @@ def _merge(operation: dict[str, Any], added: Responses) -> None:
         existing["description"] = _describe(examples)
 
 
+# What pydantic says of a query, path or header value it cannot take, by the value's JSON type.
+_PARSING = {
+    "integer": (
+        "int_parsing",
+        "Input should be a valid integer, unable to parse string as an integer",
+    ),
+    "boolean": ("bool_parsing", "Input should be a valid boolean, unable to interpret input"),
+    "number": (
+        "float_parsing",
+        "Input should be a valid number, unable to parse string as a number",
+    ),
+}
+
+
+def _refusal(parameter: dict[str, Any]) -> tuple[str, str] | None:
+    """What pydantic says of a value of this parameter it cannot take (type, message)."""
+    schema = parameter.get("schema", {})
+    schema = next((item for item in schema.get("anyOf", []) if item.get("type") != "null"), schema)
+    if schema.get("format") == "uuid":
+        msg = "Input should be a valid UUID, invalid length: expected length 32 for simple format"
+        return "uuid_parsing", msg
+    if schema.get("type") in _PARSING:
+        return _PARSING[schema["type"]]
+    if parameter.get("required"):
+        return "missing", "Field required"
+    if "maxLength" in schema:
+        return "string_too_long", f"String should have at most {schema['maxLength']} characters"
+    return None
+
+
 def _invalid_input(operation: dict[str, Any]) -> ValidationFailed:
     """A 422 as the validation handler answers it, for this operation's input."""
-    if "requestBody" in operation:
+    body = operation.get("requestBody", {}).get("content", {})
+    if body and "application/json" not in body:  # a form: its fields are what is checked
+        error = ValidationFailed("body: Field required", ["body"], msg="Field required")
+        error.extra["errors"][0]["type"] = "missing"
+        return error
+    if body:
         error = ValidationFailed("The request body is not valid JSON", ["body"])
         error.extra["errors"] = [
             {"loc": ["body"], "msg": "JSON decode error", "type": "json_invalid"}
         ]
         return error
-    parameters = operation.get("parameters") or [{"in": "header", "name": "X-Client-ID"}]
-    first = parameters[0]
-    where, name = first["in"], first["name"]
-    if first.get("schema", {}).get("format") == "uuid":
-        msg = "Input should be a valid UUID, invalid length: expected length 32 for simple format"
-        kind = "uuid_parsing"
-    else:
-        msg, kind = "Input should be valid", "value_error"
-    error = ValidationFailed(f"{where}.{name}: {msg}", [where, name], msg=msg)
-    error.extra["errors"][0]["type"] = kind
-    return error
+    for parameter in operation.get("parameters", []):
+        if (refusal := _refusal(parameter)) is not None:
+            kind, msg = refusal
+            where, name = parameter["in"], parameter["name"]
+            error = ValidationFailed(f"{where}.{name}: {msg}", [where, name], msg=msg)
+            error.extra["errors"][0]["type"] = kind
+            return error
+    # Only the guest header is read (api/deps.get_principal).
+    return ValidationFailed(
+        f"X-Client-ID is longer than {CLIENT_ID_MAX_LENGTH} characters", ["header", "X-Client-ID"]
+    )
 
 
 def document_problems(
