@@ -50,6 +50,13 @@ class PayloadTooLarge(AppError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 
 
+class BodyTooLarge(PayloadTooLarge):
+    """The request body as sent is over the limit (refused before it is read whole)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"The request body is over the limit of {max_bytes} bytes")
+
+
 class RateLimited(AppError):
     status, code, title = 429, "rate_limited", "Too many requests"
 

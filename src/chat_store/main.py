@@ -19,7 +19,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
@@ -47,6 +47,7 @@ from chat_store.api.middleware import (
     RequestContextMiddleware,
     RequestTimeoutMiddleware,
 )
+from chat_store.api.responses import add_problem_schema, document_problems
 from chat_store.cache import Cache, create_cache
 from chat_store.cache.bus import Bus, create_bus
 from chat_store.cache.near import NearCache
@@ -65,6 +66,16 @@ logger = logging.getLogger(__name__)
 # Swagger UI and ReDoc assets served by the app itself: the docs work offline and behind
 # networks that block CDNs.
 _DOCS_ASSETS = Path(fastapi_standalone_docs.__file__).parent / "static"
+
+# The login is the OAuth2 password flow with no client: Swagger UI's client_id, client_secret
+# and "client credentials location" rows of the Authorize dialog stay hidden (they are sent
+# empty either way, which the token route ignores).
+_SWAGGER_STYLE = b"""<style>
+.auth-container .wrapper:has(label[for="client_id_password"]),
+.auth-container .wrapper:has(label[for="client_secret_password"]),
+.auth-container .wrapper:has(label[for="password_type"]) { display: none; }
+</style>
+"""
 
 DESCRIPTION = """
 Stores the conversations of LLM chat clients: users, chat sessions and messages, including
@@ -182,10 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
     app.add_middleware(
-        BodySizeLimitMiddleware,
-        max_bytes=settings.max_body_bytes,
-        # An import carries a whole conversation: its own, larger limit.
-        larger={"/sessions/import": settings.max_import_bytes},
+        BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, larger=_larger_bodies(settings)
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -232,8 +240,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(metrics_api.router)
     if settings.docs_enabled:
         _install_docs(app)
-    _finish_openapi(app)
+    _finish_openapi(app, settings)
     return app
+
+
+def _larger_bodies(settings: Settings) -> dict[str, int]:
+    """Paths (ends of) whose bodies may be larger than MAX_BODY_BYTES: an import carries a
+    whole conversation."""
+    return {"/sessions/import": settings.max_import_bytes}
 
 
 def _warn_about_open_endpoints(settings: Settings) -> None:
@@ -263,10 +277,11 @@ async def _principal_cache(settings: Settings, cache: Cache, bus: Bus) -> Cache:
     return near
 
 
-def _finish_openapi(app: FastAPI) -> None:
+def _finish_openapi(app: FastAPI, settings: Settings) -> None:
     """Each route's one-line docstring is its Swagger summary (FastAPI would title-case the
-    function name and put the docstring in the description), and every operation that needs a
-    caller declares both ways in (get_principal reads them itself, see api/deps.py)."""
+    function name and put the docstring in the description); every operation that needs a
+    caller declares both ways in (get_principal reads them itself, see api/deps.py); and every
+    operation lists the error answers of its kind besides its own (api/responses.py)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -278,30 +293,44 @@ def _finish_openapi(app: FastAPI) -> None:
                 description = operation.get("description") if isinstance(operation, dict) else None
                 if description:
                     operation["summary"] = description.strip().splitlines()[0]
-        _declare_security(app, schema)
+        _complete_operations(app, settings, schema)
         app.openapi_schema = schema
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _declare_security(app: FastAPI, schema: dict[str, Any]) -> None:
+def _complete_operations(app: FastAPI, settings: Settings, schema: dict[str, Any]) -> None:
     requirement: list[dict[str, list[str]]] = [
         {scheme.scheme_name: []} for scheme in SECURITY_SCHEMES
     ]
-    secured = False
+    larger = _larger_bodies(settings)
+    secured_any = False
     # Route contexts: the routes as included (include_router keeps them in their router).
     for route in iter_route_contexts(app.routes):
         if not (isinstance(route.original_route, APIRoute) and route.include_in_schema):
             continue
-        if not _depends_on(route.dependant, get_principal):
-            continue
-        path_item = schema["paths"].get(route.path_format, {})
+        secured = _depends_on(route.dependant, get_principal)
+        limited = any(
+            _depends_on(route.dependant, limit)
+            for limit in (ratelimits.limit_by_principal, ratelimits.limit_by_client_ip)
+        )
+        path = route.original_route.path_format
+        body_limit = next(
+            (size for end, size in larger.items() if path.endswith(end)), settings.max_body_bytes
+        )
+        path_item = schema["paths"].get(path, {})
         for method in route.methods or ():
-            if (operation := path_item.get(method.lower())) is not None:
+            if (operation := path_item.get(method.lower())) is None:
+                continue
+            if secured:
                 operation["security"] = requirement
-                secured = True
-    if secured:
+                secured_any = True
+            document_problems(
+                path, operation, secured=secured, limited=limited, body_limit=body_limit
+            )
+    add_problem_schema(schema)
+    if secured_any:
         schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
         for scheme in SECURITY_SCHEMES:
             schemes[scheme.scheme_name] = jsonable_encoder(
@@ -320,15 +349,17 @@ def _install_docs(app: FastAPI) -> None:
     root = app.root_path
     assets, openapi_url = f"{root}/static/docs", f"{root}{app.openapi_url}"
     favicon = f"{assets}/fastapi/favicon.png"
-    swagger_page = get_swagger_ui_html(
-        openapi_url=openapi_url,
-        title=f"{app.title} - Swagger UI",
-        oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
-        swagger_js_url=f"{assets}/swagger/swagger-ui-bundle.js",
-        swagger_css_url=f"{assets}/swagger/swagger-ui.css",
-        swagger_favicon_url=favicon,
-        swagger_ui_parameters=app.swagger_ui_parameters,
-    ).body
+    swagger_page = bytes(
+        get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{oauth2_redirect_url}",
+            swagger_js_url=f"{assets}/swagger/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger/swagger-ui.css",
+            swagger_favicon_url=favicon,
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        ).body
+    ).replace(b"</head>", _SWAGGER_STYLE + b"</head>", 1)
     redoc_page = get_redoc_html(
         openapi_url=openapi_url,
         title=f"{app.title} - ReDoc",
@@ -348,3 +379,8 @@ def _install_docs(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
         return HTMLResponse(redoc_page)
+
+    # ReDoc's footer asks for its logo next to the page (window.location.pathname + the name).
+    @app.get("/redoc/logo-mini.svg", include_in_schema=False)
+    async def redoc_logo() -> FileResponse:
+        return FileResponse(_DOCS_ASSETS / "redoc" / "logo-mini.svg", media_type="image/svg+xml")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -280,3 +281,76 @@ async def _until_failed(client: AsyncChatStoreClient, session_id: uuid.UUID) -> 
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"the dead process's answer was not failed: {page.data}")
+
+
+async def test_search_prints_a_table_with_matches_emphasized_and_json_for_scripts(
+    server: ServerProcess, terminal_env: dict[str, str]
+) -> None:
+    client, email = await account(server)
+    billing = await client.create_session(title="Billing flake")
+    await client.append_message(billing.id, "user", "Why does test_billing fail on CI?")
+    await client.append_message(
+        billing.id, "assistant", "The fixture clock is frozen, and test_billing reads the date."
+    )
+    other = await client.create_session(title="Deploy notes")
+    await client.append_message(other.id, "user", "test_billing is flaky again after the deploy")
+    await client.aclose()
+    log_in(terminal_env, server, email)
+
+    everything = run(terminal_env, "search", "test_billing", "--json")
+    assert everything.returncode == 0, everything.stderr
+    results = json.loads(everything.stdout)
+    assert len(results) == 3
+    assert {r["session"]["title"] for r in results} == {"Billing flake", "Deploy notes"}
+    assert all("test_billing" in r["snippet"] for r in results)
+
+    prefix = str(billing.id).replace("-", "")[:12]
+    narrowed = run(
+        terminal_env, "search", "test_billing", "--session", prefix, "--role", "assistant", "--json"
+    )
+    assert narrowed.returncode == 0, narrowed.stderr
+    [answer] = json.loads(narrowed.stdout)
+    assert (answer["session"]["id"], answer["message"]["role"]) == (str(billing.id), "assistant")
+    assert answer["message"]["seq"] == 2
+    assert (
+        len(
+            json.loads(run(terminal_env, "search", "test_billing", "--limit", "1", "--json").stdout)
+        )
+        == 1
+    )
+
+    # In a pipe: a plain table, no escape codes.
+    piped = run(terminal_env, "search", "fixture clock")
+    assert piped.returncode == 0, piped.stderr
+    assert "Billing flake" in piped.stdout and "assistant" in piped.stdout
+    assert "fixture clock is frozen" in piped.stdout
+    assert "\x1b[" not in piped.stdout
+
+    # On a terminal with colors: the matched words stand out.
+    colored = {name: value for name, value in terminal_env.items() if name != "NO_COLOR"}
+    colored["TERM"] = "xterm-256color"
+    child = spawn(colored, "search", "fixture")
+    child.expect("Billing flake")
+    child.expect(pexpect.EOF)
+    shown = child.before or ""
+    child.close()
+    assert child.exitstatus == 0
+    assert re.search(r"\x1b\[[0-9;]*mfixture", shown), shown  # the word itself is styled
+
+    nothing = run(terminal_env, "search", "zebracorn")
+    assert nothing.returncode == 0 and "Nothing matches" in nothing.stdout
+
+    # Errors: one line on stderr, the documented exit codes.
+    bad_role = run(terminal_env, "search", "test", "--role", "robot")
+    assert bad_role.returncode == 2 and bad_role.stderr.startswith("error: --role")
+    missing = run(terminal_env, "search", "test", "--session", "ffffffff")
+    assert missing.returncode == 4 and missing.stderr.startswith("error: ")
+    assert len(missing.stderr.strip().splitlines()) == 1
+    invalid = run(terminal_env, "search", "-")
+    assert invalid.returncode == 1 and invalid.stderr.startswith("error: ")
+    assert "validation_error" in invalid.stderr
+    logged_out = {
+        **terminal_env,
+        "CHAT_STORE_CONFIG_DIR": terminal_env["CHAT_STORE_CONFIG_DIR"] + "-none",
+    }
+    assert run(logged_out, "search", "test").returncode == 3

@@ -12,6 +12,7 @@ from chat_store.api.deps import (
     PrincipalCache,
 )
 from chat_store.api.responses import problems
+from chat_store.errors import ApiKeyLimit, ApiKeyNotFound, GuestNotAllowed
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from chat_store.schemas.common import Page
 from chat_store.services import api_keys as api_key_service
@@ -23,7 +24,10 @@ router = APIRouter(prefix=f"{API_PREFIX}/api-keys", tags=["api-keys"])
     "",
     status_code=201,
     response_model=ApiKeyCreated,
-    responses=problems(401, 403, 409, 422),
+    responses=problems(
+        GuestNotAllowed("Guests cannot create API keys; register and claim the sessions"),
+        ApiKeyLimit(20),
+    ),
     operation_id="create_api_key",
 )
 async def create_api_key(
@@ -35,9 +39,7 @@ async def create_api_key(
     )
 
 
-@router.get(
-    "", response_model=Page[ApiKeyRead], responses=problems(401), operation_id="list_api_keys"
-)
+@router.get("", response_model=Page[ApiKeyRead], operation_id="list_api_keys")
 async def list_api_keys(db: DbSession, principal: CurrentPrincipal) -> Page[ApiKeyRead]:
     """The caller's keys, newest first: name, prefix, expiry and last use, never the secret."""
     return await api_key_service.list_api_keys(db, principal.user_id)
@@ -46,7 +48,7 @@ async def list_api_keys(db: DbSession, principal: CurrentPrincipal) -> Page[ApiK
 @router.delete(
     "/{key_id}",
     status_code=204,
-    responses=problems(401, 404, 422),
+    responses=problems(ApiKeyNotFound),
     operation_id="revoke_api_key",
 )
 async def revoke_api_key(

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 
 from chat_store.api.deps import API_PREFIX, CurrentPrincipal, DbSession, app_state
 from chat_store.api.responses import problems
+from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.services import archive as archive_service
 from chat_store.services.archive import Archiver
@@ -47,7 +48,7 @@ async def restore_archived_session(
 
 @router.post(
     "/{session_id}/restore",
-    responses=problems(401, 404, 422, 503),
+    responses=problems(ChatSessionNotFound, ArchiveUnavailable),
 )
 async def restore_chat_session(
     request: Request, db: DbSession, principal: CurrentPrincipal, session_id: uuid.UUID

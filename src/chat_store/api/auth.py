@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, Response
 
+from chat_store import errors
 from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import problems
 from chat_store.schemas.common import SafeStr
@@ -24,7 +25,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
     "/register",
     status_code=201,
     response_model=UserRead,
-    responses=problems(403, 409, 413, 422),
+    responses=problems(errors.RegistrationClosed, errors.EmailTaken),
     operation_id="register_user",
 )
 async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) -> UserRead:
@@ -35,15 +36,21 @@ async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) 
 @router.post(
     "/token",
     response_model=TokenPair,
-    responses=problems(401, 422),
+    responses=problems(
+        errors.Unauthorized("Incorrect email or password"),
+        errors.RateLimited("Too many failed logins for this account; try again later"),
+    ),
     operation_id="login_for_tokens",
 )
 async def login_for_tokens(
     db: DbSession,
     state: State,
     settings: AppSettings,
-    username: Annotated[SafeStr, Form(description="The account's email.", max_length=320)],
-    password: Annotated[SafeStr, Form(max_length=1024)],
+    username: Annotated[
+        SafeStr,
+        Form(description="The account's email.", max_length=320, examples=["ada@example.com"]),
+    ],
+    password: Annotated[SafeStr, Form(max_length=1024, examples=["correct horse battery"])],
 ) -> TokenPair:
     """Log in with the OAuth2 password form; returns an access JWT and a refresh token."""
     return await auth_service.login(db, settings, state.limiter, username, password)
@@ -52,7 +59,7 @@ async def login_for_tokens(
 @router.post(
     "/refresh",
     response_model=TokenPair,
-    responses=problems(401, 422),
+    responses=problems(errors.Unauthorized("Invalid refresh token")),
     operation_id="refresh_tokens",
 )
 async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequest) -> TokenPair:
@@ -63,7 +70,10 @@ async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequ
 @router.post(
     "/claim",
     response_model=ClaimResult,
-    responses=problems(401, 403, 404, 422),
+    responses=problems(
+        errors.GuestNotAllowed("Sign in (or use an API key) to claim a guest's sessions"),
+        errors.NotFound("No guest data for this client id"),
+    ),
     operation_id="claim_guest_sessions",
 )
 async def claim_guest_sessions(
@@ -74,7 +84,7 @@ async def claim_guest_sessions(
     return ClaimResult(client_id=body.client_id, sessions_moved=moved)
 
 
-@router.post("/logout", status_code=204, responses=problems(422), operation_id="logout")
+@router.post("/logout", status_code=204, operation_id="logout")
 async def logout(db: DbSession, body: RefreshRequest) -> Response:
     """Revoke the refresh token's whole family (every token rotated from the same login)."""
     await auth_service.logout(db, body.refresh_token)

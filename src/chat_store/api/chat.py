@@ -16,30 +16,40 @@ from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey
 from chat_store.api.errors import problem_response
 from chat_store.api.responses import problems
 from chat_store.api.streams import event_stream
-from chat_store.errors import AppError
+from chat_store.errors import (
+    AppError,
+    ChatSessionNotFound,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    MessageNotFound,
+    PayloadTooLarge,
+    SeqConflict,
+)
 from chat_store.schemas.chat import ChatTurn, ChatTurnCreate
-from chat_store.schemas.common import Problem
 from chat_store.schemas.messages import MessageRead
 from chat_store.services.generation import GenerationRunner
 from chat_store.services.generation import turns as turn_service
+from chat_store.services.generation.errors import (
+    GenerationBusy,
+    GenerationInProgress,
+    GenerationUnavailable,
+    ProviderError,
+    ProviderTimeout,
+    TooManyGenerations,
+)
 from chat_store.services.generation.turns import TurnContext
 from chat_store.services.streams import StreamContext
 
 router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["chat"])
 
 
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "model": Problem,
-        "description": description,
-        "content": {"application/problem+json": {}},
-    }
-
-
-_UNAVAILABLE = _problem(
-    "No provider configured (`generation_unavailable`), or this process is generating all it "
-    "can (`generation_busy`, with Retry-After)."
+# Example message ids of a failed turn (its answer names both messages).
+_USER_MESSAGE = uuid.UUID("7b0e3c1a-52f4-4d8e-9a61-2c9f0d3e8b17")
+_ANSWER_MESSAGE = uuid.UUID("c4a9e2d0-1f37-4b6a-8e25-93d71f0a6c48")
+_GENERATING = GenerationInProgress(
+    _ANSWER_MESSAGE, f"An answer of this session is being generated (message {_ANSWER_MESSAGE})"
 )
+_CANNOT_START = (GenerationUnavailable, GenerationBusy(4), TooManyGenerations(2))
 _CHAT_ANSWERS: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "`stream: true`: Server-Sent Events: `turn` with both messages, then the "
@@ -51,10 +61,17 @@ _CHAT_ANSWERS: dict[int | str, dict[str, Any]] = {
         "description": "`stream: false`, and REQUEST_TIMEOUT_SECONDS came before the answer "
         "ended: both messages as they stand; the answer goes on being generated.",
     },
-    **problems(401, 404, 409, 413, 422),
-    502: _problem("`stream: false`: the provider failed (`provider_error`); names both messages."),
-    503: _UNAVAILABLE,
-    504: _problem("`stream: false`: the provider went silent (`provider_timeout`)."),
+    **problems(
+        ChatSessionNotFound,
+        SeqConflict(41),
+        _GENERATING,
+        IdempotencyKeyReused,
+        PayloadTooLarge("content is over the limit of 1048576 bytes of UTF-8"),
+        *_CANNOT_START,
+        # `stream: false` only: the turn is stored, its answer failed.
+        ProviderError("Error code: 500 - the provider failed", _USER_MESSAGE, _ANSWER_MESSAGE),
+        ProviderTimeout("The provider sent nothing for 60 s", _USER_MESSAGE, _ANSWER_MESSAGE),
+    ),
 }
 
 _CHAT_EXAMPLES = {
@@ -145,7 +162,11 @@ async def chat(
 
 @router.post(
     "/messages/{message_id}/cancel",
-    responses=problems(401, 404, 409, 422),
+    responses=problems(
+        ChatSessionNotFound,
+        MessageNotFound,
+        InvalidTransition("Only an assistant message is generated, and can be cancelled"),
+    ),
 )
 async def cancel_message(ctx: Turn, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """Stop generating an answer, wherever it runs: `cancelled`, its text kept."""
@@ -155,7 +176,13 @@ async def cancel_message(ctx: Turn, session_id: uuid.UUID, message_id: uuid.UUID
 @router.post(
     "/messages/{message_id}/continue",
     status_code=202,
-    responses={**problems(401, 404, 409, 422), 503: _UNAVAILABLE},
+    responses=problems(
+        ChatSessionNotFound,
+        MessageNotFound,
+        InvalidTransition("A complete answer cannot be continued"),
+        _GENERATING,
+        *_CANNOT_START,
+    ),
 )
 async def continue_message(ctx: Turn, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """Generate the rest of a failed or abandoned answer, after its stored text."""

@@ -8,6 +8,11 @@ from fastapi import APIRouter, Body, Query
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
 from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
+from chat_store.errors import (
+    ChatSessionExists,
+    ChatSessionNotFound,
+    IdempotencyKeyReused,
+)
 from chat_store.schemas.chat_sessions import (
     ChatSessionCreate,
     ChatSessionFilters,
@@ -22,10 +27,21 @@ from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
 
-_ERRORS = problems(401, 404, 422)
+_ERRORS = problems(ChatSessionNotFound)
+_FAVORITE_EXAMPLES = {
+    "set": {"summary": "Mark as a favourite", "value": {"is_favorite": True}},
+    "toggle": {"summary": "Toggle (no body, or an empty object)", "value": {}},
+}
 
 
-@router.post("", status_code=201, responses=problems(401, 409, 413, 422))
+@router.post(
+    "",
+    status_code=201,
+    responses=problems(
+        ChatSessionExists("A session with id 3f1c9a52-8d7e-4b1a-9c55-0b6e2f4d8a10 already exists"),
+        IdempotencyKeyReused,
+    ),
+)
 @direct
 async def create_chat_session(
     ctx: Context,
@@ -51,7 +67,7 @@ async def create_chat_session(
     return await chat_session_service.create_chat_session(ctx, body, key)
 
 
-@router.get("", responses=problems(401, 404, 422))
+@router.get("", responses=problems(ChatSessionNotFound("The cursor session does not exist")))
 async def list_chat_sessions(
     ctx: Context,
     pagination: PaginationParams,
@@ -101,7 +117,9 @@ async def rename_chat_session(
 
 @router.patch("/{session_id}/favorite", responses=_ERRORS)
 async def set_chat_session_favorite(
-    ctx: Context, session_id: uuid.UUID, body: Annotated[FavoriteUpdate | None, Body()] = None
+    ctx: Context,
+    session_id: uuid.UUID,
+    body: Annotated[FavoriteUpdate | None, Body(openapi_examples=_FAVORITE_EXAMPLES)] = None,
 ) -> ChatSessionRead:
     """Toggle the favourite flag, or set it with `{"is_favorite": bool}`."""
     value = body.is_favorite if body is not None else None

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from chat_store.api.deps import API_PREFIX, CurrentPrincipal, DbSession, State
-from chat_store.api.responses import problems
+from chat_store.api.responses import ErrorSpec, problems
+from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.services import export as export_service
 from chat_store.services import users as user_service
 from chat_store.services.export import EXTENSIONS, MEDIA_TYPES, ExportFormat, ExportSource
@@ -17,7 +18,9 @@ from chat_store.services.export import EXTENSIONS, MEDIA_TYPES, ExportFormat, Ex
 router = APIRouter(prefix=API_PREFIX, tags=["export"])
 
 
-def _streamed(*formats: ExportFormat, statuses: tuple[int, ...]) -> dict[int | str, dict[str, Any]]:
+def _streamed(
+    *formats: ExportFormat, errors: tuple[ErrorSpec, ...]
+) -> dict[int | str, dict[str, Any]]:
     # Keyed by the media type each format is sent as, without its parameters (OpenAPI's content
     # keys are media types or ranges); a JSON document is an object, the others text.
     content = {
@@ -28,7 +31,7 @@ def _streamed(*formats: ExportFormat, statuses: tuple[int, ...]) -> dict[int | s
     }
     return {
         200: {"description": "Streamed as it is read (docs/export-format.md).", "content": content},
-        **problems(*statuses),
+        **problems(*errors),
     }
 
 
@@ -40,7 +43,9 @@ def _source(state: State) -> ExportSource:
 @router.get(
     "/sessions/{session_id}/export",
     response_class=StreamingResponse,
-    responses=_streamed("json", "jsonl", "markdown", statuses=(401, 404, 422, 503)),
+    responses=_streamed(
+        "json", "jsonl", "markdown", errors=(ChatSessionNotFound, ArchiveUnavailable)
+    ),
 )
 async def export_chat_session(
     db: DbSession,
@@ -69,7 +74,7 @@ async def export_chat_session(
 @router.get(
     "/users/me/export",
     response_class=StreamingResponse,
-    responses=_streamed("jsonl", statuses=(401, 503)),
+    responses=_streamed("jsonl", errors=(ArchiveUnavailable,)),
 )
 async def export_account(
     db: DbSession, state: State, principal: CurrentPrincipal

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Query, Response
 
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey
 from chat_store.api.responses import problems
+from chat_store.errors import IdempotencyKeyReused
 from chat_store.schemas.export import IMPORT_EXAMPLES, ImportFormat, ImportResult
 from chat_store.services import imports as import_service
 
@@ -19,7 +20,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["export"])
     status_code=201,
     responses={
         200: {"model": ImportResult, "description": "Imported before: that session."},
-        **problems(401, 409, 413, 422),
+        **problems(IdempotencyKeyReused),
     },
 )
 async def import_chat_session(

@@ -10,6 +10,18 @@ from chat_store.api.archive import finds_archived_itself, restore_archived_sessi
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
 from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.responses import problems
+from chat_store.errors import (
+    ArchiveUnavailable,
+    ChatSessionNotFound,
+    IdempotencyKeyReused,
+    InvalidTransition,
+    MessageExists,
+    MessageNotFound,
+    NothingToResume,
+    OffsetMismatch,
+    PayloadTooLarge,
+    SeqConflict,
+)
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.schemas.common import INT32_MAX, Deleted, Page
 from chat_store.schemas.messages import (
@@ -33,11 +45,17 @@ router = APIRouter(
     tags=["messages"],
     route_class=DirectRoute,
     dependencies=[Depends(restore_archived_session)],
+    responses=problems(ArchiveUnavailable),
 )
 
-# The errors every route here may answer, and those of a write that may conflict or be too large.
-_ERRORS = problems(401, 404, 422)
-_WRITE_ERRORS = problems(401, 404, 409, 413, 422)
+_APPEND_ERRORS = problems(
+    ChatSessionNotFound,
+    MessageExists("A message with one of these ids already exists"),
+    SeqConflict(41),
+    IdempotencyKeyReused,
+    PayloadTooLarge("messages[0].content is over the limit of 1048576 bytes of UTF-8"),
+)
+_MESSAGE_ERRORS = problems(ChatSessionNotFound, MessageNotFound)
 
 _APPEND_EXAMPLES = {
     "user": {
@@ -60,7 +78,7 @@ _APPEND_EXAMPLES = {
 }
 
 
-@router.post("/messages", status_code=201, responses=_WRITE_ERRORS)
+@router.post("/messages", status_code=201, responses=_APPEND_ERRORS)
 @direct
 @finds_archived_itself
 async def append_message(
@@ -73,7 +91,7 @@ async def append_message(
     return await message_service.create_message(ctx, session_id, body, key)
 
 
-@router.post("/messages/batch", status_code=201, responses=_WRITE_ERRORS)
+@router.post("/messages/batch", status_code=201, responses=_APPEND_ERRORS)
 @finds_archived_itself
 async def append_messages(
     ctx: Context, session_id: uuid.UUID, body: MessageBatchCreate, key: IdempotencyKey = None
@@ -82,7 +100,7 @@ async def append_messages(
     return await message_service.create_messages(ctx, session_id, body, key)
 
 
-@router.get("/messages", response_model=Page[MessageRead], responses=_ERRORS)
+@router.get("/messages", response_model=Page[MessageRead], responses=_MESSAGE_ERRORS)
 @direct
 @finds_archived_itself
 async def list_messages(
@@ -114,13 +132,21 @@ def page_response(page: SerializedPage) -> Response:
     return Response(content=content.encode(), media_type="application/json")
 
 
-@router.get("/messages/{message_id}", responses=_ERRORS)
+@router.get("/messages/{message_id}", responses=_MESSAGE_ERRORS)
 async def get_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> MessageRead:
     """One message."""
     return await message_service.get_message(ctx, session_id, message_id)
 
 
-@router.patch("/messages/{message_id}", responses=_WRITE_ERRORS)
+@router.patch(
+    "/messages/{message_id}",
+    responses=problems(
+        ChatSessionNotFound,
+        MessageNotFound,
+        InvalidTransition("A complete message cannot become in_progress"),
+        PayloadTooLarge("content is over the limit of 1048576 bytes of UTF-8"),
+    ),
+)
 async def update_message(
     ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID, body: MessageUpdate
 ) -> MessageRead:
@@ -128,7 +154,7 @@ async def update_message(
     return await message_service.update_message(ctx, session_id, message_id, body)
 
 
-@router.delete("/messages/{message_id}", responses=_ERRORS)
+@router.delete("/messages/{message_id}", responses=_MESSAGE_ERRORS)
 async def delete_message(ctx: Context, session_id: uuid.UUID, message_id: uuid.UUID) -> Deleted:
     """Delete a message (its seq is never reused)."""
     await message_service.delete_message(ctx, session_id, message_id)
@@ -142,7 +168,16 @@ def _minimal(prefer: str | None) -> bool:
 _MINIMAL_APPLIED = {"Preference-Applied": "return=minimal"}
 
 
-@router.post("/messages/{message_id}/append", responses=_WRITE_ERRORS)
+@router.post(
+    "/messages/{message_id}/append",
+    responses=problems(
+        ChatSessionNotFound,
+        MessageNotFound,
+        OffsetMismatch(120),
+        InvalidTransition("Deltas go to pending or in_progress messages; this one is complete"),
+        PayloadTooLarge("The message text would be over the limit of 1048576 bytes"),
+    ),
+)
 @direct
 @finds_archived_itself
 async def append_delta(
@@ -168,7 +203,7 @@ async def append_delta(
     )
 
 
-@router.post("/resume", responses=_ERRORS)
+@router.post("/resume", responses=problems(ChatSessionNotFound, NothingToResume))
 async def resume_message(
     ctx: Context, session_id: uuid.UUID, history_limit: Annotated[int, Query(ge=0, le=1000)] = 50
 ) -> ResumePoint:
@@ -176,7 +211,11 @@ async def resume_message(
     return await message_service.resume(ctx, session_id, history_limit)
 
 
-@router.post("/fork", status_code=201, responses=_WRITE_ERRORS)
+@router.post(
+    "/fork",
+    status_code=201,
+    responses=problems(ChatSessionNotFound, MessageNotFound, IdempotencyKeyReused),
+)
 async def fork_chat_session(
     ctx: Context, session_id: uuid.UUID, body: ForkCreate, key: IdempotencyKey = None
 ) -> ChatSessionRead:
@@ -184,7 +223,7 @@ async def fork_chat_session(
     return await message_service.fork(ctx, session_id, body, key)
 
 
-@router.get("/context", responses=_ERRORS)
+@router.get("/context", responses=problems(ChatSessionNotFound))
 async def get_context_window(
     ctx: Context, session_id: uuid.UUID, max_tokens: Annotated[int, Query(ge=1, le=10_000_000)]
 ) -> ContextWindow:

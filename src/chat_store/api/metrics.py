@@ -6,6 +6,7 @@ from fastapi import APIRouter, Header, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from chat_store.api.deps import State
+from chat_store.api.responses import problems
 from chat_store.errors import NotFound, Unauthorized
 from chat_store.security import constant_time_equals
 
@@ -15,7 +16,13 @@ router = APIRouter(tags=["health"])
 @router.get(
     "/metrics",
     response_class=Response,
-    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."}},
+    responses={
+        200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text."},
+        **problems(
+            Unauthorized("Metrics need the bearer token set in METRICS_TOKEN"),
+            NotFound("No route for GET /metrics"),
+        ),
+    },
     operation_id="metrics",
 )
 async def metrics(

@@ -13,6 +13,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
+from chat_store.errors import BodyTooLarge
 from chat_store.logging_setup import request_id_var
 from chat_store.metrics import Metrics
 
@@ -181,13 +182,14 @@ class BodySizeLimitMiddleware:
                 raise
 
     async def _reject(self, scope: Scope, send: Send, max_bytes: int) -> None:
+        error = BodyTooLarge(max_bytes)
         await send_problem(
             send,
             scope,
-            status=413,
-            code="payload_too_large",
-            title="Payload too large",
-            detail=f"The request body is over the limit of {max_bytes} bytes",
+            status=error.status,
+            code=error.code,
+            title=error.title,
+            detail=error.detail,
             close=True,
         )
 

@@ -9,6 +9,7 @@ from pydantic import AwareDatetime
 
 from chat_store.api.deps import API_PREFIX, Context
 from chat_store.api.responses import problems
+from chat_store.errors import ChatSessionNotFound
 from chat_store.schemas.chat_sessions import ChatSessionStatus
 from chat_store.schemas.common import SafeStr
 from chat_store.schemas.messages import Role
@@ -31,7 +32,7 @@ def _utc(value: When | None) -> datetime | None:
 @router.get(
     "",
     response_model=SearchPage,
-    responses=problems(401, 404, 422),
+    responses=problems(ChatSessionNotFound),
 )
 async def search(
     ctx: Context,

@@ -10,8 +10,14 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from chat_store.api.archive import restore_archived_session
 from chat_store.api.deps import API_PREFIX, Context
-from chat_store.api.responses import problems
-from chat_store.errors import ValidationFailed
+from chat_store.api.responses import Responses, problems
+from chat_store.errors import (
+    ArchiveUnavailable,
+    ChatSessionNotFound,
+    MessageNotFound,
+    OffsetMismatch,
+    ValidationFailed,
+)
 from chat_store.schemas.common import INT32_MAX
 from chat_store.services import streams as stream_service
 from chat_store.services.streams import StreamContext, StreamEvent
@@ -21,14 +27,14 @@ router = APIRouter(
     prefix=API_PREFIX + "/sessions/{session_id}",
     tags=["streams"],
     dependencies=[Depends(restore_archived_session)],
+    responses=problems(ArchiveUnavailable),
 )
 
-_SSE_DOC = {
+_SSE: Responses = {
     200: {
         "description": "Server-Sent Events (`text/event-stream`).",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
-    **problems(401, 404, 409, 422),
 }
 
 LastEventId = Annotated[
@@ -78,7 +84,14 @@ def event_stream(events: AsyncIterator[StreamEvent], context: StreamContext) -> 
     )
 
 
-@router.get("/messages/{message_id}/stream", responses=_SSE_DOC, response_class=EventSourceResponse)
+@router.get(
+    "/messages/{message_id}/stream",
+    responses={
+        **_SSE,
+        **problems(ChatSessionNotFound, MessageNotFound, OffsetMismatch(120)),
+    },
+    response_class=EventSourceResponse,
+)
 async def stream_message(
     ctx: Context,
     session_id: uuid.UUID,
@@ -98,7 +111,11 @@ async def stream_message(
     )
 
 
-@router.get("/events", responses=_SSE_DOC, response_class=EventSourceResponse)
+@router.get(
+    "/events",
+    responses={**_SSE, **problems(ChatSessionNotFound)},
+    response_class=EventSourceResponse,
+)
 async def stream_session_events(
     ctx: Context,
     session_id: uuid.UUID,

@@ -6,10 +6,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from chat_store.schemas.common import InputDatetime, InputModel, OutputModel, SafeStr
+from chat_store.schemas.common import InputDatetime, InputModel, OutputModel, SafeStr, examples
 
 
 class ApiKeyCreate(InputModel):
+    model_config = examples(
+        {"name": "laptop cli"}, {"name": "ci runner", "expires_at": "2027-06-30T00:00:00Z"}
+    )
+
     name: SafeStr = Field(min_length=1, max_length=200, examples=["laptop cli"])
     expires_at: InputDatetime | None = Field(
         default=None, description="RFC 3339 with offset; the key stops working then."

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from chat_store.models import ChatSession
-from chat_store.schemas.common import InputModel, Metadata, OutputModel, SafeStr, Title
+from chat_store.schemas.common import InputModel, Metadata, OutputModel, SafeStr, Title, examples
 
 ChatSessionStatus = Literal["active", "ended"]
 
@@ -47,6 +47,11 @@ class ChatSessionCreate(InputModel):
 
 
 class ChatSessionUpdate(InputModel):
+    model_config = examples(
+        {"title": "Fix flaky billing test", "is_favorite": True},
+        {"status": "ended", "metadata": {"client": "cli/1.4", "outcome": "fixed"}},
+    )
+
     title: Title | None = None
     is_favorite: bool | None = None
     metadata: Metadata | None = None
@@ -63,10 +68,14 @@ class ChatSessionUpdate(InputModel):
 
 
 class ChatSessionRename(InputModel):
+    model_config = examples({"title": "Fix flaky billing test"})
+
     title: Title | None
 
 
 class FavoriteUpdate(InputModel):
+    model_config = examples({"is_favorite": True})
+
     is_favorite: bool | None = Field(default=None, description="Omit to toggle.")
 
 

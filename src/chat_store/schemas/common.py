@@ -83,6 +83,11 @@ class InputModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def examples(*values: dict[str, Any]) -> ConfigDict:
+    """A request body's config with realistic examples (shown in Swagger UI and ReDoc)."""
+    return ConfigDict(json_schema_extra={"examples": list(values)})
+
+
 class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

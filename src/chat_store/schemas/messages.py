@@ -13,6 +13,7 @@ from chat_store.schemas.common import (
     OutputModel,
     RagContext,
     SafeStr,
+    examples,
 )
 
 Role = Literal["user", "assistant", "system", "tool"]
@@ -66,11 +67,36 @@ class MessageAppend(MessageCreate):
 
 
 class MessageBatchCreate(InputModel):
+    model_config = examples(
+        {
+            "messages": [
+                {"role": "user", "content": "Why does test_billing fail on CI?"},
+                {
+                    "role": "assistant",
+                    "content": "The fixture clock is frozen at 2024-01-01; the invoice is dated "
+                    "today.",
+                    "model": "gpt-4o",
+                    "token_count": 17,
+                },
+            ]
+        }
+    )
+
     messages: list[MessageCreate] = Field(min_length=1)
     expected_last_seq: int | None = Field(default=None, ge=0, le=INT32_MAX)
 
 
 class MessageUpdate(InputModel):
+    model_config = examples(
+        {
+            "status": "complete",
+            "content": "Pass now= to make_invoice so the test does not read the clock.",
+            "token_count": 14,
+            "latency_ms": 2310,
+        },
+        {"status": "failed", "error_message": "The model provider timed out"},
+    )
+
     status: MessageStatus | None = None
     content: SafeStr | None = None
     partial_content: SafeStr | None = None
@@ -90,6 +116,8 @@ class MessageUpdate(InputModel):
 
 
 class DeltaAppend(InputModel):
+    model_config = examples({"delta": " the fixture clock", "offset": 42})
+
     delta: SafeStr = Field(min_length=1, examples=["Hello"])
     offset: int = Field(
         ge=0,
@@ -145,4 +173,6 @@ class ContextWindow(OutputModel):
 
 
 class ForkCreate(InputModel):
+    model_config = examples({"message_id": "0b8f5c2e-4a1d-4c7e-9f3b-6d2a1e9c7f40"})
+
     message_id: uuid.UUID = Field(description="Copy the messages up to and including this one.")

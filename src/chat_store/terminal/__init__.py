@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from chat_store.terminal import conversation, sessions
+from chat_store.terminal import conversation, search, sessions
 
 
 def register(app: typer.Typer) -> None:
@@ -28,5 +28,6 @@ def register(app: typer.Typer) -> None:
         conversation.ask,
         conversation.resume,
         conversation.follow,
+        search.search,
     ):
         app.command(rich_help_panel="Client (talks to a server over HTTP)")(command)
