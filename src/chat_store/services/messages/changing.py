@@ -11,6 +11,7 @@ from chat_store.errors import ChatSessionNotFound, ValidationFailed
 from chat_store.schemas.messages import OPEN_STATUSES, MessageRead, MessageUpdate
 from chat_store.services import events, limits
 from chat_store.services.context import RequestContext
+from chat_store.services.messages import tools
 from chat_store.services.messages.reading import full_text, owned_message, to_reads
 from chat_store.services.messages.rules import check_transition, utf8_len
 
@@ -40,6 +41,11 @@ async def update_message(
         raise ValidationFailed(
             "error_message is only for failed or cancelled messages", ["body", "error_message"]
         )
+    if "tool_calls" in changes and row.role != "assistant":
+        raise ValidationFailed(
+            "only an assistant message carries tool_calls", ["body", "tool_calls"]
+        )
+    tools.check_sizes(ctx, body.tool_calls, "tool_calls")
     limits.check_text(settings, changes.get("content"), "content")
     limits.check_text(settings, changes.get("partial_content"), "partial_content")
 
@@ -74,6 +80,8 @@ async def update_message(
         row.metadata_ = changes["metadata"]
     if "latency_ms" in changes:
         row.latency_ms = changes["latency_ms"]
+    if "tool_calls" in changes:
+        row.tool_calls = tools.stored_calls(body.tool_calls)
     if token_delta:
         await message_crud.adjust_counters(db, session_id, token_delta=token_delta)
     row.updated_at = now
