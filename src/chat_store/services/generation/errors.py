@@ -24,6 +24,27 @@ class GenerationInProgress(Conflict):
         super().__init__(detail, message_id=str(message_id))
 
 
+class NothingToAnswer(Conflict):
+    code, title = "nothing_to_answer", "Nothing to answer"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A turn without content answers the stored history, and this session's last "
+            "message is an assistant's (or it has none): append a user or tool message first"
+        )
+
+
+class ToolResultsMissing(Conflict):
+    code, title = "tool_results_missing", "Tool calls without results"
+
+    def __init__(self, missing: list[str]) -> None:
+        super().__init__(
+            f"The last assistant message's tool calls {', '.join(missing)} have no result yet: "
+            "append a tool message for each (tool_call_id) before the model goes on",
+            tool_call_ids=missing,
+        )
+
+
 class TooManyGenerations(RateLimited):
     code, title = "too_many_generations", "Too many live generations"
 
@@ -50,11 +71,11 @@ class _TurnFailed(AppError):
     """A turn answered without streaming whose generation failed; names both messages."""
 
     def __init__(
-        self, detail: str, user_message_id: uuid.UUID, assistant_message_id: uuid.UUID
+        self, detail: str, user_message_id: uuid.UUID | None, assistant_message_id: uuid.UUID
     ) -> None:
         super().__init__(
             detail,
-            user_message_id=str(user_message_id),
+            user_message_id=None if user_message_id is None else str(user_message_id),
             assistant_message_id=str(assistant_message_id),
         )
 

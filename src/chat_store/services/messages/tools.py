@@ -15,6 +15,7 @@ from typing import Any
 from chat_store.crud import messages as message_crud
 from chat_store.errors import UnknownToolCall
 from chat_store.schemas.messages import MessageCreate, ToolCall
+from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import limits
 from chat_store.services.context import RequestContext
 
@@ -53,6 +54,8 @@ async def check_answers(
             )
             made_before = {str(call.get("id")) for calls in stored for call in calls}
         if answered not in made_before:
+            # Another user's session (or none) is a 404, as the append itself would answer.
+            await chat_session_service.get_owned(ctx, session_id)
             loc: list[str | int] = (
                 ["body", "tool_call_id"]
                 if len(items) == 1
