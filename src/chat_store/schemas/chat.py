@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
+from chat_store.schemas import common
 from chat_store.schemas.chat_sessions import SYSTEM_PROMPT_MAX_CHARS
-from chat_store.schemas.common import (
-    INT32_MAX,
-    InputModel,
-    Metadata,
-    OutputModel,
-    RagContext,
-    SafeStr,
-)
+from chat_store.schemas.common import INT32_MAX, InputModel, OutputModel, RagContext, SafeStr
 from chat_store.schemas.messages import MAX_TOOL_CALLS, TOOL_NAME_PATTERN, MessageRead
 
 
@@ -23,7 +17,7 @@ class FunctionDefinition(InputModel):
 
     name: str = Field(pattern=TOOL_NAME_PATTERN, examples=["run_tests"])
     description: SafeStr | None = Field(default=None, examples=["Run the project's tests"])
-    parameters: Metadata | None = Field(
+    parameters: common.Metadata | None = Field(
         default=None,
         description="Its arguments as a JSON Schema object (forwarded as given).",
         examples=[{"type": "object", "properties": {"path": {"type": "string"}}}],
@@ -34,6 +28,15 @@ class FunctionDefinition(InputModel):
 class ToolDefinition(InputModel):
     type: Literal["function"] = "function"
     function: FunctionDefinition
+
+
+def _check_tools(tools: list[ToolDefinition]) -> list[ToolDefinition]:
+    if not 1 <= len(tools) <= MAX_TOOL_CALLS:
+        raise ValueError(f"tools holds 1 to {MAX_TOOL_CALLS} functions")
+    names = [tool.function.name for tool in tools]
+    if len(set(names)) != len(names):
+        raise ValueError("function names differ within tools")
+    return tools
 
 
 class ChatTurnCreate(InputModel):
@@ -49,10 +52,8 @@ class ChatTurnCreate(InputModel):
         description="RAG data stored with the user message; its `documents` are sent to the "
         "model with it (docs/generation.md).",
     )
-    tools: list[ToolDefinition] | None = Field(
+    tools: Annotated[list[ToolDefinition], AfterValidator(_check_tools)] | None = Field(
         default=None,
-        min_length=1,
-        max_length=MAX_TOOL_CALLS,
         description="Functions the model may call, sent to it as given. An answer that calls "
         "them completes with tool_calls and finish_reason `tool_calls` (docs/generation.md).",
     )
@@ -87,14 +88,6 @@ class ChatTurnCreate(InputModel):
     ) -> dict[str, Any] | None:
         if value is not None and "content" in info.data and info.data["content"] is None:
             raise ValueError("context is stored with the user message: give content with it")
-        return value
-
-    @field_validator("tools")
-    @classmethod
-    def _distinct_names(cls, value: list[ToolDefinition] | None) -> list[ToolDefinition] | None:
-        names = [tool.function.name for tool in value or ()]
-        if len(set(names)) != len(names):
-            raise ValueError("function names differ within tools")
         return value
 
     def tool_definitions(self) -> list[dict[str, Any]] | None:

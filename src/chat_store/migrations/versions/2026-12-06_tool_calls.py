@@ -16,12 +16,11 @@ down_revision: str | None = "0003_search"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-
 
 def upgrade() -> None:
     # Nullable, no default: a plain ADD COLUMN on both dialects, no table rewrite or rebuild.
-    op.add_column("message", sa.Column("tool_calls", JSON, nullable=True))
+    calls_type = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    op.add_column("message", sa.Column("tool_calls", calls_type, nullable=True))
     op.add_column("message", sa.Column("tool_call_id", sa.String(200), nullable=True))
 
 

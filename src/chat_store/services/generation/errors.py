@@ -27,22 +27,11 @@ class GenerationInProgress(Conflict):
 class NothingToAnswer(Conflict):
     code, title = "nothing_to_answer", "Nothing to answer"
 
-    def __init__(self) -> None:
-        super().__init__(
-            "A turn without content answers the stored history, and this session's last "
-            "message is an assistant's (or it has none): append a user or tool message first"
-        )
-
 
 class ToolResultsMissing(Conflict):
-    code, title = "tool_results_missing", "Tool calls without results"
+    """Raised with `tool_call_ids`: the calls without a result."""
 
-    def __init__(self, missing: list[str]) -> None:
-        super().__init__(
-            f"The last assistant message's tool calls {', '.join(missing)} have no result yet: "
-            "append a tool message for each (tool_call_id) before the model goes on",
-            tool_call_ids=missing,
-        )
+    code, title = "tool_results_missing", "Tool calls without results"
 
 
 class TooManyGenerations(RateLimited):

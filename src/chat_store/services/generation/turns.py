@@ -159,7 +159,10 @@ def check_answerable(history: list[MessageRead]) -> None:
     assistant's (409 nothing_to_answer), and when it ends with tool messages, they answer every
     call of the assistant message before them (409 tool_results_missing)."""
     if not history or history[-1].role == "assistant":
-        raise NothingToAnswer()
+        raise NothingToAnswer(
+            "A turn without content answers the stored history, and this session's last "
+            "message is an assistant's (or it has none): append a user or tool message first"
+        )
     first_result = len(history)
     while first_result > 0 and history[first_result - 1].role == "tool":
         first_result -= 1
@@ -169,7 +172,11 @@ def check_answerable(history: list[MessageRead]) -> None:
     answered = {message.tool_call_id for message in history[first_result:]}
     missing = [call.id for call in caller.tool_calls if call.id not in answered]
     if missing:
-        raise ToolResultsMissing(missing)
+        raise ToolResultsMissing(
+            f"The last assistant message's tool calls {', '.join(missing)} have no result yet: "
+            "append a tool message for each (tool_call_id) before the model goes on",
+            tool_call_ids=missing,
+        )
 
 
 async def turn_events(context: StreamContext, turn: ChatTurn) -> AsyncIterator[StreamEvent]:

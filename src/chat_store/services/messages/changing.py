@@ -26,6 +26,8 @@ async def update_message(
     changes = body.model_dump(exclude_unset=True)
     new_status: str = changes.get("status") or row.status
     check_transition(row.status, new_status)
+    if "tool_calls" in changes:
+        tools.change_calls(ctx, row, body.tool_calls)
     now = datetime.now(UTC)
 
     if "content" in changes and new_status != "complete":
@@ -41,11 +43,6 @@ async def update_message(
         raise ValidationFailed(
             "error_message is only for failed or cancelled messages", ["body", "error_message"]
         )
-    if "tool_calls" in changes and row.role != "assistant":
-        raise ValidationFailed(
-            "only an assistant message carries tool_calls", ["body", "tool_calls"]
-        )
-    tools.check_sizes(ctx, body.tool_calls, "tool_calls")
     limits.check_text(settings, changes.get("content"), "content")
     limits.check_text(settings, changes.get("partial_content"), "partial_content")
 
@@ -80,8 +77,6 @@ async def update_message(
         row.metadata_ = changes["metadata"]
     if "latency_ms" in changes:
         row.latency_ms = changes["latency_ms"]
-    if "tool_calls" in changes:
-        row.tool_calls = tools.stored_calls(body.tool_calls)
     if token_delta:
         await message_crud.adjust_counters(db, session_id, token_delta=token_delta)
     row.updated_at = now

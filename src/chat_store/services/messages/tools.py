@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from chat_store.crud import messages as message_crud
-from chat_store.errors import UnknownToolCall
+from chat_store.crud.messages import StoredMessage
+from chat_store.errors import UnknownToolCall, ValidationFailed
 from chat_store.schemas.messages import MessageCreate, ToolCall
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import limits
@@ -28,6 +29,17 @@ def check_sizes(ctx: RequestContext, calls: Sequence[ToolCall] | None, field: st
     """A call's arguments are text the model wrote: limited as a message's text is (413)."""
     for index, call in enumerate(calls or ()):
         limits.check_text(ctx.settings, call.arguments, f"{field}[{index}].arguments")
+
+
+def change_calls(ctx: RequestContext, row: StoredMessage, calls: list[ToolCall] | None) -> None:
+    """Set (or with None clear) the calls of an assistant message, e.g. as its writer completes
+    it."""
+    if row.role != "assistant":
+        raise ValidationFailed(
+            "only an assistant message carries tool_calls", ["body", "tool_calls"]
+        )
+    check_sizes(ctx, calls, "tool_calls")
+    row.tool_calls = stored_calls(calls)
 
 
 def stored_calls(calls: Sequence[ToolCall] | None) -> list[dict[str, Any]] | None:
