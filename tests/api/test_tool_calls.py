@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
-from tests.conftest import running_app
+from tests.conftest import AppWith, running_app
 from tests.factories import API, Account, Factory
 from tests.support.chat import chat_path, chat_settings, message_path, new_session
 from tests.support.llm_server import LlmServer
@@ -450,3 +450,17 @@ async def test_malformed_turns_are_refused(
 
     assert_validation_error(response, *loc)
     assert await llm.requests() == []
+
+
+async def test_arguments_are_limited_as_message_text(app_with: AppWith) -> None:
+    async with app_with(max_message_bytes=64) as small:
+        factory = Factory(small.client)
+        account, session_id = await new_session(factory)
+        call = CALLS[0] | {"arguments": json.dumps({"text": "é" * 40})}  # 80+ bytes
+
+        response = await _append(
+            small.client, account, session_id, role="assistant", content="", tool_calls=[call]
+        )
+
+        body = assert_problem(response, 413, "payload_too_large")
+        assert "tool_calls[0].arguments" in body["detail"]
