@@ -73,6 +73,10 @@ class ValidationFailed(AppError):
         super().__init__(detail, errors=[error])
 
 
+class UnknownToolCall(ValidationFailed):
+    code, title = "unknown_tool_call", "No such tool call"
+
+
 class ChatSessionNotFound(NotFound):
     code, title = "session_not_found", "Session not found"
 

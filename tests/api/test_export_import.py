@@ -175,6 +175,8 @@ async def test_json_export_has_every_field_of_every_message(
         "completed_at",
         "created_version",
         "version",
+        "tool_calls",
+        "tool_call_id",
     }
     # The same values as the API's own reads.
     listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)

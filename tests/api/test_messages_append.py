@@ -88,8 +88,15 @@ async def test_appends_get_seq_1_2_3(client: httpx.AsyncClient, factory: Factory
     account = await factory.account()
     session = await factory.chat_session(account)
     seqs = []
+    call = {"id": "call_1", "name": "calc", "arguments": "{}"}
+    answers: dict[str, dict[str, Any]] = {
+        "assistant": {"tool_calls": [call]},
+        "tool": {"tool_call_id": "call_1"},
+    }
     for role in ("system", "user", "assistant", "tool"):
-        created = await factory.message(account, session["id"], role=role, content=role)
+        created = await factory.message(
+            account, session["id"], role=role, content=role, **answers.get(role, {})
+        )
         seqs.append(created["seq"])
     assert seqs == [1, 2, 3, 4]
     stored = await _stored(client, account, session["id"])
@@ -195,8 +202,18 @@ async def test_batch_appends_consecutive_seqs(client: httpx.AsyncClient, factory
     await factory.message(account, session["id"], content="before")
     batch = [
         {"role": "user", "content": "question"},
-        {"role": "assistant", "content": "calling a tool", "token_count": 3},
-        {"role": "tool", "content": '{"result": 42}', "metadata": {"tool": "calc"}},
+        {
+            "role": "assistant",
+            "content": "calling a tool",
+            "token_count": 3,
+            "tool_calls": [{"id": "c1", "name": "calc", "arguments": '{"x": 6}'}],
+        },
+        {
+            "role": "tool",
+            "content": '{"result": 42}',
+            "metadata": {"tool": "calc"},
+            "tool_call_id": "c1",
+        },
         {"role": "assistant", "status": "pending"},
     ]
     response = await client.post(

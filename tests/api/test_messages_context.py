@@ -39,6 +39,10 @@ async def _batch(
     return list(response.json()["data"])
 
 
+def _calls(*ids: str) -> list[dict[str, str]]:
+    return [{"id": call_id, "name": "grep", "arguments": "{}"} for call_id in ids]
+
+
 def _reference(messages: list[Any], max_tokens: int) -> tuple[list[Any], int]:
     """The contract, spelled out: a message and the tool messages right after it are one
     group; the newest groups are taken while they fit."""
@@ -175,9 +179,14 @@ async def test_tool_results_stay_with_their_call(
         session["id"],
         [
             {"role": "user", "content": "q", "token_count": 5},  # 1
-            {"role": "assistant", "content": "call", "token_count": 5},  # 2, calls tools
-            {"role": "tool", "content": "r1", "token_count": 5},  # 3
-            {"role": "tool", "content": "r2", "token_count": 5},  # 4
+            {
+                "role": "assistant",
+                "content": "call",
+                "token_count": 5,
+                "tool_calls": _calls("1", "2"),
+            },
+            {"role": "tool", "content": "r1", "token_count": 5, "tool_call_id": "1"},  # 3
+            {"role": "tool", "content": "r2", "token_count": 5, "tool_call_id": "2"},  # 4
             {"role": "assistant", "content": "answer", "token_count": 5},  # 5
         ],
     )
@@ -200,8 +209,13 @@ async def test_tool_results_stay_with_their_call(
         account,
         session["id"],
         [
-            {"role": "assistant", "content": "call again", "token_count": 5},  # 6
-            {"role": "tool", "content": "r3", "token_count": 5},  # 7
+            {
+                "role": "assistant",
+                "content": "call again",
+                "token_count": 5,
+                "tool_calls": _calls("3"),
+            },
+            {"role": "tool", "content": "r3", "token_count": 5, "tool_call_id": "3"},  # 7
         ],
     )
     assert seqs(await _context(client, account, session["id"], 9)) == []
@@ -220,13 +234,14 @@ async def test_long_session_with_a_group_across_read_pages(
     account = await factory.account()
     session = await factory.chat_session(account)
     items: list[dict[str, Any]] = []
+    results = {39: range(40, 61), 244: range(245, 261)}
     for i in range(1, 451):
-        role = "user" if i % 2 else "assistant"
+        item: dict[str, Any] = {"role": "user" if i % 2 else "assistant"}
         if 245 <= i <= 260 or 40 <= i <= 60:
-            role = "tool"
-        if i in (244, 39):
-            role = "assistant"
-        items.append({"role": role, "content": "t" * (i % 7 * 4 + 1)})
+            item = {"role": "tool", "tool_call_id": f"c{i}"}
+        if i in results:
+            item = {"role": "assistant", "tool_calls": _calls(*(f"c{n}" for n in results[i]))}
+        items.append({**item, "content": "t" * (i % 7 * 4 + 1)})
     messages: list[Any] = []
     for start in range(0, len(items), 100):
         messages += await _batch(client, account, session["id"], items[start : start + 100])

@@ -66,7 +66,11 @@ async def test_nothing_to_resume(client: httpx.AsyncClient, factory: Factory) ->
     await factory.message(account, session["id"], role="assistant", content="answer")
     # Open messages of other roles and finished assistant messages are not resumable.
     await factory.message(account, session["id"], role="user", status="pending")
-    await factory.message(account, session["id"], role="tool", status="in_progress")
+    call = {"id": "call_1", "name": "grep", "arguments": "{}"}
+    await factory.message(account, session["id"], role="assistant", content="", tool_calls=[call])
+    await factory.message(
+        account, session["id"], role="tool", status="in_progress", tool_call_id="call_1"
+    )
     await factory.message(account, session["id"], role="assistant", status="cancelled")
     streamed = await factory.message(account, session["id"], role="assistant", status="pending")
     await _stream(client, account, streamed, "done")

@@ -329,3 +329,53 @@ async def test_the_blocking_client_chats_cancels_and_continues(
     assert isinstance(items[-1], StreamDone) and items[-1].status == "complete"
     assert done[-1].status == "complete"
     assert final.content == text
+
+
+async def test_the_client_answers_the_models_tool_calls_and_gets_the_final_answer(
+    chat_server: ServerProcess, llm: LlmServer
+) -> None:
+    calls = [
+        {"id": "call_1", "name": "read_file", "arguments": '{"path": "billing.py"}'},
+        {"id": "call_2", "name": "run_tests", "arguments": "{}"},
+    ]
+    tools = [
+        {"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}},
+        {"type": "function", "function": {"name": "run_tests"}},
+    ]
+    await llm.script("other", {"tool_calls": calls, "argument_chars": 5}, {"text": "Fixed. "})
+    client, _ = await new_account(chat_server)
+    async with client:
+        session = await client.create_session()
+        items = [
+            item async for item in client.chat(session.id, "Why?", model_name="other", tools=tools)
+        ]
+        turn = items[0]
+        assert isinstance(turn, ChatTurn)
+        calling = await client.get_message(session.id, turn.assistant_message.id)
+        assert calling.tool_calls is not None
+        assert [(call.id, call.name) for call in calling.tool_calls] == [
+            ("call_1", "read_file"),
+            ("call_2", "run_tests"),
+        ]
+        assert calling.tool_calls[0].parsed_arguments() == {"path": "billing.py"}
+        assert calling.metadata["finish_reason"] == "tool_calls"
+
+        for call in calling.tool_calls:
+            result = await client.append_tool_result(session.id, call.id, f"result of {call.name}")
+            assert (result.role, result.tool_call_id) == ("tool", call.id)
+        final_items = [
+            item async for item in client.chat(session.id, model_name="other", tools=tools)
+        ]
+
+    final_turn = final_items[0]
+    assert isinstance(final_turn, ChatTurn) and final_turn.user_message is None
+    assert "".join(item.delta for item in final_items if isinstance(item, StreamDelta)) == "Fixed. "
+    assert isinstance(final_items[-1], StreamDone) and final_items[-1].status == "complete"
+    _, second = await llm.requests("other")
+    sent = second["body"]["messages"]
+    assert [message["role"] for message in sent] == ["user", "assistant", "tool", "tool"]
+    assert [message.get("tool_call_id") for message in sent[2:]] == ["call_1", "call_2"]
+    assert sent[1]["tool_calls"][0]["function"] == {
+        "name": "read_file",
+        "arguments": '{"path": "billing.py"}',
+    }

@@ -15,7 +15,11 @@ request taking the next one and the last one staying. A behaviour says:
 - `hang_after`: after that many chunks nothing more is sent (until the client leaves);
 - `status`: answer this HTTP status with an OpenAI error body instead of streaming;
 - `usage`: send the usage chunk when the request asks for it (default true);
-- `finish_reason`: "stop" by default.
+- `tool_calls`: calls of the request's tools to answer with, `[{"id", "name", "arguments"}]`
+  (an id left out is not sent), after the text (none unless `text` is given): each call
+  streamed as a model does, a first `delta.tool_calls` fragment with its index, id and name,
+  then its arguments in fragments of `argument_chars` characters (default 4);
+- `finish_reason`: "stop" by default, "tool_calls" with tool calls.
 
 Control routes (for the tests only): `POST /_control/script`, `GET /_control/requests`,
 `POST /_control/reset`, `GET /_control/health`.
@@ -128,7 +132,9 @@ async def _completions(scope: Scope, receive: Any, send: Any) -> None:
             {"error": {"message": f"scripted {status}", "type": "test", "code": None}},
         )
         return
-    text = _remaining_text(str(behaviour.get("text", DEFAULT_TEXT)), body.get("messages", []))
+    calls = list(behaviour.get("tool_calls") or ())
+    given_text = behaviour.get("text", "" if calls else DEFAULT_TEXT)
+    text = _remaining_text(str(given_text), body.get("messages", []))
     size = int(behaviour.get("chunk_chars", 0)) or None
     chunks = [text[i : i + size] for i in range(0, len(text), size)] if size else _words(text)
     request_id = f"chatcmpl-{len(STATE.requests)}"
@@ -180,7 +186,17 @@ async def _completions(scope: Scope, receive: Any, send: Any) -> None:
             record["sent"] = record.get("sent", 0) + 1
             if behaviour.get("delay"):
                 await asyncio.sleep(float(behaviour["delay"]))
-        tail = _chunk(request_id, model, {}, str(behaviour.get("finish_reason", "stop")))
+        for index, call in enumerate(calls):
+            for fragment in _tool_call_fragments(index, call, behaviour):
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": _chunk(request_id, model, {"tool_calls": [fragment]}, None),
+                        "more_body": True,
+                    }
+                )
+        finish = behaviour.get("finish_reason", "tool_calls" if calls else "stop")
+        tail = _chunk(request_id, model, {}, str(finish))
         wants_usage = (body.get("stream_options") or {}).get("include_usage")
         if wants_usage and behaviour.get("usage", True):
             usage = {
@@ -201,6 +217,26 @@ async def _completions(scope: Scope, receive: Any, send: Any) -> None:
         record["outcome"] = "complete"
     finally:
         watcher.cancel()
+
+
+def _tool_call_fragments(
+    index: int, call: dict[str, Any], behaviour: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """One call as a model streams it: its index, id and name first, then its arguments."""
+    head: dict[str, Any] = {
+        "index": index,
+        "type": "function",
+        "function": {"name": call["name"], "arguments": ""},
+    }
+    if "id" in call:
+        head["id"] = call["id"]
+    arguments = str(call.get("arguments", ""))
+    size = int(behaviour.get("argument_chars", 4))
+    rest = [
+        {"index": index, "function": {"arguments": arguments[start : start + size]}}
+        for start in range(0, len(arguments), size)
+    ]
+    return [head, *rest]
 
 
 def _words(text: str) -> list[str]:

@@ -41,15 +41,20 @@ _session_bodies = st.fixed_dictionaries(
         | st.fixed_dictionaries({}, optional={"repo": _text, "branch": _text, "path": _text}),
     },
 )
+_message_fields = {
+    "metadata": _objects,
+    "context": st.none() | _objects,
+    "token_count": st.none() | st.integers(0, 10**6),
+    "model": st.none() | _text,
+    "expected_last_seq": st.none() | st.integers(0, 2**31 - 1),
+}
 _message_bodies = st.fixed_dictionaries(
-    {"role": st.sampled_from(["user", "assistant", "system", "tool"]), "content": _text},
-    optional={
-        "metadata": _objects,
-        "context": st.none() | _objects,
-        "token_count": st.none() | st.integers(0, 10**6),
-        "model": st.none() | _text,
-        "expected_last_seq": st.none() | st.integers(0, 2**31 - 1),
-    },
+    {"role": st.sampled_from(["user", "assistant", "system"]), "content": _text},
+    optional=_message_fields,
+) | st.fixed_dictionaries(
+    # A tool message answers a call.
+    {"role": st.just("tool"), "content": _text, "tool_call_id": _text.filter(bool)},
+    optional=_message_fields,
 )
 _bodies = st.one_of(
     st.tuples(st.just(ChatSessionCreate), _session_bodies),

@@ -92,6 +92,30 @@ _CHAT_EXAMPLES = {
             "stream": False,
         },
     },
+    "tools": {
+        "summary": "A turn with tools the model may call",
+        "value": {
+            "content": "Why does test_billing fail?",
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "read_file",
+                        "description": "Read a file of the project",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"path": {"type": "string"}},
+                            "required": ["path"],
+                        },
+                    },
+                }
+            ],
+        },
+    },
+    "tool_results": {
+        "summary": "After appending the tool results: answer them (no content)",
+        "value": {"tools": [{"type": "function", "function": {"name": "read_file"}}]},
+    },
 }
 
 

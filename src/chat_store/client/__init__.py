@@ -51,6 +51,7 @@ from chat_store.client.models import (
     StreamDelta,
     StreamDone,
     TokenPair,
+    ToolCall,
     User,
     Workspace,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "StreamDelta",
     "StreamDone",
     "TokenPair",
+    "ToolCall",
     "UnauthorizedError",
     "User",
     "ValidationError",

@@ -11,7 +11,7 @@ no character is lost or repeated.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict, Unpack
 
 import httpx
@@ -39,10 +39,13 @@ class TurnOptions(TypedDict, total=False):
     temperature: float | None
     max_output_tokens: int | None
     expected_last_seq: int | None
+    # Function definitions the model may call: [{"type": "function", "function": {...}}].
+    tools: Sequence[Mapping[str, Any]] | None
 
 
-def chat_body(content: str, *, stream: bool, **turn: Unpack[TurnOptions]) -> dict[str, Any]:
-    """The body of POST /chat: the fields given (`model_name` is sent as `model`)."""
+def chat_body(content: str | None, *, stream: bool, **turn: Unpack[TurnOptions]) -> dict[str, Any]:
+    """The body of POST /chat: the fields given (`model_name` is sent as `model`; no
+    `content`: the model answers the stored history)."""
     fields: dict[str, Any] = {"content": content, **turn}
     fields["model"] = fields.pop("model_name", None)
     return {**body(**{k: v for k, v in fields.items() if v is not None}), "stream": stream}

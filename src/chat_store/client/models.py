@@ -7,6 +7,7 @@ fields in step with the server's read schemas.
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,6 +120,19 @@ MessageRole = Literal["user", "assistant", "system", "tool"]
 MessageStatus = Literal["pending", "in_progress", "complete", "failed", "cancelled"]
 
 
+class ToolCall(Model):
+    """A call of one of the client's functions, as the model asked for it; answer it with
+    `append_tool_result(session_id, call.id, result)`."""
+
+    id: str
+    name: str
+    arguments: str  # as the model wrote it, normally JSON
+
+    def parsed_arguments(self) -> Any:
+        """The arguments as JSON (raises ValueError when the model wrote no valid JSON)."""
+        return json.loads(self.arguments)
+
+
 class Message(Model):
     id: uuid.UUID
     object: Literal["message"] = "message"
@@ -137,6 +151,8 @@ class Message(Model):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
     stale: bool = False
 
     @property
@@ -167,7 +183,8 @@ class ChatTurn(Model):
     """A chat turn the service answers: the user's message and the answer it generates."""
 
     object: Literal["chat.turn"] = "chat.turn"
-    user_message: Message
+    # None: a turn sent without content, answering the stored history (after tool results).
+    user_message: Message | None
     assistant_message: Message
 
 

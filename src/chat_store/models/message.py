@@ -4,10 +4,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chat_store.models.base import Base, new_id, utcnow
+
+# None is SQL NULL (not JSON null): "has tool calls" is `tool_calls IS NOT NULL`.
+NULLABLE_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
 class Message(Base):
@@ -47,6 +51,10 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    # An assistant message's calls of the client's tools, as the API shows them
+    # ([{"id", "name", "arguments"}]); a tool message's answer names its call in tool_call_id.
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(NULLABLE_JSON)
+    tool_call_id: Mapped[str | None] = mapped_column(String(200))
 
 
 class MessageTombstone(Base):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, Field, ValidationInfo, field_validator
 
 from chat_store.schemas.chat_sessions import ChatSessionRead, ChatSessionStatus, Workspace
 from chat_store.schemas.common import INT32_MAX, InputModel, Metadata, OutputModel, Title
-from chat_store.schemas.messages import MessageCreate
+from chat_store.schemas.messages import MessageCreate, check_tool_call_id
 
 ImportFormat = Literal["chat-store", "chatgpt", "plain"]
 
@@ -24,6 +24,12 @@ class ImportedMessage(MessageCreate):
     completed_at: AwareDatetime | None = None
     created_version: int | None = Field(default=None, ge=0, le=INT32_MAX)
     version: int | None = Field(default=None, ge=0, le=INT32_MAX)
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _answer_of_a_tool(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Exports made before tool calls were fields hold tool messages without one.
+        return check_tool_call_id(value, info.data.get("role"), required=False)
 
 
 class ImportedSessionFields(InputModel):

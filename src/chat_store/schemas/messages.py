@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from chat_store.schemas.common import (
     INT32_MAX,
@@ -19,6 +19,54 @@ from chat_store.schemas.common import (
 Role = Literal["user", "assistant", "system", "tool"]
 MessageStatus = Literal["pending", "in_progress", "complete", "failed", "cancelled"]
 OPEN_STATUSES: frozenset[str] = frozenset({"pending", "in_progress"})
+# A function name as the OpenAI chat API takes it.
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+TOOL_CALL_ID_MAX_CHARS = 200
+# Calls in one message (the OpenAI API's limit on the tools of one request).
+MAX_TOOL_CALLS = 128
+
+
+class ToolCall(InputModel):
+    """A call of one of the client's functions, as the model asked for it. The client runs
+    it and appends the result as a `tool` message whose tool_call_id is this id."""
+
+    id: SafeStr = Field(min_length=1, max_length=TOOL_CALL_ID_MAX_CHARS, examples=["call_7Qw1"])
+    name: str = Field(pattern=TOOL_NAME_PATTERN, examples=["run_tests"])
+    arguments: SafeStr = Field(
+        description="The arguments as the model wrote them: a string, normally of JSON, kept "
+        "as sent (up to MAX_MESSAGE_BYTES).",
+        examples=['{"path": "tests/test_billing.py"}'],
+    )
+
+
+ToolCallId = Annotated[
+    SafeStr, Field(min_length=1, max_length=TOOL_CALL_ID_MAX_CHARS, examples=["call_7Qw1"])
+]
+
+
+def check_tool_calls(value: list[ToolCall] | None, role: str | None) -> list[ToolCall] | None:
+    """Only an assistant message calls tools, each call with an id of its own."""
+    if value is None or role is None:
+        return value
+    if role != "assistant":
+        raise ValueError("only an assistant message carries tool_calls")
+    seen: set[str] = set()
+    for call in value:
+        if call.id in seen:
+            raise ValueError(f"tool call ids differ within a message; {call.id!r} is repeated")
+        seen.add(call.id)
+    return value
+
+
+def check_tool_call_id(value: str | None, role: str | None, *, required: bool) -> str | None:
+    """Only a tool message answers a call; with `required`, every tool message does."""
+    if role is None:
+        return value
+    if role != "tool" and value is not None:
+        raise ValueError("only a tool message carries tool_call_id")
+    if role == "tool" and value is None and required:
+        raise ValueError("a tool message needs tool_call_id: the id of the call it answers")
+    return value
 
 
 class MessageCreate(InputModel):
@@ -39,6 +87,30 @@ class MessageCreate(InputModel):
     token_count: int | None = Field(default=None, ge=0, le=100_000_000)
     model: SafeStr | None = Field(default=None, max_length=200, examples=["gpt-4o"])
     latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+    tool_calls: list[ToolCall] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TOOL_CALLS,
+        description="An assistant message's calls of the client's tools (docs/api.md).",
+    )
+    tool_call_id: ToolCallId | None = Field(
+        default=None,
+        validate_default=True,
+        description="A tool message's answer: the id of the call it answers, a call of an "
+        "earlier assistant message of the session. Required for role `tool`.",
+    )
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _calls_of_an_assistant(
+        cls, value: list[ToolCall] | None, info: ValidationInfo
+    ) -> list[ToolCall] | None:
+        return check_tool_calls(value, info.data.get("role"))
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _answer_of_a_tool(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return check_tool_call_id(value, info.data.get("role"), required=True)
 
     @model_validator(mode="after")
     def _content_matches_status(self) -> MessageCreate:
@@ -104,6 +176,19 @@ class MessageUpdate(InputModel):
     metadata: Metadata | None = None
     token_count: int | None = Field(default=None, ge=0, le=100_000_000)
     latency_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+    tool_calls: list[ToolCall] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TOOL_CALLS,
+        description="An assistant message's tool calls (set when its writer completes it); "
+        "null clears them.",
+    )
+
+    @field_validator("tool_calls")
+    @classmethod
+    def _distinct_ids(cls, value: list[ToolCall] | None) -> list[ToolCall] | None:
+        # Whose message it is is known to the service (only an assistant's takes calls).
+        return check_tool_calls(value, "assistant")
 
     @model_validator(mode="after")
     def _no_null_metadata(self) -> MessageUpdate:
@@ -147,6 +232,12 @@ class MessageRead(OutputModel):
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    tool_calls: list[ToolCall] | None = Field(
+        default=None, description="An assistant message's calls of the client's tools."
+    )
+    tool_call_id: str | None = Field(
+        default=None, description="A tool message's answer: the id of the call it answers."
+    )
     stale: bool = Field(
         default=False,
         description="Open (pending/in_progress) with no change for STALE_STREAM_SECONDS: "

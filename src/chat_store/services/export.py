@@ -124,6 +124,8 @@ async def _message_batches(
             "completed_at": time(row.completed_at),
             "created_version": row.created_version,
             "version": row.version,
+            "tool_calls": row.tool_calls,
+            "tool_call_id": row.tool_call_id,
         }
         for row in rows
     ]
@@ -212,7 +214,15 @@ def message_row(
 
 
 # What a stored message takes from its document as it is.
-_STORED_AS_EXPORTED = ("error_message", "context", "token_count", "model", "latency_ms")
+_STORED_AS_EXPORTED = (
+    "error_message",
+    "context",
+    "token_count",
+    "model",
+    "latency_ms",
+    "tool_calls",
+    "tool_call_id",
+)
 
 
 async def read_archive(store: ArchiveStore, key: str, session_id: uuid.UUID) -> Document:

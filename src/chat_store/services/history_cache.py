@@ -105,10 +105,15 @@ class HistoryWindow:
         )
 
 
+# The shape of the cached documents (a MessageRead's JSON): bumped when that shape changes, so a
+# copy written by an older release is never answered as the new shape (2: tool calls).
+DOCUMENT_SHAPE = 2
+
+
 def _key(session_id: uuid.UUID, created_at: datetime) -> str:
     # A session id can be taken again once its session is deleted, and the new session counts
     # its versions from 0 again: the creation time tells the two apart.
-    return f"hist:{session_id}:{created_at.timestamp():.6f}"
+    return f"hist:{DOCUMENT_SHAPE}:{session_id}:{created_at.timestamp():.6f}"
 
 
 async def load(

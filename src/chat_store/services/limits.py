@@ -33,6 +33,12 @@ def check_context(settings: Settings, context: dict[str, Any] | None, loc: Loc) 
     _check_json(settings, context, "context", settings.max_message_bytes, loc)
 
 
+def check_tools(settings: Settings, tools: list[dict[str, Any]] | None, loc: Loc) -> None:
+    """A turn's function definitions: JSON sent to the model, as large as a message may be."""
+    if tools is not None:
+        _check_json(settings, {"tools": tools}, "tools", settings.max_message_bytes, loc)
+
+
 def check_text(settings: Settings, text: str | None, field: str) -> None:
     """A message's text, counted in UTF-8 bytes."""
     limit = settings.max_message_bytes

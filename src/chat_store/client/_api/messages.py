@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Unpack
 
 from chat_store.client._api.common import (
@@ -29,7 +29,20 @@ from chat_store.client.models import (
     MessageWithLength,
     Page,
     ResumePoint,
+    ToolCall,
 )
+
+
+def _append_call(
+    session_id: Id, fields: Mapping[str, Any], idempotency_key: str | None
+) -> Call[Message]:
+    return Call(
+        "POST",
+        messages_path(session_id),
+        json=body(**{k: v for k, v in fields.items() if v is not None}),
+        headers=idempotency_headers(idempotency_key),
+        parse=model(Message),
+    )
 
 
 class MessagesApi(ClientCore):
@@ -51,9 +64,12 @@ class MessagesApi(ClientCore):
         id: Id | None = None,
         expected_last_seq: int | None = None,
         idempotency_key: str | None = None,
+        tool_calls: Sequence[ToolCall | Mapping[str, Any]] | None = None,
+        tool_call_id: str | None = None,
     ) -> Call[Message]:
         """Append a message (the server gives it the next seq). Create an answer to stream
-        with `status="pending"` and no content."""
+        with `status="pending"` and no content. An assistant message may carry `tool_calls`;
+        a tool message answers one with `tool_call_id`."""
         fields = {
             "role": role,
             "content": content,
@@ -67,14 +83,31 @@ class MessagesApi(ClientCore):
             "latency_ms": latency_ms,
             "id": id,
             "expected_last_seq": expected_last_seq,
+            "tool_calls": list(tool_calls) if tool_calls is not None else None,
+            "tool_call_id": tool_call_id,
         }
-        return Call(
-            "POST",
-            messages_path(session_id),
-            json=body(**{k: v for k, v in fields.items() if v is not None}),
-            headers=idempotency_headers(idempotency_key),
-            parse=model(Message),
-        )
+        return _append_call(session_id, fields, idempotency_key)
+
+    @endpoint
+    def append_tool_result(
+        self,
+        session_id: Id,
+        tool_call_id: str,
+        content: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> Call[Message]:
+        """Append what a tool returned: a complete `tool` message answering the call
+        `tool_call_id` of an assistant message of the session. Once every call is answered,
+        `chat(session_id)` without content has the model go on."""
+        fields = {
+            "role": "tool",
+            "content": content,
+            "tool_call_id": tool_call_id,
+            "metadata": metadata,
+        }
+        return _append_call(session_id, fields, idempotency_key)
 
     @endpoint
     def append_messages(

@@ -19,7 +19,7 @@ class TurnsApi(ClientCore):
     def chat(
         self,
         session_id: Id,
-        content: str,
+        content: str | None = None,
         *,
         idempotency_key: str | None = None,
         max_retries: int = 10,
@@ -29,7 +29,9 @@ class TurnsApi(ClientCore):
         """Send a user message and stream the service's answer: one `ChatTurn` (both
         messages), then `StreamDelta`s, then one `StreamDone`. A dropped connection is resumed
         by itself: the turn is sent again as the same turn (its Idempotency-Key: one is made
-        when none is given), or its answer followed from the last offset received."""
+        when none is given), or its answer followed from the last offset received. Without
+        `content` the model answers the stored history (after tool results were appended):
+        the turn's `user_message` is None."""
         payload = chat_body(content, stream=True, **turn)
         retries = Retries(max_retries=max_retries, retry_delay=retry_delay)
         return ChatFollower(session_id, payload, idempotency_key or str(uuid.uuid4()), retries)
@@ -38,7 +40,7 @@ class TurnsApi(ClientCore):
     def send_chat(
         self,
         session_id: Id,
-        content: str,
+        content: str | None = None,
         *,
         idempotency_key: str | None = None,
         **turn: Unpack[TurnOptions],

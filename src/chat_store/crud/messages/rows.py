@@ -14,7 +14,7 @@ from sqlalchemy import bindparam, delete, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
-from chat_store.crud.messages.tables import MESSAGE, MESSAGE_ATTRS, MESSAGE_TABLE
+from chat_store.crud.messages.tables import CHAT_SESSION, MESSAGE, MESSAGE_ATTRS, MESSAGE_TABLE
 from chat_store.db import ByDialect, fetch_one
 from chat_store.models import Message
 
@@ -50,6 +50,8 @@ class StoredMessage:
     created_at: datetime
     updated_at: datetime
     completed_at: datetime | None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
 
     @classmethod
     def from_columns(cls, values: Mapping[str, Any]) -> StoredMessage:
@@ -242,3 +244,26 @@ async def delete_message(db: AsyncSession, message_id: uuid.UUID) -> None:
 
 async def flush(db: AsyncSession) -> None:
     await db.flush()
+
+
+async def recent_tool_calls(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, window: int
+) -> list[list[dict[str, Any]]]:
+    """The tool calls of the assistant messages among the session's last `window` seqs (a
+    range of uq_message_session_id_seq, however long the session), newest first."""
+    last_seq = (
+        select(CHAT_SESSION.last_seq)
+        .where(CHAT_SESSION.id == session_id, CHAT_SESSION.user_id == user_id)
+        .scalar_subquery()
+    )
+    result = await db.execute(
+        select(MESSAGE.tool_calls)
+        .where(
+            MESSAGE.session_id == session_id,
+            MESSAGE.seq > last_seq - window,
+            MESSAGE.role == "assistant",
+            MESSAGE.tool_calls.is_not(None),
+        )
+        .order_by(MESSAGE.seq.desc())
+    )
+    return [calls for calls in result.scalars() if calls]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pydantic import ValidationError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,7 +29,7 @@ from chat_store.errors import (
     PayloadTooLarge,
 )
 from chat_store.metrics import GenerationMetrics
-from chat_store.schemas.messages import MessageRead, MessageUpdate
+from chat_store.schemas.messages import MessageRead, MessageUpdate, ToolCall
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import prompt as prompt_builder
 from chat_store.services.generation import store
@@ -178,6 +179,7 @@ class AnswerGenerator:
             messages=built.messages,
             temperature=job.params.temperature,
             max_output_tokens=max_output,
+            tools=job.params.tools,
         )
         prefix = answer.partial_content or ""
         offset = len(prefix)
@@ -238,15 +240,38 @@ class AnswerGenerator:
         if token_count is not None and prefix:
             # A continued answer: the provider counted the continuation only.
             token_count += store.estimate_tokens(prefix)
+        try:
+            # What the store keeps of the calls (a function name it takes, distinct ids).
+            tool_calls = MessageUpdate(tool_calls=finish.tool_calls or None).tool_calls
+        except ValidationError:
+            await self._fail(
+                principal,
+                job,
+                "The model asked for a tool call the store cannot keep (a function name of "
+                "letters, digits, _ and -, ids that differ)",
+                {"error_kind": "invalid_tool_call"},
+            )
+            return "failed"
         usage = {
-            "finish_reason": finish.reason,
+            # An answer that calls tools ends there, whatever the provider called its end.
+            "finish_reason": "tool_calls" if tool_calls else finish.reason,
             "prompt_tokens": finish.prompt_tokens,
             "completion_tokens": finish.completion_tokens,
             "ttft_ms": None if ttft is None else round(ttft * 1000),
             "provider_model": finish.model,
             "attempt": job.attempt,
         }
-        await self._complete(principal, answer, token_count, round((ended - started) * 1000), usage)
+        latency_ms = round((ended - started) * 1000)
+        try:
+            await self._complete(principal, answer, token_count, latency_ms, usage, tool_calls)
+        except PayloadTooLarge:
+            await self._fail(
+                principal,
+                job,
+                "A tool call's arguments reached MAX_MESSAGE_BYTES; the text so far is kept",
+                {"error_kind": "too_long"},
+            )
+            return "failed"
         return "complete"
 
     async def _read(self, request: ChatRequest, buffer: _Buffer) -> Finish:
@@ -297,6 +322,7 @@ class AnswerGenerator:
         token_count: int | None,
         latency_ms: int,
         usage: dict[str, Any],
+        tool_calls: list[ToolCall] | None,
     ) -> None:
         async with store.transaction(self._sessionmaker) as db:
             # Only the lease's holder completes the answer (and the lease goes with it).
@@ -313,6 +339,7 @@ class AnswerGenerator:
                         token_count=token_count,
                         latency_ms=latency_ms,
                         metadata={**_without_failure(current.metadata), **usage},
+                        **({"tool_calls": tool_calls} if tool_calls else {}),
                     ),
                 )
             except (InvalidTransition, MessageNotFound, ChatSessionNotFound):

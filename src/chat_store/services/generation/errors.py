@@ -24,6 +24,16 @@ class GenerationInProgress(Conflict):
         super().__init__(detail, message_id=str(message_id))
 
 
+class NothingToAnswer(Conflict):
+    code, title = "nothing_to_answer", "Nothing to answer"
+
+
+class ToolResultsMissing(Conflict):
+    """Raised with `tool_call_ids`: the calls without a result."""
+
+    code, title = "tool_results_missing", "Tool calls without results"
+
+
 class TooManyGenerations(RateLimited):
     code, title = "too_many_generations", "Too many live generations"
 
@@ -50,11 +60,11 @@ class _TurnFailed(AppError):
     """A turn answered without streaming whose generation failed; names both messages."""
 
     def __init__(
-        self, detail: str, user_message_id: uuid.UUID, assistant_message_id: uuid.UUID
+        self, detail: str, user_message_id: uuid.UUID | None, assistant_message_id: uuid.UUID
     ) -> None:
         super().__init__(
             detail,
-            user_message_id=str(user_message_id),
+            user_message_id=None if user_message_id is None else str(user_message_id),
             assistant_message_id=str(assistant_message_id),
         )
 

@@ -20,6 +20,8 @@ class GenerationParams:
     temperature: float | None = None
     max_output_tokens: int | None = None
     system: str | None = None
+    # The functions the model may call (OpenAI's `tools`), as the turn gave them.
+    tools: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -31,6 +33,7 @@ class GenerationParams:
             temperature=data.get("temperature"),
             max_output_tokens=data.get("max_output_tokens"),
             system=data.get("system"),
+            tools=data.get("tools"),
         )
 
 

@@ -11,7 +11,9 @@
    from it, and what it sends is appended after it.
 
 Complete messages are sent with their content; failed and cancelled answers with the text they
-kept (what the user saw); open messages and empty ones are left out.
+kept (what the user saw); open messages and empty ones are left out, but for an assistant
+message's tool calls and a tool message's result (the OpenAI format: `tool_calls`,
+`tool_call_id`).
 """
 
 from __future__ import annotations
@@ -101,17 +103,34 @@ def _text(message: MessageRead) -> str:
 
 
 def _as_provider_message(message: MessageRead, text: str) -> dict[str, Any] | None:
+    """The message in the OpenAI chat format: an assistant message with its `tool_calls`
+    ({"id", "type": "function", "function": {"name", "arguments"}}), a tool message with the
+    `tool_call_id` it answers (sent even when empty: a call must have its answer)."""
     if message.status in ("pending", "in_progress"):
         return None
-    tool_calls = message.metadata.get("tool_calls") if message.role == "assistant" else None
-    if not text and not tool_calls:
+    calls = message.tool_calls if message.role == "assistant" else None
+    if not text and not calls and message.role != "tool":
         return None
     sent: dict[str, Any] = {"role": message.role, "content": text}
-    if tool_calls:
-        sent["tool_calls"] = tool_calls
-    if message.role == "tool" and "tool_call_id" in message.metadata:
-        sent["tool_call_id"] = message.metadata["tool_call_id"]
+    if calls:
+        sent["content"] = text or None
+        sent["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in calls
+        ]
+    if message.role == "tool" and message.tool_call_id is not None:
+        sent["tool_call_id"] = message.tool_call_id
     return sent
+
+
+def _sent_tokens(sent: dict[str, Any]) -> int:
+    calls = sent.get("tool_calls") or ()
+    text = (sent["content"] or "") + "".join(str(call["function"]) for call in calls)
+    return store.estimate_tokens(text)
 
 
 def build(
@@ -135,7 +154,7 @@ def build(
             turn.append(sent)
     partial = source.answer.partial_content or ""
     tail = [{"role": "assistant", "content": partial}] if partial else []
-    fixed = sum(store.estimate_tokens(str(item["content"])) for item in [*head, *turn, *tail])
+    fixed = sum(_sent_tokens(item) for item in [*head, *turn, *tail])
     budget = max(0, context_tokens - fixed - (max_output_tokens or 0))
     candidates = [
         message

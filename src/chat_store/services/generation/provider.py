@@ -9,6 +9,7 @@ holds no secret.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,16 +33,54 @@ class ChatRequest:
     messages: list[dict[str, Any]]
     temperature: float | None = None
     max_output_tokens: int | None = None
+    tools: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
 class Finish:
-    """The end of an answer, with the provider's usage when it sent it."""
+    """The end of an answer, with the provider's usage when it sent it, and the calls of the
+    client's tools it asked for ([{"id", "name", "arguments"}], in the model's order)."""
 
     reason: str | None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model: str | None = None
+    tool_calls: list[dict[str, str]] = field(default_factory=list)
+
+
+class ToolCallParts:
+    """The tool calls of a streamed answer, put together from their fragments: each chunk's
+    `delta.tool_calls` holds pieces of calls by `index`, the first one with the call's id and
+    function name, the following ones more of its arguments."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, fragments: Any) -> bool:
+        """Take a chunk's `delta.tool_calls`; whether it held any."""
+        for fragment in fragments or ():
+            call = self._calls.setdefault(fragment.index, {"id": "", "name": "", "arguments": ""})
+            if fragment.id:
+                call["id"] = fragment.id
+            function = fragment.function
+            if function is not None:
+                if function.name:
+                    call["name"] = function.name
+                if function.arguments:
+                    call["arguments"] += function.arguments
+        return bool(fragments)
+
+    def calls(self) -> list[dict[str, str]]:
+        """The calls in index order, their text cleaned; an id made up where none was sent
+        (some servers send none, and the tool message must name its call)."""
+        return [
+            {
+                "id": clean_text(call["id"]) or f"call_{uuid.uuid4().hex[:24]}",
+                "name": call["name"],
+                "arguments": clean_text(call["arguments"]),
+            }
+            for _, call in sorted(self._calls.items())
+        ]
 
 
 @dataclass
@@ -89,6 +128,8 @@ class Provider:
             arguments["temperature"] = request.temperature
         if request.max_output_tokens is not None:
             arguments[self._settings.llm_max_tokens_parameter] = request.max_output_tokens
+        if request.tools:
+            arguments["tools"] = request.tools
         try:
             chunks = await self._client.chat.completions.create(**arguments)
         except openai.APIError as exc:
@@ -98,6 +139,7 @@ class Provider:
             reason: str | None = None
             usage: Any = None
             model: str | None = None
+            tool_calls = ToolCallParts()
             iterator = chunks.__aiter__()
             while True:
                 try:
@@ -124,6 +166,8 @@ class Provider:
                     if text:
                         streamed = True
                         yield text
+                    if choice.delta and tool_calls.add(choice.delta.tool_calls):
+                        streamed = True
                     if choice.finish_reason:
                         reason = choice.finish_reason
             yield Finish(
@@ -131,6 +175,7 @@ class Provider:
                 prompt_tokens=getattr(usage, "prompt_tokens", None),
                 completion_tokens=getattr(usage, "completion_tokens", None),
                 model=model,
+                tool_calls=tool_calls.calls(),
             )
         except openai.APIError as exc:
             raise self._failure(exc, mid_answer=streamed) from None

@@ -81,7 +81,7 @@ async def transaction(
 
 @dataclass(frozen=True)
 class NewTurn:
-    content: str
+    content: str | None  # None: the answer only, to the stored history
     context: dict[str, Any] | None
     model: str
     expected_last_seq: int | None
@@ -95,19 +95,31 @@ async def system_prompt(ctx: RequestContext, session_id: uuid.UUID) -> str | Non
 
 async def create_turn(
     ctx: RequestContext, session_id: uuid.UUID, turn: NewTurn
-) -> tuple[MessageRead, MessageRead]:
-    """The user's message (complete, with its context) and the answer (pending), with the next
-    two seqs, in the caller's transaction."""
-    asked = MessageAppend(
-        role="user",
-        content=turn.content,
-        context=turn.context,
-        expected_last_seq=turn.expected_last_seq,
+) -> tuple[MessageRead | None, MessageRead]:
+    """The user's message (complete, with its context) unless the turn has no content, and the
+    answer (pending), with the next seqs, in the caller's transaction."""
+    user: MessageRead | None = None
+    expected_last_seq = turn.expected_last_seq
+    if turn.content is not None:
+        asked = MessageAppend(
+            role="user",
+            content=turn.content,
+            context=turn.context,
+            expected_last_seq=expected_last_seq,
+        )
+        user = await message_service.create_message(ctx, session_id, asked, None)
+        expected_last_seq = None
+    pending = MessageAppend(
+        role="assistant", status="pending", model=turn.model, expected_last_seq=expected_last_seq
     )
-    user = await message_service.create_message(ctx, session_id, asked, None)
-    pending = MessageAppend(role="assistant", status="pending", model=turn.model)
     answer = await message_service.create_message(ctx, session_id, pending, None)
     return user, answer
+
+
+async def recent_history(ctx: RequestContext, message: MessageRead) -> list[MessageRead]:
+    """Some messages before `message`, oldest first: at least its tool messages and the
+    message they follow."""
+    return await message_service.newest_history(ctx, message.session_id, 0, before_seq=message.seq)
 
 
 async def add_generation(

@@ -2,6 +2,9 @@
 
 - A turn stores the user's message and the pending answer in one transaction, with the lease of
   its generation; the generation starts once that transaction has committed, in this process.
+- A turn without content stores only the answer, to the history as it stands: there must be
+  something to answer (409 nothing_to_answer), every tool call with its result (409
+  tool_results_missing).
 - One live generation per session (409 generation_in_progress), at most
   GENERATION_CONCURRENCY_PER_USER per user (429), at most LLM_MAX_CONCURRENT per process (503).
 - A turn sent again with the same Idempotency-Key is the same turn: no second message, no second
@@ -21,15 +24,17 @@ from typing import cast
 from chat_store.errors import InvalidTransition, ValidationFailed
 from chat_store.schemas.chat import ChatTurn, ChatTurnCreate
 from chat_store.schemas.messages import MessageRead, MessageUpdate
-from chat_store.services import hooks, idempotency
+from chat_store.services import hooks, idempotency, limits
 from chat_store.services import streams as stream_service
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import store
 from chat_store.services.generation.errors import (
     GenerationInProgress,
     GenerationUnavailable,
+    NothingToAnswer,
     ProviderError,
     ProviderTimeout,
+    ToolResultsMissing,
     TooManyGenerations,
 )
 from chat_store.services.generation.jobs import STOP_CHANNEL, GenerationParams, Job, StopRequest
@@ -102,7 +107,9 @@ async def start_turn(
         temperature=body.temperature,
         max_output_tokens=body.max_output_tokens,
         system=body.system,
+        tools=body.tool_definitions(),
     )
+    limits.check_tools(ctx.settings, params.tools, ["body", "tools"])
     made: list[tuple[Job, Slot]] = []
 
     async def produce() -> ChatTurn:
@@ -115,6 +122,8 @@ async def start_turn(
             # committed before, and none can start meanwhile.
             turn = store.NewTurn(body.content, body.context, model, body.expected_last_seq)
             user, answer = await store.create_turn(ctx, session_id, turn)
+            if user is None:
+                check_answerable(await store.recent_history(ctx, answer))
             await _check_user_limit(ctx, now)
             await _check_session_free(ctx, session_id, now, besides=answer.id)
             await store.add_generation(
@@ -145,6 +154,31 @@ async def start_turn(
     return turn
 
 
+def check_answerable(history: list[MessageRead]) -> None:
+    """A turn without content answers the stored history: its last message must not be an
+    assistant's (409 nothing_to_answer), and when it ends with tool messages, they answer every
+    call of the assistant message before them (409 tool_results_missing)."""
+    if not history or history[-1].role == "assistant":
+        raise NothingToAnswer(
+            "A turn without content answers the stored history, and this session's last "
+            "message is an assistant's (or it has none): append a user or tool message first"
+        )
+    first_result = len(history)
+    while first_result > 0 and history[first_result - 1].role == "tool":
+        first_result -= 1
+    caller = history[first_result - 1] if first_result > 0 else None
+    if first_result == len(history) or caller is None or not caller.tool_calls:
+        return
+    answered = {message.tool_call_id for message in history[first_result:]}
+    missing = [call.id for call in caller.tool_calls if call.id not in answered]
+    if missing:
+        raise ToolResultsMissing(
+            f"The last assistant message's tool calls {', '.join(missing)} have no result yet: "
+            "append a tool message for each (tool_call_id) before the model goes on",
+            tool_call_ids=missing,
+        )
+
+
 async def turn_events(context: StreamContext, turn: ChatTurn) -> AsyncIterator[StreamEvent]:
     """`turn` with both messages, then exactly the events of the answer's message stream."""
     yield StreamEvent("turn", turn.model_dump(mode="json"), "0")
@@ -171,11 +205,17 @@ async def wait_for_answer(
                         break
     async with context.app.sessionmaker() as db:
         request = RequestContext(db, context.principal, context.app)
-        user = await store.get_message(request, answer.session_id, turn.user_message.id)
+        user = turn.user_message
+        if user is not None:
+            user = await store.get_message(request, answer.session_id, user.id)
         answer = await store.get_message(request, answer.session_id, answer.id)
     if answer.status == "failed":
         error = ProviderTimeout if answer.metadata.get("error_kind") == "timeout" else ProviderError
-        raise error(answer.error_message or "The answer failed", user.id, answer.id)
+        raise error(
+            answer.error_message or "The answer failed",
+            None if user is None else user.id,
+            answer.id,
+        )
     status = 202 if store.is_open(answer) else 201
     return status, ChatTurn(user_message=user, assistant_message=answer)
 

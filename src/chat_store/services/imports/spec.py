@@ -83,35 +83,47 @@ def message_documents(
 ) -> list[dict[str, Any]]:
     documents = []
     for message, loc in zip(messages, locs, strict=True):
-        for name in ("content", "partial_content"):
-            text = getattr(message, name)
+        texts: list[tuple[str | None, Loc]] = [
+            (message.content, [*loc, "content"]),
+            (message.partial_content, [*loc, "partial_content"]),
+        ]
+        texts += [
+            (call.arguments, [*loc, "tool_calls", index, "arguments"])
+            for index, call in enumerate(message.tool_calls or ())
+        ]
+        for text, at in texts:
             if text is not None and len(text.encode("utf-8")) > settings.max_message_bytes:
                 raise ValidationFailed(
-                    f"{name} is over the limit of {settings.max_message_bytes} bytes of UTF-8",
-                    [*loc, name],
+                    f"{at[-1]} is over the limit of {settings.max_message_bytes} bytes of UTF-8",
+                    at,
                 )
         limits.check_context(settings, message.context, [*loc, "context"])
         limits.check_metadata(settings, message.metadata, [*loc, "metadata"])
-        documents.append(
-            {
-                "seq": message.seq,
-                "role": message.role,
-                "content": message.content,
-                "partial_content": message.partial_content,
-                "status": message.status,
-                "error_message": message.error_message,
-                "context": message.context,
-                "metadata": message.metadata,
-                "token_count": message.token_count,
-                "model": message.model,
-                "latency_ms": message.latency_ms,
-                "created_at": export.time(message.created_at),
-                "updated_at": export.time(message.updated_at),
-                "completed_at": export.time(message.completed_at),
-                "created_version": message.created_version,
-                "version": message.version,
-            }
-        )
+        document: dict[str, Any] = {
+            "seq": message.seq,
+            "role": message.role,
+            "content": message.content,
+            "partial_content": message.partial_content,
+            "status": message.status,
+            "error_message": message.error_message,
+            "context": message.context,
+            "metadata": message.metadata,
+            "token_count": message.token_count,
+            "model": message.model,
+            "latency_ms": message.latency_ms,
+            "created_at": export.time(message.created_at),
+            "updated_at": export.time(message.updated_at),
+            "completed_at": export.time(message.completed_at),
+            "created_version": message.created_version,
+            "version": message.version,
+        }
+        # Only when present: a conversation without tool calls keeps the fingerprint it had
+        # before messages had these fields (imported again, it is found, not doubled).
+        if message.tool_calls:
+            document["tool_calls"] = [call.model_dump() for call in message.tool_calls]
+        if message.tool_call_id is not None:
+            document["tool_call_id"] = message.tool_call_id
+        documents.append(document)
     return documents
 
 

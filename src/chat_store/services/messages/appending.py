@@ -24,6 +24,7 @@ from chat_store.schemas.messages import (
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services import events, hooks, idempotency, limits
 from chat_store.services.context import RequestContext
+from chat_store.services.messages import tools
 from chat_store.services.messages.reading import to_read
 from chat_store.services.messages.rules import utf8_len
 from chat_store.services.principals import Principal
@@ -91,11 +92,13 @@ async def _append_to_live(
     for index, item in enumerate(items):
         limits.check_text(ctx.settings, item.content, f"messages[{index}].content")
         limits.check_text(ctx.settings, item.partial_content, f"messages[{index}].partial_content")
+        tools.check_sizes(ctx, item.tool_calls, f"messages[{index}].tool_calls")
     client_ids = [item.id for item in items if item.id is not None]
     if len(set(client_ids)) != len(client_ids):
         raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
     if client_ids and await message_crud.any_message_id_exists(db, client_ids):
         raise MessageExists("A message with one of these ids already exists")
+    await tools.check_answers(ctx, session_id, items)
 
     now = datetime.now(UTC)
     auto_title = next(
@@ -201,6 +204,8 @@ def _new_message(
         partial_length=len(text),
         partial_bytes=utf8_len(text),
         metadata_=item.metadata,
+        tool_calls=tools.stored_calls(item.tool_calls),
+        tool_call_id=item.tool_call_id,
         created_version=version,
         version=version,
         created_at=now,

@@ -11,6 +11,7 @@ from chat_store.errors import ChatSessionNotFound, ValidationFailed
 from chat_store.schemas.messages import OPEN_STATUSES, MessageRead, MessageUpdate
 from chat_store.services import events, limits
 from chat_store.services.context import RequestContext
+from chat_store.services.messages import tools
 from chat_store.services.messages.reading import full_text, owned_message, to_reads
 from chat_store.services.messages.rules import check_transition, utf8_len
 
@@ -25,6 +26,8 @@ async def update_message(
     changes = body.model_dump(exclude_unset=True)
     new_status: str = changes.get("status") or row.status
     check_transition(row.status, new_status)
+    if "tool_calls" in changes:
+        tools.change_calls(ctx, row, body.tool_calls)
     now = datetime.now(UTC)
 
     if "content" in changes and new_status != "complete":
