@@ -28,9 +28,12 @@ def import_command(
         typer.Option("--format", help="Format of each conversation (auto: recognised)."),
     ] = "auto",
 ) -> None:
-    """Import conversations: chat-store/1 JSON or JSONL exports, ChatGPT's conversations.json,
-    or plain {title?, messages} documents (one, or a JSON list). Each conversation is all or
-    nothing; one imported before is found, not duplicated."""
+    """Import conversations from a chat-store export, ChatGPT or a plain file.
+
+    Reads chat-store/1 JSON or JSONL exports, ChatGPT's conversations.json, or plain
+    {title?, messages} documents (one, or a JSON list). Each conversation is all or nothing;
+    one imported before is found, not duplicated.
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from chat_store.services import imports
@@ -75,8 +78,11 @@ def import_command(
 
 
 def seed(file: ReadableFile) -> None:
-    """Create users, API keys and sessions from a JSON file; run again, it adds only what is
-    missing. Keys generated here are printed once: email, name, secret (tab-separated)."""
+    """Create users, API keys and sessions from a JSON file (safe to run again).
+
+    Run again, it adds only what is missing. Keys generated here are printed once: email,
+    name, secret (tab-separated).
+    """
     from chat_store.services import seed as seed_service
 
     settings = get_settings()

@@ -231,7 +231,12 @@ def chat(
         str | None, typer.Argument(help="Session id, prefix or `last`; asked when left out.")
     ] = None,
 ) -> None:
-    """Chat with the model in a session: the answer streams as it is written."""
+    """Chat with the model in a session: the answer streams as it is written.
+
+    Ctrl-C during an answer cancels it on the service (its text so far is kept); at the
+    prompt, Ctrl-C, Ctrl-D or /exit leaves. Commands: /new, /sessions, /switch N, /fork,
+    /rename TITLE, /retry, /help.
+    """
     client = open_client()
     with client:
         with reported_errors():
