@@ -30,9 +30,9 @@ def import_command(
 ) -> None:
     """Import conversations from a chat-store export, ChatGPT or a plain file.
 
-    Reads chat-store/1 JSON or JSONL exports, ChatGPT's conversations.json, or plain
-    {title?, messages} documents (one, or a JSON list). Each conversation is all or nothing;
-    one imported before is found, not duplicated.
+    Reads chat-store/1 JSON or JSONL exports, ChatGPT's conversations.json,
+    or plain {title?, messages} documents (one, or a JSON list).
+    Each conversation is all or nothing; one imported before is found, not duplicated.
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -80,8 +80,8 @@ def import_command(
 def seed(file: ReadableFile) -> None:
     """Create users, API keys and sessions from a JSON file (safe to run again).
 
-    Run again, it adds only what is missing. Keys generated here are printed once: email,
-    name, secret (tab-separated).
+    Run again, it adds only what is missing.
+    Keys generated here are printed once: email, name, secret (tab-separated).
     """
     from chat_store.services import seed as seed_service
 

@@ -233,9 +233,9 @@ def chat(
 ) -> None:
     """Chat with the model in a session: the answer streams as it is written.
 
-    Ctrl-C during an answer cancels it on the service (its text so far is kept); at the
-    prompt, Ctrl-C, Ctrl-D or /exit leaves. Commands: /new, /sessions, /switch N, /fork,
-    /rename TITLE, /retry, /help.
+    Ctrl-C during an answer cancels it on the service (its text so far is kept).
+    At the prompt, Ctrl-C, Ctrl-D or /exit leaves.
+    Commands: /new, /sessions, /switch N, /fork, /rename TITLE, /retry, /help.
     """
     client = open_client()
     with client:
