@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -116,7 +117,17 @@ def _operation_id(route: APIRoute) -> str:
     return route.name
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_served_app() -> FastAPI:
+    """The app `chat-store serve` runs: start-up's objects frozen out of the collector."""
+    return create_app(freeze_after_start=True)
+
+
+def create_app(settings: Settings | None = None, *, freeze_after_start: bool = False) -> FastAPI:
+    """The app. `freeze_after_start`: once started, what start-up built (modules, routes, the
+    schema models, pools: about 200,000 objects, which live as long as the process) is moved
+    out of the garbage collector's sight (gc.freeze), so that each full collection walks only
+    what requests made. Unfrozen, one took 240-450 ms here, a pause of the whole event loop a
+    few times a minute under load. Off for apps that tests start and stop in one process."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.use_json_logs)
 
@@ -150,6 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cache.backend,
         )
         _warn_about_open_endpoints(settings)
+        if freeze_after_start:
+            gc.collect()
+            gc.freeze()
         housekeeping = asyncio.create_task(
             maintenance.run_forever(
                 sessionmaker,

@@ -46,7 +46,7 @@ def serve(
         migrate_command("head")
     _print_where(settings, host or settings.host, port or settings.port)
     uvicorn.run(
-        "chat_store.main:create_app",
+        "chat_store.main:create_served_app",
         factory=True,
         host=host or settings.host,
         port=port or settings.port,
