@@ -21,6 +21,7 @@ from chat_store.crud.messages.rows import (
     insert_messages,
     list_by_seq,
     newest_resumable,
+    open_in_session,
     update_message,
 )
 from chat_store.crud.messages.sequence import (
@@ -65,6 +66,7 @@ __all__ = [
     "insert_messages",
     "list_by_seq",
     "newest_resumable",
+    "open_in_session",
     "reserve_seqs",
     "reset_last_message_at",
     "update_message",

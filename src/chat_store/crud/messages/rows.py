@@ -220,6 +220,18 @@ async def changed_since(
     return [StoredMessage(*row) for row in result]
 
 
+async def open_in_session(db: AsyncSession, session_id: uuid.UUID) -> list[StoredMessage]:
+    """The session's pending and in-progress messages, in seq order. Read through the
+    (session_id, seq) index: few messages of a session are open, and this runs only when a
+    change feed looks for writers that went silent."""
+    result = await db.execute(
+        select(*_SELECTED)
+        .where(MESSAGE.session_id == session_id, MESSAGE.status.in_(("pending", "in_progress")))
+        .order_by(MESSAGE.seq)
+    )
+    return [StoredMessage(*row) for row in result]
+
+
 async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> StoredMessage | None:
     row = (
         await db.execute(
