@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -236,3 +240,50 @@ async def test_a_new_silence_is_told_again_and_a_late_follower_hears_of_it_at_on
         assert [data["length"] for data in stale] == [len("".join(FIRST)), offset]
         first_since, second_since = (datetime.fromisoformat(data["since"]) for data in stale)
         assert first_since < second_since
+
+
+async def test_the_terminal_follow_says_so_in_one_line_and_follows_on(
+    stale_server: ServerProcess, tmp_path: Path
+) -> None:
+    client, _ = await new_account(stale_server)
+    async with client:
+        key = await client.create_api_key("terminal")
+        session = await client.create_session()
+        answer = await client.append_message(session.id, "assistant", status="pending")
+        offset = (await client.append_delta(session.id, answer.id, "".join(FIRST), 0)).length
+        env = {
+            **os.environ,
+            "CHAT_STORE_CONFIG_DIR": str(tmp_path / "config"),
+            "CHAT_STORE_URL": stale_server.base_url,
+            "CHAT_STORE_API_KEY": key.key,
+            "NO_COLOR": "1",
+        }
+        stderr_path = tmp_path / "stderr"
+        with stderr_path.open("w") as stderr:
+            follower = subprocess.Popen(
+                [
+                    str(Path(sys.executable).with_name("chat-store")),
+                    "follow",
+                    str(session.id),
+                    str(answer.id),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        try:
+            await _until(lambda: "still following" in stderr_path.read_text())
+            for text in SECOND:
+                offset = (await client.append_delta(session.id, answer.id, text, offset)).length
+            await client.complete_message(session.id, answer.id)
+            out, _ = await asyncio.to_thread(follower.communicate, timeout=60)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait()
+    assert follower.returncode == 0
+    assert out == "".join(FIRST + SECOND) + "\n"  # the text as stored, once
+    notices = [line for line in stderr_path.read_text().splitlines() if line.strip()]
+    assert len(notices) == 1
+    assert f"({len(''.join(FIRST))} characters, in_progress)" in notices[0]

@@ -69,7 +69,8 @@ def _tell_stale(stale: StreamStale) -> None:
     since = stale.since.astimezone().strftime("%H:%M:%S")
     stderr_console().print(
         f"\n[yellow]no change since {since} ({stale.length} characters, {stale.status}):"
-        " its writer went silent; still following[/yellow]"
+        " its writer went silent; still following[/yellow]",
+        soft_wrap=True,  # one line, however narrow the terminal
     )
 
 
