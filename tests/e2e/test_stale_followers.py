@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,41 @@ async def _read_events(
     raise AssertionError(f"the stream ended after {into}")
 
 
+@asynccontextmanager
+async def _signed_in(
+    server: ServerProcess,
+) -> AsyncIterator[tuple[AsyncChatStoreClient, httpx.AsyncClient, dict[str, str]]]:
+    """A new account's client, a plain HTTP client for the raw streams, and its headers."""
+    client, _ = await new_account(server)
+    async with client, httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+        assert client.access_token is not None
+        yield client, http, {"Authorization": f"Bearer {client.access_token}"}
+
+
+def _followers(
+    http: httpx.AsyncClient,
+    answer: Message,
+    headers: dict[str, str],
+    streamed: list[Event],
+    fed: list[Event],
+) -> list[asyncio.Task[None]]:
+    """A reader of the answer's stream (until `done`) and of its session's feed (until the
+    answer is complete)."""
+    base = f"/api/v1/sessions/{answer.session_id}"
+    return [
+        asyncio.create_task(
+            _read_events(
+                http,
+                f"{base}/messages/{answer.id}/stream",
+                headers,
+                streamed,
+                lambda event: event[0] == "done",
+            )
+        ),
+        asyncio.create_task(_read_events(http, f"{base}/events", headers, fed, _completed)),
+    ]
+
+
 async def _follow(
     client: AsyncChatStoreClient, answer: Message, into: list[StreamDelta | StreamStale]
 ) -> StreamDone:
@@ -96,30 +132,15 @@ def _completed(event: Event) -> bool:
 async def test_followers_are_told_once_a_silence_and_follow_on(
     stale_server: ServerProcess,
 ) -> None:
-    client, _ = await new_account(stale_server)
-    async with client, httpx.AsyncClient(base_url=stale_server.base_url, timeout=60) as http:
-        assert client.access_token is not None
-        headers = {"Authorization": f"Bearer {client.access_token}"}
+    async with _signed_in(stale_server) as (client, http, headers):
         session = await client.create_session()
         await client.append_message(session.id, "user", "Say hello")
         answer = await client.append_message(session.id, "assistant", status="pending")
-        base = f"/api/v1/sessions/{session.id}"
 
-        streamed: list[Event] = []
-        fed: list[Event] = []
+        streamed: list[Event] = []  # the message stream's events
+        fed: list[Event] = []  # the change feed's
         followed: list[StreamDelta | StreamStale] = []
-        readers = [
-            asyncio.create_task(
-                _read_events(
-                    http,
-                    f"{base}/messages/{answer.id}/stream",
-                    headers,
-                    streamed,
-                    lambda event: event[0] == "done",
-                )
-            ),
-            asyncio.create_task(_read_events(http, f"{base}/events", headers, fed, _completed)),
-        ]
+        readers = _followers(http, answer, headers, streamed, fed)
         following = asyncio.create_task(_follow(client, answer, followed))
 
         offset = 0
@@ -203,30 +224,15 @@ async def test_followers_are_told_once_a_silence_and_follow_on(
 async def test_a_new_silence_is_told_again_and_a_late_follower_hears_of_it_at_once(
     stale_server: ServerProcess,
 ) -> None:
-    client, _ = await new_account(stale_server)
-    async with client, httpx.AsyncClient(base_url=stale_server.base_url, timeout=60) as http:
-        assert client.access_token is not None
-        headers = {"Authorization": f"Bearer {client.access_token}"}
+    async with _signed_in(stale_server) as (client, http, headers):
         session = await client.create_session()
         answer = await client.append_message(session.id, "assistant", status="pending")
-        base = f"/api/v1/sessions/{session.id}"
         offset = (await client.append_delta(session.id, answer.id, "".join(FIRST), 0)).length
         # Already silent when it is followed: told right after the text stored so far.
         await asyncio.sleep(STALE_SECONDS + 0.5)
-        streamed: list[Event] = []
-        fed: list[Event] = []
-        readers = [
-            asyncio.create_task(
-                _read_events(
-                    http,
-                    f"{base}/messages/{answer.id}/stream",
-                    headers,
-                    streamed,
-                    lambda event: event[0] == "done",
-                )
-            ),
-            asyncio.create_task(_read_events(http, f"{base}/events", headers, fed, _completed)),
-        ]
+        streamed: list[Event] = []  # the message stream's events
+        fed: list[Event] = []  # the change feed's
+        readers = _followers(http, answer, headers, streamed, fed)
         await _until(lambda: bool(_stale(streamed) and _stale(fed)))
         assert [event for event, _ in streamed] == ["delta", "stale"]
         assert [event for event, _ in fed] == ["message.created", "stale"]
