@@ -263,6 +263,8 @@ async def follow_session(
                 position = replayed.version
                 for event in replayed.events:
                     yield event
+                if replayed.events:
+                    silences.moved()  # what changed meanwhile may fall silent from now on
                 if replayed.open_messages is not None:
                     for silence in silences.untold(replayed.open_messages, datetime.now(UTC)):
                         yield _stale(silence)
@@ -291,8 +293,8 @@ async def follow_session(
 class _Replay:
     events: list[StreamEvent]
     version: int  # the history version the replay brings the follower to
-    # The session's open messages, read in the same snapshot: when asked for, or when anything
-    # was replayed (a message may have fallen silent while the follower was away).
+    # The session's open messages, read in the same snapshot, when asked for: when the feed
+    # opens (one may be silent already) and when the first of those known may turn stale.
     open_messages: list[StoredMessage] | None
 
 
@@ -313,9 +315,7 @@ async def _replay_session(
         changes: list[events.SessionEvent] = []
         if current > after_version:
             changes = await _changes(ctx, chat_session, after_version)
-        open_messages = None
-        if find_open or changes:
-            open_messages = await message_crud.open_in_session(db, session_id)
+        open_messages = await message_crud.open_in_session(db, session_id) if find_open else None
         return _Replay(
             [_feed_event(event) for event in changes], max(current, after_version), open_messages
         )

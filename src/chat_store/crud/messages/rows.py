@@ -221,9 +221,9 @@ async def changed_since(
 
 
 async def open_in_session(db: AsyncSession, session_id: uuid.UUID) -> list[StoredMessage]:
-    """The session's pending and in-progress messages, in seq order. Read through the
-    (session_id, seq) index: few messages of a session are open, and this runs only when a
-    change feed looks for writers that went silent."""
+    """The session's pending and in-progress messages, in seq order, read through the
+    (session_id, seq) index: a change feed runs it when it opens and when an open message may
+    have turned stale, not for every change."""
     result = await db.execute(
         select(*_SELECTED)
         .where(MESSAGE.session_id == session_id, MESSAGE.status.in_(("pending", "in_progress")))
