@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select
 
 from chat_store.models import User
+from chat_store.services.principals import GUEST_PASSWORD_HASH
 from chat_store.state import AppState
 from tests.assertions import assert_problem
 from tests.backends import Backend
@@ -87,6 +88,46 @@ async def test_a_guest_cannot_log_in_with_any_password(guest_client: httpx.Async
         data={"username": f"guest-{client_id}@guests.invalid", "password": "!guest"},
     )
     assert answer.status_code == 401
+
+
+async def test_a_guest_cannot_set_a_password(
+    guest_client: httpx.AsyncClient, state: AppState
+) -> None:
+    client_id = uuid.uuid4()
+    guest = {"X-Client-ID": str(client_id)}
+    # A guest with no row yet is refused the same way, and still stores nothing.
+    unsaved = await guest_client.patch(
+        f"{API}/users/me", json={"password": "a new password"}, headers=guest
+    )
+    assert_problem(unsaved, 403, "guest_not_allowed")
+    assert await count_guests(state) == 0
+
+    created = await guest_client.post(f"{API}/sessions", json={}, headers=guest)
+    assert created.status_code == 201
+    before = (await guest_client.get(f"{API}/users/me", headers=guest)).json()
+    for body in (
+        {"password": "a new password"},
+        {"password": "a new password", "current_password": "!guest"},
+        {"password": "a new password", "display_name": "Guest"},
+    ):
+        refused = await guest_client.patch(f"{API}/users/me", json=body, headers=guest)
+        assert_problem(refused, 403, "guest_not_allowed")
+    # Nothing changed: the same account, still without a password anyone can log in with.
+    assert (await guest_client.get(f"{API}/users/me", headers=guest)).json() == before
+    async with state.sessionmaker() as db:
+        stored = await db.scalar(
+            select(User.password_hash).where(User.id == uuid.UUID(before["id"]))
+        )
+    assert stored == GUEST_PASSWORD_HASH
+    login = await guest_client.post(
+        f"{API}/auth/token", data={"username": before["email"], "password": "a new password"}
+    )
+    assert_problem(login, 401, "unauthorized")
+    # Its display name is still its own to change.
+    renamed = await guest_client.patch(
+        f"{API}/users/me", json={"display_name": "Guest"}, headers=guest
+    )
+    assert (renamed.status_code, renamed.json()["display_name"]) == (200, "Guest")
 
 
 async def count_guests(state: AppState) -> int:

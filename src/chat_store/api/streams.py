@@ -102,7 +102,7 @@ async def stream_message(
         Query(ge=0, le=INT32_MAX, description="Start at this code-point offset (default 0)."),
     ] = None,
 ) -> EventSourceResponse:
-    """Follow a message's text live: `delta` events (id = offset), then `done`."""
+    """Follow a message's text live: `delta` events (id = offset), `stale`, then `done`."""
     start = _cursor(last_event_id, offset)
     await stream_service.check_message_stream(ctx, session_id, message_id, start)
     context = StreamContext(ctx.app, ctx.principal)
@@ -125,7 +125,8 @@ async def stream_session_events(
         Query(ge=0, le=INT32_MAX, description="Replay changes after this version (event id)."),
     ] = None,
 ) -> EventSourceResponse:
-    """Follow the session's changes: message.created/updated/delta/deleted, session.updated."""
+    """Follow the session's changes: message.created/updated/delta/deleted, session.updated,
+    stale."""
     cursor = _cursor(last_event_id, after_version)
     await stream_service.check_session_feed(ctx, session_id)
     context = StreamContext(ctx.app, ctx.principal)

@@ -12,15 +12,16 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 
 from chat_store.client._core import API_PREFIX, Call, path_id, raw
 from chat_store.client.errors import ChatStoreError
-from chat_store.client.models import StreamDelta, StreamDone
+from chat_store.client.models import StreamDelta, StreamDone, StreamStale
 
-StreamItem = StreamDelta | StreamDone
+StreamItem = StreamDelta | StreamStale | StreamDone
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,19 @@ def stream_call(session_id: uuid.UUID | str, message_id: uuid.UUID | str, offset
 
 
 def stream_item(event: ServerSentEvent) -> StreamItem | None:
-    """A delta or the final status; None for anything else (a shutdown notice: reconnect)."""
+    """A delta, a silent writer or the final status; None for anything else (a shutdown
+    notice: reconnect)."""
     data = json.loads(event.data) if event.data else {}
     if event.event == "delta":
         return StreamDelta(delta=str(data["delta"]), offset=int(data["offset"]))
+    if event.event == "stale":
+        return StreamStale(
+            message_id=uuid.UUID(data["message_id"]),
+            seq=int(data["seq"]),
+            status=str(data["status"]),
+            length=int(data["length"]),
+            since=datetime.fromisoformat(data["since"]),
+        )
     if event.event == "done":
         return StreamDone(
             status=str(data["status"]),

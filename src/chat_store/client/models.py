@@ -234,6 +234,19 @@ class StreamDelta:
 
 
 @dataclass(frozen=True)
+class StreamStale:
+    """The followed message is still open but has not changed since `since`: its writer went
+    silent. `length` code points are stored; following goes on, and a writer that resumes or
+    takes over continues it with more deltas."""
+
+    message_id: uuid.UUID
+    seq: int
+    status: str
+    length: int
+    since: datetime
+
+
+@dataclass(frozen=True)
 class StreamDone:
     """The followed message reached a final status; `length` is the final text length."""
 

@@ -3,7 +3,8 @@
 Readers subscribe first, then replay from the database, then follow the bus, dropping what
 they already have by offset (message streams) or version (change feeds). The bus only wakes
 readers up: any gap, dropped event or quiet period makes them re-read the database, so a lost
-publish delays a reader by at most `poll_seconds` and never loses text.
+publish delays a reader by at most `poll_seconds` and never loses text. Both tell of an open
+message whose writer went silent with one `stale` event a silence (services/silences.py).
 
 A streaming reader never holds a database connection while it waits: each read is a short
 session of its own.
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -23,8 +25,10 @@ import anyio
 from chat_store.cache.bus import Subscription
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
+from chat_store.crud.messages import StoredMessage
 from chat_store.db import read_snapshot
 from chat_store.errors import MessageNotFound, OffsetMismatch
+from chat_store.models import ChatSession
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.schemas.messages import OPEN_STATUSES
 from chat_store.services import chat_sessions as chat_session_service
@@ -33,6 +37,7 @@ from chat_store.services import messages as message_service
 from chat_store.services import principals as principal_service
 from chat_store.services.context import RequestContext
 from chat_store.services.principals import Principal
+from chat_store.services.silences import Silence, Silences
 from chat_store.state import AppState
 
 _REPLAY_BATCH = 200
@@ -104,9 +109,8 @@ _REVOKED_EVENT = StreamEvent("close", {"reason": "unauthorized"})
 
 @dataclass(frozen=True)
 class _Snapshot:
+    row: StoredMessage
     text: str
-    status: str
-    error_message: str | None
 
 
 async def _snapshot(
@@ -118,8 +122,7 @@ async def _snapshot(
         )
         if row is None:
             return None
-        text = await message_service.full_text(ctx.db, row)
-        return _Snapshot(text=text, status=row.status, error_message=row.error_message)
+        return _Snapshot(row, await message_service.full_text(ctx.db, row))
 
 
 async def check_message_stream(
@@ -155,8 +158,10 @@ async def _wait(
 async def follow_message(
     context: StreamContext, session_id: uuid.UUID, message_id: uuid.UUID, offset: int
 ) -> AsyncIterator[StreamEvent]:
-    """`delta` events from `offset` (ids are code-point offsets), then one `done`."""
+    """`delta` events from `offset` (ids are code-point offsets), then one `done`; a `stale`
+    event (no id) each time the writer falls silent."""
     position = offset
+    silences = Silences(context.app.stale_after)
     try:
         async with context.following(session_id) as subscription:
             for _ in context.passes(subscription):
@@ -167,10 +172,15 @@ async def follow_message(
                 if len(snapshot.text) > position:
                     yield _delta(snapshot.text[position:], len(snapshot.text))
                     position = len(snapshot.text)
-                if snapshot.status not in OPEN_STATUSES:
-                    yield _done(snapshot.status, snapshot.error_message, position)
+                row = snapshot.row
+                if row.status not in OPEN_STATUSES:
+                    yield _done(row.status, row.error_message, position)
                     return
-                async for event in _live_deltas(subscription, context, message_id, position):
+                for silence in silences.untold([row], datetime.now(UTC)):
+                    yield _stale(silence)
+                async for event in _live_deltas(
+                    subscription, context, message_id, position, silences
+                ):
                     position = int(event.data["offset"])
                     yield event
             yield StreamEvent("close", {"reason": "shutdown", "offset": position}, str(position))
@@ -179,13 +189,18 @@ async def follow_message(
 
 
 async def _live_deltas(
-    subscription: Subscription, context: StreamContext, message_id: uuid.UUID, position: int
+    subscription: Subscription,
+    context: StreamContext,
+    message_id: uuid.UUID,
+    position: int,
+    silences: Silences,
 ) -> AsyncIterator[StreamEvent]:
-    """Deltas from the bus while they continue the text exactly; returns to re-read otherwise."""
+    """Deltas from the bus while they continue the text exactly; returns to re-read otherwise
+    (and when the message may have fallen silent)."""
     wanted = str(message_id)
     deadline = time.monotonic() + context.poll_seconds
     while True:
-        event = await _wait(subscription, context, deadline)
+        event = await _wait(subscription, context, silences.deadline(deadline))
         if event is None or subscription.lost:
             return
         if not isinstance(event, _MESSAGE_EVENTS) or event.message_id != wanted:
@@ -199,6 +214,7 @@ async def _live_deltas(
             continue  # already sent (replayed before this event arrived)
         if start > position:
             return  # a gap: something was missed; re-read
+        silences.moved()
         yield _delta(delta[position - start :], end)
         position = end
 
@@ -212,6 +228,11 @@ def _done(status: str, error_message: str | None, length: int) -> StreamEvent:
     return StreamEvent("done", data, str(length))
 
 
+def _stale(silence: Silence) -> StreamEvent:
+    # No id: nothing stored changed, so where a reconnect resumes stays where it was.
+    return StreamEvent("stale", silence.data())
+
+
 async def check_session_feed(ctx: RequestContext, session_id: uuid.UUID) -> None:
     await chat_session_service.get_owned(ctx, session_id)
 
@@ -223,22 +244,33 @@ async def follow_session(
 
     The replay gives the current state of whatever changed (`message.created` for messages made
     after the cursor, `message.updated` for the rest, `session.updated`); live events add
-    `message.delta` and `message.deleted`, which a replay folds into the state it shows.
+    `message.delta` and `message.deleted`, which a replay folds into the state it shows. An open
+    message whose writer falls silent is told with a `stale` event (no id), once a silence.
     """
     position = after_version
+    silences = Silences(context.app.stale_after)
+    first = True
     try:
         async with context.following(session_id) as subscription:
             for _ in context.passes(subscription):
-                replayed = await _replay_session(context, session_id, position)
+                replayed = await _replay_session(
+                    context, session_id, position, find_open=first or silences.due
+                )
+                first = False
                 if replayed is None:
                     yield StreamEvent("session.deleted", {"session_id": str(session_id)})
                     return
-                replay_events, position = replayed
-                for event in replay_events:
+                position = replayed.version
+                for event in replayed.events:
                     yield event
+                if replayed.events:
+                    silences.moved()  # what changed meanwhile may fall silent from now on
+                if replayed.open_messages is not None:
+                    for silence in silences.untold(replayed.open_messages, datetime.now(UTC)):
+                        yield _stale(silence)
                 deadline = time.monotonic() + context.poll_seconds
                 while True:
-                    change = await _wait(subscription, context, deadline)
+                    change = await _wait(subscription, context, silences.deadline(deadline))
                     if change is None or subscription.lost:
                         break
                     if change.version <= position:
@@ -247,6 +279,8 @@ async def follow_session(
                         break  # missed something: replay from the store
                     position = change.version
                     deadline = time.monotonic() + context.poll_seconds
+                    if isinstance(change, _MESSAGE_EVENTS):
+                        silences.moved()
                     if isinstance(change, events.VersionUsed):
                         continue  # a version used up without a visible change
                     yield _feed_event(change)
@@ -255,9 +289,18 @@ async def follow_session(
         yield _REVOKED_EVENT
 
 
+@dataclass(frozen=True)
+class _Replay:
+    events: list[StreamEvent]
+    version: int  # the history version the replay brings the follower to
+    # The session's open messages, read in the same snapshot, when asked for: when the feed
+    # opens (one may be silent already) and when the first of those known may turn stale.
+    open_messages: list[StoredMessage] | None
+
+
 async def _replay_session(
-    context: StreamContext, session_id: uuid.UUID, after_version: int
-) -> tuple[list[StreamEvent], int] | None:
+    context: StreamContext, session_id: uuid.UUID, after_version: int, *, find_open: bool
+) -> _Replay | None:
     # One snapshot for the version and every row and chunk read below. Read apart, a delta
     # committed between two reads is in the replayed text (or shows a version past `current`)
     # and then comes again live; no filter on versions can take it out of the text (chunks carry
@@ -269,42 +312,54 @@ async def _replay_session(
         if chat_session is None:
             return None
         current = chat_session.history_version
-        if current <= after_version:
-            return [], max(current, after_version)
         changes: list[events.SessionEvent] = []
-        if chat_session.updated_version > after_version:
-            chat_session_read = ChatSessionRead.from_model(chat_session)
-            changes.append(
-                events.SessionUpdated(
-                    chat_session.updated_version, chat_session_read.model_dump(mode="json")
-                )
+        if current > after_version:
+            changes = await _changes(ctx, chat_session, after_version)
+        open_messages = await message_crud.open_in_session(db, session_id) if find_open else None
+        return _Replay(
+            [_feed_event(event) for event in changes], max(current, after_version), open_messages
+        )
+
+
+async def _changes(
+    ctx: RequestContext, chat_session: ChatSession, after_version: int
+) -> list[events.SessionEvent]:
+    """What changed in the session after `after_version`, in version order."""
+    db, session_id = ctx.db, chat_session.id
+    changes: list[events.SessionEvent] = []
+    if chat_session.updated_version > after_version:
+        chat_session_read = ChatSessionRead.from_model(chat_session)
+        changes.append(
+            events.SessionUpdated(
+                chat_session.updated_version, chat_session_read.model_dump(mode="json")
             )
-        # Strictly after the cursor: a version is never shown twice (seq only breaks ties
-        # between rows of one version, which a replay never splits).
-        cursor = (after_version, 1 << 62)
-        while True:
-            rows = await message_crud.changed_since(db, session_id, cursor, _REPLAY_BATCH)
-            if not rows:
-                break
-            reads = await message_service.to_reads(ctx, rows)
-            for row, read in zip(rows, reads, strict=True):
-                kind = (
-                    events.MessageCreated
-                    if row.created_version > after_version
-                    else events.MessageUpdated
-                )
-                changes.append(kind(row.version, read.model_dump(mode="json")))
-            if len(rows) < _REPLAY_BATCH:
-                break
-            cursor = (rows[-1].version, rows[-1].seq)
-        for tombstone in await message_crud.deleted_since(db, session_id, after_version):
-            changes.append(
-                events.MessageDeleted(
-                    tombstone.version, message_id=str(tombstone.message_id), seq=tombstone.seq
-                )
+        )
+    # Strictly after the cursor: a version is never shown twice (seq only breaks ties
+    # between rows of one version, which a replay never splits).
+    cursor = (after_version, 1 << 62)
+    while True:
+        rows = await message_crud.changed_since(db, session_id, cursor, _REPLAY_BATCH)
+        if not rows:
+            break
+        reads = await message_service.to_reads(ctx, rows)
+        for row, read in zip(rows, reads, strict=True):
+            kind = (
+                events.MessageCreated
+                if row.created_version > after_version
+                else events.MessageUpdated
             )
-        changes.sort(key=lambda event: event.version)
-        return [_feed_event(event) for event in changes], current
+            changes.append(kind(row.version, read.model_dump(mode="json")))
+        if len(rows) < _REPLAY_BATCH:
+            break
+        cursor = (rows[-1].version, rows[-1].seq)
+    for tombstone in await message_crud.deleted_since(db, session_id, after_version):
+        changes.append(
+            events.MessageDeleted(
+                tombstone.version, message_id=str(tombstone.message_id), seq=tombstone.seq
+            )
+        )
+    changes.sort(key=lambda event: event.version)
+    return changes
 
 
 def _feed_event(event: events.SessionEvent) -> StreamEvent:

@@ -9,7 +9,7 @@ from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import archive as archive_crud
 from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import users as user_crud
-from chat_store.errors import Unauthorized, ValidationFailed
+from chat_store.errors import GuestNotAllowed, Unauthorized, ValidationFailed
 from chat_store.models import User
 from chat_store.schemas.users import UserUpdate
 from chat_store.security import hash_password, verify_password
@@ -33,10 +33,13 @@ async def get_me(db: AsyncSession, principal: Principal) -> User:
 async def update_me(
     db: AsyncSession, settings: Settings, principal: Principal, body: UserUpdate
 ) -> User:
+    changes = body.model_dump(exclude_unset=True)
+    if principal.kind == "guest" and changes.get("password") is not None:
+        # A guest never had a password: setting one would make its client id a login.
+        raise GuestNotAllowed("Guests have no password; register and claim the sessions")
     user = await user_crud.get_by_id(db, principal.user_id)
     if user is None:  # deleted while the credential was in flight
         raise Unauthorized()
-    changes = body.model_dump(exclude_unset=True)
     if "display_name" in changes:
         user.display_name = changes["display_name"]
     if changes.get("password") is not None:

@@ -21,6 +21,7 @@ from chat_store.client import (
     Message,
     StreamDelta,
     StreamDone,
+    StreamStale,
 )
 from chat_store.client.models import ChatTurn
 from chat_store.terminal.connect import TerminalClient, open_client, reported_errors
@@ -63,22 +64,34 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+def _tell_stale(stale: StreamStale) -> None:
+    """One line on stderr (the answer's text on stdout stays as stored); following goes on."""
+    since = stale.since.astimezone().strftime("%H:%M:%S")
+    stderr_console().print(
+        f"\n[yellow]no change since {since} ({stale.length} characters, {stale.status}):"
+        " its writer went silent; still following[/yellow]",
+        soft_wrap=True,  # one line, however narrow the terminal
+    )
+
+
 def print_stream(
     client: TerminalClient,
     session_id: uuid.UUID,
-    items: Iterable[ChatTurn | StreamDelta | StreamDone],
+    items: Iterable[ChatTurn | StreamDelta | StreamStale | StreamDone],
     message_id: uuid.UUID | None = None,
 ) -> Answer:
     """Print an answer's text as it arrives. Ctrl-C cancels the answer on the service (once its
     id is known) and keeps what was written."""
     answer = Answer(message_id, "in_progress")
-    iterator: Iterator[ChatTurn | StreamDelta | StreamDone] = iter(items)
+    iterator: Iterator[ChatTurn | StreamDelta | StreamStale | StreamDone] = iter(items)
     try:
         for item in iterator:
             if isinstance(item, ChatTurn):
                 answer.message_id = item.assistant_message.id
             elif isinstance(item, StreamDelta):
                 _write(item.delta)
+            elif isinstance(item, StreamStale):
+                _tell_stale(item)
             else:
                 answer.status, answer.error_message = item.status, item.error_message
     except KeyboardInterrupt:
@@ -348,6 +361,8 @@ def follow(
             for item in client.follow(target.id, message_id):
                 if isinstance(item, StreamDelta):
                     _write(item.delta)
+                elif isinstance(item, StreamStale):
+                    _tell_stale(item)
                 elif isinstance(item, StreamDone):
                     _write("\n")
                     if item.status != "complete":

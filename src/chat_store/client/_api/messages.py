@@ -226,8 +226,9 @@ class MessagesApi(ClientCore):
     def follow(
         self, session_id: Id, message_id: Id, **options: Unpack[FollowOptions]
     ) -> MessageFollower:
-        """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`.
-        A dropped connection is resumed by itself from the last offset received."""
+        """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`;
+        a `StreamStale` each time its writer falls silent (following goes on). A dropped
+        connection is resumed by itself from the last offset received."""
         return MessageFollower(session_id, message_id, options)
 
     @endpoint

@@ -27,11 +27,12 @@ class TurnsApi(ClientCore):
         **turn: Unpack[TurnOptions],
     ) -> ChatFollower:
         """Send a user message and stream the service's answer: one `ChatTurn` (both
-        messages), then `StreamDelta`s, then one `StreamDone`. A dropped connection is resumed
-        by itself: the turn is sent again as the same turn (its Idempotency-Key: one is made
-        when none is given), or its answer followed from the last offset received. Without
-        `content` the model answers the stored history (after tool results were appended):
-        the turn's `user_message` is None."""
+        messages), then `StreamDelta`s (and a `StreamStale` if the answer's writer falls
+        silent), then one `StreamDone`. A dropped connection is resumed by itself: the turn
+        is sent again as the same turn (its Idempotency-Key: one is made when none is given),
+        or its answer followed from the last offset received. Without `content` the model
+        answers the stored history (after tool results were appended): the turn's
+        `user_message` is None."""
         payload = chat_body(content, stream=True, **turn)
         retries = Retries(max_retries=max_retries, retry_delay=retry_delay)
         return ChatFollower(session_id, payload, idempotency_key or str(uuid.uuid4()), retries)

@@ -21,6 +21,7 @@ from chat_store.crud.messages.rows import (
     insert_messages,
     list_by_seq,
     newest_resumable,
+    open_in_session,
     recent_tool_calls,
     update_message,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "insert_messages",
     "list_by_seq",
     "newest_resumable",
+    "open_in_session",
     "recent_tool_calls",
     "reserve_seqs",
     "reset_last_message_at",

@@ -222,6 +222,18 @@ async def changed_since(
     return [StoredMessage(*row) for row in result]
 
 
+async def open_in_session(db: AsyncSession, session_id: uuid.UUID) -> list[StoredMessage]:
+    """The session's pending and in-progress messages, in seq order, read through the
+    (session_id, seq) index: a change feed runs it when it opens and when an open message may
+    have turned stale, not for every change."""
+    result = await db.execute(
+        select(*_SELECTED)
+        .where(MESSAGE.session_id == session_id, MESSAGE.status.in_(("pending", "in_progress")))
+        .order_by(MESSAGE.seq)
+    )
+    return [StoredMessage(*row) for row in result]
+
+
 async def newest_resumable(db: AsyncSession, session_id: uuid.UUID) -> StoredMessage | None:
     row = (
         await db.execute(
