@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pexpect
@@ -27,6 +28,15 @@ pytestmark = pytest.mark.e2e
 
 CLI = str(Path(sys.executable).with_name("chat-store"))
 SLOW_TEXT = default_text(120)  # about 4.8 s at the delay below
+
+
+@pytest.fixture(scope="module")
+async def chat_server(e2e_backend: Backend, llm: LlmServer) -> AsyncIterator[ServerProcess]:
+    """The module's server, one run per answer: it sweeps the same database as the servers of
+    the resume test, and must fail a killed process's answer (as they do), not take it over
+    and finish it before `resume` is run."""
+    async with running_server(e2e_backend, **llm_env(llm, GENERATION_MAX_ATTEMPTS="1")) as started:
+        yield started
 
 
 @pytest.fixture
