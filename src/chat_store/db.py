@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import asyncpg
 from sqlalchemy import Connection, event
@@ -30,6 +30,8 @@ from sqlalchemy.sql.selectable import Select
 from sqlalchemy.util import greenlet_spawn
 
 from chat_store.settings import Settings
+
+Row = TypeVar("Row")
 
 
 def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
@@ -152,6 +154,14 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     if engine.dialect.name != "postgresql":
         return create_sessionmaker(engine)
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
+async def add_row(db: AsyncSession, row: Row) -> Row:
+    """Insert a new ORM row now: flushed, so its defaults are set and a constraint it breaks
+    raises here, at the statement that broke it."""
+    db.add(row)
+    await db.flush()
+    return row
 
 
 async def read_snapshot(db: AsyncSession) -> None:

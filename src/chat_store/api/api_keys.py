@@ -4,13 +4,7 @@ import uuid
 
 from fastapi import APIRouter, Response
 
-from chat_store.api.deps import (
-    API_PREFIX,
-    AppSettings,
-    CurrentPrincipal,
-    DbSession,
-    PrincipalCache,
-)
+from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, PrincipalCache
 from chat_store.api.responses import problems
 from chat_store.errors import ApiKeyLimit, ApiKeyNotFound, GuestNotAllowed
 from chat_store.schemas.api_keys import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
@@ -23,12 +17,10 @@ router = APIRouter(prefix=f"{API_PREFIX}/api-keys", tags=["api-keys"])
 @router.post(
     "",
     status_code=201,
-    response_model=ApiKeyCreated,
     responses=problems(
         GuestNotAllowed("Guests cannot create API keys; register and claim the sessions"),
         ApiKeyLimit(20),
     ),
-    operation_id="create_api_key",
 )
 async def create_api_key(
     db: DbSession, settings: AppSettings, principal: CurrentPrincipal, body: ApiKeyCreate
@@ -39,7 +31,7 @@ async def create_api_key(
     )
 
 
-@router.get("", response_model=Page[ApiKeyRead], operation_id="list_api_keys")
+@router.get("")
 async def list_api_keys(db: DbSession, principal: CurrentPrincipal) -> Page[ApiKeyRead]:
     """The caller's keys, newest first: name, prefix, expiry and last use, never the secret."""
     return await api_key_service.list_api_keys(db, principal.user_id)
@@ -49,7 +41,6 @@ async def list_api_keys(db: DbSession, principal: CurrentPrincipal) -> Page[ApiK
     "/{key_id}",
     status_code=204,
     responses=problems(ApiKeyNotFound),
-    operation_id="revoke_api_key",
 )
 async def revoke_api_key(
     db: DbSession,

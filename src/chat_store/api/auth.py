@@ -24,9 +24,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/auth", tags=["auth"])
 @router.post(
     "/register",
     status_code=201,
-    response_model=UserRead,
     responses=problems(errors.RegistrationClosed, errors.EmailTaken),
-    operation_id="register_user",
 )
 async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) -> UserRead:
     """Create an account (email is case-folded and unique)."""
@@ -35,12 +33,10 @@ async def register_user(db: DbSession, settings: AppSettings, body: UserCreate) 
 
 @router.post(
     "/token",
-    response_model=TokenPair,
     responses=problems(
         errors.Unauthorized("Incorrect email or password"),
         errors.RateLimited("Too many failed logins for this account; try again later"),
     ),
-    operation_id="login_for_tokens",
 )
 async def login_for_tokens(
     db: DbSession,
@@ -56,12 +52,7 @@ async def login_for_tokens(
     return await auth_service.login(db, settings, state.limiter, username, password)
 
 
-@router.post(
-    "/refresh",
-    response_model=TokenPair,
-    responses=problems(errors.Unauthorized("Invalid refresh token")),
-    operation_id="refresh_tokens",
-)
+@router.post("/refresh", responses=problems(errors.Unauthorized("Invalid refresh token")))
 async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequest) -> TokenPair:
     """Trade a refresh token for a new pair; the old one is spent (reuse revokes the family)."""
     return await auth_service.refresh(db, settings, body.refresh_token)
@@ -69,12 +60,10 @@ async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequ
 
 @router.post(
     "/claim",
-    response_model=ClaimResult,
     responses=problems(
         errors.GuestNotAllowed("Sign in (or use an API key) to claim a guest's sessions"),
         errors.NotFound("No guest data for this client id"),
     ),
-    operation_id="claim_guest_sessions",
 )
 async def claim_guest_sessions(
     db: DbSession, principal: CurrentPrincipal, body: ClaimRequest
@@ -84,7 +73,7 @@ async def claim_guest_sessions(
     return ClaimResult(client_id=body.client_id, sessions_moved=moved)
 
 
-@router.post("/logout", status_code=204, operation_id="logout")
+@router.post("/logout", status_code=204)
 async def logout(db: DbSession, body: RefreshRequest) -> Response:
     """Revoke the refresh token's whole family (every token rotated from the same login)."""
     await auth_service.logout(db, body.refresh_token)

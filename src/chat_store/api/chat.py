@@ -117,6 +117,7 @@ _CHAT_EXAMPLES = {
         "value": {"tools": [{"type": "function", "function": {"name": "read_file"}}]},
     },
 }
+ChatTurnBody = Annotated[ChatTurnCreate, Body(openapi_examples=_CHAT_EXAMPLES)]
 
 
 async def get_turn_context(ctx: Context, request: Request) -> TurnContext:
@@ -161,10 +162,7 @@ class _AnswerWhenDone(Response):
     responses=_CHAT_ANSWERS,
 )
 async def chat(
-    ctx: Turn,
-    session_id: uuid.UUID,
-    body: Annotated[ChatTurnCreate, Body(openapi_examples=_CHAT_EXAMPLES)],
-    idempotency_key: IdempotencyKey = None,
+    ctx: Turn, session_id: uuid.UUID, body: ChatTurnBody, idempotency_key: IdempotencyKey = None
 ) -> Response:
     """Send a user message; the service answers it with the model and stores the answer."""
     deadline = time.monotonic() + ctx.settings.request_timeout_seconds

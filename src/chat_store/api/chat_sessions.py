@@ -18,11 +18,10 @@ from chat_store.schemas.chat_sessions import (
     ChatSessionFilters,
     ChatSessionRead,
     ChatSessionRename,
-    ChatSessionStatus,
     ChatSessionUpdate,
     FavoriteUpdate,
 )
-from chat_store.schemas.common import Deleted, InputDatetime, Page, SafeStr
+from chat_store.schemas.common import Deleted, Page
 from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
@@ -69,26 +68,9 @@ async def create_chat_session(
 
 @router.get("", responses=problems(ChatSessionNotFound("The cursor session does not exist")))
 async def list_chat_sessions(
-    ctx: Context,
-    pagination: PaginationParams,
-    favorite: Annotated[bool | None, Query(description="Only favourites (true) or not.")] = None,
-    status: Annotated[ChatSessionStatus | None, Query()] = None,
-    q: Annotated[SafeStr | None, Query(max_length=200, description="Title contains.")] = None,
-    repo: Annotated[SafeStr | None, Query(max_length=500, description="Workspace repo.")] = None,
-    updated_after: Annotated[InputDatetime | None, Query()] = None,
-    archived: Annotated[
-        bool | None, Query(description="Only archived sessions (true) or only the others.")
-    ] = None,
+    ctx: Context, pagination: PaginationParams, filters: Annotated[ChatSessionFilters, Query()]
 ) -> Page[ChatSessionRead]:
     """The caller's sessions, newest activity first (keyset-paginated)."""
-    filters = ChatSessionFilters(
-        favorite=favorite,
-        status=status,
-        title_contains=q,
-        repo=repo,
-        updated_after=updated_after,
-        archived=archived,
-    )
     return await chat_session_service.list_chat_sessions(ctx, filters, pagination)
 
 

@@ -24,7 +24,7 @@ class Readiness(BaseModel):
     cache: Literal["ok", "degraded"]
 
 
-@router.get("/health", response_model=Health, operation_id="health")
+@router.get("/health")
 async def health() -> Health:
     """Liveness: the process is up."""
     return Health(version=__version__)
@@ -34,7 +34,6 @@ async def health() -> Health:
     "/health/ready",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "Database down or migrations pending."}},
-    operation_id="readiness",
 )
 async def readiness(state: State) -> JSONResponse:
     """Readiness: 200 when the database answers at the migration head (cache down is degraded)."""

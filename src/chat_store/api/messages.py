@@ -76,16 +76,14 @@ _APPEND_EXAMPLES = {
         },
     },
 }
+MessageAppendBody = Annotated[MessageAppend, Body(openapi_examples=_APPEND_EXAMPLES)]
 
 
 @router.post("/messages", status_code=201, responses=_APPEND_ERRORS)
 @direct
 @finds_archived_itself
 async def append_message(
-    ctx: Context,
-    session_id: uuid.UUID,
-    body: Annotated[MessageAppend, Body(openapi_examples=_APPEND_EXAMPLES)],
-    key: IdempotencyKey = None,
+    ctx: Context, session_id: uuid.UUID, body: MessageAppendBody, key: IdempotencyKey = None
 ) -> MessageRead:
     """Append one message; the server gives it the next seq."""
     return await message_service.create_message(ctx, session_id, body, key)

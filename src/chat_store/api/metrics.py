@@ -23,7 +23,6 @@ router = APIRouter(tags=["health"])
             NotFound("No route for GET /metrics"),
         ),
     },
-    operation_id="metrics",
 )
 async def metrics(
     request: Request,

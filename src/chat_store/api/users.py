@@ -16,13 +16,13 @@ from chat_store.services import users as user_service
 router = APIRouter(prefix=f"{API_PREFIX}/users", tags=["users"])
 
 
-@router.get("/me", response_model=UserRead, operation_id="get_current_user")
+@router.get("/me")
 async def get_current_user(db: DbSession, principal: CurrentPrincipal) -> UserRead:
     """The account behind the credentials."""
     return UserRead.model_validate(await user_service.get_me(db, principal))
 
 
-@router.patch("/me", response_model=UserRead, operation_id="update_current_user")
+@router.patch("/me")
 async def update_current_user(
     db: DbSession, settings: AppSettings, principal: CurrentPrincipal, body: UserUpdate
 ) -> UserRead:
@@ -30,7 +30,7 @@ async def update_current_user(
     return UserRead.model_validate(await user_service.update_me(db, settings, principal, body))
 
 
-@router.delete("/me", status_code=204, operation_id="delete_current_user")
+@router.delete("/me", status_code=204)
 async def delete_current_user(
     db: DbSession,
     state: State,

@@ -4,8 +4,9 @@ object store, `restore` brings one back."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Protocol, TypeVar
 
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from chat_store.services.archive import Archiver
 
 OlderThan = Annotated[str, typer.Option(help="Idle time: 90d, 12h or 30m.")]
+Sessionmaker = async_sessionmaker[AsyncSession]
+Report = TypeVar("Report", bound="IdleReport")
 
 
 def purge(
@@ -26,14 +29,10 @@ def purge(
     """Delete sessions (with their messages) idle for longer than --older-than."""
     from chat_store.services import retention
 
-    cutoff = idle_time(older_than)
+    async def work(sessionmaker: Sessionmaker, idle: timedelta) -> retention.PurgeReport:
+        return await retention.purge_idle_sessions(sessionmaker, idle, dry_run=dry_run)
 
-    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> retention.PurgeReport:
-        return await retention.purge_idle_sessions(sessionmaker, cutoff, dry_run=dry_run)
-
-    report = run_on_database(work)
-    verb = "would delete" if report.dry_run else "deleted"
-    _print_idle(verb, report.sessions, report.messages, report.cutoff)
+    _on_idle_sessions(older_than, work, done="deleted", dry="would delete")
 
 
 def archive(
@@ -43,16 +42,11 @@ def archive(
     """Move the messages of sessions idle for longer than --older-than to ARCHIVE_URL."""
     from chat_store.services import archive as archive_service
 
-    cutoff = idle_time(older_than)
+    async def work(sessionmaker: Sessionmaker, idle: timedelta) -> archive_service.ArchiveReport:
+        archiver = _archiver(sessionmaker)
+        return await archive_service.archive_idle_sessions(archiver, idle, dry_run=dry_run)
 
-    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> archive_service.ArchiveReport:
-        return await archive_service.archive_idle_sessions(
-            _archiver(sessionmaker), cutoff, dry_run=dry_run
-        )
-
-    report = run_on_database(work)
-    verb = "would archive" if report.dry_run else "archived"
-    _print_idle(verb, report.sessions, report.messages, report.cutoff)
+    report = _on_idle_sessions(older_than, work, done="archived", dry="would archive")
     if not report.dry_run:
         print(
             f"finished {report.finished} left half-way, deleted {report.released} objects of "
@@ -66,7 +60,7 @@ def restore(session_id: Annotated[uuid.UUID, typer.Argument(help="The session's 
     """Bring an archived session's messages back into the database."""
     from chat_store.services import archive as archive_service
 
-    async def work(sessionmaker: async_sessionmaker[AsyncSession]) -> bool:
+    async def work(sessionmaker: Sessionmaker) -> bool:
         archiver = _archiver(sessionmaker)
         async with sessionmaker() as db, db.begin():
             key = await archive_service.restore_in(db, archiver, session_id, user_id=None)
@@ -77,12 +71,44 @@ def restore(session_id: Annotated[uuid.UUID, typer.Argument(help="The session's 
     print("restored" if run_on_database(work) else "not archived: nothing to do")
 
 
-def _archiver(sessionmaker: async_sessionmaker[AsyncSession]) -> Archiver:
+def _archiver(sessionmaker: Sessionmaker) -> Archiver:
     from chat_store.services.archive import Archiver
     from chat_store.storage import ArchiveStore
 
     return Archiver(sessionmaker, ArchiveStore(get_settings().archive_location))
 
 
-def _print_idle(verb: str, sessions: int, messages: int, cutoff: datetime) -> None:
-    print(f"{verb} {sessions} sessions and {messages} messages idle since {cutoff.isoformat()}")
+class IdleReport(Protocol):
+    """What `purge` and `archive` report alike."""
+
+    @property
+    def dry_run(self) -> bool: ...
+    @property
+    def sessions(self) -> int: ...
+    @property
+    def messages(self) -> int: ...
+    @property
+    def cutoff(self) -> datetime: ...
+
+
+def _on_idle_sessions(
+    older_than: str,
+    work: Callable[[Sessionmaker, timedelta], Awaitable[Report]],
+    *,
+    done: str,
+    dry: str,
+) -> Report:
+    """Run `work` on the sessions idle for longer than `older_than` and say what it did (or,
+    on a dry run, what it would do)."""
+    idle = idle_time(older_than)
+
+    async def run(sessionmaker: Sessionmaker) -> Report:
+        return await work(sessionmaker, idle)
+
+    report = run_on_database(run)
+    verb = dry if report.dry_run else done
+    idle_since = report.cutoff.isoformat()
+    print(
+        f"{verb} {report.sessions} sessions and {report.messages} messages idle since {idle_since}"
+    )
+    return report

@@ -43,18 +43,29 @@ class TurnOptions(TypedDict, total=False):
     tools: Sequence[Mapping[str, Any]] | None
 
 
-def chat_body(content: str | None, *, stream: bool, **turn: Unpack[TurnOptions]) -> dict[str, Any]:
+class TurnRequest(TurnOptions, total=False):
+    """A turn as sent: its options, and the Idempotency-Key that makes a resend the same turn."""
+
+    idempotency_key: str | None
+
+
+def chat_path(session_id: uuid.UUID | str) -> str:
+    return f"{API_PREFIX}/sessions/{path_id(session_id)}/chat"
+
+
+def chat_body(content: str | None, *, stream: bool, **turn: Unpack[TurnRequest]) -> dict[str, Any]:
     """The body of POST /chat: the fields given (`model_name` is sent as `model`; no
-    `content`: the model answers the stored history)."""
+    `content`: the model answers the stored history). The Idempotency-Key is a header."""
     fields: dict[str, Any] = {"content": content, **turn}
     fields["model"] = fields.pop("model_name", None)
+    fields.pop("idempotency_key", None)
     return {**body(**{k: v for k, v in fields.items() if v is not None}), "stream": stream}
 
 
 def chat_call(session_id: uuid.UUID | str, payload: dict[str, Any], key: str) -> Call[Any]:
     return Call(
         "POST",
-        f"{API_PREFIX}/sessions/{path_id(session_id)}/chat",
+        chat_path(session_id),
         json=payload,
         parse=raw,
         headers={"Accept": "text/event-stream", "Idempotency-Key": key},

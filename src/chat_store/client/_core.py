@@ -11,7 +11,7 @@ import enum
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Final, Generic, Literal, TypeVar
 from urllib.parse import quote
 
@@ -29,7 +29,7 @@ DEFAULT_TIMEOUT = 30.0
 T = TypeVar("T")
 M = TypeVar("M", bound=pydantic.BaseModel)
 
-QueryValue = str | int | float | bool | uuid.UUID | datetime | None
+QueryValue = str | int | float | bool | uuid.UUID | datetime | date | None
 
 
 class _Unset(enum.Enum):
@@ -98,7 +98,7 @@ def query(**values: QueryValue) -> dict[str, str]:
             continue
         if isinstance(value, bool):
             params[name] = "true" if value else "false"
-        elif isinstance(value, datetime):
+        elif isinstance(value, date):  # a datetime too: RFC 3339
             params[name] = value.isoformat()
         else:
             params[name] = str(value)

@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.db import add_row
 from chat_store.models import ApiKey
 
 
@@ -21,9 +22,7 @@ async def create(
     row = ApiKey(
         user_id=user_id, name=name, prefix=prefix, key_hash=key_hash, expires_at=expires_at
     )
-    db.add(row)
-    await db.flush()
-    return row
+    return await add_row(db, row)
 
 
 async def get_by_id(db: AsyncSession, key_id: uuid.UUID) -> ApiKey | None:

@@ -7,6 +7,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from chat_store.db import add_row
 from chat_store.models import RefreshToken
 
 
@@ -21,9 +22,7 @@ async def create_refresh_token(
     row = RefreshToken(
         user_id=user_id, family_id=family_id, token_hash=token_hash, expires_at=expires_at
     )
-    db.add(row)
-    await db.flush()
-    return row
+    return await add_row(db, row)
 
 
 async def get_refresh_token_for_update(db: AsyncSession, token_hash: str) -> RefreshToken | None:

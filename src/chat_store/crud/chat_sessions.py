@@ -10,7 +10,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
-from chat_store.db import ByDialect, fetch_one
+from chat_store.db import ByDialect, add_row, fetch_one
 from chat_store.models import ChatSession, Message
 from chat_store.models.base import attribute_columns
 
@@ -42,9 +42,7 @@ async def insert_if_new(db: AsyncSession, row: ChatSession, *, standalone: bool)
 
 
 async def create(db: AsyncSession, row: ChatSession) -> ChatSession:
-    db.add(row)
-    await db.flush()
-    return row
+    return await add_row(db, row)
 
 
 async def get_for_owner(
@@ -74,12 +72,12 @@ async def list_for_owner(
     user_id: uuid.UUID,
     page: PageRequest,
     *,
-    favorite: bool | None = None,
-    status: str | None = None,
-    title_contains: str | None = None,
-    repo: str | None = None,
-    updated_after: datetime | None = None,
-    archived: bool | None = None,
+    favorite: bool | None,
+    status: str | None,
+    title_contains: str | None,
+    repo: str | None,
+    updated_after: datetime | None,
+    archived: bool | None,
 ) -> tuple[list[ChatSession], bool]:
     # Served by ix_chat_session_user_activity (user_id, last_activity_at, id).
     stmt = select(ChatSession).where(ChatSession.user_id == user_id)

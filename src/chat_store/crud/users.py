@@ -7,6 +7,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.db import add_row
 from chat_store.models import User
 
 
@@ -37,12 +38,10 @@ async def create(
     display_name: str | None,
     is_guest: bool = False,
 ) -> User:
-    user = User(
+    row = User(
         email=email, password_hash=password_hash, display_name=display_name, is_guest=is_guest
     )
-    db.add(user)
-    await db.flush()
-    return user
+    return await add_row(db, row)
 
 
 async def ensure_guest(

@@ -2,10 +2,7 @@
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
-Create Date: ${create_date}
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -13,8 +10,12 @@ ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}
 down_revision: str | None = ${repr(down_revision)}
-branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
-depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+% if branch_labels:
+branch_labels: tuple[str, ...] = ${repr(tuple(branch_labels) if not isinstance(branch_labels, str) else (branch_labels,))}
+% endif
+% if depends_on:
+depends_on: tuple[str, ...] = ${repr(tuple(depends_on) if not isinstance(depends_on, str) else (depends_on,))}
+% endif
 
 
 def upgrade() -> None:

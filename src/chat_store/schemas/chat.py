@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from chat_store.schemas import common
 from chat_store.schemas.chat_sessions import SYSTEM_PROMPT_MAX_CHARS
-from chat_store.schemas.common import INT32_MAX, InputModel, OutputModel, RagContext, SafeStr
+from chat_store.schemas.common import InputModel, OutputModel, RagContext, SafeStr, Seq
 from chat_store.schemas.messages import MAX_TOOL_CALLS, TOOL_NAME_PATTERN, MessageRead
 
 
@@ -74,10 +74,8 @@ class ChatTurnCreate(InputModel):
         description="true: answer with Server-Sent Events (`turn`, then the message stream); "
         "false: wait for the answer (201), or 202 when REQUEST_TIMEOUT_SECONDS comes first.",
     )
-    expected_last_seq: int | None = Field(
+    expected_last_seq: Seq | None = Field(
         default=None,
-        ge=0,
-        le=INT32_MAX,
         description="Start the turn only if the session's last seq is this (else 409).",
     )
 

@@ -1,28 +1,40 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chat_store.models import ChatSession
-from chat_store.schemas.common import InputModel, Metadata, OutputModel, SafeStr, Title, examples
+from chat_store.schemas.common import (
+    InputDatetime,
+    InputModel,
+    Metadata,
+    OutputModel,
+    SafeStr,
+    Title,
+    examples,
+)
 
 ChatSessionStatus = Literal["active", "ended"]
 
 
-@dataclass(frozen=True)
-class ChatSessionFilters:
-    """What a session list is narrowed to (query parameters of GET /sessions)."""
+class ChatSessionFilters(BaseModel):
+    """What a session list is narrowed to: the query parameters of GET /sessions."""
 
-    favorite: bool | None = None
-    status: str | None = None
-    title_contains: str | None = None
-    repo: str | None = None
-    updated_after: datetime | None = None
-    archived: bool | None = None
+    model_config = ConfigDict(frozen=True)
+
+    favorite: bool | None = Field(default=None, description="Only favourites (true) or not.")
+    status: ChatSessionStatus | None = None
+    title_contains: SafeStr | None = Field(
+        default=None, alias="q", max_length=200, description="Title contains."
+    )
+    repo: SafeStr | None = Field(default=None, max_length=500, description="Workspace repo.")
+    updated_after: InputDatetime | None = None
+    archived: bool | None = Field(
+        default=None, description="Only archived sessions (true) or only the others."
+    )
 
 
 class Workspace(InputModel):

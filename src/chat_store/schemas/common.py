@@ -95,6 +95,8 @@ class OutputModel(BaseModel):
 # Seqs, versions and lengths are stored as 4-byte integers: a larger one given as input (a
 # cursor, an expected seq) is refused there (422), not sent to the database to fail (500).
 INT32_MAX = 2_147_483_647
+# A session's seq as input (0: before the first message).
+Seq = Annotated[int, Field(ge=0, le=INT32_MAX)]
 
 T = TypeVar("T")
 

@@ -7,12 +7,12 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from chat_store.schemas.common import (
-    INT32_MAX,
     InputModel,
     Metadata,
     OutputModel,
     RagContext,
     SafeStr,
+    Seq,
     examples,
 )
 
@@ -130,10 +130,8 @@ class MessageCreate(InputModel):
 
 
 class MessageAppend(MessageCreate):
-    expected_last_seq: int | None = Field(
+    expected_last_seq: Seq | None = Field(
         default=None,
-        ge=0,
-        le=INT32_MAX,
         description="Append only if the session's last seq is this (else 409 seq_conflict).",
     )
 
@@ -155,7 +153,7 @@ class MessageBatchCreate(InputModel):
     )
 
     messages: list[MessageCreate] = Field(min_length=1)
-    expected_last_seq: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    expected_last_seq: Seq | None = None
 
 
 class MessageUpdate(InputModel):

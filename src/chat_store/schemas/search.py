@@ -3,31 +3,45 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from chat_store.schemas.chat_sessions import ChatSessionStatus
-from chat_store.schemas.common import OutputModel
+from chat_store.schemas.common import OutputModel, SafeStr
 from chat_store.schemas.messages import Role
+from chat_store.search_query import MAX_QUERY_CHARS
 
 
-@dataclass(frozen=True)
-class SearchParams:
-    """A search as asked (the query parameters of GET /search), dates already in UTC."""
+class SearchParams(BaseModel):
+    """A search as asked: the query parameters of GET /search, declared once here."""
 
-    q: str
-    limit: int = 20
-    cursor: str | None = None
-    session_id: uuid.UUID | None = None
-    role: Role | None = None
-    repo: str | None = None
-    favorite: bool | None = None
-    status: ChatSessionStatus | None = None
-    after: datetime | None = None
-    before: datetime | None = None
+    model_config = ConfigDict(frozen=True)
+
+    q: SafeStr = Field(
+        max_length=MAX_QUERY_CHARS,
+        description='Words, "quoted phrases", -excluded, `or` between alternatives.',
+        examples=['test_billing "fixture clock" -flaky'],
+    )
+    limit: int = Field(default=20, ge=1, le=100, description="Page size.")
+    cursor: str | None = Field(
+        default=None, max_length=512, description="`next_cursor` of the previous page."
+    )
+    session_id: uuid.UUID | None = Field(default=None, description="Only this session.")
+    role: Role | None = Field(default=None, description="Only messages of this role.")
+    repo: SafeStr | None = Field(
+        default=None, max_length=500, description="Sessions with this workspace repo."
+    )
+    favorite: bool | None = Field(default=None, description="Favourite sessions (or not).")
+    status: ChatSessionStatus | None = Field(default=None, description="Session status.")
+    # A time with an offset, or a date: the start of that day in UTC.
+    after: AwareDatetime | date | None = Field(
+        default=None, description="Hits from this time (or the start of this date, UTC)."
+    )
+    before: AwareDatetime | date | None = Field(
+        default=None, description="Hits before this time (or this date's start, UTC)."
+    )
 
 
 class SearchSession(OutputModel):

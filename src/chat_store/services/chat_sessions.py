@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -112,7 +111,7 @@ async def list_chat_sessions(
         direction="before" if pagination.before is not None else "after",
     )
     rows, has_more = await chat_session_crud.list_for_owner(
-        ctx.db, user_id, page, **dataclasses.asdict(filters)
+        ctx.db, user_id, page, **filters.model_dump()
     )
     data = [ChatSessionRead.from_model(row) for row in rows]
     return Page[ChatSessionRead].of(data, has_more=has_more)

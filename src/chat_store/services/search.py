@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import uuid
+from datetime import UTC, date, datetime, time
 
 from chat_store import search_query
 from chat_store.crud import search as search_crud
@@ -48,8 +49,8 @@ async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
         repo=params.repo,
         favorite=params.favorite,
         status=params.status,
-        after=params.after,
-        before=params.before,
+        after=_start_in_utc(params.after),
+        before=_start_in_utc(params.before),
     )
     websearch = query.websearch()
     fingerprint = _fingerprint(websearch, filters)
@@ -73,6 +74,13 @@ async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
         has_more=has_more,
         next_cursor=_encode_cursor(last, fingerprint) if has_more and last else None,
     )
+
+
+def _start_in_utc(value: datetime | date | None) -> datetime | None:
+    """A time with its offset as given; a date: the start of that day in UTC."""
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.combine(value, time(), tzinfo=UTC)
 
 
 def _result(hit: SearchHit) -> SearchResult:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal, TypedDict
 
 from chat_store.client._core import API_PREFIX, Unset, path_id
-from chat_store.client.models import MessageStatus, Workspace
+from chat_store.client.models import MessageRole, MessageStatus, Workspace
 
 Id = uuid.UUID | str  # an id, as a UUID or as its text
 ChatSessionStatus = Literal["active", "ended"]
@@ -46,6 +46,21 @@ class SessionPage(PageOptions, SessionFilters, total=False):
 class MessagePage(PageOptions, total=False):
     after_seq: int | None
     before_seq: int | None
+
+
+class SearchOptions(TypedDict, total=False):
+    """A search's page and filters. `after`/`before`: a time with an offset, or a date (the
+    start of that day, UTC)."""
+
+    limit: int | None
+    cursor: str | None
+    session_id: Id | None
+    role: MessageRole | None
+    repo: str | None
+    favorite: bool | None
+    status: ChatSessionStatus | None
+    after: datetime | date | None
+    before: datetime | date | None
 
 
 class SessionChanges(TypedDict, total=False):

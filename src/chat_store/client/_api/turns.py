@@ -6,8 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Unpack
 
-from chat_store.client._api.common import Id, chat_session_path, idempotency_headers, message_path
-from chat_store.client._chat import ChatFollower, ChatItem, TurnOptions, chat_body
+from chat_store.client._api.common import Id, idempotency_headers, message_path
+from chat_store.client._chat import ChatFollower, ChatItem, TurnRequest, chat_body, chat_path
 from chat_store.client._core import Call, ClientCore, model
 from chat_store.client._endpoint import endpoint, streamed
 from chat_store.client._follow import Retries
@@ -21,10 +21,9 @@ class TurnsApi(ClientCore):
         session_id: Id,
         content: str | None = None,
         *,
-        idempotency_key: str | None = None,
         max_retries: int = 10,
         retry_delay: float = 0.5,
-        **turn: Unpack[TurnOptions],
+        **turn: Unpack[TurnRequest],
     ) -> ChatFollower:
         """Send a user message and stream the service's answer: one `ChatTurn` (both
         messages), then `StreamDelta`s (and a `StreamStale` if the answer's writer falls
@@ -33,28 +32,22 @@ class TurnsApi(ClientCore):
         or its answer followed from the last offset received. Without `content` the model
         answers the stored history (after tool results were appended): the turn's
         `user_message` is None."""
+        key = turn.get("idempotency_key") or str(uuid.uuid4())
         payload = chat_body(content, stream=True, **turn)
         retries = Retries(max_retries=max_retries, retry_delay=retry_delay)
-        return ChatFollower(session_id, payload, idempotency_key or str(uuid.uuid4()), retries)
+        return ChatFollower(session_id, payload, key, retries)
 
     @endpoint
     def send_chat(
-        self,
-        session_id: Id,
-        content: str | None = None,
-        *,
-        idempotency_key: str | None = None,
-        **turn: Unpack[TurnOptions],
+        self, session_id: Id, content: str | None = None, **turn: Unpack[TurnRequest]
     ) -> Call[ChatTurn]:
         """Send a user message and wait for the service's answer (`stream: false`): the turn
         with the answer complete, or, when the server's time limit came first (202), as it
         stands; follow the rest with `follow()`."""
+        headers = idempotency_headers(turn.get("idempotency_key"))
+        payload = chat_body(content, stream=False, **turn)
         return Call(
-            "POST",
-            f"{chat_session_path(session_id)}/chat",
-            json=chat_body(content, stream=False, **turn),
-            headers=idempotency_headers(idempotency_key),
-            parse=model(ChatTurn),
+            "POST", chat_path(session_id), json=payload, headers=headers, parse=model(ChatTurn)
         )
 
     @endpoint

@@ -2,10 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -13,8 +10,6 @@ from sqlalchemy.dialects import postgresql
 
 revision: str = "0001"
 down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -27,9 +22,33 @@ def _owner() -> sa.Column:  # type: ignore[type-arg]
     return sa.Column("user_id", sa.Uuid(), nullable=False)
 
 
-def _owner_fk(table: str) -> sa.ForeignKeyConstraint:
+def _cascade_fk(table: str, column: str, parent: str) -> sa.ForeignKeyConstraint:
+    """`table`.`column` is the id of a `parent` row; the row goes when its parent does."""
     return sa.ForeignKeyConstraint(
-        ["user_id"], ["user.id"], name=f"fk_{table}_user_id_user", ondelete="CASCADE"
+        [column], [f"{parent}.id"], name=f"fk_{table}_{column}_{parent}", ondelete="CASCADE"
+    )
+
+
+def _owner_fk(table: str) -> sa.ForeignKeyConstraint:
+    return _cascade_fk(table, "user_id", "user")
+
+
+def _owned_table(
+    name: str,
+    *columns: sa.Column,  # type: ignore[type-arg]
+    unique: tuple[str, ...] = (),
+) -> None:
+    """A table of rows one user owns: an `id` key and the owner (its rows go with the user)
+    around the table's own columns; `unique`: columns unique together. (Each constraint is
+    made here, in this order: SQLAlchemy emits a table's constraints in the order made.)"""
+    op.create_table(
+        name,
+        sa.Column("id", sa.Uuid(), nullable=False),
+        _owner(),
+        *columns,
+        _owner_fk(name),
+        sa.PrimaryKeyConstraint("id", name=f"pk_{name}"),
+        *([sa.UniqueConstraint(*unique, name=f"uq_{name}_{'_'.join(unique)}")] if unique else []),
     )
 
 
@@ -46,41 +65,31 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_user"),
         sa.UniqueConstraint("email", name="uq_user_email"),
     )
-    op.create_table(
+    _owned_table(
         "api_key",
-        sa.Column("id", sa.Uuid(), nullable=False),
-        _owner(),
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("prefix", sa.String(16), nullable=False),
         sa.Column("key_hash", sa.String(64), nullable=False),
         _at("expires_at", nullable=True),
         _at("last_used_at", nullable=True),
         _at("created_at"),
-        _owner_fk("api_key"),
-        sa.PrimaryKeyConstraint("id", name="pk_api_key"),
-        sa.UniqueConstraint("key_hash", name="uq_api_key_key_hash"),
+        unique=("key_hash",),
     )
     op.create_index("ix_api_key_user_id", "api_key", ["user_id"])
-    op.create_table(
+    _owned_table(
         "refresh_token",
-        sa.Column("id", sa.Uuid(), nullable=False),
-        _owner(),
         sa.Column("family_id", sa.Uuid(), nullable=False),
         sa.Column("token_hash", sa.String(64), nullable=False),
         _at("expires_at"),
         _at("used_at", nullable=True),
         _at("revoked_at", nullable=True),
         _at("created_at"),
-        _owner_fk("refresh_token"),
-        sa.PrimaryKeyConstraint("id", name="pk_refresh_token"),
-        sa.UniqueConstraint("token_hash", name="uq_refresh_token_token_hash"),
+        unique=("token_hash",),
     )
     op.create_index("ix_refresh_token_user_id", "refresh_token", ["user_id"])
     op.create_index("ix_refresh_token_family_id", "refresh_token", ["family_id"])
-    op.create_table(
+    _owned_table(
         "chat_session",
-        sa.Column("id", sa.Uuid(), nullable=False),
-        _owner(),
         sa.Column("title", sa.String(400), nullable=True),
         sa.Column("is_favorite", sa.Boolean(), server_default=sa.text("false"), nullable=False),
         sa.Column("status", sa.String(16), server_default="active", nullable=False),
@@ -98,8 +107,6 @@ def upgrade() -> None:
         _at("created_at"),
         _at("updated_at"),
         _at("ended_at", nullable=True),
-        _owner_fk("chat_session"),
-        sa.PrimaryKeyConstraint("id", name="pk_chat_session"),
     )
     # The session list: per owner, newest activity first, keyset on (last_activity_at, id).
     op.create_index(
@@ -130,12 +137,7 @@ def upgrade() -> None:
         _at("created_at"),
         _at("updated_at"),
         _at("completed_at", nullable=True),
-        sa.ForeignKeyConstraint(
-            ["session_id"],
-            ["chat_session.id"],
-            name="fk_message_session_id_chat_session",
-            ondelete="CASCADE",
-        ),
+        _cascade_fk("message", "session_id", "chat_session"),
         _owner_fk("message"),
         sa.PrimaryKeyConstraint("id", name="pk_message"),
         # The per-session cursor, and the index behind every history read.
@@ -147,12 +149,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.Uuid(), nullable=False),
         sa.Column("start", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["message_id"],
-            ["message.id"],
-            name="fk_message_chunk_message_id_message",
-            ondelete="CASCADE",
-        ),
+        _cascade_fk("message_chunk", "message_id", "message"),
         sa.PrimaryKeyConstraint("message_id", "start", name="pk_message_chunk"),
     )
     op.create_table(
@@ -161,30 +158,21 @@ def upgrade() -> None:
         sa.Column("session_id", sa.Uuid(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["session_id"],
-            ["chat_session.id"],
-            name="fk_message_tombstone_session_id_chat_session",
-            ondelete="CASCADE",
-        ),
+        _cascade_fk("message_tombstone", "session_id", "chat_session"),
         sa.PrimaryKeyConstraint("message_id", name="pk_message_tombstone"),
     )
     op.create_index(
         "ix_message_tombstone_session_id_version", "message_tombstone", ["session_id", "version"]
     )
-    op.create_table(
+    _owned_table(
         "idempotency_key",
-        sa.Column("id", sa.Uuid(), nullable=False),
-        _owner(),
         sa.Column("key", sa.String(255), nullable=False),
         sa.Column("request_hash", sa.String(64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
         sa.Column("response_body", sa.Text(), nullable=False),
         _at("created_at"),
         _at("expires_at"),
-        _owner_fk("idempotency_key"),
-        sa.PrimaryKeyConstraint("id", name="pk_idempotency_key"),
-        sa.UniqueConstraint("user_id", "key", name="uq_idempotency_key_user_id_key"),
+        unique=("user_id", "key"),
     )
     op.create_index("ix_idempotency_key_expires_at", "idempotency_key", ["expires_at"])
 

@@ -2,18 +2,13 @@
 
 Revision ID: 0004_archive
 Revises: 0002_generation
-Create Date: 2026-12-05
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004_archive"
 down_revision: str | None = "0002_generation"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 _COLUMNS = ("archived_at", "archive_key", "restored_at", "source_fingerprint")
 
@@ -33,20 +28,16 @@ def upgrade() -> None:
         unique=True,
     )
     # Archiving looks for sessions not archived yet and idle since a cut-off.
-    op.create_index(
-        "ix_chat_session_archive_due",
-        "chat_session",
-        ["last_activity_at"],
-        postgresql_where=sa.text("archived_at IS NULL"),
-        sqlite_where=sa.text("archived_at IS NULL"),
-    )
+    _partial_index("ix_chat_session_archive_due", "last_activity_at", "archived_at IS NULL")
     # The few sessions with an archive object (archived, or an archive or restore unfinished).
+    _partial_index("ix_chat_session_archive_key", "archive_key", "archive_key IS NOT NULL")
+
+
+def _partial_index(name: str, column: str, where: str) -> None:
+    """An index of chat_session's rows where `where` holds, on both dialects."""
+    condition = sa.text(where)
     op.create_index(
-        "ix_chat_session_archive_key",
-        "chat_session",
-        ["archive_key"],
-        postgresql_where=sa.text("archive_key IS NOT NULL"),
-        sqlite_where=sa.text("archive_key IS NOT NULL"),
+        name, "chat_session", [column], postgresql_where=condition, sqlite_where=condition
     )
 
 

@@ -3,10 +3,7 @@ system prompt
 
 Revision ID: 0002_generation
 Revises: 0001
-Create Date: 2026-12-05
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -14,8 +11,6 @@ from sqlalchemy.dialects import postgresql
 
 revision: str = "0002_generation"
 down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 

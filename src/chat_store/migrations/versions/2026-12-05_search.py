@@ -15,21 +15,19 @@ that costs on a large table.
 
 Revision ID: 0003_search
 Revises: 0004_archive
-Create Date: 2026-12-05
 """
 
 # ruff: noqa: S608  (the SQL is put together from this file's constants only)
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_search"
 down_revision: str | None = "0004_archive"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 BATCH = 5000
 # The first this many characters of a text are indexed. A tsvector holds at most 1 MB, which a
@@ -273,22 +271,52 @@ def _title(row: str) -> str:
     return _marks_removed(f"{row}.title")
 
 
-def _fts_index(
-    *,
-    fts: str,
-    table: str,
-    column: str,
-    text: Callable[[str], str],
-    indexed: Callable[[str], str],
-    watched: tuple[str, ...],
-    tokenize: str,
-) -> None:
-    """An FTS5 table over `table`: the text in `column` and the owner's id in `owner`, so that a
-    search matches within one owner's rows (FTS5 intersects the two), rather than matching
-    everyone's and dropping the others' afterwards. External content: FTS5 reads the text
-    through a view of the indexed rows and never stores it a second time; the triggers hand it
-    exactly what the view shows, which an external-content table requires."""
-    source = f"{table}_search_source"
+def _message_indexed(row: str) -> str:
+    return f"{row}.status NOT IN {_OPEN}"
+
+
+def _title_indexed(row: str) -> str:
+    return f"{row}.title IS NOT NULL"
+
+
+_MESSAGE_WATCHED = ("content", "partial_content", "status", "user_id")
+
+
+class _FtsIndex(NamedTuple):
+    """What an FTS5 table indexes: the rows of `table` where `indexed` holds, their `text` kept
+    in `column`; a change of a `watched` column indexes a row again (`text` and `indexed` write
+    the SQL for a row's name: `new`, `old` or the table)."""
+
+    table: str
+    column: str
+    text: Callable[[str], str]
+    indexed: Callable[[str], str]
+    watched: tuple[str, ...]
+
+    @property
+    def fts(self) -> str:
+        return f"{self.table}_fts"
+
+    @property
+    def source(self) -> str:
+        return f"{self.table}_search_source"
+
+
+_FTS_INDEXES = (
+    _FtsIndex("message", "body", _message_body, _message_indexed, _MESSAGE_WATCHED),
+    _FtsIndex("chat_session", "title", _title, _title_indexed, ("title", "user_id")),
+)
+
+
+def _fts_index(index: _FtsIndex, tokenize: str) -> None:
+    """An FTS5 table over `index.table`: the text in `index.column` and the owner's id in
+    `owner`, so that a search matches within one owner's rows (FTS5 intersects the two),
+    rather than matching everyone's and dropping the others' afterwards. External content:
+    FTS5 reads the text through a view of the indexed rows and never stores it a second time;
+    the triggers hand it exactly what the view shows, which an external-content table
+    requires."""
+    table, column, text, indexed = index.table, index.column, index.text, index.indexed
+    fts, source = index.fts, index.source
     op.execute(
         f"""
         CREATE VIEW {source} AS
@@ -318,10 +346,10 @@ def _fts_index(
         END
         """
     )
-    changed = " OR ".join(f"old.{name} IS NOT new.{name}" for name in watched)
+    changed = " OR ".join(f"old.{name} IS NOT new.{name}" for name in index.watched)
     op.execute(
         f"""
-        CREATE TRIGGER {fts}_update AFTER UPDATE OF {", ".join(watched)} ON {table}
+        CREATE TRIGGER {fts}_update AFTER UPDATE OF {", ".join(index.watched)} ON {table}
         WHEN {changed} BEGIN
             {remove} SELECT 'delete', old.rowid, {text("old")}, old.user_id
             WHERE {indexed("old")};
@@ -333,30 +361,11 @@ def _fts_index(
 
 def _upgrade_sqlite(language: str) -> None:
     tokenize = _sql_literal(_tokenizer(language))
-    _fts_index(
-        fts="message_fts",
-        table="message",
-        column="body",
-        text=_message_body,
-        indexed=lambda row: f"{row}.status NOT IN {_OPEN}",
-        watched=("content", "partial_content", "status", "user_id"),
-        tokenize=tokenize,
-    )
-    _fts_index(
-        fts="chat_session_fts",
-        table="chat_session",
-        column="title",
-        text=_title,
-        indexed=lambda row: f"{row}.title IS NOT NULL",
-        watched=("title", "user_id"),
-        tokenize=tokenize,
-    )
+    for index in _FTS_INDEXES:
+        _fts_index(index, tokenize)
     connection = op.get_bind()
-    for source, fts, column in (
-        ("message_search_source", "message_fts", "body"),
-        ("chat_session_search_source", "chat_session_fts", "title"),
-    ):
-        backfill_sqlite(connection, source, fts, column, BATCH)
+    for index in _FTS_INDEXES:
+        backfill_sqlite(connection, index.source, index.fts, index.column, BATCH)
 
 
 def backfill_sqlite(

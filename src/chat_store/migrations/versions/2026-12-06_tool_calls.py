@@ -2,10 +2,7 @@
 
 Revision ID: 0005_tool_calls
 Revises: 0003_search
-Create Date: 2026-12-06
 """
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -13,8 +10,6 @@ from sqlalchemy.dialects import postgresql
 
 revision: str = "0005_tool_calls"
 down_revision: str | None = "0003_search"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

@@ -7,9 +7,9 @@ import uuid
 from chat_store.errors import AppError, Conflict, RateLimited
 
 
-class GenerationUnavailable(AppError):
-    status, code, title = 503, "generation_unavailable", "No model provider configured"
-
+class GenerationUnavailable(
+    AppError, status=503, code="generation_unavailable", title="No model provider configured"
+):
     def __init__(self) -> None:
         super().__init__(
             "This server has no model provider: set LLM_BASE_URL and LLM_MODEL to an "
@@ -17,43 +17,42 @@ class GenerationUnavailable(AppError):
         )
 
 
-class GenerationInProgress(Conflict):
-    code, title = "generation_in_progress", "A generation is running"
-
+class GenerationInProgress(
+    Conflict, code="generation_in_progress", title="A generation is running"
+):
     def __init__(self, message_id: uuid.UUID, detail: str) -> None:
         super().__init__(detail, message_id=str(message_id))
 
 
-class NothingToAnswer(Conflict):
-    code, title = "nothing_to_answer", "Nothing to answer"
+class NothingToAnswer(Conflict, code="nothing_to_answer", title="Nothing to answer"): ...
 
 
-class ToolResultsMissing(Conflict):
+class ToolResultsMissing(Conflict, code="tool_results_missing", title="Tool calls without results"):
     """Raised with `tool_call_ids`: the calls without a result."""
 
-    code, title = "tool_results_missing", "Tool calls without results"
 
-
-class TooManyGenerations(RateLimited):
-    code, title = "too_many_generations", "Too many live generations"
-
+class TooManyGenerations(
+    RateLimited, code="too_many_generations", title="Too many live generations", retry_after=1
+):
     def __init__(self, limit: int) -> None:
         super().__init__(
             f"At most {limit} answers may be generated at once per user "
             "(GENERATION_CONCURRENCY_PER_USER); retry when one has finished"
         )
-        self.headers["Retry-After"] = "1"
 
 
-class GenerationBusy(AppError):
-    status, code, title = 503, "generation_busy", "This server is generating all it can"
-
+class GenerationBusy(
+    AppError,
+    status=503,
+    code="generation_busy",
+    title="This server is generating all it can",
+    retry_after=1,
+):
     def __init__(self, limit: int) -> None:
         super().__init__(
             f"This server process generates at most {limit} answers at once "
             "(LLM_MAX_CONCURRENT); retry shortly"
         )
-        self.headers["Retry-After"] = "1"
 
 
 class _TurnFailed(AppError):
@@ -69,9 +68,14 @@ class _TurnFailed(AppError):
         )
 
 
-class ProviderError(_TurnFailed):
-    status, code, title = 502, "provider_error", "The model provider failed"
+class ProviderError(
+    _TurnFailed, status=502, code="provider_error", title="The model provider failed"
+): ...
 
 
-class ProviderTimeout(_TurnFailed):
-    status, code, title = 504, "provider_timeout", "The model provider did not answer in time"
+class ProviderTimeout(
+    _TurnFailed,
+    status=504,
+    code="provider_timeout",
+    title="The model provider did not answer in time",
+): ...

@@ -52,20 +52,8 @@ def parse(document: Any, settings: Settings, format: ImportFormat | None = None)
         fields = parsed.session
         check_session(settings, fields.title, fields.metadata, ["body", "session"])
         _check_seqs(parsed.messages)
-        return make_spec(
-            chosen,
-            messages,
-            title=fields.title,
-            is_favorite=fields.is_favorite,
-            status=fields.status,
-            metadata=fields.metadata,
-            workspace=fields.workspace,
-            created_at=fields.created_at,
-            updated_at=fields.updated_at,
-            ended_at=fields.ended_at,
-            last_message_at=fields.last_message_at,
-            last_seq=fields.last_seq,
-        )
+        kept = {name: value for name, value in fields if name not in _NOT_KEPT}
+        return make_spec(chosen, messages, **kept)
     check_session(settings, parsed.title, parsed.metadata, ["body"])
     return make_spec(
         chosen,
@@ -74,6 +62,11 @@ def parse(document: Any, settings: Settings, format: ImportFormat | None = None)
         metadata=parsed.metadata,
         workspace=parsed.workspace,
     )
+
+
+# The session fields of a chat-store/1 document that are not imported: the counters are
+# recomputed from the messages, the id is not kept; every other one is, under its own name.
+_NOT_KEPT = frozenset({"id", "message_count", "total_tokens"})
 
 
 def _check_seqs(messages: Sequence[ImportedMessage]) -> None:
