@@ -10,6 +10,8 @@ from chat_store.api.deps import (
     PrincipalCache,
     State,
 )
+from chat_store.api.responses import problems
+from chat_store.errors import GuestNotAllowed
 from chat_store.schemas.users import UserRead, UserUpdate
 from chat_store.services import users as user_service
 
@@ -22,7 +24,10 @@ async def get_current_user(db: DbSession, principal: CurrentPrincipal) -> UserRe
     return UserRead.model_validate(await user_service.get_me(db, principal))
 
 
-@router.patch("/me")
+@router.patch(
+    "/me",
+    responses=problems(GuestNotAllowed("Guests have no password; register and claim the sessions")),
+)
 async def update_current_user(
     db: DbSession, settings: AppSettings, principal: CurrentPrincipal, body: UserUpdate
 ) -> UserRead:
