@@ -14,7 +14,9 @@ from chat_store.crud.search import postgres, sqlite
 from chat_store.crud.search.hits import (
     MARK_END,
     MARK_START,
+    RankedFrom,
     SearchFilters,
+    SearchFound,
     SearchHit,
     SearchRequest,
 )
@@ -22,7 +24,9 @@ from chat_store.crud.search.hits import (
 __all__ = [
     "MARK_END",
     "MARK_START",
+    "RankedFrom",
     "SearchFilters",
+    "SearchFound",
     "SearchHit",
     "SearchRequest",
     "query_has_words",
@@ -30,13 +34,12 @@ __all__ = [
 ]
 
 
-async def search(db: AsyncSession, request: SearchRequest) -> tuple[list[SearchHit], bool]:
+async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
     """One page of hits, best first (equal ranks: newest id first), and whether more follow."""
     if db.get_bind().dialect.name == "postgresql":
-        hits = await postgres.search(db, request)
-    else:
-        hits = await sqlite.search(db, request)
-    return hits[: request.limit], len(hits) > request.limit
+        return await postgres.search(db, request)
+    hits = await sqlite.search(db, request)
+    return SearchFound(hits[: request.limit], len(hits) > request.limit, None)
 
 
 async def query_has_words(db: AsyncSession, websearch: str) -> bool:
