@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import asyncpg
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -43,6 +45,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        _add_sqlite_readers(engine, settings.sqlite_read_connections)
         return engine
     kwargs["connect_args"] = dict(settings.sqlalchemy_connect_args)
     if settings.db_null_pool:
@@ -138,6 +141,52 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
 
 def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")
+
+
+def _sqlite_reader_on_connect(
+    dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry
+) -> None:
+    _sqlite_on_connect(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+# SQLite: each writer engine's read-only sessions (see `read_only`).
+_SQLITE_READERS: weakref.WeakKeyDictionary[Engine, async_sessionmaker[AsyncSession]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _add_sqlite_readers(engine: AsyncEngine, connections: int) -> None:
+    """A pool of read-only connections to the same file, disposed with `engine`. (An in-memory
+    database is one connection's own: it has none.)"""
+    database = engine.url.database
+    if not database or database == ":memory:" or engine.url.query.get("mode") == "memory":
+        return
+    readers = create_async_engine(
+        engine.url, echo=engine.echo, pool_size=connections, max_overflow=0, pool_timeout=60
+    )
+    event.listen(readers.sync_engine, "connect", _sqlite_reader_on_connect)
+    event.listen(readers.sync_engine, "begin", _sqlite_on_begin)
+    # Called inside AsyncEngine.dispose()'s greenlet: the readers' connections close there too.
+    event.listen(engine.sync_engine, "engine_disposed", lambda _: readers.sync_engine.dispose())
+    _SQLITE_READERS[engine.sync_engine] = create_sessionmaker(readers)
+
+
+@asynccontextmanager
+async def read_only(db: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """A session for reads that need not see `db`'s own uncommitted writes and may run beside
+    other requests' reads: on SQLite one of the read-only connections (its transaction one
+    snapshot of what is committed), so concurrent reads do not queue for the one connection
+    that writes; on Postgres `db` itself, whose pool has a connection per request anyway."""
+    bind = db.get_bind()
+    readers = _SQLITE_READERS.get(bind) if isinstance(bind, Engine) else None
+    if readers is None:
+        yield db
+        return
+    async with readers() as session:
+        yield session
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

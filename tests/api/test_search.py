@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from chat_store.models import Message
+from chat_store.state import AppState
 from tests.assertions import assert_validation_error
 from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
@@ -586,3 +591,22 @@ async def test_a_query_within_the_bound_ranks_every_match(app_with: AppWith) -> 
         seen = message_ids(first) + message_ids(second)
         assert set(m["id"] for m in created) <= set(seen)
         assert len(seen) == len(set(seen))
+
+
+async def test_a_search_runs_while_a_write_holds_its_transaction_open(
+    client: httpx.AsyncClient, factory: Factory, account: Account, state: AppState
+) -> None:
+    """On SQLite the one connection that writes is busy until the write commits; a search reads
+    on a read-only connection of its own meanwhile, and sees what is committed only."""
+    session = await factory.chat_session(account, title="reptiles")
+    [kept] = await factory.messages(account, session["id"], 1, content="gecko kept")
+
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(Message).where(Message.id == uuid.UUID(kept["id"])).values(content="gecko gone")
+        )
+        # A guard against hanging for the pool's timeout, not a measure of speed.
+        page = await asyncio.wait_for(search(client, account, "kept"), timeout=30)
+        await db.rollback()
+
+    assert message_ids(page) == [kept["id"]]

@@ -20,6 +20,7 @@ from chat_store.crud.search.hits import (
     SearchHit,
     SearchRequest,
 )
+from chat_store.db import read_only
 
 __all__ = [
     "MARK_END",
@@ -35,10 +36,14 @@ __all__ = [
 
 
 async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
-    """One page of hits, best first (equal ranks: newest id first), and whether more follow."""
-    if db.get_bind().dialect.name == "postgresql":
-        return await postgres.search(db, request)
-    hits = await sqlite.search(db, request)
+    """One page of hits, best first (equal ranks: newest id first), and whether more follow.
+
+    Read on a connection of its own where the database has them for reads (SQLite): searches
+    run side by side rather than one after another on the one connection that writes."""
+    async with read_only(db) as reader:
+        if reader.get_bind().dialect.name == "postgresql":
+            return await postgres.search(reader, request)
+        hits = await sqlite.search(reader, request)
     return SearchFound(hits[: request.limit], len(hits) > request.limit, None)
 
 
