@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import asyncpg
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -215,6 +215,28 @@ async def read_snapshot(db: AsyncSession) -> None:
         await db.connection(
             execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
         )
+
+
+_CUSTOM_PLANS = text("SET plan_cache_mode = force_custom_plan")
+_CACHED_PLANS = text("RESET plan_cache_mode")
+
+
+@asynccontextmanager
+async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[None]:
+    """Within the block, Postgres plans each statement of `db` for the values it is given.
+
+    The driver prepares every statement, and after five executions Postgres may reuse one plan
+    made without the values. That suits a statement whose best plan does not depend on them;
+    a search's does: a common word is best read newest first from a btree index, stopping
+    early, a rare one from the GIN index (the planner tells them apart by the vector column's
+    statistics, from the query's value). Two round trips; should the block be cut short before
+    the reset, the connection merely goes on planning per execution."""
+    if db.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    await db.execute(_CUSTOM_PLANS)
+    yield
+    await db.execute(_CACHED_PLANS)
 
 
 _REQUIRED = object()

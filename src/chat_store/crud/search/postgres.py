@@ -7,7 +7,8 @@ Ranking reads each match's row (GIN keeps no positions), about 5 to 15 µs a mat
 tens of thousands of a user's messages would cost hundreds of milliseconds. So the first page
 ranks at most `ranked_matches` messages, the newest matches (read newest first from
 ix_message_user_id_created_at, stopping once enough match; the planner still takes the GIN
-index when the matches are few). When it ranked fewer than all, it reports the oldest it
+index when the matches are few, which it can tell only when it plans for the query's value:
+see db.planned_for_its_values). When it ranked fewer than all, it reports the oldest it
 ranked, and later pages rank the matches from that one on: the set ranked stays put between
 pages (new messages only join it)."""
 
@@ -43,6 +44,7 @@ from chat_store.crud.search.hits import (
     SearchHit,
     SearchRequest,
 )
+from chat_store.db import planned_for_its_values
 
 _M = shared.message_columns
 _S = shared.session_columns
@@ -62,7 +64,8 @@ async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
     params["b_query"] = request.websearch
     if request.ranked_matches is None:
         params["b_ranked_matches"] = _UNBOUNDED
-    rows = list(await db.execute(_statement(shape), params))
+    async with planned_for_its_values(db):
+        rows = list(await db.execute(_statement(shape), params))
     hits = [SearchHit(*row[:_HIT_COLUMNS]) for row in rows]
     oldest = request.oldest_ranked
     if not shape.cursor and rows and rows[0].oldest_ranked_at is not None:
