@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, cast
 
 import asyncpg
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -217,10 +217,6 @@ async def read_snapshot(db: AsyncSession) -> None:
         )
 
 
-_CUSTOM_PLANS = text("SET plan_cache_mode = force_custom_plan")
-_CACHED_PLANS = text("RESET plan_cache_mode")
-
-
 @asynccontextmanager
 async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[None]:
     """Within the block, Postgres plans each statement of `db` for the values it is given.
@@ -229,14 +225,17 @@ async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[None]:
     made without the values. That suits a statement whose best plan does not depend on them;
     a search's does: a common word is best read newest first from a btree index, stopping
     early, a rare one from the GIN index (the planner tells them apart by the vector column's
-    statistics, from the query's value). Two round trips; should the block be cut short before
-    the reset, the connection merely goes on planning per execution."""
+    statistics, from the query's value). The setting goes to the driver as it is (two short
+    round trips, none of SQLAlchemy's work around a statement); should the block be cut short
+    before the reset, the connection merely goes on planning per execution."""
     if db.get_bind().dialect.name != "postgresql":
         yield
         return
-    await db.execute(_CUSTOM_PLANS)
+    connection = await db.connection()
+    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    await driver.execute("SET plan_cache_mode = force_custom_plan")
     yield
-    await db.execute(_CACHED_PLANS)
+    await driver.execute("RESET plan_cache_mode")
 
 
 _REQUIRED = object()
