@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     search_language: str = Field(default="simple", pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)
     # Postgres: a query that matches more of the caller's messages than this ranks the newest
     # this many of them (and every title); ranking reads each match's row (docs/api.md, Search).
-    search_ranked_matches: int = Field(default=1000, ge=1)
+    search_ranked_matches: int = Field(default=500, ge=1)
 
     # --- retention
     retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever
