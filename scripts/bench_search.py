@@ -46,15 +46,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from bench import (
-    BIN,
-    PG_ADMIN_URL,
+from bench.api import register  # scripts/bench/, next to this file
+from bench.config import BIN, PG_ADMIN_URL, log
+from bench.processes import (
     Cleanup,
     Server,
     free_port,
-    log,
     percentile,
-    register,
     start_process,
     wait_ready,
 )

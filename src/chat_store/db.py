@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 import asyncpg
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -45,6 +47,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        _add_sqlite_readers(engine, settings.sqlite_read_connections)
         return engine
     kwargs["connect_args"] = dict(settings.sqlalchemy_connect_args)
     if settings.db_null_pool:
@@ -142,6 +145,52 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")
 
 
+def _sqlite_reader_on_connect(
+    dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry
+) -> None:
+    _sqlite_on_connect(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.close()
+
+
+# SQLite: each writer engine's read-only sessions (see `read_only`).
+_SQLITE_READERS: weakref.WeakKeyDictionary[Engine, async_sessionmaker[AsyncSession]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _add_sqlite_readers(engine: AsyncEngine, connections: int) -> None:
+    """A pool of read-only connections to the same file, disposed with `engine`. (An in-memory
+    database is one connection's own: it has none.)"""
+    database = engine.url.database
+    if not database or database == ":memory:" or engine.url.query.get("mode") == "memory":
+        return
+    readers = create_async_engine(
+        engine.url, echo=engine.echo, pool_size=connections, max_overflow=0, pool_timeout=60
+    )
+    event.listen(readers.sync_engine, "connect", _sqlite_reader_on_connect)
+    event.listen(readers.sync_engine, "begin", _sqlite_on_begin)
+    # Called inside AsyncEngine.dispose()'s greenlet: the readers' connections close there too.
+    event.listen(engine.sync_engine, "engine_disposed", lambda _: readers.sync_engine.dispose())
+    _SQLITE_READERS[engine.sync_engine] = create_sessionmaker(readers)
+
+
+@asynccontextmanager
+async def read_only(db: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """A session for reads that need not see `db`'s own uncommitted writes and may run beside
+    other requests' reads: on SQLite one of the read-only connections (its transaction one
+    snapshot of what is committed), so concurrent reads do not queue for the one connection
+    that writes; on Postgres `db` itself, whose pool has a connection per request anyway."""
+    bind = db.get_bind()
+    readers = _SQLITE_READERS.get(bind) if isinstance(bind, Engine) else None
+    if readers is None:
+        yield db
+        return
+    async with readers() as session:
+        yield session
+
+
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
@@ -176,6 +225,27 @@ async def read_snapshot(db: AsyncSession) -> None:
         await db.connection(
             execution_options={"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
         )
+
+
+@asynccontextmanager
+async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[None]:
+    """Within the block, Postgres plans each statement of `db` for the values it is given.
+
+    The driver prepares every statement, and after five executions Postgres may reuse one plan
+    made without the values. That suits a statement whose best plan does not depend on them;
+    a search's does: a common word is best read newest first from a btree index, stopping
+    early, a rare one from the GIN index (the planner tells them apart by the vector column's
+    statistics, from the query's value). The setting goes to the driver as it is (two short
+    round trips, none of SQLAlchemy's work around a statement); should the block be cut short
+    before the reset, the connection merely goes on planning per execution."""
+    if db.get_bind().dialect.name != "postgresql":
+        yield
+        return
+    connection = await db.connection()
+    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
+    await driver.execute("SET plan_cache_mode = force_custom_plan")
+    yield
+    await driver.execute("RESET plan_cache_mode")
 
 
 _REQUIRED = object()

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # database restart fails one request with 503 and is replaced.
     db_pool_pre_ping: bool = False
     db_echo: bool = False
+    # SQLite: read-only connections beside the one writer, for reads that may run side by side
+    # (search): WAL lets readers run while the writer writes.
+    sqlite_read_connections: int = Field(default=4, ge=1)
 
     # --- redis
     redis_url: str | None = None  # None: in-process cache
@@ -132,6 +135,9 @@ class Settings(BaseSettings):
     # `german`, ...; SQLite: `english` adds stemming, anything else searches as `simple`).
     # Read when the index is built (docs/operations.md: changing it).
     search_language: str = Field(default="simple", pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)
+    # Postgres: a query that matches more of the caller's messages than this ranks the newest
+    # this many of them (and every title); ranking reads each match's row (docs/api.md, Search).
+    search_ranked_matches: int = Field(default=500, ge=1)
 
     # --- retention
     retention_days: int | None = Field(default=None, ge=1)  # None: keep sessions forever

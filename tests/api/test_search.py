@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from chat_store.models import Message
+from chat_store.state import AppState
 from tests.assertions import assert_validation_error
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 
 CODE_QUESTION = "Why does test_billing fail on CI? It raises KeyError in src/app/main.py line 12."
@@ -537,3 +543,70 @@ async def test_pages_stay_in_place_while_messages_are_added(
 
     seen = message_ids(first) + message_ids(second)
     assert sorted(seen) == sorted(message["id"] for message in created)
+
+
+@pytest.mark.postgres_only
+async def test_a_common_query_ranks_its_newest_matches_and_pages_stay_in_place(
+    app_with: AppWith,
+) -> None:
+    """SEARCH_RANKED_MATCHES=4: a query matching more messages ranks the 4 newest, best first;
+    the later pages rank the same ones (and what was written since), skipping and repeating
+    none, though newer matches now outnumber the bound."""
+    async with app_with(search_ranked_matches=4) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        session = await factory.chat_session(account, title="snakes")
+        older = await factory.messages(account, session["id"], 3, content="mamba mamba mamba")
+        newest = await factory.messages(account, session["id"], 2, content="mamba once")
+        newest += await factory.messages(account, session["id"], 2, content="mamba mamba")
+
+        first = await search(client, account, "mamba", limit=2)
+        # The newest four; the three older ones, though they rank higher, are left out.
+        ranked = [newest[2], newest[3], newest[0], newest[1]]
+        assert message_ids(first) == [ranked[1]["id"], ranked[0]["id"]]
+        assert first["has_more"] is True
+        later = await factory.messages(account, session["id"], 3, content="mamba once")
+
+        second = await search(client, account, "mamba", limit=10, cursor=first["next_cursor"])
+
+        seen = message_ids(first) + message_ids(second)
+        assert sorted(seen) == sorted(m["id"] for m in ranked + later)
+        assert not {m["id"] for m in older} & set(seen)
+        whole = await search(client, account, "mamba", limit=100)
+        assert len(message_ids(whole)) == 4
+
+
+@pytest.mark.postgres_only
+async def test_a_query_within_the_bound_ranks_every_match(app_with: AppWith) -> None:
+    async with app_with(search_ranked_matches=4) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        session = await factory.chat_session(account, title="snakes")
+        created = await factory.messages(account, session["id"], 3, content="krait")
+
+        first = await search(client, account, "krait", limit=2)
+        await factory.messages(account, session["id"], 3, content="krait snake")
+        second = await search(client, account, "krait", limit=10, cursor=first["next_cursor"])
+
+        seen = message_ids(first) + message_ids(second)
+        assert set(m["id"] for m in created) <= set(seen)
+        assert len(seen) == len(set(seen))
+
+
+async def test_a_search_runs_while_a_write_holds_its_transaction_open(
+    client: httpx.AsyncClient, factory: Factory, account: Account, state: AppState
+) -> None:
+    """On SQLite the one connection that writes is busy until the write commits; a search reads
+    on a read-only connection of its own meanwhile, and sees what is committed only."""
+    session = await factory.chat_session(account, title="reptiles")
+    [kept] = await factory.messages(account, session["id"], 1, content="gecko kept")
+
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(Message).where(Message.id == uuid.UUID(kept["id"])).values(content="gecko gone")
+        )
+        # A guard against hanging for the pool's timeout, not a measure of speed.
+        page = await asyncio.wait_for(search(client, account, "kept"), timeout=30)
+        await db.rollback()
+
+    assert message_ids(page) == [kept["id"]]

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -120,3 +120,35 @@ async def test_two_processes_migrating_at_once_both_succeed() -> None:
         finally:
             await engine.dispose()
         assert current == migrate.head_revisions()
+
+
+async def _message_indexes(database_url: str) -> set[str]:
+    engine = create_async_engine(database_url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.run_sync(
+                lambda sync: {index["name"] for index in inspect(sync).get_indexes("message")}
+            )
+    finally:
+        await engine.dispose()
+    return {name for name in found if name}
+
+
+async def test_the_owners_index_by_time_replaces_the_one_by_owner_and_goes_back() -> None:
+    """Migration 0006_search_recent: a common word is still found (and ranked among the newest
+    matches) after going down and up again."""
+    async with provision("mig") as backend, app_on(backend) as started:
+        account, ids = await _seed(started.client)
+        indexes = await _message_indexes(backend.database_url)
+        assert "ix_message_user_id_created_at" in indexes
+        assert "ix_message_user_id" not in indexes
+
+        await asyncio.to_thread(migrate.downgrade, backend.database_url, "0005_tool_calls")
+        indexes = await _message_indexes(backend.database_url)
+        assert "ix_message_user_id" in indexes
+        assert "ix_message_user_id_created_at" not in indexes
+        assert await _found(started.client, account) == (set(ids), 1)
+
+        await asyncio.to_thread(migrate.upgrade, backend.database_url)
+        assert "ix_message_user_id_created_at" in await _message_indexes(backend.database_url)
+        assert await _found(started.client, account) == (set(ids), 1)

@@ -19,14 +19,15 @@ class Message(Base):
     __table_args__ = (
         # The per-session cursor: gap-free, never reused, and the index behind every history read.
         UniqueConstraint("session_id", "seq"),
+        # An owner's messages newest first: search ranks the newest matches of a common word
+        # (migration 0006_search_recent); it serves every lookup by owner as well.
+        Index("ix_message_user_id_created_at", "user_id", "created_at", "id"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id)
     session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chat_session.id", ondelete="CASCADE"))
     # Denormalised owner: search and export filter by owner without joining sessions.
-    user_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("user.id", ondelete="CASCADE"), index=True
-    )
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str | None] = mapped_column(Text)

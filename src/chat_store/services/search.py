@@ -3,7 +3,10 @@
 Rules: a search only ever reads the caller's rows; a session given as a filter must be the
 caller's (else 404, as everywhere); a query too long or with nothing to search for is a 422. A
 page continues from an opaque cursor carrying the last hit's (rank, id): ranks are not ids, so
-the id alone, as other lists use it, could not say where the next page starts.
+the id alone, as other lists use it, could not say where the next page starts. On Postgres a
+first page ranks at most SEARCH_RANKED_MATCHES messages, the newest matches; when that left
+some out, the cursor also carries the oldest message ranked, so later pages rank the same set
+(and what was written since), never skipping or repeating a hit.
 """
 
 from __future__ import annotations
@@ -13,11 +16,19 @@ import binascii
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
 from chat_store import search_query
 from chat_store.crud import search as search_crud
-from chat_store.crud.search import MARK_END, MARK_START, SearchFilters, SearchHit, SearchRequest
+from chat_store.crud.search import (
+    MARK_END,
+    MARK_START,
+    RankedFrom,
+    SearchFilters,
+    SearchHit,
+    SearchRequest,
+)
 from chat_store.errors import ValidationFailed
 from chat_store.schemas.search import (
     SearchMessage,
@@ -54,15 +65,19 @@ async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
     )
     websearch = query.websearch()
     fingerprint = _fingerprint(websearch, filters)
+    cursor = _decode_cursor(params.cursor, fingerprint) if params.cursor else None
     request = SearchRequest(
         user_id=principal.user_id,
         websearch=websearch,
         fts5=query.fts5(),
         filters=filters,
         limit=params.limit,
-        cursor=_decode_cursor(params.cursor, fingerprint) if params.cursor else None,
+        cursor=cursor.after if cursor else None,
+        ranked_matches=ctx.settings.search_ranked_matches,
+        oldest_ranked=cursor.oldest_ranked if cursor else None,
     )
-    hits, has_more = await search_crud.search(db, request)
+    found = await search_crud.search(db, request)
+    hits, has_more = found.hits, found.has_more
     if not hits and request.cursor is None and not await search_crud.query_has_words(db, websearch):
         raise ValidationFailed(
             "the query has only stop words of the search language, nothing to search for",
@@ -72,7 +87,11 @@ async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
     return SearchPage(
         data=[_result(hit) for hit in hits],
         has_more=has_more,
-        next_cursor=_encode_cursor(last, fingerprint) if has_more and last else None,
+        next_cursor=(
+            _encode_cursor(_Cursor((last.rank, last.hit_id), found.oldest_ranked), fingerprint)
+            if has_more and last
+            else None
+        ),
     )
 
 
@@ -135,17 +154,36 @@ def _fingerprint(websearch: str, filters: SearchFilters) -> str:
     return hashlib.sha256(described.encode()).hexdigest()[:16]
 
 
-def _encode_cursor(hit: SearchHit, fingerprint: str) -> str:
+@dataclass(frozen=True)
+class _Cursor:
+    after: tuple[float, uuid.UUID]  # the last hit's (rank, id)
+    oldest_ranked: RankedFrom | None
+
+
+def _encode_cursor(cursor: _Cursor, fingerprint: str) -> str:
     # repr() of a float reads back as the same float: the next page starts exactly below it.
-    raw = json.dumps([repr(hit.rank), str(hit.hit_id), fingerprint], separators=(",", ":"))
+    rank, hit_id = cursor.after
+    fields = [repr(rank), str(hit_id), fingerprint]
+    if cursor.oldest_ranked is not None:
+        fields += [
+            cursor.oldest_ranked.created_at.isoformat(),
+            str(cursor.oldest_ranked.message_id),
+        ]
+    raw = json.dumps(fields, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, fingerprint: str) -> tuple[float, uuid.UUID]:
+def _decode_cursor(cursor: str, fingerprint: str) -> _Cursor:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        rank, hit_id, of_search = json.loads(raw)
-        decoded = (float(rank), uuid.UUID(hit_id))
+        rank, hit_id, of_search, *ranked_from = json.loads(raw)
+        oldest = None
+        if ranked_from:
+            at, message_id = ranked_from
+            oldest = RankedFrom(datetime.fromisoformat(at), uuid.UUID(message_id))
+            if oldest.created_at.tzinfo is None:
+                raise ValueError("a time without its offset")
+        decoded = _Cursor((float(rank), uuid.UUID(hit_id)), oldest)
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise ValidationFailed("not a search cursor", ["query", "cursor"]) from None
     if of_search != fingerprint:

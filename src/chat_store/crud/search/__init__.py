@@ -14,15 +14,20 @@ from chat_store.crud.search import postgres, sqlite
 from chat_store.crud.search.hits import (
     MARK_END,
     MARK_START,
+    RankedFrom,
     SearchFilters,
+    SearchFound,
     SearchHit,
     SearchRequest,
 )
+from chat_store.db import read_only
 
 __all__ = [
     "MARK_END",
     "MARK_START",
+    "RankedFrom",
     "SearchFilters",
+    "SearchFound",
     "SearchHit",
     "SearchRequest",
     "query_has_words",
@@ -30,13 +35,16 @@ __all__ = [
 ]
 
 
-async def search(db: AsyncSession, request: SearchRequest) -> tuple[list[SearchHit], bool]:
-    """One page of hits, best first (equal ranks: newest id first), and whether more follow."""
-    if db.get_bind().dialect.name == "postgresql":
-        hits = await postgres.search(db, request)
-    else:
-        hits = await sqlite.search(db, request)
-    return hits[: request.limit], len(hits) > request.limit
+async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
+    """One page of hits, best first (equal ranks: newest id first), and whether more follow.
+
+    Read on a connection of its own where the database has them for reads (SQLite): searches
+    run side by side rather than one after another on the one connection that writes."""
+    async with read_only(db) as reader:
+        if reader.get_bind().dialect.name == "postgresql":
+            return await postgres.search(reader, request)
+        hits = await sqlite.search(reader, request)
+    return SearchFound(hits[: request.limit], len(hits) > request.limit, None)
 
 
 async def query_has_words(db: AsyncSession, websearch: str) -> bool:

@@ -40,6 +40,27 @@ class SearchRequest:
     limit: int
     # (rank, hit id) of the last hit of the previous page: this page continues below it.
     cursor: tuple[float, uuid.UUID] | None = None
+    # Postgres: the first page ranks at most this many matching messages, the newest.
+    ranked_matches: int | None = None
+    # The oldest message the first page ranked, when it ranked fewer than all matches: later
+    # pages rank the matches from it on (to the newest), so no hit is skipped or repeated.
+    oldest_ranked: RankedFrom | None = None
+
+
+@dataclass(frozen=True)
+class RankedFrom:
+    """Where a bounded ranking starts: a message's (created_at, id)."""
+
+    created_at: datetime
+    message_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class SearchFound:
+    hits: list[SearchHit]
+    has_more: bool
+    # The request's, or the oldest message this page ranked when it ranked fewer than all.
+    oldest_ranked: RankedFrom | None
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ _S = session_columns
 class Shape:
     given: frozenset[str]
     cursor: bool
+    # A later page of a bounded ranking: the matches from RankedFrom on.
+    ranked_from: bool = False
 
     @property
     def titles(self) -> bool:
@@ -53,7 +55,9 @@ class Shape:
 
 
 def shape_of(request: SearchRequest) -> Shape:
-    return Shape(request.filters.given, request.cursor is not None)
+    return Shape(
+        request.filters.given, request.cursor is not None, request.oldest_ranked is not None
+    )
 
 
 def bound_params(request: SearchRequest) -> dict[str, Any]:
@@ -63,6 +67,11 @@ def bound_params(request: SearchRequest) -> dict[str, Any]:
     params.update({f"b_{name}": getattr(filters, name) for name in filters.given})
     if request.cursor is not None:
         params["b_cursor_rank"], params["b_cursor_id"] = request.cursor
+    if request.ranked_matches is not None:
+        params["b_ranked_matches"] = request.ranked_matches
+    if request.oldest_ranked is not None:
+        params["b_ranked_from_at"] = request.oldest_ranked.created_at
+        params["b_ranked_from_id"] = request.oldest_ranked.message_id
     return params
 
 
