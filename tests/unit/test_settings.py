@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import stat
 from pathlib import Path
@@ -146,3 +147,11 @@ def test_a_kept_secret_that_is_too_short_is_replaced(tmp_path: Path) -> None:
 
     assert len(secret) >= 32
     assert (tmp_path / ".jwt-secret").read_text() == secret
+
+
+def test_env_example_lists_every_setting() -> None:
+    """.env.example is where an operator finds every setting: a new one must be added there."""
+    text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
+    names = {(field.alias or name).upper() for name, field in Settings.model_fields.items()}
+    assert names - listed == set()
