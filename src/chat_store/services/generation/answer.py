@@ -155,13 +155,15 @@ class AnswerGenerator:
 
     async def _generate(self, live: Live, principal: Principal) -> Outcome:
         job = live.job
-        async with store.transaction(self._sessionmaker) as db:
-            source = await store.prompt_source(
-                self._acting(db, principal),
-                job.session_id,
-                job.message_id,
-                self.settings.llm_context_tokens,
-            )
+        source = job.source
+        if source is None:
+            async with store.transaction(self._sessionmaker) as db:
+                source = await store.prompt_source(
+                    self._acting(db, principal),
+                    job.session_id,
+                    job.message_id,
+                    self.settings.llm_context_tokens,
+                )
         answer = source.answer
         if not store.is_open(answer):
             return "superseded"

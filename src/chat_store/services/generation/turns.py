@@ -1,7 +1,8 @@
 """Chat turns: the rules of `POST /chat`, `/cancel` and `/continue`.
 
 - A turn stores the user's message and the pending answer in one transaction, with the lease of
-  its generation; the generation starts once that transaction has committed, in this process.
+  its generation, and reads the prompt's messages in it; the generation starts once that
+  transaction has committed, in this process, with the provider call.
 - A turn without content stores only the answer, to the history as it stands: there must be
   something to answer (409 nothing_to_answer), every tool call with its result (409
   tool_results_missing).
@@ -122,8 +123,11 @@ async def start_turn(
             # committed before, and none can start meanwhile.
             turn = store.NewTurn(body.content, body.context, model, body.expected_last_seq)
             user, answer = await store.create_turn(ctx, session_id, turn)
+            # The prompt's messages, read here: the generation calls the provider with them as
+            # soon as this transaction commits, without reading them again.
+            source = await store.answer_prompt_source(ctx, answer, ctx.settings.llm_context_tokens)
             if user is None:
-                check_answerable(await store.recent_history(ctx, answer))
+                check_answerable(source.before_answer())
             await _check_user_limit(ctx, now)
             await _check_session_free(ctx, session_id, now, besides=answer.id)
             await store.add_generation(
@@ -138,7 +142,7 @@ async def start_turn(
         except BaseException:
             slot.release()
             raise
-        job = Job(answer.id, session_id, ctx.principal.user_id, 1, params)
+        job = Job(answer.id, session_id, ctx.principal.user_id, 1, params, source=source)
         made.append((job, slot))
         return ChatTurn(user_message=user, assistant_message=answer)
 
