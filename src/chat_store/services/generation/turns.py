@@ -1,8 +1,9 @@
 """Chat turns: the rules of `POST /chat`, `/cancel` and `/continue`.
 
 - A turn stores the user's message and the pending answer in one transaction, with the lease of
-  its generation, and reads the prompt's messages in it; the generation starts once that
-  transaction has committed, in this process, with the provider call.
+  its generation, and reads the prompt's messages in it. Once its checks have passed, its
+  generation starts in this process with the provider call, while the transaction commits; it
+  writes nothing before the commit, and a turn that is undone closes the call.
 - A turn without content stores only the answer, to the history as it stands: there must be
   something to answer (409 nothing_to_answer), every tool call with its result (409
   tool_results_missing).
@@ -98,6 +99,15 @@ def _launch_after_commit(ctx: TurnContext, job: Job, slot: Slot) -> None:
     hooks.after_commit(ctx.db, launch)
 
 
+def _settle_after_commit(ctx: TurnContext, message_id: uuid.UUID) -> None:
+    runner = ctx.generating()
+
+    async def settle() -> None:
+        runner.settle_turn(message_id, True)
+
+    hooks.after_commit(ctx.db, settle)
+
+
 async def start_turn(
     ctx: TurnContext, session_id: uuid.UUID, body: ChatTurnCreate, idempotency_key: str | None
 ) -> ChatTurn:
@@ -111,7 +121,7 @@ async def start_turn(
         tools=body.tool_definitions(),
     )
     limits.check_tools(ctx.settings, params.tools, ["body", "tools"])
-    made: list[tuple[Job, Slot]] = []
+    made: list[uuid.UUID] = []
 
     async def produce() -> ChatTurn:
         slot = runner.reserve()
@@ -142,19 +152,27 @@ async def start_turn(
         except BaseException:
             slot.release()
             raise
-        job = Job(answer.id, session_id, ctx.principal.user_id, 1, params, source=source)
-        made.append((job, slot))
+        # Every check has passed: the provider is called now, while the turn commits.
+        runner.start_with_turn(
+            Job(answer.id, session_id, ctx.principal.user_id, 1, params, source=source), slot
+        )
+        made.append(answer.id)
         return ChatTurn(user_message=user, assistant_message=answer)
 
     # `stream` is how the caller reads the answer, not part of the turn: a retry may change it.
     turn_body = body.model_copy(update={"stream": True})
     create = idempotency.Create("chat_turn", str(session_id), turn_body, ChatTurn)
-    turn = await idempotency.run_once(ctx, idempotency_key, create, produce)
-    for job, slot in made:
-        if job.message_id == turn.assistant_message.id:
-            _launch_after_commit(ctx, job, slot)
+    try:
+        turn = await idempotency.run_once(ctx, idempotency_key, create, produce)
+    except BaseException:
+        for message_id in made:
+            runner.settle_turn(message_id, False)
+        raise
+    for message_id in made:
+        if message_id == turn.assistant_message.id:
+            _settle_after_commit(ctx, message_id)
         else:  # made, then undone: a concurrent retry with the same key stored its turn first
-            slot.release()
+            runner.settle_turn(message_id, False)
     return turn
 
 
