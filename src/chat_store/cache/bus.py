@@ -2,7 +2,9 @@
 
 One Redis connection per process carries every subscription: a reader subscribes a local queue,
 the first local reader of a channel SUBSCRIBEs it and the last one to leave UNSUBSCRIBEs, so 500
-readers cost 500 queues, not 500 connections. The bus is a wake-up signal, never the record:
+readers cost 500 queues, not 500 connections. The channels that readers joined or left while a
+command was on the wire go in the next one: 100 streams that start at once wait for one or two
+commands, not for 100 sent one after another. The bus is a wake-up signal, never the record:
 readers re-read the database whenever they may have missed something.
 """
 
@@ -136,6 +138,11 @@ class RedisBus:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # The channels (prefixed) the pub/sub connection is subscribed to, and the round of
+        # SUBSCRIBE/UNSUBSCRIBE that readers who joined or left since the last one wait for.
+        self._redis_channels: set[str] = set()
+        self._sync_sent: asyncio.Future[None] | None = None
+        self._syncer: asyncio.Task[None] | None = None
         self.errors = 0
         self._skip_until = 0.0
         self._closing = False
@@ -204,28 +211,51 @@ class RedisBus:
                 await self._redis_unsubscribe(channel)
 
     async def _redis_subscribe(self, channel: str) -> None:
-        async with self._lock:
-            try:
-                if self._pubsub is None:
-                    self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
-                await self._pubsub.subscribe(self._prefix + channel)
-            except RedisError as exc:
-                self.errors += 1
-                logger.warning("redis subscribe failed: %s", type(exc).__name__)
-            # Started even when the subscribe failed: the listener retries, subscribing every
-            # channel that has local readers once Redis answers again (and flags them `lost`).
-            if self._listener is None or self._listener.done():
-                self._listener = asyncio.create_task(self._listen(), name="redis-bus")
+        await self._sync_channels()
 
     async def _redis_unsubscribe(self, channel: str) -> None:
-        async with self._lock:
-            if self._pubsub is None:
-                return
+        await self._sync_channels()
+
+    async def _sync_channels(self) -> None:
+        """Bring the pub/sub connection's channels to those local readers follow; return once
+        a round begun after this call has sent its commands. One round at a time: what
+        changes while one is on the wire goes in the next."""
+        if self._sync_sent is None:
+            self._sync_sent = asyncio.get_running_loop().create_future()
+        sent = self._sync_sent
+        if self._syncer is None or self._syncer.done():
+            self._syncer = asyncio.create_task(self._sync_rounds(), name="redis-subscribe")
+        # Shielded: a reader that leaves must not cancel the round its neighbours wait on.
+        await asyncio.shield(sent)
+
+    async def _sync_rounds(self) -> None:
+        while self._sync_sent is not None:
+            sent, self._sync_sent = self._sync_sent, None
             try:
-                await self._pubsub.unsubscribe(self._prefix + channel)
-            except RedisError as exc:
-                self.errors += 1
-                logger.warning("redis unsubscribe failed: %s", type(exc).__name__)
+                async with self._lock:
+                    await self._send_channel_changes()
+            finally:
+                _resolve(sent)
+
+    async def _send_channel_changes(self) -> None:
+        wanted = {self._prefix + channel for channel in self._fanout.channels}
+        joined, left = wanted - self._redis_channels, self._redis_channels - wanted
+        try:
+            if joined:
+                if self._pubsub is None:
+                    self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.subscribe(*joined)
+                self._redis_channels |= joined
+            if left and self._pubsub is not None and self._pubsub.subscribed:
+                await self._pubsub.unsubscribe(*left)
+            self._redis_channels -= left
+        except RedisError as exc:
+            self.errors += 1
+            logger.warning("redis subscribe failed: %s", type(exc).__name__)
+        # Started even when the subscribe failed: the listener retries, subscribing every
+        # channel that has local readers once Redis answers again (and flags them `lost`).
+        if joined and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.create_task(self._listen(), name="redis-bus")
 
     async def _listen(self) -> None:
         while not self._closing:
@@ -267,9 +297,11 @@ class RedisBus:
                 with contextlib.suppress(Exception):
                     await old.aclose()  # type: ignore[no-untyped-call]
             channels = [self._prefix + channel for channel in self._fanout.channels]
+            self._redis_channels = set()
             if channels:
                 try:
                     await self._pubsub.subscribe(*channels)
+                    self._redis_channels = set(channels)
                 except RedisError as exc:
                     self.errors += 1
                     logger.warning("redis resubscribe failed: %s", type(exc).__name__)
@@ -282,6 +314,9 @@ class RedisBus:
         return self._fanout.count()
 
     async def close(self) -> None:
+        if self._syncer is not None:
+            self._syncer.cancel()
+            _resolve(self._sync_sent)
         if self._publisher is not None:
             # What was committed before shutdown still reaches its readers.
             await asyncio.wait({self._publisher}, timeout=2.0)
