@@ -99,15 +99,6 @@ def _launch_after_commit(ctx: TurnContext, job: Job, slot: Slot) -> None:
     hooks.after_commit(ctx.db, launch)
 
 
-def _settle_after_commit(ctx: TurnContext, message_id: uuid.UUID) -> None:
-    runner = ctx.generating()
-
-    async def settle() -> None:
-        runner.settle_turn(message_id, True)
-
-    hooks.after_commit(ctx.db, settle)
-
-
 async def start_turn(
     ctx: TurnContext, session_id: uuid.UUID, body: ChatTurnCreate, idempotency_key: str | None
 ) -> ChatTurn:
@@ -121,7 +112,16 @@ async def start_turn(
         tools=body.tool_definitions(),
     )
     limits.check_tools(ctx.settings, params.tools, ["body", "tools"])
-    made: list[uuid.UUID] = []
+    made: list[uuid.UUID] = []  # the answers generated with this request's turn
+    stored: list[uuid.UUID] = []  # the one of them the committed turn holds
+
+    async def settle() -> None:
+        for message_id in made:
+            runner.settle_turn(message_id, message_id in stored)
+
+    # Registered before the turn's own after-commit work (its events): the generation writes
+    # as soon as the commit is done.
+    hooks.after_commit(ctx.db, settle)
 
     async def produce() -> ChatTurn:
         slot = runner.reserve()
@@ -133,8 +133,8 @@ async def start_turn(
             # committed before, and none can start meanwhile.
             turn = store.NewTurn(body.content, body.context, model, body.expected_last_seq)
             user, answer = await store.create_turn(ctx, session_id, turn)
-            # The prompt's messages, read here: the generation calls the provider with them as
-            # soon as this transaction commits, without reading them again.
+            # The prompt's messages, read here: the generation calls the provider with them
+            # once the checks below have passed, without reading them again.
             source = await store.answer_prompt_source(ctx, answer, ctx.settings.llm_context_tokens)
             if user is None:
                 check_answerable(source.before_answer())
@@ -170,7 +170,7 @@ async def start_turn(
         raise
     for message_id in made:
         if message_id == turn.assistant_message.id:
-            _settle_after_commit(ctx, message_id)
+            stored.append(message_id)
         else:  # made, then undone: a concurrent retry with the same key stored its turn first
             runner.settle_turn(message_id, False)
     return turn
