@@ -16,10 +16,13 @@ from fastapi import FastAPI
 
 from chat_store.api.deps import AppState
 from chat_store.crud import generations as generation_crud
+from chat_store.services.context import RequestContext
+from chat_store.services.generation import store
+from chat_store.services.generation.jobs import GenerationParams, Job
 from tests.assertions import assert_problem
 from tests.backends import Backend
 from tests.conftest import AppWith, running_app
-from tests.factories import Account, Factory
+from tests.factories import API, Account, Factory
 from tests.support.chat import (
     chat_app,
     chat_path,
@@ -410,3 +413,47 @@ async def test_a_process_that_lost_its_lease_stops_and_writes_nothing_more(
     turn.cancel()  # its follower would wait for the taker
     with contextlib.suppress(asyncio.CancelledError):
         await turn
+
+
+async def test_a_generation_started_with_a_turn_that_is_undone_writes_nothing(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """A turn's generation calls the provider before the turn has committed; when the turn's
+    transaction is undone instead, the call is closed and nothing is written."""
+    account, session_id = await new_session(factory)
+    messages = f"{API}/sessions/{session_id}/messages"
+    await client.post(messages, json={"role": "user", "content": "Why?"}, headers=account.headers)
+    pending = await client.post(
+        messages, json={"role": "assistant", "status": "pending"}, headers=account.headers
+    )
+    answer_id = uuid.UUID(pending.json()["id"])
+    state: AppState = app.state.resources
+    async with state.sessionmaker() as db:
+        principal = store.owner_principal(uuid.UUID(account.user_id))
+        source = await store.prompt_source(
+            RequestContext(db, principal, state), uuid.UUID(session_id), answer_id, 8192
+        )
+    await llm.script("undone", {"hang_after": 2})
+    runner = app.state.generation
+    job = Job(
+        answer_id,
+        uuid.UUID(session_id),
+        uuid.UUID(account.user_id),
+        1,
+        GenerationParams(model="undone"),
+        source=source,
+    )
+
+    runner.start_with_turn(job, runner.reserve())
+    await wait_for_outcome(llm, "undone", "hanging")
+    runner.settle_turn(answer_id, False)
+
+    await wait_for_outcome(llm, "undone", "client left")
+    for _ in range(100):
+        if not runner.running(answer_id):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the generation did not end")
+    stored = await client.get(message_path(session_id, str(answer_id)), headers=account.headers)
+    assert (stored.json()["status"], stored.json()["partial_content"]) == ("pending", "")

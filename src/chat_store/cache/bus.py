@@ -2,7 +2,9 @@
 
 One Redis connection per process carries every subscription: a reader subscribes a local queue,
 the first local reader of a channel SUBSCRIBEs it and the last one to leave UNSUBSCRIBEs, so 500
-readers cost 500 queues, not 500 connections. The bus is a wake-up signal, never the record:
+readers cost 500 queues, not 500 connections. The channels that readers joined or left while a
+command was on the wire go in the next one: 100 streams that start at once wait for one or two
+commands, not for 100 sent one after another. The bus is a wake-up signal, never the record:
 readers re-read the database whenever they may have missed something.
 """
 
@@ -13,7 +15,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -124,6 +126,52 @@ class MemoryBus:
         self._fanout.channels.clear()
 
 
+class _Rounds:
+    """Work that one task does in rounds: a caller joins the next round and returns once it has
+    run; what callers ask for while a round runs goes in the next one. Under load, many callers
+    share one round trip to Redis."""
+
+    def __init__(self, name: str, run_round: Callable[[], Awaitable[None]]) -> None:
+        self._name = name
+        self._run_round = run_round
+        self._next: asyncio.Future[None] | None = None
+        self._running: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def join(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        joined = self._next
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=self._name)
+        # Shielded: a caller that is cancelled must not cancel the round others wait on.
+        await asyncio.shield(joined)
+
+    def drop_next(self) -> None:
+        """Let the callers of the next round go without it (what they asked for was dropped)."""
+        _resolve(self._next)
+        self._next = None
+
+    async def close(self, wait_seconds: float) -> None:
+        """Let the round under way finish (for at most `wait_seconds`), then stop; no caller is
+        left waiting."""
+        if self._task is not None:
+            if wait_seconds > 0:
+                await asyncio.wait({self._task}, timeout=wait_seconds)
+            self._task.cancel()
+        _resolve(self._running)
+        self.drop_next()
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            self._running, self._next = self._next, None
+            try:
+                await self._run_round()
+            finally:
+                _resolve(self._running)
+                self._running = None
+
+
 class RedisBus:
     backend = "redis"
 
@@ -136,15 +184,17 @@ class RedisBus:
         self._pubsub: PubSub | None = None
         self._listener: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        # The channels (prefixed) the pub/sub connection is subscribed to, and the round of
+        # SUBSCRIBE/UNSUBSCRIBE that readers who joined or left since the last one wait for.
+        self._redis_channels: set[str] = set()
+        self._subscribing = _Rounds("redis-subscribe", self._sync_round)
         self.errors = 0
         self._skip_until = 0.0
         self._closing = False
         # Events not yet handed to Redis, and the future each batch resolves when it has been
         # sent (or dropped); their writers wait on it.
         self._outbox: list[tuple[str, str]] = []
-        self._outbox_sent: asyncio.Future[None] | None = None
-        self._in_flight: asyncio.Future[None] | None = None
-        self._publisher: asyncio.Task[None] | None = None
+        self._publishing = _Rounds("redis-publish", self._publish_round)
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         """Send the event, in order, and return once Redis has it (or it was dropped).
@@ -162,35 +212,23 @@ class RedisBus:
             self.errors += 1
             return
         self._outbox.append((self._prefix + channel, json.dumps(event)))
-        if self._outbox_sent is None:
-            self._outbox_sent = asyncio.get_running_loop().create_future()
-        sent = self._outbox_sent
-        if self._publisher is None or self._publisher.done():
-            self._publisher = asyncio.create_task(self._publish_queued(), name="redis-publish")
-        # Shielded: a cancelled writer must not cancel the batch its neighbours wait on.
-        await asyncio.shield(sent)
+        await self._publishing.join()
 
-    async def _publish_queued(self) -> None:
-        while self._outbox:
-            batch, self._outbox = self._outbox, []
-            self._in_flight, self._outbox_sent = self._outbox_sent, None
-            try:
-                async with self._redis.pipeline(transaction=False) as pipeline:
-                    for channel, data in batch:
-                        pipeline.publish(channel, data)
-                    await pipeline.execute()
-            except Exception as exc:  # a background task: log it, never leave a writer waiting
-                # Readers notice the gap (their timer re-reads the store): fail open, and drop
-                # what queued up behind it rather than wait out a timeout for each batch.
-                self.errors += 1
-                self._skip_until = time.monotonic() + RETRY_AFTER_SECONDS
-                logger.warning("redis publish failed: %s", type(exc).__name__)
-                self._outbox.clear()
-                _resolve(self._outbox_sent)
-                self._outbox_sent = None
-            finally:
-                _resolve(self._in_flight)
-                self._in_flight = None
+    async def _publish_round(self) -> None:
+        batch, self._outbox = self._outbox, []
+        try:
+            async with self._redis.pipeline(transaction=False) as pipeline:
+                for channel, data in batch:
+                    pipeline.publish(channel, data)
+                await pipeline.execute()
+        except Exception as exc:  # a background task: log it, never leave a writer waiting
+            # Readers notice the gap (their timer re-reads the store): fail open, and drop
+            # what queued up behind it rather than wait out a timeout for each batch.
+            self.errors += 1
+            self._skip_until = time.monotonic() + RETRY_AFTER_SECONDS
+            logger.warning("redis publish failed: %s", type(exc).__name__)
+            self._outbox.clear()
+            self._publishing.drop_next()
 
     @asynccontextmanager
     async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
@@ -204,28 +242,39 @@ class RedisBus:
                 await self._redis_unsubscribe(channel)
 
     async def _redis_subscribe(self, channel: str) -> None:
-        async with self._lock:
-            try:
-                if self._pubsub is None:
-                    self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
-                await self._pubsub.subscribe(self._prefix + channel)
-            except RedisError as exc:
-                self.errors += 1
-                logger.warning("redis subscribe failed: %s", type(exc).__name__)
-            # Started even when the subscribe failed: the listener retries, subscribing every
-            # channel that has local readers once Redis answers again (and flags them `lost`).
-            if self._listener is None or self._listener.done():
-                self._listener = asyncio.create_task(self._listen(), name="redis-bus")
+        await self._sync_channels()
 
     async def _redis_unsubscribe(self, channel: str) -> None:
+        await self._sync_channels()
+
+    async def _sync_channels(self) -> None:
+        """Bring the pub/sub connection's channels to those local readers follow; return once
+        a round begun after this call has sent its commands."""
+        await self._subscribing.join()
+
+    async def _sync_round(self) -> None:
         async with self._lock:
-            if self._pubsub is None:
-                return
-            try:
-                await self._pubsub.unsubscribe(self._prefix + channel)
-            except RedisError as exc:
-                self.errors += 1
-                logger.warning("redis unsubscribe failed: %s", type(exc).__name__)
+            await self._send_channel_changes()
+
+    async def _send_channel_changes(self) -> None:
+        wanted = {self._prefix + channel for channel in self._fanout.channels}
+        joined, left = wanted - self._redis_channels, self._redis_channels - wanted
+        try:
+            if joined:
+                if self._pubsub is None:
+                    self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
+                await self._pubsub.subscribe(*joined)
+                self._redis_channels |= joined
+            if left and self._pubsub is not None and self._pubsub.subscribed:
+                await self._pubsub.unsubscribe(*left)
+            self._redis_channels -= left
+        except RedisError as exc:
+            self.errors += 1
+            logger.warning("redis subscribe failed: %s", type(exc).__name__)
+        # Started even when the subscribe failed: the listener retries, subscribing every
+        # channel that has local readers once Redis answers again (and flags them `lost`).
+        if joined and (self._listener is None or self._listener.done()):
+            self._listener = asyncio.create_task(self._listen(), name="redis-bus")
 
     async def _listen(self) -> None:
         while not self._closing:
@@ -267,9 +316,11 @@ class RedisBus:
                 with contextlib.suppress(Exception):
                     await old.aclose()  # type: ignore[no-untyped-call]
             channels = [self._prefix + channel for channel in self._fanout.channels]
+            self._redis_channels = set()
             if channels:
                 try:
                     await self._pubsub.subscribe(*channels)
+                    self._redis_channels = set(channels)
                 except RedisError as exc:
                     self.errors += 1
                     logger.warning("redis resubscribe failed: %s", type(exc).__name__)
@@ -282,12 +333,9 @@ class RedisBus:
         return self._fanout.count()
 
     async def close(self) -> None:
-        if self._publisher is not None:
-            # What was committed before shutdown still reaches its readers.
-            await asyncio.wait({self._publisher}, timeout=2.0)
-            self._publisher.cancel()
-            _resolve(self._in_flight)
-            _resolve(self._outbox_sent)
+        await self._subscribing.close(0.0)
+        # What was committed before shutdown still reaches its readers.
+        await self._publishing.close(2.0)
         self._closing = True
         if self._listener is not None:
             # redis-py's reads run under asyncio.timeout(), which can swallow a cancellation that

@@ -49,7 +49,8 @@ logger = logging.getLogger(__name__)
 # generation gives up its lease to whichever process can write.
 _WRITE_TRIES = 6
 
-Outcome = Literal["complete", "failed", "cancelled", "handed_over", "superseded"]
+# "undone": started with its turn, whose transaction did not commit (nothing was written).
+Outcome = Literal["complete", "failed", "cancelled", "handed_over", "superseded", "undone"]
 StopReason = Literal["cancelled", "lost", "shutdown"]
 # Set on a failed answer; gone once it is continued to completion.
 _FAILURE_KEYS = frozenset({"error_kind", "provider_status"})
@@ -60,10 +61,24 @@ class Live:
     """An answer being generated in this process."""
 
     job: Job
+    # Until when its turn's transaction may commit: a generation started with its turn calls
+    # the provider at once, and writes nothing before `committed` says the turn is stored.
+    commit_by: float
+    committed: asyncio.Future[bool] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
     task: asyncio.Task[None] | None = None
     reader: asyncio.Task[Finish] | None = None
     stop_reason: StopReason | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def settle(self, committed: bool) -> None:
+        """The turn's transaction committed (True), or was undone (False)."""
+        if not self.committed.done():
+            self.committed.set_result(committed)
+
+    def is_stored(self) -> bool:
+        return self.committed.done() and self.committed.result()
 
     def stop(self, reason: StopReason) -> None:
         """Stop reading the model: `cancelled` and `lost` (taken over) write nothing more,
@@ -100,6 +115,15 @@ class _Buffer:
         taken, self.text = "".join(self.text), []
         self.changed.clear()
         return taken
+
+
+async def _wait_committed(live: Live) -> bool:
+    """Whether the answer's turn is stored: its transaction committed before `commit_by`."""
+    try:
+        async with asyncio.timeout(max(0.0, live.commit_by - time.monotonic())):
+            return await asyncio.shield(live.committed)
+    except TimeoutError:
+        return False
 
 
 def _without_failure(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -155,13 +179,15 @@ class AnswerGenerator:
 
     async def _generate(self, live: Live, principal: Principal) -> Outcome:
         job = live.job
-        async with store.transaction(self._sessionmaker) as db:
-            source = await store.prompt_source(
-                self._acting(db, principal),
-                job.session_id,
-                job.message_id,
-                self.settings.llm_context_tokens,
-            )
+        source = job.source
+        if source is None:
+            async with store.transaction(self._sessionmaker) as db:
+                source = await store.prompt_source(
+                    self._acting(db, principal),
+                    job.session_id,
+                    job.message_id,
+                    self.settings.llm_context_tokens,
+                )
         answer = source.answer
         if not store.is_open(answer):
             return "superseded"
@@ -187,6 +213,9 @@ class AnswerGenerator:
         started = time.monotonic()
         reader = asyncio.create_task(self._read(request, buffer))
         live.reader = reader
+        if not await _wait_committed(live):
+            reader.cancel()
+            return "undone"
         if live.stop_reason is not None:  # stopped while the prompt was read
             reader.cancel()
         flush_every = self.settings.generation_flush_seconds

@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from chat_store.services.generation.store import PromptSource
+
 # The bus channel of stop requests (internal: "_" channels are not counted as readers).
 STOP_CHANNEL = "_generation"
 
@@ -66,3 +68,7 @@ class Job:
     attempt: int
     params: GenerationParams
     takeover: bool = False
+    # The answer and what its prompt is made of, as the turn read them in its transaction: the
+    # provider is called as soon as that commits. None: read when the run starts (a continue,
+    # a takeover).
+    source: PromptSource | None = None

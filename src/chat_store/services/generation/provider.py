@@ -1,9 +1,13 @@
 """The model provider: any OpenAI-compatible server, through the official `openai` SDK.
 
-The SDK is the only client of the provider: it parses the stream, retries a refused request
-before anything streamed (429, 5xx, a connection that failed) with its own backoff, and reports
-failures as its typed errors, which are turned here into a `ProviderFailure` whose message
-holds no secret.
+The SDK is the only client of the provider: it sends the request, decodes the stream (its SSE
+decoder, its error events), retries a refused request before anything streamed (429, 5xx, a
+connection that failed) with its own backoff, and reports failures as its typed errors, which
+are turned here into a `ProviderFailure` whose message holds no secret.
+
+The chunks are asked of it as the JSON it decoded (`cast_to=object`), not as its typed
+`ChatCompletionChunk`: building that model for every streamed chunk took more of the process's
+CPU than everything else a streamed answer does (docs/benchmarks.md, chat turns).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import openai
+from openai import AsyncStream
 
 from chat_store.settings import Settings
 
@@ -23,6 +28,9 @@ _MAX_ERROR_CHARS = 500
 # The SDK refuses to start without a key; servers that need none (Ollama, vLLM, llama.cpp's
 # server) ignore the bearer token it then sends.
 _NO_KEY = "not-needed"
+_COMPLETIONS_PATH = "/chat/completions"
+# The request's auth, as the SDK's own chat.completions.create sends it (the bearer key only).
+_REQUEST_OPTIONS: openai.RequestOptions = {"security": {"bearer_auth": True}}
 
 
 @dataclass(frozen=True)
@@ -57,17 +65,20 @@ class ToolCallParts:
         self._calls: dict[int, dict[str, str]] = {}
 
     def add(self, fragments: Any) -> bool:
-        """Take a chunk's `delta.tool_calls`; whether it held any."""
-        for fragment in fragments or ():
-            call = self._calls.setdefault(fragment.index, {"id": "", "name": "", "arguments": ""})
-            if fragment.id:
-                call["id"] = fragment.id
-            function = fragment.function
-            if function is not None:
-                if function.name:
-                    call["name"] = function.name
-                if function.arguments:
-                    call["arguments"] += function.arguments
+        """Take a chunk's `delta.tool_calls` (as decoded JSON); whether it held any."""
+        if not isinstance(fragments, list):
+            return False
+        for fragment in map(_mapping, fragments):
+            index = fragment.get("index")
+            call = self._calls.setdefault(
+                index if isinstance(index, int) else 0, {"id": "", "name": "", "arguments": ""}
+            )
+            if text := _text(fragment.get("id")):
+                call["id"] = text
+            function = _mapping(fragment.get("function"))
+            if name := _text(function.get("name")):
+                call["name"] = name
+            call["arguments"] += _text(function.get("arguments"))
         return bool(fragments)
 
     def calls(self) -> list[dict[str, str]]:
@@ -131,13 +142,20 @@ class Provider:
         if request.tools:
             arguments["tools"] = request.tools
         try:
-            chunks = await self._client.chat.completions.create(**arguments)
+            chunks = await self._client.post(
+                _COMPLETIONS_PATH,
+                body=arguments,
+                options=_REQUEST_OPTIONS,
+                cast_to=object,
+                stream=True,
+                stream_cls=AsyncStream[object],
+            )
         except openai.APIError as exc:
             raise self._failure(exc, mid_answer=False) from None
         streamed = False
         try:
             reason: str | None = None
-            usage: Any = None
+            usage: dict[str, Any] = {}
             model: str | None = None
             tool_calls = ToolCallParts()
             iterator = chunks.__aiter__()
@@ -146,7 +164,7 @@ class Provider:
                     # The SDK's read timeout covers a silent connection; this also covers a
                     # provider that keeps it busy with comments but sends no token.
                     async with asyncio.timeout(self._gap_timeout):
-                        chunk = await anext(iterator)
+                        chunk = _mapping(await anext(iterator))
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
@@ -156,24 +174,26 @@ class Provider:
                         "(LLM_TIMEOUT_SECONDS)",
                         mid_answer=streamed,
                     ) from None
-                model = chunk.model or model
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    if choice.index != 0:
+                model = _text(chunk.get("model")) or model
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                choices = chunk.get("choices")
+                for choice in map(_mapping, choices if isinstance(choices, list) else ()):
+                    if choice.get("index", 0) != 0:
                         continue
-                    text = clean_text(choice.delta.content or "") if choice.delta else ""
+                    delta = _mapping(choice.get("delta"))
+                    text = clean_text(_text(delta.get("content")))
                     if text:
                         streamed = True
                         yield text
-                    if choice.delta and tool_calls.add(choice.delta.tool_calls):
+                    if tool_calls.add(delta.get("tool_calls")):
                         streamed = True
-                    if choice.finish_reason:
-                        reason = choice.finish_reason
+                    if finish_reason := _text(choice.get("finish_reason")):
+                        reason = finish_reason
             yield Finish(
                 reason=reason,
-                prompt_tokens=getattr(usage, "prompt_tokens", None),
-                completion_tokens=getattr(usage, "completion_tokens", None),
+                prompt_tokens=_count(usage.get("prompt_tokens")),
+                completion_tokens=_count(usage.get("completion_tokens")),
                 model=model,
                 tool_calls=tool_calls.calls(),
             )
@@ -222,6 +242,19 @@ def _error_text(exc: openai.APIError) -> str:
     if isinstance(exc, openai.APIStatusError):
         return exc.response.reason_phrase or "no detail"
     return exc.message
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    """A JSON object of a chunk, or an empty one for anything else (a server's null)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def clean_text(text: str) -> str:

@@ -93,13 +93,32 @@ class GenerationRunner:
         return slot
 
     def launch(self, job: Job, slot: Slot) -> None:
+        """Generate an answer whose lease is committed."""
+        live = self._start(job, slot)
+        if live is not None:
+            live.settle(True)
+
+    def start_with_turn(self, job: Job, slot: Slot) -> None:
+        """Generate a turn's answer from the prompt the turn read, before its transaction
+        commits: the provider is called at once (its first token takes the longest), nothing
+        is written until `settle_turn` says the turn is stored, and the call is closed when
+        the turn is undone or not committed within the slot's lifetime."""
+        self._start(job, slot)
+
+    def settle_turn(self, message_id: uuid.UUID, committed: bool) -> None:
+        live = self._live.get(message_id)
+        if live is not None:
+            live.settle(committed)
+
+    def _start(self, job: Job, slot: Slot) -> Live | None:
         slot.release()
         if job.message_id in self._live or self._closing:
-            return
-        live = Live(job)
+            return None
+        live = Live(job, commit_by=slot.expires)
         self._live[job.message_id] = live
         self._metrics.live.inc()
         live.task = asyncio.create_task(self._run(live), name=f"generation-{job.message_id}")
+        return live
 
     async def _run(self, live: Live) -> None:
         outcome: Outcome = "handed_over"  # unless it ends: cut at shutdown, the lease runs out
@@ -108,7 +127,8 @@ class GenerationRunner:
         finally:
             self._live.pop(live.job.message_id, None)
             self._metrics.live.dec()
-            self._metrics.outcomes.labels(outcome).inc()
+            if outcome != "undone":  # a turn that was never stored: no generation ran
+                self._metrics.outcomes.labels(outcome).inc()
             live.done.set()
 
     def running(self, message_id: uuid.UUID) -> bool:
@@ -176,7 +196,8 @@ class GenerationRunner:
             await asyncio.sleep(wait)
 
     async def _renew(self) -> None:
-        ids = list(self._live)
+        # Not the answers whose turn is still committing: their lease is not visible yet.
+        ids = [message_id for message_id, live in self._live.items() if live.is_stored()]
         if not ids:
             return
         async with store.transaction(self._sessionmaker) as db:

@@ -116,12 +116,6 @@ async def create_turn(
     return user, answer
 
 
-async def recent_history(ctx: RequestContext, message: MessageRead) -> list[MessageRead]:
-    """Some messages before `message`, oldest first: at least its tool messages and the
-    message they follow."""
-    return await message_service.newest_history(ctx, message.session_id, 0, before_seq=message.seq)
-
-
 async def add_generation(
     db: AsyncSession,
     message: MessageRead,
@@ -162,16 +156,35 @@ class PromptSource:
     turn: list[MessageRead]  # the newest user message before the answer, and what follows it
     answer: MessageRead  # the answer being generated, its stored text in partial_content
 
+    def before_answer(self) -> list[MessageRead]:
+        """The messages read before the answer, oldest first."""
+        return [*self.history, *self.turn]
+
 
 async def prompt_source(
     ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID, max_tokens: int
 ) -> PromptSource:
-    """The answer and the messages before it: read newest first, page by page, until the
-    history certainly holds more than `max_tokens` (and a tool result's call is included)."""
+    """The answer and the messages before it, as `answer_prompt_source` reads them."""
     prompt = await system_prompt(ctx, session_id)
     answer = await get_message(ctx, session_id, message_id)
+    return await _read_before(ctx, prompt, answer, max_tokens)
+
+
+async def answer_prompt_source(
+    ctx: RequestContext, answer: MessageRead, max_tokens: int
+) -> PromptSource:
+    """What the prompt of `answer` (as the caller holds it) is made of: the session's system
+    prompt, and the messages before the answer read newest first, page by page, until the
+    history certainly holds more than `max_tokens` (and a tool result's call is included)."""
+    prompt = await system_prompt(ctx, answer.session_id)
+    return await _read_before(ctx, prompt, answer, max_tokens)
+
+
+async def _read_before(
+    ctx: RequestContext, prompt: str | None, answer: MessageRead, max_tokens: int
+) -> PromptSource:
     before = await message_service.newest_history(
-        ctx, session_id, max_tokens, before_seq=answer.seq, with_user_message=True
+        ctx, answer.session_id, max_tokens, before_seq=answer.seq, with_user_message=True
     )
     start = next((i for i in range(len(before) - 1, -1, -1) if before[i].role == "user"), None)
     if start is None:

@@ -1,7 +1,9 @@
 """Chat turns: the rules of `POST /chat`, `/cancel` and `/continue`.
 
 - A turn stores the user's message and the pending answer in one transaction, with the lease of
-  its generation; the generation starts once that transaction has committed, in this process.
+  its generation, and reads the prompt's messages in it. Once its checks have passed, its
+  generation starts in this process with the provider call, while the transaction commits; it
+  writes nothing before the commit, and a turn that is undone closes the call.
 - A turn without content stores only the answer, to the history as it stands: there must be
   something to answer (409 nothing_to_answer), every tool call with its result (409
   tool_results_missing).
@@ -110,7 +112,16 @@ async def start_turn(
         tools=body.tool_definitions(),
     )
     limits.check_tools(ctx.settings, params.tools, ["body", "tools"])
-    made: list[tuple[Job, Slot]] = []
+    made: list[uuid.UUID] = []  # the answers generated with this request's turn
+    stored: list[uuid.UUID] = []  # the one of them the committed turn holds
+
+    async def settle() -> None:
+        for message_id in made:
+            runner.settle_turn(message_id, message_id in stored)
+
+    # Registered before the turn's own after-commit work (its events): the generation writes
+    # as soon as the commit is done.
+    hooks.after_commit(ctx.db, settle)
 
     async def produce() -> ChatTurn:
         slot = runner.reserve()
@@ -122,8 +133,11 @@ async def start_turn(
             # committed before, and none can start meanwhile.
             turn = store.NewTurn(body.content, body.context, model, body.expected_last_seq)
             user, answer = await store.create_turn(ctx, session_id, turn)
+            # The prompt's messages, read here: the generation calls the provider with them
+            # once the checks below have passed, without reading them again.
+            source = await store.answer_prompt_source(ctx, answer, ctx.settings.llm_context_tokens)
             if user is None:
-                check_answerable(await store.recent_history(ctx, answer))
+                check_answerable(source.before_answer())
             await _check_user_limit(ctx, now)
             await _check_session_free(ctx, session_id, now, besides=answer.id)
             await store.add_generation(
@@ -138,19 +152,27 @@ async def start_turn(
         except BaseException:
             slot.release()
             raise
-        job = Job(answer.id, session_id, ctx.principal.user_id, 1, params)
-        made.append((job, slot))
+        # Every check has passed: the provider is called now, while the turn commits.
+        runner.start_with_turn(
+            Job(answer.id, session_id, ctx.principal.user_id, 1, params, source=source), slot
+        )
+        made.append(answer.id)
         return ChatTurn(user_message=user, assistant_message=answer)
 
     # `stream` is how the caller reads the answer, not part of the turn: a retry may change it.
     turn_body = body.model_copy(update={"stream": True})
     create = idempotency.Create("chat_turn", str(session_id), turn_body, ChatTurn)
-    turn = await idempotency.run_once(ctx, idempotency_key, create, produce)
-    for job, slot in made:
-        if job.message_id == turn.assistant_message.id:
-            _launch_after_commit(ctx, job, slot)
+    try:
+        turn = await idempotency.run_once(ctx, idempotency_key, create, produce)
+    except BaseException:
+        for message_id in made:
+            runner.settle_turn(message_id, False)
+        raise
+    for message_id in made:
+        if message_id == turn.assistant_message.id:
+            stored.append(message_id)
         else:  # made, then undone: a concurrent retry with the same key stored its turn first
-            slot.release()
+            runner.settle_turn(message_id, False)
     return turn
 
 
