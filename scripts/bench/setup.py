@@ -16,6 +16,8 @@ import httpx
 import redis
 import redis.asyncio as aredis
 
+from chat_store.services import history_cache
+
 from .api import append_history, create_sessions, register
 from .config import (
     APPEND_SESSIONS,
@@ -280,7 +282,7 @@ class SetUp:
         return [str(session_id) for session_id in ids]
 
     async def _history_keys(self, sessions: list[str]) -> list[str]:
-        """chat-store's Redis key of each session's cached history (hist:<id>:<created>)."""
+        """chat-store's Redis key of each session's cached history, as the service makes it."""
         connection = await asyncpg.connect(self.database_url)
         try:
             rows = await connection.fetch(
@@ -291,7 +293,7 @@ class SetUp:
             await connection.close()
         created = {str(row["id"]): row["created_at"] for row in rows}
         return [
-            f"{self.redis_prefix}hist:{session}:{created[session].timestamp():.6f}"
+            self.redis_prefix + history_cache.cache_key(uuid.UUID(session), created[session])
             for session in sessions
         ]
 

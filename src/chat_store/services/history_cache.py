@@ -110,7 +110,8 @@ class HistoryWindow:
 DOCUMENT_SHAPE = 2
 
 
-def _key(session_id: uuid.UUID, created_at: datetime) -> str:
+def cache_key(session_id: uuid.UUID, created_at: datetime) -> str:
+    """The cache key of a session's history (scripts/bench flushes these to measure misses)."""
     # A session id can be taken again once its session is deleted, and the new session counts
     # its versions from 0 again: the creation time tells the two apart.
     return f"hist:{DOCUMENT_SHAPE}:{session_id}:{created_at.timestamp():.6f}"
@@ -119,7 +120,7 @@ def _key(session_id: uuid.UUID, created_at: datetime) -> str:
 async def load(
     cache: Cache, session_id: uuid.UUID, created_at: datetime, version: int
 ) -> HistoryWindow | None:
-    raw = await cache.get(_key(session_id, created_at))
+    raw = await cache.get(cache_key(session_id, created_at))
     if raw is None:
         return None
     try:
@@ -136,4 +137,4 @@ async def load(
 async def store(
     cache: Cache, session_id: uuid.UUID, created_at: datetime, window: HistoryWindow
 ) -> None:
-    await cache.set(_key(session_id, created_at), window.encode(), TTL_SECONDS)
+    await cache.set(cache_key(session_id, created_at), window.encode(), TTL_SECONDS)
