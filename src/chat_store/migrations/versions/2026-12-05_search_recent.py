@@ -10,7 +10,6 @@ Postgres builds and drops CONCURRENTLY: the table stays readable and writable me
 
 Revision ID: 0006_search_recent
 Revises: 0005_tool_calls
-Create Date: 2026-12-06
 """
 
 from __future__ import annotations
