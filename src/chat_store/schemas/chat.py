@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from chat_store.schemas import common
 from chat_store.schemas.chat_sessions import SYSTEM_PROMPT_MAX_CHARS
@@ -28,6 +28,35 @@ class FunctionDefinition(InputModel):
 class ToolDefinition(InputModel):
     type: Literal["function"] = "function"
     function: FunctionDefinition
+
+
+class FunctionName(InputModel):
+    name: str = Field(pattern=TOOL_NAME_PATTERN, examples=["read_file"])
+
+
+class NamedToolChoice(InputModel):
+    """Call this function (one of the turn's `tools`), as the OpenAI chat API names one."""
+
+    type: Literal["function"]
+    function: FunctionName
+
+
+ToolChoiceMode = Literal["none", "auto", "required"]
+
+
+def _tool_choice_form(value: Any) -> str:
+    """Which of OpenAI's two forms of `tool_choice` a value is: a mode (a string) or a named
+    function (an object). Told apart first, so a malformed value is refused with the errors of
+    its own form only."""
+    if isinstance(value, str):
+        return "mode"
+    return "function"
+
+
+ToolChoice = Annotated[
+    Annotated[ToolChoiceMode, Tag("mode")] | Annotated[NamedToolChoice, Tag("function")],
+    Discriminator(_tool_choice_form),
+]
 
 
 def _check_tools(tools: list[ToolDefinition]) -> list[ToolDefinition]:
@@ -56,6 +85,18 @@ class ChatTurnCreate(InputModel):
         default=None,
         description="Functions the model may call, sent to it as given. An answer that calls "
         "them completes with tool_calls and finish_reason `tool_calls` (docs/generation.md).",
+    )
+    tool_choice: ToolChoice | None = Field(
+        default=None,
+        description="Whether and which of `tools` the model calls, as the OpenAI chat API takes "
+        'it: `"none"`, `"auto"`, `"required"` or `{"type": "function", "function": {"name"}}` '
+        "(one of `tools`). Needs `tools`; sent as given, left out: the provider's default.",
+        examples=["required"],
+    )
+    parallel_tool_calls: bool | None = Field(
+        default=None,
+        description="Whether the model may call several of `tools` in one answer. Needs "
+        "`tools`; sent as given, left out: the provider's default.",
     )
     model: SafeStr | None = Field(
         default=None,
@@ -88,11 +129,44 @@ class ChatTurnCreate(InputModel):
             raise ValueError("context is stored with the user message: give content with it")
         return value
 
+    @field_validator("tool_choice")
+    @classmethod
+    def _choice_among_tools(
+        cls, value: str | NamedToolChoice | None, info: ValidationInfo
+    ) -> str | NamedToolChoice | None:
+        # Without `tools` in info.data, they were refused themselves: their error is enough.
+        if value is None or "tools" not in info.data:
+            return value
+        tools: list[ToolDefinition] | None = info.data["tools"]
+        if tools is None:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(value, NamedToolChoice):
+            names = [tool.function.name for tool in tools]
+            if value.function.name not in names:
+                raise ValueError(
+                    f"tool_choice names {value.function.name!r}, which is not one of tools "
+                    f"({', '.join(names)})"
+                )
+        return value
+
+    @field_validator("parallel_tool_calls")
+    @classmethod
+    def _parallel_with_tools(cls, value: bool | None, info: ValidationInfo) -> bool | None:
+        if value is not None and "tools" in info.data and info.data["tools"] is None:
+            raise ValueError("parallel_tool_calls needs tools")
+        return value
+
     def tool_definitions(self) -> list[dict[str, Any]] | None:
         """The tools as the provider is sent them."""
         if self.tools is None:
             return None
         return [tool.model_dump(exclude_none=True) for tool in self.tools]
+
+    def tool_choice_sent(self) -> str | dict[str, Any] | None:
+        """The tool_choice as the provider is sent it."""
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.model_dump()
+        return self.tool_choice
 
 
 class ChatTurn(OutputModel):

@@ -206,6 +206,8 @@ class AnswerGenerator:
             temperature=job.params.temperature,
             max_output_tokens=max_output,
             tools=job.params.tools,
+            tool_choice=job.params.tool_choice,
+            parallel_tool_calls=job.params.parallel_tool_calls,
         )
         prefix = answer.partial_content or ""
         offset = len(prefix)

@@ -24,6 +24,11 @@ class GenerationParams:
     system: str | None = None
     # The functions the model may call (OpenAI's `tools`), as the turn gave them.
     tools: list[dict[str, Any]] | None = None
+    # OpenAI's `tool_choice` ("none", "auto", "required" or {"type": "function", "function":
+    # {"name"}}) and `parallel_tool_calls`, as the turn gave them; None: not sent. Params stored
+    # before a turn could give them have neither.
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -36,6 +41,8 @@ class GenerationParams:
             max_output_tokens=data.get("max_output_tokens"),
             system=data.get("system"),
             tools=data.get("tools"),
+            tool_choice=data.get("tool_choice"),
+            parallel_tool_calls=data.get("parallel_tool_calls"),
         )
 
 

@@ -42,6 +42,8 @@ class ChatRequest:
     temperature: float | None = None
     max_output_tokens: int | None = None
     tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,10 @@ class Provider:
             arguments[self._settings.llm_max_tokens_parameter] = request.max_output_tokens
         if request.tools:
             arguments["tools"] = request.tools
+        if request.tool_choice is not None:
+            arguments["tool_choice"] = request.tool_choice
+        if request.parallel_tool_calls is not None:
+            arguments["parallel_tool_calls"] = request.parallel_tool_calls
         try:
             chunks = await self._client.post(
                 _COMPLETIONS_PATH,

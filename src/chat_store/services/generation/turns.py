@@ -110,6 +110,8 @@ async def start_turn(
         max_output_tokens=body.max_output_tokens,
         system=body.system,
         tools=body.tool_definitions(),
+        tool_choice=body.tool_choice_sent(),
+        parallel_tool_calls=body.parallel_tool_calls,
     )
     limits.check_tools(ctx.settings, params.tools, ["body", "tools"])
     made: list[uuid.UUID] = []  # the answers generated with this request's turn
