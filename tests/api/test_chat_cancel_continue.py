@@ -204,6 +204,37 @@ async def test_continue_after_a_provider_failure_gives_the_partial_and_the_rest_
     ]
 
 
+async def test_continue_sends_the_turns_tools_tool_choice_and_parallel_tool_calls_again(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    text = default_text(30)
+    await llm.script("cut", {"text": text, "fail_after": 7}, {"text": text})
+    tool_fields = {
+        "tools": [{"type": "function", "function": {"name": "read_file"}}],
+        "tool_choice": {"type": "function", "function": {"name": "read_file"}},
+        "parallel_tool_calls": False,
+    }
+    failed = await client.post(
+        chat_path(session_id),
+        json={"content": "go", "model": "cut", "stream": False, **tool_fields},
+        headers=account.headers,
+    )
+    answer_id = assert_problem(failed, 502, "provider_error")["assistant_message_id"]
+    await wait_for_status(client, account, session_id, answer_id)
+
+    continued = await client.post(
+        f"{message_path(session_id, answer_id)}/continue", headers=account.headers
+    )
+
+    assert continued.status_code == 202, continued.text
+    done = await wait_for_status(client, account, session_id, answer_id)
+    assert (done["status"], done["content"]) == ("complete", text)
+    first, second = await llm.requests("cut")
+    for request in (first, second):
+        assert {key: request["body"].get(key) for key in tool_fields} == tool_fields
+
+
 async def test_continue_is_refused_while_the_answer_is_generated(
     client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
@@ -269,7 +300,12 @@ async def test_an_abandoned_answer_a_client_wrote_can_be_continued(
 
 
 async def _orphan(
-    state: AppState, client: httpx.AsyncClient, factory: Factory, *, attempt: int = 1
+    state: AppState,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    *,
+    attempt: int = 1,
+    params: dict[str, Any] | None = None,
 ) -> tuple[Account, str, str]:
     """An answer whose process died mid-answer: open, some text stored, its lease run out."""
     account, session_id = await new_session(factory)
@@ -293,7 +329,7 @@ async def _orphan(
                 "owner": "gone:1:dead",
                 "lease_expires_at": now - timedelta(seconds=1),
                 "attempt": attempt,
-                "params": {"model": "test", "system": "Be brief."},
+                "params": params or {"model": "test", "system": "Be brief."},
                 "created_at": now,
                 "updated_at": now,
             },
@@ -319,6 +355,32 @@ async def test_a_starting_process_takes_over_an_answer_whose_process_died(
         {"role": "user", "content": "Why?"},
         {"role": "assistant", "content": "The fixture uses "},
     ]
+    # Params stored before turns had tools or a tool_choice: none of them is sent.
+    assert not {"tools", "tool_choice", "parallel_tool_calls"} & request["body"].keys()
+
+
+async def test_a_takeover_sends_the_turns_tool_choice_and_parallel_tool_calls(
+    app: FastAPI, app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    tools = [{"type": "function", "function": {"name": "run_tests"}}]
+    params = GenerationParams(
+        model="test",
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "run_tests"}},
+        parallel_tool_calls=True,
+    )
+    account, session_id, answer_id = await _orphan(
+        app.state.resources, client, factory, params=params.to_dict()
+    )
+
+    async with chat_app(app_with, llm, generation_sweep_seconds=60):
+        done = await wait_for_status(client, account, session_id, answer_id)
+
+    assert done["status"] == "complete"
+    [request] = await llm.requests()
+    assert request["body"]["tools"] == tools
+    assert request["body"]["tool_choice"] == {"type": "function", "function": {"name": "run_tests"}}
+    assert request["body"]["parallel_tool_calls"] is True
 
 
 async def test_an_answer_is_given_up_after_its_last_attempt(

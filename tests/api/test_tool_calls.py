@@ -464,3 +464,151 @@ async def test_arguments_are_limited_as_message_text(app_with: AppWith) -> None:
 
         body = assert_problem(response, 413, "payload_too_large")
         assert "tool_calls[0].arguments" in body["detail"]
+
+
+# --- tool_choice and parallel_tool_calls
+
+READ_FILE = {"type": "function", "function": {"name": "read_file"}}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"tool_choice": "none"},
+        {"tool_choice": "auto"},
+        {"tool_choice": "required"},
+        {"tool_choice": READ_FILE},
+        {"parallel_tool_calls": False},
+        {"parallel_tool_calls": True},
+        {"tool_choice": "required", "parallel_tool_calls": False},
+    ],
+)
+async def test_tool_choice_and_parallel_tool_calls_are_sent_as_given(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer, fields: dict[str, Any]
+) -> None:
+    account, session_id = await new_session(factory)
+
+    response = await _chat(client, account, session_id, content="Why?", tools=TOOLS, **fields)
+
+    assert response.status_code == 201, response.text
+    [request] = await llm.requests()
+    sent = request["body"]
+    assert {key: sent[key] for key in ("tool_choice", "parallel_tool_calls") if key in sent} == (
+        fields
+    )
+    assert request["body"]["tools"] == TOOLS
+
+
+async def test_without_them_neither_is_sent(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+
+    with_tools = await _chat(client, account, session_id, content="Why?", tools=TOOLS)
+    nulls = await _chat(
+        client,
+        account,
+        session_id,
+        content="And?",
+        tools=TOOLS,
+        tool_choice=None,
+        parallel_tool_calls=None,
+    )
+
+    assert with_tools.status_code == nulls.status_code == 201, (with_tools.text, nulls.text)
+    for request in await llm.requests():
+        assert request["body"]["tools"] == TOOLS
+        assert not {"tool_choice", "parallel_tool_calls"} & request["body"].keys()
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        # Only with tools, whatever the value (OpenAI refuses them without tools too).
+        ({"tool_choice": "none"}, ("body", "tool_choice")),
+        ({"tool_choice": "auto"}, ("body", "tool_choice")),
+        ({"tool_choice": READ_FILE}, ("body", "tool_choice")),
+        ({"parallel_tool_calls": True}, ("body", "parallel_tool_calls")),
+        ({"parallel_tool_calls": False, "tools": None}, ("body", "parallel_tool_calls")),
+        # A named function is one of the turn's tools.
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "rm"}}},
+            ("body", "tool_choice"),
+        ),
+        # OpenAI's shapes only.
+        ({"tools": TOOLS, "tool_choice": "sometimes"}, ("body", "tool_choice")),
+        ({"tools": TOOLS, "tool_choice": 1}, ("body", "tool_choice")),
+        (
+            {"tools": TOOLS, "tool_choice": {"function": {"name": "read_file"}}},
+            ("body", "tool_choice", "function", "type"),
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": READ_FILE | {"type": "web"}},
+            ("body", "tool_choice", "function", "type"),
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "a b"}}},
+            ("body", "tool_choice", "function", "function", "name"),
+        ),
+        (
+            {"tools": TOOLS, "tool_choice": READ_FILE | {"strict": True}},
+            ("body", "tool_choice", "function", "strict"),
+        ),
+        ({"tools": TOOLS, "parallel_tool_calls": "sometimes"}, ("body", "parallel_tool_calls")),
+    ],
+)
+async def test_malformed_tool_choices_are_refused_at_the_field(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    llm: LlmServer,
+    body: dict[str, Any],
+    loc: tuple[str | int, ...],
+) -> None:
+    account, session_id = await new_session(factory)
+
+    response = await _chat(client, account, session_id, content="q", **body)
+
+    problem = assert_validation_error(response, *loc)
+    assert loc[1] in problem["detail"]
+    assert await llm.requests() == []
+    listed = (await client.get(_messages(session_id), headers=account.headers)).json()["data"]
+    assert listed == []
+
+
+async def test_a_retry_of_a_turn_with_tool_choice_is_the_same_turn(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    headers = {**account.headers, "Idempotency-Key": "turn-tool-choice"}
+    body = {
+        "content": "Why?",
+        "tools": TOOLS,
+        "tool_choice": READ_FILE,
+        "parallel_tool_calls": False,
+        "stream": False,
+    }
+
+    first = await client.post(chat_path(session_id), json=body, headers=headers)
+    # The same body with its keys in another order is the same request.
+    again = await client.post(
+        chat_path(session_id),
+        json={**body, "tool_choice": {"function": {"name": "read_file"}, "type": "function"}},
+        headers=headers,
+    )
+    other_choice = await client.post(
+        chat_path(session_id), json={**body, "tool_choice": "auto"}, headers=headers
+    )
+    other_parallel = await client.post(
+        chat_path(session_id), json={**body, "parallel_tool_calls": True}, headers=headers
+    )
+    left_out = await client.post(
+        chat_path(session_id),
+        json={k: v for k, v in body.items() if k != "tool_choice"},
+        headers=headers,
+    )
+
+    assert first.status_code == again.status_code == 201, (first.text, again.text)
+    assert again.json() == first.json()
+    for reused in (other_choice, other_parallel, left_out):
+        assert_problem(reused, 409, "idempotency_key_reused")
+    assert len(await llm.requests()) == 1
