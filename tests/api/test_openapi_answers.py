@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from chat_store.api.problems import PROBLEM_CONTENT_TYPE
 from chat_store.errors import AppError
+from chat_store.schemas.chat import ChatTurnCreate
 from chat_store.services.generation import errors as generation_errors
 from tests.factories import API, Factory
 
@@ -229,3 +230,14 @@ async def test_real_errors_carry_a_listed_code(
     await assert_listed(
         app, "post", f"{API}/sessions/{{session_id}}/resume", nothing_open, "nothing_to_resume"
     )
+
+
+def test_the_chat_routes_request_examples_are_turns_it_takes(app: FastAPI) -> None:
+    document = app.openapi()
+    operation = document["paths"][f"{API}/sessions/{{session_id}}/chat"]["post"]
+    examples = operation["requestBody"]["content"]["application/json"]["examples"]
+
+    assert {"tools", "tool_choice", "tool_results"} <= examples.keys()
+    for name, example in examples.items():
+        turn = ChatTurnCreate.model_validate(example["value"])
+        assert turn.model_dump(exclude_unset=True) == example["value"], name

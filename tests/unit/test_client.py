@@ -29,6 +29,7 @@ from chat_store.client import (
     ValidationError,
     models,
 )
+from chat_store.client._chat import chat_body
 from chat_store.client._core import no_content
 from chat_store.client.errors import parse_retry_after
 
@@ -647,3 +648,22 @@ def test_sse_parser_reads_events_ids_comments_and_multiline_data() -> None:
         ServerSentEvent("delta", '{"delta":"Hello","offset":5}', "5"),
         ServerSentEvent("done", "line one\nline two", "5"),
     ]
+
+
+def test_a_chat_body_holds_the_turns_tool_fields_given() -> None:
+    tools = [{"type": "function", "function": {"name": "read_file"}}]
+    choice = {"type": "function", "function": {"name": "read_file"}}
+
+    given = chat_body(
+        "Why?", stream=False, tools=tools, tool_choice=choice, parallel_tool_calls=False
+    )
+    left_out = chat_body(None, stream=True, tools=tools, idempotency_key="k")
+
+    assert given == {
+        "content": "Why?",
+        "tools": tools,
+        "tool_choice": choice,
+        "parallel_tool_calls": False,
+        "stream": False,
+    }
+    assert left_out == {"tools": tools, "stream": True}

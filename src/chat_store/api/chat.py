@@ -112,6 +112,27 @@ _CHAT_EXAMPLES = {
             ],
         },
     },
+    "tool_choice": {
+        "summary": "A turn whose model must call read_file, once",
+        "value": {
+            "content": "Show me billing.py",
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "read_file",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"path": {"type": "string"}},
+                            "required": ["path"],
+                        },
+                    },
+                }
+            ],
+            "tool_choice": {"type": "function", "function": {"name": "read_file"}},
+            "parallel_tool_calls": False,
+        },
+    },
     "tool_results": {
         "summary": "After appending the tool results: answer them (no content)",
         "value": {"tools": [{"type": "function", "function": {"name": "read_file"}}]},

@@ -41,6 +41,10 @@ class TurnOptions(TypedDict, total=False):
     expected_last_seq: int | None
     # Function definitions the model may call: [{"type": "function", "function": {...}}].
     tools: Sequence[Mapping[str, Any]] | None
+    # With tools only: "none", "auto", "required" or {"type": "function", "function": {"name"}};
+    # and whether the model may call several at once. Left out: the provider's defaults.
+    tool_choice: str | Mapping[str, Any] | None
+    parallel_tool_calls: bool | None
 
 
 class TurnRequest(TurnOptions, total=False):
