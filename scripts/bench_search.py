@@ -15,6 +15,10 @@ SQLite: 100,000 messages the same way (seeded at 0001, migrated), searches p50/p
     .venv/bin/python scripts/bench_search.py            # both (about 15 minutes here)
     .venv/bin/python scripts/bench_search.py --sqlite-only --requests 100
 
+The Postgres server is BENCH_PG_ADMIN_URL's (default: the one on 127.0.0.1:5432); its
+shared_buffers, printed with the results, decides whether a user's matches are read from
+Postgres' buffers or through the kernel's cache (docs/benchmarks.md, "Search").
+
 The load generator runs in this process, on the same machine as the server and the database:
 on a small machine they share the cores, so the latencies include that contention.
 """
@@ -532,7 +536,10 @@ async def pg_sizes(url: str) -> dict[str, Any]:
                 pg_total_relation_size('message') AS message_total,
                 (SELECT sum(pg_column_size(search_vector)) FROM message) AS vectors,
                 (SELECT sum(pg_column_size(content)) FROM message) AS contents,
-                (SELECT count(*) FROM message) AS messages
+                (SELECT count(*) FROM message) AS messages,
+                current_setting('server_version') AS server_version,
+                current_setting('shared_buffers') AS shared_buffers,
+                current_setting('effective_cache_size') AS effective_cache_size
             """
         )
         return dict(row)
@@ -600,6 +607,13 @@ async def run_postgres(args: argparse.Namespace, workdir: Path, cleanup: Cleanup
     )
     out["vacuum_s"] = await timed("VACUUM ANALYZE message", lambda: pg_run(url, "VACUUM ANALYZE"))
     out["sizes"] = await pg_sizes(url)
+    # Whether a user's matches are read from Postgres' buffers or through the kernel's cache
+    # depends on shared_buffers: printed with the results.
+    log(
+        f"Postgres {out['sizes']['server_version']}, shared_buffers "
+        f"{out['sizes']['shared_buffers']}, effective_cache_size "
+        f"{out['sizes']['effective_cache_size']}"
+    )
     _, tickets = sentences()
     await pg_run(url, "CHECKPOINT")
     latencies = await run_searches(server, keys, tickets, args.requests)
@@ -795,16 +809,19 @@ def table(results: dict[str, Any]) -> str:
     for engine in ("postgres", "sqlite"):
         if engine not in results:
             continue
+        label = engine
+        if engine == "postgres":
+            label = f"postgres (shared_buffers {results[engine]['sizes']['shared_buffers']})"
         for kind, row in results[engine]["search"].items():
             queries = ", ".join(f"`{q.replace('{ticket}', 'N')}`" for q in KINDS[kind])
             lines.append(
-                f"| {engine} | {kind} | {queries} | {results[engine]['matches'][kind]:,.0f} | "
+                f"| {label} | {kind} | {queries} | {results[engine]['matches'][kind]:,.0f} | "
                 f"{row['requests']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
                 f"{row['alone_p50_ms']:.1f} |"
             )
         pooled = results[engine]["search_pooled"]
         lines.append(
-            f"| {engine} | all of the above | | | | {pooled['p50_ms']:.1f} | "
+            f"| {label} | all of the above | | | | {pooled['p50_ms']:.1f} | "
             f"{pooled['p99_ms']:.1f} | |"
         )
     return "\n".join(lines)
