@@ -5,9 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.models import Generation
@@ -20,8 +22,18 @@ def _live(now: datetime) -> Any:
     return and_(_G.owner.is_not(None), _G.lease_expires_at > now)
 
 
-async def insert_generation(db: AsyncSession, values: dict[str, Any]) -> None:
-    await db.execute(insert(Generation), values)
+async def insert_generation(db: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert a generation unless its message has one; returns whether it was inserted.
+    INSERT ... ON CONFLICT DO NOTHING: a concurrent insert for the same message is not an
+    error, so no SAVEPOINT is needed around it."""
+    dialect = db.get_bind().dialect.name
+    insert = pg_insert(Generation) if dialect == "postgresql" else sqlite_insert(Generation)
+    stmt = (
+        insert.values(values)
+        .on_conflict_do_nothing(index_elements=[_G.message_id])
+        .returning(_G.message_id)
+    )
+    return (await db.execute(stmt)).first() is not None
 
 
 async def get(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
@@ -29,21 +41,23 @@ async def get(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
     return result.scalar_one_or_none()
 
 
-async def live_in_session(
-    db: AsyncSession, session_id: uuid.UUID, now: datetime
-) -> list[uuid.UUID]:
-    """Messages of the session being generated now (served by ix_generation_session_id)."""
-    result = await db.execute(select(_G.message_id).where(_G.session_id == session_id, _live(now)))
-    return list(result.scalars())
+class LiveGeneration(NamedTuple):
+    message_id: uuid.UUID
+    session_id: uuid.UUID
+    user_id: uuid.UUID
 
 
-async def live_for_user(
-    db: AsyncSession, user_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
-) -> int:
-    stmt = select(func.count()).select_from(_G).where(_G.user_id == user_id, _live(now))
-    if besides is not None:
-        stmt = stmt.where(_G.message_id != besides)
-    return int((await db.execute(stmt)).scalar_one())
+async def live_for(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+) -> list[LiveGeneration]:
+    """The generations live now that are the user's or the session's, in one read (served by
+    ix_generation_user_id and ix_generation_session_id)."""
+    result = await db.execute(
+        select(_G.message_id, _G.session_id, _G.user_id).where(
+            or_(_G.user_id == user_id, _G.session_id == session_id), _live(now)
+        )
+    )
+    return [LiveGeneration(*row) for row in result]
 
 
 async def claim(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import generations as generation_crud
@@ -38,8 +37,7 @@ get_message = message_service.get_message
 
 # The leases, as the generations crud module keeps them.
 get_generation = generation_crud.get
-live_in_session = generation_crud.live_in_session
-live_for_user = generation_crud.live_for_user
+live_for = generation_crud.live_for
 claim = generation_crud.claim
 renew = generation_crud.renew
 release = generation_crud.release
@@ -127,7 +125,7 @@ async def add_generation(
     now: datetime,
 ) -> bool:
     """Record a new generation held by `owner`; False when the message has one already
-    (inserted concurrently)."""
+    (inserted concurrently). One statement, no SAVEPOINT: the insert does nothing then."""
     values = {
         "message_id": message.id,
         "session_id": message.session_id,
@@ -139,12 +137,7 @@ async def add_generation(
         "created_at": now,
         "updated_at": now,
     }
-    try:
-        async with db.begin_nested():
-            await generation_crud.insert_generation(db, values)
-    except IntegrityError:
-        return False
-    return True
+    return await generation_crud.insert_generation(db, values)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 - A turn stores the user's message and the pending answer in one transaction, with the lease of
   its generation, and reads the prompt's messages in it. Once its checks have passed, its
-  generation starts in this process with the provider call, while the transaction commits; it
-  writes nothing before the commit, and a turn that is undone closes the call.
+  generation starts in this process with the provider call, while the turn's last writes (the
+  lease, the Idempotency-Key's answer) and its commit go on; it writes nothing before the
+  commit, and a turn that is undone closes the call.
 - A turn without content stores only the answer, to the history as it stands: there must be
   something to answer (409 nothing_to_answer), every tool call with its result (409
   tool_results_missing).
@@ -71,22 +72,25 @@ def choose_model(settings: Settings, requested: str | None) -> str:
     return requested
 
 
-async def _check_user_limit(
-    ctx: TurnContext, now: datetime, *, besides: uuid.UUID | None = None
-) -> None:
-    limit = ctx.settings.generation_concurrency_per_user
-    live = await store.live_for_user(ctx.db, ctx.principal.user_id, now, besides=besides)
-    if live >= limit:
-        raise TooManyGenerations(limit)
-
-
-async def _check_session_free(
+async def _check_limits(
     ctx: TurnContext, session_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
 ) -> None:
-    live = [mid for mid in await store.live_in_session(ctx.db, session_id, now) if mid != besides]
-    if live:
+    """At most GENERATION_CONCURRENCY_PER_USER live generations of the user (429), then one per
+    session (409); `besides` (the generation being started) is not counted. One read."""
+    user_id = ctx.principal.user_id
+    live = [
+        generation
+        for generation in await store.live_for(ctx.db, user_id, session_id, now)
+        if generation.message_id != besides
+    ]
+    limit = ctx.settings.generation_concurrency_per_user
+    if sum(1 for generation in live if generation.user_id == user_id) >= limit:
+        raise TooManyGenerations(limit)
+    in_session = [g.message_id for g in live if g.session_id == session_id]
+    if in_session:
         raise GenerationInProgress(
-            live[0], f"An answer of this session is being generated (message {live[0]})"
+            in_session[0],
+            f"An answer of this session is being generated (message {in_session[0]})",
         )
 
 
@@ -140,25 +144,27 @@ async def start_turn(
             source = await store.answer_prompt_source(ctx, answer, ctx.settings.llm_context_tokens)
             if user is None:
                 check_answerable(source.before_answer())
-            await _check_user_limit(ctx, now)
-            await _check_session_free(ctx, session_id, now, besides=answer.id)
-            await store.add_generation(
-                ctx.db,
-                answer,
-                ctx.principal,
-                owner=runner.owner,
-                lease_until=runner.lease_until(now),
-                params=params.to_dict(),
-                now=now,
-            )
+            await _check_limits(ctx, session_id, now, besides=answer.id)
         except BaseException:
             slot.release()
             raise
-        # Every check has passed: the provider is called now, while the turn commits.
+        # Every check that may refuse the turn has passed: the provider is called now, and the
+        # turn's last writes (the lease, the Idempotency-Key's answer) and its commit go on
+        # meanwhile. Should they fail, the turn is undone and the call closed (`settle`).
         runner.start_with_turn(
             Job(answer.id, session_id, ctx.principal.user_id, 1, params, source=source), slot
         )
         made.append(answer.id)
+        # A new message has no generation: the insert cannot find one.
+        await store.add_generation(
+            ctx.db,
+            answer,
+            ctx.principal,
+            owner=runner.owner,
+            lease_until=runner.lease_until(now),
+            params=params.to_dict(),
+            now=now,
+        )
         return ChatTurn(user_message=user, assistant_message=answer)
 
     # `stream` is how the caller reads the answer, not part of the turn: a retry may change it.
@@ -320,8 +326,7 @@ async def continue_message(
                 now=now,
             ):
                 raise _live(message_id)
-        await _check_user_limit(ctx, now, besides=message_id)
-        await _check_session_free(ctx, session_id, now, besides=message_id)
+        await _check_limits(ctx, session_id, now, besides=message_id)
         if answer.status == "failed":
             answer = await store.update(ctx, answer, MessageUpdate(status="in_progress"))
     except BaseException:
