@@ -1,12 +1,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.models import IdempotencyKey
+from chat_store.models.base import new_id
+
+_K = IdempotencyKey
 
 
 async def get(
@@ -22,36 +27,52 @@ async def get(
     return result.scalar_one_or_none()
 
 
-async def create(
+async def claim(
     db: AsyncSession,
     *,
     user_id: uuid.UUID,
     key: str,
     request_hash: str,
     status_code: int,
-    response_body: str,
+    created_at: datetime,
     expires_at: datetime,
-) -> None:
-    # Only an expired record with the same key is replaced (the unique pair is (user_id, key)):
-    # a live one must make this insert fail, so that a concurrent retry replays it.
-    await db.execute(
-        delete(IdempotencyKey).where(
-            IdempotencyKey.user_id == user_id,
-            IdempotencyKey.key == key,
-            IdempotencyKey.expires_at <= datetime.now(UTC),
-        )
-    )
-    db.add(
-        IdempotencyKey(
+) -> uuid.UUID | None:
+    """Insert the key's record, its answer still empty; returns its id, or None when the key
+    has a record already (the unique pair is (user_id, key)). INSERT ... ON CONFLICT DO NOTHING:
+    a concurrent insert of the same key waits here until the other transaction ends, then
+    does nothing if it committed."""
+    dialect = db.get_bind().dialect.name
+    insert = pg_insert(IdempotencyKey) if dialect == "postgresql" else sqlite_insert(IdempotencyKey)
+    stmt = (
+        insert.values(
+            id=new_id(),
             user_id=user_id,
             key=key,
             request_hash=request_hash,
             status_code=status_code,
-            response_body=response_body,
+            response_body="",
+            created_at=created_at,
             expires_at=expires_at,
         )
+        .on_conflict_do_nothing(index_elements=[_K.user_id, _K.key])
+        .returning(_K.id)
     )
-    await db.flush()
+    return (await db.execute(stmt)).scalar_one_or_none()
+
+
+async def set_response(db: AsyncSession, record_id: uuid.UUID, response_body: str) -> None:
+    await db.execute(update(_K).where(_K.id == record_id).values(response_body=response_body))
+
+
+async def forget(db: AsyncSession, record_id: uuid.UUID) -> None:
+    await db.execute(delete(_K).where(_K.id == record_id))
+
+
+async def delete_expired_key(
+    db: AsyncSession, user_id: uuid.UUID, key: str, now: datetime
+) -> None:
+    """The key's record if it has expired (not purged yet): a live one is kept."""
+    await db.execute(delete(_K).where(_K.user_id == user_id, _K.key == key, _K.expires_at <= now))
 
 
 async def delete_expired(db: AsyncSession, now: datetime, batch: int = 1000) -> int:

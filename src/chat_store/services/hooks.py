@@ -26,17 +26,6 @@ async def when_committed(db: AsyncSession, callback: Callable[[], Awaitable[None
         await callback()
 
 
-def mark(db: AsyncSession) -> int:
-    """How many callbacks are registered now (to drop the later ones with `rollback_to`)."""
-    return len(db.info.get(_KEY, []))
-
-
-def rollback_to(db: AsyncSession, marker: int) -> None:
-    """Forget callbacks registered after `marker`: their savepoint was rolled back."""
-    if _KEY in db.info:
-        del db.info[_KEY][marker:]
-
-
 def discard(db: AsyncSession) -> None:
     db.info.pop(_KEY, None)
 

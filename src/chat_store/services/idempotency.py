@@ -10,11 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
 
 from chat_store.crud import idempotency as idempotency_crud
-from chat_store.errors import IdempotencyKeyReused
-from chat_store.services import hooks
+from chat_store.errors import AppError, IdempotencyKeyReused
 from chat_store.services.context import RequestContext
 
 ResponseT = TypeVar("ResponseT", bound=BaseModel)
@@ -49,6 +47,11 @@ class Create(Generic[ResponseT]):
     response_type: type[ResponseT]
 
 
+# Claims of a key: the second is the one after an expired record was removed, a third only
+# after that record was purged meanwhile by the housekeeping (services/maintenance.py).
+_CLAIM_TRIES = 3
+
+
 async def run_once(
     ctx: RequestContext,
     key: str | None,
@@ -56,7 +59,13 @@ async def run_once(
     produce: Callable[[], Awaitable[ResponseT]],
 ) -> ResponseT:
     """Run a create once per Idempotency-Key (every create answers 201), keeping its answer
-    for IDEMPOTENCY_TTL_HOURS."""
+    for IDEMPOTENCY_TTL_HOURS.
+
+    The key is claimed first, with one insert that does nothing when the key has a record:
+    a concurrent request with the same key waits at that insert until the first one's
+    transaction ends, then replays its answer (or, if it was undone, claims the key itself).
+    So no SAVEPOINT is needed, and a retry never does the work a second time. The answer is
+    written into the claimed record once `produce` has made it, in the same transaction."""
     if key is None:
         return await produce()
     db, user_id, response_type = ctx.db, ctx.principal.user_id, create.response_type
@@ -64,31 +73,33 @@ async def run_once(
     ttl = timedelta(hours=ctx.settings.idempotency_ttl_hours)
     status_code = 201
     now = datetime.now(UTC)
-    stored = await idempotency_crud.get(db, user_id, key, now)
-    if stored is not None:
-        return _replay(stored.request_hash, stored.response_body, request_hash, response_type)
-    marker = hooks.mark(db)
-    try:
-        # A savepoint: if a concurrent request with the same key commits first, our write is
-        # undone (with the events it would have published) and its answer is returned instead.
-        async with db.begin_nested():
-            response = await produce()
-            await idempotency_crud.create(
-                db,
-                user_id=user_id,
-                key=key,
-                request_hash=request_hash,
-                status_code=status_code,
-                response_body=response.model_dump_json(),
-                expires_at=now + ttl,
-            )
-            return response
-    except IntegrityError:
-        hooks.rollback_to(db, marker)
+    for _ in range(_CLAIM_TRIES):
+        record_id = await idempotency_crud.claim(
+            db,
+            user_id=user_id,
+            key=key,
+            request_hash=request_hash,
+            status_code=status_code,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+        if record_id is not None:
+            break
         stored = await idempotency_crud.get(db, user_id, key, now)
-        if stored is None:
-            raise
-        return _replay(stored.request_hash, stored.response_body, request_hash, response_type)
+        if stored is not None:
+            return _replay(stored.request_hash, stored.response_body, request_hash, response_type)
+        # The key's record has expired and is not purged yet: it is replaced.
+        await idempotency_crud.delete_expired_key(db, user_id, key, now)
+    else:
+        raise RuntimeError(f"Idempotency-Key record could not be claimed in {_CLAIM_TRIES} tries")
+    try:
+        response = await produce()
+    except AppError as exc:
+        if exc.commit:  # the request keeps its writes, but the key has no answer to keep
+            await idempotency_crud.forget(db, record_id)
+        raise
+    await idempotency_crud.set_response(db, record_id, response.model_dump_json())
+    return response
 
 
 def _replay(
