@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.exc import OperationalError
 
 from chat_store.api.deps import AppState
 from chat_store.crud import generations as generation_crud
@@ -519,3 +520,38 @@ async def test_a_generation_started_with_a_turn_that_is_undone_writes_nothing(
         raise AssertionError("the generation did not end")
     stored = await client.get(message_path(session_id, str(answer_id)), headers=account.headers)
     assert (stored.json()["status"], stored.json()["partial_content"]) == ("pending", "")
+
+
+async def test_a_turn_undone_after_the_provider_was_called_closes_the_call(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    llm: LlmServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """POST /chat calls the provider once its checks have passed, before the lease is written
+    and the turn commits: a write that fails after the call undoes the turn, and the call is
+    closed with nothing written."""
+    account, session_id = await new_session(factory)
+    await llm.script("slow", {"hang_after": 2})
+
+    async def lease_lost(*_: Any, **__: Any) -> bool:
+        await wait_for_outcome(llm, "slow", "hanging")  # the provider is answering
+        raise OperationalError("INSERT INTO generation ...", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(store, "add_generation", lease_lost)
+    response = await client.post(
+        chat_path(session_id), json={"content": "go", "model": "slow"}, headers=account.headers
+    )
+
+    assert_problem(response, 503, "service_unavailable")
+    await wait_for_outcome(llm, "slow", "client left")
+    runner = app.state.generation
+    for _ in range(100):
+        if not runner._live:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the generation did not end")
+    listed = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
+    assert listed.json()["data"] == []

@@ -329,6 +329,25 @@ async def test_a_retry_with_the_same_key_is_the_same_turn_and_calls_the_model_on
     assert_problem(reused, 409, "idempotency_key_reused")
 
 
+async def test_retries_at_the_same_time_are_one_turn_and_one_model_call(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """The first claims the key; the others wait for its commit and replay its turn."""
+    account, session_id = await new_session(factory)
+    headers = {**account.headers, "Idempotency-Key": "turn-at-once"}
+    body = {"content": "hi", "stream": False}
+
+    answers = await asyncio.gather(
+        *(client.post(chat_path(session_id), json=body, headers=headers) for _ in range(4))
+    )
+
+    assert [a.status_code for a in answers] == [201] * 4, [a.text for a in answers]
+    assert len({a.json()["assistant_message"]["id"] for a in answers}) == 1
+    assert len(await llm.requests()) == 1
+    session = await client.get(f"{API}/sessions/{session_id}", headers=account.headers)
+    assert session.json()["message_count"] == 2
+
+
 async def test_a_model_the_server_does_not_list_is_refused(
     client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:

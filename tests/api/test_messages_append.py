@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import select, update
 
+from chat_store.models import IdempotencyKey
+from chat_store.state import AppState
 from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
 from tests.factories import API, Account, Factory
 
@@ -605,6 +609,50 @@ async def test_idempotent_fork(client: httpx.AsyncClient, factory: Factory) -> N
         [session["id"], first.json()["id"]]
     )
     assert len(await _stored(client, account, first.json()["id"])) == 2
+
+
+async def test_a_refused_create_keeps_no_key(client: httpx.AsyncClient, factory: Factory) -> None:
+    """The key is claimed before the create runs; a create refused (409 seq_conflict here)
+    leaves no record: the same key then runs the corrected request."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    headers = {**account.headers, "Idempotency-Key": "refused-1"}
+    body = {"role": "user", "content": "hi", "expected_last_seq": 5}
+
+    refused = await client.post(_messages_url(session["id"]), json=body, headers=headers)
+    retried = await client.post(
+        _messages_url(session["id"]), json={**body, "expected_last_seq": 0}, headers=headers
+    )
+
+    assert_problem(refused, 409, "seq_conflict")
+    assert retried.status_code == 201, retried.text
+    assert await _stored(client, account, session["id"]) == [retried.json()]
+
+
+async def test_an_expired_key_is_a_new_request(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """A record past IDEMPOTENCY_TTL_HOURS that the housekeeping has not purged yet gives way
+    to the next request with its key, which is kept in its place."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    headers = {**account.headers, "Idempotency-Key": "expiring"}
+    body = {"role": "user", "content": "hi"}
+    first = await client.post(_messages_url(session["id"]), json=body, headers=headers)
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(IdempotencyKey).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+
+    again = await client.post(_messages_url(session["id"]), json=body, headers=headers)
+    replayed = await client.post(_messages_url(session["id"]), json=body, headers=headers)
+
+    assert (first.status_code, again.status_code, replayed.status_code) == (201, 201, 201)
+    assert again.json()["seq"] == 2
+    assert replayed.json() == again.json()  # the new record is live
+    async with state.sessionmaker() as db:
+        records = (await db.execute(select(IdempotencyKey.key))).scalars().all()
+    assert records == ["expiring"]
 
 
 async def test_idempotency_keys_belong_to_their_user(
