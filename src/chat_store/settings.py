@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # --- streams
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     stream_poll_seconds: float = Field(default=5.0, gt=0)
+    # How long an open stream trusts its credential before it reads it from the database again
+    # (at its next re-read of the store); 0: at every re-read. A revoked key or a deleted user
+    # ends a stream at most this plus STREAM_POLL_SECONDS after the revocation.
+    stream_credential_check_seconds: float = Field(default=5.0, ge=0)
     stale_stream_seconds: int = Field(default=300, ge=1)
 
     # --- generation (the service calls an OpenAI-compatible model; off while LLM_BASE_URL is unset)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta, tzinfo
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +20,7 @@ from chat_store.services import principals as principal_service
 from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
 from tests.conftest import AppWith
 from tests.factories import API, Factory
+from tests.support.chat import events_of
 
 KEYS = f"{API}/api-keys"
 ME = f"{API}/users/me"
@@ -285,3 +289,44 @@ async def test_a_user_holds_at_most_max_api_keys_per_user(
         await factory.api_key(account, name="after an expiry")
         listed = (await client.get(KEYS, headers=account.headers)).json()["data"]
         assert len(listed) == 4  # the expired key is still listed (and can be deleted)
+
+
+async def test_a_revoked_key_ends_its_streams_within_the_credential_check_interval(
+    app_with: AppWith, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open stream re-reads the store every STREAM_POLL_SECONDS but checks its key in the
+    database at most every STREAM_CREDENTIAL_CHECK_SECONDS (the request that opened it counts
+    as the first check): a revoked key ends it at most the two together after the revocation."""
+    poll, check = 0.05, 0.5
+    checks: list[float] = []
+    still_valid = principal_service.still_valid
+
+    async def counted(*args: Any) -> bool:
+        checks.append(time.monotonic())
+        return await still_valid(*args)
+
+    monkeypatch.setattr(principal_service, "still_valid", counted)
+    async with app_with(stream_poll_seconds=poll, stream_credential_check_seconds=check) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        key = await factory.api_key(account)
+        session = await factory.chat_session(account)
+        answer = await factory.message(account, session["id"], role="assistant", status="pending")
+        url = f"{API}/sessions/{session['id']}/messages/{answer['id']}/stream"
+        opened = time.monotonic()
+        follower = asyncio.create_task(client.get(url, headers={"X-API-Key": key["key"]}))
+        await asyncio.sleep(3 * check)  # about 30 re-reads
+
+        assert not follower.done()
+        assert 2 <= len(checks) <= 3, [round(at - opened, 2) for at in checks]
+        gaps = [b - a for a, b in zip([opened, *checks], checks, strict=False)]
+        assert min(gaps) >= check * 0.9, gaps
+        revoked = await client.delete(f"{KEYS}/{key['id']}", headers=account.headers)
+        assert revoked.status_code == 204
+        revoked_at = time.monotonic()
+        response = await asyncio.wait_for(follower, 5)
+        ended_after = time.monotonic() - revoked_at
+
+    assert events_of(response.text)[-1].event == "close"
+    assert events_of(response.text)[-1].data == {"reason": "unauthorized"}
+    assert ended_after < check + poll + 0.5, ended_after

@@ -106,7 +106,8 @@ async def test_streams_end_when_their_key_is_revoked(stream_server: ServerProces
         ]
         await asyncio.sleep(0.5)
         await client.revoke_api_key(key.id)
-        # The server re-checks the key at its next re-read (STREAM_POLL_SECONDS=1 here).
+        # The server re-checks the key at its next re-read (STREAM_POLL_SECONDS=1 here) once
+        # STREAM_CREDENTIAL_CHECK_SECONDS (5 s) have passed since the last check.
         ended = await asyncio.wait_for(asyncio.gather(*followers), 15)
         assert ended == [("close", {"reason": "unauthorized"})] * 2
         refused = await http.get(f"{base}/messages/{answer.id}/stream", headers=headers)

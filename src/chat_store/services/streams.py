@@ -63,11 +63,18 @@ class _CredentialRevoked(Exception):
 
 @dataclass
 class StreamContext:
-    """One stream: the app's state, who reads it, and the signal that the server stops."""
+    """One stream: the app's state, who reads it, and the signal that the server stops.
+
+    Its credential is checked in the database at its re-reads of the store, at most every
+    STREAM_CREDENTIAL_CHECK_SECONDS (at every re-read with 0): a revoked key or a deleted user
+    ends the stream at most that plus STREAM_POLL_SECONDS after the revocation. The request that
+    opened the stream, which has just authenticated the caller, counts as the first check."""
 
     app: AppState
     principal: Principal
     shutdown: anyio.Event = field(default_factory=anyio.Event)
+    # When the credential was last found to hold (time.monotonic()).
+    credential_checked_at: float = field(default_factory=time.monotonic)
 
     @property
     def poll_seconds(self) -> float:
@@ -91,16 +98,23 @@ class StreamContext:
             subscription.lost = False
             yield
 
+    def _credential_due(self) -> bool:
+        trusted_for = self.app.settings.stream_credential_check_seconds
+        return trusted_for <= 0 or time.monotonic() - self.credential_checked_at >= trusted_for
+
     @asynccontextmanager
     async def reading(self, *, snapshot: bool = False) -> AsyncIterator[RequestContext]:
         """One read of the store, in a short session of its own, while the credential the
-        stream was opened with still stands; with `snapshot`, every statement of it reads one
-        point in time (db.read_snapshot)."""
+        stream was opened with still stands (checked first when it is due); with `snapshot`,
+        every statement of it reads one point in time (db.read_snapshot)."""
         async with self.app.sessionmaker() as db:
             if snapshot:
                 await read_snapshot(db)
-            if not await principal_service.still_valid(db, self.principal):
-                raise _CredentialRevoked
+            if self._credential_due():
+                checked_at = time.monotonic()  # before the read: it is no newer than that
+                if not await principal_service.still_valid(db, self.principal):
+                    raise _CredentialRevoked
+                self.credential_checked_at = checked_at
             yield RequestContext(db, self.principal, self.app)
 
 
