@@ -4,12 +4,19 @@ streams the answer into the store, and records its usage."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
+from chat_store.api.deps import AppState
+from chat_store.models import ChatSession
+from chat_store.services import archive as archive_service
+from chat_store.services.archive import Archiver
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
 from tests.conftest import AppWith, running_app
@@ -346,6 +353,73 @@ async def test_retries_at_the_same_time_are_one_turn_and_one_model_call(
     assert len(await llm.requests()) == 1
     session = await client.get(f"{API}/sessions/{session_id}", headers=account.headers)
     assert session.json()["message_count"] == 2
+
+
+async def test_a_turn_in_an_archived_session_restores_it_first(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """The turn's append finds the session archived (its statement is refused), restores the
+    messages and appends after them; the prompt holds the restored history."""
+    account, session_id = await new_session(factory, system_prompt="Be brief.")
+    await factory.message(account, session_id, content="before the archive")
+    await factory.message(account, session_id, role="assistant", content="an old answer")
+    state: AppState = app.state.resources
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(ChatSession)
+            .where(ChatSession.id == uuid.UUID(session_id))
+            .values(last_activity_at=datetime.now(UTC) - timedelta(days=100))
+        )
+    archiver = Archiver(state.sessionmaker, state.archive)
+    report = await archive_service.archive_idle_sessions(
+        archiver, timedelta(days=90), dry_run=False
+    )
+    assert (report.sessions, report.messages) == (1, 2)
+
+    response = await client.post(
+        chat_path(session_id), json={"content": "after it"}, headers=account.headers
+    )
+
+    assert response.status_code == 200, response.text
+    turn = events_of(response.text)[0].data
+    assert (turn["user_message"]["seq"], turn["assistant_message"]["seq"]) == (3, 4)
+    assert streamed_text(events_of(response.text)) == DEFAULT_TEXT
+    [request] = await llm.requests()
+    assert [message["content"] for message in request["body"]["messages"]] == [
+        "Be brief.",
+        "before the archive",
+        "an old answer",
+        "after it",
+    ]
+
+
+async def test_a_turn_appends_at_the_expected_seq_only_and_titles_the_session(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await factory.message(account, session_id, content="first")
+    body = {"content": "Why does the billing test fail?", "stream": False}
+
+    stale = await client.post(
+        chat_path(session_id), json={**body, "expected_last_seq": 0}, headers=account.headers
+    )
+    current = await client.post(
+        chat_path(session_id), json={**body, "expected_last_seq": 1}, headers=account.headers
+    )
+
+    assert_problem(stale, 409, "seq_conflict")
+    assert current.status_code == 201, current.text
+    turn = current.json()
+    assert (turn["user_message"]["seq"], turn["assistant_message"]["seq"]) == (2, 3)
+    assert len(await llm.requests()) == 1
+    session = (await client.get(f"{API}/sessions/{session_id}", headers=account.headers)).json()
+    assert session["message_count"] == 3
+    assert session["title"] == "first"  # set by the first user message, kept
+    untitled, fresh_id = await new_session(factory)
+    titled = await client.post(chat_path(fresh_id), json=body, headers=untitled.headers)
+    assert titled.status_code == 201, titled.text
+    fresh = (await client.get(f"{API}/sessions/{fresh_id}", headers=untitled.headers)).json()
+    assert fresh["title"] == "Why does the billing test fail?"
 
 
 async def test_a_model_the_server_does_not_list_is_refused(

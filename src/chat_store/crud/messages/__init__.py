@@ -10,9 +10,11 @@ from chat_store.crud.messages.deltas import (
 )
 from chat_store.crud.messages.rows import (
     INSERT_BATCH,
+    Appended,
     StoredMessage,
     any_message_id_exists,
     append_one,
+    append_with_prompt,
     changed_since,
     delete_message,
     flush,
@@ -42,6 +44,7 @@ bump_session = bump_history_version
 
 __all__ = [
     "INSERT_BATCH",
+    "Appended",
     "Delta",
     "MessageRow",
     "MessageValues",
@@ -52,6 +55,7 @@ __all__ = [
     "any_message_id_exists",
     "append_delta",
     "append_one",
+    "append_with_prompt",
     "bump_history_version",
     "bump_session",
     "changed_since",

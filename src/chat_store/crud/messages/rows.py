@@ -8,9 +8,9 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, insert, select, tuple_, update
+from sqlalchemy import bindparam, delete, insert, select, tuple_, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
@@ -125,6 +125,91 @@ async def append_one(
     params.update(reservation.params())
     appended = await fetch_one(db, write, params, standalone=standalone)
     return None if appended is None else (appended["seq"], appended["version"])
+
+
+class Appended(NamedTuple):
+    """What an append with the session's system prompt returns."""
+
+    last_seq: int  # the last message's: message i of n has seq last_seq - n + 1 + i
+    last_version: int  # likewise its version
+    system_prompt: str | None  # the session's
+
+
+@functools.cache
+def _append_rows(*, count: int, expected: bool, titled: bool) -> ByDialect:
+    """The session's next `count` seqs, the messages' inserts, and the session's system prompt:
+    on Postgres one statement (data-modifying WITHs: the session's row is updated, and so
+    locked, first), on SQLite the update and then the inserts."""
+    reserve = reserve_statement(expected=expected, titled=titled, prompt=True)
+    reserved = reserve.cte("reserved")
+    rows = []
+    for index in range(count):
+        back = count - 1 - index
+        rows.append(
+            select(
+                *(
+                    bindparam(f"m{index}_{column.name}", type_=column.type)
+                    for column in _GIVEN_COLUMNS
+                ),
+                reserved.c.last_seq - back,
+                reserved.c.history_version - back,
+                reserved.c.history_version - back,
+            )
+        )
+    source = rows[0] if count == 1 else union_all(*rows)
+    inserted = (
+        insert(MESSAGE_TABLE)
+        .from_select([*(column.name for column in _GIVEN_COLUMNS), *_FROM_SESSION], source)
+        .cte("inserted")
+    )
+    in_one = select(
+        reserved.c.last_seq, reserved.c.history_version, reserved.c.system_prompt
+    ).add_cte(inserted)
+
+    async def in_steps(db: AsyncSession, params: dict[str, Any]) -> dict[str, Any] | None:
+        taken = (await db.execute(reserve, params)).first()
+        if taken is None:
+            return None
+        last_seq, last_version, system_prompt = taken
+        inserts = []
+        for index in range(count):
+            back = count - 1 - index
+            row = {column.name: params[f"m{index}_{column.name}"] for column in _GIVEN_COLUMNS}
+            row.update(
+                seq=last_seq - back,
+                created_version=last_version - back,
+                version=last_version - back,
+            )
+            inserts.append(row)
+        await db.execute(_INSERT_MESSAGE, inserts[0] if count == 1 else inserts)
+        return {
+            "last_seq": last_seq,
+            "history_version": last_version,
+            "system_prompt": system_prompt,
+        }
+
+    return ByDialect(postgresql=in_one, sqlite=in_steps)
+
+
+async def append_with_prompt(
+    db: AsyncSession, messages: Sequence[StoredMessage], reservation: SeqReservation
+) -> Appended | None:
+    """Insert `messages` (ids of their own, not in the table) with the session's next seqs,
+    which also give their versions (whatever they hold for them), in the caller's transaction;
+    with the session's system prompt. None as reserve_seqs."""
+    write = _append_rows(
+        count=len(messages),
+        expected=reservation.expected_last_seq is not None,
+        titled=reservation.auto_title is not None,
+    )
+    params = reservation.params()
+    for index, message in enumerate(messages):
+        values = message.columns()
+        params.update({f"m{index}_{column.name}": values[column.name] for column in _GIVEN_COLUMNS})
+    appended = await fetch_one(db, write, params)
+    if appended is None:
+        return None
+    return Appended(appended["last_seq"], appended["history_version"], appended["system_prompt"])
 
 
 async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> bool:

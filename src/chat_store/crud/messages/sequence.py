@@ -22,7 +22,9 @@ _NOT_ARCHIVED = CHAT_SESSION.archived_at.is_(None)
 
 
 @functools.cache
-def reserve_statement(*, expected: bool, titled: bool) -> Update:
+def reserve_statement(*, expected: bool, titled: bool, prompt: bool = False) -> Update:
+    """The session's next seqs taken; returns the new last seq and history version, and with
+    `prompt` the session's system prompt."""
     values: dict[str, Any] = {
         "last_seq": CHAT_SESSION.last_seq + bindparam("b_count"),
         "message_count": CHAT_SESSION.message_count + bindparam("b_count"),
@@ -42,7 +44,10 @@ def reserve_statement(*, expected: bool, titled: bool) -> Update:
     )
     if expected:
         stmt = stmt.where(CHAT_SESSION.last_seq == bindparam("b_expected_last_seq"))
-    return stmt.values(**values).returning(CHAT_SESSION.last_seq, CHAT_SESSION.history_version)
+    returned = [CHAT_SESSION.last_seq, CHAT_SESSION.history_version]
+    if prompt:
+        returned.append(CHAT_SESSION.system_prompt)
+    return stmt.values(**values).returning(*returned)
 
 
 @functools.cache

@@ -91,27 +91,27 @@ async def system_prompt(ctx: RequestContext, session_id: uuid.UUID) -> str | Non
     return chat_session.system_prompt
 
 
-async def create_turn(
-    ctx: RequestContext, session_id: uuid.UUID, turn: NewTurn
-) -> tuple[MessageRead | None, MessageRead]:
+@dataclass(frozen=True)
+class StoredTurn:
+    user: MessageRead | None  # None: a turn without content
+    answer: MessageRead
+    system_prompt: str | None  # the session's, read by the same statement
+
+
+async def create_turn(ctx: RequestContext, session_id: uuid.UUID, turn: NewTurn) -> StoredTurn:
     """The user's message (complete, with its context) unless the turn has no content, and the
-    answer (pending), with the next seqs, in the caller's transaction."""
-    user: MessageRead | None = None
-    expected_last_seq = turn.expected_last_seq
+    answer (pending), with the next seqs, in the caller's transaction (one statement on
+    Postgres); with the session's system prompt."""
+    pending = MessageAppend(role="assistant", status="pending", model=turn.model)
+    items = [pending]
     if turn.content is not None:
-        asked = MessageAppend(
-            role="user",
-            content=turn.content,
-            context=turn.context,
-            expected_last_seq=expected_last_seq,
-        )
-        user = await message_service.create_message(ctx, session_id, asked, None)
-        expected_last_seq = None
-    pending = MessageAppend(
-        role="assistant", status="pending", model=turn.model, expected_last_seq=expected_last_seq
+        asked = MessageAppend(role="user", content=turn.content, context=turn.context)
+        items.insert(0, asked)
+    created, prompt = await message_service.append_with_prompt(
+        ctx, session_id, items, turn.expected_last_seq
     )
-    answer = await message_service.create_message(ctx, session_id, pending, None)
-    return user, answer
+    user = created[0] if len(created) == 2 else None
+    return StoredTurn(user, created[-1], prompt)
 
 
 async def add_generation(
@@ -164,12 +164,12 @@ async def prompt_source(
 
 
 async def answer_prompt_source(
-    ctx: RequestContext, answer: MessageRead, max_tokens: int
+    ctx: RequestContext, answer: MessageRead, prompt: str | None, max_tokens: int
 ) -> PromptSource:
     """What the prompt of `answer` (as the caller holds it) is made of: the session's system
-    prompt, and the messages before the answer read newest first, page by page, until the
-    history certainly holds more than `max_tokens` (and a tool result's call is included)."""
-    prompt = await system_prompt(ctx, answer.session_id)
+    prompt (`prompt`, as the caller read it), and the messages before the answer read newest
+    first, page by page, until the history certainly holds more than `max_tokens` (and a tool
+    result's call is included)."""
     return await _read_before(ctx, prompt, answer, max_tokens)
 
 

@@ -138,10 +138,13 @@ async def start_turn(
             # session's row until commit, so the checks below see every turn of this session
             # committed before, and none can start meanwhile.
             turn = store.NewTurn(body.content, body.context, model, body.expected_last_seq)
-            user, answer = await store.create_turn(ctx, session_id, turn)
+            created = await store.create_turn(ctx, session_id, turn)
+            user, answer = created.user, created.answer
             # The prompt's messages, read here: the generation calls the provider with them
             # once the checks below have passed, without reading them again.
-            source = await store.answer_prompt_source(ctx, answer, ctx.settings.llm_context_tokens)
+            source = await store.answer_prompt_source(
+                ctx, answer, created.system_prompt, ctx.settings.llm_context_tokens
+            )
             if user is None:
                 check_answerable(source.before_answer())
             await _check_limits(ctx, session_id, now, besides=answer.id)
@@ -179,7 +182,7 @@ async def start_turn(
     for message_id in made:
         if message_id == turn.assistant_message.id:
             stored.append(message_id)
-        else:  # made, then undone: a concurrent retry with the same key stored its turn first
+        else:  # made, but another turn is answered (run_once replays a stored one): undone
             runner.settle_turn(message_id, False)
     return turn
 

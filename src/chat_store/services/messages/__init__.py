@@ -3,7 +3,11 @@
 One module per part; every name other layers use is importable from here.
 """
 
-from chat_store.services.messages.appending import create_message, create_messages
+from chat_store.services.messages.appending import (
+    append_with_prompt,
+    create_message,
+    create_messages,
+)
 from chat_store.services.messages.changing import delete_message, update_message
 from chat_store.services.messages.context import (
     context_window,
@@ -32,6 +36,7 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "TRANSITIONS",
     "append_delta",
+    "append_with_prompt",
     "check_transition",
     "context_window",
     "create_message",

@@ -89,37 +89,9 @@ async def _append_to_live(
     expected_last_seq: int | None,
 ) -> list[MessageRead]:
     db, principal = ctx.db, ctx.principal
-    for index, item in enumerate(items):
-        limits.check_text(ctx.settings, item.content, f"messages[{index}].content")
-        limits.check_text(ctx.settings, item.partial_content, f"messages[{index}].partial_content")
-        tools.check_sizes(ctx, item.tool_calls, f"messages[{index}].tool_calls")
-    client_ids = [item.id for item in items if item.id is not None]
-    if len(set(client_ids)) != len(client_ids):
-        raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
-    if client_ids and await message_crud.any_message_id_exists(db, client_ids):
-        raise MessageExists("A message with one of these ids already exists")
-    await tools.check_answers(ctx, session_id, items)
-
+    client_ids = await _check_items(ctx, session_id, items)
     now = datetime.now(UTC)
-    auto_title = next(
-        (
-            chat_session_service.title_from_first_message(
-                item.content or item.partial_content or ""
-            )
-            for item in items
-            if item.role == "user"
-        ),
-        None,
-    )
-    reservation = message_crud.SeqReservation(
-        user_id=principal.user_id,
-        session_id=session_id,
-        count=len(items),
-        tokens=sum(item.token_count or 0 for item in items),
-        now=now,
-        expected_last_seq=expected_last_seq,
-        auto_title=auto_title,
-    )
+    reservation = _reservation(ctx, session_id, items, expected_last_seq, now)
     if len(items) == 1 and not client_ids:
         # The common case, one message with a server-chosen id: seq and insert in one statement.
         # seq and versions are placeholders here: the statement takes them from the session.
@@ -150,6 +122,92 @@ async def _append_to_live(
     else:
         await message_crud.insert_messages(db, messages)
     return _announce_created(ctx, messages, now)
+
+
+async def _check_items(
+    ctx: RequestContext, session_id: uuid.UUID, items: Sequence[MessageCreate]
+) -> list[uuid.UUID]:
+    """What an append checks before it writes; returns the ids the client chose."""
+    for index, item in enumerate(items):
+        limits.check_text(ctx.settings, item.content, f"messages[{index}].content")
+        limits.check_text(ctx.settings, item.partial_content, f"messages[{index}].partial_content")
+        tools.check_sizes(ctx, item.tool_calls, f"messages[{index}].tool_calls")
+    client_ids = [item.id for item in items if item.id is not None]
+    if len(set(client_ids)) != len(client_ids):
+        raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
+    if client_ids and await message_crud.any_message_id_exists(ctx.db, client_ids):
+        raise MessageExists("A message with one of these ids already exists")
+    await tools.check_answers(ctx, session_id, items)
+    return client_ids
+
+
+def _reservation(
+    ctx: RequestContext,
+    session_id: uuid.UUID,
+    items: Sequence[MessageCreate],
+    expected_last_seq: int | None,
+    now: datetime,
+) -> message_crud.SeqReservation:
+    auto_title = next(
+        (
+            chat_session_service.title_from_first_message(
+                item.content or item.partial_content or ""
+            )
+            for item in items
+            if item.role == "user"
+        ),
+        None,
+    )
+    return message_crud.SeqReservation(
+        user_id=ctx.principal.user_id,
+        session_id=session_id,
+        count=len(items),
+        tokens=sum(item.token_count or 0 for item in items),
+        now=now,
+        expected_last_seq=expected_last_seq,
+        auto_title=auto_title,
+    )
+
+
+async def append_with_prompt(
+    ctx: RequestContext,
+    session_id: uuid.UUID,
+    items: Sequence[MessageAppend],
+    expected_last_seq: int | None,
+) -> tuple[list[MessageRead], str | None]:
+    """Append messages with server-chosen ids as `create_message` appends each (the same checks,
+    seqs, versions, counters and events), in the caller's transaction and, on Postgres, in one
+    statement; with the session's system prompt, read by that statement."""
+    for item in items:
+        _check_limits(ctx, item, ["body"])
+    if any(item.id is not None for item in items):
+        raise ValueError("append_with_prompt appends messages with server-chosen ids only")
+    try:
+        return await _append_with_prompt(ctx, session_id, items, expected_last_seq)
+    except _Archived:
+        await ctx.restore_archived(session_id)
+        return await _append_with_prompt(ctx, session_id, items, expected_last_seq)
+
+
+async def _append_with_prompt(
+    ctx: RequestContext,
+    session_id: uuid.UUID,
+    items: Sequence[MessageCreate],
+    expected_last_seq: int | None,
+) -> tuple[list[MessageRead], str | None]:
+    await _check_items(ctx, session_id, items)
+    now = datetime.now(UTC)
+    reservation = _reservation(ctx, session_id, items, expected_last_seq, now)
+    # seq and versions are placeholders here: the statement takes them from the session.
+    messages = [_new_message(item, ctx.principal, session_id, 0, now, 0) for item in items]
+    appended = await message_crud.append_with_prompt(ctx.db, messages, reservation)
+    if appended is None:
+        await _refused_append(ctx, session_id)
+    first = len(messages) - 1
+    for index, message in enumerate(messages):
+        message.seq = appended.last_seq - first + index
+        message.version = message.created_version = appended.last_version - first + index
+    return _announce_created(ctx, messages, now), appended.system_prompt
 
 
 def _check_limits(ctx: RequestContext, item: MessageCreate, at: list[str | int]) -> None:
