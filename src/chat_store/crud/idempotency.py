@@ -68,9 +68,7 @@ async def forget(db: AsyncSession, record_id: uuid.UUID) -> None:
     await db.execute(delete(_K).where(_K.id == record_id))
 
 
-async def delete_expired_key(
-    db: AsyncSession, user_id: uuid.UUID, key: str, now: datetime
-) -> None:
+async def delete_expired_key(db: AsyncSession, user_id: uuid.UUID, key: str, now: datetime) -> None:
     """The key's record if it has expired (not purged yet): a live one is kept."""
     await db.execute(delete(_K).where(_K.user_id == user_id, _K.key == key, _K.expires_at <= now))
 
