@@ -40,6 +40,7 @@ from chat_store.services.generation.provider import (
     Provider,
     ProviderFailure,
 )
+from chat_store.services.generation.store import PromptSource
 from chat_store.services.principals import Principal
 from chat_store.state import AppState
 
@@ -69,6 +70,7 @@ class Live:
     )
     task: asyncio.Task[None] | None = None
     reader: asyncio.Task[Finish] | None = None
+    call: _Call | None = None  # the provider call, once made
     stop_reason: StopReason | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -87,6 +89,16 @@ class Live:
             self.stop_reason = reason
         if self.reader is not None:
             self.reader.cancel()
+
+
+@dataclass
+class _Call:
+    """A provider call under way: the answer it writes, and its text as `reader` receives it."""
+
+    answer: MessageRead
+    buffer: _Buffer
+    reader: asyncio.Task[Finish]
+    started: float  # time.monotonic()
 
 
 class _Superseded(Exception):
@@ -177,22 +189,11 @@ class AnswerGenerator:
             if live.reader is not None and not live.reader.done():
                 live.reader.cancel()
 
-    async def _generate(self, live: Live, principal: Principal) -> Outcome:
+    def call(self, live: Live, source: PromptSource) -> None:
+        """Call the provider for `live`'s answer with the prompt `source` makes: the request is
+        built now, and a task of its own sends it (at the caller's next await) and reads the
+        answer's text into a buffer, which `run` writes."""
         job = live.job
-        source = job.source
-        if source is None:
-            async with store.transaction(self._sessionmaker) as db:
-                source = await store.prompt_source(
-                    self._acting(db, principal),
-                    job.session_id,
-                    job.message_id,
-                    self.settings.llm_context_tokens,
-                )
-        answer = source.answer
-        if not store.is_open(answer):
-            return "superseded"
-        if live.stop_reason is not None:
-            return await self._stopped(live, principal, answer, "")
         max_output = job.params.max_output_tokens or self.settings.llm_max_output_tokens
         built = prompt_builder.build(
             source,
@@ -209,12 +210,38 @@ class AnswerGenerator:
             tool_choice=job.params.tool_choice,
             parallel_tool_calls=job.params.parallel_tool_calls,
         )
-        prefix = answer.partial_content or ""
-        offset = len(prefix)
         buffer = _Buffer()
         started = time.monotonic()
         reader = asyncio.create_task(self._read(request, buffer))
         live.reader = reader
+        live.call = _Call(source.answer, buffer, reader, started)
+
+    async def _generate(self, live: Live, principal: Principal) -> Outcome:
+        job = live.job
+        if live.call is None:
+            source = job.source
+            if source is None:
+                async with store.transaction(self._sessionmaker) as db:
+                    source = await store.prompt_source(
+                        self._acting(db, principal),
+                        job.session_id,
+                        job.message_id,
+                        self.settings.llm_context_tokens,
+                    )
+            if not store.is_open(source.answer):
+                return "superseded"
+            if live.stop_reason is not None:
+                return await self._stopped(live, principal, source.answer, "")
+            self.call(live, source)
+        assert live.call is not None
+        answer, buffer, reader, started = (
+            live.call.answer,
+            live.call.buffer,
+            live.call.reader,
+            live.call.started,
+        )
+        prefix = answer.partial_content or ""
+        offset = len(prefix)
         if not await _wait_committed(live):
             reader.cancel()
             return "undone"

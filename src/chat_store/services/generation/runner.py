@@ -100,23 +100,29 @@ class GenerationRunner:
 
     def start_with_turn(self, job: Job, slot: Slot) -> None:
         """Generate a turn's answer from the prompt the turn read, before its transaction
-        commits: the provider is called at once (its first token takes the longest), nothing
-        is written until `settle_turn` says the turn is stored, and the call is closed when
-        the turn is undone or not committed within the slot's lifetime."""
-        self._start(job, slot)
+        commits: the provider is called at once (its first token takes the longest; the
+        request is built here and sent at the caller's next await), nothing is written until
+        `settle_turn` says the turn is stored, and the call is closed when the turn is undone
+        or not committed within the slot's lifetime."""
+        self._start(job, slot, call_now=True)
 
     def settle_turn(self, message_id: uuid.UUID, committed: bool) -> None:
         live = self._live.get(message_id)
         if live is not None:
             live.settle(committed)
 
-    def _start(self, job: Job, slot: Slot) -> Live | None:
+    def _start(self, job: Job, slot: Slot, *, call_now: bool = False) -> Live | None:
         slot.release()
         if job.message_id in self._live or self._closing:
             return None
         live = Live(job, commit_by=slot.expires)
         self._live[job.message_id] = live
         self._metrics.live.inc()
+        if call_now and job.source is not None:
+            # Its task before the run's: the request goes out first. Should the request not be
+            # made here, the run makes it, and records a failure as it would.
+            with contextlib.suppress(Exception):
+                self._answers.call(live, job.source)
         live.task = asyncio.create_task(self._run(live), name=f"generation-{job.message_id}")
         return live
 

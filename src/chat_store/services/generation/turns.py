@@ -158,6 +158,7 @@ async def start_turn(
             Job(answer.id, session_id, ctx.principal.user_id, 1, params, source=source), slot
         )
         made.append(answer.id)
+        await asyncio.sleep(0)  # the call's task runs first: the request is on its way
         # A new message has no generation: the insert cannot find one.
         await store.add_generation(
             ctx.db,
