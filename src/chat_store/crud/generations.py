@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.db import ByDialect, fetch_one
 from chat_store.models import Generation
 
 # Live: a process holds the lease and has renewed it in time.
@@ -22,18 +23,22 @@ def _live(now: datetime) -> Any:
     return and_(_G.owner.is_not(None), _G.lease_expires_at > now)
 
 
+# Built once (a statement built per call costs its cache key again): the values are passed as
+# parameters. ON CONFLICT DO NOTHING: a concurrent insert for the same message is not an error,
+# so no SAVEPOINT is needed around it.
+_INSERT_GENERATION = ByDialect(
+    postgresql=pg_insert(Generation)
+    .on_conflict_do_nothing(index_elements=[_G.message_id])
+    .returning(_G.message_id),
+    sqlite=sqlite_insert(Generation)
+    .on_conflict_do_nothing(index_elements=[_G.message_id])
+    .returning(_G.message_id),
+)
+
+
 async def insert_generation(db: AsyncSession, values: dict[str, Any]) -> bool:
-    """Insert a generation unless its message has one; returns whether it was inserted.
-    INSERT ... ON CONFLICT DO NOTHING: a concurrent insert for the same message is not an
-    error, so no SAVEPOINT is needed around it."""
-    dialect = db.get_bind().dialect.name
-    insert = pg_insert(Generation) if dialect == "postgresql" else sqlite_insert(Generation)
-    stmt = (
-        insert.values(values)
-        .on_conflict_do_nothing(index_elements=[_G.message_id])
-        .returning(_G.message_id)
-    )
-    return (await db.execute(stmt)).first() is not None
+    """Insert a generation unless its message has one; returns whether it was inserted."""
+    return await fetch_one(db, _INSERT_GENERATION, values) is not None
 
 
 async def get(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
@@ -47,17 +52,20 @@ class LiveGeneration(NamedTuple):
     user_id: uuid.UUID
 
 
+_LIVE_FOR = select(_G.message_id, _G.session_id, _G.user_id).where(
+    or_(_G.user_id == bindparam("b_user_id"), _G.session_id == bindparam("b_session_id")),
+    _G.owner.is_not(None),
+    _G.lease_expires_at > bindparam("b_now"),  # live, as _live says
+)
+
+
 async def live_for(
     db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
 ) -> list[LiveGeneration]:
     """The generations live now that are the user's or the session's, in one read (served by
     ix_generation_user_id and ix_generation_session_id)."""
-    result = await db.execute(
-        select(_G.message_id, _G.session_id, _G.user_id).where(
-            or_(_G.user_id == user_id, _G.session_id == session_id), _live(now)
-        )
-    )
-    return [LiveGeneration(*row) for row in result]
+    params = {"b_user_id": user_id, "b_session_id": session_id, "b_now": now}
+    return [LiveGeneration(*row) for row in await db.execute(_LIVE_FOR, params)]
 
 
 async def claim(

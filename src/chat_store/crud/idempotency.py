@@ -3,11 +3,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.db import ByDialect, fetch_one
 from chat_store.models import IdempotencyKey
 from chat_store.models.base import new_id
 
@@ -27,6 +28,21 @@ async def get(
     return result.scalar_one_or_none()
 
 
+# Built once (a statement built per call costs its cache key again); the values are passed as
+# parameters.
+_CLAIM = ByDialect(
+    postgresql=pg_insert(_K)
+    .on_conflict_do_nothing(index_elements=[_K.user_id, _K.key])
+    .returning(_K.id),
+    sqlite=sqlite_insert(_K)
+    .on_conflict_do_nothing(index_elements=[_K.user_id, _K.key])
+    .returning(_K.id),
+)
+_SET_RESPONSE = (
+    update(_K).where(_K.id == bindparam("b_id")).values(response_body=bindparam("b_body"))
+)
+
+
 async def claim(
     db: AsyncSession,
     *,
@@ -41,27 +57,22 @@ async def claim(
     has a record already (the unique pair is (user_id, key)). INSERT ... ON CONFLICT DO NOTHING:
     a concurrent insert of the same key waits here until the other transaction ends, then
     does nothing if it committed."""
-    dialect = db.get_bind().dialect.name
-    insert = pg_insert(IdempotencyKey) if dialect == "postgresql" else sqlite_insert(IdempotencyKey)
-    stmt = (
-        insert.values(
-            id=new_id(),
-            user_id=user_id,
-            key=key,
-            request_hash=request_hash,
-            status_code=status_code,
-            response_body="",
-            created_at=created_at,
-            expires_at=expires_at,
-        )
-        .on_conflict_do_nothing(index_elements=[_K.user_id, _K.key])
-        .returning(_K.id)
-    )
-    return (await db.execute(stmt)).scalar_one_or_none()
+    values = {
+        "id": new_id(),
+        "user_id": user_id,
+        "key": key,
+        "request_hash": request_hash,
+        "status_code": status_code,
+        "response_body": "",
+        "created_at": created_at,
+        "expires_at": expires_at,
+    }
+    row = await fetch_one(db, _CLAIM, values)
+    return None if row is None else row["id"]
 
 
 async def set_response(db: AsyncSession, record_id: uuid.UUID, response_body: str) -> None:
-    await db.execute(update(_K).where(_K.id == record_id).values(response_body=response_body))
+    await db.execute(_SET_RESPONSE, {"b_id": record_id, "b_body": response_body})
 
 
 async def forget(db: AsyncSession, record_id: uuid.UUID) -> None:
