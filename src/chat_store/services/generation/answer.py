@@ -213,6 +213,9 @@ class AnswerGenerator:
         buffer = _Buffer()
         started = time.monotonic()
         reader = asyncio.create_task(self._read(request, buffer))
+        # The writer waits for the buffer alone: the call's end (even cancelled before it ran)
+        # wakes it too.
+        reader.add_done_callback(lambda _: buffer.changed.set())
         live.reader = reader
         live.call = _Call(source.answer, buffer, reader, started)
 
@@ -250,9 +253,7 @@ class AnswerGenerator:
         flush_every = self.settings.generation_flush_seconds
         while True:
             if not buffer.text and not reader.done():
-                changed = asyncio.create_task(buffer.changed.wait())
-                await asyncio.wait({changed, reader}, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
+                await buffer.changed.wait()  # text came, or the call ended (see `call`)
             if live.stop_reason is not None:
                 return await self._stopped(live, principal, answer, buffer.take(), offset)
             text = buffer.take()
