@@ -19,7 +19,8 @@ from chat_store.models import Generation
 _G = Generation
 
 
-def _live(now: datetime) -> Any:
+def _live(now: Any) -> Any:
+    """`now`: a time, or a bound parameter holding one."""
     return and_(_G.owner.is_not(None), _G.lease_expires_at > now)
 
 
@@ -54,8 +55,7 @@ class LiveGeneration(NamedTuple):
 
 _LIVE_FOR = select(_G.message_id, _G.session_id, _G.user_id).where(
     or_(_G.user_id == bindparam("b_user_id"), _G.session_id == bindparam("b_session_id")),
-    _G.owner.is_not(None),
-    _G.lease_expires_at > bindparam("b_now"),  # live, as _live says
+    _live(bindparam("b_now")),
 )
 
 

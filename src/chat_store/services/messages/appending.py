@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -63,6 +63,9 @@ async def create_messages(
     return await idempotency.run_once(ctx, idempotency_key, creating, produce)
 
 
+_Appended = TypeVar("_Appended")
+
+
 class _Archived(Exception):
     """The session's row refused the append: its messages are archived."""
 
@@ -73,13 +76,22 @@ async def _append(
     items: Sequence[MessageCreate],
     expected_last_seq: int | None,
 ) -> list[MessageRead]:
-    """Insert messages with the next seqs: all of them or, on any error, none. An archived
-    session is restored first (found by the refusal, so a live one costs nothing more)."""
+    """Insert messages with the next seqs: all of them or, on any error, none."""
+    return await _restoring(
+        ctx, session_id, lambda: _append_to_live(ctx, session_id, items, expected_last_seq)
+    )
+
+
+async def _restoring(
+    ctx: RequestContext, session_id: uuid.UUID, append: Callable[[], Awaitable[_Appended]]
+) -> _Appended:
+    """`append`, after restoring the session first if it is archived (found by the append's
+    refusal, so a live session costs nothing more)."""
     try:
-        return await _append_to_live(ctx, session_id, items, expected_last_seq)
+        return await append()
     except _Archived:
         await ctx.restore_archived(session_id)
-        return await _append_to_live(ctx, session_id, items, expected_last_seq)
+        return await append()
 
 
 async def _append_to_live(
@@ -182,11 +194,9 @@ async def append_with_prompt(
         _check_limits(ctx, item, ["body"])
     if any(item.id is not None for item in items):
         raise ValueError("append_with_prompt appends messages with server-chosen ids only")
-    try:
-        return await _append_with_prompt(ctx, session_id, items, expected_last_seq)
-    except _Archived:
-        await ctx.restore_archived(session_id)
-        return await _append_with_prompt(ctx, session_id, items, expected_last_seq)
+    return await _restoring(
+        ctx, session_id, lambda: _append_with_prompt(ctx, session_id, items, expected_last_seq)
+    )
 
 
 async def _append_with_prompt(
