@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry, NullPool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, Pool
 from sqlalchemy.sql.dml import UpdateBase
 from sqlalchemy.sql.selectable import Select
 from sqlalchemy.util import greenlet_spawn
@@ -62,6 +62,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     event.listen(engine.sync_engine, "do_connect", _postgres_connect)
     event.listen(engine.sync_engine, "handle_error", _postgres_error)
+    _add_custom_planned(engine, settings)
     return engine
 
 
@@ -227,24 +228,72 @@ async def read_snapshot(db: AsyncSession) -> None:
         )
 
 
+# Postgres: sessions on connections that plan every statement for its values (see
+# `planned_for_its_values`), by the pool of the engine they serve: that engine's variants with
+# other execution options (the read sessions' autocommit) share its pool.
+_CUSTOM_PLANNED: weakref.WeakKeyDictionary[Pool, async_sessionmaker[AsyncSession]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _add_custom_planned(engine: AsyncEngine, settings: Settings) -> None:
+    """A pool of autocommit connections to the same database whose `plan_cache_mode` is
+    force_custom_plan and `jit` off from the start (server settings of the connection, so no
+    statement is spent on them), disposed with `engine`."""
+    connect_args: dict[str, Any] = dict(settings.sqlalchemy_connect_args)
+    connect_args["server_settings"] = {
+        **connect_args.get("server_settings", {}),
+        "plan_cache_mode": "force_custom_plan",
+        # A search runs for milliseconds; compiling it (when a branch that does not run is
+        # costed high) takes 20 ms or more.
+        "jit": "off",
+    }
+    kwargs: dict[str, Any] = {"echo": engine.echo, "connect_args": connect_args}
+    if settings.db_null_pool:
+        kwargs["poolclass"] = NullPool
+    else:
+        kwargs.update(
+            pool_size=settings.db_search_pool_size,
+            max_overflow=0,
+            pool_timeout=settings.db_pool_timeout,
+            pool_pre_ping=settings.db_pool_pre_ping,
+        )
+    planned = create_async_engine(engine.url, isolation_level="AUTOCOMMIT", **kwargs)
+    event.listen(planned.sync_engine, "do_connect", _postgres_connect)
+    event.listen(planned.sync_engine, "handle_error", _postgres_error)
+    event.listen(engine.sync_engine, "engine_disposed", lambda _: planned.sync_engine.dispose())
+    _CUSTOM_PLANNED[engine.sync_engine.pool] = create_sessionmaker(planned)
+
+
 @asynccontextmanager
-async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[None]:
-    """Within the block, Postgres plans each statement of `db` for the values it is given.
+async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """A session whose statements Postgres plans for the values they are given.
 
     The driver prepares every statement, and after five executions Postgres may reuse one plan
     made without the values. That suits a statement whose best plan does not depend on them;
     a search's does: a common word is best read newest first from a btree index, stopping
     early, a rare one from the GIN index (the planner tells them apart by the vector column's
-    statistics, from the query's value). The setting goes to the driver as it is (two short
-    round trips, none of SQLAlchemy's work around a statement); should the block be cut short
-    before the reset, the connection merely goes on planning per execution."""
-    if db.get_bind().dialect.name != "postgresql":
-        yield
+    statistics, from the query's value).
+
+    On Postgres the session is one of the engine's search connections (`DB_SEARCH_POOL_SIZE`),
+    which are set up so: a search costs its one round trip, where a `SET` and a `RESET` around
+    it on the request's connection cost two more. Its statements run in autocommit, so they see
+    what is committed, not `db`'s own pending writes: for reads only. Elsewhere (SQLite, or an
+    engine not made by create_engine) it is `db`, with the setting around the block on
+    Postgres."""
+    bind = db.get_bind()
+    planned = _CUSTOM_PLANNED.get(bind.pool) if isinstance(bind, Engine) else None
+    if planned is not None:
+        async with planned() as session:
+            yield session
+        return
+    if bind.dialect.name != "postgresql":
+        yield db
         return
     connection = await db.connection()
     driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
     await driver.execute("SET plan_cache_mode = force_custom_plan")
-    yield
+    yield db
     await driver.execute("RESET plan_cache_mode")
 
 

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # database restart fails one request with 503 and is replaced.
     db_pool_pre_ping: bool = False
     db_echo: bool = False
+    # Postgres: connections each process keeps for searches, which plan every statement for
+    # its values (db.planned_for_its_values); opened as needed, then kept.
+    db_search_pool_size: int = Field(default=8, ge=1)
     # SQLite: read-only connections beside the one writer, for reads that may run side by side
     # (search): WAL lets readers run while the writer writes.
     sqlite_read_connections: int = Field(default=4, ge=1)

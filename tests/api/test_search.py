@@ -10,8 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import text, update
 
+from chat_store.db import planned_for_its_values
 from chat_store.models import Message
 from chat_store.state import AppState
 from tests.assertions import assert_validation_error
@@ -577,6 +578,45 @@ async def test_a_common_query_ranks_its_newest_matches_and_pages_stay_in_place(
 
 
 @pytest.mark.postgres_only
+@pytest.mark.parametrize("newer", [2, 12], ids=["found-by-the-index", "read-newest-first"])
+async def test_the_newest_matches_are_ranked_however_they_are_found(
+    app_with: AppWith, newer: int
+) -> None:
+    """Postgres reads a query's matches newest first when at least 10 of the caller's 100
+    newest messages match it, else from the GIN index: either way the same newest matches
+    are ranked, with the filters applied, and the pages continue over the same set."""
+    async with app_with(search_ranked_matches=4) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        session = await factory.chat_session(account, title="snakes")
+        other = await factory.chat_session(account, title="lizards")
+        older = await factory.messages(account, session["id"], 3, content="mamba mamba mamba")
+        await factory.messages(account, session["id"], 5, content="unrelated")
+        newest = await factory.messages(account, session["id"], newer, content="mamba once")
+        await factory.messages(account, other["id"], 2, content="mamba mamba elsewhere")
+        answer = await factory.message(
+            account, session["id"], role="assistant", content="mamba mamba"
+        )
+
+        def best_first(messages: list[dict[str, Any]]) -> list[str]:
+            # More occurrences rank higher; equal ranks go by id, newest first.
+            ordered = sorted(messages, key=lambda m: m["id"], reverse=True)
+            return [m["id"] for m in sorted(ordered, key=lambda m: -m["content"].count("mamba"))]
+
+        in_session = [*older, *newest, answer]
+        expected = best_first(in_session[-4:])
+        first = await search(client, account, "mamba", session_id=session["id"], limit=3)
+        assert message_ids(first) == expected[:3]
+        second = await search(
+            client, account, "mamba", session_id=session["id"], cursor=first["next_cursor"]
+        )
+        assert message_ids(second) == expected[3:]
+
+        users = await search(client, account, "mamba", session_id=session["id"], role="user")
+        assert message_ids(users) == best_first([*older, *newest][-4:])
+
+
+@pytest.mark.postgres_only
 async def test_a_query_within_the_bound_ranks_every_match(app_with: AppWith) -> None:
     async with app_with(search_ranked_matches=4) as custom:
         client, factory = custom.client, custom.factory
@@ -610,3 +650,20 @@ async def test_a_search_runs_while_a_write_holds_its_transaction_open(
         await db.rollback()
 
     assert message_ids(page) == [kept["id"]]
+
+
+async def test_searches_plan_for_their_values_without_changing_the_requests_connection(
+    state: AppState,
+) -> None:
+    """Postgres: a search's statement runs on a connection that plans every statement for its
+    values (a common word and a rare one need different plans, and a prepared statement would
+    settle on one after five runs), while the request's own connection keeps the default.
+    SQLite has no plan cache to steer: the request's session is used as it is."""
+    async with state.read_sessionmaker() as db, planned_for_its_values(db) as planned:
+        if db.get_bind().dialect.name != "postgresql":
+            assert planned is db
+            return
+        assert planned is not db
+        mode = (await planned.execute(text("SHOW plan_cache_mode"))).scalar_one()
+        own = (await db.execute(text("SHOW plan_cache_mode"))).scalar_one()
+    assert (mode, own) == ("force_custom_plan", "auto")

@@ -1,5 +1,5 @@
-"""Migration 0003_search: messages stored before it are indexed by its batched backfill, and it
-goes down and up again."""
+"""Migrations 0003_search, 0006_search_recent and 0007_search_owned: messages stored before them
+are indexed by their batched backfills, and they go down and up again."""
 
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ from tests.conftest import app_on
 from tests.factories import API, Account, Factory
 
 
-def _migration() -> ModuleType:
-    path = migrate.MIGRATIONS_DIR / "versions" / "2026-12-05_search.py"
-    spec = importlib.util.spec_from_file_location("search_migration", Path(path))
+def _migration(name: str = "2026-12-05_search") -> ModuleType:
+    path = migrate.MIGRATIONS_DIR / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name.replace("-", "_"), Path(path))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -83,7 +83,11 @@ async def test_the_backfill_runs_in_batches_and_indexes_only_final_messages() ->
 def _empty_and_backfill(connection: Connection, migration: Any) -> tuple[int, int]:
     if connection.dialect.name == "postgresql":
         connection.execute(text("UPDATE message SET search_vector = NULL"))
-        return migration.backfill_postgres(connection, 3), 0
+        batches = migration.backfill_postgres(connection, 3)
+        # 0007_search_owned then tags the vectors with their owner, in batches as well.
+        owned = _migration("2026-12-06_search_owned")
+        assert owned.rewrite_vectors(connection, 3, owned=True) == batches
+        return batches, 0
     for table in ("message_fts", "chat_session_fts"):
         connection.execute(text(f"INSERT INTO {table}({table}) VALUES ('delete-all')"))
     return (
@@ -147,8 +151,44 @@ async def test_the_owners_index_by_time_replaces_the_one_by_owner_and_goes_back(
         indexes = await _message_indexes(backend.database_url)
         assert "ix_message_user_id" in indexes
         assert "ix_message_user_id_created_at" not in indexes
-        assert await _found(started.client, account) == (set(ids), 1)
 
         await asyncio.to_thread(migrate.upgrade, backend.database_url)
         assert "ix_message_user_id_created_at" in await _message_indexes(backend.database_url)
         assert await _found(started.client, account) == (set(ids), 1)
+
+
+@pytest.mark.postgres_only
+async def test_vectors_are_tagged_with_their_owner_and_go_back() -> None:
+    """Migration 0007_search_owned: each word of a message's vector carries its owner's tag, so
+    the GIN index holds one list per user and word; down and up again, the same messages are
+    found (this service's queries are tagged: it searches at the head revision only), and
+    another user's are not."""
+    async with provision("mig") as backend, app_on(backend) as started:
+        client = started.client
+        account, ids = await _seed(client)
+        other, _ = await _seed(client)
+        tag = str(account.user_id)[-8:]
+
+        async def first_words() -> set[str]:
+            engine = create_async_engine(backend.database_url, poolclass=NullPool)
+            try:
+                async with engine.connect() as connection:
+                    rows = await connection.execute(
+                        text(
+                            "SELECT DISTINCT split_part(search_vector::text, ' ', 1) "
+                            "FROM message WHERE user_id = :owner AND search_vector IS NOT NULL"
+                        ),
+                        {"owner": account.user_id},
+                    )
+                    return {row[0] for row in rows}
+            finally:
+                await engine.dispose()
+
+        assert await first_words() == {f"'{tag}:heron':1"}
+        await asyncio.to_thread(migrate.downgrade, backend.database_url, "0006_search_recent")
+        assert await first_words() == {"'heron':1"}
+        await asyncio.to_thread(migrate.upgrade, backend.database_url)
+
+        assert await first_words() == {f"'{tag}:heron':1"}
+        assert await _found(client, account) == (set(ids), 1)
+        assert not (await _found(client, other))[0] & set(ids)

@@ -1,16 +1,20 @@
-"""Postgres: `message.search_vector` (tsvector) and an expression over `chat_session.title`,
-each in a GIN index led by user_id (btree_gin), so a common word is looked up among the owner's
-rows only. Ranked by ts_rank_cd (it depends on the row and the query alone, so a hit's rank does
-not move when other rows are written); excerpts by ts_headline, for the page's rows only.
+"""Postgres: `message.search_vector` (tsvector, each word tagged with its owner: migration
+0007_search_owned) in a GIN index of its own, so a word's list in the index holds one user's
+messages; and an expression over `chat_session.title` in a GIN index led by user_id
+(btree_gin). Ranked by ts_rank_cd (it depends on the row and the query alone, so a hit's rank
+does not move when other rows are written); excerpts by ts_headline, for the page's rows only.
 
-Ranking reads each match's row (GIN keeps no positions), about 5 to 15 µs a match: a word in
-tens of thousands of a user's messages would cost hundreds of milliseconds. So the first page
-ranks at most `ranked_matches` messages, the newest matches (read newest first from
-ix_message_user_id_created_at, stopping once enough match; the planner still takes the GIN
-index when the matches are few, which it can tell only when it plans for the query's value:
-see db.planned_for_its_values). When it ranked fewer than all, it reports the oldest it
-ranked, and later pages rank the matches from that one on: the set ranked stays put between
-pages (new messages only join it)."""
+Ranking reads each match's row (GIN keeps no positions), about 2 to 5 µs a match: a word in
+tens of thousands of a user's messages would cost a hundred milliseconds. So the first page
+ranks at most `ranked_matches` messages, the newest matches. Where they are read from is
+decided in the statement by a probe of the caller's 100 newest messages (as filtered): when
+10 or more match, the query is common and its matches are read newest first from
+ix_message_user_id_created_at, stopping once enough match; else the GIN index finds them all.
+The planner cannot tell the two apart itself: it takes the tagged words and the owner for
+independent, and so thinks a user's matches 20 times (the number of users) fewer than they are.
+When it ranked fewer than all, it reports the oldest it ranked, and later pages rank the
+matches from that one on: the set ranked stays put between pages (new messages only join it).
+Statements run on connections that plan them for their values (db.planned_for_its_values)."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ import functools
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Float,
     Integer,
     Select,
@@ -30,10 +35,12 @@ from sqlalchemy import (
     null,
     select,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import CTE
 
 from chat_store.crud.search import shared
 from chat_store.crud.search.hits import (
@@ -45,6 +52,7 @@ from chat_store.crud.search.hits import (
     SearchRequest,
 )
 from chat_store.db import planned_for_its_values
+from chat_store.models import Message
 
 _M = shared.message_columns
 _S = shared.session_columns
@@ -54,6 +62,15 @@ _MESSAGE_HEADLINE = f"StartSel={MARK_START},StopSel={MARK_END},MaxWords=25,MinWo
 _TITLE_HEADLINE = f"StartSel={MARK_START},StopSel={MARK_END},HighlightAll=true"
 
 _QUERY = func.chat_store_search_query(bindparam("b_query", type_=Text), type_=postgresql.TSQUERY)
+# The query with each word tagged with the caller's id, as the messages' vectors are.
+_OWNED_QUERY = func.chat_store_owned_query(
+    bindparam("b_user_id", type_=Uuid()), _QUERY, type_=postgresql.TSQUERY
+)
+_VECTOR = literal_column("message.search_vector", postgresql.TSVECTOR)
+# A query is common when at least COMMON_HITS of the caller's PROBE_ROWS newest messages (those
+# the filters let through) match it: its newest matches are then read newest first.
+PROBE_ROWS = 100
+COMMON_HITS = 10
 _HAS_WORDS = select(func.numnode(_QUERY) > 0)
 
 
@@ -64,8 +81,8 @@ async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
     params["b_query"] = request.websearch
     if request.ranked_matches is None:
         params["b_ranked_matches"] = _UNBOUNDED
-    async with planned_for_its_values(db):
-        rows = list(await db.execute(_statement(shape), params))
+    async with planned_for_its_values(db) as planned:
+        rows = list(await planned.execute(_statement(shape), params))
     hits = [SearchHit(*row[:_HIT_COLUMNS]) for row in rows]
     oldest = request.oldest_ranked
     if not shape.cursor and rows and rows[0].oldest_ranked_at is not None:
@@ -81,31 +98,14 @@ async def query_has_words(db: AsyncSession, websearch: str) -> bool:
 @functools.cache
 def _statement(shape: shared.Shape) -> Select[Any]:
     # chat_store_search_query(:b_query) is an IMMUTABLE function of a parameter: evaluated once
-    # per execution, not per row.
+    # per execution, not per row; so is its tagged form.
     query = _QUERY
-    vector = literal_column("message.search_vector", postgresql.TSVECTOR)
-    matches = select(_M.id, _M.session_id, _M.created_at, vector.label("search_vector")).where(
-        vector.op("@@")(query), *shared.message_filters(shape)
-    )
-    matches = shared.with_sessions(matches, shape)
-    if shape.ranked_from:
-        since = tuple_(
-            bindparam("b_ranked_from_at", type_=_M.created_at.type),
-            bindparam("b_ranked_from_id", type_=Uuid()),
-        )
-        matches = matches.where(tuple_(_M.created_at, _M.id) >= since)
-    elif not shape.cursor:
-        # The first page: the newest matches. (A later page of a ranking that was not bounded
-        # ranks all matches again: bounding it now could leave out hits not yet shown.)
-        matches = matches.order_by(_M.created_at.desc(), _M.id.desc()).limit(
-            bindparam("b_ranked_matches", type_=Integer)
-        )
-    ranked = matches.cte("ranked")
+    ranked = _ranked(shape)
     messages = select(
         ranked.c.id.label("hit_id"),
         ranked.c.id.label("message_id"),
         ranked.c.session_id.label("session_id"),
-        func.ts_rank_cd(ranked.c.search_vector, query, 1, type_=Float).label("rank"),
+        func.ts_rank_cd(ranked.c.search_vector, _OWNED_QUERY, 1, type_=Float).label("rank"),
     )
     parts: list[Select[Any]] = [messages]
     if shape.titles:
@@ -146,6 +146,68 @@ def _statement(shape: shared.Shape) -> Select[Any]:
         snippet,
         oldest_at.label("oldest_ranked_at"),
         oldest_id.label("oldest_ranked_id"),
+    )
+
+
+def _ranked(shape: shared.Shape) -> CTE:
+    """The messages to rank: every match, or (a bounded ranking) the newest matches, from one
+    of two starts chosen by a probe of the caller's newest messages."""
+    if shape.cursor and not shape.ranked_from:
+        # A later page of a ranking that was not bounded ranks all matches again (bounding it
+        # now could leave out hits not yet shown): they were few, the index finds them.
+        return _matches(shape, newest_first=False).cte("ranked")
+    newest = (
+        shared.with_sessions(select(_VECTOR.label("search_vector")).select_from(Message), shape)
+        .where(*shared.message_filters(shape))
+        .order_by(_M.created_at.desc(), _M.id.desc())
+        .limit(PROBE_ROWS)
+        .subquery("newest")
+    )
+    probe = (
+        select(
+            (
+                func.count().filter(newest.c.search_vector.op("@@")(_OWNED_QUERY)) >= COMMON_HITS
+            ).label("common")
+        )
+        .select_from(newest)
+        .cte("probe")
+    )
+    common = select(probe.c.common).scalar_subquery()
+    by_index = _matches(shape, newest_first=False).where(~common)
+    by_time = _matches(shape, newest_first=True).where(common)
+    return union_all(_bounded(by_index, shape), _bounded(by_time, shape)).cte("ranked")
+
+
+def _matches(shape: shared.Shape, *, newest_first: bool) -> Select[Any]:
+    """The caller's matching messages, found by the GIN index (the owner's comparison out of
+    any index's reach: the planner, which takes the tagged words and the owner for independent
+    though each tagged word is one owner's, would AND the GIN index with the owner's btree), or
+    read from the owner's btree newest first (the match out of the GIN index's reach, which
+    the planner would otherwise take, thinking the matches 20 times fewer than they are)."""
+    # ts_match_vq is the function behind @@: called by name, it is out of the GIN index's
+    # reach and the planner, which has no estimate for it, takes it for a third of the rows.
+    match: ColumnElement[bool] = (
+        func.ts_match_vq(_VECTOR, _OWNED_QUERY, type_=Boolean)
+        if newest_first
+        else _VECTOR.op("@@")(_OWNED_QUERY)
+    )
+    matches = select(_M.id, _M.session_id, _M.created_at, _VECTOR.label("search_vector")).where(
+        match, *shared.message_filters(shape, owner_by_index=newest_first)
+    )
+    return shared.with_sessions(matches, shape)
+
+
+def _bounded(matches: Select[Any], shape: shared.Shape) -> Select[Any]:
+    if shape.ranked_from:
+        # A later page of a bounded ranking: the matches from the oldest the first page ranked.
+        since = tuple_(
+            bindparam("b_ranked_from_at", type_=_M.created_at.type),
+            bindparam("b_ranked_from_id", type_=Uuid()),
+        )
+        return matches.where(tuple_(_M.created_at, _M.id) >= since)
+    # The first page: the newest matches.
+    return matches.order_by(_M.created_at.desc(), _M.id.desc()).limit(
+        bindparam("b_ranked_matches", type_=Integer)
     )
 
 
