@@ -1,8 +1,9 @@
 """The search index, which lives beside the models rather than in them.
 
 Migration 0003_search builds it and triggers keep it: on Postgres a `search_vector` column of
-message (its words tagged with their owner since 0007_search_owned) and two GIN indexes, on SQLite FTS5 tables (and their shadow tables) over views. No
-model maps them, so what autogenerate compares must leave them out.
+message (its words tagged with their owner since 0007_search_owned) and two GIN indexes, on
+SQLite FTS5 tables (and their shadow tables) over views. No model maps them, so what
+autogenerate compares must leave them out.
 """
 
 from __future__ import annotations
