@@ -237,18 +237,12 @@ _CUSTOM_PLANNED: weakref.WeakKeyDictionary[Pool, async_sessionmaker[AsyncSession
 
 
 def _add_custom_planned(engine: AsyncEngine, settings: Settings) -> None:
-    """A pool of autocommit connections to the same database whose `plan_cache_mode` is
-    force_custom_plan and `jit` off from the start (server settings of the connection, so no
-    statement is spent on them), disposed with `engine`."""
-    connect_args: dict[str, Any] = dict(settings.sqlalchemy_connect_args)
-    connect_args["server_settings"] = {
-        **connect_args.get("server_settings", {}),
-        "plan_cache_mode": "force_custom_plan",
-        # A search runs for milliseconds; compiling it (when a branch that does not run is
-        # costed high) takes 20 ms or more.
-        "jit": "off",
+    """A pool of autocommit connections to the same database, each set up once when opened to
+    plan every statement for its values and without JIT, disposed with `engine`."""
+    kwargs: dict[str, Any] = {
+        "echo": engine.echo,
+        "connect_args": dict(settings.sqlalchemy_connect_args),
     }
-    kwargs: dict[str, Any] = {"echo": engine.echo, "connect_args": connect_args}
     if settings.db_null_pool:
         kwargs["poolclass"] = NullPool
     else:
@@ -260,9 +254,22 @@ def _add_custom_planned(engine: AsyncEngine, settings: Settings) -> None:
         )
     planned = create_async_engine(engine.url, isolation_level="AUTOCOMMIT", **kwargs)
     event.listen(planned.sync_engine, "do_connect", _postgres_connect)
+    event.listen(planned.sync_engine, "connect", _postgres_planned_on_connect)
     event.listen(planned.sync_engine, "handle_error", _postgres_error)
     event.listen(engine.sync_engine, "engine_disposed", lambda _: planned.sync_engine.dispose())
     _CUSTOM_PLANNED[engine.sync_engine.pool] = create_sessionmaker(planned)
+
+
+def _postgres_planned_on_connect(
+    dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+) -> None:
+    # Statements (not startup parameters, which a pooler such as PgBouncer may refuse).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET plan_cache_mode = force_custom_plan")
+    # A search runs for milliseconds; compiling it (when a branch that does not run is costed
+    # high) takes 20 ms or more.
+    cursor.execute("SET jit = off")
+    cursor.close()
 
 
 @asynccontextmanager
@@ -276,11 +283,11 @@ async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[AsyncSession
     statistics, from the query's value).
 
     On Postgres the session is one of the engine's search connections (`DB_SEARCH_POOL_SIZE`),
-    which are set up so: a search costs its one round trip, where a `SET` and a `RESET` around
-    it on the request's connection cost two more. Its statements run in autocommit, so they see
-    what is committed, not `db`'s own pending writes: for reads only. Elsewhere (SQLite, or an
-    engine not made by create_engine) it is `db`, with the setting around the block on
-    Postgres."""
+    set up so once when opened: a search costs its one round trip, where a `SET` and a `RESET`
+    around it on the request's connection cost two more. Its statements run in autocommit, so
+    they see what is committed, not `db`'s own pending writes: for reads only. Elsewhere
+    (SQLite, or an engine not made by create_engine) it is `db`, with the setting around the
+    block on Postgres."""
     bind = db.get_bind()
     planned = _CUSTOM_PLANNED.get(bind.pool) if isinstance(bind, Engine) else None
     if planned is not None:

@@ -657,7 +657,8 @@ async def test_searches_plan_for_their_values_without_changing_the_requests_conn
 ) -> None:
     """Postgres: a search's statement runs on a connection that plans every statement for its
     values (a common word and a rare one need different plans, and a prepared statement would
-    settle on one after five runs), while the request's own connection keeps the default.
+    settle on one after five runs) and without JIT (compiling costs more than a search), while
+    the request's own connection keeps the defaults.
     SQLite has no plan cache to steer: the request's session is used as it is."""
     async with state.read_sessionmaker() as db, planned_for_its_values(db) as planned:
         if db.get_bind().dialect.name != "postgresql":
@@ -665,5 +666,6 @@ async def test_searches_plan_for_their_values_without_changing_the_requests_conn
             return
         assert planned is not db
         mode = (await planned.execute(text("SHOW plan_cache_mode"))).scalar_one()
+        jit = (await planned.execute(text("SHOW jit"))).scalar_one()
         own = (await db.execute(text("SHOW plan_cache_mode"))).scalar_one()
-    assert (mode, own) == ("force_custom_plan", "auto")
+    assert (mode, jit, own) == ("force_custom_plan", "off", "auto")

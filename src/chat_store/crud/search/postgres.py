@@ -8,8 +8,9 @@ Ranking reads each match's row (GIN keeps no positions), about 2 to 5 µs a matc
 tens of thousands of a user's messages would cost a hundred milliseconds. So the first page
 ranks at most `ranked_matches` messages, the newest matches. Where they are read from is
 decided in the statement by a probe of the caller's 100 newest messages (as filtered): when
-10 or more match, the query is common and its matches are read newest first from
-ix_message_user_id_created_at, stopping once enough match; else the GIN index finds them all.
+10 or more match (or 30 have its words: a phrase), the query is common and its matches are
+read newest first from ix_message_user_id_created_at, stopping once enough match; else the
+GIN index finds them all.
 The planner cannot tell the two apart itself: it takes the tagged words and the owner for
 independent, and so thinks a user's matches 20 times (the number of users) fewer than they are.
 When it ranked fewer than all, it reports the oldest it ranked, and later pages rank the
@@ -29,10 +30,12 @@ from sqlalchemy import (
     Text,
     Uuid,
     bindparam,
+    cast,
     func,
     literal,
     literal_column,
     null,
+    or_,
     select,
     tuple_,
     union_all,
@@ -67,10 +70,18 @@ _OWNED_QUERY = func.chat_store_owned_query(
     bindparam("b_user_id", type_=Uuid()), _QUERY, type_=postgresql.TSQUERY
 )
 _VECTOR = literal_column("message.search_vector", postgresql.TSVECTOR)
-# A query is common when at least COMMON_HITS of the caller's PROBE_ROWS newest messages (those
-# the filters let through) match it: its newest matches are then read newest first.
+# What the GIN index finds for a query: its words, phrases taken as plain ANDs (the index keeps
+# no positions: each message with the words is read to check the phrase).
+_CANDIDATES_QUERY = cast(
+    func.regexp_replace(cast(_OWNED_QUERY, Text), "<(-|[0-9]+)>", "&", "g"), postgresql.TSQUERY
+)
+# A query is common when, of the caller's PROBE_ROWS newest messages (those the filters let
+# through), at least COMMON_HITS match it, or at least COMMON_CANDIDATES have its words (a
+# phrase of common words, rare as a phrase, would have the GIN index find and read every
+# message with the words): its newest matches are then read newest first.
 PROBE_ROWS = 100
 COMMON_HITS = 10
+COMMON_CANDIDATES = 30
 _HAS_WORDS = select(func.numnode(_QUERY) > 0)
 
 
@@ -163,12 +174,11 @@ def _ranked(shape: shared.Shape) -> CTE:
         .limit(PROBE_ROWS)
         .subquery("newest")
     )
+    sample = newest.c.search_vector
+    hits = func.count().filter(sample.op("@@")(_OWNED_QUERY))
+    candidates = func.count().filter(sample.op("@@")(_CANDIDATES_QUERY))
     probe = (
-        select(
-            (
-                func.count().filter(newest.c.search_vector.op("@@")(_OWNED_QUERY)) >= COMMON_HITS
-            ).label("common")
-        )
+        select(or_(hits >= COMMON_HITS, candidates >= COMMON_CANDIDATES).label("common"))
         .select_from(newest)
         .cte("probe")
     )
