@@ -52,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from bench.api import register  # scripts/bench/, next to this file
 from bench.config import BIN, PG_ADMIN_URL, log
+from bench.lean_http import LeanConnection
 from bench.processes import (
     Cleanup,
     Server,
@@ -307,11 +308,27 @@ def sentences(seed: int = 7) -> tuple[list[str], list[int]]:
 # --- measuring
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU time all cores spent not idle so far (/proc/stat)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Latencies:
     by_kind: dict[str, list[float]] = field(default_factory=dict)
     hits: dict[str, list[int]] = field(default_factory=dict)
     alone: dict[str, list[float]] = field(default_factory=dict)
+    # CPU milliseconds per search at CONCURRENCY: the server process's, and the machine's
+    # (server, database, load generator and anything else running).
+    cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: int = 0
 
     def row(self, kind: str) -> dict[str, float]:
@@ -323,6 +340,8 @@ class Latencies:
             "p99_ms": percentile(values, 99) * 1000,
             "hits_on_page": sum(hits) / len(hits) if hits else 0.0,
             "alone_p50_ms": percentile(self.alone.get(kind, []), 50) * 1000,
+            "server_cpu_ms": self.cpu_ms.get(kind, {}).get("server", 0.0),
+            "machine_cpu_ms": self.cpu_ms.get(kind, {}).get("machine", 0.0),
         }
 
     def pooled(self, kinds: Sequence[str]) -> dict[str, float]:
@@ -351,20 +370,32 @@ async def run_searches(
             pending = iter(jobs)
 
             async def worker(kind: str = kind, pending: Any = pending) -> None:
-                for query, key in pending:
-                    started = time.perf_counter()
-                    response = await client.get(
-                        "/api/v1/search", params={"q": query}, headers={"X-API-Key": key}
-                    )
-                    elapsed = time.perf_counter() - started
-                    if response.status_code != 200:
-                        result.errors += 1
-                        log(f"search {query!r}: {response.status_code} {response.text[:200]}")
-                        continue
-                    result.by_kind.setdefault(kind, []).append(elapsed)
-                    result.hits.setdefault(kind, []).append(len(response.json()["data"]))
+                # One lean keep-alive connection per worker (bench/lean_http.py): httpx's own
+                # CPU per request would take the cores from the server and the database.
+                connection = LeanConnection(server.url)
+                try:
+                    for query, key in pending:
+                        started = time.perf_counter()
+                        status, body = await connection.get(
+                            "/api/v1/search", {"q": query}, {"X-API-Key": key}
+                        )
+                        elapsed = time.perf_counter() - started
+                        if status != 200:
+                            result.errors += 1
+                            log(f"search {query!r}: {status} {body[:200]!r}")
+                            continue
+                        result.by_kind.setdefault(kind, []).append(elapsed)
+                        result.hits.setdefault(kind, []).append(len(json.loads(body)["data"]))
+                finally:
+                    await connection.close()
 
+            server_cpu, machine = cpu_seconds(server.process.pid), machine_busy_seconds()
             await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            done = max(1, len(result.by_kind.get(kind, [])))
+            result.cpu_ms[kind] = {
+                "server": (cpu_seconds(server.process.pid) - server_cpu) / done * 1000,
+                "machine": (machine_busy_seconds() - machine) / done * 1000,
+            }
             # The same kind one request at a time: what a search costs without waiting for
             # the cores (2 here) behind the others.
             alone = []
@@ -376,7 +407,8 @@ async def run_searches(
             row = result.row(kind)
             log(
                 f"search, {kind}: p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms, "
-                f"alone p50 {row['alone_p50_ms']:.1f} ms"
+                f"alone p50 {row['alone_p50_ms']:.1f} ms, CPU per search: server "
+                f"{row['server_cpu_ms']:.1f} ms, machine {row['machine_cpu_ms']:.1f} ms"
             )
     return result
 
@@ -823,8 +855,8 @@ def sqlite_matches(path: Path, user_id: str, tickets: list[int]) -> dict[str, fl
 def table(results: dict[str, Any]) -> str:
     lines = [
         "| engine | kind | queries | matches per user | requests | p50 ms | p99 ms "
-        "| alone p50 ms |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| alone p50 ms | CPU ms per search: server / machine |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for engine in ("postgres", "sqlite"):
         if engine not in results:
@@ -837,12 +869,13 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {label} | {kind} | {queries} | {results[engine]['matches'][kind]:,.0f} | "
                 f"{row['requests']} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-                f"{row['alone_p50_ms']:.1f} |"
+                f"{row['alone_p50_ms']:.1f} | {row['server_cpu_ms']:.1f} / "
+                f"{row['machine_cpu_ms']:.1f} |"
             )
         pooled = results[engine]["search_pooled"]
         lines.append(
             f"| {label} | all of the above | | | | {pooled['p50_ms']:.1f} | "
-            f"{pooled['p99_ms']:.1f} | |"
+            f"{pooled['p99_ms']:.1f} | | |"
         )
     return "\n".join(lines)
 
