@@ -3,12 +3,15 @@
 Postgres: 1,000,000 messages (mixed prose and code, about 300 characters each) in 10,000
 sessions of 20 users, seeded with SQL at migration 0001 (before the search index exists). Then:
 
-1. append throughput without the search index (8 concurrent HTTP clients, one run);
-2. `chat-store migrate` to head on that table, timed: the batched backfill and the CONCURRENTLY
-   built indexes (what operators pay, docs/operations.md), then VACUUM ANALYZE;
-3. the index's size, and append throughput with it (one run);
+1. `chat-store migrate` to head on that table, timed: the batched backfills and the
+   CONCURRENTLY built indexes (what operators pay, docs/operations.md);
+2. VACUUM FULL ANALYZE, timed: the backfills rewrote every row, leaving the table about twice
+   the size of one that grew with its index;
+3. the indexes' and vectors' sizes;
 4. searches, 8 concurrent: one, two and three words and a phrase, rare and common terms apart,
-   p50/p99 each.
+   p50/p99 each, and the CPU each search cost (the server's, the machine's); then one at a time;
+5. append throughput with the search index, then without it (its triggers off, its index
+   dropped), one run each, right after one another.
 
 SQLite: 100,000 messages the same way (seeded at 0001, migrated), searches p50/p99.
 
@@ -20,7 +23,9 @@ shared_buffers, printed with the results, decides whether a user's matches are r
 Postgres' buffers or through the kernel's cache (docs/benchmarks.md, "Search").
 
 The load generator runs in this process, on the same machine as the server and the database:
-on a small machine they share the cores, so the latencies include that contention.
+on a small machine they share the cores, so the latencies include that contention. It sends the
+concurrent searches over lean keep-alive connections of its own (bench/lean_http.py), which
+cost a tenth of httpx's CPU per request.
 """
 
 from __future__ import annotations
