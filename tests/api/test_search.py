@@ -582,7 +582,7 @@ async def test_a_common_query_ranks_its_newest_matches_and_pages_stay_in_place(
 async def test_the_newest_matches_are_ranked_however_they_are_found(
     app_with: AppWith, newer: int
 ) -> None:
-    """Postgres reads a query's matches newest first when at least 10 of the caller's 100
+    """Postgres reads a query's matches newest first when at least 7 of the caller's 100
     newest messages match it, else from the GIN index: either way the same newest matches
     are ranked, with the filters applied, and the pages continue over the same set."""
     async with app_with(search_ranked_matches=4) as custom:

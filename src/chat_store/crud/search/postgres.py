@@ -8,7 +8,7 @@ Ranking reads each match's row (GIN keeps no positions), about 2 to 5 µs a matc
 tens of thousands of a user's messages would cost a hundred milliseconds. So the first page
 ranks at most `ranked_matches` messages, the newest matches. Where they are read from is
 decided in the statement by a probe of the caller's 100 newest messages (as filtered): when
-10 or more match (or 30 have its words: a phrase), the query is common and its matches are
+7 or more match (or 30 have its words: a phrase), the query is common and its matches are
 read newest first from ix_message_user_id_created_at, stopping once enough match; else the
 GIN index finds them all.
 The planner cannot tell the two apart itself: it takes the tagged words and the owner for
@@ -42,7 +42,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 from sqlalchemy.sql.selectable import CTE
 
 from chat_store.crud.search import shared
@@ -70,6 +70,7 @@ _OWNED_QUERY = func.chat_store_owned_query(
     bindparam("b_user_id", type_=Uuid()), _QUERY, type_=postgresql.TSQUERY
 )
 _VECTOR = literal_column("message.search_vector", postgresql.TSVECTOR)
+_CTID: ColumnClause[Any] = literal_column("message.ctid")
 # What the GIN index finds for a query: its words, phrases taken as plain ANDs (the index keeps
 # no positions: each message with the words is read to check the phrase).
 _CANDIDATES_QUERY = cast(
@@ -80,7 +81,7 @@ _CANDIDATES_QUERY = cast(
 # phrase of common words, rare as a phrase, would have the GIN index find and read every
 # message with the words): its newest matches are then read newest first.
 PROBE_ROWS = 100
-COMMON_HITS = 10
+COMMON_HITS = 7
 COMMON_CANDIDATES = 30
 _HAS_WORDS = select(func.numnode(_QUERY) > 0)
 
@@ -183,12 +184,27 @@ def _ranked(shape: shared.Shape) -> CTE:
         .cte("probe")
     )
     common = select(probe.c.common).scalar_subquery()
-    by_index = _matches(shape, newest_first=False).where(~common)
-    by_time = _matches(shape, newest_first=True).where(common)
-    return union_all(_bounded(by_index, shape), _bounded(by_time, shape)).cte("ranked")
+    by_index = _matches(shape, newest_first=False, keys_only=True).where(~common)
+    by_time = _matches(shape, newest_first=True, keys_only=True).where(common)
+    chosen = union_all(_bounded(by_index, shape), _bounded(by_time, shape)).subquery("chosen")
+    # The vectors of the chosen only, each fetched again by its row's address (ctid): sorting
+    # the matches by time with their vectors (about 600 bytes each) cost more than this.
+    again = _M.id.table.alias("chosen_message")
+    return (
+        select(
+            chosen.c.id,
+            chosen.c.session_id,
+            chosen.c.created_at,
+            literal_column("chosen_message.search_vector", postgresql.TSVECTOR).label(
+                "search_vector"
+            ),
+        )
+        .select_from(chosen.join(again, literal_column("chosen_message.ctid") == chosen.c.ctid))
+        .cte("ranked")
+    )
 
 
-def _matches(shape: shared.Shape, *, newest_first: bool) -> Select[Any]:
+def _matches(shape: shared.Shape, *, newest_first: bool, keys_only: bool = False) -> Select[Any]:
     """The caller's matching messages, found by the GIN index (the owner's comparison out of
     any index's reach: the planner, which takes the tagged words and the owner for independent
     though each tagged word is one owner's, would AND the GIN index with the owner's btree), or
@@ -201,7 +217,12 @@ def _matches(shape: shared.Shape, *, newest_first: bool) -> Select[Any]:
         if newest_first
         else _VECTOR.op("@@")(_OWNED_QUERY)
     )
-    matches = select(_M.id, _M.session_id, _M.created_at, _VECTOR.label("search_vector")).where(
+    last = (
+        literal_column("message.ctid").label("ctid")
+        if keys_only
+        else _VECTOR.label("search_vector")
+    )
+    matches = select(_M.id, _M.session_id, _M.created_at, last).where(
         match, *shared.message_filters(shape, owner_by_index=newest_first)
     )
     return shared.with_sessions(matches, shape)
