@@ -1,8 +1,9 @@
 """Postgres: `message.search_vector` (tsvector, each word tagged with its owner: migration
 0007_search_owned) in a GIN index of its own, so a word's list in the index holds one user's
-messages; and an expression over `chat_session.title` in a GIN index led by user_id
-(btree_gin). Ranked by ts_rank_cd (it depends on the row and the query alone, so a hit's rank
-does not move when other rows are written); excerpts by ts_headline, for the page's rows only.
+messages; and `chat_session.search_vector`, the title's (stored, untagged), in a GIN index
+led by user_id (btree_gin). Ranked by ts_rank_cd (it depends on the row and the query alone,
+so a hit's rank does not move when other rows are written); excerpts by ts_headline, for the
+page's rows only.
 
 Ranking reads each match's row (GIN keeps no positions), about 2 to 5 µs a match: a word in
 tens of thousands of a user's messages would cost a hundred milliseconds. So the first page
@@ -121,8 +122,8 @@ def _statement(shape: shared.Shape) -> Select[Any]:
     )
     parts: list[Select[Any]] = [messages]
     if shape.titles:
-        # The expression of ix_chat_session_search, so that index answers it.
-        title_vector = func.chat_store_search_vector(_S.title, type_=postgresql.TSVECTOR)
+        # chat_session.search_vector: the title's, stored (migration 0007_search_owned).
+        title_vector = literal_column("chat_session.search_vector", postgresql.TSVECTOR)
         weighted = func.setweight(title_vector, literal_column("'A'"))
         parts.append(
             select(

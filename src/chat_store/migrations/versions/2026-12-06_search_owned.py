@@ -1,4 +1,5 @@
-"""search owned: each message's words indexed under its owner, one GIN list per user and word
+"""search owned: each message's words indexed under its owner, one GIN list per user and word;
+titles' vectors stored
 
 Postgres only (SQLite's FTS5 tables are untouched). Until now `ix_message_search` was a GIN
 index on (user_id, search_vector): a search looked up the owner's list (every message of the
@@ -95,17 +96,36 @@ def _update_trigger(*, owned: bool) -> str:
     """
 
 
+_TITLE_EXPRESSION = "ix_chat_session_search ON chat_session USING gin (user_id, {vector})"
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
     for statement in _FUNCTIONS:
         op.execute(statement)
     _switch(owned=True, index="ix_message_search ON message USING gin (search_vector)")
+    # Titles: the vector stored (a generated column), so that ranking a title does not compute
+    # it again (17 µs a title: `the` is in 300 of a user's 500 titles here). Adding it rewrites
+    # chat_session under its lock: a second for 100,000 sessions.
+    op.execute(
+        "ALTER TABLE chat_session ADD COLUMN IF NOT EXISTS search_vector tsvector "
+        "GENERATED ALWAYS AS (chat_store_search_vector(title)) STORED"
+    )
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_chat_session_search")
+        index = _TITLE_EXPRESSION.format(vector="search_vector")
+        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index}")
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    with op.get_context().autocommit_block():
+        op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_chat_session_search")
+        index = _TITLE_EXPRESSION.format(vector="chat_store_search_vector(title)")
+        op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {index}")
+    op.execute("ALTER TABLE chat_session DROP COLUMN IF EXISTS search_vector")
     _switch(owned=False, index="ix_message_search ON message USING gin (user_id, search_vector)")
     op.execute("DROP FUNCTION IF EXISTS chat_store_owned_query(uuid, tsquery)")
     op.execute("DROP FUNCTION IF EXISTS chat_store_owned_vector(uuid, tsvector)")
