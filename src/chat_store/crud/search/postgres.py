@@ -218,11 +218,7 @@ def _matches(shape: shared.Shape, *, newest_first: bool, keys_only: bool = False
         if newest_first
         else _VECTOR.op("@@")(_OWNED_QUERY)
     )
-    last = (
-        literal_column("message.ctid").label("ctid")
-        if keys_only
-        else _VECTOR.label("search_vector")
-    )
+    last = _CTID.label("ctid") if keys_only else _VECTOR.label("search_vector")
     matches = select(_M.id, _M.session_id, _M.created_at, last).where(
         match, *shared.message_filters(shape, owner_by_index=newest_first)
     )
