@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
 
 import asyncpg
-from sqlalchemy import Connection, Engine, event
+from sqlalchemy import URL, Connection, Engine, event
 from sqlalchemy.engine.interfaces import DBAPIConnection, Dialect, ExceptionContext
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import (
@@ -49,20 +49,35 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         _add_sqlite_readers(engine, settings.sqlite_read_connections)
         return engine
-    kwargs["connect_args"] = dict(settings.sqlalchemy_connect_args)
+    engine = _postgres_engine(
+        url, settings, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
+    _add_custom_planned(engine, settings)
+    return engine
+
+
+def _postgres_engine(
+    url: str | URL, settings: Settings, *, pool_size: int, max_overflow: int, **options: Any
+) -> AsyncEngine:
+    """An engine on Postgres with the pool settings (none with DB_NULL_POOL) and the
+    connection error handling every one of them needs."""
+    kwargs: dict[str, Any] = {
+        "echo": settings.db_echo,
+        "connect_args": dict(settings.sqlalchemy_connect_args),
+        **options,
+    }
     if settings.db_null_pool:
         kwargs["poolclass"] = NullPool
     else:
         kwargs.update(
-            pool_size=settings.db_pool_size,
-            max_overflow=settings.db_max_overflow,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
             pool_timeout=settings.db_pool_timeout,
             pool_pre_ping=settings.db_pool_pre_ping,
         )
     engine = create_async_engine(url, **kwargs)
     event.listen(engine.sync_engine, "do_connect", _postgres_connect)
     event.listen(engine.sync_engine, "handle_error", _postgres_error)
-    _add_custom_planned(engine, settings)
     return engine
 
 
@@ -239,23 +254,14 @@ _CUSTOM_PLANNED: weakref.WeakKeyDictionary[Pool, async_sessionmaker[AsyncSession
 def _add_custom_planned(engine: AsyncEngine, settings: Settings) -> None:
     """A pool of autocommit connections to the same database, each set up once when opened to
     plan every statement for its values and without JIT, disposed with `engine`."""
-    kwargs: dict[str, Any] = {
-        "echo": engine.echo,
-        "connect_args": dict(settings.sqlalchemy_connect_args),
-    }
-    if settings.db_null_pool:
-        kwargs["poolclass"] = NullPool
-    else:
-        kwargs.update(
-            pool_size=settings.db_search_pool_size,
-            max_overflow=0,
-            pool_timeout=settings.db_pool_timeout,
-            pool_pre_ping=settings.db_pool_pre_ping,
-        )
-    planned = create_async_engine(engine.url, isolation_level="AUTOCOMMIT", **kwargs)
-    event.listen(planned.sync_engine, "do_connect", _postgres_connect)
+    planned = _postgres_engine(
+        engine.url,
+        settings,
+        pool_size=settings.db_search_pool_size,
+        max_overflow=0,
+        isolation_level="AUTOCOMMIT",
+    )
     event.listen(planned.sync_engine, "connect", _postgres_planned_on_connect)
-    event.listen(planned.sync_engine, "handle_error", _postgres_error)
     event.listen(engine.sync_engine, "engine_disposed", lambda _: planned.sync_engine.dispose())
     _CUSTOM_PLANNED[engine.sync_engine.pool] = create_sessionmaker(planned)
 
@@ -278,9 +284,9 @@ async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[AsyncSession
 
     The driver prepares every statement, and after five executions Postgres may reuse one plan
     made without the values. That suits a statement whose best plan does not depend on them;
-    a search's does: a common word is best read newest first from a btree index, stopping
-    early, a rare one from the GIN index (the planner tells them apart by the vector column's
-    statistics, from the query's value).
+    a search's does: which of its filters are selective (a session, a role, dates) and so which
+    index serves them depends on the values. (Whether a common word is read newest first or
+    from the GIN index, the statement decides itself: crud/search/postgres.py.)
 
     On Postgres the session is one of the engine's search connections (`DB_SEARCH_POOL_SIZE`),
     set up so once when opened: a search costs its one round trip, where a `SET` and a `RESET`
