@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, TextClause
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -38,3 +38,16 @@ def head_revisions() -> frozenset[str]:
 
 def current_revisions(connection: Connection) -> frozenset[str]:
     return frozenset(MigrationContext.configure(connection).get_current_heads())
+
+
+def walk_in_batches(connection: Connection, statement: TextClause, batch: int, start: str) -> int:
+    """For the migrations' backfills: run `statement` with `:after` (first `start`) and `:batch`
+    until it returns nothing, each run's value (the last key of its batch) the next `:after`.
+    Each run commits by itself when `connection` is in autocommit. Returns how many ran."""
+    after, batches = start, 0
+    while True:
+        last = connection.execute(statement, {"after": after, "batch": batch}).scalar()
+        if last is None:
+            return batches
+        after = str(last)
+        batches += 1

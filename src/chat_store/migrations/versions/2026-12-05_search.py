@@ -26,6 +26,8 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from alembic import op
 
+from chat_store.migrate import walk_in_batches
+
 revision: str = "0003_search"
 down_revision: str | None = "0004_archive"
 
@@ -221,14 +223,7 @@ def backfill_postgres(connection: sa.Connection, batch: int) -> int:
         SELECT id FROM batch ORDER BY id DESC LIMIT 1
         """
     )
-    after = "00000000-0000-0000-0000-000000000000"
-    batches = 0
-    while True:
-        last = connection.execute(statement, {"after": after, "batch": batch}).scalar()
-        if last is None:
-            return batches
-        after = str(last)
-        batches += 1
+    return walk_in_batches(connection, statement, batch, "00000000-0000-0000-0000-000000000000")
 
 
 def _downgrade_postgres() -> None:

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from chat_store.migrate import walk_in_batches
+
 revision: str = "0007_search_owned"
 down_revision: str | None = "0006_search_recent"
 branch_labels: str | Sequence[str] | None = None
@@ -161,11 +163,4 @@ def rewrite_vectors(connection: sa.Connection, batch: int, *, owned: bool) -> in
         SELECT id FROM batch ORDER BY id DESC LIMIT 1
         """
     )
-    after = "00000000-0000-0000-0000-000000000000"
-    batches = 0
-    while True:
-        last = connection.execute(statement, {"after": after, "batch": batch}).scalar()
-        if last is None:
-            return batches
-        after = str(last)
-        batches += 1
+    return walk_in_batches(connection, statement, batch, "00000000-0000-0000-0000-000000000000")
