@@ -61,7 +61,9 @@ from bench.lean_http import LeanConnection
 from bench.processes import (
     Cleanup,
     Server,
+    cpu_seconds,
     free_port,
+    machine_busy_seconds,
     percentile,
     start_process,
     wait_ready,
@@ -311,19 +313,6 @@ def sentences(seed: int = 7) -> tuple[list[str], list[int]]:
 
 
 # --- measuring
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU time all cores spent not idle so far (/proc/stat)."""
-    values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = values[3] + values[4]  # idle, iowait
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

@@ -147,6 +147,13 @@ def cpu_seconds(pid: int) -> float:
     return float("nan")
 
 
+def machine_busy_seconds() -> float:
+    """CPU time all cores have spent not idle so far (/proc/stat)."""
+    values = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_command(command: list[str], *, within: float, label: str) -> str:
     """Run a child to completion (killed if this task is cancelled); returns its stdout."""
     process = await asyncio.create_subprocess_exec(
