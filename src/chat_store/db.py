@@ -292,22 +292,15 @@ async def planned_for_its_values(db: AsyncSession) -> AsyncIterator[AsyncSession
     set up so once when opened: a search costs its one round trip, where a `SET` and a `RESET`
     around it on the request's connection cost two more. Its statements run in autocommit, so
     they see what is committed, not `db`'s own pending writes: for reads only. Elsewhere
-    (SQLite, or an engine not made by create_engine) it is `db`, with the setting around the
-    block on Postgres."""
+    (SQLite, or an engine not made by create_engine, which has no search pool) it is `db`
+    itself."""
     bind = db.get_bind()
     planned = _CUSTOM_PLANNED.get(bind.pool) if isinstance(bind, Engine) else None
-    if planned is not None:
-        async with planned() as session:
-            yield session
-        return
-    if bind.dialect.name != "postgresql":
+    if planned is None:
         yield db
         return
-    connection = await db.connection()
-    driver: asyncpg.Connection = (await connection.get_raw_connection()).driver_connection
-    await driver.execute("SET plan_cache_mode = force_custom_plan")
-    yield db
-    await driver.execute("RESET plan_cache_mode")
+    async with planned() as session:
+        yield session
 
 
 _REQUIRED = object()
