@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastapi.routing
 import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
 
-from chat_store.api.deps import AppState
+from chat_store.api.deps import AppState, get_state
 from chat_store.main import create_app
 from chat_store.models import IdempotencyKey, User
 from chat_store.settings import Settings
@@ -209,3 +210,28 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def solved(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of the requests FastAPI solved dependencies for, in order (the direct path,
+    api/direct.py, solves none)."""
+    paths: list[str] = []
+    solve = fastapi.routing.solve_dependencies
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        paths.append(kwargs["request"].url.path)
+        return await solve(*args, **kwargs)
+
+    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
+    return paths
+
+
+@pytest.fixture
+def through_fastapi(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """Call it to have FastAPI serve every request: any dependency override does that."""
+
+    def switch() -> None:
+        monkeypatch.setitem(app.dependency_overrides, get_state, get_state)
+
+    return switch

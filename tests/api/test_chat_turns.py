@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -644,3 +645,48 @@ async def test_metrics_count_generations_tokens_ttft_and_provider_errors(
     assert grew('chat_store_generation_tokens_total{kind="prompt"}') == 11
     assert grew("chat_store_generation_ttft_seconds_count") == 1
     assert sample(after, "chat_store_generations_live") == 0
+
+
+async def test_a_turn_is_served_by_the_direct_path_with_fastapis_answers(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    solved: list[str],
+    through_fastapi: Callable[[], None],
+) -> None:
+    """POST /chat is on the direct path (api/direct.py): a well-formed turn is served without
+    FastAPI's dependency solving, a malformed one by FastAPI, and both answer as FastAPI does."""
+
+    async def turn_and_refusal() -> list[tuple[int, Any]]:
+        account, session_id = await new_session(factory)
+        path = chat_path(session_id)
+        solved.clear()
+        answered = await client.post(
+            path, json={"content": "hi", "stream": False}, headers=account.headers
+        )
+        served_directly = solved == []
+        refused = await client.post(
+            path, json={"content": "hi", "temperature": 9}, headers=account.headers
+        )
+        assert solved[-1] == path  # what the route's fields refuse is FastAPI's
+        assert answered.status_code == 201, answered.text
+        turn = answered.json()
+        messages = [turn["user_message"], turn["assistant_message"]]
+        return [
+            (201, served_directly),
+            (201, [(m["seq"], m["role"], m["status"], m["content"]) for m in messages]),
+            (201, sorted(turn["assistant_message"])),
+            (refused.status_code, refused.json()["errors"]),
+        ]
+
+    direct = await turn_and_refusal()
+    through_fastapi()
+    by_fastapi = await turn_and_refusal()
+
+    assert direct[0] == (201, True)
+    assert by_fastapi[0] == (201, False)
+    assert direct[1] == (
+        201,
+        [(1, "user", "complete", "hi"), (2, "assistant", "complete", DEFAULT_TEXT)],
+    )
+    assert direct[1:] == by_fastapi[1:]
+    assert direct[3][0] == 422

@@ -8,12 +8,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import fastapi.routing
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
 
-from chat_store.api.deps import AppState, get_state
+from chat_store.api.deps import AppState
 from chat_store.api.direct import DirectRoute, direct
 from chat_store.services import events
 from tests.assertions import assert_problem, assert_validation_error
@@ -34,30 +33,6 @@ def _scrubbed(value: Any) -> Any:
     if isinstance(value, list):
         return [_scrubbed(item) for item in value]
     return value
-
-
-@pytest.fixture
-def solved(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The paths of the requests FastAPI solved dependencies for, in order."""
-    paths: list[str] = []
-    solve = fastapi.routing.solve_dependencies
-
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        paths.append(kwargs["request"].url.path)
-        return await solve(*args, **kwargs)
-
-    monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
-    return paths
-
-
-@pytest.fixture
-def through_fastapi(app: FastAPI, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
-    """Call it to have FastAPI serve every request: any dependency override does that."""
-
-    def switch() -> None:
-        monkeypatch.setitem(app.dependency_overrides, get_state, get_state)
-
-    return switch
 
 
 async def _stream(factory: Factory, account: Account) -> tuple[str, str]:

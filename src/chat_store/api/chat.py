@@ -13,6 +13,7 @@ from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey
+from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.errors import problem_response
 from chat_store.api.responses import problems
 from chat_store.api.streams import event_stream
@@ -40,7 +41,10 @@ from chat_store.services.generation.errors import (
 from chat_store.services.generation.turns import TurnContext
 from chat_store.services.streams import StreamContext
 
-router = APIRouter(prefix=API_PREFIX + "/sessions/{session_id}", tags=["chat"])
+# The busy `POST /chat` is served by the direct path (api/direct.py) when well formed.
+router = APIRouter(
+    prefix=API_PREFIX + "/sessions/{session_id}", tags=["chat"], route_class=DirectRoute
+)
 
 
 # Example message ids of a failed turn (its answer names both messages).
@@ -182,6 +186,7 @@ class _AnswerWhenDone(Response):
     response_model=ChatTurn,
     responses=_CHAT_ANSWERS,
 )
+@direct
 async def chat(
     ctx: Turn, session_id: uuid.UUID, body: ChatTurnBody, idempotency_key: IdempotencyKey = None
 ) -> Response:
