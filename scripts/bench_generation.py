@@ -45,9 +45,7 @@ import platform
 import random
 import secrets
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -64,9 +62,22 @@ import redis
 import redis.asyncio as aredis
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # tests.support, when run as scripts/bench_generation.py
+for _path in (ROOT, ROOT / "scripts"):  # tests.support and bench/, when run as a script
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
 
+from bench.config import BenchError, log  # noqa: E402
+from bench.processes import (  # noqa: E402
+    Cleanup,
+    Server,
+    cpu_seconds,
+    free_port,
+    machine_busy_seconds,
+    percentile,
+    start_process,
+    status_kb,
+    wait_ready,
+)
 from tests.support import llm_server  # noqa: E402
 from tests.support.llm_server import LlmServer, default_text  # noqa: E402
 
@@ -92,14 +103,6 @@ PHASE_ANSWERS = 4.0
 GUARD_ANSWERS = 1.5
 TARGET_P50_MS = 5.0
 TARGET_P99_MS = 20.0
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 # --- the provider: the test server, with a note of when requests came in and chunks went out
@@ -165,140 +168,6 @@ async def timed_provider(scope: dict[str, Any], receive: Any, send: Any) -> None
 
 
 # --- processes and cleanup
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def stop(self) -> None:
-        if self.popen.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.popen.pid, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=5)
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-4000:]
-        return ""
-
-
-class Cleanup:
-    """Undo actions, last in first out, once, whatever ended the run."""
-
-    def __init__(self) -> None:
-        self._actions: list[tuple[str, Callable[[], None]]] = []
-
-    def push(self, name: str, action: Callable[[], None]) -> None:
-        self._actions.append((name, action))
-
-    def run(self) -> None:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            while self._actions:
-                name, action = self._actions.pop()
-                try:
-                    action()
-                except Exception as exc:
-                    log(f"cleanup: {name} failed: {exc!r}")
-        finally:
-            signal.signal(signal.SIGINT, previous)
-
-
-def spawn(
-    name: str, command: list[str], env: dict[str, str], cwd: Path, port: int, cleanup: Cleanup
-) -> Process:
-    log_path = cwd / f"{name}.log"
-    with log_path.open("wb") as out:
-        popen = subprocess.Popen(
-            command,
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches the benchmark, which stops it in order
-        )
-    process = Process(name, popen, port, log_path)
-    cleanup.push(f"stop {name}", process.stop)
-    return process
-
-
-async def wait_ready(process: Process, path: str, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    async with httpx.AsyncClient(base_url=process.url, timeout=2.0) as client:
-        while True:
-            if process.popen.poll() is not None:
-                raise BenchError(f"{process.name} exited early:\n{process.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if (await client.get(path)).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                raise BenchError(f"{process.name} not ready after {within:.0f} s")
-            await asyncio.sleep(0.1)
-
-
-def proc_status_kb(pid: int, field_name: str) -> int | None:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field_name}:"):
-                return int(line.split()[1])
-    return None
-
-
-def cpu_seconds(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return float("nan")
-
-
-def machine_ticks() -> tuple[int, int]:
-    """CPU time of the whole machine so far, in clock ticks: (busy, all)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle, iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def cores_busy(before: tuple[int, int], after: tuple[int, int]) -> float:
-    busy, total = after[0] - before[0], after[1] - before[1]
-    return (os.cpu_count() or 1) * busy / total if total else float("nan")
-
-
-# --- statistics
-
-
-def percentile(values: Sequence[float], pct: float) -> float:
-    """Nearest rank: p99 of 400 values is the 396th smallest."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(pct / 100 * len(ordered)) - 1))
-    return ordered[rank]
 
 
 def ms_summary(seconds: Sequence[float]) -> dict[str, float]:
@@ -463,7 +332,7 @@ def service_environment(values: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def start_provider(workdir: Path, cleanup: Cleanup) -> Process:
+def start_provider(workdir: Path, cleanup: Cleanup) -> Server:
     port = free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
@@ -482,12 +351,12 @@ def start_provider(workdir: Path, cleanup: Cleanup) -> Process:
         "warning",
         "--no-access-log",
     ]
-    return spawn("provider", command, env, workdir, port, cleanup)
+    return start_process("provider", command, env=env, cwd=workdir, port=port, cleanup=cleanup)
 
 
 def start_service(
-    name: str, config: Config, backend: Backend, provider: Process, workdir: Path, cleanup: Cleanup
-) -> Process:
+    name: str, config: Config, backend: Backend, provider: Server, workdir: Path, cleanup: Cleanup
+) -> Server:
     port = free_port()
     values = {
         "APP_ENV": "production",
@@ -518,7 +387,9 @@ def start_service(
         str(port),
     ]
     # An empty working folder: no .env file is read.
-    return spawn(name, command, service_environment(values), workdir, port, cleanup)
+    return start_process(
+        name, command, env=service_environment(values), cwd=workdir, port=port, cleanup=cleanup
+    )
 
 
 # --- accounts and sessions
@@ -681,7 +552,7 @@ async def after(delay: float, work: Callable[[], Awaitable[Turn]]) -> Turn:
     return await work()
 
 
-async def take_timings(provider: Process) -> dict[str, dict[str, Any]]:
+async def take_timings(provider: Server) -> dict[str, dict[str, Any]]:
     async with httpx.AsyncClient(base_url=provider.url, timeout=30) as http:
         response = await http.get("/_bench/timings")
         response.raise_for_status()
@@ -696,8 +567,8 @@ async def measure_ttft(
     config: Config,
     cleanup: Cleanup,
     backend: Backend,
-    service: Process,
-    provider: Process,
+    service: Server,
+    provider: Server,
     llm: LlmServer,
     pairs: list[tuple[Account, str]],
 ) -> dict[str, Any]:
@@ -756,10 +627,10 @@ async def measure_ttft(
             for number, side in enumerate(sides):
                 counted = start + number * phase + guard
                 await asyncio.sleep(max(0.0, counted - time.monotonic()))
-                server, ticks = cpu_seconds(service.pid), machine_ticks()
+                server, machine = cpu_seconds(service.pid), machine_busy_seconds()
                 await asyncio.sleep(max(0.0, counted + phase - guard - time.monotonic()))
                 cpu[side][0] += cpu_seconds(service.pid) - server
-                cpu[side][1] += cores_busy(ticks, machine_ticks()) * (phase - guard)
+                cpu[side][1] += machine_busy_seconds() - machine
                 cpu[side][2] += phase - guard
 
         live = [0] * len(sides)  # turns under way, by the phase they started in
@@ -1046,8 +917,8 @@ async def measure_load(
     config: Config,
     cleanup: Cleanup,
     backend: Backend,
-    service: Process,
-    provider: Process,
+    service: Server,
+    provider: Server,
     llm: LlmServer,
     pairs: list[tuple[Account, str]],
 ) -> dict[str, Any]:
@@ -1081,20 +952,20 @@ async def measure_load(
     if await asyncio.to_thread(outbox.get, True, 60) != "ready":
         raise BenchError("the follower did not start")
 
-    rss_idle = proc_status_kb(service.pid, "VmRSS") or 0
+    rss_idle = status_kb(service.pid, "VmRSS") or 0
     peak_sampled = rss_idle
     sampling = True
 
     async def sample() -> None:
         nonlocal peak_sampled
         while sampling:
-            peak_sampled = max(peak_sampled, proc_status_kb(service.pid, "VmRSS") or 0)
+            peak_sampled = max(peak_sampled, status_kb(service.pid, "VmRSS") or 0)
             await asyncio.sleep(0.05)
 
     sampler = asyncio.create_task(sample())
     before = await pg_counters(backend)
     cpu_before = cpu_seconds(service.pid), cpu_seconds(provider.pid), time.process_time()
-    ticks_before = machine_ticks()
+    machine_before = machine_busy_seconds()
     rng = random.Random(config.seed + 1)
     offsets = [rng.uniform(0, config.load_spread) for _ in pairs]
     limits = client_limits(len(pairs))
@@ -1109,10 +980,10 @@ async def measure_load(
         turns = await asyncio.gather(*(after(offsets[i], work(i)) for i in range(len(pairs))))
     ended = time.monotonic()
     cpu_after = cpu_seconds(service.pid), cpu_seconds(provider.pid), time.process_time()
-    ticks_after = machine_ticks()
+    machine_after = machine_busy_seconds()
     sampling = False
     await sampler
-    hwm = proc_status_kb(service.pid, "VmHWM") or 0
+    hwm = status_kb(service.pid, "VmHWM") or 0
     follow = await asyncio.to_thread(outbox.get, True, 120)
     follower.join(10)
     timings = await take_timings(provider)
@@ -1174,7 +1045,7 @@ async def measure_load(
         "server_cores": (cpu_after[0] - cpu_before[0]) / wall,
         "provider_cores": (cpu_after[1] - cpu_before[1]) / wall,
         "client_cores": (cpu_after[2] - cpu_before[2]) / wall,
-        "machine_cores": cores_busy(ticks_before, ticks_after),
+        "machine_cores": (machine_after - machine_before) / wall,
         "pg": delta,
         "xact_per_s": delta.get("xact_commit", 0) / wall,
         "rollback_per_s": delta.get("xact_rollback", 0) / wall,

@@ -130,12 +130,18 @@ async def wait_ready(server: Server, path: str, within: float = 60.0) -> None:
             await asyncio.sleep(0.1)
 
 
-def rss_mb(pid: int) -> float:
+def status_kb(pid: int, field_name: str) -> int | None:
+    """A field of /proc/<pid>/status counted in kB (VmRSS, VmHWM); None when it cannot be read."""
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+            if line.startswith(f"{field_name}:"):
+                return int(line.split()[1])
+    return None
+
+
+def rss_mb(pid: int) -> float:
+    kb = status_kb(pid, "VmRSS")
+    return float("nan") if kb is None else kb / 1024
 
 
 def cpu_seconds(pid: int) -> float:
