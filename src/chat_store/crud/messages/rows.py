@@ -10,7 +10,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, delete, insert, select, tuple_, union_all, update
+from sqlalchemy import (
+    CTE,
+    CompoundSelect,
+    Select,
+    bindparam,
+    delete,
+    insert,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
@@ -77,23 +88,65 @@ _FROM_SESSION = ("seq", "created_version", "version")
 _GIVEN_COLUMNS = [column for column in MESSAGE_TABLE.c if column.name not in _FROM_SESSION]
 
 
+def _given(index: int, column_name: str) -> str:
+    """The bind parameter of message `index`'s value for a column."""
+    return f"m{index}_{column_name}"
+
+
+def _given_params(messages: Sequence[StoredMessage]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for index, message in enumerate(messages):
+        values = message.columns()
+        params.update(
+            {_given(index, column.name): values[column.name] for column in _GIVEN_COLUMNS}
+        )
+    return params
+
+
+def _new_rows_source(reserved: CTE, count: int) -> Select[Any] | CompoundSelect[Any]:
+    """The `count` messages' rows as the insert takes them: their given values, and the seqs
+    and versions the session's row reserved, the last message's its newest."""
+    rows = [
+        select(
+            *(
+                bindparam(_given(index, column.name), type_=column.type)
+                for column in _GIVEN_COLUMNS
+            ),
+            reserved.c.last_seq - back,
+            reserved.c.history_version - back,
+            reserved.c.history_version - back,
+        )
+        for index, back in enumerate(range(count - 1, -1, -1))
+    ]
+    return rows[0] if count == 1 else union_all(*rows)
+
+
+async def _insert_reserved(
+    db: AsyncSession, params: dict[str, Any], count: int, last_seq: int, last_version: int
+) -> None:
+    """SQLite's second step: the messages inserted with the seqs and versions reserved."""
+    inserts = []
+    for index, back in enumerate(range(count - 1, -1, -1)):
+        row = {column.name: params[_given(index, column.name)] for column in _GIVEN_COLUMNS}
+        row.update(
+            seq=last_seq - back, created_version=last_version - back, version=last_version - back
+        )
+        inserts.append(row)
+    await db.execute(_INSERT_MESSAGE, inserts[0] if count == 1 else inserts)
+
+
 @functools.cache
 def _append_one(*, expected: bool, titled: bool) -> ByDialect:
     """The session's next seq for one message, and its insert: on Postgres one statement (a
     data-modifying WITH), so the session row is locked from this statement to COMMIT with no
     round trip and no Python work in between; on SQLite the two statements in turn."""
     reserve = reserve_statement(expected=expected, titled=titled)
-    reserved = reserve.cte("reserved")
-    given = [bindparam(f"m_{column.name}", type_=column.type) for column in _GIVEN_COLUMNS]
-    source = select(
-        *given,
-        reserved.c.last_seq,
-        reserved.c.history_version,
-        reserved.c.history_version,
-    )
     in_one = (
         insert(MESSAGE_TABLE)
-        .from_select([*(column.name for column in _GIVEN_COLUMNS), *_FROM_SESSION], source)
+        .from_select(
+            [*(column.name for column in _GIVEN_COLUMNS), *_FROM_SESSION],
+            _new_rows_source(reserve.cte("reserved"), 1),
+        )
         .returning(MESSAGE.seq, MESSAGE.version)
     )
 
@@ -102,9 +155,7 @@ def _append_one(*, expected: bool, titled: bool) -> ByDialect:
         if taken is None:
             return None
         seq, version = taken
-        row = {column.name: params[f"m_{column.name}"] for column in _GIVEN_COLUMNS}
-        row.update(seq=seq, created_version=version, version=version)
-        await db.execute(_INSERT_MESSAGE, row)
+        await _insert_reserved(db, params, 1, seq, version)
         return {"seq": seq, "version": version}
 
     return ByDialect(postgresql=in_one, sqlite=in_steps)
@@ -116,12 +167,11 @@ async def append_one(
     """Insert `message` with the session's next seq, which also gives its versions (whatever
     `message` holds for them); returns its (seq, version), or None as reserve_seqs does.
     `standalone`: see db.fetch_one."""
-    values = message.columns()
     write = _append_one(
         expected=reservation.expected_last_seq is not None,
         titled=reservation.auto_title is not None,
     )
-    params = {f"m_{column.name}": values[column.name] for column in _GIVEN_COLUMNS}
+    params = _given_params([message])
     params.update(reservation.params())
     appended = await fetch_one(db, write, params, standalone=standalone)
     return None if appended is None else (appended["seq"], appended["version"])
@@ -142,24 +192,12 @@ def _append_rows(*, count: int, expected: bool, titled: bool) -> ByDialect:
     locked, first), on SQLite the update and then the inserts."""
     reserve = reserve_statement(expected=expected, titled=titled, prompt=True)
     reserved = reserve.cte("reserved")
-    rows = []
-    for index in range(count):
-        back = count - 1 - index
-        rows.append(
-            select(
-                *(
-                    bindparam(f"m{index}_{column.name}", type_=column.type)
-                    for column in _GIVEN_COLUMNS
-                ),
-                reserved.c.last_seq - back,
-                reserved.c.history_version - back,
-                reserved.c.history_version - back,
-            )
-        )
-    source = rows[0] if count == 1 else union_all(*rows)
     inserted = (
         insert(MESSAGE_TABLE)
-        .from_select([*(column.name for column in _GIVEN_COLUMNS), *_FROM_SESSION], source)
+        .from_select(
+            [*(column.name for column in _GIVEN_COLUMNS), *_FROM_SESSION],
+            _new_rows_source(reserved, count),
+        )
         .cte("inserted")
     )
     in_one = select(
@@ -171,17 +209,7 @@ def _append_rows(*, count: int, expected: bool, titled: bool) -> ByDialect:
         if taken is None:
             return None
         last_seq, last_version, system_prompt = taken
-        inserts = []
-        for index in range(count):
-            back = count - 1 - index
-            row = {column.name: params[f"m{index}_{column.name}"] for column in _GIVEN_COLUMNS}
-            row.update(
-                seq=last_seq - back,
-                created_version=last_version - back,
-                version=last_version - back,
-            )
-            inserts.append(row)
-        await db.execute(_INSERT_MESSAGE, inserts[0] if count == 1 else inserts)
+        await _insert_reserved(db, params, count, last_seq, last_version)
         return {
             "last_seq": last_seq,
             "history_version": last_version,
@@ -202,10 +230,8 @@ async def append_with_prompt(
         expected=reservation.expected_last_seq is not None,
         titled=reservation.auto_title is not None,
     )
-    params = reservation.params()
-    for index, message in enumerate(messages):
-        values = message.columns()
-        params.update({f"m{index}_{column.name}": values[column.name] for column in _GIVEN_COLUMNS})
+    params = _given_params(messages)
+    params.update(reservation.params())
     appended = await fetch_one(db, write, params)
     if appended is None:
         return None
