@@ -578,12 +578,12 @@ async def test_a_common_query_ranks_its_newest_matches_and_pages_stay_in_place(
 
 
 @pytest.mark.postgres_only
-@pytest.mark.parametrize("newer", [2, 12], ids=["found-by-the-index", "read-newest-first"])
+@pytest.mark.parametrize("newer", [2, 20], ids=["found-by-the-index", "read-newest-first"])
 async def test_the_newest_matches_are_ranked_however_they_are_found(
     app_with: AppWith, newer: int
 ) -> None:
-    """Postgres reads a query's matches newest first when at least 7 of the caller's 100
-    newest messages match it, else from the GIN index: either way the same newest matches
+    """Postgres reads a query's matches newest first when at least 18 of the caller's 200
+    newest messages match it (8 and 26 here), else from the GIN index: either way the same newest matches
     are ranked, with the filters applied, and the pages continue over the same set."""
     async with app_with(search_ranked_matches=4) as custom:
         client, factory = custom.client, custom.factory

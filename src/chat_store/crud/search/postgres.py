@@ -8,8 +8,8 @@ page's rows only.
 Ranking reads each match's row (GIN keeps no positions), about 2 to 5 µs a match: a word in
 tens of thousands of a user's messages would cost a hundred milliseconds. So the first page
 ranks at most `ranked_matches` messages, the newest matches. Where they are read from is
-decided in the statement by a probe of the caller's 100 newest messages (as filtered): when
-7 or more match (or 30 have its words: a phrase), the query is common and its matches are
+decided in the statement by a probe of the caller's 200 newest messages (as filtered): when
+18 or more match (or 60 have its words: a phrase), the query is common and its matches are
 read newest first from ix_message_user_id_created_at, stopping once enough match; else the
 GIN index finds them all.
 The planner cannot tell the two apart itself: it takes the tagged words and the owner for
@@ -81,9 +81,15 @@ _CANDIDATES_QUERY = cast(
 # through), at least COMMON_HITS match it, or at least COMMON_CANDIDATES have its words (a
 # phrase of common words, rare as a phrase, would have the GIN index find and read every
 # message with the words): its newest matches are then read newest first.
-PROBE_ROWS = 100
-COMMON_HITS = 7
-COMMON_CANDIDATES = 30
+# Reading newest first costs about ranked_matches / share rows, the GIN index the user's
+# messages * share: they cost the same near 7% (docs/operations.md). A probe of 100 with 7
+# hits sent words rarer than that the slow way by chance: 2% of the searches of a word in 2.8%
+# of the messages and 18% of one in 4.6% read 18,000 or 11,000 rows (the slowest searches,
+# 200 to 300 ms at 8 at a time). 200 with 18 (9%) sends a word in 4.6% that way 1 time in
+# 200, and one in 15% the GIN way 1 time in 250, for about 100 more rows read by the probe.
+PROBE_ROWS = 200
+COMMON_HITS = 18
+COMMON_CANDIDATES = 60
 _HAS_WORDS = select(func.numnode(_QUERY) > 0)
 
 
