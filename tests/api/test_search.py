@@ -583,8 +583,9 @@ async def test_the_newest_matches_are_ranked_however_they_are_found(
     app_with: AppWith, newer: int
 ) -> None:
     """Postgres reads a query's matches newest first when at least 18 of the caller's 200
-    newest messages match it (8 and 26 here), else from the GIN index: either way the same newest matches
-    are ranked, with the filters applied, and the pages continue over the same set."""
+    newest messages match it (8 and 26 here), else from the GIN index: either way the same
+    newest matches are ranked, with the filters applied, and the pages continue over the same
+    set."""
     async with app_with(search_ranked_matches=4) as custom:
         client, factory = custom.client, custom.factory
         account = await factory.account()
