@@ -88,18 +88,18 @@ _FROM_SESSION = ("seq", "created_version", "version")
 _GIVEN_COLUMNS = [column for column in MESSAGE_TABLE.c if column.name not in _FROM_SESSION]
 
 
-def _given(index: int, column_name: str) -> str:
-    """The bind parameter of message `index`'s value for a column."""
-    return f"m{index}_{column_name}"
+@functools.cache
+def _given_names(index: int) -> tuple[tuple[str, str], ...]:
+    """(bind parameter, column) of message `index`'s given values, in _GIVEN_COLUMNS' order:
+    made once, not on every append."""
+    return tuple((f"m{index}_{column.name}", column.name) for column in _GIVEN_COLUMNS)
 
 
 def _given_params(messages: Sequence[StoredMessage]) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for index, message in enumerate(messages):
         values = message.columns()
-        params.update(
-            {_given(index, column.name): values[column.name] for column in _GIVEN_COLUMNS}
-        )
+        params.update({bind: values[column] for bind, column in _given_names(index)})
     return params
 
 
@@ -109,8 +109,8 @@ def _new_rows_source(reserved: CTE, count: int) -> Select[Any] | CompoundSelect[
     rows = [
         select(
             *(
-                bindparam(_given(index, column.name), type_=column.type)
-                for column in _GIVEN_COLUMNS
+                bindparam(bind, type_=column.type)
+                for (bind, _), column in zip(_given_names(index), _GIVEN_COLUMNS, strict=True)
             ),
             reserved.c.last_seq - back,
             reserved.c.history_version - back,
@@ -127,7 +127,7 @@ async def _insert_reserved(
     """SQLite's second step: the messages inserted with the seqs and versions reserved."""
     inserts = []
     for index, back in enumerate(range(count - 1, -1, -1)):
-        row = {column.name: params[_given(index, column.name)] for column in _GIVEN_COLUMNS}
+        row = {column: params[bind] for bind, column in _given_names(index)}
         row.update(
             seq=last_seq - back, created_version=last_version - back, version=last_version - back
         )
