@@ -23,6 +23,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
 from chat_store.crud.messages.tables import CHAT_SESSION, MESSAGE, MESSAGE_ATTRS, MESSAGE_TABLE
@@ -112,13 +113,20 @@ def _new_rows_source(reserved: CTE, count: int) -> Select[Any] | CompoundSelect[
                 bindparam(bind, type_=column.type)
                 for (bind, _), column in zip(_given_names(index), _GIVEN_COLUMNS, strict=True)
             ),
-            reserved.c.last_seq - back,
-            reserved.c.history_version - back,
-            reserved.c.history_version - back,
+            *_taken_back(reserved, back),
         )
         for index, back in enumerate(range(count - 1, -1, -1))
     ]
     return rows[0] if count == 1 else union_all(*rows)
+
+
+def _taken_back(reserved: CTE, back: int) -> list[ColumnElement[Any]]:
+    """The seq and the two versions of the message `back` places before the newest reserved
+    (the newest's read as they are: no `- 0` in the statement)."""
+    seq, version = reserved.c.last_seq, reserved.c.history_version
+    if back:
+        return [seq - back, version - back, version - back]
+    return [seq, version, version]
 
 
 async def _insert_reserved(
