@@ -142,8 +142,8 @@ class Settings(BaseSettings):
     # `german`, ...; SQLite: `english` adds stemming, anything else searches as `simple`).
     # Read when the index is built (docs/operations.md: changing it).
     search_language: str = Field(default="simple", pattern=r"^[a-z_][a-z0-9_]*$", max_length=63)
-    # Postgres: a query that matches more of the caller's messages than this ranks the newest
-    # this many of them (and every title); ranking reads each match's row (docs/api.md, Search).
+    # A query that matches more of the caller's messages than this ranks the newest this many
+    # of them (and every title): ranking costs per match (docs/api.md, Search).
     search_ranked_matches: int = Field(default=500, ge=1)
 
     # --- retention

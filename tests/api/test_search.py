@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -552,7 +554,8 @@ async def test_a_common_query_ranks_its_newest_matches_and_pages_stay_in_place(
 ) -> None:
     """SEARCH_RANKED_MATCHES=4: a query matching more messages ranks the 4 newest, best first;
     the later pages rank the same ones (and what was written since), skipping and repeating
-    none, though newer matches now outnumber the bound."""
+    none, though newer matches now outnumber the bound. (Postgres: SQLite's bm25 moves every
+    rank when a write changes how rare a word is; its bound is tested without writes.)"""
     async with app_with(search_ranked_matches=4) as custom:
         client, factory = custom.client, custom.factory
         account = await factory.account()
@@ -577,15 +580,14 @@ async def test_a_common_query_ranks_its_newest_matches_and_pages_stay_in_place(
         assert len(message_ids(whole)) == 4
 
 
-@pytest.mark.postgres_only
 @pytest.mark.parametrize("newer", [2, 20], ids=["found-by-the-index", "read-newest-first"])
 async def test_the_newest_matches_are_ranked_however_they_are_found(
     app_with: AppWith, newer: int
 ) -> None:
     """Postgres reads a query's matches newest first when at least 18 of the caller's 200
-    newest messages match it (8 and 26 here), else from the GIN index: either way the same
-    newest matches are ranked, with the filters applied, and the pages continue over the same
-    set."""
+    newest messages match it (8 and 26 here), else from the GIN index; SQLite reads FTS5's
+    matches from the newest on: either way the same newest matches are ranked, with the
+    filters applied, and the pages continue over the same set."""
     async with app_with(search_ranked_matches=4) as custom:
         client, factory = custom.client, custom.factory
         account = await factory.account()
@@ -617,7 +619,7 @@ async def test_the_newest_matches_are_ranked_however_they_are_found(
         assert message_ids(users) == best_first([*older, *newest][-4:])
 
 
-@pytest.mark.postgres_only
+@pytest.mark.postgres_only  # writes between pages: see the test above
 async def test_a_query_within_the_bound_ranks_every_match(app_with: AppWith) -> None:
     async with app_with(search_ranked_matches=4) as custom:
         client, factory = custom.client, custom.factory
@@ -632,6 +634,30 @@ async def test_a_query_within_the_bound_ranks_every_match(app_with: AppWith) -> 
         seen = message_ids(first) + message_ids(second)
         assert set(m["id"] for m in created) <= set(seen)
         assert len(seen) == len(set(seen))
+
+
+async def test_a_cursor_whose_place_in_the_ranking_is_damaged_is_refused(
+    app_with: AppWith,
+) -> None:
+    """The cursor of a bounded ranking carries the oldest message ranked (Postgres: its time
+    and id; SQLite: also its rowid): anything else there is not a cursor."""
+    async with app_with(search_ranked_matches=2) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        session = await factory.chat_session(account)
+        await factory.messages(account, session["id"], 4, content="boa")
+        cursor = (await search(client, account, "boa", limit=1))["next_cursor"]
+        fields = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        assert len(fields) in (5, 6)
+        assert await search(client, account, "boa", cursor=cursor)
+
+        for place in (["7"], [7.5], [True], [None], [[7]], [7, 8]):
+            raw = json.dumps(fields[:5] + place).encode()
+            damaged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+            response = await client.get(
+                f"{API}/search", params={"q": "boa", "cursor": damaged}, headers=account.headers
+            )
+            assert_validation_error(response, "query", "cursor")
 
 
 async def test_a_search_runs_while_a_write_holds_its_transaction_open(

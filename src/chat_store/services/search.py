@@ -3,10 +3,10 @@
 Rules: a search only ever reads the caller's rows; a session given as a filter must be the
 caller's (else 404, as everywhere); a query too long or with nothing to search for is a 422. A
 page continues from an opaque cursor carrying the last hit's (rank, id): ranks are not ids, so
-the id alone, as other lists use it, could not say where the next page starts. On Postgres a
-first page ranks at most SEARCH_RANKED_MATCHES messages, the newest matches; when that left
-some out, the cursor also carries the oldest message ranked, so later pages rank the same set
-(and what was written since), never skipping or repeating a hit.
+the id alone, as other lists use it, could not say where the next page starts. A first page
+ranks at most SEARCH_RANKED_MATCHES messages, the newest matches; when that left some out, the
+cursor also carries the oldest message ranked (and on SQLite its place in the index), so later
+pages rank the same set (and what was written since), never skipping or repeating a hit.
 """
 
 from __future__ import annotations
@@ -163,12 +163,14 @@ class _Cursor:
 def _encode_cursor(cursor: _Cursor, fingerprint: str) -> str:
     # repr() of a float reads back as the same float: the next page starts exactly below it.
     rank, hit_id = cursor.after
-    fields = [repr(rank), str(hit_id), fingerprint]
+    fields: list[str | int] = [repr(rank), str(hit_id), fingerprint]
     if cursor.oldest_ranked is not None:
         fields += [
             cursor.oldest_ranked.created_at.isoformat(),
             str(cursor.oldest_ranked.message_id),
         ]
+        if cursor.oldest_ranked.fts_rowid is not None:
+            fields.append(cursor.oldest_ranked.fts_rowid)
     raw = json.dumps(fields, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -179,8 +181,13 @@ def _decode_cursor(cursor: str, fingerprint: str) -> _Cursor:
         rank, hit_id, of_search, *ranked_from = json.loads(raw)
         oldest = None
         if ranked_from:
-            at, message_id = ranked_from
-            oldest = RankedFrom(datetime.fromisoformat(at), uuid.UUID(message_id))
+            at, message_id, *place = ranked_from
+            fts_rowid = None
+            if place:
+                [fts_rowid] = place
+                if type(fts_rowid) is not int:
+                    raise ValueError("not a row's place")
+            oldest = RankedFrom(datetime.fromisoformat(at), uuid.UUID(message_id), fts_rowid)
             if oldest.created_at.tzinfo is None:
                 raise ValueError("a time without its offset")
         decoded = _Cursor((float(rank), uuid.UUID(hit_id)), oldest)

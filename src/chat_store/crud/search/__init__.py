@@ -43,8 +43,7 @@ async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
     async with read_only(db) as reader:
         if reader.get_bind().dialect.name == "postgresql":
             return await postgres.search(reader, request)
-        hits = await sqlite.search(reader, request)
-    return SearchFound(hits[: request.limit], len(hits) > request.limit, None)
+        return await sqlite.search(reader, request)
 
 
 async def query_has_words(db: AsyncSession, websearch: str) -> bool:

@@ -40,7 +40,7 @@ class SearchRequest:
     limit: int
     # (rank, hit id) of the last hit of the previous page: this page continues below it.
     cursor: tuple[float, uuid.UUID] | None = None
-    # Postgres: the first page ranks at most this many matching messages, the newest.
+    # The first page ranks at most this many matching messages, the newest.
     ranked_matches: int | None = None
     # The oldest message the first page ranked, when it ranked fewer than all matches: later
     # pages rank the matches from it on (to the newest), so no hit is skipped or repeated.
@@ -49,10 +49,13 @@ class SearchRequest:
 
 @dataclass(frozen=True)
 class RankedFrom:
-    """Where a bounded ranking starts: a message's (created_at, id)."""
+    """Where a bounded ranking starts: a message's (created_at, id), Postgres' order of the
+    newest; and on SQLite its place in the full-text index (rowid: the order rows were stored
+    in), SQLite's order of the newest."""
 
     created_at: datetime
     message_id: uuid.UUID
+    fts_rowid: int | None = None
 
 
 @dataclass(frozen=True)

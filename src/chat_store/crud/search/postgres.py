@@ -98,8 +98,6 @@ async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
     shape = shared.shape_of(request)
     params = shared.bound_params(request)
     params["b_query"] = request.websearch
-    if request.ranked_matches is None:
-        params["b_ranked_matches"] = _UNBOUNDED
     async with planned_for_its_values(db) as planned:
         rows = list(await planned.execute(_statement(shape), params))
     hits = [SearchHit(*row[:_HIT_COLUMNS]) for row in rows]
@@ -161,7 +159,7 @@ def _statement(shape: shared.Shape) -> Select[Any]:
         oldest_at = select(oldest.c.created_at).scalar_subquery()
         oldest_id = select(oldest.c.id).scalar_subquery()
     return shared.page_rows(
-        shared.page_of(shape, parts),
+        shared.page_of(shape, parts).subquery("page"),
         snippet,
         oldest_at.label("oldest_ranked_at"),
         oldest_id.label("oldest_ranked_id"),
@@ -245,5 +243,4 @@ def _bounded(matches: Select[Any], shape: shared.Shape) -> Select[Any]:
     )
 
 
-_UNBOUNDED = 2**31 - 1
 _HIT_COLUMNS = 9  # page_rows' columns and the snippet: SearchHit's fields

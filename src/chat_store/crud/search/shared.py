@@ -8,6 +8,7 @@ database spends on a rare word.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,6 +29,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import FromClause
 
 from chat_store.crud.search.hits import SearchRequest
 from chat_store.models import ChatSession, Message
@@ -37,6 +39,10 @@ message_columns = cast(Table, Message.__table__).c
 session_columns = cast(Table, ChatSession.__table__).c
 _M = message_columns
 _S = session_columns
+
+
+# The ranking's bound when the request gives none: every match.
+UNBOUNDED = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -68,11 +74,14 @@ def bound_params(request: SearchRequest) -> dict[str, Any]:
     params.update({f"b_{name}": getattr(filters, name) for name in filters.given})
     if request.cursor is not None:
         params["b_cursor_rank"], params["b_cursor_id"] = request.cursor
-    if request.ranked_matches is not None:
-        params["b_ranked_matches"] = request.ranked_matches
+    params["b_ranked_matches"] = (
+        UNBOUNDED if request.ranked_matches is None else request.ranked_matches
+    )
     if request.oldest_ranked is not None:
         params["b_ranked_from_at"] = request.oldest_ranked.created_at
         params["b_ranked_from_id"] = request.oldest_ranked.message_id
+        # A cursor of a ranking without it (Postgres') ranks from the start on SQLite.
+        params["b_ranked_from_rowid"] = request.oldest_ranked.fts_rowid or 0
     return params
 
 
@@ -146,7 +155,7 @@ def with_sessions(messages: Select[Any], shape: Shape) -> Select[Any]:
     return messages.join(ChatSession, _S.id == _M.session_id).where(*_session_filters(shape))
 
 
-def page_of(shape: Shape, parts: list[Select[Any]]) -> Any:
+def page_of(shape: Shape, parts: list[Select[Any]]) -> Select[Any]:
     """The page of the hits (the union of `parts`: hit_id, message_id, session_id, rank, ...)
     below the cursor, in rank order, one more than the page to tell whether more follow."""
     hits = union_all(*parts).subquery("hits") if len(parts) > 1 else parts[0].subquery("hits")
@@ -159,11 +168,21 @@ def page_of(shape: Shape, parts: list[Select[Any]]) -> Any:
             )
         )
     ordered = stmt.order_by(hits.c.rank.desc(), hits.c.hit_id.desc())
-    return ordered.limit(bindparam("b_limit", type_=Integer)).subquery("page")
+    return ordered.limit(bindparam("b_limit", type_=Integer))
 
 
-def page_rows(page: Any, *extra: ColumnElement[Any]) -> Select[Any]:
-    """The page's hits with their session's title and their message's seq, role and time."""
+def page_rows(
+    page: FromClause,
+    *extra: ColumnElement[Any],
+    outer: Sequence[tuple[FromClause, ColumnElement[bool]]] = (),
+) -> Select[Any]:
+    """The page's hits with their session's title and their message's seq, role and time
+    (and what `outer` joins, left, to them)."""
+    rows = page.join(ChatSession, _S.id == page.c.session_id).outerjoin(
+        Message, _M.id == page.c.message_id
+    )
+    for joined, on in outer:
+        rows = rows.outerjoin(joined, on)
     return (
         select(
             page.c.hit_id,
@@ -176,8 +195,6 @@ def page_rows(page: Any, *extra: ColumnElement[Any]) -> Select[Any]:
             _M.created_at,
             *extra,
         )
-        .select_from(page)
-        .join(ChatSession, _S.id == page.c.session_id)
-        .outerjoin(Message, _M.id == page.c.message_id)
+        .select_from(rows)
         .order_by(page.c.rank.desc(), page.c.hit_id.desc())
     )
