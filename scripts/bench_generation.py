@@ -81,6 +81,7 @@ from bench.processes import (  # noqa: E402
 from tests.support import llm_server  # noqa: E402
 from tests.support.llm_server import LlmServer, default_text  # noqa: E402
 
+from chat_store.cache.bus import from_wire  # noqa: E402
 from chat_store.client._follow import SseParser  # noqa: E402
 from chat_store.settings import Settings  # noqa: E402
 
@@ -762,7 +763,9 @@ async def _follow(
             if message is None:
                 continue
             now = time.monotonic()
-            event = json.loads(message["data"])
+            _, event = from_wire(message["data"])
+            if not isinstance(event, dict):
+                continue
             if event.get("type") == "message.delta":
                 end = int(event["start"]) + len(event["delta"])
                 published.append((str(event["message_id"]), end, now))
@@ -835,7 +838,9 @@ async def _watch(pattern: str, stop: Any, outbox: Any) -> dict[str, Any]:
         if message is None:
             continue
         now = time.monotonic()
-        event = json.loads(message["data"])
+        _, event = from_wire(message["data"])
+        if not isinstance(event, dict):
+            continue
         kind = event.get("type")
         if kind == "message.delta":
             first_delta.setdefault(str(event["message_id"]), now)

@@ -80,3 +80,23 @@ async def test_redis_down_fails_open_and_publishing_resumes(
         await publisher.publish(CHANNEL, {"n": 3})
         assert await _received(subscription, 1) == [3]
     assert publisher.errors == 1
+
+
+async def test_the_publishing_process_has_its_own_events_once_even_without_redis(
+    redis_server: RedisServer, buses: tuple[RedisBus, RedisBus]
+) -> None:
+    """A reader in the process that publishes has each event at once, and not a second time
+    when Redis hands it back; the other process's reader has it through Redis."""
+    publisher, reader = buses
+    async with publisher.subscribe(CHANNEL) as own, reader.subscribe(CHANNEL) as other:
+        for n in range(3):
+            await publisher.publish(CHANNEL, {"n": n})
+        assert await _received(own, 3) == [0, 1, 2]
+        assert await _received(other, 3) == [0, 1, 2]
+        assert await own.next(wait_seconds=0.5) is None
+
+        redis_server.stop()
+        await publisher.publish(CHANNEL, {"n": 3})
+        assert await _received(own, 1) == [3]
+        assert await other.next(wait_seconds=0.3) is None
+    assert not own.lost

@@ -4,7 +4,9 @@ One Redis connection per process carries every subscription: a reader subscribes
 the first local reader of a channel SUBSCRIBEs it and the last one to leave UNSUBSCRIBEs, so 500
 readers cost 500 queues, not 500 connections. The channels that readers joined or left while a
 command was on the wire go in the next one: 100 streams that start at once wait for one or two
-commands, not for 100 sent one after another. The bus is a wake-up signal, never the record:
+commands, not for 100 sent one after another. An event's readers in the process that publishes
+it have it at once; Redis carries it to the other processes (each event on the wire names the
+process it came from, whose listener skips it). The bus is a wake-up signal, never the record:
 readers re-read the database whenever they may have missed something.
 """
 
@@ -15,6 +17,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
@@ -195,6 +198,9 @@ class RedisBus:
         # sent (or dropped); their writers wait on it.
         self._outbox: list[tuple[str, str]] = []
         self._publishing = _Rounds("redis-publish", self._publish_round)
+        # Put before each event on the wire (JSON never starts with it): the listener skips
+        # the events of this process, which its readers had when they were published.
+        self._origin = f"~{uuid.uuid4().hex}~"
 
     async def publish(self, channel: str, event: dict[str, Any]) -> None:
         """Send the event, in order, and return once Redis has it (or it was dropped).
@@ -204,14 +210,19 @@ class RedisBus:
         trip. A writer still answers only after its event is out, so a reader following the
         stream has the delta no later than the writer has its answer.
         """
+        if self._closing:
+            return
+        # This process's readers need no round trip through Redis (about a millisecond before
+        # a streamed answer's delta reaches its own client).
+        self._fanout.deliver(channel, event)
         # After a failure, Redis is left alone for a second: a write that publishes many events
         # must not wait out a timeout for each of them.
-        if self._closing or time.monotonic() < self._skip_until:
+        if time.monotonic() < self._skip_until:
             return
         if len(self._outbox) >= OUTBOX_LIMIT:
             self.errors += 1
             return
-        self._outbox.append((self._prefix + channel, json.dumps(event)))
+        self._outbox.append((self._prefix + channel, self._origin + json.dumps(event)))
         await self._publishing.join()
 
     async def _publish_round(self) -> None:
@@ -301,10 +312,9 @@ class RedisBus:
             channel = message["channel"]
             if isinstance(channel, bytes):
                 channel = channel.decode()
-            try:
-                event = json.loads(message["data"])
-            except ValueError:
-                continue
+            origin, event = from_wire(message["data"])
+            if origin == self._origin or not isinstance(event, dict):
+                continue  # this process's (its readers have it), or not an event
             self._fanout.deliver(channel[len(self._prefix) :], event)
 
     async def _resubscribe(self) -> None:
@@ -347,6 +357,20 @@ class RedisBus:
                 await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         await self._redis.aclose()
         await self._listen_redis.aclose()
+
+
+def from_wire(data: bytes | str) -> tuple[str, Any]:
+    """An event as Redis carries it: the publishing process's mark (`~<hex>~`, empty for a
+    bare event) and the event (None when it is not JSON)."""
+    text = data.decode(errors="replace") if isinstance(data, bytes) else data
+    origin = ""
+    if text.startswith("~"):
+        end = text.find("~", 1) + 1
+        origin, text = text[:end], text[end:]
+    try:
+        return origin, json.loads(text)
+    except ValueError:
+        return origin, None
 
 
 def _resolve(future: asyncio.Future[None] | None) -> None:
