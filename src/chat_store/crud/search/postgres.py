@@ -50,9 +50,7 @@ from chat_store.crud.search import shared
 from chat_store.crud.search.hits import (
     MARK_END,
     MARK_START,
-    RankedFrom,
     SearchFound,
-    SearchHit,
     SearchRequest,
 )
 from chat_store.db import planned_for_its_values
@@ -100,11 +98,7 @@ async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
     params["b_query"] = request.websearch
     async with planned_for_its_values(db) as planned:
         rows = list(await planned.execute(_statement(shape), params))
-    hits = [SearchHit(*row[:_HIT_COLUMNS]) for row in rows]
-    oldest = request.oldest_ranked
-    if not shape.cursor and rows and rows[0].oldest_ranked_at is not None:
-        oldest = RankedFrom(rows[0].oldest_ranked_at, rows[0].oldest_ranked_id)
-    return SearchFound(hits[: request.limit], len(hits) > request.limit, oldest)
+    return shared.found(request, rows)
 
 
 async def query_has_words(db: AsyncSession, websearch: str) -> bool:
@@ -145,24 +139,15 @@ def _statement(shape: shared.Shape) -> Select[Any]:
         func.chat_store_search_snippet(_S.title, query, literal(_TITLE_HEADLINE)),
         "",
     )
-    oldest_at: ColumnElement[Any] = null()
-    oldest_id: ColumnElement[Any] = null()
-    if not shape.cursor:
-        # The oldest message ranked, when the bound was reached (the bound-th newest match).
-        oldest = (
-            select(ranked.c.created_at, ranked.c.id)
-            .order_by(ranked.c.created_at.desc(), ranked.c.id.desc())
-            .offset(bindparam("b_ranked_matches", type_=Integer) - 1)
-            .limit(1)
-            .subquery("oldest")
-        )
-        oldest_at = select(oldest.c.created_at).scalar_subquery()
-        oldest_id = select(oldest.c.id).scalar_subquery()
     return shared.page_rows(
         shared.page_of(shape, parts).subquery("page"),
         snippet,
-        oldest_at.label("oldest_ranked_at"),
-        oldest_id.label("oldest_ranked_id"),
+        *shared.oldest_ranked(
+            shape,
+            at=ranked.c.created_at,
+            message_id=ranked.c.id,
+            order=[ranked.c.created_at.desc(), ranked.c.id.desc()],
+        ),
     )
 
 
@@ -241,6 +226,3 @@ def _bounded(matches: Select[Any], shape: shared.Shape) -> Select[Any]:
     return matches.order_by(_M.created_at.desc(), _M.id.desc()).limit(
         bindparam("b_ranked_matches", type_=Integer)
     )
-
-
-_HIT_COLUMNS = 9  # page_rows' columns and the snippet: SearchHit's fields

@@ -23,15 +23,17 @@ from sqlalchemy import (
     Uuid,
     bindparam,
     literal_column,
+    null,
     select,
     true,
     tuple_,
     union_all,
 )
+from sqlalchemy.engine import Row
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.selectable import FromClause
 
-from chat_store.crud.search.hits import SearchRequest
+from chat_store.crud.search.hits import RankedFrom, SearchFound, SearchHit, SearchRequest
 from chat_store.models import ChatSession, Message
 
 # The tables' columns, as the statements of both engines name them.
@@ -43,6 +45,7 @@ _S = session_columns
 
 # The ranking's bound when the request gives none: every match.
 UNBOUNDED = 2**31 - 1
+HIT_COLUMNS = 9  # page_rows' columns and the snippet: SearchHit's fields
 
 
 @dataclass(frozen=True)
@@ -198,3 +201,42 @@ def page_rows(
         .select_from(rows)
         .order_by(page.c.rank.desc(), page.c.hit_id.desc())
     )
+
+
+def oldest_ranked(
+    shape: Shape,
+    *,
+    at: ColumnElement[Any],
+    message_id: ColumnElement[Any],
+    order: Sequence[ColumnElement[Any]],
+    fts_rowid: ColumnElement[Any] | None = None,
+) -> list[ColumnElement[Any]]:
+    """page_rows' extra columns naming the oldest message a first page ranked when it reached
+    the bound: the `b_ranked_matches`-th of the ranked messages in `order` (newest first);
+    NULL when fewer were ranked, and on later pages (their request carries it)."""
+    named = {"oldest_ranked_at": at, "oldest_ranked_id": message_id}
+    if fts_rowid is not None:
+        named["oldest_ranked_rowid"] = fts_rowid
+    if shape.cursor:
+        return [null().label(name) for name in named]
+    oldest = (
+        select(*(column.label(name) for name, column in named.items()))
+        .order_by(*order)
+        .offset(bindparam("b_ranked_matches", type_=Integer) - 1)
+        .limit(1)
+        .subquery("oldest")
+    )
+    return [select(column).scalar_subquery().label(column.name) for column in oldest.c]
+
+
+def found(request: SearchRequest, rows: Sequence[Row[Any]]) -> SearchFound:
+    """The page's hits (rows: page_rows', the snippet, then oldest_ranked's), whether more
+    follow, and where the ranking starts: the request's, or the one the first page reports."""
+    hits = [SearchHit(*row[:HIT_COLUMNS]) for row in rows[: request.limit]]
+    oldest = request.oldest_ranked
+    if request.cursor is None and rows and rows[0].oldest_ranked_id is not None:
+        first = rows[0]._mapping
+        oldest = RankedFrom(
+            first["oldest_ranked_at"], first["oldest_ranked_id"], first.get("oldest_ranked_rowid")
+        )
+    return SearchFound(hits, len(rows) > request.limit, oldest)

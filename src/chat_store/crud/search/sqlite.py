@@ -37,9 +37,7 @@ from chat_store.crud.search import shared
 from chat_store.crud.search.hits import (
     MARK_END,
     MARK_START,
-    RankedFrom,
     SearchFound,
-    SearchHit,
     SearchRequest,
 )
 from chat_store.models import ChatSession, Message
@@ -65,14 +63,7 @@ async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
     if shape.titles:
         params["b_title_match"] = _fts5_match(request, "title")
     rows = list(await db.execute(_statement(shape), params))
-    hits = [SearchHit(*row[:_HIT_COLUMNS]) for row in rows[: request.limit]]
-    oldest = request.oldest_ranked
-    if not shape.cursor and rows and rows[0].oldest_ranked_rowid is not None:
-        first = rows[0]
-        oldest = RankedFrom(
-            first.oldest_ranked_at, first.oldest_ranked_id, first.oldest_ranked_rowid
-        )
-    return SearchFound(hits, len(rows) > request.limit, oldest)
+    return shared.found(request, rows)
 
 
 def _fts5_match(request: SearchRequest, column: str) -> str:
@@ -115,17 +106,6 @@ def _statement(shape: shared.Shape) -> Select[Any]:
                 *shared.title_filters(shape, fts_first=True),
             )
         )
-    oldest_columns: list[ColumnElement[Any]] = [null(), null(), null()]
-    if not shape.cursor:
-        # The oldest message ranked, when the bound was reached (the bound-th newest match).
-        oldest = (
-            select(ranked.c.fts_rowid, ranked.c.created_at, ranked.c.hit_id)
-            .order_by(ranked.c.fts_rowid.desc())
-            .offset(bindparam("b_ranked_matches", type_=Integer) - 1)
-            .limit(1)
-            .subquery("oldest")
-        )
-        oldest_columns = [select(column).scalar_subquery() for column in oldest.c]
     page = shared.page_of(shape, parts).cte("page")
     excerpts = [_excerpts(page, "message_fts", "b_message_match")]
     if shape.titles:
@@ -134,9 +114,13 @@ def _statement(shape: shared.Shape) -> Select[Any]:
     return shared.page_rows(
         page,
         snippet,
-        oldest_columns[0].label("oldest_ranked_rowid"),
-        oldest_columns[1].label("oldest_ranked_at"),
-        oldest_columns[2].label("oldest_ranked_id"),
+        *shared.oldest_ranked(
+            shape,
+            at=ranked.c.created_at,
+            message_id=ranked.c.hit_id,
+            order=[ranked.c.fts_rowid.desc()],
+            fts_rowid=ranked.c.fts_rowid,
+        ),
         outer=excerpts,
     )
 
@@ -211,6 +195,3 @@ def _excerpts(page: CTE, fts: str, match: str) -> tuple[CTE, ColumnElement[bool]
         .prefix_with("MATERIALIZED")
     )
     return found, and_(here, found.c.fts_rowid == page.c.fts_rowid)
-
-
-_HIT_COLUMNS = 9  # page_rows' columns and the snippet: SearchHit's fields
