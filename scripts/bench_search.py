@@ -823,6 +823,7 @@ async def run_sqlite(args: argparse.Namespace, workdir: Path, cleanup: Cleanup) 
 
 def sqlite_matches(path: Path, user_id: str, tickets: list[int]) -> dict[str, float]:
     from chat_store import search_query
+    from chat_store.models.search import message_fts_table
 
     connection = sqlite3.connect(path)
     try:
@@ -832,9 +833,10 @@ def sqlite_matches(path: Path, user_id: str, tickets: list[int]) -> dict[str, fl
             for query in queries:
                 fts5 = search_query.parse(query.format(ticket=tickets[0])).fts5()
                 match = f'owner : "{uuid.UUID(user_id).hex}" AND body : ({fts5})'
+                fts = message_fts_table(uuid.UUID(user_id))
                 found.append(
                     connection.execute(
-                        "SELECT count(*) FROM message_fts WHERE message_fts MATCH ?", (match,)
+                        f"SELECT count(*) FROM {fts} WHERE {fts} MATCH ?", (match,)
                     ).fetchone()[0]
                 )
             counts[kind] = sum(found) / len(found)

@@ -345,8 +345,11 @@ async def _check_sqlite_index(state: Any) -> None:
         return
     from sqlalchemy import text
 
+    from chat_store.models.search import MESSAGE_FTS_PARTS
+
+    tables = [f"message_fts_{part}" for part in MESSAGE_FTS_PARTS]
     async with state.sessionmaker() as db, db.begin():
-        for table in ("message_fts", "chat_session_fts"):
+        for table in [*tables, "chat_session_fts"]:
             await db.execute(
                 text(f"INSERT INTO {table}({table}, rank) VALUES ('integrity-check', 1)")
             )

@@ -50,6 +50,26 @@ async def test_only_the_callers_messages_and_titles_are_found(
         assert len(titles["data"]) == 2  # the title and the message
 
 
+async def test_owners_whose_ids_end_alike_find_only_their_own(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """Their messages share an index (SQLite: the FTS5 table of the ids' last hex digit), which
+    narrows the lookup only: each still finds only its own."""
+    by_digit: dict[str, Account] = {}
+    while True:  # at most 17 accounts: 16 digits
+        account = await factory.account()
+        first = by_digit.setdefault(uuid.UUID(account.user_id).hex[-1], account)
+        if first is not account:
+            break
+    sessions = [await _seed(factory, owner, "okapi ledger") for owner in (first, account)]
+
+    for owner, session in zip((first, account), sessions, strict=True):
+        page = await _hits(client, owner.headers, q="okapi_ledger rotates")
+        assert [hit["session"]["id"] for hit in page["data"]] == [session["id"]]
+        phrase = await _hits(client, owner.headers, q='"signing keys"')
+        assert [hit["session"]["id"] for hit in phrase["data"]] == [session["id"]]
+
+
 async def test_another_users_session_as_filter_is_404_like_a_missing_one(
     client: httpx.AsyncClient, factory: Factory
 ) -> None:

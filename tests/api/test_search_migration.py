@@ -1,5 +1,5 @@
-"""Migrations 0003_search, 0006_search_recent and 0007_search_owned: messages stored before them
-are indexed by their batched backfills, and they go down and up again."""
+"""Migrations 0003_search, 0006_search_recent, 0007_search_owned and 0008_search_parts: messages
+stored before them are indexed by their batched backfills, and they go down and up again."""
 
 from __future__ import annotations
 
@@ -90,10 +90,13 @@ def _empty_and_backfill(connection: Connection, migration: Any) -> tuple[int, in
         owned = _migration("2026-12-06_search_owned")
         assert owned.rewrite_vectors(connection, 3, owned=True) == batches
         return batches, 0
-    for table in ("message_fts", "chat_session_fts"):
+    # Since 0008_search_parts the messages are in 16 tables, each filled as 0003 filled one.
+    parts = _migration("2026-12-06_search_parts")
+    tables = [parts.names(part)[0] for part in parts.PARTS]
+    for table in [*tables, "chat_session_fts"]:
         connection.execute(text(f"INSERT INTO {table}({table}) VALUES ('delete-all')"))
     return (
-        migration.backfill_sqlite(connection, "message_search_source", "message_fts", "body", 3),
+        parts.backfill_parts(connection, 3),
         migration.backfill_sqlite(
             connection, "chat_session_search_source", "chat_session_fts", "title", 3
         ),

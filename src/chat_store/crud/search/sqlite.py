@@ -1,9 +1,12 @@
-"""SQLite: FTS5 tables `message_fts` and `chat_session_fts`, with the owner's id as a column so
-that FTS5 matches within one owner's rows; ranked by bm25 (lower is better, negated here so that
-higher is better on both engines), excerpts by snippet() and highlight(), all in one statement.
+"""SQLite: FTS5 tables `message_fts_0` to `message_fts_f` (the owner's messages are in the one
+named by the last hex digit of its id) and `chat_session_fts`, with the owner's id as a column
+so that FTS5 matches within one owner's rows; ranked by bm25 (lower is better, negated here so
+that higher is better on both engines), excerpts by snippet() and highlight(), all in one
+statement.
 
 bm25 costs 2 to 10 µs a match, besides what it costs once per search to count how many rows
-of the whole index have each of the query's words. So the first page ranks at most
+of the table have each of the query's words (a sixteenth of the messages). So the first page
+ranks at most
 `ranked_matches` messages, the newest matches (in rowid order: the order they were stored in),
 and reports the oldest it ranked when it ranked fewer than all; later pages rank the matches
 from that one on, as on Postgres. (A write between two pages may still move ranks: it changes
@@ -41,6 +44,7 @@ from chat_store.crud.search.hits import (
     SearchRequest,
 )
 from chat_store.models import ChatSession, Message
+from chat_store.models.search import message_fts_table
 
 _M = shared.message_columns
 _S = shared.session_columns
@@ -62,7 +66,8 @@ async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
     params["b_message_match"] = _fts5_match(request, "body")
     if shape.titles:
         params["b_title_match"] = _fts5_match(request, "title")
-    rows = list(await db.execute(_statement(shape), params))
+    statement = _statement(shape, message_fts_table(request.user_id))
+    rows = list(await db.execute(statement, params))
     return shared.found(request, rows)
 
 
@@ -74,8 +79,8 @@ def _fts5_match(request: SearchRequest, column: str) -> str:
 
 
 @functools.cache
-def _statement(shape: shared.Shape) -> Select[Any]:
-    ranked = _ranked(shape)
+def _statement(shape: shared.Shape, message_fts: str) -> Select[Any]:
+    ranked = _ranked(shape, message_fts)
     parts = [
         select(
             ranked.c.hit_id,
@@ -107,9 +112,9 @@ def _statement(shape: shared.Shape) -> Select[Any]:
             )
         )
     page = shared.page_of(shape, parts).cte("page")
-    excerpts = [_excerpts(page, "message_fts", "b_message_match")]
+    excerpts = [_excerpts(page, message_fts, "b_message_match", of_messages=True)]
     if shape.titles:
-        excerpts.append(_excerpts(page, "chat_session_fts", "b_title_match"))
+        excerpts.append(_excerpts(page, "chat_session_fts", "b_title_match", of_messages=False))
     snippet = func.coalesce(*(excerpt.c.excerpt for excerpt, _ in excerpts), "")
     return shared.page_rows(
         page,
@@ -125,13 +130,13 @@ def _statement(shape: shared.Shape) -> Select[Any]:
     )
 
 
-def _ranked(shape: shared.Shape) -> CTE:
+def _ranked(shape: shared.Shape, fts: str) -> CTE:
     """The messages to rank: every match, or (a bounded ranking) the newest matches. FTS5 hands
     out its matches in rowid order, which is the order the rows were stored in: the newest
     `b_ranked_matches` are read from the newest on and the scan stops there, so bm25, about
     2 to 10 µs a match, runs for those only."""
-    message_fts: ColumnElement[Any] = literal_column("message_fts")
-    fts_rowid: ColumnElement[Any] = literal_column("message_fts.rowid", Integer)
+    message_fts: ColumnElement[Any] = literal_column(fts)
+    fts_rowid: ColumnElement[Any] = literal_column(f"{fts}.rowid", Integer)
     matches: Select[Any] = (
         select(
             _M.id.label("hit_id"),
@@ -142,7 +147,7 @@ def _ranked(shape: shared.Shape) -> CTE:
             fts_rowid.label("fts_rowid"),
             _M.created_at.label("created_at"),
         )
-        .select_from(table("message_fts"))
+        .select_from(table(fts))
         .join(Message, literal_column("message.rowid") == fts_rowid)
         .where(
             message_fts.op("MATCH")(bindparam("b_message_match", type_=Text)),
@@ -162,14 +167,15 @@ def _ranked(shape: shared.Shape) -> CTE:
     return matches.cte("ranked")
 
 
-def _excerpts(page: CTE, fts: str, match: str) -> tuple[CTE, ColumnElement[bool]]:
+def _excerpts(
+    page: CTE, fts: str, match: str, *, of_messages: bool
+) -> tuple[CTE, ColumnElement[bool]]:
     """Excerpts (or whole titles) of the page's messages (or titles): the matches between the
     lowest and the highest of their rowids, read in one pass, with the page's picked out. (A
     lookup per rowid costs FTS5 a seek for each of the query's words in each segment of its
     index: 0.1 to 0.7 ms a row with the dozens of segments that rows indexed one by one
     leave, 2 to 10 ms for a page of 20, against 0.5 to 2 ms for the pass.) MATERIALIZED: read
     once, not looked up for each row of the page."""
-    of_messages = fts == "message_fts"
     here = page.c.message_id.is_not(None) if of_messages else page.c.message_id.is_(None)
     fts_table: ColumnElement[Any] = literal_column(fts)
     marks = (literal(MARK_START, Text), literal(MARK_END, Text))
