@@ -157,8 +157,23 @@ def _sqlite_on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoo
     dbapi_connection.isolation_level = None
 
 
+# SQLite: how a transaction on the connection that writes begins (an execution option; the
+# read sessions set DEFERRED). IMMEDIATE takes the write lock at BEGIN, waiting for it
+# (busy_timeout) while another process writes. A DEFERRED transaction takes it at its first
+# write, and when it has read before and another process wrote in between, SQLite refuses the
+# write at once ("database is locked", SQLITE_BUSY_SNAPSHOT: busy_timeout does not apply), so a
+# request that looked its caller up first would fail. One process has one such connection, so
+# IMMEDIATE changes nothing within a process.
+SQLITE_BEGIN = "chat_store_sqlite_begin"
+
+
 def _sqlite_on_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _sqlite_reader_on_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")  # read-only connections (query_only) never write
 
 
 def _sqlite_reader_on_connect(
@@ -170,8 +185,9 @@ def _sqlite_reader_on_connect(
     cursor.close()
 
 
-# SQLite: each writer engine's read-only sessions (see `read_only`).
-_SQLITE_READERS: weakref.WeakKeyDictionary[Engine, async_sessionmaker[AsyncSession]] = (
+# SQLite: each writer engine's read-only sessions (see `read_only`), by the writer's pool: the
+# engine's variants with other execution options (the read sessions' DEFERRED) share its pool.
+_SQLITE_READERS: weakref.WeakKeyDictionary[Pool, async_sessionmaker[AsyncSession]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -186,10 +202,10 @@ def _add_sqlite_readers(engine: AsyncEngine, connections: int) -> None:
         engine.url, echo=engine.echo, pool_size=connections, max_overflow=0, pool_timeout=60
     )
     event.listen(readers.sync_engine, "connect", _sqlite_reader_on_connect)
-    event.listen(readers.sync_engine, "begin", _sqlite_on_begin)
+    event.listen(readers.sync_engine, "begin", _sqlite_reader_on_begin)
     # Called inside AsyncEngine.dispose()'s greenlet: the readers' connections close there too.
     event.listen(engine.sync_engine, "engine_disposed", lambda _: readers.sync_engine.dispose())
-    _SQLITE_READERS[engine.sync_engine] = create_sessionmaker(readers)
+    _SQLITE_READERS[engine.sync_engine.pool] = create_sessionmaker(readers)
 
 
 @asynccontextmanager
@@ -199,7 +215,7 @@ async def read_only(db: AsyncSession) -> AsyncIterator[AsyncSession]:
     snapshot of what is committed), so concurrent reads do not queue for the one connection
     that writes; on Postgres `db` itself, whose pool has a connection per request anyway."""
     bind = db.get_bind()
-    readers = _SQLITE_READERS.get(bind) if isinstance(bind, Engine) else None
+    readers = _SQLITE_READERS.get(bind.pool) if isinstance(bind, Engine) else None
     if readers is None:
         yield db
         return
@@ -214,10 +230,11 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
 def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions for GET requests. On Postgres they run in autocommit: a read needs no
     BEGIN/COMMIT round trips, and each statement sees committed data as it would anyway under
-    READ COMMITTED. (SQLite keeps its transactions: its single connection is the lock.)
+    READ COMMITTED. (SQLite keeps its transactions: its single connection is the lock; they
+    begin DEFERRED, taking no write lock, see SQLITE_BEGIN.)
     A GET path must therefore not open a SAVEPOINT; conflicts there use ON CONFLICT instead."""
     if engine.dialect.name != "postgresql":
-        return create_sessionmaker(engine)
+        return create_sessionmaker(engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}))
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 

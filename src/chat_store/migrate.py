@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, TextClause
+from sqlalchemy import Connection, TextClause, text
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -50,4 +50,30 @@ def walk_in_batches(connection: Connection, statement: TextClause, batch: int, s
         if last is None:
             return batches
         after = str(last)
+        batches += 1
+
+
+def fill_fts5_in_batches(
+    connection: Connection, source: str, fts: str, columns: tuple[str, ...], batch: int
+) -> int:
+    """For the migrations' SQLite backfills: index the rows of the view `source` (its key
+    `rid`) into the FTS5 table `fts` in rowid order, `batch` rows per statement. (SQLite has
+    one writer: the batches bound each statement's memory, not a lock.) Returns how many ran."""
+    # FTS5 tables take no RETURNING: the batch's last rowid is read first.
+    upto = text(
+        f"SELECT max(rid) FROM (SELECT rid FROM {source} WHERE rid > :after "  # noqa: S608
+        "ORDER BY rid LIMIT :batch)"
+    )
+    names = ", ".join(columns)
+    insert = text(
+        f"INSERT INTO {fts}(rowid, {names}) "  # noqa: S608
+        f"SELECT rid, {names} FROM {source} WHERE rid > :after AND rid <= :upto"
+    )
+    after, batches = 0, 0
+    while True:
+        last = connection.execute(upto, {"after": after, "batch": batch}).scalar()
+        if last is None:
+            return batches
+        connection.execute(insert, {"after": after, "upto": last})
+        after = last
         batches += 1

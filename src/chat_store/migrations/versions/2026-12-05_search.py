@@ -26,7 +26,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from alembic import op
 
-from chat_store.migrate import walk_in_batches
+from chat_store.migrate import fill_fts5_in_batches, walk_in_batches
 
 revision: str = "0003_search"
 down_revision: str | None = "0004_archive"
@@ -367,24 +367,8 @@ def backfill_sqlite(
     connection: sa.Connection, source: str, fts: str, column: str, batch: int
 ) -> int:
     """Index the rows of `source` in rowid order, `batch` rows per statement; returns how many
-    batches ran. (SQLite has one writer: the batches bound each statement's memory, not a lock.)"""
-    # FTS5 tables take no RETURNING: the batch's last rowid is read first.
-    upto = sa.text(
-        f"SELECT max(rid) FROM (SELECT rid FROM {source} WHERE rid > :after "
-        "ORDER BY rid LIMIT :batch)"
-    )
-    insert = sa.text(
-        f"INSERT INTO {fts}(rowid, {column}, owner) "
-        f"SELECT rid, {column}, owner FROM {source} WHERE rid > :after AND rid <= :upto"
-    )
-    after, batches = 0, 0
-    while True:
-        last = connection.execute(upto, {"after": after, "batch": batch}).scalar()
-        if last is None:
-            return batches
-        connection.execute(insert, {"after": after, "upto": last})
-        after = last
-        batches += 1
+    batches ran."""
+    return fill_fts5_in_batches(connection, source, fts, (column, "owner"), batch)
 
 
 def _downgrade_sqlite() -> None:

@@ -8,8 +8,8 @@ the caller's own matches. Each owner's messages now go to one of 16 tables, `mes
 of its own rows and kept by its own triggers; a search reads its caller's table only, so the
 count covers about a sixteenth of the index. The session titles' table is unchanged.
 
-The helpers below repeat those of 0003_search rather than share them: each migration keeps the
-SQL it ran.
+The SQL of the views and triggers repeats that of 0003_search rather than share it: each
+migration keeps the SQL it ran.
 
 Revision ID: 0008_search_parts
 Revises: 0007_search_owned
@@ -23,6 +23,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+
+from chat_store.migrate import fill_fts5_in_batches
 
 revision: str = "0008_search_parts"
 down_revision: str | None = "0007_search_owned"
@@ -156,21 +158,5 @@ def backfill_parts(connection: sa.Connection, batch: int) -> int:
 
 def backfill_sqlite(connection: sa.Connection, fts: str, source: str, batch: int) -> int:
     """Index the rows of `source` in rowid order, `batch` rows per statement; returns how many
-    batches ran. (SQLite has one writer: the batches bound each statement's memory.)"""
-    # FTS5 tables take no RETURNING: the batch's last rowid is read first.
-    upto = sa.text(
-        f"SELECT max(rid) FROM (SELECT rid FROM {source} WHERE rid > :after "
-        "ORDER BY rid LIMIT :batch)"
-    )
-    insert = sa.text(
-        f"INSERT INTO {fts}(rowid, body, owner) "
-        f"SELECT rid, body, owner FROM {source} WHERE rid > :after AND rid <= :upto"
-    )
-    after, batches = 0, 0
-    while True:
-        last = connection.execute(upto, {"after": after, "batch": batch}).scalar()
-        if last is None:
-            return batches
-        connection.execute(insert, {"after": after, "upto": last})
-        after = last
-        batches += 1
+    batches ran."""
+    return fill_fts5_in_batches(connection, source, fts, ("body", "owner"), batch)

@@ -61,10 +61,8 @@ async def transaction(
     sessionmaker: async_sessionmaker[AsyncSession],
 ) -> AsyncIterator[AsyncSession]:
     """A short transaction of a background generation, run as a request's is: committed at the
-    end (rolled back on error), then its after-commit work (change events) done.
-
-    Its writes put a write first where they can: on SQLite, a transaction that reads and then
-    writes is refused at once (not queued) when another process wrote in between."""
+    end (rolled back on error), then its after-commit work (change events) done. (On SQLite it
+    holds the file's write lock from its start: db.SQLITE_BEGIN.)"""
     async with sessionmaker() as db:
         try:
             yield db

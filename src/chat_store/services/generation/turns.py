@@ -261,8 +261,7 @@ async def cancel(ctx: TurnContext, session_id: uuid.UUID, message_id: uuid.UUID)
     await store.begin(ctx.db)
     # The lease ends with the answer: its process sees that at its next renewal or write, even
     # if the stop request below is lost. Written first (undone with the rest if the checks
-    # refuse): on SQLite a read that turns into a write is refused when another process wrote
-    # in between.
+    # refuse).
     await store.release(ctx.db, message_id, now)
     answer = await store.get_message(ctx, session_id, message_id)
     if answer.role != "assistant":
