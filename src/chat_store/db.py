@@ -172,6 +172,13 @@ def _sqlite_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql(f"BEGIN {mode}")
 
 
+def without_write_lock(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` for work that only reads: on SQLite its transactions begin DEFERRED and take
+    no write lock (so they neither wait for another process's write nor hold one up); the
+    same engine otherwise."""
+    return engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+
+
 def _sqlite_reader_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")  # read-only connections (query_only) never write
 
@@ -187,6 +194,7 @@ def _sqlite_reader_on_connect(
 
 # SQLite: each writer engine's read-only sessions (see `read_only`), by the writer's pool: the
 # engine's variants with other execution options (the read sessions' DEFERRED) share its pool.
+# (Engine.dispose() replaces the pool; the engines here are disposed at shutdown only.)
 _SQLITE_READERS: weakref.WeakKeyDictionary[Pool, async_sessionmaker[AsyncSession]] = (
     weakref.WeakKeyDictionary()
 )
@@ -234,8 +242,17 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     begin DEFERRED, taking no write lock, see SQLITE_BEGIN.)
     A GET path must therefore not open a SAVEPOINT; conflicts there use ON CONFLICT instead."""
     if engine.dialect.name != "postgresql":
-        return create_sessionmaker(engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}))
+        return create_sessionmaker(without_write_lock(engine))
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+
+def create_snapshot_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads that keep a transaction (a live stream's reads of the store, which may
+    need one snapshot: read_snapshot): on Postgres the writing engine's own sessions, on SQLite
+    the same without its write lock, so that they do not hold up another process's writes."""
+    if engine.dialect.name != "postgresql":
+        return create_sessionmaker(without_write_lock(engine))
+    return create_sessionmaker(engine)
 
 
 async def add_row(db: AsyncSession, row: Row) -> Row:

@@ -52,7 +52,12 @@ from chat_store.api.responses import add_problem_schema, document_problems
 from chat_store.cache import Cache, create_cache
 from chat_store.cache.bus import Bus, create_bus
 from chat_store.cache.near import NearCache
-from chat_store.db import create_engine, create_read_sessionmaker, create_sessionmaker
+from chat_store.db import (
+    create_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+    create_snapshot_sessionmaker,
+)
 from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
@@ -147,6 +152,7 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
             engine=engine,
             sessionmaker=sessionmaker,
             read_sessionmaker=create_read_sessionmaker(engine),
+            snapshot_sessionmaker=create_snapshot_sessionmaker(engine),
             cache=cache,
             principal_cache=principal_cache,
             bus=bus,

@@ -71,6 +71,8 @@ class AppState:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
     read_sessionmaker: async_sessionmaker[AsyncSession]
+    # Reads in a transaction of their own (live streams): db.create_snapshot_sessionmaker.
+    snapshot_sessionmaker: async_sessionmaker[AsyncSession]
     cache: Cache
     # Verified credentials (and their revocation markers): `cache`, or a near copy of it.
     principal_cache: Cache

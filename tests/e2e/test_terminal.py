@@ -72,12 +72,16 @@ def finished(child: pexpect.spawn) -> int:
 
 
 def press_ctrl_c(child: pexpect.spawn, *, until: str, attempts: int = 3) -> None:
-    """Ctrl-C, again if the terminal did not act on it within 1.5 s. Python drops a
-    KeyboardInterrupt that its signal handler raises while a finalizer runs (it is printed as
-    "Exception ignored in ..."), and a person at the terminal presses Ctrl-C again too."""
+    """Ctrl-C during an answer, pressed again only if the answer went on streaming for 1.5 s
+    after it (a Ctrl-C being acted on stops the stream at once; a second one would interrupt
+    the cancel itself). Python drops a KeyboardInterrupt that its signal handler raises while a
+    finalizer runs ("Exception ignored in ..."), and a person at the terminal presses again."""
     for _ in range(attempts):
         child.sendintr()
         if child.expect([until, pexpect.TIMEOUT], timeout=1.5) == 0:
+            return
+        if len(re.findall(r"\bw\d+", child.before)) < 10:  # stopped: the cancel is under way
+            child.expect(until)
             return
     raise AssertionError(f"{attempts} Ctrl-C did not bring {until!r}; the screen: {child.before!r}")
 

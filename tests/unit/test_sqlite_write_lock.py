@@ -13,7 +13,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chat_store.db import create_engine, create_read_sessionmaker, create_sessionmaker, read_only
+from chat_store.cache import MemoryCache
+from chat_store.db import (
+    create_engine,
+    create_read_sessionmaker,
+    create_sessionmaker,
+    create_snapshot_sessionmaker,
+    read_only,
+    read_snapshot,
+)
+from chat_store.services import health
 from chat_store.settings import Settings
 
 
@@ -62,11 +71,17 @@ async def test_a_write_that_reads_first_waits_for_another_process_rather_than_fa
 async def test_reads_do_not_wait_for_another_process_that_is_writing(
     two_processes: tuple[AsyncEngine, AsyncEngine],
 ) -> None:
+    """GET requests' sessions, a live stream's and the readiness check."""
     one, other = two_processes
     async with create_sessionmaker(other)() as writing:
         await writing.execute(text("INSERT INTO note VALUES (1)"))  # holds the write lock
         async with asyncio.timeout(5):  # a read that took the lock would wait 30 s
             assert await _count(one) == 0  # what was committed
+            async with create_snapshot_sessionmaker(one)() as db:
+                await read_snapshot(db)
+                assert (await db.execute(text("SELECT count(*) FROM note"))).scalar_one() == 0
+        # Reached the database at once (no migrations here); waiting would be "unavailable".
+        assert (await health.readiness(one, MemoryCache())).database == "migrations_pending"
         await writing.commit()
     assert await _count(one) == 1
 

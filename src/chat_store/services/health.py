@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chat_store import migrate
 from chat_store.cache import Cache
+from chat_store.db import without_write_lock
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ async def _database_state(
     engine: AsyncEngine,
 ) -> Literal["ok", "unavailable", "migrations_pending"]:
     try:
-        async with asyncio.timeout(_CHECK_TIMEOUT_SECONDS), engine.connect() as connection:
+        reading = without_write_lock(engine)
+        async with asyncio.timeout(_CHECK_TIMEOUT_SECONDS), reading.connect() as connection:
             current = await connection.run_sync(migrate.current_revisions)
     except Exception as exc:  # any failure to reach the database means "not ready"
         logger.warning("readiness: database unavailable: %s", type(exc).__name__)

@@ -107,7 +107,7 @@ class StreamContext:
         """One read of the store, in a short session of its own, while the credential the
         stream was opened with still stands (checked first when it is due); with `snapshot`,
         every statement of it reads one point in time (db.read_snapshot)."""
-        async with self.app.sessionmaker() as db:
+        async with self.app.snapshot_sessionmaker() as db:
             if snapshot:
                 await read_snapshot(db)
             if self._credential_due():

@@ -237,7 +237,7 @@ async def wait_for_answer(
                 async for event in events:
                     if event.event in ("done", "close"):
                         break
-    async with context.app.sessionmaker() as db:
+    async with context.app.snapshot_sessionmaker() as db:
         request = RequestContext(db, context.principal, context.app)
         user = turn.user_message
         if user is not None:
