@@ -242,7 +242,7 @@ def create_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSes
     begin DEFERRED, taking no write lock, see SQLITE_BEGIN.)
     A GET path must therefore not open a SAVEPOINT; conflicts there use ON CONFLICT instead."""
     if engine.dialect.name != "postgresql":
-        return create_sessionmaker(without_write_lock(engine))
+        return create_snapshot_sessionmaker(engine)
     return create_sessionmaker(engine.execution_options(isolation_level="AUTOCOMMIT"))
 
 

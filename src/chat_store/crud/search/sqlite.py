@@ -6,11 +6,10 @@ statement.
 
 bm25 costs 2 to 10 µs a match, besides what it costs once per search to count how many rows
 of the table have each of the query's words (a sixteenth of the messages). So the first page
-ranks at most
-`ranked_matches` messages, the newest matches (in rowid order: the order they were stored in),
-and reports the oldest it ranked when it ranked fewer than all; later pages rank the matches
-from that one on, as on Postgres. (A write between two pages may still move ranks: it changes
-how rare a word is in the index, which bm25 weighs.)"""
+ranks at most `ranked_matches` messages, the newest matches (in rowid order: the order they
+were stored in), and reports the oldest it ranked when it ranked fewer than all; later pages
+rank the matches from that one on, as on Postgres. (A write between two pages may still move
+ranks: it changes how rare a word is in the table, which bm25 weighs.)"""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def downgrade() -> None:
     for part in PARTS:
         _drop(part)
     _create(None, tokenize)
-    backfill_sqlite(op.get_bind(), *names(None), BATCH)
+    _backfill(op.get_bind(), None, BATCH)
 
 
 def _tokenize(fts: str = "message_fts") -> str:
@@ -152,11 +152,10 @@ def _create(part: str | None, tokenize: str) -> None:
 
 
 def backfill_parts(connection: sa.Connection, batch: int) -> int:
-    """Index every part's rows; returns how many batches ran in all."""
-    return sum(backfill_sqlite(connection, *names(part), batch) for part in PARTS)
+    """Index every part's rows, `batch` rows per statement; returns how many batches ran."""
+    return sum(_backfill(connection, part, batch) for part in PARTS)
 
 
-def backfill_sqlite(connection: sa.Connection, fts: str, source: str, batch: int) -> int:
-    """Index the rows of `source` in rowid order, `batch` rows per statement; returns how many
-    batches ran."""
+def _backfill(connection: sa.Connection, part: str | None, batch: int) -> int:
+    fts, source = names(part)
     return fill_fts5_in_batches(connection, source, fts, ("body", "owner"), batch)
