@@ -21,6 +21,11 @@ a Redis key prefix of its own, both removed at the end (also on Ctrl-C or failur
    Overhead: b - a at p50 and at p99; and per turn, with the provider's own time (its first
    delay and its event loop) taken out by its timestamps; chat-store's part split at its
    events on Redis (the turn committed, the first write).
+   With --floors, three more sides measure the floor under (b) (scripts/bench_ttft_floor.py,
+   one worker each): (c) a bare relay of the provider's stream through the same SDK; (d) the
+   same relay with the least a stored turn writes (one insert before the call, the first text
+   written before it is relayed, the rest coalesced), on the same Postgres; (e) the relay with
+   chat-store's round trips to Postgres (raw asyncpg, tables of its own), writes as in (d).
 2. --turns concurrent streaming turns on a fresh server process: every answer checked against
    the text sent (in the database, and as streamed), the server's RSS (VmRSS sampled, VmHWM),
    database writes from pg_stat_database and pg_stat_user_tables (pg_stat_statements is not
@@ -102,6 +107,12 @@ PER_USER = 4  # GENERATION_CONCURRENCY_PER_USER's default: accounts are made to 
 # Part 1's phases last this many answers, and a turn is counted from this many into its phase.
 PHASE_ANSWERS = 4.0
 GUARD_ANSWERS = 1.5
+# --floors: the sides measured besides (a) and (b), by their label in the report.
+FLOOR_SIDES = (
+    ("(c) floor, a bare relay of the stream (no store)", "relay"),
+    ("(d) floor, the relay with a stored turn's least writes", "relay_store"),
+    ("(e) floor, the relay with chat-store's round trips", "relay_round_trips"),
+)
 TARGET_P50_MS = 5.0
 TARGET_P99_MS = 20.0
 
@@ -196,6 +207,7 @@ class Config:
     load_chunks: int
     load_spread: float
     seed: int
+    floors: bool
     service_env: dict[str, str]
     write_doc: bool
     only: str | None
@@ -224,6 +236,11 @@ def parse_args(argv: Sequence[str]) -> Config:
         "--load-spread", type=float, default=1.0, help="part 2: starts within this many seconds"
     )
     parser.add_argument("--seed", type=int, default=16)
+    parser.add_argument(
+        "--floors",
+        action="store_true",
+        help="part 1: also measure a bare relay of the stream, without and with minimal writes",
+    )
     parser.add_argument(
         "--service-env",
         action="append",
@@ -256,6 +273,7 @@ def parse_args(argv: Sequence[str]) -> Config:
         load_chunks=args.load_chunks,
         load_spread=args.load_spread,
         seed=args.seed,
+        floors=args.floors,
         service_env=service_env,
         write_doc=args.write_doc and args.only is None,
         only=args.only,
@@ -353,6 +371,29 @@ def start_provider(workdir: Path, cleanup: Cleanup) -> Server:
         "--no-access-log",
     ]
     return start_process("provider", command, env=env, cwd=workdir, port=port, cleanup=cleanup)
+
+
+def start_floor(
+    name: str,
+    provider: Server,
+    database_dsn: str | None,
+    turn: str,
+    workdir: Path,
+    cleanup: Cleanup,
+) -> Server:
+    port = free_port()
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "bench_ttft_floor.py"),
+        "--port",
+        str(port),
+        "--llm-base-url",
+        f"{provider.url}/v1",
+    ]
+    if database_dsn is not None:
+        command += ["--database-url", database_dsn, "--turn", turn]
+    env = service_environment({})
+    return start_process(name, command, env=env, cwd=workdir, port=port, cleanup=cleanup)
 
 
 def start_service(
@@ -477,14 +518,19 @@ async def service_turn(
 ) -> Turn:
     """POST /chat with stream: true, read to `done`."""
     headers = {"X-API-Key": account.key, "Idempotency-Key": str(uuid.uuid4())}
+    path = f"{API}/sessions/{session_id}/chat"
+    return await sse_turn(http, path, headers, tag, model)
+
+
+async def sse_turn(
+    http: httpx.AsyncClient, path: str, headers: dict[str, str], tag: str, model: str
+) -> Turn:
+    """A turn's SSE answer (chat-store's or a floor's), read to `done`."""
     turn = Turn(tag, time.monotonic())
     parts: list[str] = []
     try:
         async with http.stream(
-            "POST",
-            f"{API}/sessions/{session_id}/chat",
-            json={"content": tag, "model": model},
-            headers=headers,
+            "POST", path, json={"content": tag, "model": model}, headers=headers
         ) as response:
             if response.status_code != 200:
                 turn.error = f"{response.status_code} {(await response.aread())[:300]!r}"
@@ -572,6 +618,7 @@ async def measure_ttft(
     provider: Server,
     llm: LlmServer,
     pairs: list[tuple[Account, str]],
+    floors: dict[str, Server],
 ) -> dict[str, Any]:
     text = answer_text(config.ttft_chunks, config.chunk_chars)
     await llm.script(
@@ -593,44 +640,52 @@ async def measure_ttft(
     if await asyncio.to_thread(outbox.get, True, 60) != "ready":
         raise BenchError("the Redis watcher did not start")
     rng = random.Random(config.seed)
-    measured: dict[str, list[Turn]] = {"direct": [], "service": []}
+    names = ["direct", *floors, "service"]
+    measured: dict[str, list[Turn]] = {side: [] for side in names}
     # A closed loop: each client starts its next turn when its last one ends, so that
     # `concurrency` turns are live all the time. The sides take phases in turn; a turn counts
     # when it starts `guard` into its phase, when the other side's turns have ended.
     answer_seconds = config.first_delay + config.ttft_chunks * config.token_delay
     phase = PHASE_ANSWERS * answer_seconds
     guard = GUARD_ANSWERS * answer_seconds
-    sides = ["direct", "service"] * config.rounds
+    sides = names * config.rounds
     limits = client_limits(config.concurrency)
-    async with (
-        httpx.AsyncClient(base_url=service.url, timeout=60, limits=limits) as to_service,
-        httpx.AsyncClient(base_url=provider.url, timeout=60, limits=limits) as to_provider,
-    ):
+    # The process whose CPU a side's phases count (the direct side's: chat-store's, idle).
+    measured_process = {side: floors.get(side, service) for side in names}
+    async with contextlib.AsyncExitStack() as clients:
+        to_service, to_provider, *to_floors = [
+            await clients.enter_async_context(
+                httpx.AsyncClient(base_url=server.url, timeout=60, limits=limits)
+            )
+            for server in (service, provider, *floors.values())
+        ]
+        to_floor = dict(zip(floors, to_floors, strict=True))
 
         async def one(side: str, index: int) -> Turn:
             tag = f"ttft {side} c{index} {secrets.token_hex(4)}"
             if side == "direct":
                 return await direct_turn(to_provider, tag, TTFT_MODEL)
+            if side in to_floor:
+                return await sse_turn(to_floor[side], "/chat", {}, tag, TTFT_MODEL)
             account, session_id = pairs[index]
             return await service_turn(to_service, account, session_id, tag, TTFT_MODEL)
 
         # Warm-up, not counted: connections opened, the server's caches filled.
-        await asyncio.gather(
-            *(one(side, i) for i in range(config.concurrency) for side in ("direct", "service"))
-        )
+        await asyncio.gather(*(one(side, i) for i in range(config.concurrency) for side in names))
         start = time.monotonic() + answer_seconds
         end = start + phase * len(sides)
 
-        cpu: dict[str, list[float]] = {"direct": [0.0, 0.0, 0.0], "service": [0.0, 0.0, 0.0]}
+        cpu: dict[str, list[float]] = {side: [0.0, 0.0, 0.0] for side in names}
 
         async def account_cpu() -> None:
             """Server CPU and machine CPU per side, over each phase's counted part."""
             for number, side in enumerate(sides):
                 counted = start + number * phase + guard
                 await asyncio.sleep(max(0.0, counted - time.monotonic()))
-                server, machine = cpu_seconds(service.pid), machine_busy_seconds()
+                pid = measured_process[side].pid
+                server, machine = cpu_seconds(pid), machine_busy_seconds()
                 await asyncio.sleep(max(0.0, counted + phase - guard - time.monotonic()))
-                cpu[side][0] += cpu_seconds(service.pid) - server
+                cpu[side][0] += cpu_seconds(pid) - server
                 cpu[side][1] += machine_busy_seconds() - machine
                 cpu[side][2] += phase - guard
 
@@ -652,9 +707,9 @@ async def measure_ttft(
                     measured[sides[number]].append(turn)
 
         async def progress() -> None:
-            for done in range(2, len(sides) + 1, 2):
+            for done in range(len(names), len(sides) + 1, len(names)):
                 await asyncio.sleep(max(0.0, start + done * phase - time.monotonic()))
-                log(f"  part 1: {done // 2} of {config.rounds} phases per side")
+                log(f"  part 1: {done // len(names)} of {config.rounds} phases per side")
 
         reporter = asyncio.create_task(progress())
         accountant = asyncio.create_task(account_cpu())
@@ -726,6 +781,14 @@ def summarise_ttft(
     result["overhead"] = {
         "p50": service["ttft"]["p50"] - direct["ttft"]["p50"],
         "p99": service["ttft"]["p99"] - direct["ttft"]["p99"],
+    }
+    result["floor_overhead"] = {
+        side: {
+            "p50": values["ttft"]["p50"] - direct["ttft"]["p50"],
+            "p99": values["ttft"]["p99"] - direct["ttft"]["p99"],
+        }
+        for side, values in result["sides"].items()
+        if side not in ("direct", "service")
     }
     # Per turn: the service's path (to the provider and back to the client) less the direct
     # path's median, so that the provider's own time, which varies with its event loop, is out.
@@ -1134,10 +1197,21 @@ async def run(config: Config, cleanup: Cleanup) -> dict[str, Any]:
         ttft_pairs = await make_accounts(http, config.concurrency, "ttft")
         load_pairs = await make_accounts(http, config.turns, "load")
     if config.only in (None, "ttft"):
+        floors: dict[str, Server] = {}
+        if config.floors:
+            for side, dsn, turn in (
+                ("relay", None, "least"),
+                ("relay_store", backend.dsn, "least"),
+                ("relay_round_trips", backend.dsn, "round-trips"),
+            ):
+                floors[side] = start_floor(f"floor-{side}", provider, dsn, turn, workdir, cleanup)
+                await wait_ready(floors[side], "/health")
         log(f"part 1: {config.concurrency} turns at once, {config.rounds} phases per side")
         results["ttft"] = await measure_ttft(
-            config, cleanup, backend, first, provider, llm, ttft_pairs
+            config, cleanup, backend, first, provider, llm, ttft_pairs, floors
         )
+        for floor in floors.values():
+            floor.stop()
     first.stop()
     if config.only == "ttft":
         results["ended"] = datetime.now(UTC).isoformat(timespec="seconds")
@@ -1228,9 +1302,15 @@ def render_ttft(config: dict[str, Any], ttft: dict[str, Any], targets: list[str]
         "| | turns | p50 ms | p99 ms | max ms |",
         "|---|--:|--:|--:|--:|",
     ]
+    floors = [
+        (label, side, ttft["sides"][side], ttft["floor_overhead"][side])
+        for label, side in FLOOR_SIDES
+        if side in ttft["sides"]
+    ]
     for label, side in (
         ("(a) provider directly: request sent to first token received", direct),
         ("(b) chat-store: `POST /chat` sent to first `delta` received", service),
+        *((label, values) for label, _, values, _ in floors),
     ):
         s = side["ttft"]
         lines.append(
@@ -1241,26 +1321,36 @@ def render_ttft(config: dict[str, Any], ttft: dict[str, Any], targets: list[str]
         f"**{fmt(ttft['overhead']['p99'])}** | |",
         f"| overhead per turn, the provider's own time taken out | {per_turn['n']} | "
         f"{fmt(per_turn['p50'])} | {fmt(per_turn['p99'])} | {fmt(per_turn['max'])} |",
+        *(
+            f"| floor: overhead {label[1]} - a | | {fmt(over['p50'])} | {fmt(over['p99'])} | |"
+            for label, _, _, over in floors
+        ),
         "",
         "Cores busy in the counted part of the phases: the server "
         f"{fmt(service['server_cores'], 2)} in chat-store's "
         f"({fmt(direct['server_cores'], 2)} in the direct ones); the whole "
         f"machine {fmt(service['machine_cores'], 2)} and {fmt(direct['machine_cores'], 2)} "
         "(its other work included).",
+        *(
+            f" In the floor's phases {label[:3]}: the floor {fmt(values['server_cores'], 2)}, "
+            f"the machine {fmt(values['machine_cores'], 2)}."
+            for label, _, values, _ in floors
+        ),
         "",
         "Where the time goes, from the provider's timestamps (p50 / p99 ms):",
         "",
-        "| step | (a) direct | (b) chat-store |",
-        "|---|--:|--:|",
+        "| step | (a) direct | (b) chat-store |"
+        + "".join(f" {label[:3]} floor |" for label, *_ in floors),
+        "|---|--:|--:|" + "--:|" * len(floors),
     ]
     for label, key in (
         ("client sends → provider has the request", "to_provider"),
         ("provider: request → first chunk sent", "provider_own"),
         ("first chunk sent → client has the text", "from_provider"),
     ):
-        a, b = direct[key], service[key]
+        cells = [direct[key], service[key], *(values[key] for _, _, values, _ in floors)]
         lines.append(
-            f"| {label} | {fmt(a['p50'])} / {fmt(a['p99'])} | {fmt(b['p50'])} / {fmt(b['p99'])} |"
+            f"| {label} | " + " | ".join(f"{fmt(c['p50'])} / {fmt(c['p99'])}" for c in cells) + " |"
         )
     lines += [
         "",
