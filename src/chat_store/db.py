@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -114,6 +115,22 @@ def is_connection_error(exc: BaseException) -> bool:
             current = current.orig
         else:
             current = current.__cause__
+    return False
+
+
+def is_write_refused(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite refusing a write because another connection holds the file's
+    write lock or wrote since this transaction's snapshot ("database is locked": SQLITE_BUSY,
+    SQLITE_BUSY_SNAPSHOT). A transaction that began DEFERRED and read first meets it at its
+    first write, at once; the statement fails and the transaction goes on as it was."""
+    current: BaseException | None = exc
+    for _ in range(4):  # the wrapper, the adapter's error, the driver's, its cause
+        if current is None:
+            return False
+        code = getattr(current, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            return code & 0xFF == sqlite3.SQLITE_BUSY  # the extended codes keep it in 8 bits
+        current = current.orig if isinstance(current, DBAPIError) else current.__cause__
     return False
 
 

@@ -257,6 +257,42 @@ async def test_using_a_key_records_its_last_use(
     assert stored == parse_time(listed[0]["last_used_at"])
 
 
+async def test_a_read_answers_while_another_process_writes_and_the_key_is_touched_later(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, app_with: AppWith
+) -> None:
+    """Two processes on one database (two apps here). On SQLite a GET's transaction takes no
+    write lock, so it cannot write the key's last-used time while the other process holds the
+    lock: the read answers all the same, and the next request writes the time."""
+    account = await factory.account()
+    key = await factory.api_key(account)
+    headers = {"X-API-Key": key["key"]}
+
+    async def last_used() -> datetime | None:
+        async with state.read_sessionmaker() as db:  # waits for no writer
+            return await db.scalar(
+                select(ApiKey.last_used_at).where(ApiKey.id == uuid.UUID(key["id"]))
+            )
+
+    async with app_with() as other, other.state.sessionmaker() as writing:
+        # On SQLite: BEGIN IMMEDIATE, the file's write lock held until the rollback.
+        await writing.execute(select(1))
+        async with asyncio.timeout(10):
+            answer = await client.get(f"{API}/sessions", headers=headers)
+        held = await last_used()
+        await writing.rollback()
+    assert answer.status_code == 200, answer.text
+    if state.engine.dialect.name == "postgresql":  # no lock to meet
+        assert held is not None
+        return
+    assert held is None
+
+    again = await client.get(f"{API}/sessions", headers=headers)
+    assert again.status_code == 200, again.text
+    touched = await last_used()
+    assert touched is not None
+    assert abs(datetime.now(UTC) - touched) < timedelta(seconds=30)
+
+
 async def test_a_user_holds_at_most_max_api_keys_per_user(
     app_with: AppWith, state: AppState
 ) -> None:

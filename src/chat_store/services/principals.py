@@ -17,22 +17,27 @@ process at most trust_seconds() after the revocation committed, whatever Redis d
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache import Cache
 from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import users as user_crud
+from chat_store.db import is_write_refused
 from chat_store.errors import Unauthorized
 from chat_store.models import User
 from chat_store.security import API_KEY_PREFIX, decode_access_token, sha256_hex
 from chat_store.services import hooks
 from chat_store.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 # last_used_at is a hint for people, not an audit log: one write per key per minute at most.
 _LAST_USED_GRANULARITY = timedelta(seconds=60)
@@ -141,9 +146,10 @@ async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: 
         raise Unauthorized("Invalid API key")
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthorized("API key expired")
+    touched = True
     if row.last_used_at is None or now - row.last_used_at > _LAST_USED_GRANULARITY:
-        await api_key_crud.touch_last_used(db, row.id, now)
-    if trust > 0:
+        touched = await _touch_last_used(db, row.id, now)
+    if trust > 0 and touched:  # otherwise the next request reads the key and tries again
         entry = {
             "u": str(row.user_id),
             "k": str(row.id),
@@ -152,6 +158,20 @@ async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: 
         }
         await _remember(cache, cache_key, entry, trust)
     return Principal(user_id=row.user_id, kind="api_key", api_key_id=row.id)
+
+
+async def _touch_last_used(db: AsyncSession, key_id: uuid.UUID, now: datetime) -> bool:
+    """Write the key's last-used time; False when SQLite refused it because another process
+    is writing (a GET's transaction on SQLite takes no write lock, so it cannot wait for one):
+    the time is a hint, and the request goes on without it."""
+    try:
+        await api_key_crud.touch_last_used(db, key_id, now)
+    except DBAPIError as exc:
+        if not is_write_refused(exc):
+            raise
+        logger.info("API key %s: its last-used time waits for a later request", key_id)
+        return False
+    return True
 
 
 def guest_email(client_id: uuid.UUID) -> str:
