@@ -196,6 +196,17 @@ def without_write_lock(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
 
 
+def begins_without_write_lock(db: AsyncSession) -> bool:
+    """Whether `db` is a SQLite session whose transactions begin DEFERRED (a read's): its first
+    write is refused at once, not waited for, when another process holds the write lock or
+    wrote since the transaction's first read."""
+    bind = db.get_bind()
+    return (
+        bind.dialect.name == "sqlite"
+        and bind.get_execution_options().get(SQLITE_BEGIN) == "DEFERRED"
+    )
+
+
 def _sqlite_reader_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")  # read-only connections (query_only) never write
 

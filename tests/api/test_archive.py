@@ -3,6 +3,7 @@ transparent restore on any message access, and a crash between every step, on bo
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import uuid
@@ -26,6 +27,7 @@ from chat_store.settings import Settings
 from chat_store.storage import ArchiveStore
 from tests.api.test_export_import import comparable, exported, full_session
 from tests.assertions import assert_problem
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 from tests.support.redis_server import free_port
 from tests.support.s3_server import S3Server
@@ -153,6 +155,33 @@ async def test_archive_then_read_restores_transparently(
     assert row.restored_at is not None
     assert await stored_messages(state, sid) == 4
     assert await archiver.store.info(document_key(sid, now)) is None  # deleted once committed
+    await assert_live_and_whole(client, account, sid, before)
+
+
+async def test_a_read_restores_while_another_process_holds_the_write_lock(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    app_with: AppWith,
+) -> None:
+    """Two processes on one database (two apps here). On SQLite a GET's transaction takes no
+    write lock, so the restore it needs waits for the other process's lock in a transaction of
+    its own instead of being refused (503)."""
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    async with app_with() as other, other.state.sessionmaker() as writing:
+        await writing.execute(select(1))  # on SQLite: BEGIN IMMEDIATE, the file's write lock
+        reading = asyncio.create_task(
+            client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+        )
+        await asyncio.sleep(0.5)
+        await writing.rollback()
+        listed = await asyncio.wait_for(reading, 30)
+    assert listed.status_code == 200, listed.text
+    assert [m["id"] for m in listed.json()["data"]] == [m["id"] for m in before["messages"]]
+    row = await session_row(state, sid)
+    assert (row.archived_at, row.archive_key) == (None, None)
+    assert await archiver.store.info(document_key(sid, datetime.now(UTC))) is None
     await assert_live_and_whole(client, account, sid, before)
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import archive as archive_crud
+from chat_store.db import begins_without_write_lock
 from chat_store.errors import ChatSessionNotFound
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.services import export, hooks
@@ -95,7 +96,10 @@ async def _restore_in_request(
     db: AsyncSession, archiver: Archiver, user_id: uuid.UUID, session_id: uuid.UUID
 ) -> None:
     """Steps 1 to 3 in the request's transaction; step 4 once it has committed. Nothing
-    when the session is not archived."""
+    when the session is not archived. (A read's transaction on SQLite: _restore_apart.)"""
+    if begins_without_write_lock(db):
+        await _restore_apart(db, archiver, user_id, session_id)
+        return
     key = await restore_in(db, archiver, session_id, user_id=user_id)
     if key is None:
         return
@@ -105,6 +109,25 @@ async def _restore_in_request(
         await release_archive(archiver, session_id, key)
 
     hooks.after_commit(db, release)
+
+
+async def _restore_apart(
+    db: AsyncSession, archiver: Archiver, user_id: uuid.UUID, session_id: uuid.UUID
+) -> None:
+    """Steps 1 to 3 in a transaction of their own, then step 4, for a read on SQLite: its
+    transaction began without the write lock, so its first write would be refused if another
+    process wrote meanwhile, where this one waits for the lock. The read's transaction ends
+    first: it has only read, its snapshot would not show the messages, and the process's one
+    connection is the one the restore writes with. The read goes on in a new transaction."""
+    await db.rollback()
+    async with archiver.sessionmaker() as own, own.begin():
+        key = await restore_in(own, archiver, session_id, user_id=user_id)
+    if key is None:
+        return
+    try:
+        await release_archive(archiver, session_id, key)
+    except Exception:  # the object stays: the job deletes it later, as after a crash
+        logger.exception("session %s: its archive object is left for the job", session_id)
 
 
 async def ensure_restored(
