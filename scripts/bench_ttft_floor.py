@@ -149,11 +149,14 @@ def build_app(llm_base_url: str, database_url: str | None, turn: str) -> Starlet
             stream_options={"include_usage": True},
         )
         if pool is not None and turn != "least":
+            # As chat-store: the call's task runs first (it was made first), the turn's last
+            # writes and its commit meanwhile; the text is written once they are done.
             calling = asyncio.create_task(call)
-            await asyncio.sleep(0)  # as chat-store: the call's task runs first
             committed = asyncio.create_task(commit())
-            stream = await calling
-            await committed
+            try:
+                stream = await calling
+            finally:
+                await committed
         else:
             stream = await call
 

@@ -116,10 +116,12 @@ async def _restore_apart(
 ) -> None:
     """Steps 1 to 3 in a transaction of their own, then step 4, for a read on SQLite: its
     transaction began without the write lock, so its first write would be refused if another
-    process wrote meanwhile, where this one waits for the lock. The read's transaction ends
-    first: it has only read, its snapshot would not show the messages, and the process's one
-    connection is the one the restore writes with. The read goes on in a new transaction."""
-    await db.rollback()
+    process wrote meanwhile, where this one waits for the lock (up to the busy timeout). The
+    read's transaction is committed first: it has only read (or written the key's last-used
+    time, kept so), its snapshot would not show the messages, and the process's one connection
+    is the one the restore writes with. The read goes on in a new transaction; what it loaded
+    stays loaded (expire_on_commit=False)."""
+    await db.commit()
     async with archiver.sessionmaker() as own, own.begin():
         key = await restore_in(own, archiver, session_id, user_id=user_id)
     if key is None:
