@@ -15,9 +15,11 @@ a Redis key prefix of its own, both removed at the end (also on Ctrl-C or failur
 1. Time to first delta at --concurrency turns: that many clients, each starting its next turn
    when its last one ended, so that the service holds that many turns all the time. Two sides,
    taking phases in turn (--rounds each), never at once:
-   (a) the provider called directly with a streaming request like the service's, and
-   (b) POST /api/v1/sessions/{id}/chat (a session per client, an API key, an Idempotency-Key,
-   as the Python client sends it), read to `done`.
+   (a) the provider called directly with the streaming request the service sends, and
+   (b) POST /api/v1/sessions/{id}/chat (an API key, an Idempotency-Key, as the Python client
+   sends it), read to `done`. Each turn of (b) takes a session of its own, imported before
+   with HISTORY_MESSAGES messages; (a) sends the same messages before the turn's, so both send
+   the same prompt and it does not grow through the run.
    Overhead: b - a at p50 and at p99; and per turn, with the provider's own time (its first
    delay and its event loop) taken out by its timestamps; chat-store's part split at its
    events on Redis (the turn committed, the first write).
@@ -104,6 +106,12 @@ PASSWORD = "bench-password-" + secrets.token_hex(8)
 TTFT_MODEL = "bench-ttft"
 LOAD_MODEL = "bench-load"
 PER_USER = 4  # GENERATION_CONCURRENCY_PER_USER's default: accounts are made to stay within it
+# Part 1: every turn is the next one of a session that holds this history, and the direct side
+# (and the floors) send the provider the same messages, so that both send the same prompt and
+# the history does not grow through the run.
+HISTORY_MESSAGES = 10
+HISTORY_USER_CHARS = 120
+HISTORY_ASSISTANT_CHARS = 480
 # Part 1's phases last this many answers, and a turn is counted from this many into its phase.
 PHASE_ANSWERS = 4.0
 GUARD_ANSWERS = 1.5
@@ -489,6 +497,56 @@ async def make_accounts(
     return pairs
 
 
+def history(number: int) -> list[dict[str, str]]:
+    """The history of part 1's sessions: HISTORY_MESSAGES messages, a user's and an
+    assistant's in turn. `number` makes the first one unique: an import of the same
+    conversation again would answer the session it made before."""
+    messages = []
+    for index in range(HISTORY_MESSAGES):
+        role = "user" if index % 2 == 0 else "assistant"
+        size = HISTORY_USER_CHARS if role == "user" else HISTORY_ASSISTANT_CHARS
+        text = default_text(size // 3 + 1)[index : index + size]
+        if index == 0:
+            text = f"{number} {text}"[:size]
+        messages.append({"role": role, "content": text})
+    return messages
+
+
+@dataclass
+class SessionPool:
+    """A client's sessions of part 1, each holding `history` and taken for one turn."""
+
+    account: Account
+    sessions: list[tuple[str, list[dict[str, str]]]]
+    taken: int = 0
+
+    def next(self) -> tuple[str, list[dict[str, str]]]:
+        """The next session; past the last, the first again (its history is longer then)."""
+        chosen = self.sessions[self.taken % len(self.sessions)]
+        self.taken += 1
+        return chosen
+
+
+async def make_pools(
+    http: httpx.AsyncClient, pairs: list[tuple[Account, str]], each: int
+) -> list[SessionPool]:
+    """`each` sessions per client of part 1, imported with their history (one request each)."""
+    pools = []
+    for client, (account, _) in enumerate(pairs):
+        sessions = []
+        for turn in range(each):
+            messages = history(client * each + turn)
+            response = await http.post(
+                f"{API}/sessions/import",
+                json={"title": f"ttft {client} {turn}", "messages": messages},
+                headers={"X-API-Key": account.key},
+            )
+            expect(response, 201)
+            sessions.append((str(response.json()["session"]["id"]), messages))
+        pools.append(SessionPool(account, sessions))
+    return pools
+
+
 # --- one turn, either way
 
 
@@ -523,15 +581,19 @@ async def service_turn(
 
 
 async def sse_turn(
-    http: httpx.AsyncClient, path: str, headers: dict[str, str], tag: str, model: str
+    http: httpx.AsyncClient,
+    path: str,
+    headers: dict[str, str],
+    tag: str,
+    model: str,
+    extra: dict[str, Any] | None = None,
 ) -> Turn:
     """A turn's SSE answer (chat-store's or a floor's), read to `done`."""
     turn = Turn(tag, time.monotonic())
     parts: list[str] = []
+    body = {"content": tag, "model": model, **(extra or {})}
     try:
-        async with http.stream(
-            "POST", path, json={"content": tag, "model": model}, headers=headers
-        ) as response:
+        async with http.stream("POST", path, json=body, headers=headers) as response:
             if response.status_code != 200:
                 turn.error = f"{response.status_code} {(await response.aread())[:300]!r}"
                 return turn
@@ -557,12 +619,15 @@ async def sse_turn(
     return turn
 
 
-async def direct_turn(http: httpx.AsyncClient, tag: str, model: str) -> Turn:
-    """The provider called directly with the streaming request the service sends."""
+async def direct_turn(
+    http: httpx.AsyncClient, tag: str, model: str, before: list[dict[str, str]]
+) -> Turn:
+    """The provider called directly with the streaming request the service sends: the
+    history `before`, then the turn's message."""
     body = {
         "model": model,
         "stream": True,
-        "messages": [{"role": "user", "content": tag}],
+        "messages": [*before, {"role": "user", "content": tag}],
         "stream_options": {"include_usage": True},
     }
     turn = Turn(tag, time.monotonic())
@@ -617,7 +682,7 @@ async def measure_ttft(
     service: Server,
     provider: Server,
     llm: LlmServer,
-    pairs: list[tuple[Account, str]],
+    pools: list[SessionPool],
     floors: dict[str, Server],
 ) -> dict[str, Any]:
     text = answer_text(config.ttft_chunks, config.chunk_chars)
@@ -663,11 +728,14 @@ async def measure_ttft(
 
         async def one(side: str, index: int) -> Turn:
             tag = f"ttft {side} c{index} {secrets.token_hex(4)}"
+            before = pools[index].sessions[0][1]  # the same size for every session
             if side == "direct":
-                return await direct_turn(to_provider, tag, TTFT_MODEL)
+                return await direct_turn(to_provider, tag, TTFT_MODEL, before)
             if side in to_floor:
-                return await sse_turn(to_floor[side], "/chat", {}, tag, TTFT_MODEL)
-            account, session_id = pairs[index]
+                extra = {"history": before}
+                return await sse_turn(to_floor[side], "/chat", {}, tag, TTFT_MODEL, extra)
+            session_id, _ = pools[index].next()
+            account = pools[index].account
             return await service_turn(to_service, account, session_id, tag, TTFT_MODEL)
 
         # Warm-up, not counted: connections opened, the server's caches filled.
@@ -1193,9 +1261,15 @@ async def run(config: Config, cleanup: Cleanup) -> dict[str, Any]:
     first = start_service("chat-store-1", config, backend, provider, workdir, cleanup)
     await wait_ready(first, "/health/ready")
 
+    # Enough sessions for every turn a client can start in part 1 (a phase lasts PHASE_ANSWERS
+    # answers), with its warm-up.
+    each = math.ceil(config.rounds * PHASE_ANSWERS) + 2
     async with httpx.AsyncClient(base_url=first.url, timeout=30) as http:
         ttft_pairs = await make_accounts(http, config.concurrency, "ttft")
         load_pairs = await make_accounts(http, config.turns, "load")
+        if config.only in (None, "ttft"):
+            log(f"part 1: {each} sessions per client, each with {HISTORY_MESSAGES} messages")
+            ttft_pools = await make_pools(http, ttft_pairs, each)
     if config.only in (None, "ttft"):
         floors: dict[str, Server] = {}
         if config.floors:
@@ -1208,7 +1282,7 @@ async def run(config: Config, cleanup: Cleanup) -> dict[str, Any]:
                 await wait_ready(floors[side], "/health")
         log(f"part 1: {config.concurrency} turns at once, {config.rounds} phases per side")
         results["ttft"] = await measure_ttft(
-            config, cleanup, backend, first, provider, llm, ttft_pairs, floors
+            config, cleanup, backend, first, provider, llm, ttft_pools, floors
         )
         for floor in floors.values():
             floor.stop()

@@ -1,8 +1,11 @@
 """The floor under chat-store's time to first delta: the model's stream relayed, and no more.
 
-    POST /chat {"content", "model"}   the provider called through the official SDK as chat-store
-                                      calls it (AsyncOpenAI, stream=True, usage asked for); each
-                                      text chunk relayed as an SSE `delta` event, then `done`
+    POST /chat {"content", "model", "history"?}
+                                      the provider called through the official SDK as chat-store
+                                      calls it (AsyncOpenAI's post of the request's JSON, read
+                                      as the JSON the SDK decodes, usage asked for), with
+                                      `history` before the message; each text chunk relayed as
+                                      an SSE `delta` event, then `done`
 
 A bare Starlette app served by uvicorn with one worker, as `chat-store serve --workers 1` is:
 no authentication, no validation, no store, no bus. With `--database-url`, it also writes the
@@ -97,6 +100,15 @@ async def finish_turn(
     await transaction.commit()
 
 
+def chunk_text(chunk: Any) -> str | None:
+    """The text of a `chat.completion.chunk` as the SDK decoded its JSON."""
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not choices:
+        return None
+    content = (choices[0].get("delta") or {}).get("content")
+    return content if isinstance(content, str) and content else None
+
+
 def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
@@ -142,11 +154,19 @@ def build_app(llm_base_url: str, database_url: str | None, turn: str) -> Starlet
                 finally:
                     await pool.release(connection)
 
-        call = state["llm"].chat.completions.create(
-            model=body["model"],
-            messages=[{"role": "user", "content": body["content"]}],
+        asked = {"role": "user", "content": body["content"]}
+        call = state["llm"].post(
+            "/chat/completions",
+            body={
+                "model": body["model"],
+                "messages": [*body.get("history", []), asked],
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            },
+            options={"security": {"bearer_auth": True}},
+            cast_to=object,
             stream=True,
-            stream_options={"include_usage": True},
+            stream_cls=openai.AsyncStream[object],
         )
         if pool is not None and turn != "least":
             # As chat-store: the call's task runs first (it was made first), the turn's last
@@ -163,8 +183,8 @@ def build_app(llm_base_url: str, database_url: str | None, turn: str) -> Starlet
         async def relay() -> AsyncIterator[bytes]:
             if pool is None:
                 async for chunk in stream:
-                    if chunk.choices and chunk.choices[0].delta.content:
-                        yield sse("delta", {"delta": chunk.choices[0].delta.content})
+                    if text := chunk_text(chunk):
+                        yield sse("delta", {"delta": text})
                 yield sse("done", {"status": "complete"})
                 return
             async for text in stored(pool, answer_id, stream):
@@ -188,8 +208,8 @@ async def stored(pool: asyncpg.Pool, answer_id: uuid.UUID, stream: Any) -> Async
     async def read() -> None:
         try:
             async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    buffer.append(chunk.choices[0].delta.content)
+                if text := chunk_text(chunk):
+                    buffer.append(text)
                     changed.set()
         finally:
             changed.set()
