@@ -12,7 +12,7 @@ import functools
 import logging
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar, cast
@@ -98,24 +98,27 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _error_chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps: SQLAlchemy's wrapper, the adapter's error, the driver's, its
+    cause (a DBAPIError's `orig`, any other's `__cause__`)."""
+    current: BaseException | None = exc
+    for _ in range(4):
+        if current is None:
+            return
+        yield current
+        current = current.orig if isinstance(current, DBAPIError) else current.__cause__
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """Whether `exc` says the database connection is lost or unusable: one of the driver's
     connection errors, raised as it is or wrapped by SQLAlchemy (a DBAPIError whose `orig` is
     the adapter's error class, caused by the driver's), or a DBAPIError SQLAlchemy already
     counted as a disconnect."""
-    current: BaseException | None = exc
-    for _ in range(4):  # the wrapper, the adapter's error, the driver's, its cause
-        if current is None:
-            return False
-        if isinstance(current, _CONNECTION_ERRORS):
-            return True
-        if isinstance(current, DBAPIError):
-            if current.connection_invalidated:
-                return True
-            current = current.orig
-        else:
-            current = current.__cause__
-    return False
+    return any(
+        isinstance(current, _CONNECTION_ERRORS)
+        or (isinstance(current, DBAPIError) and current.connection_invalidated)
+        for current in _error_chain(exc)
+    )
 
 
 def is_write_refused(exc: BaseException) -> bool:
@@ -123,14 +126,10 @@ def is_write_refused(exc: BaseException) -> bool:
     write lock or wrote since this transaction's snapshot ("database is locked": SQLITE_BUSY,
     SQLITE_BUSY_SNAPSHOT). A transaction that began DEFERRED and read first meets it at its
     first write, at once; the statement fails and the transaction goes on as it was."""
-    current: BaseException | None = exc
-    for _ in range(4):  # the wrapper, the adapter's error, the driver's, its cause
-        if current is None:
-            return False
+    for current in _error_chain(exc):
         code = getattr(current, "sqlite_errorcode", None)
         if isinstance(code, int):
             return code & 0xFF == sqlite3.SQLITE_BUSY  # the extended codes keep it in 8 bits
-        current = current.orig if isinstance(current, DBAPIError) else current.__cause__
     return False
 
 
