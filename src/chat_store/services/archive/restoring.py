@@ -95,12 +95,12 @@ async def restore_in(
 async def _restore_in_request(
     db: AsyncSession, archiver: Archiver, user_id: uuid.UUID, session_id: uuid.UUID
 ) -> None:
-    """Steps 1 to 3 in the request's transaction; step 4 once it has committed. Nothing
-    when the session is not archived. (A read's transaction on SQLite: _restore_apart.)"""
+    """Steps 1 to 3 in the request's transaction (a read's on SQLite: _restore_apart); step 4
+    once the request has committed. Nothing when the session is not archived."""
     if begins_without_write_lock(db):
-        await _restore_apart(db, archiver, user_id, session_id)
-        return
-    key = await restore_in(db, archiver, session_id, user_id=user_id)
+        key = await _restore_apart(db, archiver, user_id, session_id)
+    else:
+        key = await restore_in(db, archiver, session_id, user_id=user_id)
     if key is None:
         return
 
@@ -113,23 +113,17 @@ async def _restore_in_request(
 
 async def _restore_apart(
     db: AsyncSession, archiver: Archiver, user_id: uuid.UUID, session_id: uuid.UUID
-) -> None:
-    """Steps 1 to 3 in a transaction of their own, then step 4, for a read on SQLite: its
-    transaction began without the write lock, so its first write would be refused if another
-    process wrote meanwhile, where this one waits for the lock (up to the busy timeout). The
-    read's transaction is committed first: it has only read (or written the key's last-used
-    time, kept so), its snapshot would not show the messages, and the process's one connection
-    is the one the restore writes with. The read goes on in a new transaction; what it loaded
-    stays loaded (expire_on_commit=False)."""
+) -> str | None:
+    """Steps 1 to 3 in a transaction of their own, for a read on SQLite: its transaction began
+    without the write lock, so its first write would be refused if another process wrote
+    meanwhile, where this one waits for the lock (up to the busy timeout). The read's
+    transaction is committed first: it has only read (or written the key's last-used time, kept
+    so), its snapshot would not show the messages, and the process's one connection is the one
+    the restore writes with. The read goes on in a new transaction; what it loaded stays loaded
+    (expire_on_commit=False). Returns the key as restore_in does."""
     await db.commit()
     async with archiver.sessionmaker() as own, own.begin():
-        key = await restore_in(own, archiver, session_id, user_id=user_id)
-    if key is None:
-        return
-    try:
-        await release_archive(archiver, session_id, key)
-    except Exception:  # the object stays: the job deletes it later, as after a crash
-        logger.exception("session %s: its archive object is left for the job", session_id)
+        return await restore_in(own, archiver, session_id, user_id=user_id)
 
 
 async def ensure_restored(
