@@ -463,6 +463,24 @@ async def make_accounts(
     http: httpx.AsyncClient, turns: int, label: str
 ) -> list[tuple[Account, str]]:
     """One session per turn, four to an account: (account, session id) per turn."""
+    accounts = await make_keys(http, turns, label)
+    pairs = []
+    for turn in range(turns):
+        account = accounts[turn // PER_USER]
+        response = await http.post(
+            f"{API}/sessions",
+            json={"title": f"{label} {turn}"},
+            headers={"X-API-Key": account.key},
+        )
+        expect(response, 201)
+        session_id = str(response.json()["id"])
+        account.sessions.append(session_id)
+        pairs.append((account, session_id))
+    return pairs
+
+
+async def make_keys(http: httpx.AsyncClient, turns: int, label: str) -> list[Account]:
+    """An account with an API key for every four turns at once."""
     accounts = []
     for index in range(math.ceil(turns / PER_USER)):
         email = f"{label}-{index}-{secrets.token_hex(4)}@bench.example.com"
@@ -482,19 +500,7 @@ async def make_accounts(
         )
         expect(response, 201)
         accounts.append(Account(str(response.json()["key"])))
-    pairs = []
-    for turn in range(turns):
-        account = accounts[turn // PER_USER]
-        response = await http.post(
-            f"{API}/sessions",
-            json={"title": f"{label} {turn}"},
-            headers={"X-API-Key": account.key},
-        )
-        expect(response, 201)
-        session_id = str(response.json()["id"])
-        account.sessions.append(session_id)
-        pairs.append((account, session_id))
-    return pairs
+    return accounts
 
 
 def history(number: int) -> list[dict[str, str]]:
@@ -527,12 +533,13 @@ class SessionPool:
         return chosen
 
 
-async def make_pools(
-    http: httpx.AsyncClient, pairs: list[tuple[Account, str]], each: int
-) -> list[SessionPool]:
-    """`each` sessions per client of part 1, imported with their history (one request each)."""
+async def make_pools(http: httpx.AsyncClient, clients: int, each: int) -> list[SessionPool]:
+    """`each` sessions per client of part 1, four clients to an account, imported with their
+    history (one request each)."""
+    accounts = await make_keys(http, clients, "ttft")
     pools = []
-    for client, (account, _) in enumerate(pairs):
+    for client in range(clients):
+        account = accounts[client // PER_USER]
         sessions = []
         for turn in range(each):
             messages = history(client * each + turn)
@@ -1265,11 +1272,10 @@ async def run(config: Config, cleanup: Cleanup) -> dict[str, Any]:
     # answers), with its warm-up.
     each = math.ceil(config.rounds * PHASE_ANSWERS) + 2
     async with httpx.AsyncClient(base_url=first.url, timeout=30) as http:
-        ttft_pairs = await make_accounts(http, config.concurrency, "ttft")
         load_pairs = await make_accounts(http, config.turns, "load")
         if config.only in (None, "ttft"):
             log(f"part 1: {each} sessions per client, each with {HISTORY_MESSAGES} messages")
-            ttft_pools = await make_pools(http, ttft_pairs, each)
+            ttft_pools = await make_pools(http, config.concurrency, each)
     if config.only in (None, "ttft"):
         floors: dict[str, Server] = {}
         if config.floors:
