@@ -426,6 +426,9 @@ async def test_bad_filters_are_422(client: httpx.AsyncClient, account: Account) 
         ({"status": "open"}, "status"),
         ({"after": "2026-11-26T10:00:00"}, "after"),  # no offset
         ({"before": "yesterday"}, "before"),
+        # Times with no UTC equivalent (past the calendar's ends once the offset is applied).
+        ({"after": "0001-01-01T00:30:00+14:00"}, "after"),
+        ({"before": "9999-12-31T23:59:59-14:00"}, "before"),
         ({"session_id": "not-a-uuid"}, "session_id"),
         ({"limit": 0}, "limit"),
         ({"limit": 101}, "limit"),
@@ -527,7 +530,12 @@ async def test_a_cursor_is_tied_to_its_search(
             f"{API}/search", params={**params, "cursor": cursor}, headers=account.headers
         )
         assert_validation_error(response, "query", "cursor")
-    for bad in ("garbage", "e30", "W10", "x" * 600):
+    encoded = (
+        base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+        # Numbers where ids belong; a rank that is not a finite number.
+        for fields in ([1, 2, 3], [1.0, 2, "x"], ["NaN", str(uuid.uuid4()), "x"])
+    )
+    for bad in ("garbage", "e30", "W10", "x" * 600, *encoded):
         response = await client.get(
             f"{API}/search", params={"q": "python", "cursor": bad}, headers=account.headers
         )
@@ -654,13 +662,21 @@ async def test_a_cursor_whose_place_in_the_ranking_is_damaged_is_refused(
         assert len(fields) in (5, 6)
         assert await search(client, account, "boa", cursor=cursor)
 
-        for place in (["7"], [7.5], [True], [None], [[7]], [7, 8]):
+        # Not an integer, or past what a 64-bit row id holds.
+        for place in (["7"], [7.5], [True], [None], [[7]], [7, 8], [-1], [2**70]):
             raw = json.dumps(fields[:5] + place).encode()
             damaged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
             response = await client.get(
                 f"{API}/search", params={"q": "boa", "cursor": damaged}, headers=account.headers
             )
             assert_validation_error(response, "query", "cursor")
+        # The oldest ranked message's time, with no UTC equivalent.
+        raw = json.dumps([*fields[:3], "0001-01-01T00:00:00+14:00", *fields[4:]]).encode()
+        damaged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        response = await client.get(
+            f"{API}/search", params={"q": "boa", "cursor": damaged}, headers=account.headers
+        )
+        assert_validation_error(response, "query", "cursor")
 
 
 async def test_a_search_runs_while_a_write_holds_its_transaction_open(

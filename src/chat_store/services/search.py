@@ -15,6 +15,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
@@ -185,13 +186,26 @@ def _decode_cursor(cursor: str, fingerprint: str) -> _Cursor:
             fts_rowid = None
             if place:
                 [fts_rowid] = place
-                if type(fts_rowid) is not int:
+                # A row's place is a 64-bit integer in the index (SQLite's rowid).
+                if type(fts_rowid) is not int or not 0 <= fts_rowid < 1 << 63:
                     raise ValueError("not a row's place")
-            oldest = RankedFrom(datetime.fromisoformat(at), uuid.UUID(message_id), fts_rowid)
-            if oldest.created_at.tzinfo is None:
+            created_at = datetime.fromisoformat(at)
+            if created_at.tzinfo is None:
                 raise ValueError("a time without its offset")
-        decoded = _Cursor((float(rank), uuid.UUID(hit_id)), oldest)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            oldest = RankedFrom(created_at.astimezone(UTC), uuid.UUID(message_id), fts_rowid)
+        score = float(rank)
+        if not math.isfinite(score):
+            raise ValueError("not a rank")
+        decoded = _Cursor((score, uuid.UUID(hit_id)), oldest)
+    # AttributeError: uuid.UUID of a number.
+    except (
+        ValueError,
+        TypeError,
+        AttributeError,
+        OverflowError,
+        binascii.Error,
+        UnicodeDecodeError,
+    ):
         raise ValidationFailed("not a search cursor", ["query", "cursor"]) from None
     if of_search != fingerprint:
         raise ValidationFailed(
