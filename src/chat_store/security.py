@@ -69,7 +69,7 @@ def new_api_key() -> str:
 @dataclass(frozen=True)
 class AccessClaims:
     user_id: uuid.UUID
-    expires_at: datetime
+    expires_at: datetime  # the first moment the token is refused
 
 
 def create_access_token(
@@ -112,7 +112,10 @@ def decode_access_token(token: str, secret: str, algorithm: str) -> AccessClaims
         user_id = uuid.UUID(str(claims["sub"]))
     except (KeyError, ValueError):
         raise Unauthorized("Invalid token") from None
-    return AccessClaims(user_id=user_id, expires_at=_expiry(claims.get("exp")))
+    # python-jose compares whole seconds (`exp < int(now)`): the token is refused from the
+    # second after `exp` on, and the time it holds until is that.
+    holds_until = _expiry(claims.get("exp")) + timedelta(seconds=1)
+    return AccessClaims(user_id=user_id, expires_at=holds_until)
 
 
 def _expiry(exp: object) -> datetime:

@@ -13,9 +13,11 @@ import pytest
 from sqlalchemy import select, update
 
 from chat_store.api.deps import AppState
+from chat_store.client import AsyncChatStoreClient
+from chat_store.client.models import StreamDelta, StreamDone
 from chat_store.ids import uuid7
 from chat_store.models import ApiKey
-from chat_store.security import sha256_hex
+from chat_store.security import create_access_token, sha256_hex
 from chat_store.services import principals as principal_service
 from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
 from tests.conftest import AppWith
@@ -366,3 +368,131 @@ async def test_a_revoked_key_ends_its_streams_within_the_credential_check_interv
     assert events_of(response.text)[-1].event == "close"
     assert events_of(response.text)[-1].data == {"reason": "unauthorized"}
     assert ended_after < check + poll + 0.5, ended_after
+
+
+async def _keep_busy(client: httpx.AsyncClient, account: Any, base: str, seconds: float) -> str:
+    """Deltas into an open message every 0.1 s for `seconds`: its followers never fall quiet
+    for a poll interval. Returns the text appended."""
+    text, started = "", time.monotonic()
+    while time.monotonic() - started < seconds:
+        delta = f"after{len(text):05d} "
+        appended = await client.post(
+            f"{base}/append", json={"delta": delta, "offset": len(text)}, headers=account.headers
+        )
+        assert appended.status_code == 200, appended.text
+        text += delta
+        await asyncio.sleep(0.1)
+    return text
+
+
+async def test_a_revoked_key_ends_a_busy_stream_and_a_busy_feed(app_with: AppWith) -> None:
+    """Each delta that arrives would postpone the stream's re-read by a poll interval: the
+    credential is checked all the same, so a key revoked while the message keeps moving ends
+    both a message stream and the session's feed within the two intervals."""
+    poll, check = 0.3, 0.3
+    async with app_with(stream_poll_seconds=poll, stream_credential_check_seconds=check) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        key = await factory.api_key(account)
+        session = await factory.chat_session(account)
+        answer = await factory.message(account, session["id"], role="assistant", status="pending")
+        base = f"{API}/sessions/{session['id']}/messages/{answer['id']}"
+        by_key = {"X-API-Key": key["key"]}
+        follower = asyncio.create_task(client.get(f"{base}/stream", headers=by_key))
+        feed = asyncio.create_task(
+            client.get(f"{API}/sessions/{session['id']}/events", headers=by_key)
+        )
+        await asyncio.sleep(0.5)
+        revoked = await client.delete(f"{KEYS}/{key['id']}", headers=account.headers)
+        assert revoked.status_code == 204
+        revoked_at = time.monotonic()
+        appended = await _keep_busy(client, account, base, 3.0)
+        streamed = await asyncio.wait_for(follower, 5)
+        fed = await asyncio.wait_for(feed, 5)
+
+    for response in (streamed, fed):
+        assert events_of(response.text)[-1].data == {"reason": "unauthorized"}
+    # Both ended well before the deltas did: at most check + poll after the revocation (plus
+    # a delta's worth of slack), so they missed most of what was appended after it.
+    received = "".join(
+        event.data["delta"] for event in events_of(streamed.text) if event.event == "delta"
+    )
+    assert appended.startswith(received)
+    assert len(received) < len(appended) / 3, (len(received), len(appended))
+    deltas_fed = [event for event in events_of(fed.text) if event.event == "message.delta"]
+    assert len(deltas_fed) < len(appended.split()) / 3
+    assert time.monotonic() - revoked_at >= 3.0
+
+
+async def test_an_expired_access_token_ends_its_stream(app_with: AppWith) -> None:
+    """A stream opened with an access token ends once the token expires (a plain request with
+    it is refused by then): the client logs in again or refreshes, and reconnects."""
+    poll = check = 0.2
+    async with app_with(stream_poll_seconds=poll, stream_credential_check_seconds=check) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        settings = custom.state.settings
+        token, _ = create_access_token(
+            uuid.UUID(account.user_id),
+            settings.jwt_secret_value(),
+            settings.jwt_algorithm,
+            timedelta(seconds=2),
+        )
+        short_lived = {"Authorization": f"Bearer {token}"}
+        session = await factory.chat_session(account)
+        feed = asyncio.create_task(
+            client.get(f"{API}/sessions/{session['id']}/events", headers=short_lived)
+        )
+        await asyncio.sleep(0.5)
+        assert not feed.done()  # the token holds: the feed is open
+        await factory.message(account, session["id"], content="while the token holds")
+        response = await asyncio.wait_for(feed, 2 + check + poll + 2)
+        refused = await client.get(f"{API}/sessions", headers=short_lived)
+
+    assert_problem(refused, 401, "unauthorized")
+    events = events_of(response.text)
+    assert events[-1].event == "close"
+    assert events[-1].data == {"reason": "unauthorized"}
+    assert any("while the token holds" in str(event.data) for event in events)
+
+
+async def test_the_client_follows_on_across_its_access_tokens_expiry(app_with: AppWith) -> None:
+    """The stream a client opened with an access token ends when the token expires; the
+    Python client reconnects, refreshes the token on the 401 and goes on from the offset it
+    reached: the whole text, once."""
+    poll = check = 0.2
+    async with app_with(stream_poll_seconds=poll, stream_credential_check_seconds=check) as custom:
+        factory = custom.factory
+        account = await factory.account()
+        settings = custom.state.settings
+        short_lived, _ = create_access_token(
+            uuid.UUID(account.user_id),
+            settings.jwt_secret_value(),
+            settings.jwt_algorithm,
+            timedelta(seconds=1),
+        )
+        session = await factory.chat_session(account)
+        answer = await factory.message(account, session["id"], role="assistant", status="pending")
+        base = f"{API}/sessions/{session['id']}/messages/{answer['id']}"
+        async with AsyncChatStoreClient(
+            "http://test",
+            transport=httpx.ASGITransport(custom.app),
+            access_token=short_lived,
+            refresh_token=account.refresh_token,
+        ) as chat_store:
+
+            async def follow() -> list[Any]:
+                return [item async for item in chat_store.follow(session["id"], answer["id"])]
+
+            follower = asyncio.create_task(follow())
+            appended = await _keep_busy(custom.client, account, base, 3.5)
+            completed = await custom.client.patch(
+                base, json={"status": "complete"}, headers=account.headers
+            )
+            assert completed.status_code == 200, completed.text
+            items = await asyncio.wait_for(follower, 10)
+            assert chat_store.access_token != short_lived  # refreshed on the way
+
+    deltas = [item for item in items if isinstance(item, StreamDelta)]
+    assert "".join(delta.delta for delta in deltas) == appended
+    assert isinstance(items[-1], StreamDone) and items[-1].status == "complete"

@@ -49,6 +49,8 @@ class Principal:
     kind: Literal["user", "api_key", "guest"]
     api_key_id: uuid.UUID | None = None
     guest_client_id: uuid.UUID | None = None  # a guest's X-Client-ID
+    # An access token's expiry: a stream opened with it ends once it has passed.
+    expires_at: datetime | None = None
 
 
 # Cached in place of a revoked key or a deleted user, for as long as an entry could live.
@@ -117,7 +119,7 @@ async def from_bearer(db: AsyncSession, settings: Settings, cache: Cache, token:
             raise Unauthorized("Invalid token")
         if trust > 0:
             await _remember(cache, key, {"v": verified_at}, trust)
-    return Principal(user_id=claims.user_id, kind="user")
+    return Principal(user_id=claims.user_id, kind="user", expires_at=claims.expires_at)
 
 
 async def from_api_key(db: AsyncSession, settings: Settings, cache: Cache, key: str) -> Principal:
@@ -248,7 +250,10 @@ GUEST_PASSWORD_HASH = "!guest"
 
 async def still_valid(db: AsyncSession, principal: Principal) -> bool:
     """Whether the credential a long-lived stream was opened with still holds (from the
-    database: a stream re-checks it whenever it re-reads the store)."""
+    database: a stream re-checks it whenever it re-reads the store). An access token holds
+    until it expires, as long as its user exists."""
+    if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
+        return False
     if principal.api_key_id is not None:
         row = await api_key_crud.get_by_id(db, principal.api_key_id)
         return row is not None and (row.expires_at is None or row.expires_at > datetime.now(UTC))

@@ -66,9 +66,10 @@ class StreamContext:
     """One stream: the app's state, who reads it, and the signal that the server stops.
 
     Its credential is checked in the database at its re-reads of the store, at most every
-    STREAM_CREDENTIAL_CHECK_SECONDS (at every re-read with 0): a revoked key or a deleted user
-    ends the stream at most that plus STREAM_POLL_SECONDS after the revocation. The request that
-    opened the stream, which has just authenticated the caller, counts as the first check."""
+    STREAM_CREDENTIAL_CHECK_SECONDS (at every re-read with 0), and a pass ends for that check
+    however busy the stream is (`recheck_by`): a revoked key, a deleted user or an expired access
+    token ends the stream at most that plus STREAM_POLL_SECONDS after it happened. The request
+    that opened the stream, which has just authenticated the caller, counts as the first check."""
 
     app: AppState
     principal: Principal
@@ -97,6 +98,13 @@ class StreamContext:
         while not self.shutdown.is_set():
             subscription.lost = False
             yield
+
+    def recheck_by(self) -> float:
+        """When the current pass must end at the latest (time.monotonic()), so that the next
+        re-read checks the credential although events keep arriving: a busy stream would
+        otherwise never fall quiet for a poll interval, and never re-read."""
+        trusted_for = self.app.settings.stream_credential_check_seconds
+        return self.credential_checked_at + max(trusted_for, self.poll_seconds)
 
     def _credential_due(self) -> bool:
         trusted_for = self.app.settings.stream_credential_check_seconds
@@ -214,7 +222,8 @@ async def _live_deltas(
     wanted = str(message_id)
     deadline = time.monotonic() + context.poll_seconds
     while True:
-        event = await _wait(subscription, context, silences.deadline(deadline))
+        limit = min(deadline, context.recheck_by())
+        event = await _wait(subscription, context, silences.deadline(limit))
         if event is None or subscription.lost:
             return
         if not isinstance(event, _MESSAGE_EVENTS) or event.message_id != wanted:
@@ -284,7 +293,8 @@ async def follow_session(
                         yield _stale(silence)
                 deadline = time.monotonic() + context.poll_seconds
                 while True:
-                    change = await _wait(subscription, context, silences.deadline(deadline))
+                    limit = min(deadline, context.recheck_by())
+                    change = await _wait(subscription, context, silences.deadline(limit))
                     if change is None or subscription.lost:
                         break
                     if change.version <= position:
