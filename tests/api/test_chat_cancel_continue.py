@@ -17,9 +17,11 @@ from sqlalchemy.exc import OperationalError
 
 from chat_store.api.deps import AppState
 from chat_store.crud import generations as generation_crud
+from chat_store.schemas.common import json_size
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import store
 from chat_store.services.generation.jobs import GenerationParams, Job
+from chat_store.services.generation.runner import GenerationRunner
 from tests.assertions import assert_problem
 from tests.backends import Backend
 from tests.conftest import AppWith, running_app
@@ -297,6 +299,57 @@ async def test_an_abandoned_answer_a_client_wrote_can_be_continued(
     ]
 
 
+def _filled_metadata(settings: Any) -> dict[str, Any]:
+    """Metadata a few bytes short of MAX_METADATA_BYTES: what the service adds to an answer's
+    metadata (usage, finish reason, a failure) takes it over the limit."""
+    limit = settings.max_metadata_bytes
+    metadata = {"pad": "x" * (limit - 5 - json_size({"pad": ""}))}
+    assert limit - 10 < json_size(metadata) <= limit
+    return metadata
+
+
+async def test_an_answer_whose_client_filled_its_metadata_still_completes_or_fails(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """MAX_METADATA_BYTES limits what the client writes: the usage and the failure the
+    service records go in all the same, and the answer is not left open."""
+    metadata = _filled_metadata(app.state.resources.settings)
+    await llm.script("cut", {"text": default_text(30), "fail_after": 7})
+    ends = {}
+    for model in ("test", "cut"):
+        account, session_id = await new_session(factory)
+        await factory.message(account, session_id, role="user", content="Why?")
+        answer = await factory.message(
+            account,
+            session_id,
+            role="assistant",
+            status="in_progress",
+            partial_content="The fixture uses ",
+            model=model,
+            metadata=metadata,
+        )
+        continued = await client.post(
+            f"{message_path(session_id, answer['id'])}/continue", headers=account.headers
+        )
+        assert continued.status_code == 202, continued.text
+        ends[model] = await wait_for_status(client, account, session_id, answer["id"])
+
+    assert ends["test"]["status"] == "complete"
+    assert ends["test"]["content"] == DEFAULT_TEXT  # the stored start, then the rest
+    assert ends["test"]["metadata"]["finish_reason"] == "stop"
+    assert ends["cut"]["status"] == "failed"
+    assert ends["cut"]["metadata"]["error_kind"] == "connection"
+    for end in ends.values():
+        assert end["metadata"]["pad"] == metadata["pad"]
+    # A client's own write of that much more is refused, as before.
+    refused = await client.patch(
+        message_path(session_id, answer["id"]),
+        json={"metadata": {**metadata, "more": "x" * 20}},
+        headers=account.headers,
+    )
+    assert_problem(refused, 422, "validation_error")
+
+
 # --- leases
 
 
@@ -396,6 +449,58 @@ async def test_an_answer_is_given_up_after_its_last_attempt(
     assert "GENERATION_MAX_ATTEMPTS" in done["error_message"]
     assert done["partial_content"] == "The fixture uses "
     assert await llm.requests() == []
+
+
+async def test_a_takeover_that_fails_stops_neither_the_sweep_nor_the_renewals(
+    app: FastAPI,
+    app_with: AppWith,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    llm: LlmServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An expired answer whose takeover fails (here: its first one, made to raise) is the
+    oldest of the sweep's every round: the others are taken all the same, and the leases of
+    the answers generated here are renewed all along."""
+    state = app.state.resources
+    first = await _orphan(state, client, factory)
+    second = await _orphan(state, client, factory)
+    failing = uuid.UUID(first[2])
+    take_over = GenerationRunner._take_over
+
+    async def refused_for_one(runner: GenerationRunner, message_id: uuid.UUID) -> Job | None:
+        if message_id == failing:
+            raise RuntimeError("this answer cannot be taken over")
+        return await take_over(runner, message_id)
+
+    monkeypatch.setattr(GenerationRunner, "_take_over", refused_for_one)
+    account, session_id = await new_session(factory)
+    text = default_text(60)
+    await llm.script("slow", {"text": text, "delay": 0.05})
+    async with chat_app(
+        app_with, llm, generation_lease_seconds=1.0, generation_sweep_seconds=0.2
+    ) as generating:
+        turn = asyncio.create_task(
+            generating.client.post(
+                chat_path(session_id),
+                json={"content": "go", "model": "slow", "stream": False},
+                headers=account.headers,
+            )
+        )
+        answer = await first_answer(client, account, session_id)
+        await asyncio.sleep(2.0)  # two leases of 1 s
+        async with state.sessionmaker() as db:
+            live = await generation_crud.get(db, uuid.UUID(answer["id"]))
+        taken = await wait_for_status(client, second[0], second[1], second[2])
+        response = await turn
+
+    assert live is not None and live.lease_expires_at > datetime.now(UTC) - timedelta(seconds=1)
+    assert taken["status"] == "complete"
+    assert response.status_code == 201, response.text
+    assert response.json()["assistant_message"]["content"] == text
+    async with state.sessionmaker() as db:
+        stuck = await generation_crud.get(db, failing)
+    assert stuck is not None and stuck.owner == "gone:1:dead"  # left for a later sweep
 
 
 async def test_a_live_generation_renews_its_lease_and_is_not_taken_over(

@@ -191,13 +191,17 @@ class GenerationRunner:
         renew_every = self.settings.generation_lease_seconds / 3
         next_sweep = time.monotonic()
         while True:
-            try:
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + self.settings.generation_sweep_seconds
+            # Apart: the leases held here are renewed whatever the sweep ran into.
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.settings.generation_sweep_seconds
+                try:
                     await self.sweep()
+                except Exception:  # the database may be away for a while: try again next time
+                    logger.exception("generation sweep failed")
+            try:
                 await self._renew()
-            except Exception:  # the database may be away for a while: try again next time
-                logger.exception("generation lease upkeep failed")
+            except Exception:
+                logger.exception("generation lease renewal failed")
             wait = min(renew_every, max(0.0, next_sweep - time.monotonic()))
             await asyncio.sleep(wait)
 
@@ -229,7 +233,13 @@ class GenerationRunner:
                 slot = self.reserve()
             except GenerationBusy:
                 break
-            job = await self._take_over(message_id)
+            try:
+                job = await self._take_over(message_id)
+            except Exception:
+                # This answer only: the others expired are still taken.
+                slot.release()
+                logger.exception("taking over generation %s failed", message_id)
+                continue
             if job is None:
                 slot.release()
                 continue

@@ -194,7 +194,11 @@ async def append(ctx: RequestContext, answer: MessageRead, text: str, offset: in
 
 
 async def update(ctx: RequestContext, message: MessageRead, change: MessageUpdate) -> MessageRead:
-    return await message_service.update_message(ctx, message.session_id, message.id, change)
+    """A generation's change of its answer: the metadata it sets is the stored one with the
+    service's keys added, which the client's metadata limit does not refuse."""
+    return await message_service.update_message(
+        ctx, message.session_id, message.id, change, metadata_by_service=True
+    )
 
 
 def is_open(message: MessageRead) -> bool:

@@ -17,10 +17,19 @@ from chat_store.services.messages.rules import check_transition, utf8_len
 
 
 async def update_message(
-    ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID, body: MessageUpdate
+    ctx: RequestContext,
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    body: MessageUpdate,
+    *,
+    metadata_by_service: bool = False,
 ) -> MessageRead:
+    """`metadata_by_service`: the metadata is the stored one with the service's own few keys
+    added (a generation's usage, finish reason or failure): MAX_METADATA_BYTES is the client's
+    limit, and an answer whose client filled it must still complete or fail."""
     db, settings = ctx.db, ctx.settings
-    limits.check_metadata(settings, body.metadata, ["body", "metadata"])
+    if not metadata_by_service:
+        limits.check_metadata(settings, body.metadata, ["body", "metadata"])
     version = await _bump_history_version(ctx, session_id)
     row = await owned_message(ctx, session_id, message_id, for_update=True)
     changes = body.model_dump(exclude_unset=True)
