@@ -13,10 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 from sqlalchemy.exc import OperationalError
 
 from chat_store.api.deps import AppState
 from chat_store.crud import generations as generation_crud
+from chat_store.models import Generation
 from chat_store.schemas.common import json_size
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import store
@@ -35,6 +37,7 @@ from tests.support.chat import (
     message_path,
     new_session,
     wait_for_status,
+    wait_for_text,
 )
 from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text
 
@@ -501,6 +504,46 @@ async def test_a_takeover_that_fails_stops_neither_the_sweep_nor_the_renewals(
     async with state.sessionmaker() as db:
         stuck = await generation_crud.get(db, failing)
     assert stuck is not None and stuck.owner == "gone:1:dead"  # left for a later sweep
+
+
+async def test_a_run_that_lost_its_lease_while_alive_never_makes_the_text_repeat(
+    app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """A process goes on generating after its lease ran out (a long pause), and another takes
+    the answer over: the first stops (told on the bus, or by its next renewal), and whatever
+    both wrote meanwhile, the answer ends as the text the model gives, nothing in it twice."""
+    account, session_id = await new_session(factory)
+    text = default_text(120)
+    await llm.script(
+        "slow", {"text": text, "delay": 0.05}, {"text": text, "delay": 0.05, "first_delay": 0.4}
+    )
+    settings = {"generation_lease_seconds": 3.0, "generation_max_attempts": 6}
+    async with chat_app(app_with, llm, generation_sweep_seconds=3600, **settings) as first:
+        turn = asyncio.create_task(
+            first.client.post(
+                chat_path(session_id),
+                json={"content": "go", "model": "slow"},
+                headers=account.headers,
+            )
+        )
+        started = await first_answer(client, account, session_id)
+        answer = await wait_for_text(client, account, session_id, started["id"], 20)
+        answer_id = uuid.UUID(answer["id"])
+        state = first.app.state.resources
+        async with state.sessionmaker() as db, db.begin():
+            await db.execute(
+                update(Generation)
+                .where(Generation.message_id == answer_id)
+                .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        async with chat_app(app_with, llm, generation_sweep_seconds=0.5, **settings):
+            done = await wait_for_status(client, account, session_id, answer["id"], timeout=60)
+            assert not first.app.state.generation.running(answer_id)
+        turn.cancel()
+
+    assert done["status"] == "complete"
+    assert done["content"] == text
+    assert done["metadata"]["attempt"] >= 2
 
 
 async def test_a_live_generation_renews_its_lease_and_is_not_taken_over(

@@ -167,6 +167,7 @@ class AnswerGenerator:
         try:
             return await self._generate(live, principal)
         except _Superseded:
+            await self._let_go(job)
             return "superseded"
         except _StoreUnavailable:
             logger.warning("generation %s: the database refused its writes", job.message_id)
@@ -181,6 +182,7 @@ class AnswerGenerator:
                     {"error_kind": "internal"},
                 )
             except _Superseded:
+                await self._let_go(job)
                 return "superseded"
             except Exception:  # the lease runs out and another process continues
                 logger.exception("generation %s: could not record the failure", job.message_id)
@@ -188,6 +190,18 @@ class AnswerGenerator:
         finally:
             if live.reader is not None and not live.reader.done():
                 live.reader.cancel()
+
+    async def _let_go(self, job: Job) -> None:
+        """The answer moved on without this run: should this process still hold its lease (the
+        text moved under it: another writer it never heard of), hand it over at once, so that
+        a sweep continues it from what is stored instead of waiting for the lease to end."""
+        try:
+            async with store.transaction(self._sessionmaker) as db:
+                await store.release(
+                    db, job.message_id, datetime.now(UTC), owner=self.owner, hand_over=True
+                )
+        except Exception:  # the lease then runs out by itself
+            logger.exception("generation %s: could not hand its lease over", job.message_id)
 
     def call(self, live: Live, source: PromptSource) -> None:
         """Call the provider for `live`'s answer with the prompt `source` makes: the request is
@@ -364,7 +378,7 @@ class AnswerGenerator:
         for attempt in range(_WRITE_TRIES):
             try:
                 async with store.transaction(self._sessionmaker) as db:
-                    return await store.append(self._acting(db, principal), answer, text, offset)
+                    length = await store.append(self._acting(db, principal), answer, text, offset)
             except (OffsetMismatch, InvalidTransition, MessageNotFound, ChatSessionNotFound):
                 raise _Superseded from None
             except (DBAPIError, PoolTimeout, OSError):
@@ -372,6 +386,13 @@ class AnswerGenerator:
                     raise _StoreUnavailable from None
                 await asyncio.sleep(delay)
                 delay *= 2
+                continue
+            if length != offset + len(text):
+                # The text at `offset` was this delta already, and more came after it: another
+                # writer (a run whose lease this one took over, still going) wrote it. Appending
+                # after it would repeat that text.
+                raise _Superseded
+            return length
         raise AssertionError("unreachable")
 
     async def _complete(

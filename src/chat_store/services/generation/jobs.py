@@ -48,19 +48,28 @@ class GenerationParams:
 
 @dataclass(frozen=True)
 class StopRequest:
-    """Stop generating this answer (it was cancelled): sent on the bus to every process."""
+    """Stop generating this answer, sent on the bus to every process: it was cancelled, or
+    (`taken_by`) that process took it over, and any other still running it has lost it."""
 
     message_id: uuid.UUID
+    taken_by: str | None = None  # the process that goes on with it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": "generation.stop", "message_id": str(self.message_id)}
+        data = {"type": "generation.stop", "message_id": str(self.message_id)}
+        if self.taken_by is not None:
+            data["taken_by"] = self.taken_by
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StopRequest | None:
         if data.get("type") != "generation.stop":
             return None
+        taken_by = data.get("taken_by")
         try:
-            return cls(uuid.UUID(str(data["message_id"])))
+            return cls(
+                uuid.UUID(str(data["message_id"])),
+                taken_by if isinstance(taken_by, str) else None,
+            )
         except (KeyError, ValueError):
             return None
 

@@ -182,8 +182,15 @@ class GenerationRunner:
             while True:
                 event = await subscription.next(1.0)
                 request = StopRequest.from_dict(event) if event is not None else None
-                if request is not None:
+                if request is None:
+                    continue
+                if request.taken_by is None:
                     self.stop(request.message_id, "cancelled")
+                elif request.taken_by != self.owner:
+                    # Its lease ran out while this process went on (a long pause), and another
+                    # took it over: stop at once, writing nothing more, before the renewal
+                    # would tell.
+                    self.stop(request.message_id, "lost")
 
     async def _keep(self) -> None:
         """Renew this process's leases every third of the lease; sweep for dead ones at once,
@@ -249,6 +256,10 @@ class GenerationRunner:
                 job.attempt,
             )
             self._metrics.takeovers.inc()
+            # A process still running it (alive, but its lease ran out) stops writing now.
+            await self._bus.publish(
+                STOP_CHANNEL, StopRequest(message_id, taken_by=self.owner).to_dict()
+            )
             self.launch(job, slot)
             taken += 1
         return taken
