@@ -192,3 +192,18 @@ async def test_archive_and_restore_commands(
     assert not (tmp_path / "archive" / row.archive_key).exists()
     twice = await chat_store(backend, tmp_path, "restore", sid, **archive_url)
     assert twice.stdout.strip() == "not archived: nothing to do"
+
+    # Purged, an archived session's object goes with its row.
+    sid = (await factory.chat_session(account))["id"]
+    await factory.messages(account, sid, 3)
+    await make_idle(state, sid)
+    archived = await chat_store(backend, tmp_path, "archive", "--older-than", "90d", **archive_url)
+    assert archived.stdout.startswith("archived 1 sessions"), archived.stdout
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None and (tmp_path / "archive" / key).is_file()
+    purged = await chat_store(backend, tmp_path, "purge", "--older-than", "90d", **archive_url)
+    assert purged.returncode == 0, purged.stderr
+    assert purged.stdout.startswith("deleted 2 sessions and 6 messages")  # the restored one too
+    listed = await client.get(f"{API}/sessions/{sid}", headers=account.headers)
+    assert listed.status_code == 404
+    assert not (tmp_path / "archive" / key).exists()

@@ -26,11 +26,16 @@ def purge(
     older_than: OlderThan,
     dry_run: Annotated[bool, typer.Option(help="Only report what would be deleted.")] = False,
 ) -> None:
-    """Delete sessions (with their messages) idle for longer than --older-than."""
+    """Delete sessions (with their messages and archive objects) idle for longer than
+    --older-than."""
     from chat_store.services import retention
+    from chat_store.storage import ArchiveStore
 
     async def work(sessionmaker: Sessionmaker, idle: timedelta) -> retention.PurgeReport:
-        return await retention.purge_idle_sessions(sessionmaker, idle, dry_run=dry_run)
+        store = ArchiveStore(get_settings().archive_location)
+        return await retention.purge_idle_sessions(
+            sessionmaker, idle, dry_run=dry_run, archive=store
+        )
 
     _on_idle_sessions(older_than, work, done="deleted", dry="would delete")
 
