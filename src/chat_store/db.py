@@ -206,6 +206,11 @@ def begins_without_write_lock(db: AsyncSession) -> bool:
     )
 
 
+def runs_in_autocommit(db: AsyncSession) -> bool:
+    """Whether each statement of `db` commits by itself (a read's session on Postgres)."""
+    return db.get_bind().get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+
+
 def _sqlite_reader_on_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN")  # read-only connections (query_only) never write
 

@@ -433,6 +433,46 @@ async def test_a_write_during_the_archive_aborts_it(
     assert await archiver.store.info(plan.key) is None
 
 
+async def test_two_requests_restoring_at_once_restore_once(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read restores the session while a delete does too, the read's object read being the
+    slower: the delete's restore commits first and deletes a message; the read then finds the
+    session restored and puts nothing back, so the deleted message stays deleted."""
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    deleted_id = before["messages"][0]["id"]
+    read = archiver.store.read
+    reads = 0
+
+    async def first_read_slow(key: str) -> bytes:
+        nonlocal reads
+        reads += 1
+        data = await read(key)
+        if reads == 1:
+            await asyncio.sleep(1.0)  # a large object on a slow store
+        return data
+
+    monkeypatch.setattr(archiver.store, "read", first_read_slow)
+    messages = f"{API}/sessions/{sid}/messages"
+    listing = asyncio.create_task(client.get(messages, headers=account.headers))
+    await asyncio.sleep(0.3)
+    deleted = await client.delete(f"{messages}/{deleted_id}", headers=account.headers)
+    listed = await listing
+
+    assert deleted.status_code == 200, deleted.text
+    assert listed.status_code == 200, listed.text
+    after = (await client.get(messages, headers=account.headers)).json()["data"]
+    assert deleted_id not in [message["id"] for message in after]
+    assert len(after) == 3 == (await session_row(state, sid)).message_count
+    assert await stored_messages(state, sid) == 3
+    row = await session_row(state, sid)
+    assert (row.archived_at, row.archive_key) == (None, None)
+
+
 async def test_a_crash_between_restore_steps_loses_nothing(
     client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
 ) -> None:

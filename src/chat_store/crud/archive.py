@@ -151,10 +151,16 @@ async def insert_missing_messages(db: AsyncSession, messages: list[StoredMessage
         await db.execute(stmt, rows[start : start + INSERT_BATCH])
 
 
-async def mark_restored(db: AsyncSession, session_id: uuid.UUID, now: datetime) -> bool:
+async def mark_restored(db: AsyncSession, session_id: uuid.UUID, key: str, now: datetime) -> bool:
+    """Clear archived_at if the session is still archived under `key`. Takes the session's
+    row lock until commit."""
     result = await db.execute(
         update(ChatSession)
-        .where(ChatSession.id == session_id, ChatSession.archived_at.is_not(None))
+        .where(
+            ChatSession.id == session_id,
+            ChatSession.archived_at.is_not(None),
+            ChatSession.archive_key == key,
+        )
         .values(archived_at=None, restored_at=now)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -21,9 +21,10 @@ verify_archive (read it back: the same bytes) → commit_archive (one transactio
 session's row lock: still unchanged, the object still the verified one, then archived_at is set
 and the messages deleted).
 
-Restoring (`restoring`): load_archive (read and check the object) → insert_archived_messages
-(rows already there are skipped) → mark_restored (archived_at cleared) → release_archive (the
-object deleted under the row lock, the key forgotten).
+Restoring (`restoring`): load_archive (read and check the object) → mark_restored (archived_at
+cleared, under the row lock; nothing more when another restore came first) →
+insert_archived_messages (rows already there are skipped), in one transaction → release_archive
+(the object deleted under the row lock, the key forgotten).
 """
 
 from __future__ import annotations

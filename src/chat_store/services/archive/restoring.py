@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import archive as archive_crud
-from chat_store.db import begins_without_write_lock
+from chat_store.db import begins_without_write_lock, runs_in_autocommit
 from chat_store.errors import ChatSessionNotFound
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.services import export, hooks
@@ -63,8 +63,9 @@ async def insert_archived_messages(db: AsyncSession, loaded: LoadedArchive) -> N
 
 
 async def mark_restored(db: AsyncSession, loaded: LoadedArchive) -> bool:
-    """Step 3: the session is live again (its object stays until release_archive)."""
-    return await archive_crud.mark_restored(db, loaded.session_id, datetime.now(UTC))
+    """Step 3: the session is live again (its object stays until release_archive). False when
+    it is not archived under the loaded key any more: another restore came first."""
+    return await archive_crud.mark_restored(db, loaded.session_id, loaded.key, datetime.now(UTC))
 
 
 async def release_archive(archiver: Archiver, session_id: uuid.UUID, key: str) -> bool:
@@ -81,13 +82,18 @@ async def release_archive(archiver: Archiver, session_id: uuid.UUID, key: str) -
 async def restore_in(
     db: AsyncSession, archiver: Archiver, session_id: uuid.UUID, *, user_id: uuid.UUID | None
 ) -> str | None:
-    """Steps 1 to 3 in `db`, committed by the caller; returns the key whose object
-    release_archive deletes after that commit, or None when the session is not archived."""
+    """Steps 1 to 3 in `db` (a transaction), committed by the caller; returns the key whose
+    object release_archive deletes after that commit, or None when the session is not archived.
+
+    Step 3 runs before step 2: marking the session takes its row lock, so a concurrent restore
+    of the same session waits, and finds it restored. Inserted after another restore committed
+    (and a message was deleted meanwhile), the loaded messages would bring that message back."""
     loaded = await load_archive(db, archiver.store, session_id, user_id=user_id)
     if loaded is None:
         return None
+    if not await mark_restored(db, loaded):
+        return None
     await insert_archived_messages(db, loaded)
-    await mark_restored(db, loaded)
     logger.info("restored session %s (%d messages)", session_id, len(loaded.messages))
     return loaded.key
 
@@ -97,7 +103,7 @@ async def _restore_in_request(
 ) -> None:
     """Steps 1 to 3 in the request's transaction (a read's on SQLite: _restore_apart); step 4
     once the request has committed. Nothing when the session is not archived."""
-    if begins_without_write_lock(db):
+    if begins_without_write_lock(db) or runs_in_autocommit(db):
         key = await _restore_apart(db, archiver, user_id, session_id)
     else:
         key = await restore_in(db, archiver, session_id, user_id=user_id)
@@ -114,7 +120,8 @@ async def _restore_in_request(
 async def _restore_apart(
     db: AsyncSession, archiver: Archiver, user_id: uuid.UUID, session_id: uuid.UUID
 ) -> str | None:
-    """Steps 1 to 3 in a transaction of their own, for a read on SQLite: its transaction began
+    """Steps 1 to 3 in a transaction of their own, for a read. On Postgres a read's session
+    runs in autocommit, where each step would commit by itself. On SQLite its transaction began
     without the write lock, so its first write would be refused if another process wrote
     meanwhile, where this one waits for the lock (up to the busy timeout). The read's
     transaction is committed first: it has only read (or written the key's last-used time, kept
