@@ -21,7 +21,7 @@ from chat_store.crud import generations as generation_crud
 from chat_store.models import Generation
 from chat_store.schemas.common import json_size
 from chat_store.services.context import RequestContext
-from chat_store.services.generation import store
+from chat_store.services.generation import store, turns
 from chat_store.services.generation.jobs import GenerationParams, Job
 from chat_store.services.generation.runner import GenerationRunner
 from tests.assertions import assert_problem
@@ -703,3 +703,54 @@ async def test_a_turn_undone_after_the_provider_was_called_closes_the_call(
         raise AssertionError("the generation did not end")
     listed = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
     assert listed.json()["data"] == []
+
+
+async def test_two_continues_in_one_session_at_once_start_one_generation(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    llm: LlmServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two abandoned answers of one session, continued at once: one is generated, the other
+    is 409 generation_in_progress (the second's checks wait for the first's commit), even with
+    the time between a continue's checks and its commit drawn out."""
+    check_limits = turns._check_limits
+
+    async def slow_commit(*args: Any, **kwargs: Any) -> None:
+        await check_limits(*args, **kwargs)
+        await asyncio.sleep(0.2)
+
+    monkeypatch.setattr(turns, "_check_limits", slow_commit)
+    await llm.script("slow", {"text": default_text(60), "delay": 0.05})
+    account, session_id = await new_session(factory)
+    answers = []
+    for question in ("Why?", "And then?"):
+        await factory.message(account, session_id, role="user", content=question)
+        answer = await factory.message(
+            account,
+            session_id,
+            role="assistant",
+            status="in_progress",
+            partial_content="The ",
+            model="slow",
+        )
+        answers.append(answer["id"])
+
+    responses = await asyncio.gather(
+        *(
+            client.post(f"{message_path(session_id, answer_id)}/continue", headers=account.headers)
+            for answer_id in answers
+        )
+    )
+
+    assert sorted(response.status_code for response in responses) == [202, 409]
+    [refused] = [response for response in responses if response.status_code == 409]
+    assert_problem(refused, 409, "generation_in_progress")
+    async with app.state.resources.sessionmaker() as db:
+        live = await generation_crud.live_for(
+            db, uuid.UUID(account.user_id), uuid.UUID(session_id), datetime.now(UTC)
+        )
+    assert len(live) == 1
+    [started] = [a for a, r in zip(answers, responses, strict=True) if r.status_code == 202]
+    await wait_for_status(client, account, session_id, started)

@@ -89,6 +89,11 @@ async def system_prompt(ctx: RequestContext, session_id: uuid.UUID) -> str | Non
     return chat_session.system_prompt
 
 
+async def lock_session(ctx: RequestContext, session_id: uuid.UUID) -> None:
+    """Lock the session's row until commit; 404 if the session is not the caller's."""
+    await chat_session_service.get_owned(ctx, session_id, for_update=True)
+
+
 @dataclass(frozen=True)
 class StoredTurn:
     user: MessageRead | None  # None: a turn without content

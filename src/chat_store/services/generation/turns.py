@@ -304,6 +304,10 @@ async def continue_message(
         claimed = await store.claim(
             ctx.db, message_id, owner=runner.owner, lease_until=lease_until, now=now
         )
+        # The session's row locked until commit, as a turn locks it (after the lease row, the
+        # order every write that ends a generation takes): the checks below see every turn and
+        # continue of this session committed before, and none can start meanwhile.
+        await store.lock_session(ctx, session_id)
         answer = await store.get_message(ctx, session_id, message_id)
         if answer.role != "assistant":
             raise InvalidTransition("Only an assistant message can be continued")
