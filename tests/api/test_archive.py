@@ -19,8 +19,9 @@ from sqlalchemy import func, select, update
 from chat_store.api.deps import AppState
 from chat_store.crud import archive as archive_crud
 from chat_store.crud import messages as message_crud
-from chat_store.models import ChatSession, Message
+from chat_store.models import ChatSession, Message, User
 from chat_store.services import archive as archive_service
+from chat_store.services import export as export_service
 from chat_store.services import retention
 from chat_store.services.archive import ArchiveAborted, Archiver
 from chat_store.settings import Settings
@@ -471,6 +472,52 @@ async def test_two_requests_restoring_at_once_restore_once(
     assert await stored_messages(state, sid) == 3
     row = await session_row(state, sid)
     assert (row.archived_at, row.archive_key) == (None, None)
+
+
+async def test_an_export_of_a_session_archived_while_it_runs_is_whole(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """An export reads the session's row, and its messages later, at the client's pace: a
+    session archived in between (its messages out of the database) is exported whole, its
+    messages read from the object; one restored in between (the object deleted), from the
+    database."""
+    account = await factory.account()
+    earlier = (await factory.chat_session(account, title="earlier"))["id"]
+    await factory.messages(account, earlier, 1)
+    sid = await full_session(client, factory, account)
+    whole = await exported(client, account, sid)
+    assert len(whole["messages"]) == 4
+    source = export_service.ExportSource(state.sessionmaker, archiver.store)
+
+    async def render(exportable: export_service.Exportable) -> list[dict[str, Any]]:
+        body = b"".join(
+            [part async for part in export_service.render_session(source, exportable, "jsonl")]
+        )
+        return [json.loads(line) for line in body.decode().splitlines()]
+
+    await make_idle(state, sid)
+    before_archive = await export_service.exportable(source, await session_row(state, sid))
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert report.sessions == 1 and await stored_messages(state, sid) == 0
+    lines = await render(before_archive)
+    assert [line["message"]["id"] for line in lines[1:]] == [m["id"] for m in whole["messages"]]
+
+    # The account export read the row archived (in the batch with the earlier session); the
+    # session is restored (its object deleted) before its turn comes.
+    async with state.sessionmaker() as db:
+        user = await db.get(User, uuid.UUID(account.user_id))
+    assert user is not None
+    parts = export_service.render_account(source, user)
+    head = [await anext(parts), await anext(parts)]  # the account, the earlier session
+    assert json.loads(head[1])["session"]["id"] == earlier
+    key = await archive_key(state, sid)
+    restored = await client.post(f"{API}/sessions/{sid}/restore", headers=account.headers)
+    assert restored.status_code == 200, restored.text
+    assert await archiver.store.info(key) is None
+    body = b"".join([*head, *[part async for part in parts]])
+    lines = [json.loads(line) for line in body.decode().splitlines()]
+    messages = [line["message"]["id"] for line in lines if line.get("type") == "message"]
+    assert messages[1:] == [m["id"] for m in whole["messages"]]
 
 
 async def test_a_crash_between_restore_steps_loses_nothing(

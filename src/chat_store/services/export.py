@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from chat_store.crud import archive as archive_crud
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import export as export_crud
 from chat_store.crud import messages as message_crud
@@ -157,13 +158,27 @@ async def message_documents(
         for start in range(0, len(exported.archived), MESSAGE_BATCH):
             yield exported.archived[start : start + MESSAGE_BATCH]
         return
+    session_id = exported.session.id
     after_seq: int | None = None
     while True:
         async with source.sessionmaker() as db:
-            batch, after_seq = await _message_batches(db, exported.session.id, after_seq)
+            batch, last_seq = await _message_batches(db, session_id, after_seq)
+            # Read after the batch: an archive that took the messages out of the database
+            # before the batch was read has committed before this read.
+            now = await archive_crud.get_session(db, session_id)
+        if batch:
+            yield batch
+            after_seq = last_seq
+        if now is not None and now.archived_at is not None and now.archive_key is not None:
+            # Archived while it was exported: the rest is in its object (which holds every
+            # message), not silently missing.
+            document = await read_archive(source.archive, now.archive_key, session_id)
+            rest = [m for m in document["messages"] if after_seq is None or m["seq"] > after_seq]
+            for start in range(0, len(rest), MESSAGE_BATCH):
+                yield rest[start : start + MESSAGE_BATCH]
+            return
         if not batch:
             return
-        yield batch
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -367,7 +382,13 @@ async def render_account(source: ExportSource, user: User) -> AsyncIterator[byte
             sessions = await export_crud.sessions_after(db, user.id, after, SESSION_BATCH)
         if not sessions:
             return
-        for session in sessions:
+        for listed in sessions:
+            # Read again: the batch may have been read long ago (the client sets the pace), and
+            # the session archived, restored or deleted since.
+            async with source.sessionmaker() as db:
+                session = await archive_crud.get_session(db, listed.id, user_id=user.id)
+            if session is None:
+                continue  # deleted meanwhile
             # An unreadable archive ends the answer here: it has started, no status can change.
             exported = await exportable(source, session)
             async for text in _jsonl_session(source, exported, header=False):
