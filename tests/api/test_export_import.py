@@ -348,6 +348,33 @@ async def test_a_bad_item_is_a_422_naming_its_index_and_nothing_is_stored(
     }
     response = await client.post(IMPORT, json=unordered, headers=account.headers)
     assert_validation_error(response, "body", "messages", 1, "seq")
+    # The plain form's seqs too: given for all or none, increasing.
+    for seqs in ([3, 3], [5, 3], [1, None]):
+        plain = {
+            "messages": [
+                {"seq": seq, "role": "user", "content": str(index)}
+                for index, seq in enumerate(seqs)
+            ]
+        }
+        response = await client.post(IMPORT, json=plain, headers=account.headers)
+        assert_validation_error(response, "body", "messages", 1, "seq")
+    # A seq or version that leaves the session no room for its next message or change.
+    for field in ("seq", "version", "created_version"):
+        crowded = {"messages": [{field: 2**31 - 1, "role": "user", "content": "x"}]}
+        response = await client.post(IMPORT, json=crowded, headers=account.headers)
+        assert_validation_error(response, "body", "messages", 0, field)
+    # Times with no UTC equivalent.
+    for field in ("created_at", "updated_at"):
+        early = {"messages": [{field: "0001-01-01T00:00:00+14:00", "role": "user", "content": "x"}]}
+        response = await client.post(IMPORT, json=early, headers=account.headers)
+        assert_validation_error(response, "body", "messages", 0, field)
+    late_session = {
+        "format": "chat-store/1",
+        "session": {"created_at": "9999-12-31T23:59:59-14:00"},
+        "messages": [],
+    }
+    response = await client.post(IMPORT, json=late_session, headers=account.headers)
+    assert_validation_error(response, "body", "session", "created_at")
     neither = await client.post(IMPORT, json={"title": "x"}, headers=account.headers)
     assert_validation_error(neither, "body")
     listed = await client.get(f"{API}/sessions", headers=account.headers)

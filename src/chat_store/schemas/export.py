@@ -5,25 +5,36 @@ from __future__ import annotations
 import uuid
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from chat_store.schemas.chat_sessions import ChatSessionRead, ChatSessionStatus, Workspace
-from chat_store.schemas.common import INT32_MAX, InputModel, Metadata, OutputModel, Title
+from chat_store.schemas.common import (
+    INT32_MAX,
+    InputDatetime,
+    InputModel,
+    Metadata,
+    OutputModel,
+    Title,
+)
 from chat_store.schemas.messages import MessageCreate, check_tool_call_id
 
 ImportFormat = Literal["chat-store", "chatgpt", "plain"]
+
+# The largest seq or version an import keeps: half the column's range, so that the session it
+# makes has room for its next messages and changes (each takes the next seq or version).
+IMPORTED_MAX = INT32_MAX // 2
 
 
 class ImportedMessage(MessageCreate):
     """A message as an export writes it, or as a plain import gives it (only `role` and the
     text are needed). `id` is read and not kept: ids are global, an import gets new ones."""
 
-    seq: int | None = Field(default=None, ge=1, le=INT32_MAX)
-    created_at: AwareDatetime | None = None
-    updated_at: AwareDatetime | None = None
-    completed_at: AwareDatetime | None = None
-    created_version: int | None = Field(default=None, ge=0, le=INT32_MAX)
-    version: int | None = Field(default=None, ge=0, le=INT32_MAX)
+    seq: int | None = Field(default=None, ge=1, le=IMPORTED_MAX)
+    created_at: InputDatetime | None = None
+    updated_at: InputDatetime | None = None
+    completed_at: InputDatetime | None = None
+    created_version: int | None = Field(default=None, ge=0, le=IMPORTED_MAX)
+    version: int | None = Field(default=None, ge=0, le=IMPORTED_MAX)
 
     @field_validator("tool_call_id")
     @classmethod
@@ -44,18 +55,18 @@ class ImportedSessionFields(InputModel):
     workspace: Workspace | None = None
     message_count: int | None = Field(default=None, ge=0)
     total_tokens: int | None = Field(default=None, ge=0)
-    last_seq: int | None = Field(default=None, ge=0, le=INT32_MAX)
-    last_message_at: AwareDatetime | None = None
-    created_at: AwareDatetime | None = None
-    updated_at: AwareDatetime | None = None
-    ended_at: AwareDatetime | None = None
+    last_seq: int | None = Field(default=None, ge=0, le=IMPORTED_MAX)
+    last_message_at: InputDatetime | None = None
+    created_at: InputDatetime | None = None
+    updated_at: InputDatetime | None = None
+    ended_at: InputDatetime | None = None
 
 
 class ChatStoreDocument(InputModel):
     """A chat-store/1 export of one session (`GET /sessions/{id}/export?format=json`)."""
 
     format: Literal["chat-store/1"]
-    exported_at: AwareDatetime | None = None
+    exported_at: InputDatetime | None = None
     session: ImportedSessionFields
     messages: list[ImportedMessage]
 

@@ -55,6 +55,7 @@ def parse(document: Any, settings: Settings, format: ImportFormat | None = None)
         kept = {name: value for name, value in fields if name not in _NOT_KEPT}
         return make_spec(chosen, messages, **kept)
     check_session(settings, parsed.title, parsed.metadata, ["body"])
+    _check_seqs(parsed.messages)
     return make_spec(
         chosen,
         messages,
