@@ -496,3 +496,36 @@ async def test_the_client_follows_on_across_its_access_tokens_expiry(app_with: A
     deltas = [item for item in items if isinstance(item, StreamDelta)]
     assert "".join(delta.delta for delta in deltas) == appended
     assert isinstance(items[-1], StreamDone) and items[-1].status == "complete"
+
+
+async def test_a_key_made_with_an_expiring_key_expires_no_later(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    short_lived = await factory.api_key(account, expires_at=soon.isoformat())
+    by_it = {"X-API-Key": short_lived["key"]}
+
+    inherited = await client.post(KEYS, json={"name": "made by CI"}, headers=by_it)
+    earlier = await client.post(
+        KEYS,
+        json={"name": "earlier", "expires_at": (soon - timedelta(minutes=5)).isoformat()},
+        headers=by_it,
+    )
+    later = await client.post(
+        KEYS,
+        json={"name": "later", "expires_at": (soon + timedelta(days=1)).isoformat()},
+        headers=by_it,
+    )
+    by_login = await client.post(KEYS, json={"name": "no expiry"}, headers=account.headers)
+
+    assert inherited.status_code == 201, inherited.text
+    assert parse_time(inherited.json()["expires_at"]) == parse_time(short_lived["expires_at"])
+    assert earlier.status_code == 201, earlier.text
+    assert parse_time(earlier.json()["expires_at"]) < soon
+    assert_validation_error(later, "body", "expires_at")
+    # Made by a login, or by a key without expiry, a key need not expire.
+    assert by_login.status_code == 201 and by_login.json()["expires_at"] is None
+    forever = await factory.api_key(account, name="forever")
+    made = await client.post(KEYS, json={"name": "x"}, headers={"X-API-Key": forever["key"]})
+    assert made.status_code == 201 and made.json()["expires_at"] is None

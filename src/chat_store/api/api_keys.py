@@ -27,7 +27,12 @@ async def create_api_key(
 ) -> ApiKeyCreated:
     """Create an API key; the secret (`key`) is shown in this answer only."""
     return await api_key_service.create_api_key(
-        db, settings, principal.user_id, body, guest=principal.kind == "guest"
+        db,
+        settings,
+        principal.user_id,
+        body,
+        guest=principal.kind == "guest",
+        made_with_key=principal.api_key_id,
     )
 
 

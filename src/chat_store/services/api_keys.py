@@ -34,15 +34,31 @@ async def create_api_key(
     *,
     guest: bool = False,
     secret: str | None = None,
+    made_with_key: uuid.UUID | None = None,
 ) -> ApiKeyCreated:
     """A new key, within MAX_API_KEYS_PER_USER unexpired keys (revoked keys are deleted, so
     they do not count; expired ones do not either, so short-lived keys made per job never fill
-    the quota). Its secret is generated unless given (`chat-store seed` names its keys)."""
+    the quota). Its secret is generated unless given (`chat-store seed` names its keys).
+
+    Made with a key that expires (`made_with_key`), it expires no later than that key: without
+    `expires_at` it takes that key's expiry, a later one is refused. A short-lived key (a CI
+    job's) cannot outlive itself through the keys it makes."""
     if guest:
         raise GuestNotAllowed("Guests cannot create API keys; register and claim the sessions")
     now = datetime.now(UTC)
     if body.expires_at is not None and body.expires_at <= now:
         raise ValidationFailed("expires_at must be in the future", ["body", "expires_at"])
+    expires_at = body.expires_at
+    maker = await api_key_crud.get_by_id(db, made_with_key) if made_with_key else None
+    if maker is not None and maker.expires_at is not None:
+        if expires_at is None:
+            expires_at = maker.expires_at
+        elif expires_at > maker.expires_at:
+            raise ValidationFailed(
+                "expires_at must not be later than the expiry of the API key that makes it "
+                f"({maker.expires_at.isoformat()})",
+                ["body", "expires_at"],
+            )
     # The owner's row is locked first: concurrent creates are counted one after the other.
     if not await user_crud.lock(db, user_id):
         raise Unauthorized()
@@ -55,7 +71,7 @@ async def create_api_key(
         name=body.name,
         prefix=secret[:_SHOWN_PREFIX_CHARS],
         key_hash=sha256_hex(secret),
-        expires_at=body.expires_at,
+        expires_at=expires_at,
     )
     return ApiKeyCreated(**ApiKeyRead.model_validate(row).model_dump(), key=secret)
 
