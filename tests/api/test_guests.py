@@ -196,3 +196,37 @@ async def test_new_guests_are_limited_per_client_ip(
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as elsewhere:
             created = await elsewhere.post(f"{API}/sessions", json={}, headers=guests[3])
             assert created.status_code == 201
+
+
+async def test_reads_by_guests_without_a_row_are_limited_per_client_ip(
+    backend: Backend, app_with: AppWith
+) -> None:
+    """A guest that has written nothing has no row, and any made-up client id is one: their
+    reads share the budget of their address, not one budget per id."""
+    async with app_with(
+        allow_guests=True,
+        rate_limit_enabled=True,
+        rate_limit_read="3/minute",
+        redis_prefix=f"{backend.redis_prefix}{uuid.uuid4().hex[:8]}:",
+    ) as limited:
+        client, guest_app = limited.client, limited.app
+        statuses = [
+            (
+                await client.get(f"{API}/sessions", headers={"X-Client-ID": str(uuid.uuid4())})
+            ).status_code
+            for _ in range(4)
+        ]
+        # A guest with a row reads on its own budget, as a user does.
+        saved = {"X-Client-ID": str(uuid.uuid4())}
+        created = await client.post(f"{API}/sessions", json={}, headers=saved)
+        own = (await client.get(f"{API}/sessions", headers=saved)).status_code
+        # Another address has a budget of its own.
+        transport = httpx.ASGITransport(app=guest_app, client=("10.9.8.7", 1234))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as elsewhere:
+            other = await elsewhere.get(
+                f"{API}/sessions", headers={"X-Client-ID": str(uuid.uuid4())}
+            )
+
+    assert statuses == [200, 200, 200, 429]
+    assert created.status_code == 201 and own == 200
+    assert other.status_code == 200

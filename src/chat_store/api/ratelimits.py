@@ -32,6 +32,10 @@ async def limit_by_principal(request: Request, principal: CurrentPrincipal) -> N
     else:
         group, limit = "write", settings.rate_limit_write
     # Per user, whatever the credential: every key a user creates would otherwise bring a budget
-    # of its own.
-    result = await state.limiter.hit(parse_limit(limit), group, f"user:{principal.user_id}")
+    # of its own. A guest with no row yet, per address: every made-up client id would.
+    if principal.unsaved:
+        subject = f"guest-address:{client_ip(request, settings)}"
+    else:
+        subject = f"user:{principal.user_id}"
+    result = await state.limiter.hit(parse_limit(limit), group, subject)
     apply_limit(request, result, f"{group}s")

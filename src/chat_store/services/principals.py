@@ -51,6 +51,9 @@ class Principal:
     guest_client_id: uuid.UUID | None = None  # a guest's X-Client-ID
     # An access token's expiry: a stream opened with it ends once it has passed.
     expires_at: datetime | None = None
+    # A guest with no row yet (it has written nothing): any made-up client id is one, so what
+    # it does is counted by its address, not by its id.
+    unsaved: bool = False
 
 
 # Cached in place of a revoked key or a deleted user, for as long as an entry could live.
@@ -215,7 +218,9 @@ async def find_guest(db: AsyncSession, client_id: uuid.UUID) -> Principal | None
 
 def unsaved_guest(client_id: uuid.UUID) -> Principal:
     """A guest with no row yet: it owns nothing, under the id its row will have."""
-    return Principal(user_id=guest_user_id(client_id), kind="guest", guest_client_id=client_id)
+    return Principal(
+        user_id=guest_user_id(client_id), kind="guest", guest_client_id=client_id, unsaved=True
+    )
 
 
 async def create_guest(db: AsyncSession, client_id: uuid.UUID) -> Principal:
