@@ -22,6 +22,7 @@ from chat_store.models import Generation
 from chat_store.schemas.common import json_size
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import store, turns
+from chat_store.services.generation.answer import AnswerGenerator
 from chat_store.services.generation.jobs import GenerationParams, Job
 from chat_store.services.generation.runner import GenerationRunner
 from tests.assertions import assert_problem
@@ -754,3 +755,36 @@ async def test_two_continues_in_one_session_at_once_start_one_generation(
     assert len(live) == 1
     [started] = [a for a, r in zip(answers, responses, strict=True) if r.status_code == 202]
     await wait_for_status(client, account, session_id, started)
+
+
+async def test_a_continue_while_the_failed_run_is_still_ending_here_is_generated(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failed run's failure is committed, but the run has not left the process yet (its
+    after-commit work, drawn out here): a continue claims the answer meanwhile, and its run
+    starts once the failed one is done, instead of never."""
+    run = AnswerGenerator.run
+
+    async def slow_to_leave(generator: AnswerGenerator, live: Any) -> Any:
+        outcome = await run(generator, live)
+        await asyncio.sleep(0.5)
+        return outcome
+
+    monkeypatch.setattr(AnswerGenerator, "run", slow_to_leave)
+    account, session_id = await new_session(factory)
+    text = default_text(30)
+    await llm.script("cut", {"text": text, "fail_after": 7}, {"text": text})
+    failed = await client.post(
+        chat_path(session_id),
+        json={"content": "go", "model": "cut", "stream": False},
+        headers=account.headers,
+    )
+    answer_id = assert_problem(failed, 502, "provider_error")["assistant_message_id"]
+
+    continued = await client.post(
+        f"{message_path(session_id, answer_id)}/continue", headers=account.headers
+    )
+
+    assert continued.status_code == 202, continued.text
+    done = await wait_for_status(client, account, session_id, answer_id, timeout=10)
+    assert done["status"] == "complete" and done["content"] == text

@@ -72,6 +72,7 @@ class GenerationRunner:
         self._live: dict[uuid.UUID, Live] = {}
         self._reserved: set[Slot] = set()
         self._background: list[asyncio.Task[None]] = []
+        self._waiting: set[asyncio.Task[None]] = set()  # launches after a run still ending
         self._closing = False
         self._listening = asyncio.Event()
 
@@ -93,7 +94,23 @@ class GenerationRunner:
         return slot
 
     def launch(self, job: Job, slot: Slot) -> None:
-        """Generate an answer whose lease is committed."""
+        """Generate an answer whose lease is committed. A run of it still ending here (its
+        last write committed, its after-commit work going on, or stopping for a lease it lost)
+        goes first: this one starts when that one is done."""
+        previous = self._live.get(job.message_id)
+        if previous is None:
+            self._launch_now(job, slot)
+            return
+
+        async def after_previous() -> None:
+            await previous.done.wait()
+            self._launch_now(job, slot)
+
+        task = asyncio.create_task(after_previous(), name=f"generation-{job.message_id}-next")
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+
+    def _launch_now(self, job: Job, slot: Slot) -> None:
         live = self._start(job, slot)
         if live is not None:
             live.settle(True)
@@ -162,9 +179,9 @@ class GenerationRunner:
     async def close(self) -> None:
         """Stop the background work; write what the live generations hold and hand them over."""
         self._closing = True
-        for task in self._background:
+        for task in [*self._background, *self._waiting]:
             task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await asyncio.gather(*self._background, *self._waiting, return_exceptions=True)
         lives = list(self._live.values())
         for live in lives:
             live.stop("shutdown")
