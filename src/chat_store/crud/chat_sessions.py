@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -116,28 +117,37 @@ async def idle_summary(db: AsyncSession, cutoff: datetime) -> tuple[int, int]:
     return int(sessions), int(messages)
 
 
-async def delete_idle_batch(
-    db: AsyncSession, cutoff: datetime, batch: int
-) -> tuple[int, int, list[str]]:
-    """Delete up to `batch` sessions idle since `cutoff` (messages cascade); returns the
-    numbers of sessions and messages removed, and the archive keys they had."""
+@dataclass(frozen=True)
+class DeletedBatch:
+    chosen: int  # sessions idle at the select (fewer than the batch: the last batch)
+    sessions: int  # of those, deleted (a session active again since is kept)
+    messages: int
+    archive_keys: list[str]  # the deleted sessions' keys, as the delete found them
+
+
+async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> DeletedBatch:
+    """Delete up to `batch` sessions idle since `cutoff` (messages cascade). What was deleted
+    is what the delete returns, not what the select saw: a session active again, or archived
+    meanwhile (a key recorded), is counted as it is."""
     result = await db.execute(
-        select(ChatSession.id, ChatSession.message_count, ChatSession.archive_key)
+        select(ChatSession.id)
         .where(ChatSession.last_activity_at < cutoff)
         .order_by(ChatSession.last_activity_at)
         .limit(batch)
     )
-    rows = result.all()
-    if not rows:
-        return 0, 0, []
+    ids = list(result.scalars())
+    if not ids:
+        return DeletedBatch(0, 0, 0, [])
     # The cut-off again: a session that became active since the select is kept.
-    await db.execute(
-        delete(ChatSession).where(
-            ChatSession.id.in_([row[0] for row in rows]), ChatSession.last_activity_at < cutoff
+    deleted = (
+        await db.execute(
+            delete(ChatSession)
+            .where(ChatSession.id.in_(ids), ChatSession.last_activity_at < cutoff)
+            .returning(ChatSession.message_count, ChatSession.archive_key)
         )
-    )
-    keys = [str(row[2]) for row in rows if row[2] is not None]
-    return len(rows), sum(int(row[1]) for row in rows), keys
+    ).all()
+    keys = [str(key) for _, key in deleted if key is not None]
+    return DeletedBatch(len(ids), len(deleted), sum(int(count) for count, _ in deleted), keys)
 
 
 async def move_to_owner(db: AsyncSession, from_user: uuid.UUID, to_user: uuid.UUID) -> int:

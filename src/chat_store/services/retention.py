@@ -54,15 +54,13 @@ async def purge_idle_sessions(
     total_sessions = total_messages = 0
     while True:
         async with sessionmaker() as db, db.begin():
-            sessions, messages, keys = await chat_session_crud.delete_idle_batch(
-                db, cutoff, BATCH_SESSIONS
-            )
+            deleted = await chat_session_crud.delete_idle_batch(db, cutoff, BATCH_SESSIONS)
             # Before the rows are committed gone: a failure here keeps the sessions, and the
             # next run deletes them (an object already deleted is not an error).
             if archive is not None:
-                for key in keys:
+                for key in deleted.archive_keys:
                     await archive.delete(key)
-        total_sessions += sessions
-        total_messages += messages
-        if sessions < BATCH_SESSIONS:
+        total_sessions += deleted.sessions
+        total_messages += deleted.messages
+        if deleted.chosen < BATCH_SESSIONS:
             return PurgeReport(cutoff, total_sessions, total_messages, dry_run=False)
