@@ -303,6 +303,24 @@ async def test_an_abandoned_answer_a_client_wrote_can_be_continued(
     ]
 
 
+async def _abandoned(factory: Factory, **fields: Any) -> tuple[Account, str, dict[str, Any]]:
+    """A session with a question and an open answer of it, some of its text stored."""
+    account, session_id = await new_session(factory)
+    await factory.message(account, session_id, role="user", content="Why?")
+    answer = await factory.message(
+        account,
+        session_id,
+        **{
+            "role": "assistant",
+            "status": "in_progress",
+            "partial_content": "The fixture uses ",
+            "model": "test",
+            **fields,
+        },
+    )
+    return account, session_id, answer
+
+
 def _filled_metadata(settings: Any) -> dict[str, Any]:
     """Metadata a few bytes short of MAX_METADATA_BYTES: what the service adds to an answer's
     metadata (usage, finish reason, a failure) takes it over the limit."""
@@ -321,17 +339,7 @@ async def test_an_answer_whose_client_filled_its_metadata_still_completes_or_fai
     await llm.script("cut", {"text": default_text(30), "fail_after": 7})
     ends = {}
     for model in ("test", "cut"):
-        account, session_id = await new_session(factory)
-        await factory.message(account, session_id, role="user", content="Why?")
-        answer = await factory.message(
-            account,
-            session_id,
-            role="assistant",
-            status="in_progress",
-            partial_content="The fixture uses ",
-            model=model,
-            metadata=metadata,
-        )
+        account, session_id, answer = await _abandoned(factory, model=model, metadata=metadata)
         continued = await client.post(
             f"{message_path(session_id, answer['id'])}/continue", headers=account.headers
         )
@@ -366,16 +374,7 @@ async def _orphan(
     params: dict[str, Any] | None = None,
 ) -> tuple[Account, str, str]:
     """An answer whose process died mid-answer: open, some text stored, its lease run out."""
-    account, session_id = await new_session(factory)
-    await factory.message(account, session_id, role="user", content="Why?")
-    answer = await factory.message(
-        account,
-        session_id,
-        role="assistant",
-        status="in_progress",
-        partial_content="The fixture uses ",
-        model="test",
-    )
+    account, session_id, answer = await _abandoned(factory)
     now = datetime.now(UTC)
     async with state.sessionmaker() as db, db.begin():
         await generation_crud.insert_generation(
