@@ -124,8 +124,10 @@ async def _explain_refused_delta(
     chunks, text = await chunks_and_text(ctx.db, row)
     length = len(text)
     end = delta.offset + len(delta.text)
-    if end <= length and text[delta.offset : end] == delta.text:
-        # A retry of a delta that is already stored: nothing changes.
+    if end == length and text[delta.offset :] == delta.text:
+        # A retry of the delta stored last: nothing changes. Only the last: the same text
+        # found earlier, with more after it, was written by another writer (the answer to a
+        # retry would send this one on after that text, repeating it).
         # (its text as to_reads() reads it: the chunks of open messages only)
         chunk_text = chunks if row.status in OPEN_STATUSES else None
         return _with_length(ctx, row, chunk_text, length, return_text=return_text)
