@@ -4,15 +4,19 @@ the size limit over all deltas, and the minimal answer."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from chat_store.api.deps import AppState
+from chat_store.client import AsyncChatStoreClient
+from chat_store.client.models import StreamDelta, StreamDone
 from chat_store.crud import messages as message_crud
 from chat_store.schemas.messages import MessageAppend
 from chat_store.services import messages as message_service
@@ -117,13 +121,30 @@ async def test_exact_retry_is_200_and_changes_nothing(
     before = await stream.read()
     assert before["partial_content"] == "Ünïcode 😀 done"
 
-    for offset, delta in ((0, "Ünïcode "), (8, "😀 "), (10, "done")):
-        retry = await stream.append(delta, offset)
-        assert retry.status_code == 200, retry.text
-        assert retry.json()["length"] == 14
-        assert retry.json()["partial_content"] == before["partial_content"]
+    retry = await stream.append("done", 10)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["length"] == 14
+    assert retry.json()["partial_content"] == before["partial_content"]
+    # An earlier delta again, with more stored after it, is not a retry: a writer that went on
+    # from the length it would be told would skip ahead of text it never sent.
+    for offset, delta in ((0, "Ünïcode "), (8, "😀 ")):
+        refused = await stream.append(delta, offset)
+        assert assert_problem(refused, 409, "offset_mismatch")["length"] == 14
     assert await stream.read() == before
     assert (await stream.append("!", 14)).json()["length"] == 15
+
+
+async def test_a_second_writer_sending_what_the_first_stored_is_told_the_length(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """Two writers of one message: the second resumed at offset 6, the first has gone on.
+    The second's delta matches what is stored there, but the text goes on after it: 409 with
+    the length, not a 200 that would send it on after the first one's text."""
+    stream = await _open_stream(client, factory)
+    assert (await stream.append("Hello world", 0)).status_code == 200
+    refused = await stream.append("w", 6)
+    assert assert_problem(refused, 409, "offset_mismatch")["length"] == 11
+    assert (await stream.read())["partial_content"] == "Hello world"
 
 
 async def test_conflicting_offsets_are_409_with_the_length(
@@ -350,3 +371,31 @@ async def _until_waiting(state: AppState, request: asyncio.Task[httpx.Response])
                 return
             await asyncio.sleep(0.02)
     raise AssertionError("the delta never waited for the session row")
+
+
+async def test_text_with_unicode_line_separators_streams_as_one_line_per_event(
+    app: FastAPI, client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """U+2028, U+2029 and U+0085 stay as they are in JSON, and many line readers (Python's
+    splitlines, httpx's iter_lines) end a line at them: the stream escapes them, and the
+    Python client follows such a text whole."""
+    text = "first\u2028second\u2029third\x85fourth"
+    stream = await _open_stream(client, factory)
+    assert (await stream.append(text, 0)).status_code == 200
+    completed = await client.patch(
+        stream.url, json={"status": "complete"}, headers=stream.account.headers
+    )
+    assert completed.status_code == 200
+
+    raw = await client.get(f"{stream.url}/stream", headers=stream.account.headers)
+    data = [line for line in raw.text.splitlines() if line.startswith("data:")]
+    assert json.loads(data[0].removeprefix("data:"))["delta"] == text
+    async with AsyncChatStoreClient(
+        "http://test", transport=httpx.ASGITransport(app), access_token=stream.account.access_token
+    ) as chat_store:
+        items = [
+            item
+            async for item in chat_store.follow(stream.message["session_id"], stream.message["id"])
+        ]
+    assert "".join(item.delta for item in items if isinstance(item, StreamDelta)) == text
+    assert isinstance(items[-1], StreamDone) and items[-1].status == "complete"

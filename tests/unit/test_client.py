@@ -650,6 +650,33 @@ def test_sse_parser_reads_events_ids_comments_and_multiline_data() -> None:
     ]
 
 
+def test_sse_lines_end_at_cr_lf_and_crlf_only_across_chunks() -> None:
+    from chat_store.client._follow import sse_lines
+
+    chunks = ["id: 1\r", "\ndata: a\u2028b\u2029c\x85d\n", "\nda", "ta: e\rdata: f\r\n", "\r\nx"]
+    assert list(sse_lines(chunks)) == [
+        "id: 1",
+        "data: a\u2028b\u2029c\x85d",  # one line: JSON may hold these as they are
+        "",
+        "data: e",
+        "data: f",
+        "",
+        "x",
+    ]
+
+
+async def test_sse_lines_async_splits_as_the_sync_one() -> None:
+    from chat_store.client._follow import sse_lines, sse_lines_async
+
+    chunks = ["a\r", "\nb\u2028\n", "\r", "c"]
+
+    async def arriving() -> Any:
+        for chunk in chunks:
+            yield chunk
+
+    assert [line async for line in sse_lines_async(arriving())] == list(sse_lines(chunks))
+
+
 def test_a_chat_body_holds_the_turns_tool_fields_given() -> None:
     tools = [{"type": "function", "function": {"name": "read_file"}}]
     choice = {"type": "function", "function": {"name": "read_file"}}
@@ -667,3 +694,25 @@ def test_a_chat_body_holds_the_turns_tool_fields_given() -> None:
         "stream": False,
     }
     assert left_out == {"tools": tools, "stream": True}
+
+
+def test_a_turn_waited_for_outwaits_the_servers_time_limit() -> None:
+    """The service answers a turn it has not finished with 202 at REQUEST_TIMEOUT_SECONDS (30
+    by default, the client's own timeout): send_chat waits 30 s more, other calls do not."""
+    timeouts: dict[str, Any] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        timeouts[request.url.path] = request.extensions["timeout"]
+        if request.url.path.endswith("/chat"):
+            return httpx.Response(500)
+        return httpx.Response(200, json=session_json())
+
+    with sync_client(handler, api_key="csk_k", timeout=20.0) as client:
+        with pytest.raises(ServerError):
+            client.send_chat(uuid.uuid4(), "Why?")
+        client.get_session(uuid.uuid4())
+
+    [chat] = [value for path, value in timeouts.items() if path.endswith("/chat")]
+    [other] = [value for path, value in timeouts.items() if not path.endswith("/chat")]
+    assert chat["read"] == 50.0 and chat["connect"] == 20.0
+    assert other["read"] == 20.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -64,13 +64,24 @@ def _cursor(last_event_id: str | None, query_value: int | None) -> int:
     return query_value or 0
 
 
+# Characters that JSON leaves as they are but that many line readers end a line at (Python's
+# str.splitlines(), and so httpx's iter_lines()): escaped, an event's data stays one line for
+# every client. (SSE itself ends lines at CR and LF only, which JSON always escapes.)
+_LINE_BREAKS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
+def event_data(data: dict[str, Any]) -> str:
+    """An event's data: compact JSON on one line, whatever line breaks its text holds."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).translate(_LINE_BREAKS)
+
+
 def event_stream(events: AsyncIterator[StreamEvent], context: StreamContext) -> EventSourceResponse:
     """The events as Server-Sent Events, kept alive, ended when the server stops."""
 
     async def encoded() -> AsyncIterator[ServerSentEvent]:
         async for event in events:
             yield ServerSentEvent(
-                data=json.dumps(event.data, ensure_ascii=False, separators=(",", ":")),
+                data=event_data(event.data),
                 event=event.event,
                 id=event.id,
             )

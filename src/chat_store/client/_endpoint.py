@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
 from chat_store.client._core import Call
-from chat_store.client._follow import Follower
+from chat_store.client._follow import Follower, sse_lines, sse_lines_async
 from chat_store.client._transports import AsyncTransport, SyncTransport
 from chat_store.client.models import Page
 
@@ -157,7 +157,9 @@ class streamed(_Iterated[P, Follower[T], T]):
             while not follower.done:
                 try:
                     async with client._stream(follower.call()) as response:
-                        async for item in follower.read_async(response.aiter_lines()):
+                        async for item in follower.read_async(
+                            sse_lines_async(response.aiter_text())
+                        ):
                             yield item
                 except Exception as exc:
                     await asyncio.sleep(follower.delay_after(exc))
@@ -172,7 +174,7 @@ class streamed(_Iterated[P, Follower[T], T]):
             while not follower.done:
                 try:
                     with client._stream(follower.call()) as response:
-                        yield from follower.read(response.iter_lines())
+                        yield from follower.read(sse_lines(response.iter_text()))
                 except Exception as exc:
                     time.sleep(follower.delay_after(exc))
 

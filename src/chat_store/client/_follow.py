@@ -9,6 +9,7 @@ an event means; `streamed` in _endpoint.py runs it on either client.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
@@ -59,6 +60,47 @@ class SseParser:
         elif name == "id":
             self._id = value
         return None
+
+
+# SSE ends a line at CR, LF or CRLF only; str.splitlines() (and so httpx's iter_lines()) also
+# ends one at U+2028, U+2029, U+0085 and others, which JSON data may hold as they are.
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+class LineSplitter:
+    """Text as it arrives, in lines as SSE ends them."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+        self._after_cr = False  # the text so far ended with CR: an LF next belongs to it
+
+    def feed(self, text: str) -> list[str]:
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        self._after_cr = text.endswith("\r")
+        lines = _LINE_BREAK.split(self._buffer + text)
+        self._buffer = lines.pop()
+        return lines
+
+    def end(self) -> list[str]:
+        rest, self._buffer = self._buffer, ""
+        return [rest] if rest else []
+
+
+def sse_lines(chunks: Iterable[str]) -> Iterator[str]:
+    splitter = LineSplitter()
+    for chunk in chunks:
+        yield from splitter.feed(chunk)
+    yield from splitter.end()
+
+
+async def sse_lines_async(chunks: AsyncIterator[str]) -> AsyncIterator[str]:
+    splitter = LineSplitter()
+    async for chunk in chunks:
+        for line in splitter.feed(chunk):
+            yield line
+    for line in splitter.end():
+        yield line
 
 
 def parse_events(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
