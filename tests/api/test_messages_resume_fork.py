@@ -179,7 +179,10 @@ async def test_resume_changes_nothing(client: httpx.AsyncClient, factory: Factor
 async def test_fork_copies_the_prefix(client: httpx.AsyncClient, factory: Factory) -> None:
     account = await factory.account()
     source = await factory.chat_session(
-        account, title="Billing", workspace={"repo": "github.com/acme/api", "branch": "main"}
+        account,
+        title="Billing",
+        workspace={"repo": "github.com/acme/api", "branch": "main"},
+        system_prompt="You review Python.",
     )
     messages = [
         await factory.message(account, source["id"], role="system", content="rules", token_count=2),
@@ -216,6 +219,7 @@ async def test_fork_copies_the_prefix(client: httpx.AsyncClient, factory: Factor
     assert fork["id"] != source["id"]
     assert fork["title"] == "Billing"
     assert fork["workspace"] == source["workspace"]
+    assert fork["system_prompt"] == "You review Python."  # the fork's turns are prompted alike
     assert fork["message_count"] == 2
     assert fork["total_tokens"] == 5
     assert fork["last_message_at"] is not None

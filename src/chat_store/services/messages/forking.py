@@ -65,6 +65,7 @@ async def _fork(
         workspace_repo=source.workspace_repo,
         workspace_branch=source.workspace_branch,
         workspace_path=source.workspace_path,
+        system_prompt=source.system_prompt,
         last_activity_at=now,
         created_at=now,
         updated_at=now,
@@ -86,18 +87,24 @@ async def _fork(
         for row in rows:
             seq += 1
             tokens += row.token_count or 0
-            copies.append(
-                dataclasses.replace(
-                    row,
-                    id=uuid7(),
-                    session_id=copy.id,
-                    seq=seq,
-                    partial_content=streamed_text(row, chunks.get(row.id)),
-                    created_version=1,
-                    version=1,
-                    updated_at=now,
-                )
+            copied = dataclasses.replace(
+                row,
+                id=uuid7(),
+                session_id=copy.id,
+                seq=seq,
+                partial_content=streamed_text(row, chunks.get(row.id)),
+                created_version=1,
+                version=1,
+                updated_at=now,
             )
+            if row.status in OPEN_STATUSES:
+                # The lengths of the text copied: the row and its chunks were read apart, and a
+                # delta may have come in between (the copy's next delta goes at its length).
+                text = copied.partial_content or ""
+                copied = dataclasses.replace(
+                    copied, partial_length=len(text), partial_bytes=len(text.encode())
+                )
+            copies.append(copied)
         await message_crud.insert_messages(db, copies)
         after_seq = rows[-1].seq
     copy.message_count = seq
