@@ -173,6 +173,18 @@ async def test_cursors_by_id(client: httpx.AsyncClient, factory: Factory) -> Non
     assert [m["seq"] for m in before["data"]] == [7, 6, 5, 4]
     assert before["has_more"] is True
 
+    # A page's last message deleted before the next page is asked for: the cursor still holds
+    # its place (from the deleted message's tombstone).
+    page = await _page(client, account, session_id, limit=4)
+    deleted = await client.delete(
+        f"{_url(session_id)}/{page['data'][-1]['id']}", headers=account.headers
+    )
+    assert deleted.status_code == 200
+    after = await _page(client, account, session_id, after=page["data"][-1]["id"], limit=4)
+    assert [m["seq"] for m in after["data"]] == [5, 6, 7, 8]
+    before = await _page(client, account, session_id, before=page["data"][-1]["id"], limit=4)
+    assert [m["seq"] for m in before["data"]] == [1, 2, 3]
+
 
 async def test_cursors_by_seq(client: httpx.AsyncClient, factory: Factory) -> None:
     account, session_id, _ = await _history(client, factory, 10)

@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
 from chat_store.crud.messages.tables import CHAT_SESSION, MESSAGE, MESSAGE_ATTRS, MESSAGE_TABLE
 from chat_store.db import ByDialect, fetch_one
-from chat_store.models import Message
+from chat_store.models import Message, MessageTombstone
 
 
 @dataclass(slots=True)
@@ -295,10 +295,21 @@ async def get_for_owner(
 
 
 async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
+    """The message's seq; a deleted one's from its tombstone (a page's cursor may name a
+    message deleted since the page was read)."""
     result = await db.execute(
         select(Message.seq).where(Message.id == message_id, Message.session_id == session_id)
     )
-    return result.scalar_one_or_none()
+    seq = result.scalar_one_or_none()
+    if seq is None:
+        result = await db.execute(
+            select(MessageTombstone.seq).where(
+                MessageTombstone.message_id == message_id,
+                MessageTombstone.session_id == session_id,
+            )
+        )
+        seq = result.scalar_one_or_none()
+    return seq
 
 
 async def list_by_seq(
