@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from chat_store.client import (
     ChatSession,
@@ -59,8 +60,20 @@ class Answer:
     error_message: str | None = None
 
 
+# The control characters but newline and tab (C0, DEL, C1): an answer's text may hold escape
+# sequences (a model's, or one injected by a retrieved document), and a terminal acts on them:
+# writing the clipboard, hiding text, switching screens.
+_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)])
+
+
+def terminal_safe(text: str) -> str:
+    return text.translate(_CONTROLS)
+
+
 def _write(text: str) -> None:
-    sys.stdout.write(text)
+    """An answer's text as it streams: as stored when it goes to a file or a pipe, without
+    control characters when it goes to a terminal."""
+    sys.stdout.write(terminal_safe(text) if sys.stdout.isatty() else text)
     sys.stdout.flush()
 
 
@@ -147,7 +160,7 @@ class ChatLoop:
 
     def banner(self) -> None:
         title = self.session.title or "(untitled)"
-        self.console.print(f"[bold]{title}[/bold] {self.session.id}  (/help for commands)")
+        self.console.print(f"[bold]{escape(title)}[/bold] {self.session.id}  (/help for commands)")
 
     def run(self) -> None:
         self.banner()
@@ -178,7 +191,9 @@ class ChatLoop:
             except ChatStoreError as exc:
                 # A refused turn is reported, and the conversation goes on.
                 title = exc.problem.get("title") or "error"
-                stderr_console().print(f"[red]{title}:[/red] {exc.detail} ({exc.code})")
+                stderr_console().print(
+                    f"[red]{escape(title)}:[/red] {escape(exc.detail)} ({exc.code})"
+                )
 
     def command(self, line: str) -> bool:
         """Run a slash command; False to leave."""
@@ -206,7 +221,7 @@ class ChatLoop:
                     self.console.print("usage: /rename TITLE")
                 else:
                     self.session = self.client.rename_session(self.session.id, argument)
-                    self.console.print(f"renamed to {self.session.title!r}")
+                    self.console.print(f"renamed to {escape(repr(self.session.title))}")
             elif name == "/retry":
                 if self.last_question is None:
                     self.console.print("nothing to retry yet")

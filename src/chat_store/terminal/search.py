@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, cast, get_args
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -39,7 +40,7 @@ def results_table(results: list[SearchResult], *, emphasize: bool) -> Table:
     for result in results:
         message = result.message
         table.add_row(
-            result.session.title or "(untitled)",
+            Text(result.session.title or "(untitled)"),
             message.role if message else "title",
             str(message.seq) if message else "",
             snippet_text(result, emphasize=emphasize),
@@ -76,6 +77,6 @@ def search(
     if as_json:
         print_json(page.data)
     elif not page.data:
-        stdout_console().print(f"Nothing matches {query!r}.")
+        stdout_console().print(f"Nothing matches {escape(repr(query))}.")
     else:
         stdout_console().print(results_table(page.data, emphasize=is_terminal()))

@@ -10,7 +10,9 @@ from typing import Annotated
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from chat_store.client import ChatSession, ChatStoreClient, ExportFormat, Message
 from chat_store.terminal import config
@@ -66,7 +68,7 @@ def login(
                 refresh_token=tokens.refresh_token,
             )
     path = config.save(record)
-    stdout_console().print(f"Logged in to {base_url} as {user.email}; login kept in {path}")
+    stdout_console().print(escape(f"Logged in to {base_url} as {user.email}; login kept in {path}"))
 
 
 def logout() -> None:
@@ -82,7 +84,7 @@ def logout() -> None:
         except Exception as exc:  # the file goes anyway; say why the server was not told
             sys.stderr.write(f"warning: the service was not told ({type(exc).__name__})\n")
     config.remove()
-    stdout_console().print(f"Logged out of {saved.url}.")
+    stdout_console().print(escape(f"Logged out of {saved.url}."))
 
 
 def whoami(as_json: JsonOption = False) -> None:
@@ -94,7 +96,9 @@ def whoami(as_json: JsonOption = False) -> None:
     if as_json:
         print_json({"url": client.login_record.url, "credential": how, "user": user})
         return
-    stdout_console().print(f"{user.email} ({user.id}) at {client.login_record.url}, by {how}")
+    stdout_console().print(
+        escape(f"{user.email} ({user.id}) at {client.login_record.url}, by {how}")
+    )
 
 
 def _ago(moment: datetime | None) -> str:
@@ -115,13 +119,13 @@ def sessions_table(items: list[ChatSession], *, numbered: bool = False) -> Table
         table.add_column(name, justify="right" if name == "messages" else "left")
     short = short_ids([item.id for item in items])
     for index, item in enumerate(items, start=1):
-        row = [
+        row: list[str | Text] = [
             short[item.id],
-            item.title or "(untitled)",
+            Text(item.title or "(untitled)"),
             _ago(item.last_message_at or item.updated_at),
             str(item.message_count),
             "*" if item.is_favorite else "",
-            (item.workspace.repo if item.workspace else None) or "",
+            Text((item.workspace.repo if item.workspace else None) or ""),
         ]
         table.add_row(*([str(index)] if numbered else []), *row)
     return table
@@ -178,7 +182,9 @@ def show(session: SessionArgument, as_json: JsonOption = False) -> None:
     if as_json:
         print_json({"session": chat_session, "messages": messages})
         return
-    stdout_console().print(f"[bold]{chat_session.title or '(untitled)'}[/bold]  {chat_session.id}")
+    stdout_console().print(
+        f"[bold]{escape(chat_session.title or '(untitled)')}[/bold]  {chat_session.id}"
+    )
     for message in messages:
         render_message(message)
 
@@ -195,7 +201,7 @@ def rename(
     if as_json:
         print_json(renamed)
     else:
-        stdout_console().print(f"Renamed {renamed.id} to {renamed.title!r}")
+        stdout_console().print(escape(f"Renamed {renamed.id} to {renamed.title!r}"))
 
 
 def favorite(
@@ -271,4 +277,4 @@ def export(
             partial.replace(output)
         finally:
             partial.unlink(missing_ok=True)
-    stderr_console().print(f"Exported {target.id} to {output}")
+    stderr_console().print(escape(f"Exported {target.id} to {output}"))
