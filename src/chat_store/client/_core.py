@@ -60,6 +60,10 @@ class Call(Generic[T]):
     authenticated: bool = True
     # Statuses besides 2xx that `parse` reads itself (e.g. 503 from /health/ready).
     accept: frozenset[int] = frozenset()
+    # Seconds to wait for the answer beyond the client's read timeout: a call the service
+    # answers at its own time limit (a turn waited for: 202 after REQUEST_TIMEOUT_SECONDS, 30
+    # by default, as the client's) must not give up just before that answer comes.
+    extra_wait: float = 0.0
 
     def with_params(self, **params: QueryValue) -> Call[T]:
         return replace(self, params={**self.params, **query(**params)})
@@ -173,6 +177,14 @@ class ClientCore:
         headers = dict(call.headers)
         if call.authenticated:
             headers.update(self._credentials())
+        timeout = http.timeout
+        if call.extra_wait and timeout.read is not None:
+            timeout = httpx.Timeout(
+                connect=timeout.connect,
+                read=timeout.read + call.extra_wait,
+                write=timeout.write,
+                pool=timeout.pool,
+            )
         return http.build_request(
             call.method,
             call.path,
@@ -180,6 +192,7 @@ class ClientCore:
             data=call.data,
             params=call.params or None,
             headers=headers,
+            timeout=timeout,
         )
 
     def _token_sent(self, call: Call[Any]) -> str | None:

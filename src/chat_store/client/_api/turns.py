@@ -13,6 +13,10 @@ from chat_store.client._endpoint import endpoint, streamed
 from chat_store.client._follow import Retries
 from chat_store.client.models import ChatTurn, Message
 
+# How much longer than the client's timeout a turn waited for is given: the service answers
+# it (202) at REQUEST_TIMEOUT_SECONDS, 30 by default.
+_SERVER_LIMIT_MARGIN = 30.0
+
 
 class TurnsApi(ClientCore):
     @streamed
@@ -43,11 +47,18 @@ class TurnsApi(ClientCore):
     ) -> Call[ChatTurn]:
         """Send a user message and wait for the service's answer (`stream: false`): the turn
         with the answer complete, or, when the server's time limit came first (202), as it
-        stands; follow the rest with `follow()`."""
+        stands; follow the rest with `follow()`. The answer is waited for 30 s longer than the
+        client's timeout, so that the server's 202 comes first; to send the turn again after a
+        lost answer without a second message, give it an `idempotency_key`."""
         headers = idempotency_headers(turn.get("idempotency_key"))
         payload = chat_body(content, stream=False, **turn)
         return Call(
-            "POST", chat_path(session_id), json=payload, headers=headers, parse=model(ChatTurn)
+            "POST",
+            chat_path(session_id),
+            json=payload,
+            headers=headers,
+            parse=model(ChatTurn),
+            extra_wait=_SERVER_LIMIT_MARGIN,
         )
 
     @endpoint
