@@ -378,3 +378,41 @@ async def test_search_prints_a_table_with_matches_emphasized_and_json_for_script
         "CHAT_STORE_CONFIG_DIR": terminal_env["CHAT_STORE_CONFIG_DIR"] + "-none",
     }
     assert run(logged_out, "search", "test").returncode == 3
+
+
+async def test_two_processes_of_one_login_refresh_its_tokens_once(
+    chat_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`chat` in one terminal, `follow` in another, one saved login: when their access tokens
+    have expired, the first refreshes, and the second takes the tokens the first saved instead
+    of spending the same refresh token again (which the service takes as theft, ending the
+    login everywhere)."""
+    from chat_store.terminal import config
+    from chat_store.terminal.connect import open_client
+
+    monkeypatch.setenv("CHAT_STORE_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("CHAT_STORE_API_KEY", raising=False)
+    client, email = await new_account(chat_server)
+    config.save(
+        config.Login(
+            url=chat_server.base_url,
+            email=email,
+            access_token=client.access_token,
+            refresh_token=client.refresh_token,
+        )
+    )
+    await client.aclose()
+    first, second = open_client(), open_client()
+    try:
+        # Both access tokens expired (a token the service refuses stands in for one).
+        first.access_token = second.access_token = "expired"
+        assert first.me().email == email  # refreshes, and saves the new tokens
+        assert second.me().email == email  # takes them from the login file
+        assert second.refresh_token == first.refresh_token
+        first.access_token = "expired"
+        assert first.me().email == email  # its refresh token is still the login's
+    finally:
+        first.close()
+        second.close()
+    saved = config.load()
+    assert saved is not None and saved.refresh_token == first.refresh_token

@@ -6,13 +6,22 @@ and replaced atomically: a crash while saving leaves the old file, never half of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import ModuleType
 
 import platformdirs
+
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 URL_ENV = "CHAT_STORE_URL"
@@ -64,6 +73,23 @@ def load() -> Login | None:
     if not all(value is None or isinstance(value, str) for value in fields.values()):
         return None
     return Login(url=data["url"], **fields)
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """Hold the login's lock (a file beside it, locked with flock): the chat-store processes of
+    one login refresh its tokens one at a time. Where flock is missing, no lock."""
+    path = login_path().with_name(".login.lock")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(path, "a", encoding="utf-8") as file:
+        if fcntl is None:
+            yield
+            return
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
 def save(login: Login) -> Path:

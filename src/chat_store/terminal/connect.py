@@ -30,6 +30,27 @@ class TerminalClient(ChatStoreClient):
         self.login_record = login
         self._persist = persist
 
+    def _refresh_after_401(self, sent: str | None) -> None:
+        """Refresh the tokens, unless another chat-store process of this login has done it
+        already: a refresh token is spent once used, and the service takes a second use as
+        theft and ends the login. Under the login's lock, tokens saved since this process read
+        them are taken as they are; otherwise this one refreshes, and saves before letting go."""
+        if not self._persist:
+            super()._refresh_after_401(sent)
+            return
+        with config.locked():
+            saved = config.load()
+            if (
+                saved is not None
+                and saved.url == self.login_record.url
+                and saved.refresh_token is not None
+                and saved.refresh_token != self.refresh_token
+            ):
+                self.access_token, self.refresh_token = saved.access_token, saved.refresh_token
+                self.login_record = saved
+                return
+            super()._refresh_after_401(sent)
+
     def set_tokens(self, tokens: TokenPair) -> None:
         super().set_tokens(tokens)
         self._save()
