@@ -7,9 +7,12 @@ import sys
 import uuid
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 from rich.console import Console
 
+from chat_store.client._follow import retryable
+from chat_store.client.errors import error_from_response
 from chat_store.client.models import ChatSession
 from chat_store.terminal import conversation
 from chat_store.terminal.sessions import sessions_table
@@ -58,3 +61,38 @@ def test_a_title_with_brackets_is_shown_as_it_is() -> None:
     console = Console(file=io.StringIO(), width=200)
     console.print(sessions_table([session]))
     assert "why does x[/2] fail [bold]" in console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_in_a_conversation_an_error_is_one_line_and_it_goes_on(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    refused = error_from_response(
+        httpx.Response(
+            429,
+            json={
+                "type": "urn:chat-store:problem:rate_limited",
+                "title": "Too many requests",
+                "status": 429,
+                "detail": "x[/2] too many writes",
+                "code": "rate_limited",
+            },
+            headers={"Content-Type": "application/problem+json"},
+        )
+    )
+    for error in (refused, httpx.ConnectError("connection refused")):
+        with conversation._going_on():
+            raise error
+    told = capsys.readouterr().err.splitlines()
+    assert told == [
+        "Too many requests: x[/2] too many writes (rate_limited)",
+        "cannot reach the service: ConnectError: connection refused",
+    ]
+
+
+def test_a_service_without_a_provider_is_not_asked_again_and_again() -> None:
+    unavailable = error_from_response(
+        httpx.Response(503, json={"code": "generation_unavailable", "detail": "no provider"})
+    )
+    busy = error_from_response(httpx.Response(503, json={"code": "service_unavailable"}))
+    assert not retryable(unavailable)
+    assert retryable(busy)

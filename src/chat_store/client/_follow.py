@@ -145,10 +145,14 @@ def stream_item(event: ServerSentEvent) -> StreamItem | None:
     return None
 
 
+# 5xx answers that the same request gets again at once: no provider is configured.
+_LASTING = frozenset({"generation_unavailable"})
+
+
 def retryable(exc: Exception) -> bool:
     if isinstance(exc, httpx.TransportError):
         return True
-    return isinstance(exc, ChatStoreError) and exc.status >= 500
+    return isinstance(exc, ChatStoreError) and exc.status >= 500 and exc.code not in _LASTING
 
 
 class Retries(TypedDict, total=False):

@@ -6,12 +6,14 @@ service (the text so far is kept); a dropped connection is reattached by the cli
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import httpx
 import typer
 from rich.markup import escape
 
@@ -64,6 +66,19 @@ class Answer:
 # sequences (a model's, or one injected by a retrieved document), and a terminal acts on them:
 # writing the clipboard, hiding text, switching screens.
 _CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)])
+
+
+@contextlib.contextmanager
+def _going_on() -> Iterator[None]:
+    """An error answer (a refused turn, a 429, a 409) or an unreachable service, told in one
+    line on stderr: the conversation goes on, and what was typed can be sent again (/retry)."""
+    try:
+        yield
+    except ChatStoreError as exc:
+        title = exc.problem.get("title") or "error"
+        stderr_console().print(f"[red]{escape(title)}:[/red] {escape(exc.detail)} ({exc.code})")
+    except httpx.TransportError as exc:
+        stderr_console().print(escape(f"cannot reach the service: {type(exc).__name__}: {exc}"))
 
 
 def terminal_safe(text: str) -> str:
@@ -184,22 +199,15 @@ class ChatLoop:
 
     def turn(self, question: str) -> None:
         self.last_question = question
-        with reported_errors():
-            try:
-                items = self.client.chat(self.session.id, question)
-                print_stream(self.client, self.session.id, items)
-            except ChatStoreError as exc:
-                # A refused turn is reported, and the conversation goes on.
-                title = exc.problem.get("title") or "error"
-                stderr_console().print(
-                    f"[red]{escape(title)}:[/red] {escape(exc.detail)} ({exc.code})"
-                )
+        with _going_on():
+            items = self.client.chat(self.session.id, question)
+            print_stream(self.client, self.session.id, items)
 
     def command(self, line: str) -> bool:
         """Run a slash command; False to leave."""
         name, _, argument = line.partition(" ")
         argument = argument.strip()
-        with reported_errors():
+        with _going_on():
             if name in ("/exit", "/quit"):
                 return False
             if name == "/help":
