@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.assertions import assert_problem, assert_validation_error
-from tests.factories import SESSIONS, Factory
+from tests.factories import API, SESSIONS, Factory
 
 BEYOND_INT32 = 2**31  # seqs, versions and lengths are stored as 4-byte integers
 
@@ -65,3 +65,23 @@ async def test_a_cursor_beyond_what_is_stored_is_refused(
     answer = await client.get(url, params=query, headers={**account.headers, **headers})
 
     assert_validation_error(answer, *loc)
+
+
+async def test_a_sessions_total_tokens_goes_past_32_bits(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """Each message's token_count is at most 100,000,000; their sum, the session's
+    total_tokens, is not bounded by 32 bits (it passes 2**31 - 1 at the 22nd such message)."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    big = [{"role": "user", "content": f"m{i}", "token_count": 100_000_000} for i in range(25)]
+    batch = await client.post(
+        f"{API}/sessions/{session['id']}/messages/batch",
+        json={"messages": big},
+        headers=account.headers,
+    )
+    assert batch.status_code == 201, batch.text
+    one_more = await factory.message(account, session["id"], content="and one", token_count=7)
+    stored = await client.get(f"{API}/sessions/{session['id']}", headers=account.headers)
+    assert stored.json()["total_tokens"] == 2_500_000_007
+    assert one_more["seq"] == 26

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chat_store.models.base import Base, new_id, utcnow
@@ -54,7 +54,10 @@ class ChatSession(Base):
     system_prompt: Mapped[str | None] = mapped_column(Text)
     # Counters kept exact by the append path, which updates this row in the same transaction.
     message_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    total_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The sum of the messages' token_count: past 32 bits (SQLite's INTEGER is 64-bit anyway).
+    total_tokens: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), default=0, server_default="0"
+    )
     last_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Bumped by every change to the session's messages (in the same transaction): a cached copy
     # of the history is served only while its version equals this one.
