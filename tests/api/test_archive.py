@@ -434,6 +434,39 @@ async def test_a_write_during_the_archive_aborts_it(
     assert await archiver.store.info(plan.key) is None
 
 
+async def test_a_tool_result_restores_the_session_whose_call_it_answers(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """A tool message answers a call stored among the session's messages: when they are
+    archived, the append restores them (as every message write does) instead of refusing the
+    result as answering no call; one that answers no call is still refused, after the restore."""
+    account = await factory.account()
+    sid = (await factory.chat_session(account))["id"]
+    await factory.message(account, sid, content="run the tests")
+    call = {"id": "call_1", "name": "run_tests", "arguments": "{}"}
+    await factory.message(account, sid, role="assistant", content="", tool_calls=[call])
+    await make_idle(state, sid)
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert report.sessions == 1
+
+    answered = await client.post(
+        f"{API}/sessions/{sid}/messages",
+        json={"role": "tool", "content": "3 passed", "tool_call_id": "call_1"},
+        headers=account.headers,
+    )
+
+    assert answered.status_code == 201, answered.text
+    assert answered.json()["seq"] == 3
+    assert (await session_row(state, sid)).archived_at is None
+    assert await stored_messages(state, sid) == 3
+    unknown = await client.post(
+        f"{API}/sessions/{sid}/messages/batch",
+        json={"messages": [{"role": "tool", "content": "x", "tool_call_id": "call_9"}]},
+        headers=account.headers,
+    )
+    assert_problem(unknown, 422, "unknown_tool_call")
+
+
 async def test_two_requests_restoring_at_once_restore_once(
     client: httpx.AsyncClient,
     factory: Factory,

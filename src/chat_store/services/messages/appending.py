@@ -27,6 +27,7 @@ from chat_store.services.context import RequestContext
 from chat_store.services.messages import tools
 from chat_store.services.messages.reading import to_read
 from chat_store.services.messages.rules import utf8_len
+from chat_store.services.messages.tools import SessionArchived
 from chat_store.services.principals import Principal
 
 
@@ -66,10 +67,6 @@ async def create_messages(
 _Appended = TypeVar("_Appended")
 
 
-class _Archived(Exception):
-    """The session's row refused the append: its messages are archived."""
-
-
 async def _append(
     ctx: RequestContext,
     session_id: uuid.UUID,
@@ -86,10 +83,11 @@ async def _restoring(
     ctx: RequestContext, session_id: uuid.UUID, append: Callable[[], Awaitable[_Appended]]
 ) -> _Appended:
     """`append`, after restoring the session first if it is archived (found by the append's
-    refusal, so a live session costs nothing more)."""
+    refusal, or by a tool result whose call is not among the live messages: a live session
+    costs nothing more)."""
     try:
         return await append()
-    except _Archived:
+    except SessionArchived:
         await ctx.restore_archived(session_id)
         return await append()
 
@@ -232,7 +230,7 @@ async def _refused_append(ctx: RequestContext, session_id: uuid.UUID) -> NoRetur
     if state is None:
         raise ChatSessionNotFound()
     if state.archived:
-        raise _Archived()
+        raise SessionArchived()
     raise SeqConflict(last_seq=state.last_seq)
 
 

@@ -47,6 +47,10 @@ def stored_calls(calls: Sequence[ToolCall] | None) -> list[dict[str, Any]] | Non
     return [call.model_dump() for call in calls] if calls else None
 
 
+class SessionArchived(Exception):
+    """The session's messages are archived: the append restores them and tries again."""
+
+
 async def check_answers(
     ctx: RequestContext, session_id: uuid.UUID, items: Sequence[MessageCreate]
 ) -> None:
@@ -67,7 +71,11 @@ async def check_answers(
             made_before = {str(call.get("id")) for calls in stored for call in calls}
         if answered not in made_before:
             # Another user's session (or none) is a 404, as the append itself would answer.
-            await chat_session_service.get_owned(ctx, session_id)
+            chat_session = await chat_session_service.get_owned(ctx, session_id)
+            if chat_session.archived_at is not None:
+                # Its messages, the calls among them, are in the archive: restored, then
+                # checked again (the append restores what it finds archived).
+                raise SessionArchived()
             loc: list[str | int] = (
                 ["body", "tool_call_id"]
                 if len(items) == 1
