@@ -7,12 +7,14 @@ Two buses on one Redis stand for two worker processes.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
 import pytest
 
-from chat_store.cache.bus import RETRY_AFTER_SECONDS, RedisBus, Subscription
+from chat_store.cache.bus import RETRY_AFTER_SECONDS, SUBSCRIBE_SECONDS, RedisBus, Subscription
 from tests.support.redis_server import RedisServer
 
 CHANNEL = "session:bus-test"
@@ -100,3 +102,37 @@ async def test_the_publishing_process_has_its_own_events_once_even_without_redis
         assert await _received(own, 1) == [3]
         assert await other.next(wait_seconds=0.3) is None
     assert not own.lost
+
+
+async def test_a_stalled_redis_does_not_hold_up_new_streams(redis_server: RedisServer) -> None:
+    """Redis restarts and comes back stalled (paused, overloaded): the listener's resubscribe
+    waits for it under the lock every new stream's subscribe takes. Bounded, it gives up and
+    tries again: a new stream subscribes within a few seconds, and hears its own process's
+    events at once; once Redis answers, events from other processes flow again."""
+    bus, other = RedisBus(redis_server.url, "bus:"), RedisBus(redis_server.url, "bus:")
+    try:
+        async with bus.subscribe("_evict"):  # as at startup
+            redis_server.kill()
+            await asyncio.sleep(2.5)  # the listener: connection lost, retrying every second
+            redis_server.start()
+            os.kill(redis_server.process.pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(2.5)  # the listener's resubscribe is waiting on Redis
+                # Each of the subscribe and the unsubscribe waits for the listener's attempt
+                # (under the lock), then makes its own: bounded both.
+                async with asyncio.timeout(4 * SUBSCRIBE_SECONDS + 1.0):
+                    async with bus.subscribe(CHANNEL) as subscription:
+                        await bus.publish(CHANNEL, {"n": 1})
+                        assert await subscription.next(1.0) == {"n": 1}
+            finally:
+                os.kill(redis_server.process.pid, signal.SIGCONT)
+            async with bus.subscribe(CHANNEL) as subscription:
+                for _ in range(50):  # the listener subscribes again, within seconds
+                    await other.publish(CHANNEL, {"n": 2})
+                    if await subscription.next(0.2) == {"n": 2}:
+                        break
+                else:
+                    raise AssertionError("no event from the other process after Redis came back")
+    finally:
+        await bus.close()
+        await other.close()

@@ -32,6 +32,9 @@ RETRY_AFTER_SECONDS = 1.0
 # Events waiting for the publisher beyond this are dropped (Redis is too slow to keep up);
 # their readers re-read the store on their timer.
 OUTBOX_LIMIT = 10_000
+# How long a SUBSCRIBE or UNSUBSCRIBE on the pub/sub connection may take before it counts as
+# failed (the listener tries again): the lock it is sent under is every new stream's.
+SUBSCRIBE_SECONDS = 1.0
 # Channels the service uses for itself (not readers of a stream); not counted as subscriptions.
 INTERNAL_CHANNEL_PREFIX = "_"
 QUEUE_SIZE = 1024  # a reader that falls this far behind drops events and re-reads the store
@@ -271,15 +274,18 @@ class RedisBus:
         wanted = {self._prefix + channel for channel in self._fanout.channels}
         joined, left = wanted - self._redis_channels, self._redis_channels - wanted
         try:
-            if joined:
-                if self._pubsub is None:
-                    self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
-                await self._pubsub.subscribe(*joined)
-                self._redis_channels |= joined
-            if left and self._pubsub is not None and self._pubsub.subscribed:
-                await self._pubsub.unsubscribe(*left)
-            self._redis_channels -= left
-        except RedisError as exc:
+            # Bounded: a Redis that stalls must not hold up the streams that subscribe (their
+            # own process's events reach them without Redis, the rest by their re-reads).
+            async with asyncio.timeout(SUBSCRIBE_SECONDS):
+                if joined:
+                    if self._pubsub is None:
+                        self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
+                    await self._pubsub.subscribe(*joined)
+                    self._redis_channels |= joined
+                if left and self._pubsub is not None and self._pubsub.subscribed:
+                    await self._pubsub.unsubscribe(*left)
+                self._redis_channels -= left
+        except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
             logger.warning("redis subscribe failed: %s", type(exc).__name__)
         # Started even when the subscribe failed: the listener retries, subscribing every
@@ -324,14 +330,18 @@ class RedisBus:
             self._pubsub = self._listen_redis.pubsub(ignore_subscribe_messages=True)
             if old is not None:
                 with contextlib.suppress(Exception):
-                    await old.aclose()  # type: ignore[no-untyped-call]
+                    async with asyncio.timeout(SUBSCRIBE_SECONDS):
+                        await old.aclose()  # type: ignore[no-untyped-call]
             channels = [self._prefix + channel for channel in self._fanout.channels]
             self._redis_channels = set()
             if channels:
                 try:
-                    await self._pubsub.subscribe(*channels)
+                    # Bounded, under the lock every new stream's subscribe takes: a Redis that
+                    # came back stalled is tried again by the listener a second later.
+                    async with asyncio.timeout(SUBSCRIBE_SECONDS):
+                        await self._pubsub.subscribe(*channels)
                     self._redis_channels = set(channels)
-                except RedisError as exc:
+                except (RedisError, OSError, TimeoutError) as exc:
                     self.errors += 1
                     logger.warning("redis resubscribe failed: %s", type(exc).__name__)
             # Readers may have missed events while the connection was down.
