@@ -96,3 +96,12 @@ def test_a_service_without_a_provider_is_not_asked_again_and_again() -> None:
     busy = error_from_response(httpx.Response(503, json={"code": "service_unavailable"}))
     assert not retryable(unavailable)
     assert retryable(busy)
+
+
+def test_an_unknown_command_with_brackets_is_told_as_typed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    talk = object.__new__(conversation.ChatLoop)
+    talk.console = Console(file=io.StringIO(), width=200)
+    assert talk.command("/x[/y]") is True  # the conversation goes on
+    assert "unknown command /x[/y]" in talk.console.file.getvalue()  # type: ignore[attr-defined]

@@ -141,7 +141,7 @@ def print_stream(
     _write("\n")
     if answer.status == "failed":
         stderr_console().print(
-            f"[red]the answer failed:[/red] {answer.error_message or 'no reason given'}"
+            f"[red]the answer failed:[/red] {escape(answer.error_message or 'no reason given')}"
             " (`/retry`, or `chat-store resume` to continue it)"
         )
     return answer
@@ -236,7 +236,7 @@ class ChatLoop:
                 else:
                     self.turn(self.last_question)
             else:
-                self.console.print(f"unknown command {name}; /help lists them")
+                self.console.print(f"unknown command {escape(name)}; /help lists them")
         return True
 
     def fork(self) -> None:
