@@ -492,12 +492,14 @@ async def test_a_takeover_that_fails_stops_neither_the_sweep_nor_the_renewals(
         )
         answer = await first_answer(client, account, session_id)
         await asyncio.sleep(2.0)  # two leases of 1 s
+        read_at = datetime.now(UTC)
         async with state.sessionmaker() as db:
             live = await generation_crud.get(db, uuid.UUID(answer["id"]))
         taken = await wait_for_status(client, second[0], second[1], second[2])
         response = await turn
 
-    assert live is not None and live.lease_expires_at > datetime.now(UTC) - timedelta(seconds=1)
+    # Renewed: its lease, first set to end 1 s after the turn began, ends after this read.
+    assert live is not None and live.lease_expires_at > read_at
     assert taken["status"] == "complete"
     assert response.status_code == 201, response.text
     assert response.json()["assistant_message"]["content"] == text
