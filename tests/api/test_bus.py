@@ -118,9 +118,11 @@ async def test_a_stalled_redis_does_not_hold_up_new_streams(redis_server: RedisS
             os.kill(redis_server.process.pid, signal.SIGSTOP)
             try:
                 await asyncio.sleep(2.5)  # the listener's resubscribe is waiting on Redis
-                # Each of the subscribe and the unsubscribe waits for the listener's attempt
-                # (under the lock), then makes its own: bounded both.
-                async with asyncio.timeout(4 * SUBSCRIBE_SECONDS + 1.0):
+                # The subscribe and the unsubscribe each wait for the listener's attempt under
+                # the lock (its old connection's close and its subscribe, bounded each), the
+                # subscribe then makes its own: bounded all (unbounded, this waited as long as
+                # Redis stalled).
+                async with asyncio.timeout(6 * SUBSCRIBE_SECONDS + 1.0):
                     async with bus.subscribe(CHANNEL) as subscription:
                         await bus.publish(CHANNEL, {"n": 1})
                         assert await subscription.next(1.0) == {"n": 1}
