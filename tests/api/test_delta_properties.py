@@ -1,8 +1,9 @@
 """Streamed deltas over many texts and cuts (hypothesis): offsets are code points, and a text
 sent in deltas cut anywhere (inside multi-code-point emoji too, never inside a code point) is
 stored, read, resumed, completed and replayed as exactly that text. Deltas sent again at offsets
-already written are answered as docs/api.md says: the same text at that offset is a 200 that
-changes nothing, anything else a 409 offset_mismatch with the stored length."""
+already written are answered as docs/api.md says: the same text at that offset, when it is the
+last text stored (a retry), is a 200 that changes nothing, anything else a 409 offset_mismatch
+with the stored length."""
 
 from __future__ import annotations
 
@@ -79,7 +80,7 @@ def _expect(stored: str, offset: int, delta: str) -> int | None:
     retry (200), None if it is refused as offset_mismatch (409)."""
     if offset == len(stored):
         return len(stored) + len(delta)
-    if offset + len(delta) <= len(stored) and stored[offset : offset + len(delta)] == delta:
+    if offset + len(delta) == len(stored) and stored[offset:] == delta:
         return len(stored)
     return None
 

@@ -186,7 +186,7 @@ class MessagesApi(ClientCore):
     ) -> Call[MessageWithLength]:
         """Stream `delta` into a pending/in_progress message at `offset` (code points).
 
-        Retrying the same delta at the same offset is safe (nothing changes). By default the
+        Retrying the last delta at the same offset is safe (nothing changes). By default the
         answer leaves out the text so far (`Prefer: return=minimal`), so each delta costs the
         same however long the answer grows; `length` is the stored length after it.
         """
