@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -193,6 +195,117 @@ async def test_limit_100_and_after_with_before_together(
         SESSIONS, params={"after": created[0], "before": created[1]}, headers=account.headers
     )
     assert_validation_error(both, "query")
+
+
+# --- the cursor that holds a place
+
+
+async def walk_by_cursor(
+    client: httpx.AsyncClient, account: Account, **params: Any
+) -> list[list[str]]:
+    """Follow `next_cursor` from the first page until has_more is false; the pages' ids."""
+    pages = []
+    page = await list_page(client, account, **params)
+    while True:
+        pages.append([item["id"] for item in page["data"]])
+        if not page["has_more"]:
+            assert page["next_cursor"] is None
+            return pages
+        assert len(pages) < 50, "has_more never became false"
+        page = await list_page(client, account, cursor=page["next_cursor"], limit=params["limit"])
+
+
+async def test_next_cursor_walks_as_after_does_in_both_orders(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    await make_sessions(factory, account, 7)
+
+    for order in ("desc", "asc"):
+        by_cursor = await walk_by_cursor(client, account, limit=3, order=order)
+        assert by_cursor == await walk(client, account, "after", None, limit=3, order=order)
+        # A `before` page's cursor continues backwards, from the page's first item.
+        before = await list_page(client, account, before=by_cursor[-1][0], limit=2, order=order)
+        back = await list_page(client, account, cursor=before["next_cursor"], limit=2)
+        flat = [i for page in by_cursor for i in page]
+        assert [item["id"] for item in before["data"]] == flat[4:6]
+        assert [item["id"] for item in back["data"]] == flat[2:4]
+        assert back["has_more"] is True
+        back = await list_page(client, account, cursor=back["next_cursor"], limit=2)
+        assert [item["id"] for item in back["data"]] == flat[:2]
+        assert (back["has_more"], back["next_cursor"]) == (False, None)
+
+
+async def test_a_session_that_moves_during_the_walk_does_not_repeat_the_list(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    created = await make_sessions(factory, account, 6)
+    first = await list_page(client, account, limit=3)
+    assert [item["id"] for item in first["data"]] == created[:2:-1]
+
+    # The page's last session gets a message: it moves to the top of the list.
+    await factory.message(account, first["last_id"], role="user", content="moved")
+    by_cursor = await list_page(client, account, cursor=first["next_cursor"], limit=3)
+    by_id = await list_page(client, account, after=first["last_id"], limit=3)
+
+    assert [item["id"] for item in by_cursor["data"]] == created[2::-1]
+    assert by_cursor["has_more"] is False
+    # `after` continues from where the session is now, the top: two of the first page again.
+    assert [item["id"] for item in by_id["data"]] == [created[5], created[4], created[2]]
+
+
+def encoded(fields: Any) -> str:
+    raw = json.dumps(fields).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+SOME_ID = "019a2a67-c5f6-72f5-a636-ff6dd6f372c8"
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        "not base64 at all!",
+        encoded([]),
+        encoded([1, 2, 3, 4]),
+        encoded(["after", "desc", "2026-11-26T12:00:00", SOME_ID]),  # no offset
+        encoded(["sideways", "desc", "2026-11-26T12:00:00+00:00", SOME_ID]),
+        encoded(["after", "up", "2026-11-26T12:00:00+00:00", SOME_ID]),
+        encoded(["after", "desc", "2026-11-26T12:00:00+00:00", "not an id"]),
+        encoded({"after": "desc"}),
+        "A" * 201,
+    ],
+)
+async def test_a_cursor_the_list_did_not_give_is_refused(
+    client: httpx.AsyncClient, factory: Factory, cursor: str
+) -> None:
+    account = await factory.account()
+
+    response = await client.get(SESSIONS, params={"cursor": cursor}, headers=account.headers)
+
+    assert_validation_error(response, "query", "cursor")
+
+
+async def test_a_cursor_goes_alone_and_keeps_its_order(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    created = await make_sessions(factory, account, 3)
+    cursor = (await list_page(client, account, limit=1))["next_cursor"]
+    assert cursor is not None
+
+    with_after = await client.get(
+        SESSIONS, params={"cursor": cursor, "after": created[0]}, headers=account.headers
+    )
+    assert_validation_error(with_after, "query", "cursor")
+    other_order = await client.get(
+        SESSIONS, params={"cursor": cursor, "order": "asc"}, headers=account.headers
+    )
+    assert_validation_error(other_order, "query", "order")
+    # The same order given again is fine.
+    same = await list_page(client, account, cursor=cursor, order="desc", limit=1)
+    assert [item["id"] for item in same["data"]] == [created[1]]
 
 
 # --- filters

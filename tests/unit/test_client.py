@@ -443,6 +443,31 @@ async def test_async_iter_sessions_walks_every_page() -> None:
     assert len(fake.requests) == 2
 
 
+def test_iter_sessions_follows_the_next_cursor_where_the_list_gives_one() -> None:
+    items = [session_json(title=f"s{i}") for i in range(3)]
+    by_after = pages_of(items, size=2)
+
+    def with_cursor(request: httpx.Request) -> httpx.Response:
+        # The same pages, each with a cursor that names the place it ends.
+        cursor = request.url.params.get("cursor")
+        params = dict(request.url.params)
+        if cursor is not None:
+            params["after"] = cursor.removeprefix("place-")
+        answer = by_after(httpx.Request("GET", request.url.copy_with(params=params)))
+        page = answer.json()
+        page["next_cursor"] = f"place-{page['last_id']}" if page["has_more"] else None
+        return httpx.Response(200, json=page)
+
+    fake = Recorder(with_cursor)
+    with sync_client(fake, api_key="csk_k") as client:
+        titles = [item.title for item in client.iter_sessions(page_size=2)]
+    assert titles == ["s0", "s1", "s2"]
+    assert [dict(request.url.params) for request in fake.requests] == [
+        {"limit": "2"},
+        {"limit": "2", "cursor": f"place-{items[1]['id']}"},
+    ]
+
+
 def test_ready_reads_the_report_on_503() -> None:
     report = {"status": "unavailable", "database": "migrations_pending", "cache": "ok"}
     with sync_client(lambda request: httpx.Response(503, json=report)) as client:

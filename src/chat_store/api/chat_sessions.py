@@ -16,12 +16,13 @@ from chat_store.errors import (
 from chat_store.schemas.chat_sessions import (
     ChatSessionCreate,
     ChatSessionFilters,
+    ChatSessionPage,
     ChatSessionRead,
     ChatSessionRename,
     ChatSessionUpdate,
     FavoriteUpdate,
 )
-from chat_store.schemas.common import Deleted, Page
+from chat_store.schemas.common import Deleted
 from chat_store.services import chat_sessions as chat_session_service
 
 router = APIRouter(prefix=f"{API_PREFIX}/sessions", tags=["sessions"], route_class=DirectRoute)
@@ -68,10 +69,16 @@ async def create_chat_session(
 
 @router.get("", responses=problems(ChatSessionNotFound("The cursor session does not exist")))
 async def list_chat_sessions(
-    ctx: Context, pagination: PaginationParams, filters: Annotated[ChatSessionFilters, Query()]
-) -> Page[ChatSessionRead]:
+    ctx: Context,
+    pagination: PaginationParams,
+    filters: Annotated[ChatSessionFilters, Query()],
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="A page's `next_cursor`: the page after it."),
+    ] = None,
+) -> ChatSessionPage:
     """The caller's sessions, newest activity first (keyset-paginated)."""
-    return await chat_session_service.list_chat_sessions(ctx, filters, pagination)
+    return await chat_session_service.list_chat_sessions(ctx, filters, pagination, cursor)
 
 
 @router.get("/{session_id}", responses=_ERRORS)

@@ -110,7 +110,8 @@ class _Iterated(_Described[P, R], Generic[P, R, Item]):
 class paginated(_Iterated[P, Call[Page[T]], T]):
     """Every item of a keyset-paginated list, page after page, fetched as they are consumed.
 
-    The builder returns the call for the first page; each next page asks for `after=<last_id>`.
+    The builder returns the call for the first page; each next page asks for the page's
+    `next_cursor` where the list gives one, else `after=<last_id>`.
     """
 
     def _bind_async(self, client: AsyncTransport) -> Callable[..., Any]:
@@ -142,6 +143,9 @@ class paginated(_Iterated[P, Call[Page[T]], T]):
 def _next_page(call: Call[Page[T]], page: Page[T]) -> Call[Page[T]] | None:
     if not page.has_more or page.last_id is None:
         return None
+    if page.next_cursor is not None:
+        # The session list's cursor holds the last item's place, which `after` re-reads.
+        return call.with_params(cursor=page.next_cursor)
     return call.with_params(after=page.last_id)
 
 

@@ -78,13 +78,15 @@ T = TypeVar("T")
 
 
 class Page(Model, Generic[T]):
-    """One page of a keyset-paginated list; pass `last_id` as `after` for the next one."""
+    """One page of a keyset-paginated list. The next one: `cursor=next_cursor` where the list
+    gives one (sessions), else `after=last_id`."""
 
     object: Literal["list"] = "list"
     data: list[T]
     first_id: uuid.UUID | None = None
     last_id: uuid.UUID | None = None
     has_more: bool
+    next_cursor: str | None = None
 
 
 class ClaimResult(Model):

@@ -12,6 +12,7 @@ from chat_store.schemas.common import (
     InputModel,
     Metadata,
     OutputModel,
+    Page,
     SafeStr,
     Title,
     examples,
@@ -127,3 +128,16 @@ class ChatSessionRead(OutputModel):
 _SHOWN_AS_STORED = tuple(
     name for name in ChatSessionRead.model_fields if name not in {"object", "metadata", "workspace"}
 )
+
+
+class ChatSessionPage(Page[ChatSessionRead]):
+    """A page of the session list, with the cursor that continues it."""
+
+    next_cursor: str | None = Field(
+        default=None,
+        description=(
+            "Pass as `cursor` for the next page in the direction walked (null when `has_more` is"
+            " false). It holds the place of the page's last item in the list, so a session that"
+            " moves (a new message) while the list is walked does not make a page repeat items."
+        ),
+    )

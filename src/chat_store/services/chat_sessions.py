@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from chat_store.crud import archive as archive_crud
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud.pagination import PageRequest
-from chat_store.errors import ChatSessionExists, ChatSessionNotFound
+from chat_store.errors import ChatSessionExists, ChatSessionNotFound, ValidationFailed
 from chat_store.ids import uuid7
 from chat_store.models import ChatSession
 from chat_store.schemas.chat_sessions import (
     ChatSessionCreate,
     ChatSessionFilters,
+    ChatSessionPage,
     ChatSessionRead,
     ChatSessionUpdate,
     Workspace,
 )
-from chat_store.schemas.common import Page
 from chat_store.schemas.pagination import Pagination
 from chat_store.services import events, idempotency, limits
 from chat_store.services.context import RequestContext
@@ -94,27 +97,92 @@ async def get_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> ChatSe
 
 
 async def list_chat_sessions(
-    ctx: RequestContext, filters: ChatSessionFilters, pagination: Pagination
-) -> Page[ChatSessionRead]:
-    """The caller's sessions, newest activity first unless `order=asc`."""
+    ctx: RequestContext,
+    filters: ChatSessionFilters,
+    pagination: Pagination,
+    cursor: str | None = None,
+) -> ChatSessionPage:
+    """The caller's sessions, newest activity first unless `order=asc`.
+
+    `after`/`before` name a session and continue from where it is now; `cursor` (a page's
+    `next_cursor`) continues from where the page's last session was when the page was read, so
+    a session that got a message meanwhile (and moved to the top) does not repeat the list.
+    """
     user_id = ctx.principal.user_id
-    cursor_id = pagination.after or pagination.before
-    cursor = None
-    if cursor_id is not None:
-        cursor = await chat_session_crud.get_sort_key(ctx.db, user_id, cursor_id)
-        if cursor is None:
-            raise ChatSessionNotFound("The cursor session does not exist")
+    if cursor is not None:
+        place = _ListPlace.decode(cursor, pagination)
+    else:
+        place = await _place_of_session(ctx, pagination)
     page = PageRequest(
         limit=pagination.limit,
-        descending=pagination.descending("desc"),
-        cursor=cursor,
-        direction="before" if pagination.before is not None else "after",
+        descending=place.order == "desc",
+        cursor=place.key,
+        direction=place.direction,
     )
     rows, has_more = await chat_session_crud.list_for_owner(
         ctx.db, user_id, page, **filters.model_dump()
     )
     data = [ChatSessionRead.from_model(row) for row in rows]
-    return Page[ChatSessionRead].of(data, has_more=has_more)
+    answer = ChatSessionPage.of(data, has_more=has_more)
+    if has_more and rows:
+        last = rows[-1] if place.direction == "after" else rows[0]
+        following = _ListPlace(place.direction, place.order, (last.last_activity_at, last.id))
+        answer.next_cursor = following.encode()
+    return answer
+
+
+@dataclass(frozen=True)
+class _ListPlace:
+    """Where a page of the session list starts: a side of a (last activity, id) key."""
+
+    direction: Literal["after", "before"]
+    order: Literal["asc", "desc"]
+    key: tuple[datetime, uuid.UUID] | None
+
+    def encode(self) -> str:
+        assert self.key is not None
+        at, session_id = self.key
+        fields = [self.direction, self.order, at.isoformat(), str(session_id)]
+        raw = json.dumps(fields, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, cursor: str, pagination: Pagination) -> _ListPlace:
+        if pagination.after is not None or pagination.before is not None:
+            raise ValidationFailed("give a cursor or after/before, not both", ["query", "cursor"])
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            direction, order, at, session_id = json.loads(raw)
+            if direction not in ("after", "before") or order not in ("asc", "desc"):
+                raise ValueError("not a direction")
+            activity = datetime.fromisoformat(at)
+            if activity.tzinfo is None:
+                raise ValueError("a time without its offset")
+            place = cls(direction, order, (activity.astimezone(UTC), uuid.UUID(session_id)))
+        # TypeError and AttributeError: fields of the wrong JSON type.
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValidationFailed(
+                "the cursor is not one this list gave (pass a page's next_cursor as it is)",
+                ["query", "cursor"],
+            ) from exc
+        if pagination.order is not None and pagination.order != place.order:
+            raise ValidationFailed(
+                f"the cursor continues a list in {place.order} order", ["query", "order"]
+            )
+        return place
+
+
+async def _place_of_session(ctx: RequestContext, pagination: Pagination) -> _ListPlace:
+    """The place of the `after`/`before` session as it is now (the start without either)."""
+    direction: Literal["after", "before"] = "before" if pagination.before is not None else "after"
+    order: Literal["asc", "desc"] = "desc" if pagination.descending("desc") else "asc"
+    cursor_id = pagination.after or pagination.before
+    if cursor_id is None:
+        return _ListPlace(direction, order, None)
+    key = await chat_session_crud.get_sort_key(ctx.db, ctx.principal.user_id, cursor_id)
+    if key is None:
+        raise ChatSessionNotFound("The cursor session does not exist")
+    return _ListPlace(direction, order, (key[0], key[1]))
 
 
 async def update_chat_session(

@@ -37,10 +37,11 @@ class SessionFilters(TypedDict, total=False):
     q: str | None  # title contains
     repo: str | None
     updated_after: datetime | None
+    archived: bool | None
 
 
 class SessionPage(PageOptions, SessionFilters, total=False):
-    pass
+    cursor: str | None  # a page's next_cursor
 
 
 class MessagePage(PageOptions, total=False):
