@@ -12,13 +12,15 @@ import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pexpect
 import pytest
 
-from chat_store.client import AsyncChatStoreClient
+from chat_store.client import AsyncChatStoreClient, ChatStoreClient
+from chat_store.client.models import ChatTurn
+from chat_store.terminal.conversation import print_stream
 from tests.backends import Backend
 from tests.e2e.conftest import ServerProcess, llm_env, running_server
 from tests.e2e.test_client_flows import PASSWORD, new_account
@@ -199,6 +201,48 @@ async def test_chat_picks_a_session_streams_a_turn_and_ctrl_c_cancels_the_answer
         child.sendline("/exit")
         assert finished(child) == 0
         assert (await client.get_session(chat_session.id)).title == "Clock bug"
+
+
+def interrupted_before_the_turn() -> Iterator[ChatTurn]:
+    """A chat stream that Ctrl-C stopped before its `turn` event arrived."""
+    raise KeyboardInterrupt
+    yield  # a generator, as the client's chat() is
+
+
+async def test_ctrl_c_before_the_turn_arrived_still_cancels_its_answer(
+    chat_server: ServerProcess, llm: LlmServer
+) -> None:
+    client, _ = await account(chat_server)
+    async with client:
+        chat_session = await client.create_session()
+        await llm.script("test", {"text": SLOW_TEXT, "delay": 0.04})
+        # The turn reached the service (which goes on without its client); its id never
+        # reached the terminal.
+        turn = await anext(aiter(client.chat(chat_session.id, "Explain it slowly")))
+        assert isinstance(turn, ChatTurn)
+        sync_client = ChatStoreClient(chat_server.base_url, access_token=client.access_token)
+
+        with sync_client:
+            other = await asyncio.to_thread(
+                print_stream,
+                sync_client,  # type: ignore[arg-type]
+                chat_session.id,
+                interrupted_before_the_turn(),
+                question="Another question",
+            )
+            answer = await asyncio.to_thread(
+                print_stream,
+                sync_client,  # type: ignore[arg-type]
+                chat_session.id,
+                interrupted_before_the_turn(),
+                question="Explain it slowly",
+            )
+
+        # Only the answer to the question typed is cancelled.
+        assert (other.message_id, other.status) == (None, "interrupted")
+        assert (answer.message_id, answer.status) == (turn.assistant_message.id, "cancelled")
+        stored = await client.get_message(chat_session.id, turn.assistant_message.id)
+        assert stored.status == "cancelled" and len(stored.text) < len(SLOW_TEXT)
 
 
 async def test_ask_in_a_pipe_prints_plain_text_and_json_for_scripts(

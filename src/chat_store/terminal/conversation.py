@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -107,9 +108,10 @@ def print_stream(
     session_id: uuid.UUID,
     items: Iterable[ChatTurn | StreamDelta | StreamStale | StreamDone],
     message_id: uuid.UUID | None = None,
+    question: str | None = None,
 ) -> Answer:
-    """Print an answer's text as it arrives. Ctrl-C cancels the answer on the service (once its
-    id is known) and keeps what was written."""
+    """Print an answer's text as it arrives. Ctrl-C cancels the answer on the service and keeps
+    what was written; before the turn's id arrived, the answer to `question` is looked for."""
     answer = Answer(message_id, "in_progress")
     iterator: Iterator[ChatTurn | StreamDelta | StreamStale | StreamDone] = iter(items)
     try:
@@ -127,6 +129,8 @@ def print_stream(
         if close is not None:
             close()
         _write("\n")
+        if answer.message_id is None and question is not None:
+            answer.message_id = _open_answer_to(client, session_id, question)
         if answer.message_id is None:
             stderr_console().print("[yellow]interrupted before the answer started[/yellow]")
             answer.status = "interrupted"
@@ -145,6 +149,30 @@ def print_stream(
             " (`/retry`, or `chat-store resume` to continue it)"
         )
     return answer
+
+
+# How long a turn interrupted before its id arrived may take to be stored: the request was on
+# its way, and the service stores the turn whatever became of the connection.
+_TURN_LOOKUPS = (0.0, 0.5, 1.5)
+
+
+def _open_answer_to(
+    client: TerminalClient, session_id: uuid.UUID, question: str
+) -> uuid.UUID | None:
+    """The id of the answer being generated to `question`, if the session ends with that turn
+    (one generation at a time runs in a session: an open answer after it is this turn's)."""
+    for delay in _TURN_LOOKUPS:
+        time.sleep(delay)
+        newest = client.list_messages(session_id, order="desc", limit=2).data
+        if (
+            len(newest) == 2
+            and newest[0].role == "assistant"
+            and newest[0].status in {"pending", "in_progress"}
+            and newest[1].role == "user"
+            and newest[1].content == question
+        ):
+            return newest[0].id
+    return None
 
 
 def _pick_session(client: TerminalClient) -> ChatSession:
@@ -201,7 +229,7 @@ class ChatLoop:
         self.last_question = question
         with _going_on():
             items = self.client.chat(self.session.id, question)
-            print_stream(self.client, self.session.id, items)
+            print_stream(self.client, self.session.id, items, question=question)
 
     def command(self, line: str) -> bool:
         """Run a slash command; False to leave."""
@@ -320,7 +348,7 @@ def ask(
                 }
             )
             return
-        answer = print_stream(client, target.id, items)
+        answer = print_stream(client, target.id, items, question=question)
     if answer.status == "cancelled":
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     if answer.status != "complete":
