@@ -12,7 +12,7 @@ import httpx
 from chat_store.client import ChatStoreClient, ChatStoreError
 from chat_store.client.models import TokenPair
 from chat_store.terminal import config
-from chat_store.terminal.output import ExitCode, api_error, fail
+from chat_store.terminal.output import ExitCode, api_error, fail, unreachable_line
 
 
 class TerminalClient(ChatStoreClient):
@@ -96,4 +96,4 @@ def reported_errors() -> Iterator[None]:
     except ChatStoreError as exc:
         api_error(exc)
     except httpx.TransportError as exc:
-        fail(f"cannot reach the service: {type(exc).__name__}: {exc}")
+        fail(unreachable_line(exc))

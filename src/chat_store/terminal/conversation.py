@@ -17,6 +17,7 @@ from typing import Annotated
 import httpx
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from chat_store.client import (
     ChatSession,
@@ -33,8 +34,10 @@ from chat_store.terminal.output import (
     ExitCode,
     fail,
     print_json,
+    problem_line,
     stderr_console,
     stdout_console,
+    unreachable_line,
 )
 from chat_store.terminal.refs import resolve_session
 from chat_store.terminal.sessions import JsonOption, sessions_table
@@ -76,10 +79,9 @@ def _going_on() -> Iterator[None]:
     try:
         yield
     except ChatStoreError as exc:
-        title = exc.problem.get("title") or "error"
-        stderr_console().print(f"[red]{escape(title)}:[/red] {escape(exc.detail)} ({exc.code})")
+        stderr_console().print(Text(problem_line(exc), style="red"), soft_wrap=True)
     except httpx.TransportError as exc:
-        stderr_console().print(escape(f"cannot reach the service: {type(exc).__name__}: {exc}"))
+        stderr_console().print(Text(unreachable_line(exc)), soft_wrap=True)
 
 
 def terminal_safe(text: str) -> str:

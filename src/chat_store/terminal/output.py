@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any, NoReturn
 
+import httpx
 import typer
 from pydantic import BaseModel
 from rich.console import Console
@@ -77,13 +78,23 @@ def fail(message: str, code: ExitCode = ExitCode.ERROR) -> NoReturn:
     raise typer.Exit(int(code))
 
 
-def api_error(exc: ChatStoreError) -> NoReturn:
-    """An error answer as one line: the problem's title, detail and code."""
+def problem_line(exc: ChatStoreError) -> str:
+    """An error answer in one line: the problem's title, detail and code (and the request's id
+    for a server error, to find it in the service's log)."""
     title = exc.problem.get("title") if isinstance(exc.problem.get("title"), str) else None
     detail = exc.detail if not title or exc.detail == title else f"{title}: {exc.detail}"
-    if isinstance(exc, UnauthorizedError):
-        fail(f"{detail} ({exc.code}); run `chat-store login`", ExitCode.NOT_LOGGED_IN)
-    if isinstance(exc, NotFoundError):
-        fail(f"{detail} ({exc.code})", ExitCode.NOT_FOUND)
     suffix = f", request {exc.request_id}" if exc.status >= 500 and exc.request_id else ""
-    fail(f"{detail} ({exc.code}{suffix})")
+    return f"{detail} ({exc.code}{suffix})"
+
+
+def unreachable_line(exc: httpx.TransportError) -> str:
+    return f"cannot reach the service: {type(exc).__name__}: {exc}"
+
+
+def api_error(exc: ChatStoreError) -> NoReturn:
+    """An error answer as one line, then the exit code that says what kind it was."""
+    if isinstance(exc, UnauthorizedError):
+        fail(f"{problem_line(exc)}; run `chat-store login`", ExitCode.NOT_LOGGED_IN)
+    if isinstance(exc, NotFoundError):
+        fail(problem_line(exc), ExitCode.NOT_FOUND)
+    fail(problem_line(exc))
