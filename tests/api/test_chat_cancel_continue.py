@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from chat_store.api.deps import AppState
 from chat_store.crud import generations as generation_crud
-from chat_store.models import Generation
+from chat_store.models import Generation, MessageChunk
 from chat_store.schemas.common import json_size
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import store, turns
@@ -597,11 +597,14 @@ async def test_a_process_that_stops_hands_its_generations_over(
 async def test_a_process_that_lost_its_lease_stops_and_writes_nothing_more(
     app: FastAPI, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
-    """As when the process was paused longer than its lease and another took the answer over."""
+    """As when the process was paused longer than its lease and another took the answer over:
+    its writes stop at the takeover, before it hears of it (no stop on the bus here, and its
+    next renewal is seconds away)."""
     account, session_id = await new_session(factory)
     text = default_text(100)
     await llm.script("slow", {"text": text, "delay": 0.05})
     turn, answer = await start_turn(client, account, session_id, "slow")
+    answer = await wait_for_text(client, account, session_id, answer["id"], 8)
     state: AppState = app.state.resources
     async with state.sessionmaker() as db, db.begin():
         await generation_crud.claim(
@@ -611,8 +614,10 @@ async def test_a_process_that_lost_its_lease_stops_and_writes_nothing_more(
             lease_until=datetime.now(UTC) + timedelta(minutes=5),
             now=datetime.now(UTC) + timedelta(hours=1),  # as if the lease had run out
         )
+    at_takeover = await client.get(message_path(session_id, answer["id"]), headers=account.headers)
+    length_at_takeover = len(at_takeover.json()["partial_content"])
 
-    await wait_for_outcome(llm, "slow", "client left")  # at its next renewal or write
+    await wait_for_outcome(llm, "slow", "client left")  # at its next write
 
     stopped = await client.get(message_path(session_id, answer["id"]), headers=account.headers)
     kept = stopped.json()["partial_content"]
@@ -622,7 +627,18 @@ async def test_a_process_that_lost_its_lease_stops_and_writes_nothing_more(
     assert later.json()["partial_content"] == kept and text.startswith(kept)
     async with state.sessionmaker() as db:
         lease = await generation_crud.get(db, uuid.UUID(answer["id"]))
+        written_after = await db.scalar(
+            select(func.count())
+            .select_from(MessageChunk)
+            .where(
+                MessageChunk.message_id == uuid.UUID(answer["id"]),
+                MessageChunk.start >= length_at_takeover,
+            )
+        )
     assert lease is not None and lease.owner == "elsewhere:1:taker"
+    # At most the one write that was under way as the lease was taken (it began before).
+    assert written_after is not None and written_after <= 1
+    assert len(text) - len(kept) > 20  # it stopped well before the end
     turn.cancel()  # its follower would wait for the taker
     with contextlib.suppress(asyncio.CancelledError):
         await turn

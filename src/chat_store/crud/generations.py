@@ -47,6 +47,13 @@ async def get(db: AsyncSession, message_id: uuid.UUID) -> Generation | None:
     return result.scalar_one_or_none()
 
 
+class LeaseHolder(NamedTuple):
+    """Who holds a generation's lease: the process, and which of its runs (the attempt)."""
+
+    owner: str
+    attempt: int
+
+
 class LiveGeneration(NamedTuple):
     message_id: uuid.UUID
     session_id: uuid.UUID

@@ -16,14 +16,17 @@ from sqlalchemy import (
     bindparam,
     case,
     delete,
+    exists,
     insert,
     literal_column,
+    or_,
     select,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import String
 
+from chat_store.crud.generations import LeaseHolder
 from chat_store.crud.messages.rows import StoredMessage
 from chat_store.crud.messages.sequence import bump_statement
 from chat_store.crud.messages.tables import (
@@ -33,7 +36,7 @@ from chat_store.crud.messages.tables import (
     OPEN_STATUSES,
 )
 from chat_store.db import ByDialect, fetch_one
-from chat_store.models import MessageChunk
+from chat_store.models import Generation, MessageChunk
 
 _INSERT_CHUNK = insert(CHUNK_TABLE)
 
@@ -42,13 +45,25 @@ _OWN_MESSAGE = (
     MESSAGE.session_id == bindparam("b_session_id"),
     MESSAGE.user_id == bindparam("b_user_id"),
 )
-# Open, still at the delta's offset, and within the size limit with it.
+# A generation's writer still holds the answer's lease, in the run it was given (`attempt`):
+# a run whose lease another run took over writes nothing more, even before it hears so.
+_LEASE_HELD = or_(
+    bindparam("b_lease_owner", type_=String).is_(None),
+    exists().where(
+        Generation.message_id == bindparam("b_message_id"),
+        Generation.owner == bindparam("b_lease_owner", type_=String),
+        Generation.attempt == bindparam("b_lease_attempt", type_=Integer),
+    ),
+)
+# Open, still at the delta's offset, within the size limit with it, and (a generation's
+# write) by the lease's holder.
 _DELTA_FITS = and_(
     # The open statuses written into the SQL: an IN over bound values is re-rendered on every
     # execution (SQLAlchemy's "expanding" parameters), five times in the Postgres statement.
     MESSAGE.status.in_([literal_column(f"'{status}'", String) for status in OPEN_STATUSES]),
     MESSAGE.partial_length == bindparam("b_offset"),
     MESSAGE.partial_bytes + bindparam("b_size_bytes") <= bindparam("b_max_bytes"),
+    _LEASE_HELD,
 )
 _DELTA_CHANGES: dict[str, Any] = {
     "partial_length": MESSAGE.partial_length + bindparam("b_length"),
@@ -141,9 +156,14 @@ class Delta:
     size_bytes: int
     max_bytes: int
     now: datetime
+    # A generation's write: the lease (owner, attempt) it must still hold. None: a client's.
+    lease: LeaseHolder | None = None
 
     def params(self) -> dict[str, Any]:
+        owner, attempt = self.lease if self.lease is not None else (None, None)
         return {
+            "b_lease_owner": owner,
+            "b_lease_attempt": attempt,
             "b_message_id": self.message_id,
             "b_session_id": self.session_id,
             "b_user_id": self.user_id,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.crud.generations import LeaseHolder
 from chat_store.errors import (
     ChatSessionNotFound,
     InvalidTransition,
@@ -273,7 +274,7 @@ class AnswerGenerator:
             text = buffer.take()
             if text:
                 try:
-                    offset = await self._write(principal, answer, text, offset)
+                    offset = await self._write(principal, job, answer, text, offset)
                 except PayloadTooLarge:
                     reader.cancel()
                     await self._fail(
@@ -366,19 +367,22 @@ class AnswerGenerator:
             return "cancelled" if live.stop_reason == "cancelled" else "superseded"
         # Shutdown: keep what was read, and let another process (or the next start) go on.
         if text:
-            await self._write(principal, answer, text, offset)
+            await self._write(principal, live.job, answer, text, offset)
         async with store.transaction(self._sessionmaker) as db:
             await store.release(db, answer.id, datetime.now(UTC), owner=self.owner, hand_over=True)
         return "handed_over"
 
     async def _write(
-        self, principal: Principal, answer: MessageRead, text: str, offset: int
+        self, principal: Principal, job: Job, answer: MessageRead, text: str, offset: int
     ) -> int:
+        """Append `text` at `offset`, only while this run holds the answer's lease."""
+        lease = LeaseHolder(self.owner, job.attempt)
         delay = 0.2
         for attempt in range(_WRITE_TRIES):
             try:
                 async with store.transaction(self._sessionmaker) as db:
-                    length = await store.append(self._acting(db, principal), answer, text, offset)
+                    acting = self._acting(db, principal)
+                    length = await store.append(acting, answer, text, offset, lease)
             except (OffsetMismatch, InvalidTransition, MessageNotFound, ChatSessionNotFound):
                 raise _Superseded from None
             except (DBAPIError, PoolTimeout, OSError):

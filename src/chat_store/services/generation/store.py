@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import generations as generation_crud
+from chat_store.crud.generations import LeaseHolder
 from chat_store.schemas.messages import (
     OPEN_STATUSES,
     DeltaAppend,
@@ -188,12 +189,15 @@ async def _read_before(
     return PromptSource(prompt, before[:start], before[start:], answer)
 
 
-async def append(ctx: RequestContext, answer: MessageRead, text: str, offset: int) -> int:
+async def append(
+    ctx: RequestContext, answer: MessageRead, text: str, offset: int, lease: LeaseHolder
+) -> int:
     """Append `text` at `offset` through the durable delta path (one statement committed by
-    itself on Postgres, as a streaming client's delta); returns the new length."""
+    itself on Postgres, as a streaming client's delta), if `lease` still holds the answer
+    (else OffsetMismatch, as for a lost race); returns the new length."""
     delta = DeltaAppend(delta=text, offset=offset)
     appended = await message_service.append_delta(
-        ctx, answer.session_id, answer.id, delta, return_text=False
+        ctx, answer.session_id, answer.id, delta, return_text=False, lease=lease
     )
     return appended.length
 

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from chat_store.crud import messages as message_crud
+from chat_store.crud.generations import LeaseHolder
 from chat_store.crud.messages import StoredMessage
 from chat_store.errors import (
     ChatSessionNotFound,
@@ -27,8 +28,10 @@ async def append_delta(
     body: DeltaAppend,
     *,
     return_text: bool = True,
+    lease: LeaseHolder | None = None,
 ) -> MessageWithLength:
-    """Append one delta at `offset` (code points).
+    """Append one delta at `offset` (code points); a generation's write (`lease`) only while
+    that run holds the answer's lease (refused as a lost race otherwise).
 
     The success path never reads or rewrites the stored text: a version bump of the session,
     a guarded length update of the message and one chunk insert (one statement on Postgres),
@@ -44,6 +47,7 @@ async def append_delta(
         size_bytes=utf8_len(body.delta),
         max_bytes=ctx.settings.max_message_bytes,
         now=datetime.now(UTC),
+        lease=lease,
     )
     # A second try only when the first was refused for no reason the message shows once it is
     # read again: it was committed while the statement waited for the session row, after the
