@@ -548,6 +548,49 @@ async def test_a_run_that_lost_its_lease_while_alive_never_makes_the_text_repeat
     assert done["metadata"]["attempt"] >= 2
 
 
+async def test_a_guests_answer_claimed_mid_generation_completes_for_its_new_owner(
+    app_with: AppWith, llm: LlmServer
+) -> None:
+    """The claim gives the user the guest's sessions and deletes the guest: the answer's lease
+    goes with the sessions, and the run that writes as the guest hands it over to a sweep,
+    which completes it as the user's."""
+    text = default_text(40)
+    await llm.script("slow", {"text": text, "delay": 0.1})
+    settings = {"generation_lease_seconds": 1.5, "generation_sweep_seconds": 0.5}
+    async with chat_app(app_with, llm, allow_guests=True, **settings) as chat:
+        guest = {"X-Client-ID": str(uuid.uuid4())}
+        created = await chat.client.post(f"{API}/sessions", json={}, headers=guest)
+        session_id = created.json()["id"]
+        turn = asyncio.create_task(
+            chat.client.post(
+                chat_path(session_id), json={"content": "go", "model": "slow"}, headers=guest
+            )
+        )
+        messages = f"{API}/sessions/{session_id}/messages"
+        for _ in range(300):
+            answers = (await chat.client.get(messages, headers=guest)).json()["data"][1:]
+            if answers and answers[0]["partial_content"]:
+                break
+            await asyncio.sleep(0.02)
+        answer_id = answers[0]["id"]
+        user = await chat.factory.account()
+
+        claimed = await chat.client.post(
+            f"{API}/auth/claim", json={"client_id": guest["X-Client-ID"]}, headers=user.headers
+        )
+        assert claimed.status_code == 200, claimed.text
+        async with chat.state.sessionmaker() as db:
+            lease = await generation_crud.get(db, uuid.UUID(answer_id))
+        assert lease is not None and str(lease.user_id) == user.user_id
+
+        done = await wait_for_status(chat.client, user, session_id, answer_id, timeout=20)
+        turn.cancel()
+
+    assert done["status"] == "complete"
+    assert done["content"] == text
+    assert done["metadata"]["attempt"] == 2
+
+
 async def test_a_live_generation_renews_its_lease_and_is_not_taken_over(
     app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.pagination import PageRequest, fetch_page
 from chat_store.db import ByDialect, add_row, fetch_one
-from chat_store.models import ChatSession, Message
+from chat_store.models import ChatSession, Generation, Message
 from chat_store.models.base import attribute_columns
 
 
@@ -151,11 +151,17 @@ async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> D
 
 
 async def move_to_owner(db: AsyncSession, from_user: uuid.UUID, to_user: uuid.UUID) -> int:
-    """Give every session of one owner (and its messages) to another; returns how many."""
+    """Give every session of one owner (its messages, and the leases of their generations) to
+    another; returns how many."""
     result = await db.execute(
         update(ChatSession).where(ChatSession.user_id == from_user).values(user_id=to_user)
     )
     await db.execute(update(Message).where(Message.user_id == from_user).values(user_id=to_user))
+    # Left behind, a lease would go with the old owner's row (deleted after a guest's claim),
+    # and an answer being generated would have no lease for a sweep to continue.
+    await db.execute(
+        update(Generation).where(Generation.user_id == from_user).values(user_id=to_user)
+    )
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
