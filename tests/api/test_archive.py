@@ -18,12 +18,14 @@ from sqlalchemy import func, select, update
 
 from chat_store.api.deps import AppState
 from chat_store.crud import archive as archive_crud
+from chat_store.crud import generations as generation_crud
 from chat_store.crud import messages as message_crud
 from chat_store.models import ChatSession, Message, User
 from chat_store.services import archive as archive_service
 from chat_store.services import export as export_service
 from chat_store.services import retention
 from chat_store.services.archive import ArchiveAborted, Archiver
+from chat_store.services.messages import reading
 from chat_store.settings import Settings
 from chat_store.storage import ArchiveStore
 from tests.api.test_export_import import comparable, exported, full_session
@@ -432,6 +434,88 @@ async def test_a_write_during_the_archive_aborts_it(
     row = await session_row(state, sid)
     assert (row.archived_at, row.archive_key) == (None, None)
     assert await archiver.store.info(plan.key) is None
+
+
+async def hold_lease(state: AppState, account: Account, sid: str, message_id: str) -> None:
+    """The answer is being generated (by another process): its lease is held."""
+    now = datetime.now(UTC)
+    async with state.sessionmaker() as db, db.begin():
+        values = {
+            "message_id": uuid.UUID(message_id),
+            "session_id": uuid.UUID(sid),
+            "user_id": uuid.UUID(account.user_id),
+            "owner": "elsewhere:1:generating",
+            "lease_expires_at": now + timedelta(minutes=5),
+            "params": {},
+            "created_at": now,
+            "updated_at": now,
+        }
+        assert await generation_crud.insert_generation(db, values)
+
+
+async def test_a_session_whose_answer_is_being_generated_is_not_archived(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """A continue of an old session's answer leaves its activity as it was: idle as it looks,
+    its messages stay while the answer is generated (else the answer loses its lease and its
+    writes), even when the lease is taken after the archive began."""
+    account = await factory.account()
+    sid = await full_session(client, factory, account)
+    messages = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    open_answer = next(m for m in messages.json()["data"] if m["status"] == "in_progress")
+    await make_idle(state, sid)
+    cutoff = datetime.now(UTC) - THRESHOLD
+    plan = await archive_service.begin_archive(archiver, uuid.UUID(sid), cutoff)
+    assert plan is not None
+    verified = await archive_service.verify_archive(
+        archiver, await archive_service.write_archive(archiver, plan)
+    )
+
+    await hold_lease(state, account, sid, open_answer["id"])
+    with pytest.raises(ArchiveAborted, match="being generated"):
+        await archive_service.commit_archive(archiver, verified)
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+
+    assert (report.sessions, report.released) == (0, 1)
+    assert await stored_messages(state, sid) == 4
+    assert (await session_row(state, sid)).archived_at is None
+    dry = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=True)
+    assert dry.sessions == 0
+
+
+@pytest.mark.postgres_only  # a read in autocommit: its statements see the archive commit
+async def test_a_history_window_read_as_the_session_was_archived_is_not_served_after(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The archive commits between a list's read of the session's version and its read of the
+    rows, which then finds none: the window it caches is of the version before the archive,
+    and the restore brings the session back at a newer one."""
+    account = await factory.account()
+    sid = (await factory.chat_session(account))["id"]
+    for text in ("one", "two", "three"):
+        await factory.message(account, sid, content=text)
+    await make_idle(state, sid)
+    build_window = reading._build_window
+    archived: list[object] = []
+
+    async def archive_in_between(*args: Any) -> Any:
+        if not archived:
+            report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+            archived.append(report)
+        return await build_window(*args)
+
+    monkeypatch.setattr(reading, "_build_window", archive_in_between)
+    await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    monkeypatch.setattr(reading, "_build_window", build_window)
+    assert archived and archived[0].sessions == 1  # type: ignore[attr-defined]
+
+    for _ in range(2):  # the first restores the session, the second may read a cached window
+        listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+        assert [m["content"] for m in listed.json()["data"]] == ["one", "two", "three"]
 
 
 async def test_a_tool_result_restores_the_session_whose_call_it_answers(

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,7 +14,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from chat_store.crud.messages import INSERT_BATCH, StoredMessage
 from chat_store.db import fetch_one
-from chat_store.models import ChatSession, Message
+from chat_store.models import ChatSession, Generation, Message
 
 _SESSION_TABLE = cast(Table, ChatSession.__table__)
 _MESSAGE_TABLE = cast(Table, Message.__table__)
@@ -35,13 +35,22 @@ async def is_archived(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUI
     return row is not None and row["archived_at"] is not None
 
 
+# An answer of the session is being generated, or waits for a process to continue it (its
+# lease held, or handed over or run out but not cleared): its messages must stay.
+_GENERATING = exists().where(
+    Generation.session_id == ChatSession.id, Generation.lease_expires_at.is_not(None)
+)
+
+
 def _due(cutoff: datetime) -> ColumnElement[bool]:
-    """Not archived, idle since `cutoff`, and not restored since it either (a restored session
-    gets a whole idle period again before it goes back)."""
+    """Not archived, idle since `cutoff`, not restored since it either (a restored session
+    gets a whole idle period again before it goes back), and with no answer being generated
+    (a continue does not move the session's activity)."""
     return and_(
         ChatSession.archived_at.is_(None),
         ChatSession.last_activity_at < cutoff,
         or_(ChatSession.restored_at.is_(None), ChatSession.restored_at < cutoff),
+        ~_GENERATING,
     )
 
 
@@ -124,13 +133,27 @@ async def mark_archived(
     db: AsyncSession, session_id: uuid.UUID, key: str, version: int, now: datetime
 ) -> bool:
     """Set archived_at if the session is still unarchived, still has this key, and has not
-    changed since `version` was read. Takes the session's row lock until commit."""
+    changed since `version` was read. Takes the session's row lock until commit.
+
+    The history version goes up: its messages leave the table, and a window of them a reader
+    cached meanwhile (from rows read as the archive committed) must not be taken for the
+    history the restore brings back."""
     result = await db.execute(
         update(ChatSession)
         .where(*_unarchived_with(session_id, key), ChatSession.history_version == version)
-        .values(archived_at=now)
+        .values(archived_at=now, history_version=ChatSession.history_version + 1)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def is_generating(db: AsyncSession, session_id: uuid.UUID) -> bool:
+    """Whether an answer of the session is being generated or waits to be continued. Read
+    under the session's row lock, as a statement of its own: it sees every lease committed
+    before the lock was taken (a continue takes that lock too)."""
+    generating = exists().where(
+        Generation.session_id == session_id, Generation.lease_expires_at.is_not(None)
+    )
+    return bool(await db.scalar(select(generating)))
 
 
 async def delete_messages(db: AsyncSession, session_id: uuid.UUID) -> None:

@@ -130,6 +130,8 @@ async def commit_archive(
         )
         if not marked:
             raise ArchiveAborted(f"session {plan.session_id} changed while it was being archived")
+        if await archive_crud.is_generating(db, plan.session_id):
+            raise ArchiveAborted(f"session {plan.session_id} has an answer being generated")
         info = await archiver.store.info(plan.key)
         if info is None or info.e_tag != verified.e_tag:
             raise ArchiveAborted(f"the archive object {plan.key} changed after it was verified")
