@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
+from chat_store.crud import messages as message_crud
 from tests.assertions import assert_problem, assert_validation_error
 from tests.factories import API, Account, Factory
 
@@ -292,6 +295,43 @@ async def test_fork_of_a_streaming_answer(client: httpx.AsyncClient, factory: Fa
     assert len(copy_text) == length + 7
     done = await _set_status(client, account, copy, status="complete")
     assert done["content"] == "Déjà vu 😀 (fork)"
+
+
+async def test_fork_while_the_answer_completes_copies_its_text(
+    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer is completed as the fork copies it (its chunks folded into `content` and
+    deleted): the fork reads the rows and the chunks in one state, before or after."""
+    account = await factory.account()
+    source = await factory.chat_session(account)
+    await factory.message(account, source["id"], content="q")
+    answer = await factory.message(account, source["id"], role="assistant", status="pending")
+    answer = await _stream(client, account, answer, "the whole answer")
+    read_chunks = message_crud.chunk_texts
+    completing: list[asyncio.Task[Any]] = []
+
+    async def complete_in_between(db: Any, message_ids: Any) -> Any:
+        if message_ids and not completing:
+            # The writer completes the answer between the fork's read of the rows and of
+            # the chunks; given the time, unless it waits for the fork.
+            completing.append(
+                asyncio.create_task(_set_status(client, account, answer, status="complete"))
+            )
+            await asyncio.wait(completing, timeout=1.0)
+        return await read_chunks(db, message_ids)
+
+    monkeypatch.setattr(message_crud, "chunk_texts", complete_in_between)
+    response = await client.post(
+        f"{API}/sessions/{source['id']}/fork",
+        json={"message_id": answer["id"]},
+        headers=account.headers,
+    )
+    monkeypatch.setattr(message_crud, "chunk_texts", read_chunks)
+
+    assert response.status_code == 201, response.text
+    assert (await completing[0])["content"] == "the whole answer"
+    copy = (await _all_messages(client, account, response.json()["id"]))[-1]
+    assert (copy["status"], copy["partial_content"]) == ("in_progress", "the whole answer")
 
 
 async def test_fork_at_the_first_and_last_message(

@@ -51,7 +51,10 @@ async def _fork(
     ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID
 ) -> ChatSessionRead:
     db = ctx.db
-    source = await chat_session_service.get_owned(ctx, session_id)
+    # Under the session's row lock (which every write of its messages takes first): the rows
+    # and the chunks of open ones are read in turn, and an answer completed between the two
+    # reads would be copied without its text (its chunks folded into it and deleted).
+    source = await chat_session_service.get_owned(ctx, session_id, for_update=True)
     last = await owned_message(ctx, session_id, message_id)
     now = datetime.now(UTC)
     copy = ChatSession(
