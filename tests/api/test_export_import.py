@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from chat_store.crud import messages as message_crud
 from chat_store.services import export as export_service
 from tests.assertions import assert_problem, assert_validation_error
 from tests.conftest import AppWith
@@ -253,6 +255,41 @@ async def test_account_export_streams_every_session_in_batches(
     assert list(seen) == sessions  # oldest first
     assert [len(contents) for contents in seen.values()] == [0, 1, 2, 3, 4]
     assert seen[sessions[4]] == ["m1", "m2", "m3", "m4"]
+
+
+async def test_an_answer_completed_as_it_is_exported_is_exported_with_its_text(
+    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answer completes between the export's read of the rows and of the chunks (folded
+    into `content` and deleted): each batch is read in one snapshot."""
+    account = await factory.account()
+    sid = (await factory.chat_session(account))["id"]
+    await factory.message(account, sid, content="q")
+    answer = await factory.message(account, sid, role="assistant", status="pending")
+    url = f"{API}/sessions/{sid}/messages/{answer['id']}"
+    appended = await client.post(
+        f"{url}/append", json={"delta": "the whole answer", "offset": 0}, headers=account.headers
+    )
+    assert appended.status_code == 200, appended.text
+    read_chunks = message_crud.chunk_texts
+    completing: list[asyncio.Task[httpx.Response]] = []
+
+    async def complete_in_between(db: Any, message_ids: Any) -> Any:
+        if message_ids and not completing:
+            patch = {"status": "complete"}
+            completion = client.patch(url, json=patch, headers=account.headers)
+            completing.append(asyncio.create_task(completion))
+            await asyncio.wait(completing, timeout=2.0)
+        return await read_chunks(db, message_ids)
+
+    monkeypatch.setattr(message_crud, "chunk_texts", complete_in_between)
+    document = await exported(client, account, sid)
+    monkeypatch.setattr(message_crud, "chunk_texts", read_chunks)
+
+    completed = await completing[0]
+    assert completed.status_code == 200 and completed.json()["status"] == "complete"
+    copy = document["messages"][-1]
+    assert (copy["status"], copy["partial_content"]) == ("in_progress", "the whole answer")
 
 
 # --- import

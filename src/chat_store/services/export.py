@@ -27,6 +27,7 @@ from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import export as export_crud
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
+from chat_store.db import read_snapshot
 from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.models import ChatSession, User
 from chat_store.schemas.messages import OPEN_STATUSES
@@ -162,9 +163,13 @@ async def message_documents(
     after_seq: int | None = None
     while True:
         async with source.sessionmaker() as db:
+            # The rows and the chunks of the open ones in one state: an answer completed
+            # between two reads would be exported without its text (its chunks folded away).
+            await read_snapshot(db)
             batch, last_seq = await _message_batches(db, session_id, after_seq)
-            # Read after the batch: an archive that took the messages out of the database
-            # before the batch was read has committed before this read.
+            # Read after the batch, in its snapshot: an archive that took the messages out of
+            # the database before the batch was read shows here (one committed after it, with
+            # the next batch).
             now = await archive_crud.get_session(db, session_id)
         if batch:
             yield batch
