@@ -21,21 +21,25 @@ pytestmark = pytest.mark.e2e
 async def _events(
     http: httpx.AsyncClient, url: str, headers: dict[str, str], count: int
 ) -> list[tuple[str, int, dict[str, Any]]]:
-    """The first `count` events of the feed: (event, id, data)."""
+    """The first `count` events of the feed: (event, id, data). The feed's heartbeats keep it
+    open, so fewer events than expected fail after a bound instead of waiting forever."""
     found: list[tuple[str, int, dict[str, Any]]] = []
-    async with http.stream("GET", url, headers=headers) as response:
-        assert response.status_code == 200
-        event, event_id = "", 0
-        lines: AsyncIterator[str] = response.aiter_lines()
-        async for line in lines:
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-            elif line.startswith("id: "):
-                event_id = int(line.removeprefix("id: "))
-            elif line.startswith("data: "):
-                found.append((event, event_id, json.loads(line.removeprefix("data: "))))
-                if len(found) == count:
-                    return found
+    try:
+        async with asyncio.timeout(15), http.stream("GET", url, headers=headers) as response:
+            assert response.status_code == 200
+            event, event_id = "", 0
+            lines: AsyncIterator[str] = response.aiter_lines()
+            async for line in lines:
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("id: "):
+                    event_id = int(line.removeprefix("id: "))
+                elif line.startswith("data: "):
+                    found.append((event, event_id, json.loads(line.removeprefix("data: "))))
+                    if len(found) == count:
+                        return found
+    except TimeoutError:
+        raise AssertionError(f"{count} events expected, 15 s gave {found}") from None
     raise AssertionError(f"the feed ended after {found}")
 
 
@@ -125,3 +129,33 @@ async def test_a_guest_client_and_its_claim(e2e_backend: Backend) -> None:
             claimed = await user.claim_guest(client_id)
             assert claimed.sessions_moved == 1
             assert [s.id async for s in user.iter_sessions()] == [session.id]
+
+
+async def test_a_reader_of_a_deleted_session_whose_id_is_used_again_gets_the_new_one(
+    stream_server: ServerProcess,
+) -> None:
+    """Its Last-Event-ID is past the new session's version: the new one is replayed from its
+    start, not skipped up to that position."""
+    client, _ = await new_account(stream_server)
+    async with client, httpx.AsyncClient(base_url=stream_server.base_url, timeout=20) as http:
+        session_id = uuid.uuid4()
+        await client.create_session(id=session_id)
+        await client.append_messages(
+            session_id, [{"role": "user", "content": f"old {i}"} for i in range(5)]
+        )
+        await client.delete_session(session_id)
+        await client.create_session(id=session_id)
+        await client.append_messages(
+            session_id, [{"role": "user", "content": f"new {i}"} for i in range(3)]
+        )
+        assert client.access_token is not None
+        headers = {"Authorization": f"Bearer {client.access_token}", "Last-Event-ID": "5"}
+
+        replay = await _events(http, f"/api/v1/sessions/{session_id}/events", headers, 3)
+
+        assert [(event, event_id) for event, event_id, _ in replay] == [
+            ("message.created", 1),
+            ("message.created", 2),
+            ("message.created", 3),
+        ]
+        assert [data["message"]["content"] for _, _, data in replay] == ["new 0", "new 1", "new 2"]

@@ -336,13 +336,15 @@ async def _replay_session(
         if chat_session is None:
             return None
         current = chat_session.history_version
+        if current < after_version:
+            # A position past the session's version is one of a session deleted and created
+            # again with the same id (a client's id): this one is replayed from its start.
+            after_version = 0
         changes: list[events.SessionEvent] = []
         if current > after_version:
             changes = await _changes(ctx, chat_session, after_version)
         open_messages = await message_crud.open_in_session(db, session_id) if find_open else None
-        return _Replay(
-            [_feed_event(event) for event in changes], max(current, after_version), open_messages
-        )
+        return _Replay([_feed_event(event) for event in changes], current, open_messages)
 
 
 async def _changes(
