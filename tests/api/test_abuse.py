@@ -93,3 +93,60 @@ async def test_a_successful_login_is_not_counted_as_a_failure(limited_app: AppWi
         form = {"username": account.email, "password": "not the password"}
         failures = [await client.post(f"{API}/auth/token", data=form) for _ in range(4)]
         assert [answer.status_code for answer in failures] == [401, 401, 401, 429]
+
+
+async def test_a_password_change_draws_on_the_accounts_failed_logins(limited_app: AppWith) -> None:
+    """With a stolen access token, guessing current_password is guessing the password: it is
+    counted with the failed logins, and a right one is not."""
+    async with limited_app(login_failures_per_account="3/15minutes") as limited:
+        client = limited.client
+        factory = Factory(client)
+        account = await factory.account()
+        token = (await factory.login(account.email, account.password))["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+
+        def change(current: str) -> dict[str, str]:
+            return {"password": "a new password 1", "current_password": current}
+
+        rename = await client.patch(ME, json={"display_name": "renamed"}, headers=headers)
+        assert rename.status_code == 200
+        wrong = [
+            await client.patch(ME, json=change(f"guess {i}"), headers=headers) for i in range(2)
+        ]
+        assert [answer.status_code for answer in wrong] == [422, 422]
+        failed_login = await client.post(
+            f"{API}/auth/token", data={"username": account.email, "password": "guess 3"}
+        )
+        assert failed_login.status_code == 401
+
+        over = await client.patch(ME, json=change(account.password), headers=headers)
+        assert_problem(over, 429, "rate_limited")
+        assert int(over.headers["Retry-After"]) >= 1
+        # Refused before the check: the password is unchanged and the login still works.
+        login = await client.post(
+            f"{API}/auth/token", data={"username": account.email, "password": account.password}
+        )
+        assert login.status_code == 429
+        me = await client.get(ME, headers=headers)
+        assert me.status_code == 200 and me.json()["display_name"] == "renamed"
+
+
+async def test_a_right_current_password_is_not_counted_as_a_failure(
+    limited_app: AppWith,
+) -> None:
+    async with limited_app(login_failures_per_account="2/15minutes") as limited:
+        client = limited.client
+        factory = Factory(client)
+        account = await factory.account()
+        password = account.password
+        for i in range(3):
+            token = (await factory.login(account.email, password))["access_token"]
+            new_password = f"changed password {i}"
+            answer = await client.patch(
+                ME,
+                json={"password": new_password, "current_password": password},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert answer.status_code == 200
+            password = new_password
+        assert (await factory.login(account.email, password))["access_token"]

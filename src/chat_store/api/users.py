@@ -29,10 +29,16 @@ async def get_current_user(db: DbSession, principal: CurrentPrincipal) -> UserRe
     responses=problems(GuestNotAllowed("Guests have no password; register and claim the sessions")),
 )
 async def update_current_user(
-    db: DbSession, settings: AppSettings, principal: CurrentPrincipal, body: UserUpdate
+    db: DbSession,
+    state: State,
+    settings: AppSettings,
+    principal: CurrentPrincipal,
+    body: UserUpdate,
 ) -> UserRead:
-    """Change the display name, or the password (with current_password)."""
-    return UserRead.model_validate(await user_service.update_me(db, settings, principal, body))
+    """Change the display name, or the password (with current_password; a wrong one counts
+    against the account's failed logins)."""
+    changed = await user_service.update_me(db, settings, state.limiter, principal, body)
+    return UserRead.model_validate(changed)
 
 
 @router.delete("/me", status_code=204)

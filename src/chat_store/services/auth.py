@@ -111,17 +111,33 @@ async def login(
     checked, and only failures stay counted.
     """
     account = normalize_email(email)
-    failures = parse_limit(settings.login_failures_per_account)
-    if settings.rate_limit_enabled:
-        attempt = await limiter.hit(failures, "login-failures", account)
-        if not attempt.allowed:
-            error = RateLimited("Too many failed logins for this account; try again later")
-            error.headers["Retry-After"] = str(max(1, attempt.reset_seconds))
-            raise error
+    await count_password_guess(settings, limiter, account)
     user = await authenticate(db, settings, email, password)
-    if settings.rate_limit_enabled:
-        await limiter.give_back(failures, "login-failures", account)
+    await forgive_password_guess(settings, limiter, account)
     return await _issue_pair(db, settings, user.id, family_id=uuid7())
+
+
+async def count_password_guess(settings: Settings, limiter: RateLimiter, account: str) -> None:
+    """Counts one check of the account's password against LOGIN_FAILURES_PER_ACCOUNT before it is
+    made; `RateLimited` when the budget is spent. Every place that checks a password (login, a
+    password change) draws on the same budget, so none of them is a way around it."""
+    if not settings.rate_limit_enabled:
+        return
+    attempt = await limiter.hit(
+        parse_limit(settings.login_failures_per_account), "login-failures", account
+    )
+    if not attempt.allowed:
+        error = RateLimited("Too many failed logins for this account; try again later")
+        error.headers["Retry-After"] = str(max(1, attempt.reset_seconds))
+        raise error
+
+
+async def forgive_password_guess(settings: Settings, limiter: RateLimiter, account: str) -> None:
+    """Gives back the check counted by `count_password_guess` once the password was right."""
+    if settings.rate_limit_enabled:
+        await limiter.give_back(
+            parse_limit(settings.login_failures_per_account), "login-failures", account
+        )
 
 
 async def refresh(db: AsyncSession, settings: Settings, refresh_token: str) -> TokenPair:

@@ -11,9 +11,11 @@ from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import GuestNotAllowed, Unauthorized, ValidationFailed
 from chat_store.models import User
+from chat_store.ratelimit import RateLimiter
 from chat_store.schemas.users import UserUpdate
 from chat_store.security import hash_password, verify_password
-from chat_store.services import principals
+from chat_store.services import auth, principals
+from chat_store.services.auth import normalize_email
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
 from chat_store.storage import ArchiveStore
@@ -31,7 +33,11 @@ async def get_me(db: AsyncSession, principal: Principal) -> User:
 
 
 async def update_me(
-    db: AsyncSession, settings: Settings, principal: Principal, body: UserUpdate
+    db: AsyncSession,
+    settings: Settings,
+    limiter: RateLimiter,
+    principal: Principal,
+    body: UserUpdate,
 ) -> User:
     changes = body.model_dump(exclude_unset=True)
     if principal.kind == "guest" and changes.get("password") is not None:
@@ -48,8 +54,13 @@ async def update_me(
             raise ValidationFailed(
                 "current_password is required to change the password", ["body", "current_password"]
             )
+        # A stolen access token must not become a way to guess the password: the check draws
+        # on the login's per-account budget of failures.
+        account = normalize_email(user.email)
+        await auth.count_password_guess(settings, limiter, account)
         if not await verify_password(current, user.password_hash, settings.bcrypt_rounds):
             raise ValidationFailed("current_password is wrong", ["body", "current_password"])
+        await auth.forgive_password_guess(settings, limiter, account)
         user.password_hash = await hash_password(changes["password"], settings.bcrypt_rounds)
         # A new password ends every login made with the old one (their refresh tokens);
         # access tokens still run out on their own within ACCESS_TOKEN_MINUTES.
