@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     data_dir: Path = Path("data")
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_json: bool | None = None  # default: JSON in production, text elsewhere
     # Comma-separated (or a JSON list); NoDecode keeps pydantic-settings from parsing it as JSON.
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -184,6 +184,13 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # `DATABASE_URL=` in an env file means "not set", as it does for a shell.
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_in_any_case(cls, value: object) -> object:
+        # `LOG_LEVEL=debug` is the same level; an unknown name is refused at start, not later by
+        # the logging module with a traceback.
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator(
         "rate_limit_auth",

@@ -155,3 +155,10 @@ def test_env_example_lists_every_setting() -> None:
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
     names = {(field.alias or name).upper() for name, field in Settings.model_fields.items()}
     assert names - listed == set()
+
+
+def test_log_level_is_one_of_the_logging_levels_in_any_case() -> None:
+    assert build(log_level="debug").log_level == "DEBUG"
+    assert build(log_level=" Warning ").log_level == "WARNING"
+    with pytest.raises(ValidationError, match="log_level"):
+        build(log_level="verbose")
