@@ -848,3 +848,47 @@ async def test_a_continue_while_the_failed_run_is_still_ending_here_is_generated
     assert continued.status_code == 202, continued.text
     done = await wait_for_status(client, account, session_id, answer_id, timeout=10)
     assert done["status"] == "complete" and done["content"] == text
+
+
+@pytest.mark.parametrize(
+    ("deleted", "model"), [("session", "silent"), ("message", "cut"), ("user", "other")]
+)
+async def test_deleting_an_answer_being_generated_stops_its_provider_call(
+    app_with: AppWith, llm: LlmServer, deleted: str, model: str
+) -> None:
+    """Its lease (60 s) is not renewed within the test and the provider sends nothing more
+    (no write to find the answer gone), so only the stop sent with the deletion ends the call
+    within seconds."""
+    await llm.script(model, {"hang_after": 2})
+    async with chat_app(
+        app_with,
+        llm,
+        generation_lease_seconds=60,
+        generation_sweep_seconds=3600,
+        llm_timeout_seconds=60,
+    ) as generating:
+        client = generating.client
+        account, session_id = await new_session(Factory(client))
+        turn, answer = await start_turn(client, account, session_id, model)
+        paths = {
+            "session": f"{API}/sessions/{session_id}",
+            "message": message_path(session_id, answer["id"]),
+            "user": f"{API}/users/me",
+        }
+        try:
+            await wait_for_outcome(llm, model, "hanging")
+            gone = await client.delete(paths[deleted], headers=account.headers)
+            assert gone.status_code == (204 if deleted == "user" else 200), gone.text
+
+            await wait_for_outcome(llm, model, "client left", timeout=5)
+            runner = generating.app.state.generation
+            for _ in range(100):
+                if not runner.running(uuid.UUID(answer["id"])):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the generation went on")
+        finally:
+            turn.cancel()
+            with contextlib.suppress(asyncio.CancelledError, httpx.HTTPError):
+                await turn

@@ -75,6 +75,25 @@ async def live_for(
     return [LiveGeneration(*row) for row in await db.execute(_LIVE_FOR, params)]
 
 
+async def held(
+    db: AsyncSession,
+    *,
+    user_id: uuid.UUID | None = None,
+    session_id: uuid.UUID | None = None,
+    message_id: uuid.UUID | None = None,
+) -> list[uuid.UUID]:
+    """The answers of a user, a session or one message whose lease a process holds (or held
+    when it died): the ones a process may be generating."""
+    query = select(_G.message_id).where(_G.owner.is_not(None))
+    if user_id is not None:
+        query = query.where(_G.user_id == user_id)
+    if session_id is not None:
+        query = query.where(_G.session_id == session_id)
+    if message_id is not None:
+        query = query.where(_G.message_id == message_id)
+    return list((await db.scalars(query)).all())
+
+
 async def claim(
     db: AsyncSession,
     message_id: uuid.UUID,

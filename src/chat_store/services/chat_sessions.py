@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from chat_store.crud import archive as archive_crud
 from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.crud import generations as generation_crud
 from chat_store.crud.pagination import PageRequest
 from chat_store.errors import ChatSessionExists, ChatSessionNotFound, ValidationFailed
 from chat_store.ids import uuid7
@@ -234,8 +235,10 @@ async def delete_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> Non
     # neither is the session.
     for key in await archive_crud.lock_keys(ctx.db, user_id, session_id):
         await ctx.app.archive.delete(key)
+    generating = await generation_crud.held(ctx.db, user_id=user_id, session_id=session_id)
     if not await chat_session_crud.delete_for_owner(ctx.db, user_id, session_id):
         raise ChatSessionNotFound()
+    events.stop_generations_after_commit(ctx.db, ctx.bus, generating)
 
 
 def _check_limits(ctx: RequestContext, title: str | None, metadata: dict[str, Any] | None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeAlias
 
@@ -150,3 +150,51 @@ def _publisher(
         await bus.publish(channel(session_id), event.to_dict())
 
     return publish
+
+
+# The bus channel of stop requests, heard by every process's generation runner (internal: "_"
+# channels are not counted as readers).
+STOP_CHANNEL = "_generation"
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """Stop generating this answer, sent on the bus to every process: it was cancelled, or
+    (`taken_by`) that process took it over, and any other still running it has lost it."""
+
+    message_id: uuid.UUID
+    taken_by: str | None = None  # the process that goes on with it
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {"type": "generation.stop", "message_id": str(self.message_id)}
+        if self.taken_by is not None:
+            data["taken_by"] = self.taken_by
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StopRequest | None:
+        if data.get("type") != "generation.stop":
+            return None
+        taken_by = data.get("taken_by")
+        try:
+            return cls(
+                uuid.UUID(str(data["message_id"])),
+                taken_by if isinstance(taken_by, str) else None,
+            )
+        except (KeyError, ValueError):
+            return None
+
+
+def stop_generations_after_commit(
+    db: AsyncSession, bus: Bus, message_ids: Sequence[uuid.UUID]
+) -> None:
+    """Once the transaction commits, every process generating one of these answers stops: they
+    are deleted, and a run would otherwise call the model on until its next write or renewal."""
+    if not message_ids:
+        return
+
+    async def announce() -> None:
+        for message_id in message_ids:
+            await bus.publish(STOP_CHANNEL, StopRequest(message_id).to_dict())
+
+    hooks.after_commit(db, announce)

@@ -5,16 +5,18 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache import Cache
+from chat_store.cache.bus import Bus
 from chat_store.crud import api_keys as api_key_crud
 from chat_store.crud import archive as archive_crud
 from chat_store.crud import auth_tokens as token_crud
+from chat_store.crud import generations as generation_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import GuestNotAllowed, Unauthorized, ValidationFailed
 from chat_store.models import User
 from chat_store.ratelimit import RateLimiter
 from chat_store.schemas.users import UserUpdate
 from chat_store.security import hash_password, verify_password
-from chat_store.services import auth, principals
+from chat_store.services import auth, events, principals
 from chat_store.services.auth import normalize_email
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
@@ -70,14 +72,21 @@ async def update_me(
 
 
 async def delete_me(
-    db: AsyncSession, settings: Settings, cache: Cache, principal: Principal, archive: ArchiveStore
+    db: AsyncSession,
+    settings: Settings,
+    cache: Cache,
+    bus: Bus,
+    principal: Principal,
+    archive: ArchiveStore,
 ) -> None:
     # The objects of archived sessions go first, in this transaction: if one cannot be
     # deleted, neither is the account.
     for key in await archive_crud.lock_keys(db, principal.user_id):
         await archive.delete(key)
     key_hashes = await api_key_crud.hashes_for_user(db, principal.user_id)
+    generating = await generation_crud.held(db, user_id=principal.user_id)
     await user_crud.delete_by_id(db, principal.user_id)
+    events.stop_generations_after_commit(db, bus, generating)
     principals.revoke_after_commit(
         db,
         cache,

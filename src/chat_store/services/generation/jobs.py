@@ -8,10 +8,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from chat_store.services.events import STOP_CHANNEL as STOP_CHANNEL
+from chat_store.services.events import StopRequest as StopRequest
 from chat_store.services.generation.store import PromptSource
-
-# The bus channel of stop requests (internal: "_" channels are not counted as readers).
-STOP_CHANNEL = "_generation"
 
 
 @dataclass(frozen=True)
@@ -44,34 +43,6 @@ class GenerationParams:
             tool_choice=data.get("tool_choice"),
             parallel_tool_calls=data.get("parallel_tool_calls"),
         )
-
-
-@dataclass(frozen=True)
-class StopRequest:
-    """Stop generating this answer, sent on the bus to every process: it was cancelled, or
-    (`taken_by`) that process took it over, and any other still running it has lost it."""
-
-    message_id: uuid.UUID
-    taken_by: str | None = None  # the process that goes on with it
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {"type": "generation.stop", "message_id": str(self.message_id)}
-        if self.taken_by is not None:
-            data["taken_by"] = self.taken_by
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StopRequest | None:
-        if data.get("type") != "generation.stop":
-            return None
-        taken_by = data.get("taken_by")
-        try:
-            return cls(
-                uuid.UUID(str(data["message_id"])),
-                taken_by if isinstance(taken_by, str) else None,
-            )
-        except (KeyError, ValueError):
-            return None
 
 
 @dataclass(frozen=True)

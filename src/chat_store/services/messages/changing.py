@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+from chat_store.crud import generations as generation_crud
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
 from chat_store.errors import ChatSessionNotFound, ValidationFailed
@@ -125,7 +126,9 @@ async def delete_message(ctx: RequestContext, session_id: uuid.UUID, message_id:
     db = ctx.db
     version = await _bump_history_version(ctx, session_id)
     row = await owned_message(ctx, session_id, message_id, for_update=True)
+    generating = await generation_crud.held(db, message_id=row.id)
     await message_crud.delete_message(db, row.id)
+    events.stop_generations_after_commit(db, ctx.bus, generating)
     # The change feed's replay reports the deletion from this record.
     await message_crud.add_tombstone(db, session_id, row.id, row.seq, version)
     # last_seq is left alone: a deleted message's seq is never given out again.
