@@ -3,7 +3,8 @@
 Events carry the session's history version they were made at; readers use it to drop what
 they have already seen and to notice what they missed (then they re-read the database). The
 writers and the readers (services/streams.py) share the types below; on the bus an event is the
-dict its `to_dict` gives, read back with `from_dict`.
+dict its `to_dict` gives, read back with `from_dict`. The stop requests of generated answers
+(a cancel, a takeover, a deletion) go on a channel of their own, heard by every process's runner.
 """
 
 from __future__ import annotations

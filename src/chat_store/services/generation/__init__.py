@@ -6,7 +6,7 @@ store through the same delta path a client uses, and finishes it even when the c
     prompt.py    what is sent: system prompt, history as /context chooses it, the user's turn
     answer.py    one answer: the model's text read, coalesced, written; completed or failed
     runner.py    this process's generations: tasks, capacity, leases, takeover, stops
-    jobs.py      what crosses processes: a turn's parameters (kept with its lease), stops
+    jobs.py      what crosses processes: a turn's parameters (kept with its lease), a run
     turns.py     the rules of POST /chat, /cancel and /continue
     store.py     the one way into the message store (messages service, generations crud)
 """

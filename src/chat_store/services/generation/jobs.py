@@ -1,5 +1,6 @@
-"""What crosses a process boundary about a generation: what a turn asked for (kept with its
-lease in the database) and a stop request (sent on the bus)."""
+"""What a generation takes from one process to another: what a turn asked for (kept with its
+lease in the database), and the run a process makes of it. Stop requests are sent on the bus
+with the session's events (services/events.py), which deletions send too."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from chat_store.services.events import STOP_CHANNEL as STOP_CHANNEL
-from chat_store.services.events import StopRequest as StopRequest
 from chat_store.services.generation.store import PromptSource
 
 

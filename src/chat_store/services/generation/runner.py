@@ -28,10 +28,11 @@ from datetime import UTC, datetime, timedelta
 from chat_store.errors import ChatSessionNotFound, MessageNotFound
 from chat_store.metrics import GenerationMetrics
 from chat_store.services.context import RequestContext
+from chat_store.services.events import STOP_CHANNEL, StopRequest
 from chat_store.services.generation import store
 from chat_store.services.generation.answer import AnswerGenerator, Live, Outcome, StopReason
 from chat_store.services.generation.errors import GenerationBusy
-from chat_store.services.generation.jobs import STOP_CHANNEL, GenerationParams, Job, StopRequest
+from chat_store.services.generation.jobs import GenerationParams, Job
 from chat_store.services.generation.provider import Provider
 from chat_store.state import AppState
 

@@ -30,6 +30,7 @@ from chat_store.schemas.messages import MessageRead, MessageUpdate
 from chat_store.services import hooks, idempotency, limits
 from chat_store.services import streams as stream_service
 from chat_store.services.context import RequestContext
+from chat_store.services.events import STOP_CHANNEL, StopRequest
 from chat_store.services.generation import store
 from chat_store.services.generation.errors import (
     GenerationInProgress,
@@ -40,7 +41,7 @@ from chat_store.services.generation.errors import (
     ToolResultsMissing,
     TooManyGenerations,
 )
-from chat_store.services.generation.jobs import STOP_CHANNEL, GenerationParams, Job, StopRequest
+from chat_store.services.generation.jobs import GenerationParams, Job
 from chat_store.services.generation.runner import GenerationRunner, Slot
 from chat_store.services.streams import StreamContext, StreamEvent
 from chat_store.settings import Settings
