@@ -589,3 +589,144 @@ async def test_import_limits(app_with: AppWith) -> None:
             f"{API}/sessions", json={"title": "x" * 5000}, headers=account.headers
         )
         assert_problem(response, 413, "payload_too_large")
+
+
+async def test_the_system_prompt_goes_out_with_the_export_and_comes_back_with_the_import(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    source, target = await factory.account(), await factory.account()
+    created = await client.post(
+        f"{API}/sessions",
+        json={"title": "Terse", "system_prompt": "You are terse.\nAnswer in one line."},
+        headers=source.headers,
+    )
+    assert created.status_code == 201, created.text
+    sid = created.json()["id"]
+    await factory.message(source, sid, content="hi")
+    document = await exported(client, source, sid)
+    assert document["session"]["system_prompt"] == "You are terse.\nAnswer in one line."
+
+    imported = await client.post(IMPORT, json=document, headers=target.headers)
+    assert imported.status_code == 201, imported.text
+    copy = imported.json()["session"]
+    assert copy["system_prompt"] == "You are terse.\nAnswer in one line."
+    again = await exported(client, target, copy["id"])
+    assert again["session"]["system_prompt"] == document["session"]["system_prompt"]
+
+    # The account's export carries it too.
+    whole = await client.get(f"{API}/users/me/export", headers=source.headers)
+    sessions = [json.loads(line) for line in whole.text.splitlines()]
+    assert [line["session"]["system_prompt"] for line in sessions if line["type"] == "session"] == [
+        "You are terse.\nAnswer in one line."
+    ]
+
+
+async def test_a_plain_import_takes_a_system_prompt_and_refuses_a_bad_one(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    messages = [{"role": "user", "content": "hello"}]
+    imported = await client.post(
+        IMPORT, json={"system_prompt": "Be brief.", "messages": messages}, headers=account.headers
+    )
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["session"]["system_prompt"] == "Be brief."
+
+    refused = await client.post(
+        IMPORT,
+        content=json.dumps({"system_prompt": "bad \ud800", "messages": messages}),
+        headers={**account.headers, "Content-Type": "application/json"},
+    )
+    assert_validation_error(refused, "body", "system_prompt")
+
+
+async def test_a_session_without_a_system_prompt_keeps_its_fingerprint(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """Exports written before sessions had a system prompt hold no such key: imported again
+    after an export of today (which writes null), the conversation is found, not doubled."""
+    account = await factory.account()
+    sid = (await factory.chat_session(account, title="old"))["id"]
+    await factory.message(account, sid, content="hi")
+    document = await exported(client, account, sid)
+    assert document["session"]["system_prompt"] is None
+    first = await client.post(IMPORT, json=document, headers=account.headers)
+    assert first.status_code == 201, first.text
+    del document["session"]["system_prompt"]
+    second = await client.post(IMPORT, json=document, headers=account.headers)
+    assert second.status_code == 200, second.text
+    assert second.json()["created"] is False
+    assert second.json()["session"]["id"] == first.json()["session"]["id"]
+
+
+@pytest.mark.parametrize(
+    ("conversation_id", "problem"),
+    [
+        ('"bad \\ud800"', "conversation_id"),
+        (json.dumps("c" * 201), "conversation_id"),
+    ],
+)
+async def test_a_chatgpt_conversation_id_the_store_cannot_keep_is_refused(
+    client: httpx.AsyncClient, factory: Factory, conversation_id: str, problem: str
+) -> None:
+    account = await factory.account()
+    raw = json.dumps(chatgpt_conversation()).replace('"6e0f-conv"', conversation_id)
+    response = await client.post(
+        IMPORT, content=raw, headers={**account.headers, "Content-Type": "application/json"}
+    )
+    assert_validation_error(response, "body", problem)
+    listed = await client.get(f"{API}/sessions", headers=account.headers)
+    assert listed.json()["data"] == []
+
+
+@pytest.mark.parametrize("conversation_id", ["NaN", "[1, 2]", "7"])
+async def test_a_chatgpt_conversation_id_that_is_not_a_string_is_not_kept(
+    client: httpx.AsyncClient, factory: Factory, conversation_id: str
+) -> None:
+    account = await factory.account()
+    raw = json.dumps(chatgpt_conversation()).replace('"6e0f-conv"', conversation_id)
+    response = await client.post(
+        IMPORT, content=raw, headers={**account.headers, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 201, response.text
+    sid = response.json()["session"]["id"]
+    assert response.json()["session"]["metadata"]["source"]["conversation_id"] is None
+    document = await exported(client, account, sid)
+    assert document["session"]["metadata"]["source"]["conversation_id"] is None
+
+
+async def test_an_answer_the_service_cancelled_exports_what_the_import_takes(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """The service's keys (here the cancel's finish reason) may take an answer's metadata past
+    the client's MAX_METADATA_BYTES; its export must still import."""
+    source, target = await factory.account(), await factory.account()
+    sid = (await factory.chat_session(source))["id"]
+    await factory.message(source, sid, content="question")
+    answer = await factory.message(
+        source,
+        sid,
+        role="assistant",
+        status="in_progress",
+        partial_content="Half",
+        metadata={"k": "x" * 16_370},  # within the 16 KiB MAX_METADATA_BYTES
+    )
+    cancelled = await client.post(
+        f"{API}/sessions/{sid}/messages/{answer['id']}/cancel", headers=source.headers
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    document = await exported(client, source, sid)
+    imported = await client.post(IMPORT, json=document, headers=target.headers)
+    assert imported.status_code == 201, imported.text
+    copy = await exported(client, target, imported.json()["session"]["id"])
+    assert copy["messages"][1]["metadata"] == document["messages"][1]["metadata"]
+    assert copy["messages"][1]["metadata"]["finish_reason"] == "cancelled"
+
+
+async def test_an_imported_message_metadata_beyond_the_service_room_is_refused(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    messages = [{"role": "user", "content": "hi", "metadata": {"k": "x" * (16_384 + 4_096)}}]
+    response = await client.post(IMPORT, json={"messages": messages}, headers=account.headers)
+    assert_validation_error(response, "body", "messages", 0, "metadata")

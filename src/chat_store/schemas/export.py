@@ -7,7 +7,12 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from chat_store.schemas.chat_sessions import ChatSessionRead, ChatSessionStatus, Workspace
+from chat_store.schemas.chat_sessions import (
+    ChatSessionRead,
+    ChatSessionStatus,
+    SystemPrompt,
+    Workspace,
+)
 from chat_store.schemas.common import (
     INT32_MAX,
     InputDatetime,
@@ -52,6 +57,7 @@ class ImportedSessionFields(InputModel):
     is_favorite: bool = False
     status: ChatSessionStatus = "active"
     metadata: Metadata = Field(default_factory=dict)
+    system_prompt: SystemPrompt | None = None
     workspace: Workspace | None = None
     message_count: int | None = Field(default=None, ge=0)
     total_tokens: int | None = Field(default=None, ge=0)
@@ -72,10 +78,11 @@ class ChatStoreDocument(InputModel):
 
 
 class PlainImport(InputModel):
-    """`{"title"?, "messages": [{"role", "content", ...}]}`."""
+    """`{"title"?, "system_prompt"?, "messages": [{"role", "content", ...}]}`."""
 
     title: Title | None = None
     metadata: Metadata = Field(default_factory=dict)
+    system_prompt: SystemPrompt | None = None
     workspace: Workspace | None = None
     messages: list[ImportedMessage]
 

@@ -79,6 +79,7 @@ def session_document(row: ChatSession) -> Document:
         "is_favorite": row.is_favorite,
         "status": row.status,
         "metadata": row.metadata_,
+        "system_prompt": row.system_prompt,
         "workspace": {
             "repo": row.workspace_repo,
             "branch": row.workspace_branch,

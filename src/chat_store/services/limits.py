@@ -24,8 +24,20 @@ def check_title(settings: Settings, title: str | None, loc: Loc) -> None:
         _refuse(loc, f"title is {len(title)} characters, over the limit of {limit}")
 
 
-def check_metadata(settings: Settings, metadata: dict[str, Any] | None, loc: Loc) -> None:
-    _check_json(settings, metadata, "metadata", settings.max_metadata_bytes, loc)
+# Room for the keys the service adds to an answer's metadata (its usage, finish reason,
+# failure) over the client's MAX_METADATA_BYTES: an export holds them, and its import takes it.
+SERVICE_METADATA_BYTES = 4096
+
+
+def check_metadata(
+    settings: Settings,
+    metadata: dict[str, Any] | None,
+    loc: Loc,
+    *,
+    with_service_keys: bool = False,
+) -> None:
+    limit = settings.max_metadata_bytes + (SERVICE_METADATA_BYTES if with_service_keys else 0)
+    _check_json(settings, metadata, "metadata", limit, loc)
 
 
 def check_context(settings: Settings, context: dict[str, Any] | None, loc: Loc) -> None:

@@ -25,6 +25,7 @@ from chat_store.settings import Settings
 
 FailureKind = Literal["timeout", "connection", "status", "provider"]
 _MAX_ERROR_CHARS = 500
+_MAX_LABEL_CHARS = 200
 # The SDK refuses to start without a key; servers that need none (Ollama, vLLM, llama.cpp's
 # server) ignore the bearer token it then sends.
 _NO_KEY = "not-needed"
@@ -180,7 +181,7 @@ class Provider:
                         "(LLM_TIMEOUT_SECONDS)",
                         mid_answer=streamed,
                     ) from None
-                model = _text(chunk.get("model")) or model
+                model = _label(chunk.get("model")) or model
                 if isinstance(chunk.get("usage"), dict):
                     usage = chunk["usage"]
                 choices = chunk.get("choices")
@@ -194,7 +195,7 @@ class Provider:
                         yield text
                     if tool_calls.add(delta.get("tool_calls")):
                         streamed = True
-                    if finish_reason := _text(choice.get("finish_reason")):
+                    if finish_reason := _label(choice.get("finish_reason")):
                         reason = finish_reason
             yield Finish(
                 reason=reason,
@@ -257,6 +258,12 @@ def _mapping(value: object) -> dict[str, Any]:
 
 def _text(value: object) -> str:
     return value if isinstance(value, str) else ""
+
+
+def _label(value: object) -> str:
+    """A name the provider sends (its model, a finish reason), as the answer's metadata keeps
+    it: clean and short, within the room the service's keys have (SERVICE_METADATA_BYTES)."""
+    return clean_text(_text(value))[:_MAX_LABEL_CHARS]
 
 
 def _count(value: object) -> int | None:

@@ -20,6 +20,8 @@ from chat_store.services.imports.spec import (
 )
 from chat_store.settings import Settings
 
+_CONVERSATION_ID_MAX_CHARS = 200
+
 
 def _epoch(value: Any, loc: Loc) -> datetime | None:
     """A ChatGPT time (seconds since 1970), None if there is none; one beyond the years 1 to
@@ -68,6 +70,26 @@ def current_branch(mapping: dict[str, Any], current_node: Any) -> list[tuple[str
     return branch
 
 
+def _conversation_id(document: dict[str, Any]) -> str | None:
+    """The conversation's id, kept in the session's metadata: a string (ChatGPT's are UUIDs),
+    else none. Stored unchecked, a NaN or a lone surrogate made the session one that no export
+    could write."""
+    for name in ("conversation_id", "id"):
+        value = document.get(name)
+        if not isinstance(value, str) or not value:
+            continue
+        try:
+            check_text(value)
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), ["body", name]) from None
+        if len(value) > _CONVERSATION_ID_MAX_CHARS:
+            raise ValidationFailed(
+                f"{name} is at most {_CONVERSATION_ID_MAX_CHARS} characters", ["body", name]
+            )
+        return value
+    return None
+
+
 def from_chatgpt(document: Any, settings: Settings) -> ImportSpec:
     if not isinstance(document, dict) or not isinstance(document.get("mapping"), dict):
         raise ValidationFailed("a ChatGPT conversation has a mapping object", ["body", "mapping"])
@@ -111,12 +133,13 @@ def from_chatgpt(document: Any, settings: Settings) -> ImportSpec:
         except ValueError as exc:
             raise ValidationFailed(str(exc), ["body", "title"]) from None
         limits.check_title(settings, title, ["body", "title"])
-    conversation_id = document.get("conversation_id") or document.get("id")
+    metadata = {"source": {"format": "chatgpt", "conversation_id": _conversation_id(document)}}
+    limits.check_metadata(settings, metadata, ["body", "conversation_id"])
     return make_spec(
         "chatgpt",
         messages,
         title=title or auto_title(messages),
-        metadata={"source": {"format": "chatgpt", "conversation_id": conversation_id}},
+        metadata=metadata,
         workspace=None,
         created_at=_epoch(document.get("create_time"), ["body", "create_time"]),
         updated_at=_epoch(document.get("update_time"), ["body", "update_time"]),

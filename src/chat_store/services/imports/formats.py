@@ -62,6 +62,7 @@ def parse(document: Any, settings: Settings, format: ImportFormat | None = None)
         title=parsed.title or auto_title(messages),
         metadata=parsed.metadata,
         workspace=parsed.workspace,
+        system_prompt=parsed.system_prompt,
     )
 
 

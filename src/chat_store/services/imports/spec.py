@@ -32,6 +32,7 @@ class ImportSpec:
     is_favorite: bool
     status: str
     metadata: dict[str, Any]
+    system_prompt: str | None
     workspace: Workspace | None
     created_at: datetime | None
     updated_at: datetime | None
@@ -98,7 +99,10 @@ def message_documents(
                     at,
                 )
         limits.check_context(settings, message.context, [*loc, "context"])
-        limits.check_metadata(settings, message.metadata, [*loc, "metadata"])
+        # An exported answer's metadata may hold the service's keys on top of its client's.
+        limits.check_metadata(
+            settings, message.metadata, [*loc, "metadata"], with_service_keys=True
+        )
         document: dict[str, Any] = {
             "seq": message.seq,
             "role": message.role,
@@ -143,6 +147,7 @@ def make_spec(
     title: str | None,
     metadata: dict[str, Any],
     workspace: Workspace | None,
+    system_prompt: str | None = None,
     is_favorite: bool = False,
     status: str = "active",
     created_at: datetime | None = None,
@@ -163,6 +168,10 @@ def make_spec(
         "last_message_at": export.time(last_message_at),
         "last_seq": last_seq,
     }
+    # Only when set: a session without one keeps the fingerprint it had before sessions had
+    # a system prompt (imported again, it is found, not doubled).
+    if system_prompt is not None:
+        session["system_prompt"] = system_prompt
     # Canonical JSON of the conversation as validated (times in UTC, keys sorted), without ids
     # or the export time: the same conversation exported again has the same fingerprint.
     canonical = json.dumps(
@@ -177,6 +186,7 @@ def make_spec(
         is_favorite=is_favorite,
         status=status,
         metadata=metadata,
+        system_prompt=system_prompt,
         workspace=workspace,
         created_at=created_at,
         updated_at=updated_at,

@@ -89,6 +89,7 @@ async def import_chat_session(
         is_favorite=spec.is_favorite,
         status=spec.status,
         metadata_=spec.metadata,
+        system_prompt=spec.system_prompt,
         workspace_repo=spec.workspace.repo if spec.workspace else None,
         workspace_branch=spec.workspace.branch if spec.workspace else None,
         workspace_path=spec.workspace.path if spec.workspace else None,
