@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 from starlette.types import Receive, Scope, Send
 
+from chat_store.api.archive import restore_archived_session
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey
 from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.errors import problem_response
@@ -19,6 +20,7 @@ from chat_store.api.responses import problems
 from chat_store.api.streams import event_stream
 from chat_store.errors import (
     AppError,
+    ArchiveUnavailable,
     ChatSessionNotFound,
     IdempotencyKeyReused,
     InvalidTransition,
@@ -42,8 +44,13 @@ from chat_store.services.generation.turns import TurnContext
 from chat_store.services.streams import StreamContext
 
 # The busy `POST /chat` is served by the direct path (api/direct.py) when well formed.
+# An archived session's messages come back first: /chat's own statement finds it archived,
+# cancel and continue through restore_archived_session.
 router = APIRouter(
-    prefix=API_PREFIX + "/sessions/{session_id}", tags=["chat"], route_class=DirectRoute
+    prefix=API_PREFIX + "/sessions/{session_id}",
+    tags=["chat"],
+    route_class=DirectRoute,
+    responses=problems(ArchiveUnavailable),
 )
 
 
@@ -210,6 +217,7 @@ async def chat(
 
 @router.post(
     "/messages/{message_id}/cancel",
+    dependencies=[Depends(restore_archived_session)],
     responses=problems(
         ChatSessionNotFound,
         MessageNotFound,
@@ -223,6 +231,7 @@ async def cancel_message(ctx: Turn, session_id: uuid.UUID, message_id: uuid.UUID
 
 @router.post(
     "/messages/{message_id}/continue",
+    dependencies=[Depends(restore_archived_session)],
     status_code=202,
     responses=problems(
         ChatSessionNotFound,
