@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -14,6 +15,7 @@ from jose import jwt
 from sqlalchemy import delete, func, select, update
 
 from chat_store.api.deps import AppState
+from chat_store.crud import auth_tokens
 from chat_store.models import RefreshToken, User
 from chat_store.schemas.api_keys import ApiKeyCreate
 from chat_store.security import create_access_token
@@ -549,3 +551,74 @@ async def test_writes_by_a_user_deleted_behind_the_cache_are_refused_not_failed(
         ):
             response = await client.request(method, url, json=body, headers=headers | extra)
             assert_problem(response, 401, "unauthorized")
+
+
+def _slow_refresh(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, Any]:
+    """Hold a refresh between spending its token and committing the new one (the window is
+    there anyway; the sleep widens it so that a test can act inside it)."""
+    mark_used = auth_tokens.mark_used
+    spent = asyncio.Event()
+
+    async def slow_mark_used(db: Any, token_id: uuid.UUID, at: datetime) -> bool:
+        done = await mark_used(db, token_id, at)
+        spent.set()
+        await asyncio.sleep(0.5)
+        return done
+
+    monkeypatch.setattr(auth_tokens, "mark_used", slow_mark_used)
+    return spent, mark_used
+
+
+@pytest.mark.postgres_only
+async def test_a_password_change_during_a_refresh_revokes_the_token_it_hands_out(
+    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Postgres only: SQLite runs one write at a time, so the two cannot overlap."""
+    account = await factory.account()
+    spent, mark_used = _slow_refresh(monkeypatch)
+
+    async def change_password() -> httpx.Response:
+        await spent.wait()
+        return await client.patch(
+            f"{API}/users/me",
+            json={"password": "a brand new password", "current_password": account.password},
+            headers=account.headers,
+        )
+
+    refreshed, changed = await asyncio.gather(
+        client.post(f"{API}/auth/refresh", json={"refresh_token": account.refresh_token}),
+        change_password(),
+    )
+    assert (refreshed.status_code, changed.status_code) == (200, 200)
+    monkeypatch.setattr(auth_tokens, "mark_used", mark_used)
+    again = await client.post(
+        f"{API}/auth/refresh", json={"refresh_token": refreshed.json()["refresh_token"]}
+    )
+    assert_problem(again, 401, "unauthorized")
+
+
+@pytest.mark.postgres_only
+async def test_a_reuse_found_during_a_refresh_revokes_the_token_that_refresh_hands_out(
+    client: httpx.AsyncClient, factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await factory.account()
+    first = await client.post(f"{API}/auth/refresh", json={"refresh_token": account.refresh_token})
+    current = first.json()["refresh_token"]  # account.refresh_token is spent now
+    spent, mark_used = _slow_refresh(monkeypatch)
+
+    async def replay_the_stolen_copy() -> httpx.Response:
+        await spent.wait()
+        return await client.post(
+            f"{API}/auth/refresh", json={"refresh_token": account.refresh_token}
+        )
+
+    refreshed, reused = await asyncio.gather(
+        client.post(f"{API}/auth/refresh", json={"refresh_token": current}),
+        replay_the_stolen_copy(),
+    )
+    assert (refreshed.status_code, reused.status_code) == (200, 401)
+    monkeypatch.setattr(auth_tokens, "mark_used", mark_used)
+    newest = await client.post(
+        f"{API}/auth/refresh", json={"refresh_token": refreshed.json()["refresh_token"]}
+    )
+    assert_problem(newest, 401, "unauthorized")

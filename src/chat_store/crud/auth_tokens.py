@@ -60,7 +60,15 @@ async def revoke_family(db: AsyncSession, family_id: uuid.UUID, at: datetime) ->
 
 
 async def _revoke(db: AsyncSession, tokens: ColumnElement[bool], at: datetime) -> None:
-    """Revoke the `tokens` not revoked yet (a revoked one keeps its first revocation time)."""
+    """Revoke the `tokens` not revoked yet (a revoked one keeps its first revocation time).
+
+    Locked first, in a statement of its own: a refresh in flight holds its token's row until it
+    commits the token it hands out. The lock waits for that commit, and the update, a new
+    statement, then sees that token too (one update alone would revoke only the rows its
+    snapshot held, and the new token would outlive a password change or a reuse)."""
+    await db.execute(
+        select(RefreshToken.id).where(tokens, RefreshToken.revoked_at.is_(None)).with_for_update()
+    )
     await db.execute(
         update(RefreshToken).where(tokens, RefreshToken.revoked_at.is_(None)).values(revoked_at=at)
     )
