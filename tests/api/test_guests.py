@@ -230,3 +230,47 @@ async def test_reads_by_guests_without_a_row_are_limited_per_client_ip(
     assert statuses == [200, 200, 200, 429]
     assert created.status_code == 201 and own == 200
     assert other.status_code == 200
+
+
+async def test_a_claim_keeps_a_conversation_both_imported_twice(
+    guest_client: httpx.AsyncClient,
+) -> None:
+    """The import's fingerprint is unique per owner: the claim answered 500 and moved nothing
+    when the guest and the user had imported the same conversation."""
+    client = guest_client
+    guest = {"X-Client-ID": str(uuid.uuid4())}
+    conversation = {"title": "t", "messages": [{"role": "user", "content": "same words"}]}
+    by_guest = await client.post(f"{API}/sessions/import", json=conversation, headers=guest)
+    assert by_guest.status_code == 201, by_guest.text
+    guest_copy = by_guest.json()["session"]["id"]
+    grown = await client.post(
+        f"{API}/sessions/{guest_copy}/messages",
+        json={"role": "user", "content": "only the guest wrote this"},
+        headers=guest,
+    )
+    assert grown.status_code == 201, grown.text
+    account = await Factory(client).account()
+    by_user = await client.post(
+        f"{API}/sessions/import", json=conversation, headers=account.headers
+    )
+    assert by_user.status_code == 201, by_user.text
+    user_copy = by_user.json()["session"]["id"]
+
+    claim = await client.post(
+        f"{API}/auth/claim", json={"client_id": guest["X-Client-ID"]}, headers=account.headers
+    )
+
+    assert claim.status_code == 200, claim.text
+    listed = await client.get(f"{API}/sessions", headers=account.headers)
+    assert {item["id"] for item in listed.json()["data"]} == {guest_copy, user_copy}
+    kept = await client.get(f"{API}/sessions/{guest_copy}/messages", headers=account.headers)
+    assert [message["content"] for message in kept.json()["data"]] == [
+        "same words",
+        "only the guest wrote this",
+    ]
+    # Imported once more, the conversation is the user's own copy, not a third.
+    again = await client.post(f"{API}/sessions/import", json=conversation, headers=account.headers)
+    assert (again.status_code, again.json()["session"]["id"]) == (200, user_copy)
+    # The claimed messages are the user's in search too.
+    found = await client.get(f"{API}/search", params={"q": "guest wrote"}, headers=account.headers)
+    assert [hit["session"]["id"] for hit in found.json()["data"]] == [guest_copy]

@@ -150,6 +150,20 @@ async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> D
     return DeletedBatch(len(ids), len(deleted), sum(int(count) for count, _ in deleted), keys)
 
 
+async def forget_sources_shared(db: AsyncSession, of_user: uuid.UUID, with_user: uuid.UUID) -> int:
+    """Clear the source fingerprint of `of_user`'s sessions imported from a conversation that
+    `with_user` imported too; returns how many."""
+    shared = select(ChatSession.source_fingerprint).where(
+        ChatSession.user_id == with_user, ChatSession.source_fingerprint.is_not(None)
+    )
+    result = await db.execute(
+        update(ChatSession)
+        .where(ChatSession.user_id == of_user, ChatSession.source_fingerprint.in_(shared))
+        .values(source_fingerprint=None)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def move_to_owner(db: AsyncSession, from_user: uuid.UUID, to_user: uuid.UUID) -> int:
     """Give every session of one owner (its messages, and the leases of their generations) to
     another; returns how many."""

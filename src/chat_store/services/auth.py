@@ -165,6 +165,10 @@ async def claim_guest(db: AsyncSession, principal: Principal, client_id: uuid.UU
     guest = await user_crud.get_by_email(db, principals.guest_email(client_id))
     if guest is None or not guest.is_guest:
         raise NotFound("No guest data for this client id")
+    # A fingerprint is unique per owner: a conversation both imported stays twice (nothing of
+    # the guest's copy is lost, it may have grown since), and importing it again finds the
+    # user's own.
+    await chat_session_crud.forget_sources_shared(db, guest.id, principal.user_id)
     moved = await chat_session_crud.move_to_owner(db, guest.id, principal.user_id)
     await user_crud.delete_by_id(db, guest.id)
     return moved
