@@ -7,6 +7,8 @@ import asyncio
 import os
 import sys
 
+import httpx
+
 from tests.assertions import assert_validation_error
 from tests.backends import provision
 from tests.conftest import app_on
@@ -59,3 +61,33 @@ def _downgrade(url: str) -> None:
     from chat_store import migrate
 
     migrate.downgrade(url, "0001")
+
+
+async def test_english_refuses_stop_words_beside_excluded_terms() -> None:
+    """`the -flaky` is `-flaky` once the stop word is dropped: it matched every message without
+    the word, where `-flaky` alone is refused."""
+    async with provision("lang_excluded") as backend, app_on(backend) as started:
+        client, factory = started.client, started.factory
+        account = await factory.account()
+        session = await factory.chat_session(account, title="groceries")
+        message = await factory.message(account, session["id"], content="buy milk and eggs")
+        await asyncio.to_thread(_downgrade, backend.database_url)
+        await _migrate_in_a_process(backend.database_url, "head", "english")
+
+        async def search(q: str) -> httpx.Response:
+            return await client.get(f"{API}/search", params={"q": q}, headers=account.headers)
+
+        assert_validation_error(await search("-flaky"), "query", "q")
+        for query in ("the -flaky", "milk or the -flaky", '"the a" -flaky'):
+            response = await search(query)
+            if backend.name == "postgres":
+                body = assert_validation_error(response, "query", "q")
+                assert "stop words" in body["detail"], body
+            else:  # FTS5 drops no words: `the` is searched (and is in no message here)
+                assert response.status_code == 200, response.text
+        # An alternative that keeps a word beside its excluded terms is searched as before.
+        found = await search("milk -flaky")
+        assert found.status_code == 200, found.text
+        assert [hit["message"]["id"] for hit in found.json()["data"] if hit["message"]] == [
+            message["id"]
+        ]

@@ -55,6 +55,7 @@ async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
         raise ValidationFailed(str(exc), ["query", "q"]) from None
     if params.session_id is not None:
         await chat_session_service.get_owned(ctx, params.session_id)
+    await _refuse_excluding_alone(ctx, query)
     filters = SearchFilters(
         session_id=params.session_id,
         role=params.role,
@@ -94,6 +95,25 @@ async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
             else None
         ),
     )
+
+
+async def _refuse_excluding_alone(ctx: RequestContext, query: search_query.SearchQuery) -> None:
+    """An alternative with -excluded terms whose words are all stop words of the search
+    language (`the -flaky`) is -excluded terms alone once Postgres drops them: it would match
+    almost every message, as the parser refuses `-flaky`. Asked only of those alternatives."""
+    excluding = [alt for alt in query.alternatives if alt.excluded]
+    if not excluding:
+        return
+    included = [
+        search_query.SearchQuery((search_query.Alternative(alt.included),)).websearch()
+        for alt in excluding
+    ]
+    if not all(await search_crud.queries_have_words(ctx.db, included)):
+        raise ValidationFailed(
+            "every alternative needs a word to search for: beside -excluded terms, this one "
+            "has only stop words of the search language, and would match almost everything",
+            ["query", "q"],
+        )
 
 
 def _start_in_utc(value: datetime | date | None) -> datetime | None:

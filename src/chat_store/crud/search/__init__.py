@@ -8,6 +8,8 @@ filters and the page of hits, is `shape`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud.search import postgres, sqlite
@@ -52,3 +54,10 @@ async def query_has_words(db: AsyncSession, websearch: str) -> bool:
     if db.get_bind().dialect.name != "postgresql":
         return True
     return await postgres.query_has_words(db, websearch)
+
+
+async def queries_have_words(db: AsyncSession, websearches: Sequence[str]) -> list[bool]:
+    """query_has_words of each, in one round trip."""
+    if not websearches or db.get_bind().dialect.name != "postgresql":
+        return [True] * len(websearches)
+    return await postgres.queries_have_words(db, websearches)

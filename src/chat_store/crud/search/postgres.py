@@ -21,6 +21,7 @@ Statements run on connections that plan them for their values (db.planned_for_it
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -104,6 +105,21 @@ async def search(db: AsyncSession, request: SearchRequest) -> SearchFound:
 async def query_has_words(db: AsyncSession, websearch: str) -> bool:
     result = await db.execute(_HAS_WORDS, {"b_query": websearch})
     return bool(result.scalar_one())
+
+
+async def queries_have_words(db: AsyncSession, websearches: Sequence[str]) -> list[bool]:
+    """query_has_words of each, in one statement."""
+    checks = [
+        func.numnode(
+            func.chat_store_search_query(
+                bindparam(f"b_query_{index}", value, type_=Text), type_=postgresql.TSQUERY
+            )
+        )
+        > 0
+        for index, value in enumerate(websearches)
+    ]
+    row = (await db.execute(select(*checks))).one()
+    return [bool(value) for value in row]
 
 
 @functools.cache
