@@ -612,3 +612,96 @@ async def test_a_retry_of_a_turn_with_tool_choice_is_the_same_turn(
     for reused in (other_choice, other_parallel, left_out):
         assert_problem(reused, 409, "idempotency_key_reused")
     assert len(await llm.requests()) == 1
+
+
+def _sent_call(call: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": call["name"], "arguments": call["arguments"]},
+    }
+
+
+async def test_a_turn_after_calls_left_without_results_sends_no_call_without_its_result(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """The user moved on instead of running the tools: a call without its result (or a result
+    without its call) makes providers refuse the request, and every later turn of the session
+    failed with it."""
+    account, session_id, _ = await _calling_session(client, factory)
+    # Only the first call is answered.
+    answered = await _append(
+        client, account, session_id, role="tool", content="def charge(): ...", tool_call_id="call_a"
+    )
+    assert answered.status_code == 201, answered.text
+    await llm.script("test", {"text": "A guess. "}, {"text": "Another. "})
+
+    guessed = await _chat(client, account, session_id, content="Never mind, just guess.")
+    assert guessed.status_code == 201, guessed.text
+    again = await _chat(client, account, session_id, content="And once more?")
+    assert again.status_code == 201, again.text
+
+    first, second = await llm.requests()
+    assert first["body"]["messages"] == [
+        {"role": "user", "content": "Why does test_billing fail?"},
+        {"role": "assistant", "content": None, "tool_calls": [_sent_call(CALLS[0])]},
+        {"role": "tool", "content": "def charge(): ...", "tool_call_id": "call_a"},
+        {"role": "user", "content": "Never mind, just guess."},
+    ]
+    assert second["body"]["messages"][-3:] == [
+        {"role": "user", "content": "Never mind, just guess."},
+        {"role": "assistant", "content": "A guess. "},
+        {"role": "user", "content": "And once more?"},
+    ]
+
+
+async def test_calls_without_any_result_leave_the_text_of_their_message(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await factory.message(account, session_id, content="Why?")
+    calling = await _append(
+        client, account, session_id, role="assistant", content="Let me look.", tool_calls=CALLS
+    )
+    assert calling.status_code == 201, calling.text
+    await llm.script("test", {"text": "A guess. "})
+
+    response = await _chat(client, account, session_id, content="Skip the tools.")
+
+    assert response.status_code == 201, response.text
+    [request] = await llm.requests()
+    assert request["body"]["messages"] == [
+        {"role": "user", "content": "Why?"},
+        {"role": "assistant", "content": "Let me look."},
+        {"role": "user", "content": "Skip the tools."},
+    ]
+
+
+async def test_a_turn_in_a_session_with_tool_messages_without_ids_sends_no_result_alone(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """Exports made before tool calls were fields import tool messages without a call."""
+    account = await factory.account()
+    document = {
+        "title": "before tool calls were fields",
+        "messages": [
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "calling"},
+            {"role": "tool", "content": "r"},
+            {"role": "assistant", "content": "done"},
+        ],
+    }
+    imported = await client.post(f"{API}/sessions/import", json=document, headers=account.headers)
+    assert imported.status_code == 201, imported.text
+    await llm.script("test", {"text": "Now this. "})
+
+    response = await _chat(client, account, imported.json()["session"]["id"], content="and now?")
+
+    assert response.status_code == 201, response.text
+    [request] = await llm.requests()
+    assert request["body"]["messages"] == [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "calling"},
+        {"role": "assistant", "content": "done"},
+        {"role": "user", "content": "and now?"},
+    ]

@@ -14,6 +14,11 @@ Complete messages are sent with their content; failed and cancelled answers with
 kept (what the user saw); open messages and empty ones are left out, but for an assistant
 message's tool calls and a tool message's result (the OpenAI format: `tool_calls`,
 `tool_call_id`).
+
+A call is sent only with its result in the tool messages right after it, and a result only
+after its call (`_paired`): providers refuse either alone, and one such message in the history
+would fail every later turn of the session. A turn sent while calls had no results leaves them
+unanswered; so do tool messages imported from an export made before tool calls were fields.
 """
 
 from __future__ import annotations
@@ -127,6 +132,35 @@ def _as_provider_message(message: MessageRead, text: str) -> dict[str, Any] | No
     return sent
 
 
+def _paired(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The messages with each tool call sent only when a tool message right after it answers
+    it, and each result only right after its call (the first result of a call, once). An
+    assistant message left without calls keeps its text, or is left out if it has none."""
+    kept: list[dict[str, Any]] = []
+    index = 0
+    while index < len(messages):
+        message = messages[index]
+        index += 1
+        if message["role"] == "tool":
+            continue  # no call right before it: results are taken with their call, below
+        calls = message.get("tool_calls")
+        if not calls:
+            kept.append(message)
+            continue
+        results: dict[str, dict[str, Any]] = {}
+        while index < len(messages) and messages[index]["role"] == "tool":
+            result = messages[index]
+            results.setdefault(result.get("tool_call_id") or "", result)
+            index += 1
+        answered = [call for call in calls if call["id"] in results]
+        if answered:
+            kept.append({**message, "tool_calls": answered})
+            kept.extend(results[call["id"]] for call in answered)
+        elif message["content"]:
+            kept.append({key: value for key, value in message.items() if key != "tool_calls"})
+    return kept
+
+
 def _sent_tokens(sent: dict[str, Any]) -> int:
     calls = sent.get("tool_calls") or ()
     text = (sent["content"] or "") + "".join(str(call["function"]) for call in calls)
@@ -164,7 +198,7 @@ def build(
     chosen, history_tokens = store.select_context(candidates, budget)
     history = [_as_provider_message(message, _text(message)) for message in chosen]
     return Prompt(
-        messages=[*head, *(item for item in history if item is not None), *turn, *tail],
+        messages=[*head, *_paired([item for item in [*history, *turn] if item is not None]), *tail],
         history_count=len(chosen),
         estimated_tokens=fixed + history_tokens,
     )
