@@ -705,3 +705,22 @@ async def test_a_turn_in_a_session_with_tool_messages_without_ids_sends_no_resul
         {"role": "assistant", "content": "done"},
         {"role": "user", "content": "and now?"},
     ]
+
+
+async def test_calls_cut_off_by_the_output_limit_keep_finish_reason_length(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """A client runs the calls of a `tool_calls` answer; arguments cut off mid-JSON must not
+    look like a finished call."""
+    account, session_id = await new_session(factory)
+    cut = [{"id": "call_1", "name": "read_file", "arguments": '{"path": "bil'}]
+    await llm.script("test", {"tool_calls": cut, "finish_reason": "length"})
+
+    response = await _chat(
+        client, account, session_id, content="Why?", tools=TOOLS, max_output_tokens=5
+    )
+
+    assert response.status_code == 201, response.text
+    answer = response.json()["assistant_message"]
+    assert (answer["status"], answer["tool_calls"]) == ("complete", cut)
+    assert answer["metadata"]["finish_reason"] == "length"

@@ -139,6 +139,16 @@ async def _wait_committed(live: Live) -> bool:
         return False
 
 
+# The ends a provider reports for an answer that calls tools (Ollama says `stop`): the answer
+# ends with its calls. Any other (`length`: cut off by the output limit, its last call's
+# arguments likely cut too; `content_filter`) is kept, so that the client sees it.
+_CALLING_ENDS = frozenset({None, "stop", "tool_calls", "function_call"})
+
+
+def _finish_reason(reported: str | None, calls_tools: bool) -> str | None:
+    return "tool_calls" if calls_tools and reported in _CALLING_ENDS else reported
+
+
 def _without_failure(metadata: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metadata.items() if key not in _FAILURE_KEYS}
 
@@ -327,8 +337,7 @@ class AnswerGenerator:
             )
             return "failed"
         usage = {
-            # An answer that calls tools ends there, whatever the provider called its end.
-            "finish_reason": "tool_calls" if tool_calls else finish.reason,
+            "finish_reason": _finish_reason(finish.reason, bool(tool_calls)),
             "prompt_tokens": finish.prompt_tokens,
             "completion_tokens": finish.completion_tokens,
             "ttft_ms": None if ttft is None else round(ttft * 1000),
