@@ -939,3 +939,22 @@ async def test_cancel_and_continue_in_an_archived_session_restore_it_first(
     )
     listed = await client.get(f"{API}/sessions/{session_id}", headers=account.headers)
     assert listed.json()["archived_at"] is None
+
+
+async def test_continue_of_an_abandoned_pending_answer_answers_it_in_progress(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """Its writer died before its first delta; docs/api.md: `202` with the message
+    (`in_progress`)."""
+    account, session_id = await new_session(factory)
+    await factory.message(account, session_id, role="user", content="Why?")
+    answer = await factory.message(account, session_id, role="assistant", status="pending")
+
+    response = await client.post(
+        f"{message_path(session_id, answer['id'])}/continue", headers=account.headers
+    )
+
+    assert response.status_code == 202, response.text
+    assert response.json()["status"] == "in_progress"
+    done = await wait_for_status(client, account, session_id, answer["id"])
+    assert (done["status"], done["content"]) == ("complete", DEFAULT_TEXT)

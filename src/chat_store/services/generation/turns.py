@@ -335,7 +335,8 @@ async def continue_message(
             ):
                 raise _live(message_id)
         await _check_limits(ctx, session_id, now, besides=message_id)
-        if answer.status == "failed":
+        if answer.status in ("failed", "pending"):
+            # Generated from now on (docs/api.md: the answer is `in_progress`).
             answer = await store.update(ctx, answer, MessageUpdate(status="in_progress"))
     except BaseException:
         slot.release()
