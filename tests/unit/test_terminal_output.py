@@ -105,3 +105,75 @@ def test_an_unknown_command_with_brackets_is_told_as_typed(
     talk.console = Console(file=io.StringIO(), width=200)
     assert talk.command("/x[/y]") is True  # the conversation goes on
     assert "unknown command /x[/y]" in talk.console.file.getvalue()  # type: ignore[attr-defined]
+
+
+ESCAPES = "\x1b]52;c;ZXZpbA==\x1b\\ \x1b[8mhidden\x1b[0m \x9b2J"  # a clipboard write, hidden text
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def test_show_search_and_titles_send_no_escape_sequence_to_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the streamed answer dropped them: `show`, the session tables, the chat banner and
+    `search` printed stored text with its escape sequences."""
+    from chat_store.client.models import Message, SearchResult
+    from chat_store.terminal import search, sessions
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    session_id = str(uuid.uuid4())
+    message = Message.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "session_id": session_id,
+            "seq": 2,
+            "role": "assistant",
+            "content": f"ok {ESCAPES}",
+            "status": "complete",
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+    )
+    titled = ChatSession.model_validate(
+        {
+            "id": session_id,
+            "title": f"title {ESCAPES}",
+            "is_favorite": False,
+            "status": "active",
+            "message_count": 1,
+            "total_tokens": 0,
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+    )
+    snippet = f"match {ESCAPES} match"
+    hit = SearchResult.model_validate(
+        {
+            "session": {"id": session_id, "title": f"t {ESCAPES}"},
+            "message": {
+                "id": str(uuid.uuid4()),
+                "seq": 2,
+                "role": "assistant",
+                "created_at": _now(),
+            },
+            "snippet": snippet,
+            "highlights": [[len(snippet) - 5, len(snippet)]],
+            "rank": 1.0,
+        }
+    )
+
+    sessions.render_message(message)
+    console = sessions.stdout_console()
+    console.print(sessions_table([titled]))
+    console.print(search.results_table([hit], emphasize=True))
+    conversation.ChatLoop(client=None, chat_session=titled).banner()  # type: ignore[arg-type]
+
+    written = terminal.getvalue()
+    assert "\x1b]52" not in written and "\x1b[8m" not in written and "\x9b" not in written
+    assert "hidden" in written and "\ufffd" in written
+    # The match is still the last word: one mark for each character taken out.
+    emphasized = search.snippet_text(hit, emphasize=True)
+    assert [emphasized.plain[span.start : span.end] for span in emphasized.spans] == ["match"]

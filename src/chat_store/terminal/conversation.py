@@ -35,8 +35,10 @@ from chat_store.terminal.output import (
     fail,
     print_json,
     problem_line,
+    shown,
     stderr_console,
     stdout_console,
+    terminal_safe,
     unreachable_line,
 )
 from chat_store.terminal.refs import resolve_session
@@ -66,12 +68,6 @@ class Answer:
     error_message: str | None = None
 
 
-# The control characters but newline and tab (C0, DEL, C1): an answer's text may hold escape
-# sequences (a model's, or one injected by a retrieved document), and a terminal acts on them:
-# writing the clipboard, hiding text, switching screens.
-_CONTROLS = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)])
-
-
 @contextlib.contextmanager
 def _going_on() -> Iterator[None]:
     """An error answer (a refused turn, a 429, a 409) or an unreachable service, told in one
@@ -82,10 +78,6 @@ def _going_on() -> Iterator[None]:
         stderr_console().print(Text(problem_line(exc), style="red"), soft_wrap=True)
     except httpx.TransportError as exc:
         stderr_console().print(Text(unreachable_line(exc)), soft_wrap=True)
-
-
-def terminal_safe(text: str) -> str:
-    return text.translate(_CONTROLS)
 
 
 def _write(text: str) -> None:
@@ -146,8 +138,9 @@ def print_stream(
         return answer
     _write("\n")
     if answer.status == "failed":
+        reason = shown(answer.error_message or "no reason given")
         stderr_console().print(
-            f"[red]the answer failed:[/red] {escape(answer.error_message or 'no reason given')}"
+            f"[red]the answer failed:[/red] {escape(reason)}"
             " (`/retry`, or `chat-store resume` to continue it)"
         )
     return answer
@@ -204,7 +197,7 @@ class ChatLoop:
         self.console = stdout_console()
 
     def banner(self) -> None:
-        title = self.session.title or "(untitled)"
+        title = shown(self.session.title or "(untitled)")
         self.console.print(f"[bold]{escape(title)}[/bold] {self.session.id}  (/help for commands)")
 
     def run(self) -> None:

@@ -27,6 +27,25 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130
 
 
+# The control characters but newline and tab (C0, DEL, C1): stored text (an answer, a title, a
+# search excerpt) may hold escape sequences (a model's, or one injected by a retrieved
+# document), and a terminal acts on them: writing the clipboard, hiding text, switching screens.
+_CONTROL_CODES = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]
+_CONTROLS_DROPPED = dict.fromkeys(_CONTROL_CODES)
+_CONTROLS_MARKED = dict.fromkeys(_CONTROL_CODES, "\ufffd")
+
+
+def terminal_safe(text: str) -> str:
+    """A streamed answer's text for a terminal: its control characters dropped."""
+    return text.translate(_CONTROLS_DROPPED)
+
+
+def shown(text: str) -> str:
+    """Stored text as a table, a heading or markdown shows it: each control character a U+FFFD
+    (one for one, so that a search match's offsets still hold)."""
+    return text.translate(_CONTROLS_MARKED)
+
+
 def _color(stream: Any) -> bool:
     # Colors only on a terminal, and never with NO_COLOR set (https://no-color.org).
     return "NO_COLOR" not in os.environ and bool(getattr(stream, "isatty", lambda: False)())

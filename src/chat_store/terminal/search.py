@@ -17,6 +17,7 @@ from chat_store.terminal.output import (
     fail,
     is_terminal,
     print_json,
+    shown,
     stdout_console,
 )
 from chat_store.terminal.refs import resolve_session
@@ -26,7 +27,7 @@ ROLES: tuple[str, ...] = get_args(MessageRole)
 
 def snippet_text(result: SearchResult, *, emphasize: bool) -> Text:
     """The excerpt, its matches in bold on a terminal (plain text otherwise, for pipes)."""
-    text = Text(result.snippet)
+    text = Text(shown(result.snippet))
     if emphasize:
         for start, end in result.highlights:
             text.stylize("bold yellow", start, end)
@@ -40,7 +41,7 @@ def results_table(results: list[SearchResult], *, emphasize: bool) -> Table:
     for result in results:
         message = result.message
         table.add_row(
-            Text(result.session.title or "(untitled)"),
+            Text(shown(result.session.title or "(untitled)")),
             message.role if message else "title",
             str(message.seq) if message else "",
             snippet_text(result, emphasize=emphasize),

@@ -22,6 +22,7 @@ from chat_store.terminal.output import (
     fail,
     is_terminal,
     print_json,
+    shown,
     stderr_console,
     stdout_console,
 )
@@ -121,11 +122,11 @@ def sessions_table(items: list[ChatSession], *, numbered: bool = False) -> Table
     for index, item in enumerate(items, start=1):
         row: list[str | Text] = [
             short[item.id],
-            Text(item.title or "(untitled)"),
+            Text(shown(item.title or "(untitled)")),
             _ago(item.last_message_at or item.updated_at),
             str(item.message_count),
             "*" if item.is_favorite else "",
-            Text((item.workspace.repo if item.workspace else None) or ""),
+            Text(shown((item.workspace.repo if item.workspace else None) or "")),
         ]
         table.add_row(*([str(index)] if numbered else []), *row)
     return table
@@ -168,7 +169,7 @@ def render_message(message: Message) -> None:
     label = message.role if message.status == "complete" else f"{message.role} ({message.status})"
     if is_terminal():
         console.rule(f"[bold]{label}[/bold]", align="left")
-        console.print(Markdown(message.text))
+        console.print(Markdown(shown(message.text)))
     else:
         console.print(f"## {label}\n\n{message.text}\n", markup=False)
 
@@ -183,7 +184,7 @@ def show(session: SessionArgument, as_json: JsonOption = False) -> None:
         print_json({"session": chat_session, "messages": messages})
         return
     stdout_console().print(
-        f"[bold]{escape(chat_session.title or '(untitled)')}[/bold]  {chat_session.id}"
+        f"[bold]{escape(shown(chat_session.title or '(untitled)'))}[/bold]  {chat_session.id}"
     )
     for message in messages:
         render_message(message)
