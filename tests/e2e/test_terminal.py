@@ -460,3 +460,28 @@ async def test_two_processes_of_one_login_refresh_its_tokens_once(
         second.close()
     saved = config.load()
     assert saved is not None and saved.refresh_token == first.refresh_token
+
+
+async def test_a_login_that_cannot_be_kept_says_where_and_why(
+    chat_server: ServerProcess, terminal_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The config folder cannot be made (a file stands there): one line naming the login file,
+    not "cannot reach the database"; exit 1, nothing kept."""
+    client, email = await account(chat_server)
+    await client.aclose()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    env = {**terminal_env, "CHAT_STORE_CONFIG_DIR": str(blocker / "config")}
+
+    child = spawn(env, "login", "--url", chat_server.base_url, "--email", email)
+    child.expect("Password:")
+    child.sendline(PASSWORD)
+    child.expect("error: ")
+    child.expect(pexpect.EOF)
+    told = " ".join(child.before.split())
+    child.close()
+
+    assert child.exitstatus == 1, told
+    assert f"cannot keep the login in {blocker / 'config' / 'login.json'}" in told, told
+    assert "database" not in told and PASSWORD not in told
+    assert blocker.read_text() == ""

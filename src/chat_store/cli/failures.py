@@ -44,6 +44,8 @@ def describe_error(exc: BaseException) -> str:
         )
     if isinstance(exc, SQLAlchemyError):  # its message may quote a statement's parameters
         return f"database error: {type(exc).__name__}"
+    if isinstance(exc, OSError) and exc.filename is not None:  # a file, not a connection
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
     if isinstance(exc, OSError):
         return f"cannot reach the database: {_first_line(exc)}"
     from alembic.util import CommandError

@@ -68,8 +68,26 @@ def login(
                 access_token=tokens.access_token,
                 refresh_token=tokens.refresh_token,
             )
-    path = config.save(record)
+    try:
+        path = config.save(record)
+    except OSError as exc:
+        _end_unsaved(record)
+        fail(
+            f"cannot keep the login in {config.login_path()}: "
+            f"{exc.strerror or type(exc).__name__} (CHAT_STORE_CONFIG_DIR sets the folder)"
+        )
     stdout_console().print(escape(f"Logged in to {base_url} as {user.email}; login kept in {path}"))
+
+
+def _end_unsaved(record: config.Login) -> None:
+    """A login that could not be kept is ended on the service: its tokens are nowhere else."""
+    if not record.refresh_token:
+        return
+    try:
+        with ChatStoreClient(record.url, access_token=record.access_token) as client:
+            client.logout(record.refresh_token)
+    except Exception as exc:
+        sys.stderr.write(f"warning: the service was not told ({type(exc).__name__})\n")
 
 
 def logout() -> None:
@@ -247,6 +265,15 @@ _FORMATS: dict[str, ExportFormat] = {
 }
 
 
+def _check_writable(output: Path) -> None:
+    """Before anything is asked of the service: an --output that cannot be a file."""
+    if output.is_dir():
+        fail(f"--output: {output} is a folder; name a file in it", ExitCode.USAGE)
+    folder = output.parent
+    if not folder.is_dir():
+        fail(f"--output: there is no folder {folder}", ExitCode.USAGE)
+
+
 def export(
     session: SessionArgument,
     export_format: Annotated[
@@ -260,6 +287,8 @@ def export(
     chosen = _FORMATS.get(export_format.lower())
     if chosen is None:
         fail(f"--format: one of md, json, jsonl (not {export_format!r})", ExitCode.USAGE)
+    if output is not None:
+        _check_writable(output)
     client = open_client()
     with reported_errors(), client:
         target = resolve_session(client, session)
@@ -276,6 +305,8 @@ def export(
                 for chunk in chunks:
                     file.write(chunk)
             partial.replace(output)
+        except OSError as exc:
+            fail(f"cannot write {output}: {exc.strerror or type(exc).__name__}")
         finally:
             partial.unlink(missing_ok=True)
     stderr_console().print(escape(f"Exported {target.id} to {output}"))
