@@ -66,6 +66,7 @@ class Answer:
     message_id: uuid.UUID | None
     status: str
     error_message: str | None = None
+    turn: ChatTurn | None = None  # the turn's event, when the stream began with one
 
 
 @contextlib.contextmanager
@@ -103,17 +104,22 @@ def print_stream(
     items: Iterable[ChatTurn | StreamDelta | StreamStale | StreamDone],
     message_id: uuid.UUID | None = None,
     question: str | None = None,
+    *,
+    echo: bool = True,
 ) -> Answer:
-    """Print an answer's text as it arrives. Ctrl-C cancels the answer on the service and keeps
-    what was written; before the turn's id arrived, the answer to `question` is looked for."""
+    """Print an answer's text as it arrives (with `echo`; without, only follow it to its end).
+    Ctrl-C cancels the answer on the service and keeps what was written; before the turn's id
+    arrived, the answer to `question` is looked for."""
     answer = Answer(message_id, "in_progress")
     iterator: Iterator[ChatTurn | StreamDelta | StreamStale | StreamDone] = iter(items)
     try:
         for item in iterator:
             if isinstance(item, ChatTurn):
                 answer.message_id = item.assistant_message.id
+                answer.turn = item
             elif isinstance(item, StreamDelta):
-                _write(item.delta)
+                if echo:
+                    _write(item.delta)
             elif isinstance(item, StreamStale):
                 _tell_stale(item)
             else:
@@ -122,7 +128,8 @@ def print_stream(
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-        _write("\n")
+        if echo:
+            _write("\n")
         if answer.message_id is None and question is not None:
             answer.message_id = _open_answer_to(client, session_id, question)
         if answer.message_id is None:
@@ -135,6 +142,8 @@ def print_stream(
         except ChatStoreError as exc:  # it finished meanwhile: nothing to cancel
             answer.status = "complete" if exc.status == 409 else "interrupted"
         stderr_console().print(f"[yellow]{answer.status}: the text so far is kept[/yellow]")
+        return answer
+    if not echo:
         return answer
     _write("\n")
     if answer.status == "failed":
@@ -327,24 +336,22 @@ def ask(
             else client.create_session(workspace=current_workspace())
         )
         items = client.chat(target.id, question)
-        if as_json:
-            turn: ChatTurn | None = None
-            for item in items:
-                if isinstance(item, ChatTurn):
-                    turn = item
-            if turn is None:
-                fail("the service answered no turn")
-            final = client.get_message(target.id, turn.assistant_message.id)
+        # With --json: the answer followed to its end (Ctrl-C cancels it, as without), then
+        # both messages as stored.
+        answer = print_stream(client, target.id, items, question=question, echo=not as_json)
+        if as_json and answer.turn is not None:
+            final = client.get_message(target.id, answer.turn.assistant_message.id)
+            answer.status = final.status
             print_json(
                 {
                     "session_id": target.id,
-                    "user_message": turn.user_message,
+                    "user_message": answer.turn.user_message,
                     "assistant_message": final,
                 }
             )
-            return
-        answer = print_stream(client, target.id, items, question=question)
-    if answer.status == "cancelled":
+        elif as_json and answer.status != "interrupted":
+            fail("the service answered no turn")
+    if answer.status in ("cancelled", "interrupted"):
         raise typer.Exit(int(ExitCode.INTERRUPTED))
     if answer.status != "complete":
         raise typer.Exit(int(ExitCode.ERROR))

@@ -1,0 +1,119 @@
+"""`chat-store ask`: its exit status and Ctrl-C are the same with --json as without."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from chat_store import cli
+from chat_store.client import ChatTurn, StreamDelta, StreamDone
+from chat_store.client.models import ChatSession, Message
+from chat_store.terminal import conversation
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _message(role: str, status: str, text: str, session_id: uuid.UUID) -> Message:
+    complete = status == "complete"
+    return Message.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "session_id": str(session_id),
+            "seq": 1 if role == "user" else 2,
+            "role": role,
+            "content": text if complete else None,
+            "partial_content": None if complete else text,
+            "status": status,
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+    )
+
+
+class _Service:
+    """What `ask` asks of the client: a turn whose answer ends as `status`, or is interrupted
+    (Ctrl-C) after its first delta."""
+
+    def __init__(self, status: str, *, interrupt: bool) -> None:
+        self.session = ChatSession.model_validate(
+            {
+                "id": str(uuid.uuid4()),
+                "is_favorite": False,
+                "status": "active",
+                "message_count": 0,
+                "total_tokens": 0,
+                "created_at": _now(),
+                "updated_at": _now(),
+            }
+        )
+        self.answer = _message("assistant", status, "The fixture", self.session.id)
+        self.question = _message("user", "complete", "why?", self.session.id)
+        self.interrupt = interrupt
+        self.cancelled: list[uuid.UUID] = []
+
+    def __enter__(self) -> _Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def get_session(self, session_id: Any) -> ChatSession:
+        return self.session
+
+    def chat(self, session_id: uuid.UUID, question: str) -> Iterator[Any]:
+        yield ChatTurn(user_message=self.question, assistant_message=self.answer)
+        yield StreamDelta(delta="The fixture", offset=11)
+        if self.interrupt:
+            raise KeyboardInterrupt
+        yield StreamDone(status=self.answer.status, error_message="provider down", length=11)
+
+    def get_message(self, session_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+        return self.answer
+
+    def cancel(self, session_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+        self.cancelled.append(message_id)
+        return self.answer
+
+
+def _ask(monkeypatch: pytest.MonkeyPatch, service: _Service, *options: str) -> int:
+    monkeypatch.setattr(conversation, "open_client", lambda: service)
+    monkeypatch.setattr(
+        sys, "argv", ["chat-store", "ask", "--session", str(service.session.id), *options, "why?"]
+    )
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    return int(exited.value.code or 0)
+
+
+@pytest.mark.parametrize("options", [(), ("--json",)])
+def test_a_failed_answer_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], options: tuple[str, ...]
+) -> None:
+    assert _ask(monkeypatch, _Service("failed", interrupt=False), *options) == 1
+
+
+@pytest.mark.parametrize("options", [(), ("--json",)])
+def test_ctrl_c_cancels_the_answer_on_the_service_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], options: tuple[str, ...]
+) -> None:
+    service = _Service("cancelled", interrupt=True)
+    assert _ask(monkeypatch, service, *options) == 130
+    assert service.cancelled == [service.answer.id]
+
+
+def test_with_json_a_complete_answer_prints_both_messages_and_exits_0(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service = _Service("complete", interrupt=False)
+    assert _ask(monkeypatch, service, "--json") == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["assistant_message"]["id"] == str(service.answer.id)
+    assert printed["user_message"]["content"] == "why?"
