@@ -117,3 +117,29 @@ def test_with_json_a_complete_answer_prints_both_messages_and_exits_0(
     printed = json.loads(capsys.readouterr().out)
     assert printed["assistant_message"]["id"] == str(service.answer.id)
     assert printed["user_message"]["content"] == "why?"
+
+
+def test_resume_after_a_cancel_says_to_ask_again(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The service continues no cancelled answer: `resume` forwarded its 409."""
+    service = _Service("cancelled", interrupt=False)
+    continued: list[uuid.UUID] = []
+
+    def iter_messages(session_id: uuid.UUID, order: str = "asc") -> Iterator[Message]:
+        return iter([service.answer, service.question])
+
+    def continue_message(session_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+        continued.append(message_id)
+        return service.answer
+
+    monkeypatch.setattr(service, "iter_messages", iter_messages, raising=False)
+    monkeypatch.setattr(service, "continue_message", continue_message, raising=False)
+    monkeypatch.setattr(conversation, "open_client", lambda: service)
+    monkeypatch.setattr(sys, "argv", ["chat-store", "resume", str(service.session.id)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+
+    assert exited.value.code == 4
+    assert "cancelled" in capsys.readouterr().err
+    assert continued == []

@@ -376,6 +376,13 @@ def resume(
         message = _newest_assistant(client, target.id, UNFINISHED_STATUSES)
         if message is None:
             fail("no interrupted answer in this session", ExitCode.NOT_FOUND)
+        if message.status == "cancelled":
+            # The service continues no cancelled answer (409): ask again instead.
+            fail(
+                "the newest unfinished answer was cancelled, and a cancelled answer is not "
+                "continued: ask again (/retry in `chat-store chat`)",
+                ExitCode.NOT_FOUND,
+            )
         try:
             message = client.continue_message(target.id, message.id)
         except ConflictError as exc:
