@@ -18,10 +18,8 @@ from sqlalchemy.exc import OperationalError
 
 from chat_store.api.deps import AppState
 from chat_store.crud import generations as generation_crud
-from chat_store.models import ChatSession, Generation, MessageChunk
+from chat_store.models import Generation, MessageChunk
 from chat_store.schemas.common import json_size
-from chat_store.services import archive as archive_service
-from chat_store.services.archive import Archiver
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import store, turns
 from chat_store.services.generation.answer import AnswerGenerator
@@ -32,6 +30,7 @@ from tests.backends import Backend
 from tests.conftest import AppWith, running_app
 from tests.factories import API, Account, Factory
 from tests.support.chat import (
+    archive_session,
     chat_app,
     chat_path,
     chat_settings,
@@ -896,29 +895,13 @@ async def test_deleting_an_answer_being_generated_stops_its_provider_call(
                 await turn
 
 
-async def _archive(app: FastAPI, session_id: str) -> None:
-    """Move the session to the archive, as the archive job does with an idle one."""
-    state: AppState = app.state.resources
-    async with state.sessionmaker() as db, db.begin():
-        await db.execute(
-            update(ChatSession)
-            .where(ChatSession.id == uuid.UUID(session_id))
-            .values(last_activity_at=datetime.now(UTC) - timedelta(days=100))
-        )
-    archiver = Archiver(state.sessionmaker, state.archive)
-    report = await archive_service.archive_idle_sessions(
-        archiver, timedelta(days=90), dry_run=False
-    )
-    assert report.sessions == 1
-
-
 async def test_cancel_and_continue_in_an_archived_session_restore_it_first(
     app: FastAPI, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
     """As every message route: the archived messages come back, then the route acts as on a
     live session (before, both answered 404 message_not_found)."""
     account, session_id, answer = await _abandoned(factory)
-    await _archive(app, session_id)
+    await archive_session(app, session_id)
 
     continued = await client.post(
         f"{message_path(session_id, answer['id'])}/continue", headers=account.headers
@@ -928,7 +911,7 @@ async def test_cancel_and_continue_in_an_archived_session_restore_it_first(
     assert done["content"] == DEFAULT_TEXT  # the stored text, then the rest once
 
     account, session_id, answer = await _abandoned(factory)
-    await _archive(app, session_id)
+    await archive_session(app, session_id)
     cancelled = await client.post(
         f"{message_path(session_id, answer['id'])}/cancel", headers=account.headers
     )

@@ -4,26 +4,20 @@ streams the answer into the store, and records its usage."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import update
 
-from chat_store.api.deps import AppState
-from chat_store.models import ChatSession
-from chat_store.services import archive as archive_service
-from chat_store.services.archive import Archiver
 from tests.assertions import assert_problem, assert_validation_error
 from tests.backends import Backend
 from tests.conftest import AppWith, running_app
 from tests.factories import API, Factory
 from tests.support.chat import (
     SECRET,
+    archive_session,
     chat_app,
     chat_path,
     chat_settings,
@@ -364,17 +358,7 @@ async def test_a_turn_in_an_archived_session_restores_it_first(
     account, session_id = await new_session(factory, system_prompt="Be brief.")
     await factory.message(account, session_id, content="before the archive")
     await factory.message(account, session_id, role="assistant", content="an old answer")
-    state: AppState = app.state.resources
-    async with state.sessionmaker() as db, db.begin():
-        await db.execute(
-            update(ChatSession)
-            .where(ChatSession.id == uuid.UUID(session_id))
-            .values(last_activity_at=datetime.now(UTC) - timedelta(days=100))
-        )
-    archiver = Archiver(state.sessionmaker, state.archive)
-    report = await archive_service.archive_idle_sessions(
-        archiver, timedelta(days=90), dry_run=False
-    )
+    report = await archive_session(app, session_id)
     assert (report.sessions, report.messages) == (1, 2)
 
     response = await client.post(

@@ -6,14 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from sqlalchemy import update
 
 from chat_store.client._follow import parse_events
+from chat_store.models import ChatSession
+from chat_store.services import archive as archive_service
+from chat_store.services.archive import Archiver
 from chat_store.settings import Settings
+from chat_store.state import AppState
 from tests.backends import Backend
 from tests.conftest import AppUnderTest, AppWith, make_settings
 from tests.factories import API, Account, Factory
@@ -137,3 +145,20 @@ async def wait_for_text(
             return message
         assert time.monotonic() < deadline, message
         await asyncio.sleep(0.02)
+
+
+async def archive_session(app: FastAPI, session_id: str) -> archive_service.ArchiveReport:
+    """Move the session's messages to the archive, as the archive job does with an idle one."""
+    state: AppState = app.state.resources
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(ChatSession)
+            .where(ChatSession.id == uuid.UUID(session_id))
+            .values(last_activity_at=datetime.now(UTC) - timedelta(days=100))
+        )
+    archiver = Archiver(state.sessionmaker, state.archive)
+    report = await archive_service.archive_idle_sessions(
+        archiver, timedelta(days=90), dry_run=False
+    )
+    assert report.sessions == 1
+    return report
