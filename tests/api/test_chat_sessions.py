@@ -472,6 +472,15 @@ async def test_favorite_sets_with_a_body(client: httpx.AsyncClient, factory: Fac
         "body",
         "is_favorite",
     )
+    # null is no flag's value (it toggled the flag): leaving it out toggles.
+    assert_validation_error(
+        await client.patch(url, json={"is_favorite": None}, headers=account.headers),
+        "body",
+        "is_favorite",
+    )
+    assert (await client.get(one(session["id"]), headers=account.headers)).json()[
+        "is_favorite"
+    ] is False
 
 
 # --- delete

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chat_store.models import ChatSession
 from chat_store.schemas.common import (
@@ -90,6 +90,14 @@ class FavoriteUpdate(InputModel):
     model_config = examples({"is_favorite": True})
 
     is_favorite: bool | None = Field(default=None, description="Omit to toggle.")
+
+    @field_validator("is_favorite")
+    @classmethod
+    def _not_null(cls, value: bool | None) -> bool:
+        # Run only for a value given: left out, it toggles; null is no flag's value.
+        if value is None:
+            raise ValueError("is_favorite is true or false; leave it out to toggle")
+        return value
 
 
 class ChatSessionRead(OutputModel):
