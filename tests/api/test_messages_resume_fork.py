@@ -10,7 +10,9 @@ import pytest
 
 from chat_store.crud import messages as message_crud
 from tests.assertions import assert_problem, assert_validation_error
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
+from tests.support.chat import events_of
 
 
 async def _resume(
@@ -379,3 +381,45 @@ async def test_fork_refuses_a_message_of_another_session(
         f"{API}/sessions/{source['id']}/fork", json={}, headers=account.headers
     )
     assert_validation_error(missing_body, "body", "message_id")
+
+
+async def test_a_forks_change_feed_gives_each_copy_an_id_to_resume_after(
+    app_with: AppWith,
+) -> None:
+    """Every copy had version 1, so each replayed `message.created` had id 1: a reader that
+    reconnected with `Last-Event-ID: 1` lost every copy but the first."""
+    async with app_with(stream_poll_seconds=0.2) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        source = await factory.chat_session(account)
+        messages = await factory.messages(account, source["id"], 3)
+        forked = await client.post(
+            f"{API}/sessions/{source['id']}/fork",
+            json={"message_id": messages[-1]["id"]},
+            headers=account.headers,
+        )
+        assert forked.status_code == 201, forked.text
+        feed = f"{API}/sessions/{forked.json()['id']}/events"
+
+        async def read(headers: dict[str, str]) -> list[Any]:
+            reader = asyncio.create_task(client.get(feed, headers=headers))
+            await asyncio.sleep(0.5)
+            return [e for e in events_of((await reader).text) if e.event == "message.created"]
+
+        whole = asyncio.create_task(read(account.headers))
+        after_first = asyncio.create_task(read({**account.headers, "Last-Event-ID": "1"}))
+        await asyncio.sleep(0.3)
+        # Deleting the session ends both feeds.
+        deleted = await client.delete(
+            f"{API}/sessions/{forked.json()['id']}", headers=account.headers
+        )
+        assert deleted.status_code == 200
+
+        replayed = await asyncio.wait_for(whole, 10)
+        assert [(e.id, e.data["message"]["seq"]) for e in replayed] == [
+            ("1", 1),
+            ("2", 2),
+            ("3", 3),
+        ]
+        resumed = await asyncio.wait_for(after_first, 10)
+        assert [e.data["message"]["seq"] for e in resumed] == [2, 3]

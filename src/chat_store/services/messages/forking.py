@@ -96,8 +96,10 @@ async def _fork(
                 session_id=copy.id,
                 seq=seq,
                 partial_content=streamed_text(row, chunks.get(row.id)),
-                created_version=1,
-                version=1,
+                # Each copy a version of its own, as a batch append gives them: the change feed's
+                # event ids are versions, and a reader resumes after the last one it had.
+                created_version=seq,
+                version=seq,
                 updated_at=now,
             )
             if row.status in OPEN_STATUSES:
@@ -112,7 +114,7 @@ async def _fork(
         after_seq = rows[-1].seq
     copy.message_count = seq
     copy.last_seq = seq
-    copy.history_version = 1
+    copy.history_version = max(seq, 1)
     copy.total_tokens = tokens
     copy.last_message_at = now if seq else None
     await chat_session_crud.flush(db)
