@@ -7,11 +7,13 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from chat_store.api.deps import AppState
 from chat_store.ids import uuid7
 from chat_store.models import ChatSession, IdempotencyKey
+from chat_store.schemas.chat_sessions import ChatSessionCreate
+from chat_store.services.idempotency import given_fields_fingerprint
 from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
 from tests.factories import API, Account, Factory
 
@@ -505,4 +507,56 @@ async def test_delete_a_session(
     )
     listed = (await client.get(SESSIONS, headers=account.headers)).json()["data"]
     assert [s["id"] for s in listed] == [kept["id"]]
+    assert await count_sessions(state, account) == 1
+
+
+async def test_a_retry_that_spells_out_defaults_is_the_same_request(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """A field left out and the same field given its default create the same thing: a client
+    whose retry path writes nulls and defaults out got 409 idempotency_key_reused."""
+    account = await factory.account()
+    headers = {**account.headers, "Idempotency-Key": "defaults-1"}
+    first = await client.post(SESSIONS, json={}, headers=headers)
+    retry = await client.post(SESSIONS, json={"title": None, "metadata": {}}, headers=headers)
+    assert first.status_code == 201, first.text
+    assert (retry.status_code, retry.json()) == (201, first.json())
+    assert await count_sessions(state, account) == 1
+
+    url = f"{one(first.json()['id'])}/messages"
+    headers = {**account.headers, "Idempotency-Key": "defaults-2"}
+    appended = await client.post(url, json={"role": "user", "content": "hi"}, headers=headers)
+    again = await client.post(
+        url, json={"role": "user", "content": "hi", "status": "complete"}, headers=headers
+    )
+    assert appended.status_code == 201, appended.text
+    assert (again.status_code, again.json()) == (201, appended.json())
+    other = await client.post(
+        url, json={"role": "user", "content": "hi", "model": "m"}, headers=headers
+    )
+    assert_problem(other, 409, "idempotency_key_reused")
+
+
+async def test_a_key_stored_with_the_fingerprint_of_the_given_fields_still_replays(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """Keys stored before every field was in the fingerprint (of the given fields only) are
+    matched by their retry until they expire."""
+    account = await factory.account()
+    headers = {**account.headers, "Idempotency-Key": "before-the-change"}
+    first = await client.post(SESSIONS, json={"title": "kept"}, headers=headers)
+    assert first.status_code == 201, first.text
+    earlier = given_fields_fingerprint(
+        "create_chat_session", "", ChatSessionCreate.model_validate({"title": "kept"})
+    )
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(IdempotencyKey)
+            .where(IdempotencyKey.key == "before-the-change")
+            .values(request_hash=earlier)
+        )
+
+    retry = await client.post(SESSIONS, json={"title": "kept"}, headers=headers)
+
+    assert (retry.status_code, retry.json()) == (201, first.json())
     assert await count_sessions(state, account) == 1

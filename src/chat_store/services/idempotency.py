@@ -21,9 +21,21 @@ ResponseT = TypeVar("ResponseT", bound=BaseModel)
 def fingerprint(operation: str, scope: str, body: BaseModel) -> str:
     """Same operation, same target and the same body (as validated) give the same fingerprint.
     The body is taken as canonical JSON (keys sorted at every level, one spelling of
-    separators): a retry that sends a JSON field's keys in another order is the same request."""
+    separators): a retry that sends a JSON field's keys in another order is the same request.
+    Every field is in it, given or not: a create leaves out a field and gives its default
+    alike, so a retry that spells a default out is the same request."""
+    return _digest(operation, scope, body.model_dump(mode="json"))
+
+
+def given_fields_fingerprint(operation: str, scope: str, body: BaseModel) -> str:
+    """The fingerprint as it was taken until 2026-12-07, of the fields given only: a key
+    stored before is still matched by its retry (keys live IDEMPOTENCY_TTL_HOURS)."""
+    return _digest(operation, scope, body.model_dump(mode="json", exclude_unset=True))
+
+
+def _digest(operation: str, scope: str, fields: dict[str, object]) -> str:
     canonical = json.dumps(
-        body.model_dump(mode="json", exclude_unset=True),
+        fields,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -87,7 +99,11 @@ async def run_once(
             break
         stored = await idempotency_crud.get(db, user_id, key, now)
         if stored is not None:
-            return _replay(stored.request_hash, stored.response_body, request_hash, response_type)
+            matches = {
+                request_hash,
+                given_fields_fingerprint(create.operation, create.scope, create.body),
+            }
+            return _replay(stored.request_hash, stored.response_body, matches, response_type)
         # The key's record has expired and is not purged yet: it is replaced.
         await idempotency_crud.delete_expired_key(db, user_id, key, now)
     else:
@@ -103,8 +119,8 @@ async def run_once(
 
 
 def _replay(
-    stored_hash: str, body: str, request_hash: str, response_type: type[ResponseT]
+    stored_hash: str, body: str, request_hashes: set[str], response_type: type[ResponseT]
 ) -> ResponseT:
-    if stored_hash != request_hash:
+    if stored_hash not in request_hashes:
         raise IdempotencyKeyReused()
     return response_type.model_validate_json(body)
