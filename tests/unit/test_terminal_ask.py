@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -42,7 +43,7 @@ class _Service:
     """What `ask` asks of the client: a turn whose answer ends as `status`, or is interrupted
     (Ctrl-C) after its first delta."""
 
-    def __init__(self, status: str, *, interrupt: bool) -> None:
+    def __init__(self, status: str, *, interrupt: bool, before_turn: bool = False) -> None:
         self.session = ChatSession.model_validate(
             {
                 "id": str(uuid.uuid4()),
@@ -57,6 +58,7 @@ class _Service:
         self.answer = _message("assistant", status, "The fixture", self.session.id)
         self.question = _message("user", "complete", "why?", self.session.id)
         self.interrupt = interrupt
+        self.before_turn = before_turn
         self.cancelled: list[uuid.UUID] = []
 
     def __enter__(self) -> _Service:
@@ -69,6 +71,8 @@ class _Service:
         return self.session
 
     def chat(self, session_id: uuid.UUID, question: str) -> Iterator[Any]:
+        if self.before_turn:
+            raise KeyboardInterrupt
         yield ChatTurn(user_message=self.question, assistant_message=self.answer)
         yield StreamDelta(delta="The fixture", offset=11)
         if self.interrupt:
@@ -80,7 +84,7 @@ class _Service:
 
     def cancel(self, session_id: uuid.UUID, message_id: uuid.UUID) -> Message:
         self.cancelled.append(message_id)
-        return self.answer
+        return self.answer.model_copy(update={"status": "cancelled"})
 
 
 def _ask(monkeypatch: pytest.MonkeyPatch, service: _Service, *options: str) -> int:
@@ -107,6 +111,23 @@ def test_ctrl_c_cancels_the_answer_on_the_service_and_exits_130(
     service = _Service("cancelled", interrupt=True)
     assert _ask(monkeypatch, service, *options) == 130
     assert service.cancelled == [service.answer.id]
+
+
+@pytest.mark.parametrize("options", [(), ("--json",)])
+def test_ctrl_c_before_the_turn_arrived_cancels_the_answer_it_finds_and_exits_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], options: tuple[str, ...]
+) -> None:
+    """The answer is found as the open one after the question (print_stream's lookup)."""
+    service = _Service("in_progress", interrupt=True, before_turn=True)
+
+    def list_messages(session_id: uuid.UUID, order: str, limit: int) -> Any:
+        return SimpleNamespace(data=[service.answer, service.question])
+
+    monkeypatch.setattr(service, "list_messages", list_messages, raising=False)
+    monkeypatch.setattr(conversation, "_TURN_LOOKUPS", (0.0,))
+    assert _ask(monkeypatch, service, *options) == 130
+    assert service.cancelled == [service.answer.id]
+    assert "no turn" not in capsys.readouterr().err
 
 
 def test_with_json_a_complete_answer_prints_both_messages_and_exits_0(

@@ -177,3 +177,26 @@ def test_show_search_and_titles_send_no_escape_sequence_to_a_terminal(
     # The match is still the last word: one mark for each character taken out.
     emphasized = search.snippet_text(hit, emphasize=True)
     assert [emphasized.plain[span.start : span.end] for span in emphasized.spans] == ["match"]
+
+
+def test_show_of_windows_line_ends_marks_no_character(monkeypatch: pytest.MonkeyPatch) -> None:
+    from chat_store.client.models import Message
+    from chat_store.terminal import sessions
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    message = Message.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "session_id": str(uuid.uuid4()),
+            "seq": 1,
+            "role": "user",
+            "content": "first line\r\nsecond line\r\n",
+            "status": "complete",
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+    )
+    sessions.render_message(message)
+    assert "\ufffd" not in terminal.getvalue() and "\r" not in terminal.getvalue()
+    assert "first line" in terminal.getvalue() and "second line" in terminal.getvalue()

@@ -84,7 +84,8 @@ class ChatTurnCreate(InputModel):
     tools: Annotated[list[ToolDefinition], AfterValidator(_check_tools)] | None = Field(
         default=None,
         description="Functions the model may call, sent to it as given. An answer that calls "
-        "them completes with tool_calls and finish_reason `tool_calls` (docs/generation.md).",
+        "them completes with tool_calls and finish_reason `tool_calls` (`length` when the "
+        "output limit cut it off; docs/generation.md).",
     )
     tool_choice: ToolChoice | None = Field(
         default=None,

@@ -67,6 +67,7 @@ class Answer:
     status: str
     error_message: str | None = None
     turn: ChatTurn | None = None  # the turn's event, when the stream began with one
+    interrupted: bool = False  # Ctrl-C was pressed while it streamed
 
 
 @contextlib.contextmanager
@@ -125,6 +126,7 @@ def print_stream(
             else:
                 answer.status, answer.error_message = item.status, item.error_message
     except KeyboardInterrupt:
+        answer.interrupted = True
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
@@ -349,7 +351,7 @@ def ask(
                     "assistant_message": final,
                 }
             )
-        elif as_json and answer.status != "interrupted":
+        elif as_json and not answer.interrupted:
             fail("the service answered no turn")
     if answer.status in ("cancelled", "interrupted"):
         raise typer.Exit(int(ExitCode.INTERRUPTED))

@@ -32,7 +32,9 @@ class ExitCode(enum.IntEnum):
 # document), and a terminal acts on them: writing the clipboard, hiding text, switching screens.
 _CONTROL_CODES = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]
 _CONTROLS_DROPPED = dict.fromkeys(_CONTROL_CODES)
-_CONTROLS_MARKED = dict.fromkeys(_CONTROL_CODES, "\ufffd")
+# A carriage return (a line end of Windows, `\r\n`) is a space: marked, every such line would
+# end in U+FFFD.
+_CONTROLS_MARKED = dict.fromkeys(_CONTROL_CODES, "\ufffd") | {0x0D: " "}
 
 
 def terminal_safe(text: str) -> str:
@@ -41,8 +43,8 @@ def terminal_safe(text: str) -> str:
 
 
 def shown(text: str) -> str:
-    """Stored text as a table, a heading or markdown shows it: each control character a U+FFFD
-    (one for one, so that a search match's offsets still hold)."""
+    """Stored text as a table, a heading or markdown shows it: each control character a U+FFFD,
+    a carriage return a space (one for one, so that a search match's offsets still hold)."""
     return text.translate(_CONTROLS_MARKED)
 
 
