@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,6 +26,29 @@ def alembic_config(database_url: str | None = None) -> Config:
 
 def upgrade(database_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(database_url), revision)
+
+
+def current_revision(database_url: str) -> str | None:
+    """The revision the database is at (None before its first migration)."""
+    output = io.StringIO()
+    config = alembic_config(database_url)
+    config.stdout = output
+    command.current(config)
+    # One line a head: "0009_total_tokens_bigint (head)".
+    lines = output.getvalue().split()
+    return lines[0] if lines else None
+
+
+def resolve(revision: str) -> str:
+    """A revision as given (an id, its prefix, `head`) as its full id; ValueError if none."""
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        found = script.get_revision(revision)
+    except Exception as exc:  # alembic's own errors for an unknown or ambiguous id
+        raise ValueError(f"no revision {revision!r}") from exc
+    if found is None:
+        raise ValueError(f"no revision {revision!r}")
+    return str(found.revision)
 
 
 def downgrade(database_url: str, revision: str = "base") -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chat_store import migrate
 from chat_store.settings import Settings
 from tests.backends import BACKEND, Backend, _pg_admin, _pg_url, provision
 from tests.e2e.conftest import running_server
@@ -201,6 +202,26 @@ def test_a_malformed_database_url_is_not_repeated(folder: Path) -> None:
 def test_an_unknown_revision_is_one_line(migrated: Backend, folder: Path) -> None:
     result = run_cli("migrate", "no-such-revision", cwd=folder, DATABASE_URL=migrated.database_url)
     assert_one_line_error(result, "no-such-revision")
+
+
+def test_migrate_goes_only_forward_and_says_where_the_database_is(
+    migrated: Backend, folder: Path
+) -> None:
+    """Going back drops what later revisions store (tool calls, the search index); an
+    upgrade to a revision behind the database's did nothing and said it had."""
+    behind = run_cli("migrate", "0004_archive", cwd=folder, DATABASE_URL=migrated.database_url)
+    assert_one_line_error(behind, "past 0004_archive", "only goes forward")
+    head = run_cli("migrate", cwd=folder, DATABASE_URL=migrated.database_url)
+    assert head.returncode == 0, head.stderr
+    said = (head.stdout + head.stderr).split()
+    assert said == ["database", "at", "revision", *migrate.head_revisions()]
+
+
+def test_a_sqlite_file_in_no_folder_is_one_line_every_time(folder: Path) -> None:
+    """The driver's worker thread printed a traceback after the error, every other run."""
+    for _ in range(4):
+        result = run_cli("migrate", cwd=folder, DATABASE_URL="sqlite:////nonexistent/dir/x.db")
+        assert_one_line_error(result, "no folder /nonexistent/dir")
 
 
 @pytest.mark.parametrize(

@@ -49,3 +49,15 @@ def test_a_file_error_is_told_as_one() -> None:
     assert describe_error(missing) == "No such file or directory: /nowhere/login.json"
     refused = ConnectionRefusedError(111, "Connection refused")
     assert describe_error(refused).startswith("cannot reach the database")
+
+
+def test_the_serve_banner_shows_no_secret_of_a_database_url() -> None:
+    from chat_store.cli.server import _where_stored
+
+    for url in (
+        "postgresql://chat@db.internal:5432/chat?password=S3cretPassw0rd",
+        "postgresql://chat:S3cretPassw0rd@db.internal:5432/chat",
+        "postgresql://chat:P@ssW0rd@db.internal:5432/chat",  # an @ not escaped
+    ):
+        shown = _where_stored(url)
+        assert shown == "postgresql at db.internal:5432, database chat", url

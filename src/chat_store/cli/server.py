@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from sqlalchemy.engine import make_url
 
 from chat_store import __version__, migrate
-from chat_store.cli.running import console
+from chat_store.cli.running import CommandFailed, console
 from chat_store.settings import Settings, get_settings
 
 
@@ -20,13 +21,38 @@ def version() -> None:
 def migrate_command(
     revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
 ) -> None:
-    """Apply database migrations (to head by default)."""
+    """Apply database migrations (to head by default); only forward."""
     settings = get_settings()
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        _check_sqlite_folder(settings.sqlalchemy_url)
+    try:
+        target = migrate.resolve(revision)
+    except ValueError as exc:
+        raise CommandFailed(f"{exc}: `chat-store migrate` takes a revision id or head") from None
     # The URL as configured: the migration environment turns sslmode into asyncpg's ssl option.
-    migrate.upgrade(settings.database_url or settings.sqlalchemy_url, revision)
-    console.print(f"database at revision {revision}")
+    url = settings.database_url or settings.sqlalchemy_url
+    migrate.upgrade(url, revision)
+    current = migrate.current_revision(url)
+    if current != target:
+        # Alembic's upgrade to a revision behind the database's does nothing.
+        raise CommandFailed(
+            f"the database is at revision {current}, past {target}: `chat-store migrate` only "
+            "goes forward (going back would drop what later revisions store)"
+        )
+    console.print(f"database at revision {current}")
+
+
+def _check_sqlite_folder(url: str) -> None:
+    """A SQLite file in a folder that does not exist (a mistyped path, a volume not mounted):
+    said in one line before the driver tries it."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    folder = Path(parsed.database).parent
+    if not folder.is_dir():
+        raise CommandFailed(f"no folder {folder.resolve()} for the SQLite database")
 
 
 def serve(
@@ -62,6 +88,18 @@ def serve(
     )
 
 
+def _where_stored(url: str) -> str:
+    """The database as the banner names it: its kind, host, port and name only. A URL holds
+    secrets beside its password (`?password=`, a password with an unescaped @ read as part of
+    the host), and none of them is shown."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite file {Path(parsed.database or '').resolve()}"
+    host = (parsed.host or "").rpartition("@")[2]
+    port = f":{parsed.port}" if parsed.port else ""
+    return f"{parsed.get_backend_name()} at {host}{port}, database {parsed.database or ''}"
+
+
 def _print_where(settings: Settings, host: str, port: int) -> None:
     """Where the server answers, what it stores into, and what to do next (no secret shown)."""
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (only shown)
@@ -69,7 +107,7 @@ def _print_where(settings: Settings, host: str, port: int) -> None:
     if settings.database_url is None:
         database = f"SQLite file {(settings.data_dir / 'chat-store.db').resolve()}"
     else:
-        database = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+        database = _where_stored(settings.sqlalchemy_url)
     cache = "in-process" if settings.redis_url is None else "Redis"
     console.print(
         f"chat-store on {base}  (Swagger UI: {base}/docs)\n"
