@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from chat_store.api.deps import AppState
 from chat_store.crud import archive as archive_crud
 from chat_store.crud import generations as generation_crud
 from chat_store.crud import messages as message_crud
+from chat_store.errors import ArchiveUnavailable
 from chat_store.models import ChatSession, Message, User
 from chat_store.services import archive as archive_service
 from chat_store.services import export as export_service
@@ -756,3 +758,38 @@ async def test_an_unreachable_store_is_a_503_and_changes_nothing(
 
     monkeypatch.setattr(state, "archive", archiver.store)  # reachable again
     await assert_live_and_whole(client, account, sid, before)
+
+
+async def test_a_store_that_cannot_be_opened_is_one_line_without_its_url(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The store's error quotes the URL, its password included: it went into the 503's
+    detail and, with a traceback a session, into the archive job's output."""
+    secret = "Arch1vePassw0rd"
+    store = ArchiveStore(f"ftp://archiver:{secret}@files.example.com/chat")
+    monkeypatch.setattr(state, "archive", store)
+    account = await factory.account()
+    sid = (await factory.chat_session(account))["id"]
+    await factory.message(account, sid, content="kept")
+    await make_idle(state, sid)
+
+    with caplog.at_level(logging.WARNING, logger="chat_store"):
+        report = await archive_service.archive_idle_sessions(
+            Archiver(state.sessionmaker, store), THRESHOLD, dry_run=False
+        )
+
+    assert report.failed == 1 and report.sessions == 0
+    [record] = [r for r in caplog.records if "failed" in r.getMessage()]
+    assert record.exc_info is None, "one line, no traceback"
+    assert "ARCHIVE_URL cannot be opened" in record.getMessage()
+    assert secret not in caplog.text
+    with pytest.raises(ArchiveUnavailable) as raised:
+        await store.info("any")
+    assert secret not in raised.value.detail and raised.value.__cause__ is None
+    # Nothing moved: the session's messages are where they were.
+    listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    assert [m["content"] for m in listed.json()["data"]] == ["kept"]

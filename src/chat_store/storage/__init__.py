@@ -63,7 +63,13 @@ class ArchiveStore:
                 else:
                     self._store = from_url(self.url, retry_config=_RETRY)
             except (BaseError, OSError, ValueError) as exc:
-                raise ArchiveUnavailable(f"ARCHIVE_URL cannot be opened: {exc}") from exc
+                # Neither the store's words nor the error itself go on (logs, a 503's detail):
+                # they quote the URL, a password in it included.
+                scheme = self.url.partition(":")[0]
+                raise ArchiveUnavailable(
+                    f"ARCHIVE_URL cannot be opened ({type(exc).__name__}; scheme {scheme!r}): "
+                    "see docs/operations.md for the URLs and settings a store takes"
+                ) from None
         return self._store
 
     async def write(self, key: str, chunks: AsyncIterator[bytes]) -> None:

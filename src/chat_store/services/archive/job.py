@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chat_store.crud import archive as archive_crud
+from chat_store.errors import ArchiveUnavailable
 from chat_store.services.archive.archiver import ArchiveAborted, Archiver
 from chat_store.services.archive.archiving import archive_session
 from chat_store.services.archive.restoring import release_archive
@@ -40,6 +41,9 @@ async def _archive_counted(
     except ArchiveAborted as exc:
         logger.info("archive: %s", exc)
         counts["skipped"] += 1
+    except ArchiveUnavailable as exc:  # the store's failure, said in one line (no secret)
+        logger.warning("archive: session %s failed: %s", session_id, exc.detail)
+        counts["failed"] += 1
     except Exception:
         logger.exception("archive: session %s failed", session_id)
         counts["failed"] += 1
@@ -66,6 +70,11 @@ async def finish_half_way(archiver: Archiver, cutoff: datetime, counts: dict[str
                 try:
                     if await release_archive(archiver, session_id, row.archive_key):
                         counts["released"] += 1
+                except ArchiveUnavailable as exc:
+                    logger.warning(
+                        "archive: releasing session %s failed: %s", session_id, exc.detail
+                    )
+                    counts["failed"] += 1
                 except Exception:
                     logger.exception("archive: releasing session %s failed", session_id)
                     counts["failed"] += 1
