@@ -4,6 +4,7 @@ never a traceback, and never echoes a password or a database URL."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -215,6 +216,23 @@ def test_migrate_goes_only_forward_and_says_where_the_database_is(
     assert head.returncode == 0, head.stderr
     said = (head.stdout + head.stderr).split()
     assert said == ["database", "at", "revision", *migrate.head_revisions()]
+
+
+def test_with_json_logs_migrate_says_where_it_is_in_a_json_line(
+    migrated: Backend, folder: Path
+) -> None:
+    """A log collector reads every line of the container: none plain among the JSON ones."""
+    result = run_cli(
+        "migrate",
+        cwd=folder,
+        DATABASE_URL=migrated.database_url,
+        LOG_JSON="true",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = (result.stdout + result.stderr).splitlines()
+    assert [json.loads(line)["msg"] for line in lines] == [
+        f"database at revision {next(iter(migrate.head_revisions()))}"
+    ]
 
 
 def test_a_sqlite_file_in_no_folder_is_one_line_every_time(folder: Path) -> None:

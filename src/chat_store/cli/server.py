@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,10 @@ from sqlalchemy.engine import make_url
 
 from chat_store import __version__, migrate
 from chat_store.cli.running import CommandFailed, console
+from chat_store.logging_setup import configure_logging
 from chat_store.settings import Settings, get_settings
+
+logger = logging.getLogger("chat_store.cli")
 
 
 def version() -> None:
@@ -41,7 +45,7 @@ def migrate_command(
             f"the database is at revision {current}, past {target}: `chat-store migrate` only "
             "goes forward (going back would drop what later revisions store)"
         )
-    console.print(f"database at revision {current}")
+    _tell(settings, f"database at revision {current}")
 
 
 def _check_sqlite_folder(url: str) -> None:
@@ -109,12 +113,20 @@ def _print_where(settings: Settings, host: str, port: int) -> None:
     else:
         database = _where_stored(settings.sqlalchemy_url)
     cache = "in-process" if settings.redis_url is None else "Redis"
-    console.print(
+    _tell(
+        settings,
         f"chat-store on {base}  (Swagger UI: {base}/docs)\n"
         f"  database: {database}\n  cache: {cache}\n"
         f"  next: create an account in Swagger UI or with `chat-store users create`, "
         f"then `chat-store login --url {base}`",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
     )
+
+
+def _tell(settings: Settings, message: str) -> None:
+    """A line for the operator: with JSON logs (production), one JSON log line like the
+    server's, so that a log collector reads every line of the process; else plain text."""
+    if settings.use_json_logs:
+        configure_logging(settings.log_level, use_json=True)
+        logger.info(" ".join(message.split()))
+    else:
+        console.print(message, markup=False, highlight=False, soft_wrap=True)
