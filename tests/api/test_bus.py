@@ -14,8 +14,10 @@ from contextlib import AsyncExitStack
 
 import pytest
 
+from chat_store.cache import bus as bus_module
 from chat_store.cache.bus import RETRY_AFTER_SECONDS, SUBSCRIBE_SECONDS, RedisBus, Subscription
 from tests.support.redis_server import RedisServer
+from tests.support.silent_relay import SilencingRelay
 
 CHANNEL = "session:bus-test"
 
@@ -138,3 +140,33 @@ async def test_a_stalled_redis_does_not_hold_up_new_streams(redis_server: RedisS
     finally:
         await bus.close()
         await other.close()
+
+
+async def test_a_pubsub_connection_gone_silent_is_made_anew(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its reads waited forever and the process never heard the others again (nor told its
+    readers): the listener now asks a quiet connection, and replaces one that does not answer."""
+    monkeypatch.setattr(bus_module, "LISTEN_PING_SECONDS", 0.3)
+    monkeypatch.setattr(bus_module, "LISTEN_DEAD_SECONDS", 1.0)
+    relay = SilencingRelay(redis_server.port)
+    await relay.start()
+    this_process = RedisBus(relay.url(), "silent:")  # its connections go through the relay
+    other_process = RedisBus(redis_server.url, "silent:")
+    try:
+        async with this_process.subscribe("session:x") as subscription:
+            await other_process.publish("session:x", {"n": 0})
+            assert await subscription.next(2.0) == {"n": 0}
+            relay.silence()
+            heard = None
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while loop.time() < deadline and heard != {"n": 1}:
+                await other_process.publish("session:x", {"n": 1})
+                heard = await subscription.next(0.5)
+            assert heard == {"n": 1}, "no event from the other process after 10 s"
+            assert subscription.lost  # its readers are told they may have missed events
+    finally:
+        await this_process.close()
+        await other_process.close()
+        await relay.close()

@@ -35,6 +35,12 @@ OUTBOX_LIMIT = 10_000
 # How long a SUBSCRIBE or UNSUBSCRIBE on the pub/sub connection may take before it counts as
 # failed (the listener tries again): the lock it is sent under is every new stream's.
 SUBSCRIBE_SECONDS = 1.0
+# A pub/sub connection quiet this long is asked whether it is still there (PING); one that has
+# said nothing for LISTEN_DEAD_SECONDS is taken for gone and made anew. A connection can die
+# without a word (a Redis node gone in a failover, a NAT that forgot the flow): its reads just
+# wait, and the process would not hear the others again.
+LISTEN_PING_SECONDS = 5.0
+LISTEN_DEAD_SECONDS = 15.0
 # Channels the service uses for itself (not readers of a stream); not counted as subscriptions.
 INTERNAL_CHANNEL_PREFIX = "_"
 QUEUE_SIZE = 1024  # a reader that falls this far behind drops events and re-reads the store
@@ -294,6 +300,7 @@ class RedisBus:
             self._listener = asyncio.create_task(self._listen(), name="redis-bus")
 
     async def _listen(self) -> None:
+        heard = asked = time.monotonic()  # the connection's last word, and our last PING
         while not self._closing:
             pubsub = self._pubsub
             if pubsub is None:
@@ -305,13 +312,23 @@ class RedisBus:
                         await self._resubscribe()
                     else:
                         await asyncio.sleep(0.2)
+                    heard = asked = time.monotonic()
                     continue
                 message = await pubsub.get_message(timeout=1.0)
+                now = time.monotonic()
+                if message is not None:  # an event, a PING's answer, a (un)subscribe
+                    heard = now
+                elif now - heard > LISTEN_DEAD_SECONDS:
+                    raise ConnectionError("the pub/sub connection stopped answering")
+                elif now - max(heard, asked) >= LISTEN_PING_SECONDS:
+                    asked = now
+                    await pubsub.ping()
             except (RedisError, OSError) as exc:
                 self.errors += 1
                 logger.warning("redis pub/sub connection lost: %s", type(exc).__name__)
                 await asyncio.sleep(1.0)
                 await self._resubscribe()
+                heard = asked = time.monotonic()
                 continue
             if message is None or message.get("type") != "message":
                 continue
