@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import AppWith
-from tests.factories import API, Factory
+from tests.factories import API, ME, Factory
+from tests.support.redis_server import RedisServer
 
 
 async def test_metrics_move_with_traffic(client: httpx.AsyncClient, factory: Factory) -> None:
@@ -53,3 +54,26 @@ async def test_metrics_can_be_turned_off_or_put_behind_a_token(app_with: AppWith
         answer = await client.get("/metrics", headers=right)
         assert answer.status_code == 200
         assert "chat_store_http_requests" in answer.text
+
+
+async def test_credential_reads_answered_in_process_count_as_cache_hits_with_redis(
+    app_with: AppWith, redis_server: RedisServer
+) -> None:
+    """With Redis, a credential is read through an in-process copy: its hits were counted
+    nowhere, and the hit count showed one read in five seconds."""
+    async with app_with(redis_url=redis_server.url, redis_prefix="metrics-near:") as started:
+        client = started.client
+        account = await Factory(client).account()
+        assert (await client.get(ME, headers=account.headers)).status_code == 200
+
+        def hits(text: str) -> float:
+            for line in text.splitlines():
+                if line.startswith("chat_store_cache_hits_total "):
+                    return float(line.rsplit(" ", 1)[1])
+            raise AssertionError("chat_store_cache_hits_total is missing")
+
+        before = hits((await client.get("/metrics")).text)
+        for _ in range(5):
+            assert (await client.get(ME, headers=account.headers)).status_code == 200
+        after = hits((await client.get("/metrics")).text)
+        assert after - before >= 5, (before, after)

@@ -32,6 +32,7 @@ class NearCache:
         self._max_items = max_items
         self._items: dict[str, tuple[float, bytes]] = {}
         self._evictions = 0  # evict() calls so far
+        self.hits = 0  # reads answered by the local copy (the remote counts its own)
         self._follower: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
         self._resources = contextlib.AsyncExitStack()
@@ -49,6 +50,7 @@ class NearCache:
         item = self._items.get(key)
         if item is not None:
             if item[0] >= time.monotonic():
+                self.hits += 1
                 return item[1]
             del self._items[key]
         evictions = self._evictions
