@@ -56,6 +56,11 @@ def import_command(
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task(f"importing {file.name}", total=source.total)
             for label, document in source.conversations:
+                if isinstance(document, imports.Unreadable):
+                    counts["failed"] += 1
+                    console.print(f"[red]{label}:[/red] {document.reason}", markup=True)
+                    progress.update(task, completed=source.progress)
+                    continue
                 try:
                     spec = imports.parse(document, settings, chosen)
                     async with sessionmaker() as db, db.begin():
@@ -98,10 +103,13 @@ def seed(file: ReadableFile) -> None:
         for entry in document.users:
             async with sessionmaker() as db, db.begin():  # one user at a time
                 await seed_service.seed_user(db, settings, entry, report)
+            # Printed as each user's keys are committed: a later user's failure must not leave
+            # a key stored whose secret was never shown (a run again finds it, and shows none).
+            for email, name, secret in report.new_secrets:
+                print(f"{email}\t{name}\t{secret}", flush=True)
+            report.new_secrets.clear()
 
     run_on_database(work)
-    for email, name, secret in report.new_secrets:
-        print(f"{email}\t{name}\t{secret}")
     console.print(
         f"users: {report.users_created} created, {report.users_found} found; "
         f"API keys: {report.keys_created} created, {report.keys_found} found; "

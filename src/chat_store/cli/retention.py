@@ -37,7 +37,10 @@ def purge(
             sessionmaker, idle, dry_run=dry_run, archive=store
         )
 
-    _on_idle_sessions(older_than, work, done="deleted", dry="would delete")
+    report = _on_idle_sessions(older_than, work, done="deleted", dry="would delete")
+    if report.kept:
+        print(f"{report.kept} kept: their archive objects could not be deleted (see above)")
+        raise typer.Exit(1)
 
 
 def archive(

@@ -12,6 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
+from chat_store.crud.generations import SESSION_GENERATING
 from chat_store.crud.messages import INSERT_BATCH, StoredMessage
 from chat_store.db import fetch_one
 from chat_store.models import ChatSession, Generation, Message
@@ -35,13 +36,6 @@ async def is_archived(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUI
     return row is not None and row["archived_at"] is not None
 
 
-# An answer of the session is being generated, or waits for a process to continue it (its
-# lease held, or handed over or run out but not cleared): its messages must stay.
-_GENERATING = exists().where(
-    Generation.session_id == ChatSession.id, Generation.lease_expires_at.is_not(None)
-)
-
-
 def _due(cutoff: datetime) -> ColumnElement[bool]:
     """Not archived, idle since `cutoff`, not restored since it either (a restored session
     gets a whole idle period again before it goes back), and with no answer being generated
@@ -50,7 +44,7 @@ def _due(cutoff: datetime) -> ColumnElement[bool]:
         ChatSession.archived_at.is_(None),
         ChatSession.last_activity_at < cutoff,
         or_(ChatSession.restored_at.is_(None), ChatSession.restored_at < cutoff),
-        ~_GENERATING,
+        ~SESSION_GENERATING,
     )
 
 

@@ -1,15 +1,18 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Table, and_, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
+from chat_store.crud.generations import SESSION_GENERATING
 from chat_store.crud.pagination import PageRequest, fetch_page
 from chat_store.db import ByDialect, add_row, fetch_one
 from chat_store.models import ChatSession, Generation, Message
@@ -107,10 +110,11 @@ async def delete_for_owner(db: AsyncSession, user_id: uuid.UUID, session_id: uui
 
 
 async def idle_summary(db: AsyncSession, cutoff: datetime) -> tuple[int, int]:
-    """How many sessions (and messages in them) had no activity since `cutoff`."""
+    """How many sessions (and messages in them) are idle since `cutoff`, as delete_idle_batch
+    chooses them."""
     result = await db.execute(
         select(func.count(), func.coalesce(func.sum(ChatSession.message_count), 0)).where(
-            ChatSession.last_activity_at < cutoff
+            _idle(cutoff)
         )
     )
     sessions, messages = result.one()
@@ -122,32 +126,41 @@ class DeletedBatch:
     chosen: int  # sessions idle at the select (fewer than the batch: the last batch)
     sessions: int  # of those, deleted (a session active again since is kept)
     messages: int
-    archive_keys: list[str]  # the deleted sessions' keys, as the delete found them
+    # (session id, key) of the deleted sessions that have an archive object, as the delete
+    # found them
+    archive_keys: list[tuple[uuid.UUID, str]]
 
 
-async def delete_idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> DeletedBatch:
-    """Delete up to `batch` sessions idle since `cutoff` (messages cascade). What was deleted
-    is what the delete returns, not what the select saw: a session active again, or archived
-    meanwhile (a key recorded), is counted as it is."""
-    result = await db.execute(
-        select(ChatSession.id)
-        .where(ChatSession.last_activity_at < cutoff)
-        .order_by(ChatSession.last_activity_at)
-        .limit(batch)
-    )
+def _idle(cutoff: datetime) -> ColumnElement[bool]:
+    """No activity since `cutoff`, and no answer being generated in it."""
+    return and_(ChatSession.last_activity_at < cutoff, ~SESSION_GENERATING)
+
+
+async def delete_idle_batch(
+    db: AsyncSession, cutoff: datetime, batch: int, *, keep: Collection[uuid.UUID] = ()
+) -> DeletedBatch:
+    """Delete up to `batch` sessions idle since `cutoff` (messages cascade), but those in
+    `keep`. What was deleted is what the delete returns, not what the select saw: a session
+    active again, or archived meanwhile (a key recorded), is counted as it is."""
+    chosen = select(ChatSession.id).where(_idle(cutoff))
+    if keep:
+        chosen = chosen.where(ChatSession.id.not_in(list(keep)))
+    result = await db.execute(chosen.order_by(ChatSession.last_activity_at).limit(batch))
     ids = list(result.scalars())
     if not ids:
         return DeletedBatch(0, 0, 0, [])
-    # The cut-off again: a session that became active since the select is kept.
+    # The conditions again: a session that became active, or began generating, since the
+    # select is kept.
     deleted = (
         await db.execute(
             delete(ChatSession)
-            .where(ChatSession.id.in_(ids), ChatSession.last_activity_at < cutoff)
-            .returning(ChatSession.message_count, ChatSession.archive_key)
+            .where(ChatSession.id.in_(ids), _idle(cutoff))
+            .returning(ChatSession.id, ChatSession.message_count, ChatSession.archive_key)
         )
     ).all()
-    keys = [str(key) for _, key in deleted if key is not None]
-    return DeletedBatch(len(ids), len(deleted), sum(int(count) for count, _ in deleted), keys)
+    keys = [(session_id, str(key)) for session_id, _, key in deleted if key is not None]
+    messages = sum(int(count) for _, count, _ in deleted)
+    return DeletedBatch(len(ids), len(deleted), messages, keys)
 
 
 async def forget_sources_shared(db: AsyncSession, of_user: uuid.UUID, with_user: uuid.UUID) -> int:

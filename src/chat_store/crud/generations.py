@@ -7,13 +7,21 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import and_, bindparam, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.db import ByDialect, fetch_one
-from chat_store.models import Generation
+from chat_store.models import ChatSession, Generation
+
+# An answer of the session is being generated, or waits for a process to continue it (its
+# lease held, or handed over or run out but not cleared): the session and its messages must
+# stay where they are (not archived, not deleted as idle; a continue does not move the
+# session's activity).
+SESSION_GENERATING = exists().where(
+    Generation.session_id == ChatSession.id, Generation.lease_expires_at.is_not(None)
+)
 
 # Live: a process holds the lease and has renewed it in time.
 _G = Generation

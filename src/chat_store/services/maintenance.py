@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import idempotency as idempotency_crud
 from chat_store.services import archive, retention
+from chat_store.storage import ArchiveStore
 
 logger = logging.getLogger(__name__)
 
@@ -48,46 +49,68 @@ async def run_forever(
     archiver: archive.Archiver | None = None,
     archive_after_days: int | None = None,
 ) -> None:
+    steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("expired idempotency keys", lambda: _purge_keys(sessionmaker)),
+        ("expired refresh tokens", lambda: _purge_tokens(sessionmaker)),
+    ]
+    if retention_days is not None:
+        store = archiver.store if archiver else None
+        steps.append(("retention", lambda: _retention(sessionmaker, retention_days, store)))
+    if archiver is not None and archive_after_days is not None:
+        steps.append(("archive", lambda: _archive(archiver, archive_after_days)))
     delay = FIRST_RUN_SECONDS
     while True:
         await asyncio.sleep(delay)
         delay = INTERVAL_SECONDS
-        try:
-            removed = await purge_expired_idempotency_keys(sessionmaker)
-            if removed:
-                logger.info("purged %d expired idempotency keys", removed)
-            removed = await purge_expired_refresh_tokens(sessionmaker)
-            if removed:
-                logger.info("purged %d expired refresh tokens", removed)
-            if retention_days is not None:
-                report = await retention.purge_idle_sessions(
-                    sessionmaker,
-                    timedelta(days=retention_days),
-                    dry_run=False,
-                    archive=archiver.store if archiver else None,
-                )
-                if report.sessions:
-                    logger.info(
-                        "retention: deleted %d sessions (%d messages) idle since %s",
-                        report.sessions,
-                        report.messages,
-                        report.cutoff.isoformat(),
-                    )
-            if archiver is not None and archive_after_days is not None:
-                archived = await archive.archive_idle_sessions(
-                    archiver, timedelta(days=archive_after_days), dry_run=False
-                )
-                if archived.sessions or archived.released or archived.failed:
-                    logger.info(
-                        "archive: archived %d sessions (%d messages) idle since %s; "
-                        "%d objects of restored sessions deleted, %d changed meanwhile, "
-                        "%d failed",
-                        archived.sessions,
-                        archived.messages,
-                        archived.cutoff.isoformat(),
-                        archived.released,
-                        archived.skipped,
-                        archived.failed,
-                    )
-        except Exception:  # housekeeping must never take the server down
-            logger.exception("housekeeping failed")
+        # Each step apart: one that fails (the database away, a store that refuses) must not
+        # keep the others from running.
+        for name, step in steps:
+            try:
+                await step()
+            except Exception:  # housekeeping must never take the server down
+                logger.exception("housekeeping: %s failed", name)
+
+
+async def _purge_keys(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    removed = await purge_expired_idempotency_keys(sessionmaker)
+    if removed:
+        logger.info("purged %d expired idempotency keys", removed)
+
+
+async def _purge_tokens(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    removed = await purge_expired_refresh_tokens(sessionmaker)
+    if removed:
+        logger.info("purged %d expired refresh tokens", removed)
+
+
+async def _retention(
+    sessionmaker: async_sessionmaker[AsyncSession], days: int, store: ArchiveStore | None
+) -> None:
+    report = await retention.purge_idle_sessions(
+        sessionmaker, timedelta(days=days), dry_run=False, archive=store
+    )
+    if report.sessions or report.kept:
+        logger.info(
+            "retention: deleted %d sessions (%d messages) idle since %s; %d kept (archive "
+            "objects that could not be deleted)",
+            report.sessions,
+            report.messages,
+            report.cutoff.isoformat(),
+            report.kept,
+        )
+
+
+async def _archive(archiver: archive.Archiver, days: int) -> None:
+    archived = await archive.archive_idle_sessions(archiver, timedelta(days=days), dry_run=False)
+    if archived.sessions or archived.released or archived.failed:
+        logger.info(
+            "archive: archived %d sessions (%d messages) idle since %s; "
+            "%d objects of restored sessions deleted, %d changed meanwhile, "
+            "%d failed",
+            archived.sessions,
+            archived.messages,
+            archived.cutoff.isoformat(),
+            archived.released,
+            archived.skipped,
+            archived.failed,
+        )

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.errors import ArchiveUnavailable
 from chat_store.storage import ArchiveStore
+
+logger = logging.getLogger(__name__)
 
 # Small batches, each its own transaction: a purge never holds locks for long.
 BATCH_SESSIONS = 100
@@ -35,6 +40,13 @@ class PurgeReport:
     sessions: int
     messages: int
     dry_run: bool
+    # Kept this run: their archive object could not be deleted (logged; tried again next run).
+    kept: int = 0
+
+
+class _ObjectKept(Exception):
+    def __init__(self, session_id: uuid.UUID) -> None:
+        self.session_id = session_id
 
 
 async def purge_idle_sessions(
@@ -44,23 +56,44 @@ async def purge_idle_sessions(
     dry_run: bool,
     archive: ArchiveStore | None = None,
 ) -> PurgeReport:
-    """Delete the sessions idle since the cut-off, with their messages and, given the
-    `archive`, their archive objects."""
+    """Delete the sessions idle since the cut-off (but those with an answer being generated),
+    with their messages and, given the `archive`, their archive objects."""
     cutoff = datetime.now(UTC) - older_than
     if dry_run:
         async with sessionmaker() as db:
             sessions, messages = await chat_session_crud.idle_summary(db, cutoff)
         return PurgeReport(cutoff, sessions, messages, dry_run=True)
     total_sessions = total_messages = 0
+    # Sessions whose archive object could not be deleted: kept this run, so that one object
+    # (a lock on it, a file of another owner) does not hold back every session after it.
+    kept: set[uuid.UUID] = set()
     while True:
-        async with sessionmaker() as db, db.begin():
-            deleted = await chat_session_crud.delete_idle_batch(db, cutoff, BATCH_SESSIONS)
-            # Before the rows are committed gone: a failure here keeps the sessions, and the
-            # next run deletes them (an object already deleted is not an error).
-            if archive is not None:
-                for key in deleted.archive_keys:
-                    await archive.delete(key)
+        try:
+            async with sessionmaker() as db, db.begin():
+                deleted = await chat_session_crud.delete_idle_batch(
+                    db, cutoff, BATCH_SESSIONS, keep=kept
+                )
+                # Before the rows are committed gone: a failure here keeps the batch's
+                # sessions, and the batch is done again without that one (an object already
+                # deleted is not an error).
+                if archive is not None:
+                    for session_id, key in deleted.archive_keys:
+                        try:
+                            await archive.delete(key)
+                        except ArchiveUnavailable as exc:
+                            logger.warning(
+                                "retention: session %s kept: its archive object could not be "
+                                "deleted (%s)",
+                                session_id,
+                                exc.detail,
+                            )
+                            raise _ObjectKept(session_id) from None
+        except _ObjectKept as refused:
+            kept.add(refused.session_id)
+            continue
         total_sessions += deleted.sessions
         total_messages += deleted.messages
         if deleted.chosen < BATCH_SESSIONS:
-            return PurgeReport(cutoff, total_sessions, total_messages, dry_run=False)
+            return PurgeReport(
+                cutoff, total_sessions, total_messages, dry_run=False, kept=len(kept)
+            )

@@ -7,7 +7,7 @@ per owner, and a second import answers the session the first one made.
 """
 
 from chat_store.services.imports.chatgpt import current_branch
-from chat_store.services.imports.files import SourceFile, open_source, owner_id
+from chat_store.services.imports.files import SourceFile, Unreadable, open_source, owner_id
 from chat_store.services.imports.formats import detect_format, parse
 from chat_store.services.imports.spec import ImportSpec
 from chat_store.services.imports.storing import import_chat_session, import_document
@@ -15,6 +15,7 @@ from chat_store.services.imports.storing import import_chat_session, import_docu
 __all__ = [
     "ImportSpec",
     "SourceFile",
+    "Unreadable",
     "current_branch",
     "detect_format",
     "import_chat_session",

@@ -55,10 +55,21 @@ def open_source(path: Path) -> SourceFile:
     return source
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A conversation of an import file that could not be read (a line that is not JSON, or
+    not a record of the format): why, to report it; the others are imported."""
+
+    reason: str
+
+
 def _label(index: int, document: Any) -> str:
     title = None
     if isinstance(document, dict):
-        title = document.get("title") or (document.get("session") or {}).get("title")
+        session = document.get("session")
+        title = document.get("title") or (
+            session.get("title") if isinstance(session, dict) else None
+        )
     return f"#{index + 1}" + (f" ({title})" if isinstance(title, str) and title else "")
 
 
@@ -68,27 +79,60 @@ def _listed_conversations(items: list[Any], source: SourceFile) -> Iterator[tupl
         yield _label(index, item), item
 
 
-def _jsonl_conversations(path: Path, source: SourceFile) -> Iterator[tuple[str, Any]]:
-    """Each session line with the message lines after it, as one chat-store/1 document."""
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _read(current: dict[str, Any] | None, broken: str | None) -> dict[str, Any] | Unreadable:
+    if broken is not None or current is None:
+        return Unreadable(broken or "a session that could not be read")
+    return current
+
+
+def _jsonl_conversations(
+    path: Path, source: SourceFile
+) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+    """Each session line with the message lines after it, as one chat-store/1 document. A line
+    that cannot be read fails its session alone (reported as Unreadable), and reading goes on
+    at the next session line."""
     current: dict[str, Any] | None = None
+    broken: str | None = None  # why the conversation being read cannot be imported
+    pending = False  # a conversation (whole or broken) read and not yet handed out
     index = 0
     with path.open("rb") as handle:
-        for line in handle:
+        for number, line in enumerate(handle, start=1):
+            source.progress += len(line)
             if not line.strip():
                 continue
-            record = json.loads(line)
-            kind = record.get("type")
+            record = _record(line)
+            kind = record.get("type") if record is not None else None
+            body = record.get(kind) if record is not None and isinstance(kind, str) else None
             if kind == "session":
-                if current is not None:
-                    yield _label(index, current), current
+                if pending:
+                    yield _label(index, current), _read(current, broken)
                     index += 1
-                current = {"format": export.FORMAT, "session": record["session"], "messages": []}
-            elif kind == "message" and current is not None:
-                current["messages"].append(record["message"])
-            source.progress += len(line)
+                pending = True
+                if isinstance(body, dict):
+                    current, broken = (
+                        {"format": export.FORMAT, "session": body, "messages": []},
+                        None,
+                    )
+                else:
+                    current, broken = None, f"line {number}: a session record without its session"
+            elif kind == "message" and pending:
+                if isinstance(body, dict) and current is not None:
+                    current["messages"].append(body)
+                elif broken is None:
+                    broken = f"line {number}: a message record without its message"
+            elif record is None and broken is None and pending:
+                broken = f"line {number}: not a JSON object (cut short?)"
     source.progress = source.total
-    if current is not None:
-        yield _label(index, current), current
+    if pending:
+        yield _label(index, current), _read(current, broken)
 
 
 async def owner_id(db: AsyncSession, email: str) -> uuid.UUID:
