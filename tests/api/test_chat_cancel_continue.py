@@ -304,9 +304,15 @@ async def test_an_abandoned_answer_a_client_wrote_can_be_continued(
     ]
 
 
-async def _abandoned(factory: Factory, **fields: Any) -> tuple[Account, str, dict[str, Any]]:
-    """A session with a question and an open answer of it, some of its text stored."""
-    account, session_id = await new_session(factory)
+async def _abandoned(
+    factory: Factory, account: Account | None = None, **fields: Any
+) -> tuple[Account, str, dict[str, Any]]:
+    """A session with a question and an open answer of it, some of its text stored (of a new
+    account, or of `account`)."""
+    if account is None:
+        account, session_id = await new_session(factory)
+    else:
+        session_id = (await factory.chat_session(account))["id"]
     await factory.message(account, session_id, role="user", content="Why?")
     answer = await factory.message(
         account,
@@ -373,9 +379,10 @@ async def _orphan(
     *,
     attempt: int = 1,
     params: dict[str, Any] | None = None,
+    account: Account | None = None,
 ) -> tuple[Account, str, str]:
     """An answer whose process died mid-answer: open, some text stored, its lease run out."""
-    account, session_id, answer = await _abandoned(factory)
+    account, session_id, answer = await _abandoned(factory, account)
     now = datetime.now(UTC)
     async with state.sessionmaker() as db, db.begin():
         await generation_crud.insert_generation(
@@ -810,9 +817,7 @@ async def test_two_continues_in_one_session_at_once_start_one_generation(
     [refused] = [response for response in responses if response.status_code == 409]
     assert_problem(refused, 409, "generation_in_progress")
     async with app.state.resources.sessionmaker() as db:
-        live = await generation_crud.live_for(
-            db, uuid.UUID(account.user_id), uuid.UUID(session_id), datetime.now(UTC)
-        )
+        live = await generation_crud.open_for(db, uuid.UUID(account.user_id), uuid.UUID(session_id))
     assert len(live) == 1
     [started] = [a for a, r in zip(answers, responses, strict=True) if r.status_code == 202]
     await wait_for_status(client, account, session_id, started)
@@ -941,3 +946,69 @@ async def test_continue_of_an_abandoned_pending_answer_answers_it_in_progress(
     assert response.json()["status"] == "in_progress"
     done = await wait_for_status(client, account, session_id, answer["id"])
     assert (done["status"], done["content"]) == ("complete", DEFAULT_TEXT)
+
+
+async def test_an_answer_waiting_to_be_taken_over_counts_against_the_limits(
+    app: FastAPI, app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """Its process died: the answer is continued by the next sweep (the module's app sweeps
+    only at its start). A turn started meanwhile was accepted, and the takeover then generated
+    both at once in one session, and past the user's limit."""
+    state = app.state.resources
+    account, session_id, orphan_id = await _orphan(state, client, factory)
+
+    in_session = await client.post(
+        chat_path(session_id), json={"content": "and now?"}, headers=account.headers
+    )
+    body = assert_problem(in_session, 409, "generation_in_progress")
+    assert body["message_id"] == orphan_id
+    limit = app.state.resources.settings.generation_concurrency_per_user
+    for _ in range(limit - 1):
+        await _orphan(state, client, factory, account=account)
+    other = await factory.chat_session(account)
+    elsewhere = await client.post(
+        chat_path(other["id"]), json={"content": "hi"}, headers=account.headers
+    )
+    assert_problem(elsewhere, 429, "too_many_generations")
+    assert await llm.requests() == []
+
+    # Once taken over and complete, the session takes turns again.
+    async with chat_app(app_with, llm, generation_sweep_seconds=60):
+        done = await wait_for_status(client, account, session_id, orphan_id)
+    assert done["status"] == "complete"
+    turn = await client.post(
+        chat_path(session_id),
+        json={"content": "and now?", "stream": False},
+        headers=account.headers,
+    )
+    assert turn.status_code == 201, turn.text
+
+
+async def test_a_continue_that_fails_otherwise_keeps_no_earlier_failure(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """A continued answer that failed again showed the first run's provider_status beside the
+    second run's error_kind."""
+    account, session_id = await new_session(factory)
+    await llm.script("cut", {"status": 500}, {"text": default_text(30), "fail_after": 5})
+    failed = await client.post(
+        chat_path(session_id),
+        json={"content": "go", "model": "cut", "stream": False},
+        headers=account.headers,
+    )
+    answer_id = assert_problem(failed, 502, "provider_error")["assistant_message_id"]
+    first = await wait_for_status(client, account, session_id, answer_id)
+    assert (first["metadata"]["error_kind"], first["metadata"]["provider_status"]) == (
+        "status",
+        500,
+    )
+
+    continued = await client.post(
+        f"{message_path(session_id, answer_id)}/continue", headers=account.headers
+    )
+    assert continued.status_code == 202, continued.text
+    second = await wait_for_status(client, account, session_id, answer_id)
+
+    assert second["status"] == "failed"
+    assert (second["metadata"]["error_kind"], second["metadata"]["attempt"]) == ("connection", 2)
+    assert "provider_status" not in second["metadata"], second["metadata"]

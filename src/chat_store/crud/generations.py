@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import and_, bindparam, exists, or_, select, update
+from sqlalchemy import bindparam, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,13 +23,7 @@ SESSION_GENERATING = exists().where(
     Generation.session_id == ChatSession.id, Generation.lease_expires_at.is_not(None)
 )
 
-# Live: a process holds the lease and has renewed it in time.
 _G = Generation
-
-
-def _live(now: Any) -> Any:
-    """`now`: a time, or a bound parameter holding one."""
-    return and_(_G.owner.is_not(None), _G.lease_expires_at > now)
 
 
 # Built once (a statement built per call costs its cache key again): the values are passed as
@@ -68,19 +62,22 @@ class LiveGeneration(NamedTuple):
     user_id: uuid.UUID
 
 
-_LIVE_FOR = select(_G.message_id, _G.session_id, _G.user_id).where(
+# Open: live, or waiting for a process to continue it (its process died or handed it over at
+# shutdown; a sweep takes it over). Cleared when it ends.
+_OPEN_FOR = select(_G.message_id, _G.session_id, _G.user_id).where(
     or_(_G.user_id == bindparam("b_user_id"), _G.session_id == bindparam("b_session_id")),
-    _live(bindparam("b_now")),
+    _G.lease_expires_at.is_not(None),
 )
 
 
-async def live_for(
-    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime
+async def open_for(
+    db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID
 ) -> list[LiveGeneration]:
-    """The generations live now that are the user's or the session's, in one read (served by
-    ix_generation_user_id and ix_generation_session_id)."""
-    params = {"b_user_id": user_id, "b_session_id": session_id, "b_now": now}
-    return [LiveGeneration(*row) for row in await db.execute(_LIVE_FOR, params)]
+    """The generations that are the user's or the session's and not ended: live, or waiting
+    to be taken over, in one read (served by ix_generation_user_id and
+    ix_generation_session_id)."""
+    params = {"b_user_id": user_id, "b_session_id": session_id}
+    return [LiveGeneration(*row) for row in await db.execute(_OPEN_FOR, params)]
 
 
 async def held(

@@ -453,7 +453,8 @@ class AnswerGenerator:
                 raise _Superseded from None
             if not store.is_open(current):
                 raise _Superseded
-            await self.fail_in(db, principal, current, error, details)
+            # Every failure names its run: a continued answer's earlier failure is not its own.
+            await self.fail_in(db, principal, current, error, {"attempt": job.attempt, **details})
 
     async def fail_in(
         self,
@@ -463,14 +464,15 @@ class AnswerGenerator:
         error: str,
         details: dict[str, Any],
     ) -> None:
-        """Fail the answer, keeping its text, and clear its lease (one transaction)."""
+        """Fail the answer, keeping its text, and clear its lease (one transaction). The keys of
+        an earlier failure (a run before a continue) go: `details` are this failure's."""
         await store.update(
             self._acting(db, principal),
             answer,
             MessageUpdate(
                 status="failed",
                 error_message=error,
-                metadata={**answer.metadata, **details},
+                metadata={**_without_failure(answer.metadata), **details},
             ),
         )
         await store.release(db, answer.id, datetime.now(UTC))

@@ -38,7 +38,7 @@ get_message = message_service.get_message
 
 # The leases, as the generations crud module keeps them.
 get_generation = generation_crud.get
-live_for = generation_crud.live_for
+open_for = generation_crud.open_for
 claim = generation_crud.claim
 renew = generation_crud.renew
 release = generation_crud.release

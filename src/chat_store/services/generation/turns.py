@@ -74,14 +74,18 @@ def choose_model(settings: Settings, requested: str | None) -> str:
 
 
 async def _check_limits(
-    ctx: TurnContext, session_id: uuid.UUID, now: datetime, *, besides: uuid.UUID | None = None
+    ctx: TurnContext, session_id: uuid.UUID, *, besides: uuid.UUID | None = None
 ) -> None:
-    """At most GENERATION_CONCURRENCY_PER_USER live generations of the user (429), then one per
-    session (409); `besides` (the generation being started) is not counted. One read."""
+    """At most GENERATION_CONCURRENCY_PER_USER open generations of the user (429), then one
+    per session (409); `besides` (the generation being started) is not counted. One read.
+
+    Open: live, or waiting for a sweep to continue it (its process died, or handed it over at
+    shutdown). Counted alike, since the takeover generates it again: left out, a turn started
+    meanwhile was generated beside it once it was taken over."""
     user_id = ctx.principal.user_id
     live = [
         generation
-        for generation in await store.live_for(ctx.db, user_id, session_id, now)
+        for generation in await store.open_for(ctx.db, user_id, session_id)
         if generation.message_id != besides
     ]
     limit = ctx.settings.generation_concurrency_per_user
@@ -148,7 +152,7 @@ async def start_turn(
             )
             if user is None:
                 check_answerable(source.before_answer())
-            await _check_limits(ctx, session_id, now, besides=answer.id)
+            await _check_limits(ctx, session_id, besides=answer.id)
         except BaseException:
             slot.release()
             raise
@@ -334,7 +338,7 @@ async def continue_message(
                 now=now,
             ):
                 raise _live(message_id)
-        await _check_limits(ctx, session_id, now, besides=message_id)
+        await _check_limits(ctx, session_id, besides=message_id)
         if answer.status in ("failed", "pending"):
             # Generated from now on (docs/api.md: the answer is `in_progress`).
             answer = await store.update(ctx, answer, MessageUpdate(status="in_progress"))
