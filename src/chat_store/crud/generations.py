@@ -13,7 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.db import ByDialect, fetch_one
-from chat_store.models import ChatSession, Generation
+from chat_store.models import ChatSession, Generation, Message
 
 # An answer of the session is being generated, or waits for a process to continue it (its
 # lease held, or handed over or run out but not cleared): the session and its messages must
@@ -63,10 +63,17 @@ class LiveGeneration(NamedTuple):
 
 
 # Open: live, or waiting for a process to continue it (its process died or handed it over at
-# shutdown; a sweep takes it over). Cleared when it ends.
-_OPEN_FOR = select(_G.message_id, _G.session_id, _G.user_id).where(
-    or_(_G.user_id == bindparam("b_user_id"), _G.session_id == bindparam("b_session_id")),
-    _G.lease_expires_at.is_not(None),
+# shutdown; a sweep takes it over), while its answer is open. (A lease is cleared when its run
+# ends; one left over by a run that let go of an answer that ended without it is cleared by
+# the next sweep, and does not count meanwhile.)
+_OPEN_FOR = (
+    select(_G.message_id, _G.session_id, _G.user_id)
+    .join(Message, Message.id == _G.message_id)
+    .where(
+        or_(_G.user_id == bindparam("b_user_id"), _G.session_id == bindparam("b_session_id")),
+        _G.lease_expires_at.is_not(None),
+        Message.status.in_(("pending", "in_progress")),
+    )
 )
 
 
