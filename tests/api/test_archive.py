@@ -438,8 +438,16 @@ async def test_a_write_during_the_archive_aborts_it(
     assert await archiver.store.info(plan.key) is None
 
 
-async def hold_lease(state: AppState, account: Account, sid: str, message_id: str) -> None:
-    """The answer is being generated (by another process): its lease is held."""
+async def hold_lease(
+    state: AppState,
+    account: Account,
+    sid: str,
+    message_id: str,
+    *,
+    expires_in: timedelta = timedelta(minutes=5),
+) -> None:
+    """The answer is being generated (by another process): its lease is held (or, with a
+    negative `expires_in`, ran out that long ago)."""
     now = datetime.now(UTC)
     async with state.sessionmaker() as db, db.begin():
         values = {
@@ -447,7 +455,7 @@ async def hold_lease(state: AppState, account: Account, sid: str, message_id: st
             "session_id": uuid.UUID(sid),
             "user_id": uuid.UUID(account.user_id),
             "owner": "elsewhere:1:generating",
-            "lease_expires_at": now + timedelta(minutes=5),
+            "lease_expires_at": now + expires_in,
             "params": {},
             "created_at": now,
             "updated_at": now,

@@ -459,6 +459,8 @@ async def test_an_answer_is_given_up_after_its_last_attempt(
     assert done["status"] == "failed"
     assert "GENERATION_MAX_ATTEMPTS" in done["error_message"]
     assert done["partial_content"] == "The fixture uses "
+    # The run that ended it: the third, whose process died.
+    assert (done["metadata"]["error_kind"], done["metadata"]["attempt"]) == ("attempts", 3)
     assert await llm.requests() == []
 
 

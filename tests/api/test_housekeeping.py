@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import select, update
 
 from chat_store.api.deps import AppState
@@ -48,6 +49,45 @@ async def test_retention_keeps_a_session_whose_answer_is_being_generated(
     assert (dry.sessions, report.sessions) == (0, 0)
     async with state.sessionmaker() as db:
         assert await db.get(ChatSession, uuid.UUID(sid)) is not None
+
+
+@pytest.mark.parametrize(
+    ("status", "ran_out_days_ago", "kept"),
+    [
+        ("in_progress", 1, True),  # a sweep continues it
+        ("in_progress", 200, False),  # no process has continued it for longer than the idle time
+        ("complete", 1, False),  # a lease left on an answer that ended
+    ],
+)
+async def test_retention_is_held_back_only_by_an_open_answer_with_a_recent_lease(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    status: str,
+    ran_out_days_ago: int,
+    kept: bool,
+) -> None:
+    """A lease left on an ended answer, or one no process has continued since the session
+    went idle (a server without a provider), kept the session forever."""
+    account = await factory.account()
+    sid = (await factory.chat_session(account))["id"]
+    fields = {"content": "done"} if status == "complete" else {"partial_content": "a"}
+    answer = await client.post(
+        f"{API}/sessions/{sid}/messages",
+        json={"role": "assistant", "status": status, **fields},
+        headers=account.headers,
+    )
+    assert answer.status_code == 201, answer.text
+    await make_idle(state, sid, days=400)
+    await hold_lease(
+        state, account, sid, answer.json()["id"], expires_in=-timedelta(days=ran_out_days_ago)
+    )
+
+    report = await retention.purge_idle_sessions(
+        state.sessionmaker, timedelta(days=90), dry_run=False
+    )
+
+    assert report.sessions == (0 if kept else 1)
 
 
 class _OneUndeletable:
@@ -96,28 +136,103 @@ async def test_an_archive_object_that_cannot_be_deleted_holds_back_its_session_a
     assert stuck in left and not left & {*others, archived}
 
 
+class _Refusing:
+    """An archive store that refuses every deletion (away, or no rights)."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    async def delete(self, key: str) -> None:
+        self.asked += 1
+        raise ArchiveUnavailable("The archive store failed: PermissionDenied")
+
+
+async def test_retention_stops_when_the_archive_store_refuses_object_after_object(
+    factory: Factory, state: AppState
+) -> None:
+    """Each refusal redoes a batch's deletion through the store's retries: with a store that
+    refuses everything, one run would try every archived session."""
+    account = await factory.account()
+    archived = [(await factory.chat_session(account, title=f"a{i}"))["id"] for i in range(5)]
+    await make_idle(state, *archived, days=400)
+    async with state.sessionmaker() as db, db.begin():
+        for sid in archived:
+            await db.execute(
+                update(ChatSession)
+                .where(ChatSession.id == uuid.UUID(sid))
+                .values(archive_key=f"chat_archives/2025/01/{sid}.json.gz")
+            )
+    store = _Refusing()
+
+    report = await retention.purge_idle_sessions(
+        state.sessionmaker,
+        timedelta(days=90),
+        dry_run=False,
+        archive=store,  # type: ignore[arg-type]
+    )
+
+    assert (report.sessions, report.kept, store.asked) == (0, 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("cut", "says"),
+    [
+        (5, "line 6: a message that cannot be read"),  # a message line of "two"
+        (4, "line 5: the session record cannot be read"),  # the session line of "two"
+    ],
+    ids=["a message line", "a session line"],
+)
 async def test_a_broken_line_of_a_jsonl_export_fails_its_session_alone(
-    backend: Backend, client: httpx.AsyncClient, factory: Factory, tmp_path: Path
+    backend: Backend,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    tmp_path: Path,
+    cut: int,
+    says: str,
 ) -> None:
     """The command stopped at the line with a traceback's last words: the sessions after it
-    were not imported, and nothing said which one failed."""
+    were not imported, and nothing said which one failed. A cut session line is told apart
+    from a cut message line by the session its next message names."""
     source, target = await factory.account(), await factory.account()
     for title in ("one", "two", "three"):
         session = await factory.chat_session(source, title=title)
-        await factory.messages(source, session["id"], 1)
+        await factory.messages(source, session["id"], 2)
     exported = await client.get(f"{API}/users/me/export", headers=source.headers)
     lines = exported.text.splitlines(keepends=True)
-    assert json.loads(lines[3])["session"]["title"] == "two"
-    lines[4] = lines[4][: len(lines[4]) // 2] + "\n"  # the message line of "two", cut short
+    assert json.loads(lines[4])["session"]["title"] == "two"
+    lines[cut] = lines[cut][: len(lines[cut]) // 2] + "\n"
     path = tmp_path / "account.jsonl"
     path.write_text("".join(lines))
 
     run = await chat_store(backend, tmp_path, "import", str(path), "--user", target.email)
 
     assert run.returncode == 1, run.stderr
-    assert "imported 2 sessions" in run.stdout and "1 failed" in run.stdout, run.stdout
-    assert "#2 (two)" in run.stderr and "line 5" in run.stderr, run.stderr
+    assert "imported 2 sessions (4 messages)" in run.stdout and "1 failed" in run.stdout, run.stdout
+    assert says in run.stderr, run.stderr
     assert await titles(client, target.headers) == ["one", "three"]
+
+
+async def test_a_cut_first_session_line_is_told_not_skipped(
+    backend: Backend, client: httpx.AsyncClient, factory: Factory, tmp_path: Path
+) -> None:
+    """Nothing was being read yet: the session and its messages went without a word, and the
+    command said 0 failed."""
+    source, target = await factory.account(), await factory.account()
+    for title in ("one", "two"):
+        session = await factory.chat_session(source, title=title)
+        await factory.messages(source, session["id"], 1)
+    exported = await client.get(f"{API}/users/me/export", headers=source.headers)
+    lines = exported.text.splitlines(keepends=True)
+    assert json.loads(lines[1])["session"]["title"] == "one"
+    lines[1] = lines[1][:20] + "\n"
+    path = tmp_path / "account.jsonl"
+    path.write_text("".join(lines))
+
+    run = await chat_store(backend, tmp_path, "import", str(path), "--user", target.email)
+
+    assert run.returncode == 1, run.stderr
+    assert "imported 1 sessions" in run.stdout and "1 failed" in run.stdout, run.stdout
+    assert await titles(client, target.headers) == ["two"]
 
 
 async def test_seed_shows_the_keys_it_stored_before_a_later_user_failed(

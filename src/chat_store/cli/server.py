@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 from chat_store import __version__, migrate
 from chat_store.cli.running import CommandFailed, console
-from chat_store.logging_setup import configure_logging
+from chat_store.logging_setup import JsonFormatter
 from chat_store.settings import Settings, get_settings
 
 logger = logging.getLogger("chat_store.cli")
@@ -96,12 +97,21 @@ def _where_stored(url: str) -> str:
     """The database as the banner names it: its kind, host, port and name only. A URL holds
     secrets beside its password (`?password=`, a password with an unescaped @ read as part of
     the host), and none of them is shown."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
+    try:
+        parsed = make_url(url)
+    except Exception:  # ArgumentError, ValueError: said by the commands that connect
+        return "a database URL that does not parse"
+    kind = parsed.get_backend_name()
+    if kind == "sqlite":
         return f"SQLite file {Path(parsed.database or '').resolve()}"
-    host = (parsed.host or "").rpartition("@")[2]
+    # A password with an @, /, ? or # not escaped is read in part as the host, the database or
+    # the query: then only the kind is named.
+    userinfo = url.partition("://")[2].rpartition("@")[0]
+    if any(char in userinfo for char in "@/?#"):
+        return kind
+    host, database = parsed.host or "", parsed.database or ""
     port = f":{parsed.port}" if parsed.port else ""
-    return f"{parsed.get_backend_name()} at {host}{port}, database {parsed.database or ''}"
+    return f"{kind} at {host}{port}, database {database}"
 
 
 def _print_where(settings: Settings, host: str, port: int) -> None:
@@ -126,7 +136,11 @@ def _tell(settings: Settings, message: str) -> None:
     """A line for the operator: with JSON logs (production), one JSON log line like the
     server's, so that a log collector reads every line of the process; else plain text."""
     if settings.use_json_logs:
-        configure_logging(settings.log_level, use_json=True)
-        logger.info(" ".join(message.split()))
+        # Written whatever LOG_LEVEL is: the operator asked for it.
+        record = logging.makeLogRecord(
+            {"name": logger.name, "levelname": "INFO", "levelno": logging.INFO}
+        )
+        record.msg = " ".join(message.split())
+        print(JsonFormatter().format(record), file=sys.stderr, flush=True)
     else:
         console.print(message, markup=False, highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from chat_store.crud.generations import SESSION_GENERATING
+from chat_store.crud.generations import session_generating
 from chat_store.crud.messages import INSERT_BATCH, StoredMessage
 from chat_store.db import fetch_one
 from chat_store.models import ChatSession, Generation, Message
@@ -44,7 +44,7 @@ def _due(cutoff: datetime) -> ColumnElement[bool]:
         ChatSession.archived_at.is_(None),
         ChatSession.last_activity_at < cutoff,
         or_(ChatSession.restored_at.is_(None), ChatSession.restored_at < cutoff),
-        ~SESSION_GENERATING,
+        ~session_generating(cutoff),
     )
 
 

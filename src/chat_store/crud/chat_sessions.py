@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from chat_store.crud.generations import SESSION_GENERATING
+from chat_store.crud.generations import session_generating
 from chat_store.crud.pagination import PageRequest, fetch_page
 from chat_store.db import ByDialect, add_row, fetch_one
 from chat_store.models import ChatSession, Generation, Message
@@ -133,7 +133,7 @@ class DeletedBatch:
 
 def _idle(cutoff: datetime) -> ColumnElement[bool]:
     """No activity since `cutoff`, and no answer being generated in it."""
-    return and_(ChatSession.last_activity_at < cutoff, ~SESSION_GENERATING)
+    return and_(ChatSession.last_activity_at < cutoff, ~session_generating(cutoff))
 
 
 async def delete_idle_batch(

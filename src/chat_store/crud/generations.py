@@ -11,17 +11,32 @@ from sqlalchemy import bindparam, exists, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from chat_store.db import ByDialect, fetch_one
 from chat_store.models import ChatSession, Generation, Message
 
-# An answer of the session is being generated, or waits for a process to continue it (its
-# lease held, or handed over or run out but not cleared): the session and its messages must
-# stay where they are (not archived, not deleted as idle; a continue does not move the
-# session's activity).
-SESSION_GENERATING = exists().where(
-    Generation.session_id == ChatSession.id, Generation.lease_expires_at.is_not(None)
-)
+# The statuses of an answer still being written.
+OPEN_ANSWER_STATUSES = ("pending", "in_progress")
+
+
+def session_generating(since: datetime) -> ColumnElement[bool]:
+    """An open answer of the session is being generated, or waits for a process to continue it
+    (its lease held, or handed over or run out, since `since`): the session and its messages
+    must stay where they are (not archived, not deleted as idle; a continue does not move the
+    session's activity). A lease that ran out before `since` (a server left without a provider
+    for longer than the session's idle period) holds nothing back."""
+    return (
+        exists()
+        .where(
+            Generation.session_id == ChatSession.id,
+            Generation.lease_expires_at >= since,
+            Message.id == Generation.message_id,
+            Message.status.in_(OPEN_ANSWER_STATUSES),
+        )
+        .correlate(ChatSession)
+    )
+
 
 _G = Generation
 
@@ -72,7 +87,7 @@ _OPEN_FOR = (
     .where(
         or_(_G.user_id == bindparam("b_user_id"), _G.session_id == bindparam("b_session_id")),
         _G.lease_expires_at.is_not(None),
-        Message.status.in_(("pending", "in_progress")),
+        Message.status.in_(OPEN_ANSWER_STATUSES),
     )
 )
 

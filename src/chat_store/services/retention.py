@@ -18,6 +18,8 @@ logger = logging.getLogger(__name__)
 
 # Small batches, each its own transaction: a purge never holds locks for long.
 BATCH_SESSIONS = 100
+# Archive objects refused one after the other before a run stops (the store as a whole fails).
+_REFUSALS_TO_STOP = 3
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -67,6 +69,7 @@ async def purge_idle_sessions(
     # Sessions whose archive object could not be deleted: kept this run, so that one object
     # (a lock on it, a file of another owner) does not hold back every session after it.
     kept: set[uuid.UUID] = set()
+    refused_in_a_row = 0
     while True:
         try:
             async with sessionmaker() as db, db.begin():
@@ -90,7 +93,19 @@ async def purge_idle_sessions(
                             raise _ObjectKept(session_id) from None
         except _ObjectKept as refused:
             kept.add(refused.session_id)
+            refused_in_a_row += 1
+            if refused_in_a_row >= _REFUSALS_TO_STOP:
+                # The store as a whole refuses (away, no rights): each more try would hold a
+                # batch's deletion open through its retries. The rest waits for the next run.
+                logger.warning(
+                    "retention: the archive store refused %d objects in a row; stopped",
+                    refused_in_a_row,
+                )
+                return PurgeReport(
+                    cutoff, total_sessions, total_messages, dry_run=False, kept=len(kept)
+                )
             continue
+        refused_in_a_row = 0
         total_sessions += deleted.sessions
         total_messages += deleted.messages
         if deleted.chosen < BATCH_SESSIONS:

@@ -306,7 +306,8 @@ class GenerationRunner:
                     answer,
                     f"Gave up after {self.settings.generation_max_attempts} runs "
                     "(GENERATION_MAX_ATTEMPTS): each one's process stopped",
-                    {"error_kind": "attempts"},
+                    # The last run there was (this claim's would be one more).
+                    {"error_kind": "attempts", "attempt": claimed.attempt - 1},
                 )
                 return None
             default_model = self.settings.llm_model or ""

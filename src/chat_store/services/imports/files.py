@@ -87,22 +87,100 @@ def _record(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _read(current: dict[str, Any] | None, broken: str | None) -> dict[str, Any] | Unreadable:
-    if broken is not None or current is None:
-        return Unreadable(broken or "a session that could not be read")
-    return current
+class _JsonlReader:
+    """The state of reading a JSONL export: the conversation being read, and a line that could
+    not be read and is not yet known to be one of its messages or the next session's record.
+    Message records name their session (`session_id`): the first one after such a line says
+    which it was."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, Any] | None = None  # the document being read, if its record was
+        self.current_id: object = None  # its session's id, as its message records name it
+        self.broken: str | None = None  # why it cannot be imported
+        self.pending = False  # a conversation read (whole or broken) and not yet handed out
+        self.unread: int | None = None  # the number of a line not read, not yet attributed
+        self.index = 0
+
+    def _out(self) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+        if self.pending:
+            if self.broken is not None or self.current is None:
+                why = self.broken or "a session that could not be read"
+                yield _label(self.index, self.current), Unreadable(why)
+            else:
+                yield _label(self.index, self.current), self.current
+            self.index += 1
+        self.pending, self.current, self.current_id, self.broken = False, None, None, None
+
+    def _start(self, session: dict[str, Any] | None, broken: str | None) -> None:
+        self.pending, self.broken = True, broken
+        self.current = (
+            None
+            if session is None
+            else {"format": export.FORMAT, "session": session, "messages": []}
+        )
+        self.current_id = session.get("id") if session is not None else None
+
+    def _settle_unread(self) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+        """Nothing after the unread line says whose it was: the conversation being read may
+        miss a message; with none, a whole session is lost. Either way it is reported."""
+        if self.unread is None:
+            return
+        reason = f"line {self.unread}: not a JSON record (cut short?)"
+        self.unread = None
+        if self.pending:
+            self.broken = self.broken or reason
+        else:
+            self._start(None, reason)
+            yield from self._out()
+
+    def session(
+        self, body: object, number: int
+    ) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+        yield from self._settle_unread()
+        yield from self._out()
+        if isinstance(body, dict):
+            self._start(body, None)
+        else:
+            self._start(None, f"line {number}: a session record without its session")
+
+    def message(
+        self, record: dict[str, Any], number: int
+    ) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+        session_id = record.get("session_id")
+        if self.unread is not None:
+            unread, self.unread = self.unread, None
+            if self.pending and session_id in (None, self.current_id):
+                self.broken = self.broken or f"line {unread}: a message that cannot be read"
+            else:  # the unread line was the record of this message's session
+                yield from self._out()
+                self._start(None, f"line {unread}: the session record cannot be read (cut short?)")
+                self.current_id = session_id
+        if not self.pending:
+            return  # messages before any session: nothing they could belong to
+        body = record.get("message")
+        if not isinstance(body, dict):
+            self.broken = self.broken or f"line {number}: a message record without its message"
+        elif self.current is not None:
+            self.current["messages"].append(body)
+
+    def unreadable(self, number: int) -> None:
+        if self.unread is None:
+            self.unread = number
+        elif self.pending:  # two in a row: whatever they were, this conversation misses one
+            self.broken = self.broken or f"line {number}: not a JSON record (cut short?)"
+
+    def end(self) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+        yield from self._settle_unread()
+        yield from self._out()
 
 
 def _jsonl_conversations(
     path: Path, source: SourceFile
 ) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
     """Each session line with the message lines after it, as one chat-store/1 document. A line
-    that cannot be read fails its session alone (reported as Unreadable), and reading goes on
-    at the next session line."""
-    current: dict[str, Any] | None = None
-    broken: str | None = None  # why the conversation being read cannot be imported
-    pending = False  # a conversation (whole or broken) read and not yet handed out
-    index = 0
+    that cannot be read fails the session it belongs to alone (reported as Unreadable), and
+    reading goes on."""
+    reader = _JsonlReader()
     with path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             source.progress += len(line)
@@ -110,29 +188,14 @@ def _jsonl_conversations(
                 continue
             record = _record(line)
             kind = record.get("type") if record is not None else None
-            body = record.get(kind) if record is not None and isinstance(kind, str) else None
-            if kind == "session":
-                if pending:
-                    yield _label(index, current), _read(current, broken)
-                    index += 1
-                pending = True
-                if isinstance(body, dict):
-                    current, broken = (
-                        {"format": export.FORMAT, "session": body, "messages": []},
-                        None,
-                    )
-                else:
-                    current, broken = None, f"line {number}: a session record without its session"
-            elif kind == "message" and pending:
-                if isinstance(body, dict) and current is not None:
-                    current["messages"].append(body)
-                elif broken is None:
-                    broken = f"line {number}: a message record without its message"
-            elif record is None and broken is None and pending:
-                broken = f"line {number}: not a JSON object (cut short?)"
+            if record is None:
+                reader.unreadable(number)
+            elif kind == "session":
+                yield from reader.session(record.get("session"), number)
+            elif kind == "message":
+                yield from reader.message(record, number)
     source.progress = source.total
-    if pending:
-        yield _label(index, current), _read(current, broken)
+    yield from reader.end()
 
 
 async def owner_id(db: AsyncSession, email: str) -> uuid.UUID:
