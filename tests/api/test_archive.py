@@ -801,3 +801,25 @@ async def test_a_store_that_cannot_be_opened_is_one_line_without_its_url(
     # Nothing moved: the session's messages are where they were.
     listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
     assert [m["content"] for m in listed.json()["data"]] == ["kept"]
+
+
+async def test_a_lease_left_on_an_ended_answer_keeps_no_session_from_the_archive(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """The session was due, then every run wrote and verified its object and gave up at the
+    commit's own check, which still took any lease for a live one."""
+    account = await factory.account()
+    sid = (await factory.chat_session(account))["id"]
+    answer = await client.post(
+        f"{API}/sessions/{sid}/messages",
+        json={"role": "assistant", "status": "complete", "content": "done"},
+        headers=account.headers,
+    )
+    assert answer.status_code == 201, answer.text
+    await make_idle(state, sid, days=400)
+    await hold_lease(state, account, sid, answer.json()["id"], expires_in=-timedelta(days=1))
+
+    dry = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=True)
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+
+    assert (dry.sessions, report.sessions, report.skipped) == (1, 1, 0)

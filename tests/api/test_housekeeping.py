@@ -136,6 +136,53 @@ async def test_an_archive_object_that_cannot_be_deleted_holds_back_its_session_a
     assert stuck in left and not left & {*others, archived}
 
 
+class _SomeUndeletable:
+    """An archive store that refuses to delete some objects, and deletes the others."""
+
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+        self.deleted: list[str] = []
+
+    async def delete(self, key: str) -> None:
+        if key in self.refused:
+            raise ArchiveUnavailable("The archive store failed: PermissionDenied")
+        self.deleted.append(key)
+
+
+async def test_locked_objects_among_the_oldest_hold_back_their_sessions_alone(
+    factory: Factory, state: AppState
+) -> None:
+    """Three refusals in one batch stopped the run before the others, every run; and the
+    object of an archived session before them was deleted while its row stayed."""
+    account = await factory.account()
+    first = (await factory.chat_session(account, title="archived, oldest"))["id"]
+    stuck = [(await factory.chat_session(account, title=f"locked {i}"))["id"] for i in range(3)]
+    others = [(await factory.chat_session(account, title=f"idle {i}"))["id"] for i in range(3)]
+    await make_idle(state, first, days=500)
+    await make_idle(state, *stuck, days=400)
+    await make_idle(state, *others, days=200)
+    keys = {sid: f"chat_archives/2025/01/{sid}.json.gz" for sid in (first, *stuck)}
+    async with state.sessionmaker() as db, db.begin():
+        for sid, key in keys.items():
+            await db.execute(
+                update(ChatSession).where(ChatSession.id == uuid.UUID(sid)).values(archive_key=key)
+            )
+    store = _SomeUndeletable({keys[sid] for sid in stuck})
+
+    report = await retention.purge_idle_sessions(
+        state.sessionmaker,
+        timedelta(days=90),
+        dry_run=False,
+        archive=store,  # type: ignore[arg-type]
+    )
+
+    assert (report.sessions, report.kept) == (4, 3)
+    async with state.sessionmaker() as db:
+        left = {str(sid) for sid in await db.scalars(select(ChatSession.id))}
+    assert left & {first, *stuck, *others} == set(stuck)
+    assert keys[first] in store.deleted
+
+
 class _Refusing:
     """An archive store that refuses every deletion (away, or no rights)."""
 

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, and_, bindparam, delete, exists, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from chat_store.crud.generations import session_generating
 from chat_store.crud.messages import INSERT_BATCH, StoredMessage
 from chat_store.db import fetch_one
-from chat_store.models import ChatSession, Generation, Message
+from chat_store.models import ChatSession, Message
 
 _SESSION_TABLE = cast(Table, ChatSession.__table__)
 _MESSAGE_TABLE = cast(Table, Message.__table__)
@@ -140,14 +140,15 @@ async def mark_archived(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def is_generating(db: AsyncSession, session_id: uuid.UUID) -> bool:
-    """Whether an answer of the session is being generated or waits to be continued. Read
-    under the session's row lock, as a statement of its own: it sees every lease committed
-    before the lock was taken (a continue takes that lock too)."""
-    generating = exists().where(
-        Generation.session_id == session_id, Generation.lease_expires_at.is_not(None)
+async def is_generating(db: AsyncSession, session_id: uuid.UUID, since: datetime) -> bool:
+    """Whether an answer of the session is being generated or waits to be continued, as
+    session_generating(since) says. Read under the session's row lock, as a statement of its
+    own: it sees every lease committed before the lock was taken (a continue takes that lock
+    too)."""
+    generating = select(ChatSession.id).where(
+        ChatSession.id == session_id, session_generating(since)
     )
-    return bool(await db.scalar(select(generating)))
+    return await db.scalar(generating) is not None
 
 
 async def delete_messages(db: AsyncSession, session_id: uuid.UUID) -> None:

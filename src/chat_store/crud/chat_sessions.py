@@ -158,7 +158,13 @@ async def delete_idle_batch(
             .returning(ChatSession.id, ChatSession.message_count, ChatSession.archive_key)
         )
     ).all()
-    keys = [(session_id, str(key)) for session_id, _, key in deleted if key is not None]
+    # In the order chosen (oldest first), whatever order the delete returned them in: a try
+    # done again after a refused object meets the objects it already deleted first.
+    order = {session_id: position for position, session_id in enumerate(ids)}
+    keys = sorted(
+        ((session_id, str(key)) for session_id, _, key in deleted if key is not None),
+        key=lambda pair: order[pair[0]],
+    )
     messages = sum(int(count) for _, count, _ in deleted)
     return DeletedBatch(len(ids), len(deleted), messages, keys)
 

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 # Small batches, each its own transaction: a purge never holds locks for long.
 BATCH_SESSIONS = 100
-# Archive objects refused one after the other before a run stops (the store as a whole fails).
+# Tries refused at their first archive object, one after the other, before a run stops.
 _REFUSALS_TO_STOP = 3
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([dhm])\s*$")
@@ -47,8 +47,9 @@ class PurgeReport:
 
 
 class _ObjectKept(Exception):
-    def __init__(self, session_id: uuid.UUID) -> None:
+    def __init__(self, session_id: uuid.UUID, *, first: bool) -> None:
         self.session_id = session_id
+        self.first = first  # refused before any object of its try was deleted
 
 
 async def purge_idle_sessions(
@@ -69,7 +70,10 @@ async def purge_idle_sessions(
     # Sessions whose archive object could not be deleted: kept this run, so that one object
     # (a lock on it, a file of another owner) does not hold back every session after it.
     kept: set[uuid.UUID] = set()
-    refused_in_a_row = 0
+    # Tries whose very first object was refused, one after the other: the store as a whole
+    # refuses (away, no rights). A try that deleted objects before its refusal is always tried
+    # again at once: the rows of those objects must go in this run.
+    refused_at_once = 0
     while True:
         try:
             async with sessionmaker() as db, db.begin():
@@ -77,10 +81,10 @@ async def purge_idle_sessions(
                     db, cutoff, BATCH_SESSIONS, keep=kept
                 )
                 # Before the rows are committed gone: a failure here keeps the batch's
-                # sessions, and the batch is done again without that one (an object already
-                # deleted is not an error).
+                # sessions, and the batch is done again at once without that one (an object
+                # already deleted is not an error).
                 if archive is not None:
-                    for session_id, key in deleted.archive_keys:
+                    for position, (session_id, key) in enumerate(deleted.archive_keys):
                         try:
                             await archive.delete(key)
                         except ArchiveUnavailable as exc:
@@ -90,22 +94,22 @@ async def purge_idle_sessions(
                                 session_id,
                                 exc.detail,
                             )
-                            raise _ObjectKept(session_id) from None
+                            raise _ObjectKept(session_id, first=position == 0) from None
         except _ObjectKept as refused:
             kept.add(refused.session_id)
-            refused_in_a_row += 1
-            if refused_in_a_row >= _REFUSALS_TO_STOP:
-                # The store as a whole refuses (away, no rights): each more try would hold a
-                # batch's deletion open through its retries. The rest waits for the next run.
+            refused_at_once = refused_at_once + 1 if refused.first else 0
+            if refused_at_once >= _REFUSALS_TO_STOP:
+                # Each more try would hold a batch's deletion open through the store's retries.
+                # No object was deleted in these tries: nothing is left half-way.
                 logger.warning(
                     "retention: the archive store refused %d objects in a row; stopped",
-                    refused_in_a_row,
+                    refused_at_once,
                 )
                 return PurgeReport(
                     cutoff, total_sessions, total_messages, dry_run=False, kept=len(kept)
                 )
             continue
-        refused_in_a_row = 0
+        refused_at_once = 0
         total_sessions += deleted.sessions
         total_messages += deleted.messages
         if deleted.chosen < BATCH_SESSIONS:

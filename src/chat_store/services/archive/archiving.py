@@ -24,6 +24,7 @@ class ArchivePlan:
     session_id: uuid.UUID
     key: str
     version: int  # the session's history version when its key was recorded
+    cutoff: datetime  # idle since: a lease that ran out before it holds nothing back
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ async def begin_archive(
     key = object_key(session_id, now or datetime.now(UTC))
     async with archiver.sessionmaker() as db, db.begin():
         claimed = await archive_crud.claim(db, session_id, key, cutoff)
-    return ArchivePlan(session_id, claimed[0], claimed[1]) if claimed else None
+    return ArchivePlan(session_id, claimed[0], claimed[1], cutoff) if claimed else None
 
 
 async def _unchanged(archiver: Archiver, plan: ArchivePlan) -> ChatSession:
@@ -130,7 +131,7 @@ async def commit_archive(
         )
         if not marked:
             raise ArchiveAborted(f"session {plan.session_id} changed while it was being archived")
-        if await archive_crud.is_generating(db, plan.session_id):
+        if await archive_crud.is_generating(db, plan.session_id, plan.cutoff):
             raise ArchiveAborted(f"session {plan.session_id} has an answer being generated")
         info = await archiver.store.info(plan.key)
         if info is None or info.e_tag != verified.e_tag:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -44,7 +45,9 @@ def open_source(path: Path) -> SourceFile:
         and head.get("format") == export.FORMAT
         and head.get("type") in ("account", "session")
     ):
-        owner = head.get("user", {}).get("email") if head["type"] == "account" else None
+        user = head.get("user") if head["type"] == "account" else None
+        email = user.get("email") if isinstance(user, dict) else None
+        owner = email if isinstance(email, str) else None  # else --user names the owner
         source = SourceFile(owner_email=owner, total=path.stat().st_size)
         source.conversations = _jsonl_conversations(path, source)
         return source
@@ -87,18 +90,26 @@ def _record(line: bytes) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+# The start of an export's record, as it writes them (`type` first): a line cut short
+# still says what it was, and a message line whose session.
+_RECORD_START = re.compile(
+    rb'^\s*\{\s*"type"\s*:\s*"(session|message)"(?:\s*,\s*"session_id"\s*:\s*"([^"\\]*)")?'
+)
+
+
 class _JsonlReader:
-    """The state of reading a JSONL export: the conversation being read, and a line that could
-    not be read and is not yet known to be one of its messages or the next session's record.
-    Message records name their session (`session_id`): the first one after such a line says
-    which it was."""
+    """The state of reading a JSONL export: the conversation being read, and the lines that
+    could not be read and are not yet known to be its messages or a next session's record.
+    A cut line says what it was by its start when it can; else the `session_id` of the next
+    message line says whose it was."""
 
     def __init__(self) -> None:
         self.current: dict[str, Any] | None = None  # the document being read, if its record was
         self.current_id: object = None  # its session's id, as its message records name it
+        self.named = False  # current_id was taken from a message record
         self.broken: str | None = None  # why it cannot be imported
         self.pending = False  # a conversation read (whole or broken) and not yet handed out
-        self.unread: int | None = None  # the number of a line not read, not yet attributed
+        self.unread: list[int] = []  # numbers of lines not read, not yet attributed
         self.index = 0
 
     def _out(self) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
@@ -110,9 +121,10 @@ class _JsonlReader:
                 yield _label(self.index, self.current), self.current
             self.index += 1
         self.pending, self.current, self.current_id, self.broken = False, None, None, None
+        self.named = False
 
     def _start(self, session: dict[str, Any] | None, broken: str | None) -> None:
-        self.pending, self.broken = True, broken
+        self.pending, self.broken, self.named = True, broken, False
         self.current = (
             None
             if session is None
@@ -120,18 +132,21 @@ class _JsonlReader:
         )
         self.current_id = session.get("id") if session is not None else None
 
+    def _lost(self, number: int) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+        """A session whose record is the unread line `number`: reported as failed."""
+        yield from self._out()
+        self._start(None, f"line {number}: the session record cannot be read (cut short?)")
+
     def _settle_unread(self) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
-        """Nothing after the unread line says whose it was: the conversation being read may
-        miss a message; with none, a whole session is lost. Either way it is reported."""
-        if self.unread is None:
-            return
-        reason = f"line {self.unread}: not a JSON record (cut short?)"
-        self.unread = None
-        if self.pending:
-            self.broken = self.broken or reason
-        else:
-            self._start(None, reason)
-            yield from self._out()
+        """Nothing after the unread lines says whose they were: the conversation being read
+        may miss a message, and each further line may have been a session's record. All are
+        reported (a session lost is never passed over in silence)."""
+        unread, self.unread = self.unread, []
+        for position, number in enumerate(unread):
+            if position == 0 and self.pending:
+                self.broken = self.broken or f"line {number}: not a JSON record (cut short?)"
+            else:
+                yield from self._lost(number)
 
     def session(
         self, body: object, number: int
@@ -144,30 +159,44 @@ class _JsonlReader:
             self._start(None, f"line {number}: a session record without its session")
 
     def message(
-        self, record: dict[str, Any], number: int
+        self, session_id: object, body: object, number: int
     ) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
-        session_id = record.get("session_id")
-        if self.unread is not None:
-            unread, self.unread = self.unread, None
+        if self.unread:
+            unread, self.unread = self.unread, []
             if self.pending and session_id in (None, self.current_id):
-                self.broken = self.broken or f"line {unread}: a message that cannot be read"
-            else:  # the unread line was the record of this message's session
-                yield from self._out()
-                self._start(None, f"line {unread}: the session record cannot be read (cut short?)")
-                self.current_id = session_id
+                # They were this session's messages.
+                self.broken = self.broken or f"line {unread[0]}: a message that cannot be read"
+            else:
+                # The last was this message's session's record; any before it, the session
+                # being read's (or, with none, sessions of their own).
+                for earlier in unread[:-1]:
+                    if self.pending:
+                        self.broken = self.broken or f"line {earlier}: not a JSON record"
+                    else:
+                        yield from self._lost(earlier)
+                yield from self._lost(unread[-1])
+                self.current_id, self.named = session_id, True
         if not self.pending:
             return  # messages before any session: nothing they could belong to
-        body = record.get("message")
+        if not self.named and session_id is not None:
+            # Whose messages these are, as the records name it (an export: the session's id).
+            self.current_id, self.named = session_id, True
         if not isinstance(body, dict):
-            self.broken = self.broken or f"line {number}: a message record without its message"
+            self.broken = self.broken or f"line {number}: a message that cannot be read"
         elif self.current is not None:
             self.current["messages"].append(body)
 
-    def unreadable(self, number: int) -> None:
-        if self.unread is None:
-            self.unread = number
-        elif self.pending:  # two in a row: whatever they were, this conversation misses one
-            self.broken = self.broken or f"line {number}: not a JSON record (cut short?)"
+    def cut(self, line: bytes, number: int) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
+        """A line that is not a JSON record."""
+        start = _RECORD_START.match(line)
+        if start is None:
+            self.unread.append(number)
+        elif start.group(1) == b"session":
+            yield from self._settle_unread()
+            yield from self._lost(number)
+        else:
+            named = start.group(2)
+            yield from self.message(named.decode() if named is not None else None, None, number)
 
     def end(self) -> Iterator[tuple[str, dict[str, Any] | Unreadable]]:
         yield from self._settle_unread()
@@ -189,11 +218,11 @@ def _jsonl_conversations(
             record = _record(line)
             kind = record.get("type") if record is not None else None
             if record is None:
-                reader.unreadable(number)
+                yield from reader.cut(line, number)
             elif kind == "session":
                 yield from reader.session(record.get("session"), number)
             elif kind == "message":
-                yield from reader.message(record, number)
+                yield from reader.message(record.get("session_id"), record.get("message"), number)
     source.progress = source.total
     yield from reader.end()
 
