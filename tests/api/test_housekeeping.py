@@ -90,6 +90,17 @@ async def test_retention_is_held_back_only_by_an_open_answer_with_a_recent_lease
     assert report.sessions == (0 if kept else 1)
 
 
+async def record_archive_keys(state: AppState, *session_ids: str) -> dict[str, str]:
+    """Mark the sessions as archived long ago: each with the key of its archive object."""
+    keys = {sid: f"chat_archives/2025/01/{sid}.json.gz" for sid in session_ids}
+    async with state.sessionmaker() as db, db.begin():
+        for sid, key in keys.items():
+            await db.execute(
+                update(ChatSession).where(ChatSession.id == uuid.UUID(sid)).values(archive_key=key)
+            )
+    return keys
+
+
 class _OneUndeletable:
     """An archive store that refuses to delete one object (a lock on it, another owner)."""
 
@@ -114,12 +125,7 @@ async def test_an_archive_object_that_cannot_be_deleted_holds_back_its_session_a
     archived = (await factory.chat_session(account, title="archived too"))["id"]
     await make_idle(state, stuck, days=400)
     await make_idle(state, *others, archived, days=200)
-    keys = {sid: f"chat_archives/2025/01/{sid}.json.gz" for sid in (stuck, archived)}
-    async with state.sessionmaker() as db, db.begin():
-        for sid, key in keys.items():
-            await db.execute(
-                update(ChatSession).where(ChatSession.id == uuid.UUID(sid)).values(archive_key=key)
-            )
+    keys = await record_archive_keys(state, stuck, archived)
     store = _OneUndeletable(keys[stuck])
 
     report = await retention.purge_idle_sessions(
@@ -161,12 +167,7 @@ async def test_locked_objects_among_the_oldest_hold_back_their_sessions_alone(
     await make_idle(state, first, days=500)
     await make_idle(state, *stuck, days=400)
     await make_idle(state, *others, days=200)
-    keys = {sid: f"chat_archives/2025/01/{sid}.json.gz" for sid in (first, *stuck)}
-    async with state.sessionmaker() as db, db.begin():
-        for sid, key in keys.items():
-            await db.execute(
-                update(ChatSession).where(ChatSession.id == uuid.UUID(sid)).values(archive_key=key)
-            )
+    keys = await record_archive_keys(state, first, *stuck)
     store = _SomeUndeletable({keys[sid] for sid in stuck})
 
     report = await retention.purge_idle_sessions(
@@ -202,13 +203,7 @@ async def test_retention_stops_when_the_archive_store_refuses_object_after_objec
     account = await factory.account()
     archived = [(await factory.chat_session(account, title=f"a{i}"))["id"] for i in range(5)]
     await make_idle(state, *archived, days=400)
-    async with state.sessionmaker() as db, db.begin():
-        for sid in archived:
-            await db.execute(
-                update(ChatSession)
-                .where(ChatSession.id == uuid.UUID(sid))
-                .values(archive_key=f"chat_archives/2025/01/{sid}.json.gz")
-            )
+    await record_archive_keys(state, *archived)
     store = _Refusing()
 
     report = await retention.purge_idle_sessions(

@@ -37,15 +37,21 @@ def _migrated_engine(settings: Settings) -> AsyncEngine:
     would otherwise write into a new, empty database of its own."""
     from chat_store.db import create_engine
 
-    url = settings.sqlalchemy_url
-    if url.startswith("sqlite"):
-        path = make_url(url).database
-        if path and path != ":memory:" and not Path(path).is_file():
-            raise CommandFailed(
-                f"no database at {Path(path).resolve()}: run `chat-store migrate` first "
-                "(or set DATA_DIR or DATABASE_URL to the existing database)"
-            )
+    path = sqlite_file(settings.sqlalchemy_url)
+    if path is not None and not path.is_file():
+        raise CommandFailed(
+            f"no database at {path.resolve()}: run `chat-store migrate` first "
+            "(or set DATA_DIR or DATABASE_URL to the existing database)"
+        )
     return create_engine(settings)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for another database, or one in memory."""
+    if not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database
+    return Path(path) if path and path != ":memory:" else None
 
 
 async def _check_migrated(engine: AsyncEngine) -> None:

@@ -11,7 +11,7 @@ import typer
 from sqlalchemy.engine import make_url
 
 from chat_store import __version__, migrate
-from chat_store.cli.running import CommandFailed, console
+from chat_store.cli.running import CommandFailed, console, sqlite_file
 from chat_store.logging_setup import JsonFormatter
 from chat_store.settings import Settings, get_settings
 
@@ -52,12 +52,9 @@ def migrate_command(
 def _check_sqlite_folder(url: str) -> None:
     """A SQLite file in a folder that does not exist (a mistyped path, a volume not mounted):
     said in one line before the driver tries it."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return
-    folder = Path(parsed.database).parent
-    if not folder.is_dir():
-        raise CommandFailed(f"no folder {folder.resolve()} for the SQLite database")
+    path = sqlite_file(url)
+    if path is not None and not path.parent.is_dir():
+        raise CommandFailed(f"no folder {path.parent.resolve()} for the SQLite database")
 
 
 def serve(

@@ -15,9 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from chat_store.db import ByDialect, fetch_one
 from chat_store.models import ChatSession, Generation, Message
-
-# The statuses of an answer still being written.
-OPEN_ANSWER_STATUSES = ("pending", "in_progress")
+from chat_store.models.message import OPEN_STATUSES
 
 
 def session_generating(since: datetime) -> ColumnElement[bool]:
@@ -32,7 +30,7 @@ def session_generating(since: datetime) -> ColumnElement[bool]:
             Generation.session_id == ChatSession.id,
             Generation.lease_expires_at >= since,
             Message.id == Generation.message_id,
-            Message.status.in_(OPEN_ANSWER_STATUSES),
+            Message.status.in_(OPEN_STATUSES),
         )
         .correlate(ChatSession)
     )
@@ -87,7 +85,7 @@ _OPEN_FOR = (
     .where(
         or_(_G.user_id == bindparam("b_user_id"), _G.session_id == bindparam("b_session_id")),
         _G.lease_expires_at.is_not(None),
-        Message.status.in_(OPEN_ANSWER_STATUSES),
+        Message.status.in_(OPEN_STATUSES),
     )
 )
 

@@ -13,6 +13,9 @@ from chat_store.models.base import Base, new_id, utcnow
 # None is SQL NULL (not JSON null): "has tool calls" is `tool_calls IS NOT NULL`.
 NULLABLE_JSON = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
+# The statuses of a message still being written (its text in chunks, not in `content`).
+OPEN_STATUSES = ("pending", "in_progress")
+
 
 class Message(Base):
     __tablename__ = "message"

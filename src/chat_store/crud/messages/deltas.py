@@ -29,14 +29,10 @@ from sqlalchemy.types import String
 from chat_store.crud.generations import LeaseHolder
 from chat_store.crud.messages.rows import StoredMessage
 from chat_store.crud.messages.sequence import bump_statement
-from chat_store.crud.messages.tables import (
-    CHUNK_TABLE,
-    MESSAGE,
-    MESSAGE_TABLE,
-    OPEN_STATUSES,
-)
+from chat_store.crud.messages.tables import CHUNK_TABLE, MESSAGE, MESSAGE_TABLE
 from chat_store.db import ByDialect, fetch_one
 from chat_store.models import Generation, MessageChunk
+from chat_store.models.message import OPEN_STATUSES
 
 _INSERT_CHUNK = insert(CHUNK_TABLE)
 

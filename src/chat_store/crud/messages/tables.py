@@ -14,7 +14,6 @@ from sqlalchemy import Table
 from chat_store.models import ChatSession, Message, MessageChunk
 from chat_store.models.base import attribute_columns
 
-OPEN_STATUSES = ("pending", "in_progress")
 MESSAGE_TABLE = cast(Table, Message.__table__)
 CHAT_SESSION_TABLE = cast(Table, ChatSession.__table__)
 CHUNK_TABLE = cast(Table, MessageChunk.__table__)
