@@ -101,15 +101,15 @@ async def record_archive_keys(state: AppState, *session_ids: str) -> dict[str, s
     return keys
 
 
-class _OneUndeletable:
-    """An archive store that refuses to delete one object (a lock on it, another owner)."""
+class _SomeUndeletable:
+    """An archive store that refuses to delete some objects, and deletes the others."""
 
-    def __init__(self, refused: str) -> None:
+    def __init__(self, refused: set[str]) -> None:
         self.refused = refused
         self.deleted: list[str] = []
 
     async def delete(self, key: str) -> None:
-        if key == self.refused:
+        if key in self.refused:
             raise ArchiveUnavailable("The archive store failed: PermissionDenied")
         self.deleted.append(key)
 
@@ -126,7 +126,7 @@ async def test_an_archive_object_that_cannot_be_deleted_holds_back_its_session_a
     await make_idle(state, stuck, days=400)
     await make_idle(state, *others, archived, days=200)
     keys = await record_archive_keys(state, stuck, archived)
-    store = _OneUndeletable(keys[stuck])
+    store = _SomeUndeletable({keys[stuck]})
 
     report = await retention.purge_idle_sessions(
         state.sessionmaker,
@@ -140,19 +140,6 @@ async def test_an_archive_object_that_cannot_be_deleted_holds_back_its_session_a
     async with state.sessionmaker() as db:
         left = {str(sid) for sid in await db.scalars(select(ChatSession.id))}
     assert stuck in left and not left & {*others, archived}
-
-
-class _SomeUndeletable:
-    """An archive store that refuses to delete some objects, and deletes the others."""
-
-    def __init__(self, refused: set[str]) -> None:
-        self.refused = refused
-        self.deleted: list[str] = []
-
-    async def delete(self, key: str) -> None:
-        if key in self.refused:
-            raise ArchiveUnavailable("The archive store failed: PermissionDenied")
-        self.deleted.append(key)
 
 
 async def test_locked_objects_among_the_oldest_hold_back_their_sessions_alone(
