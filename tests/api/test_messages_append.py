@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
-from chat_store.models import IdempotencyKey
+from chat_store.models import IdempotencyKey, MessageTombstone
 from chat_store.state import AppState
 from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
 from tests.factories import API, Account, Factory
@@ -195,6 +195,70 @@ async def test_another_users_message_id_is_taken_too(
     )
     assert_problem(response, 409, "message_exists")
     assert await _stored(client, stranger, session["id"]) == []
+
+
+async def test_a_deleted_messages_id_is_not_reused(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """The change feed replays a deletion under the message's id: a message written again with
+    it would be deleted by that replay (and its own deletion could not be kept)."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    gone = await factory.message(account, session["id"], content="deleted")
+    deleted = await client.delete(
+        f"{_messages_url(session['id'])}/{gone['id']}", headers=account.headers
+    )
+    assert deleted.status_code == 200, deleted.text
+
+    single = await client.post(
+        _messages_url(session["id"]),
+        json={"id": gone["id"], "role": "user", "content": "again"},
+        headers=account.headers,
+    )
+    batch = await client.post(
+        f"{_messages_url(session['id'])}/batch",
+        json={
+            "messages": [
+                {"role": "user", "content": "x"},
+                {"id": gone["id"], "role": "user", "content": "y"},
+            ]
+        },
+        headers=account.headers,
+    )
+
+    assert_problem(single, 409, "message_exists")
+    assert_problem(batch, 409, "message_exists")
+    assert await _stored(client, account, session["id"]) == []
+
+
+async def test_a_message_whose_id_has_a_tombstone_can_be_deleted(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """A tombstone left under a message's id (written again before ids were checked against
+    tombstones) does not make the message undeletable: the newest deletion is kept."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    other = await factory.chat_session(account)
+    kept = await factory.message(account, session["id"], content="kept")
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            insert(MessageTombstone).values(
+                message_id=uuid.UUID(kept["id"]),
+                session_id=uuid.UUID(other["id"]),
+                seq=7,
+                version=1,
+            )
+        )
+
+    deleted = await client.delete(
+        f"{_messages_url(session['id'])}/{kept['id']}", headers=account.headers
+    )
+
+    assert deleted.status_code == 200, deleted.text
+    assert await _stored(client, account, session["id"]) == []
+    async with state.sessionmaker() as db:
+        tombstone = (await db.execute(select(MessageTombstone))).scalars().one()
+    assert (str(tombstone.session_id), tombstone.seq) == (session["id"], kept["seq"])
 
 
 # --- batches

@@ -50,7 +50,7 @@ router = APIRouter(
 
 _APPEND_ERRORS = problems(
     ChatSessionNotFound,
-    MessageExists("A message with one of these ids already exists"),
+    MessageExists(message_service.ID_TAKEN),
     SeqConflict(41),
     IdempotencyKeyReused,
     PayloadTooLarge("messages[0].content is over the limit of 1048576 bytes of UTF-8"),

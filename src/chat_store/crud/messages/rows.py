@@ -247,10 +247,14 @@ async def append_with_prompt(
 
 
 async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> bool:
+    """Whether a message has, or had, one of `ids` (a deleted message's tombstone keeps its id:
+    the change feed replays its deletion under that id)."""
     wanted = list(ids)
     if not wanted:
         return False
-    result = await db.execute(select(Message.id).where(Message.id.in_(wanted)).limit(1))
+    stored = select(Message.id).where(Message.id.in_(wanted))
+    deleted = select(MessageTombstone.message_id).where(MessageTombstone.message_id.in_(wanted))
+    result = await db.execute(stored.union_all(deleted).limit(1))
     return result.first() is not None
 
 

@@ -4,20 +4,38 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from chat_store.db import ByDialect, fetch_one
 from chat_store.models import MessageTombstone
+
+_T = MessageTombstone.__table__.c
+
+
+_PG_INSERT = pg_insert(MessageTombstone)
+_SQLITE_INSERT = sqlite_insert(MessageTombstone)
+# An id already tombstoned (written again after its deletion before ids were checked against
+# tombstones): the newest deletion is the one the change feed replays.
+_ADD_TOMBSTONE = ByDialect(
+    postgresql=_PG_INSERT.on_conflict_do_update(
+        index_elements=[_T.message_id],
+        set_={name: _PG_INSERT.excluded[name] for name in ("session_id", "seq", "version")},
+    ).returning(_T.message_id),
+    sqlite=_SQLITE_INSERT.on_conflict_do_update(
+        index_elements=[_T.message_id],
+        set_={name: _SQLITE_INSERT.excluded[name] for name in ("session_id", "seq", "version")},
+    ).returning(_T.message_id),
+)
 
 
 async def add_tombstone(
     db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID, seq: int, version: int
 ) -> None:
-    await db.execute(
-        insert(MessageTombstone).values(
-            message_id=message_id, session_id=session_id, seq=seq, version=version
-        )
-    )
+    values = {"message_id": message_id, "session_id": session_id, "seq": seq, "version": version}
+    await fetch_one(db, _ADD_TOMBSTONE, values)
 
 
 async def deleted_since(

@@ -4,6 +4,7 @@ One module per part; every name other layers use is importable from here.
 """
 
 from chat_store.services.messages.appending import (
+    ID_TAKEN,
     append_with_prompt,
     create_message,
     create_messages,
@@ -34,6 +35,7 @@ from chat_store.services.messages.rules import (
 
 __all__ = [
     "CHARS_PER_TOKEN",
+    "ID_TAKEN",
     "TRANSITIONS",
     "append_delta",
     "append_with_prompt",

@@ -66,6 +66,9 @@ async def create_messages(
 
 _Appended = TypeVar("_Appended")
 
+# Ids are never reused: the change feed replays a deleted message's deletion under its id.
+ID_TAKEN = "A message with one of these ids exists, or existed and was deleted"
+
 
 async def _append(
     ctx: RequestContext,
@@ -128,7 +131,7 @@ async def _append_to_live(
             async with db.begin_nested():  # a concurrent insert of the same client id
                 await message_crud.insert_messages(db, messages)
         except IntegrityError:
-            raise MessageExists("A message with one of these ids already exists") from None
+            raise MessageExists(ID_TAKEN) from None
     else:
         await message_crud.insert_messages(db, messages)
     return _announce_created(ctx, messages, now)
@@ -146,7 +149,7 @@ async def _check_items(
     if len(set(client_ids)) != len(client_ids):
         raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
     if client_ids and await message_crud.any_message_id_exists(ctx.db, client_ids):
-        raise MessageExists("A message with one of these ids already exists")
+        raise MessageExists(ID_TAKEN)
     await tools.check_answers(ctx, session_id, items)
     return client_ids
 
