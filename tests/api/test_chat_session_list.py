@@ -270,6 +270,8 @@ SOME_ID = "019a2a67-c5f6-72f5-a636-ff6dd6f372c8"
         encoded([]),
         encoded([1, 2, 3, 4]),
         encoded(["after", "desc", "2026-11-26T12:00:00", SOME_ID]),  # no offset
+        encoded(["after", "desc", "0001-01-01T00:00:00+14:00", SOME_ID]),  # before year 1 in UTC
+        encoded(["after", "desc", "9999-12-31T23:59:59-14:00", SOME_ID]),  # past 9999 in UTC
         encoded(["sideways", "desc", "2026-11-26T12:00:00+00:00", SOME_ID]),
         encoded(["after", "up", "2026-11-26T12:00:00+00:00", SOME_ID]),
         encoded(["after", "desc", "2026-11-26T12:00:00+00:00", "not an id"]),

@@ -421,6 +421,26 @@ async def test_a_model_the_server_does_not_list_is_refused(
     assert await llm.requests() == []
 
 
+async def test_a_context_too_deep_is_refused_with_or_without_a_key(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """Deeper than serialising can go (about 255 levels): the key's fingerprint serialises the
+    body, and must not meet it before the depth rule."""
+    account, session_id = await new_session(factory)
+    deep: dict[str, Any] = {}
+    for _ in range(300):
+        deep = {"a": deep}
+
+    for headers in (account.headers, {**account.headers, "Idempotency-Key": "deep"}):
+        response = await client.post(
+            chat_path(session_id), json={"content": "hi", "context": deep}, headers=headers
+        )
+        assert_validation_error(response, "body", "context")
+    messages = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
+    assert messages.json()["data"] == []
+    assert await llm.requests() == []
+
+
 async def test_a_provider_error_fails_the_answer_and_names_both_messages(
     client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:

@@ -122,7 +122,10 @@ async def start_turn(
         tool_choice=body.tool_choice_sent(),
         parallel_tool_calls=body.parallel_tool_calls,
     )
+    # Before the Idempotency-Key's fingerprint, which serialises the body: a JSON value too
+    # deep to serialise is the 422 it is without a key, not a 500.
     limits.check_tools(ctx.settings, params.tools, ["body", "tools"])
+    limits.check_context(ctx.settings, body.context, ["body", "context"])
     made: list[uuid.UUID] = []  # the answers generated with this request's turn
     stored: list[uuid.UUID] = []  # the one of them the committed turn holds
 
