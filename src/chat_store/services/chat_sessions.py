@@ -160,8 +160,9 @@ class _ListPlace:
             if activity.tzinfo is None:
                 raise ValueError("a time without its offset")
             place = cls(direction, order, (activity.astimezone(UTC), uuid.UUID(session_id)))
-        # TypeError and AttributeError: fields of the wrong JSON type.
-        except (ValueError, TypeError, AttributeError) as exc:
+        # TypeError and AttributeError: fields of the wrong JSON type; OverflowError: a time at
+        # the calendar's edge that UTC cannot hold (0001-01-01T00:00:00+14:00).
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
             raise ValidationFailed(
                 "the cursor is not one this list gave (pass a page's next_cursor as it is)",
                 ["query", "cursor"],
