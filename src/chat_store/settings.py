@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     # response serializer refuses values nested about 250 deep, and a row stored deeper than
     # it can write could never be read back.
     max_json_depth: int = Field(default=32, ge=1, le=128)
-    max_title_chars: int = Field(default=200, ge=1)
+    # The title column holds 400 characters (beyond it Postgres refuses the write; SQLite not).
+    max_title_chars: int = Field(default=200, ge=1, le=400)
     max_batch_messages: int = Field(default=100, ge=1)
     # Unexpired API keys one user may hold (each is a credential to keep track of and revoke).
     max_api_keys_per_user: int = Field(default=20, ge=1)

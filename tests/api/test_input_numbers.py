@@ -46,6 +46,9 @@ async def test_an_expected_seq_beyond_what_is_stored_is_refused(
         ("/messages", {"before_seq": BEYOND_INT32}, {}, ("query", "before_seq")),
         ("/events", {"after_version": BEYOND_INT32}, {}, ("query", "after_version")),
         ("/events", {}, {"Last-Event-ID": str(BEYOND_INT32)}, ("header", "Last-Event-ID")),
+        ("/events", {}, {"Last-Event-ID": "1_0"}, ("header", "Last-Event-ID")),
+        ("/events", {}, {"Last-Event-ID": "+5"}, ("header", "Last-Event-ID")),
+        ("/messages/{message}/stream", {}, {"Last-Event-ID": "-0"}, ("header", "Last-Event-ID")),
         ("/messages/{message}/stream", {"offset": BEYOND_INT32}, {}, ("query", "offset")),
     ],
 )

@@ -425,6 +425,9 @@ async def test_bad_filters_are_422(client: httpx.AsyncClient, account: Account) 
         ({"role": "robot"}, "role"),
         ({"status": "open"}, "status"),
         ({"after": "2026-11-26T10:00:00"}, "after"),  # no offset
+        ({"after": "2026-11-26T00:00:00"}, "after"),  # no offset, at midnight
+        ({"before": "2026-11-26 "}, "before"),
+        ({"after": "0001-01-01T00:00:00+14:00"}, "after"),  # midnight, no UTC equivalent
         ({"before": "yesterday"}, "before"),
         # Times with no UTC equivalent (past the calendar's ends once the offset is applied).
         ({"after": "0001-01-01T00:30:00+14:00"}, "after"),

@@ -162,3 +162,11 @@ def test_log_level_is_one_of_the_logging_levels_in_any_case() -> None:
     assert build(log_level=" Warning ").log_level == "WARNING"
     with pytest.raises(ValidationError, match="log_level"):
         build(log_level="verbose")
+
+
+def test_a_title_limit_beyond_what_the_column_holds_is_refused() -> None:
+    """The title column holds 400 characters: a larger limit would let Postgres refuse (500)
+    what SQLite stores."""
+    assert build(max_title_chars=400).max_title_chars == 400
+    with pytest.raises(ValidationError, match="max_title_chars"):
+        build(max_title_chars=401)

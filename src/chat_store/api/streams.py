@@ -49,12 +49,12 @@ LastEventId = Annotated[
 
 def _cursor(last_event_id: str | None, query_value: int | None) -> int:
     if last_event_id is not None and last_event_id.strip():
-        try:
-            value = int(last_event_id)
-        except ValueError:
+        # Digits only: int() also takes "1_000", "+5" and other spellings no event id has.
+        if not (digits := last_event_id.strip()).isascii() or not digits.isdigit():
             raise ValidationFailed(
                 "Last-Event-ID must be a non-negative integer", ["header", "Last-Event-ID"]
-            ) from None
+            )
+        value = int(digits)
         if not 0 <= value <= INT32_MAX:
             raise ValidationFailed(
                 f"Last-Event-ID must be an integer from 0 to {INT32_MAX}",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Generic, Literal, Self, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 def check_text(value: str) -> str:
@@ -72,6 +73,18 @@ def to_utc(value: datetime) -> datetime:
 SafeStr = Annotated[str, AfterValidator(check_text)]
 # Every time a request gives (a body field, a query filter): with an offset, turned into UTC.
 InputDatetime = Annotated[AwareDatetime, AfterValidator(to_utc)]
+
+
+def _date_only(value: object) -> object:
+    # pydantic's date takes a datetime whose time is midnight too: `2026-11-26T00:00:00`
+    # (no offset) would pass as a date where `...T10:00:00` is refused for its missing offset.
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        raise ValueError("a date is written YYYY-MM-DD")
+    return value
+
+
+# A day given alone (a filter's YYYY-MM-DD), never a time.
+InputDate = Annotated[date, BeforeValidator(_date_only)]
 RagContext = Annotated[dict[str, Any], AfterValidator(_json_object("context"))]
 Title = SafeStr
 Metadata = Annotated[dict[str, Any], AfterValidator(_json_object("metadata"))]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from chat_store.schemas.chat_sessions import ChatSessionStatus
-from chat_store.schemas.common import InputDatetime, OutputModel, SafeStr
+from chat_store.schemas.common import InputDate, InputDatetime, OutputModel, SafeStr
 from chat_store.schemas.messages import Role
 from chat_store.search_query import MAX_QUERY_CHARS
 
@@ -36,10 +36,10 @@ class SearchParams(BaseModel):
     favorite: bool | None = Field(default=None, description="Favourite sessions (or not).")
     status: ChatSessionStatus | None = Field(default=None, description="Session status.")
     # A time with an offset, or a date: the start of that day in UTC.
-    after: InputDatetime | date | None = Field(
+    after: InputDatetime | InputDate | None = Field(
         default=None, description="Hits from this time (or the start of this date, UTC)."
     )
-    before: InputDatetime | date | None = Field(
+    before: InputDatetime | InputDate | None = Field(
         default=None, description="Hits before this time (or this date's start, UTC)."
     )
 
