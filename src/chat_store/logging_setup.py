@@ -52,6 +52,10 @@ def configure_logging(level: str, use_json: bool) -> None:
     logging.getLogger("uvicorn.access").disabled = True
     # The readiness check opens an alembic MigrationContext, which logs at INFO every time.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    # The HTTP clients (the openai SDK's httpx2, and httpx) log each request's full URL at INFO,
+    # the user and password LLM_BASE_URL may carry included.
+    for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -647,6 +647,75 @@ async def test_a_process_that_stops_hands_its_generations_over(
     ]
 
 
+@pytest.mark.parametrize(
+    ("behaviour", "ended"),
+    [
+        ({"text": "A short answer. "}, "complete"),
+        ({"text": "A short answer. Cut here", "fail_after": 3}, "failed"),  # a dropped stream
+    ],
+)
+async def test_a_process_that_stops_as_its_last_write_is_made_ends_the_answer(
+    app_with: AppWith,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    llm: LlmServer,
+    monkeypatch: pytest.MonkeyPatch,
+    behaviour: dict[str, Any],
+    ended: str,
+) -> None:
+    """The provider has answered all (or failed) and the write of its last text is under way
+    as the process stops: the answer is completed (or failed) there, not handed over to call
+    the model again."""
+    account, session_id = await new_session(factory)
+    text = "A short answer. "  # what the provider sends of its text (3 chunks)
+    await llm.script("test", behaviour)
+    append = store.append
+    last_write, written = asyncio.Event(), asyncio.Event()
+
+    async def held(ctx: RequestContext, answer: Any, delta: str, offset: int, lease: Any) -> int:
+        if offset + len(delta) == len(text):  # the write whose text ends the answer
+            last_write.set()
+            await written.wait()
+        return await append(ctx, answer, delta, offset, lease)
+
+    monkeypatch.setattr(store, "append", held)
+    async with chat_app(app_with, llm) as stopping:
+        runner = stopping.app.state.generation
+        turn = asyncio.create_task(
+            stopping.client.post(
+                chat_path(session_id), json={"content": "go"}, headers=account.headers
+            )
+        )
+        await asyncio.wait_for(last_write.wait(), timeout=10)
+        [live] = runner._live.values()
+        assert live.reader is not None
+        await asyncio.wait({live.reader}, timeout=10)
+        assert live.reader.done()
+
+        async def write_once_stopped() -> None:
+            while live.stop_reason is None:
+                await asyncio.sleep(0.01)
+            written.set()
+
+        releasing = asyncio.create_task(write_once_stopped())
+        turn.cancel()  # the client leaves; then the process stops
+    await releasing
+    assert live.stop_reason == "shutdown"
+
+    listed = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
+    answer = listed.json()["data"][-1]
+    assert answer["status"] == ended
+    assert answer["metadata"]["attempt"] == 1
+    if ended == "complete":
+        assert answer["content"] == text
+        assert answer["metadata"]["finish_reason"] == "stop"
+        assert answer["metadata"]["completion_tokens"] == 3
+    else:
+        assert answer["partial_content"] == text
+        assert answer["metadata"]["error_kind"] == "connection"
+    assert len(await llm.requests()) == 1
+
+
 async def test_a_process_that_lost_its_lease_stops_and_writes_nothing_more(
     app: FastAPI, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:

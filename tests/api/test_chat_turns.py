@@ -4,6 +4,7 @@ streams the answer into the store, and records its usage."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -649,6 +650,93 @@ async def test_metrics_count_generations_tokens_ttft_and_provider_errors(
     assert grew('chat_store_generation_tokens_total{kind="prompt"}') == 11
     assert grew("chat_store_generation_ttft_seconds_count") == 1
     assert sample(after, "chat_store_generations_live") == 0
+
+
+READ_FILE = {
+    "type": "function",
+    "function": {
+        "name": "read_file",
+        "parameters": {"type": "object", "properties": {"path": {"type": "string"}}},
+    },
+}
+TWO_READS = [
+    {"id": "call_a", "name": "read_file", "arguments": '{"path": "a.py"}'},
+    {"id": "call_b", "name": "read_file", "arguments": '{"path": "b.py"}'},
+]
+
+
+@pytest.mark.parametrize("call_index", ["each", "zero", "none"])
+async def test_parallel_calls_are_kept_apart_however_the_provider_indexes_them(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer, call_index: str
+) -> None:
+    """OpenAI sends each call under its own index; Ollama sends them all under index 0, or
+    (older versions) under none."""
+    account, session_id = await new_session(factory)
+    await llm.script("test", {"tool_calls": TWO_READS, "call_index": call_index})
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "Read both", "tools": [READ_FILE], "stream": False},
+        headers=account.headers,
+    )
+
+    assert response.status_code == 201, response.text
+    answer = response.json()["assistant_message"]
+    assert answer["tool_calls"] == TWO_READS
+    assert answer["metadata"]["finish_reason"] == "tool_calls"
+
+
+async def test_an_answer_that_only_calls_tools_has_its_time_to_first_token(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    await llm.script("test", {"tool_calls": TWO_READS[:1]})
+    before = (await client.get("/metrics")).text
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "Read it", "tools": [READ_FILE], "stream": False},
+        headers=account.headers,
+    )
+
+    assert response.status_code == 201, response.text
+    answer = response.json()["assistant_message"]
+    assert (answer["content"], answer["tool_calls"]) == ("", TWO_READS[:1])
+    ttft_ms = answer["metadata"]["ttft_ms"]
+    assert isinstance(ttft_ms, int) and ttft_ms >= 0
+    after = (await client.get("/metrics")).text
+    count = "chat_store_generation_ttft_seconds_count"
+    assert sample(after, count) - sample(before, count) == 1
+
+
+async def test_the_provider_urls_credentials_are_not_logged(
+    app_with: AppWith, llm: LlmServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LLM_BASE_URL may carry a user and password; the SDK's HTTP client logs every request's
+    URL at INFO, the level the service logs at."""
+    password = "s3cret-of-the-provider"
+    url = llm.base_url.replace("http://", f"http://bot:{password}@")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        async with chat_app(app_with, llm, llm_base_url=url, log_level="INFO") as chat:
+            # The app's logging configuration replaced the root's handlers: capture again.
+            root.addHandler(caplog.handler)
+            account, session_id = await new_session(chat.factory)
+            response = await chat.client.post(
+                chat_path(session_id),
+                json={"content": "hi", "stream": False},
+                headers=account.headers,
+            )
+    finally:
+        root.handlers[:], root.level = handlers, level
+
+    assert response.status_code == 201, response.text
+    assert len(await llm.requests()) == 1
+    infos = [record for record in caplog.records if record.levelno == logging.INFO]
+    assert any(record.name.startswith("chat_store") for record in infos)  # INFO is captured
+    assert password not in caplog.text
+    assert not [record for record in infos if record.name.startswith(("httpx", "httpcore"))]
 
 
 async def test_a_turn_is_served_by_the_direct_path_with_fastapis_answers(

@@ -19,6 +19,8 @@ request taking the next one and the last one staying. A behaviour says:
   (an id left out is not sent), after the text (none unless `text` is given): each call
   streamed as a model does, a first `delta.tool_calls` fragment with its index, id and name,
   then its arguments in fragments of `argument_chars` characters (default 4);
+- `call_index`: the index the calls are sent under: "each" (0, 1, ... as OpenAI does, the
+  default), "zero" (every call under 0, as Ollama does) or "none" (no index, as older Ollama);
 - `finish_reason`: "stop" by default, "tool_calls" with tool calls.
 
 Control routes (for the tests only): `POST /_control/script`, `GET /_control/requests`,
@@ -223,8 +225,10 @@ def _tool_call_fragments(
     index: int, call: dict[str, Any], behaviour: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """One call as a model streams it: its index, id and name first, then its arguments."""
+    given = behaviour.get("call_index", "each")
+    position = {"index": index if given == "each" else 0} if given != "none" else {}
     head: dict[str, Any] = {
-        "index": index,
+        **position,
         "type": "function",
         "function": {"name": call["name"], "arguments": ""},
     }
@@ -233,7 +237,7 @@ def _tool_call_fragments(
     arguments = str(call.get("arguments", ""))
     size = int(behaviour.get("argument_chars", 4))
     rest = [
-        {"index": index, "function": {"arguments": arguments[start : start + size]}}
+        {**position, "function": {"arguments": arguments[start : start + size]}}
         for start in range(0, len(arguments), size)
     ]
     return [head, *rest]

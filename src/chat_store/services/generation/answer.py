@@ -85,7 +85,8 @@ class Live:
 
     def stop(self, reason: StopReason) -> None:
         """Stop reading the model: `cancelled` and `lost` (taken over) write nothing more,
-        `shutdown` writes what was read and hands the answer over."""
+        `shutdown` writes what was read and hands the answer over (or, when the provider had
+        already answered all, ends it: see `_halted`)."""
         if self.stop_reason is None:
             self.stop_reason = reason
         if self.reader is not None:
@@ -116,11 +117,8 @@ class _Buffer:
     def __init__(self) -> None:
         self.text: list[str] = []
         self.changed = asyncio.Event()
-        self.first_at: float | None = None
 
     def add(self, text: str) -> None:
-        if self.first_at is None:
-            self.first_at = time.monotonic()
         self.text.append(text)
         self.changed.set()
 
@@ -147,6 +145,19 @@ _CALLING_ENDS = frozenset({None, "stop", "tool_calls", "function_call"})
 
 def _finish_reason(reported: str | None, calls_tools: bool) -> str | None:
     return "tool_calls" if calls_tools and reported in _CALLING_ENDS else reported
+
+
+def _halted(live: Live, reader: asyncio.Task[Finish]) -> bool:
+    """Whether the run stops here. A shutdown that comes once the provider has answered all
+    (its call ended by itself, with its answer or a ProviderFailure) does not stop it: the
+    answer is completed or failed with what was read, rather than handed over to call the
+    model again. A cancel, or a lease lost, stops it whatever was read."""
+    if live.stop_reason is None:
+        return False
+    if live.stop_reason != "shutdown" or not reader.done() or reader.cancelled():
+        return True
+    error = reader.exception()
+    return error is not None and not isinstance(error, ProviderFailure)
 
 
 def _without_failure(metadata: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +290,7 @@ class AnswerGenerator:
         while True:
             if not buffer.text and not reader.done():
                 await buffer.changed.wait()  # text came, or the call ended (see `call`)
-            if live.stop_reason is not None:
+            if _halted(live, reader):
                 return await self._stopped(live, principal, answer, buffer.take(), offset)
             text = buffer.take()
             if text:
@@ -298,7 +309,7 @@ class AnswerGenerator:
                 break
             # Coalesce: what arrives meanwhile goes in the next write (sooner if it ends).
             await asyncio.wait({reader}, timeout=flush_every)
-        if live.stop_reason is not None:
+        if _halted(live, reader):
             return await self._stopped(live, principal, answer, "", offset)
         ended = time.monotonic()
         try:
@@ -313,7 +324,8 @@ class AnswerGenerator:
                 | ({"provider_status": failure.status} if failure.status else {}),
             )
             return "failed"
-        ttft = None if buffer.first_at is None else buffer.first_at - started
+        # The first content, text or a tool call: an answer may only call tools.
+        ttft = None if finish.first_at is None else finish.first_at - started
         if ttft is not None:
             self._metrics.ttft.observe(ttft)
         reported = (("prompt", finish.prompt_tokens), ("completion", finish.completion_tokens))

@@ -13,6 +13,7 @@ CPU than everything else a streamed answer does (docs/benchmarks.md, chat turns)
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -49,33 +50,39 @@ class ChatRequest:
 
 @dataclass(frozen=True)
 class Finish:
-    """The end of an answer, with the provider's usage when it sent it, and the calls of the
-    client's tools it asked for ([{"id", "name", "arguments"}], in the model's order)."""
+    """The end of an answer, with the provider's usage when it sent it, the calls of the
+    client's tools it asked for ([{"id", "name", "arguments"}], in the model's order), and when
+    (time.monotonic()) its first content came: text or a tool call's first fragment."""
 
     reason: str | None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     model: str | None = None
     tool_calls: list[dict[str, str]] = field(default_factory=list)
+    first_at: float | None = None
 
 
 class ToolCallParts:
     """The tool calls of a streamed answer, put together from their fragments: each chunk's
     `delta.tool_calls` holds pieces of calls by `index`, the first one with the call's id and
-    function name, the following ones more of its arguments."""
+    function name, the following ones more of its arguments.
+
+    An index is not always a call's own: Ollama sends every call under `index: 0` (its older
+    versions under none), each call whole in one fragment with its id. So a fragment whose id
+    differs from the id of the call its index holds starts a new call; without an index, a
+    fragment with a new id starts one and any other continues the last call."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, dict[str, str]] = {}
+        # Every call with its index, in the order they began; and the call each index is on.
+        self._calls: list[tuple[int, dict[str, str]]] = []
+        self._at: dict[int, dict[str, str]] = {}
 
     def add(self, fragments: Any) -> bool:
         """Take a chunk's `delta.tool_calls` (as decoded JSON); whether it held any."""
         if not isinstance(fragments, list):
             return False
         for fragment in map(_mapping, fragments):
-            index = fragment.get("index")
-            call = self._calls.setdefault(
-                index if isinstance(index, int) else 0, {"id": "", "name": "", "arguments": ""}
-            )
+            call = self._call_of(fragment)
             if text := _text(fragment.get("id")):
                 call["id"] = text
             function = _mapping(fragment.get("function"))
@@ -84,16 +91,34 @@ class ToolCallParts:
             call["arguments"] += _text(function.get("arguments"))
         return bool(fragments)
 
+    def _call_of(self, fragment: dict[str, Any]) -> dict[str, str]:
+        index, call_id = fragment.get("index"), _text(fragment.get("id"))
+        if isinstance(index, int):
+            held = self._at.get(index)
+            if held is not None and not (call_id and held["id"] and call_id != held["id"]):
+                return held
+        elif self._calls:
+            index, held = self._calls[-1]
+            if not call_id or call_id == held["id"]:
+                return held
+        else:
+            index = 0
+        call = {"id": "", "name": "", "arguments": ""}
+        self._calls.append((index, call))
+        self._at[index] = call
+        return call
+
     def calls(self) -> list[dict[str, str]]:
-        """The calls in index order, their text cleaned; an id made up where none was sent
-        (some servers send none, and the tool message must name its call)."""
+        """The calls in index order (those of one index in the order they came), their text
+        cleaned; an id made up where none was sent (some servers send none, and the tool
+        message must name its call)."""
         return [
             {
                 "id": clean_text(call["id"]) or f"call_{uuid.uuid4().hex[:24]}",
                 "name": call["name"],
                 "arguments": clean_text(call["arguments"]),
             }
-            for _, call in sorted(self._calls.items())
+            for _, call in sorted(self._calls, key=lambda entry: entry[0])
         ]
 
 
@@ -159,7 +184,7 @@ class Provider:
             )
         except openai.APIError as exc:
             raise self._failure(exc, mid_answer=False) from None
-        streamed = False
+        first_at: float | None = None  # when text or a tool call first came
         try:
             reason: str | None = None
             usage: dict[str, Any] = {}
@@ -179,7 +204,7 @@ class Provider:
                         "timeout",
                         f"The model provider sent nothing for {self._gap_timeout:g} s "
                         "(LLM_TIMEOUT_SECONDS)",
-                        mid_answer=streamed,
+                        mid_answer=first_at is not None,
                     ) from None
                 model = _label(chunk.get("model")) or model
                 if isinstance(chunk.get("usage"), dict):
@@ -190,11 +215,11 @@ class Provider:
                         continue
                     delta = _mapping(choice.get("delta"))
                     text = clean_text(_text(delta.get("content")))
+                    calls = tool_calls.add(delta.get("tool_calls"))
+                    if (text or calls) and first_at is None:
+                        first_at = time.monotonic()
                     if text:
-                        streamed = True
                         yield text
-                    if tool_calls.add(delta.get("tool_calls")):
-                        streamed = True
                     if finish_reason := _label(choice.get("finish_reason")):
                         reason = finish_reason
             yield Finish(
@@ -203,9 +228,10 @@ class Provider:
                 completion_tokens=_count(usage.get("completion_tokens")),
                 model=model,
                 tool_calls=tool_calls.calls(),
+                first_at=first_at,
             )
         except openai.APIError as exc:
-            raise self._failure(exc, mid_answer=streamed) from None
+            raise self._failure(exc, mid_answer=first_at is not None) from None
         finally:
             await chunks.close()
 
