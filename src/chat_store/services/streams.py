@@ -144,7 +144,8 @@ async def _snapshot(
         )
         if row is None:
             return None
-        return _Snapshot(row, await message_service.full_text(ctx.db, row))
+        row, _, text = await message_service.read_text(ctx.db, row)
+        return _Snapshot(row, text)
 
 
 async def check_message_stream(
@@ -155,7 +156,7 @@ async def check_message_stream(
     row = await message_crud.get_for_owner(ctx.db, ctx.principal.user_id, session_id, message_id)
     if row is None:
         raise MessageNotFound()
-    length = len(await message_service.full_text(ctx.db, row))
+    length = len((await message_service.read_text(ctx.db, row))[2])
     if offset > length:
         raise OffsetMismatch(length)
 

@@ -298,6 +298,17 @@ async def get_for_owner(
     return None if row is None else StoredMessage(*row)
 
 
+async def get_by_ids(
+    db: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, StoredMessage]:
+    """The messages of `message_ids` that exist, by id (rows read again: the caller read them
+    before, by a query that already filtered by owner)."""
+    if not message_ids:
+        return {}
+    result = await db.execute(select(*_SELECTED).where(MESSAGE.id.in_(message_ids)))
+    return {row.id: row for row in (StoredMessage(*values) for values in result)}
+
+
 async def get_seq(db: AsyncSession, session_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
     """The message's seq; a deleted one's from its tombstone (a page's cursor may name a
     message deleted since the page was read)."""

@@ -19,10 +19,10 @@ from chat_store.services.messages.context import (
 from chat_store.services.messages.deltas import append_delta
 from chat_store.services.messages.forking import fork, resume
 from chat_store.services.messages.reading import (
-    full_text,
     get_message,
     is_stale,
     list_messages,
+    read_text,
     shown_partial,
     to_reads,
 )
@@ -46,12 +46,12 @@ __all__ = [
     "delete_message",
     "estimate_tokens",
     "fork",
-    "full_text",
     "get_message",
     "is_stale",
     "list_messages",
     "message_tokens",
     "newest_history",
+    "read_text",
     "resume",
     "select_context",
     "shown_partial",

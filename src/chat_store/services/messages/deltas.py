@@ -17,7 +17,7 @@ from chat_store.errors import (
 from chat_store.schemas.messages import OPEN_STATUSES, DeltaAppend, MessageWithLength
 from chat_store.services import events, hooks
 from chat_store.services.context import RequestContext
-from chat_store.services.messages.reading import chunks_and_text, owned_message, read_fields
+from chat_store.services.messages.reading import owned_message, read_fields, read_text
 from chat_store.services.messages.rules import utf8_len
 
 
@@ -124,8 +124,9 @@ async def _explain_refused_delta(
 
     The message and its text are read once, and the answer is made of that one reading: after
     a delta that committed by itself no lock keeps other writers out between two reads."""
-    row = await owned_message(ctx, delta.session_id, delta.message_id)
-    chunks, text = await chunks_and_text(ctx.db, row)
+    row, chunks, text = await read_text(
+        ctx.db, await owned_message(ctx, delta.session_id, delta.message_id)
+    )
     length = len(text)
     end = delta.offset + len(delta.text)
     if end == length and text[delta.offset :] == delta.text:

@@ -29,10 +29,41 @@ def is_stale(status: str, updated_at: datetime, now: datetime, stale_after: time
 
 async def to_reads(ctx: RequestContext, rows: Sequence[StoredMessage]) -> list[MessageRead]:
     """Read models, with the streamed text of open messages joined from their chunks."""
-    open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
-    chunks = await message_crud.chunk_texts(ctx.db, open_ids)
+    rows, chunks = await with_chunks(ctx.db, rows)
     now = datetime.now(UTC)
     return [to_read(ctx, row, chunks.get(row.id), now) for row in rows]
+
+
+# Rows and their chunks are two statements. Outside one snapshot (Postgres: a GET's autocommit,
+# a write's READ COMMITTED) a terminal move or a replaced text committed between them folds or
+# deletes chunks the row still counts: such a row is read again, with its chunks.
+_TORN_READ_TRIES = 4
+
+
+async def with_chunks(
+    db: AsyncSession, rows: Sequence[StoredMessage]
+) -> tuple[list[StoredMessage], dict[uuid.UUID, str]]:
+    """`rows` (each read again if it moved under the read), and the chunks' text of the open
+    ones, consistent with them."""
+    rows = list(rows)
+    chunks: dict[uuid.UUID, str] = {}
+    for _ in range(_TORN_READ_TRIES):
+        open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
+        chunks = await message_crud.chunk_texts(db, open_ids)
+        torn = [row.id for row in rows if _torn(row, chunks.get(row.id))]
+        if not torn:
+            break
+        fresh = await message_crud.get_by_ids(db, torn)
+        rows = [fresh.get(row.id, row) for row in rows]
+    return rows, chunks
+
+
+def _torn(row: StoredMessage, chunk_text: str | None) -> bool:
+    """An open row whose text (its folded prefix and the chunks read after it) is shorter than
+    the length it records."""
+    if row.status not in OPEN_STATUSES:
+        return False
+    return len(row.partial_content or "") + len(chunk_text or "") < row.partial_length
 
 
 def to_read(
@@ -62,16 +93,20 @@ def read_fields(
 
 
 async def full_text(db: AsyncSession, row: StoredMessage) -> str:
-    return (await chunks_and_text(db, row))[1]
+    """The text of `row`, read under its lock (or where it cannot move meanwhile)."""
+    return (await read_text(db, row))[2]
 
 
-async def chunks_and_text(db: AsyncSession, row: StoredMessage) -> tuple[str | None, str]:
-    """The chunks appended since the folded prefix (None for a complete message) and the whole
-    text, from one read."""
+async def read_text(db: AsyncSession, row: StoredMessage) -> tuple[StoredMessage, str | None, str]:
+    """The message (read again if it moved under the read, see `with_chunks`), the chunks
+    appended since its folded prefix (None for a complete message) and its whole text."""
     if row.status == "complete":
-        return None, row.content or ""
-    chunks = (await message_crud.chunk_texts(db, [row.id])).get(row.id)
-    return chunks, streamed_text(row, chunks) or ""
+        return row, None, row.content or ""
+    [row], found = await with_chunks(db, [row])
+    if row.status == "complete":
+        return row, None, row.content or ""
+    chunks = found.get(row.id)
+    return row, chunks, streamed_text(row, chunks) or ""
 
 
 def shown_partial(row: StoredMessage, chunk_text: str | None) -> str | None:
