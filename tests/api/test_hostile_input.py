@@ -1114,3 +1114,42 @@ async def test_a_turn_without_a_model_provider_stores_no_message(
     after = (await client.get(url, headers=account.headers)).json()
     assert after == read  # message_count, last_message_at, updated_at
     assert_unchanged(before, await take_snapshot(state.sessionmaker), "the refused turn")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x", None],
+)
+async def test_a_json_body_sent_as_something_else_is_415(
+    client: httpx.AsyncClient, factory: Factory, content_type: str | None
+) -> None:
+    """What `curl -d` sends (a form) named a model class in a 422; nothing is stored."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    url = f"{API}/sessions/{session['id']}/messages"
+    headers = {**account.headers, **({"Content-Type": content_type} if content_type else {})}
+
+    response = await client.post(url, content=b'{"role":"user","content":"hi"}', headers=headers)
+
+    problem = assert_problem(response, 415, "unsupported_media_type")
+    assert "application/json" in problem["detail"]
+    assert "MessageAppend" not in problem["detail"]
+    listed = await client.get(url, headers=account.headers)
+    assert listed.json()["data"] == []
+
+
+async def test_a_json_body_that_is_not_an_object_is_still_422(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    url = f"{API}/sessions/{session['id']}/messages"
+    for content_type in (
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/x+json",
+    ):
+        response = await client.post(
+            url, content=b"[1, 2]", headers={**account.headers, "Content-Type": content_type}
+        )
+        assert_validation_error(response, "body")

@@ -77,6 +77,18 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
         for err in exc.errors()
     ]
+    content_type = request.headers.get("content-type")
+    if not _is_json(content_type) and any(_body_not_an_object(err) for err in errors):
+        # A JSON route's body sent as a form, text or nothing named: FastAPI does not read it
+        # as JSON, and its error would name the model, not the header.
+        sent = f"sent as {content_type}" if content_type else "sent without a Content-Type"
+        return problem_response(
+            request,
+            status=415,
+            code="unsupported_media_type",
+            title="Unsupported media type",
+            detail=f"The request body must be JSON (Content-Type: application/json); it was {sent}",
+        )
     if any(err["type"] == "json_invalid" for err in errors):
         detail = "The request body is not valid JSON"
     else:
@@ -89,6 +101,15 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         detail=detail,
         errors=errors,
     )
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def _body_not_an_object(error: dict[str, Any]) -> bool:
+    return error["loc"] == ["body"] and error["type"] in ("model_attributes_type", "dict_type")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
