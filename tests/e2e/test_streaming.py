@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chat_store.client import AsyncChatStoreClient, StreamDelta, StreamDone
+from chat_store.client import AsyncChatStoreClient, StreamDelta, StreamDone, StreamReset
 from tests.backends import Backend
 from tests.e2e.conftest import NO_LIMITS, ServerProcess, start_server
 from tests.e2e.test_client_flows import new_account
@@ -273,3 +273,50 @@ async def test_sigterm_ends_streams_and_keeps_every_acknowledged_delta(
             assert stored.partial_content == "".join(acknowledged)
     finally:
         restarted.close()
+
+
+@pytest.mark.parametrize("replace", ["partial_content", "content"])
+async def test_a_follower_is_told_when_the_text_is_replaced(
+    stream_server: ServerProcess, replace: str
+) -> None:
+    """The writer replaces the streamed text (PATCH partial_content), or completes the answer
+    with another content: the follower got a `reset` with the whole text (it kept the old text
+    and appended what came after, or was cut off beyond it), and a reconnect from the offset
+    it reached goes on from there."""
+    client, _ = await new_account(stream_server)
+    async with client:
+        session = await client.create_session()
+        answer = await client.append_message(session.id, "assistant", status="pending")
+        await client.append_delta(session.id, answer.id, "Hello world", 0)
+        items: list[object] = []
+        first = asyncio.Event()
+
+        async def follow() -> None:
+            async for item in client.follow(session.id, answer.id):
+                items.append(item)
+                first.set()
+
+        following = asyncio.create_task(follow())
+        await asyncio.wait_for(first.wait(), 10)
+        if replace == "partial_content":
+            await client.update_message(session.id, answer.id, partial_content="Hi")
+            await client.append_delta(session.id, answer.id, " there", 2)
+            await client.complete_message(session.id, answer.id)
+        else:
+            await client.complete_message(session.id, answer.id, content="Hi there")
+        await asyncio.wait_for(following, 10)
+
+        text = ""
+        for item in items:
+            if isinstance(item, StreamDelta):
+                text += item.delta
+                assert item.offset == len(text)
+            elif isinstance(item, StreamReset):
+                text = item.text
+                assert item.offset == len(text)
+        done = items[-1]
+        assert isinstance(done, StreamDone)
+        assert (text, done.status, done.length) == ("Hi there", "complete", 8)
+        assert any(isinstance(item, StreamReset) for item in items)
+        again = [item async for item in client.follow(session.id, answer.id, offset=done.length)]
+        assert again == [StreamDone(status="complete", error_message=None, length=8)]

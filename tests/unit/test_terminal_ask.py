@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chat_store import cli
-from chat_store.client import ChatTurn, StreamDelta, StreamDone
+from chat_store.client import ChatTurn, StreamDelta, StreamDone, StreamReset
 from chat_store.client.models import ChatSession, Message
 from chat_store.terminal import conversation
 
@@ -164,3 +164,23 @@ def test_resume_after_a_cancel_says_to_ask_again(
     assert exited.value.code == 4
     assert "cancelled" in capsys.readouterr().err
     assert continued == []
+
+
+def test_a_replaced_text_is_printed_again_after_a_notice(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """stdout ends with the text as stored: what came before the replacement, a line break,
+    then the whole new text and what followed it; the notice goes to stderr."""
+    items = [
+        StreamDelta(delta="Hello world", offset=11),
+        StreamReset(text="Hi", offset=2),
+        StreamDelta(delta=" there", offset=8),
+        StreamDone(status="complete", error_message=None, length=8),
+    ]
+
+    answer = conversation.print_stream(SimpleNamespace(), uuid.uuid4(), items, uuid.uuid4())  # type: ignore[arg-type]
+
+    out, err = capsys.readouterr()
+    assert answer.status == "complete"
+    assert out == "Hello world\nHi there\n"
+    assert "replaced" in err

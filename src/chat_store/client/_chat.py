@@ -25,7 +25,7 @@ from chat_store.client._follow import (
     stream_call,
     stream_item,
 )
-from chat_store.client.models import ChatTurn, StreamDelta, StreamDone
+from chat_store.client.models import ChatTurn, StreamDelta, StreamDone, StreamReset
 
 ChatItem = ChatTurn | StreamItem
 
@@ -107,7 +107,7 @@ class ChatFollower(Follower[ChatItem]):
             self.turn = ChatTurn.model_validate_json(event.data)
             return self.turn
         item = stream_item(event)
-        if isinstance(item, StreamDelta):
+        if isinstance(item, StreamDelta | StreamReset):
             self.position = item.offset
         self.done = isinstance(item, StreamDone)
         return item

@@ -20,9 +20,9 @@ import httpx
 
 from chat_store.client._core import API_PREFIX, Call, path_id, raw
 from chat_store.client.errors import ChatStoreError
-from chat_store.client.models import StreamDelta, StreamDone, StreamStale
+from chat_store.client.models import StreamDelta, StreamDone, StreamReset, StreamStale
 
-StreamItem = StreamDelta | StreamStale | StreamDone
+StreamItem = StreamDelta | StreamReset | StreamStale | StreamDone
 
 
 @dataclass(frozen=True)
@@ -123,11 +123,13 @@ def stream_call(session_id: uuid.UUID | str, message_id: uuid.UUID | str, offset
 
 
 def stream_item(event: ServerSentEvent) -> StreamItem | None:
-    """A delta, a silent writer or the final status; None for anything else (a shutdown
-    notice: reconnect)."""
+    """A delta, a replaced text, a silent writer or the final status; None for anything else
+    (a shutdown notice: reconnect)."""
     data = json.loads(event.data) if event.data else {}
     if event.event == "delta":
         return StreamDelta(delta=str(data["delta"]), offset=int(data["offset"]))
+    if event.event == "reset":
+        return StreamReset(text=str(data["text"]), offset=int(data["offset"]))
     if event.event == "stale":
         return StreamStale(
             message_id=uuid.UUID(data["message_id"]),
@@ -240,7 +242,7 @@ class MessageFollower(Follower[StreamItem]):
 
     def _item(self, event: ServerSentEvent) -> StreamItem | None:
         item = stream_item(event)
-        if isinstance(item, StreamDelta):
+        if isinstance(item, StreamDelta | StreamReset):
             self.position = item.offset
         self.done = isinstance(item, StreamDone)
         return item

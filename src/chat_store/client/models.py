@@ -236,6 +236,15 @@ class StreamDelta:
 
 
 @dataclass(frozen=True)
+class StreamReset:
+    """The followed message's text was replaced by its writer (not extended): `text` is the
+    whole text now, in place of what was received so far; `offset` is its length."""
+
+    text: str
+    offset: int
+
+
+@dataclass(frozen=True)
 class StreamStale:
     """The followed message is still open but has not changed since `since`: its writer went
     silent. `length` code points are stored; following goes on, and a writer that resumes or

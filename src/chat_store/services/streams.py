@@ -12,6 +12,7 @@ session of its own.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -184,6 +185,7 @@ async def follow_message(
     """`delta` events from `offset` (ids are code-point offsets), then one `done`; a `stale`
     event (no id) each time the writer falls silent."""
     position = offset
+    sent = _SentText(offset)
     silences = Silences(context.app.stale_after)
     try:
         async with context.following(session_id) as subscription:
@@ -192,8 +194,14 @@ async def follow_message(
                 if snapshot is None:  # deleted while followed
                     yield _done("deleted", None, position)
                     return
-                if len(snapshot.text) > position:
-                    yield _delta(snapshot.text[position:], len(snapshot.text))
+                if not sent.extended_by(snapshot.text):
+                    # Its text was replaced (PATCH partial_content, or completed with another
+                    # content): what was sent is not the start of it any more.
+                    yield _reset(snapshot.text)
+                    position = len(snapshot.text)
+                    sent = _SentText(0, snapshot.text)
+                elif len(snapshot.text) > position:
+                    yield sent.add(_delta(snapshot.text[position:], len(snapshot.text)))
                     position = len(snapshot.text)
                 row = snapshot.row
                 if row.status not in OPEN_STATUSES:
@@ -205,7 +213,7 @@ async def follow_message(
                     subscription, context, message_id, position, silences
                 ):
                     position = int(event.data["offset"])
-                    yield event
+                    yield sent.add(event)
             yield StreamEvent("close", {"reason": "shutdown", "offset": position}, str(position))
     except _CredentialRevoked:
         yield _REVOKED_EVENT
@@ -241,6 +249,35 @@ async def _live_deltas(
         silences.moved()
         yield _delta(delta[position - start :], end)
         position = end
+
+
+class _SentText:
+    """What a message stream has sent of the text, from where it started (the reader's own
+    text before that is not known here): a digest of it, to tell whether the stored text still
+    starts with it."""
+
+    def __init__(self, start: int, text: str = "") -> None:
+        self.start, self.end = start, start + len(text)
+        self._digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+
+    def add(self, event: StreamEvent) -> StreamEvent:
+        delta = str(event.data["delta"])
+        self._digest.update(delta.encode("utf-8", "surrogatepass"))
+        self.end = int(event.data["offset"])
+        return event
+
+    def extended_by(self, text: str) -> bool:
+        if len(text) < self.end:
+            return False
+        if self.end == self.start:
+            return True
+        seen = text[self.start : self.end].encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(seen, digest_size=16).digest() == self._digest.digest()
+
+
+def _reset(text: str) -> StreamEvent:
+    # The whole text again: the reader's copy is replaced, and a reconnect goes on from its end.
+    return StreamEvent("reset", {"text": text, "offset": len(text)}, str(len(text)))
 
 
 def _delta(text: str, end: int) -> StreamEvent:

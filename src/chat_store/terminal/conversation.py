@@ -26,6 +26,7 @@ from chat_store.client import (
     Message,
     StreamDelta,
     StreamDone,
+    StreamReset,
     StreamStale,
 )
 from chat_store.client.models import ChatTurn
@@ -58,6 +59,9 @@ HELP = """\
 /help            this help
 /exit            leave (so do Ctrl-C and Ctrl-D at the prompt)"""
 
+# What a turn's or a message's stream gives, in the order it comes.
+StreamedItem = ChatTurn | StreamDelta | StreamReset | StreamStale | StreamDone
+
 
 @dataclass
 class Answer:
@@ -89,6 +93,14 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
+def _rewrite(reset: StreamReset) -> None:
+    """The answer's writer replaced its text: said on stderr, and the text printed again from
+    its start on a line of its own (stdout then ends with the text as stored)."""
+    _write("\n")
+    stderr_console().print("[yellow]its writer replaced the text; it is now:[/yellow]")
+    _write(reset.text)
+
+
 def _tell_stale(stale: StreamStale) -> None:
     """One line on stderr (the answer's text on stdout stays as stored); following goes on."""
     since = stale.since.astimezone().strftime("%H:%M:%S")
@@ -102,7 +114,7 @@ def _tell_stale(stale: StreamStale) -> None:
 def print_stream(
     client: TerminalClient,
     session_id: uuid.UUID,
-    items: Iterable[ChatTurn | StreamDelta | StreamStale | StreamDone],
+    items: Iterable[StreamedItem],
     message_id: uuid.UUID | None = None,
     question: str | None = None,
     *,
@@ -112,7 +124,7 @@ def print_stream(
     Ctrl-C cancels the answer on the service and keeps what was written; before the turn's id
     arrived, the answer to `question` is looked for."""
     answer = Answer(message_id, "in_progress")
-    iterator: Iterator[ChatTurn | StreamDelta | StreamStale | StreamDone] = iter(items)
+    iterator: Iterator[StreamedItem] = iter(items)
     try:
         for item in iterator:
             if isinstance(item, ChatTurn):
@@ -121,6 +133,9 @@ def print_stream(
             elif isinstance(item, StreamDelta):
                 if echo:
                     _write(item.delta)
+            elif isinstance(item, StreamReset):
+                if echo:
+                    _rewrite(item)
             elif isinstance(item, StreamStale):
                 _tell_stale(item)
             else:
@@ -423,6 +438,8 @@ def follow(
             for item in client.follow(target.id, message_id):
                 if isinstance(item, StreamDelta):
                     _write(item.delta)
+                elif isinstance(item, StreamReset):
+                    _rewrite(item)
                 elif isinstance(item, StreamStale):
                     _tell_stale(item)
                 elif isinstance(item, StreamDone):

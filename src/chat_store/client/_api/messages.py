@@ -227,8 +227,9 @@ class MessagesApi(ClientCore):
         self, session_id: Id, message_id: Id, **options: Unpack[FollowOptions]
     ) -> MessageFollower:
         """Follow a message's text live: `StreamDelta`s from `offset`, then one `StreamDone`;
-        a `StreamStale` each time its writer falls silent (following goes on). A dropped
-        connection is resumed by itself from the last offset received."""
+        a `StreamStale` each time its writer falls silent (following goes on), a `StreamReset`
+        (the whole text, in place of what came so far) if its writer replaces the text. A
+        dropped connection is resumed by itself from the last offset received."""
         return MessageFollower(session_id, message_id, options)
 
     @endpoint

@@ -31,9 +31,10 @@ class TurnsApi(ClientCore):
     ) -> ChatFollower:
         """Send a user message and stream the service's answer: one `ChatTurn` (both
         messages), then `StreamDelta`s (and a `StreamStale` if the answer's writer falls
-        silent), then one `StreamDone`. A dropped connection is resumed by itself: the turn
-        is sent again as the same turn (its Idempotency-Key: one is made when none is given),
-        or its answer followed from the last offset received. Without `content` the model
+        silent, a `StreamReset` if its text is replaced), then one `StreamDone`. A dropped
+        connection is resumed by itself: the turn is sent again as the same turn (its
+        Idempotency-Key: one is made when none is given), or its answer followed from the last
+        offset received. Without `content` the model
         answers the stored history (after tool results were appended): the turn's
         `user_message` is None."""
         key = turn.get("idempotency_key") or str(uuid.uuid4())
