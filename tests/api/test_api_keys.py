@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from chat_store.api.deps import AppState
 from chat_store.client import AsyncChatStoreClient
@@ -529,3 +529,30 @@ async def test_a_key_made_with_an_expiring_key_expires_no_later(
     forever = await factory.api_key(account, name="forever")
     made = await client.post(KEYS, json={"name": "x"}, headers={"X-API-Key": forever["key"]})
     assert made.status_code == 201 and made.json()["expires_at"] is None
+
+
+async def test_a_key_deleted_while_its_principal_is_cached_makes_no_key(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """A key deleted by another worker (no revocation marker here) is still served from the
+    credential cache for a few seconds; a key it then asks to make must not come out without
+    the expiry it would have inherited: the request is refused as an unknown key's is, and
+    nothing is stored."""
+    account = await factory.account()
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    short_lived = await factory.api_key(account, expires_at=soon.isoformat())
+    by_it = {"X-API-Key": short_lived["key"]}
+    # Verified in the database, and kept in the credential cache.
+    assert (await client.get(f"{API}/sessions", headers=by_it)).status_code == 200
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(delete(ApiKey).where(ApiKey.id == uuid.UUID(short_lived["id"])))
+    assert (await client.get(f"{API}/sessions", headers=by_it)).status_code == 200  # cached
+
+    made = await client.post(KEYS, json={"name": "made by a deleted key"}, headers=by_it)
+
+    assert_problem(made, 401, "unauthorized")
+    async with state.sessionmaker() as db:
+        stored = await db.scalars(
+            select(ApiKey).where(ApiKey.user_id == uuid.UUID(account.user_id))
+        )
+        assert list(stored) == []

@@ -46,3 +46,28 @@ async def test_hsts_only_when_turned_on(app_with: AppWith, client: httpx.AsyncCl
     async with app_with(hsts_enabled=True) as https:
         answer = await https.client.get("/health")
         assert answer.headers["strict-transport-security"].startswith("max-age=")
+
+
+async def test_auth_answers_are_not_stored_under_a_root_path(app_with: AppWith) -> None:
+    """Behind a proxy that publishes the service under ROOT_PATH and forwards the prefix, the
+    request's path has it in front; token and API-key answers still carry no-store."""
+    async with app_with(root_path="/chat-store") as proxied:
+        factory = Factory(proxied.client)
+        account = await factory.account()
+        prefixed = f"/chat-store{API}"
+        token = await proxied.client.post(
+            f"{prefixed}/auth/token", data={"username": account.email, "password": account.password}
+        )
+        key = await proxied.client.post(
+            f"{prefixed}/api-keys", json={"name": "behind a proxy"}, headers=account.headers
+        )
+        session = await proxied.client.post(
+            f"{prefixed}/sessions", json={}, headers=account.headers
+        )
+
+    assert token.status_code == 200, token.text
+    assert key.status_code == 201, key.text
+    for answer in (token, key):
+        assert answer.headers["cache-control"] == "no-store", answer.request.url
+    assert session.status_code == 201, session.text
+    assert "cache-control" not in session.headers

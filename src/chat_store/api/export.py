@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import suppress
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from chat_store.api.deps import API_PREFIX, CurrentPrincipal, DbSession, State
 from chat_store.api.responses import ErrorSpec, problems
 from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.services import export as export_service
 from chat_store.services import users as user_service
-from chat_store.services.export import EXTENSIONS, MEDIA_TYPES, ExportFormat, ExportSource
+from chat_store.services.export import (
+    EXTENSIONS,
+    MEDIA_TYPES,
+    ExportCredential,
+    ExportCut,
+    ExportFormat,
+    ExportSource,
+)
+from chat_store.services.principals import Principal
 
 router = APIRouter(prefix=API_PREFIX, tags=["export"])
 
@@ -35,9 +45,22 @@ def _streamed(
     }
 
 
-def _source(state: State) -> ExportSource:
-    # The answer outlives the request's session: batches are read in short sessions of their own.
-    return ExportSource(state.read_sessionmaker, state.archive)
+class _ExportResponse(StreamingResponse):
+    """A streamed export, which the caller's revoked credential may cut (ExportCut): the
+    answer then ends without the end of its body, and the server closes the connection (no
+    last chunk), so the client sees it incomplete. Raised further, the cut would be logged as
+    an unhandled error, with a traceback, by the app and again by the server."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        with suppress(ExportCut):  # logged where it was decided
+            await super().__call__(scope, receive, send)
+
+
+def _source(state: State, principal: Principal) -> ExportSource:
+    # The answer outlives the request's session: batches are read in short sessions of their
+    # own, and the caller's credential is checked again between them as the client reads on.
+    credential = ExportCredential.of(principal, state.settings)
+    return ExportSource(state.read_sessionmaker, state.archive, credential)
 
 
 @router.get(
@@ -61,10 +84,10 @@ async def export_chat_session(
     ] = "json",
 ) -> StreamingResponse:
     """The session and every message, all fields, in the chat-store/1 format (streamed)."""
-    source = _source(state)
+    source = _source(state, principal)
     exported = await export_service.get_exportable(db, source, principal, session_id)
     filename = f"chat-store-{session_id}.{EXTENSIONS[export_format]}"
-    return StreamingResponse(
+    return _ExportResponse(
         export_service.render_session(source, exported, export_format),
         media_type=MEDIA_TYPES[export_format],
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
@@ -81,8 +104,8 @@ async def export_account(
 ) -> StreamingResponse:
     """Everything the caller owns as chat-store/1 JSONL, streamed in constant memory."""
     user = await user_service.get_me(db, principal)
-    return StreamingResponse(
-        export_service.render_account(_source(state), user),
+    return _ExportResponse(
+        export_service.render_account(_source(state, principal), user),
         media_type=MEDIA_TYPES["jsonl"],
         headers={"Content-Disposition": 'attachment; filename="chat-store-account.jsonl"'},
     )

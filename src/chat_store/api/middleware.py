@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 
+from starlette._utils import get_route_path
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,7 +74,9 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         request_id_var.set(request_id)
         path: str = scope["path"]
-        no_store = path.startswith("/api/v1/auth") or path.startswith("/api/v1/api-keys")
+        # Matched as the router matches (ROOT_PATH taken off): behind a proxy that forwards the
+        # prefix, the path starts with it.
+        no_store = get_route_path(scope).startswith(("/api/v1/auth", "/api/v1/api-keys"))
         started = time.perf_counter()
         status = 500
         streaming = False

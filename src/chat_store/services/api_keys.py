@@ -42,7 +42,12 @@ async def create_api_key(
 
     Made with a key that expires (`made_with_key`), it expires no later than that key: without
     `expires_at` it takes that key's expiry, a later one is refused. A short-lived key (a CI
-    job's) cannot outlive itself through the keys it makes."""
+    job's) cannot outlive itself through the keys it makes.
+
+    A key deleted since it was verified (the credential cache trusts a verified key for a few
+    seconds, and another worker's revocation may not have reached this one) makes nothing: the
+    request is refused as an unknown key's is. Its expiry is gone with its row, and a key made
+    without it would never expire."""
     if guest:
         raise GuestNotAllowed("Guests cannot create API keys; register and claim the sessions")
     now = datetime.now(UTC)
@@ -50,6 +55,8 @@ async def create_api_key(
         raise ValidationFailed("expires_at must be in the future", ["body", "expires_at"])
     expires_at = body.expires_at
     maker = await api_key_crud.get_by_id(db, made_with_key) if made_with_key else None
+    if made_with_key is not None and maker is None:
+        raise Unauthorized("Invalid API key")
     if maker is not None and maker.expires_at is not None:
         if expires_at is None:
             expires_at = maker.expires_at

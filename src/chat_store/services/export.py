@@ -7,17 +7,24 @@ archive object holds (services/archive.py) and what an import takes back (servic
 Nothing is read whole: messages are read in keyset batches by seq, each batch in a short session
 of its own (a streaming answer never holds the request's session), and each batch is encoded
 and sent before the next is read, so an export's memory does not grow with its size.
+
+An answer goes on for as long as its client reads, so the credential it was asked with is
+checked again between batches, as a live stream's is (`ExportCredential`): once it no longer
+holds, the answer is cut (`ExportCut`).
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 import uuid
 import zlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from time import monotonic
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,8 +39,12 @@ from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.models import ChatSession, User
 from chat_store.schemas.messages import OPEN_STATUSES
 from chat_store.services import messages as message_service
+from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
+from chat_store.settings import Settings
 from chat_store.storage import ArchiveStore
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "chat-store/1"
 ExportFormat = Literal["json", "jsonl", "markdown"]
@@ -52,12 +63,75 @@ SESSION_BATCH = 100
 Document = dict[str, Any]
 
 
+class ExportCut(Exception):
+    """The credential an export answer was asked with no longer holds: the answer ends here.
+
+    Raised from the answer's body, after its 200 went out: the answer is left without the end
+    of its body (api/export.py), so the client sees it incomplete, never a shorter file that
+    looks whole (a JSONL export has no closing line). Not an AppError: there is no status left
+    to answer with."""
+
+
+@dataclass
+class ExportCredential:
+    """The caller's credential, checked again in the database as the client reads on: a key
+    revoked or expired, an access token expired or a user deleted while an export runs cuts
+    it, at most STREAM_CREDENTIAL_CHECK_SECONDS (at every batch with 0) after it happened. The
+    request that started the answer, which has just authenticated the caller, counts as the
+    first check; a quick export is not checked again."""
+
+    principal: Principal
+    check_seconds: float
+    # When the credential was last found to hold (monotonic()).
+    checked_at: float = field(default_factory=monotonic)
+
+    @classmethod
+    def of(cls, principal: Principal, settings: Settings) -> ExportCredential | None:
+        """What an answer to `principal` re-checks; None for a guest without a row (its
+        client id owns nothing that could be revoked)."""
+        if principal.unsaved:
+            return None
+        return cls(principal, settings.stream_credential_check_seconds)
+
+    def due(self) -> bool:
+        return self.check_seconds <= 0 or monotonic() - self.checked_at >= self.check_seconds
+
+    async def check(self, db: AsyncSession) -> None:
+        checked_at = monotonic()  # before the read: it is no newer than that
+        if not await principal_service.still_valid(db, self.principal):
+            logger.info(
+                "export cut: the credential of user %s no longer holds", self.principal.user_id
+            )
+            raise ExportCut("the credential the export was asked with no longer holds")
+        self.checked_at = checked_at
+
+
 @dataclass(frozen=True)
 class ExportSource:
-    """Where an export reads: short read sessions, and the archive for archived sessions."""
+    """Where an export reads: short read sessions, and the archive for archived sessions; for
+    an answer, the caller's credential to check between batches (the archiver has none)."""
 
     sessionmaker: async_sessionmaker[AsyncSession]
     archive: ArchiveStore
+    credential: ExportCredential | None = None
+
+    @asynccontextmanager
+    async def reading(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
+        """A short session for one batch, the credential checked in it first when it is due;
+        with `snapshot`, every statement of it reads one point in time (db.read_snapshot)."""
+        async with self.sessionmaker() as db:
+            if snapshot:
+                await read_snapshot(db)
+            if self.credential is not None and self.credential.due():
+                await self.credential.check(db)
+            yield db
+
+    async def recheck(self) -> None:
+        """Before a batch that reads nothing from the database (an archive's messages): the
+        credential checked in a session of its own when it is due."""
+        if self.credential is not None and self.credential.due():
+            async with self.sessionmaker() as db:
+                await self.credential.check(db)
 
 
 def time(value: datetime | None) -> str | None:
@@ -158,15 +232,15 @@ async def message_documents(
     """The session's messages in seq order, in batches."""
     if exported.archived is not None:
         for start in range(0, len(exported.archived), MESSAGE_BATCH):
+            await source.recheck()
             yield exported.archived[start : start + MESSAGE_BATCH]
         return
     session_id = exported.session.id
     after_seq: int | None = None
     while True:
-        async with source.sessionmaker() as db:
-            # The rows and the chunks of the open ones in one state: an answer completed
-            # between two reads would be exported without its text (its chunks folded away).
-            await read_snapshot(db)
+        # The rows and the chunks of the open ones in one state: an answer completed between
+        # two reads would be exported without its text (its chunks folded away).
+        async with source.reading(snapshot=True) as db:
             batch, last_seq = await _message_batches(db, session_id, after_seq)
             # Read after the batch, in its snapshot: an archive that took the messages out of
             # the database before the batch was read shows here (one committed after it, with
@@ -181,6 +255,7 @@ async def message_documents(
             document = await read_archive(source.archive, now.archive_key, session_id)
             rest = [m for m in document["messages"] if after_seq is None or m["seq"] > after_seq]
             for start in range(0, len(rest), MESSAGE_BATCH):
+                await source.recheck()
                 yield rest[start : start + MESSAGE_BATCH]
             return
         if not batch:
@@ -384,14 +459,14 @@ async def render_account(source: ExportSource, user: User) -> AsyncIterator[byte
     yield (encode(head) + "\n").encode("utf-8")
     after: uuid.UUID | None = None
     while True:
-        async with source.sessionmaker() as db:
+        async with source.reading() as db:
             sessions = await export_crud.sessions_after(db, user.id, after, SESSION_BATCH)
         if not sessions:
             return
         for listed in sessions:
             # Read again: the batch may have been read long ago (the client sets the pace), and
             # the session archived, restored or deleted since.
-            async with source.sessionmaker() as db:
+            async with source.reading() as db:
                 session = await archive_crud.get_session(db, listed.id, user_id=user.id)
             if session is None:
                 continue  # deleted meanwhile
