@@ -18,7 +18,6 @@ from chat_store.services import users as user_service
 from chat_store.services.export import (
     EXTENSIONS,
     MEDIA_TYPES,
-    ExportCredential,
     ExportCut,
     ExportFormat,
     ExportSource,
@@ -59,7 +58,7 @@ class _ExportResponse(StreamingResponse):
 def _source(state: State, principal: Principal) -> ExportSource:
     # The answer outlives the request's session: batches are read in short sessions of their
     # own, and the caller's credential is checked again between them as the client reads on.
-    credential = ExportCredential.of(principal, state.settings)
+    credential = export_service.export_credential(principal, state.settings)
     return ExportSource(state.read_sessionmaker, state.archive, credential)
 
 

@@ -9,7 +9,7 @@ of its own (a streaming answer never holds the request's session), and each batc
 and sent before the next is read, so an export's memory does not grow with its size.
 
 An answer goes on for as long as its client reads, so the credential it was asked with is
-checked again between batches, as a live stream's is (`ExportCredential`): once it no longer
+checked again between batches, as a live stream's is (`export_credential`): once it no longer
 holds, the answer is cut (`ExportCut`).
 """
 
@@ -22,9 +22,8 @@ import uuid
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from time import monotonic
 from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -39,8 +38,7 @@ from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.models import ChatSession, User
 from chat_store.schemas.messages import OPEN_STATUSES
 from chat_store.services import messages as message_service
-from chat_store.services import principals as principal_service
-from chat_store.services.principals import Principal
+from chat_store.services.principals import CredentialCheck, Principal
 from chat_store.settings import Settings
 from chat_store.storage import ArchiveStore
 
@@ -72,38 +70,22 @@ class ExportCut(Exception):
     to answer with."""
 
 
-@dataclass
-class ExportCredential:
-    """The caller's credential, checked again in the database as the client reads on: a key
-    revoked or expired, an access token expired or a user deleted while an export runs cuts
-    it, at most STREAM_CREDENTIAL_CHECK_SECONDS (at every batch with 0) after it happened. The
-    request that started the answer, which has just authenticated the caller, counts as the
-    first check; a quick export is not checked again."""
+def export_credential(principal: Principal, settings: Settings) -> CredentialCheck | None:
+    """What an export answer to `principal` re-checks between its batches, at most every
+    STREAM_CREDENTIAL_CHECK_SECONDS: a key revoked or expired, an access token expired or a user
+    deleted while it runs cuts it. None for a guest without a row (its client id owns nothing
+    that could be revoked)."""
+    if principal.unsaved:
+        return None
+    return CredentialCheck(principal, settings.stream_credential_check_seconds)
 
-    principal: Principal
-    check_seconds: float
-    # When the credential was last found to hold (monotonic()).
-    checked_at: float = field(default_factory=monotonic)
 
-    @classmethod
-    def of(cls, principal: Principal, settings: Settings) -> ExportCredential | None:
-        """What an answer to `principal` re-checks; None for a guest without a row (its
-        client id owns nothing that could be revoked)."""
-        if principal.unsaved:
-            return None
-        return cls(principal, settings.stream_credential_check_seconds)
-
-    def due(self) -> bool:
-        return self.check_seconds <= 0 or monotonic() - self.checked_at >= self.check_seconds
-
-    async def check(self, db: AsyncSession) -> None:
-        checked_at = monotonic()  # before the read: it is no newer than that
-        if not await principal_service.still_valid(db, self.principal):
-            logger.info(
-                "export cut: the credential of user %s no longer holds", self.principal.user_id
-            )
-            raise ExportCut("the credential the export was asked with no longer holds")
-        self.checked_at = checked_at
+async def _check(credential: CredentialCheck, db: AsyncSession) -> None:
+    if not await credential.holds(db):
+        logger.info(
+            "export cut: the credential of user %s no longer holds", credential.principal.user_id
+        )
+        raise ExportCut("the credential the export was asked with no longer holds")
 
 
 @dataclass(frozen=True)
@@ -113,7 +95,7 @@ class ExportSource:
 
     sessionmaker: async_sessionmaker[AsyncSession]
     archive: ArchiveStore
-    credential: ExportCredential | None = None
+    credential: CredentialCheck | None = None
 
     @asynccontextmanager
     async def reading(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
@@ -123,7 +105,7 @@ class ExportSource:
             if snapshot:
                 await read_snapshot(db)
             if self.credential is not None and self.credential.due():
-                await self.credential.check(db)
+                await _check(self.credential, db)
             yield db
 
     async def recheck(self) -> None:
@@ -131,7 +113,7 @@ class ExportSource:
         credential checked in a session of its own when it is due."""
         if self.credential is not None and self.credential.due():
             async with self.sessionmaker() as db:
-                await self.credential.check(db)
+                await _check(self.credential, db)
 
 
 def time(value: datetime | None) -> str | None:

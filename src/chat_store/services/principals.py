@@ -20,7 +20,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -263,6 +263,30 @@ async def still_valid(db: AsyncSession, principal: Principal) -> bool:
         row = await api_key_crud.get_by_id(db, principal.api_key_id)
         return row is not None and (row.expires_at is None or row.expires_at > datetime.now(UTC))
     return await user_crud.get_by_id(db, principal.user_id) is not None
+
+
+@dataclass
+class CredentialCheck:
+    """The credential a long answer (a live stream, an export) was asked with, checked again in
+    the database as the answer goes on: at most every `trusted_for` seconds (at every chance
+    with 0). The request that started the answer, which has just authenticated the caller,
+    counts as the first check."""
+
+    principal: Principal
+    trusted_for: float
+    # When the credential was last found to hold (time.monotonic()).
+    checked_at: float = field(default_factory=time.monotonic)
+
+    def due(self) -> bool:
+        return self.trusted_for <= 0 or time.monotonic() - self.checked_at >= self.trusted_for
+
+    async def holds(self, db: AsyncSession) -> bool:
+        """Whether the credential still holds, read in `db` now."""
+        checked_at = time.monotonic()  # before the read: it is no newer than that
+        if not await still_valid(db, self.principal):
+            return False
+        self.checked_at = checked_at
+        return True
 
 
 def revoke_after_commit(db: AsyncSession, cache: Cache, ttl: int, *keys: str) -> None:

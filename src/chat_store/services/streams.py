@@ -75,8 +75,11 @@ class StreamContext:
     app: AppState
     principal: Principal
     shutdown: anyio.Event = field(default_factory=anyio.Event)
-    # When the credential was last found to hold (time.monotonic()).
-    credential_checked_at: float = field(default_factory=time.monotonic)
+    credential: principal_service.CredentialCheck = field(init=False)
+
+    def __post_init__(self) -> None:
+        trusted_for = self.app.settings.stream_credential_check_seconds
+        self.credential = principal_service.CredentialCheck(self.principal, trusted_for)
 
     @property
     def poll_seconds(self) -> float:
@@ -104,12 +107,7 @@ class StreamContext:
         """When the current pass must end at the latest (time.monotonic()), so that the next
         re-read checks the credential although events keep arriving: a busy stream would
         otherwise never fall quiet for a poll interval, and never re-read."""
-        trusted_for = self.app.settings.stream_credential_check_seconds
-        return self.credential_checked_at + max(trusted_for, self.poll_seconds)
-
-    def _credential_due(self) -> bool:
-        trusted_for = self.app.settings.stream_credential_check_seconds
-        return trusted_for <= 0 or time.monotonic() - self.credential_checked_at >= trusted_for
+        return self.credential.checked_at + max(self.credential.trusted_for, self.poll_seconds)
 
     @asynccontextmanager
     async def reading(self, *, snapshot: bool = False) -> AsyncIterator[RequestContext]:
@@ -119,11 +117,8 @@ class StreamContext:
         async with self.app.snapshot_sessionmaker() as db:
             if snapshot:
                 await read_snapshot(db)
-            if self._credential_due():
-                checked_at = time.monotonic()  # before the read: it is no newer than that
-                if not await principal_service.still_valid(db, self.principal):
-                    raise _CredentialRevoked
-                self.credential_checked_at = checked_at
+            if self.credential.due() and not await self.credential.holds(db):
+                raise _CredentialRevoked
             yield RequestContext(db, self.principal, self.app)
 
 
