@@ -8,21 +8,21 @@ import gzip
 import json
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from chat_store.api.deps import AppState
 from chat_store.crud import archive as archive_crud
 from chat_store.crud import generations as generation_crud
 from chat_store.crud import messages as message_crud
 from chat_store.errors import ArchiveUnavailable
-from chat_store.models import ChatSession, Message, User
+from chat_store.models import ArchivedMessage, ChatSession, Generation, Message, User
 from chat_store.services import archive as archive_service
 from chat_store.services import export as export_service
 from chat_store.services import retention
@@ -823,3 +823,260 @@ async def test_a_lease_left_on_an_ended_answer_keeps_no_session_from_the_archive
     report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
 
     assert (dry.sessions, report.sessions, report.skipped) == (1, 1, 0)
+
+
+# --- an archived message's id stays taken; the restore loses no message
+
+
+async def archived_ids(state: AppState, sid: str) -> set[str]:
+    async with state.sessionmaker() as db:
+        result = await db.scalars(
+            select(ArchivedMessage.message_id).where(ArchivedMessage.session_id == uuid.UUID(sid))
+        )
+        return {str(message_id) for message_id in result}
+
+
+async def test_an_archived_messages_id_is_taken_for_every_user(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """Ids leak (shares, exports): another user who creates a message under an id of an
+    archived one is refused, as for a stored one, and the restore brings every message back.
+    (Accepted, the restore skipped the archived message and deleted the object, its only
+    copy, while message_count still counted it.)"""
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    ids = [message["id"] for message in before["messages"]]
+    assert await archived_ids(state, sid) == set(ids)
+    other = await factory.account()
+    theirs = (await factory.chat_session(other))["id"]
+    messages = f"{API}/sessions/{theirs}/messages"
+
+    single = await client.post(
+        messages, json={"id": ids[0], "role": "user", "content": "mine"}, headers=other.headers
+    )
+    batch = await client.post(
+        f"{messages}/batch",
+        json={"messages": [{"id": ids[1], "role": "user", "content": "mine too"}]},
+        headers=other.headers,
+    )
+
+    assert_problem(single, 409, "message_exists")
+    assert_problem(batch, 409, "message_exists")
+    assert (await client.get(messages, headers=other.headers)).json()["data"] == []
+    assert (await session_row(state, sid)).archived_at is not None
+    listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    assert [message["id"] for message in listed.json()["data"]] == ids
+    row = await session_row(state, sid)
+    assert (row.archived_at, row.archive_key, row.message_count) == (None, None, 4)
+    assert await archived_ids(state, sid) == set()  # the rows hold the ids again
+    await assert_live_and_whole(client, account, sid, before)
+    again = await client.post(
+        messages, json={"id": ids[0], "role": "user", "content": "mine"}, headers=other.headers
+    )
+    assert_problem(again, 409, "message_exists")
+
+
+async def test_a_restore_that_finds_an_id_taken_by_another_session_changes_nothing(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An id of the archive taken in the database by another session's message (a session
+    archived before its ids were kept taken, or a row written by hand): the restore is refused
+    and logged, the session stays archived with its object, instead of skipping the message
+    and deleting its only copy. Once an operator settles it, the restore brings all back."""
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    key = await archive_key(state, sid)
+    other = await factory.account()
+    theirs = (await factory.chat_session(other))["id"]
+    taken = before["messages"][1]["id"]
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            insert(Message).values(
+                id=uuid.UUID(taken),
+                session_id=uuid.UUID(theirs),
+                user_id=uuid.UUID(other.user_id),
+                seq=1,
+                role="user",
+                status="complete",
+                content="planted",
+            )
+        )
+
+    with caplog.at_level(logging.ERROR, logger="chat_store"):
+        listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+        restored = await client.post(f"{API}/sessions/{sid}/restore", headers=account.headers)
+
+    for response in (listed, restored):
+        body = assert_problem(response, 503, "archive_unavailable")
+        assert "other messages have" in body["detail"] and theirs not in body["detail"]
+    row = await session_row(state, sid)
+    assert row.archived_at is not None and row.archive_key == key
+    assert await archiver.store.info(key) is not None
+    assert await stored_messages(state, sid) == 0
+    logged = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(logged) == 2 and f"{taken}: {theirs}" in logged[0] and key in logged[0]
+
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(delete(Message).where(Message.id == uuid.UUID(taken)))
+    listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    assert listed.status_code == 200, listed.text
+    await assert_live_and_whole(client, account, sid, before)
+    assert await archiver.store.info(key) is None
+
+
+async def test_deleting_an_archived_session_forgets_its_ids(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    assert len(await archived_ids(state, sid)) == 4
+    deleted = await client.delete(f"{API}/sessions/{sid}", headers=account.headers)
+    assert deleted.status_code == 200
+    assert await archived_ids(state, sid) == set()  # ON DELETE CASCADE
+
+
+# --- an archive aborted after its upload leaves no object to no one
+
+
+@pytest.mark.parametrize("deleted", ["session", "account"])
+async def test_a_session_deleted_while_its_archive_uploads_leaves_no_object(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    monkeypatch: pytest.MonkeyPatch,
+    deleted: str,
+) -> None:
+    """The delete comes after the archive's last look at the session and before its upload
+    completes: it deletes the (not yet written) object and the row; the upload then lands and
+    the commit finds the session gone. The object is deleted then, else it would stay in the
+    bucket for good, the deleted session's messages in it."""
+    account = await factory.account()
+    sid = await full_session(client, factory, account)
+    await make_idle(state, sid)
+    write = archiver.store.write
+    uploading, go_on = asyncio.Event(), asyncio.Event()
+    keys: list[str] = []
+
+    async def write_held(key: str, chunks: AsyncIterator[bytes]) -> None:
+        data = [chunk async for chunk in chunks]  # the session was checked as the last one came
+        keys.append(key)
+        uploading.set()
+        await go_on.wait()
+
+        async def again() -> AsyncIterator[bytes]:
+            for chunk in data:
+                yield chunk
+
+        await write(key, again())
+
+    monkeypatch.setattr(archiver.store, "write", write_held)
+    job = asyncio.create_task(
+        archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    )
+    await asyncio.wait_for(uploading.wait(), 10)
+    path = f"{API}/sessions/{sid}" if deleted == "session" else f"{API}/users/me"
+    gone = await client.delete(path, headers=account.headers)
+    assert gone.status_code in (200, 204), gone.text
+    go_on.set()
+    report = await asyncio.wait_for(job, 30)
+
+    assert (report.sessions, report.skipped, report.failed) == (0, 1, 0)
+    assert await archiver.store.info(keys[0]) is None
+
+
+async def test_an_aborted_archive_keeps_the_object_of_a_session_that_has_its_key(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """Changed while it was archived, the session is half-way (its key recorded): its object
+    is the job's to archive again or release; archived by another run meanwhile, its object
+    is the only copy of its messages."""
+    account = await factory.account()
+    sid = await full_session(client, factory, account)
+    before = await exported(client, account, sid)
+    await make_idle(state, sid)
+    cutoff = datetime.now(UTC) - THRESHOLD
+    plan = await archive_service.begin_archive(archiver, uuid.UUID(sid), cutoff)
+    assert plan is not None
+    verified = await archive_service.verify_archive(
+        archiver, await archive_service.write_archive(archiver, plan)
+    )
+    await archive_service.commit_archive(archiver, verified)  # another run's, the same key
+    with pytest.raises(ArchiveAborted):
+        await archive_service.commit_archive(archiver, verified)
+    assert not await archive_service.abandon_archive(archiver, plan)
+    assert await archiver.store.info(plan.key) is not None
+    await assert_live_and_whole(client, account, sid, before)
+
+
+# --- generations go with their messages
+
+
+async def plant_generation(state: AppState, account: Account, sid: str, message_id: str) -> None:
+    """A generated answer's generation, as its turn left it: no process holds it."""
+    created = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    async with state.sessionmaker() as db, db.begin():
+        values = {
+            "message_id": uuid.UUID(message_id),
+            "session_id": uuid.UUID(sid),
+            "user_id": uuid.UUID(account.user_id),
+            "owner": None,
+            "lease_expires_at": None,
+            "attempt": 3,
+            "params": {"model": "gpt-4o", "temperature": 0.2, "tools": [{"type": "function"}]},
+            "created_at": created,
+            "updated_at": created + timedelta(seconds=1),
+        }
+        assert await generation_crud.insert_generation(db, values)
+
+
+async def generation_of(state: AppState, message_id: str) -> Generation | None:
+    async with state.sessionmaker() as db:
+        return await generation_crud.get(db, uuid.UUID(message_id))
+
+
+async def test_an_archive_carries_the_generations_and_the_restore_puts_them_back(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account = await factory.account()
+    sid = await full_session(client, factory, account)
+    before = await exported(client, account, sid)
+    failed = next(m for m in before["messages"] if m["status"] == "failed")
+    await plant_generation(state, account, sid, failed["id"])
+    planted = await generation_of(state, failed["id"])
+    assert planted is not None
+    await make_idle(state, sid)
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert report.sessions == 1
+    assert await generation_of(state, failed["id"]) is None  # gone with its message
+
+    document = json.loads(gzip.decompress(await archiver.store.read(await archive_key(state, sid))))
+    assert [g["message_id"] for g in document["generations"]] == [failed["id"]]
+    assert comparable(document) == comparable(before)  # the export's members as they were
+    listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    assert listed.status_code == 200
+
+    restored = await generation_of(state, failed["id"])
+    assert restored is not None
+    kept = ("message_id", "session_id", "user_id", "owner", "lease_expires_at", "attempt")
+    for name in (*kept, "params", "created_at", "updated_at"):
+        assert getattr(restored, name) == getattr(planted, name), name
+    await assert_live_and_whole(client, account, sid, before)
+
+
+async def test_an_archive_written_before_it_carried_generations_still_restores(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    key = await archive_key(state, sid)
+    document = json.loads(gzip.decompress(await archiver.store.read(key)))
+    del document["generations"]
+
+    async def old_object() -> AsyncIterator[bytes]:
+        yield gzip.compress(json.dumps(document).encode())
+
+    await archiver.store.write(key, old_object())
+    listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    assert listed.status_code == 200, listed.text
+    await assert_live_and_whole(client, account, sid, before)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,10 +15,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from chat_store.crud.generations import session_generating
 from chat_store.crud.messages import INSERT_BATCH, StoredMessage
 from chat_store.db import fetch_one
-from chat_store.models import ChatSession, Message
+from chat_store.models import ArchivedMessage, ChatSession, Generation, Message
 
 _SESSION_TABLE = cast(Table, ChatSession.__table__)
 _MESSAGE_TABLE = cast(Table, Message.__table__)
+_GENERATION_TABLE = cast(Table, Generation.__table__)
 _S = _SESSION_TABLE.c
 
 # A primary-key read, built once: it runs before every message request (services/archive/).
@@ -151,20 +152,76 @@ async def is_generating(db: AsyncSession, session_id: uuid.UUID, since: datetime
     return await db.scalar(generating) is not None
 
 
+async def keep_archived_ids(db: AsyncSession, session_id: uuid.UUID) -> None:
+    """The ids of the session's messages into archived_message, where they stay taken while
+    the messages are only in the archive object (one INSERT ... SELECT: served by the
+    (session_id, seq) unique index)."""
+    await db.execute(
+        insert(ArchivedMessage).from_select(
+            ["message_id", "session_id"],
+            select(Message.id, Message.session_id).where(Message.session_id == session_id),
+        )
+    )
+
+
 async def delete_messages(db: AsyncSession, session_id: uuid.UUID) -> None:
-    # Their chunks go with them (ON DELETE CASCADE); tombstones stay for the change feed.
+    # Their chunks and generations go with them (ON DELETE CASCADE; the archive object carries
+    # the generations); tombstones stay for the change feed.
     await db.execute(delete(Message).where(Message.session_id == session_id))
+
+
+async def generations(db: AsyncSession, session_id: uuid.UUID) -> list[Generation]:
+    """The session's generations (served by ix_generation_session_id), for its archive."""
+    result = await db.execute(
+        select(Generation)
+        .where(Generation.session_id == session_id)
+        .order_by(Generation.message_id)
+    )
+    return list(result.scalars())
+
+
+async def taken_elsewhere(
+    db: AsyncSession, session_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID]:
+    """Which of `message_ids` another session's stored message has ({id: that session}): a
+    primary-key read of each, in batches."""
+    taken: dict[uuid.UUID, uuid.UUID] = {}
+    for start in range(0, len(message_ids), INSERT_BATCH):
+        batch = message_ids[start : start + INSERT_BATCH]
+        result = await db.execute(
+            select(Message.id, Message.session_id).where(
+                Message.id.in_(batch), Message.session_id != session_id
+            )
+        )
+        taken.update((row[0], row[1]) for row in result)
+    return taken
+
+
+def _insert_skipping(db: AsyncSession, table: Table, key: str) -> Any:
+    """An INSERT of `table` that skips rows whose `key` is there already."""
+    insert_into = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return insert_into(table).on_conflict_do_nothing(index_elements=[key])
 
 
 async def insert_missing_messages(db: AsyncSession, messages: list[StoredMessage]) -> None:
     """Insert messages, skipping those already there: a restore that stopped half-way is
-    finished by running it again."""
+    finished by running it again. (A row skipped must be the same message: the caller checks
+    that no other session's message has one of the ids.)"""
     rows = [message.columns() for message in messages]
-    dialect = db.get_bind().dialect.name
-    insert_message = (
-        pg_insert(_MESSAGE_TABLE) if dialect == "postgresql" else sqlite_insert(_MESSAGE_TABLE)
-    )
-    stmt = insert_message.on_conflict_do_nothing(index_elements=["id"])
+    stmt = _insert_skipping(db, _MESSAGE_TABLE, "id")
+    for start in range(0, len(rows), INSERT_BATCH):
+        await db.execute(stmt, rows[start : start + INSERT_BATCH])
+
+
+async def forget_archived_ids(db: AsyncSession, session_id: uuid.UUID) -> None:
+    """The restored session's message ids leave archived_message: its messages' own rows
+    hold them now."""
+    await db.execute(delete(ArchivedMessage).where(ArchivedMessage.session_id == session_id))
+
+
+async def insert_missing_generations(db: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert generations (columns as values), skipping those already there, as the messages."""
+    stmt = _insert_skipping(db, _GENERATION_TABLE, "message_id")
     for start in range(0, len(rows), INSERT_BATCH):
         await db.execute(stmt, rows[start : start + INSERT_BATCH])
 
@@ -205,3 +262,12 @@ async def lock_keys(
         stmt = stmt.where(ChatSession.id == session_id)
     result = await db.execute(stmt.with_for_update())
     return [str(key) for key in result.scalars()]
+
+
+async def lock_archive_key(db: AsyncSession, session_id: uuid.UUID) -> str | None:
+    """The session's archive key (None when it has none, or there is no such session), its row
+    locked until commit so that no archive commits on it, and no key is recorded, meanwhile."""
+    result = await db.execute(
+        select(ChatSession.archive_key).where(ChatSession.id == session_id).with_for_update()
+    )
+    return result.scalar_one_or_none()

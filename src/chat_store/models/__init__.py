@@ -5,11 +5,12 @@ from chat_store.models.base import Base
 from chat_store.models.chat_session import ChatSession
 from chat_store.models.generation import Generation
 from chat_store.models.idempotency_key import IdempotencyKey
-from chat_store.models.message import Message, MessageChunk, MessageTombstone
+from chat_store.models.message import ArchivedMessage, Message, MessageChunk, MessageTombstone
 from chat_store.models.user import User
 
 __all__ = [
     "ApiKey",
+    "ArchivedMessage",
     "Base",
     "ChatSession",
     "Generation",

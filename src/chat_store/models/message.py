@@ -73,6 +73,20 @@ class MessageTombstone(Base):
     version: Mapped[int] = mapped_column(Integer)
 
 
+class ArchivedMessage(Base):
+    """The id of a message of an archived session: the message itself is only in the session's
+    archive object. Written by the archive's commit (with the messages' deletion) and removed by
+    the restore (with their insertion), so that an id stays taken while its message is away: a
+    message created with it is refused as one created with a stored or deleted message's id."""
+
+    __tablename__ = "archived_message"
+    # The restore removes a session's ids, and deleting a session cascades here: both by session.
+    __table_args__ = (Index("ix_archived_message_session_id", "session_id"),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("chat_session.id", ondelete="CASCADE"))
+
+
 class MessageChunk(Base):
     """One appended delta of a streaming message.
 

@@ -28,7 +28,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from chat_store.crud.messages.sequence import SeqReservation, reserve_statement
 from chat_store.crud.messages.tables import CHAT_SESSION, MESSAGE, MESSAGE_ATTRS, MESSAGE_TABLE
 from chat_store.db import ByDialect, fetch_one
-from chat_store.models import Message, MessageTombstone
+from chat_store.models import ArchivedMessage, Message, MessageTombstone
 
 
 @dataclass(slots=True)
@@ -247,14 +247,18 @@ async def append_with_prompt(
 
 
 async def any_message_id_exists(db: AsyncSession, ids: Iterable[uuid.UUID]) -> bool:
-    """Whether a message has, or had, one of `ids` (a deleted message's tombstone keeps its id:
-    the change feed replays its deletion under that id)."""
+    """Whether a message has, or had, one of `ids`: a stored one, a deleted one (its tombstone
+    keeps its id: the change feed replays its deletion under that id) or an archived one (only
+    in its session's archive object, which the restore puts back under that id). One statement:
+    an archive's commit moves an id from `message` to `archived_message` in one transaction, so
+    the statement's snapshot finds it in one or the other."""
     wanted = list(ids)
     if not wanted:
         return False
     stored = select(Message.id).where(Message.id.in_(wanted))
     deleted = select(MessageTombstone.message_id).where(MessageTombstone.message_id.in_(wanted))
-    result = await db.execute(stored.union_all(deleted).limit(1))
+    archived = select(ArchivedMessage.message_id).where(ArchivedMessage.message_id.in_(wanted))
+    result = await db.execute(union_all(stored, deleted, archived).limit(1))
     return result.first() is not None
 
 

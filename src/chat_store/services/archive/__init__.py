@@ -15,25 +15,40 @@ and the next run of the job (`job`) finishes what was begun: a half-way session 
 archiving is archived (its key is reused, its object written again), any other has its object
 deleted and its key forgotten.
 
-Archiving (`archiving`): begin_archive (record the key) → write_archive (stream the export into
-the object; the upload completes only if the session did not change while it was read) →
-verify_archive (read it back: the same bytes) → commit_archive (one transaction under the
-session's row lock: still unchanged, the object still the verified one, then archived_at is set
-and the messages deleted).
+Archiving (`archiving`): begin_archive (record the key) → write_archive (stream the export, with
+the session's generations, into the object; the upload completes only if the session did not
+change while it was read) → verify_archive (read it back: the same bytes) → commit_archive (one
+transaction under the session's row lock: still unchanged, the object still the verified one,
+then archived_at is set, the messages' ids kept in archived_message and the messages deleted).
+An archive aborted after the object was written deletes it (abandon_archive), unless the session
+still has its key: else a session deleted meanwhile would leave it to no one.
 
 Restoring (`restoring`): load_archive (read and check the object) → mark_restored (archived_at
 cleared, under the row lock; nothing more when another restore came first) →
-insert_archived_messages (rows already there are skipped), in one transaction → release_archive
-(the object deleted under the row lock, the key forgotten).
+insert_archived_messages (refused when another session's message has one of the ids; rows
+already there are skipped; the ids leave archived_message; the generations come back without a
+lease), in one transaction → release_archive (the object deleted under the row lock, the key
+forgotten).
+
+An id stays taken while its message is archived: archived_message holds it from the archive's
+commit to the restore's, and a message created with it is refused as one with a stored id is.
 """
 
 from __future__ import annotations
 
-from chat_store.services.archive.archiver import KEY_PREFIX, ArchiveAborted, Archiver, object_key
+from chat_store.services.archive.archiver import (
+    KEY_PREFIX,
+    ArchiveAborted,
+    ArchiveConflict,
+    ArchivedGeneration,
+    Archiver,
+    object_key,
+)
 from chat_store.services.archive.archiving import (
     ArchivePlan,
     VerifiedArchive,
     WrittenArchive,
+    abandon_archive,
     archive_session,
     begin_archive,
     commit_archive,
@@ -62,12 +77,15 @@ __all__ = [
     "BATCH_SESSIONS",
     "KEY_PREFIX",
     "ArchiveAborted",
+    "ArchiveConflict",
     "ArchivePlan",
     "ArchiveReport",
+    "ArchivedGeneration",
     "Archiver",
     "LoadedArchive",
     "VerifiedArchive",
     "WrittenArchive",
+    "abandon_archive",
     "archive_idle_sessions",
     "archive_session",
     "begin_archive",

@@ -1,5 +1,5 @@
 """Archiving one session, step by step: record the key, write the object, read it back, then
-mark the session archived and delete its messages."""
+mark the session archived and delete its messages; and what an aborted archive leaves."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from datetime import UTC, datetime
 from chat_store.crud import archive as archive_crud
 from chat_store.models import ChatSession
 from chat_store.services import export
-from chat_store.services.archive.archiver import ArchiveAborted, Archiver, object_key
+from chat_store.services.archive.archiver import (
+    GENERATIONS,
+    ArchiveAborted,
+    ArchivedGeneration,
+    Archiver,
+    object_key,
+)
 
 # gzip framing for zlib's streaming (de)compressor.
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
@@ -65,10 +71,30 @@ async def _unchanged(archiver: Archiver, plan: ArchivePlan) -> ChatSession:
     return row
 
 
+async def _with_generations(
+    archiver: Archiver, plan: ArchivePlan, document: AsyncIterator[str]
+) -> AsyncIterator[str]:
+    """`document` (render_json's JSON object) with one member more, the session's generations,
+    read after the messages: the check that the session did not change follows them."""
+    last: str | None = None
+    async for text in document:
+        if last is not None:
+            yield last
+        last = text
+    # The document ends with its closing brace and a newline: the member goes in before them.
+    if last is None or not last.endswith("}\n"):
+        raise RuntimeError("the export's JSON document does not end as expected")
+    async with archiver.sessionmaker() as db:
+        rows = await archive_crud.generations(db, plan.session_id)
+    members = [ArchivedGeneration.from_row(row).to_dict() for row in rows]
+    yield f"{last[:-2]},{export.encode(GENERATIONS)}:{export.encode(members)}}}\n"
+
+
 async def write_archive(archiver: Archiver, plan: ArchivePlan) -> WrittenArchive:
-    """Step 2: the session's JSON export, gzipped, streamed into the object (constant memory).
-    The messages are read in several statements; the upload is completed only if the session
-    is still as it was when they started, so the object never holds a torn copy."""
+    """Step 2: the session's JSON export, with its generations, gzipped, streamed into the
+    object (constant memory). The messages are read in several statements; the upload is
+    completed only if the session is still as it was when they started, so the object never
+    holds a torn copy."""
     session = await _unchanged(archiver, plan)
     digest = hashlib.sha256()
     size = 0
@@ -83,7 +109,8 @@ async def write_archive(archiver: Archiver, plan: ArchivePlan) -> WrittenArchive
     async def gzipped() -> AsyncIterator[bytes]:
         nonlocal size
         compressor = zlib.compressobj(wbits=_GZIP_WBITS)
-        async for text in export.render_json(session, counted()):
+        document = export.render_json(session, counted())
+        async for text in _with_generations(archiver, plan, document):
             data = text.encode("utf-8")
             digest.update(data)
             size += len(data)
@@ -122,8 +149,8 @@ async def commit_archive(
 ) -> None:
     """Step 4, one transaction: mark the session archived if it is unchanged since step 1,
     check under its row lock that the object is still the verified one, then delete the
-    messages. (release_archive deletes objects under the same lock, so none can go between the
-    check and the commit.)"""
+    messages, keeping their ids taken. (release_archive deletes objects under the same lock, so
+    none can go between the check and the commit.)"""
     plan = verified.written.plan
     async with archiver.sessionmaker() as db, db.begin():
         marked = await archive_crud.mark_archived(
@@ -136,18 +163,38 @@ async def commit_archive(
         info = await archiver.store.info(plan.key)
         if info is None or info.e_tag != verified.e_tag:
             raise ArchiveAborted(f"the archive object {plan.key} changed after it was verified")
+        await archive_crud.keep_archived_ids(db, plan.session_id)
         await archive_crud.delete_messages(db, plan.session_id)
+
+
+async def abandon_archive(archiver: Archiver, plan: ArchivePlan) -> bool:
+    """After an aborted archive: delete the object it wrote, unless the session still has its
+    key. A session that does is half-way or archived (by another run, whose verified object it
+    is): the job archives or releases it. One that does not (deleted, released, or given
+    another key while the object was written) would leave the object to no one, with the
+    messages in it. Under the session's row lock, as release_archive, so no archive commits on
+    the object and no key is recorded meanwhile. True when it was deleted."""
+    async with archiver.sessionmaker() as db, db.begin():
+        if await archive_crud.lock_archive_key(db, plan.session_id) == plan.key:
+            return False
+        await archiver.store.delete(plan.key)
+    return True
 
 
 async def archive_session(
     archiver: Archiver, session_id: uuid.UUID, cutoff: datetime
 ) -> int | None:
     """All four steps; the number of messages archived, or None when the session is not due.
-    Raises ArchiveAborted when it changed meanwhile (it stays in the database)."""
+    Raises ArchiveAborted when it changed meanwhile (it stays in the database, or is gone);
+    the object written is not left behind for no session."""
     plan = await begin_archive(archiver, session_id, cutoff)
     if plan is None:
         return None
-    written = await write_archive(archiver, plan)
-    verified = await verify_archive(archiver, written)
-    await commit_archive(archiver, verified)
+    try:
+        written = await write_archive(archiver, plan)
+        verified = await verify_archive(archiver, written)
+        await commit_archive(archiver, verified)
+    except ArchiveAborted:
+        await abandon_archive(archiver, plan)
+        raise
     return written.messages

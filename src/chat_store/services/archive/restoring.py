@@ -12,10 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import archive as archive_crud
 from chat_store.db import begins_without_write_lock, runs_in_autocommit
-from chat_store.errors import ChatSessionNotFound
+from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.services import export, hooks
-from chat_store.services.archive.archiver import Archiver
+from chat_store.services.archive.archiver import (
+    GENERATIONS,
+    ArchiveConflict,
+    ArchivedGeneration,
+    Archiver,
+)
 from chat_store.services.principals import Principal
 from chat_store.state import AppState
 from chat_store.storage import ArchiveStore
@@ -29,27 +34,74 @@ class LoadedArchive:
     user_id: uuid.UUID
     key: str
     messages: list[export.Document] = field(repr=False)
+    generations: list[ArchivedGeneration] = field(default_factory=list, repr=False)
+
+
+def _generations(key: str, document: export.Document) -> list[ArchivedGeneration]:
+    """The generations the object carries (none in one written before it carried them)."""
+    members = document.get(GENERATIONS, [])
+    try:
+        if not isinstance(members, list):
+            raise TypeError(GENERATIONS)
+        return [ArchivedGeneration.from_dict(member) for member in members]
+    except (KeyError, TypeError, ValueError):
+        raise ArchiveUnavailable(f"The archive object {key} holds malformed generations") from None
 
 
 async def load_archive(
     db: AsyncSession, store: ArchiveStore, session_id: uuid.UUID, *, user_id: uuid.UUID | None
 ) -> LoadedArchive | None:
-    """Step 1: the archived session's messages, read from its object and checked. None when the
-    session is not archived (or not `user_id`'s)."""
+    """Step 1: the archived session's messages and generations, read from its object and
+    checked. None when the session is not archived (or not `user_id`'s)."""
     row = await archive_crud.get_session(db, session_id, user_id=user_id)
     if row is None or row.archived_at is None or row.archive_key is None:
         return None
     document = await export.read_archive(store, row.archive_key, session_id)
-    return LoadedArchive(session_id, row.user_id, row.archive_key, document["messages"])
+    generations = _generations(row.archive_key, document)
+    return LoadedArchive(
+        session_id, row.user_id, row.archive_key, document["messages"], generations
+    )
+
+
+# The conflicts a refused restore names in its log line.
+_SHOWN_CONFLICTS = 20
+
+
+async def _check_ids_free(db: AsyncSession, loaded: LoadedArchive, ids: list[uuid.UUID]) -> None:
+    """ArchiveConflict when another session's message has one of the archived messages' ids.
+    The insert would skip that message, the restore commit, and its object (the only copy) be
+    deleted. While a session is archived its ids are kept taken (archived_message), so this
+    finds only what that could not prevent."""
+    taken = await archive_crud.taken_elsewhere(db, loaded.session_id, ids)
+    if not taken:
+        return
+    shown = list(taken.items())[:_SHOWN_CONFLICTS]
+    logger.error(
+        "restore of session %s refused: its archive %s holds %d messages whose ids other "
+        "sessions' messages have (message: session) %s%s; the session stays archived, its "
+        "object kept",
+        loaded.session_id,
+        loaded.key,
+        len(taken),
+        ", ".join(f"{message_id}: {session_id}" for message_id, session_id in shown),
+        ", ..." if len(taken) > len(shown) else "",
+    )
+    raise ArchiveConflict(
+        f"The archived session cannot be restored: {len(taken)} of its messages have ids "
+        "that other messages have now. Nothing was changed; the session stays archived"
+    )
 
 
 async def insert_archived_messages(db: AsyncSession, loaded: LoadedArchive) -> None:
-    """Step 2: the messages as they were (ids, seqs, versions, times); rows a stopped restore
-    inserted already are skipped."""
+    """Step 2: the messages as they were (ids, seqs, versions, times), then their generations
+    (no process holding them); rows a stopped restore inserted already are skipped. Refused
+    (ArchiveConflict) when another session's message has one of their ids."""
+    ids = [uuid.UUID(document["id"]) for document in loaded.messages]
+    await _check_ids_free(db, loaded, ids)
     rows = [
         export.message_row(
             document,
-            message_id=uuid.UUID(document["id"]),
+            message_id=message_id,
             session_id=loaded.session_id,
             user_id=loaded.user_id,
             seq=document["seq"],
@@ -57,9 +109,17 @@ async def insert_archived_messages(db: AsyncSession, loaded: LoadedArchive) -> N
             version=document["version"],
             default_time=datetime.now(UTC),
         )
-        for document in loaded.messages
+        for message_id, document in zip(ids, loaded.messages, strict=True)
     ]
     await archive_crud.insert_missing_messages(db, rows)
+    await archive_crud.forget_archived_ids(db, loaded.session_id)
+    restored = set(ids)
+    generations = [
+        generation.columns(loaded.session_id, loaded.user_id)
+        for generation in loaded.generations
+        if generation.message_id in restored
+    ]
+    await archive_crud.insert_missing_generations(db, generations)
 
 
 async def mark_restored(db: AsyncSession, loaded: LoadedArchive) -> bool:
