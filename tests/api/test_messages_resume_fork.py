@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from chat_store.crud import messages as message_crud
+from chat_store.services import streams as stream_service
 from tests.assertions import assert_problem, assert_validation_error
 from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
@@ -423,3 +424,56 @@ async def test_a_forks_change_feed_gives_each_copy_an_id_to_resume_after(
         ]
         resumed = await asyncio.wait_for(after_first, 10)
         assert [e.data["message"]["seq"] for e in resumed] == [2, 3]
+
+
+async def test_a_long_replay_is_read_and_sent_in_parts(
+    app_with: AppWith, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A feed opened from 0 on a long session built its whole replay in memory before its first
+    event. It is read and sent in parts of about `_REPLAY_BATCH` changes, and the reader gets
+    the same events: each change once, in version order, messages it has not seen as
+    `message.created` whichever part they come in."""
+    monkeypatch.setattr(stream_service, "_REPLAY_BATCH", 4)
+    parts: list[int] = []
+    changes = stream_service._changes
+
+    async def counted(*args: Any) -> Any:
+        found = await changes(*args)
+        parts.append(len(found[0]))
+        return found
+
+    monkeypatch.setattr(stream_service, "_changes", counted)
+    async with app_with(stream_poll_seconds=0.2) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        session = await factory.chat_session(account)
+        messages = await factory.messages(account, session["id"], 11)
+        url = f"{API}/sessions/{session['id']}"
+        for gone in (messages[2], messages[7]):
+            deleted = await client.delete(f"{url}/messages/{gone['id']}", headers=account.headers)
+            assert deleted.status_code == 200
+        first = await client.patch(
+            f"{url}/messages/{messages[0]['id']}",
+            json={"metadata": {"k": 1}},
+            headers=account.headers,
+        )
+        renamed = await client.patch(url, json={"title": "renamed"}, headers=account.headers)
+        assert (first.status_code, renamed.status_code) == (200, 200)
+
+        reader = asyncio.create_task(client.get(f"{url}/events", headers=account.headers))
+        await asyncio.sleep(0.5)
+        assert (await client.delete(url, headers=account.headers)).status_code == 200
+        body = (await asyncio.wait_for(reader, 10)).text
+    # session.deleted (the end) has no id of its own (a parser keeps the last one).
+    events = [e for e in events_of(body) if e.event != "session.deleted"]
+
+    ids = [int(e.id) for e in events if e.id is not None]
+    assert ids == [2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15]  # 11 created, 2 deleted, 2 changes
+    assert [(e.event, e.data["message"]["seq"]) for e in events if "message" in e.data] == [
+        ("message.created", seq) for seq in (2, 4, 5, 6, 7, 9, 10, 11, 1)
+    ]
+    assert [e.data["seq"] for e in events if e.event == "message.deleted"] == [3, 8]
+    assert [e.data["session"]["title"] for e in events if e.event == "session.updated"] == [
+        "renamed"
+    ]
+    assert len(parts) >= 3 and max(parts) <= 5

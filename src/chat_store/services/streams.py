@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.cache.bus import Subscription
 from chat_store.crud import chat_sessions as chat_session_crud
@@ -306,13 +307,21 @@ async def follow_session(
     position = after_version
     silences = Silences(context.app.stale_after)
     first = True
+    # Where the replay under way began: a message made after it is `message.created` in every
+    # part of it (the reader has not seen it), whatever part it comes in.
+    replay_from: int | None = None
     try:
         async with context.following(session_id) as subscription:
             for _ in context.passes(subscription):
+                if replay_from is None:
+                    replay_from = position
                 replayed = await _replay_session(
-                    context, session_id, position, find_open=first or silences.due
+                    context,
+                    session_id,
+                    position,
+                    created_after=replay_from,
+                    find_open=first or silences.due,
                 )
-                first = False
                 if replayed is None:
                     yield StreamEvent("session.deleted", {"session_id": str(session_id)})
                     return
@@ -321,6 +330,9 @@ async def follow_session(
                     yield event
                 if replayed.events:
                     silences.moved()  # what changed meanwhile may fall silent from now on
+                if replayed.more:
+                    continue  # the replay goes on from where this part of it ended
+                replay_from, first = None, False
                 if replayed.open_messages is not None:
                     for silence in silences.untold(replayed.open_messages, datetime.now(UTC)):
                         yield _stale(silence)
@@ -350,13 +362,19 @@ async def follow_session(
 class _Replay:
     events: list[StreamEvent]
     version: int  # the history version the replay brings the follower to
+    more: bool  # changed after `version` too: replayed in the next part
     # The session's open messages, read in the same snapshot, when asked for: when the feed
     # opens (one may be silent already) and when the first of those known may turn stale.
     open_messages: list[StoredMessage] | None
 
 
 async def _replay_session(
-    context: StreamContext, session_id: uuid.UUID, after_version: int, *, find_open: bool
+    context: StreamContext,
+    session_id: uuid.UUID,
+    after_version: int,
+    *,
+    created_after: int,
+    find_open: bool,
 ) -> _Replay | None:
     # One snapshot for the version and every row and chunk read below. Read apart, a delta
     # committed between two reads is in the replayed text (or shows a version past `current`)
@@ -372,53 +390,77 @@ async def _replay_session(
         if current < after_version:
             # A position past the session's version is one of a session deleted and created
             # again with the same id (a client's id): this one is replayed from its start.
-            after_version = 0
+            after_version = created_after = 0
         changes: list[events.SessionEvent] = []
+        reached: int | None = None
         if current > after_version:
-            changes = await _changes(ctx, chat_session, after_version)
+            changes, reached = await _changes(ctx, chat_session, after_version, created_after)
         open_messages = await message_crud.open_in_session(db, session_id) if find_open else None
-        return _Replay([_feed_event(event) for event in changes], current, open_messages)
+        version = current if reached is None else reached
+        return _Replay(
+            [_feed_event(event) for event in changes], version, reached is not None, open_messages
+        )
 
 
 async def _changes(
-    ctx: RequestContext, chat_session: ChatSession, after_version: int
-) -> list[events.SessionEvent]:
-    """What changed in the session after `after_version`, in version order."""
+    ctx: RequestContext, chat_session: ChatSession, after_version: int, created_after: int
+) -> tuple[list[events.SessionEvent], int | None]:
+    """What changed in the session after `after_version`, in version order: all of it, or (with
+    the version it reaches) the first part, of about _REPLAY_BATCH messages and deletions. A
+    replay of a long session is sent in parts, each read as it is sent, not held whole; a
+    message made after `created_after` (where the replay began) is `message.created`."""
     db, session_id = ctx.db, chat_session.id
+    rows = await _changed_rows(db, session_id, after_version)
+    reached = rows[-1].version if len(rows) >= _REPLAY_BATCH else None
+    tombstones = await message_crud.deleted_since(
+        db, session_id, after_version, upto=reached, limit=_REPLAY_BATCH
+    )
+    if len(tombstones) == _REPLAY_BATCH:
+        # As many deletions: the part ends at the last of them, or before (a version is one
+        # change: a deletion's is no message's).
+        last_deleted = tombstones[-1].version
+        reached = last_deleted if reached is None else min(reached, last_deleted)
+        rows = [row for row in rows if row.version <= reached]
     changes: list[events.SessionEvent] = []
-    if chat_session.updated_version > after_version:
+    updated = chat_session.updated_version
+    if after_version < updated and (reached is None or updated <= reached):
         chat_session_read = ChatSessionRead.from_model(chat_session)
-        changes.append(
-            events.SessionUpdated(
-                chat_session.updated_version, chat_session_read.model_dump(mode="json")
-            )
+        changes.append(events.SessionUpdated(updated, chat_session_read.model_dump(mode="json")))
+    reads = await message_service.to_reads(ctx, rows)
+    for row, read in zip(rows, reads, strict=True):
+        kind = (
+            events.MessageCreated if row.created_version > created_after else events.MessageUpdated
         )
-    # Strictly after the cursor: a version is never shown twice (seq only breaks ties
-    # between rows of one version, which a replay never splits).
-    cursor = (after_version, 1 << 62)
-    while True:
-        rows = await message_crud.changed_since(db, session_id, cursor, _REPLAY_BATCH)
-        if not rows:
-            break
-        reads = await message_service.to_reads(ctx, rows)
-        for row, read in zip(rows, reads, strict=True):
-            kind = (
-                events.MessageCreated
-                if row.created_version > after_version
-                else events.MessageUpdated
-            )
-            changes.append(kind(row.version, read.model_dump(mode="json")))
-        if len(rows) < _REPLAY_BATCH:
-            break
-        cursor = (rows[-1].version, rows[-1].seq)
-    for tombstone in await message_crud.deleted_since(db, session_id, after_version):
+        changes.append(kind(row.version, read.model_dump(mode="json")))
+    for tombstone in tombstones:
         changes.append(
             events.MessageDeleted(
                 tombstone.version, message_id=str(tombstone.message_id), seq=tombstone.seq
             )
         )
     changes.sort(key=lambda event: event.version)
-    return changes
+    return changes, reached
+
+
+async def _changed_rows(
+    db: AsyncSession, session_id: uuid.UUID, after_version: int
+) -> list[StoredMessage]:
+    """About _REPLAY_BATCH messages changed after `after_version`, in change order, and every
+    message of the last version read (a batch append once gave several messages one version: a
+    part never splits them)."""
+    # Strictly after the cursor: a version is never shown twice (seq only breaks ties
+    # between rows of one version).
+    rows = await message_crud.changed_since(db, session_id, (after_version, 1 << 62), _REPLAY_BATCH)
+    while len(rows) >= _REPLAY_BATCH:
+        last = rows[-1]
+        more = await message_crud.changed_since(
+            db, session_id, (last.version, last.seq), _REPLAY_BATCH
+        )
+        same = [row for row in more if row.version == last.version]
+        rows.extend(same)
+        if len(same) < len(more) or len(more) < _REPLAY_BATCH:
+            break
+    return rows
 
 
 def _feed_event(event: events.SessionEvent) -> StreamEvent:

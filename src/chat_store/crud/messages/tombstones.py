@@ -39,11 +39,18 @@ async def add_tombstone(
 
 
 async def deleted_since(
-    db: AsyncSession, session_id: uuid.UUID, version: int
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    version: int,
+    *,
+    upto: int | None = None,
+    limit: int | None = None,
 ) -> list[MessageTombstone]:
-    result = await db.execute(
-        select(MessageTombstone)
-        .where(MessageTombstone.session_id == session_id, MessageTombstone.version > version)
-        .order_by(MessageTombstone.version)
+    """The session's deletions after `version` (up to `upto`), in version order."""
+    stmt = select(MessageTombstone).where(
+        MessageTombstone.session_id == session_id, MessageTombstone.version > version
     )
+    if upto is not None:
+        stmt = stmt.where(MessageTombstone.version <= upto)
+    result = await db.execute(stmt.order_by(MessageTombstone.version).limit(limit))
     return list(result.scalars())
