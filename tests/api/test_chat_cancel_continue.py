@@ -27,7 +27,7 @@ from chat_store.services.generation.jobs import GenerationParams, Job
 from chat_store.services.generation.runner import GenerationRunner
 from tests.assertions import assert_problem
 from tests.backends import Backend
-from tests.conftest import AppWith, running_app
+from tests.conftest import AppUnderTest, AppWith, running_app
 from tests.factories import API, Account, Factory
 from tests.support.chat import (
     archive_session,
@@ -647,6 +647,89 @@ async def test_a_process_that_stops_hands_its_generations_over(
     ]
 
 
+async def test_a_takeover_claimed_as_the_process_stops_is_handed_over(
+    app: FastAPI,
+    app_with: AppWith,
+    client: httpx.AsyncClient,
+    factory: Factory,
+    llm: LlmServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The process begins to stop while its sweep claims a dead process's answer (the claim
+    committed, its transaction still closing): the sweep finishes the takeover and hands the
+    answer over at once, not counted as a run, rather than leave its lease held until it runs
+    out (and the next run counted as though this process had died)."""
+    state = app.state.resources
+    _, _, answer_id = await _orphan(state, client, factory)
+    take_over = GenerationRunner._take_over
+    claimed = asyncio.Event()
+
+    async def claimed_then_slow(runner: GenerationRunner, message_id: uuid.UUID) -> Job | None:
+        job = await take_over(runner, message_id)
+        claimed.set()
+        await asyncio.sleep(0.3)  # the process begins to stop meanwhile
+        return job
+
+    monkeypatch.setattr(GenerationRunner, "_take_over", claimed_then_slow)
+    async with chat_app(app_with, llm, generation_sweep_seconds=60):
+        await asyncio.wait_for(claimed.wait(), timeout=10)
+
+    async with state.sessionmaker() as db:
+        lease = await generation_crud.get(db, uuid.UUID(answer_id))
+    assert lease is not None
+    assert (lease.owner, lease.attempt, lease.handovers) == (None, 2, 1)
+    assert lease.lease_expires_at is not None
+    assert lease.lease_expires_at <= datetime.now(UTC)  # the next sweep takes it at once
+
+
+async def _generating_here(
+    chat: AppUnderTest, account: Account, session_id: str, answer_id: str, stored: int
+) -> int:
+    """Until `chat`'s process holds the answer's lease and has stored more than `stored`
+    characters of it; returns how many are stored."""
+    runner = chat.app.state.generation
+    deadline = time.monotonic() + 15
+    while True:
+        async with chat.state.sessionmaker() as db:
+            lease = await generation_crud.get(db, uuid.UUID(answer_id))
+        message = await chat.client.get(
+            message_path(session_id, answer_id), headers=account.headers
+        )
+        length = len(message.json()["partial_content"] or "")
+        if lease is not None and lease.owner == runner.owner and length > stored:
+            return length
+        assert time.monotonic() < deadline, (lease, message.json())
+        await asyncio.sleep(0.02)
+
+
+async def test_an_answer_handed_over_at_every_restart_is_not_given_up(
+    app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """A rolling restart, more runs long than GENERATION_MAX_ATTEMPTS: each process stops while
+    it generates the answer and hands it over to the next. None of them died: the answer is
+    completed, each run counted in `attempt`."""
+    account, session_id = await new_session(factory)
+    text = default_text(200)
+    slow = {"text": text, "delay": 0.05}
+    await llm.script("slow", slow, slow, slow, {"text": text})  # the fourth run ends it
+    settings = {"generation_max_attempts": 3}
+    async with chat_app(app_with, llm, **settings) as first:
+        turn, answer = await start_turn(first.client, account, session_id, "slow")
+        stored = await _generating_here(first, account, session_id, answer["id"], 0)
+        turn.cancel()  # the client leaves; then the process stops
+    for _ in range(2):
+        async with chat_app(app_with, llm, **settings) as restarted:  # it sweeps at start
+            stored = await _generating_here(restarted, account, session_id, answer["id"], stored)
+
+    async with chat_app(app_with, llm, **settings):
+        done = await wait_for_status(client, account, session_id, answer["id"])
+
+    assert done["status"] == "complete", done
+    assert done["content"] == text
+    assert done["metadata"]["attempt"] == 4
+    assert len(await llm.requests()) == 4
+
+
 @pytest.mark.parametrize(
     ("behaviour", "ended"),
     [
@@ -925,6 +1008,71 @@ async def test_a_continue_while_the_failed_run_is_still_ending_here_is_generated
     assert continued.status_code == 202, continued.text
     done = await wait_for_status(client, account, session_id, answer_id, timeout=10)
     assert done["status"] == "complete" and done["content"] == text
+
+
+async def test_a_continue_here_after_the_lease_ran_out_here_is_generated_once(
+    app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """A run's lease runs out while it goes on (a long pause), and a /continue in the same
+    process claims the answer: the old run stops at its next write without ending the new
+    run's lease (same process, an earlier attempt), and the new run completes the answer."""
+    account, session_id = await new_session(factory)
+    text = default_text(80)
+    await llm.script("slow", {"text": text, "delay": 0.05})
+    async with chat_app(app_with, llm, generation_sweep_seconds=3600) as chat:
+        turn, answer = await start_turn(chat.client, account, session_id, "slow")
+        async with chat.state.sessionmaker() as db, db.begin():
+            await db.execute(
+                update(Generation)
+                .where(Generation.message_id == uuid.UUID(answer["id"]))
+                .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        continued = await chat.client.post(
+            f"{message_path(session_id, answer['id'])}/continue", headers=account.headers
+        )
+        assert continued.status_code == 202, continued.text
+        done = await wait_for_status(client, account, session_id, answer["id"], timeout=10)
+        turn.cancel()
+
+    assert done["status"] == "complete", done
+    assert done["content"] == text
+    assert done["metadata"]["attempt"] == 2
+    assert len(await llm.requests()) == 2
+
+
+async def test_a_run_whose_lease_a_continue_here_claimed_stops_at_its_next_renewal(
+    app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """As above, but the old run writes nothing more (its provider went silent): its next
+    renewal, which renews only its own run's lease, tells it the answer is another run's, and
+    it stops; the continue's run, which waits for it, then generates the answer."""
+    account, session_id = await new_session(factory)
+    text = default_text(40)
+    await llm.script("slow", {"text": text, "delay": 0.02, "hang_after": 3}, {"text": text})
+    settings = {"generation_lease_seconds": 1.5, "llm_timeout_seconds": 30.0}
+    async with chat_app(app_with, llm, generation_sweep_seconds=3600, **settings) as chat:
+        turn, answer = await start_turn(chat.client, account, session_id, "slow")
+        # All the old run read is stored: it has nothing more to write.
+        silent_from = len("".join(f"{word} " for word in text.split()[:3]))
+        await wait_for_text(client, account, session_id, answer["id"], silent_from)
+        path = f"{message_path(session_id, answer['id'])}/continue"
+        for _ in range(20):
+            async with chat.state.sessionmaker() as db, db.begin():
+                await db.execute(
+                    update(Generation)
+                    .where(Generation.message_id == uuid.UUID(answer["id"]))
+                    .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+                )
+            continued = await chat.client.post(path, headers=account.headers)
+            if continued.status_code != 409:  # else a renewal came in between
+                break
+        assert continued.status_code == 202, continued.text
+        done = await wait_for_status(client, account, session_id, answer["id"], timeout=10)
+        turn.cancel()
+
+    assert done["status"] == "complete", done
+    assert done["content"] == text
+    assert done["metadata"]["attempt"] == 2
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,22 @@
-"""The lease of the service's own generations (one row per generated assistant message)."""
+"""The lease of the service's own generations (one row per generated assistant message).
+
+Lock order: a transaction that writes a generation's row and its session's (or its message's)
+takes the generation rows first, in message_id order, then the session's row, then the
+message's. Whatever ends a generation (a completion, a failure, a cancel, a continue's claim)
+writes the lease row before its message; a deletion reaches the lease rows through ON DELETE
+CASCADE only after the session's or the message's row, so it locks them first (`lock_leases`,
+`lock_in_idle_sessions`): in the other order, a deletion and a completion at the same moment
+deadlock on Postgres (one of them aborted after deadlock_timeout).
+"""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
-from sqlalchemy import bindparam, exists, or_, select, update
+from sqlalchemy import bindparam, exists, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -100,23 +109,49 @@ async def open_for(
     return [LiveGeneration(*row) for row in await db.execute(_OPEN_FOR, params)]
 
 
-async def held(
+async def lock_leases(
     db: AsyncSession,
+    user_id: uuid.UUID,
     *,
-    user_id: uuid.UUID | None = None,
     session_id: uuid.UUID | None = None,
     message_id: uuid.UUID | None = None,
 ) -> list[uuid.UUID]:
-    """The answers of a user, a session or one message whose lease a process holds (or held
-    when it died): the ones a process may be generating."""
-    query = select(_G.message_id).where(_G.owner.is_not(None))
-    if user_id is not None:
-        query = query.where(_G.user_id == user_id)
+    """Lock the generation rows of a user, of one of its sessions or of one message until
+    commit (in message_id order), before a write that reaches them after their session's or
+    message's row (a deletion's ON DELETE CASCADE): the lock order of this module's docstring.
+    Returns the answers whose lease a process holds (or held when it died), as they stand once
+    locked: the ones a process may be generating.
+
+    Every row, not only the held ones: a continue claims a lease nobody holds, and then locks
+    the session."""
+    query = select(_G.message_id, _G.owner).where(_G.user_id == user_id)
     if session_id is not None:
         query = query.where(_G.session_id == session_id)
     if message_id is not None:
         query = query.where(_G.message_id == message_id)
-    return list((await db.scalars(query)).all())
+    rows = await db.execute(query.order_by(_G.message_id).with_for_update())
+    return [locked for locked, owner in rows if owner is not None]
+
+
+async def lock_in_idle_sessions(
+    db: AsyncSession, cutoff: datetime, batch: int, keep: Collection[uuid.UUID]
+) -> None:
+    """Lock the generation rows of the sessions a retention batch deletes (the `batch` idle
+    since `cutoff` the longest, but those in `keep`, chosen as crud/chat_sessions.py's
+    delete_idle_batch chooses them), before it deletes them: the lock order of this module's
+    docstring."""
+    idle = select(ChatSession.id).where(
+        ChatSession.last_activity_at < cutoff, ~session_generating(cutoff)
+    )
+    if keep:
+        idle = idle.where(ChatSession.id.not_in(list(keep)))
+    idle = idle.order_by(ChatSession.last_activity_at).limit(batch)
+    await db.execute(
+        select(_G.message_id)
+        .where(_G.session_id.in_(idle.scalar_subquery()))
+        .order_by(_G.message_id)
+        .with_for_update()
+    )
 
 
 async def claim(
@@ -130,7 +165,7 @@ async def claim(
 ) -> Generation | None:
     """Take the generation for `owner` if no process holds a live lease on it (finished, or
     its process died): one compare-and-set, so two processes never both win. The attempt
-    count goes up by one. None when it is live elsewhere, or missing."""
+    count (the run's number) goes up by one. None when it is live elsewhere, or missing."""
     values: dict[str, Any] = {
         "owner": owner,
         "lease_expires_at": lease_until,
@@ -152,19 +187,33 @@ async def claim(
 
 
 async def renew(
-    db: AsyncSession, owner: str, message_ids: Sequence[uuid.UUID], lease_until: datetime
+    db: AsyncSession, owner: str, runs: Mapping[uuid.UUID, int], lease_until: datetime
 ) -> set[uuid.UUID]:
-    """Extend `owner`'s leases; returns the ones it still holds (a generation taken over or
-    cancelled meanwhile is not among them)."""
-    if not message_ids:
+    """Extend the leases `owner`'s runs hold (`runs`: each answer's run, its attempt); returns
+    the answers whose lease they still hold (one cancelled, or claimed by another run meanwhile,
+    even one of this process, is not among them). The rows are locked in message_id order
+    (the lock order of this module's docstring)."""
+    if not runs:
         return set()
+    held = (
+        select(_G.message_id)
+        .where(_G.owner == owner, tuple_(_G.message_id, _G.attempt).in_(list(runs.items())))
+        .order_by(_G.message_id)
+        .with_for_update()
+    )
     result = await db.execute(
         update(Generation)
-        .where(_G.owner == owner, _G.message_id.in_(list(message_ids)))
+        .where(_G.message_id.in_(held.scalar_subquery()), _G.owner == owner)
         .values(lease_expires_at=lease_until)
         .returning(_G.message_id)
     )
     return set(result.scalars())
+
+
+# Why a run that still holds its lease ends it without ending the answer: `shutdown`, its
+# process stops (it writes what it read first); `superseded`, the answer's text moved under
+# it. Only a run that handed over at shutdown is not counted against GENERATION_MAX_ATTEMPTS.
+HandOver = Literal["shutdown", "superseded"]
 
 
 async def release(
@@ -172,19 +221,24 @@ async def release(
     message_id: uuid.UUID,
     now: datetime,
     *,
-    owner: str | None = None,
-    hand_over: bool = False,
+    holder: LeaseHolder | None = None,
+    hand_over: HandOver | None = None,
 ) -> bool:
     """Nobody generates it any more: finished (lease cleared), or with `hand_over` left for
-    another process to take over at once (the lease ends now). With `owner`, only that owner's
-    lease is touched: a process that lost its lease never ends its successor's. Returns whether
-    there was such a lease."""
+    another process to take over at once (the lease ends now). With `holder`, only the lease of
+    that run (its process and attempt) is touched: a run that lost its lease never ends its
+    successor's, even one of its own process. Returns whether there was such a lease."""
     stmt = update(Generation).where(_G.message_id == message_id)
-    if owner is not None:
-        stmt = stmt.where(_G.owner == owner)
-    result = await db.execute(
-        stmt.values(owner=None, lease_expires_at=now if hand_over else None, updated_at=now)
-    )
+    if holder is not None:
+        stmt = stmt.where(_G.owner == holder.owner, _G.attempt == holder.attempt)
+    values: dict[str, Any] = {
+        "owner": None,
+        "lease_expires_at": None if hand_over is None else now,
+        "updated_at": now,
+    }
+    if hand_over == "shutdown":
+        values["handovers"] = _G.handovers + 1
+    result = await db.execute(stmt.values(**values))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 

@@ -37,6 +37,9 @@ class Generation(Base):
     lease_expires_at: Mapped[datetime | None]
     # How many runs the answer has had: the first, then each /continue or takeover.
     attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # How many of them handed it over at their process's shutdown: a rolling restart is no
+    # crash, and those runs do not count against GENERATION_MAX_ATTEMPTS.
+    handovers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # What the turn asked for (model, temperature, output limit, system prompt), so that a
     # continuation or takeover asks the same.
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -232,11 +232,13 @@ async def _save_change(ctx: RequestContext, row: ChatSession, now: datetime) -> 
 
 async def delete_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> None:
     user_id = ctx.principal.user_id
+    # The lease rows of its answers first, before the session's row (which lock_keys takes):
+    # the order a completion or a cancel takes them in (crud/generations.py).
+    generating = await generation_crud.lock_leases(ctx.db, user_id, session_id=session_id)
     # An archived session's object goes first, in this transaction: if it cannot be deleted,
     # neither is the session.
     for key in await archive_crud.lock_keys(ctx.db, user_id, session_id):
         await ctx.app.archive.delete(key)
-    generating = await generation_crud.held(ctx.db, user_id=user_id, session_id=session_id)
     if not await chat_session_crud.delete_for_owner(ctx.db, user_id, session_id):
         raise ChatSessionNotFound()
     events.stop_generations_after_commit(ctx.db, ctx.bus, generating)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.crud import generations as generation_crud
 from chat_store.errors import ArchiveUnavailable
 from chat_store.storage import ArchiveStore
 
@@ -77,6 +78,9 @@ async def purge_idle_sessions(
     while True:
         try:
             async with sessionmaker() as db, db.begin():
+                # The lease rows of the batch's answers before its sessions' rows: the order a
+                # continue, a cancel or a takeover takes them in (crud/generations.py).
+                await generation_crud.lock_in_idle_sessions(db, cutoff, BATCH_SESSIONS, kept)
                 deleted = await chat_session_crud.delete_idle_batch(
                     db, cutoff, BATCH_SESSIONS, keep=kept
                 )

@@ -79,12 +79,14 @@ async def delete_me(
     principal: Principal,
     archive: ArchiveStore,
 ) -> None:
+    # The lease rows of the user's answers first, before any session's row (which lock_keys
+    # takes): the order a completion or a cancel takes them in (crud/generations.py).
+    generating = await generation_crud.lock_leases(db, principal.user_id)
     # The objects of archived sessions go first, in this transaction: if one cannot be
     # deleted, neither is the account.
     for key in await archive_crud.lock_keys(db, principal.user_id):
         await archive.delete(key)
     key_hashes = await api_key_crud.hashes_for_user(db, principal.user_id)
-    generating = await generation_crud.held(db, user_id=principal.user_id)
     await user_crud.delete_by_id(db, principal.user_id)
     events.stop_generations_after_commit(db, bus, generating)
     principals.revoke_after_commit(

@@ -181,6 +181,12 @@ class AnswerGenerator:
         """The context the message services are given: this transaction, the answer's owner."""
         return RequestContext(db, principal, self._app)
 
+    def lease(self, job: Job) -> LeaseHolder:
+        """The lease `job`'s run holds: this process, in the run's attempt. A run acts on its
+        lease only while it holds it in that attempt: an earlier run of this process (its lease
+        ran out, then a /continue here claimed the answer) never touches the new run's lease."""
+        return LeaseHolder(self.owner, job.attempt)
+
     async def run(self, live: Live) -> Outcome:
         """Generate the answer of `live.job` until it ends, is stopped, or moves on without
         this process; never raises (but for cancellation)."""
@@ -220,7 +226,11 @@ class AnswerGenerator:
         try:
             async with store.transaction(self._sessionmaker) as db:
                 await store.release(
-                    db, job.message_id, datetime.now(UTC), owner=self.owner, hand_over=True
+                    db,
+                    job.message_id,
+                    datetime.now(UTC),
+                    holder=self.lease(job),
+                    hand_over="superseded",
                 )
         except Exception:  # the lease then runs out by itself
             logger.exception("generation %s: could not hand its lease over", job.message_id)
@@ -358,7 +368,7 @@ class AnswerGenerator:
         }
         latency_ms = round((ended - started) * 1000)
         try:
-            await self._complete(principal, answer, token_count, latency_ms, usage, tool_calls)
+            await self._complete(principal, job, answer, token_count, latency_ms, usage, tool_calls)
         except PayloadTooLarge:
             await self._fail(
                 principal,
@@ -389,15 +399,23 @@ class AnswerGenerator:
         # Shutdown: keep what was read, and let another process (or the next start) go on.
         if text:
             await self._write(principal, live.job, answer, text, offset)
-        async with store.transaction(self._sessionmaker) as db:
-            await store.release(db, answer.id, datetime.now(UTC), owner=self.owner, hand_over=True)
+        await self.hand_over(live.job)
         return "handed_over"
+
+    async def hand_over(self, job: Job) -> None:
+        """End the lease of `job`'s run now, as its process stops: another process (or the next
+        start) continues the answer at once, and this run is not counted against
+        GENERATION_MAX_ATTEMPTS (it did not die)."""
+        async with store.transaction(self._sessionmaker) as db:
+            await store.release(
+                db, job.message_id, datetime.now(UTC), holder=self.lease(job), hand_over="shutdown"
+            )
 
     async def _write(
         self, principal: Principal, job: Job, answer: MessageRead, text: str, offset: int
     ) -> int:
         """Append `text` at `offset`, only while this run holds the answer's lease."""
-        lease = LeaseHolder(self.owner, job.attempt)
+        lease = self.lease(job)
         delay = 0.2
         for attempt in range(_WRITE_TRIES):
             try:
@@ -423,6 +441,7 @@ class AnswerGenerator:
     async def _complete(
         self,
         principal: Principal,
+        job: Job,
         answer: MessageRead,
         token_count: int | None,
         latency_ms: int,
@@ -430,8 +449,9 @@ class AnswerGenerator:
         tool_calls: list[ToolCall] | None,
     ) -> None:
         async with store.transaction(self._sessionmaker) as db:
-            # Only the lease's holder completes the answer (and the lease goes with it).
-            if not await store.release(db, answer.id, datetime.now(UTC), owner=self.owner):
+            # Only the lease's holder completes the answer (and the lease goes with it). The lease
+            # row first, then the session's and the message's (crud/generations.py's lock order).
+            if not await store.release(db, answer.id, datetime.now(UTC), holder=self.lease(job)):
                 raise _Superseded
             try:
                 ctx = self._acting(db, principal)
@@ -455,7 +475,9 @@ class AnswerGenerator:
     ) -> None:
         async with store.transaction(self._sessionmaker) as db:
             # Only the lease's holder fails the answer: one that lost it leaves it to its taker.
-            if not await store.release(db, job.message_id, datetime.now(UTC), owner=self.owner):
+            if not await store.release(
+                db, job.message_id, datetime.now(UTC), holder=self.lease(job)
+            ):
                 raise _Superseded
             try:
                 current = await store.get_message(

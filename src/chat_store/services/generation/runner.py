@@ -72,9 +72,11 @@ class GenerationRunner:
         self._answers = AnswerGenerator(app, provider, metrics, self.owner)
         self._live: dict[uuid.UUID, Live] = {}
         self._reserved: set[Slot] = set()
-        self._background: list[asyncio.Task[None]] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._waiting: set[asyncio.Task[None]] = set()  # launches after a run still ending
         self._closing = False
+        self._closed = asyncio.Event()  # set with _closing: the lease keeper's pause ends
         self._listening = asyncio.Event()
 
     def lease_until(self, now: datetime) -> datetime:
@@ -169,10 +171,8 @@ class GenerationRunner:
         await self._bus.publish(STOP_CHANNEL, StopRequest(message_id).to_dict())
 
     async def start(self) -> None:
-        self._background = [
-            asyncio.create_task(self._listen(), name="generation-stops"),
-            asyncio.create_task(self._keep(), name="generation-leases"),
-        ]
+        self._listener = asyncio.create_task(self._listen(), name="generation-stops")
+        self._keeper = asyncio.create_task(self._keep(), name="generation-leases")
         # Stops are heard from here on (a bus that does not answer is retried by itself).
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), timeout=5.0)
@@ -180,9 +180,20 @@ class GenerationRunner:
     async def close(self) -> None:
         """Stop the background work; write what the live generations hold and hand them over."""
         self._closing = True
-        for task in [*self._background, *self._waiting]:
-            task.cancel()
-        await asyncio.gather(*self._background, *self._waiting, return_exceptions=True)
+        self._closed.set()
+        for task in [self._listener, *self._waiting]:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(task for task in [self._listener, *self._waiting] if task is not None),
+            return_exceptions=True,
+        )
+        if self._keeper is not None:
+            # Its round ends by itself (the sweep claims nothing more once closing): cancelled
+            # between a claim and its launch, it would leave the lease held until it runs out,
+            # and the answer's next run counted as though this process had died.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._keeper, timeout=_SHUTDOWN_SECONDS)
         lives = list(self._live.values())
         for live in lives:
             live.stop("shutdown")
@@ -212,10 +223,10 @@ class GenerationRunner:
 
     async def _keep(self) -> None:
         """Renew this process's leases every third of the lease; sweep for dead ones at once,
-        then every GENERATION_SWEEP_SECONDS."""
+        then every GENERATION_SWEEP_SECONDS; until the process closes."""
         renew_every = self.settings.generation_lease_seconds / 3
         next_sweep = time.monotonic()
-        while True:
+        while not self._closing:
             # Apart: the leases held here are renewed whatever the sweep ran into.
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + self.settings.generation_sweep_seconds
@@ -228,18 +239,24 @@ class GenerationRunner:
             except Exception:
                 logger.exception("generation lease renewal failed")
             wait = min(renew_every, max(0.0, next_sweep - time.monotonic()))
-            await asyncio.sleep(wait)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), timeout=wait)
 
     async def _renew(self) -> None:
         # Not the answers whose turn is still committing: their lease is not visible yet.
-        ids = [message_id for message_id, live in self._live.items() if live.is_stored()]
-        if not ids:
+        runs = {
+            message_id: live.job.attempt
+            for message_id, live in self._live.items()
+            if live.is_stored()
+        }
+        if not runs:
             return
         async with store.transaction(self._sessionmaker) as db:
-            held = await store.renew(db, self.owner, ids, self.lease_until(datetime.now(UTC)))
-        for message_id in ids:
+            held = await store.renew(db, self.owner, runs, self.lease_until(datetime.now(UTC)))
+        for message_id in runs:
             if message_id not in held:
-                # Cancelled (the cancel cleared the lease) or taken over: stop without writing.
+                # Cancelled (the cancel cleared the lease) or taken over (by another process, or
+                # by a /continue here after its lease ran out): stop without writing.
                 self.stop(message_id, "lost")
 
     async def sweep(self) -> int:
@@ -268,19 +285,32 @@ class GenerationRunner:
             if job is None:
                 slot.release()
                 continue
+            if self._closing:
+                # The process began to stop while this claim was made: given back at once, as
+                # a run stopped at shutdown hands its answer over (not counted as a run).
+                slot.release()
+                await self._give_back(job)
+                break
             logger.info(
                 "taking over generation %s (run %d); its process stopped renewing its lease",
                 message_id,
                 job.attempt,
             )
             self._metrics.takeovers.inc()
+            # Launched at once: from here on, close() stops it and hands it over.
+            self.launch(job, slot)
+            taken += 1
             # A process still running it (alive, but its lease ran out) stops writing now.
             await self._bus.publish(
                 STOP_CHANNEL, StopRequest(message_id, taken_by=self.owner).to_dict()
             )
-            self.launch(job, slot)
-            taken += 1
         return taken
+
+    async def _give_back(self, job: Job) -> None:
+        try:
+            await self._answers.hand_over(job)
+        except Exception:  # its lease then runs out, and a sweep takes it over
+            logger.exception("handing generation %s back failed", job.message_id)
 
     async def _take_over(self, message_id: uuid.UUID) -> Job | None:
         now = datetime.now(UTC)
@@ -299,7 +329,9 @@ class GenerationRunner:
             if not store.is_open(answer):
                 await store.release(db, message_id, now)
                 return None
-            if claimed.attempt > self.settings.generation_max_attempts:
+            # The runs before this claim, but those that handed the answer over at shutdown (a
+            # rolling restart is no crash): GENERATION_MAX_ATTEMPTS of them, and it is given up.
+            if claimed.attempt - 1 - claimed.handovers >= self.settings.generation_max_attempts:
                 await self._answers.fail_in(
                     db,
                     principal,

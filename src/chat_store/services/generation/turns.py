@@ -269,7 +269,7 @@ async def cancel(ctx: TurnContext, session_id: uuid.UUID, message_id: uuid.UUID)
     await store.begin(ctx.db)
     # The lease ends with the answer: its process sees that at its next renewal or write, even
     # if the stop request below is lost. Written first (undone with the rest if the checks
-    # refuse).
+    # refuse): the lease row before the session's (crud/generations.py's lock order).
     await store.release(ctx.db, message_id, now)
     answer = await store.get_message(ctx, session_id, message_id)
     if answer.role != "assistant":
@@ -312,9 +312,10 @@ async def continue_message(
         claimed = await store.claim(
             ctx.db, message_id, owner=runner.owner, lease_until=lease_until, now=now
         )
-        # The session's row locked until commit, as a turn locks it (after the lease row, the
-        # order every write that ends a generation takes): the checks below see every turn and
-        # continue of this session committed before, and none can start meanwhile.
+        # The session's row locked until commit, as a turn locks it (after the lease row: the
+        # lock order of crud/generations.py, which deletions take too): the checks below see
+        # every turn and continue of this session committed before, and none can start
+        # meanwhile.
         await store.lock_session(ctx, session_id)
         answer = await store.get_message(ctx, session_id, message_id)
         if answer.role != "assistant":

@@ -124,9 +124,13 @@ def _complete(row: StoredMessage, text: str, at: datetime) -> None:
 
 async def delete_message(ctx: RequestContext, session_id: uuid.UUID, message_id: uuid.UUID) -> None:
     db = ctx.db
+    # The answer's lease row first, before the session's and the message's: the order a
+    # completion or a cancel takes them in (crud/generations.py).
+    generating = await generation_crud.lock_leases(
+        db, ctx.principal.user_id, session_id=session_id, message_id=message_id
+    )
     version = await _bump_history_version(ctx, session_id)
     row = await owned_message(ctx, session_id, message_id, for_update=True)
-    generating = await generation_crud.held(db, message_id=row.id)
     await message_crud.delete_message(db, row.id)
     events.stop_generations_after_commit(db, ctx.bus, generating)
     # The change feed's replay reports the deletion from this record.
