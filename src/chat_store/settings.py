@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     generation_lease_seconds: float = Field(default=30.0, ge=0.5)
     generation_sweep_seconds: float = Field(default=10.0, gt=0)  # how often leases are checked
     generation_flush_seconds: float = Field(default=0.04, ge=0)  # deltas coalesced this long
-    generation_max_attempts: int = Field(default=3, ge=1)  # runs of one answer, takeovers included
+    # Runs of one answer that did not hand it over at shutdown (a process that died counts).
+    generation_max_attempts: int = Field(default=3, ge=1)
     # --- search
     # The text search configuration of the search index (Postgres: `simple`, `english`,
     # `german`, ...; SQLite: `english` adds stemming, anything else searches as `simple`).

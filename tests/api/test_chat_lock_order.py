@@ -24,6 +24,7 @@ from chat_store.schemas.messages import MessageUpdate
 from chat_store.services import retention
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import store
+from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 from tests.support.chat import message_path, new_session
 
@@ -179,3 +180,55 @@ async def test_retention_while_a_continue_claims_an_answer_of_an_idle_session(
     assert report.sessions == 0
     kept = await client.get(message_path(session_id, answer_id), headers=account.headers)
     assert kept.status_code == 200
+
+
+async def test_claiming_a_guests_sessions_while_its_answer_completes(app_with: AppWith) -> None:
+    """The claim moves the guest's sessions, messages and lease rows to the user: it locks the
+    lease rows first too."""
+    async with app_with(allow_guests=True) as guests_allowed:
+        client, state = guests_allowed.client, guests_allowed.state
+        guest = {"X-Client-ID": str(uuid.uuid4())}
+        created = await client.post(f"{API}/sessions", json={}, headers=guest)
+        session_id = created.json()["id"]
+        answer = await client.post(
+            f"{API}/sessions/{session_id}/messages",
+            json={"role": "assistant", "status": "in_progress", "partial_content": "The "},
+            headers=guest,
+        )
+        guest_id = (await client.get(f"{API}/users/me", headers=guest)).json()["id"]
+        answer_id = answer.json()["id"]
+        await _lease(state, answer_id, session_id, guest_id)
+        account = await Factory(client).account()
+
+        async def claim() -> httpx.Response:
+            return await client.post(
+                f"{API}/auth/claim",
+                json={"client_id": guest["X-Client-ID"]},
+                headers=account.headers,
+            )
+
+        guest_account = Account(guest_id, "", "", "", "")
+        claimed = await _complete_while(state, guest_account, session_id, answer_id, claim)
+
+        assert claimed.status_code == 200, claimed.text
+        moved = await client.get(message_path(session_id, answer_id), headers=account.headers)
+        assert moved.json()["status"] == "complete"
+
+
+async def _lease(state: AppState, answer_id: str, session_id: str, user_id: str) -> None:
+    now = datetime.now(UTC)
+    async with state.sessionmaker() as db, db.begin():
+        await generation_crud.insert_generation(
+            db,
+            {
+                "message_id": uuid.UUID(answer_id),
+                "session_id": uuid.UUID(session_id),
+                "user_id": uuid.UUID(user_id),
+                "owner": OWNER,
+                "lease_expires_at": now + timedelta(seconds=60),
+                "attempt": 1,
+                "params": {"model": "test"},
+                "created_at": now,
+                "updated_at": now,
+            },
+        )

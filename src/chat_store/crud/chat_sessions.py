@@ -110,7 +110,7 @@ async def delete_for_owner(db: AsyncSession, user_id: uuid.UUID, session_id: uui
 
 
 async def idle_summary(db: AsyncSession, cutoff: datetime) -> tuple[int, int]:
-    """How many sessions (and messages in them) are idle since `cutoff`, as delete_idle_batch
+    """How many sessions (and messages in them) are idle since `cutoff`, as idle_batch
     chooses them."""
     result = await db.execute(
         select(func.count(), func.coalesce(func.sum(ChatSession.message_count), 0)).where(
@@ -136,17 +136,21 @@ def _idle(cutoff: datetime) -> ColumnElement[bool]:
     return and_(ChatSession.last_activity_at < cutoff, ~session_generating(cutoff))
 
 
-async def delete_idle_batch(
+async def idle_batch(
     db: AsyncSession, cutoff: datetime, batch: int, *, keep: Collection[uuid.UUID] = ()
-) -> DeletedBatch:
-    """Delete up to `batch` sessions idle since `cutoff` (messages cascade), but those in
-    `keep`. What was deleted is what the delete returns, not what the select saw: a session
-    active again, or archived meanwhile (a key recorded), is counted as it is."""
+) -> list[uuid.UUID]:
+    """Up to `batch` sessions idle since `cutoff`, the longest idle first, but those in `keep`."""
     chosen = select(ChatSession.id).where(_idle(cutoff))
     if keep:
         chosen = chosen.where(ChatSession.id.not_in(list(keep)))
     result = await db.execute(chosen.order_by(ChatSession.last_activity_at).limit(batch))
-    ids = list(result.scalars())
+    return list(result.scalars())
+
+
+async def delete_idle(db: AsyncSession, ids: list[uuid.UUID], cutoff: datetime) -> DeletedBatch:
+    """Delete the sessions of `ids` (an `idle_batch`) still idle since `cutoff` (messages
+    cascade). What was deleted is what the delete returns, not what the select saw: a session
+    active again, or archived meanwhile (a key recorded), is counted as it is."""
     if not ids:
         return DeletedBatch(0, 0, 0, [])
     # The conditions again: a session that became active, or began generating, since the

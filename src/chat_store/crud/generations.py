@@ -5,7 +5,7 @@ takes the generation rows first, in message_id order, then the session's row, th
 message's. Whatever ends a generation (a completion, a failure, a cancel, a continue's claim)
 writes the lease row before its message; a deletion reaches the lease rows through ON DELETE
 CASCADE only after the session's or the message's row, so it locks them first (`lock_leases`,
-`lock_in_idle_sessions`): in the other order, a deletion and a completion at the same moment
+`lock_leases_of_sessions`): in the other order, a deletion and a completion at the same moment
 deadlock on Postgres (one of them aborted after deadlock_timeout).
 """
 
@@ -133,25 +133,16 @@ async def lock_leases(
     return [locked for locked, owner in rows if owner is not None]
 
 
-async def lock_in_idle_sessions(
-    db: AsyncSession, cutoff: datetime, batch: int, keep: Collection[uuid.UUID]
-) -> None:
-    """Lock the generation rows of the sessions a retention batch deletes (the `batch` idle
-    since `cutoff` the longest, but those in `keep`, chosen as crud/chat_sessions.py's
-    delete_idle_batch chooses them), before it deletes them: the lock order of this module's
-    docstring."""
-    idle = select(ChatSession.id).where(
-        ChatSession.last_activity_at < cutoff, ~session_generating(cutoff)
-    )
-    if keep:
-        idle = idle.where(ChatSession.id.not_in(list(keep)))
-    idle = idle.order_by(ChatSession.last_activity_at).limit(batch)
-    await db.execute(
-        select(_G.message_id)
-        .where(_G.session_id.in_(idle.scalar_subquery()))
-        .order_by(_G.message_id)
-        .with_for_update()
-    )
+async def lock_leases_of_sessions(db: AsyncSession, session_ids: Collection[uuid.UUID]) -> None:
+    """Lock the generation rows of `session_ids` until commit (in message_id order), before
+    their sessions are deleted: the lock order of this module's docstring."""
+    if session_ids:
+        await db.execute(
+            select(_G.message_id)
+            .where(_G.session_id.in_(list(session_ids)))
+            .order_by(_G.message_id)
+            .with_for_update()
+        )
 
 
 async def claim(

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import chat_sessions as chat_session_crud
+from chat_store.crud import generations as generation_crud
 from chat_store.crud import users as user_crud
 from chat_store.errors import (
     EmailTaken,
@@ -165,6 +166,9 @@ async def claim_guest(db: AsyncSession, principal: Principal, client_id: uuid.UU
     guest = await user_crud.get_by_email(db, principals.guest_email(client_id))
     if guest is None or not guest.is_guest:
         raise NotFound("No guest data for this client id")
+    # The guest's lease rows before its sessions' (the move updates both): the lock order of
+    # crud/generations.py, which a completion of one of its answers takes.
+    await generation_crud.lock_leases(db, guest.id)
     # A fingerprint is unique per owner: a conversation both imported stays twice (nothing of
     # the guest's copy is lost, it may have grown since), and importing it again finds the
     # user's own.

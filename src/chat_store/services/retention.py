@@ -78,12 +78,11 @@ async def purge_idle_sessions(
     while True:
         try:
             async with sessionmaker() as db, db.begin():
+                chosen = await chat_session_crud.idle_batch(db, cutoff, BATCH_SESSIONS, keep=kept)
                 # The lease rows of the batch's answers before its sessions' rows: the order a
                 # continue, a cancel or a takeover takes them in (crud/generations.py).
-                await generation_crud.lock_in_idle_sessions(db, cutoff, BATCH_SESSIONS, kept)
-                deleted = await chat_session_crud.delete_idle_batch(
-                    db, cutoff, BATCH_SESSIONS, keep=kept
-                )
+                await generation_crud.lock_leases_of_sessions(db, chosen)
+                deleted = await chat_session_crud.delete_idle(db, chosen, cutoff)
                 # Before the rows are committed gone: a failure here keeps the batch's
                 # sessions, and the batch is done again at once without that one (an object
                 # already deleted is not an error).

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from chat_store.crud import archive as archive_crud
+from chat_store.crud import generations as generation_crud
 from chat_store.models import ChatSession
 from chat_store.services import export
 from chat_store.services.archive.archiver import (
@@ -153,6 +154,9 @@ async def commit_archive(
     none can go between the check and the commit.)"""
     plan = verified.written.plan
     async with archiver.sessionmaker() as db, db.begin():
+        # The lease rows first (the messages' deletion reaches them by cascade): the lock
+        # order of crud/generations.py, which a /continue of one of its answers takes.
+        await generation_crud.lock_leases_of_sessions(db, [plan.session_id])
         marked = await archive_crud.mark_archived(
             db, plan.session_id, plan.key, plan.version, now or datetime.now(UTC)
         )
