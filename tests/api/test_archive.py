@@ -926,6 +926,40 @@ async def test_a_restore_that_finds_an_id_taken_by_another_session_changes_nothi
     assert await archiver.store.info(key) is None
 
 
+async def test_a_restore_is_refused_when_another_archived_session_holds_an_id(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """The id is another session's archived message's (taken while this session was archived
+    before its ids were kept): restored, this session's message would clash with it when the
+    other comes back, and this one could not be archived again (its ids kept twice)."""
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    key = await archive_key(state, sid)
+    other = await factory.account()
+    theirs = (await factory.chat_session(other))["id"]
+    taken = before["messages"][1]["id"]
+    async with state.sessionmaker() as db, db.begin():
+        # As a session archived before its ids were kept taken: none in archived_message.
+        await db.execute(
+            delete(ArchivedMessage).where(ArchivedMessage.session_id == uuid.UUID(sid))
+        )
+        await db.execute(
+            insert(ArchivedMessage).values(
+                message_id=uuid.UUID(taken), session_id=uuid.UUID(theirs)
+            )
+        )
+
+    restored = await client.post(f"{API}/sessions/{sid}/restore", headers=account.headers)
+
+    assert_problem(restored, 503, "archive_unavailable")
+    assert await archiver.store.info(key) is not None
+    assert await stored_messages(state, sid) == 0
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            delete(ArchivedMessage).where(ArchivedMessage.session_id == uuid.UUID(theirs))
+        )
+    await assert_live_and_whole(client, account, sid, before)
+
+
 async def test_deleting_an_archived_session_forgets_its_ids(
     client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
 ) -> None:

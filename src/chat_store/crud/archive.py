@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -183,16 +183,18 @@ async def generations(db: AsyncSession, session_id: uuid.UUID) -> list[Generatio
 async def taken_elsewhere(
     db: AsyncSession, session_id: uuid.UUID, message_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, uuid.UUID]:
-    """Which of `message_ids` another session's stored message has ({id: that session}): a
-    primary-key read of each, in batches."""
+    """Which of `message_ids` another session's message has, stored or archived ({id: that
+    session}): primary-key reads, in batches."""
     taken: dict[uuid.UUID, uuid.UUID] = {}
     for start in range(0, len(message_ids), INSERT_BATCH):
         batch = message_ids[start : start + INSERT_BATCH]
-        result = await db.execute(
-            select(Message.id, Message.session_id).where(
-                Message.id.in_(batch), Message.session_id != session_id
-            )
+        stored = select(Message.id, Message.session_id).where(
+            Message.id.in_(batch), Message.session_id != session_id
         )
+        archived = select(ArchivedMessage.message_id, ArchivedMessage.session_id).where(
+            ArchivedMessage.message_id.in_(batch), ArchivedMessage.session_id != session_id
+        )
+        result = await db.execute(union_all(stored, archived))
         taken.update((row[0], row[1]) for row in result)
     return taken
 
