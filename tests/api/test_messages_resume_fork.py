@@ -477,3 +477,39 @@ async def test_a_long_replay_is_read_and_sent_in_parts(
         "renamed"
     ]
     assert len(parts) >= 3 and max(parts) <= 5
+
+
+async def test_a_replay_from_a_cursor_past_the_session_is_created_in_every_part(
+    app_with: AppWith, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cursor past the session's version (the session deleted and made again with its id)
+    replays it from its start: every message is new to the reader, in every part (the later
+    parts called them message.updated)."""
+    monkeypatch.setattr(stream_service, "_REPLAY_BATCH", 4)
+    opened: list[int] = []
+    open_in_session = message_crud.open_in_session
+
+    async def counted(*args: Any) -> Any:
+        opened.append(1)
+        return await open_in_session(*args)
+
+    monkeypatch.setattr(message_crud, "open_in_session", counted)
+    async with app_with(stream_poll_seconds=0.2) as custom:
+        client, factory = custom.client, custom.factory
+        account = await factory.account()
+        session = await factory.chat_session(account)
+        await factory.messages(account, session["id"], 10)
+        url = f"{API}/sessions/{session['id']}"
+
+        reader = asyncio.create_task(
+            client.get(f"{url}/events", headers={**account.headers, "Last-Event-ID": "50"})
+        )
+        await asyncio.sleep(0.5)
+        assert (await client.delete(url, headers=account.headers)).status_code == 200
+        body = (await asyncio.wait_for(reader, 10)).text
+
+    events = [e for e in events_of(body) if e.event != "session.deleted"]
+    assert [(e.event, e.data["message"]["seq"]) for e in events] == [
+        ("message.created", seq) for seq in range(1, 11)
+    ]
+    assert len(opened) == 1  # the open messages read once, with the last part

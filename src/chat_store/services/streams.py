@@ -325,7 +325,7 @@ async def follow_session(
                 if replayed is None:
                     yield StreamEvent("session.deleted", {"session_id": str(session_id)})
                     return
-                position = replayed.version
+                position, replay_from = replayed.version, replayed.began
                 for event in replayed.events:
                     yield event
                 if replayed.events:
@@ -363,6 +363,8 @@ class _Replay:
     events: list[StreamEvent]
     version: int  # the history version the replay brings the follower to
     more: bool  # changed after `version` too: replayed in the next part
+    # Where the replay began, as it was taken: 0 for a cursor past the session's version.
+    began: int
     # The session's open messages, read in the same snapshot, when asked for: when the feed
     # opens (one may be silent already) and when the first of those known may turn stale.
     open_messages: list[StoredMessage] | None
@@ -395,10 +397,19 @@ async def _replay_session(
         reached: int | None = None
         if current > after_version:
             changes, reached = await _changes(ctx, chat_session, after_version, created_after)
-        open_messages = await message_crud.open_in_session(db, session_id) if find_open else None
+        # Once, with the replay's last part (it is what the feed goes on from).
+        open_messages = (
+            await message_crud.open_in_session(db, session_id)
+            if find_open and reached is None
+            else None
+        )
         version = current if reached is None else reached
         return _Replay(
-            [_feed_event(event) for event in changes], version, reached is not None, open_messages
+            [_feed_event(event) for event in changes],
+            version,
+            reached is not None,
+            created_after,
+            open_messages,
         )
 
 
@@ -451,15 +462,11 @@ async def _changed_rows(
     # Strictly after the cursor: a version is never shown twice (seq only breaks ties
     # between rows of one version).
     rows = await message_crud.changed_since(db, session_id, (after_version, 1 << 62), _REPLAY_BATCH)
-    while len(rows) >= _REPLAY_BATCH:
+    if len(rows) >= _REPLAY_BATCH:
         last = rows[-1]
-        more = await message_crud.changed_since(
-            db, session_id, (last.version, last.seq), _REPLAY_BATCH
+        rows += await message_crud.changed_since(
+            db, session_id, (last.version, last.seq), None, only_version=last.version
         )
-        same = [row for row in more if row.version == last.version]
-        rows.extend(same)
-        if len(same) < len(more) or len(more) < _REPLAY_BATCH:
-            break
     return rows
 
 

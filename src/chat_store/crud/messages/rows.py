@@ -355,19 +355,22 @@ async def list_by_seq(
 
 
 async def changed_since(
-    db: AsyncSession, session_id: uuid.UUID, cursor: tuple[int, int], limit: int
+    db: AsyncSession,
+    session_id: uuid.UUID,
+    cursor: tuple[int, int],
+    limit: int | None,
+    *,
+    only_version: int | None = None,
 ) -> list[StoredMessage]:
     """Messages changed after the (version, seq) cursor, in change order (the change feed's
-    replay). A batch append gives several messages one version, so seq breaks the tie."""
-    result = await db.execute(
-        select(*_SELECTED)
-        .where(
-            MESSAGE.session_id == session_id,
-            tuple_(MESSAGE.version, MESSAGE.seq) > tuple_(*cursor),
-        )
-        .order_by(MESSAGE.version, MESSAGE.seq)
-        .limit(limit)
+    replay); with `only_version`, those of that version only. A batch append gave several
+    messages one version, so seq breaks the tie."""
+    query = select(*_SELECTED).where(
+        MESSAGE.session_id == session_id, tuple_(MESSAGE.version, MESSAGE.seq) > tuple_(*cursor)
     )
+    if only_version is not None:
+        query = query.where(MESSAGE.version == only_version)
+    result = await db.execute(query.order_by(MESSAGE.version, MESSAGE.seq).limit(limit))
     return [StoredMessage(*row) for row in result]
 
 
