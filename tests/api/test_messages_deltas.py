@@ -403,7 +403,7 @@ async def test_text_with_unicode_line_separators_streams_as_one_line_per_event(
 
 # SQLite reads in one snapshot (and its one writer would wait for the read to end).
 @pytest.mark.postgres_only
-@pytest.mark.parametrize("move", ["complete", "replace"])
+@pytest.mark.parametrize("move", ["complete", "replace", "replace and write"])
 async def test_a_text_moved_between_the_rows_read_and_its_chunks_is_read_again(
     client: httpx.AsyncClient,
     factory: Factory,
@@ -413,30 +413,39 @@ async def test_a_text_moved_between_the_rows_read_and_its_chunks_is_read_again(
     """A read takes the message's row, then its chunks. On Postgres the two are apart (a GET
     reads in autocommit): an end (the chunks folded into the content, then deleted) or a
     replaced text committed in between left the row counting chunks that are gone, and the
-    message was shown open with its text lost."""
+    message was shown open with its text lost; a text replaced and written to again gave the
+    old prefix with the new chunks, a text that never was."""
     stream = await _open_stream(client, factory)
     for delta, offset in (("Hello ", 0), ("world", 6)):
         assert (await stream.append(delta, offset)).status_code == 200
-    change = {"status": "complete"} if move == "complete" else {"partial_content": "Hi"}
-    chunk_texts = message_crud.chunk_texts
+    change = {
+        "complete": {"status": "complete"},
+        "replace": {"partial_content": "Hi"},
+        "replace and write": {"partial_content": "W"},
+    }[move]
+    chunk_parts = message_crud.chunk_parts
     moved: list[httpx.Response] = []
     started = False
 
-    async def moving_first(db: Any, message_ids: Any) -> dict[uuid.UUID, str]:
+    async def moving_first(db: Any, message_ids: Any) -> dict[uuid.UUID, tuple[int, str]]:
         nonlocal started
         if not started and message_ids:  # the GET's read (the PATCH reads chunks too)
             started = True
             moved.append(
                 await client.patch(stream.url, json=change, headers=stream.account.headers)
             )
-        return await chunk_texts(db, message_ids)
+            if move == "replace and write":
+                moved.append(await stream.append("XYZ0123456789", 1))
+        return await chunk_parts(db, message_ids)
 
-    monkeypatch.setattr(message_crud, "chunk_texts", moving_first)
+    monkeypatch.setattr(message_crud, "chunk_parts", moving_first)
     read = await stream.read()
-    monkeypatch.setattr(message_crud, "chunk_texts", chunk_texts)
+    monkeypatch.setattr(message_crud, "chunk_parts", chunk_parts)
 
-    assert [response.status_code for response in moved] == [200]
-    if move == "complete":
+    assert {response.status_code for response in moved} == {200}
+    if move == "replace and write":
+        assert read["partial_content"] in {"Hello world", "WXYZ0123456789"}
+    elif move == "complete":
         assert (read["status"], read["content"]) in {
             ("in_progress", None),  # read before the end, whole
             ("complete", "Hello world"),

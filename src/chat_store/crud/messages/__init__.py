@@ -4,6 +4,7 @@ statement, tombstones. One module per part; every name other layers use is impor
 from chat_store.crud.messages.deltas import (
     Delta,
     append_delta,
+    chunk_parts,
     chunk_texts,
     delete_chunks,
     insert_chunk,
@@ -60,6 +61,7 @@ __all__ = [
     "bump_history_version",
     "bump_session",
     "changed_since",
+    "chunk_parts",
     "chunk_texts",
     "delete_chunks",
     "delete_message",

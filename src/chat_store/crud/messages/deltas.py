@@ -210,5 +210,23 @@ async def chunk_texts(db: AsyncSession, message_ids: Sequence[uuid.UUID]) -> dic
     return {message_id: "".join(texts) for message_id, texts in parts.items()}
 
 
+async def chunk_parts(
+    db: AsyncSession, message_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, tuple[int, str]]:
+    """The appended deltas of each message, joined in order, with the offset the first one
+    starts at (where the folded prefix ends, when the row read before still holds)."""
+    if not message_ids:
+        return {}
+    result = await db.execute(
+        select(MessageChunk.message_id, MessageChunk.start, MessageChunk.text)
+        .where(MessageChunk.message_id.in_(message_ids))
+        .order_by(MessageChunk.message_id, MessageChunk.start)
+    )
+    parts: dict[uuid.UUID, tuple[int, list[str]]] = {}
+    for message_id, start, text in result:
+        parts.setdefault(message_id, (start, []))[1].append(text)
+    return {message_id: (start, "".join(texts)) for message_id, (start, texts) in parts.items()}
+
+
 async def delete_chunks(db: AsyncSession, message_id: uuid.UUID) -> None:
     await db.execute(delete(MessageChunk).where(MessageChunk.message_id == message_id))

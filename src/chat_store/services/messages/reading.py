@@ -44,26 +44,32 @@ async def with_chunks(
     db: AsyncSession, rows: Sequence[StoredMessage]
 ) -> tuple[list[StoredMessage], dict[uuid.UUID, str]]:
     """`rows` (each read again if it moved under the read), and the chunks' text of the open
-    ones, consistent with them."""
+    ones, consistent with them (or, past the tries, as last read: rows before their chunks)."""
     rows = list(rows)
     chunks: dict[uuid.UUID, str] = {}
-    for _ in range(_TORN_READ_TRIES):
+    for attempt in range(_TORN_READ_TRIES):
         open_ids = [row.id for row in rows if row.status in OPEN_STATUSES]
-        chunks = await message_crud.chunk_texts(db, open_ids)
-        torn = [row.id for row in rows if _torn(row, chunks.get(row.id))]
-        if not torn:
+        parts = await message_crud.chunk_parts(db, open_ids)
+        chunks = {message_id: text for message_id, (_, text) in parts.items()}
+        torn = [row.id for row in rows if _torn(row, parts.get(row.id))]
+        if not torn or attempt + 1 == _TORN_READ_TRIES:
             break
         fresh = await message_crud.get_by_ids(db, torn)
         rows = [fresh.get(row.id, row) for row in rows]
     return rows, chunks
 
 
-def _torn(row: StoredMessage, chunk_text: str | None) -> bool:
-    """An open row whose text (its folded prefix and the chunks read after it) is shorter than
-    the length it records."""
+def _torn(row: StoredMessage, chunks: tuple[int, str] | None) -> bool:
+    """An open row whose chunks, read after it, do not continue its folded prefix (the text was
+    replaced, then written to again) or do not reach the length it records (they were folded
+    away, or deleted)."""
     if row.status not in OPEN_STATUSES:
         return False
-    return len(row.partial_content or "") + len(chunk_text or "") < row.partial_length
+    prefix = len(row.partial_content or "")
+    if chunks is None:
+        return prefix < row.partial_length
+    start, text = chunks
+    return start != prefix or prefix + len(text) < row.partial_length
 
 
 def to_read(
