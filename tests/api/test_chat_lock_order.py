@@ -51,22 +51,7 @@ async def _answer_being_generated(
         partial_content="The fixture uses ",
         model="test",
     )
-    now = datetime.now(UTC)
-    async with state.sessionmaker() as db, db.begin():
-        await generation_crud.insert_generation(
-            db,
-            {
-                "message_id": uuid.UUID(answer["id"]),
-                "session_id": uuid.UUID(session_id),
-                "user_id": uuid.UUID(account.user_id),
-                "owner": OWNER if held else None,
-                "lease_expires_at": now + timedelta(seconds=60) if held else None,
-                "attempt": 1,
-                "params": {"model": "test"},
-                "created_at": now,
-                "updated_at": now,
-            },
-        )
+    await _lease(state, answer["id"], session_id, account.user_id, held=held)
     return account, session_id, answer["id"]
 
 
@@ -215,7 +200,11 @@ async def test_claiming_a_guests_sessions_while_its_answer_completes(app_with: A
         assert moved.json()["status"] == "complete"
 
 
-async def _lease(state: AppState, answer_id: str, session_id: str, user_id: str) -> None:
+async def _lease(
+    state: AppState, answer_id: str, session_id: str, user_id: str, *, held: bool = True
+) -> None:
+    """The answer's lease row: held by OWNER (a live generation), or not held (a failed
+    answer, as a continue finds it)."""
     now = datetime.now(UTC)
     async with state.sessionmaker() as db, db.begin():
         await generation_crud.insert_generation(
@@ -224,8 +213,8 @@ async def _lease(state: AppState, answer_id: str, session_id: str, user_id: str)
                 "message_id": uuid.UUID(answer_id),
                 "session_id": uuid.UUID(session_id),
                 "user_id": uuid.UUID(user_id),
-                "owner": OWNER,
-                "lease_expires_at": now + timedelta(seconds=60),
+                "owner": OWNER if held else None,
+                "lease_expires_at": now + timedelta(seconds=60) if held else None,
                 "attempt": 1,
                 "params": {"model": "test"},
                 "created_at": now,
