@@ -1114,3 +1114,39 @@ async def test_an_archive_written_before_it_carried_generations_still_restores(
     listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
     assert listed.status_code == 200, listed.text
     await assert_live_and_whole(client, account, sid, before)
+
+
+@pytest.mark.parametrize("change", ["PATCH", "DELETE"])
+async def test_a_change_that_finds_its_session_archived_meanwhile_restores_it(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    monkeypatch: pytest.MonkeyPatch,
+    change: str,
+) -> None:
+    """The archive commits between the request's look at the session (not archived) and its
+    change: the change's own statement finds it archived, and the session answered 404. Its
+    messages come back and the change is made, as an append's are."""
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    looked: list[str] = []
+
+    async def not_yet(db: Any, user_id: Any, session_id: Any) -> bool:
+        looked.append(str(session_id))  # as it was when the request looked
+        return False
+
+    monkeypatch.setattr(archive_crud, "is_archived", not_yet)
+    target = before["messages"][1]["id"]
+    url = f"{API}/sessions/{sid}/messages/{target}"
+    if change == "PATCH":
+        answer = await client.patch(url, json={"metadata": {"k": 1}}, headers=account.headers)
+    else:
+        answer = await client.delete(url, headers=account.headers)
+
+    assert answer.status_code == 200, answer.text
+    assert looked == [sid]
+    assert (await session_row(state, sid)).archived_at is None
+    listed = await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers)
+    ids = [message["id"] for message in listed.json()["data"]]
+    expected = [m["id"] for m in before["messages"]]
+    assert ids == (expected if change == "PATCH" else [i for i in expected if i != target])

@@ -99,13 +99,22 @@ async def update_message(
 
 
 async def _bump_history_version(ctx: RequestContext, session_id: uuid.UUID) -> int:
-    """Bump the session's history version (taking its row lock first); 404 if not the caller's."""
-    version = await message_crud.bump_history_version(
-        ctx.db, ctx.principal.user_id, session_id, now=datetime.now(UTC)
-    )
-    if version is None:
-        raise ChatSessionNotFound()
-    return version
+    """Bump the session's history version (taking its row lock first); 404 if not the caller's.
+    A session archived since the request looked (the archive committed in between) has its
+    messages brought back first, as an append's refusal does."""
+    for restored in (False, True):
+        version = await message_crud.bump_history_version(
+            ctx.db, ctx.principal.user_id, session_id, now=datetime.now(UTC)
+        )
+        if version is not None:
+            return version
+        if restored:
+            break
+        state = await message_crud.get_history_state(ctx.db, ctx.principal.user_id, session_id)
+        if state is None or not state.archived:
+            break
+        await ctx.restore_archived(session_id)
+    raise ChatSessionNotFound()
 
 
 def _set_streamed_text(row: StoredMessage, text: str) -> None:
