@@ -197,17 +197,8 @@ async def insert_chunk(db: AsyncSession, message_id: uuid.UUID, start: int, text
 
 async def chunk_texts(db: AsyncSession, message_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
     """The appended deltas of each message, joined in order."""
-    if not message_ids:
-        return {}
-    result = await db.execute(
-        select(MessageChunk.message_id, MessageChunk.text)
-        .where(MessageChunk.message_id.in_(message_ids))
-        .order_by(MessageChunk.message_id, MessageChunk.start)
-    )
-    parts: dict[uuid.UUID, list[str]] = {}
-    for message_id, text in result:
-        parts.setdefault(message_id, []).append(text)
-    return {message_id: "".join(texts) for message_id, texts in parts.items()}
+    parts = await chunk_parts(db, message_ids)
+    return {message_id: text for message_id, (_, text) in parts.items()}
 
 
 async def chunk_parts(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import uuid
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.dml import UpdateBase
 
 from chat_store.db import ByDialect, fetch_one
 from chat_store.models import MessageTombstone
@@ -15,19 +18,18 @@ from chat_store.models import MessageTombstone
 _T = MessageTombstone.__table__.c
 
 
-_PG_INSERT = pg_insert(MessageTombstone)
-_SQLITE_INSERT = sqlite_insert(MessageTombstone)
-# An id already tombstoned (written again after its deletion before ids were checked against
-# tombstones): the newest deletion is the one the change feed replays.
+def _replacing(insert: PgInsert | SqliteInsert) -> UpdateBase:
+    # An id already tombstoned (written again after its deletion before ids were checked
+    # against tombstones): the newest deletion is the one the change feed replays.
+    return insert.on_conflict_do_update(
+        index_elements=[_T.message_id],
+        set_={name: insert.excluded[name] for name in ("session_id", "seq", "version")},
+    ).returning(_T.message_id)
+
+
 _ADD_TOMBSTONE = ByDialect(
-    postgresql=_PG_INSERT.on_conflict_do_update(
-        index_elements=[_T.message_id],
-        set_={name: _PG_INSERT.excluded[name] for name in ("session_id", "seq", "version")},
-    ).returning(_T.message_id),
-    sqlite=_SQLITE_INSERT.on_conflict_do_update(
-        index_elements=[_T.message_id],
-        set_={name: _SQLITE_INSERT.excluded[name] for name in ("session_id", "seq", "version")},
-    ).returning(_T.message_id),
+    postgresql=_replacing(pg_insert(MessageTombstone)),
+    sqlite=_replacing(sqlite_insert(MessageTombstone)),
 )
 
 
