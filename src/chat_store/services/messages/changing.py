@@ -102,19 +102,21 @@ async def _bump_history_version(ctx: RequestContext, session_id: uuid.UUID) -> i
     """Bump the session's history version (taking its row lock first); 404 if not the caller's.
     A session archived since the request looked (the archive committed in between) has its
     messages brought back first, as an append's refusal does."""
-    for restored in (False, True):
-        version = await message_crud.bump_history_version(
-            ctx.db, ctx.principal.user_id, session_id, now=datetime.now(UTC)
-        )
-        if version is not None:
-            return version
-        if restored:
-            break
-        state = await message_crud.get_history_state(ctx.db, ctx.principal.user_id, session_id)
+    user_id = ctx.principal.user_id
+    version = await message_crud.bump_history_version(
+        ctx.db, user_id, session_id, now=datetime.now(UTC)
+    )
+    if version is None:
+        state = await message_crud.get_history_state(ctx.db, user_id, session_id)
         if state is None or not state.archived:
-            break
+            raise ChatSessionNotFound()
         await ctx.restore_archived(session_id)
-    raise ChatSessionNotFound()
+        version = await message_crud.bump_history_version(
+            ctx.db, user_id, session_id, now=datetime.now(UTC)
+        )
+    if version is None:
+        raise ChatSessionNotFound()
+    return version
 
 
 def _set_streamed_text(row: StoredMessage, text: str) -> None:
