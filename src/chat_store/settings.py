@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     llm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Connecting, the first token and each gap between tokens: a longer wait fails the answer.
     llm_timeout_seconds: float = Field(default=60.0, gt=0)
+    # One provider call from its request to its last chunk: a longer answer fails (its text kept,
+    # to be continued), so a provider that never ends cannot hold a generation's place for good.
+    llm_max_generation_seconds: float = Field(default=1800.0, gt=0)
     # Retries of a refused or failed provider request before any token came (429, 5xx, network).
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     # Tokens of prompt the service sends: system prompt, history and the user's turn.

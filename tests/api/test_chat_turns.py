@@ -482,6 +482,56 @@ async def test_a_provider_that_goes_silent_is_a_timeout_and_keeps_the_text(
     assert "LLM_TIMEOUT_SECONDS" in answer["error_message"]
 
 
+async def test_a_provider_sending_only_empty_chunks_is_a_timeout_and_keeps_the_text(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """Empty chunks are a keep-alive, not an answer: LLM_TIMEOUT_SECONDS (1.5 s here) counts
+    from the last chunk that carried text."""
+    account, session_id = await new_session(factory)
+    await llm.script("silent", {"idle_after": 3, "delay": 0.1})
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "silent", "stream": False},
+        headers=account.headers,
+    )
+
+    problem = assert_problem(response, 504, "provider_timeout")
+    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
+    assert answer["status"] == "failed"
+    assert answer["partial_content"] == "The fixture uses "
+    assert answer["metadata"]["error_kind"] == "timeout"
+    assert "LLM_TIMEOUT_SECONDS" in answer["error_message"]
+    assert (await llm.requests("silent"))[-1]["outcome"] == "client left"
+
+
+async def test_an_answer_longer_than_the_limit_fails_and_keeps_its_text(
+    app_with: AppWith, llm: LlmServer
+) -> None:
+    """LLM_MAX_GENERATION_SECONDS bounds one provider call, however steadily it streams; the
+    text so far is kept, to be continued."""
+    async with chat_app(app_with, llm, llm_max_generation_seconds=1.0) as under_test:
+        account, session_id = await new_session(under_test.factory)
+        await llm.script("slow", {"text": default_text(100), "delay": 0.1})
+
+        response = await under_test.client.post(
+            chat_path(session_id),
+            json={"content": "hi", "model": "slow", "stream": False},
+            headers=account.headers,
+        )
+
+        problem = assert_problem(response, 504, "provider_timeout")
+        answer = await wait_for_status(
+            under_test.client, account, session_id, problem["assistant_message_id"]
+        )
+    assert answer["status"] == "failed"
+    assert "LLM_MAX_GENERATION_SECONDS" in answer["error_message"]
+    assert answer["metadata"]["error_kind"] == "timeout"
+    sent = answer["partial_content"]
+    assert 3 <= len(sent.split()) < 100, sent
+    assert default_text(100).startswith(sent)
+
+
 async def test_one_live_generation_per_session(
     client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:

@@ -13,6 +13,8 @@ request taking the next one and the last one staying. A behaviour says:
 - `delay` seconds between chunks, `first_delay` seconds before the first;
 - `fail_after`: after that many chunks the connection is dropped mid-answer;
 - `hang_after`: after that many chunks nothing more is sent (until the client leaves);
+- `idle_after`: after that many chunks only empty chunks (`{"content": ""}`, a keep-alive some
+  servers send) follow, every `delay` seconds (0.1 by default), until the client leaves;
 - `status`: answer this HTTP status with an OpenAI error body instead of streaming;
 - `usage`: send the usage chunk when the request asks for it (default true);
 - `tool_calls`: calls of the request's tools to answer with, `[{"id", "name", "arguments"}]`
@@ -170,6 +172,19 @@ async def _completions(scope: Scope, receive: Any, send: Any) -> None:
             if behaviour.get("hang_after") is not None and index >= int(behaviour["hang_after"]):
                 record["outcome"] = "hanging"
                 await left.wait()
+                record["outcome"] = "client left"
+                return
+            if behaviour.get("idle_after") is not None and index >= int(behaviour["idle_after"]):
+                record["outcome"] = "idling"
+                while not left.is_set():
+                    await send(
+                        {
+                            "type": "http.response.body",
+                            "body": _chunk(request_id, model, {"content": ""}, None),
+                            "more_body": True,
+                        }
+                    )
+                    await asyncio.sleep(float(behaviour.get("delay") or 0.1))
                 record["outcome"] = "client left"
                 return
             if behaviour.get("fail_after") is not None and index >= int(behaviour["fail_after"]):

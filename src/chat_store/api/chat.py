@@ -81,7 +81,11 @@ _CHAT_ANSWERS: dict[int | str, dict[str, Any]] = {
         *_CANNOT_START,
         # `stream: false` only: the turn is stored, its answer failed.
         ProviderError("Error code: 500 - the provider failed", _USER_MESSAGE, _ANSWER_MESSAGE),
-        ProviderTimeout("The provider sent nothing for 60 s", _USER_MESSAGE, _ANSWER_MESSAGE),
+        ProviderTimeout(
+            "The model provider sent nothing of the answer for 60 s (LLM_TIMEOUT_SECONDS)",
+            _USER_MESSAGE,
+            _ANSWER_MESSAGE,
+        ),
     ),
 }
 

@@ -143,6 +143,7 @@ class Provider:
         self._secret = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
         timeout = settings.llm_timeout_seconds
         self._gap_timeout = timeout
+        self._max_seconds = settings.llm_max_generation_seconds
         self._client = openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
             api_key=self._secret or _NO_KEY,
@@ -173,6 +174,7 @@ class Provider:
             arguments["tool_choice"] = request.tool_choice
         if request.parallel_tool_calls is not None:
             arguments["parallel_tool_calls"] = request.parallel_tool_calls
+        started = time.monotonic()
         try:
             chunks = await self._client.post(
                 _COMPLETIONS_PATH,
@@ -191,21 +193,31 @@ class Provider:
             model: str | None = None
             tool_calls = ToolCallParts()
             iterator = chunks.__aiter__()
+            # The gap is counted from the last chunk that carried some of the answer: the SDK's
+            # read timeout covers a silent connection, not one kept busy with comments or
+            # empty chunks. The whole call has its own limit besides.
+            progress_at = started
+            ends_at = started + self._max_seconds
             while True:
+                now = time.monotonic()
+                if now >= ends_at:
+                    raise self._too_long(mid_answer=first_at is not None)
                 try:
-                    # The SDK's read timeout covers a silent connection; this also covers a
-                    # provider that keeps it busy with comments but sends no token.
-                    async with asyncio.timeout(self._gap_timeout):
+                    async with asyncio.timeout(min(progress_at + self._gap_timeout, ends_at) - now):
                         chunk = _mapping(await anext(iterator))
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
+                    if time.monotonic() >= ends_at:
+                        raise self._too_long(mid_answer=first_at is not None) from None
                     raise ProviderFailure(
                         "timeout",
-                        f"The model provider sent nothing for {self._gap_timeout:g} s "
-                        "(LLM_TIMEOUT_SECONDS)",
+                        f"The model provider sent nothing of the answer for "
+                        f"{self._gap_timeout:g} s (LLM_TIMEOUT_SECONDS)",
                         mid_answer=first_at is not None,
                     ) from None
+                if _carries_answer(chunk):
+                    progress_at = time.monotonic()
                 model = _label(chunk.get("model")) or model
                 if isinstance(chunk.get("usage"), dict):
                     usage = chunk["usage"]
@@ -234,6 +246,13 @@ class Provider:
             raise self._failure(exc, mid_answer=first_at is not None) from None
         finally:
             await chunks.close()
+
+    def _too_long(self, *, mid_answer: bool) -> ProviderFailure:
+        return ProviderFailure(
+            "timeout",
+            f"The answer took longer than {self._max_seconds:g} s (LLM_MAX_GENERATION_SECONDS)",
+            mid_answer=mid_answer,
+        )
 
     def _failure(self, exc: openai.APIError, *, mid_answer: bool) -> ProviderFailure:
         if isinstance(exc, openai.APITimeoutError):
@@ -275,6 +294,20 @@ def _error_text(exc: openai.APIError) -> str:
     if isinstance(exc, openai.APIStatusError):
         return exc.response.reason_phrase or "no detail"
     return exc.message
+
+
+def _carries_answer(chunk: dict[str, Any]) -> bool:
+    """Whether a chunk moves the answer on: text, a tool call, reasoning, a finish reason or
+    the usage. A chunk with an empty delta (or only the role) is a keep-alive."""
+    if isinstance(chunk.get("usage"), dict):
+        return True
+    choices = chunk.get("choices")
+    for choice in map(_mapping, choices if isinstance(choices, list) else ()):
+        if choice.get("finish_reason"):
+            return True
+        if any(value for key, value in _mapping(choice.get("delta")).items() if key != "role"):
+            return True
+    return False
 
 
 def _mapping(value: object) -> dict[str, Any]:
