@@ -129,6 +129,8 @@ def _message_rows(session_id: uuid.UUID, user_id: uuid.UUID, count: int) -> list
                 "created_at": now,
                 "updated_at": now,
                 "completed_at": now,
+                "tool_calls": None,
+                "tool_call_id": None,
             }
         )
     return rows

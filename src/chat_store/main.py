@@ -23,8 +23,9 @@ from fastapi.openapi.docs import (
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from chat_store import __version__
+from chat_store import __version__, search_index
 from chat_store.api import (
     api_keys,
     archive,
@@ -71,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 # Swagger UI and ReDoc assets served by the app itself: the docs work offline and behind
 # networks that block CDNs.
+_STARTUP_CHECK_SECONDS = 2.0
 _DOCS_ASSETS = Path(fastapi_standalone_docs.__file__).parent / "static"
 
 # The login is the OAuth2 password flow with no client: Swagger UI's client_id, client_secret
@@ -167,6 +169,7 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
             cache.backend,
         )
         _warn_about_open_endpoints(settings)
+        await _warn_about_search_language(engine, settings)
         if freeze_after_start:
             gc.collect()
             gc.freeze()
@@ -284,6 +287,25 @@ def _warn_about_open_endpoints(settings: Settings) -> None:
         logger.warning(
             "/docs, /redoc and /openapi.json are served (the whole API described): "
             "set DOCS_ENABLED=false to turn them off"
+        )
+
+
+async def _warn_about_search_language(engine: AsyncEngine, settings: Settings) -> None:
+    """SEARCH_LANGUAGE is read when the index is built: changed later, it does nothing until
+    `chat-store reindex` builds the index again. Said at start, not found out from results."""
+    wanted = search_index.effective_language(engine.dialect.name, settings.search_language)
+    try:
+        async with asyncio.timeout(_STARTUP_CHECK_SECONDS), engine.connect() as connection:
+            built = await connection.run_sync(search_index.built_language)
+    except Exception:  # an unreachable database is the readiness check's to report
+        return
+    if built is not None and built != wanted:
+        logger.warning(
+            "the search index was built in %s, and SEARCH_LANGUAGE is %s: searches go on in %s "
+            "until `chat-store reindex` builds the index again",
+            built,
+            wanted,
+            built,
         )
 
 

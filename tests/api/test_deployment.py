@@ -3,13 +3,10 @@ about an open /metrics and served docs."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
-
 import pytest
 
 from tests.conftest import AppWith
+from tests.support.logs import startup_warnings
 
 
 async def test_docs_can_be_turned_off(app_with: AppWith) -> None:
@@ -28,25 +25,11 @@ async def test_docs_can_be_turned_off(app_with: AppWith) -> None:
         assert (await client.get("/health")).status_code == 200
 
 
-@contextlib.contextmanager
-def _startup_warnings() -> Iterator[list[str]]:
-    """Warnings logged by chat_store.main (create_app replaces the root logger's handlers)."""
-    seen: list[str] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
-    logger = logging.getLogger("chat_store.main")
-    logger.addHandler(handler)
-    try:
-        yield seen
-    finally:
-        logger.removeHandler(handler)
-
-
 @pytest.mark.parametrize("app_env", ["production", "development"])
 async def test_a_production_start_warns_about_open_metrics_and_served_docs(
     app_with: AppWith, app_env: str
 ) -> None:
-    with _startup_warnings() as warnings:
+    with startup_warnings() as warnings:
         async with app_with(app_env=app_env):
             pass
     if app_env == "production":
@@ -54,11 +37,11 @@ async def test_a_production_start_warns_about_open_metrics_and_served_docs(
         assert any("/docs, /redoc and /openapi.json" in warning for warning in warnings)
     else:
         assert warnings == []
-    with _startup_warnings() as warnings:
+    with startup_warnings() as warnings:
         async with app_with(app_env="production", metrics_token="s3cret-token", docs_enabled=False):
             pass
     assert warnings == []
-    with _startup_warnings() as warnings:
+    with startup_warnings() as warnings:
         async with app_with(app_env="production", metrics_enabled=False):
             pass
     assert not any("/metrics" in warning for warning in warnings), warnings

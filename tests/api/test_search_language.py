@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 
+from chat_store import search_index
+from chat_store.settings import Settings
 from tests.assertions import assert_validation_error
-from tests.backends import provision
+from tests.backends import Backend, provision
 from tests.conftest import app_on
 from tests.factories import API
+from tests.support.logs import startup_warnings
 
 
 async def _migrate_in_a_process(url: str, revision: str, language: str) -> None:
@@ -91,3 +96,106 @@ async def test_english_refuses_stop_words_beside_excluded_terms() -> None:
         assert [hit["message"]["id"] for hit in found.json()["data"] if hit["message"]] == [
             message["id"]
         ]
+
+
+async def _reindex(backend: Backend, tmp: Path, language: str) -> subprocess.CompletedProcess[str]:
+    """`chat-store reindex`, the real command, with SEARCH_LANGUAGE=`language`."""
+    names = {name.upper() for name in Settings.model_fields}
+    environment = {key: value for key, value in os.environ.items() if key.upper() not in names}
+    environment.update(
+        APP_ENV="test",
+        DATABASE_URL=backend.database_url,
+        DATA_DIR=str(backend.data_dir),
+        LOG_LEVEL="WARNING",
+        SEARCH_LANGUAGE=language,
+    )
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "chat_store.cli", "reindex"],
+        env=environment,
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+async def test_reindex_builds_the_index_again_in_the_new_language(tmp_path: Path) -> None:
+    """After `chat-store reindex`, every stored text (titles too) and every new one is searched
+    in SEARCH_LANGUAGE; built again in `simple` (in batches of one row), words are as written
+    again. Open answers stay out of the index."""
+    async with provision("reindex") as backend, app_on(backend) as started:
+        client, factory = started.client, started.factory
+        account = await factory.account()
+        other = await factory.account()
+        session = await factory.chat_session(account, title="Fixing flaky builds")
+        fixed = await factory.message(account, session["id"], content="She fixed the tests")
+        await factory.message(account, session["id"], role="assistant", status="in_progress")
+        foreign = await factory.chat_session(other, title="t")
+        await factory.message(other, foreign["id"], content="He fixed it")
+
+        async def search(q: str) -> list[str]:
+            response = await client.get(f"{API}/search", params={"q": q}, headers=account.headers)
+            assert response.status_code == 200, response.text
+            return [
+                (hit["message"] or {}).get("id") or hit["session"]["title"]
+                for hit in response.json()["data"]
+            ]
+
+        assert await search("fixing") == ["Fixing flaky builds"]  # `simple`: as written
+
+        result = await _reindex(backend, tmp_path, "english")
+        assert result.returncode == 0, result.stderr
+        assert "built again in english" in result.stdout + result.stderr
+        async with started.state.engine.connect() as connection:
+            assert await connection.run_sync(search_index.built_language) == "english"
+
+        assert sorted(map(str, await search("fixing"))) == sorted(
+            [fixed["id"], "Fixing flaky builds"]
+        )
+        assert await search("build") == ["Fixing flaky builds"]
+        later = await factory.message(account, session["id"], content="fixes everywhere")
+        assert later["id"] in await search("fix")
+        # The other user's message is indexed again under its owner, not this one.
+        assert len(await search("fixed")) == 3
+
+        async with started.state.engine.connect() as connection:
+            rebuilt = await connection.run_sync(search_index.rebuild, "simple", 1)
+            assert await connection.run_sync(search_index.built_language) == "simple"
+        assert rebuilt.titles == 2
+        assert await search("fixing") == ["Fixing flaky builds"]
+        assert await search("fix") == []
+
+
+async def test_reindex_refuses_a_language_postgres_does_not_know(tmp_path: Path) -> None:
+    async with provision("reindex_unknown") as backend, app_on(backend) as started:
+        account = await started.factory.account()
+        session = await started.factory.chat_session(account, title="t")
+        await started.factory.message(account, session["id"], content="She fixed the tests")
+
+        result = await _reindex(backend, tmp_path, "klingon")
+
+        async with started.state.engine.connect() as connection:
+            built = await connection.run_sync(search_index.built_language)
+    if backend.name == "postgres":
+        assert result.returncode == 1, result.stdout
+        assert "no text search configuration 'klingon'" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert built == "simple"  # nothing changed
+    else:  # SQLite searches every language but English as `simple`
+        assert result.returncode == 0, result.stderr
+        assert built == "simple"
+
+
+async def test_a_language_other_than_the_index_is_said_at_start() -> None:
+    async with provision("reindex_warn") as backend:
+        with startup_warnings() as warnings:
+            async with app_on(backend, search_language="english"):
+                pass
+        said = [warning for warning in warnings if "SEARCH_LANGUAGE" in warning]
+        assert len(said) == 1, warnings
+        assert "built in simple" in said[0] and "chat-store reindex" in said[0]
+        with startup_warnings() as warnings:
+            async with app_on(backend, search_language="simple"):
+                pass
+        assert not [warning for warning in warnings if "SEARCH_LANGUAGE" in warning]

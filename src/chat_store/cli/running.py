@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -74,6 +75,22 @@ def run_on_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable
         try:
             await _check_migrated(engine)
             return await work(create_sessionmaker(engine))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
+
+
+def run_on_connection(work: Callable[[Connection], T]) -> T:
+    """Run `work` on a connection of the configured database (no transaction open), once it is
+    known to be migrated."""
+
+    async def main() -> T:
+        engine = _migrated_engine(get_settings())
+        try:
+            await _check_migrated(engine)
+            async with engine.connect() as connection:
+                return await connection.run_sync(work)
         finally:
             await engine.dispose()
 

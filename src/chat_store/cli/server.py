@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from sqlalchemy.engine import make_url
 
-from chat_store import __version__, migrate
-from chat_store.cli.running import CommandFailed, console, sqlite_file
+from chat_store import __version__, migrate, search_index
+from chat_store.cli.running import CommandFailed, console, run_on_connection, sqlite_file
 from chat_store.logging_setup import JsonFormatter
 from chat_store.settings import Settings, get_settings
 
@@ -47,6 +47,21 @@ def migrate_command(
             "goes forward (going back would drop what later revisions store)"
         )
     _tell(settings, f"database at revision {current}")
+
+
+def reindex() -> None:
+    """Build the search index again in SEARCH_LANGUAGE (after changing it)."""
+    settings = get_settings()
+    language = settings.search_language
+    try:
+        rebuilt = run_on_connection(lambda connection: search_index.rebuild(connection, language))
+    except search_index.UnknownLanguage as exc:
+        raise CommandFailed(f"{exc}: set SEARCH_LANGUAGE to one of them") from None
+    _tell(
+        settings,
+        f"search index built again in {rebuilt.language}: {rebuilt.messages} messages, "
+        f"{rebuilt.titles} titles",
+    )
 
 
 def _check_sqlite_folder(url: str) -> None:
