@@ -38,6 +38,7 @@ from tests.support.chat import (
     first_answer,
     message_path,
     new_session,
+    wait_for_outcome,
     wait_for_status,
     wait_for_text,
 )
@@ -52,17 +53,6 @@ async def app(backend: Backend, llm: LlmServer) -> AsyncIterator[FastAPI]:
     )
     async with running_app(settings) as started:
         yield started
-
-
-async def wait_for_outcome(llm: LlmServer, model: str, outcome: str, timeout: float = 10) -> None:
-    """Until the provider's (only) request for `model` ended as `outcome`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        requests = await llm.requests(model)
-        if requests and requests[-1]["outcome"] == outcome:
-            return
-        assert time.monotonic() < deadline, requests
-        await asyncio.sleep(0.05)
 
 
 async def start_turn(

@@ -27,6 +27,7 @@ from tests.support.chat import (
     message_path,
     new_session,
     streamed_text,
+    wait_for_outcome,
     wait_for_status,
 )
 from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text
@@ -463,32 +464,18 @@ async def test_a_provider_error_fails_the_answer_and_names_both_messages(
     assert SECRET not in response.text
 
 
+@pytest.mark.parametrize(
+    "behaviour",
+    [{"hang_after": 3}, {"idle_after": 3, "delay": 0.1}],
+    ids=["silent", "empty-chunks"],
+)
 async def test_a_provider_that_goes_silent_is_a_timeout_and_keeps_the_text(
-    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer, behaviour: dict[str, Any]
 ) -> None:
+    """Nothing at all, or only empty chunks (a keep-alive, not an answer): LLM_TIMEOUT_SECONDS
+    (1.5 s here) counts from the last chunk that carried text."""
     account, session_id = await new_session(factory)
-    await llm.script("silent", {"hang_after": 3})
-
-    response = await client.post(
-        chat_path(session_id),
-        json={"content": "hi", "model": "silent", "stream": False},
-        headers=account.headers,
-    )
-
-    problem = assert_problem(response, 504, "provider_timeout")
-    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
-    assert answer["status"] == "failed"
-    assert answer["partial_content"] == "The fixture uses "
-    assert "LLM_TIMEOUT_SECONDS" in answer["error_message"]
-
-
-async def test_a_provider_sending_only_empty_chunks_is_a_timeout_and_keeps_the_text(
-    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
-) -> None:
-    """Empty chunks are a keep-alive, not an answer: LLM_TIMEOUT_SECONDS (1.5 s here) counts
-    from the last chunk that carried text."""
-    account, session_id = await new_session(factory)
-    await llm.script("silent", {"idle_after": 3, "delay": 0.1})
+    await llm.script("silent", behaviour)
 
     response = await client.post(
         chat_path(session_id),
@@ -502,7 +489,7 @@ async def test_a_provider_sending_only_empty_chunks_is_a_timeout_and_keeps_the_t
     assert answer["partial_content"] == "The fixture uses "
     assert answer["metadata"]["error_kind"] == "timeout"
     assert "LLM_TIMEOUT_SECONDS" in answer["error_message"]
-    assert (await llm.requests("silent"))[-1]["outcome"] == "client left"
+    await wait_for_outcome(llm, "silent", "client left")
 
 
 async def test_an_answer_longer_than_the_limit_fails_and_keeps_its_text(

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
 from chat_store import search_index
-from chat_store.settings import Settings
+from tests.api.test_cli_portability import chat_store
 from tests.assertions import assert_validation_error
-from tests.backends import Backend, provision
+from tests.backends import provision
 from tests.conftest import app_on
 from tests.factories import API
 from tests.support.logs import startup_warnings
@@ -98,28 +97,6 @@ async def test_english_refuses_stop_words_beside_excluded_terms() -> None:
         ]
 
 
-async def _reindex(backend: Backend, tmp: Path, language: str) -> subprocess.CompletedProcess[str]:
-    """`chat-store reindex`, the real command, with SEARCH_LANGUAGE=`language`."""
-    names = {name.upper() for name in Settings.model_fields}
-    environment = {key: value for key, value in os.environ.items() if key.upper() not in names}
-    environment.update(
-        APP_ENV="test",
-        DATABASE_URL=backend.database_url,
-        DATA_DIR=str(backend.data_dir),
-        LOG_LEVEL="WARNING",
-        SEARCH_LANGUAGE=language,
-    )
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "chat_store.cli", "reindex"],
-        env=environment,
-        cwd=tmp,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 async def test_reindex_builds_the_index_again_in_the_new_language(tmp_path: Path) -> None:
     """After `chat-store reindex`, every stored text (titles too) and every new one is searched
     in SEARCH_LANGUAGE; built again in `simple` (in batches of one row), words are as written
@@ -144,7 +121,7 @@ async def test_reindex_builds_the_index_again_in_the_new_language(tmp_path: Path
 
         assert await search("fixing") == ["Fixing flaky builds"]  # `simple`: as written
 
-        result = await _reindex(backend, tmp_path, "english")
+        result = await chat_store(backend, tmp_path, "reindex", SEARCH_LANGUAGE="english")
         assert result.returncode == 0, result.stderr
         assert "built again in english" in result.stdout + result.stderr
         async with started.state.engine.connect() as connection:
@@ -173,7 +150,7 @@ async def test_reindex_refuses_a_language_postgres_does_not_know(tmp_path: Path)
         session = await started.factory.chat_session(account, title="t")
         await started.factory.message(account, session["id"], content="She fixed the tests")
 
-        result = await _reindex(backend, tmp_path, "klingon")
+        result = await chat_store(backend, tmp_path, "reindex", SEARCH_LANGUAGE="klingon")
 
         async with started.state.engine.connect() as connection:
             built = await connection.run_sync(search_index.built_language)

@@ -162,3 +162,14 @@ async def archive_session(app: FastAPI, session_id: str) -> archive_service.Arch
     )
     assert report.sessions == 1
     return report
+
+
+async def wait_for_outcome(llm: LlmServer, model: str, outcome: str, timeout: float = 10) -> None:
+    """Until the provider's last request for `model` ended as `outcome`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        requests = await llm.requests(model)
+        if requests and requests[-1]["outcome"] == outcome:
+            return
+        assert time.monotonic() < deadline, requests
+        await asyncio.sleep(0.05)
