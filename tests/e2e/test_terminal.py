@@ -4,6 +4,7 @@ processes and the test model provider: what a person at a terminal types and see
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import re
@@ -460,6 +461,94 @@ async def test_two_processes_of_one_login_refresh_its_tokens_once(
         second.close()
     saved = config.load()
     assert saved is not None and saved.refresh_token == first.refresh_token
+
+
+def _expired_token() -> str:
+    """A JWT whose `exp` has passed (unsigned: the service refuses it either way)."""
+
+    def part(value: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'sub': 'x', 'exp': 1})}.c2ln"
+
+
+async def test_tokens_another_process_saved_are_refreshed_when_they_have_expired_too(
+    chat_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat left idle while another command refreshed the login, long enough for the tokens
+    that command saved to expire as well: the chat takes the saved refresh token and refreshes
+    it at once, rather than retrying with an access token that is refused again."""
+    from chat_store.terminal import config
+    from chat_store.terminal.connect import open_client
+
+    monkeypatch.setenv("CHAT_STORE_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("CHAT_STORE_API_KEY", raising=False)
+    client, email = await new_account(chat_server)
+    login = config.Login(
+        url=chat_server.base_url,
+        email=email,
+        access_token=client.access_token,
+        refresh_token=client.refresh_token,
+    )
+    config.save(login)
+    await client.aclose()
+    idle, other = open_client(), open_client()
+    try:
+        other.access_token = "expired"
+        assert other.me().email == email  # refreshes and saves
+        saved = config.load()
+        assert saved is not None
+        config.save(saved.with_tokens(_expired_token(), saved.refresh_token))
+
+        idle.access_token = _expired_token()
+        assert idle.me().email == email
+        assert idle.refresh_token not in (login.refresh_token, saved.refresh_token)
+    finally:
+        idle.close()
+        other.close()
+    kept = config.load()
+    assert kept is not None and kept.refresh_token == idle.refresh_token
+
+
+@pytest.mark.parametrize("change", ["another account", "another service"])
+async def test_a_refresh_never_takes_or_overwrites_a_newer_login(
+    chat_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """`chat-store login` run elsewhere while a chat runs: when the chat's access token expires,
+    it refreshes its own login for itself, and the login file keeps the newer login."""
+    from chat_store.terminal import config
+    from chat_store.terminal.connect import open_client
+
+    monkeypatch.setenv("CHAT_STORE_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("CHAT_STORE_API_KEY", raising=False)
+    first, email = await new_account(chat_server)
+    second, other_email = await new_account(chat_server)
+    config.save(
+        config.Login(
+            url=chat_server.base_url,
+            email=email,
+            access_token=first.access_token,
+            refresh_token=first.refresh_token,
+        )
+    )
+    await first.aclose()
+    running = open_client()
+    newer = config.Login(
+        url=chat_server.base_url if change == "another account" else "http://127.0.0.1:9",
+        email=other_email,
+        access_token=second.access_token,
+        refresh_token=second.refresh_token,
+    )
+    await second.aclose()
+    config.save(newer)
+    try:
+        running.access_token = "expired"
+        assert running.me().email == email
+        running.access_token = "expired"
+        assert running.me().email == email  # its own refresh token, kept in memory
+    finally:
+        running.close()
+    assert config.load() == newer
 
 
 async def test_a_login_that_cannot_be_kept_says_where_and_why(

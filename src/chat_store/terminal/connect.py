@@ -3,8 +3,11 @@ saving the tokens again whenever the client refreshes them."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -13,6 +16,8 @@ from chat_store.client import ChatStoreClient, ChatStoreError
 from chat_store.client.models import TokenPair
 from chat_store.terminal import config
 from chat_store.terminal.output import ExitCode, api_error, fail, unreachable_line
+
+_EXPIRY_MARGIN_SECONDS = 10.0
 
 
 class TerminalClient(ChatStoreClient):
@@ -34,22 +39,31 @@ class TerminalClient(ChatStoreClient):
         """Refresh the tokens, unless another chat-store process of this login has done it
         already: a refresh token is spent once used, and the service takes a second use as
         theft and ends the login. Under the login's lock, tokens saved since this process read
-        them are taken as they are; otherwise this one refreshes, and saves before letting go."""
+        them are taken (and refreshed at once if their access token has expired meanwhile);
+        otherwise this one refreshes, and saves before letting go.
+
+        A login file that now holds another login (another service or account, `chat-store
+        login` run since) is left alone: this process refreshes its own tokens and keeps them
+        in memory, never acting as the other account nor writing its login over the new one."""
         if not self._persist:
             super()._refresh_after_401(sent)
             return
         with config.locked():
             saved = config.load()
-            if (
-                saved is not None
-                and saved.url == self.login_record.url
-                and saved.refresh_token is not None
-                and saved.refresh_token != self.refresh_token
-            ):
+            if saved is None or not self._same_login(saved):
+                self._persist = False
+                super()._refresh_after_401(sent)
+                return
+            if saved.refresh_token is not None and saved.refresh_token != self.refresh_token:
                 self.access_token, self.refresh_token = saved.access_token, saved.refresh_token
                 self.login_record = saved
-                return
+                if not _expired(saved.access_token):
+                    return
+                sent = self.access_token
             super()._refresh_after_401(sent)
+
+    def _same_login(self, saved: config.Login) -> bool:
+        return saved.url == self.login_record.url and saved.email == self.login_record.email
 
     def set_tokens(self, tokens: TokenPair) -> None:
         super().set_tokens(tokens)
@@ -63,6 +77,19 @@ class TerminalClient(ChatStoreClient):
         self.login_record = self.login_record.with_tokens(self.access_token, self.refresh_token)
         if self._persist:
             config.save(self.login_record)
+
+
+def _expired(access_token: str | None) -> bool:
+    """Whether an access token (a JWT) is past its `exp`, or within a few seconds of it, read
+    without verifying it: only to spare a request the service would refuse."""
+    if not access_token:
+        return True
+    try:
+        payload = access_token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"]) <= time.time() + _EXPIRY_MARGIN_SECONDS
+    except (IndexError, ValueError, KeyError, TypeError):
+        return False  # not a token this can read: the service judges it
 
 
 def current_login() -> config.Login | None:

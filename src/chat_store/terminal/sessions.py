@@ -69,7 +69,9 @@ def login(
                 refresh_token=tokens.refresh_token,
             )
     try:
-        path = config.save(record)
+        # Under the lock: a running process refreshing the old login sees the new one whole.
+        with config.locked():
+            path = config.save(record)
     except OSError as exc:
         _end_unsaved(record)
         fail(
