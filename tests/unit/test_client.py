@@ -21,16 +21,19 @@ from chat_store.client import (
     ChatStoreError,
     ConflictError,
     ForbiddenError,
+    MethodNotAllowedError,
     NotFoundError,
     PayloadTooLargeError,
     RateLimitedError,
     ServerError,
     UnauthorizedError,
+    UnsupportedMediaTypeError,
     ValidationError,
     models,
 )
 from chat_store.client._chat import chat_body
 from chat_store.client._core import no_content
+from chat_store.client._follow import Follower
 from chat_store.client.errors import parse_retry_after
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -110,8 +113,10 @@ def async_client(handler: Handler, **kwargs: Any) -> AsyncChatStoreClient:
         (401, "unauthorized", UnauthorizedError),
         (403, "registration_closed", ForbiddenError),
         (404, "session_not_found", NotFoundError),
+        (405, "method_not_allowed", MethodNotAllowedError),
         (409, "email_taken", ConflictError),
         (413, "payload_too_large", PayloadTooLargeError),
+        (415, "unsupported_media_type", UnsupportedMediaTypeError),
         (422, "validation_error", ValidationError),
         (429, "rate_limited", RateLimitedError),
         (500, "internal_error", ServerError),
@@ -152,13 +157,19 @@ def test_extra_problem_members_are_kept() -> None:
     assert caught.value.problem["last_seq"] == 7
 
 
-def test_rate_limited_carries_retry_after() -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [(429, "rate_limited", RateLimitedError), (503, "generation_busy", ServerError)],
+)
+def test_an_answer_with_retry_after_carries_it(
+    status: int, code: str, cls: type[ChatStoreError]
+) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        response = problem(429, "rate_limited")
+        response = problem(status, code)
         response.headers["Retry-After"] = "12"
         return response
 
-    with sync_client(handler) as client, pytest.raises(RateLimitedError) as caught:
+    with sync_client(handler) as client, pytest.raises(cls) as caught:
         client.list_sessions()
     assert caught.value.retry_after == 12.0
 
@@ -743,3 +754,14 @@ def test_a_turn_waited_for_outwaits_the_servers_time_limit() -> None:
     [other] = [value for path, value in timeouts.items() if not path.endswith("/chat")]
     assert chat["read"] == 50.0 and chat["connect"] == 20.0
     assert other["read"] == 20.0
+
+
+def test_a_follower_waits_as_long_as_the_service_asked_before_reconnecting() -> None:
+    follower: Follower[object] = Follower({"retry_delay": 0.5})
+    busy = ServerError(503, "service_unavailable", "starting")
+    busy.retry_after = 3.0
+
+    assert follower.delay_after(busy) == 3.0
+    assert follower.delay_after(ServerError(503, "service_unavailable", "starting")) == 1.0
+    with pytest.raises(ValidationError):
+        follower.delay_after(ValidationError(422, "validation_error", "no"))

@@ -214,7 +214,9 @@ class Follower(Generic[ItemT]):
         if not retryable(exc) or self.failures >= self.max_retries:
             raise exc
         self.failures += 1
-        return self.retry_delay * self.failures
+        waited = exc.retry_after if isinstance(exc, ChatStoreError) else None
+        # The service's Retry-After (a 503 while it starts or is full) when it said one.
+        return max(self.retry_delay * self.failures, waited or 0.0)
 
     def _call(self) -> Call[Any]:
         raise NotImplementedError

@@ -51,6 +51,9 @@ class ChatStoreError(Exception):
         self.problem: dict[str, Any] = problem or {}
         # The X-Request-ID of the answer: quote it when reporting a server error.
         self.request_id = request_id
+        # Seconds to wait before trying again, when the answer said (Retry-After: a 429, a 503
+        # such as `generation_busy` or `service_unavailable`).
+        self.retry_after: float | None = None
 
 
 class BadRequestError(ChatStoreError):
@@ -69,12 +72,20 @@ class NotFoundError(ChatStoreError):
     """404: missing, or owned by someone else (the service does not tell the two apart)."""
 
 
+class MethodNotAllowedError(ChatStoreError):
+    """405: the path exists, not with this method."""
+
+
 class ConflictError(ChatStoreError):
     """409: `session_exists`, `email_taken`, `idempotency_key_reused`, ..."""
 
 
 class PayloadTooLargeError(ChatStoreError):
     """413: the body, a message or a field is over its limit."""
+
+
+class UnsupportedMediaTypeError(ChatStoreError):
+    """415: a JSON body sent without `Content-Type: application/json`."""
 
 
 class ValidationError(ChatStoreError):
@@ -89,8 +100,6 @@ class ValidationError(ChatStoreError):
 class RateLimitedError(ChatStoreError):
     """429: `retry_after` is how many seconds to wait, when the service said."""
 
-    retry_after: float | None = None
-
 
 class ServerError(ChatStoreError):
     """5xx: the service failed or is unavailable."""
@@ -101,8 +110,10 @@ _CLASSES_BY_STATUS: dict[int, type[ChatStoreError]] = {
     401: UnauthorizedError,
     403: ForbiddenError,
     404: NotFoundError,
+    405: MethodNotAllowedError,
     409: ConflictError,
     413: PayloadTooLargeError,
+    415: UnsupportedMediaTypeError,
     422: ValidationError,
     429: RateLimitedError,
 }
@@ -149,6 +160,5 @@ def error_from_response(response: httpx.Response) -> ChatStoreError:
     if cls is None:
         cls = ServerError if status >= 500 else ChatStoreError
     error = cls(status, code, detail, problem, request_id=request_id)
-    if isinstance(error, RateLimitedError):
-        error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
     return error
