@@ -204,6 +204,105 @@ async def test_chat_picks_a_session_streams_a_turn_and_ctrl_c_cancels_the_answer
         assert (await client.get_session(chat_session.id)).title == "Clock bug"
 
 
+async def test_the_prompt_edits_the_line_and_keeps_the_pickers_list(
+    chat_server: ServerProcess, terminal_env: dict[str, str]
+) -> None:
+    """Left arrow edits the line (readline) rather than sending an escape sequence; /switch N
+    takes the numbers of the list the session was picked from; Ctrl-C at the picker is an
+    interrupt (130)."""
+    client, email = await account(chat_server)
+    async with client:
+        await client.create_session(title="Older work")
+        newer = await client.create_session(title="Newer work")
+        log_in(terminal_env, chat_server, email)
+
+        child = spawn(terminal_env, "chat")
+        child.expect("Pick a session")
+        child.sendline("1")
+        child.expect("you> ")
+        child.send("helo\x1b[Dl\r")
+        child.expect_exact(DEFAULT_TEXT.strip())
+        child.expect("you> ")
+        child.sendline("/switch 2")
+        child.expect("Older work")
+        child.sendline("/exit")
+        assert finished(child) == 0
+
+        stored = (await client.list_messages(newer.id)).data
+        assert [message.role for message in stored] == ["user", "assistant"]
+        assert stored[0].content == "hello"
+
+        picking = spawn(terminal_env, "chat")
+        picking.expect("Pick a session")
+        picking.sendintr()
+        assert finished(picking) == 130
+
+
+async def test_input_that_is_not_utf8_is_refused_and_the_chat_goes_on(
+    chat_server: ServerProcess, terminal_env: dict[str, str]
+) -> None:
+    """Read from a pipe (no readline to drop the stray byte): the line is refused in one line,
+    nothing is sent, the next line is asked; `ask` refuses such a question (exit 2)."""
+    client, email = await account(chat_server)
+    async with client:
+        chat_session = await client.create_session(title="Bytes")
+        log_in(terminal_env, chat_server, email)
+
+        chatted = subprocess.run(
+            [CLI, "chat", str(chat_session.id)],
+            input=b"caf\xe9 au lait\nWhy does the test fail?\n/exit\n",
+            env=terminal_env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        asked = subprocess.run(
+            [CLI, "ask", "--session", str(chat_session.id)],
+            input=b"caf\xe9",
+            env=terminal_env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+        assert chatted.returncode == 0, chatted.stderr
+        assert b"not UTF-8 text" in chatted.stderr
+        assert b"Traceback" not in chatted.stderr
+        assert asked.returncode == 2, asked.stderr
+        assert b"not UTF-8 text" in asked.stderr
+        stored = (await client.list_messages(chat_session.id)).data
+        assert [message.content for message in stored if message.role == "user"] == [
+            "Why does the test fail?"
+        ]
+
+
+async def test_an_answer_that_calls_tools_says_so_and_show_lists_the_calls(
+    chat_server: ServerProcess, terminal_env: dict[str, str], llm: LlmServer
+) -> None:
+    client, email = await account(chat_server)
+    async with client:
+        chat_session = await client.create_session(title="Tools")
+        log_in(terminal_env, chat_server, email)
+        call = {"id": "call_9", "name": "read_file", "arguments": '{"path": "src/app.py"}'}
+        await llm.script("test", {"text": "", "tool_calls": [call]})
+
+        asked = run(terminal_env, "ask", "--session", str(chat_session.id), "Read the app")
+
+        assert asked.returncode == 0, asked.stderr
+        assert asked.stdout == "\n"  # the answer's text: none
+        assert "the model asked for tools" in asked.stderr
+        assert '→ read_file({"path": "src/app.py"}) [call_9]' in asked.stderr
+        answer = (await client.list_messages(chat_session.id, order="desc", limit=1)).data[0]
+        await client.append_message(
+            chat_session.id, role="tool", content="def app(): ...", tool_call_id="call_9"
+        )
+        shown = run(terminal_env, "show", str(chat_session.id))
+        assert shown.returncode == 0, shown.stderr
+        assert '→ read_file({"path": "src/app.py"}) [call_9]' in shown.stdout
+        assert "## tool, result of call_9" in shown.stdout
+        assert answer.tool_calls is not None
+
+
 def interrupted_before_the_turn() -> Iterator[ChatTurn]:
     """A chat stream that Ctrl-C stopped before its `turn` event arrived."""
     raise KeyboardInterrupt

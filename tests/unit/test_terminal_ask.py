@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 
 from chat_store import cli
-from chat_store.client import ChatTurn, StreamDelta, StreamDone, StreamReset
+from chat_store.client import (
+    ChatTurn,
+    PayloadTooLargeError,
+    StreamDelta,
+    StreamDone,
+    StreamReset,
+)
 from chat_store.client.models import ChatSession, Message
 from chat_store.terminal import conversation
 
@@ -178,9 +184,77 @@ def test_a_replaced_text_is_printed_again_after_a_notice(
         StreamDone(status="complete", error_message=None, length=8),
     ]
 
-    answer = conversation.print_stream(SimpleNamespace(), uuid.uuid4(), items, uuid.uuid4())  # type: ignore[arg-type]
+    stored = SimpleNamespace(
+        get_message=lambda session_id, message_id: SimpleNamespace(tool_calls=None)
+    )
+    answer = conversation.print_stream(stored, uuid.uuid4(), items, uuid.uuid4())  # type: ignore[arg-type]
 
     out, err = capsys.readouterr()
     assert answer.status == "complete"
     assert out == "Hello world\nHi there\n"
     assert "replaced" in err
+
+
+class _Refusing(_Service):
+    """A service that refuses the turn (413): `ask` made a session for it."""
+
+    def __init__(self, stored: list[Message]) -> None:
+        super().__init__("complete", interrupt=False)
+        self.stored = stored
+        self.deleted: list[uuid.UUID] = []
+
+    def create_session(self, **fields: Any) -> ChatSession:
+        return self.session
+
+    def chat(self, session_id: uuid.UUID, question: str) -> Iterator[Any]:
+        raise PayloadTooLargeError(413, "payload_too_large", "over the limit")
+        yield  # a generator, as the client's chat() is
+
+    def list_messages(self, session_id: uuid.UUID, **options: Any) -> Any:
+        return SimpleNamespace(data=self.stored)
+
+    def delete_session(self, session_id: uuid.UUID) -> None:
+        self.deleted.append(session_id)
+
+
+@pytest.mark.parametrize("stored", [False, True], ids=["refused", "stored-then-lost"])
+def test_ask_deletes_the_session_it_made_for_a_refused_turn(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], stored: bool
+) -> None:
+    service = _Refusing([])
+    if stored:
+        service.stored = [service.question]
+    monkeypatch.setattr(conversation, "open_client", lambda: service)
+    monkeypatch.setattr(sys, "argv", ["chat-store", "ask", "why?"])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 1
+    assert "over the limit" in capsys.readouterr().err
+    assert service.deleted == ([] if stored else [service.session.id])
+
+
+def _history(session_id: uuid.UUID, *entries: tuple[str, str]) -> list[Message]:
+    return [_message(role, status, "text", session_id) for role, status in entries]
+
+
+@pytest.mark.parametrize(
+    ("newest_first", "resumed"),
+    [
+        ([("assistant", "failed"), ("user", "complete")], 0),
+        ([("tool", "complete"), ("assistant", "in_progress"), ("user", "complete")], 1),
+        ([("assistant", "complete"), ("user", "complete"), ("assistant", "failed")], None),
+        ([("user", "complete"), ("assistant", "failed")], None),
+        ([], None),
+    ],
+    ids=["failed-last", "open-before-a-tool-result", "asked-again", "question-after", "empty"],
+)
+def test_resume_takes_only_the_newest_answer_when_it_is_unfinished(
+    newest_first: list[tuple[str, str]], resumed: int | None
+) -> None:
+    session_id = uuid.uuid4()
+    history = _history(session_id, *newest_first)
+    client = SimpleNamespace(iter_messages=lambda session_id, order: iter(history))
+
+    found = conversation._answer_to_resume(client, session_id)  # type: ignore[arg-type]
+
+    assert found == (None if resumed is None else history[resumed])

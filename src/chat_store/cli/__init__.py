@@ -8,6 +8,8 @@ exit status (`failures`).
 
 from __future__ import annotations
 
+import sys
+
 from chat_store import terminal
 from chat_store.cli import accounts, loading, retention, server
 from chat_store.cli.failures import describe_error, fail
@@ -31,6 +33,12 @@ app.command()(loading.seed)
 def main() -> None:
     """The `chat-store` console script: the commands, with every failure reported as one line
     on stderr (exit status 1) rather than a traceback."""
+    # Text a terminal's encoding cannot show (an emoji on a Latin-1 terminal) is replaced, not
+    # an error halfway through an answer.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")
     try:
         app()
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ service (the text so far is kept); a dropped connection is reattached by the cli
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 import time
 import uuid
@@ -33,7 +34,9 @@ from chat_store.client.models import ChatTurn
 from chat_store.terminal.connect import TerminalClient, open_client, reported_errors
 from chat_store.terminal.output import (
     ExitCode,
+    ask_user,
     fail,
+    is_text,
     print_json,
     problem_line,
     shown,
@@ -43,7 +46,7 @@ from chat_store.terminal.output import (
     unreachable_line,
 )
 from chat_store.terminal.refs import resolve_session
-from chat_store.terminal.sessions import JsonOption, sessions_table
+from chat_store.terminal.sessions import JsonOption, sessions_table, tool_call_lines
 from chat_store.terminal.workspace import current_workspace
 
 OPEN_STATUSES = frozenset({"pending", "in_progress"})
@@ -147,22 +150,16 @@ def print_stream(
             close()
         if echo:
             _write("\n")
-        if answer.message_id is None and question is not None:
-            answer.message_id = _open_answer_to(client, session_id, question)
-        if answer.message_id is None:
-            stderr_console().print("[yellow]interrupted before the answer started[/yellow]")
-            answer.status = "interrupted"
-            return answer
-        try:
-            cancelled = client.cancel(session_id, answer.message_id)
-            answer.status = cancelled.status
-        except ChatStoreError as exc:  # it finished meanwhile: nothing to cancel
-            answer.status = "complete" if exc.status == 409 else "interrupted"
-        stderr_console().print(f"[yellow]{answer.status}: the text so far is kept[/yellow]")
+        # A second Ctrl-C (people press twice) would cut the cancel itself short, and leave the
+        # answer generating: it waits for the cancel instead.
+        with _ctrl_c_ignored():
+            _cancel(client, session_id, answer, question)
         return answer
     if not echo:
         return answer
     _write("\n")
+    if answer.status == "complete" and answer.message_id is not None:
+        _tell_tool_calls(client, session_id, answer.message_id)
     if answer.status == "failed":
         reason = shown(answer.error_message or "no reason given")
         stderr_console().print(
@@ -170,6 +167,51 @@ def print_stream(
             " (`/retry`, or `chat-store resume` to continue it)"
         )
     return answer
+
+
+def _cancel(
+    client: TerminalClient, session_id: uuid.UUID, answer: Answer, question: str | None
+) -> None:
+    if answer.message_id is None and question is not None:
+        answer.message_id = _open_answer_to(client, session_id, question)
+    if answer.message_id is None:
+        stderr_console().print("[yellow]interrupted before the answer started[/yellow]")
+        answer.status = "interrupted"
+        return
+    try:
+        cancelled = client.cancel(session_id, answer.message_id)
+        answer.status = cancelled.status
+    except ChatStoreError as exc:  # it finished meanwhile: nothing to cancel
+        answer.status = "complete" if exc.status == 409 else "interrupted"
+    except httpx.TransportError as exc:
+        stderr_console().print(Text(unreachable_line(exc)), soft_wrap=True)
+        answer.status = "interrupted"
+    stderr_console().print(f"[yellow]{answer.status}: the text so far is kept[/yellow]")
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not this code's to set
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _tell_tool_calls(client: TerminalClient, session_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """An answer that asks for tools has them in the stored message, not in its text: said on
+    stderr (stdout keeps the answer's text as stored), since this terminal runs no tools."""
+    calls = tool_call_lines(client.get_message(session_id, message_id))
+    if calls:
+        stderr_console().print(
+            "[yellow]the model asked for tools, which this terminal does not run:[/yellow]"
+        )
+        for line in calls:
+            stderr_console().print(Text(shown(line)), soft_wrap=True)
 
 
 # How long a turn interrupted before its id arrived may take to be stored: the request was on
@@ -196,20 +238,34 @@ def _open_answer_to(
     return None
 
 
-def _pick_session(client: TerminalClient) -> ChatSession:
+def _pick_session(client: TerminalClient) -> tuple[ChatSession, list[ChatSession]]:
+    """The session picked, and the numbered list it was picked from (for /switch N)."""
     recent = client.list_sessions(limit=10).data
     if not recent:
-        return client.create_session(workspace=current_workspace())
+        return client.create_session(workspace=current_workspace()), []
     console = stdout_console()
     console.print(sessions_table(recent, numbered=True))
     console.print("  0  (new session)")
     while True:
-        choice = typer.prompt("Pick a session", default="1").strip()
+        choice = ask_user("Pick a session", default="1").strip()
         if choice.isdigit() and 0 <= int(choice) <= len(recent):
             if choice == "0":
-                return client.create_session(workspace=current_workspace())
-            return recent[int(choice) - 1]
+                return client.create_session(workspace=current_workspace()), recent
+            return recent[int(choice) - 1], recent
         console.print(f"a number from 0 to {len(recent)}")
+
+
+_NOT_TEXT = (
+    "[red]that line is not UTF-8 text (is the terminal set to another encoding?); "
+    "nothing was sent[/red]"
+)
+
+
+def _line_editing() -> None:
+    """Arrow keys, Home and End edit the line at `you>` (and Up goes back through it), rather
+    than going to the model as escape sequences: what `readline` gives `input()`."""
+    with contextlib.suppress(ImportError):  # Windows: no readline
+        import readline  # noqa: F401
 
 
 class ChatLoop:
@@ -227,6 +283,7 @@ class ChatLoop:
         self.console.print(f"[bold]{escape(title)}[/bold] {self.session.id}  (/help for commands)")
 
     def run(self) -> None:
+        _line_editing()
         self.banner()
         while True:
             try:
@@ -237,6 +294,11 @@ class ChatLoop:
             except KeyboardInterrupt:
                 _write("\n")
                 raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+            except UnicodeDecodeError:
+                line = "\udcff"  # a line whose bytes are not UTF-8: refused below
+            if not is_text(line):
+                stderr_console().print(_NOT_TEXT)
+                continue
             line = line.strip()
             if not line:
                 continue
@@ -324,9 +386,15 @@ def chat(
     """
     client = open_client()
     with client:
+        listed: list[ChatSession] = []
         with reported_errors():
-            chosen = resolve_session(client, session) if session else _pick_session(client)
-        ChatLoop(client, chosen).run()
+            if session:
+                chosen = resolve_session(client, session)
+            else:
+                chosen, listed = _pick_session(client)
+        loop = ChatLoop(client, chosen)
+        loop.listed = listed
+        loop.run()
 
 
 def ask(
@@ -342,20 +410,29 @@ def ask(
     if question is None:
         if sys.stdin.isatty():
             fail("give the question as an argument or on stdin", ExitCode.USAGE)
-        question = sys.stdin.read()
+        try:
+            question = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError:
+            fail("the question on stdin is not UTF-8 text", ExitCode.USAGE)
+    if not is_text(question):
+        fail("the question is not UTF-8 text", ExitCode.USAGE)
     if not question.strip():
         fail("the question is empty", ExitCode.USAGE)
     client = open_client()
     with client, reported_errors():
-        target = (
-            resolve_session(client, session)
-            if session
-            else client.create_session(workspace=current_workspace())
-        )
+        if session:
+            target = resolve_session(client, session)
+        else:
+            target = client.create_session(workspace=current_workspace())
         items = client.chat(target.id, question)
         # With --json: the answer followed to its end (Ctrl-C cancels it, as without), then
         # both messages as stored.
-        answer = print_stream(client, target.id, items, question=question, echo=not as_json)
+        try:
+            answer = print_stream(client, target.id, items, question=question, echo=not as_json)
+        except (ChatStoreError, httpx.TransportError):
+            if not session:
+                _forget_if_empty(client, target.id)
+            raise
         if as_json and answer.turn is not None:
             final = client.get_message(target.id, answer.turn.assistant_message.id)
             answer.status = final.status
@@ -374,12 +451,29 @@ def ask(
         raise typer.Exit(int(ExitCode.ERROR))
 
 
-def _newest_assistant(
-    client: TerminalClient, session_id: uuid.UUID, statuses: frozenset[str] | None
-) -> Message | None:
+def _forget_if_empty(client: TerminalClient, session_id: uuid.UUID) -> None:
+    """The session `ask` made for a turn the service refused: deleted, so that `last` is not an
+    empty session. Kept if the turn was stored after all (a connection lost after it)."""
+    with contextlib.suppress(ChatStoreError, httpx.TransportError):
+        if not client.list_messages(session_id, limit=1).data:
+            client.delete_session(session_id)
+
+
+def _newest_assistant(client: TerminalClient, session_id: uuid.UUID) -> Message | None:
     for message in client.iter_messages(session_id, order="desc"):
-        if message.role == "assistant" and (statuses is None or message.status in statuses):
+        if message.role == "assistant":
             return message
+    return None
+
+
+def _answer_to_resume(client: TerminalClient, session_id: uuid.UUID) -> Message | None:
+    """The session's newest answer if it is unfinished and no user message came after it: an
+    answer asked again since (or followed by a question) is history, not to be continued."""
+    for message in client.iter_messages(session_id, order="desc"):
+        if message.role == "user":
+            return None
+        if message.role == "assistant":
+            return message if message.status in UNFINISHED_STATUSES else None
     return None
 
 
@@ -390,9 +484,13 @@ def resume(
     client = open_client()
     with client, reported_errors():
         target = resolve_session(client, session)
-        message = _newest_assistant(client, target.id, UNFINISHED_STATUSES)
+        message = _answer_to_resume(client, target.id)
         if message is None:
-            fail("no interrupted answer in this session", ExitCode.NOT_FOUND)
+            fail(
+                "no interrupted answer in this session (its newest answer is complete, or a "
+                "question came after it)",
+                ExitCode.NOT_FOUND,
+            )
         if message.status == "cancelled":
             # The service continues no cancelled answer (409): ask again instead.
             fail(
@@ -430,7 +528,7 @@ def follow(
             except ValueError:
                 fail(f"not a message id: {message!r}", ExitCode.USAGE)
         else:
-            newest = _newest_assistant(client, target.id, None)
+            newest = _newest_assistant(client, target.id)
             if newest is None:
                 fail("no answer in this session yet", ExitCode.NOT_FOUND)
             message_id = newest.id

@@ -119,3 +119,31 @@ def api_error(exc: ChatStoreError) -> NoReturn:
     if isinstance(exc, NotFoundError):
         fail(problem_line(exc), ExitCode.NOT_FOUND)
     fail(problem_line(exc))
+
+
+def ask_user(text: str, **options: Any) -> Any:
+    """typer.prompt, with Ctrl-C or Ctrl-D at it an interrupt (exit 130), as everywhere else."""
+    try:
+        return typer.prompt(text, **options)
+    except typer.Abort:
+        sys.stderr.write("\n")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def confirm(text: str) -> bool:
+    """typer.confirm, with Ctrl-C or Ctrl-D at it an interrupt (exit 130)."""
+    try:
+        return typer.confirm(text)
+    except typer.Abort:
+        sys.stderr.write("\n")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def is_text(value: str) -> bool:
+    """Whether `value` is text the service can store: a line read from a terminal whose bytes
+    were not UTF-8 arrives with lone surrogates in it (Python's surrogateescape)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -19,6 +19,8 @@ from chat_store.terminal import config
 from chat_store.terminal.connect import TerminalClient, open_client, reported_errors
 from chat_store.terminal.output import (
     ExitCode,
+    ask_user,
+    confirm,
     fail,
     is_terminal,
     print_json,
@@ -49,15 +51,15 @@ def login(
     base_url = (url or config.default_url()).rstrip("/")
     with reported_errors():
         if api_key:
-            secret = typer.prompt("API key", hide_input=True).strip()
+            secret = ask_user("API key", hide_input=True).strip()
             record = config.Login(url=base_url, api_key=secret)
             client = TerminalClient(record, persist=False)
             with client:
                 user = client.me()
             record = config.Login(url=base_url, email=user.email, api_key=secret)
         else:
-            address = email or typer.prompt("Email").strip()
-            password = typer.prompt("Password", hide_input=True)
+            address = email or ask_user("Email").strip()
+            password = ask_user("Password", hide_input=True)
             record = config.Login(url=base_url, email=address)
             with TerminalClient(record, persist=False) as client:
                 tokens = client.login(address, password)
@@ -184,14 +186,26 @@ def new(
         stdout_console().print(f"Started session {created.id}")
 
 
+def tool_call_lines(message: Message) -> list[str]:
+    """The calls an assistant message made, one line each: `→ name(arguments) [id]`."""
+    return [f"→ {call.name}({call.arguments}) [{call.id}]" for call in message.tool_calls or ()]
+
+
 def render_message(message: Message) -> None:
     console = stdout_console()
     label = message.role if message.status == "complete" else f"{message.role} ({message.status})"
+    if message.tool_call_id is not None:
+        label = f"{label}, result of {message.tool_call_id}"
+    calls = tool_call_lines(message)
     if is_terminal():
-        console.rule(f"[bold]{label}[/bold]", align="left")
-        console.print(Markdown(shown(message.text)))
+        console.rule(Text(shown(label), style="bold"), align="left")
+        if message.text:
+            console.print(Markdown(shown(message.text)))
+        for line in calls:
+            console.print(Text(shown(line), style="cyan"))
     else:
-        console.print(f"## {label}\n\n{message.text}\n", markup=False)
+        text = "\n".join(part for part in (message.text, *calls) if part)
+        console.print(f"## {label}\n\n{text}\n", markup=False)
 
 
 def show(session: SessionArgument, as_json: JsonOption = False) -> None:
@@ -253,7 +267,7 @@ def delete(
             if not sys.stdin.isatty():
                 fail("not deleting without --yes when not asked at a terminal", ExitCode.USAGE)
             name = target.title or "(untitled)"
-            if not typer.confirm(f"Delete {name!r} ({target.message_count} messages)?"):
+            if not confirm(f"Delete {name!r} ({target.message_count} messages)?"):
                 raise typer.Exit(int(ExitCode.ERROR))
         client.delete_session(target.id)
     stdout_console().print(f"Deleted {target.id}")
