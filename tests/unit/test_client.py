@@ -35,6 +35,7 @@ from chat_store.client._chat import chat_body
 from chat_store.client._core import no_content
 from chat_store.client._follow import Follower
 from chat_store.client.errors import parse_retry_after
+from chat_store.client.models import StreamDelta, StreamDone, StreamReset
 
 Handler = Callable[[httpx.Request], httpx.Response]
 NOW = "2026-11-26T12:00:00.123456Z"
@@ -765,3 +766,34 @@ def test_a_follower_waits_as_long_as_the_service_asked_before_reconnecting() -> 
     assert follower.delay_after(ServerError(503, "service_unavailable", "starting")) == 1.0
     with pytest.raises(ValidationError):
         follower.delay_after(ValidationError(422, "validation_error", "no"))
+
+
+def test_a_reconnect_across_a_shortened_text_reads_again_from_0_as_a_reset() -> None:
+    """The connection drops at offset 9; meanwhile the writer replaced the text with a shorter
+    one, so offset 9 is refused (409 offset_mismatch): the follower reads from 0, and what it
+    reads first stands in place of the text so far."""
+    asked: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("Last-Event-ID") or request.url.params.get("offset"))
+        if len(asked) == 1:  # ends without `done`: a dropped connection
+            body = 'id: 9\nevent: delta\ndata: {"delta": "Hello wor", "offset": 9}\n\n'
+        elif len(asked) == 2:
+            return problem(409, "offset_mismatch", "offset 9 is beyond the text", length=2)
+        else:
+            body = (
+                'id: 2\nevent: delta\ndata: {"delta": "Hi", "offset": 2}\n\n'
+                'id: 2\nevent: done\ndata: {"status": "complete", "error_message": null,'
+                ' "length": 2}\n\n'
+            )
+        return httpx.Response(200, text=body, headers={"Content-Type": "text/event-stream"})
+
+    with sync_client(handler) as client:
+        items = list(client.follow(uuid.uuid4(), uuid.uuid4(), retry_delay=0))
+
+    assert items == [
+        StreamDelta(delta="Hello wor", offset=9),
+        StreamReset(text="Hi", offset=2),
+        StreamDone(status="complete", error_message=None, length=2),
+    ]
+    assert [offset in (None, "0") for offset in asked] == [True, False, True]

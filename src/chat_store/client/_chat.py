@@ -11,7 +11,7 @@ no character is lost or repeated.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypedDict, Unpack
 
 import httpx
@@ -22,10 +22,11 @@ from chat_store.client._follow import (
     Retries,
     ServerSentEvent,
     StreamItem,
+    TextPosition,
     stream_call,
     stream_item,
 )
-from chat_store.client.models import ChatTurn, StreamDelta, StreamDone, StreamReset
+from chat_store.client.models import ChatTurn, StreamDone
 
 ChatItem = ChatTurn | StreamItem
 
@@ -93,24 +94,25 @@ class ChatFollower(Follower[ChatItem]):
         super().__init__(retries)
         self.session_id, self.payload, self.key = session_id, payload, key
         self.turn: ChatTurn | None = None
-        self.position = 0
+        self.position = TextPosition(0)
 
     def _call(self) -> Call[Any]:
         if self.turn is None:
             return chat_call(self.session_id, self.payload, self.key)
-        return stream_call(self.session_id, self.turn.assistant_message.id, self.position)
+        return stream_call(self.session_id, self.turn.assistant_message.id, self.position.offset)
 
-    def _item(self, event: ServerSentEvent) -> ChatItem | None:
+    def _items(self, event: ServerSentEvent) -> Iterable[ChatItem]:
         if event.event == "turn":
             if self.turn is not None:
-                return None
+                return ()
             self.turn = ChatTurn.model_validate_json(event.data)
-            return self.turn
-        item = stream_item(event)
-        if isinstance(item, StreamDelta | StreamReset):
-            self.position = item.offset
-        self.done = isinstance(item, StreamDone)
-        return item
+            return (self.turn,)
+        items = self.position.items(stream_item(event))
+        self.done = any(isinstance(item, StreamDone) for item in items)
+        return items
+
+    def _rewind(self, exc: Exception) -> bool:
+        return self.turn is not None and self.position.rewind(exc)
 
     def _ended(self) -> None:
         if self.turn is None:  # ended before the turn was told: send it again

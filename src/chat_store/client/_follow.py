@@ -205,12 +205,17 @@ class Follower(Generic[ItemT]):
         if event is None:
             return
         self.failures = 0
+        yield from self._items(event)
+
+    def _items(self, event: ServerSentEvent) -> Iterable[ItemT]:
         item = self._item(event)
-        if item is not None:
-            yield item
+        return () if item is None else (item,)
 
     def delay_after(self, exc: Exception) -> float:
         """How long to wait before reconnecting; the error itself when it is not worth it."""
+        if self._rewind(exc) and self.failures < self.max_retries:
+            self.failures += 1
+            return 0.0
         if not retryable(exc) or self.failures >= self.max_retries:
             raise exc
         self.failures += 1
@@ -228,6 +233,39 @@ class Follower(Generic[ItemT]):
         """The answer ended before the stream was done: sent again at once (a subclass may
         count that as a failure, by raising a retryable error)."""
 
+    def _rewind(self, exc: Exception) -> bool:
+        """Whether `exc` is answered by reading again from another place (a subclass's)."""
+        return False
+
+
+class TextPosition:
+    """Where a follower of a message's text stands. A reconnect whose offset the text no longer
+    reaches (its writer replaced it meanwhile: 409 offset_mismatch) reads again from 0, and
+    what it reads first is handed on as the `StreamReset` it is."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self._rewound = False
+
+    def rewind(self, exc: Exception) -> bool:
+        if isinstance(exc, ChatStoreError) and exc.code == "offset_mismatch" and self.offset > 0:
+            self.offset, self._rewound = 0, True
+            return True
+        return False
+
+    def items(self, item: StreamItem | None) -> list[StreamItem]:
+        if item is None:
+            return []
+        if self._rewound and isinstance(item, StreamDelta | StreamReset | StreamDone):
+            self._rewound = False
+            if isinstance(item, StreamDelta):
+                item = StreamReset(text=item.delta, offset=item.offset)
+            elif isinstance(item, StreamDone):  # replaced by an empty text, then ended
+                return [StreamReset(text="", offset=0), item]
+        if isinstance(item, StreamDelta | StreamReset):
+            self.offset = item.offset
+        return [item]
+
 
 class MessageFollower(Follower[StreamItem]):
     """A message's text: deltas from the offset reached, then its final status."""
@@ -237,14 +275,15 @@ class MessageFollower(Follower[StreamItem]):
     ) -> None:
         super().__init__(options)
         self.session_id, self.message_id = session_id, message_id
-        self.position = options.get("offset", 0)
+        self.position = TextPosition(options.get("offset", 0))
 
     def _call(self) -> Call[Any]:
-        return stream_call(self.session_id, self.message_id, self.position)
+        return stream_call(self.session_id, self.message_id, self.position.offset)
 
-    def _item(self, event: ServerSentEvent) -> StreamItem | None:
-        item = stream_item(event)
-        if isinstance(item, StreamDelta | StreamReset):
-            self.position = item.offset
-        self.done = isinstance(item, StreamDone)
-        return item
+    def _items(self, event: ServerSentEvent) -> Iterable[StreamItem]:
+        items = self.position.items(stream_item(event))
+        self.done = any(isinstance(item, StreamDone) for item in items)
+        return items
+
+    def _rewind(self, exc: Exception) -> bool:
+        return self.position.rewind(exc)
