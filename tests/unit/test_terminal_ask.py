@@ -15,6 +15,7 @@ import pytest
 from chat_store import cli
 from chat_store.client import (
     ChatTurn,
+    ConflictError,
     PayloadTooLargeError,
     StreamDelta,
     StreamDone,
@@ -258,3 +259,23 @@ def test_resume_takes_only_the_newest_answer_when_it_is_unfinished(
     found = conversation._answer_to_resume(client, session_id)  # type: ignore[arg-type]
 
     assert found == (None if resumed is None else history[resumed])
+
+
+class _EndedMeanwhile(_Service):
+    """Ctrl-C just as the answer ended: the cancel finds it complete (409)."""
+
+    def __init__(self) -> None:
+        super().__init__("complete", interrupt=True)
+        self.answer = _message("assistant", "complete", "The fixture uses a clock", self.session.id)
+
+    def cancel(self, session_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+        raise ConflictError(409, "invalid_transition", "a complete answer is not cancelled")
+
+
+def test_ctrl_c_as_the_answer_ended_prints_the_rest_of_its_text(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _ask(monkeypatch, _EndedMeanwhile()) == 0
+    out, err = capsys.readouterr()
+    assert out == "The fixture uses a clock\n"
+    assert "ended complete meanwhile" in err

@@ -75,6 +75,7 @@ class Answer:
     error_message: str | None = None
     turn: ChatTurn | None = None  # the turn's event, when the stream began with one
     interrupted: bool = False  # Ctrl-C was pressed while it streamed
+    shown: int = 0  # the length of the text printed so far
 
 
 @contextlib.contextmanager
@@ -136,9 +137,11 @@ def print_stream(
             elif isinstance(item, StreamDelta):
                 if echo:
                     _write(item.delta)
+                answer.shown = item.offset
             elif isinstance(item, StreamReset):
                 if echo:
                     _rewrite(item)
+                answer.shown = item.offset
             elif isinstance(item, StreamStale):
                 _tell_stale(item)
             else:
@@ -148,12 +151,13 @@ def print_stream(
         close = getattr(iterator, "close", None)
         if close is not None:
             close()
-        if echo:
-            _write("\n")
         # A second Ctrl-C (people press twice) would cut the cancel itself short, and leave the
         # answer generating: it waits for the cancel instead.
         with _ctrl_c_ignored():
-            _cancel(client, session_id, answer, question)
+            rest, said = _cancel(client, session_id, answer, question)
+        if echo:
+            _write(rest + "\n")
+        stderr_console().print(said, soft_wrap=True)
         return answer
     if not echo:
         return answer
@@ -171,22 +175,31 @@ def print_stream(
 
 def _cancel(
     client: TerminalClient, session_id: uuid.UUID, answer: Answer, question: str | None
-) -> None:
+) -> tuple[str, Text]:
+    """Cancel the answer on the service: the rest of its text (when it had ended meanwhile,
+    what was not printed yet) and what to say of it."""
     if answer.message_id is None and question is not None:
         answer.message_id = _open_answer_to(client, session_id, question)
+    answer.status = "interrupted"
     if answer.message_id is None:
-        stderr_console().print("[yellow]interrupted before the answer started[/yellow]")
-        answer.status = "interrupted"
-        return
+        return "", Text("interrupted before the answer started", style="yellow")
     try:
-        cancelled = client.cancel(session_id, answer.message_id)
-        answer.status = cancelled.status
-    except ChatStoreError as exc:  # it finished meanwhile: nothing to cancel
-        answer.status = "complete" if exc.status == 409 else "interrupted"
+        try:
+            answer.status = client.cancel(session_id, answer.message_id).status
+        except ChatStoreError as exc:
+            if exc.status != 409:
+                raise
+            # It ended meanwhile, nothing to cancel: shown as it ended, its text whole.
+            final = client.get_message(session_id, answer.message_id)
+            answer.status, answer.error_message = final.status, final.error_message
+            return final.text[answer.shown :], Text(
+                f"it had ended {final.status} meanwhile", style="yellow"
+            )
+    except ChatStoreError as exc:
+        return "", Text(problem_line(exc), style="red")
     except httpx.TransportError as exc:
-        stderr_console().print(Text(unreachable_line(exc)), soft_wrap=True)
-        answer.status = "interrupted"
-    stderr_console().print(f"[yellow]{answer.status}: the text so far is kept[/yellow]")
+        return "", Text(unreachable_line(exc))
+    return "", Text(f"{answer.status}: the text so far is kept", style="yellow")
 
 
 @contextlib.contextmanager
