@@ -493,7 +493,7 @@ def _answer_to_resume(client: TerminalClient, session_id: uuid.UUID) -> Message 
 def resume(
     session: Annotated[str, typer.Argument(help="Session id, prefix or `last`.")] = "last",
 ) -> None:
-    """Continue an interrupted answer (the newest unfinished one) on the service and stream it."""
+    """Continue the newest answer on the service and stream it, when it is interrupted."""
     client = open_client()
     with client, reported_errors():
         target = resolve_session(client, session)
