@@ -208,11 +208,14 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
-        root_path=settings.root_path,
         generate_unique_id_function=_operation_id,
         swagger_ui_parameters={"persistAuthorization": True},
         openapi_tags=OPENAPI_TAGS,
     )
+    # ROOT_PATH, for every ASGI server and the tests' transport alike: FastAPI sets it on each
+    # request's scope from this attribute (its constructor's parameter is deprecated in favour
+    # of a server option, which only `chat-store serve` would pass).
+    app.root_path = settings.root_path
     install_error_handlers(app)
     app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
     app.add_middleware(
