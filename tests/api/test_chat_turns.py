@@ -4,9 +4,11 @@ streams the answer into the store, and records its usage."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -441,6 +443,126 @@ async def test_a_context_too_deep_is_refused_with_or_without_a_key(
     messages = await client.get(f"{API}/sessions/{session_id}/messages", headers=account.headers)
     assert messages.json()["data"] == []
     assert await llm.requests() == []
+
+
+def _text_chunk(text: str, index: object = 0) -> str:
+    return json.dumps({"choices": [{"index": index, "delta": {"content": text}}]})
+
+
+_STOP = json.dumps({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "text", "error"),
+    [
+        ([_text_chunk("Hello")], "failed", "Hello", "without a finish reason"),
+        ([_text_chunk("Hi"), "not json {"], "failed", "Hi", "not JSON"),
+        (
+            [_text_chunk("Hi"), json.dumps({"object": "error", "message": "overloaded"})],
+            "failed",
+            "Hi",
+            "reported an error: overloaded",
+        ),
+        ([_text_chunk("x\ud83d"), _text_chunk("\ude00y"), _STOP], "complete", "x😀y", None),
+        (
+            [
+                json.dumps(
+                    {
+                        "choices": [
+                            {
+                                "index": None,
+                                "delta": {
+                                    "content": [
+                                        {"type": "text", "text": "Hel"},
+                                        {"type": "text", "text": "lo"},
+                                    ]
+                                },
+                            }
+                        ]
+                    }
+                ),
+                _STOP,
+            ],
+            "complete",
+            "Hello",
+            None,
+        ),
+    ],
+    ids=["no-finish-reason", "not-json", "error-chunk", "split-pair", "content-parts"],
+)
+async def test_what_an_odd_provider_streams_is_kept_exactly_or_fails_with_the_text_kept(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    llm: LlmServer,
+    raw: list[str],
+    status: str,
+    text: str,
+    error: str | None,
+) -> None:
+    """A stream cut where a message ends, a chunk that is not JSON or reports an error: failed,
+    its text kept (to be continued), not a complete answer nor an internal error. A surrogate
+    pair split over two chunks, text in content parts or under `index: null`: kept exactly."""
+    account, session_id = await new_session(factory)
+    await llm.script("other", {"raw": raw})
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "other"},
+        headers=account.headers,
+    )
+
+    assert response.status_code == 200, response.text
+    answer_id = events_of(response.text)[0].data["assistant_message"]["id"]
+    answer = await wait_for_status(client, account, session_id, answer_id)
+    assert answer["status"] == status
+    assert (answer["content"] if status == "complete" else answer["partial_content"]) == text
+    assert streamed_text(events_of(response.text)) == text
+    if error is not None:
+        assert error in answer["error_message"]
+        assert answer["metadata"]["error_kind"] == "provider"
+
+
+async def test_usage_numbers_out_of_range_are_not_kept(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    account, session_id = await new_session(factory)
+    usage = {"choices": [], "usage": {"prompt_tokens": -5, "completion_tokens": 10**12}}
+    await llm.script("other", {"raw": [_text_chunk("Hi"), _STOP, json.dumps(usage)]})
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "other", "stream": False},
+        headers=account.headers,
+    )
+
+    assert response.status_code == 201, response.text
+    answer = response.json()["assistant_message"]
+    assert (answer["status"], answer["content"], answer["token_count"]) == ("complete", "Hi", None)
+    assert answer["metadata"]["prompt_tokens"] is None
+    assert answer["metadata"]["completion_tokens"] is None
+
+
+async def test_a_provider_error_quoting_the_key_in_part_shows_none_of_it(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """Whole, as a URL carries it, cut short or masked in the middle: no run of 8 of the key's
+    characters in the stored error or the problem answered."""
+    account, session_id = await new_session(factory)
+    quoted = f"key {SECRET[:-1]}, url key={quote(SECRET)}, masked {SECRET[:9]}****{SECRET[-9:]}"
+    await llm.script("broken", {"status": 401, "error_message": quoted + " \x00"})
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": "broken", "stream": False},
+        headers=account.headers,
+    )
+
+    problem = assert_problem(response, 502, "provider_error")
+    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
+    for shown in (answer["error_message"], response.text):
+        assert not any(SECRET[i : i + 8] in shown for i in range(len(SECRET) - 7)), shown
+    assert answer["error_message"].startswith("The model provider answered 401: key [redacted]")
+    assert answer["metadata"]["provider_status"] == 401
 
 
 async def test_a_provider_error_fails_the_answer_and_names_both_messages(

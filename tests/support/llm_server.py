@@ -15,7 +15,10 @@ request taking the next one and the last one staying. A behaviour says:
 - `hang_after`: after that many chunks nothing more is sent (until the client leaves);
 - `idle_after`: after that many chunks only empty chunks (`{"content": ""}`, a keep-alive some
   servers send) follow, every `delay` seconds (0.1 by default), until the client leaves;
-- `status`: answer this HTTP status with an OpenAI error body instead of streaming;
+- `status`: answer this HTTP status with an OpenAI error body instead of streaming, its message
+  `error_message` (by default "scripted <status>");
+- `raw`: instead of all the above, these `data:` payloads as they are (JSON text or not), one
+  event each, and nothing else: no finish reason or `[DONE]` unless they hold it;
 - `usage`: send the usage chunk when the request asks for it (default true);
 - `tool_calls`: calls of the request's tools to answer with, `[{"id", "name", "arguments"}]`
   (an id left out is not sent), after the text (none unless `text` is given): each call
@@ -130,11 +133,17 @@ async def _completions(scope: Scope, receive: Any, send: Any) -> None:
     status = behaviour.get("status")
     if status:
         record["outcome"] = f"status {status}"
+        message = behaviour.get("error_message", f"scripted {status}")
         await _json(
-            send,
-            int(status),
-            {"error": {"message": f"scripted {status}", "type": "test", "code": None}},
+            send, int(status), {"error": {"message": message, "type": "test", "code": None}}
         )
+        return
+    if "raw" in behaviour:
+        record["outcome"] = "raw"
+        events = "".join(f"data: {payload}\n\n" for payload in behaviour["raw"])
+        headers = [(b"content-type", b"text/event-stream")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": events.encode(), "more_body": False})
         return
     calls = list(behaviour.get("tool_calls") or ())
     given_text = behaviour.get("text", "" if calls else DEFAULT_TEXT)

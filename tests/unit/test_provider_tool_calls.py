@@ -125,3 +125,34 @@ def test_no_fragments_is_no_call() -> None:
     assert not parts.add(None)
     assert not parts.add([])
     assert parts.calls() == []
+
+
+def test_calls_without_ids_under_one_index_are_told_apart_by_their_names() -> None:
+    calls = _joined(
+        [{"index": 0, "function": {"name": "f", "arguments": '{"a": 1}'}}],
+        [{"index": 0, "function": {"name": "g", "arguments": '{"b": 2}'}}],
+        [{"index": 0, "function": {"name": "g", "arguments": '{"b": 3}'}}],
+    )
+
+    assert [(call["name"], call["arguments"]) for call in calls] == [
+        ("f", '{"a": 1}'),
+        ("g", '{"b": 2}'),
+        ("g", '{"b": 3}'),
+    ]
+
+
+def test_a_name_repeated_in_every_fragment_of_a_call_keeps_one_call() -> None:
+    [call] = _joined(
+        [{"index": 0, "function": {"name": "read_file", "arguments": '{"pa'}}],
+        [{"index": 0, "function": {"name": "read_file", "arguments": 'th":"a"}'}}],
+    )
+
+    assert (call["name"], call["arguments"]) == ("read_file", '{"path":"a"}')
+
+
+def test_arguments_sent_as_a_json_object_are_kept_as_its_text() -> None:
+    [call] = _joined(
+        [{"index": 0, "id": "call_a", "function": {"name": "f", "arguments": {"path": "ü"}}}]
+    )
+
+    assert call["arguments"] == '{"path": "ü"}'

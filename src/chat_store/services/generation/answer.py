@@ -30,7 +30,7 @@ from chat_store.errors import (
     PayloadTooLarge,
 )
 from chat_store.metrics import GenerationMetrics
-from chat_store.schemas.messages import MessageRead, MessageUpdate, ToolCall
+from chat_store.schemas.messages import MAX_TOOL_CALLS, MessageRead, MessageUpdate, ToolCall
 from chat_store.services.context import RequestContext
 from chat_store.services.generation import prompt as prompt_builder
 from chat_store.services.generation import store
@@ -353,8 +353,9 @@ class AnswerGenerator:
             await self._fail(
                 principal,
                 job,
-                "The model asked for a tool call the store cannot keep (a function name of "
-                "letters, digits, _ and -, ids that differ)",
+                "The model asked for tool calls the store cannot keep (at most "
+                f"{MAX_TOOL_CALLS}, each with a function name of letters, digits, _ and -, "
+                "ids that differ)",
                 {"error_kind": "invalid_tool_call"},
             )
             return "failed"

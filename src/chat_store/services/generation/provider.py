@@ -13,11 +13,14 @@ CPU than everything else a streamed answer does (docs/benchmarks.md, chat turns)
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from typing import Any, Literal
+from urllib.parse import quote, quote_plus
 
 import openai
 from openai import AsyncStream
@@ -26,6 +29,10 @@ from chat_store.settings import Settings
 
 FailureKind = Literal["timeout", "connection", "status", "provider"]
 _MAX_ERROR_CHARS = 500
+_REDACTED = "[redacted]"
+_SECRET_RUN = 8  # characters of the provider's key in a row that an error may not show
+_REDACT_ROUNDS = 8
+_MAX_COUNT = 100_000_000  # a token count the store keeps (MessageUpdate's token_count)
 _MAX_LABEL_CHARS = 200
 # The SDK refuses to start without a key; servers that need none (Ollama, vLLM, llama.cpp's
 # server) ignore the bearer token it then sends.
@@ -88,18 +95,21 @@ class ToolCallParts:
             function = _mapping(fragment.get("function"))
             if name := _text(function.get("name")):
                 call["name"] = name
-            call["arguments"] += _text(function.get("arguments"))
+            call["arguments"] += _arguments(function.get("arguments"))
         return bool(fragments)
 
     def _call_of(self, fragment: dict[str, Any]) -> dict[str, str]:
         index, call_id = fragment.get("index"), _text(fragment.get("id"))
+        # A fragment that names its function begins a call: one that comes to a call already
+        # named, without ids to tell them apart, is the next call under the same index.
+        name = _text(_mapping(fragment.get("function")).get("name"))
         if isinstance(index, int):
             held = self._at.get(index)
-            if held is not None and not (call_id and held["id"] and call_id != held["id"]):
+            if held is not None and _continues(held, call_id, name):
                 return held
         elif self._calls:
             index, held = self._calls[-1]
-            if not call_id or call_id == held["id"]:
+            if _continues(held, call_id, name):
                 return held
         else:
             index = 0
@@ -122,6 +132,33 @@ class ToolCallParts:
         ]
 
 
+def _continues(held: dict[str, str], call_id: str, name: str) -> bool:
+    """Whether a fragment goes on with the call `held`: the same id; without ids to tell, unless
+    it names another function, or names one again once the held call's arguments are whole
+    (some servers repeat the name in every fragment of a call)."""
+    if call_id and held["id"]:
+        return call_id == held["id"]
+    if not name or not held["name"]:
+        return True
+    return name == held["name"] and not _whole_json(held["arguments"])
+
+
+def _whole_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _arguments(value: object) -> str:
+    """A fragment of a call's arguments: text, or (some servers) the arguments as a JSON
+    object, kept as its JSON text."""
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return _text(value)
+
+
 @dataclass
 class ProviderFailure(Exception):
     """The provider could not be reached, refused, failed or went silent."""
@@ -141,6 +178,16 @@ class Provider:
         assert settings.llm_base_url is not None
         self._settings = settings
         self._secret = settings.llm_api_key.get_secret_value() if settings.llm_api_key else ""
+        # The key as a message may quote it: as it is, and as a URL carries it.
+        self._secret_forms = sorted(
+            {
+                form
+                for form in (self._secret, quote(self._secret), quote_plus(self._secret))
+                if form
+            },
+            key=len,
+            reverse=True,
+        )
         timeout = settings.llm_timeout_seconds
         self._gap_timeout = timeout
         self._max_seconds = settings.llm_max_generation_seconds
@@ -189,6 +236,7 @@ class Provider:
         first_at: float | None = None  # when text or a tool call first came
         try:
             reason: str | None = None
+            held = ""  # the first half of a surrogate pair, until its second comes
             usage: dict[str, Any] = {}
             model: str | None = None
             tool_calls = ToolCallParts()
@@ -204,9 +252,15 @@ class Provider:
                     raise self._too_long(mid_answer=first_at is not None)
                 try:
                     async with asyncio.timeout(min(progress_at + self._gap_timeout, ends_at) - now):
-                        chunk = _mapping(await anext(iterator))
+                        raw = await anext(iterator)
                 except StopAsyncIteration:
                     break
+                except ValueError:  # a chunk that is not JSON, or bytes that are not UTF-8
+                    raise ProviderFailure(
+                        "provider",
+                        "The model provider sent a chunk that is not JSON text",
+                        mid_answer=first_at is not None,
+                    ) from None
                 except TimeoutError:
                     if time.monotonic() >= ends_at:
                         raise self._too_long(mid_answer=first_at is not None) from None
@@ -216,6 +270,13 @@ class Provider:
                         f"{self._gap_timeout:g} s (LLM_TIMEOUT_SECONDS)",
                         mid_answer=first_at is not None,
                     ) from None
+                chunk = _mapping(raw)
+                if failure := _reported_error(chunk):
+                    raise ProviderFailure(
+                        "provider",
+                        self._redact(f"The model provider reported an error: {failure}"),
+                        mid_answer=first_at is not None,
+                    )
                 if _carries_answer(chunk):
                     progress_at = time.monotonic()
                 model = _label(chunk.get("model")) or model
@@ -223,10 +284,13 @@ class Provider:
                     usage = chunk["usage"]
                 choices = chunk.get("choices")
                 for choice in map(_mapping, choices if isinstance(choices, list) else ()):
-                    if choice.get("index", 0) != 0:
+                    if (choice.get("index") or 0) != 0:
                         continue
                     delta = _mapping(choice.get("delta"))
-                    text = clean_text(_text(delta.get("content")))
+                    # A surrogate pair's halves may come in two chunks (a gateway that cuts
+                    # UTF-16 strings): the first half waits for the second.
+                    text, held = _held_back(held + _content(delta.get("content")))
+                    text = clean_text(text)
                     calls = tool_calls.add(delta.get("tool_calls"))
                     if (text or calls) and first_at is None:
                         first_at = time.monotonic()
@@ -234,12 +298,25 @@ class Provider:
                         yield text
                     if finish_reason := _label(choice.get("finish_reason")):
                         reason = finish_reason
+            if held:
+                yield clean_text(held)
+            found_calls = tool_calls.calls()
+            if reason is None and not found_calls:
+                # A stream cut short where a message ends (a proxy, a server that failed
+                # without saying so) reads like a finished one but for this: the text is kept,
+                # to be continued, not taken for the whole answer.
+                raise ProviderFailure(
+                    "provider",
+                    "The model provider's stream ended without a finish reason "
+                    "(cut short, or not a streamed chat completion)",
+                    mid_answer=first_at is not None,
+                )
             yield Finish(
                 reason=reason,
                 prompt_tokens=_count(usage.get("prompt_tokens")),
                 completion_tokens=_count(usage.get("completion_tokens")),
                 model=model,
-                tool_calls=tool_calls.calls(),
+                tool_calls=found_calls,
                 first_at=first_at,
             )
         except openai.APIError as exc:
@@ -277,9 +354,21 @@ class Provider:
         return ProviderFailure(kind, self._redact(message), status, mid_answer=mid_answer)
 
     def _redact(self, message: str) -> str:
-        """No secret in a stored error: a provider may quote the key it was given."""
-        if self._secret:
-            message = message.replace(self._secret, "[redacted]")
+        """No secret in a stored error: a provider may quote the key it was given, whole, as a
+        URL carries it, or in part (cut, masked in the middle): every run of 8 or more of its
+        characters goes. The text is cleaned as stored text is."""
+        message = clean_text(message)
+        for form in self._secret_forms:
+            message = message.replace(form, _REDACTED)
+        for _ in range(_REDACT_ROUNDS):
+            if len(self._secret) < _SECRET_RUN:
+                break
+            matcher = SequenceMatcher(None, message, self._secret, autojunk=False)
+            runs = [block for block in matcher.get_matching_blocks() if block.size >= _SECRET_RUN]
+            if not runs:
+                break
+            for run in reversed(runs):
+                message = message[: run.a] + _REDACTED + message[run.a + run.size :]
         return message[:_MAX_ERROR_CHARS]
 
 
@@ -326,15 +415,50 @@ def _label(value: object) -> str:
 
 
 def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """A token count the provider reported, if it is one: 0 to 100,000,000."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_COUNT:
+        return value
+    return None
+
+
+def _content(value: object) -> str:
+    """A delta's text: a string, or (some servers) a list of parts whose `text` parts are
+    joined."""
+    if isinstance(value, list):
+        return "".join(
+            _text(part.get("text"))
+            for part in map(_mapping, value)
+            if part.get("type", "text") == "text"
+        )
+    return _text(value)
+
+
+def _held_back(text: str) -> tuple[str, str]:
+    """`text` without a trailing first half of a surrogate pair, and that half."""
+    if text and 0xD800 <= ord(text[-1]) <= 0xDBFF:
+        return text[:-1], text[-1]
+    return text, ""
+
+
+def _reported_error(chunk: dict[str, Any]) -> str | None:
+    """The message of a chunk that reports an error instead of a part of the answer
+    (`{"error": {...}}`, `{"object": "error", "message": ...}`)."""
+    error = chunk.get("error")
+    if isinstance(error, dict):
+        return _text(error.get("message")) or "no detail"
+    if isinstance(error, str) and error:
+        return error
+    if chunk.get("object") == "error":
+        return _text(chunk.get("message")) or "no detail"
+    return None
 
 
 def clean_text(text: str) -> str:
-    """Text the store can keep: no NUL, and a lone surrogate (an escape JSON allows) becomes
-    U+FFFD."""
+    """Text the store can keep: no NUL; the two halves of a surrogate pair (JSON escapes them
+    apart) become the character they make, and a lone one U+FFFD."""
     text = text.replace("\x00", "")
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        text = "".join("\ufffd" if 0xD800 <= ord(char) <= 0xDFFF else char for char in text)
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
     return text
