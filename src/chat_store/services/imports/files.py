@@ -176,8 +176,18 @@ class _JsonlReader:
                         yield from self._lost(earlier)
                 yield from self._lost(unread[-1])
                 self.current_id, self.named = session_id, True
+        if session_id is not None and (
+            not self.pending or (self.current_id is not None and session_id != self.current_id)
+        ):
+            # A message of another session than the one being read, with no record of its
+            # own before it (left out of the file): that session is reported, its messages
+            # never put into the one before.
+            yield from self._out()
+            self._start(None, f"line {number}: messages of a session whose record is missing")
+            self.current_id, self.named = session_id, True
+            return
         if not self.pending:
-            return  # messages before any session: nothing they could belong to
+            return  # messages before any session, naming none: nothing they could belong to
         if not self.named and session_id is not None:
             # Whose messages these are, as the records name it (an export: the session's id).
             self.current_id, self.named = session_id, True
