@@ -106,9 +106,13 @@ def _tokens(text: str) -> list[tuple[str, bool, bool]]:
             position += 1
             continue
         excluded = False
-        if text[position] == "-" and position + 1 < end and not text[position + 1].isspace():
-            excluded = True
-            position += 1
+        # `-word` or `-"phrase"` excludes; `--amend`, `-> x` or a lone `-` is text (a flag is
+        # searched for, not left out).
+        if text[position] == "-" and position + 1 < end:
+            following = text[position + 1]
+            if following.isalnum() or following == '"':
+                excluded = True
+                position += 1
         if text[position] == '"':
             closing = text.find('"', position + 1)
             closing = end if closing == -1 else closing

@@ -75,10 +75,17 @@ def test_code_is_split_at_punctuation_into_a_phrase(typed: str, words: str) -> N
     assert query.fts5() == f'("{words}")'
 
 
-def test_a_leading_dash_excludes_even_a_flag() -> None:
-    # As in a web search box: quote it to search for it.
-    assert parse("flag --verbose").alternatives[0].excluded == (Term("-verbose", True),)
+def test_a_flag_is_searched_for_not_excluded() -> None:
+    """`git commit --amend` is about `--amend`: only a dash right before a letter, a digit or a
+    quote excludes."""
+    query = parse("git commit --amend")
+    assert query.alternatives[0].included == (Term("git"), Term("commit"), Term("--amend"))
+    assert query.alternatives[0].excluded == ()
     assert parse('"--verbose"').alternatives[0].included == (Term("--verbose"),)
+    assert parse("clock -flaky -2").alternatives[0].excluded == (
+        Term("flaky", True),
+        Term("2", True),
+    )
 
 
 def test_unclosed_quote_runs_to_the_end() -> None:
