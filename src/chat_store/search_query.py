@@ -80,6 +80,12 @@ class SearchQuery:
             groups.append(group)
         return " OR ".join(groups)
 
+    def included_words(self) -> list[tuple[str, ...]]:
+        """The words of each term a match must hold, lowercase (for the highlights)."""
+        return [
+            tuple(term.words.lower().split()) for alt in self.alternatives for term in alt.included
+        ]
+
     @property
     def words(self) -> tuple[str, ...]:
         """Every term, included or not, as the index sees it (for tests and logs)."""

@@ -239,6 +239,36 @@ async def test_highlights_count_code_points(
         assert matched(hit) == [word]
 
 
+@pytest.mark.parametrize(
+    ("typed", "highlighted"),
+    [
+        ('"fixed clock"', ["fixed clock"]),
+        ("main.py", ["main.py"]),
+        ('"fixed clock" again', ["fixed clock", "again"]),
+        ("clock", ["clock", "clock", "clock"]),
+    ],
+)
+async def test_only_what_matches_a_term_is_highlighted(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    account: Account,
+    typed: str,
+    highlighted: list[str],
+) -> None:
+    """A phrase's words elsewhere in the text, apart, are not a match of it (Postgres marked
+    every word of the query wherever it stood)."""
+    session = await factory.chat_session(account, title="t")
+    await factory.message(
+        account,
+        session["id"],
+        content="the clock is fixed; main and py later: a fixed clock in main.py, clock again",
+    )
+
+    [hit] = (await search(client, account, typed))["data"]
+
+    assert matched(hit) == highlighted
+
+
 async def test_private_use_marks_in_the_text_do_not_confuse_highlights(
     client: httpx.AsyncClient, factory: Factory, account: Account
 ) -> None:

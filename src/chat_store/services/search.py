@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
-from chat_store import search_query
+from chat_store import search_index, search_query
 from chat_store.crud import search as search_crud
 from chat_store.crud.search import (
     MARK_END,
@@ -86,8 +86,15 @@ async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
             ["query", "q"],
         )
     last = hits[-1] if hits else None
+    # Postgres marks every word of the query wherever it stands, a phrase's words apart too:
+    # with words as written (`simple`), only the runs that match a term stay highlighted. A
+    # stemming language's marks are left as the engine gives them.
+    language = search_index.effective_language(
+        ctx.db.get_bind().dialect.name, ctx.settings.search_language
+    )
+    terms = query.included_words() if language == "simple" else None
     return SearchPage(
-        data=[_result(hit) for hit in hits],
+        data=[_result(hit, terms) for hit in hits],
         has_more=has_more,
         next_cursor=(
             _encode_cursor(_Cursor((last.rank, last.hit_id), found.oldest_ranked), fingerprint)
@@ -123,8 +130,8 @@ def _start_in_utc(value: datetime | date | None) -> datetime | None:
     return datetime.combine(value, time(), tzinfo=UTC)
 
 
-def _result(hit: SearchHit) -> SearchResult:
-    snippet, highlights = parse_marks(hit.snippet)
+def _result(hit: SearchHit, terms: list[tuple[str, ...]] | None) -> SearchResult:
+    snippet, highlights = parse_marks(hit.snippet, terms)
     message = None
     if hit.message_id is not None:
         assert hit.message_seq is not None and hit.message_created_at is not None
@@ -143,9 +150,13 @@ def _result(hit: SearchHit) -> SearchResult:
     )
 
 
-def parse_marks(marked: str) -> tuple[str, list[tuple[int, int]]]:
+def parse_marks(
+    marked: str, terms: list[tuple[str, ...]] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
     """The excerpt without its match marks, and [start, end) of each match in it (code
-    points); matches separated only by punctuation and spaces are one."""
+    points); matches separated only by punctuation and spaces are one. With `terms` (each the
+    words of an included term, lowercase), only marked words that make up a whole term are
+    kept: a phrase's words marked apart, away from each other, are not a match."""
     text: list[str] = []
     spans: list[tuple[int, int]] = []
     start: int | None = None
@@ -159,6 +170,8 @@ def parse_marks(marked: str) -> tuple[str, list[tuple[int, int]]]:
         else:
             text.append(char)
     plain = "".join(text)
+    if terms is not None:
+        spans = _matching(plain, _words_in(plain, spans), terms)
     merged: list[tuple[int, int]] = []
     for span in spans:
         if merged and all(char in _JOINERS for char in plain[merged[-1][1] : span[0]]):
@@ -166,6 +179,42 @@ def parse_marks(marked: str) -> tuple[str, list[tuple[int, int]]]:
         else:
             merged.append(span)
     return plain, merged
+
+
+def _words_in(plain: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Each marked span cut into its words (a span may hold a phrase)."""
+    words: list[tuple[int, int]] = []
+    for start, end in spans:
+        position = start
+        while position < end:
+            while position < end and plain[position] in _JOINERS:
+                position += 1
+            first = position
+            while position < end and plain[position] not in _JOINERS:
+                position += 1
+            if position > first:
+                words.append((first, position))
+    return words
+
+
+def _matching(
+    plain: str, words: list[tuple[int, int]], terms: list[tuple[str, ...]]
+) -> list[tuple[int, int]]:
+    """The marked words that, one after another (only punctuation and spaces between), spell
+    a whole term."""
+    said = [plain[start:end].lower() for start, end in words]
+    kept = [False] * len(words)
+    for first in range(len(words)):
+        for term in terms:
+            last = first + len(term) - 1
+            if last >= len(words) or tuple(said[first : last + 1]) != term:
+                continue
+            if all(
+                all(char in _JOINERS for char in plain[words[i][1] : words[i + 1][0]])
+                for i in range(first, last)
+            ):
+                kept[first : last + 1] = [True] * len(term)
+    return [word for word, keep in zip(words, kept, strict=True) if keep]
 
 
 def _fingerprint(websearch: str, filters: SearchFilters) -> str:
