@@ -567,6 +567,31 @@ async def test_short_first_line_is_the_whole_title(
     assert (await _session(client, account, session["id"]))["title"] == "Refactor billing"
 
 
+async def test_a_blank_first_question_leaves_the_title_to_the_next(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """A batch names the session as its messages appended one by one would: a user message
+    with no line of text names nothing. An import does the same."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    batch = [
+        {"role": "user", "content": " \n\t "},
+        {"role": "assistant", "content": "Yes?"},
+        {"role": "user", "content": "Real question here"},
+    ]
+    response = await client.post(
+        f"{_messages_url(session['id'])}/batch", json={"messages": batch}, headers=account.headers
+    )
+    imported = await client.post(
+        f"{API}/sessions/import", json={"messages": batch}, headers=account.headers
+    )
+
+    assert response.status_code == 201, response.text
+    assert (await _session(client, account, session["id"]))["title"] == "Real question here"
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["session"]["title"] == "Real question here"
+
+
 async def test_titled_session_keeps_its_title(client: httpx.AsyncClient, factory: Factory) -> None:
     account = await factory.account()
     session = await factory.chat_session(account, title="Chosen by hand")

@@ -132,11 +132,12 @@ def message_documents(
 
 
 def auto_title(messages: Sequence[dict[str, Any]]) -> str | None:
-    """As on append: the first user message names an untitled session."""
+    """As on append: the first user message with a line of text names an untitled session."""
     for message in messages:
         if message["role"] == "user":
             text = message["content"] or message["partial_content"] or ""
-            return chat_session_service.title_from_first_message(text)
+            if (title := chat_session_service.title_from_first_message(text)) is not None:
+                return title
     return None
 
 
