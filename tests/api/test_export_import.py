@@ -470,7 +470,7 @@ def chatgpt_conversation() -> dict[str, Any]:
             **extra,
         }
 
-    hidden = message("system", "", 1764160000.0)
+    hidden = message("system", "You are ChatGPT. The user's custom instructions: …", 1764160000.0)
     hidden["metadata"] = {"is_visually_hidden_from_conversation": True}
     return {
         "title": "Clock in tests",

@@ -101,12 +101,14 @@ def from_chatgpt(document: Any, settings: Settings) -> ImportSpec:
         if not isinstance(message, dict):
             continue  # the root and other nodes without a message
         loc: Loc = ["body", "mapping", node_id, "message"]
-        text = _chatgpt_text(message.get("content"))
-        if not text.strip():
-            continue  # hidden system prompts, empty tool-call placeholders
-        author = message.get("author")
         meta = message.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
+        if meta.get("is_visually_hidden_from_conversation") is True:
+            continue  # what ChatGPT never showed: its system prompt, the custom instructions
+        text = _chatgpt_text(message.get("content"))
+        if not text.strip():
+            continue  # empty tool-call placeholders
+        author = message.get("author")
         content = message.get("content")
         value = {
             "role": author.get("role") if isinstance(author, dict) else None,
