@@ -21,6 +21,7 @@ import pytest
 
 from chat_store.client import AsyncChatStoreClient, ChatStoreClient
 from chat_store.client.models import ChatTurn
+from chat_store.terminal.config import Login
 from chat_store.terminal.conversation import print_stream
 from tests.backends import Backend
 from tests.e2e.conftest import ServerProcess, llm_env, running_server
@@ -524,6 +525,27 @@ async def test_search_prints_a_table_with_matches_emphasized_and_json_for_script
     assert run(logged_out, "search", "test").returncode == 3
 
 
+async def saved_login(
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Login:
+    """A new account, logged in and kept as a person's saved login, in a config folder of the
+    test's own (what `chat-store login` leaves)."""
+    from chat_store.terminal import config
+
+    monkeypatch.setenv("CHAT_STORE_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.delenv("CHAT_STORE_API_KEY", raising=False)
+    client, email = await new_account(server)
+    login = config.Login(
+        url=server.base_url,
+        email=email,
+        access_token=client.access_token,
+        refresh_token=client.refresh_token,
+    )
+    await client.aclose()
+    config.save(login)
+    return login
+
+
 async def test_two_processes_of_one_login_refresh_its_tokens_once(
     chat_server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -534,18 +556,7 @@ async def test_two_processes_of_one_login_refresh_its_tokens_once(
     from chat_store.terminal import config
     from chat_store.terminal.connect import open_client
 
-    monkeypatch.setenv("CHAT_STORE_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("CHAT_STORE_API_KEY", raising=False)
-    client, email = await new_account(chat_server)
-    config.save(
-        config.Login(
-            url=chat_server.base_url,
-            email=email,
-            access_token=client.access_token,
-            refresh_token=client.refresh_token,
-        )
-    )
-    await client.aclose()
+    email = (await saved_login(chat_server, tmp_path, monkeypatch)).email
     first, second = open_client(), open_client()
     try:
         # Both access tokens expired (a token the service refuses stands in for one).
@@ -580,17 +591,8 @@ async def test_tokens_another_process_saved_are_refreshed_when_they_have_expired
     from chat_store.terminal import config
     from chat_store.terminal.connect import open_client
 
-    monkeypatch.setenv("CHAT_STORE_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("CHAT_STORE_API_KEY", raising=False)
-    client, email = await new_account(chat_server)
-    login = config.Login(
-        url=chat_server.base_url,
-        email=email,
-        access_token=client.access_token,
-        refresh_token=client.refresh_token,
-    )
-    config.save(login)
-    await client.aclose()
+    login = await saved_login(chat_server, tmp_path, monkeypatch)
+    email = login.email
     idle, other = open_client(), open_client()
     try:
         other.access_token = "expired"
@@ -618,19 +620,8 @@ async def test_a_refresh_never_takes_or_overwrites_a_newer_login(
     from chat_store.terminal import config
     from chat_store.terminal.connect import open_client
 
-    monkeypatch.setenv("CHAT_STORE_CONFIG_DIR", str(tmp_path / "config"))
-    monkeypatch.delenv("CHAT_STORE_API_KEY", raising=False)
-    first, email = await new_account(chat_server)
+    email = (await saved_login(chat_server, tmp_path, monkeypatch)).email
     second, other_email = await new_account(chat_server)
-    config.save(
-        config.Login(
-            url=chat_server.base_url,
-            email=email,
-            access_token=first.access_token,
-            refresh_token=first.refresh_token,
-        )
-    )
-    await first.aclose()
     running = open_client()
     newer = config.Login(
         url=chat_server.base_url if change == "another account" else "http://127.0.0.1:9",
