@@ -545,10 +545,10 @@ async def test_usage_numbers_out_of_range_are_not_kept(
 async def test_a_provider_error_quoting_the_key_in_part_shows_none_of_it(
     client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
-    """Whole, as a URL carries it, cut short or masked in the middle: no run of 8 of the key's
+    """Whole, as a URL carries it, cut short or masked in the middle: no run of 12 of the key's
     characters in the stored error or the problem answered."""
     account, session_id = await new_session(factory)
-    quoted = f"key {SECRET[:-1]}, url key={quote(SECRET)}, masked {SECRET[:9]}****{SECRET[-9:]}"
+    quoted = f"key {SECRET[:-1]}, url key={quote(SECRET)}, masked {SECRET[:13]}****{SECRET[-13:]}"
     await llm.script("broken", {"status": 401, "error_message": quoted + " \x00"})
 
     response = await client.post(
@@ -560,7 +560,7 @@ async def test_a_provider_error_quoting_the_key_in_part_shows_none_of_it(
     problem = assert_problem(response, 502, "provider_error")
     answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
     for shown in (answer["error_message"], response.text):
-        assert not any(SECRET[i : i + 8] in shown for i in range(len(SECRET) - 7)), shown
+        assert not any(SECRET[i : i + 12] in shown for i in range(len(SECRET) - 11)), shown
     assert answer["error_message"].startswith("The model provider answered 401: key [redacted]")
     assert answer["metadata"]["provider_status"] == 401
 
@@ -612,6 +612,30 @@ async def test_a_provider_that_goes_silent_is_a_timeout_and_keeps_the_text(
     assert answer["metadata"]["error_kind"] == "timeout"
     assert "LLM_TIMEOUT_SECONDS" in answer["error_message"]
     await wait_for_outcome(llm, "silent", "client left")
+
+
+async def test_a_retried_request_has_the_whole_wait_for_its_first_token(
+    app_with: AppWith, llm: LlmServer
+) -> None:
+    """The SDK's retry of a refused request (LLM_MAX_RETRIES) takes its backoff; the wait for
+    the first token (LLM_TIMEOUT_SECONDS) starts with the request that answered, not before
+    the first one."""
+    async with chat_app(app_with, llm, llm_max_retries=1) as under_test:
+        account, session_id = await new_session(under_test.factory)
+        await llm.script("other", {"status": 503}, {"text": "Made it", "first_delay": 1.2})
+
+        response = await under_test.client.post(
+            chat_path(session_id),
+            json={"content": "hi", "model": "other", "stream": False},
+            headers=account.headers,
+        )
+
+    assert response.status_code == 201, response.text
+    assert response.json()["assistant_message"]["content"] == "Made it"
+    assert [request["outcome"] for request in await llm.requests("other")] == [
+        "status 503",
+        "complete",
+    ]
 
 
 async def test_an_answer_longer_than_the_limit_fails_and_keeps_its_text(

@@ -30,7 +30,8 @@ from chat_store.settings import Settings
 FailureKind = Literal["timeout", "connection", "status", "provider"]
 _MAX_ERROR_CHARS = 500
 _REDACTED = "[redacted]"
-_SECRET_RUN = 8  # characters of the provider's key in a row that an error may not show
+_SECRET_RUN = 12  # characters of the provider's key in a row that an error may not show
+_SECRET_MIN_CHARS = 20  # a shorter key is redacted whole only
 _REDACT_ROUNDS = 8
 _MAX_COUNT = 100_000_000  # a token count the store keeps (MessageUpdate's token_count)
 _MAX_LABEL_CHARS = 200
@@ -244,14 +245,17 @@ class Provider:
             # The gap is counted from the last chunk that carried some of the answer: the SDK's
             # read timeout covers a silent connection, not one kept busy with comments or
             # empty chunks. The whole call has its own limit besides.
-            progress_at = started
+            # The SDK's retries of a refused or silent request are over once `post` returns:
+            # the wait for the first token starts with the request that answered.
+            progress_at = time.monotonic()
             ends_at = started + self._max_seconds
             while True:
                 now = time.monotonic()
                 if now >= ends_at:
                     raise self._too_long(mid_answer=first_at is not None)
                 try:
-                    async with asyncio.timeout(min(progress_at + self._gap_timeout, ends_at) - now):
+                    wait = max(0.0, min(progress_at + self._gap_timeout, ends_at) - now)
+                    async with asyncio.timeout(wait):
                         raw = await anext(iterator)
                 except StopAsyncIteration:
                     break
@@ -357,11 +361,15 @@ class Provider:
         """No secret in a stored error: a provider may quote the key it was given, whole, as a
         URL carries it, or in part (cut, masked in the middle): every run of 8 or more of its
         characters goes. The text is cleaned as stored text is."""
-        message = clean_text(message)
+        # Cut first (a provider's error page may be megabytes), leaving room for a key that
+        # straddles the cut.
+        message = clean_text(message[: _MAX_ERROR_CHARS + len(self._secret)])
         for form in self._secret_forms:
             message = message.replace(form, _REDACTED)
         for _ in range(_REDACT_ROUNDS):
-            if len(self._secret) < _SECRET_RUN:
+            # A key short enough to be a placeholder (`not-needed`, `sk-no-key-required`)
+            # would take ordinary words with it.
+            if len(self._secret) < _SECRET_MIN_CHARS:
                 break
             matcher = SequenceMatcher(None, message, self._secret, autojunk=False)
             runs = [block for block in matcher.get_matching_blocks() if block.size >= _SECRET_RUN]
