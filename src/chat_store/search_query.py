@@ -11,6 +11,7 @@ is split the same way: `main.py`, `app/main.py` and the whole path all find `src
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import dataclass, field
 
@@ -23,6 +24,9 @@ MAX_TERMS = 16
 # tokenizer splits at punctuation by itself, so both engines see the same words.
 PUNCTUATION = string.punctuation
 _TO_SPACES = str.maketrans(PUNCTUATION, " " * len(PUNCTUATION))
+
+
+WORD = re.compile(r"[^\W_]+")  # letters and digits, as the engines cut words
 
 
 class SearchQueryError(ValueError):
@@ -83,7 +87,9 @@ class SearchQuery:
     def included_words(self) -> list[tuple[str, ...]]:
         """The words of each term a match must hold, lowercase (for the highlights)."""
         return [
-            tuple(term.words.lower().split()) for alt in self.alternatives for term in alt.included
+            tuple(WORD.findall(term.words.lower()))
+            for alt in self.alternatives
+            for term in alt.included
         ]
 
     @property

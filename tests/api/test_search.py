@@ -269,6 +269,32 @@ async def test_only_what_matches_a_term_is_highlighted(
     assert matched(hit) == highlighted
 
 
+@pytest.mark.parametrize(
+    ("content", "typed", "highlighted"),
+    [
+        ("the fixed\nclock ran", '"fixed clock"', ["fixed\nclock"]),
+        ("the fixed\tclock ran", '"fixed clock"', ["fixed\tclock"]),
+        ("that is John\u2019s cup", "John\u2019s", ["John\u2019s"]),
+        ("a café—latte please", "café—latte", ["café—latte"]),
+    ],
+    ids=["newline", "tab", "curly-apostrophe", "em-dash"],
+)
+async def test_a_term_split_by_other_spaces_or_punctuation_is_highlighted(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    account: Account,
+    content: str,
+    typed: str,
+    highlighted: list[str],
+) -> None:
+    session = await factory.chat_session(account, title="t")
+    await factory.message(account, session["id"], content=content)
+
+    [hit] = (await search(client, account, typed))["data"]
+
+    assert matched(hit) == highlighted
+
+
 async def test_private_use_marks_in_the_text_do_not_confuse_highlights(
     client: httpx.AsyncClient, factory: Factory, account: Account
 ) -> None:

@@ -44,7 +44,6 @@ from chat_store.services.context import RequestContext
 # A gap between two matches made only of these joins them into one highlight: `test_billing`
 # and `fixed clock` are one match of a phrase, not two. (FTS5 marks a phrase as one match;
 # ts_headline marks each of its words.)
-_JOINERS = frozenset(search_query.PUNCTUATION + " ")
 
 
 async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
@@ -154,7 +153,7 @@ def parse_marks(
     marked: str, terms: list[tuple[str, ...]] | None = None
 ) -> tuple[str, list[tuple[int, int]]]:
     """The excerpt without its match marks, and [start, end) of each match in it (code
-    points); matches separated only by punctuation and spaces are one. With `terms` (each the
+    points); matches with no letter or digit between them are one. With `terms` (each the
     words of an included term, lowercase), only marked words that make up a whole term are
     kept: a phrase's words marked apart, away from each other, are not a match."""
     text: list[str] = []
@@ -174,7 +173,7 @@ def parse_marks(
         spans = _matching(plain, _words_in(plain, spans), terms)
     merged: list[tuple[int, int]] = []
     for span in spans:
-        if merged and all(char in _JOINERS for char in plain[merged[-1][1] : span[0]]):
+        if merged and search_query.WORD.search(plain, merged[-1][1], span[0]) is None:
             merged[-1] = (merged[-1][0], span[1])
         else:
             merged.append(span)
@@ -182,19 +181,13 @@ def parse_marks(
 
 
 def _words_in(plain: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Each marked span cut into its words (a span may hold a phrase)."""
-    words: list[tuple[int, int]] = []
-    for start, end in spans:
-        position = start
-        while position < end:
-            while position < end and plain[position] in _JOINERS:
-                position += 1
-            first = position
-            while position < end and plain[position] not in _JOINERS:
-                position += 1
-            if position > first:
-                words.append((first, position))
-    return words
+    """Each marked span cut into its words (a span may hold a phrase): runs of letters and
+    digits, as the engines' tokenizers cut them (any other character parts words)."""
+    return [
+        found.span()
+        for start, end in spans
+        for found in search_query.WORD.finditer(plain, start, end)
+    ]
 
 
 def _matching(
@@ -210,7 +203,7 @@ def _matching(
             if last >= len(words) or tuple(said[first : last + 1]) != term:
                 continue
             if all(
-                all(char in _JOINERS for char in plain[words[i][1] : words[i + 1][0]])
+                search_query.WORD.search(plain, words[i][1], words[i + 1][0]) is None
                 for i in range(first, last)
             ):
                 kept[first : last + 1] = [True] * len(term)
