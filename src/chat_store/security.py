@@ -39,6 +39,18 @@ async def hash_password(password: str, rounds: int) -> str:
     return await anyio.to_thread.run_sync(context.hash, password)
 
 
+async def verify_and_upgrade(
+    password: str, password_hash: str, rounds: int
+) -> tuple[bool, str | None]:
+    """Whether the password is right, and the hash to keep from now on when the stored one is
+    of a deprecated scheme (plain bcrypt): None when it stays."""
+    context = _password_context(rounds)
+    valid, upgraded = await anyio.to_thread.run_sync(
+        context.verify_and_update, password, password_hash
+    )
+    return bool(valid), upgraded if valid else None
+
+
 async def verify_password(password: str, password_hash: str, rounds: int) -> bool:
     context = _password_context(rounds)
     return bool(await anyio.to_thread.run_sync(context.verify, password, password_hash))

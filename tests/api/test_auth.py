@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from jose import jwt
+from passlib.hash import bcrypt
 from sqlalchemy import delete, func, select, update
 
 from chat_store.api.deps import AppState
@@ -224,6 +225,29 @@ async def test_token_answers_a_bearer_pair(
     assert claims["sub"] == account.user_id
     assert claims["exp"] - claims["iat"] == body["expires_in"]
     assert (await me(client, body["access_token"])).json()["id"] == account.user_id
+
+
+async def test_a_plain_bcrypt_hash_is_upgraded_at_the_next_login(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """A hash of the older scheme (plain bcrypt, blind beyond 72 bytes) still verifies, and
+    the login keeps a bcrypt_sha256 hash of the password instead."""
+    account = await factory.account()
+    old_hash = bcrypt.using(rounds=4).hash(account.password)
+    async with state.sessionmaker() as db, db.begin():
+        await db.execute(
+            update(User).where(User.id == uuid.UUID(account.user_id)).values(password_hash=old_hash)
+        )
+
+    assert (await login(client, account.email, account.password)).status_code == 200
+    assert (await login(client, account.email, "wrong password!")).status_code == 401
+
+    async with state.sessionmaker() as db:
+        stored = await db.scalar(
+            select(User.password_hash).where(User.id == uuid.UUID(account.user_id))
+        )
+    assert stored is not None and stored.startswith("$bcrypt-sha256$")
+    assert (await login(client, account.email, account.password)).status_code == 200
 
 
 async def test_token_takes_the_oauth2_form_not_json(

@@ -88,6 +88,22 @@ async def test_guessing_credentials_is_limited_per_address(limited_app: AppWith)
         assert int(guesses[3].headers["Retry-After"]) >= 1
 
 
+async def test_a_failed_claim_counts_once_against_the_auth_budget(limited_app: AppWith) -> None:
+    """`/auth/claim` is an `/auth/*` request and authenticates its caller: a wrong key there
+    used up two of the address's budget."""
+    async with limited_app(rate_limit_auth="3/minute") as started:
+        claims = [
+            await started.client.post(
+                f"{API}/auth/claim",
+                json={"client_id": str(uuid.uuid4())},
+                headers={"X-API-Key": "csk_wrong"},
+            )
+            for _ in range(4)
+        ]
+        assert [claim.status_code for claim in claims] == [401, 401, 401, 429]
+        assert [claim.headers["RateLimit-Remaining"] for claim in claims[:3]] == ["2", "1", "0"]
+
+
 async def test_expired_tokens_do_not_use_up_the_auth_budget(limited_app: AppWith) -> None:
     async with limited_app(rate_limit_auth="3/minute") as started:
         client, settings = started.client, started.state.settings

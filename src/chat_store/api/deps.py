@@ -14,7 +14,7 @@ from fastapi.security.base import SecurityBase
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store.api.limiting import apply_limit, client_ip
+from chat_store.api.limiting import apply_limit, client_ip, counted_as_auth_request
 from chat_store.cache import Cache as CacheAdapter
 from chat_store.errors import AppError, TokenExpired, Unauthorized, ValidationFailed
 from chat_store.ratelimit import parse_limit
@@ -157,8 +157,8 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
         raise  # a real token that ran out: the client refreshes it, nothing to limit
     except Unauthorized:
         # Wrong credentials count against the client address's auth budget, so guessing keys
-        # or tokens is limited like guessing passwords.
-        if settings.rate_limit_enabled:
+        # or tokens is limited like guessing passwords (once: an `/auth/*` request has been).
+        if settings.rate_limit_enabled and not counted_as_auth_request(request):
             result = await state.limiter.hit(
                 parse_limit(settings.rate_limit_auth), "auth", client_ip(request, settings)
             )

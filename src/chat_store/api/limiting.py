@@ -46,6 +46,19 @@ def client_ip(request: Request, settings: Settings) -> str:
     return peer
 
 
+_AUTH_COUNTED = "auth_budget_counted"
+
+
+def count_as_auth_request(request: Request) -> None:
+    """The request was counted against its address's RATE_LIMIT_AUTH budget (an `/auth/*`
+    route): a failed authentication in it is not counted a second time."""
+    request.scope.setdefault("state", {})[_AUTH_COUNTED] = True
+
+
+def counted_as_auth_request(request: Request) -> bool:
+    return bool(request.scope.get("state", {}).get(_AUTH_COUNTED))
+
+
 def apply_limit(request: Request, result: LimitResult, what: str) -> None:
     # The request middleware copies these onto the answer, whatever the answer is.
     request.scope.setdefault("state", {})["rate_limit_headers"] = result.headers()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from chat_store.api.deps import READ_METHODS, CurrentPrincipal, app_state
-from chat_store.api.limiting import apply_limit, client_ip
+from chat_store.api.limiting import apply_limit, client_ip, count_as_auth_request
 from chat_store.ratelimit import parse_limit
 
 # The app state is read from the request, not depended on: a dependency less to solve on
@@ -19,6 +19,7 @@ async def limit_by_client_ip(request: Request) -> None:
         return
     item = parse_limit(settings.rate_limit_auth)
     result = await state.limiter.hit(item, "auth", client_ip(request, settings))
+    count_as_auth_request(request)
     apply_limit(request, result, "auth requests from this address")
 
 

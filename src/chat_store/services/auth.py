@@ -33,6 +33,7 @@ from chat_store.security import (
     hash_password,
     new_refresh_token,
     sha256_hex,
+    verify_and_upgrade,
     verify_password,
 )
 from chat_store.services import principals
@@ -95,8 +96,11 @@ async def authenticate(db: AsyncSession, settings: Settings, email: str, passwor
             password, dummy_password_hash(settings.bcrypt_rounds), settings.bcrypt_rounds
         )
         raise Unauthorized(_BAD_LOGIN)
-    if not await verify_password(password, user.password_hash, settings.bcrypt_rounds):
+    valid, upgraded = await verify_and_upgrade(password, user.password_hash, settings.bcrypt_rounds)
+    if not valid:
         raise Unauthorized(_BAD_LOGIN)
+    if upgraded is not None:  # a plain bcrypt hash (blind beyond 72 bytes): kept as bcrypt_sha256
+        user.password_hash = upgraded
     return user
 
 
