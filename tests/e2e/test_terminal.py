@@ -251,7 +251,7 @@ async def test_input_that_is_not_utf8_is_refused_and_the_chat_goes_on(
 
         chatted = subprocess.run(
             [CLI, "chat", str(chat_session.id)],
-            input=b"caf\xe9 au lait\nWhy does the test fail?\n/exit\n",
+            input=b"Why does the test fail?\ncaf\xe9 au lait\nAnd now?\n/exit\n",
             env=terminal_env,
             capture_output=True,
             timeout=60,
@@ -273,7 +273,8 @@ async def test_input_that_is_not_utf8_is_refused_and_the_chat_goes_on(
         assert b"not UTF-8 text" in asked.stderr
         stored = (await client.list_messages(chat_session.id)).data
         assert [message.content for message in stored if message.role == "user"] == [
-            "Why does the test fail?"
+            "Why does the test fail?",
+            "And now?",
         ]
 
 

@@ -763,7 +763,9 @@ def test_a_follower_waits_as_long_as_the_service_asked_before_reconnecting() -> 
     busy.retry_after = 3.0
 
     assert follower.delay_after(busy) == 3.0
-    assert follower.delay_after(ServerError(503, "service_unavailable", "starting")) == 1.0
+    busy.retry_after = 3600.0  # a proxy's: a minute at most
+    assert follower.delay_after(busy) == 60.0
+    assert follower.delay_after(ServerError(503, "service_unavailable", "starting")) == 1.5
     with pytest.raises(ValidationError):
         follower.delay_after(ValidationError(422, "validation_error", "no"))
 

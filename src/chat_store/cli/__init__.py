@@ -34,10 +34,10 @@ def main() -> None:
     """The `chat-store` console script: the commands, with every failure reported as one line
     on stderr (exit status 1) rather than a traceback."""
     # Text a terminal's encoding cannot show (an emoji on a Latin-1 terminal) is replaced, not
-    # an error halfway through an answer.
+    # an error halfway through an answer. A pipe or a file gets it exactly, or an error.
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None:
+        if reconfigure is not None and stream.isatty():
             reconfigure(errors="replace")
     try:
         app()

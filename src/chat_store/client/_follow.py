@@ -147,6 +147,8 @@ def stream_item(event: ServerSentEvent) -> StreamItem | None:
     return None
 
 
+_MOST_RETRY_AFTER = 60.0  # seconds
+
 # 5xx answers that the same request gets again at once: no provider is configured.
 _LASTING = frozenset({"generation_unavailable"})
 
@@ -220,8 +222,9 @@ class Follower(Generic[ItemT]):
             raise exc
         self.failures += 1
         waited = exc.retry_after if isinstance(exc, ChatStoreError) else None
-        # The service's Retry-After (a 503 while it starts or is full) when it said one.
-        return max(self.retry_delay * self.failures, waited or 0.0)
+        # The service's Retry-After (a 503 while it starts or is full) when it said one, up to
+        # a minute (a proxy's hour would leave the stream for good).
+        return max(self.retry_delay * self.failures, min(waited or 0.0, _MOST_RETRY_AFTER))
 
     def _call(self) -> Call[Any]:
         raise NotImplementedError

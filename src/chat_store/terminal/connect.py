@@ -63,7 +63,8 @@ class TerminalClient(ChatStoreClient):
             super()._refresh_after_401(sent)
 
     def _same_login(self, saved: config.Login) -> bool:
-        return saved.url == self.login_record.url and saved.email == self.login_record.email
+        record = self.login_record
+        return (saved.url, saved.email, saved.api_key) == (record.url, record.email, record.api_key)
 
     def set_tokens(self, tokens: TokenPair) -> None:
         super().set_tokens(tokens)

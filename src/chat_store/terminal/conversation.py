@@ -178,12 +178,12 @@ def _cancel(
 ) -> tuple[str, Text]:
     """Cancel the answer on the service: the rest of its text (when it had ended meanwhile,
     what was not printed yet) and what to say of it."""
-    if answer.message_id is None and question is not None:
-        answer.message_id = _open_answer_to(client, session_id, question)
     answer.status = "interrupted"
-    if answer.message_id is None:
-        return "", Text("interrupted before the answer started", style="yellow")
     try:
+        if answer.message_id is None and question is not None:
+            answer.message_id = _open_answer_to(client, session_id, question)
+        if answer.message_id is None:
+            return "", Text("interrupted before the answer started", style="yellow")
         try:
             answer.status = client.cancel(session_id, answer.message_id).status
         except ChatStoreError as exc:
@@ -217,8 +217,12 @@ def _ctrl_c_ignored() -> Iterator[None]:
 
 def _tell_tool_calls(client: TerminalClient, session_id: uuid.UUID, message_id: uuid.UUID) -> None:
     """An answer that asks for tools has them in the stored message, not in its text: said on
-    stderr (stdout keeps the answer's text as stored), since this terminal runs no tools."""
-    calls = tool_call_lines(client.get_message(session_id, message_id))
+    stderr (stdout keeps the answer's text as stored), since this terminal runs no tools. The
+    answer is complete whatever becomes of this read: a failed one is not an error."""
+    try:
+        calls = tool_call_lines(client.get_message(session_id, message_id))
+    except (ChatStoreError, httpx.TransportError):
+        return
     if calls:
         stderr_console().print(
             "[yellow]the model asked for tools, which this terminal does not run:[/yellow]"
@@ -274,6 +278,28 @@ _NOT_TEXT = (
 )
 
 
+_PROMPT = "you> "
+_NOT_UTF8 = "\udcff"  # stands for a line whose bytes are not UTF-8 (refused as not text)
+
+
+def _read_line(prompt: str) -> str:
+    """The next line typed; EOFError at the end of the input. From a pipe or a file, a line at a
+    time as bytes: one that is not UTF-8 is refused alone, the lines after it still read."""
+    if sys.stdin.isatty():
+        try:
+            return input(prompt)
+        except UnicodeDecodeError:
+            return _NOT_UTF8
+    _write(prompt)
+    raw = sys.stdin.buffer.readline()
+    if not raw:
+        raise EOFError
+    try:
+        return raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        return _NOT_UTF8
+
+
 def _line_editing() -> None:
     """Arrow keys, Home and End edit the line at `you>` (and Up goes back through it), rather
     than going to the model as escape sequences: what `readline` gives `input()`."""
@@ -300,15 +326,13 @@ class ChatLoop:
         self.banner()
         while True:
             try:
-                line = input("you> ")
+                line = _read_line(_PROMPT)
             except EOFError:
                 _write("\n")
                 return
             except KeyboardInterrupt:
                 _write("\n")
                 raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-            except UnicodeDecodeError:
-                line = "\udcff"  # a line whose bytes are not UTF-8: refused below
             if not is_text(line):
                 stderr_console().print(_NOT_TEXT)
                 continue
