@@ -91,6 +91,17 @@ def test_messages_that_name_another_id_are_their_session_s(tmp_path: Path) -> No
     assert outcome(read(tmp_path, lines)) == ({"one": 2}, 0)
 
 
+def test_messages_of_a_session_whose_record_is_left_out_fail_alone(tmp_path: Path) -> None:
+    """Once a session's messages have named it, messages naming another session are that
+    session's, whose record is missing: reported, never added to the one before."""
+    lines = [session("S1", "one"), message("S1", "a"), message("S2", "b"), message("S2", "c")]
+    lines += [session("S3", "three"), message("S3", "d")]
+    assert outcome(read(tmp_path, lines)) == ({"one": 1, "three": 1}, 1)
+    # Messages before any session record: a session of their own, reported.
+    lines = [message("S0", "x"), session("S1", "one"), message("S1", "a")]
+    assert outcome(read(tmp_path, lines)) == ({"one": 1}, 1)
+
+
 def test_a_session_record_without_its_session_is_one_failure(tmp_path: Path) -> None:
     broken = json.dumps({"type": "session", "session": None})
     lines = [broken, message("S1", "a"), cut(message("S1", "b")), session("S2", "two")]

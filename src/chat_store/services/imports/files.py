@@ -177,11 +177,12 @@ class _JsonlReader:
                 yield from self._lost(unread[-1])
                 self.current_id, self.named = session_id, True
         if session_id is not None and (
-            not self.pending or (self.current_id is not None and session_id != self.current_id)
+            not self.pending or (self.named and session_id != self.current_id)
         ):
-            # A message of another session than the one being read, with no record of its
-            # own before it (left out of the file): that session is reported, its messages
-            # never put into the one before.
+            # A message of another session than the one whose messages are being read (as the
+            # first of them named it: other tools' files may name another id than the
+            # session's own), with no record of its own before it, left out of the file: that
+            # session is reported, its messages never put into the one before.
             yield from self._out()
             self._start(None, f"line {number}: messages of a session whose record is missing")
             self.current_id, self.named = session_id, True
