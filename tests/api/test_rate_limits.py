@@ -79,6 +79,29 @@ async def test_auth_routes_are_limited_per_client_ip(limited_app: AppWith) -> No
         assert await logout("203.0.113.8") == 204
 
 
+async def test_an_ipv6_client_is_limited_by_its_64_network(limited_app: AppWith) -> None:
+    """A host is usually given a whole /64: each of its addresses taking a budget of its own
+    would multiply the per-address limits by 2^64."""
+    async with limited_app(rate_limit_auth="2/minute", trusted_proxies=["127.0.0.1/32"]) as started:
+        client = started.client
+
+        async def logout(ip: str) -> int:
+            answer = await client.post(
+                f"{API}/auth/logout",
+                json={"refresh_token": "unknown"},
+                headers={"X-Forwarded-For": ip},
+            )
+            return answer.status_code
+
+        assert [
+            await logout(ip)
+            for ip in ("2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff::9")
+        ] == [204, 204, 429]
+        assert await logout("2001:db8:1:3::1") == 204  # another /64
+        assert [await logout("::ffff:203.0.113.9") for _ in range(2)] == [204, 204]
+        assert await logout("203.0.113.9") == 429  # the same IPv4 address, mapped or not
+
+
 async def test_guessing_credentials_is_limited_per_address(limited_app: AppWith) -> None:
     async with limited_app(rate_limit_auth="3/minute") as started:
         client = started.client

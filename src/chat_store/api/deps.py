@@ -14,7 +14,7 @@ from fastapi.security.base import SecurityBase
 from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chat_store.api.limiting import apply_limit, client_ip, counted_as_auth_request
+from chat_store.api.limiting import address_subject, apply_limit, counted_as_auth_request
 from chat_store.cache import Cache as CacheAdapter
 from chat_store.errors import AppError, TokenExpired, Unauthorized, ValidationFailed
 from chat_store.ratelimit import parse_limit
@@ -160,7 +160,7 @@ async def get_principal(request: Request, db: DbSession) -> Principal:
         # or tokens is limited like guessing passwords (once: an `/auth/*` request has been).
         if settings.rate_limit_enabled and not counted_as_auth_request(request):
             result = await state.limiter.hit(
-                parse_limit(settings.rate_limit_auth), "auth", client_ip(request, settings)
+                parse_limit(settings.rate_limit_auth), "auth", address_subject(request, settings)
             )
             apply_limit(request, result, "failed authentication from this address")
         raise
@@ -199,7 +199,7 @@ async def _guest(request: Request, db: AsyncSession, state: AppState, raw: str) 
         result = await state.limiter.hit(
             parse_limit(settings.guest_create_rate_limit),
             "guest-create",
-            client_ip(request, settings),
+            address_subject(request, settings),
         )
         apply_limit(request, result, "new guests from this address")
     return await principal_service.create_guest(db, client_id)

@@ -46,6 +46,22 @@ def client_ip(request: Request, settings: Settings) -> str:
     return peer
 
 
+def address_subject(request: Request, settings: Settings) -> str:
+    """The client address as a per-address limit counts it: an IPv6 address by its /64 network
+    (one host is usually given a whole /64, and could otherwise take a new budget with each of
+    its addresses); an IPv4 address, or an IPv4 one mapped into IPv6, as it is."""
+    address = client_ip(request, settings)
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{ip}/64", strict=False))
+    return address
+
+
 _AUTH_COUNTED = "auth_budget_counted"
 
 

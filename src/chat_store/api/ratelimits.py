@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 
 from chat_store.api.deps import READ_METHODS, CurrentPrincipal, app_state
-from chat_store.api.limiting import apply_limit, client_ip, count_as_auth_request
+from chat_store.api.limiting import address_subject, apply_limit, count_as_auth_request
 from chat_store.ratelimit import parse_limit
 
 # The app state is read from the request, not depended on: a dependency less to solve on
@@ -18,7 +18,7 @@ async def limit_by_client_ip(request: Request) -> None:
     if not settings.rate_limit_enabled:
         return
     item = parse_limit(settings.rate_limit_auth)
-    result = await state.limiter.hit(item, "auth", client_ip(request, settings))
+    result = await state.limiter.hit(item, "auth", address_subject(request, settings))
     count_as_auth_request(request)
     apply_limit(request, result, "auth requests from this address")
 
@@ -35,7 +35,7 @@ async def limit_by_principal(request: Request, principal: CurrentPrincipal) -> N
     # Per user, whatever the credential: every key a user creates would otherwise bring a budget
     # of its own. A guest with no row yet, per address: every made-up client id would.
     if principal.unsaved:
-        subject = f"guest-address:{client_ip(request, settings)}"
+        subject = f"guest-address:{address_subject(request, settings)}"
     else:
         subject = f"user:{principal.user_id}"
     result = await state.limiter.hit(parse_limit(limit), group, subject)
