@@ -90,20 +90,21 @@ class ToolCallParts:
         if not isinstance(fragments, list):
             return False
         for fragment in map(_mapping, fragments):
-            call = self._call_of(fragment)
+            function = _mapping(fragment.get("function"))
+            name = _text(function.get("name"))
+            call = self._call_of(fragment, name)
             if text := _text(fragment.get("id")):
                 call["id"] = text
-            function = _mapping(fragment.get("function"))
-            if name := _text(function.get("name")):
+            if name:
                 call["name"] = name
             call["arguments"] += _arguments(function.get("arguments"))
         return bool(fragments)
 
-    def _call_of(self, fragment: dict[str, Any]) -> dict[str, str]:
+    def _call_of(self, fragment: dict[str, Any], name: str) -> dict[str, str]:
+        """The call a fragment (naming the function `name`, or "") goes on with, or a new one.
+        A fragment that names its function begins a call: one that comes to a call already
+        named, without ids to tell them apart, is the next call under the same index."""
         index, call_id = fragment.get("index"), _text(fragment.get("id"))
-        # A fragment that names its function begins a call: one that comes to a call already
-        # named, without ids to tell them apart, is the next call under the same index.
-        name = _text(_mapping(fragment.get("function")).get("name"))
         if isinstance(index, int):
             held = self._at.get(index)
             if held is not None and _continues(held, call_id, name):
@@ -281,16 +282,22 @@ class Provider:
                         self._redact(f"The model provider reported an error: {failure}"),
                         mid_answer=first_at is not None,
                     )
-                if _carries_answer(chunk):
-                    progress_at = time.monotonic()
                 model = _label(chunk.get("model")) or model
-                if isinstance(chunk.get("usage"), dict):
+                # Whether the chunk moves the answer on (text, a tool call, reasoning, a finish
+                # reason, the usage), in any choice: one with an empty delta, or only the role,
+                # is a keep-alive.
+                moved = isinstance(chunk.get("usage"), dict)
+                if moved:
                     usage = chunk["usage"]
                 choices = chunk.get("choices")
                 for choice in map(_mapping, choices if isinstance(choices, list) else ()):
+                    delta = _mapping(choice.get("delta"))
+                    if choice.get("finish_reason") or any(
+                        value for key, value in delta.items() if key != "role"
+                    ):
+                        moved = True
                     if (choice.get("index") or 0) != 0:
                         continue
-                    delta = _mapping(choice.get("delta"))
                     # A surrogate pair's halves may come in two chunks (a gateway that cuts
                     # UTF-16 strings): the first half waits for the second.
                     text, held = _held_back(held + _content(delta.get("content")))
@@ -302,6 +309,8 @@ class Provider:
                         yield text
                     if finish_reason := _label(choice.get("finish_reason")):
                         reason = finish_reason
+                if moved:
+                    progress_at = time.monotonic()
             if held:
                 yield clean_text(held)
             found_calls = tool_calls.calls()
@@ -359,8 +368,8 @@ class Provider:
 
     def _redact(self, message: str) -> str:
         """No secret in a stored error: a provider may quote the key it was given, whole, as a
-        URL carries it, or in part (cut, masked in the middle): every run of 8 or more of its
-        characters goes. The text is cleaned as stored text is."""
+        URL carries it, or in part (cut, masked in the middle): every run of _SECRET_RUN or more
+        of its characters goes. The text is cleaned as stored text is."""
         # Cut first (a provider's error page may be megabytes), leaving room for a key that
         # straddles the cut.
         message = clean_text(message[: _MAX_ERROR_CHARS + len(self._secret)])
@@ -391,20 +400,6 @@ def _error_text(exc: openai.APIError) -> str:
     if isinstance(exc, openai.APIStatusError):
         return exc.response.reason_phrase or "no detail"
     return exc.message
-
-
-def _carries_answer(chunk: dict[str, Any]) -> bool:
-    """Whether a chunk moves the answer on: text, a tool call, reasoning, a finish reason or
-    the usage. A chunk with an empty delta (or only the role) is a keep-alive."""
-    if isinstance(chunk.get("usage"), dict):
-        return True
-    choices = chunk.get("choices")
-    for choice in map(_mapping, choices if isinstance(choices, list) else ()):
-        if choice.get("finish_reason"):
-            return True
-        if any(value for key, value in _mapping(choice.get("delta")).items() if key != "role"):
-            return True
-    return False
 
 
 def _mapping(value: object) -> dict[str, Any]:
