@@ -70,9 +70,10 @@ from chat_store.storage import ArchiveStore
 
 logger = logging.getLogger(__name__)
 
+_STARTUP_CHECK_SECONDS = 2.0  # the search language's check at start, before it gives up
+
 # Swagger UI and ReDoc assets served by the app itself: the docs work offline and behind
 # networks that block CDNs.
-_STARTUP_CHECK_SECONDS = 2.0
 _DOCS_ASSETS = Path(fastapi_standalone_docs.__file__).parent / "static"
 
 # The login is the OAuth2 password flow with no client: Swagger UI's client_id, client_secret

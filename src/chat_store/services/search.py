@@ -41,10 +41,6 @@ from chat_store.schemas.search import (
 from chat_store.services import chat_sessions as chat_session_service
 from chat_store.services.context import RequestContext
 
-# A gap between two matches made only of these joins them into one highlight: `test_billing`
-# and `fixed clock` are one match of a phrase, not two. (FTS5 marks a phrase as one match;
-# ts_headline marks each of its words.)
-
 
 async def search(ctx: RequestContext, params: SearchParams) -> SearchPage:
     db, principal = ctx.db, ctx.principal
@@ -171,13 +167,21 @@ def parse_marks(
     plain = "".join(text)
     if terms is not None:
         spans = _matching(plain, _words_in(plain, spans), terms)
+    # Matches with no letter or digit between them are one highlight: `test_billing` and
+    # `fixed clock` are one match of a phrase, not two (FTS5 marks a phrase as one match;
+    # ts_headline marks each of its words).
     merged: list[tuple[int, int]] = []
     for span in spans:
-        if merged and search_query.WORD.search(plain, merged[-1][1], span[0]) is None:
+        if merged and _no_word_between(plain, merged[-1][1], span[0]):
             merged[-1] = (merged[-1][0], span[1])
         else:
             merged.append(span)
     return plain, merged
+
+
+def _no_word_between(plain: str, start: int, end: int) -> bool:
+    """Only spaces and punctuation in plain[start:end]."""
+    return search_query.WORD.search(plain, start, end) is None
 
 
 def _words_in(plain: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -193,8 +197,8 @@ def _words_in(plain: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]
 def _matching(
     plain: str, words: list[tuple[int, int]], terms: list[tuple[str, ...]]
 ) -> list[tuple[int, int]]:
-    """The marked words that, one after another (only punctuation and spaces between), spell
-    a whole term."""
+    """The marked words that, one after another (no letter or digit between), spell a whole
+    term."""
     said = [plain[start:end].lower() for start, end in words]
     kept = [False] * len(words)
     for first in range(len(words)):
@@ -203,8 +207,7 @@ def _matching(
             if last >= len(words) or tuple(said[first : last + 1]) != term:
                 continue
             if all(
-                search_query.WORD.search(plain, words[i][1], words[i + 1][0]) is None
-                for i in range(first, last)
+                _no_word_between(plain, words[i][1], words[i + 1][0]) for i in range(first, last)
             ):
                 kept[first : last + 1] = [True] * len(term)
     return [word for word, keep in zip(words, kept, strict=True) if keep]
