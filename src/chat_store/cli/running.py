@@ -66,35 +66,36 @@ async def _check_migrated(engine: AsyncEngine) -> None:
         )
 
 
-def run_on_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
-    """Run `work` on the configured database, once it is known to be migrated."""
-    from chat_store.db import create_sessionmaker
+def _run_migrated(work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """Run `work` on an engine of the configured database, once it is known to be migrated."""
 
     async def main() -> T:
         engine = _migrated_engine(get_settings())
         try:
             await _check_migrated(engine)
-            return await work(create_sessionmaker(engine))
+            return await work(engine)
         finally:
             await engine.dispose()
 
     return asyncio.run(main())
+
+
+def run_on_database(work: Callable[[async_sessionmaker[AsyncSession]], Awaitable[T]]) -> T:
+    """Run `work` on the configured database, once it is known to be migrated."""
+    from chat_store.db import create_sessionmaker
+
+    return _run_migrated(lambda engine: work(create_sessionmaker(engine)))
 
 
 def run_on_connection(work: Callable[[Connection], T]) -> T:
     """Run `work` on a connection of the configured database (no transaction open), once it is
     known to be migrated."""
 
-    async def main() -> T:
-        engine = _migrated_engine(get_settings())
-        try:
-            await _check_migrated(engine)
-            async with engine.connect() as connection:
-                return await connection.run_sync(work)
-        finally:
-            await engine.dispose()
+    async def on_connection(engine: AsyncEngine) -> T:
+        async with engine.connect() as connection:
+            return await connection.run_sync(work)
 
-    return asyncio.run(main())
+    return _run_migrated(on_connection)
 
 
 def idle_time(older_than: str) -> timedelta:

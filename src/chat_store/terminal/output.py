@@ -3,10 +3,12 @@ line on stderr, and the documented exit codes."""
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 import httpx
@@ -121,22 +123,27 @@ def api_error(exc: ChatStoreError) -> NoReturn:
     fail(problem_line(exc))
 
 
-def ask_user(text: str, **options: Any) -> Any:
-    """typer.prompt, with Ctrl-C or Ctrl-D at it an interrupt (exit 130), as everywhere else."""
+@contextlib.contextmanager
+def _abort_is_interrupt() -> Iterator[None]:
+    """Ctrl-C or Ctrl-D at a prompt (typer's Abort, "Aborted." and exit 1) is an interrupt, as
+    everywhere else: exit 130."""
     try:
-        return typer.prompt(text, **options)
+        yield
     except typer.Abort:
         sys.stderr.write("\n")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def ask_user(text: str, **options: Any) -> Any:
+    """typer.prompt, with Ctrl-C or Ctrl-D at it an interrupt (exit 130)."""
+    with _abort_is_interrupt():
+        return typer.prompt(text, **options)
 
 
 def confirm(text: str) -> bool:
     """typer.confirm, with Ctrl-C or Ctrl-D at it an interrupt (exit 130)."""
-    try:
+    with _abort_is_interrupt():
         return typer.confirm(text)
-    except typer.Abort:
-        sys.stderr.write("\n")
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
 
 
 def is_text(value: str) -> bool:
