@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -875,6 +875,29 @@ async def test_an_archived_messages_id_is_taken_for_every_user(
     assert_problem(again, 409, "message_exists")
 
 
+class _Rival(NamedTuple):
+    """An archived session (its owner, id, export from before and archive key), another
+    account's session, and the id of the archived session's second message."""
+
+    account: Account
+    sid: str
+    before: dict[str, Any]
+    key: str
+    other: Account
+    theirs: str
+    taken: str
+
+
+async def _archived_beside_a_rival(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> _Rival:
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    key = await archive_key(state, sid)
+    other = await factory.account()
+    theirs = (await factory.chat_session(other))["id"]
+    return _Rival(account, sid, before, key, other, theirs, before["messages"][1]["id"])
+
+
 async def test_a_restore_that_finds_an_id_taken_by_another_session_changes_nothing(
     client: httpx.AsyncClient,
     factory: Factory,
@@ -886,11 +909,9 @@ async def test_a_restore_that_finds_an_id_taken_by_another_session_changes_nothi
     archived before its ids were kept taken, or a row written by hand): the restore is refused
     and logged, the session stays archived with its object, instead of skipping the message
     and deleting its only copy. Once an operator settles it, the restore brings all back."""
-    account, sid, before = await archived_session(client, factory, state, archiver)
-    key = await archive_key(state, sid)
-    other = await factory.account()
-    theirs = (await factory.chat_session(other))["id"]
-    taken = before["messages"][1]["id"]
+    rival = await _archived_beside_a_rival(client, factory, state, archiver)
+    account, sid, before, key = rival.account, rival.sid, rival.before, rival.key
+    other, theirs, taken = rival.other, rival.theirs, rival.taken
     async with state.sessionmaker() as db, db.begin():
         await db.execute(
             insert(Message).values(
@@ -932,11 +953,9 @@ async def test_a_restore_is_refused_when_another_archived_session_holds_an_id(
     """The id is another session's archived message's (taken while this session was archived
     before its ids were kept): restored, this session's message would clash with it when the
     other comes back, and this one could not be archived again (its ids kept twice)."""
-    account, sid, before = await archived_session(client, factory, state, archiver)
-    key = await archive_key(state, sid)
-    other = await factory.account()
-    theirs = (await factory.chat_session(other))["id"]
-    taken = before["messages"][1]["id"]
+    rival = await _archived_beside_a_rival(client, factory, state, archiver)
+    account, sid, before, key = rival.account, rival.sid, rival.before, rival.key
+    theirs, taken = rival.theirs, rival.taken
     async with state.sessionmaker() as db, db.begin():
         # As a session archived before its ids were kept taken: none in archived_message.
         await db.execute(

@@ -540,23 +540,42 @@ async def test_what_an_odd_provider_streams_is_kept_exactly_or_fails_with_the_te
         assert answer["metadata"]["error_kind"] == "provider"
 
 
+async def _failed_turn(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    llm: LlmServer,
+    model: str,
+    behaviour: dict[str, Any],
+    *,
+    status: int = 502,
+    code: str = "provider_error",
+) -> tuple[httpx.Response, dict[str, Any], dict[str, Any]]:
+    """A `stream: false` turn whose answer the provider, scripted with `behaviour`, fails: the
+    response (checked to be the problem `status` `code`), its problem body and the answer as
+    stored once it has failed."""
+    account, session_id = await new_session(factory)
+    await llm.script(model, behaviour)
+
+    response = await client.post(
+        chat_path(session_id),
+        json={"content": "hi", "model": model, "stream": False},
+        headers=account.headers,
+    )
+
+    problem = assert_problem(response, status, code)
+    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
+    return response, problem, answer
+
+
 async def test_a_provider_error_quoting_the_key_in_part_shows_none_of_it(
     client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
     """Whole, as a URL carries it, cut short or masked in the middle: no run of 12 of the key's
     characters in the stored error or the problem answered."""
-    account, session_id = await new_session(factory)
     quoted = f"key {SECRET[:-1]}, url key={quote(SECRET)}, masked {SECRET[:13]}****{SECRET[-13:]}"
-    await llm.script("broken", {"status": 401, "error_message": quoted + " \x00"})
-
-    response = await client.post(
-        chat_path(session_id),
-        json={"content": "hi", "model": "broken", "stream": False},
-        headers=account.headers,
+    response, _, answer = await _failed_turn(
+        client, factory, llm, "broken", {"status": 401, "error_message": quoted + " \x00"}
     )
-
-    problem = assert_problem(response, 502, "provider_error")
-    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
     for shown in (answer["error_message"], response.text):
         assert not any(SECRET[i : i + 12] in shown for i in range(len(SECRET) - 11)), shown
     assert answer["error_message"].startswith("The model provider answered 401: key [redacted]")
@@ -566,17 +585,7 @@ async def test_a_provider_error_quoting_the_key_in_part_shows_none_of_it(
 async def test_a_provider_error_fails_the_answer_and_names_both_messages(
     client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
-    account, session_id = await new_session(factory)
-    await llm.script("broken", {"status": 500})
-
-    response = await client.post(
-        chat_path(session_id),
-        json={"content": "hi", "model": "broken", "stream": False},
-        headers=account.headers,
-    )
-
-    problem = assert_problem(response, 502, "provider_error")
-    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
+    response, problem, answer = await _failed_turn(client, factory, llm, "broken", {"status": 500})
     assert answer["status"] == "failed"
     assert answer["error_message"] == "The model provider answered 500: scripted 500"
     assert answer["metadata"]["error_kind"] == "status"
@@ -594,17 +603,9 @@ async def test_a_provider_that_goes_silent_is_a_timeout_and_keeps_the_text(
 ) -> None:
     """Nothing at all, or only empty chunks (a keep-alive, not an answer): LLM_TIMEOUT_SECONDS
     (1.5 s here) counts from the last chunk that carried text."""
-    account, session_id = await new_session(factory)
-    await llm.script("silent", behaviour)
-
-    response = await client.post(
-        chat_path(session_id),
-        json={"content": "hi", "model": "silent", "stream": False},
-        headers=account.headers,
+    _, _, answer = await _failed_turn(
+        client, factory, llm, "silent", behaviour, status=504, code="provider_timeout"
     )
-
-    problem = assert_problem(response, 504, "provider_timeout")
-    answer = await wait_for_status(client, account, session_id, problem["assistant_message_id"])
     assert answer["status"] == "failed"
     assert answer["partial_content"] == "The fixture uses "
     assert answer["metadata"]["error_kind"] == "timeout"

@@ -239,47 +239,33 @@ async def test_highlights_count_code_points(
         assert matched(hit) == [word]
 
 
-@pytest.mark.parametrize(
-    ("typed", "highlighted"),
-    [
-        ('"fixed clock"', ["fixed clock"]),
-        ("main.py", ["main.py"]),
-        ('"fixed clock" again', ["fixed clock", "again"]),
-        ("clock", ["clock", "clock", "clock"]),
-    ],
-)
-async def test_only_what_matches_a_term_is_highlighted(
-    client: httpx.AsyncClient,
-    factory: Factory,
-    account: Account,
-    typed: str,
-    highlighted: list[str],
-) -> None:
-    """A phrase's words elsewhere in the text, apart, are not a match of it (Postgres marked
-    every word of the query wherever it stood)."""
-    session = await factory.chat_session(account, title="t")
-    await factory.message(
-        account,
-        session["id"],
-        content="the clock is fixed; main and py later: a fixed clock in main.py, clock again",
-    )
-
-    [hit] = (await search(client, account, typed))["data"]
-
-    assert matched(hit) == highlighted
+_MENTIONS = "the clock is fixed; main and py later: a fixed clock in main.py, clock again"
 
 
 @pytest.mark.parametrize(
     ("content", "typed", "highlighted"),
     [
+        (_MENTIONS, '"fixed clock"', ["fixed clock"]),
+        (_MENTIONS, "main.py", ["main.py"]),
+        (_MENTIONS, '"fixed clock" again', ["fixed clock", "again"]),
+        (_MENTIONS, "clock", ["clock", "clock", "clock"]),
         ("the fixed\nclock ran", '"fixed clock"', ["fixed\nclock"]),
         ("the fixed\tclock ran", '"fixed clock"', ["fixed\tclock"]),
         ("that is John\u2019s cup", "John\u2019s", ["John\u2019s"]),
         ("a café—latte please", "café—latte", ["café—latte"]),
     ],
-    ids=["newline", "tab", "curly-apostrophe", "em-dash"],
+    ids=[
+        "phrase",
+        "path",
+        "phrase-and-word",
+        "word",
+        "newline",
+        "tab",
+        "curly-apostrophe",
+        "em-dash",
+    ],
 )
-async def test_a_term_split_by_other_spaces_or_punctuation_is_highlighted(
+async def test_only_what_matches_a_term_is_highlighted(
     client: httpx.AsyncClient,
     factory: Factory,
     account: Account,
@@ -287,6 +273,9 @@ async def test_a_term_split_by_other_spaces_or_punctuation_is_highlighted(
     typed: str,
     highlighted: list[str],
 ) -> None:
+    """A phrase's words elsewhere in the text, apart, are not a match of it (Postgres marked
+    every word of the query wherever it stood); a term's words split by any spaces or
+    punctuation are."""
     session = await factory.chat_session(account, title="t")
     await factory.message(account, session["id"], content=content)
 
