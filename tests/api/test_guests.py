@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, text
 
-from chat_store.models import User
+from chat_store.models import ChatSession, User
 from chat_store.services.principals import GUEST_PASSWORD_HASH
 from chat_store.state import AppState
 from tests.assertions import assert_problem
@@ -274,3 +275,72 @@ async def test_a_claim_keeps_a_conversation_both_imported_twice(
     # The claimed messages are the user's in search too.
     found = await client.get(f"{API}/search", params={"q": "guest wrote"}, headers=account.headers)
     assert [hit["session"]["id"] for hit in found.json()["data"]] == [guest_copy]
+
+
+@pytest.mark.postgres_only
+async def test_a_claim_waits_for_an_import_of_the_same_conversation_in_flight(
+    app_with: AppWith,
+) -> None:
+    """An import of the user's that committed between the claim's clearing of shared
+    fingerprints and its move broke the unique index: the claim answered 500. The claim now
+    waits for the import, and keeps both copies as when the import came first."""
+    async with app_with(allow_guests=True) as guests_allowed:
+        client, state = guests_allowed.client, guests_allowed.state
+        guest = {"X-Client-ID": str(uuid.uuid4())}
+        conversation = {"title": "t", "messages": [{"role": "user", "content": "same words"}]}
+        by_guest = await client.post(f"{API}/sessions/import", json=conversation, headers=guest)
+        assert by_guest.status_code == 201, by_guest.text
+        guest_copy = uuid.UUID(by_guest.json()["session"]["id"])
+        account = await Factory(client).account()
+        user_copy = uuid.uuid4()
+        sessions = ChatSession.__table__
+        async with state.sessionmaker() as importing:
+            # The user's import of the same conversation, its session row inserted and not
+            # committed yet (as an import in flight holds it).
+            row = (
+                await importing.execute(select(sessions).where(sessions.c.id == guest_copy))
+            ).one()
+            await importing.execute(
+                insert(sessions).values(
+                    {**row._asdict(), "id": user_copy, "user_id": uuid.UUID(account.user_id)}
+                )
+            )
+            claim = asyncio.create_task(
+                client.post(
+                    f"{API}/auth/claim",
+                    json={"client_id": guest["X-Client-ID"]},
+                    headers=account.headers,
+                )
+            )
+            await _until_waiting_for_a_lock(state, claim)
+            await importing.commit()
+        claimed = await claim
+
+        assert claimed.status_code == 200, claimed.text
+        assert claimed.json()["sessions_moved"] == 1
+        async with state.sessionmaker() as db:
+            owned = dict(
+                (
+                    await db.execute(
+                        select(sessions.c.id, sessions.c.source_fingerprint).where(
+                            sessions.c.user_id == uuid.UUID(account.user_id)
+                        )
+                    )
+                ).all()
+            )
+        assert owned == {user_copy: row.source_fingerprint, guest_copy: None}
+
+
+async def _until_waiting_for_a_lock(state: AppState, request: asyncio.Task[httpx.Response]) -> None:
+    async with state.read_sessionmaker() as probe:
+        for _ in range(200):
+            waiting = await probe.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"
+                )
+            )
+            if waiting or request.done():
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError("the claim never waited for the import")

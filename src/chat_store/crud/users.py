@@ -25,6 +25,15 @@ async def lock(db: AsyncSession, user_id: uuid.UUID) -> bool:
     return result.scalar_one_or_none() is not None
 
 
+async def lock_out_inserts(db: AsyncSession, user_id: uuid.UUID) -> bool:
+    """Lock the user's row FOR UPDATE until the transaction ends (Postgres; SQLite serialises
+    writers anyway): inserts that refer to the user wait for it, and it waits for theirs that
+    are not committed yet, so the transaction's statements see every row of the user. False
+    when the user is gone."""
+    result = await db.execute(select(User.id).where(User.id == user_id).with_for_update())
+    return result.scalar_one_or_none() is not None
+
+
 async def get_by_email(db: AsyncSession, email: str) -> User | None:
     result = await db.execute(select(User).where(User.email == email))
     return result.scalar_one_or_none()

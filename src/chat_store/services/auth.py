@@ -175,7 +175,10 @@ async def claim_guest(db: AsyncSession, principal: Principal, client_id: uuid.UU
     await generation_crud.lock_leases(db, guest.id)
     # A fingerprint is unique per owner: a conversation both imported stays twice (nothing of
     # the guest's copy is lost, it may have grown since), and importing it again finds the
-    # user's own.
+    # user's own. The user's imports wait for the claim, and it for theirs in flight: one that
+    # committed between the two statements below made the move break the unique index.
+    if not await user_crud.lock_out_inserts(db, principal.user_id):
+        raise Unauthorized()
     await chat_session_crud.forget_sources_shared(db, guest.id, principal.user_id)
     moved = await chat_session_crud.move_to_owner(db, guest.id, principal.user_id)
     await user_crud.delete_by_id(db, guest.id)
