@@ -15,7 +15,7 @@ from sqlalchemy import delete
 
 from chat_store.api.deps import AppState, get_state
 from chat_store.main import create_app
-from chat_store.models import IdempotencyKey, User
+from chat_store.models import ArchiveDeletion, IdempotencyKey, User
 from chat_store.settings import Settings
 from tests.backends import BACKEND, Backend, provision
 from tests.factories import Factory
@@ -189,6 +189,7 @@ async def _clean_data(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     state: AppState = request.getfixturevalue("app").state.resources
     async with state.sessionmaker() as db, db.begin():
         await db.execute(delete(IdempotencyKey))
+        await db.execute(delete(ArchiveDeletion))
         await db.execute(delete(User))  # sessions, messages, keys and tokens cascade
 
 

@@ -22,7 +22,14 @@ from chat_store.crud import archive as archive_crud
 from chat_store.crud import generations as generation_crud
 from chat_store.crud import messages as message_crud
 from chat_store.errors import ArchiveUnavailable
-from chat_store.models import ArchivedMessage, ChatSession, Generation, Message, User
+from chat_store.models import (
+    ArchiveDeletion,
+    ArchivedMessage,
+    ChatSession,
+    Generation,
+    Message,
+    User,
+)
 from chat_store.services import archive as archive_service
 from chat_store.services import export as export_service
 from chat_store.services import retention
@@ -133,7 +140,9 @@ async def test_archive_then_read_restores_transparently(
     row = await session_row(state, sid)
     now = datetime.now(UTC)
     assert row.archived_at is not None
-    assert row.archive_key == f"chat_archives/{now:%Y}/{now:%m}/{sid}.json.gz"
+    key = row.archive_key
+    assert key is not None
+    assert key.startswith(f"chat_archives/{now:%Y}/{now:%m}/{sid}/") and key.endswith(".json.gz")
     assert (row.message_count, row.last_seq, row.title) == (4, 5, "Billing flake")
     assert await stored_messages(state, sid) == 0
     # The object is the session's gzipped chat-store/1 JSON export.
@@ -159,7 +168,7 @@ async def test_archive_then_read_restores_transparently(
     assert (row.archived_at, row.archive_key) == (None, None)
     assert row.restored_at is not None
     assert await stored_messages(state, sid) == 4
-    assert await archiver.store.info(document_key(sid, now)) is None  # deleted once committed
+    assert await archiver.store.info(key) is None  # deleted once committed
     await assert_live_and_whole(client, account, sid, before)
 
 
@@ -174,6 +183,8 @@ async def test_a_read_restores_while_another_process_holds_the_write_lock(
     write lock, so the restore it needs waits for the other process's lock in a transaction of
     its own instead of being refused (503)."""
     account, sid, before = await archived_session(client, factory, state, archiver)
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None
     async with app_with() as other, other.state.sessionmaker() as writing:
         await writing.execute(select(1))  # on SQLite: BEGIN IMMEDIATE, the file's write lock
         reading = asyncio.create_task(
@@ -188,12 +199,8 @@ async def test_a_read_restores_while_another_process_holds_the_write_lock(
     assert [m["id"] for m in listed.json()["data"]] == [m["id"] for m in before["messages"]]
     row = await session_row(state, sid)
     assert (row.archived_at, row.archive_key) == (None, None)
-    assert await archiver.store.info(document_key(sid, datetime.now(UTC))) is None
+    assert await archiver.store.info(key) is None
     await assert_live_and_whole(client, account, sid, before)
-
-
-def document_key(sid: str, at: datetime) -> str:
-    return archive_service.object_key(uuid.UUID(sid), at)
 
 
 async def test_writing_restores_first_on_every_path(
@@ -737,6 +744,111 @@ async def test_deleting_a_session_or_the_account_deletes_archive_objects(
     assert await archiver.store.info(key) is None
 
 
+class _Deletes(ArchiveStore):
+    """The store at `url`, refusing to delete the objects of `refused`, or deleting them and
+    then taking `hang` seconds to answer (a slow DELETE)."""
+
+    def __init__(self, url: str, refused: frozenset[str] = frozenset(), hang: float = 0.0) -> None:
+        super().__init__(url)
+        self.refused, self.hang = set(refused), hang
+        self.deleted: list[str] = []
+
+    async def delete(self, key: str) -> None:
+        if key in self.refused:
+            raise ArchiveUnavailable("The archive store failed: PermissionDenied")
+        await super().delete(key)
+        self.deleted.append(key)
+        await asyncio.sleep(self.hang)
+
+
+async def test_an_account_whose_second_object_is_refused_is_deleted_and_loses_nothing_kept(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The objects were deleted one by one before the rows: a refusal at the second answered
+    503 and kept the account, whose first archived session had lost its only copy (every read
+    of it a 503 for good). The rows go first now; the refused object stays listed."""
+    account, first, _ = await archived_session(client, factory, state, archiver)
+    second = await full_session(client, factory, account)
+    await make_idle(state, second)
+    report = await archive_service.archive_idle_sessions(archiver, THRESHOLD, dry_run=False)
+    assert report.sessions == 1
+    keys = [await archive_key(state, sid) for sid in (first, second)]
+    store = _Deletes(archiver.store.url, refused=frozenset({keys[1]}))
+    monkeypatch.setattr(state, "archive", store)
+
+    gone = await client.delete(f"{API}/users/me", headers=account.headers)
+
+    assert gone.status_code == 204, gone.text
+    async with state.sessionmaker() as db:
+        assert await db.get(User, uuid.UUID(account.user_id)) is None
+        assert await db.scalar(select(func.count()).select_from(ChatSession)) == 0
+    assert await listed_once_settled(state, [keys[1]]) == [keys[1]]
+    assert store.deleted == [keys[0]]
+    assert await archiver.store.info(keys[1]) is not None
+
+
+async def test_a_purge_stopped_while_it_deletes_objects_leaves_them_listed(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """A purge stopped (Ctrl-C, SIGTERM) right after an object's deletion rolled its batch
+    back: the session stayed, archived, its only copy gone. The rows are committed gone before
+    any object is deleted, and what was not deleted yet stays listed for the next run."""
+    sessions = [(await archived_session(client, factory, state, archiver))[1] for _ in range(2)]
+    keys = sorted([await archive_key(state, sid) for sid in sessions])
+    await make_idle(state, *sessions, days=400)
+    slow = _Deletes(archiver.store.url, hang=30.0)
+
+    purge = asyncio.create_task(
+        retention.purge_idle_sessions(
+            state.sessionmaker, timedelta(days=90), dry_run=False, archive=slow
+        )
+    )
+    for _ in range(500):
+        if slow.deleted:
+            break
+        await asyncio.sleep(0.01)
+    purge.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await purge
+
+    assert slow.deleted == keys[:1]
+    async with state.sessionmaker() as db:
+        assert await db.scalar(select(func.count()).select_from(ChatSession)) == 0
+    assert await listed_deletions(state) == keys
+    again = await retention.purge_idle_sessions(
+        state.sessionmaker, timedelta(days=90), dry_run=False, archive=archiver.store
+    )
+    assert (again.sessions, again.objects.deleted, again.objects.refused) == (0, 2, 0)
+    assert await listed_deletions(state) == []
+    assert [await archiver.store.info(key) for key in keys] == [None, None]
+
+
+async def test_a_read_that_restores_and_then_fails_still_releases_the_archive(
+    client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
+) -> None:
+    """A read restores in a transaction of its own; its object was deleted (and the key
+    forgotten) only after the read committed, so a read answering an error left the restored
+    session's stale copy in the store until an archive run."""
+    account, sid, before = await archived_session(client, factory, state, archiver)
+    key = await archive_key(state, sid)
+
+    missing = await client.get(
+        f"{API}/sessions/{sid}/messages",
+        params={"after": str(uuid.uuid4())},
+        headers=account.headers,
+    )
+
+    assert missing.status_code == 404, missing.text
+    row = await session_row(state, sid)
+    assert (row.archived_at, row.archive_key) == (None, None)
+    assert await archiver.store.info(key) is None
+    await assert_live_and_whole(client, account, sid, before)
+
+
 async def test_an_unreachable_store_is_a_503_and_changes_nothing(
     client: httpx.AsyncClient,
     factory: Factory,
@@ -758,7 +870,6 @@ async def test_an_unreachable_store_is_a_503_and_changes_nothing(
     for response in (
         await client.get(f"{API}/sessions/{sid}/messages", headers=account.headers),
         await client.get(f"{API}/sessions/{sid}/export", headers=account.headers),
-        await client.delete(f"{API}/sessions/{sid}", headers=account.headers),
     ):
         assert_problem(response, 503, "archive_unavailable")
     row = await session_row(state, sid)
@@ -766,6 +877,54 @@ async def test_an_unreachable_store_is_a_503_and_changes_nothing(
 
     monkeypatch.setattr(state, "archive", archiver.store)  # reachable again
     await assert_live_and_whole(client, account, sid, before)
+
+
+async def test_deleting_while_the_store_is_away_deletes_its_object_once_it_is_back(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The session's rows go at once; its object, which the store refuses to delete now, stays
+    listed, and the next housekeeping run deletes it once the store answers again."""
+    for name, value in s3_server.environment.items():
+        monkeypatch.setenv(name, value)
+    url = f"s3://{s3_server.new_bucket()}/chat-store"
+    archiver = Archiver(state.sessionmaker, ArchiveStore(url))
+    monkeypatch.setattr(state, "archive", archiver.store)
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    key = (await session_row(state, sid)).archive_key
+    assert key is not None
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(state, "archive", ArchiveStore(url))
+    deleted = await client.delete(f"{API}/sessions/{sid}", headers=account.headers)
+
+    assert deleted.status_code == 200, deleted.text
+    assert (await client.get(f"{API}/sessions/{sid}", headers=account.headers)).status_code == 404
+    assert await archiver.store.info(key) is not None
+    assert await listed_deletions(state) == [key]
+    report = await archive_service.delete_listed(state.sessionmaker, archiver.store)
+    assert (report.deleted, report.refused) == (1, 0)
+    assert await archiver.store.info(key) is None
+    assert await listed_deletions(state) == []
+
+
+async def listed_deletions(state: AppState) -> list[str]:
+    async with state.sessionmaker() as db:
+        return sorted((await db.scalars(select(ArchiveDeletion.key))).all())
+
+
+async def listed_once_settled(state: AppState, expected: list[str]) -> list[str]:
+    """The listed objects, once they are `expected` or 5 s have passed: a request's objects
+    are deleted after its answer has gone out."""
+    for _ in range(250):
+        listed = await listed_deletions(state)
+        if listed == expected:
+            break
+        await asyncio.sleep(0.02)
+    return listed
 
 
 async def test_a_store_that_cannot_be_opened_is_one_line_without_its_url(

@@ -1,6 +1,7 @@
 """Housekeeping and the admin commands: retention spares an answer being generated and gets
-past an archive object it cannot delete; `chat-store import` fails a broken session of a JSONL
-export alone; `chat-store seed` shows each key it stored."""
+past an archive object it cannot delete (it stays listed for the next run); `chat-store
+import` fails a broken session of a JSONL export alone; `chat-store seed` shows each key it
+stored."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from sqlalchemy import select, update
 
 from chat_store.api.deps import AppState
 from chat_store.errors import ArchiveUnavailable
-from chat_store.models import ApiKey, ChatSession, User
+from chat_store.models import ApiKey, ArchiveDeletion, ChatSession, User
 from chat_store.services import retention
 from tests.api.test_archive import hold_lease, make_idle
 from tests.api.test_cli_portability import chat_store, titles
@@ -114,63 +115,6 @@ class _SomeUndeletable:
         self.deleted.append(key)
 
 
-async def test_an_archive_object_that_cannot_be_deleted_holds_back_its_session_alone(
-    factory: Factory, state: AppState
-) -> None:
-    """The batch rolled back on it and the purge stopped: every run chose the same oldest
-    batch again, and no idle session was ever deleted."""
-    account = await factory.account()
-    stuck = (await factory.chat_session(account, title="archived long ago"))["id"]
-    others = [(await factory.chat_session(account, title=f"idle {i}"))["id"] for i in range(3)]
-    archived = (await factory.chat_session(account, title="archived too"))["id"]
-    await make_idle(state, stuck, days=400)
-    await make_idle(state, *others, archived, days=200)
-    keys = await record_archive_keys(state, stuck, archived)
-    store = _SomeUndeletable({keys[stuck]})
-
-    report = await retention.purge_idle_sessions(
-        state.sessionmaker,
-        timedelta(days=90),
-        dry_run=False,
-        archive=store,  # type: ignore[arg-type]
-    )
-
-    assert (report.sessions, report.kept) == (4, 1)
-    assert store.deleted == [keys[archived]]
-    async with state.sessionmaker() as db:
-        left = {str(sid) for sid in await db.scalars(select(ChatSession.id))}
-    assert stuck in left and not left & {*others, archived}
-
-
-async def test_locked_objects_among_the_oldest_hold_back_their_sessions_alone(
-    factory: Factory, state: AppState
-) -> None:
-    """Three refusals in one batch stopped the run before the others, every run; and the
-    object of an archived session before them was deleted while its row stayed."""
-    account = await factory.account()
-    first = (await factory.chat_session(account, title="archived, oldest"))["id"]
-    stuck = [(await factory.chat_session(account, title=f"locked {i}"))["id"] for i in range(3)]
-    others = [(await factory.chat_session(account, title=f"idle {i}"))["id"] for i in range(3)]
-    await make_idle(state, first, days=500)
-    await make_idle(state, *stuck, days=400)
-    await make_idle(state, *others, days=200)
-    keys = await record_archive_keys(state, first, *stuck)
-    store = _SomeUndeletable({keys[sid] for sid in stuck})
-
-    report = await retention.purge_idle_sessions(
-        state.sessionmaker,
-        timedelta(days=90),
-        dry_run=False,
-        archive=store,  # type: ignore[arg-type]
-    )
-
-    assert (report.sessions, report.kept) == (4, 3)
-    async with state.sessionmaker() as db:
-        left = {str(sid) for sid in await db.scalars(select(ChatSession.id))}
-    assert left & {first, *stuck, *others} == set(stuck)
-    assert keys[first] in store.deleted
-
-
 class _Refusing:
     """An archive store that refuses every deletion (away, or no rights)."""
 
@@ -182,25 +126,80 @@ class _Refusing:
         raise ArchiveUnavailable("The archive store failed: PermissionDenied")
 
 
-async def test_retention_stops_when_the_archive_store_refuses_object_after_object(
+async def test_an_archive_object_that_cannot_be_deleted_holds_back_only_itself(
     factory: Factory, state: AppState
 ) -> None:
-    """Each refusal redoes a batch's deletion through the store's retries: with a store that
-    refuses everything, one run would try every archived session."""
+    """The sessions go whatever their objects: an object the store refuses (a lock on it)
+    stays listed for the next run, and the others are deleted. Before, its batch was rolled
+    back and every run chose that batch again; later, objects deleted before a refusal were
+    left to sessions whose rows stayed."""
+    account = await factory.account()
+    stuck = (await factory.chat_session(account, title="archived long ago"))["id"]
+    others = [(await factory.chat_session(account, title=f"idle {i}"))["id"] for i in range(3)]
+    archived = (await factory.chat_session(account, title="archived too"))["id"]
+    await make_idle(state, stuck, days=400)
+    await make_idle(state, *others, archived, days=200)
+    keys = await record_archive_keys(state, stuck, archived)
+    store = _SomeUndeletable({keys[stuck]})
+
+    report = await _purge(state, store)
+
+    assert report.sessions == 5
+    assert (report.objects.deleted, report.objects.refused) == (1, 1)
+    assert report.objects.reason == "The archive store failed: PermissionDenied"
+    assert store.deleted == [keys[archived]]
+    assert await _sessions(state) == set()
+    assert await _listed(state) == [keys[stuck]]
+
+    # The next run tries it again, and the store lets it go now.
+    store.refused.clear()
+    again = await _purge(state, store)
+    assert (again.sessions, again.objects.deleted, again.objects.refused) == (0, 1, 0)
+    assert await _listed(state) == []
+
+
+async def test_refusals_in_a_row_stop_a_run_and_the_next_goes_on(
+    factory: Factory, state: AppState
+) -> None:
+    """A store that refuses as a whole (away, no rights) is not asked for every object: each
+    try waits through its retries. The sessions are deleted all the same."""
     account = await factory.account()
     archived = [(await factory.chat_session(account, title=f"a{i}"))["id"] for i in range(5)]
     await make_idle(state, *archived, days=400)
-    await record_archive_keys(state, *archived)
+    keys = await record_archive_keys(state, *archived)
     store = _Refusing()
 
-    report = await retention.purge_idle_sessions(
+    report = await _purge(state, store)
+
+    assert report.sessions == 5
+    assert (report.objects.deleted, report.objects.refused, store.asked) == (0, 3, 3)
+    assert await _sessions(state) == set()
+    assert await _listed(state) == sorted(keys.values())
+
+    back = _SomeUndeletable(set())
+    again = await _purge(state, back)
+    assert (again.objects.deleted, again.objects.refused) == (5, 0)
+    assert sorted(back.deleted) == sorted(keys.values())
+    assert await _listed(state) == []
+
+
+async def _purge(state: AppState, store: object) -> retention.PurgeReport:
+    return await retention.purge_idle_sessions(
         state.sessionmaker,
         timedelta(days=90),
         dry_run=False,
         archive=store,  # type: ignore[arg-type]
     )
 
-    assert (report.sessions, report.kept, store.asked) == (0, 3, 3)
+
+async def _sessions(state: AppState) -> set[str]:
+    async with state.sessionmaker() as db:
+        return {str(sid) for sid in await db.scalars(select(ChatSession.id))}
+
+
+async def _listed(state: AppState) -> list[str]:
+    async with state.sessionmaker() as db:
+        return list(await db.scalars(select(ArchiveDeletion.key).order_by(ArchiveDeletion.key)))
 
 
 @pytest.mark.parametrize(

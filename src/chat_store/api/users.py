@@ -50,5 +50,7 @@ async def delete_current_user(
     principal: CurrentPrincipal,
 ) -> Response:
     """Erase the account and everything it owns; answers once it is gone."""
-    await user_service.delete_me(db, settings, cache, state.bus, principal, state.archive)
+    await user_service.delete_me(
+        db, settings, cache, state.bus, principal, state.sessionmaker, state.archive
+    )
     return Response(status_code=204)

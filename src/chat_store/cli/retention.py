@@ -3,6 +3,7 @@ object store, `restore` brings one back."""
 
 from __future__ import annotations
 
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -38,8 +39,14 @@ def purge(
         )
 
     report = _on_idle_sessions(older_than, work, done="deleted", dry="would delete")
-    if report.kept:
-        print(f"{report.kept} kept: their archive objects could not be deleted (see above)")
+    if report.objects.deleted:
+        print(f"deleted {report.objects.deleted} archive objects of deleted sessions")
+    if report.objects.refused:
+        print(
+            f"{report.objects.refused} archive objects of deleted sessions could not be deleted "
+            f"yet ({report.objects.reason}); the next purge or housekeeping run tries again",
+            file=sys.stderr,
+        )
         raise typer.Exit(1)
 
 

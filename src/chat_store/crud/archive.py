@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from chat_store.crud.generations import session_generating
 from chat_store.crud.messages import INSERT_BATCH, StoredMessage
 from chat_store.db import fetch_one
-from chat_store.models import ArchivedMessage, ChatSession, Generation, Message
+from chat_store.models import ArchiveDeletion, ArchivedMessage, ChatSession, Generation, Message
 
 _SESSION_TABLE = cast(Table, ChatSession.__table__)
 _MESSAGE_TABLE = cast(Table, Message.__table__)
@@ -273,3 +273,35 @@ async def lock_archive_key(db: AsyncSession, session_id: uuid.UUID) -> str | Non
         select(ChatSession.archive_key).where(ChatSession.id == session_id).with_for_update()
     )
     return result.scalar_one_or_none()
+
+
+_DELETION_TABLE = cast(Table, ArchiveDeletion.__table__)
+
+
+async def queue_deletions(db: AsyncSession, keys: list[str], now: datetime) -> None:
+    """List archive objects to delete once this transaction has committed (a key listed
+    already stays listed once)."""
+    if not keys:
+        return
+    rows = [{"key": key, "queued_at": now} for key in keys]
+    if db.get_bind().dialect.name == "postgresql":
+        stmt: Any = pg_insert(_DELETION_TABLE).on_conflict_do_nothing(index_elements=["key"])
+    else:
+        stmt = sqlite_insert(_DELETION_TABLE).on_conflict_do_nothing(index_elements=["key"])
+    for start in range(0, len(rows), INSERT_BATCH):
+        await db.execute(stmt, rows[start : start + INSERT_BATCH])
+
+
+async def queued_deletions(db: AsyncSession, after: str | None, limit: int) -> list[str]:
+    """Listed archive objects, in the order of their keys, after a keyset cursor."""
+    stmt = select(ArchiveDeletion.key)
+    if after is not None:
+        stmt = stmt.where(ArchiveDeletion.key > after)
+    result = await db.execute(stmt.order_by(ArchiveDeletion.key).limit(limit))
+    return [str(key) for key in result.scalars()]
+
+
+async def forget_deletions(db: AsyncSession, keys: list[str]) -> None:
+    """Unlist archive objects that are deleted."""
+    if keys:
+        await db.execute(delete(ArchiveDeletion).where(ArchiveDeletion.key.in_(keys)))

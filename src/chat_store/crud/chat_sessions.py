@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -126,9 +125,7 @@ class DeletedBatch:
     chosen: int  # sessions idle at the select (fewer than the batch: the last batch)
     sessions: int  # of those, deleted (a session active again since is kept)
     messages: int
-    # (session id, key) of the deleted sessions that have an archive object, as the delete
-    # found them
-    archive_keys: list[tuple[uuid.UUID, str]]
+    archive_keys: list[str]  # of the deleted sessions that have an archive object
 
 
 def _idle(cutoff: datetime) -> ColumnElement[bool]:
@@ -136,13 +133,9 @@ def _idle(cutoff: datetime) -> ColumnElement[bool]:
     return and_(ChatSession.last_activity_at < cutoff, ~session_generating(cutoff))
 
 
-async def idle_batch(
-    db: AsyncSession, cutoff: datetime, batch: int, *, keep: Collection[uuid.UUID] = ()
-) -> list[uuid.UUID]:
-    """Up to `batch` sessions idle since `cutoff`, the longest idle first, but those in `keep`."""
+async def idle_batch(db: AsyncSession, cutoff: datetime, batch: int) -> list[uuid.UUID]:
+    """Up to `batch` sessions idle since `cutoff`, the longest idle first."""
     chosen = select(ChatSession.id).where(_idle(cutoff))
-    if keep:
-        chosen = chosen.where(ChatSession.id.not_in(list(keep)))
     result = await db.execute(chosen.order_by(ChatSession.last_activity_at).limit(batch))
     return list(result.scalars())
 
@@ -159,17 +152,11 @@ async def delete_idle(db: AsyncSession, ids: list[uuid.UUID], cutoff: datetime) 
         await db.execute(
             delete(ChatSession)
             .where(ChatSession.id.in_(ids), _idle(cutoff))
-            .returning(ChatSession.id, ChatSession.message_count, ChatSession.archive_key)
+            .returning(ChatSession.message_count, ChatSession.archive_key)
         )
     ).all()
-    # In the order chosen (oldest first), whatever order the delete returned them in: a try
-    # done again after a refused object meets the objects it already deleted first.
-    order = {session_id: position for position, session_id in enumerate(ids)}
-    keys = sorted(
-        ((session_id, str(key)) for session_id, _, key in deleted if key is not None),
-        key=lambda pair: order[pair[0]],
-    )
-    messages = sum(int(count) for _, count, _ in deleted)
+    keys = [str(key) for _, key in deleted if key is not None]
+    messages = sum(int(count) for count, _ in deleted)
     return DeletedBatch(len(ids), len(deleted), messages, keys)
 
 

@@ -1,5 +1,6 @@
 """ORM models; importing this package registers every table on Base.metadata."""
 
+from chat_store.models.archive_deletion import ArchiveDeletion
 from chat_store.models.auth_token import ApiKey, RefreshToken
 from chat_store.models.base import Base
 from chat_store.models.chat_session import ChatSession
@@ -10,6 +11,7 @@ from chat_store.models.user import User
 
 __all__ = [
     "ApiKey",
+    "ArchiveDeletion",
     "ArchivedMessage",
     "Base",
     "ChatSession",

@@ -26,6 +26,7 @@ from chat_store.schemas.chat_sessions import (
 )
 from chat_store.schemas.pagination import Pagination
 from chat_store.services import events, idempotency, limits
+from chat_store.services.archive import deletions
 from chat_store.services.context import RequestContext
 
 AUTO_TITLE_CHARS = 80
@@ -235,10 +236,9 @@ async def delete_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> Non
     # The lease rows of its answers first, before the session's row (which lock_keys takes):
     # the order a completion or a cancel takes them in (crud/generations.py).
     generating = await generation_crud.lock_leases(ctx.db, user_id, session_id=session_id)
-    # An archived session's object goes first, in this transaction: if it cannot be deleted,
-    # neither is the session.
-    for key in await archive_crud.lock_keys(ctx.db, user_id, session_id):
-        await ctx.app.archive.delete(key)
+    # Its archive object is deleted once the rows are committed gone.
+    keys = await archive_crud.lock_keys(ctx.db, user_id, session_id)
+    await deletions.delete_after_commit(ctx.db, ctx.app.sessionmaker, ctx.app.archive, keys)
     if not await chat_session_crud.delete_for_owner(ctx.db, user_id, session_id):
         raise ChatSessionNotFound()
     events.stop_generations_after_commit(ctx.db, ctx.bus, generating)

@@ -53,6 +53,10 @@ async def run_forever(
         ("expired idempotency keys", lambda: _purge_keys(sessionmaker)),
         ("expired refresh tokens", lambda: _purge_tokens(sessionmaker)),
     ]
+    if archiver is not None:
+        # Those whose deletion after their sessions' the store refused, or a stopped process
+        # never got to.
+        steps.append(("archive object deletions", lambda: _delete_listed_objects(archiver)))
     if retention_days is not None:
         store = archiver.store if archiver else None
         steps.append(("retention", lambda: _retention(sessionmaker, retention_days, store)))
@@ -89,14 +93,27 @@ async def _retention(
     report = await retention.purge_idle_sessions(
         sessionmaker, timedelta(days=days), dry_run=False, archive=store
     )
-    if report.sessions or report.kept:
+    if report.sessions or report.objects.deleted or report.objects.refused:
         logger.info(
-            "retention: deleted %d sessions (%d messages) idle since %s; %d kept (archive "
-            "objects that could not be deleted)",
+            "retention: deleted %d sessions (%d messages) idle since %s, and %d archive "
+            "objects; %d objects refused (%s), tried again next run",
             report.sessions,
             report.messages,
             report.cutoff.isoformat(),
-            report.kept,
+            report.objects.deleted,
+            report.objects.refused,
+            report.objects.reason,
+        )
+
+
+async def _delete_listed_objects(archiver: archive.Archiver) -> None:
+    report = await archive.delete_listed(archiver.sessionmaker, archiver.store)
+    if report.deleted or report.refused:
+        logger.info(
+            "archive: deleted %d objects of deleted sessions; %d refused (%s)",
+            report.deleted,
+            report.refused,
+            report.reason,
         )
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from chat_store.cache import Cache
 from chat_store.cache.bus import Bus
@@ -17,6 +17,7 @@ from chat_store.ratelimit import RateLimiter
 from chat_store.schemas.users import UserUpdate
 from chat_store.security import hash_password, verify_password
 from chat_store.services import auth, events, principals
+from chat_store.services.archive import deletions
 from chat_store.services.auth import normalize_email
 from chat_store.services.principals import Principal
 from chat_store.settings import Settings
@@ -77,15 +78,15 @@ async def delete_me(
     cache: Cache,
     bus: Bus,
     principal: Principal,
+    sessionmaker: async_sessionmaker[AsyncSession],
     archive: ArchiveStore,
 ) -> None:
     # The lease rows of the user's answers first, before any session's row (which lock_keys
     # takes): the order a completion or a cancel takes them in (crud/generations.py).
     generating = await generation_crud.lock_leases(db, principal.user_id)
-    # The objects of archived sessions go first, in this transaction: if one cannot be
-    # deleted, neither is the account.
-    for key in await archive_crud.lock_keys(db, principal.user_id):
-        await archive.delete(key)
+    # The objects of its sessions are deleted once the rows are committed gone.
+    keys = await archive_crud.lock_keys(db, principal.user_id)
+    await deletions.delete_after_commit(db, sessionmaker, archive, keys)
     key_hashes = await api_key_crud.hashes_for_user(db, principal.user_id)
     await user_crud.delete_by_id(db, principal.user_id)
     events.stop_generations_after_commit(db, bus, generating)

@@ -30,6 +30,10 @@ already there are skipped; the ids leave archived_message; the generations come 
 lease), in one transaction → release_archive (the object deleted under the row lock, the key
 forgotten).
 
+Deleting (`deletions`): whatever deletes a session lists its object's key (archive_deletion) in
+the transaction that deletes its rows, and deletes the object after that commits; what the
+store refused, or a stopped process left, is deleted by housekeeping.
+
 An id stays taken while its message is archived: archived_message holds it from the archive's
 commit to the restore's, and a message created with it is refused as one with a stored id is.
 """
@@ -54,6 +58,12 @@ from chat_store.services.archive.archiving import (
     commit_archive,
     verify_archive,
     write_archive,
+)
+from chat_store.services.archive.deletions import (
+    DeletionReport,
+    delete_after_commit,
+    delete_listed,
+    delete_objects,
 )
 from chat_store.services.archive.job import (
     BATCH_SESSIONS,
@@ -82,6 +92,7 @@ __all__ = [
     "ArchiveReport",
     "ArchivedGeneration",
     "Archiver",
+    "DeletionReport",
     "LoadedArchive",
     "VerifiedArchive",
     "WrittenArchive",
@@ -90,6 +101,9 @@ __all__ = [
     "archive_session",
     "begin_archive",
     "commit_archive",
+    "delete_after_commit",
+    "delete_listed",
+    "delete_objects",
     "ensure_restored",
     "finish_half_way",
     "insert_archived_messages",

@@ -27,7 +27,9 @@ GENERATIONS = "generations"
 
 
 def object_key(session_id: uuid.UUID, at: datetime) -> str:
-    return f"{KEY_PREFIX}/{at:%Y}/{at:%m}/{session_id}.json.gz"
+    # One key per archive, never used again: an object listed for deletion after its session
+    # was deleted (deletions.py) is never a later session's, one made with the same id.
+    return f"{KEY_PREFIX}/{at:%Y}/{at:%m}/{session_id}/{at:%Y%m%dT%H%M%S.%fZ}.json.gz"
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,8 @@ async def _restore_in_request(
 ) -> None:
     """Steps 1 to 3 in the request's transaction (a read's on SQLite: _restore_apart); step 4
     once the request has committed. Nothing when the session is not archived."""
-    if begins_without_write_lock(db) or runs_in_autocommit(db):
+    apart = begins_without_write_lock(db) or runs_in_autocommit(db)
+    if apart:
         key = await _restore_apart(db, archiver, user_id, session_id)
     else:
         key = await restore_in(db, archiver, session_id, user_id=user_id)
@@ -174,6 +175,14 @@ async def _restore_in_request(
         # A failure leaves the session half-way: the job deletes the object later.
         await release_archive(archiver, session_id, key)
 
+    if apart:
+        # Committed already: released now, whatever becomes of the request (an after-commit
+        # hook would be dropped by a read that then fails).
+        try:
+            await release()
+        except Exception:
+            logger.exception("releasing the archive of restored session %s failed", session_id)
+        return
     hooks.after_commit(db, release)
 
 
