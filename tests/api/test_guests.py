@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import func, insert, select
 
 from chat_store.models import ChatSession, User
 from chat_store.services.principals import GUEST_PASSWORD_HASH
@@ -17,6 +17,7 @@ from tests.assertions import assert_problem
 from tests.backends import Backend
 from tests.conftest import AppWith
 from tests.factories import API, Factory
+from tests.support.locks import until_waiting_for_a_lock
 
 
 @pytest.fixture
@@ -312,7 +313,7 @@ async def test_a_claim_waits_for_an_import_of_the_same_conversation_in_flight(
                     headers=account.headers,
                 )
             )
-            await _until_waiting_for_a_lock(state, claim)
+            await until_waiting_for_a_lock(state, claim)
             await importing.commit()
         claimed = await claim
 
@@ -329,18 +330,3 @@ async def test_a_claim_waits_for_an_import_of_the_same_conversation_in_flight(
                 ).all()
             )
         assert owned == {user_copy: row.source_fingerprint, guest_copy: None}
-
-
-async def _until_waiting_for_a_lock(state: AppState, request: asyncio.Task[httpx.Response]) -> None:
-    async with state.read_sessionmaker() as probe:
-        for _ in range(200):
-            waiting = await probe.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock'"
-                )
-            )
-            if waiting or request.done():
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError("the claim never waited for the import")

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from chat_store.api.deps import AppState
 from chat_store.client import AsyncChatStoreClient
@@ -25,6 +24,7 @@ from chat_store.services.principals import Principal
 from tests.assertions import assert_problem, assert_validation_error
 from tests.conftest import SMALL_MESSAGE_BYTES
 from tests.factories import API, Account, Factory
+from tests.support.locks import until_waiting_for_a_lock
 
 LIMIT = SMALL_MESSAGE_BYTES  # of the `small` app
 
@@ -354,23 +354,8 @@ async def test_a_delta_to_a_message_created_while_it_waited_lands(
 
 
 async def _until_waiting(state: AppState, request: asyncio.Task[httpx.Response]) -> None:
-    """Until the request's delta statement waits for a row lock (Postgres), or has had time to
-    queue for the connection (SQLite's single connection)."""
-    if state.engine.dialect.name != "postgresql":
-        await asyncio.sleep(0.3)
-        return
-    async with state.read_sessionmaker() as probe:
-        for _ in range(200):
-            waiting = await probe.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                    " AND wait_event_type = 'Lock' AND query LIKE 'WITH bumped AS%'"
-                )
-            )
-            if waiting or request.done():
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError("the delta never waited for the session row")
+    """Until the request's delta statement waits for a row lock."""
+    await until_waiting_for_a_lock(state, request, statement_like="WITH bumped AS%")
 
 
 async def test_text_with_unicode_line_separators_streams_as_one_line_per_event(
