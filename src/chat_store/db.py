@@ -8,6 +8,7 @@ the API answers it one way.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import sqlite3
@@ -35,6 +36,7 @@ from sqlalchemy.util import greenlet_spawn
 from chat_store.settings import Settings
 
 Row = TypeVar("Row")
+T = TypeVar("T")
 
 
 def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
@@ -261,6 +263,23 @@ async def read_only(db: AsyncSession) -> AsyncIterator[AsyncSession]:
         return
     async with readers() as session:
         yield session
+
+
+async def run_to_the_end(work: Awaitable[T]) -> T:
+    """Await `work`, a short piece of database work with a session of its own, letting it run
+    to its end if the caller is cancelled meanwhile (a live stream or an export whose client
+    went away): the caller's CancelledError comes at once, the work ends on its own. Cut inside
+    the driver, a statement makes the pool throw its connection away (on SQLite the process's
+    one connection that writes) and leaves the connection's close pending."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve_outcome)
+    return await asyncio.shield(task)
+
+
+def _retrieve_outcome(task: asyncio.Future[Any]) -> None:
+    # Once its caller was cancelled nobody awaits it: its error is not one to report.
+    if not task.cancelled():
+        task.exception()
 
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -15,16 +15,16 @@ holds, the answer is cut (`ExportCut`).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
 import uuid
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -33,7 +33,7 @@ from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import export as export_crud
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
-from chat_store.db import read_snapshot
+from chat_store.db import read_snapshot, run_to_the_end
 from chat_store.errors import ArchiveUnavailable, ChatSessionNotFound
 from chat_store.models import ChatSession, User
 from chat_store.schemas.messages import OPEN_STATUSES
@@ -43,6 +43,8 @@ from chat_store.settings import Settings
 from chat_store.storage import ArchiveStore
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FORMAT = "chat-store/1"
 ExportFormat = Literal["json", "jsonl", "markdown"]
@@ -97,23 +99,33 @@ class ExportSource:
     archive: ArchiveStore
     credential: CredentialCheck | None = None
 
-    @asynccontextmanager
-    async def reading(self, *, snapshot: bool = False) -> AsyncIterator[AsyncSession]:
-        """A short session for one batch, the credential checked in it first when it is due;
-        with `snapshot`, every statement of it reads one point in time (db.read_snapshot)."""
-        async with self.sessionmaker() as db:
-            if snapshot:
-                await read_snapshot(db)
-            if self.credential is not None and self.credential.due():
-                await _check(self.credential, db)
-            yield db
+    async def read(
+        self, work: Callable[[AsyncSession], Awaitable[T]], *, snapshot: bool = False
+    ) -> T:
+        """`work` (one batch) in a short session of its own, the credential checked in it first
+        when it is due; with `snapshot`, every statement of it reads one point in time
+        (db.read_snapshot). It runs to its end if the client goes away meanwhile
+        (db.run_to_the_end)."""
+
+        async def in_a_session() -> T:
+            async with self.sessionmaker() as db:
+                if snapshot:
+                    await read_snapshot(db)
+                if self.credential is not None and self.credential.due():
+                    await _check(self.credential, db)
+                return await work(db)
+
+        return await run_to_the_end(in_a_session())
 
     async def recheck(self) -> None:
         """Before a batch that reads nothing from the database (an archive's messages): the
         credential checked in a session of its own when it is due."""
         if self.credential is not None and self.credential.due():
-            async with self.sessionmaker() as db:
-                await _check(self.credential, db)
+            await self.read(_nothing)
+
+
+async def _nothing(db: AsyncSession) -> None:
+    return None
 
 
 def time(value: datetime | None) -> str | None:
@@ -208,6 +220,16 @@ async def exportable(source: ExportSource, session: ChatSession) -> Exportable:
     return Exportable(session, document["messages"])
 
 
+async def _batch_and_archive_state(
+    db: AsyncSession, *, session_id: uuid.UUID, after_seq: int | None
+) -> tuple[list[Document], int | None, ChatSession | None]:
+    batch, last_seq = await _message_batches(db, session_id, after_seq)
+    # Read after the batch, in its snapshot: an archive that took the messages out of the
+    # database before the batch was read shows here (one committed after it, with the next
+    # batch).
+    return batch, last_seq, await archive_crud.get_session(db, session_id)
+
+
 async def message_documents(
     source: ExportSource, exported: Exportable
 ) -> AsyncIterator[list[Document]]:
@@ -222,12 +244,10 @@ async def message_documents(
     while True:
         # The rows and the chunks of the open ones in one state: an answer completed between
         # two reads would be exported without its text (its chunks folded away).
-        async with source.reading(snapshot=True) as db:
-            batch, last_seq = await _message_batches(db, session_id, after_seq)
-            # Read after the batch, in its snapshot: an archive that took the messages out of
-            # the database before the batch was read shows here (one committed after it, with
-            # the next batch).
-            now = await archive_crud.get_session(db, session_id)
+        batch, last_seq, now = await source.read(
+            functools.partial(_batch_and_archive_state, session_id=session_id, after_seq=after_seq),
+            snapshot=True,
+        )
         if batch:
             yield batch
             after_seq = last_seq
@@ -441,15 +461,19 @@ async def render_account(source: ExportSource, user: User) -> AsyncIterator[byte
     yield (encode(head) + "\n").encode("utf-8")
     after: uuid.UUID | None = None
     while True:
-        async with source.reading() as db:
-            sessions = await export_crud.sessions_after(db, user.id, after, SESSION_BATCH)
+        sessions = await source.read(
+            functools.partial(
+                export_crud.sessions_after, user_id=user.id, after=after, limit=SESSION_BATCH
+            )
+        )
         if not sessions:
             return
         for listed in sessions:
             # Read again: the batch may have been read long ago (the client sets the pace), and
             # the session archived, restored or deleted since.
-            async with source.reading() as db:
-                session = await archive_crud.get_session(db, listed.id, user_id=user.id)
+            session = await source.read(
+                functools.partial(archive_crud.get_session, session_id=listed.id, user_id=user.id)
+            )
             if session is None:
                 continue  # deleted meanwhile
             # An unreadable archive ends the answer here: it has started, no status can change.

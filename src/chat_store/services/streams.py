@@ -28,7 +28,7 @@ from chat_store.cache.bus import Subscription
 from chat_store.crud import chat_sessions as chat_session_crud
 from chat_store.crud import messages as message_crud
 from chat_store.crud.messages import StoredMessage
-from chat_store.db import read_snapshot
+from chat_store.db import read_snapshot, run_to_the_end
 from chat_store.errors import MessageNotFound, OffsetMismatch
 from chat_store.models import ChatSession
 from chat_store.schemas.chat_sessions import ChatSessionRead
@@ -186,7 +186,7 @@ async def follow_message(
     try:
         async with context.following(session_id) as subscription:
             for _ in context.passes(subscription):
-                snapshot = await _snapshot(context, session_id, message_id)
+                snapshot = await run_to_the_end(_snapshot(context, session_id, message_id))
                 if snapshot is None:  # deleted while followed
                     yield _done("deleted", None, position)
                     return
@@ -315,12 +315,14 @@ async def follow_session(
             for _ in context.passes(subscription):
                 if replay_from is None:
                     replay_from = position
-                replayed = await _replay_session(
-                    context,
-                    session_id,
-                    position,
-                    created_after=replay_from,
-                    find_open=first or silences.due,
+                replayed = await run_to_the_end(
+                    _replay_session(
+                        context,
+                        session_id,
+                        position,
+                        created_after=replay_from,
+                        find_open=first or silences.due,
+                    )
                 )
                 if replayed is None:
                     yield StreamEvent("session.deleted", {"session_id": str(session_id)})
