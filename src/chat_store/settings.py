@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -315,20 +317,51 @@ def normalize_database_url(url: str) -> tuple[str, dict[str, object]]:
     return parsed.render_as_string(hide_password=False), connect_args
 
 
+# The kept secrets this process read or made, by file: read once, not at every token.
+_KEPT_SECRETS: dict[Path, str] = {}
+
+
 def _development_secret(data_dir: Path) -> str:
     """A random secret generated once and kept, so tokens survive a restart in development."""
-    path = data_dir / ".jwt-secret"
-    try:
-        existing = path.read_text().strip()
-    except FileNotFoundError:
-        existing = ""
-    if len(existing) >= _MIN_SECRET_CHARS:
+    path = (data_dir / ".jwt-secret").absolute()
+    kept = _KEPT_SECRETS.get(path)
+    if kept is None:
+        kept = _KEPT_SECRETS[path] = _read_or_make_secret(path)
+    return kept
+
+
+def _read_or_make_secret(path: Path) -> str:
+    """The secret in `path`; when there is none, a new one put there whole and never over
+    another's: processes that start together (`--workers`) all take the first one written, and
+    none reads a file half-written or open to others (the file is made 0600 before it holds it)."""
+    existing = _read_secret(path)
+    if existing is not None:
         return existing
-    data_dir.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
-    path.write_text(value)
-    path.chmod(0o600)
-    return value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=".jwt-secret.")  # 0600
+    written = Path(name)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+        try:
+            os.link(written, path)  # fails, rather than replacing, when the file is there
+        except FileExistsError:
+            if _read_secret(path) is None:  # cut, or too short (written by hand): replaced
+                os.replace(written, path)
+    finally:
+        written.unlink(missing_ok=True)
+    made = _read_secret(path)
+    if made is None:
+        raise RuntimeError(f"{path} holds no secret of {_MIN_SECRET_CHARS} characters or more")
+    return made
+
+
+def _read_secret(path: Path) -> str | None:
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return text if len(text) >= _MIN_SECRET_CHARS else None
 
 
 @lru_cache

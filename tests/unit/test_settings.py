@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 import secrets
 import stat
@@ -131,6 +132,33 @@ def test_the_development_secret_is_generated_once_and_kept(tmp_path: Path) -> No
     assert build(data_dir=data_dir).jwt_secret_value() == first
     # Another data directory is another deployment: another secret.
     assert build(data_dir=tmp_path / "other").jwt_secret_value() != first
+
+
+def _secret_of_a_process(data_dir: Path, start: Any, out: Any) -> None:
+    start.wait()
+    out.put(build(data_dir=data_dir).jwt_secret_value())
+
+
+def test_processes_that_start_together_keep_one_secret(tmp_path: Path) -> None:
+    """`--workers 4` on a fresh DATA_DIR: each worker read the file, found none and wrote its
+    own, so a token one worker signed could be refused by another. The first one written is
+    every process's now."""
+    context = multiprocessing.get_context("fork")
+    start, out = context.Barrier(8), context.Queue()
+    workers = [
+        context.Process(target=_secret_of_a_process, args=(tmp_path, start, out)) for _ in range(8)
+    ]
+    for worker in workers:
+        worker.start()
+    kept = {out.get(timeout=30) for _ in workers}
+    for worker in workers:
+        worker.join(timeout=30)
+
+    assert len(kept) == 1
+    secret_file = tmp_path / ".jwt-secret"
+    assert {secret_file.read_text()} == kept
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == [".jwt-secret"]  # no leftovers
 
 
 def test_a_configured_secret_wins_over_the_kept_one(tmp_path: Path) -> None:

@@ -87,6 +87,9 @@ def serve(
     settings = get_settings()
     if run_migrations:
         migrate_command("head")
+    # Outside production without JWT_SECRET, the kept secret is made here, once, before the
+    # workers start and read it.
+    settings.jwt_secret_value()
     _print_where(settings, host or settings.host, port or settings.port)
     uvicorn.run(
         "chat_store.main:create_served_app",
