@@ -272,11 +272,17 @@ async def run_to_the_end(work: Awaitable[T]) -> T:
     the driver, a statement makes the pool throw its connection away (on SQLite the process's
     one connection that writes) and leaves the connection's close pending."""
     task = asyncio.ensure_future(work)
-    task.add_done_callback(_retrieve_outcome)
+    _RUNNING_TO_THE_END.add(task)
+    task.add_done_callback(_ended)
     return await asyncio.shield(task)
 
 
-def _retrieve_outcome(task: asyncio.Future[Any]) -> None:
+# The work of run_to_the_end under way, held so that it is not collected once its caller left.
+_RUNNING_TO_THE_END: set[asyncio.Future[Any]] = set()
+
+
+def _ended(task: asyncio.Future[Any]) -> None:
+    _RUNNING_TO_THE_END.discard(task)
     # Once its caller was cancelled nobody awaits it: its error is not one to report.
     if not task.cancelled():
         task.exception()

@@ -348,6 +348,9 @@ def _read_or_make_secret(path: Path) -> str:
         except FileExistsError:
             if _read_secret(path) is None:  # cut, or too short (written by hand): replaced
                 os.replace(written, path)
+        except OSError:  # a file system without hard links: put in place unless one came
+            if _read_secret(path) is None:
+                os.replace(written, path)
     finally:
         written.unlink(missing_ok=True)
     made = _read_secret(path)

@@ -735,12 +735,41 @@ async def test_deleting_a_session_or_the_account_deletes_archive_objects(
     key = await archive_key(state, sid)
     deleted = await client.delete(f"{API}/sessions/{sid}", headers=account.headers)
     assert deleted.status_code == 200
+    assert await listed_once_settled(state, []) == []
     assert await archiver.store.info(key) is None
 
     account, sid, _ = await archived_session(client, factory, state, archiver)
     key = await archive_key(state, sid)
     gone = await client.delete(f"{API}/users/me", headers=account.headers)
     assert gone.status_code == 204
+    assert await listed_once_settled(state, []) == []
+    assert await archiver.store.info(key) is None
+
+
+async def test_an_account_deleted_while_the_store_is_slow_is_answered_and_refused_at_once(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    app_with: AppWith,
+) -> None:
+    """The objects were deleted after the commit but before the answer, and before the
+    credentials' revocation: a store slower than REQUEST_TIMEOUT_SECONDS made the deletion a
+    504 after it had committed, its revocation never ran, and the deleted user's API key went on
+    working from the cache. The objects go in a task of their own now."""
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    key = await archive_key(state, sid)
+    api_key = {"X-API-Key": (await factory.api_key(account))["key"]}
+    async with app_with(request_timeout_seconds=1) as short:
+        short.state.archive = _Deletes(archiver.store.url, hang=3.0)
+        assert (await short.client.get(f"{API}/sessions", headers=api_key)).status_code == 200
+
+        gone = await short.client.delete(f"{API}/users/me", headers=account.headers)
+
+        assert gone.status_code == 204, gone.text
+        refused = await short.client.get(f"{API}/sessions", headers=api_key)
+        assert refused.status_code == 401
+        assert await listed_once_settled(state, []) == []
     assert await archiver.store.info(key) is None
 
 
@@ -918,7 +947,7 @@ async def listed_deletions(state: AppState) -> list[str]:
 
 async def listed_once_settled(state: AppState, expected: list[str]) -> list[str]:
     """The listed objects, once they are `expected` or 5 s have passed: a request's objects
-    are deleted after its answer has gone out."""
+    are deleted in a task of their own, after its answer."""
     for _ in range(250):
         listed = await listed_deletions(state)
         if listed == expected:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -15,8 +15,10 @@ import pytest
 from sqlalchemy import select, update
 
 from chat_store.api.deps import AppState
+from chat_store.crud import archive as archive_crud
 from chat_store.errors import ArchiveUnavailable
 from chat_store.models import ApiKey, ArchiveDeletion, ChatSession, User
+from chat_store.services import archive as archive_service
 from chat_store.services import retention
 from tests.api.test_archive import hold_lease, make_idle
 from tests.api.test_cli_portability import chat_store, titles
@@ -181,6 +183,24 @@ async def test_refusals_in_a_row_stop_a_run_and_the_next_goes_on(
     assert (again.objects.deleted, again.objects.refused) == (5, 0)
     assert sorted(back.deleted) == sorted(keys.values())
     assert await _listed(state) == []
+
+
+async def test_objects_the_store_keeps_refusing_hold_back_no_other(state: AppState) -> None:
+    """Each run began with the same smallest keys: three the store refuses for good stopped
+    every run before the others. Refused ones are tried again after those never tried."""
+    locked = [f"chat_archives/2026/01/{i}.json.gz" for i in range(3)]
+    others = [f"chat_archives/2026/12/{i}.json.gz" for i in range(5)]
+    async with state.sessionmaker() as db, db.begin():
+        await archive_crud.queue_deletions(db, locked + others, datetime.now(UTC))
+    store = _SomeUndeletable(set(locked))
+
+    first = await archive_service.delete_listed(state.sessionmaker, store)  # type: ignore[arg-type]
+    second = await archive_service.delete_listed(state.sessionmaker, store)  # type: ignore[arg-type]
+
+    assert (first.deleted, first.refused) == (0, 3)  # the store as a whole refuses, it seems
+    assert (second.deleted, second.refused) == (5, 3)
+    assert store.deleted == others
+    assert await _listed(state) == locked
 
 
 async def _purge(state: AppState, store: object) -> retention.PurgeReport:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from chat_store import settings as settings_module
 from chat_store.settings import Settings
 
 STRONG_SECRET = secrets.token_urlsafe(48)
@@ -127,8 +128,9 @@ def test_the_development_secret_is_generated_once_and_kept(tmp_path: Path) -> No
     assert len(first) >= 32
     assert secret_file.read_text() == first
     assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
-    # The same settings, new settings (a restart), always the same secret.
+    # The same settings, new settings, a restart (the file read again): the same secret.
     assert build(data_dir=data_dir).jwt_secret_value() == first
+    settings_module._KEPT_SECRETS.clear()
     assert build(data_dir=data_dir).jwt_secret_value() == first
     # Another data directory is another deployment: another secret.
     assert build(data_dir=tmp_path / "other").jwt_secret_value() != first

@@ -255,15 +255,14 @@ async def release_key(db: AsyncSession, session_id: uuid.UUID, key: str) -> bool
 async def lock_keys(
     db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID | None = None
 ) -> list[str]:
-    """The archive keys of the owner's sessions (or of one of them), their rows locked until
-    commit so that no archive commits on them meanwhile."""
-    stmt = select(ChatSession.archive_key).where(
-        ChatSession.user_id == user_id, ChatSession.archive_key.is_not(None)
-    )
+    """The archive keys of the owner's sessions (or of one of them). Every one of those rows is
+    locked until commit, those without a key too, so that no archive records a key or commits
+    on them meanwhile."""
+    stmt = select(ChatSession.archive_key).where(ChatSession.user_id == user_id)
     if session_id is not None:
         stmt = stmt.where(ChatSession.id == session_id)
     result = await db.execute(stmt.with_for_update())
-    return [str(key) for key in result.scalars()]
+    return [str(key) for key in result.scalars() if key is not None]
 
 
 async def lock_archive_key(db: AsyncSession, session_id: uuid.UUID) -> str | None:
@@ -292,13 +291,23 @@ async def queue_deletions(db: AsyncSession, keys: list[str], now: datetime) -> N
         await db.execute(stmt, rows[start : start + INSERT_BATCH])
 
 
-async def queued_deletions(db: AsyncSession, after: str | None, limit: int) -> list[str]:
-    """Listed archive objects, in the order of their keys, after a keyset cursor."""
-    stmt = select(ArchiveDeletion.key)
-    if after is not None:
-        stmt = stmt.where(ArchiveDeletion.key > after)
-    result = await db.execute(stmt.order_by(ArchiveDeletion.key).limit(limit))
+async def queued_deletions(db: AsyncSession, tried_before: datetime, limit: int) -> list[str]:
+    """Listed archive objects not tried since `tried_before`: those never refused first, then
+    those refused longest ago."""
+    result = await db.execute(
+        select(ArchiveDeletion.key)
+        .where(or_(ArchiveDeletion.refused_at.is_(None), ArchiveDeletion.refused_at < tried_before))
+        .order_by(ArchiveDeletion.refused_at.nulls_first(), ArchiveDeletion.key)
+        .limit(limit)
+    )
     return [str(key) for key in result.scalars()]
+
+
+async def mark_refused(db: AsyncSession, keys: list[str], now: datetime) -> None:
+    if keys:
+        await db.execute(
+            update(ArchiveDeletion).where(ArchiveDeletion.key.in_(keys)).values(refused_at=now)
+        )
 
 
 async def forget_deletions(db: AsyncSession, keys: list[str]) -> None:

@@ -25,6 +25,7 @@ def upgrade() -> None:
         "archive_deletion",
         sa.Column("key", sa.String(length=300), nullable=False),
         sa.Column("queued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("refused_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("key", name="pk_archive_deletion"),
     )
 

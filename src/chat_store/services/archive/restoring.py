@@ -180,6 +180,13 @@ async def _restore_in_request(
         # hook would be dropped by a read that then fails).
         try:
             await release()
+        except ArchiveUnavailable as exc:  # the store's failure, in one line (no secret)
+            logger.warning(
+                "releasing the archive of restored session %s failed (the job deletes it "
+                "later): %s",
+                session_id,
+                exc.detail,
+            )
         except Exception:
             logger.exception("releasing the archive of restored session %s failed", session_id)
         return
