@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -268,6 +269,52 @@ class CuttingSyncTransport(httpx.HTTPTransport):
             stream=_CutSync(response.stream, self.cuts.pop(0)),
             request=request,
         )
+
+
+async def test_a_waiting_turn_is_answered_as_it_stands_when_its_server_stops(
+    e2e_backend: Backend, llm: LlmServer
+) -> None:
+    """`stream: false` waits for the answer within the request's time limit. SIGTERM made
+    uvicorn wait its whole graceful shutdown (10 s) for that request and then cut it: a
+    plain-text 500 for a turn that was stored and went on. It is answered 202 at once now, the
+    answer handed over, and the next process completes it."""
+    text = default_text(150)
+    await llm.script("slow", {"text": text, "delay": 0.05})  # 7.5 s
+    env = llm_env(llm)
+    async with running_server(e2e_backend, **env) as stopping:
+        client, _ = await new_account(stopping)
+        async with client:
+            key = (await client.create_api_key("waiting")).key
+            session = await client.create_session()
+        async with httpx.AsyncClient(base_url=stopping.base_url, timeout=30) as http:
+            waiting = asyncio.create_task(
+                http.post(
+                    f"/api/v1/sessions/{session.id}/chat",
+                    json={"content": "Explain", "model": "slow", "stream": False},
+                    headers={"X-API-Key": key},
+                )
+            )
+            while not await llm.requests("slow"):
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            loop = asyncio.get_running_loop()
+            signalled = loop.time()
+            stopping.terminate()
+            answered = await waiting
+            took = loop.time() - signalled
+        assert stopping.wait() == -signal.SIGTERM
+        assert answered.status_code == 202, answered.text
+        assert took < 5, took  # not the graceful shutdown's 10 s
+        turn = answered.json()
+        assert turn["assistant_message"]["status"] in ("pending", "in_progress")
+        assert text.startswith(turn["assistant_message"]["partial_content"] or "")
+    async with (
+        running_server(e2e_backend, migrate=False, **env) as restarted,
+        restarted.client(api_key=key) as other,
+    ):
+        answer = await answer_of(other, session.id, ("complete", "failed"), timeout=40)
+    assert answer.status == "complete"
+    assert answer.content == text
 
 
 async def test_the_client_chat_reattaches_by_itself_and_gets_the_answer_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -212,11 +213,25 @@ async def chat(
         return response
 
     async def wait() -> tuple[int, ChatTurn]:
-        # The request's own time limit: what is left of it once the turn is stored.
+        # The request's own time limit: what is left of it once the turn is stored. A server
+        # that begins to stop ends the wait too: the turn is answered as it stands (202) and
+        # the answer is handed over, rather than the request cut at the end of the graceful
+        # shutdown (a 500).
         left = max(0.0, deadline - time.monotonic())
-        return await turn_service.wait_for_answer(streams, turn, left)
+        stopping = asyncio.create_task(_stop_on_exit(streams))
+        try:
+            return await turn_service.wait_for_answer(streams, turn, left)
+        finally:
+            stopping.cancel()
 
     return _AnswerWhenDone(wait)
+
+
+async def _stop_on_exit(streams: StreamContext) -> None:
+    """Set the stream context's shutdown once the server begins to stop, as live streams are
+    told (sse_starlette's watcher of the server's exit)."""
+    await EventSourceResponse._listen_for_exit_signal()
+    streams.shutdown.set()
 
 
 @router.post(
