@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from chat_store.crud import archive as archive_crud
 from chat_store.crud import messages as message_crud
 from chat_store.services import export as export_service
+from chat_store.state import AppState
 from tests.assertions import assert_problem, assert_validation_error
 from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
@@ -216,6 +219,31 @@ async def test_jsonl_and_markdown_exports(client: httpx.AsyncClient, factory: Fa
     assert "### assistant · gpt-4o ·" in text
     assert "Half an answer…" in text
     assert "> upstream timeout" in text
+
+
+async def test_an_export_holds_the_messages_its_header_counts(
+    client: httpx.AsyncClient, factory: Factory, state: AppState
+) -> None:
+    """The header is the session as the export began; its messages were read batch by batch
+    later, so one stored meanwhile was in the document but not in its `message_count` and
+    `last_seq`. The export stops at the header's `last_seq`."""
+    account = await factory.account()
+    sid = (await factory.chat_session(account))["id"]
+    await factory.messages(account, sid, 3)
+    source = export_service.ExportSource(state.read_sessionmaker, state.archive)
+    async with state.read_sessionmaker() as db:
+        row = await archive_crud.get_session(db, uuid.UUID(sid))
+    assert row is not None
+    exported = await export_service.exportable(source, row)
+    await factory.message(account, sid, content="stored while the export runs")
+
+    parts = [part async for part in export_service.render_session(source, exported, "json")]
+
+    document = json.loads(
+        "".join(part.decode() if isinstance(part, bytes) else part for part in parts)
+    )
+    assert (document["session"]["message_count"], document["session"]["last_seq"]) == (3, 3)
+    assert [message["seq"] for message in document["messages"]] == [1, 2, 3]
 
 
 async def test_unknown_format_is_refused(client: httpx.AsyncClient, factory: Factory) -> None:

@@ -166,11 +166,12 @@ def session_document(row: ChatSession) -> Document:
 
 
 async def _message_batches(
-    db: AsyncSession, session_id: uuid.UUID, after_seq: int | None
+    db: AsyncSession, session_id: uuid.UUID, after_seq: int | None, up_to_seq: int
 ) -> tuple[list[Document], int | None]:
-    """One batch of the session's messages after `after_seq`, as documents, and the last seq
-    read (None when there are none)."""
+    """One batch of the session's messages after `after_seq` and up to `up_to_seq`, as
+    documents, and the last seq read (None when there are none)."""
     rows, _ = await message_crud.list_by_seq(db, session_id, MESSAGE_BATCH, after_seq=after_seq)
+    rows = [row for row in rows if row.seq <= up_to_seq]
     if not rows:
         return [], None
     # As the API shows a message (its streamed text joined), plus the versions.
@@ -221,9 +222,9 @@ async def exportable(source: ExportSource, session: ChatSession) -> Exportable:
 
 
 async def _batch_and_archive_state(
-    db: AsyncSession, *, session_id: uuid.UUID, after_seq: int | None
+    db: AsyncSession, *, session_id: uuid.UUID, after_seq: int | None, up_to_seq: int
 ) -> tuple[list[Document], int | None, ChatSession | None]:
-    batch, last_seq = await _message_batches(db, session_id, after_seq)
+    batch, last_seq = await _message_batches(db, session_id, after_seq, up_to_seq)
     # Read after the batch, in its snapshot: an archive that took the messages out of the
     # database before the batch was read shows here (one committed after it, with the next
     # batch).
@@ -240,12 +241,21 @@ async def message_documents(
             yield exported.archived[start : start + MESSAGE_BATCH]
         return
     session_id = exported.session.id
+    # The messages the session had when its record was read (the export's header): those
+    # stored since are left out, so that its counts and its messages agree (but for messages
+    # deleted meanwhile).
+    up_to_seq = exported.session.last_seq
     after_seq: int | None = None
     while True:
         # The rows and the chunks of the open ones in one state: an answer completed between
         # two reads would be exported without its text (its chunks folded away).
         batch, last_seq, now = await source.read(
-            functools.partial(_batch_and_archive_state, session_id=session_id, after_seq=after_seq),
+            functools.partial(
+                _batch_and_archive_state,
+                session_id=session_id,
+                after_seq=after_seq,
+                up_to_seq=up_to_seq,
+            ),
             snapshot=True,
         )
         if batch:
@@ -255,7 +265,11 @@ async def message_documents(
             # Archived while it was exported: the rest is in its object (which holds every
             # message), not silently missing.
             document = await read_archive(source.archive, now.archive_key, session_id)
-            rest = [m for m in document["messages"] if after_seq is None or m["seq"] > after_seq]
+            rest = [
+                m
+                for m in document["messages"]
+                if (after_seq is None or m["seq"] > after_seq) and m["seq"] <= up_to_seq
+            ]
             for start in range(0, len(rest), MESSAGE_BATCH):
                 await source.recheck()
                 yield rest[start : start + MESSAGE_BATCH]
