@@ -63,7 +63,7 @@ from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
 from chat_store.services import generation, maintenance
-from chat_store.services.archive import Archiver, restore_for_access
+from chat_store.services.archive import Archiver, finish_deleting, restore_for_access
 from chat_store.settings import Settings, get_settings
 from chat_store.state import AppState
 from chat_store.storage import ArchiveStore
@@ -71,6 +71,7 @@ from chat_store.storage import ArchiveStore
 logger = logging.getLogger(__name__)
 
 _STARTUP_CHECK_SECONDS = 2.0  # the search language's check at start, before it gives up
+_DELETIONS_SHUTDOWN_SECONDS = 5.0  # archive objects still being deleted at shutdown
 
 # Swagger UI and ReDoc assets served by the app itself: the docs work offline and behind
 # networks that block CDNs.
@@ -199,6 +200,9 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
                 await principal_cache.close()
             await bus.close()
             await cache.close()
+            # Archive objects still being deleted after their requests: a few seconds, then
+            # left listed for the next housekeeping run.
+            await finish_deleting(within=_DELETIONS_SHUTDOWN_SECONDS)
             await engine.dispose()
 
     app = FastAPI(

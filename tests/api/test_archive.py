@@ -820,6 +820,26 @@ async def test_an_account_whose_second_object_is_refused_is_deleted_and_loses_no
     assert await archiver.store.info(keys[1]) is not None
 
 
+async def test_a_server_that_stops_finishes_the_deletions_under_way_first(
+    client: httpx.AsyncClient,
+    factory: Factory,
+    state: AppState,
+    archiver: Archiver,
+    app_with: AppWith,
+) -> None:
+    """A request's objects are deleted in a task of their own: the process stopped without
+    waiting for it, which then wrote through the closed engine (a connection nobody closed)."""
+    account, sid, _ = await archived_session(client, factory, state, archiver)
+    key = await archive_key(state, sid)
+    async with app_with() as stopping:
+        stopping.state.archive = _Deletes(archiver.store.url, hang=1.0)
+        deleted = await stopping.client.delete(f"{API}/sessions/{sid}", headers=account.headers)
+        assert deleted.status_code == 200, deleted.text
+    # Stopped: the deletion ended before the process's connections closed.
+    assert await listed_deletions(state) == []
+    assert await archiver.store.info(key) is None
+
+
 async def test_a_purge_stopped_while_it_deletes_objects_leaves_them_listed(
     client: httpx.AsyncClient, factory: Factory, state: AppState, archiver: Archiver
 ) -> None:
@@ -933,6 +953,7 @@ async def test_deleting_while_the_store_is_away_deletes_its_object_once_it_is_ba
     assert deleted.status_code == 200, deleted.text
     assert (await client.get(f"{API}/sessions/{sid}", headers=account.headers)).status_code == 404
     assert await archiver.store.info(key) is not None
+    await archive_service.finish_deleting(within=30)  # the request's try, refused
     assert await listed_deletions(state) == [key]
     report = await archive_service.delete_listed(state.sessionmaker, archiver.store)
     assert (report.deleted, report.refused) == (1, 0)

@@ -64,6 +64,7 @@ from chat_store.services.archive.deletions import (
     delete_after_commit,
     delete_listed,
     delete_objects,
+    finish_deleting,
 )
 from chat_store.services.archive.job import (
     BATCH_SESSIONS,
@@ -105,6 +106,7 @@ __all__ = [
     "delete_listed",
     "delete_objects",
     "ensure_restored",
+    "finish_deleting",
     "finish_half_way",
     "insert_archived_messages",
     "load_archive",

@@ -60,6 +60,17 @@ async def delete_after_commit(
     hooks.after_commit(db, delete_soon)
 
 
+async def finish_deleting(within: float) -> None:
+    """Wait up to `within` seconds for the deletions under way after their requests, then
+    cancel those left (their keys stay listed): before the process closes its connections."""
+    if not _DELETING:
+        return
+    _, left = await asyncio.wait(set(_DELETING), timeout=within)
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+
+
 async def _delete_in_background(
     sessionmaker: Sessionmaker, store: ArchiveStore, keys: list[str]
 ) -> None:
