@@ -229,7 +229,7 @@ async def chat(
 
 async def _stop_on_exit(streams: StreamContext) -> None:
     """Set the stream context's shutdown once the server begins to stop, as live streams are
-    told (sse_starlette's watcher of the server's exit)."""
+    told (sse_starlette's watcher of the server's exit, as of 3.7: pyproject.toml's floor)."""
     await EventSourceResponse._listen_for_exit_signal()
     streams.shutdown.set()
 
