@@ -199,20 +199,22 @@ async def taken_elsewhere(
     return taken
 
 
-def _insert_skipping(db: AsyncSession, table: Table, key: str) -> Any:
-    """An INSERT of `table` that skips rows whose `key` is there already."""
+async def _insert_skipping(
+    db: AsyncSession, table: Table, key: str, rows: list[dict[str, Any]]
+) -> None:
+    """Insert `rows` into `table` (INSERT_BATCH at a time), skipping those whose `key` is there
+    already."""
     insert_into = pg_insert if db.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return insert_into(table).on_conflict_do_nothing(index_elements=[key])
+    stmt = insert_into(table).on_conflict_do_nothing(index_elements=[key])
+    for start in range(0, len(rows), INSERT_BATCH):
+        await db.execute(stmt, rows[start : start + INSERT_BATCH])
 
 
 async def insert_missing_messages(db: AsyncSession, messages: list[StoredMessage]) -> None:
     """Insert messages, skipping those already there: a restore that stopped half-way is
     finished by running it again. (A row skipped must be the same message: the caller checks
     that no other session's message has one of the ids.)"""
-    rows = [message.columns() for message in messages]
-    stmt = _insert_skipping(db, _MESSAGE_TABLE, "id")
-    for start in range(0, len(rows), INSERT_BATCH):
-        await db.execute(stmt, rows[start : start + INSERT_BATCH])
+    await _insert_skipping(db, _MESSAGE_TABLE, "id", [message.columns() for message in messages])
 
 
 async def forget_archived_ids(db: AsyncSession, session_id: uuid.UUID) -> None:
@@ -223,9 +225,7 @@ async def forget_archived_ids(db: AsyncSession, session_id: uuid.UUID) -> None:
 
 async def insert_missing_generations(db: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert generations (columns as values), skipping those already there, as the messages."""
-    stmt = _insert_skipping(db, _GENERATION_TABLE, "message_id")
-    for start in range(0, len(rows), INSERT_BATCH):
-        await db.execute(stmt, rows[start : start + INSERT_BATCH])
+    await _insert_skipping(db, _GENERATION_TABLE, "message_id", rows)
 
 
 async def mark_restored(db: AsyncSession, session_id: uuid.UUID, key: str, now: datetime) -> bool:
@@ -280,15 +280,9 @@ _DELETION_TABLE = cast(Table, ArchiveDeletion.__table__)
 async def queue_deletions(db: AsyncSession, keys: list[str], now: datetime) -> None:
     """List archive objects to delete once this transaction has committed (a key listed
     already stays listed once)."""
-    if not keys:
-        return
-    rows = [{"key": key, "queued_at": now} for key in keys]
-    if db.get_bind().dialect.name == "postgresql":
-        stmt: Any = pg_insert(_DELETION_TABLE).on_conflict_do_nothing(index_elements=["key"])
-    else:
-        stmt = sqlite_insert(_DELETION_TABLE).on_conflict_do_nothing(index_elements=["key"])
-    for start in range(0, len(rows), INSERT_BATCH):
-        await db.execute(stmt, rows[start : start + INSERT_BATCH])
+    if keys:
+        rows = [{"key": key, "queued_at": now} for key in keys]
+        await _insert_skipping(db, _DELETION_TABLE, "key", rows)
 
 
 async def queued_deletions(db: AsyncSession, tried_before: datetime, limit: int) -> list[str]:
