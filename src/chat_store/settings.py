@@ -345,10 +345,9 @@ def _read_or_make_secret(path: Path) -> str:
             file.write(secrets.token_urlsafe(48))
         try:
             os.link(written, path)  # fails, rather than replacing, when the file is there
-        except FileExistsError:
-            if _read_secret(path) is None:  # cut, or too short (written by hand): replaced
-                os.replace(written, path)
-        except OSError:  # a file system without hard links: put in place unless one came
+        except OSError:
+            # There already (FileExistsError), or a file system without hard links: put in
+            # place unless a usable one is there (one cut, or too short, is replaced).
             if _read_secret(path) is None:
                 os.replace(written, path)
     finally:
