@@ -5,6 +5,8 @@ stored."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -19,7 +21,7 @@ from chat_store.crud import archive as archive_crud
 from chat_store.errors import ArchiveUnavailable
 from chat_store.models import ApiKey, ArchiveDeletion, ChatSession, User
 from chat_store.services import archive as archive_service
-from chat_store.services import retention
+from chat_store.services import maintenance, retention
 from tests.api.test_archive import hold_lease, make_idle
 from tests.api.test_cli_portability import chat_store, titles
 from tests.backends import Backend
@@ -110,8 +112,10 @@ class _SomeUndeletable:
     def __init__(self, refused: set[str]) -> None:
         self.refused = refused
         self.deleted: list[str] = []
+        self.asked: list[str] = []
 
     async def delete(self, key: str) -> None:
+        self.asked.append(key)
         if key in self.refused:
             raise ArchiveUnavailable("The archive store failed: PermissionDenied")
         self.deleted.append(key)
@@ -201,6 +205,40 @@ async def test_objects_the_store_keeps_refusing_hold_back_no_other(state: AppSta
     assert (second.deleted, second.refused) == (5, 3)
     assert store.deleted == others
     assert await _listed(state) == locked
+
+
+async def test_a_housekeeping_run_goes_over_the_listed_objects_once(
+    factory: Factory, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention deleted the objects of its sessions itself, after the run's own step for the
+    listed ones: an object the store refuses was asked for twice a run, each refusal waiting
+    through the store's retries. Retention lists its objects, and one step deletes them all."""
+    account = await factory.account()
+    idle = (await factory.chat_session(account, title="archived long ago"))["id"]
+    await make_idle(state, idle, days=400)
+    keys = await record_archive_keys(state, idle)
+    locked = "chat_archives/2026/01/locked.json.gz"
+    async with state.sessionmaker() as db, db.begin():
+        await archive_crud.queue_deletions(db, [locked], datetime.now(UTC))
+    store = _SomeUndeletable({locked})
+    monkeypatch.setattr(maintenance, "FIRST_RUN_SECONDS", 0.0)
+    archiver = archive_service.Archiver(state.sessionmaker, store)  # type: ignore[arg-type]
+
+    run = asyncio.create_task(maintenance.run_forever(state.sessionmaker, 90, archiver=archiver))
+    try:
+        for _ in range(250):
+            if await _sessions(state) == set() and store.deleted:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the run's steps after, if any
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
+
+    assert store.deleted == [keys[idle]]
+    assert store.asked.count(locked) == 1
+    assert await _listed(state) == [locked]
 
 
 async def _purge(state: AppState, store: object) -> retention.PurgeReport:

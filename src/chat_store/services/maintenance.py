@@ -12,7 +12,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from chat_store.crud import auth_tokens as token_crud
 from chat_store.crud import idempotency as idempotency_crud
 from chat_store.services import archive, retention
-from chat_store.storage import ArchiveStore
 
 logger = logging.getLogger(__name__)
 
@@ -53,13 +52,12 @@ async def run_forever(
         ("expired idempotency keys", lambda: _purge_keys(sessionmaker)),
         ("expired refresh tokens", lambda: _purge_tokens(sessionmaker)),
     ]
-    if archiver is not None:
-        # Those whose deletion after their sessions' the store refused, or a stopped process
-        # never got to.
-        steps.append(("archive object deletions", lambda: _delete_listed_objects(archiver)))
     if retention_days is not None:
-        store = archiver.store if archiver else None
-        steps.append(("retention", lambda: _retention(sessionmaker, retention_days, store)))
+        steps.append(("retention", lambda: _retention(sessionmaker, retention_days)))
+    if archiver is not None:
+        # Those of the sessions retention deleted just now, and those whose deletion the store
+        # refused, or a stopped process never got to: one run over the list.
+        steps.append(("archive object deletions", lambda: _delete_listed_objects(archiver)))
     if archiver is not None and archive_after_days is not None:
         steps.append(("archive", lambda: _archive(archiver, archive_after_days)))
     delay = FIRST_RUN_SECONDS
@@ -87,22 +85,16 @@ async def _purge_tokens(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         logger.info("purged %d expired refresh tokens", removed)
 
 
-async def _retention(
-    sessionmaker: async_sessionmaker[AsyncSession], days: int, store: ArchiveStore | None
-) -> None:
-    report = await retention.purge_idle_sessions(
-        sessionmaker, timedelta(days=days), dry_run=False, archive=store
-    )
-    if report.sessions or report.objects.deleted or report.objects.refused:
+async def _retention(sessionmaker: async_sessionmaker[AsyncSession], days: int) -> None:
+    # Without the store: the archive objects of the sessions it deletes are listed, and the
+    # next step deletes them.
+    report = await retention.purge_idle_sessions(sessionmaker, timedelta(days=days), dry_run=False)
+    if report.sessions:
         logger.info(
-            "retention: deleted %d sessions (%d messages) idle since %s, and %d archive "
-            "objects; %d objects refused (%s), tried again next run",
+            "retention: deleted %d sessions (%d messages) idle since %s",
             report.sessions,
             report.messages,
             report.cutoff.isoformat(),
-            report.objects.deleted,
-            report.objects.refused,
-            report.objects.reason,
         )
 
 
