@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -39,6 +40,13 @@ def title_from_first_message(text: str) -> str | None:
         if stripped:
             return stripped[:AUTO_TITLE_CHARS]
     return None
+
+
+def title_from_user_texts(texts: Iterable[str]) -> str | None:
+    """The title the first of these user messages' texts with a line of text gives: a blank
+    one names nothing (appended one by one, the next would name the session)."""
+    titles = (title_from_first_message(text) for text in texts)
+    return next((title for title in titles if title is not None), None)
 
 
 async def create_chat_session(

@@ -133,12 +133,11 @@ def message_documents(
 
 def auto_title(messages: Sequence[dict[str, Any]]) -> str | None:
     """As on append: the first user message with a line of text names an untitled session."""
-    for message in messages:
-        if message["role"] == "user":
-            text = message["content"] or message["partial_content"] or ""
-            if (title := chat_session_service.title_from_first_message(text)) is not None:
-                return title
-    return None
+    return chat_session_service.title_from_user_texts(
+        message["content"] or message["partial_content"] or ""
+        for message in messages
+        if message["role"] == "user"
+    )
 
 
 def make_spec(

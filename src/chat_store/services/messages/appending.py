@@ -161,14 +161,9 @@ def _reservation(
     expected_last_seq: int | None,
     now: datetime,
 ) -> message_crud.SeqReservation:
-    # The first user message with a line of text: a blank one names nothing (appended one by
-    # one, the next would name the session).
-    titles = (
-        chat_session_service.title_from_first_message(item.content or item.partial_content or "")
-        for item in items
-        if item.role == "user"
+    auto_title = chat_session_service.title_from_user_texts(
+        item.content or item.partial_content or "" for item in items if item.role == "user"
     )
-    auto_title = next((title for title in titles if title is not None), None)
     return message_crud.SeqReservation(
         user_id=ctx.principal.user_id,
         session_id=session_id,
