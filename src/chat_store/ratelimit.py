@@ -18,6 +18,8 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
+from chat_store.cache.connection import reconnect_once
+
 logger = logging.getLogger(__name__)
 
 
@@ -53,6 +55,7 @@ class RateLimiter:
                 key_prefix=f"{prefix}rl",
                 socket_timeout=0.5,
                 socket_connect_timeout=0.5,
+                retry=reconnect_once(),  # type: ignore[arg-type]  # passed on to redis-py
             )
         else:
             self.storage = MemoryStorage()

@@ -86,6 +86,21 @@ async def test_redis_down_fails_open_and_publishing_resumes(
     assert publisher.errors == 1
 
 
+async def test_the_first_event_after_a_redis_restart_is_not_lost(
+    redis_server: RedisServer, buses: tuple[RedisBus, RedisBus]
+) -> None:
+    """The publisher's pooled connection outlives the restart; its first use fails with
+    "Connection closed by server" and is tried once more on a new one."""
+    publisher, reader = buses
+    await publisher.publish(CHANNEL, {"n": 0})
+    redis_server.stop()
+    redis_server.start()
+    async with reader.subscribe(CHANNEL) as subscription:
+        await publisher.publish(CHANNEL, {"n": 1})
+        assert await _received(subscription, 1) == [1]
+    assert publisher.errors == 0
+
+
 async def test_the_publishing_process_has_its_own_events_once_even_without_redis(
     redis_server: RedisServer, buses: tuple[RedisBus, RedisBus]
 ) -> None:

@@ -86,6 +86,27 @@ async def test_redis_down_then_back(
     assert await _texts(client, session["id"], account.headers) == ["before", "during", "after"]
 
 
+async def test_a_quick_redis_restart_costs_no_cache_error(
+    redis_app_client: tuple[httpx.AsyncClient, RedisCache], redis_server: RedisServer
+) -> None:
+    """The pooled connection outlives a restart; its first command is tried once more on a new
+    connection instead of counting as a failure (which would leave Redis unused for a second)."""
+    client, cache = redis_app_client
+    factory = Factory(client)
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    url = f"{API}/sessions/{session['id']}/messages"
+    await client.post(url, json={"role": "user", "content": "before"}, headers=account.headers)
+    assert await _texts(client, session["id"], account.headers) == ["before"]
+    errors_before = cache.errors
+
+    redis_server.stop()
+    redis_server.start()  # same port, empty
+    assert await _texts(client, session["id"], account.headers) == ["before"]
+    assert cache.errors == errors_before
+    assert len(await _history_keys(redis_server)) == 1  # the read filled the new Redis
+
+
 async def test_stale_entry_left_in_redis_is_never_served(
     redis_app_client: tuple[httpx.AsyncClient, RedisCache], redis_server: RedisServer
 ) -> None:

@@ -190,6 +190,28 @@ async def test_rate_limits_fail_open_while_redis_is_down_and_recover(
         assert [a.status_code for a in answers] == [200, 200, 429]
 
 
+async def test_a_quick_redis_restart_refuses_no_request_when_failing_closed(
+    app_with: AppWith, redis_server: RedisServer
+) -> None:
+    """The counters' pooled connection outlives a restart; its first use is tried once more on
+    a new connection, not answered 429 (failing closed, that would refuse every limited
+    request for a second)."""
+    async with app_with(
+        redis_url=redis_server.url,
+        rate_limit_enabled=True,
+        rate_limit_fail_open=False,
+        rate_limit_read="5/minute",
+    ) as started:
+        client, state = started.client, started.state
+        account = await Factory(client).account()
+        assert (await client.get(ME, headers=account.headers)).status_code == 200
+        redis_server.stop()
+        redis_server.start()  # empty again: the counters start over
+        answers = [await client.get(ME, headers=account.headers) for _ in range(6)]
+        assert [a.status_code for a in answers] == [200] * 5 + [429]
+        assert state.limiter.errors == 0
+
+
 async def test_rate_limits_can_fail_closed(app_with: AppWith, tmp_path: Path) -> None:
     server = RedisServer(tmp_path)
     # Redis never started: every limited request is refused, health still answers.

@@ -10,8 +10,9 @@ import logging
 import time
 from typing import Protocol
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from chat_store.cache.connection import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ class RedisCache:
     RETRY_AFTER_SECONDS = 1.0
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = Redis.from_url(
+        self._redis = redis_client(
             url, socket_connect_timeout=0.5, socket_timeout=0.5, health_check_interval=10
         )
         self._prefix = prefix

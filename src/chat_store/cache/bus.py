@@ -26,6 +26,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from chat_store.cache.connection import redis_client
+
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 1.0
@@ -188,8 +190,10 @@ class RedisBus:
     backend = "redis"
 
     def __init__(self, url: str, prefix: str) -> None:
-        self._redis = Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-        # The listener blocks on reads: no socket timeout on its own connection.
+        self._redis = redis_client(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+        # The listener blocks on reads: no socket timeout on its own connection. Nor a retry:
+        # a pub/sub connection made anew behind its back would hide the events lost meanwhile
+        # (the listener flags its readers `lost` when it makes one itself).
         self._listen_redis = Redis.from_url(url, socket_connect_timeout=0.5)
         self._prefix = prefix
         self._fanout = _LocalFanout()
