@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,8 +33,35 @@ def discard(db: AsyncSession) -> None:
 
 
 async def run_after_commit(db: AsyncSession) -> None:
-    for callback in db.info.pop(_KEY, []):
+    """Run the session's after-commit work in order. If the caller is cancelled meanwhile (its
+    time limit, a stopping server), the callback it was in and those after it run to their end
+    in a task of their own: the data is committed, and its revocations, stop requests and
+    events must follow it. So a callback may run twice: each is safe to repeat (a publish is a
+    wake-up, a marker is written again)."""
+    callbacks: list[Callable[[], Awaitable[None]]] = db.info.pop(_KEY, [])
+    for position, callback in enumerate(callbacks):
         try:
             await callback()
+        except asyncio.CancelledError:
+            _finish_later(callbacks[position:])
+            raise
         except Exception:  # the data is committed; a failed side effect must not fail the request
             logger.exception("after-commit callback failed")
+
+
+async def _run_each(callbacks: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:
+            logger.exception("after-commit callback failed")
+
+
+def _finish_later(callbacks: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    task = asyncio.create_task(_run_each(callbacks), name="after-commit")
+    _FINISHING.add(task)
+    task.add_done_callback(_FINISHING.discard)
+
+
+# The after-commit work whose caller was cancelled, held so that it is not collected.
+_FINISHING: set[asyncio.Task[Any]] = set()

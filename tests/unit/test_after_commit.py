@@ -1,0 +1,66 @@
+"""After-commit work (services/hooks.py) is done once the data is committed, whatever becomes
+of the request that committed it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chat_store.services import hooks
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+async def test_work_after_a_cancelled_callback_still_runs_to_its_end() -> None:
+    """A request cancelled during one callback (its time limit, a stopping server) must not
+    skip those after it: a revocation or a stop request would be lost."""
+    db = AsyncSession()
+    done: list[str] = []
+    in_publish = asyncio.Event()
+    release = asyncio.Event()
+
+    async def publish() -> None:
+        in_publish.set()
+        await release.wait()
+        done.append("publish")
+
+    async def revoke() -> None:
+        done.append("revoke")
+
+    hooks.after_commit(db, publish)
+    hooks.after_commit(db, revoke)
+    request = asyncio.create_task(hooks.run_after_commit(db))
+    await in_publish.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    assert done == []
+
+    release.set()
+    await _until(lambda: len(done) == 2)
+    # The interrupted callback ran again from its start, then the rest, once each.
+    assert done == ["publish", "revoke"]
+    assert db.info.get("after_commit") is None
+
+
+async def test_a_failed_callback_does_not_stop_the_rest() -> None:
+    db = AsyncSession()
+    done: list[str] = []
+
+    async def failing() -> None:
+        raise RuntimeError("the bus is away")
+
+    async def revoke() -> None:
+        done.append("revoke")
+
+    hooks.after_commit(db, failing)
+    hooks.after_commit(db, revoke)
+    await hooks.run_after_commit(db)
+    assert done == ["revoke"]
