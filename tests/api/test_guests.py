@@ -17,6 +17,7 @@ from tests.assertions import assert_problem
 from tests.backends import Backend
 from tests.conftest import AppWith
 from tests.factories import API, Factory
+from tests.support.chat import events_of
 from tests.support.locks import until_waiting_for_a_lock
 
 
@@ -77,6 +78,48 @@ async def test_a_guest_owns_its_sessions_and_a_user_claims_them(
         f"{API}/auth/claim", json={"client_id": str(uuid.uuid4())}, headers=account.headers
     )
     assert (again.status_code, again.json()["code"]) == (404, "not_found")
+
+
+async def test_a_claim_ends_the_streams_the_guest_follows_at_once(
+    guest_client: httpx.AsyncClient,
+) -> None:
+    """The guest's open feed and message stream would otherwise carry the new owner's writes
+    until their next re-read (up to STREAM_POLL_SECONDS plus STREAM_CREDENTIAL_CHECK_SECONDS,
+    5 s each by default): they end before the owner writes."""
+    client = guest_client
+    guest = {"X-Client-ID": str(uuid.uuid4())}
+    session_id = (await client.post(f"{API}/sessions", json={}, headers=guest)).json()["id"]
+    messages = f"{API}/sessions/{session_id}/messages"
+    answer = await client.post(
+        messages, json={"role": "assistant", "status": "pending"}, headers=guest
+    )
+    assert answer.status_code == 201, answer.text
+    answer_url = f"{messages}/{answer.json()['id']}"
+    feed = asyncio.create_task(client.get(f"{API}/sessions/{session_id}/events", headers=guest))
+    stream = asyncio.create_task(client.get(f"{answer_url}/stream", headers=guest))
+    await asyncio.sleep(0.5)  # both followed, past their first read
+
+    account = await Factory(client).account()
+    claim = await client.post(
+        f"{API}/auth/claim", json={"client_id": guest["X-Client-ID"]}, headers=account.headers
+    )
+    assert claim.status_code == 200, claim.text
+    # The new owner writes at once: a delta and a message.
+    secret = "the owner's own words"
+    written = await client.post(
+        f"{answer_url}/append", json={"delta": secret, "offset": 0}, headers=account.headers
+    )
+    assert written.status_code == 200, written.text
+    created = await client.post(
+        messages, json={"role": "user", "content": secret}, headers=account.headers
+    )
+    assert created.status_code == 201, created.text
+
+    fed = await asyncio.wait_for(feed, 2)
+    streamed = await asyncio.wait_for(stream, 2)
+    for response in (fed, streamed):
+        assert events_of(response.text)[-1].data == {"reason": "unauthorized"}
+        assert secret not in response.text
 
 
 async def test_a_guest_cannot_log_in_with_any_password(guest_client: httpx.AsyncClient) -> None:

@@ -5,7 +5,13 @@ from typing import Annotated
 from fastapi import APIRouter, Form, Response
 
 from chat_store import errors
-from chat_store.api.deps import API_PREFIX, AppSettings, CurrentPrincipal, DbSession, State
+from chat_store.api.deps import (
+    API_PREFIX,
+    AppSettings,
+    Context,
+    DbSession,
+    State,
+)
 from chat_store.api.responses import problems
 from chat_store.schemas.common import SafeStr
 from chat_store.schemas.users import (
@@ -65,11 +71,9 @@ async def refresh_tokens(db: DbSession, settings: AppSettings, body: RefreshRequ
         errors.NotFound("No guest data for this client id"),
     ),
 )
-async def claim_guest_sessions(
-    db: DbSession, principal: CurrentPrincipal, body: ClaimRequest
-) -> ClaimResult:
+async def claim_guest_sessions(ctx: Context, body: ClaimRequest) -> ClaimResult:
     """Move a guest's sessions (X-Client-ID) to the signed-in user."""
-    moved = await auth_service.claim_guest(db, principal, body.client_id)
+    moved = await auth_service.claim_guest(ctx, body.client_id)
     return ClaimResult(client_id=body.client_id, sessions_moved=moved)
 
 

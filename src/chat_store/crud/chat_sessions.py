@@ -174,19 +174,25 @@ async def forget_sources_shared(db: AsyncSession, of_user: uuid.UUID, with_user:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def move_to_owner(db: AsyncSession, from_user: uuid.UUID, to_user: uuid.UUID) -> int:
+async def move_to_owner(
+    db: AsyncSession, from_user: uuid.UUID, to_user: uuid.UUID
+) -> list[uuid.UUID]:
     """Give every session of one owner (its messages, and the leases of their generations) to
-    another; returns how many."""
-    result = await db.execute(
-        update(ChatSession).where(ChatSession.user_id == from_user).values(user_id=to_user)
+    another; returns the sessions' ids."""
+    moved = await db.scalars(
+        update(ChatSession)
+        .where(ChatSession.user_id == from_user)
+        .values(user_id=to_user)
+        .returning(ChatSession.id)
     )
+    session_ids = list(moved)
     await db.execute(update(Message).where(Message.user_id == from_user).values(user_id=to_user))
     # Left behind, a lease would go with the old owner's row (deleted after a guest's claim),
     # and an answer being generated would have no lease for a sweep to continue.
     await db.execute(
         update(Generation).where(Generation.user_id == from_user).values(user_id=to_user)
     )
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    return session_ids
 
 
 async def flush(db: AsyncSession) -> None:

@@ -36,8 +36,8 @@ from chat_store.security import (
     verify_and_upgrade,
     verify_password,
 )
-from chat_store.services import principals
-from chat_store.services.principals import Principal
+from chat_store.services import events, principals
+from chat_store.services.context import RequestContext
 from chat_store.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -163,8 +163,11 @@ async def refresh(db: AsyncSession, settings: Settings, refresh_token: str) -> T
     return await _issue_pair(db, settings, row.user_id, family_id=row.family_id)
 
 
-async def claim_guest(db: AsyncSession, principal: Principal, client_id: uuid.UUID) -> int:
-    """Move a guest's sessions to the signed-in user and forget the guest; returns how many."""
+async def claim_guest(ctx: RequestContext, client_id: uuid.UUID) -> int:
+    """Move a guest's sessions to the signed-in user and forget the guest; returns how many.
+    Once committed, the streams the guest still follows them with end at once: they would
+    otherwise carry the new owner's writes until their next check of the credential."""
+    db, principal = ctx.db, ctx.principal
     if principal.kind == "guest":
         raise GuestNotAllowed("Sign in (or use an API key) to claim a guest's sessions")
     guest = await user_crud.get_by_email(db, principals.guest_email(client_id))
@@ -182,7 +185,9 @@ async def claim_guest(db: AsyncSession, principal: Principal, client_id: uuid.UU
     await chat_session_crud.forget_sources_shared(db, guest.id, principal.user_id)
     moved = await chat_session_crud.move_to_owner(db, guest.id, principal.user_id)
     await user_crud.delete_by_id(db, guest.id)
-    return moved
+    for session_id in moved:
+        events.publish_after_commit(db, ctx.bus, session_id, events.OwnerChanged())
+    return len(moved)
 
 
 async def logout(db: AsyncSession, refresh_token: str) -> None:

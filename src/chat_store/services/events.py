@@ -96,8 +96,24 @@ class VersionUsed(_Event):
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class OwnerChanged(_Event):
+    """The session was given to another account (a guest's, claimed): its followers check
+    at once that they may still follow it. Never shown to a reader; it changes no history (its
+    version is 0)."""
+
+    type: ClassVar[str] = "session.owner_changed"
+    version: int = 0
+
+
 SessionEvent: TypeAlias = (
-    MessageDelta | MessageCreated | MessageUpdated | MessageDeleted | SessionUpdated | VersionUsed
+    MessageDelta
+    | MessageCreated
+    | MessageUpdated
+    | MessageDeleted
+    | SessionUpdated
+    | VersionUsed
+    | OwnerChanged
 )
 MessageEvent: TypeAlias = MessageDelta | MessageCreated | MessageUpdated | MessageDeleted
 
@@ -110,6 +126,7 @@ _TYPES: dict[str, type[SessionEvent]] = {
         MessageDeleted,
         SessionUpdated,
         VersionUsed,
+        OwnerChanged,
     )
 }
 

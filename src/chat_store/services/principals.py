@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -279,6 +280,10 @@ class CredentialCheck:
 
     def due(self) -> bool:
         return self.trusted_for <= 0 or time.monotonic() - self.checked_at >= self.trusted_for
+
+    def check_now(self) -> None:
+        """Make the next chance a check, however recent the last one was."""
+        self.checked_at = -math.inf
 
     async def holds(self, db: AsyncSession) -> bool:
         """Whether the credential still holds, read in `db` now."""

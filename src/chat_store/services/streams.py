@@ -164,13 +164,18 @@ async def _wait(
     """The next bus event, or None when it is time to re-read the store (the deadline of this
     pass, or shutdown). The deadline is per pass, not per event: a busy channel (other messages
     of the session) must not postpone the re-read that covers a lost publish. What is no event
-    (of this version) is passed over."""
+    (of this version) is passed over; a change of owner is a re-read now, with the credential
+    checked."""
     while not context.shutdown.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return None
         received = await subscription.next(min(remaining, _WAKE_SECONDS))
         if received is not None and (event := events.from_dict(received)) is not None:
+            if isinstance(event, events.OwnerChanged):
+                # Given to another account: the re-read checks the credential and the owner.
+                context.credential.check_now()
+                return None
             return event
     return None
 
