@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -71,3 +75,41 @@ def test_the_history_has_one_head() -> None:
     # Two migrations written side by side with the same parent would leave two heads, and
     # `upgrade head` would refuse to run.
     assert len(migrate.head_revisions()) == 1
+
+
+def _sqlite_objects(path: Path) -> tuple[str | None, set[str]]:
+    """The file's alembic revision and the names of its tables, indexes, views and triggers."""
+    with sqlite3.connect(path) as connection:
+        (version,) = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        names = {name for (name,) in connection.execute("SELECT name FROM sqlite_master")}
+        columns = {
+            f"generation.{row[1]}" for row in connection.execute("PRAGMA table_info(generation)")
+        }
+    return version, names | columns
+
+
+def test_a_sqlite_migration_that_fails_half_way_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    """A run is one transaction on SQLite: a revision that fails after others ran (a full disk,
+    a kill, an object in the way) undoes them all, and the next run starts from where the file
+    was. Before, each CREATE/ALTER/DROP committed by itself, and every later run failed on the
+    objects the stopped one had left."""
+    path = tmp_path / "half.db"
+    url = f"sqlite:///{path}"
+    migrate.upgrade(url, "0010_archived_message")
+    before = _sqlite_objects(path)
+    assert "generation.handovers" not in before[1]
+    with sqlite3.connect(path) as connection:  # in the way of 0012's table
+        connection.execute("CREATE TABLE archive_deletion (x INTEGER)")
+    in_the_way = _sqlite_objects(path)
+
+    with pytest.raises(Exception, match="archive_deletion"):
+        migrate.upgrade(url)
+    # 0011 ran before 0012 failed: its column is gone with it, and the revision is unchanged.
+    assert _sqlite_objects(path) == in_the_way
+
+    with sqlite3.connect(path) as connection:
+        connection.execute("DROP TABLE archive_deletion")
+    migrate.upgrade(url)
+    version, names = _sqlite_objects(path)
+    assert version in migrate.head_revisions()
+    assert {"generation.handovers", "archive_deletion"} <= names

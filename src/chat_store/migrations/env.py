@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from alembic import context
-from sqlalchemy import Connection, pool, text
+from sqlalchemy import Connection, event, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from chat_store.models import Base
@@ -26,11 +27,15 @@ def _url_and_args() -> tuple[str, dict[str, object]]:
 
 
 def _configure(connection: Connection) -> None:
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
+        # SQLite's DDL is transactional once BEGIN is sent (see _sqlite_on_connect): a run
+        # is one transaction, so a run that stops half-way leaves the file as it was.
+        transactional_ddl=True if sqlite else None,
         compare_type=True,
         # The search index is built by its migration and kept by triggers, not by models.
         include_name=include_name,
@@ -72,11 +77,35 @@ def _run_sync(connection: Connection) -> None:
         context.run_migrations()
 
 
+# How long a migration waits for another process's write lock on a SQLite file: another
+# migrator may be rebuilding a large search index.
+_SQLITE_LOCK_WAIT_MS = 600_000
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout={_SQLITE_LOCK_WAIT_MS}")
+    cursor.close()
+    # The sqlite3 module otherwise commits each CREATE, ALTER and DROP by itself: a revision
+    # stopped half-way (killed, a full disk, an error) would keep its first objects while
+    # alembic_version still names the revision before, and every later run would fail on them.
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_on_begin(connection: Connection) -> None:
+    # The write lock at BEGIN: processes migrating one file at once go one after the other, and
+    # each reads alembic_version under the lock (the one before it has committed or not).
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 async def _run_async() -> None:
     url, connect_args = _url_and_args()
     if url.startswith("sqlite"):
         get_settings().data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
+    if url.startswith("sqlite"):
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+        event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync)
