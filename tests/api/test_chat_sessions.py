@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -16,6 +17,7 @@ from chat_store.schemas.chat_sessions import ChatSessionCreate
 from chat_store.services.idempotency import given_fields_fingerprint
 from tests.assertions import assert_problem, assert_recent, assert_validation_error, parse_time
 from tests.factories import API, Account, Factory
+from tests.support.chat import events_of
 
 SESSIONS = f"{API}/sessions"
 
@@ -560,3 +562,26 @@ async def test_a_key_stored_with_the_fingerprint_of_the_given_fields_still_repla
 
     assert (retry.status_code, retry.json()) == (201, first.json())
     assert await count_sessions(state, account) == 1
+
+
+async def test_deleting_a_session_ends_its_streams_at_once(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """Its feed and the streams of its open messages end when the deletion is committed, not
+    at their next poll of the store (STREAM_POLL_SECONDS, 5 s by default)."""
+    account = await factory.account()
+    session = await factory.chat_session(account)
+    answer = await factory.message(account, session["id"], role="assistant", status="pending")
+    base = f"{API}/sessions/{session['id']}"
+    feed = asyncio.create_task(client.get(f"{base}/events", headers=account.headers))
+    stream = asyncio.create_task(
+        client.get(f"{base}/messages/{answer['id']}/stream", headers=account.headers)
+    )
+    await asyncio.sleep(0.5)  # both followed, past their first read
+    assert (await client.delete(base, headers=account.headers)).status_code == 200
+
+    fed = await asyncio.wait_for(feed, 2)
+    streamed = await asyncio.wait_for(stream, 2)
+    assert events_of(fed.text)[-1].event == "session.deleted"
+    assert events_of(streamed.text)[-1].event == "done"
+    assert events_of(streamed.text)[-1].data["status"] == "deleted"

@@ -250,6 +250,8 @@ async def delete_chat_session(ctx: RequestContext, session_id: uuid.UUID) -> Non
     if not await chat_session_crud.delete_for_owner(ctx.db, user_id, session_id):
         raise ChatSessionNotFound()
     events.stop_generations_after_commit(ctx.db, ctx.bus, generating)
+    # Its followers end at once, not at their next poll of the store.
+    events.publish_after_commit(ctx.db, ctx.bus, session_id, events.SessionGone())
 
 
 def _check_limits(ctx: RequestContext, title: str | None, metadata: dict[str, Any] | None) -> None:

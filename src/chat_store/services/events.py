@@ -106,6 +106,15 @@ class OwnerChanged(_Event):
     version: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class SessionGone(_Event):
+    """The session was deleted: its followers re-read at once, find it gone and say so
+    (`session.deleted`, or `done` with status `deleted`). Never shown to a reader as it is."""
+
+    type: ClassVar[str] = "session.gone"
+    version: int = 0
+
+
 SessionEvent: TypeAlias = (
     MessageDelta
     | MessageCreated
@@ -114,6 +123,7 @@ SessionEvent: TypeAlias = (
     | SessionUpdated
     | VersionUsed
     | OwnerChanged
+    | SessionGone
 )
 MessageEvent: TypeAlias = MessageDelta | MessageCreated | MessageUpdated | MessageDeleted
 
@@ -127,6 +137,7 @@ _TYPES: dict[str, type[SessionEvent]] = {
         SessionUpdated,
         VersionUsed,
         OwnerChanged,
+        SessionGone,
     )
 }
 

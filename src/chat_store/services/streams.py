@@ -165,7 +165,7 @@ async def _wait(
     pass, or shutdown). The deadline is per pass, not per event: a busy channel (other messages
     of the session) must not postpone the re-read that covers a lost publish. What is no event
     (of this version) is passed over; a change of owner is a re-read now, with the credential
-    checked."""
+    checked, and so is the session's deletion."""
     while not context.shutdown.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -176,6 +176,8 @@ async def _wait(
                 # Given to another account: the re-read checks the credential and the owner.
                 context.credential.check_now()
                 return None
+            if isinstance(event, events.SessionGone):
+                return None  # deleted: the re-read finds it gone
             return event
     return None
 
