@@ -101,3 +101,21 @@ def fill_fts5_in_batches(
         connection.execute(insert, {"after": after, "upto": last})
         after = last
         batches += 1
+
+
+def invalid_indexes(connection: Connection) -> list[str]:
+    """Postgres: the indexes of the current schema that a failed CREATE INDEX CONCURRENTLY
+    left INVALID (never used by queries, yet seen by IF NOT EXISTS)."""
+    statement = text(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE NOT i.indisvalid AND n.nspname = current_schema() ORDER BY c.relname"
+    )
+    return [str(name) for name in connection.execute(statement).scalars()]
+
+
+def drop_if_invalid(connection: Connection, index: str) -> None:
+    """Postgres, in autocommit: drop `index` if a failed CREATE INDEX CONCURRENTLY left it
+    INVALID, so that the build that follows (IF NOT EXISTS) makes it again."""
+    if index in invalid_indexes(connection):
+        connection.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{index}"'))

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -112,3 +112,79 @@ def test_a_sqlite_migration_that_fails_half_way_leaves_the_file_as_it_was(tmp_pa
     version, names = _sqlite_objects(path)
     assert version in migrate.head_revisions()
     assert {"generation.handovers", "archive_deletion"} <= names
+
+
+async def _execute(engine: AsyncEngine, *statements: str) -> None:
+    async with engine.begin() as connection:
+        for statement in statements:
+            await connection.execute(text(statement))
+
+
+def _column_names(connection: Connection, table: str) -> set[str]:
+    return {column["name"] for column in inspect(connection).get_columns(table)}
+
+
+async def test_the_repair_revision_brings_back_what_first_forms_of_revisions_lacked() -> None:
+    """`0012_archive_deletion` and (Postgres) `0007_search_owned` were changed after some
+    databases had run them, and a failed CONCURRENTLY build of `0006_search_recent` could leave
+    an INVALID index that a second run kept: `0013_repair` makes such a database what the
+    current revisions make."""
+    async with provision("mig") as backend:
+        engine = create_async_engine(backend.database_url, poolclass=NullPool)
+        try:
+            await asyncio.to_thread(
+                migrate.downgrade, backend.database_url, "0012_archive_deletion"
+            )
+            damage = ["ALTER TABLE archive_deletion DROP COLUMN refused_at"]
+            if backend.name == "postgres":
+                damage += [
+                    "ALTER TABLE chat_session DROP COLUMN search_vector",
+                    "UPDATE pg_index SET indisvalid = false "
+                    "WHERE indexrelid = 'ix_message_user_id_created_at'::regclass",
+                ]
+            await _execute(engine, *damage)
+            assert "refused_at" not in await _run(
+                engine, lambda c: _column_names(c, "archive_deletion")
+            )
+
+            await asyncio.to_thread(migrate.upgrade, backend.database_url)
+            assert "refused_at" in await _run(
+                engine, lambda c: _column_names(c, "archive_deletion")
+            )
+            assert await _run(engine, _schema_diff) == []
+            if backend.name == "postgres":
+                assert "search_vector" in await _run(
+                    engine, lambda c: _column_names(c, "chat_session")
+                )
+                assert await _run(engine, migrate.invalid_indexes) == []
+                indexes = await _run(
+                    engine, lambda c: {i["name"] for i in inspect(c).get_indexes("chat_session")}
+                )
+                assert "ix_chat_session_search" in indexes
+        finally:
+            await engine.dispose()
+
+
+@pytest.mark.postgres_only
+async def test_search_recent_builds_again_an_index_a_failed_build_left_invalid() -> None:
+    """A CREATE INDEX CONCURRENTLY that failed leaves an INVALID index of that name: run again,
+    `0006_search_recent` builds it anew before dropping the index it replaces."""
+    async with provision("mig") as backend:
+        engine = create_async_engine(backend.database_url, poolclass=NullPool)
+        try:
+            await asyncio.to_thread(migrate.downgrade, backend.database_url, "0005_tool_calls")
+            await _execute(
+                engine,
+                "CREATE INDEX ix_message_user_id_created_at ON message (user_id, created_at, id)",
+                "UPDATE pg_index SET indisvalid = false "
+                "WHERE indexrelid = 'ix_message_user_id_created_at'::regclass",
+            )
+            await asyncio.to_thread(migrate.upgrade, backend.database_url, "0006_search_recent")
+            assert await _run(engine, migrate.invalid_indexes) == []
+            indexes = await _run(
+                engine, lambda c: {i["name"] for i in inspect(c).get_indexes("message")}
+            )
+            assert "ix_message_user_id_created_at" in indexes
+            assert "ix_message_user_id" not in indexes
+        finally:
+            await engine.dispose()

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from chat_store.migrate import drop_if_invalid
+
 revision: str = "0006_search_recent"
 down_revision: str | None = "0005_tool_calls"
 branch_labels: str | Sequence[str] | None = None
@@ -41,6 +43,8 @@ def _swap(*, create: str, drop: str) -> None:
         op.execute(f"DROP INDEX IF EXISTS {drop}")
         return
     with op.get_context().autocommit_block():
-        # The new one first: lookups by owner always have an index.
+        # The new one first: lookups by owner always have an index. One that a failed build
+        # left INVALID is made again (IF NOT EXISTS would keep it, and the old one would go).
+        drop_if_invalid(op.get_bind(), create.split()[0])
         op.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {create}")
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {drop}")
