@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -216,6 +217,26 @@ def test_migrate_goes_only_forward_and_says_where_the_database_is(
     assert head.returncode == 0, head.stderr
     said = (head.stdout + head.stderr).split()
     assert said == ["database", "at", "revision", *migrate.head_revisions()]
+
+
+def test_a_database_migrated_by_a_newer_version_is_named_as_such(folder: Path) -> None:
+    assert run_cli("migrate", cwd=folder, DATA_DIR=str(folder)).returncode == 0
+    with sqlite3.connect(folder / "chat-store.db") as connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0099_newer'")
+    for args in (["migrate"], ["serve", "--port", "0"]):
+        refused = run_cli(*args, cwd=folder, DATA_DIR=str(folder))
+        assert_one_line_error(refused, "revision 0099_newer", "a newer version migrated it")
+
+
+def test_a_statement_sqlite_refuses_is_not_an_unreachable_database(folder: Path) -> None:
+    """SQLite says OperationalError for a schema that is not what a statement expects as for a
+    file it cannot open: only the latter is "cannot reach the database"."""
+    assert run_cli("migrate", cwd=folder, DATA_DIR=str(folder)).returncode == 0
+    with sqlite3.connect(folder / "chat-store.db") as connection:
+        connection.execute("ALTER TABLE archive_deletion DROP COLUMN refused_at")
+    refused = run_cli("purge", "--older-than", "90d", cwd=folder, DATA_DIR=str(folder))
+    line = assert_one_line_error(refused, "database error", "no such column")
+    assert "cannot reach" not in line
 
 
 def test_with_json_logs_migrate_says_where_it_is_in_a_json_line(

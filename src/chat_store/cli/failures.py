@@ -4,6 +4,7 @@ password)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import NoReturn
 
@@ -38,7 +39,9 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, DBAPIError):
         from chat_store.db import is_connection_error
 
-        lost = is_connection_error(exc) or isinstance(exc, OperationalError)
+        lost = is_connection_error(exc) or (
+            isinstance(exc, OperationalError) and not _refused_statement(exc)
+        )
         return (
             f"{'cannot reach the database' if lost else 'database error'}: {_first_line(exc.orig)}"
         )
@@ -51,8 +54,37 @@ def describe_error(exc: BaseException) -> str:
     from alembic.util import CommandError
 
     if isinstance(exc, CommandError):
+        unknown = _UNKNOWN_REVISION.search(str(exc))
+        if unknown is not None:
+            return (
+                f"the database is at revision {unknown[1]}, which this version of chat-store "
+                "does not have: a newer version migrated it. Run that version (or a newer "
+                "one), or restore a backup made before it"
+            )
         return f"migration failed: {_first_line(exc)}"
     return f"unexpected {type(exc).__name__}: {_first_line(exc)}"
+
+
+# SQLite reports a statement it refuses (a schema that is not what the statement expects: "no
+# such column", "table ... already exists") as an OperationalError, as it does a file it cannot
+# open or lock; only the latter is about reaching the database.
+_SQLITE_UNREACHABLE = (
+    "unable to open database file",
+    "database is locked",
+    "disk i/o error",
+    "attempt to write a readonly database",
+    "database or disk is full",
+)
+_UNKNOWN_REVISION = re.compile(r"Can't locate revision identified by '([^']+)'")
+
+
+def _refused_statement(exc: DBAPIError) -> bool:
+    """Whether a SQLite OperationalError refuses a statement (the schema, the SQL), rather
+    than say the file cannot be reached."""
+    if "sqlite" not in type(exc.orig).__module__:
+        return False
+    message = str(exc.orig).lower()
+    return not any(message.startswith(reason) for reason in _SQLITE_UNREACHABLE)
 
 
 def _validation_errors(exc: ValidationError) -> str:
