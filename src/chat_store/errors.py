@@ -90,6 +90,18 @@ class ValidationFailed(AppError, status=422, code="validation_error", title="Val
         super().__init__(detail, errors=[error])
 
 
+class UnsupportedMediaType(
+    AppError, status=415, code="unsupported_media_type", title="Unsupported media type"
+):
+    """A JSON route's body sent as a form, text, or without a Content-Type."""
+
+    def __init__(self, sent: str | None) -> None:
+        said = f"sent as {sent}" if sent else "sent without a Content-Type"
+        super().__init__(
+            f"The request body must be JSON (Content-Type: application/json); it was {said}"
+        )
+
+
 class UnknownToolCall(ValidationFailed, code="unknown_tool_call", title="No such tool call"): ...
 
 

@@ -110,6 +110,8 @@ def test_generic_answers_follow_the_operation(app: FastAPI) -> None:
             assert "401" in statuses, where
         if "requestBody" in operation:
             assert {"413", "422"} <= statuses, where
+            if "application/json" in operation["requestBody"]["content"]:
+                assert "415" in statuses, where
     # No caller, no input: nothing to refuse with 401 or 422.
     assert set(document["paths"]["/health"]["get"]["responses"]) == {"200"}
     assert "HTTPValidationError" not in document["components"]["schemas"]
@@ -223,6 +225,21 @@ async def test_real_errors_carry_a_listed_code(
     missing = await client.get(f"{API}/sessions/{uuid.uuid4()}", headers=account.headers)
     await assert_listed(app, "get", f"{API}/sessions/{{session_id}}", missing, "session_not_found")
 
+    messages_path = f"{API}/sessions/{{session_id}}/messages"
+    unanswerable = await client.post(
+        f"{API}/sessions/{session['id']}/messages",
+        json={"role": "tool", "content": "x", "tool_call_id": "call_zz"},
+        headers=account.headers,
+    )
+    await assert_listed(app, "post", messages_path, unanswerable, "unknown_tool_call")
+
+    as_text = await client.post(
+        f"{API}/sessions",
+        content=b"{}",
+        headers={**account.headers, "Content-Type": "text/plain"},
+    )
+    await assert_listed(app, "post", f"{API}/sessions", as_text, "unsupported_media_type")
+
     nothing_open = await client.post(
         f"{API}/sessions/{(await factory.chat_session(account))['id']}/resume",
         headers=account.headers,
@@ -241,3 +258,11 @@ def test_the_chat_routes_request_examples_are_turns_it_takes(app: FastAPI) -> No
     for name, example in examples.items():
         turn = ChatTurnCreate.model_validate(example["value"])
         assert turn.model_dump(exclude_unset=True) == example["value"], name
+
+
+def test_the_chat_route_lists_what_a_turn_without_content_is_refused_with(app: FastAPI) -> None:
+    document = app.openapi()
+    conflicts = document["paths"][f"{API}/sessions/{{session_id}}/chat"]["post"]["responses"]["409"]
+    examples = conflicts["content"]["application/problem+json"]["examples"]
+    assert {"nothing_to_answer", "tool_results_missing"} <= set(examples)
+    assert examples["tool_results_missing"]["value"]["tool_call_ids"] == ["call_b"]

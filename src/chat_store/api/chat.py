@@ -37,8 +37,10 @@ from chat_store.services.generation.errors import (
     GenerationBusy,
     GenerationInProgress,
     GenerationUnavailable,
+    NothingToAnswer,
     ProviderError,
     ProviderTimeout,
+    ToolResultsMissing,
     TooManyGenerations,
 )
 from chat_store.services.generation.turns import TurnContext
@@ -78,6 +80,16 @@ _CHAT_ANSWERS: dict[int | str, dict[str, Any]] = {
         SeqConflict(41),
         _GENERATING,
         IdempotencyKeyReused,
+        # Without `content`: the stored history must end with something to answer.
+        NothingToAnswer(
+            "A turn without content answers the stored history, and this session's last "
+            "message is an assistant's (or it has none): append a user or tool message first"
+        ),
+        ToolResultsMissing(
+            "The last assistant message's tool calls call_b have no result yet: append a tool "
+            "message for each (tool_call_id) before the model goes on",
+            tool_call_ids=["call_b"],
+        ),
         PayloadTooLarge("content is over the limit of 1048576 bytes of UTF-8"),
         *_CANNOT_START,
         # `stream: false` only: the turn is stored, its answer failed.

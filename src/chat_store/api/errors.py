@@ -17,7 +17,7 @@ from chat_store.api.deps import PRINCIPAL_STATE_KEY, app_state
 from chat_store.api.middleware import SECURITY_HEADERS
 from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
 from chat_store.db import is_connection_error
-from chat_store.errors import AppError, Unauthorized
+from chat_store.errors import AppError, Unauthorized, UnsupportedMediaType
 from chat_store.services import principals as principal_service
 from chat_store.services.principals import Principal
 
@@ -81,13 +81,13 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if not _is_json(content_type) and any(_body_not_an_object(err) for err in errors):
         # A JSON route's body sent as a form, text or nothing named: FastAPI does not read it
         # as JSON, and its error would name the model, not the header.
-        sent = f"sent as {content_type}" if content_type else "sent without a Content-Type"
+        refused = UnsupportedMediaType(content_type)
         return problem_response(
             request,
-            status=415,
-            code="unsupported_media_type",
-            title="Unsupported media type",
-            detail=f"The request body must be JSON (Content-Type: application/json); it was {sent}",
+            status=refused.status,
+            code=refused.code,
+            title=refused.title,
+            detail=refused.detail,
         )
     if any(err["type"] == "json_invalid" for err in errors):
         detail = "The request body is not valid JSON"

@@ -21,6 +21,7 @@ from chat_store.errors import (
     OffsetMismatch,
     PayloadTooLarge,
     SeqConflict,
+    UnknownToolCall,
 )
 from chat_store.schemas.chat_sessions import ChatSessionRead
 from chat_store.schemas.common import INT32_MAX, Deleted, Page
@@ -54,6 +55,11 @@ _APPEND_ERRORS = problems(
     SeqConflict(41),
     IdempotencyKeyReused,
     PayloadTooLarge("messages[0].content is over the limit of 1048576 bytes of UTF-8"),
+    UnknownToolCall(
+        "tool_call_id 'call_zz' answers no tool call of an earlier assistant message of this "
+        "session (among its last 1000 messages)",
+        ["body", "tool_call_id"],
+    ),
 )
 _MESSAGE_ERRORS = problems(ChatSessionNotFound, MessageNotFound)
 

@@ -9,7 +9,14 @@ from typing import Any
 
 from chat_store.api.deps import CLIENT_ID_MAX_LENGTH
 from chat_store.api.problems import PROBLEM_CONTENT_TYPE, problem_body
-from chat_store.errors import AppError, BodyTooLarge, RateLimited, Unauthorized, ValidationFailed
+from chat_store.errors import (
+    AppError,
+    BodyTooLarge,
+    RateLimited,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from chat_store.schemas.common import Problem
 
 Responses = dict[int | str, dict[str, Any]]
@@ -140,6 +147,8 @@ def document_problems(
         operation.get("responses", {}).pop("422", None)
     if "requestBody" in operation:
         generic.append(BodyTooLarge(body_limit))
+        if "application/json" in operation["requestBody"].get("content", {}):
+            generic.append(UnsupportedMediaType("text/plain"))
     if limited:
         generic.append(RateLimited("Rate limit for requests exceeded; retry in 42 s"))
     _merge(operation, problems(*generic))
