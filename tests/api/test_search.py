@@ -17,7 +17,7 @@ from sqlalchemy import text, update
 from chat_store.db import planned_for_its_values
 from chat_store.models import Message
 from chat_store.state import AppState
-from tests.assertions import assert_validation_error
+from tests.assertions import assert_problem, assert_validation_error
 from tests.conftest import AppWith
 from tests.factories import API, Account, Factory
 
@@ -763,3 +763,18 @@ async def test_searches_plan_for_their_values_without_changing_the_requests_conn
         jit = (await planned.execute(text("SHOW jit"))).scalar_one()
         own = (await db.execute(text("SHOW plan_cache_mode"))).scalar_one()
     assert (mode, jit, own) == ("force_custom_plan", "off", "auto")
+
+
+async def test_a_time_filter_it_cannot_take_is_named_as_the_request_names_it(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """`after` takes a time or a day: the 422 names `query.after`, not the member of that
+    choice that refused the value."""
+    account = await factory.account()
+    for value in ("0001-01-01T00:00:00+14:00", "2026-13-01"):
+        refused = await client.get(
+            f"{API}/search", params={"q": "x", "after": value}, headers=account.headers
+        )
+        body = assert_problem(refused, 422, "validation_error")
+        assert {tuple(error["loc"]) for error in body["errors"]} == {("query", "after")}
+        assert "function-" not in body["detail"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import asyncpg
@@ -71,10 +72,20 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _named(loc: Any) -> list[Any]:
+    """Where the error is, as the request names it: pydantic puts in the member of a union (a
+    time or a day) that refused the value, in its own words ("function-after[to_utc(),
+    datetime]")."""
+    return [part for part in loc if not (isinstance(part, str) and _VALIDATOR_TAG.match(part))]
+
+
+_VALIDATOR_TAG = re.compile(r"function-(?:after|before|wrap|plain)\[")
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"loc": list(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
+        {"loc": _named(err.get("loc", ())), "msg": err.get("msg", ""), "type": err.get("type", "")}
         for err in exc.errors()
     ]
     content_type = request.headers.get("content-type")
