@@ -125,13 +125,16 @@ async def test_size_limit_counts_utf8_bytes(
     over = at_limit + "a"  # fewer characters than LIMIT, one byte too many
     assert len(over) <= LIMIT + 1
     refused = await small.post(url, json={"role": "user", "content": over}, headers=account.headers)
-    assert_problem(refused, 413, "payload_too_large")
+    # Each refusal names the field as its request names it.
+    assert assert_problem(refused, 413, "payload_too_large")["detail"].startswith("content ")
     streamed = {"role": "assistant", "status": "pending", "partial_content": over}
     refused = await small.post(url, json=streamed, headers=account.headers)
-    assert_problem(refused, 413, "payload_too_large")
+    detail = assert_problem(refused, 413, "payload_too_large")["detail"]
+    assert detail.startswith("partial_content ")
     batch = {"messages": [{"role": "user", "content": "ok"}, {"role": "user", "content": over}]}
     refused = await small.post(f"{url}/batch", json=batch, headers=account.headers)
-    assert_problem(refused, 413, "payload_too_large")
+    detail = assert_problem(refused, 413, "payload_too_large")["detail"]
+    assert detail.startswith("messages[1].content ")
 
     stored = await _stored(small, account, session["id"])
     assert [m["content"] for m in stored] == [at_limit]

@@ -54,7 +54,7 @@ _APPEND_ERRORS = problems(
     MessageExists(message_service.ID_TAKEN),
     SeqConflict(41),
     IdempotencyKeyReused,
-    PayloadTooLarge("messages[0].content is over the limit of 1048576 bytes of UTF-8"),
+    PayloadTooLarge("content is over the limit of 1048576 bytes of UTF-8"),
     UnknownToolCall(
         "tool_call_id 'call_zz' answers no tool call of an earlier assistant message of this "
         "session (among its last 1000 messages)",

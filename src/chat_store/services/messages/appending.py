@@ -38,7 +38,7 @@ async def create_message(
 
     async def produce() -> MessageRead:
         # A MessageAppend is a MessageCreate (plus expected_last_seq): no second validation.
-        return (await _append(ctx, session_id, [body], body.expected_last_seq))[0]
+        return (await _append(ctx, session_id, [body], body.expected_last_seq, batch=False))[0]
 
     creating = idempotency.Create("create_message", str(session_id), body, MessageRead)
     return await idempotency.run_once(ctx, idempotency_key, creating, produce)
@@ -57,7 +57,7 @@ async def create_messages(
         raise ValidationFailed(f"a batch holds at most {most} messages", ["body", "messages"])
 
     async def produce() -> Page[MessageRead]:
-        created = await _append(ctx, session_id, body.messages, body.expected_last_seq)
+        created = await _append(ctx, session_id, body.messages, body.expected_last_seq, batch=True)
         return Page[MessageRead].of(created, has_more=False)
 
     creating = idempotency.Create("create_messages", str(session_id), body, Page[MessageRead])
@@ -75,10 +75,14 @@ async def _append(
     session_id: uuid.UUID,
     items: Sequence[MessageCreate],
     expected_last_seq: int | None,
+    *,
+    batch: bool,
 ) -> list[MessageRead]:
     """Insert messages with the next seqs: all of them or, on any error, none."""
     return await _restoring(
-        ctx, session_id, lambda: _append_to_live(ctx, session_id, items, expected_last_seq)
+        ctx,
+        session_id,
+        lambda: _append_to_live(ctx, session_id, items, expected_last_seq, batch=batch),
     )
 
 
@@ -100,9 +104,11 @@ async def _append_to_live(
     session_id: uuid.UUID,
     items: Sequence[MessageCreate],
     expected_last_seq: int | None,
+    *,
+    batch: bool,
 ) -> list[MessageRead]:
     db, principal = ctx.db, ctx.principal
-    client_ids = await _check_items(ctx, session_id, items)
+    client_ids = await _check_items(ctx, session_id, items, batch=batch)
     now = datetime.now(UTC)
     reservation = _reservation(ctx, session_id, items, expected_last_seq, now)
     if len(items) == 1 and not client_ids:
@@ -138,13 +144,15 @@ async def _append_to_live(
 
 
 async def _check_items(
-    ctx: RequestContext, session_id: uuid.UUID, items: Sequence[MessageCreate]
+    ctx: RequestContext, session_id: uuid.UUID, items: Sequence[MessageCreate], *, batch: bool
 ) -> list[uuid.UUID]:
-    """What an append checks before it writes; returns the ids the client chose."""
+    """What an append checks before it writes; returns the ids the client chose. A field is
+    named as the request names it: `messages[i].content` in a batch, `content` alone."""
     for index, item in enumerate(items):
-        limits.check_text(ctx.settings, item.content, f"messages[{index}].content")
-        limits.check_text(ctx.settings, item.partial_content, f"messages[{index}].partial_content")
-        tools.check_sizes(ctx, item.tool_calls, f"messages[{index}].tool_calls")
+        where = f"messages[{index}]." if batch else ""
+        limits.check_text(ctx.settings, item.content, f"{where}content")
+        limits.check_text(ctx.settings, item.partial_content, f"{where}partial_content")
+        tools.check_sizes(ctx, item.tool_calls, f"{where}tool_calls")
     client_ids = [item.id for item in items if item.id is not None]
     if len(set(client_ids)) != len(client_ids):
         raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
@@ -199,7 +207,7 @@ async def _append_with_prompt(
     items: Sequence[MessageCreate],
     expected_last_seq: int | None,
 ) -> tuple[list[MessageRead], str | None]:
-    await _check_items(ctx, session_id, items)
+    await _check_items(ctx, session_id, items, batch=False)
     now = datetime.now(UTC)
     reservation = _reservation(ctx, session_id, items, expected_last_seq, now)
     # seq and versions are placeholders here: the statement takes them from the session.
