@@ -300,3 +300,18 @@ async def test_serve_does_not_name_the_server_and_warns_about_open_endpoints(
         log = server.log()
     assert "/metrics is open to anyone" in log, log
     assert "/docs, /redoc and /openapi.json are served" in log, log
+
+
+async def test_serve_offers_only_what_the_server_serves(migrated: Backend) -> None:
+    """The start banner points at Swagger UI for an account only where there is one and it
+    may register; otherwise at the command alone."""
+    async with running_server(migrated) as server:
+        said = server.log()
+    assert "(Swagger UI: http://" in said, said
+    assert "create an account in Swagger UI or with `chat-store users create`" in said, said
+
+    closed = {"DOCS_ENABLED": "false", "ALLOW_REGISTRATION": "false"}
+    async with running_server(migrated, **closed) as server:
+        said = server.log()
+    assert "Swagger UI" not in said, said
+    assert "create an account with `chat-store users create`" in said, said

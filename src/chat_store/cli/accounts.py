@@ -18,9 +18,18 @@ api_keys = command_group("Manage API keys without HTTP.")
 @users.command("create")
 def create_user(
     email: Annotated[str, typer.Option(help="Login email.")],
+    # Optional to the help (it is asked for, twice and hidden, when left out), never to the
+    # command: the prompt fills it in.
     password: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="8+ chars.")
-    ],
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            confirmation_prompt=True,
+            show_default=False,
+            help="8+ chars; asked for (twice, hidden) when left out.",
+        ),
+    ] = "",
     display_name: Annotated[str | None, typer.Option(help="Shown name.")] = None,
 ) -> None:
     """Create a user (the first account of a fresh deployment)."""

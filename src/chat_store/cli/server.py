@@ -138,11 +138,15 @@ def _print_where(settings: Settings, host: str, port: int) -> None:
     else:
         database = _where_stored(settings.sqlalchemy_url)
     cache = "in-process" if settings.redis_url is None else "Redis"
+    # Only what this server offers: Swagger UI is off with DOCS_ENABLED=false, and an account
+    # is made with the command alone when registration is closed.
+    swagger = f"  (Swagger UI: {base}/docs)" if settings.docs_enabled else ""
+    where = "in Swagger UI or " if settings.docs_enabled and settings.allow_registration else ""
     _tell(
         settings,
-        f"chat-store on {base}  (Swagger UI: {base}/docs)\n"
+        f"chat-store on {base}{swagger}\n"
         f"  database: {database}\n  cache: {cache}\n"
-        f"  next: create an account in Swagger UI or with `chat-store users create`, "
+        f"  next: create an account {where}with `chat-store users create`, "
         f"then `chat-store login --url {base}`",
     )
 
