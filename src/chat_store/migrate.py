@@ -103,19 +103,45 @@ def fill_fts5_in_batches(
         batches += 1
 
 
-def invalid_indexes(connection: Connection) -> list[str]:
-    """Postgres: the indexes of the current schema that a failed CREATE INDEX CONCURRENTLY
-    left INVALID (never used by queries, yet seen by IF NOT EXISTS)."""
+# The indexes the migrations build CONCURRENTLY, which a failed build leaves INVALID.
+CONCURRENT_INDEXES = (
+    "ix_chat_session_search",
+    "ix_message_search",
+    "ix_message_user_id_created_at",
+)
+
+
+def invalid_indexes(connection: Connection, names: tuple[str, ...]) -> list[str]:
+    """Postgres: which of `names` (indexes of the current schema) a failed CREATE INDEX
+    CONCURRENTLY left INVALID: never used by queries, yet seen by IF NOT EXISTS. One whose build
+    is under way (INVALID until it ends) is not among them."""
     statement = text(
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE NOT i.indisvalid AND n.nspname = current_schema() ORDER BY c.relname"
+        "WHERE NOT i.indisvalid AND n.nspname = current_schema() AND c.relname = ANY(:names) "
+        "AND NOT EXISTS "
+        "(SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = c.oid) "
+        "ORDER BY c.relname"
     )
-    return [str(name) for name in connection.execute(statement).scalars()]
+    return [str(name) for name in connection.execute(statement, {"names": list(names)}).scalars()]
+
+
+def reindex_leftovers(connection: Connection, names: tuple[str, ...]) -> list[str]:
+    """Postgres: the copies of `names` that a failed REINDEX CONCURRENTLY left behind
+    (`<name>_ccnew`, `<name>_ccold`, numbered after the first), kept up to date by every write
+    and used by no query."""
+    statement = text(
+        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE NOT i.indisvalid AND n.nspname = current_schema() "
+        "AND c.relname ~ :pattern ORDER BY c.relname"
+    )
+    pattern = f"^({'|'.join(names)})_cc(new|old)[0-9]*$"
+    return [str(name) for name in connection.execute(statement, {"pattern": pattern}).scalars()]
 
 
 def drop_if_invalid(connection: Connection, index: str) -> None:
     """Postgres, in autocommit: drop `index` if a failed CREATE INDEX CONCURRENTLY left it
     INVALID, so that the build that follows (IF NOT EXISTS) makes it again."""
-    if index in invalid_indexes(connection):
+    if invalid_indexes(connection, (index,)):
         connection.execute(text(f'DROP INDEX CONCURRENTLY IF EXISTS "{index}"'))

@@ -20,6 +20,8 @@ from chat_store.models.search import include_name
 from tests.backends import provision
 from tests.conftest import app_on
 
+OWN = migrate.CONCURRENT_INDEXES
+
 
 def _schema_diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(
@@ -141,6 +143,16 @@ async def test_the_repair_revision_brings_back_what_first_forms_of_revisions_lac
                     "ALTER TABLE chat_session DROP COLUMN search_vector",
                     "UPDATE pg_index SET indisvalid = false "
                     "WHERE indexrelid = 'ix_message_user_id_created_at'::regclass",
+                    # What a failed REINDEX CONCURRENTLY of one of them leaves behind.
+                    "CREATE INDEX ix_message_search_ccnew ON message (id)",
+                    "UPDATE pg_index SET indisvalid = false "
+                    "WHERE indexrelid = 'ix_message_search_ccnew'::regclass",
+                    # Someone else's failed build: not chat-store's to rebuild (it would fail).
+                    "CREATE TABLE ops_note (k int)",
+                    "INSERT INTO ops_note VALUES (1), (1)",
+                    "CREATE INDEX ops_note_k ON ops_note (k)",
+                    "UPDATE pg_index SET indisvalid = false "
+                    "WHERE indexrelid = 'ops_note_k'::regclass",
                 ]
             await _execute(engine, *damage)
             assert "refused_at" not in await _run(
@@ -151,16 +163,25 @@ async def test_the_repair_revision_brings_back_what_first_forms_of_revisions_lac
             assert "refused_at" in await _run(
                 engine, lambda c: _column_names(c, "archive_deletion")
             )
-            assert await _run(engine, _schema_diff) == []
             if backend.name == "postgres":
                 assert "search_vector" in await _run(
                     engine, lambda c: _column_names(c, "chat_session")
                 )
-                assert await _run(engine, migrate.invalid_indexes) == []
+                invalid = await _run(
+                    engine, lambda c: migrate.invalid_indexes(c, ("ops_note_k", *OWN))
+                )
+                assert invalid == ["ops_note_k"]
+                assert await _run(engine, lambda c: migrate.reindex_leftovers(c, OWN)) == []
                 indexes = await _run(
                     engine, lambda c: {i["name"] for i in inspect(c).get_indexes("chat_session")}
                 )
                 assert "ix_chat_session_search" in indexes
+                message_indexes = await _run(
+                    engine, lambda c: {i["name"] for i in inspect(c).get_indexes("message")}
+                )
+                assert "ix_message_search_ccnew" not in message_indexes
+                await _execute(engine, "DROP TABLE ops_note")
+            assert await _run(engine, _schema_diff) == []
         finally:
             await engine.dispose()
 
@@ -180,7 +201,7 @@ async def test_search_recent_builds_again_an_index_a_failed_build_left_invalid()
                 "WHERE indexrelid = 'ix_message_user_id_created_at'::regclass",
             )
             await asyncio.to_thread(migrate.upgrade, backend.database_url, "0006_search_recent")
-            assert await _run(engine, migrate.invalid_indexes) == []
+            assert await _run(engine, lambda c: migrate.invalid_indexes(c, OWN)) == []
             indexes = await _run(
                 engine, lambda c: {i["name"] for i in inspect(c).get_indexes("message")}
             )

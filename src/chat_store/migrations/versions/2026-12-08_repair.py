@@ -9,11 +9,14 @@ stopped build left invalid
 - `0006_search_recent` builds `ix_message_user_id_created_at` CONCURRENTLY, then drops the
   index it replaces. A build that failed (a lock or statement timeout, a cancel) leaves an
   INVALID index behind, which a second run took for built: it dropped the old index, and
-  lookups of messages by owner had no usable index. Every invalid index is built again.
+  lookups of messages by owner had no usable index. The indexes the migrations build
+  CONCURRENTLY are built again where they are INVALID (an index of anyone else is left alone),
+  after the leftovers of an earlier failed rebuild (`..._ccnew`) are dropped.
 
 Each step looks first and does nothing on a database that is as the current revisions make it
-(every new one): a single run of this revision is all it takes, on Postgres the index builds
-CONCURRENTLY (the tables stay readable and writable).
+(every new one). The indexes are built CONCURRENTLY (their tables stay readable and writable);
+adding `chat_session.search_vector`, where it lacks, rewrites `chat_session` under its lock (a
+second for 100,000 sessions), as `0007_search_owned` does.
 
 Revision ID: 0013_repair
 Revises: 0012_archive_deletion
@@ -24,7 +27,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from chat_store.migrate import invalid_indexes
+from chat_store.migrate import CONCURRENT_INDEXES, invalid_indexes, reindex_leftovers
 
 revision: str = "0013_repair"
 down_revision: str | None = "0012_archive_deletion"
@@ -47,10 +50,13 @@ def upgrade() -> None:
             "ALTER TABLE chat_session ADD COLUMN IF NOT EXISTS search_vector tsvector "
             "GENERATED ALWAYS AS (chat_store_search_vector(title)) STORED"
         )
-    invalid = invalid_indexes(op.get_bind())
-    if not (rebuild_titles or invalid):
+    invalid = invalid_indexes(op.get_bind(), CONCURRENT_INDEXES)
+    leftovers = reindex_leftovers(op.get_bind(), CONCURRENT_INDEXES)
+    if not (rebuild_titles or invalid or leftovers):
         return
     with op.get_context().autocommit_block():
+        for name in leftovers:
+            op.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
         if rebuild_titles:
             op.execute("DROP INDEX CONCURRENTLY IF EXISTS ix_chat_session_search")
             op.execute(
@@ -58,7 +64,8 @@ def upgrade() -> None:
                 "ON chat_session USING gin (user_id, search_vector)"
             )
         for name in invalid:
-            op.execute(f'REINDEX INDEX CONCURRENTLY "{name}"')
+            if not (rebuild_titles and name == "ix_chat_session_search"):  # just built
+                op.execute(f'REINDEX INDEX CONCURRENTLY "{name}"')
 
 
 def downgrade() -> None:
