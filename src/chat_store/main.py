@@ -62,7 +62,7 @@ from chat_store.db import (
 from chat_store.logging_setup import configure_logging
 from chat_store.metrics import Metrics
 from chat_store.ratelimit import RateLimiter
-from chat_store.services import generation, maintenance
+from chat_store.services import generation, hooks, maintenance
 from chat_store.services.archive import Archiver, finish_deleting, restore_for_access
 from chat_store.settings import Settings, get_settings
 from chat_store.state import AppState
@@ -72,6 +72,7 @@ logger = logging.getLogger(__name__)
 
 _STARTUP_CHECK_SECONDS = 2.0  # the search language's check at start, before it gives up
 _DELETIONS_SHUTDOWN_SECONDS = 5.0  # archive objects still being deleted at shutdown
+_AFTER_COMMIT_SHUTDOWN_SECONDS = 2.0  # after-commit work of requests cancelled at shutdown
 
 # Swagger UI and ReDoc assets served by the app itself: the docs work offline and behind
 # networks that block CDNs.
@@ -195,6 +196,9 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
             housekeeping.cancel()
             if runner is not None:
                 await runner.close()
+            # What cancelled requests committed still reaches the bus and the cache (their
+            # revocations, stop requests, events): before those close.
+            await hooks.finish(within=_AFTER_COMMIT_SHUTDOWN_SECONDS)
             await limiter.close()
             if principal_cache is not cache:
                 await principal_cache.close()

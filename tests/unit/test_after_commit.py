@@ -64,3 +64,39 @@ async def test_a_failed_callback_does_not_stop_the_rest() -> None:
     hooks.after_commit(db, revoke)
     await hooks.run_after_commit(db)
     assert done == ["revoke"]
+
+
+async def test_shutdown_waits_for_the_work_of_cancelled_requests() -> None:
+    """The lifespan waits (hooks.finish) before it closes the bus and the cache that the work
+    uses; what is still running after the wait is cancelled."""
+    db = AsyncSession()
+    done: list[str] = []
+    in_revoke = asyncio.Event()
+
+    async def revoke() -> None:
+        in_revoke.set()
+        await asyncio.sleep(0.2)
+        done.append("revoke")
+
+    hooks.after_commit(db, revoke)
+    request = asyncio.create_task(hooks.run_after_commit(db))
+    await in_revoke.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await hooks.finish(within=5.0)
+    assert done == ["revoke"]
+
+    async def stuck() -> None:
+        in_revoke.set()
+        await asyncio.sleep(60)
+
+    in_revoke.clear()
+    hooks.after_commit(db, stuck)
+    request = asyncio.create_task(hooks.run_after_commit(db))
+    await in_revoke.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    await asyncio.wait_for(hooks.finish(within=0.1), 2)
+    assert not hooks._FINISHING

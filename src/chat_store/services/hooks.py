@@ -65,3 +65,16 @@ def _finish_later(callbacks: Sequence[Callable[[], Awaitable[None]]]) -> None:
 
 # The after-commit work whose caller was cancelled, held so that it is not collected.
 _FINISHING: set[asyncio.Task[Any]] = set()
+
+
+async def finish(within: float) -> None:
+    """Wait up to `within` seconds for the after-commit work left by cancelled requests, then
+    cancel what is left: at shutdown, before the bus and the cache it uses are closed."""
+    if not _FINISHING:
+        return
+    _, left = await asyncio.wait(set(_FINISHING), timeout=within)
+    for task in left:
+        task.cancel()
+    await asyncio.gather(*left, return_exceptions=True)
+    if left:
+        logger.warning("after-commit work of %d requests was cut at shutdown", len(left))
