@@ -2,8 +2,15 @@
 
 A pooled connection outlives a Redis restart: its next command fails with "Connection closed
 by server" while a new connection would succeed. One retry on a fresh connection, for that
-error alone, hides the restart; a timeout is never retried (the command may have run, and a
-stalled Redis must cost one timeout, not two).
+error alone, hides the restart. A timeout is never retried: a stalled Redis must cost one
+timeout, not two.
+
+The same error comes when a connection dies after Redis ran the command but before its reply
+arrived (a proxy or a failover cutting connections): the command then runs twice. For the cache
+that is the same write again; for the bus an event that arrives twice (readers drop what they
+have: versions and offsets); for the rate limiter one request counted twice in its window. That
+rare extra count is the price of not refusing (or, failing open, not counting) every limited
+request for a second after each restart.
 """
 
 from __future__ import annotations
