@@ -19,9 +19,9 @@ api_keys = command_group("Manage API keys without HTTP.")
 def create_user(
     email: Annotated[str, typer.Option(help="Login email.")],
     # Optional to the help (it is asked for, twice and hidden, when left out), never to the
-    # command: the prompt fills it in.
+    # command: the prompt fills it in, and asks again on an empty answer.
     password: Annotated[
-        str,
+        str | None,
         typer.Option(
             prompt=True,
             hide_input=True,
@@ -29,7 +29,7 @@ def create_user(
             show_default=False,
             help="8+ chars; asked for (twice, hidden) when left out.",
         ),
-    ] = "",
+    ] = None,
     display_name: Annotated[str | None, typer.Option(help="Shown name.")] = None,
 ) -> None:
     """Create a user (the first account of a fresh deployment)."""
