@@ -117,6 +117,18 @@ async def test_a_batch_may_hold_the_call_and_its_results(
     )
     body = assert_problem(refused, 422, "unknown_tool_call")
     assert body["errors"][0]["loc"] == ["body", "messages", 0, "tool_call_id"]
+    # A batch of one names its field as a batch does; a single append, as its body does.
+    alone = {"messages": [items[2] | {"tool_call_id": "call_z"}]}
+    refused = await client.post(
+        f"{_messages(session_id)}/batch", json=alone, headers=account.headers
+    )
+    body = assert_problem(refused, 422, "unknown_tool_call")
+    assert body["errors"][0]["loc"] == ["body", "messages", 0, "tool_call_id"]
+    refused = await client.post(
+        _messages(session_id), json=alone["messages"][0], headers=account.headers
+    )
+    body = assert_problem(refused, 422, "unknown_tool_call")
+    assert body["errors"][0]["loc"] == ["body", "tool_call_id"]
     listed = (await client.get(_messages(session_id), headers=account.headers)).json()["data"]
     assert len(listed) == 3
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from chat_store.api.archive import finds_archived_itself, restore_archived_session
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey, PaginationParams
 from chat_store.api.direct import DirectRoute, direct
-from chat_store.api.responses import problems
+from chat_store.api.responses import Responses, problems
 from chat_store.errors import (
     ArchiveUnavailable,
     ChatSessionNotFound,
@@ -49,18 +49,26 @@ router = APIRouter(
     responses=problems(ArchiveUnavailable),
 )
 
-_APPEND_ERRORS = problems(
-    ChatSessionNotFound,
-    MessageExists(message_service.ID_TAKEN),
-    SeqConflict(41),
-    IdempotencyKeyReused,
-    PayloadTooLarge("content is over the limit of 1048576 bytes of UTF-8"),
-    UnknownToolCall(
-        "tool_call_id 'call_zz' answers no tool call of an earlier assistant message of this "
-        "session (among its last 1000 messages)",
-        ["body", "tool_call_id"],
-    ),
-)
+
+def _append_errors(where: str, loc: list[str | int]) -> Responses:
+    """An append's error answers; `where` and `loc` name a message's fields as its request
+    does (`messages[0].` and `messages, 0` in a batch)."""
+    return problems(
+        ChatSessionNotFound,
+        MessageExists(message_service.ID_TAKEN),
+        SeqConflict(41),
+        IdempotencyKeyReused,
+        PayloadTooLarge(f"{where}content is over the limit of 1048576 bytes of UTF-8"),
+        UnknownToolCall(
+            "tool_call_id 'call_zz' answers no tool call of an earlier assistant message of "
+            "this session (among its last 1000 messages)",
+            ["body", *loc, "tool_call_id"],
+        ),
+    )
+
+
+_APPEND_ERRORS = _append_errors("", [])
+_BATCH_ERRORS = _append_errors("messages[0].", ["messages", 0])
 _MESSAGE_ERRORS = problems(ChatSessionNotFound, MessageNotFound)
 
 _APPEND_EXAMPLES = {
@@ -95,7 +103,7 @@ async def append_message(
     return await message_service.create_message(ctx, session_id, body, key)
 
 
-@router.post("/messages/batch", status_code=201, responses=_APPEND_ERRORS)
+@router.post("/messages/batch", status_code=201, responses=_BATCH_ERRORS)
 @finds_archived_itself
 async def append_messages(
     ctx: Context, session_id: uuid.UUID, body: MessageBatchCreate, key: IdempotencyKey = None

@@ -185,8 +185,7 @@ async def claim_guest(ctx: RequestContext, client_id: uuid.UUID) -> int:
     await chat_session_crud.forget_sources_shared(db, guest.id, principal.user_id)
     moved = await chat_session_crud.move_to_owner(db, guest.id, principal.user_id)
     await user_crud.delete_by_id(db, guest.id)
-    for session_id in moved:
-        events.publish_after_commit(db, ctx.bus, session_id, events.OwnerChanged())
+    events.publish_to_each_after_commit(db, ctx.bus, moved, events.OwnerChanged())
     return len(moved)
 
 

@@ -158,7 +158,7 @@ async def _check_items(
         raise ValidationFailed("message ids in one batch must differ", ["body", "messages"])
     if client_ids and await message_crud.any_message_id_exists(ctx.db, client_ids):
         raise MessageExists(ID_TAKEN)
-    await tools.check_answers(ctx, session_id, items)
+    await tools.check_answers(ctx, session_id, items, batch=batch)
     return client_ids
 
 

@@ -52,7 +52,7 @@ class SessionArchived(Exception):
 
 
 async def check_answers(
-    ctx: RequestContext, session_id: uuid.UUID, items: Sequence[MessageCreate]
+    ctx: RequestContext, session_id: uuid.UUID, items: Sequence[MessageCreate], *, batch: bool
 ) -> None:
     """Each tool message answers a call of an assistant message before it: one earlier in the
     same batch, or one stored among the session's last ANSWER_WINDOW messages (422
@@ -77,9 +77,7 @@ async def check_answers(
                 # checked again (the append restores what it finds archived).
                 raise SessionArchived()
             loc: list[str | int] = (
-                ["body", "tool_call_id"]
-                if len(items) == 1
-                else ["body", "messages", index, "tool_call_id"]
+                ["body", "messages", index, "tool_call_id"] if batch else ["body", "tool_call_id"]
             )
             raise UnknownToolCall(
                 f"tool_call_id {answered!r} answers no tool call of an earlier assistant "
