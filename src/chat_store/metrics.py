@@ -7,6 +7,7 @@ per container, as compose does).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -62,6 +63,13 @@ class GenerationMetrics:
             "Generations running in this process.",
             registry=registry,
         )
+        # Every series from the start, at 0: a rate over a window after a restart needs one.
+        for outcome in ("complete", "failed", "cancelled", "handed_over", "superseded"):
+            self.outcomes.labels(outcome)
+        for kind in ("prompt", "completion"):
+            self.tokens.labels(kind)
+        for kind in ("timeout", "connection", "status", "provider"):
+            self.provider_errors.labels(kind)
 
 
 class Metrics:
@@ -82,9 +90,11 @@ class Metrics:
             registry=self.registry,
         )
 
-    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+    def observe(self, method: str, route: str, status: int, seconds: float | None) -> None:
+        """An answer sent; `seconds` it took (None for a live stream: no duration)."""
         self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        if seconds is not None:
+            self.latency.labels(method, route).observe(seconds)
 
     def watch(self, state_getter: Callable[[], AppState | None]) -> None:
         self.registry.register(_StateCollector(state_getter))
@@ -93,6 +103,12 @@ class Metrics:
 class _StateCollector(Collector):
     def __init__(self, state_getter: Callable[[], AppState | None]) -> None:
         self._state_getter = state_getter
+        # The counters read from the live objects start with the process, as the others do:
+        # their `_created` sample says so (a reset is told from a fall).
+        self._created = time.time()
+
+    def _counter(self, name: str, documentation: str, value: float) -> CounterMetricFamily:
+        return CounterMetricFamily(name, documentation, value=value, created=self._created)
 
     def collect(self) -> Iterator[Metric]:
         state = self._state_getter()
@@ -115,12 +131,12 @@ class _StateCollector(Collector):
         # With Redis, credentials are read through an in-process copy in front of it: its hits
         # reach no Redis counter.
         near = state.principal_cache if state.principal_cache is not cache else None
-        yield _counter(
+        yield self._counter(
             "chat_store_cache_hits",
             "Cache reads that found an entry.",
             getattr(cache, "hits", 0) + getattr(near, "hits", 0),
         )
-        yield _counter(
+        yield self._counter(
             "chat_store_cache_misses",
             "Cache reads that found nothing.",
             getattr(cache, "misses", 0),
@@ -128,10 +144,10 @@ class _StateCollector(Collector):
         redis_errors = (
             getattr(cache, "errors", 0) + getattr(state.bus, "errors", 0) + state.limiter.errors
         )
-        yield _counter(
+        yield self._counter(
             "chat_store_redis_errors", "Failed Redis calls (cache, bus, limits).", redis_errors
         )
-        yield _counter(
+        yield self._counter(
             "chat_store_rate_limit_rejections",
             "Requests refused with 429.",
             state.limiter.rejections,
@@ -141,7 +157,7 @@ class _StateCollector(Collector):
             "SSE streams open in this process.",
             state.streams.open_streams,
         )
-        yield _counter(
+        yield self._counter(
             "chat_store_streams_opened",
             "SSE streams opened by this process.",
             state.streams.opened_total,
@@ -151,19 +167,15 @@ class _StateCollector(Collector):
             "Live-stream subscriptions in this process.",
             state.bus.subscriber_count(),
         )
-        yield _counter(
+        yield self._counter(
             "chat_store_messages_appended",
             "Messages stored (single and batch).",
             state.counters.messages_appended,
         )
-        yield _counter(
+        yield self._counter(
             "chat_store_deltas_appended", "Streamed deltas stored.", state.counters.deltas_appended
         )
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
-
-
-def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
-    return CounterMetricFamily(name, documentation, value=value)

@@ -834,6 +834,77 @@ async def test_metrics_count_generations_tokens_ttft_and_provider_errors(
     assert sample(after, "chat_store_generations_live") == 0
 
 
+async def test_a_failed_answer_is_logged_and_its_first_token_still_timed(
+    client: httpx.AsyncClient, factory: Factory, llm: LlmServer
+) -> None:
+    """A provider that fails after its first tokens: the time to first token is observed (the
+    histogram would otherwise look best while the provider degrades), and the failure is a
+    warning in the log, not only a number in the metrics."""
+    account, session_id = await new_session(factory)
+    await llm.script("cut", {"fail_after": 3})
+    warnings: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = warnings.append  # type: ignore[method-assign]
+    answers = logging.getLogger("chat_store.services.generation.answer")
+    answers.addHandler(handler)
+    before = (await client.get("/metrics")).text
+    try:
+        response = await client.post(
+            chat_path(session_id),
+            json={"content": "hi", "model": "cut", "stream": False},
+            headers=account.headers,
+        )
+    finally:
+        answers.removeHandler(handler)
+    after = (await client.get("/metrics")).text
+
+    assert_problem(response, 502, "provider_error")
+    answer_id = response.json()["assistant_message_id"]
+    assert (
+        sample(after, "chat_store_generation_ttft_seconds_count")
+        - sample(before, "chat_store_generation_ttft_seconds_count")
+        == 1
+    )
+    said = [record.getMessage() for record in warnings]
+    assert any(answer_id in line and "failed (connection)" in line for line in said), said
+
+
+async def test_a_streamed_turn_is_counted_among_the_answers_without_a_duration(
+    client: httpx.AsyncClient, factory: Factory
+) -> None:
+    """A streamed turn, the default and the main traffic, is an answer sent (its status, when
+    it ends); how long it streamed is not how long it took to answer: no duration."""
+    account, session_id = await new_session(factory)
+    route = 'method="POST",route="/api/v1/sessions/{session_id}/chat"'
+    count = f'chat_store_http_requests_total{{{route},status="200"}}'
+    durations = f"chat_store_http_request_duration_seconds_count{{{route}}}"
+    before = (await client.get("/metrics")).text
+
+    streamed = await client.post(
+        chat_path(session_id), json={"content": "hi"}, headers=account.headers
+    )
+    after = (await client.get("/metrics")).text
+
+    assert events_of(streamed.text)[-1].event == "done"
+    assert sample(after, count) - sample(before, count) == 1
+    assert sample(after, durations) == sample(before, durations)
+
+
+async def test_every_labelled_generation_series_is_there_from_the_start(
+    client: httpx.AsyncClient,
+) -> None:
+    """A rate over a window after a restart needs each series at 0 before its first event."""
+    text = (await client.get("/metrics")).text
+    for outcome in ("complete", "failed", "cancelled", "handed_over", "superseded"):
+        assert f'chat_store_generations_total{{outcome="{outcome}"}}' in text
+    for kind in ("timeout", "connection", "status", "provider"):
+        assert f'chat_store_provider_errors_total{{kind="{kind}"}}' in text
+    for kind in ("prompt", "completion"):
+        assert f'chat_store_generation_tokens_total{{kind="{kind}"}}' in text
+    # Counters read from the live objects say when they started, as the others do.
+    assert "chat_store_deltas_appended_created " in text
+
+
 READ_FILE = {
     "type": "function",
     "function": {

@@ -258,7 +258,7 @@ class AnswerGenerator:
         )
         buffer = _Buffer()
         started = time.monotonic()
-        reader = asyncio.create_task(self._read(request, buffer))
+        reader = asyncio.create_task(self._read(request, buffer, started))
         # The writer waits for the buffer alone: the call's end (even cancelled before it ran)
         # wakes it too.
         reader.add_done_callback(lambda _: buffer.changed.set())
@@ -336,8 +336,6 @@ class AnswerGenerator:
             return "failed"
         # The first content, text or a tool call: an answer may only call tools.
         ttft = None if finish.first_at is None else finish.first_at - started
-        if ttft is not None:
-            self._metrics.ttft.observe(ttft)
         reported = (("prompt", finish.prompt_tokens), ("completion", finish.completion_tokens))
         for kind, count in reported:
             if count:
@@ -380,14 +378,22 @@ class AnswerGenerator:
             return "failed"
         return "complete"
 
-    async def _read(self, request: ChatRequest, buffer: _Buffer) -> Finish:
+    async def _read(self, request: ChatRequest, buffer: _Buffer, started: float) -> Finish:
+        """Read the provider's answer into `buffer`. Its time to first token is observed as the
+        first content comes, whatever becomes of the call after it (a failure, a cancel)."""
         finish = Finish(reason=None)
+        observed = False
         try:
             async for part in self._provider.stream(request):
                 if isinstance(part, Finish):
                     finish = part
-                else:
-                    buffer.add(part)
+                    if not observed and part.first_at is not None:  # tool calls only
+                        self._metrics.ttft.observe(part.first_at - started)
+                    continue
+                if not observed:
+                    observed = True
+                    self._metrics.ttft.observe(time.monotonic() - started)
+                buffer.add(part)
         finally:
             buffer.changed.set()
         return finish
@@ -490,6 +496,14 @@ class AnswerGenerator:
                 raise _Superseded
             # Every failure names its run: a continued answer's earlier failure is not its own.
             await self.fail_in(db, principal, current, error, {"attempt": job.attempt, **details})
+        # What the answer now says (its error_message holds no secret): an operator sees a
+        # provider that fails in the log, not only in the metrics.
+        logger.warning(
+            "generation %s failed (%s): %s",
+            job.message_id,
+            details.get("error_kind", "internal"),
+            " ".join(error.split())[:300],
+        )
 
     async def fail_in(
         self,

@@ -25,6 +25,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from chat_store.db import is_connection_error
 from chat_store.errors import ChatSessionNotFound, MessageNotFound
 from chat_store.metrics import GenerationMetrics
 from chat_store.services.context import RequestContext
@@ -232,12 +233,12 @@ class GenerationRunner:
                 next_sweep = time.monotonic() + self.settings.generation_sweep_seconds
                 try:
                     await self.sweep()
-                except Exception:  # the database may be away for a while: try again next time
-                    logger.exception("generation sweep failed")
+                except Exception as exc:  # the database may be away for a while: try again
+                    _log_failure("generation sweep failed", exc)
             try:
                 await self._renew()
-            except Exception:
-                logger.exception("generation lease renewal failed")
+            except Exception as exc:
+                _log_failure("generation lease renewal failed", exc)
             wait = min(renew_every, max(0.0, next_sweep - time.monotonic()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), timeout=wait)
@@ -351,3 +352,12 @@ class GenerationRunner:
                 params=GenerationParams.from_dict(claimed.params, default_model),
                 takeover=True,
             )
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """A database that is away is one line every time it is tried (a warning to alert on); any
+    other failure is an error with its traceback."""
+    if is_connection_error(exc) or isinstance(exc, OSError | TimeoutError):
+        logger.warning("%s: the database cannot be reached (%s)", what, type(exc).__name__)
+    else:
+        logger.exception(what)
