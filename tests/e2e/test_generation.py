@@ -79,6 +79,49 @@ async def test_a_client_that_leaves_mid_answer_still_gets_the_answer_stored(
         assert request["outcome"] == "complete"  # the provider call was not cut either
 
 
+def _sample(metrics: str, name: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+async def test_a_client_that_leaves_a_waiting_turn_is_recorded_as_gone(
+    chat_server: ServerProcess, llm: LlmServer
+) -> None:
+    """`stream: false` waits for the answer. A client that gives up meanwhile ends the wait
+    (the answer is generated on): the request is a 499 in the log and the metrics, not the 201
+    nobody received with the whole answer's time, and it was never a live SSE stream."""
+    client, _ = await new_account(chat_server)
+    text = default_text(80)
+    await llm.script("slow", {"text": text, "delay": 0.05})  # 4 s
+    chat_route = 'route="/api/v1/sessions/{session_id}/chat"'
+    async with client:
+        key = await client.create_api_key("waiting")
+        session = await client.create_session()
+        async with httpx.AsyncClient(base_url=chat_server.base_url) as http:
+            before = (await http.get("/metrics")).text
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(
+                    f"/api/v1/sessions/{session.id}/chat",
+                    json={"content": "Explain", "model": "slow", "stream": False},
+                    headers={"X-API-Key": key.key},
+                    timeout=1.0,
+                )
+            answer = await answer_of(client, session.id, ("complete", "failed", "cancelled"))
+            after = (await http.get("/metrics")).text
+    assert answer.status == "complete"
+    assert answer.content == text
+
+    def grew(name: str) -> float:
+        return _sample(after, name) - _sample(before, name)
+
+    assert grew(f'chat_store_http_requests_total{{method="POST",{chat_route},status="499"}}') == 1
+    assert grew(f'chat_store_http_requests_total{{method="POST",{chat_route},status="201"}}') == 0
+    assert grew("chat_store_streams_opened_total") == 0
+    assert f"/api/v1/sessions/{session.id}/chat 499" in chat_server.log()
+
+
 async def read_stream(
     http: httpx.AsyncClient, path: str, headers: dict[str, str], until_deltas: int | None = None
 ) -> tuple[list[tuple[str, str | None, dict[str, Any]]], bool]:

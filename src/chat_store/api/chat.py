@@ -17,6 +17,7 @@ from chat_store.api.archive import restore_archived_session
 from chat_store.api.deps import API_PREFIX, Context, IdempotencyKey
 from chat_store.api.direct import DirectRoute, direct
 from chat_store.api.errors import problem_response
+from chat_store.api.middleware import CLIENT_LEFT
 from chat_store.api.responses import problems
 from chat_store.api.streams import event_stream
 from chat_store.errors import (
@@ -180,14 +181,24 @@ Turn = Annotated[TurnContext, Depends(get_turn_context)]
 
 class _AnswerWhenDone(Response):
     """Waits for the answer before it decides its status: it runs once the turn is committed
-    (after the request's session has ended), so the generation it waits for has started."""
+    (after the request's session has ended), so the generation it waits for has started.
 
-    def __init__(self, wait: Callable[[], Awaitable[tuple[int, ChatTurn]]]) -> None:
+    A client that leaves meanwhile ends the wait (not the answer, which is generated on): the
+    request is recorded as 499, never as the 201 nobody received."""
+
+    def __init__(
+        self, wait: Callable[[], Awaitable[tuple[int, ChatTurn]]], streams: StreamContext
+    ) -> None:
         super().__init__()
         self._wait = wait
+        self._streams = streams
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response: Response
+        watching = asyncio.create_task(_until_the_client_leaves(receive))
+        # The wait ends as at shutdown: the answer's follower stops, the turn is read as it
+        # stands (no read cut inside the driver).
+        watching.add_done_callback(lambda _: self._streams.shutdown.set())
         try:
             status, turn = await self._wait()
             response = JSONResponse(turn.model_dump(mode="json"), status_code=status)
@@ -201,7 +212,19 @@ class _AnswerWhenDone(Response):
                 path=scope["path"],
                 **exc.extra,
             )
+        finally:
+            left = watching.done() and not watching.cancelled() and not watching.exception()
+            watching.cancel()
+        if left:
+            scope.setdefault("state", {})[CLIENT_LEFT] = True
+            return
         await response(scope, receive, send)
+
+
+async def _until_the_client_leaves(receive: Receive) -> None:
+    # The body is read: what comes now is the client's disconnect.
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 @router.post(
@@ -217,7 +240,7 @@ async def chat(
     """Send a user message; the service answers it with the model and stores the answer."""
     deadline = time.monotonic() + ctx.settings.request_timeout_seconds
     turn = await turn_service.start_turn(ctx, session_id, body, idempotency_key)
-    streams = StreamContext(ctx.app, ctx.principal)
+    streams = StreamContext(ctx.app, ctx.principal, counted=body.stream)
     if body.stream:
         response: EventSourceResponse = event_stream(
             turn_service.turn_events(streams, turn), streams
@@ -236,7 +259,7 @@ async def chat(
         finally:
             stopping.cancel()
 
-    return _AnswerWhenDone(wait)
+    return _AnswerWhenDone(wait, streams)
 
 
 async def _stop_on_exit(streams: StreamContext) -> None:

@@ -23,6 +23,11 @@ logger = logging.getLogger("chat_store.access")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
+# Set in a request's scope state by an answer that was not sent because its client had left.
+CLIENT_LEFT = "client_left"
+CLIENT_LEFT_STATUS = 499
+
+
 async def send_problem(
     send: Send,
     scope: Scope,
@@ -79,12 +84,12 @@ class RequestContextMiddleware:
         no_store = get_route_path(scope).startswith(("/api/v1/auth", "/api/v1/api-keys"))
         started = time.perf_counter()
         status = 500
-        streaming = False
+        streaming = answered = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status, streaming
+            nonlocal status, streaming, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 headers = MutableHeaders(scope=message)
                 streaming = headers.get("content-type", "").startswith("text/event-stream")
                 headers["X-Request-ID"] = request_id
@@ -101,11 +106,14 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            if not answered and scope["state"].get(CLIENT_LEFT):
+                status = CLIENT_LEFT_STATUS  # as nginx logs a request its client gave up on
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            if not streaming:
-                self.metrics.observe(scope["method"], template, status, elapsed)
+            # A live stream is an answer too, counted when it ends; its length is how long the
+            # client followed, not how long it took to answer: not a duration.
+            self.metrics.observe(scope["method"], template, status, None if streaming else elapsed)
             logger.info(
                 "%s %s %s",
                 scope["method"],

@@ -76,6 +76,9 @@ class StreamContext:
     app: AppState
     principal: Principal
     shutdown: anyio.Event = field(default_factory=anyio.Event)
+    # Counted among the live SSE streams (the stream stats): not a `stream: false` chat turn,
+    # which follows its answer only to wait for it.
+    counted: bool = True
     credential: principal_service.CredentialCheck = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +92,10 @@ class StreamContext:
     @asynccontextmanager
     async def following(self, session_id: uuid.UUID) -> AsyncIterator[Subscription]:
         """The stream open: counted in the app's stream stats, subscribed to the session."""
+        if not self.counted:
+            async with self.app.bus.subscribe(events.channel(session_id)) as subscription:
+                yield subscription
+            return
         stats = self.app.streams
         stats.opened()
         try:
