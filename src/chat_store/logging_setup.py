@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
-_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "request_id"}
+# Not copied into a JSON line: the record's own fields, and uvicorn's `color_message` (the
+# message again, with terminal colour codes).
+_STANDARD_ATTRS = set(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "request_id",
+    "color_message",
+}
 
 
 class _RequestIdFilter(logging.Filter):
@@ -56,6 +63,10 @@ def configure_logging(level: str, use_json: bool) -> None:
     # the user and password LLM_BASE_URL may carry included.
     for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # aiosqlite logs every statement with its parameters at DEBUG (password hashes, the hashes
+    # credentials are looked up by, messages), from its thread, without the request id. DB_ECHO
+    # is the way to see the SQL.
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
