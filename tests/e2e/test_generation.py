@@ -356,8 +356,15 @@ async def test_a_waiting_turn_is_answered_as_it_stands_when_its_server_stops(
         restarted.client(api_key=key) as other,
     ):
         answer = await answer_of(other, session.id, ("complete", "failed"), timeout=40)
+        async with httpx.AsyncClient(base_url=restarted.base_url) as http:
+            metrics = (await http.get("/metrics")).text
+        said = restarted.log()
     assert answer.status == "complete"
     assert answer.content == text
+    # Handed over by a process that stopped: nothing died, no takeover counted.
+    assert "handed over by its stopping process" in said, said
+    assert "stopped renewing its lease" not in said, said
+    assert _sample(metrics, "chat_store_generation_takeovers_total") == 0
 
 
 async def test_the_client_chat_reattaches_by_itself_and_gets_the_answer_once(

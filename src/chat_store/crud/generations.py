@@ -233,13 +233,14 @@ async def release(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def expired(db: AsyncSession, now: datetime, limit: int) -> list[uuid.UUID]:
+async def expired(db: AsyncSession, now: datetime, limit: int) -> list[tuple[uuid.UUID, bool]]:
     """Generations whose lease ran out (served by ix_generation_lease_expires_at), oldest
-    first."""
+    first, each with whether its process handed it over (its lease released without an owner)
+    rather than stopped renewing it."""
     result = await db.execute(
-        select(_G.message_id)
+        select(_G.message_id, _G.owner.is_(None))
         .where(_G.lease_expires_at.is_not(None), _G.lease_expires_at <= now)
         .order_by(_G.lease_expires_at)
         .limit(limit)
     )
-    return list(result.scalars())
+    return [(message_id, bool(handed_over)) for message_id, handed_over in result.all()]

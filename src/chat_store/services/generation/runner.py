@@ -269,7 +269,7 @@ class GenerationRunner:
         async with store.transaction(self._sessionmaker) as db:
             expired = await store.expired(db, datetime.now(UTC), free)
         taken = 0
-        for message_id in expired:
+        for message_id, handed_over in expired:
             if self._closing or self.running(message_id):
                 continue
             try:
@@ -292,12 +292,19 @@ class GenerationRunner:
                 slot.release()
                 await self._give_back(job)
                 break
-            logger.info(
-                "taking over generation %s (run %d); its process stopped renewing its lease",
-                message_id,
-                job.attempt,
-            )
-            self._metrics.takeovers.inc()
+            if handed_over:  # its process stopped and left it: nothing died
+                logger.info(
+                    "continuing generation %s (run %d), handed over by its stopping process",
+                    message_id,
+                    job.attempt,
+                )
+            else:
+                logger.info(
+                    "taking over generation %s (run %d); its process stopped renewing its lease",
+                    message_id,
+                    job.attempt,
+                )
+                self._metrics.takeovers.inc()
             # Launched at once: from here on, close() stops it and hands it over.
             self.launch(job, slot)
             taken += 1
