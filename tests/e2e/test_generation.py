@@ -315,7 +315,7 @@ class CuttingSyncTransport(httpx.HTTPTransport):
 
 
 async def test_a_waiting_turn_is_answered_as_it_stands_when_its_server_stops(
-    e2e_backend: Backend, llm: LlmServer
+    e2e_backend: Backend, llm: LlmServer, chat_server: ServerProcess
 ) -> None:
     """`stream: false` waits for the answer within the request's time limit. SIGTERM made
     uvicorn wait its whole graceful shutdown (10 s) for that request and then cut it: a
@@ -356,15 +356,14 @@ async def test_a_waiting_turn_is_answered_as_it_stands_when_its_server_stops(
         restarted.client(api_key=key) as other,
     ):
         answer = await answer_of(other, session.id, ("complete", "failed"), timeout=40)
-        async with httpx.AsyncClient(base_url=restarted.base_url) as http:
-            metrics = (await http.get("/metrics")).text
-        said = restarted.log()
+        said = restarted.log() + chat_server.log()  # the module's server shares the database
     assert answer.status == "complete"
     assert answer.content == text
-    # Handed over by a process that stopped: nothing died, no takeover counted.
-    assert "handed over by its stopping process" in said, said
-    assert "stopped renewing its lease" not in said, said
-    assert _sample(metrics, "chat_store_generation_takeovers_total") == 0
+    # Handed over by a process that stopped: nothing died (the takeover, logged and counted,
+    # is for a process that stopped renewing its lease).
+    answer_id = turn["assistant_message"]["id"]
+    assert f"continuing generation {answer_id}" in said, said
+    assert f"taking over generation {answer_id}" not in said, said
 
 
 async def test_the_client_chat_reattaches_by_itself_and_gets_the_answer_once(
