@@ -49,3 +49,11 @@ def assert_recent(value: str, within: timedelta = timedelta(seconds=30)) -> date
     parsed = parse_time(value)
     assert abs(datetime.now(UTC) - parsed) < within, value
     return parsed
+
+
+def metric_sample(metrics: str, name: str) -> float:
+    """A sample's value in Prometheus text (`name` with its labels as written), 0 when absent."""
+    for line in metrics.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0

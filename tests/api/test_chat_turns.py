@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from tests.assertions import assert_problem, assert_validation_error
+from tests.assertions import assert_problem, assert_validation_error, metric_sample
 from tests.backends import Backend
 from tests.conftest import AppWith, running_app
 from tests.factories import API, Factory
@@ -797,14 +797,6 @@ async def test_a_session_keeps_its_system_prompt(
     assert_validation_error(too_long, "body", "system_prompt")
 
 
-def sample(text: str, name: str) -> float:
-    """A sample's value in Prometheus text (0 when absent)."""
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 async def test_metrics_count_generations_tokens_ttft_and_provider_errors(
     client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
@@ -823,7 +815,7 @@ async def test_metrics_count_generations_tokens_ttft_and_provider_errors(
     after = (await client.get("/metrics")).text
 
     def grew(name: str) -> float:
-        return sample(after, name) - sample(before, name)
+        return metric_sample(after, name) - metric_sample(before, name)
 
     assert grew('chat_store_generations_total{outcome="complete"}') == 1
     assert grew('chat_store_generations_total{outcome="failed"}') == 1
@@ -831,7 +823,7 @@ async def test_metrics_count_generations_tokens_ttft_and_provider_errors(
     assert grew('chat_store_generation_tokens_total{kind="completion"}') == 13
     assert grew('chat_store_generation_tokens_total{kind="prompt"}') == 11
     assert grew("chat_store_generation_ttft_seconds_count") == 1
-    assert sample(after, "chat_store_generations_live") == 0
+    assert metric_sample(after, "chat_store_generations_live") == 0
 
 
 async def test_a_failed_answer_is_logged_and_its_first_token_still_timed(
@@ -861,8 +853,8 @@ async def test_a_failed_answer_is_logged_and_its_first_token_still_timed(
     assert_problem(response, 502, "provider_error")
     answer_id = response.json()["assistant_message_id"]
     assert (
-        sample(after, "chat_store_generation_ttft_seconds_count")
-        - sample(before, "chat_store_generation_ttft_seconds_count")
+        metric_sample(after, "chat_store_generation_ttft_seconds_count")
+        - metric_sample(before, "chat_store_generation_ttft_seconds_count")
         == 1
     )
     said = [record.getMessage() for record in warnings]
@@ -886,8 +878,8 @@ async def test_a_streamed_turn_is_counted_among_the_answers_without_a_duration(
     after = (await client.get("/metrics")).text
 
     assert events_of(streamed.text)[-1].event == "done"
-    assert sample(after, count) - sample(before, count) == 1
-    assert sample(after, durations) == sample(before, durations)
+    assert metric_sample(after, count) - metric_sample(before, count) == 1
+    assert metric_sample(after, durations) == metric_sample(before, durations)
 
 
 async def test_every_labelled_generation_series_is_there_from_the_start(
@@ -959,7 +951,7 @@ async def test_an_answer_that_only_calls_tools_has_its_time_to_first_token(
     assert isinstance(ttft_ms, int) and ttft_ms >= 0
     after = (await client.get("/metrics")).text
     count = "chat_store_generation_ttft_seconds_count"
-    assert sample(after, count) - sample(before, count) == 1
+    assert metric_sample(after, count) - metric_sample(before, count) == 1
 
 
 async def test_the_provider_urls_credentials_are_not_logged(

@@ -20,6 +20,7 @@ from chat_store.client import (
     StreamDone,
 )
 from chat_store.client._follow import SseParser
+from tests.assertions import metric_sample
 from tests.backends import Backend
 from tests.e2e.conftest import ServerProcess, llm_env, running_server
 from tests.e2e.test_client_flows import new_account
@@ -79,13 +80,6 @@ async def test_a_client_that_leaves_mid_answer_still_gets_the_answer_stored(
         assert request["outcome"] == "complete"  # the provider call was not cut either
 
 
-def _sample(metrics: str, name: str) -> float:
-    for line in metrics.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
 async def test_a_client_that_leaves_a_waiting_turn_is_recorded_as_gone(
     chat_server: ServerProcess, llm: LlmServer
 ) -> None:
@@ -114,7 +108,7 @@ async def test_a_client_that_leaves_a_waiting_turn_is_recorded_as_gone(
     assert answer.content == text
 
     def grew(name: str) -> float:
-        return _sample(after, name) - _sample(before, name)
+        return metric_sample(after, name) - metric_sample(before, name)
 
     assert grew(f'chat_store_http_requests_total{{method="POST",{chat_route},status="499"}}') == 1
     assert grew(f'chat_store_http_requests_total{{method="POST",{chat_route},status="201"}}') == 0

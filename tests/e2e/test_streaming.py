@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from chat_store.client import AsyncChatStoreClient, StreamDelta, StreamDone, StreamReset
+from tests.assertions import metric_sample
 from tests.backends import Backend
 from tests.e2e.conftest import NO_LIMITS, ServerProcess, start_server
 from tests.e2e.test_client_flows import new_account
@@ -173,10 +174,8 @@ async def test_readers_follow_a_writer_on_one_process(stream_server: ServerProce
 async def _metric(server: ServerProcess, name: str) -> float:
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         text = (await http.get("/metrics")).text
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise AssertionError(f"{name} not in /metrics")
+    assert f"\n{name} " in text, f"{name} not in /metrics"
+    return metric_sample(text, name)
 
 
 async def test_dropped_readers_leave_nothing_behind(stream_server: ServerProcess) -> None:

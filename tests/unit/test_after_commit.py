@@ -18,6 +18,16 @@ async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
             await asyncio.sleep(0.01)
 
 
+async def _cancel_the_request_during(db: AsyncSession, hook_running: asyncio.Event) -> None:
+    """Run the session's after-commit work as a request does, and cancel that request once a
+    hook is under way (its time limit, a stopping server)."""
+    request = asyncio.create_task(hooks.run_after_commit(db))
+    await hook_running.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+
+
 async def test_work_after_a_cancelled_callback_still_runs_to_its_end() -> None:
     """A request cancelled during one callback (its time limit, a stopping server) must not
     skip those after it: a revocation or a stop request would be lost."""
@@ -36,11 +46,7 @@ async def test_work_after_a_cancelled_callback_still_runs_to_its_end() -> None:
 
     hooks.after_commit(db, publish)
     hooks.after_commit(db, revoke)
-    request = asyncio.create_task(hooks.run_after_commit(db))
-    await in_publish.wait()
-    request.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await request
+    await _cancel_the_request_during(db, in_publish)
     assert done == []
 
     release.set()
@@ -79,11 +85,7 @@ async def test_shutdown_waits_for_the_work_of_cancelled_requests() -> None:
         done.append("revoke")
 
     hooks.after_commit(db, revoke)
-    request = asyncio.create_task(hooks.run_after_commit(db))
-    await in_revoke.wait()
-    request.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await request
+    await _cancel_the_request_during(db, in_revoke)
     await hooks.finish(within=5.0)
     assert done == ["revoke"]
 
@@ -93,10 +95,6 @@ async def test_shutdown_waits_for_the_work_of_cancelled_requests() -> None:
 
     in_revoke.clear()
     hooks.after_commit(db, stuck)
-    request = asyncio.create_task(hooks.run_after_commit(db))
-    await in_revoke.wait()
-    request.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await request
+    await _cancel_the_request_during(db, in_revoke)
     await asyncio.wait_for(hooks.finish(within=0.1), 2)
     assert not hooks._FINISHING

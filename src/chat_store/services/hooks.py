@@ -70,11 +70,17 @@ _FINISHING: set[asyncio.Task[Any]] = set()
 async def finish(within: float) -> None:
     """Wait up to `within` seconds for the after-commit work left by cancelled requests, then
     cancel what is left: at shutdown, before the bus and the cache it uses are closed."""
-    if not _FINISHING:
-        return
-    _, left = await asyncio.wait(set(_FINISHING), timeout=within)
+    if cut := await settle(_FINISHING, within):
+        logger.warning("after-commit work of %d requests was cut at shutdown", cut)
+
+
+async def settle(tasks: set[asyncio.Task[Any]], within: float) -> int:
+    """Wait up to `within` seconds for `tasks` (work that outlives its request), then cancel
+    those left and wait for them to end; returns how many were cancelled."""
+    if not tasks:
+        return 0
+    _, left = await asyncio.wait(set(tasks), timeout=within)
     for task in left:
         task.cancel()
     await asyncio.gather(*left, return_exceptions=True)
-    if left:
-        logger.warning("after-commit work of %d requests was cut at shutdown", len(left))
+    return len(left)

@@ -63,12 +63,7 @@ async def delete_after_commit(
 async def finish_deleting(within: float) -> None:
     """Wait up to `within` seconds for the deletions under way after their requests, then
     cancel those left (their keys stay listed): before the process closes its connections."""
-    if not _DELETING:
-        return
-    _, left = await asyncio.wait(set(_DELETING), timeout=within)
-    for task in left:
-        task.cancel()
-    await asyncio.gather(*left, return_exceptions=True)
+    await hooks.settle(_DELETING, within)
 
 
 async def _delete_in_background(
