@@ -166,7 +166,7 @@ def create_app(settings: Settings | None = None, *, freeze_after_start: bool = F
             restore_archived=restore_for_access,
         )
         logger.info(
-            "chat-store %s ready (database=%s, cache=%s)",
+            "chat-store %s started (database=%s, cache=%s)",
             __version__,
             engine.dialect.name,
             cache.backend,
@@ -309,7 +309,12 @@ async def _warn_about_search_language(engine: AsyncEngine, settings: Settings) -
     try:
         async with asyncio.timeout(_STARTUP_CHECK_SECONDS), engine.connect() as connection:
             built = await connection.run_sync(search_index.built_language)
-    except Exception:  # an unreachable database is the readiness check's to report
+    except Exception as exc:  # the readiness check reports it as long as it lasts
+        logger.warning(
+            "the database cannot be reached at start (%s): requests that need it answer 503, "
+            "and GET /health/ready says so, until it is back",
+            type(exc).__name__,
+        )
         return
     if built is not None and built != wanted:
         logger.warning(

@@ -315,3 +315,34 @@ async def test_serve_offers_only_what_the_server_serves(migrated: Backend) -> No
         said = server.log()
     assert "Swagger UI" not in said, said
     assert "create an account with `chat-store users create`" in said, said
+
+
+def test_serve_on_an_unreachable_database_says_so_at_start(folder: Path) -> None:
+    """`--no-migrate` starts without touching the database: the log says it cannot be reached
+    (never that the service is ready, nor the URL's password)."""
+    settings_names = {name.upper() for name in Settings.model_fields}
+    environment = {k: v for k, v in os.environ.items() if k.upper() not in settings_names}
+    environment.update({"DATABASE_URL": UNREACHABLE, "RATE_LIMIT_ENABLED": "false"})
+    server = subprocess.Popen(
+        [str(EXECUTABLE), "serve", "--no-migrate", "--port", "0"],
+        cwd=folder,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    said: list[str] = []
+    try:
+        assert server.stderr is not None
+        for line in server.stderr:
+            said.append(line)
+            if "Application startup complete" in line:
+                break
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    log = "".join(said)
+    assert "the database cannot be reached at start" in log, log
+    assert " ready " not in log, log
+    assert URL_PASSWORD not in log
