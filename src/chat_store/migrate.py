@@ -111,16 +111,21 @@ CONCURRENT_INDEXES = (
 )
 
 
+# An index is INVALID while a CREATE INDEX or REINDEX CONCURRENTLY builds it (a REINDEX
+# builds `<name>_ccnew` and leaves `<name>` as it is): no index of a table with a build under
+# way (pg_stat_progress_create_index) is taken for a failed one, in the two queries below.
+
+
 def invalid_indexes(connection: Connection, names: tuple[str, ...]) -> list[str]:
     """Postgres: which of `names` (indexes of the current schema) a failed CREATE INDEX
-    CONCURRENTLY left INVALID: never used by queries, yet seen by IF NOT EXISTS. One whose build
-    is under way (INVALID until it ends) is not among them."""
+    CONCURRENTLY left INVALID: never used by queries, yet seen by IF NOT EXISTS. None of a table
+    with a build under way (INVALID until it ends) is among them."""
     statement = text(
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE NOT i.indisvalid AND n.nspname = current_schema() AND c.relname = ANY(:names) "
         "AND NOT EXISTS "
-        "(SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = c.oid) "
+        "(SELECT 1 FROM pg_stat_progress_create_index p WHERE p.relid = i.indrelid) "
         "ORDER BY c.relname"
     )
     return [str(name) for name in connection.execute(statement, {"names": list(names)}).scalars()]
@@ -134,7 +139,9 @@ def reindex_leftovers(connection: Connection, names: tuple[str, ...]) -> list[st
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE NOT i.indisvalid AND n.nspname = current_schema() "
-        "AND c.relname ~ :pattern ORDER BY c.relname"
+        "AND c.relname ~ :pattern AND NOT EXISTS "
+        "(SELECT 1 FROM pg_stat_progress_create_index p WHERE p.relid = i.indrelid) "
+        "ORDER BY c.relname"
     )
     pattern = f"^({'|'.join(names)})_cc(new|old)[0-9]*$"
     return [str(name) for name in connection.execute(statement, {"pattern": pattern}).scalars()]

@@ -43,6 +43,7 @@ from tests.support.chat import (
     wait_for_text,
 )
 from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text
+from tests.support.logs import warnings_of
 
 
 @pytest.fixture(scope="module")
@@ -442,11 +443,13 @@ async def test_an_answer_is_given_up_after_its_last_attempt(
     app: FastAPI, app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
     account, session_id, answer_id = await _orphan(app.state.resources, client, factory, attempt=3)
-
-    async with chat_app(app_with, llm, generation_max_attempts=3):
-        done = await wait_for_status(client, account, session_id, answer_id)
+    with warnings_of("chat_store.services.generation.runner") as said:
+        async with chat_app(app_with, llm, generation_max_attempts=3):
+            done = await wait_for_status(client, account, session_id, answer_id)
 
     assert done["status"] == "failed"
+    # The line every failed answer has, for one alert on them all.
+    assert f"generation {answer_id} failed (attempts): gave up after 3 runs" in said, said
     assert "GENERATION_MAX_ATTEMPTS" in done["error_message"]
     assert done["partial_content"] == "The fixture uses "
     # The run that ended it: the third, whose process died.

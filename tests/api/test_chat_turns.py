@@ -33,6 +33,7 @@ from tests.support.chat import (
     wait_for_status,
 )
 from tests.support.llm_server import DEFAULT_TEXT, LlmServer, default_text
+from tests.support.logs import warnings_of
 
 
 @pytest.fixture(scope="module")
@@ -834,20 +835,13 @@ async def test_a_failed_answer_is_logged_and_its_first_token_still_timed(
     warning in the log, not only a number in the metrics."""
     account, session_id = await new_session(factory)
     await llm.script("cut", {"fail_after": 3})
-    warnings: list[logging.LogRecord] = []
-    handler = logging.Handler(logging.WARNING)
-    handler.emit = warnings.append  # type: ignore[method-assign]
-    answers = logging.getLogger("chat_store.services.generation.answer")
-    answers.addHandler(handler)
     before = (await client.get("/metrics")).text
-    try:
+    with warnings_of("chat_store.services.generation.answer") as said:
         response = await client.post(
             chat_path(session_id),
             json={"content": "hi", "model": "cut", "stream": False},
             headers=account.headers,
         )
-    finally:
-        answers.removeHandler(handler)
     after = (await client.get("/metrics")).text
 
     assert_problem(response, 502, "provider_error")
@@ -857,7 +851,6 @@ async def test_a_failed_answer_is_logged_and_its_first_token_still_timed(
         - metric_sample(before, "chat_store_generation_ttft_seconds_count")
         == 1
     )
-    said = [record.getMessage() for record in warnings]
     assert any(answer_id in line and "failed (connection)" in line for line in said), said
 
 

@@ -195,10 +195,7 @@ class _AnswerWhenDone(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         response: Response
-        watching = asyncio.create_task(_until_the_client_leaves(receive))
-        # The wait ends as at shutdown: the answer's follower stops, the turn is read as it
-        # stands (no read cut inside the driver).
-        watching.add_done_callback(lambda _: self._streams.shutdown.set())
+        watching = asyncio.create_task(_until_the_client_leaves(receive, self._streams))
         try:
             status, turn = await self._wait()
             response = JSONResponse(turn.model_dump(mode="json"), status_code=status)
@@ -221,10 +218,13 @@ class _AnswerWhenDone(Response):
         await response(scope, receive, send)
 
 
-async def _until_the_client_leaves(receive: Receive) -> None:
+async def _until_the_client_leaves(receive: Receive, streams: StreamContext) -> None:
     # The body is read: what comes now is the client's disconnect.
     while (await receive())["type"] != "http.disconnect":
         pass
+    # The wait ends as at shutdown: the answer's follower stops, the turn is read as it stands
+    # (no read cut inside the driver).
+    streams.shutdown.set()
 
 
 @router.post(

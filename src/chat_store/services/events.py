@@ -175,9 +175,15 @@ def publish_to_each_after_commit(
     data = event.to_dict()
 
     async def publish() -> None:
-        await asyncio.gather(*(bus.publish(channel(each), data) for each in session_ids))
+        # In parts: the bus drops what is queued beyond its outbox's bound.
+        for start in range(0, len(session_ids), _PUBLISH_PART):
+            part = session_ids[start : start + _PUBLISH_PART]
+            await asyncio.gather(*(bus.publish(channel(each), data) for each in part))
 
     hooks.after_commit(db, publish)
+
+
+_PUBLISH_PART = 500
 
 
 async def publish_when_committed(

@@ -292,9 +292,9 @@ class GenerationRunner:
                 slot.release()
                 await self._give_back(job)
                 break
-            if handed_over:  # its process stopped and left it: nothing died
+            if handed_over:  # its process let it go (stopping, or another writer): none died
                 logger.info(
-                    "continuing generation %s (run %d), handed over by its stopping process",
+                    "continuing generation %s (run %d), which its process let go",
                     message_id,
                     job.attempt,
                 )
@@ -348,6 +348,12 @@ class GenerationRunner:
                     "(GENERATION_MAX_ATTEMPTS): each one's process stopped",
                     # The last run there was (this claim's would be one more).
                     {"error_kind": "attempts", "attempt": claimed.attempt - 1},
+                )
+                # The line every failed answer has (answer.py), for the one alert on them.
+                logger.warning(
+                    "generation %s failed (attempts): gave up after %d runs",
+                    message_id,
+                    self.settings.generation_max_attempts,
                 )
                 return None
             default_model = self.settings.llm_model or ""
