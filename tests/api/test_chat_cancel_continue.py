@@ -443,7 +443,7 @@ async def test_an_answer_is_given_up_after_its_last_attempt(
     app: FastAPI, app_with: AppWith, client: httpx.AsyncClient, factory: Factory, llm: LlmServer
 ) -> None:
     account, session_id, answer_id = await _orphan(app.state.resources, client, factory, attempt=3)
-    with warnings_of("chat_store.services.generation.runner") as said:
+    with warnings_of("chat_store.services.generation.answer") as said:
         async with chat_app(app_with, llm, generation_max_attempts=3):
             done = await wait_for_status(client, account, session_id, answer_id)
 

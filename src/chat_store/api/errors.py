@@ -92,14 +92,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     if not _is_json(content_type) and any(_body_not_an_object(err) for err in errors):
         # A JSON route's body sent as a form, text or nothing named: FastAPI does not read it
         # as JSON, and its error would name the model, not the header.
-        refused = UnsupportedMediaType(content_type)
-        return problem_response(
-            request,
-            status=refused.status,
-            code=refused.code,
-            title=refused.title,
-            detail=refused.detail,
-        )
+        return await _app_error(request, UnsupportedMediaType(content_type))
     if any(err["type"] == "json_invalid" for err in errors):
         detail = "The request body is not valid JSON"
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -41,26 +41,33 @@ async def run_after_commit(db: AsyncSession) -> None:
     callbacks: list[Callable[[], Awaitable[None]]] = db.info.pop(_KEY, [])
     for position, callback in enumerate(callbacks):
         try:
-            await callback()
+            await _run_one(callback)
         except asyncio.CancelledError:
-            _finish_later(callbacks[position:])
+            in_background(_run_each(callbacks[position:]), _FINISHING, "after-commit")
             raise
-        except Exception:  # the data is committed; a failed side effect must not fail the request
-            logger.exception("after-commit callback failed")
+
+
+async def _run_one(callback: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await callback()
+    except Exception:  # the data is committed; a failed side effect must not fail the request
+        logger.exception("after-commit callback failed")
 
 
 async def _run_each(callbacks: Sequence[Callable[[], Awaitable[None]]]) -> None:
     for callback in callbacks:
-        try:
-            await callback()
-        except Exception:
-            logger.exception("after-commit callback failed")
+        await _run_one(callback)
 
 
-def _finish_later(callbacks: Sequence[Callable[[], Awaitable[None]]]) -> None:
-    task = asyncio.create_task(_run_each(callbacks), name="after-commit")
-    _FINISHING.add(task)
-    task.add_done_callback(_FINISHING.discard)
+def in_background(
+    work: Coroutine[Any, Any, None], held: set[asyncio.Task[Any]], name: str
+) -> asyncio.Task[None]:
+    """Run `work` in a task of its own, held in `held` until it ends (the loop keeps only a
+    weak reference to a task): work that outlives its request, which `settle` waits for."""
+    task = asyncio.create_task(work, name=name)
+    held.add(task)
+    task.add_done_callback(held.discard)
+    return task
 
 
 # The after-commit work whose caller was cancelled, held so that it is not collected.

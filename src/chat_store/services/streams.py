@@ -91,18 +91,17 @@ class StreamContext:
 
     @asynccontextmanager
     async def following(self, session_id: uuid.UUID) -> AsyncIterator[Subscription]:
-        """The stream open: counted in the app's stream stats, subscribed to the session."""
-        if not self.counted:
-            async with self.app.bus.subscribe(events.channel(session_id)) as subscription:
-                yield subscription
-            return
-        stats = self.app.streams
-        stats.opened()
+        """The stream open: counted in the app's stream stats (if `counted`), subscribed to the
+        session."""
+        stats = self.app.streams if self.counted else None
+        if stats is not None:
+            stats.opened()
         try:
             async with self.app.bus.subscribe(events.channel(session_id)) as subscription:
                 yield subscription
         finally:
-            stats.closed()
+            if stats is not None:
+                stats.closed()
 
     def passes(self, subscription: Subscription) -> Iterator[None]:
         """One pass for each read of the store, until the server stops; each begins with

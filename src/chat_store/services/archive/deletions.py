@@ -53,9 +53,8 @@ async def delete_after_commit(
     await archive_crud.queue_deletions(db, keys, datetime.now(UTC))
 
     async def delete_soon() -> None:
-        task = asyncio.create_task(_delete_in_background(sessionmaker, store, keys))
-        _DELETING.add(task)
-        task.add_done_callback(_DELETING.discard)
+        work = _delete_in_background(sessionmaker, store, keys)
+        hooks.in_background(work, _DELETING, "archive-deletions")
 
     hooks.after_commit(db, delete_soon)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -162,6 +163,13 @@ def _halted(live: Live, reader: asyncio.Task[Finish]) -> bool:
 
 def _without_failure(metadata: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metadata.items() if key not in _FAILURE_KEYS}
+
+
+def log_failed(message_id: uuid.UUID, kind: str, error: str) -> None:
+    """The one line every failed answer has, for one alert on them all: what the answer now
+    says (its error_message holds no secret). An operator sees a provider that fails in the
+    log, not only in the metrics."""
+    logger.warning("generation %s failed (%s): %s", message_id, kind, " ".join(error.split())[:300])
 
 
 class AnswerGenerator:
@@ -496,14 +504,7 @@ class AnswerGenerator:
                 raise _Superseded
             # Every failure names its run: a continued answer's earlier failure is not its own.
             await self.fail_in(db, principal, current, error, {"attempt": job.attempt, **details})
-        # What the answer now says (its error_message holds no secret): an operator sees a
-        # provider that fails in the log, not only in the metrics.
-        logger.warning(
-            "generation %s failed (%s): %s",
-            job.message_id,
-            details.get("error_kind", "internal"),
-            " ".join(error.split())[:300],
-        )
+        log_failed(job.message_id, details.get("error_kind", "internal"), error)
 
     async def fail_in(
         self,

@@ -31,7 +31,13 @@ from chat_store.metrics import GenerationMetrics
 from chat_store.services.context import RequestContext
 from chat_store.services.events import STOP_CHANNEL, StopRequest
 from chat_store.services.generation import store
-from chat_store.services.generation.answer import AnswerGenerator, Live, Outcome, StopReason
+from chat_store.services.generation.answer import (
+    AnswerGenerator,
+    Live,
+    Outcome,
+    StopReason,
+    log_failed,
+)
 from chat_store.services.generation.errors import GenerationBusy
 from chat_store.services.generation.jobs import GenerationParams, Job
 from chat_store.services.generation.provider import Provider
@@ -349,11 +355,10 @@ class GenerationRunner:
                     # The last run there was (this claim's would be one more).
                     {"error_kind": "attempts", "attempt": claimed.attempt - 1},
                 )
-                # The line every failed answer has (answer.py), for the one alert on them.
-                logger.warning(
-                    "generation %s failed (attempts): gave up after %d runs",
+                log_failed(
                     message_id,
-                    self.settings.generation_max_attempts,
+                    "attempts",
+                    f"gave up after {self.settings.generation_max_attempts} runs",
                 )
                 return None
             default_model = self.settings.llm_model or ""
