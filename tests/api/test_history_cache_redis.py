@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from redis.asyncio import Redis
 
 from chat_store.cache import RedisCache
 from tests.conftest import AppWith
-from tests.factories import API, Factory
+from tests.factories import API, Account, Factory
 from tests.support.redis_server import RedisServer
 
 
@@ -39,15 +40,23 @@ async def _texts(client: httpx.AsyncClient, session_id: str, headers: dict[str, 
     return [m["content"] or m["partial_content"] for m in response.json()["data"]]
 
 
-async def test_history_is_cached_in_redis_and_never_stale(
-    redis_app_client: tuple[httpx.AsyncClient, RedisCache], redis_server: RedisServer
-) -> None:
-    client, _ = redis_app_client
+async def _session_saying(
+    client: httpx.AsyncClient, text: str
+) -> tuple[Account, dict[str, Any], str]:
+    """A new account's session with one user message; its messages' URL."""
     factory = Factory(client)
     account = await factory.account()
     session = await factory.chat_session(account)
     url = f"{API}/sessions/{session['id']}/messages"
-    await client.post(url, json={"role": "user", "content": "one"}, headers=account.headers)
+    await client.post(url, json={"role": "user", "content": text}, headers=account.headers)
+    return account, session, url
+
+
+async def test_history_is_cached_in_redis_and_never_stale(
+    redis_app_client: tuple[httpx.AsyncClient, RedisCache], redis_server: RedisServer
+) -> None:
+    client, _ = redis_app_client
+    account, session, url = await _session_saying(client, "one")
 
     assert await _texts(client, session["id"], account.headers) == ["one"]
     assert len(await _history_keys(redis_server)) == 1  # the read filled the cache
@@ -60,11 +69,7 @@ async def test_redis_down_then_back(
     redis_app_client: tuple[httpx.AsyncClient, RedisCache], redis_server: RedisServer
 ) -> None:
     client, cache = redis_app_client
-    factory = Factory(client)
-    account = await factory.account()
-    session = await factory.chat_session(account)
-    url = f"{API}/sessions/{session['id']}/messages"
-    await client.post(url, json={"role": "user", "content": "before"}, headers=account.headers)
+    account, session, url = await _session_saying(client, "before")
     assert await _texts(client, session["id"], account.headers) == ["before"]
 
     redis_server.stop()
@@ -92,11 +97,7 @@ async def test_a_quick_redis_restart_costs_no_cache_error(
     """The pooled connection outlives a restart; its first command is tried once more on a new
     connection instead of counting as a failure (which would leave Redis unused for a second)."""
     client, cache = redis_app_client
-    factory = Factory(client)
-    account = await factory.account()
-    session = await factory.chat_session(account)
-    url = f"{API}/sessions/{session['id']}/messages"
-    await client.post(url, json={"role": "user", "content": "before"}, headers=account.headers)
+    account, session, _ = await _session_saying(client, "before")
     assert await _texts(client, session["id"], account.headers) == ["before"]
     errors_before = cache.errors
 
@@ -112,11 +113,7 @@ async def test_stale_entry_left_in_redis_is_never_served(
 ) -> None:
     """A write made while Redis was away cannot invalidate it; the version check still must."""
     client, _ = redis_app_client
-    factory = Factory(client)
-    account = await factory.account()
-    session = await factory.chat_session(account)
-    url = f"{API}/sessions/{session['id']}/messages"
-    await client.post(url, json={"role": "user", "content": "a"}, headers=account.headers)
+    account, session, url = await _session_saying(client, "a")
     assert await _texts(client, session["id"], account.headers) == ["a"]
     cached = await _history_keys(redis_server)
     redis = Redis.from_url(redis_server.url)
